@@ -1,0 +1,71 @@
+"""Identifiers: typed, prefixed, random, and made by an injected source of randomness.
+
+An id reads as what it names (``tsk_…``, ``grt_…``, ``dec_…``) and carries 128 random bits in
+Crockford base32, so ids sort nowhere and guess nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NewType
+
+TaskId = NewType("TaskId", str)
+GrantId = NewType("GrantId", str)
+DecisionId = NewType("DecisionId", str)
+EffectId = NewType("EffectId", str)
+AuditId = NewType("AuditId", str)
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud)_[0-9a-hjkmnp-tv-z]{26}$")
+
+
+class IdKind(StrEnum):
+    TASK = "tsk"
+    GRANT = "grt"
+    DECISION = "dec"
+    EFFECT = "eff"
+    AUDIT = "aud"
+
+
+def encode_id(kind: IdKind, random_bytes: bytes) -> str:
+    """Encode 16 random bytes as ``<kind>_<26 base32 chars>``."""
+    if len(random_bytes) != 16:
+        raise ValueError("an id needs exactly 16 random bytes")
+    number = int.from_bytes(random_bytes, "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[number & 31])
+        number >>= 5
+    return f"{kind.value}_{''.join(reversed(chars))}"
+
+
+def is_well_formed(value: str, kind: IdKind | None = None) -> bool:
+    """True when ``value`` has the shape of a tether id (of ``kind``, if given)."""
+    if len(value) != 30 or not _ID_RE.match(value):
+        return False
+    return kind is None or value.startswith(kind.value + "_")
+
+
+@dataclass(frozen=True, slots=True)
+class IdFactory:
+    """Makes ids from an injected byte source (``os.urandom`` in production, seeded in tests)."""
+
+    random_bytes: Callable[[int], bytes]
+
+    def task(self) -> TaskId:
+        return TaskId(encode_id(IdKind.TASK, self.random_bytes(16)))
+
+    def grant(self) -> GrantId:
+        return GrantId(encode_id(IdKind.GRANT, self.random_bytes(16)))
+
+    def decision(self) -> DecisionId:
+        return DecisionId(encode_id(IdKind.DECISION, self.random_bytes(16)))
+
+    def effect(self) -> EffectId:
+        return EffectId(encode_id(IdKind.EFFECT, self.random_bytes(16)))
+
+    def audit(self) -> AuditId:
+        return AuditId(encode_id(IdKind.AUDIT, self.random_bytes(16)))

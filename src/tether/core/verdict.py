@@ -1,0 +1,100 @@
+"""A decision is a value: the verdict on one call, with everything needed to replay it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from tether.core.ids import DecisionId
+from tether.core.risks import Risk
+from tether.core.scope import JSONValue
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    APPROVAL_REQUIRED = "approval_required"
+
+
+class ReasonCode(StrEnum):
+    """Stable, machine-readable reasons an agent (or its developer) can act on."""
+
+    POLICY_PERMITS = "policy_permits"
+    GRANT_INVALID = "grant_invalid"
+    GRANT_EXPIRED = "grant_expired"
+    GRANT_REVOKED = "grant_revoked"
+    GRANT_NOT_BOUND = "grant_not_bound"
+    TASK_NOT_OPEN = "task_not_open"
+    TOOL_NOT_IN_SCOPE = "tool_not_in_scope"
+    ACTION_NOT_IN_SCOPE = "action_not_in_scope"
+    DATASET_NOT_IN_SCOPE = "dataset_not_in_scope"
+    ARGUMENT_MISSING = "argument_missing"
+    CONSTRAINT_VIOLATED = "constraint_violated"
+    POLICY_FORBIDS = "policy_forbids"
+    NO_POLICY_PERMITS = "no_policy_permits"
+    POLICY_ERROR = "policy_error"
+    APPROVAL_REQUIRED = "approval_required"
+    POLICY_UNAVAILABLE = "policy_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    message: str
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"code": self.code.value, "message": self.message}
+
+
+class ObligationKind(StrEnum):
+    """What the enforcement point must do alongside an allow."""
+
+    ROW_CAP = "row_cap"
+    REDACT = "redact"
+    CREDENTIAL = "credential"
+
+
+@dataclass(frozen=True, slots=True)
+class Obligation:
+    kind: ObligationKind
+    value: str
+    policy_id: str | None = None
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"kind": self.kind.value, "value": self.value, "policy_id": self.policy_id}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to one authorize request. Every error path yields a ``deny`` with its cause."""
+
+    decision: Decision
+    decision_id: DecisionId
+    reasons: tuple[Reason, ...]
+    policy_ids: tuple[str, ...]
+    obligations: tuple[Obligation, ...]
+    risks: tuple[Risk, ...]
+    policy_revision: str
+    decided_at: datetime
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOW
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "decision": self.decision.value,
+            "decision_id": self.decision_id,
+            "reasons": [r.to_json() for r in self.reasons],
+            "policy_ids": list(self.policy_ids),
+            "obligations": [o.to_json() for o in self.obligations],
+            "risks": [r.value for r in self.risks],
+            "policy_revision": self.policy_revision,
+            "decided_at": self.decided_at.isoformat(),
+        }
+
+
+def sorted_risks(risks: set[Risk] | frozenset[Risk]) -> tuple[Risk, ...]:
+    return tuple(sorted(risks, key=lambda r: r.value))
