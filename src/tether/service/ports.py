@@ -1,0 +1,187 @@
+"""The interfaces the service needs; adapters (identity, policy, store) implement them.
+
+Adapters import only :mod:`tether.core` and this module. Each port states what it must never do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from tether.core.audit import AuditKind, AuditRecord, ChainHead
+from tether.core.call import Call
+from tether.core.effect import Effect
+from tether.core.identity import Workload
+from tether.core.ids import DecisionId, GrantId, TaskId
+from tether.core.risks import Risk
+from tether.core.scope import ActionKind, Classification, JSONValue
+from tether.core.task import Grant, Intent, Task, TaskState
+from tether.core.verdict import Decision, Obligation, Reason
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+class WorkloadVerifier(Protocol):
+    """Turns a bearer credential into a verified :class:`Workload`.
+
+    Raises ``Unauthenticated(code=INVALID_TOKEN)`` for anything that does not verify: bad
+    signature, algorithm not pinned, expired, not yet valid, wrong audience or issuer, malformed.
+    The exception message is safe to show the caller (it never echoes the token).
+    """
+
+    def verify(self, token: str, now: datetime) -> Workload: ...
+
+
+class GrantSigner(Protocol):
+    """Signs grant tokens and verifies them (ES256, tether's own key, algorithm pinned)."""
+
+    def sign(self, grant: Grant) -> str: ...
+
+    def verify(self, token: str, now: datetime) -> GrantClaims:
+        """Raise ``Unauthenticated(code=INVALID_TOKEN)`` when the token is not a valid grant."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GrantClaims:
+    """What a verified grant token says; the store remains the source of truth."""
+
+    grant_id: GrantId
+    task_id: TaskId
+    agent: str
+    expires_at: datetime
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """Everything Cedar sees about one call."""
+
+    agent: Workload
+    call: Call
+    classification: Classification | None
+    intent: Intent
+    task_id: TaskId
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOutcome:
+    """Cedar's answer, already folded into tether's three decisions (deny on any error)."""
+
+    decision: Decision
+    reasons: tuple[Reason, ...]
+    policy_ids: tuple[str, ...]
+    obligations: tuple[Obligation, ...] = ()
+    risks: frozenset[Risk] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantPreview:
+    """Whether policy could ever permit ``action`` on ``tool`` for this agent and intent."""
+
+    permitted: bool
+    policy_ids: tuple[str, ...]
+    reason: str
+
+
+class PolicyEngine(Protocol):
+    """Cedar behind one interface. Never raises on a well-formed request: errors become deny."""
+
+    @property
+    def revision(self) -> str:
+        """A stable digest of the loaded policy set, schema and catalog."""
+        ...
+
+    def decide(self, request: PolicyRequest) -> PolicyOutcome: ...
+
+    def preview_grant(
+        self, agent: Workload, intent: Intent, tool: str, action: ActionKind, dataset: str | None
+    ) -> GrantPreview: ...
+
+    def classification(self, dataset: str) -> Classification | None:
+        """The dataset's classification from the catalog, or ``None`` if it is not catalogued."""
+        ...
+
+
+# -- store -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """An audit record before the store seals it into the chain (seq, prev_hash, hash)."""
+
+    record_id: str
+    at: datetime
+    kind: AuditKind
+    agent: str | None
+    task_id: str | None
+    body: dict[str, JSONValue]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    decision_id: DecisionId
+    task_id: TaskId | None
+    grant_id: GrantId | None
+    agent: str
+    tool: str
+    action: ActionKind
+    dataset: str | None
+    decision: Decision
+    decided_at: datetime
+
+
+class Store(Protocol):
+    """Durable state. Every mutation takes the audit entry that records it and writes both in
+    one transaction: if the audit record cannot be written, nothing is. Raises
+    ``Unavailable(code=STORE_UNAVAILABLE)`` when the backend cannot be reached, never returns a
+    guess.
+    """
+
+    def open_task(self, task: Task, grant: Grant, audit: AuditEntry) -> AuditRecord: ...
+
+    def get_task(self, task_id: TaskId) -> Task | None: ...
+
+    def get_grant(self, grant_id: GrantId) -> Grant | None: ...
+
+    def end_task(
+        self, task_id: TaskId, state: TaskState, at: datetime, audit: AuditEntry
+    ) -> Task | None:
+        """Move an open task to ``state`` (closed, expired, revoked) and revoke or expire its
+        grants. Returns the updated task, or ``None`` when it was not open (nothing written)."""
+        ...
+
+    def record_decision(self, decision: DecisionRecord, audit: AuditEntry) -> AuditRecord: ...
+
+    def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None: ...
+
+    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
+        """Raise ``Conflict(code=EFFECT_ALREADY_REPORTED)`` on a second effect for a decision."""
+        ...
+
+    def append_audit(self, audit: AuditEntry) -> AuditRecord: ...
+
+    def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]: ...
+
+    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """Records in chain order, starting after ``after_seq``."""
+        ...
+
+    def chain_head(self) -> ChainHead | None: ...
+
+    def ping(self) -> None:
+        """Raise ``Unavailable`` unless the store is reachable and writable."""
+        ...
+
+    def close(self) -> None: ...
