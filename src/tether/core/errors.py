@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     POLICY_UNAVAILABLE = "policy_unavailable"
+    INTERNAL = "internal_error"
     # ConfigurationError
     CONFIGURATION = "configuration_error"
     POLICY_INVALID = "policy_invalid"
@@ -116,6 +117,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.STORE_UNAVAILABLE: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
+    ErrorCode.INTERNAL: Unavailable,
     ErrorCode.CONFIGURATION: ConfigurationError,
     ErrorCode.POLICY_INVALID: ConfigurationError,
 }

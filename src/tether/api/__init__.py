@@ -1,0 +1,1 @@
+"""The HTTP API (v1) with OpenAPI at ``/openapi.json``."""

@@ -1,0 +1,242 @@
+"""The v1 HTTP API: tasks, authorize, effects, health. Agents authenticate with their SVID as
+``Authorization: Bearer <token>``; the grant travels in the body of ``authorize``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
+
+from tether import __version__
+from tether.api.errors import error_response, install_error_handlers
+from tether.api.models import (
+    AuthorizeIn,
+    CloseTaskOut,
+    EffectIn,
+    EffectOut,
+    ErrorOut,
+    OpenTaskIn,
+    OpenTaskOut,
+    VerdictOut,
+)
+from tether.core.call import Call
+from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
+from tether.core.identity import Workload
+from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
+from tether.core.scope import JSONValue, Scope, is_valid_name
+from tether.core.task import Intent
+from tether.logs import get_logger
+from tether.service.authorize import Authorizer
+from tether.service.effects import EffectService
+from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
+from tether.service.settings import ServiceSettings
+from tether.service.tasks import TaskService
+
+log = get_logger("tether.api")
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_TOKEN_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDeps:
+    verifier: WorkloadVerifier
+    tasks: TaskService
+    authorizer: Authorizer
+    effects: EffectService
+    store: Store
+    policy: PolicyEngine
+    clock: Clock
+    settings: ServiceSettings
+
+
+class BodyLimit:
+    """Refuse bodies over the limit before they are read into memory (413)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._refuse(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _json_depth(value: Any, limit: int) -> bool:
+    """True when ``value`` nests no deeper than ``limit``."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(
+        title="tether",
+        version=__version__,
+        summary="Request-time least privilege for AI agents.",
+        responses={
+            400: {"model": ErrorOut},
+            401: {"model": ErrorOut},
+            413: {"model": ErrorOut},
+        },
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    def caller(authorization: Annotated[str | None, Header()] = None) -> Workload:
+        if authorization is None:
+            raise Unauthenticated(
+                "send the agent's SVID as 'Authorization: Bearer <token>'",
+                code=ErrorCode.MISSING_TOKEN,
+            )
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated(
+                "the Authorization header must be 'Bearer <token>'", code=ErrorCode.MISSING_TOKEN
+            )
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated("the token is too large", code=ErrorCode.INVALID_TOKEN)
+        try:
+            return deps.verifier.verify(token, deps.clock.now())
+        except Unauthenticated as error:
+            log.info("authentication_failed", reason=error.message)
+            raise
+
+    Caller = Annotated[Workload, Depends(caller)]
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        try:
+            deps.store.ping()
+        except TetherError as error:
+            return error_response(ErrorCode.STORE_UNAVAILABLE, error.message)
+        return JSONResponse({"status": "ready", "policy_revision": deps.policy.revision})
+
+    @app.post("/v1/tasks", status_code=201, response_model=OpenTaskOut, tags=["tasks"])
+    def open_task(body: OpenTaskIn, agent: Caller) -> dict[str, JSONValue]:
+        scopes = [Scope.from_json(s.model_dump(mode="json")) for s in body.scopes]
+        opened = deps.tasks.open_task(
+            agent,
+            Intent(body.intent.workflow, body.intent.purpose, body.intent.on_behalf_of),
+            scopes,
+            body.ttl_seconds,
+        )
+        return {
+            "task_id": opened.task.task_id,
+            "grant": opened.token,
+            "expires_at": opened.task.expires_at.isoformat(),
+            "granted": [s.to_json() for s in opened.grant.scopes],
+            "refused": [r.to_json() for r in opened.refused],
+            "policy_revision": opened.grant.policy_revision,
+        }
+
+    @app.post("/v1/tasks/{task_id}/close", response_model=CloseTaskOut, tags=["tasks"])
+    def close_task(task_id: str, agent: Caller) -> dict[str, JSONValue]:
+        if not is_well_formed(task_id, IdKind.TASK):
+            raise InvalidRequest("task_id is not a tether task id", code=ErrorCode.INVALID_FIELD)
+        task = deps.tasks.close_task(agent, TaskId(task_id))
+        return {
+            "task_id": task.task_id,
+            "state": task.state.value,
+            "ended_at": task.ended_at.isoformat() if task.ended_at else None,
+        }
+
+    @app.post("/v1/authorize", response_model=VerdictOut, tags=["decisions"])
+    def authorize(body: AuthorizeIn, agent: Caller) -> dict[str, JSONValue]:
+        if not is_valid_name(body.tool, 128):
+            raise InvalidRequest("tool is not a valid tool name", code=ErrorCode.INVALID_FIELD)
+        if body.dataset is not None and not is_valid_name(body.dataset, 128):
+            raise InvalidRequest("dataset is not a valid name", code=ErrorCode.INVALID_FIELD)
+        limits = deps.settings
+        if not _json_depth(body.args, limits.max_args_depth):
+            raise InvalidRequest(
+                f"args nest deeper than {limits.max_args_depth} levels",
+                code=ErrorCode.INVALID_FIELD,
+            )
+        try:
+            size = len(json.dumps(body.args, allow_nan=False))
+        except ValueError:
+            raise InvalidRequest(
+                "args may not contain NaN or Infinity", code=ErrorCode.INVALID_FIELD
+            ) from None
+        if size > limits.max_args_bytes:
+            raise InvalidRequest(
+                f"args are limited to {limits.max_args_bytes} bytes",
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+            )
+        call = Call(body.tool, body.action, body.dataset, dict(body.args))
+        return deps.authorizer.authorize(agent, body.grant, call).to_json()
+
+    @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
+    def report_effect(body: EffectIn, agent: Caller) -> dict[str, JSONValue]:
+        if not is_well_formed(body.decision_id, IdKind.DECISION):
+            raise InvalidRequest(
+                "decision_id is not a tether decision id", code=ErrorCode.INVALID_FIELD
+            )
+        effect = deps.effects.report(
+            agent,
+            DecisionId(body.decision_id),
+            body.status,
+            body.records,
+            body.bytes,
+            body.recipients,
+        )
+        out = effect.to_json()
+        out.pop("recipients")
+        out["recipient_count"] = len(effect.recipients)
+        return out
+
+    return app

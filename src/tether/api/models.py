@@ -1,0 +1,131 @@
+"""Request and response bodies of the v1 API: pydantic lives here, at the edge, only."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from tether.core.effect import EffectStatus
+from tether.core.scope import ActionKind
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+Text = Annotated[StrictStr, Field(min_length=1, max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntentIn(_Strict):
+    workflow: Text
+    purpose: Text
+    on_behalf_of: Text
+
+
+class ScopeIn(_Strict):
+    tool: Name
+    actions: Annotated[list[ActionKind], Field(min_length=1, max_length=6)]
+    datasets: Annotated[list[Name], Field(max_length=64)] = []
+    constraints: Annotated[dict[str, dict[str, Any]], Field(max_length=32)] = Field(
+        default_factory=dict,
+        description="Per-argument constraints: max, min, one_of, ends_with, max_length.",
+        examples=[{"amount": {"max": 100}, "to": {"ends_with": ["@example.com"]}}],
+    )
+
+
+class OpenTaskIn(_Strict):
+    intent: IntentIn
+    scopes: Annotated[list[ScopeIn], Field(min_length=1, max_length=64)]
+    ttl_seconds: StrictInt | None = Field(
+        default=None, description="Grant lifetime; defaults to 600 and is capped by the server."
+    )
+
+
+class ScopeOut(BaseModel):
+    tool: str
+    actions: list[str]
+    datasets: list[str]
+    constraints: dict[str, dict[str, Any]]
+
+
+class RefusalOut(BaseModel):
+    tool: str
+    action: str | None
+    dataset: str | None
+    code: str
+    message: str
+
+
+class OpenTaskOut(BaseModel):
+    task_id: str
+    grant: str = Field(description="The grant token; present it with the same SVID.")
+    expires_at: str
+    granted: list[ScopeOut]
+    refused: list[RefusalOut]
+    policy_revision: str
+
+
+class AuthorizeIn(_Strict):
+    grant: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+    tool: Name
+    action: ActionKind
+    dataset: Name | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReasonOut(BaseModel):
+    code: str
+    message: str
+
+
+class ObligationOut(BaseModel):
+    kind: str
+    value: str
+    policy_id: str | None
+
+
+class VerdictOut(BaseModel):
+    decision: str = Field(description="allow, deny or approval_required")
+    decision_id: str
+    reasons: list[ReasonOut]
+    policy_ids: list[str]
+    risks: list[str]
+    obligations: list[ObligationOut]
+    policy_revision: str
+    decided_at: str
+
+
+class EffectIn(_Strict):
+    decision_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    status: EffectStatus = EffectStatus.OK
+    records: StrictInt | None = Field(default=None, ge=0)
+    bytes: StrictInt | None = Field(default=None, ge=0)
+    recipients: Annotated[
+        list[Annotated[StrictStr, Field(max_length=320)]], Field(max_length=1000)
+    ] = []
+
+
+class EffectOut(BaseModel):
+    effect_id: str
+    decision_id: str
+    status: str
+    records: int | None
+    bytes: int | None
+    recipient_count: int
+    reported_at: str
+
+
+class CloseTaskOut(BaseModel):
+    task_id: str
+    state: str
+    ended_at: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

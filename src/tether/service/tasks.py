@@ -1,0 +1,273 @@
+"""Opening, closing and reaping tasks: zero standing privilege.
+
+An agent authenticated by its workload identity opens a task with a declared intent and the scopes
+it asks for. Policy decides what is granted, possibly less than asked; the grant is short-lived,
+bound to the agent, stored server-side and revocable. Closing the task or its expiry ends it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tether.core.audit import AuditKind
+from tether.core.errors import Conflict, ErrorCode, Forbidden, InvalidRequest, NotFound
+from tether.core.identity import Workload
+from tether.core.ids import IdFactory, TaskId
+from tether.core.scope import JSONValue, Scope
+from tether.core.task import Grant, GrantState, Intent, Task, TaskState
+from tether.service.ports import Clock, GrantSigner, PolicyEngine, Store
+from tether.service.recording import Recorder
+from tether.service.settings import ServiceSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A part of the request that was not granted, and why."""
+
+    tool: str
+    action: str | None
+    dataset: str | None
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "tool": self.tool,
+            "action": self.action,
+            "dataset": self.dataset,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTask:
+    task: Task
+    grant: Grant
+    token: str
+    refused: tuple[Refusal, ...]
+
+
+class TaskService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        policy: PolicyEngine,
+        signer: GrantSigner,
+        clock: Clock,
+        ids: IdFactory,
+        recorder: Recorder,
+        settings: ServiceSettings,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._signer = signer
+        self._clock = clock
+        self._ids = ids
+        self._rec = recorder
+        self._settings = settings
+
+    # -- open ------------------------------------------------------------------------------
+
+    def open_task(
+        self,
+        agent: Workload,
+        intent: Intent,
+        requested: Sequence[Scope],
+        ttl_seconds: int | None = None,
+    ) -> OpenedTask:
+        self._check_request(intent, requested, ttl_seconds)
+        now = self._clock.now()
+        granted: list[Scope] = []
+        refused: list[Refusal] = []
+        for scope in requested:
+            narrowed, why = self._narrow(agent, intent, scope)
+            refused.extend(why)
+            if narrowed is not None:
+                granted.append(narrowed)
+        if not granted:
+            self._store.append_audit(
+                self._rec.entry(
+                    AuditKind.TASK_REFUSED,
+                    now,
+                    agent=agent.id,
+                    task_id=None,
+                    body={
+                        "intent": intent.to_json(),
+                        "requested": [s.to_json() for s in requested],
+                        "refused": [r.to_json() for r in refused],
+                        "policy_revision": self._policy.revision,
+                    },
+                )
+            )
+            detail = "; ".join(r.message for r in refused[:5])
+            raise Forbidden(
+                f"nothing requested can be granted: {detail}", code=ErrorCode.NOTHING_GRANTED
+            )
+
+        ttl = ttl_seconds if ttl_seconds is not None else self._settings.default_ttl_seconds
+        ttl = min(ttl, self._settings.max_ttl_seconds)  # INVARIANT: no grant outlives the cap
+        expires = now + timedelta(seconds=ttl)
+        task = Task(
+            task_id=self._ids.task(),
+            agent=agent.id,
+            intent=intent,
+            requested=tuple(requested),
+            granted=tuple(granted),
+            state=TaskState.OPEN,
+            opened_at=now,
+            expires_at=expires,
+        )
+        grant = Grant(
+            grant_id=self._ids.grant(),
+            task_id=task.task_id,
+            agent=agent.id,
+            scopes=tuple(granted),
+            issued_at=now,
+            expires_at=expires,
+            state=GrantState.ACTIVE,
+            policy_revision=self._policy.revision,
+        )
+        self._store.open_task(
+            task,
+            grant,
+            self._rec.entry(
+                AuditKind.TASK_OPENED,
+                now,
+                agent=agent.id,
+                task_id=task.task_id,
+                body={
+                    "grant_id": grant.grant_id,
+                    "intent": intent.to_json(),
+                    "requested": [s.to_json() for s in requested],
+                    "granted": [s.to_json() for s in granted],
+                    "refused": [r.to_json() for r in refused],
+                    "expires_at": expires.isoformat(),
+                    "policy_revision": grant.policy_revision,
+                },
+            ),
+        )
+        return OpenedTask(task, grant, self._signer.sign(grant), tuple(refused))
+
+    def _check_request(
+        self, intent: Intent, requested: Sequence[Scope], ttl_seconds: int | None
+    ) -> None:
+        limit = self._settings.max_intent_field
+        for name in ("workflow", "purpose", "on_behalf_of"):
+            value = getattr(intent, name)
+            if not value.strip() or len(value) > limit:
+                raise InvalidRequest(
+                    f"intent.{name} must be a non-empty string of at most {limit} characters",
+                    code=ErrorCode.INVALID_FIELD,
+                )
+        if not requested:
+            raise InvalidRequest("ask for at least one scope", code=ErrorCode.INVALID_SCOPE)
+        if len(requested) > self._settings.max_scopes:
+            raise InvalidRequest(
+                f"at most {self._settings.max_scopes} scopes per task",
+                code=ErrorCode.INVALID_SCOPE,
+            )
+        tools = [s.tool for s in requested]
+        if len(set(tools)) != len(tools):
+            raise InvalidRequest(
+                "each tool may appear in one scope only; merge its actions and datasets",
+                code=ErrorCode.INVALID_SCOPE,
+            )
+        if ttl_seconds is not None and not (
+            self._settings.min_ttl_seconds <= ttl_seconds <= 24 * 3600
+        ):
+            raise InvalidRequest(
+                f"ttl_seconds must be between {self._settings.min_ttl_seconds} and 86400 "
+                f"(grants are capped at {self._settings.max_ttl_seconds})",
+                code=ErrorCode.INVALID_FIELD,
+            )
+
+    def _narrow(
+        self, agent: Workload, intent: Intent, scope: Scope
+    ) -> tuple[Scope | None, list[Refusal]]:
+        """Keep only what policy could permit: a product of actions by datasets, never more."""
+        refused: list[Refusal] = []
+        datasets: list[str | None] = []
+        candidates: list[str | None] = [*sorted(scope.datasets)] or [None]
+        for dataset in candidates:
+            if dataset is not None and self._policy.classification(dataset) is None:
+                refused.append(
+                    Refusal(
+                        scope.tool,
+                        None,
+                        dataset,
+                        "unknown_dataset",
+                        f"dataset {dataset!r} is not in the catalog",
+                    )
+                )
+                continue
+            datasets.append(dataset)
+        permitted: dict[str | None, set[str]] = {d: set() for d in datasets}
+        for action in sorted(scope.actions):
+            for dataset in datasets:
+                preview = self._policy.preview_grant(agent, intent, scope.tool, action, dataset)
+                if preview.permitted:
+                    permitted[dataset].add(action.value)
+                else:
+                    refused.append(
+                        Refusal(scope.tool, action.value, dataset, "policy_refused", preview.reason)
+                    )
+        kept = [d for d in datasets if permitted[d]]
+        if not kept:
+            return None, refused
+        # INVARIANT: the granted scope is a product of actions by datasets that policy could
+        # permit pairwise, so it never claims more than policy allows.
+        actions = set.intersection(*(permitted[d] for d in kept))
+        if not actions:
+            return None, refused
+        narrowed = Scope.of(
+            scope.tool,
+            actions,
+            [d for d in kept if d is not None],
+            scope.constraint_map,
+        )
+        return narrowed, refused
+
+    # -- close and reap --------------------------------------------------------------------
+
+    def close_task(self, agent: Workload, task_id: TaskId) -> Task:
+        task = self._store.get_task(task_id)
+        if task is None or not hmac.compare_digest(task.agent, agent.id):
+            raise NotFound(f"no task {task_id!r} for this agent", code=ErrorCode.TASK_NOT_FOUND)
+        now = self._clock.now()
+        if task.state is TaskState.OPEN and now >= task.expires_at:
+            self._end(task, TaskState.EXPIRED)
+            raise Conflict("the task has already expired", code=ErrorCode.TASK_NOT_OPEN)
+        ended = self._end(task, TaskState.CLOSED)
+        if ended is None:
+            raise Conflict(f"the task is already {task.state.value}", code=ErrorCode.TASK_NOT_OPEN)
+        return ended
+
+    def reap_expired(self) -> int:
+        """End every open task past its expiry; returns how many were ended."""
+        now = self._clock.now()
+        ended = 0
+        for task in self._store.expired_open_tasks(now, self._settings.reap_batch):
+            if self._end(task, TaskState.EXPIRED) is not None:
+                ended += 1
+        return ended
+
+    def _end(self, task: Task, state: TaskState) -> Task | None:
+        now = self._clock.now()
+        kind = AuditKind.TASK_EXPIRED if state is TaskState.EXPIRED else AuditKind.TASK_CLOSED
+        return self._store.end_task(
+            task.task_id,
+            state,
+            now,
+            self._rec.entry(
+                kind,
+                now,
+                agent=task.agent,
+                task_id=task.task_id,
+                body={"state": state.value, "expires_at": task.expires_at.isoformat()},
+            ),
+        )
