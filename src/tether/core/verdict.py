@@ -36,6 +36,7 @@ class ReasonCode(StrEnum):
     POLICY_ERROR = "policy_error"
     APPROVAL_REQUIRED = "approval_required"
     POLICY_UNAVAILABLE = "policy_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
 
 

@@ -94,7 +94,7 @@ class Authorizer:
             finding = self._check(agent, grant_token, call)
         except TetherError as error:
             # A store that cannot answer must not let anything through.
-            finding = _deny(ReasonCode.POLICY_UNAVAILABLE, error.message, _GRANT_RISKS)
+            finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
         decision_id = self._ids.decision()
         verdict = Verdict(
             decision=finding.decision,

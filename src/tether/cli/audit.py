@@ -1,0 +1,154 @@
+"""``tether audit``: export, verify and tail the hash-chained audit log."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
+from tether.runtime import open_store
+
+app = typer.Typer(help="Export, verify and read the audit log.")
+
+MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
+def _require_store(data_dir: Path) -> Path:
+    db = data_dir / "tether.db"
+    if not db.exists():
+        fail(
+            f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` used",
+            "store_not_found",
+        )
+    return data_dir
+
+
+@app.command("export")
+def export(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (stdout by default).")
+    ] = None,
+) -> None:
+    """Write the whole chain as JSON lines, oldest first."""
+    with tether_errors():
+        store = open_store(_require_store(data_dir))
+        try:
+            if output is None:
+                for record in store.audit_records():
+                    sys.stdout.write(canonical_json(record.to_json()).decode() + "\n")
+                return
+            count = 0
+            with (
+                output.open("w", encoding="utf-8") as handle,
+                Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar,
+            ):
+                job = bar.add_task("exporting", total=None)
+                for record in store.audit_records():
+                    handle.write(canonical_json(record.to_json()).decode() + "\n")
+                    count += 1
+                    if count % 1000 == 0:
+                        bar.update(job, description=f"exported {count} records")
+            console.print(f"exported {count} records to {output}")
+        finally:
+            store.close()
+
+
+def _read_file(path: Path) -> Iterator[AuditRecord]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                fail(f"line {number} of {path} is larger than 4 MiB", "malformed_export", 1)
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+                yield AuditRecord.from_json(data)
+            except ValueError as error:
+                fail(f"line {number} of {path} is not an audit record: {error}", "malformed_export", 1)
+
+
+def _report(report: ChainReport, source: str) -> None:
+    if report.ok:
+        console.print(f"[green]ok[/]: {report.records} records, chain intact ({source})")
+        return
+    fail(
+        f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
+        "chain_broken",
+        1,
+    )
+
+
+@app.command("verify")
+def verify(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="Verify an exported JSON-lines file instead.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Check the hash chain; exit 1 naming the first bad record on any break."""
+    with tether_errors():
+        if file is not None:
+            if not file.exists():
+                fail(f"{file} does not exist", "file_not_found")
+            _report(verify_chain(_read_file(file)), str(file))
+            return
+        store = open_store(_require_store(data_dir))
+        try:
+            _report(verify_chain(store.audit_records(), store.chain_head()), str(data_dir))
+        finally:
+            store.close()
+
+
+def _summary(record: AuditRecord) -> str:
+    body = record.body
+    call = body.get("call")
+    verdict = body.get("verdict")
+    if isinstance(call, dict) and isinstance(verdict, dict):
+        reasons = verdict.get("reasons")
+        code = ""
+        if isinstance(reasons, list) and reasons and isinstance(reasons[0], dict):
+            code = f" ({reasons[0].get('code')})"
+        return f"{call.get('action')} {call.get('tool')} → {verdict.get('decision')}{code}"
+    if isinstance(call, dict):
+        return f"{call.get('action')} {call.get('tool')}: {body.get('status')}"
+    intent = body.get("intent")
+    if isinstance(intent, dict):
+        return f"workflow {intent.get('workflow')}"
+    return str(body.get("state", ""))
+
+
+@app.command("tail")
+def tail(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10000)] = 20,
+) -> None:
+    """Show the most recent records."""
+    with tether_errors():
+        store = open_store(_require_store(data_dir))
+        try:
+            head = store.chain_head()
+            start = max(0, (head.seq if head else 0) - lines)
+            table = Table("seq", "at", "kind", "agent", "what", title="audit log")
+            for record in store.audit_records(after_seq=start):
+                table.add_row(
+                    str(record.seq),
+                    record.at[:19],
+                    record.kind.value,
+                    record.agent or "",
+                    _summary(record),
+                )
+            console.print(table)
+        finally:
+            store.close()

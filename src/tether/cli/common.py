@@ -1,0 +1,45 @@
+"""What every command shares: options, the data directory, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from tether.core.errors import TetherError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_DATA_DIR = Path(os.environ.get("TETHER_DATA_DIR", ".tether"))
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        "-d",
+        help="tether's data directory (store, keys). Env: TETHER_DATA_DIR.",
+        envvar="TETHER_DATA_DIR",
+        file_okay=False,
+    ),
+]
+
+
+def fail(message: str, code: str = "error", exit_code: int = 2) -> NoReturn:
+    """Print one line that says what was wrong and what to do, then exit non-zero."""
+    err_console.print(f"[bold red]error[/] [dim]({code})[/]: {message}", highlight=False)
+    raise typer.Exit(exit_code)
+
+
+@contextmanager
+def tether_errors() -> Iterator[None]:
+    """Turn tether's own errors into one-line messages with their stable code."""
+    try:
+        yield
+    except TetherError as error:
+        fail(error.message, error.code.value)

@@ -1,0 +1,268 @@
+"""``tether demo``: a real server on loopback and a scripted agent calling it over HTTP.
+
+The agent opens a task, makes calls that tether allows, denies or sends for approval, reports
+effects, closes the task and replays its closed grant. The demo prints each call with its verdict,
+verifies the audit chain, stops the server, and exits non-zero if any verdict was not the expected
+one, so it doubles as an end-to-end check.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from tether.cli.common import console, fail
+from tether.core.audit import verify_chain
+from tether.runtime import RuntimeConfig, dev_issuer, open_store, packaged_policies
+from tether.service.clock import SystemClock
+
+INTENT = {
+    "workflow": "support-triage",
+    "purpose": "answer a customer's refund question",
+    "on_behalf_of": "user:alice@example.com",
+}
+SCOPES: list[dict[str, Any]] = [
+    {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]},
+    {
+        "tool": "crm.update",
+        "actions": ["write"],
+        "datasets": ["tickets"],
+        "constraints": {"discount": {"max": 10}},
+    },
+    {"tool": "payments.transfer", "actions": ["spend"], "constraints": {"amount": {"max": 1000}}},
+]
+
+
+@dataclass
+class Step:
+    label: str
+    agent: str
+    call: dict[str, Any]
+    expect: str
+    effect: dict[str, Any] | None = None
+
+
+STEPS = [
+    Step(
+        "read customer records in scope",
+        "analyst",
+        {"tool": "crm.query", "action": "read", "dataset": "crm", "args": {"customer": "c-1042"}},
+        "allow",
+        {"status": "ok", "records": 3, "bytes": 2048},
+    ),
+    Step(
+        "give a 50% discount (grant caps it at 10)",
+        "analyst",
+        {
+            "tool": "crm.update",
+            "action": "write",
+            "dataset": "tickets",
+            "args": {"ticket": "T-88", "discount": 50},
+        },
+        "deny",
+    ),
+    Step(
+        "read payroll (dataset not granted)",
+        "analyst",
+        {"tool": "crm.query", "action": "read", "dataset": "payroll", "args": {}},
+        "deny",
+    ),
+    Step(
+        "give a 5% discount",
+        "analyst",
+        {
+            "tool": "crm.update",
+            "action": "write",
+            "dataset": "tickets",
+            "args": {"ticket": "T-88", "discount": 5},
+        },
+        "allow",
+        {"status": "ok", "records": 1, "bytes": 120},
+    ),
+    Step(
+        "refund 500 (policy wants a human)",
+        "analyst",
+        {"tool": "payments.transfer", "action": "spend", "args": {"amount": 500, "to": "c-1042"}},
+        "approval_required",
+    ),
+    Step(
+        "another agent replays the analyst's grant",
+        "intruder",
+        {"tool": "crm.query", "action": "read", "dataset": "crm", "args": {}},
+        "deny",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            fail("the demo server exited during start-up; run `tether serve` to see why", "demo")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    fail(f"the demo server was not ready within {timeout:.0f}s", "demo")
+
+
+def _verdict_cell(decision: str) -> str:
+    colour = {"allow": "green", "deny": "red", "approval_required": "yellow"}.get(decision, "white")
+    return f"[{colour}]{decision}[/]"
+
+
+def demo(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", "-d", help="Keep the demo's data here (a temp dir otherwise)."),
+    ] = None,
+    policies: Annotated[
+        Path | None, typer.Option("--policies", "-p", file_okay=False, exists=True)
+    ] = None,
+) -> None:
+    """Start a real server on loopback, run a scripted agent against it, verify the audit log."""
+    workdir = data_dir or Path(tempfile.mkdtemp(prefix="tether-demo-"))
+    policy_dir = policies or packaged_policies()
+    port = _free_port()
+    console.print(
+        Panel.fit(
+            f"tether demo: server on http://127.0.0.1:{port}, data in {workdir}, "
+            f"policies {policy_dir}",
+            style="bold",
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_ENV"}
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "serve",
+            "--data-dir",
+            str(workdir),
+            "--policies",
+            str(policy_dir),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    failures = 0
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            _wait_ready(client, server, 30)
+            failures = _run_agent(client, workdir)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    store = open_store(workdir)
+    try:
+        report = verify_chain(store.audit_records(), store.chain_head())
+    finally:
+        store.close()
+    if report.ok:
+        console.print(f"audit chain: [green]intact[/], {report.records} records (tether audit verify -d {workdir})")
+    else:
+        console.print(f"audit chain: [red]broken at record {report.first_bad_seq}[/]: {report.problem}")
+        failures += 1
+    if failures:
+        fail(f"{failures} demo step(s) did not go as expected", "demo", 1)
+    console.print("[bold green]demo complete[/]: every call got the expected verdict")
+
+
+def _run_agent(client: httpx.Client, workdir: Path) -> int:
+    issuer = dev_issuer(RuntimeConfig(data_dir=workdir, environ={}))
+    now = SystemClock().now()
+    svids = {
+        name: issuer.mint_svid(name, audience="tether", now=now, ttl_seconds=600)
+        for name in ("analyst", "intruder")
+    }
+
+    def auth(agent: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {svids[agent]}"}
+
+    opened = client.post(
+        "/v1/tasks", json={"intent": INTENT, "scopes": SCOPES, "ttl_seconds": 300}, headers=auth("analyst")
+    )
+    if opened.status_code != 201:
+        fail(f"opening the task failed: {opened.status_code} {opened.text}", "demo", 1)
+    task = opened.json()
+    granted = ", ".join(
+        f"{s['tool']}({'/'.join(s['actions'])})" for s in task["granted"]
+    )
+    console.print(f"opened task [bold]{task['task_id']}[/] for analyst, granted: {granted}")
+
+    table = Table("#", "agent", "call", "verdict", "reasons", "risks", "effect", title="calls")
+    failures = 0
+
+    def run(number: str, step: Step) -> None:
+        nonlocal failures
+        body = {"grant": task["grant"], **step.call}
+        verdict = client.post("/v1/authorize", json=body, headers=auth(step.agent)).json()
+        decision = verdict.get("decision", "error")
+        effect_cell = ""
+        if decision == "allow" and step.effect is not None:
+            reported = client.post(
+                "/v1/effects",
+                json={"decision_id": verdict["decision_id"], **step.effect},
+                headers=auth(step.agent),
+            )
+            effect_cell = (
+                f"{step.effect.get('records')} records" if reported.status_code == 201 else "failed"
+            )
+        ok = decision == step.expect
+        failures += 0 if ok else 1
+        reasons = "; ".join(f"{r['code']}: {r['message']}" for r in verdict.get("reasons", []))
+        call = step.call
+        target = f" [{call['dataset']}]" if call.get("dataset") else ""
+        table.add_row(
+            number,
+            step.agent,
+            f"{call['action']} {call['tool']}{target} {call.get('args') or ''}\n[dim]{step.label}[/]",
+            _verdict_cell(decision) + ("" if ok else f" [red](expected {step.expect})[/]"),
+            reasons,
+            ",".join(verdict.get("risks", [])),
+            effect_cell,
+        )
+
+    for index, step in enumerate(STEPS, start=1):
+        run(str(index), step)
+    closed = client.post(f"/v1/tasks/{task['task_id']}/close", headers=auth("analyst"))
+    console.print(f"closed task: {closed.json().get('state', closed.text)}")
+    run(
+        str(len(STEPS) + 1),
+        Step(
+            "replay the closed task's grant",
+            "analyst",
+            {"tool": "crm.query", "action": "read", "dataset": "crm", "args": {}},
+            "deny",
+        ),
+    )
+    console.print(table)
+    return failures

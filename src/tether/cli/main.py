@@ -1,0 +1,25 @@
+"""The ``tether`` command: serve, demo, dev, policy, audit."""
+
+from __future__ import annotations
+
+import typer
+
+from tether.cli import audit, demo, dev, policy
+from tether.cli.serve import serve
+
+app = typer.Typer(
+    name="tether",
+    help="Request-time least privilege for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("serve")(serve)
+app.command("demo")(demo.demo)
+app.add_typer(dev.app, name="dev")
+app.add_typer(policy.app, name="policy")
+app.add_typer(audit.app, name="audit")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,101 @@
+"""``tether serve``: the HTTP API on one process with the embedded SQLite store."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from tether.api.app import create_app
+from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, tether_errors
+from tether.logs import configure_logging, get_logger
+from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
+
+log = get_logger("tether.serve")
+
+
+class Housekeeping:
+    """Background work of a server: reap expired tasks, pick up changed policies."""
+
+    def __init__(self, runtime: Runtime, interval: float) -> None:
+        self._runtime = runtime
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tether-housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._runtime.policy.check_for_changes()
+                ended = self._runtime.tasks.reap_expired()
+                if ended:
+                    log.info("tasks_expired", count=ended)
+            except Exception as error:  # keep the server alive; the next sweep retries
+                log.error("housekeeping_failed", error_type=type(error).__name__)
+
+
+def serve(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    policies: Annotated[
+        Path | None,
+        typer.Option(
+            "--policies",
+            "-p",
+            help="Policy directory (*.cedar, schema.cedarschema, catalog.yaml). "
+            "Default: the bundled example policies.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8470,
+    trust_bundle: Annotated[
+        Path | None,
+        typer.Option(help="SPIFFE JWT trust bundle (JWKS) to verify agent SVIDs.", dir_okay=False),
+    ] = None,
+    oidc_issuer: Annotated[str | None, typer.Option(help="Accept OIDC tokens from this issuer.")] = None,
+    oidc_jwks: Annotated[str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")] = None,
+    housekeeping_interval: Annotated[float, typer.Option(min=0.2, help="Seconds between sweeps.")] = 2.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the tether HTTP API (embedded SQLite, dev identity issuer unless production)."""
+    configure_logging(log_level)
+    with tether_errors():
+        config = RuntimeConfig(
+            data_dir=data_dir,
+            policy_dir=policies or packaged_policies(),
+            environ=dict(os.environ),
+            trust_bundle=trust_bundle,
+            oidc_issuer=oidc_issuer,
+            oidc_jwks=oidc_jwks,
+        )
+        runtime = open_runtime(config)
+    chores = Housekeeping(runtime, housekeeping_interval)
+    chores.start()
+    console.print(
+        f"tether listening on http://{host}:{port}  policies {config.policy_dir} "
+        f"(revision {runtime.policy.revision[:12]})  data {data_dir}",
+        highlight=False,
+    )
+    try:
+        uvicorn.run(
+            create_app(runtime.api_deps),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        chores.stop()
+        runtime.close()

@@ -1,0 +1,295 @@
+"""Keys: tether's own signing key, and the public key sets verifiers trust.
+
+Follows RFC 7517 (JWK and JWK Set), RFC 7518 §6 (key parameters), RFC 7638 (JWK thumbprint as the
+stable ``kid``) and the SPIFFE Trust Domain and Bundle spec (a bundle is a JWK Set whose keys carry
+``use: "jwt-svid"`` or ``use: "x509-svid"``).
+
+:class:`SigningKey` holds an EC P-256 private key. It is loaded from, or created atomically at, a
+PEM file readable only by its owner; its repr names the ``kid`` and never the key.
+:class:`KeySet` is an immutable set of *public* keys. It refuses private or symmetric key material:
+trust is configured with public keys only, so an HMAC secret can never stand in for one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import stat
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.exceptions import PyJWKError, PyJWTError
+
+from tether.core.errors import ConfigurationError
+
+#: The algorithms a verifier may be configured with. Nothing symmetric (HS*) and never ``none``:
+#: a verifier holds public keys only.
+VERIFY_ALGORITHMS = frozenset({"ES256", "ES384", "EdDSA", "RS256"})
+
+#: JWK members that carry private or symmetric key material (RFC 7518 §6).
+_SECRET_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+#: JWK ``use`` values a signature verifier accepts; SPIFFE bundles mark JWT keys ``jwt-svid``.
+_VERIFY_USES = frozenset({"sig", "jwt-svid"})
+_MAX_JWKS_FILE_BYTES = 1024 * 1024
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_THUMBPRINT_MEMBERS: Mapping[str, tuple[str, ...]] = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url without padding."""
+    members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
+    if members is None:
+        raise ValueError("thumbprints are defined here for EC, RSA and OKP keys only")
+    # RFC 7638 §3: required members only, lexicographic order, no whitespace.
+    canonical = json.dumps(
+        {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True
+    )
+    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+class SigningKey:
+    """tether's EC P-256 signing key (ES256). The private key never appears in a repr or pickle."""
+
+    __slots__ = ("_kid", "_private", "_public_jwk")
+
+    algorithm = "ES256"
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+        if not isinstance(private_key.curve, ec.SECP256R1):
+            raise ConfigurationError("tether's signing key must be an EC P-256 key")
+        self._private = private_key
+        numbers = private_key.public_key().public_numbers()
+        jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _b64url(numbers.x.to_bytes(32, "big")),
+            "y": _b64url(numbers.y.to_bytes(32, "big")),
+        }
+        self._kid = jwk_thumbprint(jwk)
+        self._public_jwk = {**jwk, "kid": self._kid, "alg": self.algorithm, "use": "sig"}
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        """A fresh in-memory key (tests, ephemeral development servers)."""
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @classmethod
+    def load_or_create(cls, path: str | os.PathLike[str]) -> SigningKey:
+        """Load the PEM key at ``path``, or create one there (mode 0600, atomically).
+
+        Two processes racing to create the same file end up with one key: the loser of the race
+        loads the winner's file instead of overwriting it.
+        """
+        target = Path(path)
+        if target.exists():
+            return cls._load(target)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = cls.generate()
+        pem = key._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temp, target)  # fails if the target appeared meanwhile: never clobber
+            except FileExistsError:
+                return cls._load(target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        return key
+
+    @classmethod
+    def _load(cls, path: Path) -> SigningKey:
+        if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise ConfigurationError(
+                f"signing key {path} is readable by other users; run: chmod 600 {path}"
+            )
+        try:
+            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # Never echo the file's bytes: they are (or resemble) a private key.
+            raise ConfigurationError(
+                f"signing key {path} is not an unencrypted PEM private key"
+            ) from exc
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise ConfigurationError(f"signing key {path} must be an EC P-256 key")
+        return cls(private)
+
+    @property
+    def kid(self) -> str:
+        """The RFC 7638 thumbprint of the public key: stable across restarts for one key file."""
+        return self._kid
+
+    def public_jwk(self) -> dict[str, str]:
+        return dict(self._public_jwk)
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [self.public_jwk()]}
+
+    def key_set(self) -> KeySet:
+        """The public half as a :class:`KeySet`, for verifiers that trust this key."""
+        return KeySet.from_jwks(self.jwks())
+
+    def sign(self, claims: Mapping[str, Any], *, typ: str) -> str:
+        """Sign ``claims`` as a compact ES256 JWS with ``kid`` and ``typ`` headers (RFC 7515)."""
+        return jwt.encode(
+            dict(claims),
+            self._private,
+            algorithm=self.algorithm,
+            headers={"kid": self._kid, "typ": typ},
+        )
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self._kid!r}, alg={self.algorithm!r})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a SigningKey cannot be pickled")
+
+
+class KeySet:
+    """An immutable set of public verification keys (RFC 7517 JWK Set), selected by ``kid``.
+
+    Also a :class:`~tether.identity.jwks_url.KeySource` that never changes, so a verifier takes a
+    static set and a refreshing JWKS URL the same way.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: tuple[jwt.PyJWK, ...]) -> None:
+        if not keys:
+            raise ConfigurationError("a key set needs at least one usable public signing key")
+        self._keys = keys
+
+    @classmethod
+    def from_jwks(cls, data: object) -> KeySet:
+        """Build from a parsed JWK Set or SPIFFE bundle; raises ``ConfigurationError``.
+
+        Keys that are not for signatures (SPIFFE ``x509-svid`` authorities, ``use: "enc"``) and
+        keys no algorithm in :data:`VERIFY_ALGORITHMS` can use are skipped, as RFC 7517 §5 asks.
+        Private or symmetric key material is refused outright.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("keys"), list):
+            raise ConfigurationError('a JWK Set is a JSON object with a "keys" list')
+        usable: list[jwt.PyJWK] = []
+        for member in data["keys"]:
+            if not isinstance(member, dict):
+                continue
+            if _SECRET_MEMBERS & member.keys() or member.get("kty") == "oct":
+                raise ConfigurationError("a trusted key set must hold public keys only")
+            if member.get("use", "sig") not in _VERIFY_USES:
+                continue
+            if member.get("kid") is not None and not isinstance(member.get("kid"), str):
+                continue
+            try:
+                key = jwt.PyJWK(member)
+            except (PyJWKError, PyJWTError, ValueError, TypeError, KeyError, NotImplementedError):
+                continue
+            if _algorithm_fits(key.algorithm_name, key):
+                usable.append(key)
+        return cls(tuple(usable))
+
+    def select(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        """The key for a token with header ``kid`` and ``alg``, or ``None``.
+
+        A named ``kid`` must match a key's ``kid``. A token without ``kid`` (or naming one when
+        the set's only key has none) may use the set's single key. The key must suit the
+        algorithm: this is what keeps an RSA or EC public key from being used as an HMAC secret.
+        """
+        candidates = [k for k in self._keys if _algorithm_fits(algorithm, k)]
+        if kid is not None:
+            for key in candidates:
+                if key.key_id == kid:
+                    return key
+        if len(self._keys) == 1 and len(candidates) == 1:
+            only = candidates[0]
+            if kid is None or only.key_id is None:
+                return only
+        return None
+
+    def algorithms(self) -> frozenset[str]:
+        return frozenset(k.algorithm_name for k in self._keys)
+
+    def kids(self) -> tuple[str | None, ...]:
+        return tuple(k.key_id for k in self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[jwt.PyJWK]:
+        return iter(self._keys)
+
+    def __repr__(self) -> str:
+        return f"KeySet(kids={list(self.kids())!r})"
+
+    # -- KeySource ---------------------------------------------------------------------------
+
+    def current(self, now: datetime) -> KeySet:
+        return self
+
+    def refresh(self, now: datetime) -> KeySet | None:
+        return None
+
+
+def _algorithm_fits(algorithm: str, key: jwt.PyJWK) -> bool:
+    """True when ``key`` is the public key type ``algorithm`` needs (checked on the key object)."""
+    if algorithm not in VERIFY_ALGORITHMS or key.algorithm_name != algorithm:
+        return False
+    public = key.key
+    if algorithm == "ES256":
+        return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
+            public.curve, ec.SECP256R1
+        )
+    if algorithm == "ES384":
+        return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
+            public.curve, ec.SECP384R1
+        )
+    if algorithm == "EdDSA":
+        return isinstance(public, ed25519.Ed25519PublicKey)
+    return isinstance(public, rsa.RSAPublicKey)
+
+
+def load_jwks_file(path: str | os.PathLike[str]) -> KeySet:
+    """Load a JWK Set or SPIFFE trust bundle (JSON) from ``path``; raises ``ConfigurationError``."""
+    source = Path(path)
+    try:
+        with source.open("rb") as handle:
+            raw = handle.read(_MAX_JWKS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read key set {source}: {exc.strerror}") from exc
+    if len(raw) > _MAX_JWKS_FILE_BYTES:
+        raise ConfigurationError(f"key set {source} is larger than 1 MiB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"key set {source} is not valid JSON") from exc
+    return KeySet.from_jwks(data)
+
+
+__all__ = ["VERIFY_ALGORITHMS", "KeySet", "SigningKey", "jwk_thumbprint", "load_jwks_file"]

@@ -1,0 +1,252 @@
+"""Loading a policy directory into an immutable, validated :class:`PolicyBundle`.
+
+A policy directory holds, at its top level:
+
+    *.cedar             Cedar policies (templates are not supported)
+    schema.cedarschema  the Cedar schema (Cedar schema syntax) every policy is validated against
+    catalog.yaml        dataset classifications (see :mod:`tether.policy.catalog`)
+
+Other files and subdirectories (``tests/`` holds policy test cases) are ignored. Loading parses
+every file, checks the schema fits the request tether sends (entity types ``Agent`` and ``Tool``,
+the six action kinds with the ``CallContext`` record, no action groups), validates every policy
+against the schema (Cedar's strict validation), reads tether's annotations
+(:mod:`tether.policy.meta`) and refuses duplicate policy ids. Every problem found is reported at
+once in one ``ConfigurationError(code=POLICY_INVALID)`` whose lines name the file, the policy and
+Cedar's own error.
+
+The bundle's ``revision`` is ``sha256`` over the sorted file names and their contents, so two
+replicas loading the same files agree on it and a decision log names exactly what decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import cedarpy
+
+from tether.core.errors import ConfigurationError, ErrorCode
+from tether.core.scope import ActionKind
+from tether.policy.catalog import Catalog, CatalogProblem, parse_catalog
+from tether.policy.meta import PolicyMeta, PolicyProblem, build_meta
+from tether.policy.syntax import split_statements
+
+SCHEMA_FILE: Final = "schema.cedarschema"
+CATALOG_FILE: Final = "catalog.yaml"
+POLICY_SUFFIX: Final = ".cedar"
+MAX_PROBLEMS: Final = 50
+
+_VALIDATION_PREFIX: Final = re.compile(r"^for policy `[^`]*`,\s*")
+_ACTION_GROUP: Final = re.compile(r"^\s*action\s.*\bin\s*\[", re.MULTILINE)
+_STEM_OK: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+_PROBE_CONTEXT: Final = {
+    "intent": {"workflow": "w", "purpose": "p", "on_behalf_of": "o"},
+    "task_id": "t",
+    "agent": {"id": "a", "trust_domain": "d", "name": "n"},
+    "dataset": "",
+    "classification": "",
+    "args": {},
+}
+
+
+def is_policy_source(name: str) -> bool:
+    """True for the file names a policy directory's bundle is made of."""
+    return name.endswith(POLICY_SUFFIX) or name in (SCHEMA_FILE, CATALOG_FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyBundle:
+    """A validated policy set with its schema and catalog. Never changes once built."""
+
+    origin: str
+    revision: str
+    policies: tuple[PolicyMeta, ...]
+    schema: Any  # cedarpy.Schema handle
+    catalog: Catalog
+    files: tuple[str, ...]
+
+    def policy(self, policy_id: str) -> PolicyMeta | None:
+        for meta in self.policies:
+            if meta.policy_id == policy_id:
+                return meta
+        return None
+
+
+def revision_of(sources: Mapping[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        data = sources[name].encode("utf-8")
+        digest.update(name.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0")
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def read_policy_dir(policy_dir: Path) -> dict[str, str]:
+    """Read the bundle's files from ``policy_dir`` (top level only)."""
+    if not policy_dir.is_dir():
+        raise ConfigurationError(
+            f"policy directory {policy_dir} does not exist or is not a directory",
+            code=ErrorCode.POLICY_INVALID,
+        )
+    sources: dict[str, str] = {}
+    for path in sorted(policy_dir.iterdir()):
+        if not path.is_file() or not is_policy_source(path.name):
+            continue
+        try:
+            sources[path.name] = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigurationError(
+                f"{path}: not UTF-8 text", code=ErrorCode.POLICY_INVALID
+            ) from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{path}: cannot be read ({exc.strerror})", code=ErrorCode.POLICY_INVALID
+            ) from None
+    return sources
+
+
+def load_policy_dir(policy_dir: Path) -> PolicyBundle:
+    """Read and validate ``policy_dir``; raises ``ConfigurationError(POLICY_INVALID)``."""
+    return load_sources(read_policy_dir(policy_dir), origin=str(policy_dir))
+
+
+def load_sources(sources: Mapping[str, str], *, origin: str) -> PolicyBundle:
+    """Validate a bundle given as ``{file name: text}``; raises ``ConfigurationError``."""
+    problems: list[str] = []
+    schema = _load_schema(sources, problems)
+    catalog = _load_catalog(sources, problems)
+    policies: list[PolicyMeta] = []
+    for name in sorted(n for n in sources if n.endswith(POLICY_SUFFIX)):
+        policies.extend(_load_policy_file(name, sources[name], schema, len(policies), problems))
+    seen: dict[str, PolicyMeta] = {}
+    for meta in policies:
+        first = seen.setdefault(meta.policy_id, meta)
+        if first is not meta:
+            problems.append(f"{meta.where}: duplicate policy id, already used by {first.where}")
+    if problems:
+        shown = problems[:MAX_PROBLEMS]
+        more = len(problems) - len(shown)
+        tail = f"\n  … and {more} more" if more else ""
+        raise ConfigurationError(
+            f"policy set {origin} cannot be loaded ({len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}):\n  " + "\n  ".join(shown) + tail,
+            code=ErrorCode.POLICY_INVALID,
+        )
+    assert catalog is not None and schema is not None  # no problems means both loaded
+    return PolicyBundle(
+        origin=origin,
+        revision=revision_of(sources),
+        policies=tuple(policies),
+        schema=schema,
+        catalog=catalog,
+        files=tuple(sorted(sources)),
+    )
+
+
+def _load_schema(sources: Mapping[str, str], problems: list[str]) -> Any:
+    text = sources.get(SCHEMA_FILE)
+    if text is None:
+        problems.append(f"{SCHEMA_FILE}: missing; every policy set needs a Cedar schema")
+        return None
+    try:
+        schema = cedarpy.Schema.from_str(text)
+    except ValueError as exc:
+        problems.append(f"{SCHEMA_FILE}: Cedar cannot parse the schema: {exc}")
+        return None
+    if _ACTION_GROUP.search(str(schema)):
+        problems.append(
+            f"{SCHEMA_FILE}: declares an action group (action … in [...]); tether evaluates "
+            "without the action hierarchy, so list actions in policies instead"
+        )
+        return None
+    empty = cedarpy.PolicySet.from_str("")
+    for action in ActionKind:
+        probe = {
+            "principal": {"type": "Agent", "id": "probe"},
+            "action": {"type": "Action", "id": action.value},
+            "resource": {"type": "Tool", "id": "probe"},
+            "context": _PROBE_CONTEXT,
+        }
+        errors = cedarpy.is_authorized(probe, empty, [], schema=schema).diagnostics.errors
+        if errors:
+            problems.append(
+                f"{SCHEMA_FILE}: does not fit the request tether sends for action "
+                f"{action.value} (Agent, Tool and CallContext with optional args): {errors[0]}"
+            )
+            return None
+    return schema
+
+
+def _load_catalog(sources: Mapping[str, str], problems: list[str]) -> Catalog | None:
+    text = sources.get(CATALOG_FILE)
+    if text is None:
+        problems.append(f"{CATALOG_FILE}: missing; list datasets (it may be `datasets: {{}}`)")
+        return None
+    try:
+        return parse_catalog(text)
+    except CatalogProblem as exc:
+        problems.append(f"{CATALOG_FILE}: {exc}")
+        return None
+
+
+def _parse_error(name: str, text: str, error: ValueError) -> str:
+    """Name the first statement Cedar cannot parse (Cedar's message has no position)."""
+    for number, statement in enumerate(split_statements(text)):
+        try:
+            cedarpy.policies_to_json_str(statement.text)
+        except ValueError as exc:
+            return f"{name}: policy #{number} (line {statement.line}) cannot be parsed: {exc}"
+    return f"{name}: cannot be parsed: {error}"
+
+
+def _load_policy_file(
+    name: str, text: str, schema: Any, order: int, problems: list[str]
+) -> list[PolicyMeta]:
+    stem = name[: -len(POLICY_SUFFIX)]
+    try:
+        doc = json.loads(cedarpy.policies_to_json_str(text))
+    except ValueError as exc:
+        problems.append(_parse_error(name, text, exc))
+        return []
+    if doc.get("templates"):
+        problems.append(f"{name}: contains a template (?principal/?resource); not supported")
+        return []
+    static: dict[str, Any] = doc.get("staticPolicies", {})
+    # Cedar numbers the policies of one parse policy0, policy1, … in source order.
+    ordered = sorted(static.items(), key=lambda kv: int(kv[0].removeprefix("policy")))
+    statements = split_statements(text)
+    lines = [s.line for s in statements] if len(statements) == len(ordered) else None
+    metas: list[PolicyMeta] = []
+    by_cedar_id: dict[str, PolicyMeta] = {}
+    for index, (cedar_id, est) in enumerate(ordered):
+        line = lines[index] if lines is not None else None
+        if "id" not in (est.get("annotations") or {}) and not _STEM_OK.match(stem):
+            problems.append(
+                f"{name}: policy #{index}: give it an @id, or rename the file to letters, "
+                "digits and ._- (its id would come from the file name)"
+            )
+            continue
+        try:
+            meta = build_meta(
+                est, file=name, stem=stem, index=index, order=order + len(metas), line=line
+            )
+        except PolicyProblem as exc:
+            at = f" (line {line})" if line is not None else ""
+            problems.append(f"{name}: policy #{index}{at}: {exc}")
+            continue
+        metas.append(meta)
+        by_cedar_id[cedar_id] = meta
+    if schema is not None and ordered:
+        result = cedarpy.validate_policies(text, schema)
+        for err in result.errors:
+            meta_or_none = by_cedar_id.get(err.policy_id)
+            where = meta_or_none.where if meta_or_none is not None else name
+            message = _VALIDATION_PREFIX.sub("", err.error)
+            problems.append(f"{where}: does not match the schema: {message}")
+    return metas

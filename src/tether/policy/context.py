@@ -1,0 +1,274 @@
+"""The Cedar ``context`` record for one call, and which parts of it a policy can read.
+
+Every request carries one record (Cedar JSON value format)::
+
+    { intent: { workflow, purpose, on_behalf_of }, task_id,
+      agent: { id, trust_domain, name },
+      dataset: String ("" if none), classification: String ("" if none),
+      args: Record }
+
+Call arguments are JSON; they become Cedar values as follows, and a value that has no faithful
+Cedar form makes the call unrepresentable (:class:`Unrepresentable`, which the engine turns into a
+``deny`` with reason ``policy_error``: a policy cannot be asked about what it cannot see):
+
+    str -> String       bool -> Bool       int -> Long (within Cedar's signed 64-bit range)
+    list -> Set         dict -> Record     null -> attribute left out (``has`` is false);
+                                                   a null inside a list is unrepresentable
+    float -> Long when integral, else ``decimal`` when it has at most 4 decimal places and fits
+             Cedar's decimal range, else unrepresentable (NaN and infinities too)
+
+Nesting is bounded (:data:`MAX_DEPTH`) and so is the number of values sent (:data:`MAX_VALUES`).
+Record keys Cedar's JSON format reserves (``__entity``, ``__extn``, ``__expr``) are refused: an
+argument must never smuggle in an entity reference or extension value.
+
+Only what a policy can observe is sent. Cedar reads the context only through attribute access
+(``context.x``) and ``has``, so :func:`scan_context_refs` records, per policy, which top-level
+attributes and which ``args`` attributes it names; any other use (``context == …``, ``context.args
+like …``) means "all". The engine then builds the context with just the union of those names for
+the policies it evaluates. This is exact: a policy's result depends only on the attributes it
+names. It keeps Cedar's request parsing (the bulk of a decision's cost) small, and arguments no
+applicable policy reads are neither converted nor able to make a call unrepresentable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from tether.core.scope import JSONValue
+
+MAX_DEPTH: Final = 8
+MAX_VALUES: Final = 4096
+LONG_MIN: Final = -(2**63)
+LONG_MAX: Final = 2**63 - 1
+DECIMAL_MAX: Final = Decimal("922337203685477.5807")
+DECIMAL_MIN: Final = Decimal("-922337203685477.5808")
+RESERVED_KEYS: Final = frozenset({"__entity", "__extn", "__expr"})
+
+TOP_LEVEL: Final = frozenset(
+    {"intent", "task_id", "agent", "dataset", "classification", "args"}
+)
+
+CedarJSON = None | bool | int | str | list["CedarJSON"] | dict[str, "CedarJSON"]
+
+
+class Unrepresentable(Exception):
+    """An argument has no faithful Cedar value; ``path`` names it (``amount``, ``items[2]``)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"argument {path} cannot be represented for policy: {why}")
+        self.path = path
+        self.why = why
+
+
+# -- what a policy reads -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRefs:
+    """Which context attributes a policy (or a set of them) can read; ``None`` means all."""
+
+    top: frozenset[str] | None
+    args: frozenset[str] | None
+
+    def union(self, other: ContextRefs) -> ContextRefs:
+        top = None if self.top is None or other.top is None else self.top | other.top
+        args = None if self.args is None or other.args is None else self.args | other.args
+        return ContextRefs(top, args)
+
+
+NO_REFS: Final = ContextRefs(frozenset(), frozenset())
+ALL_REFS: Final = ContextRefs(None, None)
+
+_CONTEXT: Final = {"Var": "context"}
+
+
+def _is_context_args(node: object) -> bool:
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    inner = node.get(".")
+    return (
+        isinstance(inner, dict) and inner.get("left") == _CONTEXT and inner.get("attr") == "args"
+    )
+
+
+def scan_context_refs(conditions: object) -> ContextRefs:
+    """Walk a policy's EST ``conditions`` and collect the context attributes it names.
+
+    Over-collecting is always safe (more is sent); only attribute access and ``has`` directly on
+    ``context`` or ``context.args`` narrow the set.
+    """
+    top: set[str] = set()
+    args: set[str] = set()
+    all_top = False
+    all_args = False
+
+    def walk(node: object) -> None:
+        nonlocal all_top, all_args
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        if len(node) == 1:
+            for op in (".", "has"):
+                inner = node.get(op)
+                if isinstance(inner, dict) and isinstance(inner.get("attr"), str):
+                    left = inner.get("left")
+                    if left == _CONTEXT:
+                        top.add(inner["attr"])
+                        return
+                    if _is_context_args(left):
+                        top.add("args")
+                        args.add(inner["attr"])
+                        return
+            if node == _CONTEXT:
+                all_top = True
+                return
+            if _is_context_args(node):
+                top.add("args")
+                all_args = True
+                return
+        for value in node.values():
+            walk(value)
+
+    walk(conditions)
+    return ContextRefs(
+        None if all_top else frozenset(top),
+        None if (all_args or all_top) else frozenset(args),
+    )
+
+
+# -- JSON -> Cedar values ----------------------------------------------------------------------
+
+
+def _decimal(value: float, path: str) -> dict[str, CedarJSON]:
+    try:
+        number = Decimal(repr(value))
+    except InvalidOperation:  # pragma: no cover - repr of a finite float always parses
+        raise Unrepresentable(path, "not a number") from None
+    exponent = number.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -4:
+        raise Unrepresentable(path, "a decimal with more than 4 decimal places")
+    if not DECIMAL_MIN <= number <= DECIMAL_MAX:
+        raise Unrepresentable(path, "outside Cedar's decimal range")
+    return {"__extn": {"fn": "decimal", "arg": format(number, "f")}}
+
+
+def _convert(value: JSONValue, path: str, depth: int, budget: list[int]) -> CedarJSON:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise Unrepresentable(path, f"more than {MAX_VALUES} values")
+    if isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        if not LONG_MIN <= value <= LONG_MAX:
+            raise Unrepresentable(path, "an integer outside Cedar's 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Unrepresentable(path, "not a finite number")
+        if value.is_integer():
+            if not LONG_MIN <= value <= LONG_MAX:
+                raise Unrepresentable(path, "an integer outside Cedar's 64-bit range")
+            return int(value)
+        return _decimal(value, path)
+    if depth >= MAX_DEPTH:
+        raise Unrepresentable(path, f"nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, list):
+        items: list[CedarJSON] = []
+        for i, item in enumerate(value):
+            if item is None:
+                raise Unrepresentable(f"{path}[{i}]", "a null inside a list")
+            items.append(_convert(item, f"{path}[{i}]", depth + 1, budget))
+        return items
+    if isinstance(value, dict):
+        return _record(value, path, depth + 1, budget)
+    raise Unrepresentable(path, f"a {type(value).__name__}, not a JSON value")
+
+
+def _record(
+    value: Mapping[str, JSONValue], path: str, depth: int, budget: list[int]
+) -> dict[str, CedarJSON]:
+    out: dict[str, CedarJSON] = {}
+    for key, item in value.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str):
+            raise Unrepresentable(sub, "a record key that is not a string")
+        if key in RESERVED_KEYS:
+            raise Unrepresentable(sub, "a key Cedar reserves")
+        if item is None:
+            continue
+        out[key] = _convert(item, sub, depth, budget)
+    return out
+
+
+def to_cedar_args(
+    args: Mapping[str, JSONValue], names: frozenset[str] | None
+) -> dict[str, CedarJSON]:
+    """Convert the call's arguments (only ``names`` of them, or all when ``None``)."""
+    budget = [MAX_VALUES]
+    if names is None:
+        return _record(args, "", 1, budget)
+    picked = {name: args[name] for name in names if name in args}
+    return _record(picked, "", 1, budget)
+
+
+# -- the whole record --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What the context says about a call, already reduced to strings."""
+
+    workflow: str
+    purpose: str
+    on_behalf_of: str
+    task_id: str
+    agent_id: str
+    trust_domain: str
+    agent_name: str
+    dataset: str
+    classification: str
+
+
+def build_context(
+    facts: CallFacts, args: Mapping[str, JSONValue], refs: ContextRefs
+) -> dict[str, CedarJSON]:
+    """The context record holding what ``refs`` says the evaluated policies can read.
+
+    Raises :class:`Unrepresentable` when a read argument has no faithful Cedar value.
+    """
+    top = TOP_LEVEL if refs.top is None else refs.top
+    ctx: dict[str, CedarJSON] = {}
+    if "intent" in top:
+        ctx["intent"] = {
+            "workflow": facts.workflow,
+            "purpose": facts.purpose,
+            "on_behalf_of": facts.on_behalf_of,
+        }
+    if "task_id" in top:
+        ctx["task_id"] = facts.task_id
+    if "agent" in top:
+        ctx["agent"] = {
+            "id": facts.agent_id,
+            "trust_domain": facts.trust_domain,
+            "name": facts.agent_name,
+        }
+    if "dataset" in top:
+        ctx["dataset"] = facts.dataset
+    if "classification" in top:
+        ctx["classification"] = facts.classification
+    if "args" in top:
+        ctx["args"] = to_cedar_args(args, refs.args)
+    return ctx
+
+
+def context_json(ctx: Mapping[str, CedarJSON]) -> str:
+    """The context as the JSON text cedarpy passes to Cedar."""
+    return json.dumps(ctx, separators=(",", ":"))

@@ -1,0 +1,202 @@
+"""The one place that wires tether together: data directory, keys, store, policy, identity and
+the use cases. Entry points (``tether serve``, the CLI, tests) build a :class:`Runtime` here.
+
+Data directory layout (created on first start, files 0600):
+
+    tether.db                SQLite store (WAL)
+    keys/grant-signing.pem   ES256 key signing grant tokens
+    keys/dev-issuer.pem      ES256 key of the development SVID issuer (embedded default only)
+    keys/audit-hmac.key      32-byte key for HMAC'ing sensitive values in audit records
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether.api.app import ApiDeps
+from tether.core.errors import ConfigurationError
+from tether.core.ids import IdFactory
+from tether.identity import (
+    CompositeVerifier,
+    DevIssuer,
+    GrantTokenSigner,
+    JwtSvidVerifier,
+    OidcVerifier,
+    SigningKey,
+    ensure_dev_allowed,
+    load_jwks_file,
+)
+from tether.policy import CedarPolicyEngine
+from tether.service.authorize import Authorizer
+from tether.service.clock import SystemClock
+from tether.service.effects import EffectService
+from tether.service.ports import Clock, WorkloadVerifier
+from tether.service.recording import Recorder
+from tether.service.settings import ServiceSettings
+from tether.service.tasks import TaskService
+from tether.store import SqlStore
+
+DEFAULT_TRUST_DOMAIN = "tether.local"
+DEFAULT_AUDIENCE = "tether"
+
+
+def packaged_policies() -> Path:
+    """The example policies shipped with tether: the embedded default."""
+    return Path(__file__).parent / "examples" / "policies"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    data_dir: Path
+    policy_dir: Path = field(default_factory=packaged_policies)
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    audience: str = DEFAULT_AUDIENCE
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    #: Production identity: a SPIFFE trust bundle (JWKS) and/or OIDC issuers.
+    trust_bundle: Path | None = None
+    oidc_issuer: str | None = None
+    oidc_jwks: str | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.environ.get("TETHER_ENV", "").lower() == "production"
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) < 32:
+            raise ConfigurationError(f"{path} is shorter than 32 bytes; delete it to regenerate")
+        return data
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = secrets.token_bytes(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+    return data
+
+
+def audit_mac(key: bytes) -> Callable[[bytes], str]:
+    def mac(value: bytes) -> str:
+        return hmac.new(key, value, hashlib.sha256).hexdigest()
+
+    return mac
+
+
+def open_store(data_dir: Path) -> SqlStore:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SqlStore.sqlite(data_dir / "tether.db")
+
+
+def dev_issuer(config: RuntimeConfig) -> DevIssuer:
+    """The development SVID issuer; refused when ``TETHER_ENV=production``."""
+    ensure_dev_allowed(config.environ)
+    key = SigningKey.load_or_create(config.data_dir / "keys" / "dev-issuer.pem")
+    return DevIssuer(key, trust_domain=config.trust_domain, environ=config.environ)
+
+
+def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
+    svid: JwtSvidVerifier | None = None
+    if config.trust_bundle is not None:
+        svid = JwtSvidVerifier(
+            load_jwks_file(config.trust_bundle),
+            trust_domains={config.trust_domain},
+            audience=config.audience,
+        )
+    elif not config.production:
+        svid = dev_issuer(config).dev_verifier(audience=config.audience)
+    oidc: list[OidcVerifier] = []
+    if config.oidc_issuer:
+        if not config.oidc_jwks:
+            raise ConfigurationError("an OIDC issuer needs its JWKS (a file path or https URL)")
+        oidc.append(
+            OidcVerifier(issuer=config.oidc_issuer, audience=config.audience, jwks=config.oidc_jwks)
+        )
+    if svid is None and not oidc:
+        raise ConfigurationError(
+            "production mode needs a workload identity source: --trust-bundle and/or an OIDC "
+            "issuer (the development issuer is refused when TETHER_ENV=production)"
+        )
+    return CompositeVerifier(svid=svid, oidc=oidc)
+
+
+@dataclass
+class Runtime:
+    config: RuntimeConfig
+    store: SqlStore
+    policy: CedarPolicyEngine
+    signer: GrantTokenSigner
+    verifier: WorkloadVerifier
+    clock: Clock
+    tasks: TaskService
+    authorizer: Authorizer
+    effects: EffectService
+
+    @property
+    def api_deps(self) -> ApiDeps:
+        return ApiDeps(
+            verifier=self.verifier,
+            tasks=self.tasks,
+            authorizer=self.authorizer,
+            effects=self.effects,
+            store=self.store,
+            policy=self.policy,
+            clock=self.clock,
+            settings=self.config.settings,
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_runtime(
+    config: RuntimeConfig,
+    *,
+    clock: Clock | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> Runtime:
+    clock = clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    policy = CedarPolicyEngine.load(config.policy_dir)
+    verifier = build_verifier(config)
+    grant_key = SigningKey.load_or_create(config.data_dir / "keys" / "grant-signing.pem")
+    signer = GrantTokenSigner(grant_key)
+    store = open_store(config.data_dir)
+    ids = IdFactory(random_bytes)
+    recorder = Recorder(
+        ids,
+        audit_mac(_load_or_create_secret(config.data_dir / "keys" / "audit-hmac.key")),
+        config.settings.plain_audit_args,
+    )
+    return Runtime(
+        config=config,
+        store=store,
+        policy=policy,
+        signer=signer,
+        verifier=verifier,
+        clock=clock,
+        tasks=TaskService(
+            store=store,
+            policy=policy,
+            signer=signer,
+            clock=clock,
+            ids=ids,
+            recorder=recorder,
+            settings=config.settings,
+        ),
+        authorizer=Authorizer(
+            store=store, policy=policy, signer=signer, clock=clock, ids=ids, recorder=recorder
+        ),
+        effects=EffectService(
+            store=store, clock=clock, ids=ids, recorder=recorder, settings=config.settings
+        ),
+    )

@@ -1,0 +1,484 @@
+"""``SqlStore``: the one SQL implementation of the service's ``Store`` port.
+
+It runs on SQLite today and is written for PostgreSQL too: portable SQLAlchemy Core throughout,
+with the per-backend setup kept in :mod:`tether.store.dialect`.
+
+Every mutation is one write transaction, committed once:
+
+1. lock the chain head (``SELECT ... FOR UPDATE`` on ``audit_head``; on SQLite the transaction
+   began with ``BEGIN IMMEDIATE``, which already holds the database's write lock);
+2. make the change, which may find there is nothing to do (``end_task`` on a task that is not
+   open) or refuse (a second effect for a decision) before anything is written;
+3. seal the audit entry after the head, insert it and move the head.
+
+The head is locked first on every path, so all writers take their locks in the same order and
+serialize on the head. If any step fails the transaction rolls back: the change and its audit
+record are written together or not at all, and the caller gets ``Unavailable``. A store never
+answers with a guess.
+
+Error codes: mutations and reads of tasks, grants, decisions and effects raise
+``Unavailable(STORE_UNAVAILABLE)``; ``append_audit``, ``audit_records`` and ``chain_head`` raise
+``Unavailable(AUDIT_UNAVAILABLE)``. Messages carry the driver's one-line reason, never SQL,
+parameters or the database URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    Integer,
+    bindparam,
+    create_engine,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+    StatementError,
+)
+
+from tether.core.audit import GENESIS_HASH, AuditRecord, ChainHead, seal
+from tether.core.effect import Effect
+from tether.core.errors import (
+    ConfigurationError,
+    Conflict,
+    ErrorCode,
+    NotFound,
+    Unavailable,
+)
+from tether.core.ids import DecisionId, GrantId, TaskId
+from tether.core.task import Grant, GrantState, Task, TaskState
+from tether.service.ports import AuditEntry, DecisionRecord
+from tether.store import codec
+from tether.store.dialect import WRITE_OPTION, install
+from tether.store.schema import (
+    HEAD_ROW_ID,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    UtcMicros,
+    audit,
+    audit_head,
+    decisions,
+    effects,
+    grants,
+    meta,
+    metadata,
+    tasks,
+)
+
+DEFAULT_BUSY_TIMEOUT: Final = timedelta(seconds=5)
+DEFAULT_PAGE_SIZE: Final = 500
+
+_STORE = ErrorCode.STORE_UNAVAILABLE
+_AUDIT = ErrorCode.AUDIT_UNAVAILABLE
+
+# Statements are built once: SQLAlchemy caches their compiled form, the driver its prepared one.
+_LOCK_HEAD = (
+    select(audit_head.c.seq, audit_head.c.hash)
+    .where(audit_head.c.id == HEAD_ROW_ID)
+    .with_for_update()
+)
+_READ_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ROW_ID)
+_MOVE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == HEAD_ROW_ID, audit_head.c.seq == bindparam("b_old_seq"))
+    .values(seq=bindparam("b_new_seq"), hash=bindparam("b_new_hash"))
+)
+_INSERT_AUDIT = insert(audit)
+_INSERT_TASK = insert(tasks)
+_INSERT_GRANT = insert(grants)
+_INSERT_DECISION = insert(decisions)
+_INSERT_EFFECT = insert(effects)
+_SELECT_TASK = select(tasks).where(tasks.c.task_id == bindparam("b_id"))
+_SELECT_GRANT = select(grants).where(grants.c.grant_id == bindparam("b_id"))
+_SELECT_DECISION = select(decisions).where(decisions.c.decision_id == bindparam("b_id"))
+_SELECT_EFFECT = select(effects).where(effects.c.decision_id == bindparam("b_id"))
+# The decision an effect reports on, and the effect already reported for it, in one round trip.
+_EFFECT_SLOT = (
+    select(decisions.c.decision_id, effects.c.effect_id)
+    .select_from(decisions.outerjoin(effects, effects.c.decision_id == decisions.c.decision_id))
+    .where(decisions.c.decision_id == bindparam("b_id"))
+)
+_END_TASK = (
+    update(tasks)
+    .where(tasks.c.task_id == bindparam("b_id"), tasks.c.state == TaskState.OPEN.value)
+    .values(state=bindparam("b_state"), ended_at=bindparam("b_at", type_=UtcMicros()))
+    .returning(*tasks.c)
+)
+_END_GRANTS = (
+    update(grants)
+    .where(grants.c.task_id == bindparam("b_id"), grants.c.state == GrantState.ACTIVE.value)
+    .values(state=bindparam("b_state"))
+)
+_EXPIRED_OPEN = (
+    select(tasks)
+    .where(
+        tasks.c.state == TaskState.OPEN.value,
+        tasks.c.expires_at <= bindparam("b_now", type_=UtcMicros()),
+    )
+    .order_by(tasks.c.expires_at, tasks.c.task_id)
+    .limit(bindparam("b_limit", type_=Integer()))
+)
+_AUDIT_PAGE = (
+    select(audit)
+    .where(audit.c.seq > bindparam("b_after", type_=Integer()))
+    .order_by(audit.c.seq)
+    .limit(bindparam("b_limit", type_=Integer()))
+)
+
+
+class SqlStore:
+    """Durable state and the audit chain in one SQL database. Safe to share between threads.
+
+    Each call checks a connection out of the engine's pool and returns it, so connections (and
+    the driver's prepared statements) are reused. Open several ``SqlStore`` handles on one
+    database, as several processes or replicas would: writers serialize on the chain head.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        """Open the database at ``url``, creating tether's tables on first use.
+
+        ``busy_timeout`` is how long a writer waits for another writer's lock (SQLite); raises
+        ``ConfigurationError`` for a URL or schema version this tether cannot use and
+        ``Unavailable`` when the database cannot be reached.
+        """
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        try:
+            engine = create_engine(url)
+        except (ArgumentError, NoSuchModuleError, ImportError):
+            raise ConfigurationError(
+                "the store URL names no database tether can use, or its driver is not "
+                "installed; use sqlite:///path/to/tether.db or postgresql+psycopg://..."
+            ) from None
+        install(engine, busy_timeout=busy_timeout)
+        self._engine: Engine | None = engine
+        self._page_size = page_size
+        try:
+            self._bootstrap()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def sqlite(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> SqlStore:
+        """Open or create the SQLite database file at ``path`` (WAL, ``synchronous=NORMAL``)."""
+        url = URL.create("sqlite+pysqlite", database=str(Path(path).absolute()))
+        return cls(url, busy_timeout=busy_timeout, page_size=page_size)
+
+    # -- tasks and grants ----------------------------------------------------------------------
+
+    def open_task(self, task: Task, grant: Grant, audit: AuditEntry) -> AuditRecord:
+        if grant.task_id != task.task_id:
+            raise ValueError("the grant must belong to the task it is opened with")
+        with self._write(_STORE, "open the task") as tx:
+            tx.conn.execute(_INSERT_TASK, codec.task_params(task))
+            tx.conn.execute(_INSERT_GRANT, codec.grant_params(grant))
+            return tx.append(audit)
+
+    def get_task(self, task_id: TaskId) -> Task | None:
+        with self._read(_STORE, "read the task") as conn:
+            row = conn.execute(_SELECT_TASK, {"b_id": task_id}).first()
+        return None if row is None else codec.task_from_row(row._mapping)
+
+    def get_grant(self, grant_id: GrantId) -> Grant | None:
+        with self._read(_STORE, "read the grant") as conn:
+            row = conn.execute(_SELECT_GRANT, {"b_id": grant_id}).first()
+        return None if row is None else codec.grant_from_row(row._mapping)
+
+    def end_task(
+        self, task_id: TaskId, state: TaskState, at: datetime, audit: AuditEntry
+    ) -> Task | None:
+        if state is TaskState.OPEN:
+            raise ValueError("end_task moves a task out of the open state")
+        grant_state = GrantState.EXPIRED if state is TaskState.EXPIRED else GrantState.REVOKED
+        with self._write(_STORE, "end the task") as tx:
+            # INVARIANT: only an open task ends, once; ending it ends every grant it holds.
+            row = tx.conn.execute(
+                _END_TASK, {"b_id": task_id, "b_state": state.value, "b_at": at}
+            ).first()
+            if row is None:
+                return None  # not open (or unknown): nothing changed, no audit record
+            tx.conn.execute(_END_GRANTS, {"b_id": task_id, "b_state": grant_state.value})
+            tx.append(audit)
+            return codec.task_from_row(row._mapping)
+
+    def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]:
+        """Open tasks whose expiry is at or before ``now``, soonest expiry first."""
+        if limit < 1:
+            return []
+        with self._read(_STORE, "list expired tasks") as conn:
+            rows = conn.execute(_EXPIRED_OPEN, {"b_now": now, "b_limit": limit}).all()
+        return [codec.task_from_row(r._mapping) for r in rows]
+
+    # -- decisions and effects -----------------------------------------------------------------
+
+    def record_decision(self, decision: DecisionRecord, audit: AuditEntry) -> AuditRecord:
+        with self._write(_STORE, "record the decision") as tx:
+            tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
+            return tx.append(audit)
+
+    def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None:
+        with self._read(_STORE, "read the decision") as conn:
+            row = conn.execute(_SELECT_DECISION, {"b_id": decision_id}).first()
+        return None if row is None else codec.decision_from_row(row._mapping)
+
+    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
+        """Record what a decided call did; one effect per decision.
+
+        Raises ``Conflict(EFFECT_ALREADY_REPORTED)`` on a second report and
+        ``NotFound(DECISION_NOT_FOUND)`` for an unknown decision; neither writes anything.
+        """
+        with self._write(_STORE, "record the effect") as tx:
+            # The head lock serializes writers, so this check cannot race another report.
+            slot = tx.conn.execute(_EFFECT_SLOT, {"b_id": effect.decision_id}).first()
+            if slot is None:
+                raise NotFound(
+                    f"no decision {effect.decision_id} to report an effect for; report the "
+                    "effect with the decision id the authorize call returned",
+                    code=ErrorCode.DECISION_NOT_FOUND,
+                )
+            if slot.effect_id is not None:
+                raise Conflict(
+                    f"an effect was already reported for decision {effect.decision_id}; "
+                    "each decision takes exactly one report",
+                    code=ErrorCode.EFFECT_ALREADY_REPORTED,
+                )
+            tx.conn.execute(_INSERT_EFFECT, codec.effect_params(effect))
+            return tx.append(audit)
+
+    def get_effect(self, decision_id: DecisionId) -> Effect | None:
+        """The effect reported for ``decision_id``, if any (not part of the ``Store`` port)."""
+        with self._read(_STORE, "read the effect") as conn:
+            row = conn.execute(_SELECT_EFFECT, {"b_id": decision_id}).first()
+        return None if row is None else codec.effect_from_row(row._mapping)
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def append_audit(self, audit: AuditEntry) -> AuditRecord:
+        with self._write(_AUDIT, "append to the audit log") as tx:
+            return tx.append(audit)
+
+    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """Records in chain order after ``after_seq``, fetched a page at a time.
+
+        No connection is held between pages, so a slow reader never holds up writers.
+        """
+        after = after_seq
+        while True:
+            with self._read(_AUDIT, "read the audit log") as conn:
+                rows = conn.execute(
+                    _AUDIT_PAGE, {"b_after": after, "b_limit": self._page_size}
+                ).all()
+            page = [_audit_record(r._mapping) for r in rows]
+            yield from page
+            if len(page) < self._page_size:
+                return
+            after = page[-1].seq
+
+    def chain_head(self) -> ChainHead | None:
+        with self._read(_AUDIT, "read the audit chain head") as conn:
+            row = conn.execute(_READ_HEAD).first()
+        if row is None:
+            # Never report "empty": that would hide every record from a head check.
+            raise Unavailable(
+                "the audit chain head is missing: the database was changed outside tether; "
+                "export the audit log and investigate before writing to it again",
+                code=_AUDIT,
+            )
+        return None if row.seq == 0 else ChainHead(int(row.seq), str(row.hash))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Take the write lock and the chain head, then roll back: reachable *and* writable."""
+        engine = self._live(_STORE)
+        with _translate(_STORE, "be written"), engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            tx = conn.begin()
+            try:
+                conn.execute(_LOCK_HEAD).one()
+            finally:
+                tx.rollback()
+
+    def close(self) -> None:
+        """Close every pooled connection; later calls raise ``Unavailable``."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _live(self, code: ErrorCode) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise Unavailable("the store is closed", code=code)
+        return engine
+
+    @contextmanager
+    def _read(self, code: ErrorCode, action: str) -> Iterator[Connection]:
+        engine = self._live(code)
+        with _translate(code, action), engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write_conn(self, code: ErrorCode, action: str) -> Iterator[Connection]:
+        engine = self._live(code)
+        with _translate(code, action), engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _write(self, code: ErrorCode, action: str) -> Iterator[_Writer]:
+        with self._write_conn(code, action) as conn:
+            yield _Writer(conn)
+
+    def _bootstrap(self) -> None:
+        """Create the schema on first open; refuse a schema version this code does not know."""
+        with self._write_conn(_STORE, "open the database") as conn:
+            found: str | None = None
+            if inspect(conn).has_table(meta.name):
+                found = conn.execute(
+                    select(meta.c.value).where(meta.c.key == SCHEMA_VERSION_KEY)
+                ).scalar_one_or_none()
+            if found is not None:
+                _check_schema_version(found)
+            metadata.create_all(conn)
+            if found is None:
+                conn.execute(insert(meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+                if conn.execute(_READ_HEAD).first() is None:
+                    conn.execute(
+                        insert(audit_head).values(id=HEAD_ROW_ID, seq=0, hash=GENESIS_HASH)
+                    )
+
+
+class _Writer:
+    """One write transaction that holds the chain head and appends after it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        # Locked first, before any other row, on every write path (see the module docstring).
+        row = conn.execute(_LOCK_HEAD).one()
+        self._head = None if row.seq == 0 else ChainHead(int(row.seq), str(row.hash))
+
+    def append(self, entry: AuditEntry) -> AuditRecord:
+        # INVARIANT: the chain has no gap and no fork. The head is locked for this whole
+        # transaction, the record is sealed after it, and the head moves only from the value we
+        # read (a second guard besides the lock) in the same commit as the record itself.
+        record = seal(
+            self._head,
+            record_id=entry.record_id,
+            at=codec.audit_at(entry.at),
+            kind=entry.kind,
+            agent=entry.agent,
+            task_id=entry.task_id,
+            body=entry.body,
+        )
+        self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
+        moved = self.conn.execute(
+            _MOVE_HEAD,
+            {
+                "b_old_seq": 0 if self._head is None else self._head.seq,
+                "b_new_seq": record.seq,
+                "b_new_hash": record.hash,
+            },
+        )
+        if moved.rowcount != 1:
+            raise Unavailable(
+                "the audit chain head moved during a write; nothing was written", code=_AUDIT
+            )
+        self._head = ChainHead(record.seq, record.hash)
+        return record
+
+
+def _audit_record(row: codec.Row) -> AuditRecord:
+    try:
+        return codec.audit_from_row(row)
+    except (ValueError, KeyError, TypeError):
+        raise Unavailable(
+            f"audit record {row['seq']} cannot be read: its kind or body is not one tether "
+            "writes, so it was changed outside tether; the log from here on cannot be trusted",
+            code=_AUDIT,
+        ) from None
+
+
+def _check_schema_version(found: str) -> None:
+    try:
+        version = int(found)
+    except ValueError:
+        version = -1
+    if version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"the database was written by a newer tether (schema version {version}; this one "
+            f"knows up to {SCHEMA_VERSION}); upgrade tether or use another data directory"
+        )
+    if version != SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"the database has schema version {found!r}, which this tether cannot use "
+            f"(it writes version {SCHEMA_VERSION}); use another data directory"
+        )
+
+
+@contextmanager
+def _translate(code: ErrorCode, action: str) -> Iterator[None]:
+    """Map SQLAlchemy's errors onto tether's tree, without SQL, parameters or URLs."""
+    try:
+        yield
+    except IntegrityError as exc:
+        # Every writer holds the head lock, so this is no race: an id tether made is reused.
+        raise Unavailable(
+            f"could not {action}: an id it carries (task, grant, decision, effect or audit "
+            "record) is already in use; nothing was written",
+            code=ErrorCode.INTERNAL,
+        ) from exc
+    except StatementError as exc:
+        # A value our own column types refused (a naive datetime) is the caller's bug, not an
+        # outage: surface it as itself. Everything the database or the pool raised is an outage.
+        if not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | TypeError):
+            raise exc.orig from None
+        raise _unavailable(code, action, exc) from exc
+    except SQLAlchemyError as exc:
+        raise _unavailable(code, action, exc) from exc
+
+
+def _unavailable(code: ErrorCode, action: str, exc: SQLAlchemyError) -> Unavailable:
+    return Unavailable(
+        f"the store could not {action} ({_reason(exc)}); check that the database is reachable, "
+        "writable and not locked by another process",
+        code=code,
+    )
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's one-line reason (``database is locked``), never the statement."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:200]

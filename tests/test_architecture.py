@@ -1,0 +1,55 @@
+"""Dependencies point inward, and every error code is mapped at every edge."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from tether.api.errors import HTTP_STATUS
+from tether.core.errors import CODE_BRANCH, ErrorCode, TetherError
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "tether"
+
+
+def _imports(package: str) -> set[str]:
+    names: set[str] = set()
+    for path in (SRC / package).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+    return names
+
+
+def test_core_imports_only_the_standard_library() -> None:
+    for name in _imports("core"):
+        top = name.split(".")[0]
+        assert top in sys.stdlib_module_names or name.startswith("tether.core"), name
+
+
+def test_service_imports_only_core_and_itself() -> None:
+    for name in _imports("service"):
+        top = name.split(".")[0]
+        assert (
+            top in sys.stdlib_module_names
+            or name.startswith("tether.core")
+            or name.startswith("tether.service")
+        ), name
+
+
+def test_adapters_never_import_entry_points() -> None:
+    for package in ("policy", "identity", "store"):
+        for name in _imports(package):
+            assert not name.startswith(("tether.api", "tether.cli", "tether.runtime")), name
+
+
+def test_every_error_code_has_a_branch_and_an_http_status() -> None:
+    assert set(CODE_BRANCH) == set(ErrorCode)
+    assert set(HTTP_STATUS) == set(ErrorCode)
+    for code, branch in CODE_BRANCH.items():
+        assert issubclass(branch, TetherError)
+        status = HTTP_STATUS[code]
+        assert 400 <= status < 600, code
