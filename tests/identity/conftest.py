@@ -58,7 +58,9 @@ class TokenKit:
         if kid is not None:
             headers["kid"] = kid
         headers["typ"] = typ
-        return jwt.encode(claims, private, algorithm=alg, headers=headers)
+        # PyJWS, not PyJWT: an attacker is not held to PyJWT's rules about claim types.
+        payload = json.dumps(claims).encode()
+        return jwt.api_jws.encode(payload, private, algorithm=alg, headers=headers)
 
     def raw(self, header: dict[str, Any], claims: Any, signature: bytes = b"") -> str:
         head = b64url(json.dumps(header).encode())

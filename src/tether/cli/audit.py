@@ -14,6 +14,7 @@ from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
 from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
+from tether.core.errors import Unavailable
 from tether.runtime import open_store
 
 app = typer.Typer(help="Export, verify and read the audit log.")
@@ -75,7 +76,11 @@ def _read_file(path: Path) -> Iterator[AuditRecord]:
                     raise ValueError("not a JSON object")
                 yield AuditRecord.from_json(data)
             except ValueError as error:
-                fail(f"line {number} of {path} is not an audit record: {error}", "malformed_export", 1)
+                fail(
+                    f"line {number} of {path} is not an audit record: {error}",
+                    "malformed_export",
+                    1,
+                )
 
 
 def _report(report: ChainReport, source: str) -> None:
@@ -94,7 +99,9 @@ def verify(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     file: Annotated[
         Path | None,
-        typer.Option("--file", "-f", help="Verify an exported JSON-lines file instead.", dir_okay=False),
+        typer.Option(
+            "--file", "-f", help="Verify an exported JSON-lines file instead.", dir_okay=False
+        ),
     ] = None,
 ) -> None:
     """Check the hash chain; exit 1 naming the first bad record on any break."""
@@ -106,9 +113,13 @@ def verify(
             return
         store = open_store(_require_store(data_dir))
         try:
-            _report(verify_chain(store.audit_records(), store.chain_head()), str(data_dir))
+            report = verify_chain(store.audit_records(), store.chain_head())
+        except Unavailable as error:
+            # A record the store cannot even read back is a break in the chain, not an outage.
+            fail(f"chain unreadable: {error.message} ({data_dir})", "chain_broken", 1)
         finally:
             store.close()
+        _report(report, str(data_dir))
 
 
 def _summary(record: AuditRecord) -> str:

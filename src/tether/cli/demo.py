@@ -187,9 +187,13 @@ def demo(
     finally:
         store.close()
     if report.ok:
-        console.print(f"audit chain: [green]intact[/], {report.records} records (tether audit verify -d {workdir})")
+        console.print(
+            f"audit chain: [green]intact[/], {report.records} records (tether audit verify -d {workdir})"
+        )
     else:
-        console.print(f"audit chain: [red]broken at record {report.first_bad_seq}[/]: {report.problem}")
+        console.print(
+            f"audit chain: [red]broken at record {report.first_bad_seq}[/]: {report.problem}"
+        )
         failures += 1
     if failures:
         fail(f"{failures} demo step(s) did not go as expected", "demo", 1)
@@ -208,14 +212,14 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         return {"Authorization": f"Bearer {svids[agent]}"}
 
     opened = client.post(
-        "/v1/tasks", json={"intent": INTENT, "scopes": SCOPES, "ttl_seconds": 300}, headers=auth("analyst")
+        "/v1/tasks",
+        json={"intent": INTENT, "scopes": SCOPES, "ttl_seconds": 300},
+        headers=auth("analyst"),
     )
     if opened.status_code != 201:
         fail(f"opening the task failed: {opened.status_code} {opened.text}", "demo", 1)
     task = opened.json()
-    granted = ", ".join(
-        f"{s['tool']}({'/'.join(s['actions'])})" for s in task["granted"]
-    )
+    granted = ", ".join(f"{s['tool']}({'/'.join(s['actions'])})" for s in task["granted"])
     console.print(f"opened task [bold]{task['task_id']}[/] for analyst, granted: {granted}")
 
     table = Table("#", "agent", "call", "verdict", "reasons", "risks", "effect", title="calls")

@@ -64,9 +64,15 @@ def serve(
         Path | None,
         typer.Option(help="SPIFFE JWT trust bundle (JWKS) to verify agent SVIDs.", dir_okay=False),
     ] = None,
-    oidc_issuer: Annotated[str | None, typer.Option(help="Accept OIDC tokens from this issuer.")] = None,
-    oidc_jwks: Annotated[str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")] = None,
-    housekeeping_interval: Annotated[float, typer.Option(min=0.2, help="Seconds between sweeps.")] = 2.0,
+    oidc_issuer: Annotated[
+        str | None, typer.Option(help="Accept OIDC tokens from this issuer.")
+    ] = None,
+    oidc_jwks: Annotated[
+        str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
+    ] = None,
+    housekeeping_interval: Annotated[
+        float, typer.Option(min=0.2, help="Seconds between sweeps.")
+    ] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the tether HTTP API (embedded SQLite, dev identity issuer unless production)."""

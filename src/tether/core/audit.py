@@ -175,13 +175,20 @@ def verify_chain(records: Iterable[AuditRecord], head: ChainHead | None = None) 
         expected_seq += 1
     if head is not None:
         last_seq = expected_seq - 1
+        if head.seq < last_seq:
+            return ChainReport(
+                False,
+                count,
+                head.seq + 1,
+                f"records after the store's head (record {head.seq}) were appended outside tether",
+            )
         if head.seq != last_seq or not hmac.compare_digest(head.hash, expected_prev):
             return ChainReport(
                 False,
                 count,
-                last_seq + 1,
+                last_seq + 1 if head.seq > last_seq else last_seq,
                 f"the chain ends at record {last_seq} but the store's head is record {head.seq} "
-                "(records were removed from the end)",
+                "(records were removed from the end, or the last one was replaced)",
             )
     return ChainReport(True, count)
 

@@ -395,7 +395,7 @@ class Scope:
 
     def is_subset(self, other: Scope) -> bool:
         """True when every call this scope allows, ``other`` allows too."""
-        if self.is_empty:
+        if not self.actions:
             return True
         if self.tool != other.tool:
             return False
@@ -422,13 +422,12 @@ class Scope:
         for arg, theirs in other.constraints:
             ours = merged.get(arg)
             merged[arg] = theirs if ours is None else ours.intersect(theirs)
-        result = Scope.of(
+        return Scope.of(
             self.tool,
             actions,
             frozenset(d for d in datasets if d is not None),
             merged,
         )
-        return None if result.is_empty else result
 
     def to_json(self) -> dict[str, JSONValue]:
         return {

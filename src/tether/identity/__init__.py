@@ -15,6 +15,8 @@ Every verification failure is ``Unauthenticated(code=INVALID_TOKEN)`` with a mes
 repeats the token.
 """
 
+from typing import TYPE_CHECKING
+
 from tether.identity._jose import KeySource
 from tether.identity.composite import CompositeVerifier
 from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DevIssuer, ensure_dev_allowed
@@ -35,6 +37,9 @@ from tether.identity.keys import (
 )
 from tether.identity.oidc import OidcVerifier
 
+if TYPE_CHECKING:
+    from tether.service.ports import GrantSigner, WorkloadVerifier
+
 __all__ = [
     "DEFAULT_AUDIENCE",
     "GRANT_AUDIENCE",
@@ -54,3 +59,10 @@ __all__ = [
     "jwk_thumbprint",
     "load_jwks_file",
 ]
+
+if TYPE_CHECKING:  # mypy checks that each adapter satisfies the service port it implements
+
+    def _ports(
+        svid: JwtSvidVerifier, oidc: OidcVerifier, any_: CompositeVerifier, grants: GrantTokenSigner
+    ) -> tuple[WorkloadVerifier, WorkloadVerifier, WorkloadVerifier, GrantSigner]:
+        return svid, oidc, any_, grants

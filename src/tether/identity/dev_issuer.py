@@ -15,9 +15,8 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from tether.core.errors import ConfigurationError, ErrorCode, Forbidden, InvalidRequest
-from tether.core.identity import parse_spiffe_id
-from tether.identity.jwt_svid import JwtSvidVerifier
+from tether.core.errors import ErrorCode, Forbidden, InvalidRequest
+from tether.identity.jwt_svid import JwtSvidVerifier, check_trust_domain
 from tether.identity.keys import SigningKey
 
 #: The audience dev SVIDs are minted for when the caller does not say.
@@ -48,12 +47,8 @@ class DevIssuer:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         ensure_dev_allowed(os.environ if environ is None else environ)
-        try:
-            parse_spiffe_id(f"spiffe://{trust_domain}/agent/x")
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid trust domain {trust_domain!r}: {exc}") from exc
         self._key = key
-        self._trust_domain = trust_domain
+        self._trust_domain = check_trust_domain(trust_domain)
 
     @property
     def trust_domain(self) -> str:

@@ -53,12 +53,7 @@ class JwtSvidVerifier:
         if max_token_bytes < 256:
             raise ConfigurationError("max_token_bytes must be at least 256")
         self._max_bytes = max_token_bytes
-        domains = frozenset(trust_domains)
-        for domain in domains:
-            try:
-                parse_spiffe_id(f"spiffe://{domain}/x")
-            except ValueError as exc:
-                raise ConfigurationError(f"invalid trust domain {domain!r}: {exc}") from exc
+        domains = frozenset(check_trust_domain(domain) for domain in trust_domains)
         if not domains:
             raise ConfigurationError("a JWT-SVID verifier needs at least one trust domain")
         self._trust_domains = domains
@@ -127,3 +122,14 @@ def _trust_domain(subject: object) -> str | None:
     except ValueError:
         return None
     return trust_domain
+
+
+def check_trust_domain(domain: str) -> str:
+    """``domain`` if it is a valid SPIFFE trust domain name; raises ``ConfigurationError``."""
+    try:
+        parsed, _path = parse_spiffe_id(f"spiffe://{domain}/x")
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid trust domain {domain!r}: {exc}") from exc
+    if parsed != domain:
+        raise ConfigurationError(f"invalid trust domain {domain!r}: it is a name, not a path")
+    return domain

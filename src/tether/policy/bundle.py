@@ -195,7 +195,7 @@ def _load_catalog(sources: Mapping[str, str], problems: list[str]) -> Catalog | 
         return None
 
 
-def _parse_error(name: str, text: str, error: ValueError) -> str:
+def describe_parse_error(name: str, text: str, error: ValueError) -> str:
     """Name the first statement Cedar cannot parse (Cedar's message has no position)."""
     for number, statement in enumerate(split_statements(text)):
         try:
@@ -212,7 +212,7 @@ def _load_policy_file(
     try:
         doc = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
-        problems.append(_parse_error(name, text, exc))
+        problems.append(describe_parse_error(name, text, exc))
         return []
     if doc.get("templates"):
         problems.append(f"{name}: contains a template (?principal/?resource); not supported")

@@ -29,9 +29,7 @@ class CatalogProblem(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    datasets: Mapping[str, Classification] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    datasets: Mapping[str, Classification] = field(default_factory=lambda: MappingProxyType({}))
 
     def classification(self, dataset: str) -> Classification | None:
         return self.datasets.get(dataset)
@@ -64,7 +62,6 @@ def parse_catalog(text: str) -> Catalog:
             out[name] = Classification(str(entry["classification"]))
         except ValueError:
             raise CatalogProblem(
-                f"dataset {name}: classification {entry['classification']!r} is not one of "
-                f"{known}"
+                f"dataset {name}: classification {entry['classification']!r} is not one of {known}"
             ) from None
     return Catalog(MappingProxyType(out))

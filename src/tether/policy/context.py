@@ -49,9 +49,7 @@ DECIMAL_MAX: Final = Decimal("922337203685477.5807")
 DECIMAL_MIN: Final = Decimal("-922337203685477.5808")
 RESERVED_KEYS: Final = frozenset({"__entity", "__extn", "__expr"})
 
-TOP_LEVEL: Final = frozenset(
-    {"intent", "task_id", "agent", "dataset", "classification", "args"}
-)
+TOP_LEVEL: Final = frozenset({"intent", "task_id", "agent", "dataset", "classification", "args"})
 
 CedarJSON = None | bool | int | str | list["CedarJSON"] | dict[str, "CedarJSON"]
 
@@ -91,9 +89,7 @@ def _is_context_args(node: object) -> bool:
     if not isinstance(node, dict) or len(node) != 1:
         return False
     inner = node.get(".")
-    return (
-        isinstance(inner, dict) and inner.get("left") == _CONTEXT and inner.get("attr") == "args"
-    )
+    return isinstance(inner, dict) and inner.get("left") == _CONTEXT and inner.get("attr") == "args"
 
 
 def scan_context_refs(conditions: object) -> ContextRefs:

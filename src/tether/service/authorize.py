@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from tether.core.audit import AuditKind
 from tether.core.call import Call
+from tether.core.checks import scope_violation
 from tether.core.errors import TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, GrantId, IdFactory, TaskId
@@ -194,53 +195,13 @@ class Authorizer:
         if call.action is ActionKind.EXECUTE:
             risks.add(Risk.ASI05)
         scope = grant.scope_for(call.tool)
-        if scope is None:
-            return _deny(
-                ReasonCode.TOOL_NOT_IN_SCOPE,
-                f"tool {call.tool!r} is not in this grant",
-                frozenset(risks),
-                grant,
-                task,
-            )
-        if call.action not in scope.actions:
-            allowed = ", ".join(sorted(a.value for a in scope.actions))
-            return _deny(
-                ReasonCode.ACTION_NOT_IN_SCOPE,
-                f"action {call.action.value!r} on {call.tool!r} is not granted "
-                f"(granted: {allowed})",
-                frozenset(risks),
-                grant,
-                task,
-            )
-        if call.dataset not in scope.allowed_datasets:
-            if scope.datasets:
-                named = ", ".join(sorted(scope.datasets))
-                message = (
-                    f"dataset {call.dataset!r} is not granted for {call.tool!r} (granted: {named})"
-                )
-            else:
-                message = f"{call.tool!r} is granted without datasets; name none"
-            return _deny(ReasonCode.DATASET_NOT_IN_SCOPE, message, frozenset(risks), grant, task)
-        if scope.constraints:
+        if scope is not None and scope.constraints:
             risks |= _ARG_RISKS
-            for arg, constraint in scope.constraints:
-                if arg not in call.args:
-                    return _deny(
-                        ReasonCode.ARGUMENT_MISSING,
-                        f"argument {arg!r} is constrained by the grant and must be given",
-                        frozenset(risks),
-                        grant,
-                        task,
-                    )
-                problem = constraint.violation(call.args[arg])
-                if problem is not None:
-                    return _deny(
-                        ReasonCode.CONSTRAINT_VIOLATED,
-                        f"argument {arg!r} {problem}",
-                        frozenset(risks),
-                        grant,
-                        task,
-                    )
+        violation = scope_violation(grant, call)
+        if violation is not None:
+            if violation.code in (ReasonCode.ARGUMENT_MISSING, ReasonCode.CONSTRAINT_VIOLATED):
+                risks |= _ARG_RISKS
+            return _Finding(Decision.DENY, (violation,), frozenset(risks), grant=grant, task=task)
 
         outcome = self._policy.decide(
             PolicyRequest(

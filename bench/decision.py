@@ -1,0 +1,172 @@
+"""In-process decision latency: tether's authorize against raw cedarpy, side by side, one run.
+
+For 50 and 1,000 policies this prints p50/p99 of:
+
+  raw cedarpy (text)      cedarpy.is_authorized over the full policy text (parsed every call)
+  raw cedarpy (parsed)    the same over a pre-parsed full PolicySet handle (the fastest raw use)
+  tether decide           tether's decision step: scope check + indexed Cedar (no store, no HTTP)
+  tether authorize        the whole service call: grant token verify, grant/task reads from
+                          SQLite, scope, Cedar, and the audit write (no HTTP)
+
+and the ratios of tether to raw, measured in the same process, interleaved, so machine noise
+hits both alike. Quote the ratios, not the absolute times.
+
+    .venv/bin/python bench/decision.py [--iterations 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cedarpy
+
+from tether.core.call import Call
+from tether.core.checks import scope_violation
+from tether.core.identity import Workload
+from tether.core.scope import ActionKind, Scope
+from tether.core.task import Intent
+from tether.policy import CedarPolicyEngine
+from tether.runtime import RuntimeConfig, dev_issuer, open_runtime, packaged_policies
+from tether.service.clock import ManualClock
+from tether.service.ports import PolicyRequest
+
+TOOLS = 200
+ACTIONS = ["read", "write", "delete", "send", "execute", "spend"]
+
+
+def generate_policies(count: int) -> str:
+    """``count`` policies over many tools and actions, shaped like a real deployment's."""
+    out = []
+    for i in range(count):
+        tool = f"svc{i % TOOLS}.op"
+        action = ACTIONS[i % len(ACTIONS)]
+        if i % 10 == 9:
+            out.append(
+                f'@id("gen-{i}")\nforbid(principal, action == Action::"{action}", '
+                f'resource == Tool::"{tool}") when {{ context.classification == "restricted" }};'
+            )
+        else:
+            out.append(
+                f'@id("gen-{i}")\npermit(principal, action == Action::"{action}", '
+                f'resource == Tool::"{tool}") when {{ context.intent.workflow == "wf{i % 7}" '
+                f'|| (context.args has limit && context.args.limit <= {i}) }};'
+            )
+    return "\n\n".join(out) + "\n"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(fns: dict[str, Callable[[], object]], iterations: int) -> dict[str, list[float]]:
+    """Run the candidates interleaved, one call each per round, so noise is shared."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm up
+        for _ in range(50):
+            fn()
+    clock = time.perf_counter_ns
+    for _ in range(iterations):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            samples[name].append((clock() - start) / 1000.0)
+    return samples
+
+
+def run(count: int, iterations: int, workdir: Path) -> None:
+    policy_dir = workdir / f"policies-{count}"
+    shutil.copytree(packaged_policies(), policy_dir)
+    for cedar in policy_dir.glob("*.cedar"):
+        cedar.unlink()
+    shutil.rmtree(policy_dir / "tests", ignore_errors=True)
+    (policy_dir / "generated.cedar").write_text(generate_policies(count))
+
+    engine = CedarPolicyEngine.load(policy_dir)
+    agent = Workload.from_spiffe_id("spiffe://tether.local/agent/analyst")
+    intent = Intent("wf3", "benchmark", "user:bench")
+    tool = "svc17.op"
+    call = Call(tool, ActionKind.READ, "crm", {"limit": 500})
+    request = PolicyRequest(agent, call, engine.classification("crm"), intent, "tsk_bench")  # type: ignore[arg-type]
+
+    full_text = generate_policies(count)
+    full_set = cedarpy.PolicySet.from_str(full_text)
+    raw_request = {
+        "principal": f'Agent::"{agent.id}"',
+        "action": 'Action::"read"',
+        "resource": f'Tool::"{tool}"',
+        "context": {
+            "intent": {"workflow": "wf3", "purpose": "benchmark", "on_behalf_of": "user:bench"},
+            "task_id": "tsk_bench",
+            "agent": {"id": agent.id, "trust_domain": "tether.local", "name": "analyst"},
+            "dataset": "crm",
+            "classification": "confidential",
+            "args": {"limit": 500},
+        },
+    }
+
+    clock = ManualClock()
+    runtime = open_runtime(
+        RuntimeConfig(data_dir=workdir / f"data-{count}", policy_dir=policy_dir, environ={}),
+        clock=clock,
+    )
+    workload = Workload.from_spiffe_id(agent.id)
+    opened = runtime.tasks.open_task(
+        workload, intent, [Scope.of(tool, [ActionKind.READ], ["crm"])], ttl_seconds=3600
+    )
+    grant = opened.grant
+    assert dev_issuer(runtime.config)  # the embedded default's issuer exists
+
+    def tether_decide() -> object:
+        if scope_violation(grant, call) is not None:
+            raise AssertionError("scope check failed")
+        return engine.decide(request)
+
+    def tether_authorize() -> object:
+        return runtime.authorizer.authorize(workload, opened.token, call)
+
+    expected = cedarpy.is_authorized(raw_request, full_set, []).allowed
+    got = tether_decide()
+    assert expected == (got.decision.value == "allow"), "tether and raw cedarpy disagree"  # type: ignore[attr-defined]
+
+    samples = measure(
+        {
+            "raw cedarpy (text)": lambda: cedarpy.is_authorized(raw_request, full_text, []),
+            "raw cedarpy (parsed)": lambda: cedarpy.is_authorized(raw_request, full_set, []),
+            "tether decide": tether_decide,
+            "tether authorize": tether_authorize,
+        },
+        iterations,
+    )
+    runtime.close()
+
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    print(f"\n{count} policies, {iterations} interleaved rounds (µs)")
+    print(f"  {'':24} {'p50':>10} {'p99':>10}")
+    for name, s in samples.items():
+        print(f"  {name:24} {medians[name]:10.1f} {percentile(s, 0.99):10.1f}")
+    for baseline in ("raw cedarpy (text)", "raw cedarpy (parsed)"):
+        for candidate in ("tether decide", "tether authorize"):
+            ratio = medians[candidate] / medians[baseline]
+            print(f"  ratio {candidate} / {baseline}: {ratio:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=2000)
+    args = parser.parse_args()
+    print(f"cedarpy {getattr(cedarpy, '__version__', '?')}, pid {os.getpid()}")
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        for count in (50, 1000):
+            run(count, args.iterations, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

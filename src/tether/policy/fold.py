@@ -1,0 +1,153 @@
+"""Folding Cedar's answer into tether's three decisions. Fail closed: deny when unsure.
+
+In order:
+
+1. Cedar reports any evaluation error (or cannot build the request) → ``deny``,
+   ``policy_error``, naming the policies that errored. A forbid that errors must never silently
+   stop applying, so a permit that errors denies too.
+2. Cedar denies with determining (hard) forbids → ``deny``, ``policy_forbids``, their ids and
+   ``@reason`` texts.
+3. Cedar denies with none → ``deny``, ``no_policy_permits``.
+4. Cedar allows. Approval forbids are evaluated as permits (see
+   :meth:`~tether.policy.meta.PolicyMeta.est_for_evaluation`), so split the determining ids:
+   real permits only → ``allow``, ``policy_permits``, with the permits' obligations; approval
+   forbids and real permits → ``approval_required`` naming the approval forbids and their
+   "why"; approval forbids alone (nothing would permit the call even if approved) → ``deny``,
+   ``no_policy_permits``.
+
+Risks are those of the determining policies, plus ASI02 (Tool Misuse) for every policy decision.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+from tether.core.risks import Risk
+from tether.core.scope import ActionKind
+from tether.core.verdict import Decision, Obligation, ObligationKind, Reason, ReasonCode
+from tether.policy.index import CompiledSubset
+from tether.policy.meta import PolicyMeta
+from tether.service.ports import PolicyOutcome
+
+BASE_RISKS: Final = frozenset({Risk.ASI02})
+MAX_ERROR_TEXT: Final = 240
+
+_ERROR_POLICY: Final = re.compile(r"^error while evaluating policy `([^`]*)`:\s*")
+
+
+def _risks(policies: Iterable[PolicyMeta]) -> frozenset[Risk]:
+    out: set[Risk] = set(BASE_RISKS)
+    for p in policies:
+        out |= p.risks
+    return frozenset(out)
+
+
+def _ordered(subset: CompiledSubset, ids: Iterable[str]) -> list[PolicyMeta]:
+    found = [subset.by_id[i] for i in ids if i in subset.by_id]
+    return sorted(found, key=lambda p: p.order)
+
+
+def no_policy_permits(action: ActionKind, tool: str) -> PolicyOutcome:
+    return PolicyOutcome(
+        decision=Decision.DENY,
+        reasons=(
+            Reason(ReasonCode.NO_POLICY_PERMITS, f"no policy permits {action.value} on {tool}"),
+        ),
+        policy_ids=(),
+        risks=BASE_RISKS,
+    )
+
+
+def policy_error(message: str, policies: Iterable[PolicyMeta] = ()) -> PolicyOutcome:
+    listed = list(policies)
+    return PolicyOutcome(
+        decision=Decision.DENY,
+        reasons=(Reason(ReasonCode.POLICY_ERROR, message),),
+        policy_ids=tuple(p.policy_id for p in listed),
+        risks=_risks(listed),
+    )
+
+
+def _errored(subset: CompiledSubset, errors: list[str]) -> PolicyOutcome:
+    ids: list[str] = []
+    details: list[str] = []
+    for error in errors:
+        match = _ERROR_POLICY.match(error)
+        if match is not None:
+            ids.append(match.group(1))
+            details.append(f"{match.group(1)}: {error[match.end() :][:MAX_ERROR_TEXT]}")
+        else:
+            details.append(error[:MAX_ERROR_TEXT])
+    policies = _ordered(subset, dict.fromkeys(ids))
+    message = "policy could not be evaluated for this call, so it is denied: " + "; ".join(details)
+    return policy_error(message, policies)
+
+
+def _obligations(permits: Iterable[PolicyMeta]) -> tuple[Obligation, ...]:
+    out: list[Obligation] = []
+    for p in permits:
+        if p.row_cap is not None:
+            out.append(Obligation(ObligationKind.ROW_CAP, str(p.row_cap), p.policy_id))
+        if p.redact:
+            out.append(Obligation(ObligationKind.REDACT, ",".join(p.redact), p.policy_id))
+    return tuple(out)
+
+
+def fold(result: Any, subset: CompiledSubset, action: ActionKind, tool: str) -> PolicyOutcome:
+    """Fold a ``cedarpy.AuthzResult`` for ``subset`` into a :class:`PolicyOutcome`."""
+    diagnostics = result.diagnostics
+    errors: list[str] = diagnostics.errors
+    if errors:
+        return _errored(subset, errors)
+    decision = result.decision.value
+    determining = _ordered(subset, diagnostics.reasons)
+    if decision == "Deny":
+        if not determining:
+            return no_policy_permits(action, tool)
+        return PolicyOutcome(
+            decision=Decision.DENY,
+            reasons=tuple(
+                Reason(
+                    ReasonCode.POLICY_FORBIDS,
+                    f"policy {p.policy_id} forbids {action.value} on {tool}"
+                    + (f": {p.reason}" if p.reason else ""),
+                )
+                for p in determining
+            ),
+            policy_ids=tuple(p.policy_id for p in determining),
+            risks=_risks(determining),
+        )
+    if decision != "Allow":
+        return policy_error("policy could not reach a decision for this call, so it is denied")
+    approvals = [p for p in determining if p.is_approval_forbid]
+    permits = [p for p in determining if not p.is_approval_forbid]
+    if not permits:
+        return no_policy_permits(action, tool)
+    if approvals:
+        return PolicyOutcome(
+            decision=Decision.APPROVAL_REQUIRED,
+            reasons=tuple(
+                Reason(
+                    ReasonCode.APPROVAL_REQUIRED,
+                    f"{p.approval_required} (policy {p.policy_id})",
+                )
+                for p in approvals
+            ),
+            policy_ids=tuple(p.policy_id for p in approvals),
+            risks=_risks(approvals),
+        )
+    return PolicyOutcome(
+        decision=Decision.ALLOW,
+        reasons=(
+            Reason(
+                ReasonCode.POLICY_PERMITS,
+                f"{action.value} on {tool} permitted by policy "
+                + ", ".join(p.policy_id for p in permits),
+            ),
+        ),
+        policy_ids=tuple(p.policy_id for p in permits),
+        obligations=_obligations(permits),
+        risks=_risks(permits),
+    )

@@ -1,0 +1,137 @@
+"""Index policies by action kind and tool so each decision evaluates only those that can apply.
+
+Each policy's head (read at load, :mod:`tether.policy.meta`) puts it in buckets:
+
+    resource == Tool::"x"            specific[action][x]   for each action kind it can match
+    anything else (unconstrained,    general[action]       for each action kind it can match
+    ``in``, ``is``)
+
+A request for (action, tool) evaluates ``general[action] + specific[action][tool]``. Dropping the
+other policies cannot change Cedar's answer: a policy whose head does not match the request is
+not satisfied and its conditions are never evaluated, so it neither decides nor errors. (A
+property test holds the subset to the full set's decisions.)
+
+Each subset is compiled once into a pre-parsed ``cedarpy.PolicySet`` whose policy ids are
+tether's own (built from the EST), lazily, on first use, and cached. Tools with no specific policy
+share their action's general subset, so the cache holds at most one entry per (action, tool) that
+a policy names, plus six; it is bounded anyway (oldest entries dropped first).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+import cedarpy
+
+from tether.core.scope import ActionKind
+from tether.policy.context import NO_REFS, ContextRefs
+from tether.policy.meta import Effect, PolicyMeta
+
+DEFAULT_CACHE_SIZE: Final = 4096
+
+
+def _policy_set(entries: Iterable[tuple[str, str]]) -> Any:
+    """A ``cedarpy.PolicySet`` from ``(policy id, EST JSON)`` pairs, keeping tether's ids."""
+    body = ",".join(f"{json.dumps(pid)}:{est}" for pid, est in entries)
+    text = f'{{"staticPolicies":{{{body}}},"templates":{{}},"templateLinks":[]}}'
+    return cedarpy.PolicySet.from_json_str(text)
+
+
+class CompiledSubset:
+    """The policies one (action, tool) evaluates, ready for Cedar.
+
+    ``evaluation`` evaluates approval forbids as permits (see
+    :meth:`PolicyMeta.est_for_evaluation`); ``preview`` (built on first use) holds the permits and
+    hard forbids only, for partial evaluation at task open.
+    """
+
+    __slots__ = ("_lock", "_preview", "by_id", "evaluation", "policies", "refs")
+
+    def __init__(self, policies: tuple[PolicyMeta, ...]) -> None:
+        self.policies = policies
+        self.by_id: dict[str, PolicyMeta] = {p.policy_id: p for p in policies}
+        refs = NO_REFS
+        for p in policies:
+            refs = refs.union(p.refs)
+        self.refs: ContextRefs = refs
+        self.evaluation: Any = (
+            _policy_set((p.policy_id, p.est_for_evaluation()) for p in policies)
+            if policies
+            else None
+        )
+        self._preview: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.policies
+
+    @property
+    def preview(self) -> Any:
+        if self._preview is None:
+            with self._lock:
+                if self._preview is None:
+                    self._preview = _policy_set(
+                        (p.policy_id, p.est_json) for p in self.policies if not p.is_approval_forbid
+                    )
+        return self._preview
+
+    @property
+    def permit_count(self) -> int:
+        return sum(1 for p in self.policies if p.effect is Effect.PERMIT)
+
+
+class PolicyIndex:
+    """Buckets of one bundle's policies and the cache of compiled subsets."""
+
+    def __init__(
+        self, policies: Iterable[PolicyMeta], cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
+        general: dict[ActionKind, list[PolicyMeta]] = {a: [] for a in ActionKind}
+        specific: dict[ActionKind, dict[str, list[PolicyMeta]]] = {a: {} for a in ActionKind}
+        for meta in policies:
+            for action in meta.actions:
+                if meta.tool is None:
+                    general[action].append(meta)
+                else:
+                    specific[action].setdefault(meta.tool, []).append(meta)
+        self._general = {a: tuple(ps) for a, ps in general.items()}
+        self._specific = {
+            a: {tool: tuple(ps) for tool, ps in by_tool.items()} for a, by_tool in specific.items()
+        }
+        self._cache: dict[tuple[ActionKind, str | None], CompiledSubset] = {}
+        self._cache_size = max(cache_size, len(ActionKind))
+        self._lock = threading.Lock()
+
+    def candidates(self, action: ActionKind, tool: str) -> tuple[PolicyMeta, ...]:
+        """The policies a request for ``action`` on ``tool`` evaluates, in load order."""
+        specific = self._specific[action].get(tool)
+        if not specific:
+            return self._general[action]
+        merged = self._general[action] + specific
+        return tuple(sorted(merged, key=lambda p: p.order))
+
+    def subset(self, action: ActionKind, tool: str) -> CompiledSubset:
+        """The compiled subset for (action, tool), built on first use."""
+        key: tuple[ActionKind, str | None] = (
+            (action, tool) if tool in self._specific[action] else (action, None)
+        )
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        compiled = CompiledSubset(self.candidates(action, tool))
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                return found
+            while len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = compiled
+        return compiled
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
