@@ -348,6 +348,7 @@ def test_duplicate_claim_names_are_rejected(
         "Bearer abc.def.ghi",
         "é.é.é",
         "\x00.\x00.\x00",
+        "\ud800.e30.e30",
         "x" * 9000,
         "eyJhbGciOiJFUzI1NiJ9." + "A" * 9000 + ".AA",
     ],

@@ -73,7 +73,6 @@ class JwksUrlSource:
         self._keys: KeySet | None = None
         self._fetched_at: datetime | None = None
         self._last_attempt: datetime | None = None
-        self.fetch_count = 0
 
     @property
     def url(self) -> str:
@@ -98,7 +97,6 @@ class JwksUrlSource:
         if self._last_attempt is not None and now - self._last_attempt < self._min_refetch:
             return False
         self._last_attempt = now
-        self.fetch_count += 1
         try:
             keys = KeySet.from_jwks(json.loads(self._download()))
         except (httpx.HTTPError, OSError, ValueError, RecursionError, TetherError) as exc:

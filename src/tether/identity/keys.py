@@ -127,12 +127,17 @@ class SigningKey:
 
     @classmethod
     def _load(cls, path: Path) -> SigningKey:
-        if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read signing key {path}: {exc.strerror}") from exc
+        if os.name == "posix" and mode & 0o077:
             raise ConfigurationError(
                 f"signing key {path} is readable by other users; run: chmod 600 {path}"
             )
         try:
-            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            private = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             # Never echo the file's bytes: they are (or resemble) a private key.
             raise ConfigurationError(
@@ -176,7 +181,7 @@ class SigningKey:
 class KeySet:
     """An immutable set of public verification keys (RFC 7517 JWK Set), selected by ``kid``.
 
-    Also a :class:`~tether.identity.jwks_url.KeySource` that never changes, so a verifier takes a
+    Also a :class:`~tether.identity.KeySource` that never changes, so a verifier takes a
     static set and a refreshing JWKS URL the same way.
     """
 

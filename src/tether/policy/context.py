@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Final, NamedTuple
 
 from tether.core.scope import JSONValue
 
@@ -118,6 +118,9 @@ def scan_context_refs(conditions: object) -> ContextRefs:
                     left = inner.get("left")
                     if left == _CONTEXT:
                         top.add(inner["attr"])
+                        # `context.args` read whole (not `context.args.x`, caught below)
+                        if op == "." and inner["attr"] == "args":
+                            all_args = True
                         return
                     if _is_context_args(left):
                         top.add("args")
@@ -218,9 +221,8 @@ def to_cedar_args(
 # -- the whole record --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CallFacts:
-    """What the context says about a call, already reduced to strings."""
+class CallFacts(NamedTuple):
+    """What the context says about a call, already reduced to strings (a tuple: cheap to make)."""
 
     workflow: str
     purpose: str
@@ -265,6 +267,9 @@ def build_context(
     return ctx
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+
+
 def context_json(ctx: Mapping[str, CedarJSON]) -> str:
     """The context as the JSON text cedarpy passes to Cedar."""
-    return json.dumps(ctx, separators=(",", ":"))
+    return _ENCODER.encode(ctx)

@@ -1,0 +1,226 @@
+"""Loading a policy directory: every problem is refused with the file, the policy and why."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tether.core.errors import ConfigurationError, ErrorCode
+from tether.core.risks import Risk
+from tether.core.scope import ActionKind, Classification
+from tether.policy.bundle import PolicyBundle, load_policy_dir, load_sources, read_policy_dir
+from tether.policy.meta import Effect
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+BASE = {
+    name: text
+    for name, text in read_policy_dir(EXAMPLES).items()
+    if name in ("schema.cedarschema", "catalog.yaml")
+}
+
+
+def load(**files: str) -> PolicyBundle:
+    sources = dict(BASE)
+    sources.update({name.replace("__", "."): text for name, text in files.items()})
+    return load_sources(sources, origin="test")
+
+
+def refused(**files: str) -> str:
+    with pytest.raises(ConfigurationError) as info:
+        load(**files)
+    assert info.value.code is ErrorCode.POLICY_INVALID
+    return info.value.message
+
+
+def test_the_examples_load() -> None:
+    bundle = load_policy_dir(EXAMPLES)
+    assert len(bundle.policies) >= 8
+    assert bundle.catalog.classification("payroll") is Classification.RESTRICTED
+    assert bundle.catalog.classification("nope") is None
+    assert len(bundle.revision) == 64
+
+
+def test_a_syntax_error_names_the_file_policy_and_line() -> None:
+    message = refused(
+        good__cedar='permit(principal, action == Action::"read", resource);',
+        broken__cedar=(
+            "// two policies, the second broken\n"
+            'permit(principal, action == Action::"read", resource);\n'
+            "\n"
+            'forbid(principal, action == Action::"read", resource) when { context.args == };\n'
+        ),
+    )
+    assert "broken.cedar: policy #1 (line 4) cannot be parsed" in message
+    assert "unexpected token" in message
+    assert "good.cedar" not in message
+
+
+def test_a_schema_violation_names_the_policy_and_cedars_error() -> None:
+    message = refused(
+        rules__cedar=(
+            '@id("reads-unguarded")\n'
+            'permit(principal, action == Action::"read", resource) when { context.args.limit < 5 };'
+        )
+    )
+    assert "rules.cedar: policy reads-unguarded (line 1): does not match the schema" in message
+    assert "optional attribute `args.limit`" in message
+
+
+def test_an_unknown_action_is_refused() -> None:
+    message = refused(bad__cedar='permit(principal, action == Action::"fly", resource);')
+    assert "bad.cedar: policy #0" in message
+    assert 'Action::"fly"' in message
+
+
+def test_duplicate_ids_name_both_places() -> None:
+    message = refused(
+        a__cedar='@id("same")\npermit(principal, action == Action::"read", resource);',
+        b__cedar='\n\n@id("same")\nforbid(principal, action == Action::"read", resource);',
+    )
+    assert "b.cedar: policy same (line 3): duplicate policy id" in message
+    assert "already used by a.cedar: policy same (line 1)" in message
+
+
+def test_a_bad_risk_is_refused() -> None:
+    message = refused(r__cedar='@risk("ASI05,ASI99")\npermit(principal, action, resource);')
+    assert "r.cedar: policy #0 (line 1)" in message
+    assert "'ASI99'" in message and "OWASP" in message
+
+
+@pytest.mark.parametrize(
+    ("policy", "why"),
+    [
+        ('@row_cap("lots")\npermit(principal, action, resource);', "@row_cap"),
+        ('@row_cap("0")\npermit(principal, action, resource);', "@row_cap"),
+        ('@redact("a b")\npermit(principal, action, resource);', "@redact"),
+        ('@approval_required("x")\npermit(principal, action, resource);', "forbid"),
+        ('@approval_required("")\nforbid(principal, action, resource);', "must not be empty"),
+        ('@row_cap("5")\nforbid(principal, action, resource);', "permit"),
+        ('@id("has space")\npermit(principal, action, resource);', "policy id"),
+        ("permit(principal == ?principal, action, resource);", "template"),
+        ('permit(principal, action in Action::"everything", resource);', "action groups"),
+    ],
+)
+def test_annotations_and_shapes_tether_refuses(policy: str, why: str) -> None:
+    assert why in refused(p__cedar=policy)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    message = refused(
+        one__cedar='@risk("nope")\npermit(principal, action, resource);',
+        two__cedar="permit(principal, action, resource) when {",
+    )
+    assert "(2 problems)" in message
+    assert "one.cedar" in message and "two.cedar" in message
+
+
+def test_ids_default_to_file_stem_and_index() -> None:
+    bundle = load(
+        rules__cedar=(
+            'permit(principal, action == Action::"read", resource);\n'
+            '@id("named")\npermit(principal, action == Action::"write", resource);\n'
+            'forbid(principal, action == Action::"delete", resource);\n'
+        )
+    )
+    assert [p.policy_id for p in bundle.policies] == ["rules.0", "named", "rules.2"]
+
+
+def test_policy_metadata_is_read_from_annotations_and_head() -> None:
+    bundle = load(
+        p__cedar=(
+            '@id("x")\n@risk("asi05, ASI01")\n@reason("because")\n'
+            'forbid(principal, action in [Action::"write", Action::"delete"],'
+            ' resource == Tool::"t");'
+        )
+    )
+    (meta,) = bundle.policies
+    assert meta.effect is Effect.FORBID
+    assert meta.risks == {Risk.ASI05, Risk.ASI01}
+    assert meta.reason == "because"
+    assert meta.actions == {ActionKind.WRITE, ActionKind.DELETE}
+    assert meta.tool == "t"
+    assert meta.file == "p.cedar" and meta.line == 1
+
+
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ("entity Agent; entity", "cannot parse the schema"),
+        (
+            "entity Agent; entity Tool;\n"
+            "action read appliesTo { principal: [Agent], resource: [Tool] };",
+            "does not fit the request",
+        ),
+        (
+            "entity Agent; entity Tool; action all;\n"
+            "action read, write, delete, send, execute, spend in [all] appliesTo "
+            "{ principal: [Agent], resource: [Tool] };",
+            "action group",
+        ),
+    ],
+)
+def test_schemas_that_do_not_fit_are_refused(schema: str, why: str) -> None:
+    assert why in refused(schema__cedarschema=schema)
+
+
+def test_a_schema_with_a_required_argument_is_refused() -> None:
+    schema = BASE["schema.cedarschema"].replace("amount?: Long", "amount: Long")
+    message = refused(schema__cedarschema=schema)
+    assert "schema.cedarschema: does not fit the request tether sends" in message
+    assert "amount" in message
+
+
+@pytest.mark.parametrize(
+    ("catalog", "why"),
+    [
+        ("datasets: {crm: {classification: secret}}", "not one of public"),
+        ("datasets: {crm: confidential}", "classification"),
+        ("dataset: {}", "one key, datasets"),
+        ("datasets: {crm: {classification: public, owner: bob}}", "unknown keys"),
+        ("datasets: [", "not valid YAML"),
+        ("datasets: {'bad name': {classification: public}}", "not a valid name"),
+    ],
+)
+def test_bad_catalogs_are_refused(catalog: str, why: str) -> None:
+    message = refused(catalog__yaml=catalog)
+    assert "catalog.yaml" in message and why in message
+
+
+def test_missing_schema_and_catalog_are_named(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_text("permit(principal, action, resource);")
+    with pytest.raises(ConfigurationError) as info:
+        load_policy_dir(tmp_path)
+    assert "schema.cedarschema: missing" in info.value.message
+    assert "catalog.yaml: missing" in info.value.message
+
+
+def test_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_policy_dir(tmp_path / "nope")
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "p")
+    (tmp_path / "p" / "bad.cedar").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigurationError, match=r"bad\.cedar: not UTF-8"):
+        load_policy_dir(tmp_path / "p")
+
+
+def test_revision_follows_content_and_names_only() -> None:
+    a = load(p__cedar="permit(principal, action, resource);")
+    same = load(p__cedar="permit(principal, action, resource);")
+    edited = load(p__cedar="permit(principal, action, resource); ")
+    renamed = load(q__cedar="permit(principal, action, resource);")
+    revisions = [b.revision for b in (a, same, edited, renamed)]
+    assert revisions[0] == revisions[1]
+    assert len(set(revisions)) == 3
+
+
+def test_other_files_in_the_directory_are_ignored(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "p")
+    before = load_policy_dir(tmp_path / "p").revision
+    (tmp_path / "p" / "README.md").write_text("notes")
+    (tmp_path / "p" / "tests" / "more.yaml").write_text("cases: []")
+    assert load_policy_dir(tmp_path / "p").revision == before
