@@ -56,7 +56,7 @@ def generate_policies(count: int) -> str:
             out.append(
                 f'@id("gen-{i}")\npermit(principal, action == Action::"{action}", '
                 f'resource == Tool::"{tool}") when {{ context.intent.workflow == "wf{i % 7}" '
-                f'|| (context.args has limit && context.args.limit <= {i}) }};'
+                f"|| (context.args has limit && context.args.limit <= {i}) }};"
             )
     return "\n\n".join(out) + "\n"
 

@@ -87,7 +87,9 @@ class Agent:
         return self.client.post("/v1/tasks", json=body, headers=self.headers)
 
     def authorize(self, grant: str, **call: object) -> httpx.Response:
-        return self.client.post("/v1/authorize", json={"grant": grant, **call}, headers=self.headers)
+        return self.client.post(
+            "/v1/authorize", json={"grant": grant, **call}, headers=self.headers
+        )
 
     def effect(self, decision_id: str, **fields: object) -> httpx.Response:
         return self.client.post(

@@ -86,7 +86,9 @@ def forged_tokens(runtime: Runtime, clock: ManualClock, analyst: Agent) -> dict[
             "ES256",
             headers=header,
         ),
-        "wrong audience": jwt.encode(_claims(clock, aud=["someone-else"]), key, "ES256", headers=header),
+        "wrong audience": jwt.encode(
+            _claims(clock, aud=["someone-else"]), key, "ES256", headers=header
+        ),
         "untrusted trust domain": jwt.encode(
             _claims(clock, sub="spiffe://evil.example/agent/analyst"), key, "ES256", headers=header
         ),
@@ -114,11 +116,13 @@ def test_the_real_token_passes_so_the_forgeries_are_meaningful(analyst: Agent) -
 
 def test_missing_or_malformed_authorization_is_401(client: httpx.Client) -> None:
     body = {"grant": "x", "tool": "crm.query", "action": "read"}
-    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}):
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}):
         response = client.post("/v1/authorize", json=body, headers=headers)
         assert response.status_code == 401
         assert error_code(response) == "missing_token"
-    huge = client.post("/v1/authorize", json=body, headers={"Authorization": "Bearer " + "a" * 9000})
+    huge = client.post(
+        "/v1/authorize", json=body, headers={"Authorization": "Bearer " + "a" * 9000}
+    )
     assert huge.status_code == 401 and error_code(huge) == "invalid_token"
 
 
@@ -134,7 +138,10 @@ def test_an_svid_expires_when_the_clock_moves(analyst: Agent, clock: ManualClock
     [
         (b"{not json", "malformed_json"),
         (b"[1, 2]", "malformed_json"),
-        (b'{"intent": {"workflow": 1, "purpose": "p", "on_behalf_of": "u"}, "scopes": []}', "invalid_field"),
+        (
+            b'{"intent": {"workflow": 1, "purpose": "p", "on_behalf_of": "u"}, "scopes": []}',
+            "invalid_field",
+        ),
         (b'{"intent": {"workflow": "w", "purpose": "p", "on_behalf_of": "u"}}', "invalid_field"),
         (
             b'{"intent": {"workflow": "w", "purpose": "p", "on_behalf_of": "u"}, '
@@ -206,14 +213,18 @@ def test_malformed_authorize_requests(analyst: Agent) -> None:
     deep: object = 1
     for _ in range(20):
         deep = {"a": deep}
-    response = analyst.authorize(grant, tool="crm.query", action="read", dataset="crm", args={"d": deep})
+    response = analyst.authorize(
+        grant, tool="crm.query", action="read", dataset="crm", args={"d": deep}
+    )
     assert response.status_code == 400
 
 
 def test_oversized_bodies_and_args_are_413(analyst: Agent) -> None:
     grant = analyst.open_task([SCOPE]).json()["grant"]
     big_args = {"blob": "x" * 100_000}
-    response = analyst.authorize(grant, tool="crm.query", action="read", dataset="crm", args=big_args)
+    response = analyst.authorize(
+        grant, tool="crm.query", action="read", dataset="crm", args=big_args
+    )
     assert response.status_code == 413
     assert error_code(response) == "payload_too_large"
     huge = analyst.client.post(

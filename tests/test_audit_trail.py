@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import httpx
+
 from support import Agent, copy_policies, live_server, make_runtime, mint
 from tether.core.audit import verify_chain
 from tether.runtime import Runtime
 from tether.service.clock import ManualClock
-
-import httpx
 
 SCOPES = [
     {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]},
@@ -70,7 +70,9 @@ def test_secrets_and_argument_values_never_reach_the_store(
 def test_equal_values_get_equal_macs(analyst: Agent, runtime: Runtime) -> None:
     grant = analyst.open_task(SCOPES).json()["grant"]
     for _ in range(2):
-        analyst.authorize(grant, tool="crm.query", action="read", dataset="crm", args={"customer": "c"})
+        analyst.authorize(
+            grant, tool="crm.query", action="read", dataset="crm", args={"customer": "c"}
+        )
     macs = [
         r.body["call"]["args"]["customer"]  # type: ignore[index, call-overload]
         for r in runtime.store.audit_records()
@@ -79,7 +81,9 @@ def test_equal_values_get_equal_macs(analyst: Agent, runtime: Runtime) -> None:
     assert len(macs) == 2 and macs[0] == macs[1]
 
 
-def test_denials_and_refusals_are_audited(analyst: Agent, intruder: Agent, runtime: Runtime) -> None:
+def test_denials_and_refusals_are_audited(
+    analyst: Agent, intruder: Agent, runtime: Runtime
+) -> None:
     grant = analyst.open_task(SCOPES).json()["grant"]
     intruder.authorize(grant, tool="crm.query", action="read", dataset="crm")
     analyst.open_task([{"tool": "shell.exec", "actions": ["execute"]}])

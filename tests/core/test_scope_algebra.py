@@ -87,7 +87,9 @@ def calls(draw: st.DrawFn) -> tuple[str, ActionKind, str | None, dict[str, objec
     )
 
 
-def scope_allows(scope: Scope | None, call: tuple[str, ActionKind, str | None, dict[str, object]]) -> bool:
+def scope_allows(
+    scope: Scope | None, call: tuple[str, ActionKind, str | None, dict[str, object]]
+) -> bool:
     if scope is None:
         return False
     tool, action, dataset, args = call
@@ -115,7 +117,17 @@ def test_scope_subset_is_sound_for_calls(a: Scope, b: Scope, call: tuple) -> Non
 
 @given(scopes())
 def test_scope_round_trips_through_json(scope: Scope) -> None:
-    if any(c.one_of is not None or c.ends_with is not None or c.max is not None or c.min is not None or c.max_length is not None for _, c in scope.constraints) or not scope.constraints:
+    if (
+        any(
+            c.one_of is not None
+            or c.ends_with is not None
+            or c.max is not None
+            or c.min is not None
+            or c.max_length is not None
+            for _, c in scope.constraints
+        )
+        or not scope.constraints
+    ):
         if scope.actions:
             assert Scope.from_json(scope.to_json()) == scope
 

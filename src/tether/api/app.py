@@ -151,7 +151,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             log.info("authentication_failed", reason=error.message)
             raise
 
-    Caller = Annotated[Workload, Depends(caller)]
+    authenticated = Depends(caller)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -166,7 +166,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return JSONResponse({"status": "ready", "policy_revision": deps.policy.revision})
 
     @app.post("/v1/tasks", status_code=201, response_model=OpenTaskOut, tags=["tasks"])
-    def open_task(body: OpenTaskIn, agent: Caller) -> dict[str, JSONValue]:
+    def open_task(body: OpenTaskIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
         scopes = [Scope.from_json(s.model_dump(mode="json")) for s in body.scopes]
         opened = deps.tasks.open_task(
             agent,
@@ -184,7 +184,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         }
 
     @app.post("/v1/tasks/{task_id}/close", response_model=CloseTaskOut, tags=["tasks"])
-    def close_task(task_id: str, agent: Caller) -> dict[str, JSONValue]:
+    def close_task(task_id: str, agent: Workload = authenticated) -> dict[str, JSONValue]:
         if not is_well_formed(task_id, IdKind.TASK):
             raise InvalidRequest("task_id is not a tether task id", code=ErrorCode.INVALID_FIELD)
         task = deps.tasks.close_task(agent, TaskId(task_id))
@@ -195,7 +195,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         }
 
     @app.post("/v1/authorize", response_model=VerdictOut, tags=["decisions"])
-    def authorize(body: AuthorizeIn, agent: Caller) -> dict[str, JSONValue]:
+    def authorize(body: AuthorizeIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
         if not is_valid_name(body.tool, 128):
             raise InvalidRequest("tool is not a valid tool name", code=ErrorCode.INVALID_FIELD)
         if body.dataset is not None and not is_valid_name(body.dataset, 128):
@@ -221,7 +221,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return deps.authorizer.authorize(agent, body.grant, call).to_json()
 
     @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
-    def report_effect(body: EffectIn, agent: Caller) -> dict[str, JSONValue]:
+    def report_effect(body: EffectIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
         if not is_well_formed(body.decision_id, IdKind.DECISION):
             raise InvalidRequest(
                 "decision_id is not a tether decision id", code=ErrorCode.INVALID_FIELD

@@ -188,7 +188,8 @@ def demo(
         store.close()
     if report.ok:
         console.print(
-            f"audit chain: [green]intact[/], {report.records} records (tether audit verify -d {workdir})"
+            f"audit chain: [green]intact[/], {report.records} records "
+            f"(tether audit verify -d {workdir})"
         )
     else:
         console.print(
@@ -248,7 +249,8 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         table.add_row(
             number,
             step.agent,
-            f"{call['action']} {call['tool']}{target} {call.get('args') or ''}\n[dim]{step.label}[/]",
+            f"{call['action']} {call['tool']}{target} {call.get('args') or ''}"
+            f"\n[dim]{step.label}[/]",
             _verdict_cell(decision) + ("" if ok else f" [red](expected {step.expect})[/]"),
             reasons,
             ",".join(verdict.get("risks", [])),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import audit, demo, dev, policy
+from tether.cli import audit, demo, dev
+from tether.cli import policy as policy_cli
 from tether.cli.serve import serve
 
 app = typer.Typer(
@@ -17,7 +18,7 @@ app = typer.Typer(
 app.command("serve")(serve)
 app.command("demo")(demo.demo)
 app.add_typer(dev.app, name="dev")
-app.add_typer(policy.app, name="policy")
+app.add_typer(policy_cli.app, name="policy")
 app.add_typer(audit.app, name="audit")
 
 

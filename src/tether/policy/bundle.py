@@ -237,8 +237,10 @@ def _load_policy_file(
                 est, file=name, stem=stem, index=index, order=order + len(metas), line=line
             )
         except PolicyProblem as exc:
+            annotated = (est.get("annotations") or {}).get("id")
+            label = annotated if isinstance(annotated, str) and annotated else f"#{index}"
             at = f" (line {line})" if line is not None else ""
-            problems.append(f"{name}: policy #{index}{at}: {exc}")
+            problems.append(f"{name}: policy {label}{at}: {exc}")
             continue
         metas.append(meta)
         by_cedar_id[cedar_id] = meta

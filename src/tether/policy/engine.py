@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import cedarpy
 import structlog
@@ -47,7 +47,7 @@ from tether.policy.index import DEFAULT_CACHE_SIZE, CompiledSubset, PolicyIndex
 from tether.policy.meta import Effect
 from tether.policy.reload import Fingerprint, ReloadResult, fingerprint
 from tether.policy.syntax import entity_uid
-from tether.service.ports import GrantPreview, PolicyOutcome, PolicyRequest
+from tether.service.ports import GrantPreview, PolicyEngine, PolicyOutcome, PolicyRequest
 
 _log = structlog.get_logger("tether.policy")
 
@@ -328,3 +328,7 @@ def _fold_preview(
             f"policy may permit {action.value} on {tool}, depending on each call",
         )
     return GrantPreview(False, (), f"no policy permits {action.value} on {tool}")
+
+
+if TYPE_CHECKING:  # mypy holds the engine to the service's port
+    _PORT: type[PolicyEngine] = CedarPolicyEngine

@@ -68,12 +68,12 @@ class EffectService:
             status=status,
             records=records,
             bytes=bytes_,
-            recipients=tuple(recipients),
+            # Recipients are personal data: keyed MACs let auditors correlate without reading
+            # them, and the store never holds the addresses.
+            recipients=tuple(self._rec.secret_value(r) for r in recipients),
             reported_at=now,
         )
         body = effect.to_json()
-        # Recipients are personal data: keyed MACs let auditors correlate without reading them.
-        body["recipients"] = [self._rec.secret_value(r) for r in recipients]
         body["recipient_count"] = len(recipients)
         body["decision"] = decision.decision.value
         body["call"] = {
