@@ -91,8 +91,8 @@ def run(count: int, iterations: int, workdir: Path) -> None:
 
     engine = CedarPolicyEngine.load(policy_dir)
     agent = Workload.from_spiffe_id("spiffe://tether.local/agent/analyst")
-    intent = Intent("wf3", "benchmark", "user:bench")
-    tool = "svc17.op"
+    intent = Intent("wf6", "benchmark", "user:bench")
+    tool = "svc6.op"
     call = Call(tool, ActionKind.READ, "crm", {"limit": 500})
     request = PolicyRequest(agent, call, engine.classification("crm"), intent, "tsk_bench")  # type: ignore[arg-type]
 
@@ -103,7 +103,7 @@ def run(count: int, iterations: int, workdir: Path) -> None:
         "action": 'Action::"read"',
         "resource": f'Tool::"{tool}"',
         "context": {
-            "intent": {"workflow": "wf3", "purpose": "benchmark", "on_behalf_of": "user:bench"},
+            "intent": {"workflow": "wf6", "purpose": "benchmark", "on_behalf_of": "user:bench"},
             "task_id": "tsk_bench",
             "agent": {"id": agent.id, "trust_domain": "tether.local", "name": "analyst"},
             "dataset": "crm",

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -243,14 +244,16 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
             )
         ok = decision == step.expect
         failures += 0 if ok else 1
-        reasons = "; ".join(f"{r['code']}: {r['message']}" for r in verdict.get("reasons", []))
+        reasons = escape(
+            "; ".join(f"{r['code']}: {r['message']}" for r in verdict.get("reasons", []))
+        )
         call = step.call
         target = f" [{call['dataset']}]" if call.get("dataset") else ""
         table.add_row(
             number,
             step.agent,
-            f"{call['action']} {call['tool']}{target} {call.get('args') or ''}"
-            f"\n[dim]{step.label}[/]",
+            escape(f"{call['action']} {call['tool']}{target} {call.get('args') or ''}")
+            + f"\n[dim]{escape(step.label)}[/]",
             _verdict_cell(decision) + ("" if ok else f" [red](expected {step.expect})[/]"),
             reasons,
             ",".join(verdict.get("risks", [])),
