@@ -226,3 +226,23 @@ def test_health_and_openapi(client: object) -> None:
     spec = client.get("/openapi.json").json()
     for path in ("/v1/tasks", "/v1/authorize", "/v1/effects", "/v1/tasks/{task_id}/close"):
         assert path in spec["paths"], path
+
+
+def test_readyz_is_503_when_the_store_is_gone(client: object, runtime: Runtime) -> None:
+    import httpx
+
+    assert isinstance(client, httpx.Client)
+    runtime.store.close()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "store_unavailable"
+
+
+def test_a_lost_store_denies_instead_of_crashing(analyst: Agent, runtime: Runtime) -> None:
+    grant = open_grant(analyst)["grant"]
+    runtime.store.close()
+    response = analyst.authorize(grant, tool="crm.query", action="read", dataset="crm")
+    assert response.status_code == 200
+    verdict = response.json()
+    assert verdict["decision"] == "deny"
+    assert codes(verdict) == ["audit_unavailable", "store_unavailable"]

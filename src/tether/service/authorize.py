@@ -142,6 +142,8 @@ class Authorizer:
                         f"the decision could not be recorded, so the call is denied: "
                         f"{error.message}",
                     ),
+                    # Keep the original cause of a deny; an allow's reasons no longer apply.
+                    *(finding.reasons if finding.decision is Decision.DENY else ()),
                 ),
                 policy_ids=(),
                 obligations=(),
