@@ -32,7 +32,10 @@ from tether.identity import (
     ensure_dev_allowed,
     load_jwks_file,
 )
+from tether.identity.approvers import StaticApprovers
+from tether.notify import WebhookNotifier
 from tether.policy import CedarPolicyEngine
+from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
 from tether.service.authorize import Authorizer
 from tether.service.clock import SystemClock
 from tether.service.effects import EffectService
@@ -63,6 +66,9 @@ class RuntimeConfig:
     trust_bundle: Path | None = None
     oidc_issuer: str | None = None
     oidc_jwks: str | None = None
+    #: Where to announce pending approvals (a chat bridge), and the page approvers open.
+    approval_webhook: str | None = None
+    public_url: str | None = None
 
     @property
     def production(self) -> bool:
@@ -95,6 +101,11 @@ def audit_mac(key: bytes) -> Callable[[bytes], str]:
 def open_store(data_dir: Path) -> SqlStore:
     data_dir.mkdir(parents=True, exist_ok=True)
     return SqlStore.sqlite(data_dir / "tether.db")
+
+
+def approver_registry(data_dir: Path) -> StaticApprovers:
+    """The named approvers of this deployment (``tether approvers add NAME``)."""
+    return StaticApprovers(data_dir / "approvers.json")
 
 
 def dev_issuer(config: RuntimeConfig) -> DevIssuer:
@@ -140,6 +151,9 @@ class Runtime:
     tasks: TaskService
     authorizer: Authorizer
     effects: EffectService
+    approvals: ApprovalService
+    approvers: StaticApprovers
+    notifier: ApprovalNotifier
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -152,9 +166,13 @@ class Runtime:
             policy=self.policy,
             clock=self.clock,
             settings=self.config.settings,
+            approvals=self.approvals,
+            approvers=self.approvers,
         )
 
     def close(self) -> None:
+        if isinstance(self.notifier, WebhookNotifier):
+            self.notifier.close()
         self.store.close()
 
 
@@ -177,6 +195,18 @@ def open_runtime(
         audit_mac(_load_or_create_secret(config.data_dir / "keys" / "audit-hmac.key")),
         config.settings.plain_audit_args,
     )
+    notifier: ApprovalNotifier = NoNotifier()
+    if config.approval_webhook:
+        page = f"{config.public_url.rstrip('/')}/ui/approvals" if config.public_url else None
+        notifier = WebhookNotifier(config.approval_webhook, approval_page=page)
+    approvals = ApprovalService(
+        store=store,
+        clock=clock,
+        ids=ids,
+        recorder=recorder,
+        notifier=notifier,
+        ttl_seconds=config.settings.approval_ttl_seconds,
+    )
     return Runtime(
         config=config,
         store=store,
@@ -194,9 +224,18 @@ def open_runtime(
             settings=config.settings,
         ),
         authorizer=Authorizer(
-            store=store, policy=policy, signer=signer, clock=clock, ids=ids, recorder=recorder
+            store=store,
+            policy=policy,
+            signer=signer,
+            clock=clock,
+            ids=ids,
+            recorder=recorder,
+            approvals=approvals,
         ),
         effects=EffectService(
             store=store, clock=clock, ids=ids, recorder=recorder, settings=config.settings
         ),
+        approvals=approvals,
+        approvers=approver_registry(config.data_dir),
+        notifier=notifier,
     )

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether import __version__
+from tether.api.approvals import install_approval_routes
 from tether.api.errors import error_response, install_error_handlers
 from tether.api.models import (
     AuthorizeIn,
@@ -32,6 +33,7 @@ from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
 from tether.core.scope import JSONValue, Scope, is_valid_name
 from tether.core.task import Intent
 from tether.logs import get_logger
+from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
@@ -54,6 +56,8 @@ class ApiDeps:
     policy: PolicyEngine
     clock: Clock
     settings: ServiceSettings
+    approvals: ApprovalService
+    approvers: ApproverVerifier
 
 
 class BodyLimit:
@@ -117,6 +121,23 @@ def _json_depth(value: Any, limit: int) -> bool:
     return True
 
 
+def bearer_token(authorization: str | None, what: str) -> str:
+    """The token of an ``Authorization: Bearer`` header, or a 401 saying what to send."""
+    if authorization is None:
+        raise Unauthenticated(
+            f"send {what} as 'Authorization: Bearer <token>'", code=ErrorCode.MISSING_TOKEN
+        )
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(
+            "the Authorization header must be 'Bearer <token>'", code=ErrorCode.MISSING_TOKEN
+        )
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthenticated("the token is too large", code=ErrorCode.INVALID_TOKEN)
+    return token
+
+
 def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(
         title="tether",
@@ -132,19 +153,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     def caller(authorization: Annotated[str | None, Header()] = None) -> Workload:
-        if authorization is None:
-            raise Unauthenticated(
-                "send the agent's SVID as 'Authorization: Bearer <token>'",
-                code=ErrorCode.MISSING_TOKEN,
-            )
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated(
-                "the Authorization header must be 'Bearer <token>'", code=ErrorCode.MISSING_TOKEN
-            )
-        if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthenticated("the token is too large", code=ErrorCode.INVALID_TOKEN)
+        token = bearer_token(authorization, "the agent's SVID")
         try:
             return deps.verifier.verify(token, deps.clock.now())
         except Unauthenticated as error:
@@ -218,7 +227,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 code=ErrorCode.PAYLOAD_TOO_LARGE,
             )
         call = Call(body.tool, body.action, body.dataset, dict(body.args))
-        return deps.authorizer.authorize(agent, body.grant, call).to_json()
+        return deps.authorizer.authorize(agent, body.grant, call, body.approval_id).to_json()
 
     @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
     def report_effect(body: EffectIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
@@ -239,4 +248,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
         out["recipient_count"] = len(effect.recipients)
         return out
 
+    install_approval_routes(app, deps, authenticated)
     return app

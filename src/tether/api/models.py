@@ -72,6 +72,10 @@ class AuthorizeIn(_Strict):
     action: ActionKind
     dataset: Name | None = None
     args: dict[str, Any] = Field(default_factory=dict)
+    approval_id: Annotated[StrictStr, Field(max_length=64)] | None = Field(
+        default=None,
+        description="Retry an approval_required call with the approval a human gave for it.",
+    )
 
 
 class ReasonOut(BaseModel):
@@ -94,6 +98,9 @@ class VerdictOut(BaseModel):
     obligations: list[ObligationOut]
     policy_revision: str
     decided_at: str
+    approval_id: str | None = Field(
+        default=None, description="For approval_required: the approval to wait for and retry with."
+    )
 
 
 class EffectIn(_Strict):
@@ -129,3 +136,43 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class VoteIn(_Strict):
+    reason: Annotated[StrictStr, Field(max_length=1000)] = ""
+
+
+class VoteOut(BaseModel):
+    approver: str
+    approve: bool
+    reason: str
+    at: str
+
+
+class ApprovalOut(BaseModel):
+    approval_id: str
+    decision_id: str
+    task_id: str
+    agent: str
+    tool: str
+    action: str
+    dataset: str | None
+    args: dict[str, Any]
+    policy_ids: list[str]
+    why: str
+    required: int
+    approvals: int
+    summary: list[str] = Field(description="Facts written by tether, never by the agent.")
+    created_at: str
+    expires_at: str
+    state: str = Field(description="pending, approved, denied, used or expired")
+    votes: list[VoteOut]
+    used_by: str | None
+
+
+class ApprovalStatusOut(BaseModel):
+    approval_id: str
+    state: str
+    expires_at: str
+    approvals: int
+    required: int

@@ -1,10 +1,10 @@
-"""The ``tether`` command: serve, demo, dev, policy, audit."""
+"""The ``tether`` command: serve, demo, dev, policy, audit, mcp-gateway, mcp."""
 
 from __future__ import annotations
 
 import typer
 
-from tether.cli import audit, demo, dev
+from tether.cli import approvals, audit, demo, dev
 from tether.cli import policy as policy_cli
 from tether.cli.serve import serve
 
@@ -20,6 +20,8 @@ app.command("demo")(demo.demo)
 app.add_typer(dev.app, name="dev")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(approvals.approvers_app, name="approvers")
+app.add_typer(approvals.approvals_app, name="approvals")
 
 
 def main() -> None:

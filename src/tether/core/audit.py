@@ -31,7 +31,13 @@ class AuditKind(StrEnum):
     TASK_EXPIRED = "task_expired"
     DECISION = "decision"
     EFFECT = "effect"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_VOTED = "approval_voted"
     POLICY_LOADED = "policy_loaded"
+    # The MCP gateway (tether.mcp): descriptor pinning (OWASP ASI04) and upstream failures.
+    TOOL_PINNED = "tool_pinned"
+    TOOL_WITHHELD = "tool_withheld"
+    UPSTREAM_FAILED = "upstream_failed"
 
 
 def canonical_json(value: JSONValue) -> bytes:

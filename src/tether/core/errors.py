@@ -36,13 +36,16 @@ class ErrorCode(StrEnum):
     GRANT_NOT_BOUND = "grant_not_bound"
     NOT_TASK_OWNER = "not_task_owner"
     DEV_ISSUER_REFUSED = "dev_issuer_refused"
+    NOT_AN_APPROVER = "not_an_approver"
     # NotFound
     TASK_NOT_FOUND = "task_not_found"
     DECISION_NOT_FOUND = "decision_not_found"
     NOT_FOUND = "not_found"
+    APPROVAL_NOT_FOUND = "approval_not_found"
     # Conflict
     TASK_NOT_OPEN = "task_not_open"
     EFFECT_ALREADY_REPORTED = "effect_already_reported"
+    APPROVAL_NOT_PENDING = "approval_not_pending"
     # Unavailable
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
@@ -109,11 +112,14 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.GRANT_NOT_BOUND: Forbidden,
     ErrorCode.NOT_TASK_OWNER: Forbidden,
     ErrorCode.DEV_ISSUER_REFUSED: Forbidden,
+    ErrorCode.NOT_AN_APPROVER: Forbidden,
     ErrorCode.TASK_NOT_FOUND: NotFound,
     ErrorCode.DECISION_NOT_FOUND: NotFound,
     ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.APPROVAL_NOT_FOUND: NotFound,
     ErrorCode.TASK_NOT_OPEN: Conflict,
     ErrorCode.EFFECT_ALREADY_REPORTED: Conflict,
+    ErrorCode.APPROVAL_NOT_PENDING: Conflict,
     ErrorCode.STORE_UNAVAILABLE: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,

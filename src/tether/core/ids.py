@@ -17,9 +17,10 @@ GrantId = NewType("GrantId", str)
 DecisionId = NewType("DecisionId", str)
 EffectId = NewType("EffectId", str)
 AuditId = NewType("AuditId", str)
+ApprovalId = NewType("ApprovalId", str)
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud)_[0-9a-hjkmnp-tv-z]{26}$")
+_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud|apr|lse)_[0-9a-hjkmnp-tv-z]{26}$")
 
 
 class IdKind(StrEnum):
@@ -28,6 +29,8 @@ class IdKind(StrEnum):
     DECISION = "dec"
     EFFECT = "eff"
     AUDIT = "aud"
+    APPROVAL = "apr"
+    LEASE = "lse"
 
 
 def encode_id(kind: IdKind, random_bytes: bytes) -> str:
@@ -69,3 +72,6 @@ class IdFactory:
 
     def audit(self) -> AuditId:
         return AuditId(encode_id(IdKind.AUDIT, self.random_bytes(16)))
+
+    def approval(self) -> ApprovalId:
+        return ApprovalId(encode_id(IdKind.APPROVAL, self.random_bytes(16)))

@@ -35,6 +35,13 @@ class ReasonCode(StrEnum):
     NO_POLICY_PERMITS = "no_policy_permits"
     POLICY_ERROR = "policy_error"
     APPROVAL_REQUIRED = "approval_required"
+    APPROVAL_GRANTED = "approval_granted"
+    APPROVAL_PENDING = "approval_pending"
+    APPROVAL_DENIED = "approval_denied"
+    APPROVAL_USED = "approval_used"
+    APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_MISMATCH = "approval_mismatch"
+    APPROVAL_UNKNOWN = "approval_unknown"
     POLICY_UNAVAILABLE = "policy_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
@@ -79,6 +86,8 @@ class Verdict:
     risks: tuple[Risk, ...]
     policy_revision: str
     decided_at: datetime
+    #: The pending approval a human must decide, when ``decision`` is ``approval_required``.
+    approval_id: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -94,6 +103,7 @@ class Verdict:
             "risks": [r.value for r in self.risks],
             "policy_revision": self.policy_revision,
             "decided_at": self.decided_at.isoformat(),
+            "approval_id": self.approval_id,
         }
 
 

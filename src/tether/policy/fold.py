@@ -137,6 +137,7 @@ def fold(result: Any, subset: CompiledSubset, action: ActionKind, tool: str) -> 
             ),
             policy_ids=tuple(p.policy_id for p in approvals),
             risks=_risks(approvals),
+            approvers=max(p.approvers for p in approvals),
         )
     return PolicyOutcome(
         decision=Decision.ALLOW,

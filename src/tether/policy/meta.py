@@ -6,6 +6,7 @@ Annotations tether understands (any other annotation is kept and ignored):
     @risk("ASI05,ASI01")        OWASP Agentic risk ids the policy guards against
     @reason("text")             why a forbid forbids; shown to the agent on deny
     @approval_required("why")   forbid only: a human may approve the call instead of a hard deny
+    @approvers("2")             with @approval_required: distinct approvers needed (default 1)
     @row_cap("100")             permit only: the enforcement point caps rows returned
     @redact("ssn,salary")       permit only: the enforcement point redacts these fields
 
@@ -56,6 +57,7 @@ class PolicyMeta:
     risks: frozenset[Risk]
     reason: str | None
     approval_required: str | None
+    approvers: int
     row_cap: int | None
     redact: tuple[str, ...]
     actions: frozenset[ActionKind]
@@ -184,6 +186,17 @@ def head_tool(resource: Mapping[str, object]) -> str | None:
     return None
 
 
+def _approvers(raw: str | None, is_approval: bool) -> int:
+    """``@approvers("2")``: how many distinct humans must approve (N of M); default 1."""
+    if raw is None:
+        return 1
+    if not is_approval:
+        raise PolicyProblem("@approvers belongs on an @approval_required forbid")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10:
+        raise PolicyProblem("@approvers must be a whole number from 1 to 10")
+    return int(raw)
+
+
 def build_meta(
     est: Mapping[str, object], *, file: str, stem: str, index: int, order: int, line: int | None
 ) -> PolicyMeta:
@@ -205,6 +218,7 @@ def build_meta(
     redact = _redact(annotations.get("redact"))
     if effect is Effect.PERMIT and approval is not None:
         raise PolicyProblem("@approval_required belongs on a forbid policy, not a permit")
+    approvers = _approvers(annotations.get("approvers"), approval is not None)
     if effect is Effect.FORBID and (row_cap is not None or redact):
         raise PolicyProblem("@row_cap and @redact belong on permit policies, not a forbid")
     action, resource = est.get("action"), est.get("resource")
@@ -220,6 +234,7 @@ def build_meta(
         risks=parse_risks(annotations.get("risk")),
         reason=_annotation_text(annotations, "reason"),
         approval_required=approval,
+        approvers=approvers,
         row_cap=row_cap,
         redact=redact,
         actions=head_actions(action),

@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 
+from tether.core.approval import Approval, check_use
 from tether.core.audit import AuditKind
 from tether.core.call import Call
 from tether.core.checks import scope_violation
-from tether.core.errors import TetherError, Unauthenticated
+from tether.core.errors import Conflict, TetherError, Unauthenticated
 from tether.core.identity import Workload
-from tether.core.ids import DecisionId, GrantId, IdFactory, TaskId
+from tether.core.ids import (
+    ApprovalId,
+    DecisionId,
+    GrantId,
+    IdFactory,
+    IdKind,
+    TaskId,
+    is_well_formed,
+)
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, JSONValue
 from tether.core.task import Grant, GrantState, Task, TaskState
@@ -31,7 +41,9 @@ from tether.core.verdict import (
     Verdict,
     sorted_risks,
 )
+from tether.service.approvals import ApprovalService
 from tether.service.ports import (
+    AuditEntry,
     Clock,
     DecisionRecord,
     GrantSigner,
@@ -57,6 +69,17 @@ class _Finding:
     obligations: tuple[Obligation, ...] = ()
     grant: Grant | None = None
     task: Task | None = None
+    approvers: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _ApprovalStep:
+    """The finding after the approval step, and what it changes in the store."""
+
+    finding: _Finding
+    new: tuple[Approval, AuditEntry] | None = None
+    use: ApprovalId | None = None
+    approval_ref: str | None = None
 
 
 def _deny(
@@ -79,6 +102,7 @@ class Authorizer:
         clock: Clock,
         ids: IdFactory,
         recorder: Recorder,
+        approvals: ApprovalService,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -86,10 +110,18 @@ class Authorizer:
         self._clock = clock
         self._ids = ids
         self._rec = recorder
+        self._approvals = approvals
 
-    def authorize(self, agent: Workload, grant_token: str, call: Call) -> Verdict:
-        """Decide ``call`` for ``agent`` holding ``grant_token``. Never raises for a
-        well-formed call: every failure is a ``deny`` carrying its cause."""
+    def authorize(
+        self,
+        agent: Workload,
+        grant_token: str,
+        call: Call,
+        approval_id: str | None = None,
+    ) -> Verdict:
+        """Decide ``call`` for ``agent`` holding ``grant_token``; ``approval_id`` names an
+        approval a human gave for exactly this call. Never raises for a well-formed call:
+        every failure is a ``deny`` carrying its cause."""
         now = self._clock.now()
         try:
             finding = self._check(agent, grant_token, call)
@@ -97,6 +129,44 @@ class Authorizer:
             # A store that cannot answer must not let anything through.
             finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
         decision_id = self._ids.decision()
+        step = _ApprovalStep(finding)
+        if finding.decision is Decision.APPROVAL_REQUIRED:
+            try:
+                step = self._approval_step(agent, call, finding, decision_id, approval_id)
+            except TetherError as error:
+                step = _ApprovalStep(
+                    _deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
+                )
+        try:
+            verdict = self._record(agent, call, step, decision_id, now)
+        except Conflict:
+            # Another retry used the approval between our check and our write: used once.
+            used = _deny(
+                ReasonCode.APPROVAL_USED,
+                "the approval was already used; each approval allows one call",
+                step.finding.risks | {Risk.ASI09},
+                step.finding.grant,
+                step.finding.task,
+            )
+            try:
+                verdict = self._record(agent, call, _ApprovalStep(used), decision_id, now)
+            except TetherError as error:
+                return self._unrecorded(used, decision_id, now, error)
+        except TetherError as error:
+            return self._unrecorded(step.finding, decision_id, now, error)
+        if step.new is not None:
+            self._approvals.announce(step.new[0])
+        return verdict
+
+    def _record(
+        self,
+        agent: Workload,
+        call: Call,
+        step: _ApprovalStep,
+        decision_id: DecisionId,
+        now: datetime,
+    ) -> Verdict:
+        finding = step.finding
         verdict = Verdict(
             decision=finding.decision,
             decision_id=decision_id,
@@ -106,6 +176,7 @@ class Authorizer:
             risks=sorted_risks(finding.risks),
             policy_revision=self._policy.revision,
             decided_at=now,
+            approval_id=step.approval_ref,
         )
         grant, task = finding.grant, finding.task
         record = DecisionRecord(
@@ -129,29 +200,127 @@ class Authorizer:
         entry = self._rec.entry(
             AuditKind.DECISION, now, agent=agent.id, task_id=record.task_id, body=body
         )
-        try:
-            self._store.record_decision(record, entry)
-        except TetherError as error:
-            # INVARIANT: a decision that cannot be audited is a deny.
-            return Verdict(
-                decision=Decision.DENY,
-                decision_id=DecisionId(decision_id),
-                reasons=(
-                    Reason(
-                        ReasonCode.AUDIT_UNAVAILABLE,
-                        f"the decision could not be recorded, so the call is denied: "
-                        f"{error.message}",
-                    ),
-                    # Keep the original cause of a deny; an allow's reasons no longer apply.
-                    *(finding.reasons if finding.decision is Decision.DENY else ()),
-                ),
-                policy_ids=(),
-                obligations=(),
-                risks=verdict.risks,
-                policy_revision=verdict.policy_revision,
-                decided_at=now,
-            )
+        self._store.record_decision(record, entry, new_approval=step.new, use_approval=step.use)
         return verdict
+
+    def _unrecorded(
+        self, finding: _Finding, decision_id: DecisionId, now: datetime, error: TetherError
+    ) -> Verdict:
+        # INVARIANT: a decision that cannot be audited is a deny.
+        return Verdict(
+            decision=Decision.DENY,
+            decision_id=decision_id,
+            reasons=(
+                Reason(
+                    ReasonCode.AUDIT_UNAVAILABLE,
+                    f"the decision could not be recorded, so the call is denied: {error.message}",
+                ),
+                # Keep the original cause of a deny; an allow's reasons no longer apply.
+                *(finding.reasons if finding.decision is Decision.DENY else ()),
+            ),
+            policy_ids=(),
+            obligations=(),
+            risks=sorted_risks(finding.risks),
+            policy_revision=self._policy.revision,
+            decided_at=now,
+        )
+
+    def _approval_step(
+        self,
+        agent: Workload,
+        call: Call,
+        finding: _Finding,
+        decision_id: DecisionId,
+        approval_id: str | None,
+    ) -> _ApprovalStep:
+        grant, task = finding.grant, finding.task
+        if grant is None or task is None:  # cannot happen: policy ran, so both were found
+            return _ApprovalStep(_deny(ReasonCode.GRANT_INVALID, "no grant", finding.risks))
+        risks = finding.risks | {Risk.ASI09}
+        if approval_id is not None:
+            approval = (
+                self._store.get_approval(ApprovalId(approval_id))
+                if is_well_formed(approval_id, IdKind.APPROVAL)
+                else None
+            )
+            if approval is None:
+                return _ApprovalStep(
+                    _deny(
+                        ReasonCode.APPROVAL_UNKNOWN,
+                        "no such approval; retry without approval_id to request one",
+                        risks,
+                        grant,
+                        task,
+                    )
+                )
+            problem = check_use(
+                approval,
+                agent=agent.id,
+                task_id=task.task_id,
+                tool=call.tool,
+                action=call.action,
+                dataset=call.dataset,
+                args_mac=self._approvals.args_mac(call),
+                now=self._clock.now(),
+            )
+            if problem is not None:
+                return _ApprovalStep(
+                    _Finding(
+                        Decision.DENY,
+                        (problem, *finding.reasons),
+                        risks,
+                        finding.policy_ids,
+                        grant=grant,
+                        task=task,
+                    )
+                )
+            approvers = ", ".join(v.approver for v in approval.votes if v.approve)
+            granted = _Finding(
+                Decision.ALLOW,
+                (
+                    Reason(
+                        ReasonCode.APPROVAL_GRANTED,
+                        f"approved by {approvers} (approval {approval.approval_id}); "
+                        "this approval is now used",
+                    ),
+                ),
+                risks,
+                finding.policy_ids,
+                grant=grant,
+                task=task,
+            )
+            return _ApprovalStep(granted, use=approval.approval_id, approval_ref=approval_id)
+        existing = self._approvals.pending_for(agent, task, call)
+        if existing is not None:
+            return _ApprovalStep(
+                _Finding(
+                    finding.decision,
+                    finding.reasons,
+                    risks,
+                    finding.policy_ids,
+                    grant=grant,
+                    task=task,
+                ),
+                approval_ref=existing.approval_id,
+            )
+        new = self._approvals.draft(
+            agent=agent,
+            task=task,
+            grant=grant,
+            call=call,
+            decision_id=decision_id,
+            classification=self._policy.classification(call.dataset) if call.dataset else None,
+            why=[r.message for r in finding.reasons],
+            policy_ids=finding.policy_ids,
+            required=finding.approvers,
+        )
+        return _ApprovalStep(
+            _Finding(
+                finding.decision, finding.reasons, risks, finding.policy_ids, grant=grant, task=task
+            ),
+            new=new,
+            approval_ref=new[0].approval_id,
+        )
 
     # -- the pipeline ----------------------------------------------------------------------
 
@@ -224,4 +393,5 @@ class Authorizer:
             obligations=outcome.obligations if outcome.decision is Decision.ALLOW else (),
             grant=grant,
             task=task,
+            approvers=outcome.approvers,
         )

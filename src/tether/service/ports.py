@@ -5,16 +5,17 @@ Adapters import only :mod:`tether.core` and this module. Each port states what i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from tether.core.approval import Approval
 from tether.core.audit import AuditKind, AuditRecord, ChainHead
 from tether.core.call import Call
 from tether.core.effect import Effect
 from tether.core.identity import Workload
-from tether.core.ids import DecisionId, GrantId, TaskId
+from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, Intent, Task, TaskState
@@ -84,6 +85,8 @@ class PolicyOutcome:
     policy_ids: tuple[str, ...]
     obligations: tuple[Obligation, ...] = ()
     risks: frozenset[Risk] = field(default_factory=frozenset)
+    #: For ``approval_required``: how many distinct humans must approve.
+    approvers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,16 @@ class DecisionRecord:
     decided_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class TaskActivity:
+    """What a task has done so far, for the approver's summary."""
+
+    decisions: dict[str, int]
+    effects: int
+    records: int
+    bytes: int
+
+
 class Store(Protocol):
     """Durable state. Every mutation takes the audit entry that records it and writes both in
     one transaction: if the audit record cannot be written, nothing is. Raises
@@ -162,7 +175,43 @@ class Store(Protocol):
         grants. Returns the updated task, or ``None`` when it was not open (nothing written)."""
         ...
 
-    def record_decision(self, decision: DecisionRecord, audit: AuditEntry) -> AuditRecord: ...
+    def record_decision(
+        self,
+        decision: DecisionRecord,
+        audit: AuditEntry,
+        *,
+        new_approval: tuple[Approval, AuditEntry] | None = None,
+        use_approval: ApprovalId | None = None,
+    ) -> AuditRecord:
+        """Record a decision; in the same transaction, create the approval it asks for, or
+        move the approval it uses from approved to used (``Conflict`` if it is not approved,
+        ``NotFound`` if unknown; then nothing is written)."""
+        ...
+
+    def get_approval(self, approval_id: ApprovalId) -> Approval | None: ...
+
+    def list_approvals(self, limit: int = 100) -> Sequence[Approval]: ...
+
+    def find_pending_approval(
+        self,
+        *,
+        agent: str,
+        task_id: TaskId,
+        tool: str,
+        action: ActionKind,
+        dataset: str | None,
+        args_mac: str,
+        now: datetime,
+    ) -> Approval | None: ...
+
+    def vote_approval(
+        self,
+        approval_id: ApprovalId,
+        apply: Callable[[Approval], Approval],
+        audit: Callable[[Approval], AuditEntry],
+    ) -> Approval: ...
+
+    def task_activity(self, task_id: TaskId) -> TaskActivity: ...
 
     def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None: ...
 

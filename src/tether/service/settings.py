@@ -20,5 +20,7 @@ class ServiceSettings:
     #: Argument names whose values are recorded in clear in the audit log; every other value is
     #: HMAC'd (keyed, so auditors can correlate equal values without reading them).
     plain_audit_args: frozenset[str] = field(default_factory=frozenset)
+    #: How long an approval waits for a human before it expires (expiry means deny).
+    approval_ttl_seconds: int = 900
     #: How many expired tasks the reaper ends per sweep.
     reap_batch: int = 500

@@ -183,3 +183,20 @@ __all__ = [
     "tasks",
     "to_micros",
 ]
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("approval_id", _ID, primary_key=True),
+    Column("task_id", _ID, nullable=False, index=True),
+    Column("agent", Text, nullable=False),
+    Column("tool", Text, nullable=False),
+    Column("action", _WORD, nullable=False),
+    Column("dataset", Text, nullable=True),
+    Column("args_mac", String(128), nullable=False),
+    Column("state", _WORD, nullable=False, index=True),
+    Column("created_at", UtcMicros, nullable=False),
+    Column("expires_at", UtcMicros, nullable=False),
+    # The whole approval (call, summary, votes) as JSON; the columns above are for lookups.
+    Column("doc", _JSON, nullable=False),
+)

@@ -24,8 +24,9 @@ parameters or the database URL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -37,6 +38,7 @@ from sqlalchemy import (
     Integer,
     bindparam,
     create_engine,
+    func,
     insert,
     inspect,
     select,
@@ -51,6 +53,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
+from tether.core.approval import Approval, ApprovalState
 from tether.core.audit import GENESIS_HASH, AuditRecord, ChainHead, seal
 from tether.core.effect import Effect
 from tether.core.errors import (
@@ -60,9 +63,11 @@ from tether.core.errors import (
     NotFound,
     Unavailable,
 )
-from tether.core.ids import DecisionId, GrantId, TaskId
+from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
+from tether.core.scope import ActionKind
 from tether.core.task import Grant, GrantState, Task, TaskState
-from tether.service.ports import AuditEntry, DecisionRecord
+from tether.service.ports import AuditEntry, DecisionRecord, TaskActivity
+from tether.store import approvals as approvals_sql
 from tether.store import codec
 from tether.store.dialect import WRITE_OPTION, install
 from tether.store.schema import (
@@ -239,10 +244,140 @@ class SqlStore:
 
     # -- decisions and effects -----------------------------------------------------------------
 
-    def record_decision(self, decision: DecisionRecord, audit: AuditEntry) -> AuditRecord:
+    def record_decision(
+        self,
+        decision: DecisionRecord,
+        audit: AuditEntry,
+        *,
+        new_approval: tuple[Approval, AuditEntry] | None = None,
+        use_approval: ApprovalId | None = None,
+    ) -> AuditRecord:
         with self._write(_STORE, "record the decision") as tx:
+            if use_approval is not None:
+                self._use_approval(tx, use_approval, decision.decision_id)
             tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
-            return tx.append(audit)
+            record = tx.append(audit)
+            if new_approval is not None:
+                approval, approval_audit = new_approval
+                tx.conn.execute(approvals_sql.INSERT, approvals_sql.params(approval))
+                tx.append(approval_audit)
+            return record
+
+    def _use_approval(self, tx: _Writer, approval_id: ApprovalId, decision_id: DecisionId) -> None:
+        row = tx.conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
+        if row is None:
+            raise NotFound(f"no approval {approval_id}", code=ErrorCode.APPROVAL_NOT_FOUND)
+        approval = approvals_sql.from_doc(row.doc)
+        if approval.state is not ApprovalState.APPROVED:
+            raise Conflict(
+                f"the approval is {approval.state.value}", code=ErrorCode.APPROVAL_NOT_PENDING
+            )
+        used = replace(approval, state=ApprovalState.USED, used_by=decision_id)
+        # INVARIANT: an approval is used at most once: the row moves approved -> used only from
+        # the state we read, under the head lock that serializes every writer.
+        moved = tx.conn.execute(
+            approvals_sql.REPLACE,
+            {
+                "b_id": approval_id,
+                "b_old": ApprovalState.APPROVED.value,
+                "b_state": used.state.value,
+                "b_doc": approvals_sql.to_doc(used),
+            },
+        )
+        if moved.rowcount != 1:
+            raise Conflict("the approval was already used", code=ErrorCode.APPROVAL_NOT_PENDING)
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    def get_approval(self, approval_id: ApprovalId) -> Approval | None:
+        with self._read(_STORE, "read the approval") as conn:
+            row = conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
+        return None if row is None else approvals_sql.from_doc(row.doc)
+
+    def list_approvals(self, limit: int = 100) -> Sequence[Approval]:
+        with self._read(_STORE, "list approvals") as conn:
+            rows = conn.execute(approvals_sql.LIST, {"b_limit": max(1, limit)}).all()
+        return [approvals_sql.from_doc(r.doc) for r in rows]
+
+    def find_pending_approval(
+        self,
+        *,
+        agent: str,
+        task_id: TaskId,
+        tool: str,
+        action: ActionKind,
+        dataset: str | None,
+        args_mac: str,
+        now: datetime,
+    ) -> Approval | None:
+        with self._read(_STORE, "look up pending approvals") as conn:
+            rows = conn.execute(
+                approvals_sql.PENDING_FOR_CALL,
+                {
+                    "b_agent": agent,
+                    "b_task": task_id,
+                    "b_tool": tool,
+                    "b_action": action.value,
+                    "b_mac": args_mac,
+                    "b_now": now,
+                },
+            ).all()
+        for row in rows:
+            approval = approvals_sql.from_doc(row.doc)
+            if approval.dataset == dataset:
+                return approval
+        return None
+
+    def vote_approval(
+        self,
+        approval_id: ApprovalId,
+        apply: Callable[[Approval], Approval],
+        audit: Callable[[Approval], AuditEntry],
+    ) -> Approval:
+        """Read the approval under the write lock, ``apply`` a vote (which may raise and so
+        write nothing), store the result and audit it, in one transaction."""
+        with self._write(_STORE, "record the vote") as tx:
+            row = tx.conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
+            if row is None:
+                raise NotFound(f"no approval {approval_id}", code=ErrorCode.APPROVAL_NOT_FOUND)
+            before = approvals_sql.from_doc(row.doc)
+            after = apply(before)
+            tx.conn.execute(
+                approvals_sql.REPLACE,
+                {
+                    "b_id": approval_id,
+                    "b_old": before.state.value,
+                    "b_state": after.state.value,
+                    "b_doc": approvals_sql.to_doc(after),
+                },
+            )
+            tx.append(audit(after))
+            return after
+
+    def task_activity(self, task_id: TaskId) -> TaskActivity:
+        with self._read(_STORE, "summarize the task") as conn:
+            outcomes = conn.execute(
+                select(decisions.c.decision, func.count())
+                .where(decisions.c.task_id == task_id)
+                .group_by(decisions.c.decision)
+            ).all()
+            totals = conn.execute(
+                select(
+                    func.count(effects.c.effect_id),
+                    func.sum(effects.c.records),
+                    func.sum(effects.c.bytes),
+                )
+                .select_from(
+                    decisions.join(effects, effects.c.decision_id == decisions.c.decision_id)
+                )
+                .where(decisions.c.task_id == task_id)
+            ).one()
+        return TaskActivity(
+            decisions={str(d): int(n) for d, n in outcomes},
+            effects=int(totals[0] or 0),
+            records=int(totals[1] or 0),
+            bytes=int(totals[2] or 0),
+        )
 
     def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None:
         with self._read(_STORE, "read the decision") as conn:
