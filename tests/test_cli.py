@@ -181,4 +181,5 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     for code in ("constraint_violated", "dataset_not_in_scope", "grant_not_bound", "grant_revoked"):
         assert code in out, code
     assert "approval_required" in out
+    assert "approval_granted" in out and "approval_used" in out
     assert "intact" in out

@@ -26,7 +26,13 @@ from rich.table import Table
 
 from tether.cli.common import console, fail
 from tether.core.audit import verify_chain
-from tether.runtime import RuntimeConfig, dev_issuer, open_store, packaged_policies
+from tether.runtime import (
+    RuntimeConfig,
+    approver_registry,
+    dev_issuer,
+    open_store,
+    packaged_policies,
+)
 from tether.service.clock import SystemClock
 
 INTENT = {
@@ -202,6 +208,41 @@ def demo(
     console.print("[bold green]demo complete[/]: every call got the expected verdict")
 
 
+def _approve_and_retry(
+    client: httpx.Client,
+    workdir: Path,
+    step: Step,
+    verdict: dict[str, Any],
+    run: Any,
+    number: int,
+) -> int:
+    """A human approves the exact call; the agent retries once with the approval, then again."""
+    approval_id = verdict["approval_id"]
+    token = approver_registry(workdir).add("ops-lead")
+    human = {"Authorization": f"Bearer {token}"}
+    shown = client.get(f"/v1/approvals/{approval_id}", headers=human).json()
+    console.print(f"approval {approval_id} waits for a human; tether's summary:")
+    for line in shown.get("summary", []):
+        console.print(f"  [dim]{escape(line)}[/]", highlight=False)
+    voted = client.post(
+        f"/v1/approvals/{approval_id}/approve",
+        json={"reason": "refund confirmed with the customer"},
+        headers=human,
+    ).json()
+    console.print(f"approver ops-lead: {voted.get('state')}")
+    retry = Step(
+        "retry with the approval",
+        step.agent,
+        step.call,
+        "allow",
+        {"status": "ok", "records": 1, "bytes": 64},
+    )
+    run(str(number + 1), retry, approval_id=approval_id)
+    replay = Step("replay the used approval", step.agent, step.call, "deny")
+    run(str(number + 2), replay, approval_id=approval_id)
+    return number + 2
+
+
 def _run_agent(client: httpx.Client, workdir: Path) -> int:
     issuer = dev_issuer(RuntimeConfig(data_dir=workdir, environ={}))
     now = SystemClock().now()
@@ -227,9 +268,9 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
     table = Table("#", "agent", "call", "verdict", "reasons", "risks", "effect", title="calls")
     failures = 0
 
-    def run(number: str, step: Step) -> None:
+    def run(number: str, step: Step, **extra: str) -> dict[str, Any]:
         nonlocal failures
-        body = {"grant": task["grant"], **step.call}
+        body = {"grant": task["grant"], **step.call, **extra}
         verdict = client.post("/v1/authorize", json=body, headers=auth(step.agent)).json()
         decision = verdict.get("decision", "error")
         effect_cell = ""
@@ -259,13 +300,18 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
             ",".join(verdict.get("risks", [])),
             effect_cell,
         )
+        return dict(verdict)
 
-    for index, step in enumerate(STEPS, start=1):
-        run(str(index), step)
+    number = 0
+    for step in STEPS:
+        number += 1
+        verdict = run(str(number), step)
+        if verdict.get("decision") == "approval_required":
+            number = _approve_and_retry(client, workdir, step, verdict, run, number)
     closed = client.post(f"/v1/tasks/{task['task_id']}/close", headers=auth("analyst"))
     console.print(f"closed task: {closed.json().get('state', closed.text)}")
     run(
-        str(len(STEPS) + 1),
+        str(number + 1),
         Step(
             "replay the closed task's grant",
             "analyst",

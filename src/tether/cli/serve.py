@@ -70,6 +70,12 @@ def serve(
     oidc_jwks: Annotated[
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
+    approval_webhook: Annotated[
+        str | None, typer.Option(help="POST pending approvals to this URL (a chat bridge).")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="This server's public URL, for links in notifications.")
+    ] = None,
     housekeeping_interval: Annotated[
         float, typer.Option(min=0.2, help="Seconds between sweeps.")
     ] = 2.0,
@@ -85,6 +91,8 @@ def serve(
             trust_bundle=trust_bundle,
             oidc_issuer=oidc_issuer,
             oidc_jwks=oidc_jwks,
+            approval_webhook=approval_webhook,
+            public_url=public_url,
         )
         runtime = open_runtime(config)
     chores = Housekeeping(runtime, housekeeping_interval)
