@@ -204,6 +204,7 @@ def test_context_holds_only_what_is_read() -> None:
         "dataset": "crm",
         "classification": "confidential",
         "args": {"a": 1},
+        "delegation": {"depth": 0, "chain": [], "root": "id"},
     }
 
 

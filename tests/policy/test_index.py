@@ -307,5 +307,6 @@ def test_the_examples_index_as_expected() -> None:
         "transfers-up-to-1000",
         "transfers-over-100-need-approval",
         "transfers-are-positive",
+        "no-deep-payments",
     }
-    assert subset.refs.top == {"args"} and subset.refs.args == {"amount"}
+    assert subset.refs.top == {"args", "delegation"} and subset.refs.args == {"amount"}

@@ -19,6 +19,7 @@ from tether.api.errors import error_response, install_error_handlers
 from tether.api.models import (
     AuthorizeIn,
     CloseTaskOut,
+    DelegateIn,
     EffectIn,
     EffectOut,
     ErrorOut,
@@ -26,6 +27,7 @@ from tether.api.models import (
     OpenTaskOut,
     VerdictOut,
 )
+from tether.api.ui import install_ui
 from tether.core.call import Call
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
@@ -192,6 +194,37 @@ def create_app(deps: ApiDeps) -> FastAPI:
             "policy_revision": opened.grant.policy_revision,
         }
 
+    @app.post(
+        "/v1/tasks/{task_id}/delegate", status_code=201, response_model=OpenTaskOut, tags=["tasks"]
+    )
+    def delegate(
+        task_id: str, body: DelegateIn, agent: Workload = authenticated
+    ) -> dict[str, JSONValue]:
+        if not is_well_formed(task_id, IdKind.TASK):
+            raise InvalidRequest("task_id is not a tether task id", code=ErrorCode.INVALID_FIELD)
+        try:
+            child = Workload.from_spiffe_id(body.agent)
+        except ValueError as error:
+            raise InvalidRequest(
+                f"agent must be the child's SPIFFE ID: {error}", code=ErrorCode.INVALID_FIELD
+            ) from None
+        scopes = [Scope.from_json(s.model_dump(mode="json")) for s in body.scopes]
+        opened = deps.tasks.delegate(
+            agent, TaskId(task_id), body.grant, child, scopes, body.ttl_seconds
+        )
+        return {
+            "task_id": opened.task.task_id,
+            "grant": opened.token,
+            "expires_at": opened.task.expires_at.isoformat(),
+            "granted": [s.to_json() for s in opened.grant.scopes],
+            "refused": [r.to_json() for r in opened.refused],
+            "policy_revision": opened.grant.policy_revision,
+            "delegation": {
+                "depth": opened.grant.depth,
+                "chain": list(opened.grant.delegators),
+            },
+        }
+
     @app.post("/v1/tasks/{task_id}/close", response_model=CloseTaskOut, tags=["tasks"])
     def close_task(task_id: str, agent: Workload = authenticated) -> dict[str, JSONValue]:
         if not is_well_formed(task_id, IdKind.TASK):
@@ -249,4 +282,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return out
 
     install_approval_routes(app, deps, authenticated)
+    install_ui(app, deps)
     return app

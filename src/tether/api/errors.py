@@ -31,6 +31,8 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.NOT_TASK_OWNER: 403,
     ErrorCode.DEV_ISSUER_REFUSED: 403,
     ErrorCode.NOT_AN_APPROVER: 403,
+    ErrorCode.DELEGATION_WIDENS: 403,
+    ErrorCode.DELEGATION_TOO_DEEP: 403,
     ErrorCode.TASK_NOT_FOUND: 404,
     ErrorCode.DECISION_NOT_FOUND: 404,
     ErrorCode.NOT_FOUND: 404,

@@ -42,6 +42,24 @@ class OpenTaskIn(_Strict):
     )
 
 
+class DelegateIn(_Strict):
+    grant: Annotated[StrictStr, Field(min_length=1, max_length=8192)] = Field(
+        description="The delegating (parent) agent's grant for this task."
+    )
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=2048)] = Field(
+        description="The child agent's SPIFFE ID; the child grant is bound to it."
+    )
+    scopes: Annotated[list[ScopeIn], Field(min_length=1, max_length=64)]
+    ttl_seconds: StrictInt | None = Field(
+        default=None, description="Capped at the parent grant's remaining lifetime."
+    )
+
+
+class DelegationOut(BaseModel):
+    depth: int
+    chain: list[str] = Field(description="Who delegated, root first (RFC 8693 act chain).")
+
+
 class ScopeOut(BaseModel):
     tool: str
     actions: list[str]
@@ -64,6 +82,7 @@ class OpenTaskOut(BaseModel):
     granted: list[ScopeOut]
     refused: list[RefusalOut]
     policy_revision: str
+    delegation: DelegationOut | None = None
 
 
 class AuthorizeIn(_Strict):
@@ -101,6 +120,7 @@ class VerdictOut(BaseModel):
     approval_id: str | None = Field(
         default=None, description="For approval_required: the approval to wait for and retry with."
     )
+    delegation: DelegationOut | None = None
 
 
 class EffectIn(_Strict):

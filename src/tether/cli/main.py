@@ -7,6 +7,7 @@ import typer
 from tether.cli import approvals, audit, demo, dev
 from tether.cli import policy as policy_cli
 from tether.cli.serve import serve
+from tether.logs import configure_logging
 
 app = typer.Typer(
     name="tether",
@@ -15,6 +16,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _quiet_logs() -> None:
+    """Commands log warnings and errors only (to stderr); ``serve`` sets its own level."""
+    configure_logging("warning", json=False)
+
+
 app.command("serve")(serve)
 app.command("demo")(demo.demo)
 app.add_typer(dev.app, name="dev")

@@ -26,6 +26,8 @@ GENESIS_HASH = "0" * 64
 
 class AuditKind(StrEnum):
     TASK_OPENED = "task_opened"
+    TASK_DELEGATED = "task_delegated"
+    TASK_REVOKED = "task_revoked"
     TASK_REFUSED = "task_refused"
     TASK_CLOSED = "task_closed"
     TASK_EXPIRED = "task_expired"

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     NOT_TASK_OWNER = "not_task_owner"
     DEV_ISSUER_REFUSED = "dev_issuer_refused"
     NOT_AN_APPROVER = "not_an_approver"
+    DELEGATION_WIDENS = "delegation_widens"
+    DELEGATION_TOO_DEEP = "delegation_too_deep"
     # NotFound
     TASK_NOT_FOUND = "task_not_found"
     DECISION_NOT_FOUND = "decision_not_found"
@@ -113,6 +115,8 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.NOT_TASK_OWNER: Forbidden,
     ErrorCode.DEV_ISSUER_REFUSED: Forbidden,
     ErrorCode.NOT_AN_APPROVER: Forbidden,
+    ErrorCode.DELEGATION_WIDENS: Forbidden,
+    ErrorCode.DELEGATION_TOO_DEEP: Forbidden,
     ErrorCode.TASK_NOT_FOUND: NotFound,
     ErrorCode.DECISION_NOT_FOUND: NotFound,
     ErrorCode.NOT_FOUND: NotFound,

@@ -55,6 +55,8 @@ class Task:
     opened_at: datetime
     expires_at: datetime
     ended_at: datetime | None = None
+    #: The task this one was delegated from, if any.
+    parent_task_id: TaskId | None = None
 
     def is_open_at(self, now: datetime) -> bool:
         return self.state is TaskState.OPEN and now < self.expires_at
@@ -72,6 +74,13 @@ class Grant:
     expires_at: datetime
     state: GrantState
     policy_revision: str
+    #: Who delegated this grant, root first (RFC 8693 ``act`` chain); empty for a root grant.
+    delegators: tuple[str, ...] = ()
+    parent_grant_id: GrantId | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self.delegators)
 
     def scope_for(self, tool: str) -> Scope | None:
         for scope in self.scopes:

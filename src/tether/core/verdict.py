@@ -88,6 +88,8 @@ class Verdict:
     decided_at: datetime
     #: The pending approval a human must decide, when ``decision`` is ``approval_required``.
     approval_id: str | None = None
+    #: Who delegated the caller's grant, root first (empty for a root grant).
+    delegators: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -104,6 +106,7 @@ class Verdict:
             "policy_revision": self.policy_revision,
             "decided_at": self.decided_at.isoformat(),
             "approval_id": self.approval_id,
+            "delegation": {"depth": len(self.delegators), "chain": list(self.delegators)},
         }
 
 

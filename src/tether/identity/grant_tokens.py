@@ -69,7 +69,7 @@ class GrantTokenSigner:
         issued = math.floor(_epoch(grant.issued_at))
         # Rounding exp down never lets a token outlive its grant.
         expires = math.floor(_epoch(grant.expires_at))
-        claims = {
+        claims: dict[str, object] = {
             "iss": self._issuer,
             "aud": GRANT_AUDIENCE,
             "sub": grant.agent,
@@ -79,6 +79,12 @@ class GrantTokenSigner:
             "nbf": issued,
             "exp": expires,
         }
+        if grant.delegators:
+            # RFC 8693 §4.1: the current actor outermost, each earlier one nested inside.
+            act: dict[str, object] = {"sub": grant.delegators[0]}
+            for actor in grant.delegators[1:]:
+                act = {"sub": actor, "act": act}
+            claims["act"] = act
         return self._key.sign(claims, typ=GRANT_TOKEN_TYPE)
 
     def verify(self, token: str, now: datetime) -> GrantClaims:

@@ -49,7 +49,9 @@ DECIMAL_MAX: Final = Decimal("922337203685477.5807")
 DECIMAL_MIN: Final = Decimal("-922337203685477.5808")
 RESERVED_KEYS: Final = frozenset({"__entity", "__extn", "__expr"})
 
-TOP_LEVEL: Final = frozenset({"intent", "task_id", "agent", "dataset", "classification", "args"})
+TOP_LEVEL: Final = frozenset(
+    {"intent", "task_id", "agent", "dataset", "classification", "args", "delegation"}
+)
 
 CedarJSON = None | bool | int | str | list["CedarJSON"] | dict[str, "CedarJSON"]
 
@@ -233,6 +235,17 @@ class CallFacts(NamedTuple):
     agent_name: str
     dataset: str
     classification: str
+    delegators: tuple[str, ...] = ()
+
+
+def delegation_record(agent_id: str, delegators: tuple[str, ...]) -> dict[str, CedarJSON]:
+    """``context.delegation``: how deep the grant was delegated, by whom (root first), and the
+    root agent (the agent itself for a root grant)."""
+    return {
+        "depth": len(delegators),
+        "chain": list(delegators),
+        "root": delegators[0] if delegators else agent_id,
+    }
 
 
 def build_context(
@@ -264,6 +277,8 @@ def build_context(
         ctx["classification"] = facts.classification
     if "args" in top:
         ctx["args"] = to_cedar_args(args, refs.args)
+    if "delegation" in top:
+        ctx["delegation"] = delegation_record(facts.agent_id, facts.delegators)
     return ctx
 
 

@@ -41,6 +41,7 @@ from tether.policy.context import (
     Unrepresentable,
     build_context,
     context_json,
+    delegation_record,
 )
 from tether.policy.fold import fold, no_policy_permits, policy_error
 from tether.policy.index import DEFAULT_CACHE_SIZE, CompiledSubset, PolicyIndex
@@ -170,6 +171,7 @@ class CedarPolicyEngine:
                 agent.name,
                 call.dataset or "",
                 request.classification.value if request.classification is not None else "",
+                request.delegators,
             )
             try:
                 context = build_context(facts, call.args, subset.refs)
@@ -188,7 +190,13 @@ class CedarPolicyEngine:
             return policy_error("policy evaluation failed, so the call is denied")
 
     def preview_grant(
-        self, agent: Workload, intent: Intent, tool: str, action: ActionKind, dataset: str | None
+        self,
+        agent: Workload,
+        intent: Intent,
+        tool: str,
+        action: ActionKind,
+        dataset: str | None,
+        delegators: tuple[str, ...] = (),
     ) -> GrantPreview:
         """Could policy ever permit ``action`` on ``tool`` for this agent, intent and dataset?
 
@@ -209,6 +217,7 @@ class CedarPolicyEngine:
                 "dataset": dataset or "",
                 "classification": classification.value if classification is not None else "",
                 "args": _UNKNOWN_ARGS,
+                "delegation": delegation_record(agent.id, delegators),
             }
             request = {
                 "principal": entity_uid("Agent", agent.id),

@@ -37,7 +37,7 @@ import yaml
 
 from tether.core.call import Call
 from tether.core.errors import ConfigurationError, ErrorCode
-from tether.core.identity import CredentialKind, Workload
+from tether.core.identity import CredentialKind, Workload, parse_spiffe_id
 from tether.core.ids import TaskId
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
@@ -56,6 +56,7 @@ _CASE_KEYS: Final = frozenset(
         "name",
         "description",
         "agent",
+        "delegated_by",
         "intent",
         "task_id",
         "call",
@@ -84,6 +85,7 @@ class PolicyCase:
     expect_reason: ReasonCode | None = None
     expect_risks: frozenset[Risk] | None = None
     expect_obligations: frozenset[tuple[ObligationKind, str]] | None = None
+    delegators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +248,7 @@ def _parse_case(file: str, raw: Mapping[str, Any]) -> PolicyCase:
         expect=expect,
         expect_policy_ids=None if policy_ids is None else frozenset(policy_ids),
         expect_reason=reason,
+        delegators=_delegators(raw.get("delegated_by")),
         expect_risks=(
             None
             if "expect_risks" not in raw
@@ -353,6 +356,20 @@ def _check(case: PolicyCase, outcome: PolicyOutcome) -> tuple[str, ...]:
     return tuple(problems)
 
 
+def _delegators(raw: object) -> tuple[str, ...]:
+    """``delegated_by``: the chain of SPIFFE IDs that delegated the grant, root first."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw) or len(raw) > 16:
+        raise _Bad("delegated_by must be a list of SPIFFE IDs, root first")
+    for actor in raw:
+        try:
+            parse_spiffe_id(actor)
+        except ValueError as error:
+            raise _Bad(f"delegated_by entry {actor!r}: {error}") from None
+    return tuple(raw)
+
+
 def run_case(engine: CedarPolicyEngine, case: PolicyCase) -> CaseResult:
     """Decide one case and compare the outcome with what it expects."""
     classification = (
@@ -367,6 +384,7 @@ def run_case(engine: CedarPolicyEngine, case: PolicyCase) -> CaseResult:
             classification=classification,
             intent=case.intent,
             task_id=case.task_id,
+            delegators=case.delegators,
         )
     )
     return CaseResult(

@@ -177,6 +177,7 @@ class Authorizer:
             policy_revision=self._policy.revision,
             decided_at=now,
             approval_id=step.approval_ref,
+            delegators=finding.grant.delegators if finding.grant is not None else (),
         )
         grant, task = finding.grant, finding.task
         record = DecisionRecord(
@@ -383,6 +384,7 @@ class Authorizer:
                 ),
                 intent=task.intent,
                 task_id=task.task_id,
+                delegators=grant.delegators,
             )
         )
         return _Finding(

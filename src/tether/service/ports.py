@@ -74,6 +74,8 @@ class PolicyRequest:
     classification: Classification | None
     intent: Intent
     task_id: TaskId
+    #: Who delegated the grant, root first; empty for a root grant.
+    delegators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,13 @@ class PolicyEngine(Protocol):
     def decide(self, request: PolicyRequest) -> PolicyOutcome: ...
 
     def preview_grant(
-        self, agent: Workload, intent: Intent, tool: str, action: ActionKind, dataset: str | None
+        self,
+        agent: Workload,
+        intent: Intent,
+        tool: str,
+        action: ActionKind,
+        dataset: str | None,
+        delegators: tuple[str, ...] = (),
     ) -> GrantPreview: ...
 
     def classification(self, dataset: str) -> Classification | None:
@@ -169,10 +177,17 @@ class Store(Protocol):
     def get_grant(self, grant_id: GrantId) -> Grant | None: ...
 
     def end_task(
-        self, task_id: TaskId, state: TaskState, at: datetime, audit: AuditEntry
+        self,
+        task_id: TaskId,
+        state: TaskState,
+        at: datetime,
+        audit: AuditEntry,
+        cascade: Callable[[Task], AuditEntry] | None = None,
     ) -> Task | None:
         """Move an open task to ``state`` (closed, expired, revoked) and revoke or expire its
-        grants. Returns the updated task, or ``None`` when it was not open (nothing written)."""
+        grants, and do the same to every open task delegated from it at any depth (auditing
+        each with ``cascade``). Returns the updated task, or ``None`` when it was not open
+        (nothing written)."""
         ...
 
     def record_decision(

@@ -20,6 +20,8 @@ class ServiceSettings:
     #: Argument names whose values are recorded in clear in the audit log; every other value is
     #: HMAC'd (keyed, so auditors can correlate equal values without reading them).
     plain_audit_args: frozenset[str] = field(default_factory=frozenset)
+    #: How many hops of delegation a grant may be from its root grant.
+    max_delegation_depth: int = 3
     #: How long an approval waits for a human before it expires (expiry means deny).
     approval_ttl_seconds: int = 900
     #: How many expired tasks the reaper ends per sweep.

@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tether.core.audit import AuditKind
-from tether.core.errors import Conflict, ErrorCode, Forbidden, InvalidRequest, NotFound
+from tether.core.checks import widening
+from tether.core.errors import (
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+)
 from tether.core.identity import Workload
 from tether.core.ids import IdFactory, TaskId
 from tether.core.scope import JSONValue, Scope
-from tether.core.task import Grant, GrantState, Intent, Task, TaskState
-from tether.service.ports import Clock, GrantSigner, PolicyEngine, Store
+from tether.core.task import Grant, GrantState, Intent, Task, TaskState, grant_is_usable
+from tether.service.ports import AuditEntry, Clock, GrantSigner, PolicyEngine, Store
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 
@@ -187,7 +195,7 @@ class TaskService:
             )
 
     def _narrow(
-        self, agent: Workload, intent: Intent, scope: Scope
+        self, agent: Workload, intent: Intent, scope: Scope, delegators: tuple[str, ...] = ()
     ) -> tuple[Scope | None, list[Refusal]]:
         """Keep only what policy could permit: a product of actions by datasets, never more."""
         refused: list[Refusal] = []
@@ -209,7 +217,9 @@ class TaskService:
         permitted: dict[str | None, set[str]] = {d: set() for d in datasets}
         for action in sorted(scope.actions):
             for dataset in datasets:
-                preview = self._policy.preview_grant(agent, intent, scope.tool, action, dataset)
+                preview = self._policy.preview_grant(
+                    agent, intent, scope.tool, action, dataset, delegators
+                )
                 if preview.permitted:
                     permitted[dataset].add(action.value)
                 else:
@@ -231,6 +241,125 @@ class TaskService:
             scope.constraint_map,
         )
         return narrowed, refused
+
+    # -- delegate ----------------------------------------------------------------------------
+
+    def delegate(
+        self,
+        parent_agent: Workload,
+        task_id: TaskId,
+        grant_token: str,
+        child: Workload,
+        requested: Sequence[Scope],
+        ttl_seconds: int | None = None,
+    ) -> OpenedTask:
+        """Hand a narrower slice of a task to another agent (RFC 8693 delegation).
+
+        The child grant is bound to ``child``, lists only scopes within the parent's, expires
+        no later than the parent, carries the chain of delegators, and is revoked with it.
+        """
+        now = self._clock.now()
+        try:
+            claims = self._signer.verify(grant_token, now)
+        except Unauthenticated:
+            raise Forbidden(
+                "the delegating grant is not valid", code=ErrorCode.GRANT_NOT_BOUND
+            ) from None
+        parent_grant = self._store.get_grant(claims.grant_id)
+        parent_task = self._store.get_task(task_id)
+        if (
+            parent_grant is None
+            or parent_task is None
+            or parent_grant.task_id != task_id
+            or not hmac.compare_digest(claims.agent, parent_agent.id)
+            or not hmac.compare_digest(parent_grant.agent, parent_agent.id)
+        ):
+            raise NotFound(
+                f"no task {task_id!r} with this grant for this agent",
+                code=ErrorCode.TASK_NOT_FOUND,
+            )
+        if not grant_is_usable(parent_grant, parent_task, now):
+            raise Conflict("the delegating grant is no longer active", code=ErrorCode.TASK_NOT_OPEN)
+        if hmac.compare_digest(child.id, parent_agent.id):
+            raise InvalidRequest(
+                "delegate to another agent; an agent already holds its own grant",
+                code=ErrorCode.INVALID_FIELD,
+            )
+        delegators = (*parent_grant.delegators, parent_agent.id)
+        if len(delegators) > self._settings.max_delegation_depth:
+            raise Forbidden(
+                f"delegation depth {len(delegators)} exceeds the limit of "
+                f"{self._settings.max_delegation_depth}",
+                code=ErrorCode.DELEGATION_TOO_DEEP,
+            )
+        self._check_request(parent_task.intent, requested, ttl_seconds)
+        for scope in requested:
+            problem = widening(scope, parent_grant.scope_for(scope.tool))
+            if problem is not None:
+                raise Forbidden(
+                    f"a delegation may only narrow: {problem}", code=ErrorCode.DELEGATION_WIDENS
+                )
+        granted: list[Scope] = []
+        refused: list[Refusal] = []
+        for scope in requested:
+            narrowed, why = self._narrow(child, parent_task.intent, scope, delegators)
+            refused.extend(why)
+            if narrowed is not None:
+                granted.append(narrowed)
+        if not granted:
+            detail = "; ".join(r.message for r in refused[:5])
+            raise Forbidden(
+                f"policy grants the delegate nothing: {detail}", code=ErrorCode.NOTHING_GRANTED
+            )
+        ttl = ttl_seconds if ttl_seconds is not None else self._settings.default_ttl_seconds
+        # INVARIANT: a child grant never outlives its parent.
+        expires = min(now + timedelta(seconds=ttl), parent_grant.expires_at)
+        task = Task(
+            task_id=self._ids.task(),
+            agent=child.id,
+            intent=parent_task.intent,
+            requested=tuple(requested),
+            granted=tuple(granted),
+            state=TaskState.OPEN,
+            opened_at=now,
+            expires_at=expires,
+            parent_task_id=parent_task.task_id,
+        )
+        grant = Grant(
+            grant_id=self._ids.grant(),
+            task_id=task.task_id,
+            agent=child.id,
+            scopes=tuple(granted),
+            issued_at=now,
+            expires_at=expires,
+            state=GrantState.ACTIVE,
+            policy_revision=self._policy.revision,
+            delegators=delegators,
+            parent_grant_id=parent_grant.grant_id,
+        )
+        self._store.open_task(
+            task,
+            grant,
+            self._rec.entry(
+                AuditKind.TASK_DELEGATED,
+                now,
+                agent=child.id,
+                task_id=task.task_id,
+                body={
+                    "grant_id": grant.grant_id,
+                    "parent_task_id": parent_task.task_id,
+                    "parent_grant_id": parent_grant.grant_id,
+                    "delegation": {"depth": len(delegators), "chain": list(delegators)},
+                    "intent": parent_task.intent.to_json(),
+                    "requested": [s.to_json() for s in requested],
+                    "granted": [s.to_json() for s in granted],
+                    "refused": [r.to_json() for r in refused],
+                    "expires_at": expires.isoformat(),
+                    "policy_revision": grant.policy_revision,
+                },
+            ),
+        )
+        return OpenedTask(task, grant, self._signer.sign(grant), tuple(refused))
 
     # -- close and reap --------------------------------------------------------------------
 
@@ -259,6 +388,20 @@ class TaskService:
     def _end(self, task: Task, state: TaskState) -> Task | None:
         now = self._clock.now()
         kind = AuditKind.TASK_EXPIRED if state is TaskState.EXPIRED else AuditKind.TASK_CLOSED
+
+        def cascade(child: Task) -> AuditEntry:
+            return self._rec.entry(
+                AuditKind.TASK_REVOKED,
+                now,
+                agent=child.agent,
+                task_id=child.task_id,
+                body={
+                    "state": child.state.value,
+                    "because": f"task {task.task_id} it was delegated from ended ({state.value})",
+                    "root_task_id": task.task_id,
+                },
+            )
+
         return self._store.end_task(
             task.task_id,
             state,
@@ -270,4 +413,5 @@ class TaskService:
                 task_id=task.task_id,
                 body={"state": state.value, "expires_at": task.expires_at.isoformat()},
             ),
+            cascade,
         )

@@ -56,6 +56,7 @@ def task_params(task: Task) -> dict[str, object]:
         "opened_at": task.opened_at,
         "expires_at": task.expires_at,
         "ended_at": task.ended_at,
+        "parent_task_id": task.parent_task_id,
     }
 
 
@@ -77,6 +78,7 @@ def task_from_row(row: Row) -> Task:
         opened_at=row["opened_at"],
         expires_at=row["expires_at"],
         ended_at=row["ended_at"],
+        parent_task_id=None if row["parent_task_id"] is None else TaskId(row["parent_task_id"]),
     )
 
 
@@ -90,6 +92,8 @@ def grant_params(grant: Grant) -> dict[str, object]:
         "expires_at": grant.expires_at,
         "state": grant.state.value,
         "policy_revision": grant.policy_revision,
+        "delegators": list(grant.delegators),
+        "parent_grant_id": grant.parent_grant_id,
     }
 
 
@@ -103,6 +107,10 @@ def grant_from_row(row: Row) -> Grant:
         expires_at=row["expires_at"],
         state=GrantState(row["state"]),
         policy_revision=str(row["policy_revision"]),
+        delegators=tuple(str(d) for d in row["delegators"]),
+        parent_grant_id=(
+            None if row["parent_grant_id"] is None else GrantId(row["parent_grant_id"])
+        ),
     )
 
 

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version``."""
 
 SCHEMA_VERSION_KEY: Final = "schema_version"
@@ -100,6 +100,7 @@ tasks = Table(
     Column("opened_at", UtcMicros, nullable=False),
     Column("expires_at", UtcMicros, nullable=False),
     Column("ended_at", UtcMicros, nullable=True),
+    Column("parent_task_id", _ID, nullable=True, index=True),
     # The reaper's query: open tasks past their expiry, oldest first.
     Index("ix_tasks_state_expires_at", "state", "expires_at"),
 )
@@ -115,6 +116,8 @@ grants = Table(
     Column("expires_at", UtcMicros, nullable=False),
     Column("state", _WORD, nullable=False),
     Column("policy_revision", Text, nullable=False),
+    Column("delegators", _JSON, nullable=False),
+    Column("parent_grant_id", _ID, nullable=True),
 )
 
 decisions = Table(

@@ -218,7 +218,12 @@ class SqlStore:
         return None if row is None else codec.grant_from_row(row._mapping)
 
     def end_task(
-        self, task_id: TaskId, state: TaskState, at: datetime, audit: AuditEntry
+        self,
+        task_id: TaskId,
+        state: TaskState,
+        at: datetime,
+        audit: AuditEntry,
+        cascade: Callable[[Task], AuditEntry] | None = None,
     ) -> Task | None:
         if state is TaskState.OPEN:
             raise ValueError("end_task moves a task out of the open state")
@@ -232,7 +237,39 @@ class SqlStore:
                 return None  # not open (or unknown): nothing changed, no audit record
             tx.conn.execute(_END_GRANTS, {"b_id": task_id, "b_state": grant_state.value})
             tx.append(audit)
+            # INVARIANT: ending a task ends every task delegated from it, at any depth.
+            child_state = TaskState.EXPIRED if state is TaskState.EXPIRED else TaskState.REVOKED
+            frontier = [task_id]
+            while frontier:
+                children = tx.conn.execute(
+                    select(tasks.c.task_id).where(
+                        tasks.c.parent_task_id.in_(frontier),
+                        tasks.c.state == TaskState.OPEN.value,
+                    )
+                ).all()
+                frontier = []
+                for (child_id,) in children:
+                    ended = tx.conn.execute(
+                        _END_TASK, {"b_id": child_id, "b_state": child_state.value, "b_at": at}
+                    ).first()
+                    if ended is None:
+                        continue
+                    tx.conn.execute(_END_GRANTS, {"b_id": child_id, "b_state": grant_state.value})
+                    if cascade is not None:
+                        tx.append(cascade(codec.task_from_row(ended._mapping)))
+                    frontier.append(child_id)
             return codec.task_from_row(row._mapping)
+
+    def open_tasks_of(self, parent_task_id: TaskId) -> Sequence[Task]:
+        """Open tasks delegated directly from ``parent_task_id``."""
+        with self._read(_STORE, "list delegated tasks") as conn:
+            rows = conn.execute(
+                select(tasks).where(
+                    tasks.c.parent_task_id == parent_task_id,
+                    tasks.c.state == TaskState.OPEN.value,
+                )
+            ).all()
+        return [codec.task_from_row(r._mapping) for r in rows]
 
     def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]:
         """Open tasks whose expiry is at or before ``now``, soonest expiry first."""

@@ -1,0 +1,383 @@
+"""The approver's web page: sign in with an approver token, list approvals, read one, decide.
+
+Server-rendered HTML under ``/ui`` with no JavaScript; it follows the rules of the JSON approval
+routes (``tether.api.approvals``): only an approver token signs in, a workload SVID never does,
+and every vote goes through ``ApprovalService.vote``.
+
+Sessions and forgery:
+
+- The session cookie holds the approver token itself (``HttpOnly; SameSite=Strict; Path=/ui``,
+  ``Secure`` over https) and is verified on every request, so removing an approver
+  (``tether approvers remove``) ends their sessions at once, on every replica, with no session
+  store.
+- Every POST carries a CSRF token: a random value in a second cookie, echoed in a hidden form
+  field, compared in constant time (double-submit). It is rotated at sign-in. A browser's
+  ``Sec-Fetch-Site`` saying the form came from another site is refused as well.
+- Every response under ``/ui`` carries a strict Content-Security-Policy (no scripts at all),
+  ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qsl, quote
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
+
+from tether.api.errors import HTTP_STATUS
+from tether.api.ui_pages import Html, detail_page, list_page, login_page, message_page
+from tether.core.errors import ErrorCode, TetherError, Unauthenticated
+from tether.core.ids import ApprovalId, IdKind, is_well_formed
+from tether.logs import get_logger
+from tether.service.approvals import Approver
+
+if TYPE_CHECKING:
+    from tether.api.app import ApiDeps
+
+log = get_logger("tether.api.ui")
+
+UI_PREFIX: Final = "/ui"
+SESSION_COOKIE: Final = "tether_approver"
+CSRF_COOKIE: Final = "tether_csrf"
+SESSION_SECONDS: Final = 8 * 3600
+LIST_LIMIT: Final = 200
+MAX_FORM_BYTES: Final = 16 * 1024
+MAX_TOKEN_CHARS: Final = 8192
+_CSRF_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+SECURITY_HEADERS: Final[dict[str, str]] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _is_ui(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+class UiSecurityHeaders:
+    """Put the page's security headers on every response under ``/ui``, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_ui(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class Form:
+    """A parsed ``application/x-www-form-urlencoded`` body, or why it could not be read."""
+
+    def __init__(self, fields: dict[str, str], problem: str | None = None) -> None:
+        self.fields = fields
+        self.problem = problem
+
+    def get(self, name: str) -> str:
+        return self.fields.get(name, "")
+
+
+async def read_form(request: Request) -> Form:
+    """Parse the form ourselves: small, urlencoded, each field once, nothing else accepted."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await request.body()
+    if kind != "application/x-www-form-urlencoded":
+        return Form({}, "the form must be sent as application/x-www-form-urlencoded")
+    if len(body) > MAX_FORM_BYTES:
+        return Form({}, f"the form is limited to {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=8, errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        return Form({}, "the form could not be read")
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            return Form({}, f"the form field {name!r} was sent twice")
+        fields[name] = value
+    return Form(fields)
+
+
+def _html(page: Html, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(str(page), status_code=status)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=SESSION_SECONDS,
+        path=UI_PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _clear_cookie(request: Request, response: Response, name: str) -> None:
+    response.delete_cookie(
+        name,
+        path=UI_PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _csrf_cookie(request: Request) -> str | None:
+    value = request.cookies.get(CSRF_COOKIE)
+    return value if value is not None and _CSRF_SHAPE.match(value) else None
+
+
+def _new_csrf() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _forgery(request: Request, form: Form) -> str | None:
+    """Why this POST might be forged, or ``None`` when its CSRF token matches the session's."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return "the form was sent from another site"
+    cookie = _csrf_cookie(request)
+    field = form.get("csrf")
+    if cookie is None or not field:
+        return "the form's anti-forgery token is missing"
+    if not hmac.compare_digest(cookie.encode("utf-8"), field.encode("utf-8")):
+        return "the form's anti-forgery token does not match this session"
+    return None
+
+
+def _refused(reason: str) -> HTMLResponse:
+    log.info("ui_csrf_refused", reason=reason)
+    return _html(
+        message_page(
+            "Request refused",
+            f"{reason}. Reload the page and submit the form again.",
+            link="/ui/login",
+        ),
+        403,
+    )
+
+
+def _approval_id(value: str) -> ApprovalId | None:
+    return ApprovalId(value) if is_well_formed(value, IdKind.APPROVAL) else None
+
+
+def _not_an_id() -> HTMLResponse:
+    return _html(
+        message_page(
+            "Bad request",
+            "approval_id is not a tether approval id",
+            code=ErrorCode.INVALID_FIELD.value,
+            link="/ui/approvals",
+        ),
+        HTTP_STATUS[ErrorCode.INVALID_FIELD],
+    )
+
+
+_TITLES: Final[dict[int, str]] = {400: "Bad request", 404: "Not found", 409: "Conflict"}
+
+
+def _error_page(error: TetherError) -> HTMLResponse:
+    status = HTTP_STATUS[error.code]
+    title = _TITLES.get(status, "Something went wrong")
+    return _html(
+        message_page(title, error.message, code=error.code.value, link="/ui/approvals"), status
+    )
+
+
+def install_ui(app: FastAPI, deps: ApiDeps) -> None:
+    """Add the ``/ui`` routes and the middleware that puts security headers on them."""
+
+    def signed_in(request: Request) -> Approver | None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return None
+        try:
+            return deps.approvers.verify(token)
+        except Unauthenticated:
+            return None
+
+    def is_workload(token: str) -> bool:
+        try:
+            deps.verifier.verify(token, deps.clock.now())
+        except TetherError:
+            return False
+        return True
+
+    def to_login(request: Request) -> RedirectResponse:
+        response = _redirect("/ui/login")
+        if request.cookies.get(SESSION_COOKIE) is not None:
+            _clear_cookie(request, response, SESSION_COOKIE)
+        return response
+
+    def with_csrf(request: Request) -> tuple[str, bool]:
+        """The session's CSRF token, and whether it is new (and must be set as a cookie)."""
+        existing = _csrf_cookie(request)
+        return (existing, False) if existing else (_new_csrf(), True)
+
+    form_body = Depends(read_form)
+
+    @app.get(UI_PREFIX, include_in_schema=False)
+    def ui_root() -> RedirectResponse:
+        return _redirect("/ui/approvals")
+
+    @app.get("/ui/login", include_in_schema=False)
+    def login_form(request: Request) -> Response:
+        if signed_in(request) is not None:
+            return _redirect("/ui/approvals")
+        csrf, fresh = with_csrf(request)
+        response = _html(login_page(csrf))
+        if fresh:
+            _set_cookie(request, response, CSRF_COOKIE, csrf)
+        return response
+
+    @app.post("/ui/login", include_in_schema=False)
+    def login(request: Request, form: Form = form_body) -> Response:
+        forged = form.problem or _forgery(request, form)
+        if forged:
+            return _refused(forged)
+        csrf = form.get("csrf")
+        token = form.get("token").strip()
+        if not token:
+            return _html(login_page(csrf, "Paste your approver token to sign in."), 400)
+        try:
+            who = deps.approvers.verify(token) if len(token) <= MAX_TOKEN_CHARS else None
+        except Unauthenticated:
+            who = None
+        except TetherError as error:
+            log.error("ui_login_unavailable", code=error.code.value)
+            return _error_page(error)
+        if who is None:
+            if is_workload(token):
+                log.info("ui_login_refused", reason="workload_identity")
+                message = (
+                    "That is a workload identity (an SVID). Workloads can never approve: "
+                    "sign in with an approver token (tap_…)."
+                )
+                return _html(login_page(csrf, message), 403)
+            log.info("ui_login_refused", reason="invalid_token")
+            message = (
+                "That is not a valid approver token. Paste the whole token "
+                "(it starts with tap_), or ask an operator for one."
+            )
+            return _html(login_page(csrf, message), 401)
+        log.info("ui_login", approver=who.id)
+        response = _redirect("/ui/approvals")
+        _set_cookie(request, response, SESSION_COOKIE, token)
+        _set_cookie(request, response, CSRF_COOKIE, _new_csrf())  # a new session, a new token
+        return response
+
+    @app.post("/ui/logout", include_in_schema=False)
+    def logout(request: Request, form: Form = form_body) -> Response:
+        forged = form.problem or _forgery(request, form)
+        if forged:
+            return _refused(forged)
+        response = _redirect("/ui/login")
+        _clear_cookie(request, response, SESSION_COOKIE)
+        _clear_cookie(request, response, CSRF_COOKIE)
+        return response
+
+    @app.get("/ui/approvals", include_in_schema=False)
+    def approvals_list(request: Request) -> Response:
+        who = signed_in(request)
+        if who is None:
+            return to_login(request)
+        csrf, fresh = with_csrf(request)
+        try:
+            items = deps.approvals.list(LIST_LIMIT)
+        except TetherError as error:
+            return _error_page(error)
+        response = _html(list_page(items, deps.clock.now(), who, csrf, LIST_LIMIT))
+        if fresh:
+            _set_cookie(request, response, CSRF_COOKIE, csrf)
+        return response
+
+    def show(
+        request: Request,
+        who: Approver,
+        approval_id: ApprovalId,
+        error: TetherError | None = None,
+    ) -> Response:
+        csrf, fresh = with_csrf(request)
+        try:
+            approval = deps.approvals.get(approval_id)
+        except TetherError as missing:
+            return _error_page(missing)
+        shown = (error.code.value, error.message) if error else None
+        status = HTTP_STATUS[error.code] if error else 200
+        response = _html(detail_page(approval, deps.clock.now(), who, csrf, shown), status)
+        if fresh:
+            _set_cookie(request, response, CSRF_COOKIE, csrf)
+        return response
+
+    @app.get("/ui/approvals/{approval_id}", include_in_schema=False)
+    def approval_detail(request: Request, approval_id: str) -> Response:
+        who = signed_in(request)
+        if who is None:
+            return to_login(request)
+        found = _approval_id(approval_id)
+        return _not_an_id() if found is None else show(request, who, found)
+
+    def decide(request: Request, form: Form, approval_id: str, approve: bool) -> Response:
+        forged = form.problem or _forgery(request, form)
+        if forged:
+            return _refused(forged)
+        who = signed_in(request)
+        if who is None:
+            return to_login(request)
+        found = _approval_id(approval_id)
+        if found is None:
+            return _not_an_id()
+        reason = form.get("reason").strip()
+        if not reason:
+            missing = TetherError(
+                "write a reason: it is recorded with your vote in the audit log",
+                code=ErrorCode.INVALID_FIELD,
+            )
+            return show(request, who, found, missing)
+        try:
+            deps.approvals.vote(who, found, approve, reason)
+        except TetherError as error:
+            log.info("ui_vote_refused", approver=who.id, code=error.code.value)
+            return show(request, who, found, error)
+        log.info("ui_vote", approver=who.id, approval_id=found, approve=approve)
+        return _redirect(f"/ui/approvals/{quote(found, safe='')}")
+
+    @app.post("/ui/approvals/{approval_id}/approve", include_in_schema=False)
+    def approve(request: Request, approval_id: str, form: Form = form_body) -> Response:
+        return decide(request, form, approval_id, True)
+
+    @app.post("/ui/approvals/{approval_id}/deny", include_in_schema=False)
+    def deny(request: Request, approval_id: str, form: Form = form_body) -> Response:
+        return decide(request, form, approval_id, False)
+
+    app.add_middleware(UiSecurityHeaders)
