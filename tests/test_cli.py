@@ -27,6 +27,12 @@ COMMANDS = [
     ["audit", "export"],
     ["audit", "verify"],
     ["audit", "tail"],
+    ["approvers", "add"],
+    ["approvals", "list"],
+    ["approvals", "approve"],
+    ["breakglass", "request"],
+    ["breakglass", "approve"],
+    ["breakglass", "review"],
 ]
 
 

@@ -9,6 +9,22 @@ from typing import Any
 import structlog
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time; a log line never raises into tether's work."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text)
+        except (ValueError, OSError):
+            return 0
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except (ValueError, OSError):
+            pass
+
+
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -23,7 +39,7 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

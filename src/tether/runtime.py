@@ -37,6 +37,7 @@ from tether.notify import WebhookNotifier
 from tether.policy import CedarPolicyEngine
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
 from tether.service.authorize import Authorizer
+from tether.service.breakglass import BreakGlassService, BreakGlassSettings
 from tether.service.clock import SystemClock
 from tether.service.effects import EffectService
 from tether.service.ports import Clock, WorkloadVerifier
@@ -44,6 +45,7 @@ from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
 from tether.store import SqlStore
+from tether.store.breakglass import SqlBreakGlassStore
 
 DEFAULT_TRUST_DOMAIN = "tether.local"
 DEFAULT_AUDIENCE = "tether"
@@ -69,6 +71,7 @@ class RuntimeConfig:
     #: Where to announce pending approvals (a chat bridge), and the page approvers open.
     approval_webhook: str | None = None
     public_url: str | None = None
+    breakglass: BreakGlassSettings = field(default_factory=BreakGlassSettings)
 
     @property
     def production(self) -> bool:
@@ -154,6 +157,7 @@ class Runtime:
     approvals: ApprovalService
     approvers: StaticApprovers
     notifier: ApprovalNotifier
+    breakglass: BreakGlassService
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -168,6 +172,7 @@ class Runtime:
             settings=self.config.settings,
             approvals=self.approvals,
             approvers=self.approvers,
+            breakglass=self.breakglass,
         )
 
     def close(self) -> None:
@@ -207,6 +212,14 @@ def open_runtime(
         notifier=notifier,
         ttl_seconds=config.settings.approval_ttl_seconds,
     )
+    breakglass = BreakGlassService(
+        store=store,
+        requests=SqlBreakGlassStore(store),
+        clock=clock,
+        ids=ids,
+        recorder=recorder,
+        settings=config.breakglass,
+    )
     return Runtime(
         config=config,
         store=store,
@@ -231,6 +244,7 @@ def open_runtime(
             ids=ids,
             recorder=recorder,
             approvals=approvals,
+            breakglass=breakglass,
         ),
         effects=EffectService(
             store=store, clock=clock, ids=ids, recorder=recorder, settings=config.settings
@@ -238,4 +252,5 @@ def open_runtime(
         approvals=approvals,
         approvers=approver_registry(config.data_dir),
         notifier=notifier,
+        breakglass=breakglass,
     )

@@ -15,6 +15,7 @@ from starlette.types import Scope as AsgiScope
 
 from tether import __version__
 from tether.api.approvals import install_approval_routes
+from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
 from tether.api.models import (
     AuthorizeIn,
@@ -37,6 +38,7 @@ from tether.core.task import Intent
 from tether.logs import get_logger
 from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
+from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
@@ -60,6 +62,7 @@ class ApiDeps:
     settings: ServiceSettings
     approvals: ApprovalService
     approvers: ApproverVerifier
+    breakglass: BreakGlassService
 
 
 class BodyLimit:
@@ -282,5 +285,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return out
 
     install_approval_routes(app, deps, authenticated)
+    install_breakglass_routes(app, deps)
     install_ui(app, deps)
     return app

@@ -29,7 +29,8 @@ def _approval_id(value: str) -> ApprovalId:
     return ApprovalId(value)
 
 
-def install_approval_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> None:
+def approver_dependency(deps: ApiDeps) -> Any:
+    """A FastAPI dependency yielding the verified human approver; a workload gets 403."""
     from tether.api.app import bearer_token
 
     def approver(authorization: Annotated[str | None, Header()] = None) -> Approver:
@@ -46,7 +47,11 @@ def install_approval_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> 
             ) from None
         raise Forbidden("workloads cannot approve", code=ErrorCode.NOT_AN_APPROVER)
 
-    human = Depends(approver)
+    return Depends(approver)
+
+
+def install_approval_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> None:
+    human = approver_dependency(deps)
 
     @app.get("/v1/approvals", response_model=list[ApprovalOut], tags=["approvals"])
     def list_approvals(

@@ -37,6 +37,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.DECISION_NOT_FOUND: 404,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.APPROVAL_NOT_FOUND: 404,
+    ErrorCode.BREAKGLASS_NOT_FOUND: 404,
     ErrorCode.TASK_NOT_OPEN: 409,
     ErrorCode.EFFECT_ALREADY_REPORTED: 409,
     ErrorCode.APPROVAL_NOT_PENDING: 409,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -153,12 +154,14 @@ def tail(
             start = max(0, (head.seq if head else 0) - lines)
             table = Table("seq", "at", "kind", "agent", "what", title="audit log")
             for record in store.audit_records(after_seq=start):
+                loud = record.kind.value.startswith("breakglass")
                 table.add_row(
                     str(record.seq),
                     record.at[:19],
                     record.kind.value,
-                    record.agent or "",
-                    _summary(record),
+                    escape(record.agent or ""),
+                    escape(_summary(record)),
+                    style="bold red" if loud else None,
                 )
             console.print(table)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import approvals, audit, demo, dev
+from tether.cli import approvals, audit, breakglass, demo, dev
 from tether.cli import policy as policy_cli
 from tether.cli.serve import serve
 from tether.logs import configure_logging
@@ -31,6 +31,7 @@ app.add_typer(policy_cli.app, name="policy")
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.approvers_app, name="approvers")
 app.add_typer(approvals.approvals_app, name="approvals")
+app.add_typer(breakglass.app, name="breakglass")
 
 
 def main() -> None:

@@ -35,6 +35,10 @@ class AuditKind(StrEnum):
     EFFECT = "effect"
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_VOTED = "approval_voted"
+    BREAKGLASS_REQUESTED = "breakglass_requested"
+    BREAKGLASS_VOTED = "breakglass_voted"
+    BREAKGLASS_DECISION = "breakglass_decision"
+    BREAKGLASS_REVIEWED = "breakglass_reviewed"
     POLICY_LOADED = "policy_loaded"
     # The MCP gateway (tether.mcp): descriptor pinning (OWASP ASI04) and upstream failures.
     TOOL_PINNED = "tool_pinned"

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     DECISION_NOT_FOUND = "decision_not_found"
     NOT_FOUND = "not_found"
     APPROVAL_NOT_FOUND = "approval_not_found"
+    BREAKGLASS_NOT_FOUND = "breakglass_not_found"
     # Conflict
     TASK_NOT_OPEN = "task_not_open"
     EFFECT_ALREADY_REPORTED = "effect_already_reported"
@@ -121,6 +122,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.DECISION_NOT_FOUND: NotFound,
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.APPROVAL_NOT_FOUND: NotFound,
+    ErrorCode.BREAKGLASS_NOT_FOUND: NotFound,
     ErrorCode.TASK_NOT_OPEN: Conflict,
     ErrorCode.EFFECT_ALREADY_REPORTED: Conflict,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,

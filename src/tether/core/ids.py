@@ -20,7 +20,7 @@ AuditId = NewType("AuditId", str)
 ApprovalId = NewType("ApprovalId", str)
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud|apr|lse)_[0-9a-hjkmnp-tv-z]{26}$")
+_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud|apr|lse|brk)_[0-9a-hjkmnp-tv-z]{26}$")
 
 
 class IdKind(StrEnum):
@@ -31,6 +31,7 @@ class IdKind(StrEnum):
     AUDIT = "aud"
     APPROVAL = "apr"
     LEASE = "lse"
+    BREAKGLASS = "brk"
 
 
 def encode_id(kind: IdKind, random_bytes: bytes) -> str:
@@ -72,6 +73,9 @@ class IdFactory:
 
     def audit(self) -> AuditId:
         return AuditId(encode_id(IdKind.AUDIT, self.random_bytes(16)))
+
+    def breakglass(self) -> str:
+        return encode_id(IdKind.BREAKGLASS, self.random_bytes(16))
 
     def approval(self) -> ApprovalId:
         return ApprovalId(encode_id(IdKind.APPROVAL, self.random_bytes(16)))

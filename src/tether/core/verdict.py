@@ -42,6 +42,7 @@ class ReasonCode(StrEnum):
     APPROVAL_EXPIRED = "approval_expired"
     APPROVAL_MISMATCH = "approval_mismatch"
     APPROVAL_UNKNOWN = "approval_unknown"
+    BREAK_GLASS = "break_glass"
     POLICY_UNAVAILABLE = "policy_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"

@@ -12,11 +12,12 @@ calls never may be, and read decisions are cheap enough not to need one yet.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from tether.core.approval import Approval, check_use
 from tether.core.audit import AuditKind
+from tether.core.breakglass import BreakGlass
 from tether.core.call import Call
 from tether.core.checks import scope_violation
 from tether.core.errors import Conflict, TetherError, Unauthenticated
@@ -42,6 +43,7 @@ from tether.core.verdict import (
     sorted_risks,
 )
 from tether.service.approvals import ApprovalService
+from tether.service.breakglass import BreakGlassService
 from tether.service.ports import (
     AuditEntry,
     Clock,
@@ -70,6 +72,21 @@ class _Finding:
     grant: Grant | None = None
     task: Task | None = None
     approvers: int = 1
+    #: Set when an active break-glass allowed what the normal pipeline would not.
+    breakglass: BreakGlass | None = None
+    overridden: tuple[Decision, tuple[Reason, ...]] | None = None
+
+
+_NEVER_OVERRIDDEN = frozenset(
+    {
+        ReasonCode.GRANT_INVALID,
+        ReasonCode.GRANT_EXPIRED,
+        ReasonCode.GRANT_REVOKED,
+        ReasonCode.GRANT_NOT_BOUND,
+        ReasonCode.TASK_NOT_OPEN,
+        ReasonCode.STORE_UNAVAILABLE,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +120,7 @@ class Authorizer:
         ids: IdFactory,
         recorder: Recorder,
         approvals: ApprovalService,
+        breakglass: BreakGlassService | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -111,6 +129,7 @@ class Authorizer:
         self._ids = ids
         self._rec = recorder
         self._approvals = approvals
+        self._breakglass = breakglass
 
     def authorize(
         self,
@@ -128,6 +147,10 @@ class Authorizer:
         except TetherError as error:
             # A store that cannot answer must not let anything through.
             finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
+        try:
+            finding = self._breakglass_step(agent, call, finding)
+        except TetherError as error:
+            finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
         decision_id = self._ids.decision()
         step = _ApprovalStep(finding)
         if finding.decision is Decision.APPROVAL_REQUIRED:
@@ -198,9 +221,18 @@ class Authorizer:
             "call": self._rec.call(call),
             "verdict": verdict.to_json(),
         }
-        entry = self._rec.entry(
-            AuditKind.DECISION, now, agent=agent.id, task_id=record.task_id, body=body
-        )
+        kind = AuditKind.DECISION
+        if finding.breakglass is not None:
+            # Its own audit class: every call break-glass allowed stands out in the log.
+            kind = AuditKind.BREAKGLASS_DECISION
+            body["breakglass_id"] = finding.breakglass.breakglass_id
+            if finding.overridden is not None:
+                decision, reasons = finding.overridden
+                body["policy_would_have"] = {
+                    "decision": decision.value,
+                    "reasons": [r.to_json() for r in reasons],
+                }
+        entry = self._rec.entry(kind, now, agent=agent.id, task_id=record.task_id, body=body)
         self._store.record_decision(record, entry, new_approval=step.new, use_approval=step.use)
         return verdict
 
@@ -224,6 +256,45 @@ class Authorizer:
             risks=sorted_risks(finding.risks),
             policy_revision=self._policy.revision,
             decided_at=now,
+        )
+
+    def _breakglass_step(self, agent: Workload, call: Call, finding: _Finding) -> _Finding:
+        """Allow, under an active break-glass of this task, what the pipeline would not.
+
+        Grant-level failures are never overridden: break-glass widens what a live grant may do,
+        it does not revive a revoked, expired or stolen one.
+        """
+        if (
+            self._breakglass is None
+            or finding.decision is Decision.ALLOW
+            or finding.grant is None
+            or finding.task is None
+            or any(r.code in _NEVER_OVERRIDDEN for r in finding.reasons)
+        ):
+            return finding
+        active = self._breakglass.active_for(finding.task.task_id, agent.id)
+        if active is None:
+            return finding
+        pseudo = replace(finding.grant, scopes=active.scopes)
+        if scope_violation(pseudo, call) is not None:
+            return finding
+        approvers = ", ".join(v.approver for v in active.votes if v.approve)
+        until = active.active_until.isoformat() if active.active_until else "?"
+        return _Finding(
+            Decision.ALLOW,
+            (
+                Reason(
+                    ReasonCode.BREAK_GLASS,
+                    f"allowed under break-glass {active.breakglass_id} (approved by {approvers}, "
+                    f"until {until}); normally: {finding.decision.value}",
+                ),
+            ),
+            finding.risks | {Risk.ASI10},
+            finding.policy_ids,
+            grant=finding.grant,
+            task=finding.task,
+            breakglass=active,
+            overridden=(finding.decision, finding.reasons),
         )
 
     def _approval_step(

@@ -1,0 +1,125 @@
+"""``tether breakglass``: request, approve, deny, list and review emergency elevation."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tether.cli.approvals import DEFAULT_URL, Token, Url, _request
+from tether.cli.common import console, fail
+
+app = typer.Typer(
+    help="Emergency elevation: scopes beyond policy, time-boxed, approved by two other humans, "
+    "never inherited, reviewed afterwards."
+)
+
+
+def _parse_scopes(raw: list[str]) -> list[Any]:
+    scopes = []
+    for item in raw:
+        try:
+            scope = json.loads(item)
+        except ValueError:
+            fail(
+                f"--scope {item!r} is not JSON; e.g. "
+                '\'{"tool": "crm.purge", "actions": ["delete"], "datasets": ["crm"]}\'',
+                "invalid_scope",
+            )
+        scopes.append(scope)
+    return scopes
+
+
+def _show(item: dict[str, Any]) -> None:
+    state = item["state"]
+    colour = {"active": "bold red", "pending": "yellow"}.get(state, "white")
+    console.print(
+        f"[{colour}]BREAK-GLASS {item['breakglass_id']}: {state}[/] "
+        f"({item['approvals']}/{item['required']} approvals) task {item['task_id']}",
+        highlight=False,
+    )
+    console.print(f"  agent {item['agent']}; requested by {item['requested_by']}", markup=False)
+    console.print(f"  reason: {item['reason']}", markup=False)
+    for scope in item["scopes"]:
+        console.print(f"  scope: {json.dumps(scope, sort_keys=True)}", markup=False)
+    if item["active_until"]:
+        console.print(f"  active until {item['active_until'][:19]}", markup=False)
+    if item["needs_review"]:
+        console.print("  [bold]review pending[/]: tether breakglass review ID --note …")
+
+
+@app.command("request")
+def request(
+    task: Annotated[str, typer.Option("--task", help="The task to elevate.")],
+    scope: Annotated[list[str], typer.Option("--scope", help="A scope as JSON; repeatable.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
+    window: Annotated[int | None, typer.Option(help="Seconds active once approved.")] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Ask for emergency scopes on a task (needs two other approvers)."""
+    body: dict[str, Any] = {"scopes": _parse_scopes(scope), "reason": reason}
+    if window is not None:
+        body["window_seconds"] = window
+    _show(_request("POST", url, f"/v1/tasks/{task}/breakglass", token, json=body))
+
+
+@app.command("list")
+def list_requests(url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """All break-glass requests, newest first, with open reviews flagged."""
+    items = _request("GET", url, "/v1/breakglass", token)
+    table = Table("id", "state", "task", "agent", "approvals", "review", title="break-glass")
+    for item in items:
+        table.add_row(
+            item["breakglass_id"],
+            item["state"],
+            item["task_id"],
+            item["agent"],
+            f"{item['approvals']}/{item['required']}",
+            "OPEN" if item["needs_review"] else ("done" if item["review"] else "-"),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(breakglass_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """One request in full."""
+    _show(_request("GET", url, f"/v1/breakglass/{breakglass_id}", token))
+
+
+@app.command("approve")
+def approve(
+    breakglass_id: str,
+    reason: Annotated[str, typer.Option("--reason", "-r")] = "",
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Approve (you must not be the requester)."""
+    path = f"/v1/breakglass/{breakglass_id}/approve"
+    _show(_request("POST", url, path, token, json={"reason": reason}))
+
+
+@app.command("deny")
+def deny(
+    breakglass_id: str,
+    reason: Annotated[str, typer.Option("--reason", "-r")] = "",
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Deny; one no ends the request."""
+    path = f"/v1/breakglass/{breakglass_id}/deny"
+    _show(_request("POST", url, path, token, json={"reason": reason}))
+
+
+@app.command("review")
+def review(
+    breakglass_id: str,
+    note: Annotated[str, typer.Option("--note", help="The post-incident review.")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Write the post-incident review; the request stays open until this is done."""
+    path = f"/v1/breakglass/{breakglass_id}/review"
+    _show(_request("POST", url, path, token, json={"note": note}))
