@@ -188,4 +188,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert code in out, code
     assert "approval_required" in out
     assert "approval_granted" in out and "approval_used" in out
+    assert "clicked Approve" in out
+    assert "via analyst" in out  # the delegated helper's calls carry the chain
+    assert "break_glass" in out and "BREAK-GLASS" in out
     assert "intact" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -19,10 +20,8 @@ class _Stderr:
             return 0
 
     def flush(self) -> None:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             sys.stderr.flush()
-        except (ValueError, OSError):
-            pass
 
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:

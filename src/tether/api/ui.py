@@ -32,7 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether.api.errors import HTTP_STATUS
-from tether.api.ui_pages import Html, detail_page, list_page, login_page, message_page
+from tether.api.ui_pages import (
+    Html,
+    breakglass_banner,
+    detail_page,
+    list_page,
+    login_page,
+    message_page,
+)
 from tether.core.errors import ErrorCode, TetherError, Unauthenticated
 from tether.core.ids import ApprovalId, IdKind, is_well_formed
 from tether.logs import get_logger
@@ -314,9 +321,12 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
         csrf, fresh = with_csrf(request)
         try:
             items = deps.approvals.list(LIST_LIMIT)
+            emergencies = deps.breakglass.list(LIST_LIMIT)
         except TetherError as error:
             return _error_page(error)
-        response = _html(list_page(items, deps.clock.now(), who, csrf, LIST_LIMIT))
+        now = deps.clock.now()
+        banner = breakglass_banner(emergencies, now)
+        response = _html(list_page(items, now, who, csrf, LIST_LIMIT, banner))
         if fresh:
             _set_cookie(request, response, CSRF_COOKIE, csrf)
         return response

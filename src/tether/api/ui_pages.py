@@ -18,6 +18,7 @@ from html import escape
 from typing import Final
 
 from tether.core.approval import Approval, ApprovalState
+from tether.core.breakglass import BreakGlass, BreakGlassState
 from tether.service.approvals import Approver
 
 FACTS_NOTE: Final = "Facts written by tether; arguments are the agent's input, shown as sent."
@@ -81,6 +82,8 @@ pre { background: #f0f2f6; border: 1px solid var(--line); border-radius: 6px; pa
 .alert { border-radius: 6px; padding: 10px 14px; margin-bottom: 16px;
   border: 1px solid var(--bad); background: #fdecea; color: #5f1410; }
 .alert code { font-weight: 600; }
+.breakglass { border-width: 3px; background: #fbd5d0; }
+.breakglass ul { margin: 6px 0 0 18px; padding: 0; }
 .decide { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
 .decide form { border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
 label { display: block; font-size: 13px; color: var(--muted); margin-bottom: 4px; }
@@ -192,8 +195,55 @@ def _call_line(approval: Approval) -> str:
     return f"{call} · {approval.dataset}" if approval.dataset else call
 
 
+NO_BANNER: Final = Html("")
+
+
+def breakglass_banner(requests: Sequence[BreakGlass], now: datetime) -> Html:
+    """Break-glass is loud: every active or pending request, and every review still owed."""
+    lines = []
+    for bg in requests:
+        state = bg.state_at(now)
+        if state not in (BreakGlassState.ACTIVE, BreakGlassState.PENDING) and not bg.needs_review:
+            continue
+        tools = ", ".join(f"{a.value} {s.tool}" for s in bg.scopes for a in sorted(s.actions))
+        status = state.value.upper()
+        if state is BreakGlassState.ACTIVE and bg.active_until is not None:
+            status += f" until {bg.active_until.strftime('%H:%M:%S UTC')}"
+        review = " · REVIEW OWED" if bg.needs_review else ""
+        lines.append(
+            html(
+                '<li data-breakglass-id="{id}"><strong>BREAK-GLASS {status}</strong> '
+                "<code>{id}</code> task <code>{task}</code> agent <code>{agent}</code>: "
+                "{tools} ({n}/{required} approvals){review}<br><em>{reason}</em></li>",
+                id=bg.breakglass_id,
+                status=status,
+                task=bg.task_id,
+                agent=bg.agent,
+                tools=tools,
+                n=bg.approvals,
+                required=bg.required,
+                review=review,
+                reason=bg.reason,
+            )
+        )
+    if not lines:
+        return Html("")
+    return html(
+        '<div class="alert breakglass" role="alert"><p><strong>Emergency elevation '
+        "(break-glass)</strong>: scopes beyond policy, approved by two other humans, "
+        "time-boxed, never inherited. Decide with <code>tether breakglass</code>.</p>"
+        "<ul>{lines}</ul></div>",
+        lines=join(lines),
+    )
+
+
 def list_page(
-    approvals: Sequence[Approval], now: datetime, who: Approver, csrf: str, limit: int
+    approvals: Sequence[Approval],
+    now: datetime,
+    who: Approver,
+    csrf: str,
+    limit: int,
+    banner: Html = NO_BANNER,
 ) -> Html:
     """Every approval, pending first (soonest to expire first), then the newest decided ones."""
 
@@ -228,10 +278,11 @@ def list_page(
         else Html('<p class="empty">No approvals yet.</p>')
     )
     body = html(
-        "<h1>Approvals</h1>"
+        "{banner}<h1>Approvals</h1>"
         '<p class="sub">{pending} pending · showing up to the latest {limit}. '
         "Expiry means deny.</p>"
         '<div class="card">{table}</div>',
+        banner=banner,
         pending=pending,
         limit=limit,
         table=table,

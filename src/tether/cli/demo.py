@@ -208,6 +208,100 @@ def demo(
     console.print("[bold green]demo complete[/]: every call got the expected verdict")
 
 
+def _approve_on_the_web_page(
+    client: httpx.Client, token: str, approval_id: str, reason: str
+) -> str:
+    """Sign in to the approver's page and submit its Approve form, as a browser would."""
+    with httpx.Client(base_url=str(client.base_url), timeout=10) as browser:
+        browser.get("/ui/login")
+        browser.post("/ui/login", data={"token": token, "csrf": browser.cookies["tether_csrf"]})
+        browser.post(
+            f"/ui/approvals/{approval_id}/approve",
+            data={"reason": reason, "csrf": browser.cookies["tether_csrf"]},
+        )
+    shown = client.get(
+        f"/v1/approvals/{approval_id}", headers={"Authorization": f"Bearer {token}"}
+    ).json()
+    return str(shown.get("state"))
+
+
+def _delegate(
+    client: httpx.Client, task: dict[str, Any], auth: Any, run: Any, number: int
+) -> tuple[int, str]:
+    """The analyst hands a narrower slice of its task to a helper agent."""
+    narrower = {
+        "tool": "crm.update",
+        "actions": ["write"],
+        "datasets": ["tickets"],
+        "constraints": {"discount": {"max": 5}},
+    }
+    child = client.post(
+        f"/v1/tasks/{task['task_id']}/delegate",
+        json={
+            "grant": task["grant"],
+            "agent": "spiffe://tether.local/agent/helper",
+            "scopes": [narrower],
+        },
+        headers=auth("analyst"),
+    ).json()
+    chain = " → ".join([*child.get("delegation", {}).get("chain", []), "helper"])
+    console.print(f"delegated crm.update (discount ≤ 5) to helper: {escape(chain)}")
+    write = {"tool": "crm.update", "action": "write", "dataset": "tickets"}
+    run(
+        str(number + 1),
+        Step(
+            "helper writes within its narrower scope",
+            "helper",
+            {**write, "args": {"discount": 5}},
+            "allow",
+        ),
+        grant=child["grant"],
+    )
+    run(
+        str(number + 2),
+        Step(
+            "helper exceeds its own cap (parent's is 10)",
+            "helper",
+            {**write, "args": {"discount": 8}},
+            "deny",
+        ),
+        grant=child["grant"],
+    )
+    return number + 2, str(child["grant"])
+
+
+def _break_glass(
+    client: httpx.Client, workdir: Path, task: dict[str, Any], run: Any, number: int
+) -> int:
+    """An on-call human asks for emergency scope; two others approve; the call goes through."""
+    registry = approver_registry(workdir)
+    people = {
+        name: {"Authorization": f"Bearer {registry.add(name)}"}
+        for name in ("oncall", "security", "ops-lead")
+    }
+    purge = {"tool": "crm.purge", "actions": ["delete"], "datasets": ["crm"]}
+    bg = client.post(
+        f"/v1/tasks/{task['task_id']}/breakglass",
+        json={"scopes": [purge], "reason": "purge a poisoned CRM record now"},
+        headers=people["oncall"],
+    ).json()
+    for name in ("security", "ops-lead"):
+        bg = client.post(
+            f"/v1/breakglass/{bg['breakglass_id']}/approve",
+            json={"reason": "incident INC-42"},
+            headers=people[name],
+        ).json()
+    console.print(
+        f"[bold red]BREAK-GLASS {bg.get('breakglass_id')}: {bg.get('state')}[/] "
+        f"(requested by oncall, approved by security and ops-lead, until "
+        f"{str(bg.get('active_until'))[:19]}; review owed)",
+        highlight=False,
+    )
+    call = {"tool": "crm.purge", "action": "delete", "dataset": "crm", "args": {"record": "c-666"}}
+    run(str(number + 1), Step("purge under break-glass (beyond policy)", "analyst", call, "allow"))
+    return number + 1
+
+
 def _approve_and_retry(
     client: httpx.Client,
     workdir: Path,
@@ -224,12 +318,10 @@ def _approve_and_retry(
     console.print(f"approval {approval_id} waits for a human; tether's summary:")
     for line in shown.get("summary", []):
         console.print(f"  [dim]{escape(line)}[/]", highlight=False)
-    voted = client.post(
-        f"/v1/approvals/{approval_id}/approve",
-        json={"reason": "refund confirmed with the customer"},
-        headers=human,
-    ).json()
-    console.print(f"approver ops-lead: {voted.get('state')}")
+    state = _approve_on_the_web_page(
+        client, token, approval_id, "refund confirmed with the customer"
+    )
+    console.print(f"approver ops-lead clicked Approve on /ui/approvals/{approval_id}: {state}")
     retry = Step(
         "retry with the approval",
         step.agent,
@@ -248,7 +340,7 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
     now = SystemClock().now()
     svids = {
         name: issuer.mint_svid(name, audience="tether", now=now, ttl_seconds=600)
-        for name in ("analyst", "intruder")
+        for name in ("analyst", "intruder", "helper")
     }
 
     def auth(agent: str) -> dict[str, str]:
@@ -292,7 +384,11 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         target = f" [{call['dataset']}]" if call.get("dataset") else ""
         table.add_row(
             number,
-            step.agent,
+            step.agent
+            + "".join(
+                f"\n[dim]via {escape(actor.rsplit('/', 1)[-1])}[/]"
+                for actor in verdict.get("delegation", {}).get("chain", [])
+            ),
             escape(f"{call['action']} {call['tool']}{target} {call.get('args') or ''}")
             + f"\n[dim]{escape(step.label)}[/]",
             _verdict_cell(decision) + ("" if ok else f" [red](expected {step.expect})[/]"),
@@ -308,8 +404,26 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         verdict = run(str(number), step)
         if verdict.get("decision") == "approval_required":
             number = _approve_and_retry(client, workdir, step, verdict, run, number)
+    number, child_grant = _delegate(client, task, auth, run, number)
+    number = _break_glass(client, workdir, task, run, number)
     closed = client.post(f"/v1/tasks/{task['task_id']}/close", headers=auth("analyst"))
-    console.print(f"closed task: {closed.json().get('state', closed.text)}")
+    console.print(f"closed task: {closed.json().get('state', closed.text)} (and every delegate)")
+    number += 1
+    run(
+        str(number),
+        Step(
+            "helper's delegated grant after the parent closed",
+            "helper",
+            {
+                "tool": "crm.update",
+                "action": "write",
+                "dataset": "tickets",
+                "args": {"discount": 5},
+            },
+            "deny",
+        ),
+        grant=child_grant,
+    )
     run(
         str(number + 1),
         Step(
