@@ -32,7 +32,7 @@ from tether.identity import (
     ensure_dev_allowed,
     load_jwks_file,
 )
-from tether.identity.approvers import StaticApprovers
+from tether.identity.approvers import CompositeApprovers, OidcApprovers, StaticApprovers
 from tether.notify import WebhookNotifier
 from tether.policy import CedarPolicyEngine
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
@@ -72,6 +72,9 @@ class RuntimeConfig:
     approval_webhook: str | None = None
     public_url: str | None = None
     breakglass: BreakGlassSettings = field(default_factory=BreakGlassSettings)
+    #: Approvers may sign in with this OIDC issuer (ID tokens for audience tether-approver).
+    approver_oidc_issuer: str | None = None
+    approver_oidc_jwks: str | None = None
 
     @property
     def production(self) -> bool:
@@ -109,6 +112,22 @@ def open_store(data_dir: Path) -> SqlStore:
 def approver_registry(data_dir: Path) -> StaticApprovers:
     """The named approvers of this deployment (``tether approvers add NAME``)."""
     return StaticApprovers(data_dir / "approvers.json")
+
+
+APPROVER_AUDIENCE = "tether-approver"
+
+
+def approver_oidc(config: RuntimeConfig, clock: Clock) -> list[OidcApprovers]:
+    if not config.approver_oidc_issuer:
+        return []
+    if not config.approver_oidc_jwks:
+        raise ConfigurationError("an approver OIDC issuer needs its JWKS (a file or https URL)")
+    verifier = OidcVerifier(
+        issuer=config.approver_oidc_issuer,
+        audience=APPROVER_AUDIENCE,
+        jwks=config.approver_oidc_jwks,
+    )
+    return [OidcApprovers(verifier, clock.now)]
 
 
 def dev_issuer(config: RuntimeConfig) -> DevIssuer:
@@ -155,7 +174,7 @@ class Runtime:
     authorizer: Authorizer
     effects: EffectService
     approvals: ApprovalService
-    approvers: StaticApprovers
+    approvers: CompositeApprovers
     notifier: ApprovalNotifier
     breakglass: BreakGlassService
 
@@ -250,7 +269,9 @@ def open_runtime(
             store=store, clock=clock, ids=ids, recorder=recorder, settings=config.settings
         ),
         approvals=approvals,
-        approvers=approver_registry(config.data_dir),
+        approvers=CompositeApprovers(
+            approver_registry(config.data_dir), approver_oidc(config, clock)
+        ),
         notifier=notifier,
         breakglass=breakglass,
     )

@@ -138,7 +138,10 @@ def _summary(record: AuditRecord) -> str:
     intent = body.get("intent")
     if isinstance(intent, dict):
         return f"workflow {intent.get('workflow')}"
-    return str(body.get("state", ""))
+    # Everything else: the ids and facts that say what happened, in a stable order.
+    keys = ("approval_id", "breakglass_id", "tool", "upstream", "state", "approver", "reason")
+    shown = [f"{k}={body[k]}" for k in keys if isinstance(body.get(k), str | int | bool)]
+    return " ".join(shown)[:160]
 
 
 @app.command("tail")

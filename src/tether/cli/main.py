@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tether.cli import approvals, audit, breakglass, demo, dev
+from tether.cli import mcp as mcp_cli
 from tether.cli import policy as policy_cli
 from tether.cli.serve import serve
 from tether.logs import configure_logging
@@ -26,9 +27,11 @@ def _quiet_logs() -> None:
 
 app.command("serve")(serve)
 app.command("demo")(demo.demo)
+app.command("mcp-gateway")(mcp_cli.mcp_gateway)
 app.add_typer(dev.app, name="dev")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(mcp_cli.app, name="mcp")
 app.add_typer(approvals.approvers_app, name="approvers")
 app.add_typer(approvals.approvals_app, name="approvals")
 app.add_typer(breakglass.app, name="breakglass")

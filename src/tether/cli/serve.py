@@ -73,6 +73,13 @@ def serve(
     approval_webhook: Annotated[
         str | None, typer.Option(help="POST pending approvals to this URL (a chat bridge).")
     ] = None,
+    approver_oidc_issuer: Annotated[
+        str | None,
+        typer.Option(help="Approvers sign in with this OIDC issuer (aud tether-approver)."),
+    ] = None,
+    approver_oidc_jwks: Annotated[
+        str | None, typer.Option(help="That issuer's JWKS file or https URL.")
+    ] = None,
     public_url: Annotated[
         str | None, typer.Option(help="This server's public URL, for links in notifications.")
     ] = None,
@@ -92,6 +99,8 @@ def serve(
             oidc_issuer=oidc_issuer,
             oidc_jwks=oidc_jwks,
             approval_webhook=approval_webhook,
+            approver_oidc_issuer=approver_oidc_issuer,
+            approver_oidc_jwks=approver_oidc_jwks,
             public_url=public_url,
         )
         runtime = open_runtime(config)

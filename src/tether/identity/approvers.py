@@ -3,7 +3,8 @@
 ``tether approvers add NAME`` makes a random token (``tap_…``), prints it once, and keeps only
 its SHA-256 in ``<data>/approvers.json``. A presented token is compared in constant time against
 every stored digest. Approver ids are ``approver:NAME``: a distinct namespace from workloads, so
-no SVID can ever be an approver.
+no SVID can ever be an approver. Humans may instead sign in with an OIDC provider
+(:class:`OidcApprovers`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from tether.core.errors import ConfigurationError, ErrorCode, InvalidRequest, Unauthenticated
+from tether.identity.oidc import OidcVerifier
 from tether.service.approvals import Approver
 
 TOKEN_PREFIX = "tap_"
@@ -105,3 +109,49 @@ class StaticApprovers:
         if found is None:
             raise Unauthenticated("unknown approver token", code=ErrorCode.INVALID_TOKEN)
         return Approver(id=f"approver:{found}", name=found)
+
+
+class OidcApprovers:
+    """Humans signed in with an OIDC provider: ID tokens for the ``tether-approver`` audience.
+
+    The audience differs from the one workloads use, so no workload token can pass as an
+    approver's even when both come from the same issuer. The approver id is
+    ``oidc:<issuer>#<subject>``.
+    """
+
+    def __init__(self, verifier: OidcVerifier, clock: Callable[[], datetime]) -> None:
+        self._verifier = verifier
+        self._clock = clock
+
+    def verify(self, token: str) -> Approver:
+        identity = self._verifier.verify(token, self._clock())
+        return Approver(id=f"oidc:{identity.id}", name=identity.name)
+
+
+class CompositeApprovers:
+    """Try static approver tokens first (``tap_…``), then each OIDC issuer."""
+
+    def __init__(self, static: StaticApprovers, oidc: Sequence[OidcApprovers] = ()) -> None:
+        self.static = static
+        self._oidc = tuple(oidc)
+
+    def verify(self, token: str) -> Approver:
+        if token.startswith(TOKEN_PREFIX) or not self._oidc:
+            return self.static.verify(token)
+        for source in self._oidc:
+            try:
+                return source.verify(token)
+            except Unauthenticated:
+                continue
+        raise Unauthenticated("not an approver token", code=ErrorCode.INVALID_TOKEN)
+
+    # The registry operations stay on the static approvers (``tether approvers add``).
+    def add(self, name: str) -> str:
+        return self.static.add(name)
+
+    def remove(self, name: str) -> bool:
+        return self.static.remove(name)
+
+    @property
+    def names(self) -> list[str]:
+        return self.static.names

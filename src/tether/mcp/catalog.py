@@ -1,0 +1,104 @@
+"""The gateway's view of its upstreams' tools: namespaced, and checked against their pins (ASI04).
+
+Each upstream's ``tools/list`` is re-read whenever an agent lists tools (and when a call names a
+tool not seen yet), so a descriptor that changes is noticed at the next listing. A tool is
+exposed as ``<upstream>.<tool>`` carrying only its pinned descriptor (name, description, input
+schema) and its output schema; titles, annotations, icons and ``_meta`` from the upstream are not
+passed on, since they are not pinned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mcp_types as types
+
+from tether.core.audit import AuditKind
+from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
+from tether.logs import get_logger
+from tether.mcp.pins import PinCheck, PinStatus, PinStore, descriptor, digest
+from tether.mcp.recording import GatewayAudit, pinned_body, withheld_body
+from tether.mcp.upstreams import UpstreamConnection
+from tether.service.ports import Clock
+
+log = get_logger("tether.mcp.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTool:
+    exposed: str  # <upstream>.<tool>, the name agents, grants and policies use
+    upstream: str
+    name: str  # the upstream's own name for it
+    described: JSONValue  # the pinned part of its definition
+    sha256: str  # its digest
+    listing: types.Tool  # what tools/list shows
+
+
+class Catalog:
+    def __init__(
+        self,
+        connections: dict[str, UpstreamConnection],
+        pins: PinStore,
+        audit: GatewayAudit,
+        clock: Clock,
+    ) -> None:
+        self._connections = connections
+        self._pins = pins
+        self._audit = audit
+        self._clock = clock
+        self._tools: dict[str, CatalogTool] = {}
+
+    def get(self, exposed: str) -> CatalogTool | None:
+        return self._tools.get(exposed)
+
+    def tools(self) -> list[CatalogTool]:
+        return [self._tools[name] for name in sorted(self._tools)]
+
+    async def refresh(self, upstream: str) -> None:
+        """Re-read one upstream's tools and check each against its pin.
+
+        Raises :class:`~tether.mcp.upstreams.UpstreamFailure` when the upstream cannot answer;
+        its tools stay as last seen (and still pinned-checked on every call).
+        """
+        listed = await self._connections[upstream].list_tools()
+        fresh: dict[str, CatalogTool] = {}
+        for tool in listed:
+            exposed = f"{upstream}.{tool.name}"
+            if not is_valid_name(exposed, MAX_TOOL_NAME) or exposed in fresh:
+                log.warning("tool_name_refused", upstream=upstream, reason="not a valid tool name")
+                continue
+            described = descriptor(tool.name, tool.description, tool.input_schema)
+            entry = CatalogTool(
+                exposed=exposed,
+                upstream=upstream,
+                name=tool.name,
+                described=described,
+                sha256=digest(described),
+                listing=types.Tool(
+                    name=exposed,
+                    description=tool.description,
+                    input_schema=tool.input_schema,
+                    output_schema=tool.output_schema,
+                ),
+            )
+            await self.verify(entry, stage="list")
+            fresh[exposed] = entry
+        for name in [n for n, t in self._tools.items() if t.upstream == upstream]:
+            del self._tools[name]
+        self._tools.update(fresh)
+
+    async def verify(self, entry: CatalogTool, *, stage: str) -> PinCheck:
+        """Check ``entry`` against its pin, auditing a first pin and each new change once."""
+        check = self._pins.check(entry.exposed, entry.described, self._clock.now())
+        if check.status is PinStatus.PINNED:
+            log.info("tool_pinned", tool=entry.exposed, sha256=check.seen)
+            await self._audit.append_async(
+                AuditKind.TOOL_PINNED, pinned_body(entry.exposed, check.seen, "first_sight")
+            )
+        elif check.new_change:
+            log.warning("tool_descriptor_changed", tool=entry.exposed, sha256=check.seen)
+            await self._audit.append_async(
+                AuditKind.TOOL_WITHHELD,
+                withheld_body(entry.exposed, check.pinned, check.seen, stage, entry.upstream),
+            )
+        return check

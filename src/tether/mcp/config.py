@@ -1,0 +1,279 @@
+"""The gateway's config file (YAML), validated strictly: an unknown key is an error naming its path.
+
+    upstreams:                         # one or more MCP servers the gateway fronts
+      crm:                             # name: letters, digits, '_' or '-' (no dots)
+        command: python                # a stdio server: command, args, env, cwd
+        args: [crm_server.py]
+        env: {LOG_LEVEL: info}
+        timeout_seconds: 30            # per call (default 30)
+      mail:
+        url: https://mail.internal/mcp # a streamable HTTP server
+        credential:                    # injected by the gateway on every request (optional)
+          secret: mail-token           #   name in tether's secret store
+          header: Authorization        #   default Authorization
+          scheme: Bearer               #   default Bearer; "" sends the bare value
+    tools:                             # what each tool does, as tether decides it
+      crm.query:
+        action: read                   # read | write | delete | send | execute | spend
+        dataset: crm                   # the dataset the call touches (optional)
+        count_records: structured.items  # how to count records in a result (optional)
+      mail.send:
+        action: send
+        recipients_arg: to             # the argument naming recipients (optional)
+
+Tools are exposed as ``<upstream>.<tool>``, so two upstreams cannot shadow each other. A tool with
+no entry under ``tools`` is treated as ``write``: the safe default is the sensitive one. An
+upstream's own annotations (``readOnlyHint``) never decide the action (ASI04).
+
+``count_records``: ``content`` (number of content blocks), ``structured`` (length of the
+structured result when it is a list), or ``structured.<path>`` (length of the list at that dotted
+path; integer segments index lists).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import yaml
+
+from tether.core.errors import ConfigurationError
+from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind, is_valid_name
+from tether.credentials.secrets import is_valid_secret_name
+
+DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+_UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_COUNT = re.compile(r"^(content|structured)(\.[A-Za-z0-9_-]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRef:
+    """Where an upstream's credential comes from, and how it goes on the wire."""
+
+    secret: str
+    header: str = "Authorization"
+    scheme: str = "Bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class StdioUpstream:
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class HttpUpstream:
+    name: str
+    url: str
+    credential: CredentialRef | None = None
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+
+Upstream = StdioUpstream | HttpUpstream
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCount:
+    """How to count records in a tool result: a source and a path into it."""
+
+    source: str  # "content" or "structured"
+    path: tuple[str, ...] = ()
+
+    @staticmethod
+    def parse(text: str) -> RecordCount:
+        source, *path = text.split(".")
+        return RecordCount(source, tuple(path))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolMapping:
+    action: ActionKind
+    dataset: str | None = None
+    count_records: RecordCount | None = None
+    recipients_arg: str | None = None
+
+
+#: What an unmapped tool is: a write, the safe default.
+DEFAULT_MAPPING: Final = ToolMapping(ActionKind.WRITE)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    upstreams: tuple[Upstream, ...]
+    tools: Mapping[str, ToolMapping] = field(default_factory=dict)
+
+    def mapping(self, tool: str) -> ToolMapping:
+        return self.tools.get(tool, DEFAULT_MAPPING)
+
+    def upstream(self, name: str) -> Upstream | None:
+        for upstream in self.upstreams:
+            if upstream.name == name:
+                return upstream
+        return None
+
+
+def _fail(path: str, why: str) -> ConfigurationError:
+    return ConfigurationError(f"gateway config: {path}: {why}")
+
+
+def _object(value: object, path: str, allowed: frozenset[str]) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise _fail(path, "must be a mapping")
+    for key in value:
+        if not isinstance(key, str) or key not in allowed:
+            raise _fail(f"{path}.{key}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+    return value
+
+
+def _string(value: object, path: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not empty) or len(value) > 4096:
+        raise _fail(path, "must be a non-empty string" if not empty else "must be a string")
+    return value
+
+
+def _timeout(raw: dict[str, object], path: str) -> float:
+    value = raw.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise _fail(
+            f"{path}.timeout_seconds", "must be a number of seconds, above 0 and at most 3600"
+        )
+    return float(value)
+
+
+_STDIO_KEYS: Final = frozenset({"command", "args", "env", "cwd", "timeout_seconds"})
+_HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds"})
+_CREDENTIAL_KEYS: Final = frozenset({"secret", "header", "scheme"})
+_TOOL_KEYS: Final = frozenset({"action", "dataset", "count_records", "recipients_arg"})
+
+
+def _upstream(name: object, raw: object) -> Upstream:
+    path = f"upstreams.{name}"
+    if not isinstance(name, str) or not _UPSTREAM_NAME.fullmatch(name):
+        raise _fail(
+            path,
+            "an upstream name is 1-64 letters, digits, '_' or '-' (no dots: tools are exposed "
+            "as <upstream>.<tool>)",
+        )
+    if isinstance(raw, dict) and "url" in raw:
+        body = _object(raw, path, _HTTP_KEYS)
+        url = _string(body["url"], f"{path}.url")
+        if not url.startswith(("http://", "https://")):
+            raise _fail(f"{path}.url", "must be an http:// or https:// URL")
+        credential = None
+        if "credential" in body:
+            cred = _object(body["credential"], f"{path}.credential", _CREDENTIAL_KEYS)
+            if "secret" not in cred:
+                raise _fail(f"{path}.credential.secret", "is required")
+            secret = _string(cred["secret"], f"{path}.credential.secret")
+            if not is_valid_secret_name(secret):
+                raise _fail(f"{path}.credential.secret", "is not a valid secret name")
+            header = _string(cred.get("header", "Authorization"), f"{path}.credential.header")
+            if not _HEADER_NAME.fullmatch(header):
+                raise _fail(f"{path}.credential.header", "is not an HTTP header name")
+            scheme = _string(cred.get("scheme", "Bearer"), f"{path}.credential.scheme", empty=True)
+            if not re.fullmatch(r"[A-Za-z0-9._-]{0,32}", scheme):
+                raise _fail(f"{path}.credential.scheme", "must be a single word such as Bearer")
+            credential = CredentialRef(secret, header, scheme)
+        return HttpUpstream(name, url, credential, _timeout(body, path))
+    if isinstance(raw, dict) and "command" in raw:
+        body = _object(raw, path, _STDIO_KEYS)
+        args = body.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise _fail(f"{path}.args", "must be a list of strings")
+        env = body.get("env", {})
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise _fail(f"{path}.env", "must be a mapping of strings to strings")
+        cwd = body.get("cwd")
+        return StdioUpstream(
+            name,
+            _string(body["command"], f"{path}.command"),
+            tuple(args),
+            tuple(sorted(env.items())),
+            None if cwd is None else _string(cwd, f"{path}.cwd"),
+            _timeout(body, path),
+        )
+    if isinstance(raw, dict):
+        _object(raw, path, _STDIO_KEYS | _HTTP_KEYS)
+    raise _fail(path, "needs either 'command' (a stdio server) or 'url' (a streamable HTTP server)")
+
+
+def _tool(name: object, raw: object, upstreams: set[str]) -> tuple[str, ToolMapping]:
+    path = f"tools.{name}"
+    if not isinstance(name, str) or not is_valid_name(name, MAX_TOOL_NAME) or "." not in name:
+        raise _fail(path, "a tool is named <upstream>.<tool>")
+    upstream = name.split(".", 1)[0]
+    if upstream not in upstreams:
+        raise _fail(path, f"no upstream named {upstream!r} (known: {', '.join(sorted(upstreams))})")
+    body = _object(raw, path, _TOOL_KEYS)
+    if "action" not in body:
+        raise _fail(f"{path}.action", "is required")
+    action = body["action"]
+    if not isinstance(action, str) or action not in {a.value for a in ActionKind}:
+        raise _fail(f"{path}.action", "must be one of: " + ", ".join(a.value for a in ActionKind))
+    dataset = body.get("dataset")
+    if dataset is not None and (
+        not isinstance(dataset, str) or not is_valid_name(dataset, MAX_DATASET_NAME)
+    ):
+        raise _fail(f"{path}.dataset", "must be a dataset name")
+    count = body.get("count_records")
+    if count is not None and (not isinstance(count, str) or not _COUNT.fullmatch(count)):
+        raise _fail(
+            f"{path}.count_records",
+            "must be 'content', 'structured' or 'structured.<path>' (e.g. structured.items)",
+        )
+    recipients = body.get("recipients_arg")
+    if recipients is not None and (
+        not isinstance(recipients, str) or not is_valid_name(recipients, 64)
+    ):
+        raise _fail(f"{path}.recipients_arg", "must be an argument name")
+    return name, ToolMapping(
+        ActionKind(action),
+        dataset,
+        None if count is None else RecordCount.parse(count),
+        recipients,
+    )
+
+
+def parse_config(raw: object) -> GatewayConfig:
+    """Validate a parsed YAML document into a :class:`GatewayConfig`."""
+    body = _object(raw if raw is not None else {}, "(top level)", frozenset({"upstreams", "tools"}))
+    raw_upstreams = body.get("upstreams")
+    if not isinstance(raw_upstreams, dict) or not raw_upstreams:
+        raise _fail("upstreams", "name at least one upstream MCP server")
+    upstreams = tuple(_upstream(name, value) for name, value in raw_upstreams.items())
+    raw_tools = body.get("tools", {}) or {}
+    if not isinstance(raw_tools, dict):
+        raise _fail("tools", "must be a mapping of <upstream>.<tool> to its action")
+    names = {u.name for u in upstreams}
+    tools = dict(_tool(name, value, names) for name, value in raw_tools.items())
+    return GatewayConfig(upstreams, tools)
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate the config file; every problem is a ``ConfigurationError``."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigurationError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot read the gateway config {path}: {error.strerror}"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigurationError(f"{path} is not valid YAML{where}") from None
+    return parse_config(raw)

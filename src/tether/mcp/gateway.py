@@ -1,0 +1,324 @@
+"""The MCP gateway: every ``tools/list`` filtered and every ``tools/call`` decided by tether.
+
+    tools/list  → each upstream's tools, namespaced, pinned-checked (ASI04)
+                → only those the caller's grant covers with the tool's mapped action and dataset
+    tools/call  → descriptor still the pinned one? (else refused: tool_descriptor_changed)
+                → Authorizer.authorize(workload, grant, Call(tool, action, dataset, args),
+                                       approval id from _meta["tether/approval"], if any)
+                → deny / approval_required: an isError result naming the reasons (and the
+                  approval id to retry with once a human approved)
+                → allow: forward to the upstream → EffectService.report(status, bytes, records)
+                → the upstream's result
+
+Transport-agnostic: :mod:`tether.mcp.server` puts it behind the MCP SDK's ``Server`` for
+streamable HTTP and stdio. Store and policy work is synchronous (SQLite, Cedar) and runs in
+worker threads so one slow call does not stall the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import mcp_types as types
+
+from tether.core.audit import AuditKind
+from tether.core.call import Call
+from tether.core.effect import EffectStatus
+from tether.core.errors import TetherError
+from tether.core.ids import DecisionId, IdFactory
+from tether.core.scope import MAX_TOOL_NAME, is_valid_name
+from tether.core.secret import Secret
+from tether.core.task import Grant
+from tether.core.verdict import Decision, Verdict
+from tether.logs import get_logger
+from tether.mcp.callers import Caller, GrantReader
+from tether.mcp.catalog import Catalog, CatalogTool
+from tether.mcp.config import GatewayConfig, ToolMapping
+from tether.mcp.pins import PinStatus, PinStore
+from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
+from tether.mcp.results import (
+    GatewayCode,
+    Measured,
+    forwarded,
+    from_tether_error,
+    measure,
+    refusal,
+    tool_error,
+)
+from tether.mcp.upstreams import UpstreamConnection, UpstreamFailure
+from tether.service.authorize import Authorizer
+from tether.service.effects import EffectService
+from tether.service.ports import Clock, Store, WorkloadVerifier
+from tether.service.settings import ServiceSettings
+
+log = get_logger("tether.mcp.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDeps:
+    """What the gateway uses of a runtime (see :func:`tether.mcp.server.deps_from_runtime`)."""
+
+    verifier: WorkloadVerifier
+    authorizer: Authorizer
+    effects: EffectService
+    grants: GrantReader
+    store: Store
+    clock: Clock
+    settings: ServiceSettings
+    secrets: Callable[[str], Secret]
+    ids: IdFactory
+
+
+def _json_depth_ok(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
+    """Does ``grant`` cover ``tool`` with the action and dataset the gateway will ask for?"""
+    scope = grant.scope_for(tool)
+    return (
+        scope is not None
+        and mapping.action in scope.actions
+        and mapping.dataset in scope.allowed_datasets
+    )
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, deps: GatewayDeps, pins: PinStore) -> None:
+        self.config = config
+        self.deps = deps
+        self.pins = pins
+        self.audit = GatewayAudit(deps.store, deps.clock, deps.ids)
+        self._connections: dict[str, UpstreamConnection] = {}
+        self._catalog: Catalog | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Open the upstream connections' task group, list every upstream once (pinning what is
+        new), serve, and close every upstream on the way out."""
+        async with anyio.create_task_group() as tg:
+            self._connections = {
+                u.name: UpstreamConnection(u, self.deps.secrets, tg) for u in self.config.upstreams
+            }
+            self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
+            await self._refresh_all()
+            try:
+                yield self
+            finally:
+                for connection in self._connections.values():
+                    await connection.close()
+                tg.cancel_scope.cancel()
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise RuntimeError("the gateway is not running; use `async with gateway.running()`")
+        return self._catalog
+
+    async def _refresh_all(self) -> None:
+        async def one(name: str) -> None:
+            try:
+                await self.catalog.refresh(name)
+            except UpstreamFailure as failure:
+                await self._upstream_failed(failure, None, None, None)
+
+        async with anyio.create_task_group() as tg:
+            for name in self._connections:
+                tg.start_soon(one, name)
+
+    async def _upstream_failed(
+        self,
+        failure: UpstreamFailure,
+        tool: str | None,
+        caller: Caller | None,
+        decision_id: str | None,
+    ) -> None:
+        log.warning(
+            "upstream_failed", upstream=failure.upstream, failure=failure.kind.value, tool=tool
+        )
+        try:
+            await self.audit.append_async(
+                AuditKind.UPSTREAM_FAILED,
+                failure_body(
+                    failure.upstream, failure.kind.value, failure.message, tool, decision_id
+                ),
+                agent=caller.workload.id if caller is not None else None,
+            )
+        except TetherError as error:
+            log.error("audit_failed", code=error.code.value)
+
+    # -- tools/list ----------------------------------------------------------------------------
+
+    async def list_tools(self, caller: Caller) -> list[types.Tool]:
+        """The tools ``caller``'s grant covers, and only those (an agent never learns the rest)."""
+        grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
+        if grant is None:
+            return []
+        await self._refresh_all()  # a descriptor that changed upstream is caught here
+        shown: list[types.Tool] = []
+        for entry in self.catalog.tools():
+            if not _visible(grant, entry.exposed, self.config.mapping(entry.exposed)):
+                continue
+            if self.pins.status(entry.exposed, entry.sha256) is not PinStatus.MATCH:
+                continue  # withheld until an operator approves the changed descriptor
+            shown.append(entry.listing)
+        return shown
+
+    # -- tools/call ----------------------------------------------------------------------------
+
+    async def call_tool(
+        self,
+        caller: Caller | None,
+        name: str,
+        arguments: dict[str, Any] | None,
+        approval_id: str | None = None,
+    ) -> types.CallToolResult:
+        """Decide and (on allow) forward one call; ``approval_id`` names a human approval of
+        exactly this call, for a retry after ``approval_required``."""
+        if caller is None:
+            return tool_error(GatewayCode.UNAUTHENTICATED, "the caller is not authenticated")
+        args = dict(arguments or {})
+        problem = self._check_call(name, args)
+        if problem is not None:
+            return problem
+        if caller.grant_token is None:
+            return tool_error(
+                GatewayCode.GRANT_MISSING,
+                "name your grant in the X-Tether-Grant header or in _meta['tether/grant']",
+            )
+        mapping = self.config.mapping(name)
+        entry, unreachable = await self._lookup(name)
+        if entry is not None:
+            changed = await self._descriptor_changed(caller, entry, mapping)
+            if changed is not None:
+                return changed
+        call = Call(name, mapping.action, mapping.dataset, args)
+        verdict: Verdict = await anyio.to_thread.run_sync(
+            self.deps.authorizer.authorize, caller.workload, caller.grant_token, call, approval_id
+        )
+        match verdict.decision:
+            case Decision.DENY | Decision.APPROVAL_REQUIRED:
+                return refusal(verdict)
+            case Decision.ALLOW:
+                pass
+        failure = unreachable
+        if entry is not None:
+            try:
+                result = await self._connections[entry.upstream].call_tool(entry.name, args)
+            except UpstreamFailure as error:
+                failure = error
+        if failure is not None or entry is None:
+            return await self._failed(caller, name, verdict.decision_id, failure)
+        reported = await self._report(caller, verdict.decision_id, measure(result, mapping, args))
+        if reported is not None:
+            return reported  # INVARIANT: a result whose effect cannot be recorded is withheld
+        return forwarded(result)
+
+    async def _failed(
+        self, caller: Caller, name: str, decision_id: DecisionId, failure: UpstreamFailure | None
+    ) -> types.CallToolResult:
+        """An allowed call that could not run: audit why, record an error effect, tell the agent."""
+        await self._report(caller, decision_id, None)
+        if failure is None:
+            return tool_error(GatewayCode.TOOL_NOT_FOUND, f"no upstream serves {name!r}")
+        await self._upstream_failed(failure, name, caller, decision_id)
+        return tool_error(
+            GatewayCode.UPSTREAM_FAILED,
+            f"{failure.message}; the call may be retried",
+            upstream=failure.upstream,
+            failure=failure.kind.value,
+            decision_id=decision_id,
+        )
+
+    def _check_call(self, name: str, args: dict[str, Any]) -> types.CallToolResult | None:
+        limits = self.deps.settings
+        if not is_valid_name(name, MAX_TOOL_NAME):
+            return tool_error(GatewayCode.INVALID_ARGUMENTS, "the tool name is not valid")
+        if not _json_depth_ok(args, limits.max_args_depth):
+            return tool_error(
+                GatewayCode.INVALID_ARGUMENTS,
+                f"arguments nest deeper than {limits.max_args_depth} levels",
+            )
+        try:
+            size = len(json.dumps(args, allow_nan=False))
+        except ValueError:
+            return tool_error(
+                GatewayCode.INVALID_ARGUMENTS, "arguments may not hold NaN or Infinity"
+            )
+        if size > limits.max_args_bytes:
+            return tool_error(
+                GatewayCode.INVALID_ARGUMENTS,
+                f"arguments are limited to {limits.max_args_bytes} bytes",
+            )
+        return None
+
+    async def _lookup(self, name: str) -> tuple[CatalogTool | None, UpstreamFailure | None]:
+        """The catalog entry for ``name``, listing its upstream once if it was not seen yet (it
+        gets pinned there); or the failure that kept the upstream from answering."""
+        entry = self.catalog.get(name)
+        upstream = name.split(".", 1)[0]
+        if entry is not None or upstream not in self._connections:
+            return entry, None
+        try:
+            await self.catalog.refresh(upstream)
+        except UpstreamFailure as failure:
+            return None, failure
+        return self.catalog.get(name), None
+
+    async def _descriptor_changed(
+        self, caller: Caller, entry: CatalogTool, mapping: ToolMapping
+    ) -> types.CallToolResult | None:
+        check = await self.catalog.verify(entry, stage="call")
+        if check.status is not PinStatus.CHANGED:
+            return None
+        grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
+        if grant is None or not _visible(grant, entry.exposed, mapping):
+            return None  # not this caller's tool: the authorizer denies it without a hint
+        await self.audit.append_async(
+            AuditKind.TOOL_WITHHELD,
+            withheld_body(entry.exposed, check.pinned, check.seen, "call", entry.upstream),
+            agent=caller.workload.id,
+        )
+        return tool_error(
+            GatewayCode.TOOL_DESCRIPTOR_CHANGED,
+            f"the descriptor of {entry.exposed!r} changed since it was pinned; an operator must "
+            f"review and approve it (tether mcp pins approve {entry.exposed}) before it is used",
+        )
+
+    async def _report(
+        self, caller: Caller, decision_id: DecisionId, measured: Measured | None
+    ) -> types.CallToolResult | None:
+        """Record the call's effect; an error result if it cannot be recorded."""
+        status = measured.status if measured is not None else EffectStatus.ERROR
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self.deps.effects.report(
+                    caller.workload,
+                    decision_id,
+                    status,
+                    measured.records if measured is not None else None,
+                    measured.bytes if measured is not None else 0,
+                    measured.recipients if measured is not None else (),
+                )
+            )
+        except TetherError as error:
+            log.error("effect_not_recorded", code=error.code.value)
+            return from_tether_error(error)
+        return None

@@ -1,0 +1,151 @@
+"""What the gateway answers on ``tools/call`` (MCP spec, tools: ``isError`` results), and what it
+measures of an upstream result for the effect record.
+
+Refusals are tool results with ``isError: true`` (not JSON-RPC errors) so the agent's model sees
+them and can act: the text starts with a stable code, then a message; ``_meta["tether/error"]``
+carries the same as data, and ``_meta["tether/verdict"]`` the verdict when there is one. After
+``approval_required``, the agent retries the same call with ``_meta["tether/approval"]`` set to
+the approval id once a human approved it.
+
+Gateway codes (besides tether's :class:`~tether.core.errors.ErrorCode` and the verdict reason
+codes): ``tool_descriptor_changed``, ``upstream_failed``, ``tool_not_found``,
+``invalid_arguments``, ``grant_missing``, ``unauthenticated``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import mcp_types as types
+
+from tether.core.effect import EffectStatus
+from tether.core.errors import TetherError
+from tether.core.scope import JSONValue
+from tether.core.verdict import Decision, Verdict
+from tether.mcp.config import RecordCount, ToolMapping
+
+#: ``_meta`` keys the gateway sets on results; reserved protocol keys from upstreams are dropped.
+META_ERROR = "tether/error"
+META_VERDICT = "tether/verdict"
+#: The ``_meta`` key on a ``tools/call`` request naming the approval to use.
+META_APPROVAL = "tether/approval"
+_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+
+
+class GatewayCode(StrEnum):
+    TOOL_DESCRIPTOR_CHANGED = "tool_descriptor_changed"
+    UPSTREAM_FAILED = "upstream_failed"
+    TOOL_NOT_FOUND = "tool_not_found"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    GRANT_MISSING = "grant_missing"
+    UNAUTHENTICATED = "unauthenticated"
+
+
+def tool_error(
+    code: str, message: str, *, verdict: Verdict | None = None, **extra: JSONValue
+) -> types.CallToolResult:
+    code = str(code)
+    meta: dict[str, Any] = {META_ERROR: {"code": code, "message": message, **extra}}
+    if verdict is not None:
+        meta[META_VERDICT] = verdict.to_json()
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{code}: {message}")],
+        is_error=True,
+        _meta=meta,
+    )
+
+
+def from_tether_error(error: TetherError) -> types.CallToolResult:
+    """Every tether error code maps here, by its own stable code."""
+    return tool_error(error.code.value, error.message)
+
+
+def refusal(verdict: Verdict) -> types.CallToolResult:
+    """A ``deny`` or ``approval_required`` verdict as a tool error the agent can act on."""
+    reasons = "; ".join(f"{r.code.value}: {r.message}" for r in verdict.reasons) or "denied"
+    error: dict[str, JSONValue] = {
+        "code": verdict.decision.value,
+        "decision_id": verdict.decision_id,
+        "reasons": [r.to_json() for r in verdict.reasons],
+    }
+    if verdict.decision is Decision.APPROVAL_REQUIRED and verdict.approval_id is not None:
+        error["approval_id"] = verdict.approval_id
+        text = (
+            f"approval_required (decision {verdict.decision_id}, approval "
+            f"{verdict.approval_id}): {reasons}. A human must approve {verdict.approval_id}; "
+            f'then retry exactly this call with _meta {{"{META_APPROVAL}": '
+            f'"{verdict.approval_id}"}}.'
+        )
+    elif verdict.decision is Decision.APPROVAL_REQUIRED:
+        text = f"approval_required (decision {verdict.decision_id}): {reasons}; treat as a deny"
+    else:
+        text = f"denied by tether (decision {verdict.decision_id}): {reasons}"
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        is_error=True,
+        _meta={META_ERROR: error, META_VERDICT: verdict.to_json()},
+    )
+
+
+def forwarded(result: types.CallToolResult) -> types.CallToolResult:
+    """The upstream's result as the agent gets it, less the upstream's protocol ``_meta``."""
+    meta = {k: v for k, v in (result.meta or {}).items() if not k.startswith(_RESERVED_META_PREFIX)}
+    return types.CallToolResult(
+        content=result.content,
+        structured_content=result.structured_content,
+        is_error=result.is_error,
+        _meta=meta or None,
+    )
+
+
+# -- measuring an effect -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    status: EffectStatus
+    bytes: int
+    records: int | None
+    recipients: tuple[str, ...]
+
+
+def _count(result: types.CallToolResult, how: RecordCount) -> int | None:
+    if how.source == "content":
+        value: Any = result.content
+    else:
+        value = result.structured_content
+    for segment in how.path:
+        if isinstance(value, dict):
+            value = value.get(segment)
+        elif isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
+            value = value[int(segment)]
+        else:
+            return None
+    return len(value) if isinstance(value, list) else None
+
+
+def _recipients(arguments: dict[str, Any], name: str | None) -> tuple[str, ...]:
+    if name is None:
+        return ()
+    value = arguments.get(name)
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def measure(
+    result: types.CallToolResult, mapping: ToolMapping, arguments: dict[str, Any]
+) -> Measured:
+    wire = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+    size = len(json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return Measured(
+        status=EffectStatus.ERROR if result.is_error else EffectStatus.OK,
+        bytes=size,
+        records=None if mapping.count_records is None else _count(result, mapping.count_records),
+        recipients=_recipients(arguments, mapping.recipients_arg),
+    )

@@ -1,0 +1,127 @@
+"""The gateway as an MCP server (official SDK, low-level ``Server``): streamable HTTP and stdio.
+
+Streamable HTTP (``/mcp``): :class:`~tether.mcp.callers.BearerAuth` wraps the SDK's app, so a
+request without a valid SVID gets ``401`` before any MCP message is parsed, and each handler
+reads the verified caller from its own HTTP request. Responses are JSON, not SSE: the gateway
+sends nothing but results. When bound to loopback the SDK's DNS-rebinding protection is on.
+
+stdio: one agent per process (see :func:`~tether.mcp.callers.stdio_caller`).
+
+``tools/list`` results carry ``ttlMs: 0`` and ``cacheScope: private`` (MCP 2026-07-28 caching
+hints): what one caller sees is never reused for another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import mcp_types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+from starlette.types import ASGIApp
+
+from tether import __version__
+from tether.core.ids import IdFactory
+from tether.credentials.secrets import SecretStore
+from tether.mcp.callers import BearerAuth, Caller, GrantReader, caller_from_scope
+from tether.mcp.config import GatewayConfig
+from tether.mcp.gateway import Gateway, GatewayDeps
+from tether.mcp.pins import PinStore
+from tether.mcp.results import META_APPROVAL
+from tether.runtime import Runtime
+
+SERVER_NAME: Final = "tether-mcp-gateway"
+MCP_PATH: Final = "/mcp"
+INSTRUCTIONS: Final = (
+    "Tools here are decided per call by tether for your task's grant. A refused call returns "
+    "isError with a reason code (e.g. tool_not_in_scope, constraint_violated, policy_forbids)."
+)
+
+Resolve = Callable[[ServerRequestContext[Any, Any]], Caller | None]
+
+
+def deps_from_runtime(
+    runtime: Runtime, *, random_bytes: Callable[[int], bytes] = os.urandom
+) -> GatewayDeps:
+    secrets = SecretStore(runtime.config.data_dir, runtime.config.environ)
+    return GatewayDeps(
+        verifier=runtime.verifier,
+        authorizer=runtime.authorizer,
+        effects=runtime.effects,
+        grants=GrantReader(runtime.signer, runtime.store, runtime.clock),
+        store=runtime.store,
+        clock=runtime.clock,
+        settings=runtime.config.settings,
+        secrets=secrets.get,
+        ids=IdFactory(random_bytes),
+    )
+
+
+def default_pins_path(data_dir: Path) -> Path:
+    return data_dir / "mcp-pins.json"
+
+
+def open_gateway(config: GatewayConfig, runtime: Runtime, *, pins: Path | None = None) -> Gateway:
+    pins_path = pins or default_pins_path(runtime.config.data_dir)
+    return Gateway(config, deps_from_runtime(runtime), PinStore(pins_path))
+
+
+def _no_schema(_name: str) -> None:
+    """Mcp-Param header validation is not used: the gateway never routes on those headers, and
+    answering from the catalog would tell a caller about tools it may not see."""
+    return None
+
+
+def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
+    async def on_list_tools(
+        ctx: ServerRequestContext[Gateway, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        caller = resolve(ctx)
+        tools = [] if caller is None else await gateway.list_tools(caller.with_meta(ctx.meta))
+        return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Gateway, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        caller = resolve(ctx)
+        if caller is not None:
+            caller = caller.with_meta(ctx.meta)
+        approval = (ctx.meta or {}).get(META_APPROVAL)
+        return await gateway.call_tool(
+            caller,
+            params.name,
+            params.arguments,
+            approval if isinstance(approval, str) and len(approval) <= 64 else None,
+        )
+
+    return Server(
+        SERVER_NAME,
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lambda _server: gateway.running(),
+        get_tool_input_schema=_no_schema,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+    )
+
+
+def _http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
+    request = ctx.request
+    return caller_from_scope(getattr(request, "scope", None))
+
+
+def http_app(gateway: Gateway, *, host: str = "127.0.0.1") -> ASGIApp:
+    """The ASGI app serving the gateway at ``/mcp``; bearer-authenticated."""
+    server = build_server(gateway, _http_caller)
+    app = server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=True, host=host)
+    return BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
+
+
+async def serve_stdio(gateway: Gateway, caller: Caller) -> None:
+    """Serve one agent over this process's stdin/stdout until the client closes them."""
+    server = build_server(gateway, lambda _ctx: caller)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -1,0 +1,240 @@
+"""Connections to upstream MCP servers (MCP client side, official SDK): stdio and streamable HTTP.
+
+Each upstream has at most one live connection, opened lazily and owned by its own task in the
+gateway's task group (the SDK's transports hold task groups that must close in the task that
+opened them). A call that finds the connection gone (the process exited, the socket closed)
+marks it broken, so the next call opens a new one: a restarted stdio server is reconnected.
+
+Every failure surfaces as :class:`UpstreamFailure` with a :class:`FailureKind` and a message that
+is safe to show the agent and to audit: it never carries a credential or a response body.
+
+For HTTP upstreams with a credential, :class:`InjectedCredential` adds the header to each request
+the gateway sends; the value comes from tether's secret store and never reaches the agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import anyio
+import httpx2
+import mcp_types as types
+from anyio.abc import TaskGroup, TaskStatus
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from pydantic import ValidationError
+
+from tether.core.secret import Secret
+from tether.logs import get_logger
+from tether.mcp.config import CredentialRef, HttpUpstream, StdioUpstream, Upstream
+
+log = get_logger("tether.mcp.upstreams")
+
+MAX_LIST_PAGES: Final = 50
+
+
+class FailureKind(StrEnum):
+    UNAVAILABLE = "unavailable"  # could not connect or start
+    CRASHED = "crashed"  # the connection closed under a request
+    TIMEOUT = "timeout"  # no answer within the upstream's timeout_seconds
+    MALFORMED = "malformed"  # an answer that is not valid MCP
+    ERROR_RESPONSE = "error_response"  # a JSON-RPC error instead of a result
+
+
+class UpstreamFailure(Exception):
+    def __init__(self, upstream: str, kind: FailureKind, message: str) -> None:
+        super().__init__(f"upstream {upstream!r} {kind.value}: {message}")
+        self.upstream = upstream
+        self.kind = kind
+        self.message = message
+
+
+class InjectedCredential(httpx2.Auth):
+    """Adds the upstream's credential header to every request the gateway sends (httpx Auth)."""
+
+    def __init__(self, ref: CredentialRef, secret: Secret) -> None:
+        self._header = ref.header
+        self._scheme = ref.scheme
+        self._secret = secret
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        value = self._secret.reveal()
+        request.headers[self._header] = f"{self._scheme} {value}" if self._scheme else value
+        yield request
+
+    def __repr__(self) -> str:
+        return f"InjectedCredential(header={self._header!r})"
+
+
+SecretSource = Callable[[str], Secret]
+
+
+@dataclass
+class _Live:
+    client: Client
+    stop: anyio.Event
+    broken: bool = False
+
+
+class UpstreamConnection:
+    """One upstream MCP server, connected on demand and reconnected after a failure."""
+
+    def __init__(self, config: Upstream, secrets: SecretSource, task_group: TaskGroup) -> None:
+        self.config = config
+        self._secrets = secrets
+        self._tg = task_group
+        self._live: _Live | None = None
+        self._lock = anyio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _fail(self, kind: FailureKind, message: str) -> UpstreamFailure:
+        return UpstreamFailure(self.name, kind, message)
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[Client]:
+        config = self.config
+        timeout = config.timeout_seconds
+        if isinstance(config, StdioUpstream):
+            params = StdioServerParameters(
+                command=config.command, args=list(config.args), env=dict(config.env), cwd=config.cwd
+            )
+            async with Client(params, read_timeout_seconds=timeout, cache=None) as client:
+                yield client
+            return
+        auth = (
+            InjectedCredential(config.credential, self._secrets(config.credential.secret))
+            if config.credential is not None
+            else None
+        )
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(timeout)) as http,
+            Client(
+                streamable_http_client(config.url, http_client=http),
+                read_timeout_seconds=timeout,
+                cache=None,
+            ) as client,
+        ):
+            yield client
+
+    async def _own(self, *, task_status: TaskStatus[_Live]) -> None:
+        """Hold the connection open in this task until told to stop or it breaks."""
+        started = False
+        try:
+            async with self._open() as client:
+                live = _Live(client, anyio.Event())
+                task_status.started(live)
+                started = True
+                await live.stop.wait()
+        except Exception as error:
+            if not started:
+                raise
+            log.info("upstream_closed", upstream=self.name, error_type=type(error).__name__)
+
+    async def _client(self) -> _Live:
+        async with self._lock:
+            live = self._live
+            if live is not None and not live.broken:
+                return live
+            if live is not None:
+                live.stop.set()
+                self._live = None
+            try:
+                started: _Live = await self._tg.start(self._own)
+            except Exception as error:
+                raise self._fail(FailureKind.UNAVAILABLE, _describe(error, self.config)) from None
+            self._live = started
+            log.info("upstream_connected", upstream=self.name)
+            return started
+
+    async def close(self) -> None:
+        if self._live is not None:
+            self._live.stop.set()
+            self._live = None
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def list_tools(self) -> list[types.Tool]:
+        live = await self._client()
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            page = await self._guard(live, live.client.list_tools(cursor=cursor), "tools/list")
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if cursor is None:
+                return tools
+        raise self._fail(
+            FailureKind.MALFORMED, f"tools/list did not end within {MAX_LIST_PAGES} pages"
+        )
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        live = await self._client()
+        result: types.CallToolResult = await self._guard(
+            live,
+            live.client.call_tool(
+                name, arguments, read_timeout_seconds=self.config.timeout_seconds
+            ),
+            "tools/call",
+        )
+        return result
+
+    async def _guard(self, live: _Live, request: Any, method: str) -> Any:
+        """Await ``request``, turning every way it can fail into an :class:`UpstreamFailure`."""
+        try:
+            with anyio.fail_after(self.config.timeout_seconds + 1):
+                return await request
+        except MCPError as error:
+            if error.code == CONNECTION_CLOSED:
+                live.broken = True
+                raise self._fail(
+                    FailureKind.CRASHED, f"the connection closed during {method}"
+                ) from None
+            if error.code == REQUEST_TIMEOUT:
+                raise self._fail(
+                    FailureKind.TIMEOUT,
+                    f"no answer to {method} within {self.config.timeout_seconds:g} s",
+                ) from None
+            raise self._fail(
+                FailureKind.ERROR_RESPONSE, f"{method} answered with error {error.code}"
+            ) from None
+        except TimeoutError:
+            live.broken = True
+            raise self._fail(
+                FailureKind.TIMEOUT,
+                f"no answer to {method} within {self.config.timeout_seconds:g} s",
+            ) from None
+        except ValidationError:
+            raise self._fail(
+                FailureKind.MALFORMED, f"the answer to {method} is not valid MCP"
+            ) from None
+        except Exception as error:
+            live.broken = True
+            raise self._fail(FailureKind.CRASHED, _describe(error, self.config)) from None
+
+
+def _describe(error: BaseException, config: Upstream) -> str:
+    """A short, secret-free account of a connection error."""
+    leaf = error
+    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+        leaf = leaf.exceptions[0]
+    where = f"command {config.command!r}" if isinstance(config, StdioUpstream) else _origin(config)
+    return f"{type(leaf).__name__} talking to {where}"
+
+
+def _origin(config: HttpUpstream) -> str:
+    url = httpx2.URL(config.url)
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")

@@ -1,0 +1,168 @@
+"""The gateway config is validated strictly; pins and secrets behave as their modules say."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tether.cli.main import app
+from tether.core.errors import ConfigurationError, NotFound
+from tether.core.scope import ActionKind
+from tether.core.secret import Secret
+from tether.credentials.secrets import KEY_ENV, SecretStore
+from tether.mcp.config import HttpUpstream, StdioUpstream, load_config, parse_config
+from tether.mcp.pins import PinStatus, PinStore, descriptor
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+GOOD = {
+    "upstreams": {
+        "crm": {"command": "python", "args": ["crm.py"], "env": {"A": "b"}},
+        "mail": {"url": "https://mail.test/mcp", "credential": {"secret": "mail-token"}},
+    },
+    "tools": {
+        "crm.query": {"action": "read", "dataset": "crm", "count_records": "structured.items"}
+    },
+}
+
+
+def test_a_good_config_parses_with_safe_defaults() -> None:
+    config = parse_config(GOOD)
+    crm, mail = config.upstreams
+    assert isinstance(crm, StdioUpstream) and crm.args == ("crm.py",) and crm.env == (("A", "b"),)
+    assert isinstance(mail, HttpUpstream) and mail.credential is not None
+    assert (mail.credential.header, mail.credential.scheme) == ("Authorization", "Bearer")
+    assert config.mapping("crm.query").action is ActionKind.READ
+    assert config.mapping("crm.anything_else").action is ActionKind.WRITE  # unmapped is a write
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"upstreams": {"crm": {"comand": "python"}}}, "upstreams.crm.comand: unknown key"),
+        ({"upstreams": {"a.b": {"command": "x"}}}, "upstreams.a.b: an upstream name"),
+        ({"upstreams": {"crm": {"args": []}}}, "needs either 'command'"),
+        ({"upstreams": {"m": {"url": "ftp://x"}}}, "upstreams.m.url: must be an http"),
+        (
+            {"upstreams": {"m": {"url": "http://x", "credential": {"secret": "s", "value": "v"}}}},
+            "upstreams.m.credential.value: unknown key",
+        ),
+        ({"tools": {"crm.query": {"action": "launch"}}}, "tools.crm.query.action: must be one of"),
+        ({"tools": {"crm.query": {"action": "read", "datset": "x"}}}, "tools.crm.query.datset"),
+        ({"tools": {"nope.query": {"action": "read"}}}, "no upstream named 'nope'"),
+        ({"tools": {"crm.q": {"action": "read", "count_records": "rows"}}}, "count_records"),
+        ({"extra": 1}, "(top level).extra: unknown key"),
+        ({"upstreams": {}}, "name at least one upstream"),
+    ],
+)
+def test_config_errors_name_the_key_path(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_config({**GOOD, **change})
+    assert message in raised.value.message
+
+
+def test_load_config_reports_bad_yaml_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("upstreams:\n  crm: [\n")
+    with pytest.raises(ConfigurationError, match="not valid YAML at line"):
+        load_config(path)
+
+
+def test_pins_pin_on_first_sight_hold_a_change_pending_and_approve_it(tmp_path: Path) -> None:
+    pins = PinStore(tmp_path / "pins.json")
+    first = descriptor("query", "Look up records.", {"type": "object"})
+    assert pins.check("crm.query", first, NOW).status is PinStatus.PINNED
+    assert pins.check("crm.query", first, NOW).status is PinStatus.MATCH
+    changed = descriptor("query", "Look up records, then email them out.", {"type": "object"})
+    seen = pins.check("crm.query", changed, NOW)
+    assert seen.status is PinStatus.CHANGED and seen.new_change
+    assert not pins.check("crm.query", changed, NOW).new_change  # audited once per change
+    other = PinStore(tmp_path / "pins.json")  # the CLI, in another process
+    (entry,) = other.entries()
+    assert entry.pending_description == "Look up records, then email them out."
+    old, new = other.approve("crm.query", NOW)
+    assert (old, new) == (seen.pinned, seen.seen)
+    assert pins.status("crm.query", seen.seen) is PinStatus.MATCH  # re-read from disk
+    with pytest.raises(NotFound):
+        other.approve("crm.query", NOW)
+    assert (tmp_path / "pins.json").stat().st_mode & 0o077 == 0
+
+
+def test_secrets_are_encrypted_at_rest_and_redacted(tmp_path: Path) -> None:
+    store = SecretStore(tmp_path, environ={})
+    store.set("mail-token", Secret("s3cr3t-value"))
+    assert store.get("mail-token").reveal() == "s3cr3t-value"
+    assert b"s3cr3t-value" not in store.path.read_bytes()
+    assert store.path.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "keys" / "secrets.key").stat().st_mode & 0o077 == 0
+    secret = store.get("mail-token")
+    assert (
+        "s3cr3t" not in repr(secret)
+        and "s3cr3t" not in f"{secret}"
+        and "s3cr3t" not in str([secret])
+    )
+    with pytest.raises(TypeError):
+        pickle.dumps(secret)
+    with pytest.raises(NotFound):
+        store.get("missing")
+
+
+def test_a_secret_needs_its_key_and_its_own_name(tmp_path: Path) -> None:
+    store = SecretStore(tmp_path, environ={})
+    store.set("a", Secret("value-a"))
+    store.set("b", Secret("value-b"))
+    other_key = SecretStore(tmp_path, environ={KEY_ENV: "x" * 43 + "="})
+    with pytest.raises(ConfigurationError) as raised:
+        other_key.get("a")
+    assert "value-a" not in raised.value.message
+    body = json.loads(store.path.read_text())  # swap the tokens: neither decrypts as the other
+    body["secrets"]["a"], body["secrets"]["b"] = body["secrets"]["b"], body["secrets"]["a"]
+    store.path.write_text(json.dumps(body))
+    with pytest.raises(ConfigurationError, match="another name"):
+        store.get("a")
+
+
+def test_cli_sets_secrets_from_stdin_and_lists_names_only(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = ["--data-dir", str(tmp_path)]
+    stored = runner.invoke(app, ["mcp", "secrets", "set", "mail-token", *data], input="tok-123\n")
+    assert stored.exit_code == 0, stored.output
+    assert "tok-123" not in stored.output
+    assert SecretStore(tmp_path).get("mail-token").reveal() == "tok-123"
+    listed = runner.invoke(app, ["mcp", "secrets", "list", *data])
+    assert "mail-token" in listed.output and "tok-123" not in listed.output
+    empty = runner.invoke(app, ["mcp", "secrets", "set", "x", *data], input="")
+    assert empty.exit_code != 0 and "no secret value" in empty.output
+    gone = runner.invoke(app, ["mcp", "secrets", "delete", "mail-token", *data])
+    assert gone.exit_code == 0 and SecretStore(tmp_path).names() == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["mcp-gateway"],
+        ["mcp"],
+        ["mcp", "pins", "list"],
+        ["mcp", "pins", "approve"],
+        ["mcp", "secrets", "set"],
+        ["mcp", "secrets", "list"],
+        ["mcp", "secrets", "delete"],
+    ],
+    ids=" ".join,
+)
+def test_every_mcp_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_a_bad_config_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("upstreams:\n  crm:\n    comand: python\n")
+    result = CliRunner().invoke(app, ["mcp-gateway", "-c", str(path), "-d", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "upstreams.crm.comand: unknown key" in result.output
