@@ -14,9 +14,13 @@ from datetime import datetime
 
 from tether.core.errors import ConfigurationError
 from tether.core.identity import Workload
+from tether.identity._cache import VerifiedCache
 from tether.identity._jose import reject, unverified_claims
 from tether.identity.jwt_svid import JwtSvidVerifier
 from tether.identity.oidc import OidcVerifier
+
+#: The cache never widens a verifier's own leeway (60 s by default); 0 keeps it strict.
+CACHE_LEEWAY = 0
 
 
 class CompositeVerifier:
@@ -38,15 +42,25 @@ class CompositeVerifier:
         if svid is None and not self._oidc:
             raise ConfigurationError("configure a JWT-SVID verifier or at least one OIDC issuer")
         self._max_bytes = max_token_bytes
+        self._cache: VerifiedCache[Workload] = VerifiedCache()
 
     def verify(self, token: str, now: datetime) -> Workload:
+        cached = self._cache.get(token, now)
+        if cached is not None:
+            return cached
         claims = unverified_claims(token, self._max_bytes)
         issuer, subject = claims.get("iss"), claims.get("sub")
         if isinstance(issuer, str) and issuer in self._oidc:
-            return self._oidc[issuer].verify(token, now)
-        if self._svid is not None and isinstance(subject, str) and subject.startswith("spiffe://"):
-            return self._svid.verify(token, now)
-        raise reject("token issuer is not trusted")
+            workload = self._oidc[issuer].verify(token, now)
+        elif (
+            self._svid is not None and isinstance(subject, str) and subject.startswith("spiffe://")
+        ):
+            workload = self._svid.verify(token, now)
+        else:
+            raise reject("token issuer is not trusted")
+        # Verified: the claims read above are the token's own. Cache within their time window.
+        self._cache.put(token, workload, claims, now, leeway=CACHE_LEEWAY)
+        return workload
 
     def __repr__(self) -> str:
         return f"CompositeVerifier(svid={self._svid!r}, oidc={sorted(self._oidc)!r})"

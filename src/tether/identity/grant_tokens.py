@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from tether.core.errors import ErrorCode, Unauthenticated
 from tether.core.ids import GrantId, IdKind, TaskId, is_well_formed
 from tether.core.task import Grant
+from tether.identity._cache import VerifiedCache
 from tether.identity._jose import (
     ExpiredToken,
     check_audience,
@@ -63,6 +64,7 @@ class GrantTokenSigner:
         self._issuer = issuer
         # Leeway covers skew between replicas for nbf/iat only: expiry is exact.
         self._leeway = check_leeway(leeway_seconds)
+        self._cache: VerifiedCache[GrantClaims] = VerifiedCache()
         self._max_bytes = max_token_bytes
 
     def sign(self, grant: Grant) -> str:
@@ -88,6 +90,9 @@ class GrantTokenSigner:
         return self._key.sign(claims, typ=GRANT_TOKEN_TYPE)
 
     def verify(self, token: str, now: datetime) -> GrantClaims:
+        cached = self._cache.get(token, now)
+        if cached is not None:
+            return cached
         try:
             return self._verify(token, now)
         except ExpiredToken as exc:
@@ -128,9 +133,11 @@ class GrantTokenSigner:
             expires_at = datetime.fromtimestamp(expires, UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise InvalidGrantToken("grant token expiry is out of range") from exc
-        return GrantClaims(
+        verified_claims = GrantClaims(
             grant_id=GrantId(grant_id), task_id=TaskId(task_id), agent=agent, expires_at=expires_at
         )
+        self._cache.put(token, verified_claims, claims, now, leeway=self._leeway, exp_leeway=0)
+        return verified_claims
 
     def __repr__(self) -> str:
         return f"GrantTokenSigner(issuer={self._issuer!r}, key={self._key!r})"
