@@ -33,6 +33,9 @@ COMMANDS = [
     ["breakglass", "request"],
     ["breakglass", "approve"],
     ["breakglass", "review"],
+    ["proxy"],
+    ["mcp-gateway"],
+    ["secrets", "put"],
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ``tether`` command: serve, demo, dev, policy, audit, mcp-gateway, mcp."""
+"""The ``tether`` command: every entry point of tether in one place."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import typer
 from tether.cli import approvals, audit, breakglass, demo, dev
 from tether.cli import mcp as mcp_cli
 from tether.cli import policy as policy_cli
+from tether.cli import proxy as proxy_cli
+from tether.cli import secrets as secrets_cli
 from tether.cli.serve import serve
 from tether.logs import configure_logging
 
@@ -28,6 +30,7 @@ def _quiet_logs() -> None:
 app.command("serve")(serve)
 app.command("demo")(demo.demo)
 app.command("mcp-gateway")(mcp_cli.mcp_gateway)
+app.command("proxy")(proxy_cli.proxy)
 app.add_typer(dev.app, name="dev")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(audit.app, name="audit")
@@ -35,6 +38,7 @@ app.add_typer(mcp_cli.app, name="mcp")
 app.add_typer(approvals.approvers_app, name="approvers")
 app.add_typer(approvals.approvals_app, name="approvals")
 app.add_typer(breakglass.app, name="breakglass")
+app.add_typer(secrets_cli.app, name="secrets")
 
 
 def main() -> None:

@@ -1,0 +1,85 @@
+"""``tether secrets put|list|delete``: the standing secrets tether injects for legacy systems.
+
+The same encrypted store (``<data-dir>/secrets.json``) the egress proxy and the MCP gateway read.
+A value is read from standard input (or typed without echo at a terminal), never from the
+command line where shell history and ``ps`` would keep it, and it is never printed back.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Annotated, Final
+
+import typer
+from rich.table import Table
+
+from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.core.secret import Secret
+from tether.credentials.secrets import MAX_SECRET_BYTES, SecretStore
+
+app = typer.Typer(
+    help="Standing secrets tether injects into upstream calls (values never shown).",
+    no_args_is_help=True,
+)
+
+_PROMPT: Final = "secret value (not echoed): "
+
+
+def read_secret_value() -> Secret:
+    """One secret value from standard input, without its trailing newline."""
+    if sys.stdin.isatty():
+        value = getpass.getpass(_PROMPT)
+    else:
+        value = sys.stdin.read(MAX_SECRET_BYTES + 2)
+        value = value.removesuffix("\n").removesuffix("\r")
+    if len(value.encode()) > MAX_SECRET_BYTES:
+        fail(f"a secret is at most {MAX_SECRET_BYTES} bytes", "invalid_field")
+    if not value:
+        fail(
+            'no secret value on standard input (pipe it in: printf %s "$VALUE" | …)',
+            "invalid_field",
+        )
+    return Secret(value)
+
+
+@app.command("put")
+def put(
+    name: Annotated[str, typer.Argument(help="The secret's name, as the config's secret name.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Store (or replace) a secret read from standard input, encrypted at rest."""
+    value = read_secret_value()
+    with tether_errors():
+        store = SecretStore(data_dir)
+        replaced = name in store.names()
+        store.set(name, value)
+    console.print(f"{'replaced' if replaced else 'stored'} secret {name!r}", highlight=False)
+
+
+@app.command("list")
+def list_(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Show the names of stored secrets and when each was set (never their values)."""
+    with tether_errors():
+        store = SecretStore(data_dir)
+        names = store.names()
+        table = Table("name", "updated at", title=f"secrets ({store.path})")
+        for name in names:
+            table.add_row(name, (store.updated_at(name) or "")[:19])
+    if not names:
+        console.print(f"no secrets in {store.path}", highlight=False)
+        return
+    console.print(table)
+
+
+@app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Remove a secret; upstreams that need it fail closed until it is put again."""
+    with tether_errors():
+        removed = SecretStore(data_dir).delete(name)
+    if not removed:
+        fail(f"no secret named {name!r}; see `tether secrets list`", "not_found")
+    console.print(f"deleted secret {name!r}", highlight=False)

@@ -1,0 +1,62 @@
+"""Wiring the proxy to a :class:`~tether.runtime.Runtime`: its verifier, authorizer, effects, store
+and the secret store in the runtime's data directory (the same files ``tether secrets`` and
+``tether mcp secrets`` manage)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import httpx
+from starlette.applications import Starlette
+
+from tether.core.errors import ConfigurationError, NotFound
+from tether.core.ids import IdFactory
+from tether.core.secret import Secret
+from tether.credentials.secrets import SecretStore
+from tether.proxy.app import EgressProxy, ProxyDeps, proxy_app
+from tether.proxy.config import ProxyConfig
+from tether.runtime import Runtime
+
+
+def deps_from_runtime(
+    runtime: Runtime, *, random_bytes: Callable[[int], bytes] = os.urandom
+) -> ProxyDeps:
+    secrets = SecretStore(runtime.config.data_dir, runtime.config.environ)
+    return ProxyDeps(
+        verifier=runtime.verifier,
+        authorizer=runtime.authorizer,
+        effects=runtime.effects,
+        store=runtime.store,
+        clock=runtime.clock,
+        settings=runtime.config.settings,
+        secrets=secrets.get,
+        ids=IdFactory(random_bytes),
+    )
+
+
+def check_secrets(config: ProxyConfig, secrets: Callable[[str], Secret]) -> None:
+    """Refuse to start when an upstream's secret is missing or unreadable (named, never shown)."""
+    for upstream in config.upstreams.values():
+        if upstream.secret is None:
+            continue
+        try:
+            secrets(upstream.secret.name)
+        except NotFound:
+            raise ConfigurationError(
+                f"upstream {upstream.name!r} needs the secret {upstream.secret.name!r}; store it "
+                f"with `tether secrets put {upstream.secret.name}` (the value on standard input)"
+            ) from None
+
+
+def open_proxy(
+    config: ProxyConfig,
+    runtime: Runtime,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> tuple[EgressProxy, Starlette]:
+    """The proxy over ``runtime`` and the ASGI app serving it; every secret checked first."""
+    deps = deps_from_runtime(runtime)
+    check_secrets(config, deps.secrets)
+    proxy = EgressProxy(config, deps, transport=transport)
+    return proxy, proxy_app(proxy)

@@ -1,0 +1,359 @@
+"""Test support for the egress proxy: a real legacy HTTP service and the real proxy, both served by
+uvicorn on 127.0.0.1, and agents speaking plain HTTP to the proxy.
+
+The legacy service demands its standing secret (``Authorization: Bearer …`` under ``/api``, an
+``api_key`` query parameter under ``/vault``) and records every request it receives, so a test
+can see the proxy injected the secret, stripped the agent's SVID and grant, and forwarded
+nothing it did not allow.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio.to_thread
+import httpx
+import uvicorn
+import yaml
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from support import INTENT, make_runtime, mint
+from tether.core.audit import AuditKind, AuditRecord
+from tether.core.scope import Scope as GrantScope
+from tether.core.secret import Secret
+from tether.core.task import Intent
+from tether.credentials.secrets import SecretStore
+from tether.proxy import load_config, open_proxy
+from tether.proxy.app import EgressProxy
+from tether.runtime import Runtime
+from tether.service.clock import ManualClock
+
+LEGACY_SECRET = "legacy-standing-key-5f1e2d3c4b7a"  # what the agent must never see
+VAULT_SECRET = "vault-api-key-9a8b7c6d5e4f3a2b"
+CRM_QUERY = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
+CRM_UPDATE = {
+    "tool": "crm.update",
+    "actions": ["write"],
+    "datasets": ["tickets"],
+    "constraints": {"discount": {"max": 10}},
+}
+PAY = {"tool": "payments.transfer", "actions": ["spend"], "constraints": {"amount": {"max": 1000}}}
+MAIL = {"tool": "email.send", "actions": ["send"]}
+
+
+@contextmanager
+def serve(app: ASGIApp) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (an OS-chosen port); yield its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)  # waiting for a socket to bind, not for tether's clock
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# -- the legacy service -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the legacy service received it."""
+
+    method: str
+    raw_path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    authorized: bool
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name.lower():
+                return value
+        return None
+
+    def dump(self) -> str:
+        return repr((self.method, self.raw_path, self.query, self.headers, self.body))
+
+
+@dataclass
+class LegacyService:
+    """An ASGI legacy HTTP API that demands its standing secret."""
+
+    seen: list[Seen] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def hits(self) -> int:
+        return len(self.seen)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan
+            message = await receive()
+            while message["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+                message = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        raw_path = scope["raw_path"].decode("ascii")
+        query = scope["query_string"].decode("ascii")
+        auth = dict(headers).get("authorization")
+        if raw_path.startswith("/vault/"):
+            authorized = parse_qs(query).get("api_key") == [VAULT_SECRET]
+        else:
+            authorized = auth == f"Bearer {LEGACY_SECRET}"
+        self.seen.append(Seen(scope["method"], raw_path, query, headers, body, authorized))
+        if not authorized:
+            await _send(send, 401, {"error": "the standing secret is required"})
+            return
+        await self._answer(scope["method"], raw_path.split("/", 2)[2], body, auth, send)
+
+    async def _answer(
+        self, method: str, path: str, body: bytes, auth: str | None, send: Send
+    ) -> None:
+        parts = path.split("/")
+        match parts:
+            case ["customers", "search"]:
+                await _send(send, 200, {"matches": [], "search": True})
+            case ["customers", customer]:
+                items = [{"order": i} for i in range(3)]
+                await _send(send, 200, {"id": customer, "items": items})
+            case ["tickets", ticket] if method == "PUT":
+                await _send(send, 200, {"updated": ticket})
+            case ["payments"]:
+                await _send(send, 201, {"transferred": json.loads(body)["amount"]})
+            case ["mail"]:
+                await _send(send, 202, {"queued": True})
+            case ["echo"]:
+                await _send(send, 200, {"you_sent": auth})
+            case ["headers"]:
+                extra = [
+                    (b"x-debug-auth", (auth or "").encode()),
+                    (b"authorization", (auth or "").encode()),
+                    (b"set-cookie", b"session=standing-session; HttpOnly"),
+                    (b"x-plain", b"kept"),
+                ]
+                await _send(send, 200, {"ok": True}, extra)
+            case ["big"]:
+                await _send(send, 200, {"blob": "x" * 10_000})
+            case ["status", code]:
+                await _send(send, int(code), {"status": int(code)})
+            case ["slow"]:
+                await anyio.to_thread.run_sync(self.release.wait, 10)
+                await _send(send, 200, {"late": True})
+            case _:
+                await _send(send, 404, {"error": "no such legacy endpoint"})
+
+
+async def _send(
+    send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+# -- the proxy ----------------------------------------------------------------------------------
+
+
+def proxy_config(legacy: str, down: str) -> dict[str, Any]:
+    """Routes onto the legacy service, mapped to tools the example policies know."""
+    crm = {"tool": "crm.query", "action": "read", "dataset": "crm"}
+    secret = {"name": "legacy-key", "header": "Authorization", "scheme": "Bearer"}
+    return {
+        "upstreams": {
+            "legacy": {
+                "url": f"{legacy}/api",
+                "secret": secret,
+                "timeout_seconds": 5,
+                "max_response_bytes": 4096,
+                "forward_headers": ["X-Request-Id"],
+            },
+            "vault": {
+                "url": f"{legacy}/vault",
+                "secret": {"name": "vault-key", "query_param": "api_key"},
+            },
+            "down": {"url": down, "secret": secret, "timeout_seconds": 2},
+            "slow": {"url": f"{legacy}/api", "secret": secret, "timeout_seconds": 0.5},
+        },
+        "routes": [
+            {
+                "upstream": "legacy",
+                "method": "GET",
+                "path": "/customers/{id}",
+                **crm,
+                "args": {
+                    "customer": "path.id",
+                    "limit": {"from": "query.limit", "type": "integer"},
+                },
+                "count_records": "body.items",
+            },
+            {
+                "upstream": "legacy",
+                "method": "GET",
+                "path": "/customers/search",
+                **crm,
+                "allow_query": ["q"],
+            },
+            {
+                "upstream": "legacy",
+                "method": "PUT",
+                "path": "/tickets/{id}",
+                "tool": "crm.update",
+                "action": "write",
+                "dataset": "tickets",
+                "args": {"ticket": "path.id", "discount": "body.discount"},
+            },
+            {
+                "upstream": "legacy",
+                "method": "POST",
+                "path": "/payments",
+                "tool": "payments.transfer",
+                "action": "spend",
+                "args": {"amount": {"from": "body.amount", "type": "integer"}},
+            },
+            {
+                "upstream": "legacy",
+                "method": "POST",
+                "path": "/mail",
+                "tool": "email.send",
+                "action": "send",
+                "args": {"to": "body.to"},
+                "recipients_arg": "to",
+            },
+            {"upstream": "legacy", "method": "GET", "path": "/echo", **crm},
+            {"upstream": "legacy", "method": "GET", "path": "/headers", **crm},
+            {"upstream": "legacy", "method": "GET", "path": "/big", **crm},
+            {"upstream": "legacy", "method": "GET", "path": "/status/{code}", **crm},
+            {"upstream": "vault", "method": "GET", "path": "/customers/{id}", **crm},
+            {"upstream": "down", "method": "GET", "path": "/customers/{id}", **crm},
+            {"upstream": "slow", "method": "GET", "path": "/slow", **crm},
+        ],
+    }
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Agent:
+    """An agent speaking plain HTTP to the proxy with its SVID and its task's grant."""
+
+    client: httpx.Client
+    svid: str
+    grant: str
+    task_id: str
+
+    def headers(self, approval: str | None = None) -> dict[str, str]:
+        out = {"Authorization": f"Bearer {self.svid}", "X-Tether-Grant": self.grant}
+        if approval is not None:
+            out["X-Tether-Approval"] = approval
+        return out
+
+    def call(
+        self, method: str, path: str, *, approval: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        headers = {**self.headers(approval), **kw.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kw)
+
+
+@dataclass
+class Env:
+    runtime: Runtime
+    clock: ManualClock
+    data_dir: Path
+    url: str
+    client: httpx.Client
+    legacy: LegacyService
+    proxy: EgressProxy
+
+    def agent(self, name: str, *scopes: dict[str, object]) -> Agent:
+        svid = mint(self.runtime, name, self.clock)
+        workload = self.runtime.verifier.verify(svid, self.clock.now())
+        opened = self.runtime.tasks.open_task(
+            workload, Intent(**INTENT), [GrantScope.from_json(s) for s in scopes], 600
+        )
+        return Agent(self.client, svid, opened.token, opened.task.task_id)
+
+    def records(self, kind: AuditKind | None = None) -> list[AuditRecord]:
+        return [r for r in self.runtime.store.audit_records() if kind is None or r.kind is kind]
+
+    def raw(self, method: str, raw_path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        """Send ``raw_path`` byte for byte (httpx would normalize it); the status and JSON."""
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        try:
+            conn.request(method, raw_path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(body)
+        except ValueError:
+            return response.status, body
+
+
+@contextmanager
+def running_proxy(root: Path, clock: ManualClock) -> Iterator[Env]:
+    data_dir = root / "data"
+    runtime = make_runtime(data_dir, clock)
+    store = SecretStore(data_dir, environ={})
+    store.set("legacy-key", Secret(LEGACY_SECRET))
+    store.set("vault-key", Secret(VAULT_SECRET))
+    legacy = LegacyService()
+    try:
+        with serve(legacy) as legacy_url:
+            path = root / "proxy.yaml"
+            path.write_text(yaml.safe_dump(proxy_config(legacy_url, closed_port_url())))
+            proxy, app = open_proxy(load_config(path), runtime)
+            try:
+                with serve(app) as url, httpx.Client(base_url=url, timeout=15) as client:
+                    yield Env(runtime, clock, data_dir, url, client, legacy, proxy)
+            finally:
+                legacy.release.set()
+    finally:
+        runtime.close()
