@@ -36,6 +36,9 @@ COMMANDS = [
     ["proxy"],
     ["mcp-gateway"],
     ["secrets", "put"],
+    ["report", "privileges"],
+    ["report", "risks"],
+    ["report", "controls"],
 ]
 
 

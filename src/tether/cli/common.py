@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tether.core.errors import TetherError
 
@@ -32,7 +33,9 @@ DataDir = Annotated[
 
 def fail(message: str, code: str = "error", exit_code: int = 2) -> NoReturn:
     """Print one line that says what was wrong and what to do, then exit non-zero."""
-    err_console.print(f"[bold red]error[/] [dim]({code})[/]: {message}", highlight=False)
+    err_console.print(
+        f"[bold red]error[/] [dim]({code})[/]: {escape(message)}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(exit_code)
 
 

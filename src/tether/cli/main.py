@@ -8,6 +8,7 @@ from tether.cli import approvals, audit, breakglass, demo, dev
 from tether.cli import mcp as mcp_cli
 from tether.cli import policy as policy_cli
 from tether.cli import proxy as proxy_cli
+from tether.cli import report as report_cli
 from tether.cli import secrets as secrets_cli
 from tether.cli.serve import serve
 from tether.logs import configure_logging
@@ -39,6 +40,7 @@ app.add_typer(approvals.approvers_app, name="approvers")
 app.add_typer(approvals.approvals_app, name="approvals")
 app.add_typer(breakglass.app, name="breakglass")
 app.add_typer(secrets_cli.app, name="secrets")
+app.add_typer(report_cli.app, name="report")
 
 
 def main() -> None:
