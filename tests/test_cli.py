@@ -197,4 +197,5 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "clicked Approve" in out
     assert "via analyst" in out  # the delegated helper's calls carry the chain
     assert "break_glass" in out and "BREAK-GLASS" in out
+    assert "unused: send email.send" in out  # the least-privilege report on the demo's log
     assert "intact" in out

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from tether.cli.common import console, fail
 from tether.core.audit import verify_chain
+from tether.reports import privileges
 from tether.runtime import (
     RuntimeConfig,
     approver_registry,
@@ -49,6 +50,12 @@ SCOPES: list[dict[str, Any]] = [
         "constraints": {"discount": {"max": 10}},
     },
     {"tool": "payments.transfer", "actions": ["spend"], "constraints": {"amount": {"max": 1000}}},
+    # Granted but never used in the demo: the privileges report shows it.
+    {
+        "tool": "email.send",
+        "actions": ["send"],
+        "constraints": {"to": {"ends_with": ["@example.com"]}},
+    },
 ]
 
 
@@ -111,6 +118,26 @@ STEPS = [
         "deny",
     ),
 ]
+
+
+def _privileges_summary(workdir: Path) -> None:
+    """What the agent was granted and never used: the least-privilege report."""
+    store = open_store(workdir)
+    try:
+        report = privileges(store.audit_records())
+    finally:
+        store.close()
+    for group in report.groups:
+        if group.ratio is None:
+            continue
+        unused = ", ".join(f"{t.action.value} {t.tool}" for t in group.unused) or "nothing"
+        agent = group.agent.rsplit("/", 1)[-1]
+        console.print(
+            f"privileges: {agent} used {len(group.used_granted)} of {len(group.granted)} granted "
+            f"(ratio {float(group.ratio):.2f}); unused: {escape(unused)}",
+            highlight=False,
+        )
+    console.print(f"[dim]full report: tether report privileges -d {workdir} --html report.html[/]")
 
 
 def _free_port() -> int:
@@ -193,6 +220,7 @@ def demo(
         report = verify_chain(store.audit_records(), store.chain_head())
     finally:
         store.close()
+    _privileges_summary(workdir)
     if report.ok:
         console.print(
             f"audit chain: [green]intact[/], {report.records} records "
