@@ -15,6 +15,7 @@ from starlette.types import Scope as AsgiScope
 
 from tether import __version__
 from tether.api.approvals import install_approval_routes
+from tether.api.authzen import install_authzen_routes
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
 from tether.api.models import (
@@ -285,6 +286,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return out
 
     install_approval_routes(app, deps, authenticated)
+    install_authzen_routes(app, deps, authenticated)
     install_breakglass_routes(app, deps)
     install_ui(app, deps)
     return app
