@@ -10,6 +10,12 @@ log. Durability is off: the data lives only as long as the test session.
 
 If PostgreSQL is not installed the fixture *fails* with a message saying how to install it: CI
 installs it, so a missing server is a broken setup, not a reason to skip.
+
+The session fixture :func:`postgres_server` may be imported by several ``conftest.py`` files (the
+credentials and store suites both do); they share one server, started by whichever asks first and
+stopped when the last one is done. A test that needs to stop a server (to see a replica lose its
+store) starts its own with :func:`running_postgres` and uses :meth:`PostgresServer.stop` and
+:meth:`PostgresServer.start`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +50,9 @@ class PostgresServer:
     password: str
     data_dir: Path
     log_file: Path
+    #: Where ``pg_ctl`` is and the options the server was started with, to stop and restart it.
+    bin_dir: Path | None = None
+    options: str = ""
 
     def dsn(self, dbname: str = "postgres", **overrides: str) -> str:
         params = {
@@ -59,6 +68,24 @@ class PostgresServer:
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
+
+    def url(self, dbname: str = "postgres") -> str:
+        """The SQLAlchemy URL of ``dbname`` for psycopg 3, as the superuser."""
+        login = f"{self.superuser}:{self.password}"
+        return f"postgresql+psycopg://{login}@{self.host}:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        """Stop the server cleanly (clients are disconnected; committed data is kept)."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start the server again on the same port with the same data."""
+        self._pg_ctl("-l", str(self.log_file), "-o", self.options, "-w", "-t", "30", "start")
+
+    def _pg_ctl(self, *args: str) -> None:
+        if self.bin_dir is None:
+            raise RuntimeError("this server was not started by running_postgres()")
+        _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args], self.data_dir.parent)
 
 
 def find_bin_dir(root: Path = POSTGRES_ROOT) -> Path | None:
@@ -76,7 +103,7 @@ def require_bin_dir(root: Path = POSTGRES_ROOT) -> Path:
     if bin_dir is None:
         pytest.fail(
             f"PostgreSQL is not installed (no initdb and pg_ctl under {root}/*/bin). "
-            "The credentials tests need a real server: run `bash scripts/ensure-postgres.sh` "
+            "The credentials and store tests need a real server: run `bash scripts/ensure-postgres.sh` "
             "as root (or `apt-get install postgresql`), then run the tests again.",
             pytrace=False,
         )
@@ -164,7 +191,7 @@ def running_postgres() -> Iterator[PostgresServer]:
                     "-c synchronous_commit=off",
                     "-c full_page_writes=off",
                     "-c log_statement=all",
-                    "-c max_connections=50",
+                    "-c max_connections=100",
                 ]
             )
             try:
@@ -199,16 +226,49 @@ def running_postgres() -> Iterator[PostgresServer]:
             password=password,
             data_dir=data_dir,
             log_file=log_file,
+            bin_dir=bin_dir,
+            options=options,
         )
     finally:
         if started:
-            # Immediate: the data is thrown away, so there is nothing to flush.
-            _run([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "stop"], base)
+            # Immediate: the data is thrown away, so there is nothing to flush. A test may have
+            # stopped the server already; that is not an error here.
+            stop = [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "stop"]
+            try:
+                _run(stop, base)
+            except RuntimeError:
+                if (data_dir / "postmaster.pid").exists():
+                    raise
         shutil.rmtree(base, ignore_errors=True)
+
+
+class _SharedServer:
+    """One server for every ``postgres_server`` fixture definition in a session."""
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._stack = ExitStack()
+        self._server: PostgresServer | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[PostgresServer]:
+        if self._server is None:
+            self._server = self._stack.enter_context(running_postgres())
+        self._users += 1
+        try:
+            yield self._server
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                self._server = None
+                self._stack.close()
+
+
+_SHARED = _SharedServer()
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the whole test session."""
-    with running_postgres() as server:
+    """One real PostgreSQL server for the whole test session, shared by every suite using it."""
+    with _SHARED.use() as server:
         yield server

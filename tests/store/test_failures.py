@@ -19,12 +19,17 @@ from .conftest import T0, Backend, Make
 _SQL_WORDS = ("SELECT", "INSERT", "UPDATE", "BEGIN", "[SQL", "sqlalchemy")
 
 
-def _assert_opaque(error: TetherError, path: Path) -> None:
-    """Says what failed and why, but no SQL and no file paths."""
-    assert str(path) not in error.message
-    assert str(path.parent) not in error.message
+def _assert_opaque(error: TetherError, *secrets: str) -> None:
+    """Says what failed and why, but no SQL, no file paths, URLs, addresses or passwords."""
+    for secret in secrets:
+        assert secret not in error.message
+        assert secret not in repr(error)
     for word in _SQL_WORDS:
         assert word not in error.message
+
+
+def _assert_path_opaque(error: TetherError, path: Path) -> None:
+    _assert_opaque(error, str(path), str(path.parent))
 
 
 class TestAtomicity:
@@ -35,6 +40,8 @@ class TestAtomicity:
         store.append_audit(used)
         task, grant = make.task()
         decision = make.decision(None, None)
+        # A read first: a write on the connection it used must still be one transaction.
+        assert store.get_task(task.task_id) is None
 
         with pytest.raises(Unavailable):
             store.open_task(task, grant, used)  # the task row goes in, then the audit fails
@@ -83,7 +90,7 @@ class TestUnavailable:
                     attempt()
                 assert caught.value.code is code
                 assert "locked" in caught.value.message
-                _assert_opaque(caught.value, backend.path)
+                _assert_opaque(caught.value, *backend.secrets())
             # Readers are not blocked by a writer.
             assert store.get_task(task.task_id) == task
 
@@ -100,7 +107,7 @@ class TestUnavailable:
         with pytest.raises(Unavailable) as caught:
             SqlStore.sqlite(path)
         assert caught.value.code is ErrorCode.STORE_UNAVAILABLE
-        _assert_opaque(caught.value, path)
+        _assert_path_opaque(caught.value, path)
 
     def test_the_database_replaced_by_a_directory_across_a_restart(
         self, tmp_path: Path, make: Make
@@ -119,14 +126,14 @@ class TestUnavailable:
         path = tmp_path / "absent" / "tether.db"
         with pytest.raises(Unavailable) as caught:
             SqlStore.sqlite(path)
-        _assert_opaque(caught.value, path)
+        _assert_path_opaque(caught.value, path)
 
     def test_a_file_that_is_not_a_database(self, tmp_path: Path) -> None:
         path = tmp_path / "tether.db"
         path.write_bytes(b"this is not a database\n" * 200)
         with pytest.raises(Unavailable) as caught:
             SqlStore.sqlite(path)
-        _assert_opaque(caught.value, path)
+        _assert_path_opaque(caught.value, path)
 
     def test_a_closed_store(self, store: SqlStore, make: Make) -> None:
         task, grant = make.task()
@@ -175,7 +182,15 @@ class TestConfiguration:
             engine.dispose()
         assert [tuple(r) for r in rows] == [("schema_version", str(SCHEMA_VERSION))]
 
-    @pytest.mark.parametrize("url", ["not a url", "postgresql+nosuchdriver://h/db", "nosuch://"])
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "not a url",
+            "postgresql+nosuchdriver://h/db",
+            "nosuch://",
+            "mysql://u:hunter2@127.0.0.1/db",
+        ],
+    )
     def test_an_unusable_url(self, url: str) -> None:
         with pytest.raises(ConfigurationError) as caught:
             SqlStore(url)

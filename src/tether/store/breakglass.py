@@ -11,28 +11,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Integer, String, Table, Text, bindparam, insert, select, update
+from sqlalchemy import Integer, bindparam, insert, select, update
 
 from tether.core.approval import Vote
 from tether.core.breakglass import BreakGlass, BreakGlassId, BreakGlassState
 from tether.core.errors import ErrorCode, NotFound
 from tether.core.scope import JSONValue, Scope
 from tether.service.ports import AuditEntry
-from tether.store.schema import UtcMicros, metadata
+from tether.store.schema import breakglass
 from tether.store.sql import SqlStore
 
-_ID = String(64)
 _STORE = ErrorCode.STORE_UNAVAILABLE
-
-breakglass = Table(
-    "breakglass",
-    metadata,
-    Column("breakglass_id", _ID, primary_key=True),
-    Column("task_id", _ID, nullable=False, index=True),
-    Column("state", String(32), nullable=False),
-    Column("requested_at", UtcMicros, nullable=False),
-    Column("doc", Text, nullable=False),
-)
 
 _INSERT = insert(breakglass)
 _SELECT = select(breakglass.c.doc).where(breakglass.c.breakglass_id == bindparam("b_id"))

@@ -6,9 +6,20 @@ and come back timezone-aware. The audit record's own ``at`` is the ISO-8601 text
 kept byte for byte, as is its ``body`` (canonical JSON text): the chain covers exactly what is
 stored.
 
+Structured values (intents, scopes, approvals) are JSON *text* (:class:`JsonText`), ASCII-escaped,
+on every backend, not PostgreSQL ``jsonb``: tether never queries inside them and needs them back
+exactly. ``jsonb`` would refuse ``\\u0000`` in an agent's call arguments (making an approval
+impossible to record), turn ``1e300`` into an integer and ``-0.0`` into ``0``; ``json`` would
+refuse ``NaN``, which Python's parser accepts. ASCII escaping also keeps NUL and lone surrogates
+out of the server's text type. The bytes are what SQLAlchemy's ``JSON`` wrote on SQLite before,
+so existing SQLite files read unchanged.
+
 ``audit_head`` holds one row (``id = 1``) naming the last sealed record; ``seq = 0`` means the
 chain is empty. The row exists from the moment the schema is created so that every writer can lock
 it (``SELECT ... FOR UPDATE``) before appending, on backends with row locks.
+
+Every table tether uses is declared here, so the schema a store creates does not depend on which
+modules were imported first.
 
 Bump :data:`SCHEMA_VERSION` with every change to these tables; a store refuses to open a database
 written by a newer tether.
@@ -16,11 +27,11 @@ written by a newer tether.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     Dialect,
@@ -33,7 +44,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
-from sqlalchemy.dialects import postgresql
 
 SCHEMA_VERSION: Final = 2
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version``."""
@@ -72,10 +82,24 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+class JsonText(TypeDecorator[Any]):
+    """A JSON value stored as ASCII text (see the module docstring for why not ``jsonb``)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        # json.dumps' defaults are what SQLAlchemy's JSON type used: files written before read
+        # back byte for byte, and ensure_ascii keeps NUL and lone surrogates escaped.
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
 # SQLite makes a column a rowid alias (no separate index) only when it is exactly INTEGER.
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
-# JSONB on PostgreSQL; JSON text elsewhere.
-_JSON = JSON().with_variant(postgresql.JSONB(), "postgresql")
+_JSON = JsonText()
 _ID = String(64)
 _WORD = String(32)
 
@@ -170,22 +194,6 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-__all__ = [
-    "HEAD_ROW_ID",
-    "SCHEMA_VERSION",
-    "SCHEMA_VERSION_KEY",
-    "UtcMicros",
-    "audit",
-    "audit_head",
-    "decisions",
-    "effects",
-    "from_micros",
-    "grants",
-    "meta",
-    "metadata",
-    "tasks",
-    "to_micros",
-]
 
 approvals = Table(
     "approvals",
@@ -203,3 +211,52 @@ approvals = Table(
     # The whole approval (call, summary, votes) as JSON; the columns above are for lookups.
     Column("doc", _JSON, nullable=False),
 )
+
+breakglass = Table(
+    "breakglass",
+    metadata,
+    Column("breakglass_id", _ID, primary_key=True),
+    Column("task_id", _ID, nullable=False, index=True),
+    Column("state", _WORD, nullable=False),
+    Column("requested_at", UtcMicros, nullable=False),
+    # The whole request as JSON text, written by tether.store.breakglass.
+    Column("doc", Text, nullable=False),
+)
+
+RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
+    "tether_meta": ("SELECT",),
+    "audit_head": ("SELECT", "UPDATE"),  # UPDATE also for SELECT ... FOR UPDATE
+    "audit": ("SELECT", "INSERT"),
+    "tasks": ("SELECT", "INSERT", "UPDATE"),
+    "grants": ("SELECT", "INSERT", "UPDATE"),
+    "decisions": ("SELECT", "INSERT"),
+    "effects": ("SELECT", "INSERT"),
+    "approvals": ("SELECT", "INSERT", "UPDATE"),
+    "breakglass": ("SELECT", "INSERT", "UPDATE"),
+}
+"""What a running tether needs on each table once the schema exists, and no more.
+
+Nothing is ever deleted, and an audit record is never changed after it is written: a role with
+only these privileges cannot rewrite or remove history, whatever a compromised replica sends.
+"""
+
+__all__ = [
+    "HEAD_ROW_ID",
+    "RUNTIME_PRIVILEGES",
+    "SCHEMA_VERSION",
+    "SCHEMA_VERSION_KEY",
+    "JsonText",
+    "UtcMicros",
+    "approvals",
+    "audit",
+    "audit_head",
+    "breakglass",
+    "decisions",
+    "effects",
+    "from_micros",
+    "grants",
+    "meta",
+    "metadata",
+    "tasks",
+    "to_micros",
+]

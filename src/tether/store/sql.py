@@ -1,12 +1,14 @@
 """``SqlStore``: the one SQL implementation of the service's ``Store`` port.
 
-It runs on SQLite today and is written for PostgreSQL too: portable SQLAlchemy Core throughout,
-with the per-backend setup kept in :mod:`tether.store.dialect`.
+It runs on SQLite (the embedded default) and PostgreSQL (several replicas on one database):
+portable SQLAlchemy Core throughout, with the per-backend setup kept in
+:mod:`tether.store.dialect`.
 
 Every mutation is one write transaction, committed once:
 
-1. lock the chain head (``SELECT ... FOR UPDATE`` on ``audit_head``; on SQLite the transaction
-   began with ``BEGIN IMMEDIATE``, which already holds the database's write lock);
+1. lock the chain head (``SELECT ... FOR UPDATE`` on ``audit_head``, waiting at most the busy
+   timeout; on SQLite the transaction began with ``BEGIN IMMEDIATE``, which already holds the
+   database's write lock);
 2. make the change, which may find there is nothing to do (``end_task`` on a task that is not
    open) or refuse (a second effect for a decision) before anything is written;
 3. seal the audit entry after the head, insert it and move the head.
@@ -18,14 +20,15 @@ answers with a guess.
 
 Error codes: mutations and reads of tasks, grants, decisions and effects raise
 ``Unavailable(STORE_UNAVAILABLE)``; ``append_audit``, ``audit_records`` and ``chain_head`` raise
-``Unavailable(AUDIT_UNAVAILABLE)``. Messages carry the driver's one-line reason, never SQL,
-parameters or the database URL.
+``Unavailable(AUDIT_UNAVAILABLE)``, on every backend alike. Messages carry a one-line reason
+(:func:`tether.store.dialect.reason`), never SQL, parameters, the database URL, its host or its
+password; neither does ``repr``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,21 +40,13 @@ from sqlalchemy import (
     Engine,
     Integer,
     bindparam,
-    create_engine,
     func,
     insert,
     inspect,
     select,
     update,
 )
-from sqlalchemy.exc import (
-    ArgumentError,
-    DBAPIError,
-    IntegrityError,
-    NoSuchModuleError,
-    SQLAlchemyError,
-    StatementError,
-)
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tether.core.approval import Approval, ApprovalState
 from tether.core.audit import GENESIS_HASH, AuditRecord, ChainHead, seal
@@ -69,7 +64,14 @@ from tether.core.task import Grant, GrantState, Task, TaskState
 from tether.service.ports import AuditEntry, DecisionRecord, TaskActivity
 from tether.store import approvals as approvals_sql
 from tether.store import codec
-from tether.store.dialect import WRITE_OPTION, install
+from tether.store.dialect import (
+    WRITE_OPTION,
+    make_engine,
+    postgres_url,
+    read_options,
+    reason,
+    serialize_bootstrap,
+)
 from tether.store.schema import (
     HEAD_ROW_ID,
     SCHEMA_VERSION,
@@ -84,9 +86,14 @@ from tether.store.schema import (
     metadata,
     tasks,
 )
+from tether.store.watchdog import Watchdog
 
 DEFAULT_BUSY_TIMEOUT: Final = timedelta(seconds=5)
+DEFAULT_STATEMENT_TIMEOUT: Final = timedelta(seconds=10)
+DEFAULT_CONNECT_TIMEOUT: Final = timedelta(seconds=5)
+DEFAULT_POOL_SIZE: Final = 5
 DEFAULT_PAGE_SIZE: Final = 500
+_DEADLINE_SLACK: Final = timedelta(seconds=1)
 
 _STORE = ErrorCode.STORE_UNAVAILABLE
 _AUDIT = ErrorCode.AUDIT_UNAVAILABLE
@@ -160,23 +167,35 @@ class SqlStore:
         *,
         busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
         page_size: int = DEFAULT_PAGE_SIZE,
+        statement_timeout: timedelta = DEFAULT_STATEMENT_TIMEOUT,
+        connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
-        """Open the database at ``url``, creating tether's tables on first use.
+        """Open the database at ``url`` (``sqlite:///...`` or ``postgresql://...``), creating
+        tether's tables on first use.
 
-        ``busy_timeout`` is how long a writer waits for another writer's lock (SQLite); raises
-        ``ConfigurationError`` for a URL or schema version this tether cannot use and
-        ``Unavailable`` when the database cannot be reached.
+        ``busy_timeout`` is how long a writer waits for another writer's lock (SQLite's
+        ``busy_timeout``, PostgreSQL's ``lock_timeout``). The other settings apply to PostgreSQL
+        only: see :meth:`postgres`. Raises ``ConfigurationError`` for a URL or schema version
+        this tether cannot use and ``Unavailable`` when the database cannot be reached.
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        try:
-            engine = create_engine(url)
-        except (ArgumentError, NoSuchModuleError, ImportError):
-            raise ConfigurationError(
-                "the store URL names no database tether can use, or its driver is not "
-                "installed; use sqlite:///path/to/tether.db or postgresql+psycopg://..."
-            ) from None
-        install(engine, busy_timeout=busy_timeout)
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        # The deadline on a call to a server that stopped answering: past the server's own
+        # limits (a lock wait, then statements), so a live server always answers first.
+        self._watchdog = Watchdog(busy_timeout + statement_timeout + _DEADLINE_SLACK)
+        engine = make_engine(
+            url,
+            busy_timeout=busy_timeout,
+            statement_timeout=statement_timeout,
+            connect_timeout=connect_timeout,
+            pool_size=pool_size,
+            watchdog=self._watchdog,
+        )
+        self._backend: str = engine.dialect.name
+        self._read_options = read_options(engine)
         self._engine: Engine | None = engine
         self._page_size = page_size
         try:
@@ -196,6 +215,45 @@ class SqlStore:
         """Open or create the SQLite database file at ``path`` (WAL, ``synchronous=NORMAL``)."""
         url = URL.create("sqlite+pysqlite", database=str(Path(path).absolute()))
         return cls(url, busy_timeout=busy_timeout, page_size=page_size)
+
+    @classmethod
+    def postgres(
+        cls,
+        dsn: str,
+        *,
+        lock_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
+        statement_timeout: timedelta = DEFAULT_STATEMENT_TIMEOUT,
+        connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> SqlStore:
+        """Open tether's store in the PostgreSQL database ``dsn`` names, creating its tables on
+        first use (safe when several replicas start at once).
+
+        ``dsn`` is a URL (``postgresql://``, ``postgres://`` or ``postgresql+psycopg://``; query
+        parameters are libpq's) or a libpq ``key=value`` string. ``lock_timeout`` bounds the wait
+        for the chain head another writer holds; ``statement_timeout`` bounds every statement and
+        how long a session may sit idle inside a transaction; ``connect_timeout`` bounds
+        connecting and waiting for a pooled connection. The pool keeps ``pool_size`` connections
+        and opens up to as many again under load; each is pinged before use.
+        """
+        return cls(
+            postgres_url(dsn),
+            busy_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+            connect_timeout=connect_timeout,
+            pool_size=pool_size,
+            page_size=page_size,
+        )
+
+    def __repr__(self) -> str:
+        # Never the URL: it may carry a password, and its host is nobody else's business.
+        return f"SqlStore({self._backend}, {'open' if self._engine is not None else 'closed'})"
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend
 
     # -- tasks and grants ----------------------------------------------------------------------
 
@@ -379,7 +437,7 @@ class SqlStore:
                 raise NotFound(f"no approval {approval_id}", code=ErrorCode.APPROVAL_NOT_FOUND)
             before = approvals_sql.from_doc(row.doc)
             after = apply(before)
-            tx.conn.execute(
+            moved = tx.conn.execute(
                 approvals_sql.REPLACE,
                 {
                     "b_id": approval_id,
@@ -388,6 +446,11 @@ class SqlStore:
                     "b_doc": approvals_sql.to_doc(after),
                 },
             )
+            # The head lock makes this impossible; checked so a broken lock cannot lose a vote.
+            if moved.rowcount != 1:
+                raise Unavailable(
+                    "the approval changed during the vote; nothing was written", code=_STORE
+                )
             tx.append(audit(after))
             return after
 
@@ -491,7 +554,7 @@ class SqlStore:
     def ping(self) -> None:
         """Take the write lock and the chain head, then roll back: reachable *and* writable."""
         engine = self._live(_STORE)
-        with _translate(_STORE, "be written"), engine.connect() as conn:
+        with _translate(_STORE, "be written"), engine.connect() as conn, self._guard(conn):
             conn.execution_options(**{WRITE_OPTION: True})
             tx = conn.begin()
             try:
@@ -504,6 +567,7 @@ class SqlStore:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
+        self._watchdog.close()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -513,16 +577,22 @@ class SqlStore:
             raise Unavailable("the store is closed", code=code)
         return engine
 
+    def _guard(self, conn: Connection) -> AbstractContextManager[None]:
+        """The client-side deadline on ``conn`` (PostgreSQL; SQLite has its busy timeout)."""
+        if self._backend != "postgresql":
+            return nullcontext()
+        return self._watchdog.guard(conn.connection.dbapi_connection)
+
     @contextmanager
     def _read(self, code: ErrorCode, action: str) -> Iterator[Connection]:
         engine = self._live(code)
-        with _translate(code, action), engine.connect() as conn:
-            yield conn
+        with _translate(code, action), engine.connect() as conn, self._guard(conn):
+            yield conn.execution_options(**self._read_options)
 
     @contextmanager
     def _write_conn(self, code: ErrorCode, action: str) -> Iterator[Connection]:
         engine = self._live(code)
-        with _translate(code, action), engine.connect() as conn:
+        with _translate(code, action), engine.connect() as conn, self._guard(conn):
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
@@ -535,6 +605,8 @@ class SqlStore:
     def _bootstrap(self) -> None:
         """Create the schema on first open; refuse a schema version this code does not know."""
         with self._write_conn(_STORE, "open the database") as conn:
+            # INVARIANT: one replica at a time checks and creates the schema.
+            serialize_bootstrap(conn)
             found: str | None = None
             if inspect(conn).has_table(meta.name):
                 found = conn.execute(
@@ -642,15 +714,7 @@ def _translate(code: ErrorCode, action: str) -> Iterator[None]:
 
 def _unavailable(code: ErrorCode, action: str, exc: SQLAlchemyError) -> Unavailable:
     return Unavailable(
-        f"the store could not {action} ({_reason(exc)}); check that the database is reachable, "
+        f"the store could not {action} ({reason(exc)}); check that the database is reachable, "
         "writable and not locked by another process",
         code=code,
     )
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's one-line reason (``database is locked``), never the statement."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first[:200]
