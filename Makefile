@@ -5,10 +5,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e './sdk[openai-agents,langchain,langgraph,mcp]'
 	touch $(STAMP)
 
 ## Run the embedded default: a real server on loopback, SQLite, dev identity, example policies.
@@ -17,8 +18,8 @@ demo: $(STAMP)
 
 ## Lint, type-check, check the layering, and run every test.
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src sdk tests bench
+	$(VENV)/bin/ruff format --check src sdk tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	bash scripts/ensure-postgres.sh

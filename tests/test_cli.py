@@ -198,4 +198,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "via analyst" in out  # the delegated helper's calls carry the chain
     assert "break_glass" in out and "BREAK-GLASS" in out
     assert "unused: send email.send" in out  # the least-privilege report on the demo's log
+    for code in ("budget_exceeded", "workflow_out_of_order", "egress_needs_approval"):
+        assert code in out, code
     assert "intact" in out

@@ -35,11 +35,13 @@ from tether.identity import (
 from tether.identity.approvers import CompositeApprovers, OidcApprovers, StaticApprovers
 from tether.notify import WebhookNotifier
 from tether.policy import CedarPolicyEngine
+from tether.policy.flows import load_egress, load_workflows
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService, BreakGlassSettings
 from tether.service.clock import SystemClock
 from tether.service.effects import EffectService
+from tether.service.flows import Flows, FlowSettings
 from tether.service.ports import Clock, WorkloadVerifier
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
@@ -209,6 +211,8 @@ def open_runtime(
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     policy = CedarPolicyEngine.load(config.policy_dir)
+    workflows = load_workflows(config.policy_dir)
+    egress = load_egress(config.policy_dir)
     verifier = build_verifier(config)
     grant_key = SigningKey.load_or_create(config.data_dir / "keys" / "grant-signing.pem")
     signer = GrantTokenSigner(grant_key)
@@ -239,6 +243,7 @@ def open_runtime(
         recorder=recorder,
         settings=config.breakglass,
     )
+    flows = Flows(store=store, workflows=workflows, egress=egress, settings=FlowSettings())
     return Runtime(
         config=config,
         store=store,
@@ -254,6 +259,7 @@ def open_runtime(
             ids=ids,
             recorder=recorder,
             settings=config.settings,
+            flows=flows,
         ),
         authorizer=Authorizer(
             store=store,
@@ -264,6 +270,7 @@ def open_runtime(
             recorder=recorder,
             approvals=approvals,
             breakglass=breakglass,
+            flows=flows,
         ),
         effects=EffectService(
             store=store, clock=clock, ids=ids, recorder=recorder, settings=config.settings

@@ -30,6 +30,7 @@ from tether.api.models import (
     VerdictOut,
 )
 from tether.api.ui import install_ui
+from tether.core.budget import Budgets
 from tether.core.call import Call
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
@@ -41,6 +42,7 @@ from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
+from tether.service.flows import Expect
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
@@ -188,12 +190,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
             Intent(body.intent.workflow, body.intent.purpose, body.intent.on_behalf_of),
             scopes,
             body.ttl_seconds,
+            Budgets.from_json(body.budgets) if body.budgets is not None else None,
         )
         return {
             "task_id": opened.task.task_id,
             "grant": opened.token,
             "expires_at": opened.task.expires_at.isoformat(),
             "granted": [s.to_json() for s in opened.grant.scopes],
+            "budgets": opened.task.budgets.to_json(),
             "refused": [r.to_json() for r in opened.refused],
             "policy_revision": opened.grant.policy_revision,
         }
@@ -214,13 +218,20 @@ def create_app(deps: ApiDeps) -> FastAPI:
             ) from None
         scopes = [Scope.from_json(s.model_dump(mode="json")) for s in body.scopes]
         opened = deps.tasks.delegate(
-            agent, TaskId(task_id), body.grant, child, scopes, body.ttl_seconds
+            agent,
+            TaskId(task_id),
+            body.grant,
+            child,
+            scopes,
+            body.ttl_seconds,
+            Budgets.from_json(body.budgets) if body.budgets is not None else None,
         )
         return {
             "task_id": opened.task.task_id,
             "grant": opened.token,
             "expires_at": opened.task.expires_at.isoformat(),
             "granted": [s.to_json() for s in opened.grant.scopes],
+            "budgets": opened.task.budgets.to_json(),
             "refused": [r.to_json() for r in opened.refused],
             "policy_revision": opened.grant.policy_revision,
             "delegation": {
@@ -264,7 +275,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 code=ErrorCode.PAYLOAD_TOO_LARGE,
             )
         call = Call(body.tool, body.action, body.dataset, dict(body.args))
-        return deps.authorizer.authorize(agent, body.grant, call, body.approval_id).to_json()
+        expect = Expect(body.expect.records, body.expect.bytes) if body.expect else None
+        return deps.authorizer.authorize(
+            agent, body.grant, call, body.approval_id, expect=expect
+        ).to_json()
 
     @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
     def report_effect(body: EffectIn, agent: Workload = authenticated) -> dict[str, JSONValue]:

@@ -41,6 +41,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.TASK_NOT_OPEN: 409,
     ErrorCode.EFFECT_ALREADY_REPORTED: 409,
     ErrorCode.APPROVAL_NOT_PENDING: 409,
+    ErrorCode.BUDGET_EXCEEDED: 409,
     ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.AUDIT_UNAVAILABLE: 503,
     ErrorCode.POLICY_UNAVAILABLE: 503,

@@ -34,12 +34,34 @@ class ScopeIn(_Strict):
     )
 
 
+BUDGETS_DESCRIPTION = (
+    "Limits on what the task may take out: records, bytes, calls_per_minute, spend, and "
+    "by_classification: {confidential: {records, bytes}}."
+)
+
+
 class OpenTaskIn(_Strict):
     intent: IntentIn
     scopes: Annotated[list[ScopeIn], Field(min_length=1, max_length=64)]
     ttl_seconds: StrictInt | None = Field(
         default=None, description="Grant lifetime; defaults to 600 and is capped by the server."
     )
+    budgets: dict[str, Any] | None = Field(
+        default=None,
+        description=BUDGETS_DESCRIPTION,
+        examples=[
+            {
+                "records": 1000,
+                "calls_per_minute": 60,
+                "by_classification": {"confidential": {"records": 100}},
+            }
+        ],
+    )
+
+
+class ExpectIn(_Strict):
+    records: StrictInt | None = Field(default=None, ge=0)
+    bytes: StrictInt | None = Field(default=None, ge=0)
 
 
 class DelegateIn(_Strict):
@@ -52,6 +74,9 @@ class DelegateIn(_Strict):
     scopes: Annotated[list[ScopeIn], Field(min_length=1, max_length=64)]
     ttl_seconds: StrictInt | None = Field(
         default=None, description="Capped at the parent grant's remaining lifetime."
+    )
+    budgets: dict[str, Any] | None = Field(
+        default=None, description="Each limit at most the parent's; default: the parent's."
     )
 
 
@@ -83,6 +108,7 @@ class OpenTaskOut(BaseModel):
     refused: list[RefusalOut]
     policy_revision: str
     delegation: DelegationOut | None = None
+    budgets: dict[str, Any] = Field(default_factory=dict)
 
 
 class AuthorizeIn(_Strict):
@@ -94,6 +120,10 @@ class AuthorizeIn(_Strict):
     approval_id: Annotated[StrictStr, Field(max_length=64)] | None = Field(
         default=None,
         description="Retry an approval_required call with the approval a human gave for it.",
+    )
+    expect: ExpectIn | None = Field(
+        default=None,
+        description="What a read may take at most: its reservation against the task's budgets.",
     )
 
 

@@ -133,7 +133,8 @@ def _privileges_summary(workdir: Path) -> None:
         unused = ", ".join(f"{t.action.value} {t.tool}" for t in group.unused) or "nothing"
         agent = group.agent.rsplit("/", 1)[-1]
         console.print(
-            f"privileges: {agent} used {len(group.used_granted)} of {len(group.granted)} granted "
+            f"privileges: {agent} in {group.workflow}: used {len(group.used_granted)} of "
+            f"{len(group.granted)} granted "
             f"(ratio {float(group.ratio):.2f}); unused: {escape(unused)}",
             highlight=False,
         )
@@ -251,6 +252,59 @@ def _approve_on_the_web_page(
         f"/v1/approvals/{approval_id}", headers={"Authorization": f"Bearer {token}"}
     ).json()
     return str(shown.get("state"))
+
+
+def _exfiltration_guards(
+    client: httpx.Client, task: dict[str, Any], auth: Any, run: Any, number: int
+) -> int:
+    """Budgets, data-flow and declared workflows: the read-heavy agent's guard rails."""
+    mail = {"tool": "email.send", "action": "send", "args": {"to": "bob@example.com"}}
+    run(
+        str(number + 1),
+        Step("email after reading confidential CRM data", "analyst", mail, "approval_required"),
+    )
+    analytics = client.post(
+        "/v1/tasks",
+        json={
+            "intent": {**INTENT, "workflow": "weekly-analytics"},
+            "scopes": [{"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}],
+            "budgets": {"records": 100},
+        },
+        headers=auth("analyst"),
+    ).json()
+    console.print("opened an analytics task with a budget of 100 records")
+    read = {"tool": "crm.query", "action": "read", "dataset": "crm", "args": {}}
+    run(
+        str(number + 2),
+        Step("analytics read, up to 60 records", "analyst", read, "allow"),
+        grant=analytics["grant"],
+        expect={"records": 60},
+    )
+    run(
+        str(number + 3),
+        Step("another 60 records: over the budget", "analyst", read, "deny"),
+        grant=analytics["grant"],
+        expect={"records": 60},
+    )
+    refund = client.post(
+        "/v1/tasks",
+        json={
+            "intent": {**INTENT, "workflow": "refund"},
+            "scopes": [
+                {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]},
+                {"tool": "payments.transfer", "actions": ["spend"]},
+            ],
+        },
+        headers=auth("analyst"),
+    ).json()
+    console.print("opened a task declaring the 'refund' workflow: lookup → refund → notify")
+    spend = {"tool": "payments.transfer", "action": "spend", "args": {"amount": 40}}
+    run(
+        str(number + 4),
+        Step("refund before looking the order up", "analyst", spend, "deny"),
+        grant=refund["grant"],
+    )
+    return number + 4
 
 
 def _delegate(
@@ -388,7 +442,7 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
     table = Table("#", "agent", "call", "verdict", "reasons", "risks", "effect", title="calls")
     failures = 0
 
-    def run(number: str, step: Step, **extra: str) -> dict[str, Any]:
+    def run(number: str, step: Step, **extra: Any) -> dict[str, Any]:
         nonlocal failures
         body = {"grant": task["grant"], **step.call, **extra}
         verdict = client.post("/v1/authorize", json=body, headers=auth(step.agent)).json()
@@ -432,6 +486,7 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         verdict = run(str(number), step)
         if verdict.get("decision") == "approval_required":
             number = _approve_and_retry(client, workdir, step, verdict, run, number)
+    number = _exfiltration_guards(client, task, auth, run, number)
     number, child_grant = _delegate(client, task, auth, run, number)
     number = _break_glass(client, workdir, task, run, number)
     closed = client.post(f"/v1/tasks/{task['task_id']}/close", headers=auth("analyst"))

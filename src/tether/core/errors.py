@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     TASK_NOT_OPEN = "task_not_open"
     EFFECT_ALREADY_REPORTED = "effect_already_reported"
     APPROVAL_NOT_PENDING = "approval_not_pending"
+    BUDGET_EXCEEDED = "budget_exceeded"
     # Unavailable
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
@@ -93,6 +94,12 @@ class Conflict(TetherError):
     default_code = ErrorCode.TASK_NOT_OPEN
 
 
+class BudgetExceeded(Conflict):
+    """A reservation would pass a budget's limit (or the budget is closed)."""
+
+    default_code = ErrorCode.BUDGET_EXCEEDED
+
+
 class Unavailable(TetherError):
     default_code = ErrorCode.STORE_UNAVAILABLE
 
@@ -126,6 +133,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.TASK_NOT_OPEN: Conflict,
     ErrorCode.EFFECT_ALREADY_REPORTED: Conflict,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,
+    ErrorCode.BUDGET_EXCEEDED: Conflict,
     ErrorCode.STORE_UNAVAILABLE: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
@@ -136,6 +144,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
 
 __all__ = [
     "CODE_BRANCH",
+    "BudgetExceeded",
     "ConfigurationError",
     "Conflict",
     "ErrorCode",

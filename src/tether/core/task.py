@@ -7,10 +7,11 @@ reaching its expiry ends the grant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from tether.core.budget import Budgets
 from tether.core.ids import GrantId, TaskId
 from tether.core.scope import JSONValue, Scope
 
@@ -57,6 +58,12 @@ class Task:
     ended_at: datetime | None = None
     #: The task this one was delegated from, if any.
     parent_task_id: TaskId | None = None
+    #: Limits on what the task may take out (records, bytes, calls per minute, spend).
+    budgets: Budgets = field(default_factory=Budgets)
+    #: The highest classification the task has read ("" when none): its data-flow label.
+    label: str = ""
+    #: The last step of its declared workflow the task took (``None`` before the first).
+    workflow_step: str | None = None
 
     def is_open_at(self, now: datetime) -> bool:
         return self.state is TaskState.OPEN and now < self.expires_at

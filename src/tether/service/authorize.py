@@ -20,7 +20,7 @@ from tether.core.audit import AuditKind
 from tether.core.breakglass import BreakGlass
 from tether.core.call import Call
 from tether.core.checks import scope_violation
-from tether.core.errors import Conflict, TetherError, Unauthenticated
+from tether.core.errors import BudgetExceeded, Conflict, TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import (
     ApprovalId,
@@ -32,7 +32,7 @@ from tether.core.ids import (
     is_well_formed,
 )
 from tether.core.risks import Risk
-from tether.core.scope import ActionKind, JSONValue
+from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, GrantState, Task, TaskState
 from tether.core.verdict import (
     Decision,
@@ -44,6 +44,7 @@ from tether.core.verdict import (
 )
 from tether.service.approvals import ApprovalService
 from tether.service.breakglass import BreakGlassService
+from tether.service.flows import Expect, Flows
 from tether.service.ports import (
     AuditEntry,
     Clock,
@@ -75,6 +76,16 @@ class _Finding:
     #: Set when an active break-glass allowed what the normal pipeline would not.
     breakglass: BreakGlass | None = None
     overridden: tuple[Decision, tuple[Reason, ...]] | None = None
+    #: The workflow step the call takes and its dataset's classification (for progress).
+    step: str | None = None
+    classification: Classification | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _FlowFacts:
+    step: str | None
+    classification: Classification | None
+    expect: Expect | None
 
 
 _NEVER_OVERRIDDEN = frozenset(
@@ -121,6 +132,7 @@ class Authorizer:
         recorder: Recorder,
         approvals: ApprovalService,
         breakglass: BreakGlassService | None = None,
+        flows: Flows | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -130,6 +142,7 @@ class Authorizer:
         self._rec = recorder
         self._approvals = approvals
         self._breakglass = breakglass
+        self._flows = flows
 
     def authorize(
         self,
@@ -137,16 +150,20 @@ class Authorizer:
         grant_token: str,
         call: Call,
         approval_id: str | None = None,
+        *,
+        expect: Expect | None = None,
     ) -> Verdict:
         """Decide ``call`` for ``agent`` holding ``grant_token``; ``approval_id`` names an
-        approval a human gave for exactly this call. Never raises for a well-formed call:
-        every failure is a ``deny`` carrying its cause."""
+        approval a human gave for exactly this call; ``expect`` declares what a read may take
+        (its budget reservation). Never raises for a well-formed call: every failure is a
+        ``deny`` carrying its cause."""
         now = self._clock.now()
         try:
             finding = self._check(agent, grant_token, call)
         except TetherError as error:
             # A store that cannot answer must not let anything through.
             finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
+        flow = _FlowFacts(finding.step, finding.classification, expect)
         try:
             finding = self._breakglass_step(agent, call, finding)
         except TetherError as error:
@@ -161,7 +178,19 @@ class Authorizer:
                     _deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
                 )
         try:
-            verdict = self._record(agent, call, step, decision_id, now)
+            verdict = self._record(agent, call, step, decision_id, now, flow)
+        except BudgetExceeded as exceeded:
+            over = _deny(
+                ReasonCode.BUDGET_EXCEEDED,
+                exceeded.message,
+                step.finding.risks | {Risk.ASI02, Risk.ASI08},
+                step.finding.grant,
+                step.finding.task,
+            )
+            try:
+                verdict = self._record(agent, call, _ApprovalStep(over), decision_id, now)
+            except TetherError as error:
+                return self._unrecorded(over, decision_id, now, error)
         except Conflict:
             # Another retry used the approval between our check and our write: used once.
             used = _deny(
@@ -188,8 +217,18 @@ class Authorizer:
         step: _ApprovalStep,
         decision_id: DecisionId,
         now: datetime,
+        flow: _FlowFacts | None = None,
     ) -> Verdict:
         finding = step.finding
+        budget = progress = None
+        if (
+            flow is not None
+            and self._flows is not None
+            and finding.decision is Decision.ALLOW
+            and finding.task is not None
+        ):
+            budget = self._flows.charge(finding.task, call, flow.classification, flow.expect, now)
+            progress = self._flows.progress(finding.task, call, flow.classification, flow.step)
         verdict = Verdict(
             decision=finding.decision,
             decision_id=decision_id,
@@ -233,7 +272,24 @@ class Authorizer:
                     "reasons": [r.to_json() for r in reasons],
                 }
         entry = self._rec.entry(kind, now, agent=agent.id, task_id=record.task_id, body=body)
-        self._store.record_decision(record, entry, new_approval=step.new, use_approval=step.use)
+        if budget is not None:
+            body["budget_holds"] = [
+                {
+                    "task_id": h.task_id,
+                    "kind": h.kind.value,
+                    "classification": h.classification,
+                    "amount": h.amount,
+                }
+                for h in budget.holds
+            ]
+        self._store.record_decision(
+            record,
+            entry,
+            new_approval=step.new,
+            use_approval=step.use,
+            budget=budget,
+            progress=progress,
+        )
         return verdict
 
     def _unrecorded(
@@ -446,18 +502,60 @@ class Authorizer:
                 risks |= _ARG_RISKS
             return _Finding(Decision.DENY, (violation,), frozenset(risks), grant=grant, task=task)
 
+        classification = self._policy.classification(call.dataset) if call.dataset else None
+        step_name, egress, egress_reason = task.workflow_step, None, None
+        if self._flows is not None:
+            step_name, out_of_order = self._flows.step(task, call)
+            if out_of_order is not None:
+                return _Finding(
+                    Decision.DENY,
+                    (out_of_order,),
+                    frozenset(risks | {Risk.ASI01}),
+                    ("tether:workflow",),
+                    grant=grant,
+                    task=task,
+                )
+            egress, egress_reason = self._flows.egress_check(task, call)
+            if egress == "deny" and egress_reason is not None:
+                return _Finding(
+                    Decision.DENY,
+                    (egress_reason,),
+                    frozenset(risks | {Risk.ASI02}),
+                    ("tether:egress",),
+                    grant=grant,
+                    task=task,
+                )
+
         outcome = self._policy.decide(
             PolicyRequest(
                 agent=agent,
                 call=call,
-                classification=(
-                    self._policy.classification(call.dataset) if call.dataset else None
-                ),
+                classification=classification,
                 intent=task.intent,
                 task_id=task.task_id,
                 delegators=grant.delegators,
             )
         )
+        if (
+            egress == "approval"
+            and egress_reason is not None
+            and outcome.decision is not Decision.DENY
+        ):
+            # Data-flow: after confidential reads, sending out needs a human, whatever policy says.
+            return _Finding(
+                decision=Decision.APPROVAL_REQUIRED,
+                reasons=(
+                    egress_reason,
+                    *outcome.reasons[: 0 if outcome.decision is Decision.ALLOW else None],
+                ),
+                risks=frozenset(risks | outcome.risks | {Risk.ASI02}),
+                policy_ids=("tether:egress", *outcome.policy_ids),
+                grant=grant,
+                task=task,
+                approvers=max(1, outcome.approvers),
+                step=step_name,
+                classification=classification,
+            )
         return _Finding(
             decision=outcome.decision,
             reasons=outcome.reasons,
@@ -467,4 +565,6 @@ class Authorizer:
             grant=grant,
             task=task,
             approvers=outcome.approvers,
+            step=step_name,
+            classification=classification,
         )

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from tether.core.approval import Approval
 from tether.core.audit import AuditKind, AuditRecord, ChainHead
+from tether.core.budget import Hold
 from tether.core.call import Call
 from tether.core.effect import Effect
 from tether.core.identity import Workload
@@ -154,6 +155,26 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetCharge:
+    """What one decision reserves, and the limits to check it against, atomically."""
+
+    holds: tuple[Hold, ...]
+    #: (task_id, kind, classification) -> limit, for every limit the holds touch.
+    limits: dict[tuple[str, str, str], float]
+    #: (task_id, limit, since): at most ``limit`` allowed decisions on the task since ``since``.
+    rate: tuple[str, float, datetime] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """What an allowed call changes on its task: the data-flow label and the workflow step."""
+
+    task_id: TaskId
+    label: str
+    workflow_step: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskActivity:
     """What a task has done so far, for the approver's summary."""
 
@@ -197,10 +218,18 @@ class Store(Protocol):
         *,
         new_approval: tuple[Approval, AuditEntry] | None = None,
         use_approval: ApprovalId | None = None,
+        budget: BudgetCharge | None = None,
+        progress: TaskProgress | None = None,
     ) -> AuditRecord:
         """Record a decision; in the same transaction, create the approval it asks for, or
         move the approval it uses from approved to used (``Conflict`` if it is not approved,
-        ``NotFound`` if unknown; then nothing is written)."""
+        ``NotFound`` if unknown), reserve its budget holds (``BudgetExceeded`` when a limit
+        would be passed), and move its task's label and workflow step. On any refusal nothing
+        is written."""
+        ...
+
+    def decision_holds(self, decision_id: DecisionId) -> Sequence[tuple[Hold, float | None]]:
+        """The holds a decision made, each with its settled amount (``None`` until settled)."""
         ...
 
     def get_approval(self, approval_id: ApprovalId) -> Approval | None: ...

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tether.core.audit import AuditKind
+from tether.core.budget import Budgets
 from tether.core.checks import widening
 from tether.core.errors import (
     Conflict,
@@ -26,6 +27,7 @@ from tether.core.identity import Workload
 from tether.core.ids import IdFactory, TaskId
 from tether.core.scope import JSONValue, Scope
 from tether.core.task import Grant, GrantState, Intent, Task, TaskState, grant_is_usable
+from tether.service.flows import Flows
 from tether.service.ports import AuditEntry, Clock, GrantSigner, PolicyEngine, Store
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
@@ -70,7 +72,9 @@ class TaskService:
         ids: IdFactory,
         recorder: Recorder,
         settings: ServiceSettings,
+        flows: Flows | None = None,
     ) -> None:
+        self._flows = flows
         self._store = store
         self._policy = policy
         self._signer = signer
@@ -87,12 +91,27 @@ class TaskService:
         intent: Intent,
         requested: Sequence[Scope],
         ttl_seconds: int | None = None,
+        budgets: Budgets | None = None,
     ) -> OpenedTask:
         self._check_request(intent, requested, ttl_seconds)
         now = self._clock.now()
         granted: list[Scope] = []
         refused: list[Refusal] = []
+        flow = self._flows.workflows.get(intent.workflow) if self._flows else None
         for scope in requested:
+            if flow is not None and not flow.allows_scope(scope):
+                # A task that declares a workflow only gets what the workflow's steps use.
+                refused.append(
+                    Refusal(
+                        scope.tool,
+                        None,
+                        None,
+                        "outside_workflow",
+                        f"{scope.tool} with {', '.join(sorted(a.value for a in scope.actions))} "
+                        f"is not used by any step of the declared workflow {flow.name!r}",
+                    )
+                )
+                continue
             narrowed, why = self._narrow(agent, intent, scope)
             refused.extend(why)
             if narrowed is not None:
@@ -129,6 +148,7 @@ class TaskService:
             state=TaskState.OPEN,
             opened_at=now,
             expires_at=expires,
+            budgets=budgets or Budgets(),
         )
         grant = Grant(
             grant_id=self._ids.grant(),
@@ -156,6 +176,7 @@ class TaskService:
                     "refused": [r.to_json() for r in refused],
                     "expires_at": expires.isoformat(),
                     "policy_revision": grant.policy_revision,
+                    "budgets": task.budgets.to_json(),
                 },
             ),
         )
@@ -252,6 +273,7 @@ class TaskService:
         child: Workload,
         requested: Sequence[Scope],
         ttl_seconds: int | None = None,
+        budgets: Budgets | None = None,
     ) -> OpenedTask:
         """Hand a narrower slice of a task to another agent (RFC 8693 delegation).
 
@@ -299,6 +321,12 @@ class TaskService:
                 raise Forbidden(
                     f"a delegation may only narrow: {problem}", code=ErrorCode.DELEGATION_WIDENS
                 )
+        child_budgets = budgets if budgets is not None else parent_task.budgets
+        too_loose = child_budgets.narrower_than(parent_task.budgets)
+        if too_loose is not None:
+            raise Forbidden(
+                f"a delegation may only narrow: {too_loose}", code=ErrorCode.DELEGATION_WIDENS
+            )
         granted: list[Scope] = []
         refused: list[Refusal] = []
         for scope in requested:
@@ -324,6 +352,10 @@ class TaskService:
             opened_at=now,
             expires_at=expires,
             parent_task_id=parent_task.task_id,
+            budgets=child_budgets,
+            # The delegate starts with what its parent has read, and where it is in the workflow.
+            label=parent_task.label,
+            workflow_step=parent_task.workflow_step,
         )
         grant = Grant(
             grant_id=self._ids.grant(),

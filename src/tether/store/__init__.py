@@ -49,7 +49,7 @@ with ``USAGE`` on the schema and exactly :data:`RUNTIME_PRIVILEGES`::
     GRANT SELECT ON tether_meta TO tether_rt;
     GRANT SELECT, UPDATE ON audit_head TO tether_rt;      -- UPDATE also for SELECT ... FOR UPDATE
     GRANT SELECT, INSERT ON audit, decisions, effects TO tether_rt;
-    GRANT SELECT, INSERT, UPDATE ON tasks, grants, approvals, breakglass TO tether_rt;
+    GRANT SELECT, INSERT, UPDATE ON tasks, grants, approvals, breakglass, budget_holds TO tether_rt;
 
 tether never deletes a row nor changes an audit record, so the runtime role has no ``DELETE``,
 ``TRUNCATE`` or ``UPDATE`` on ``audit``: rewriting history takes the owner's credentials, not a

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.core.audit import AuditKind, AuditRecord, canonical_json
+from tether.core.budget import Budgets
 from tether.core.effect import Effect, EffectStatus
 from tether.core.ids import DecisionId, EffectId, GrantId, TaskId
 from tether.core.scope import ActionKind, JSONValue, Scope
@@ -57,6 +58,9 @@ def task_params(task: Task) -> dict[str, object]:
         "expires_at": task.expires_at,
         "ended_at": task.ended_at,
         "parent_task_id": task.parent_task_id,
+        "budgets": task.budgets.to_json(),
+        "label": task.label,
+        "workflow_step": task.workflow_step,
     }
 
 
@@ -79,6 +83,9 @@ def task_from_row(row: Row) -> Task:
         expires_at=row["expires_at"],
         ended_at=row["ended_at"],
         parent_task_id=None if row["parent_task_id"] is None else TaskId(row["parent_task_id"]),
+        budgets=Budgets.from_json(row["budgets"]),
+        label=str(row["label"]),
+        workflow_step=None if row["workflow_step"] is None else str(row["workflow_step"]),
     )
 
 

@@ -33,8 +33,10 @@ from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -45,7 +47,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version``."""
 
 SCHEMA_VERSION_KEY: Final = "schema_version"
@@ -125,6 +127,9 @@ tasks = Table(
     Column("expires_at", UtcMicros, nullable=False),
     Column("ended_at", UtcMicros, nullable=True),
     Column("parent_task_id", _ID, nullable=True, index=True),
+    Column("budgets", _JSON, nullable=False),
+    Column("label", _WORD, nullable=False),
+    Column("workflow_step", String(64), nullable=True),
     # The reaper's query: open tasks past their expiry, oldest first.
     Index("ix_tasks_state_expires_at", "state", "expires_at"),
 )
@@ -233,6 +238,7 @@ RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "effects": ("SELECT", "INSERT"),
     "approvals": ("SELECT", "INSERT", "UPDATE"),
     "breakglass": ("SELECT", "INSERT", "UPDATE"),
+    "budget_holds": ("SELECT", "INSERT", "UPDATE"),
 }
 """What a running tether needs on each table once the schema exists, and no more.
 
@@ -251,6 +257,7 @@ __all__ = [
     "audit",
     "audit_head",
     "breakglass",
+    "budget_holds",
     "decisions",
     "effects",
     "from_micros",
@@ -260,3 +267,19 @@ __all__ = [
     "tasks",
     "to_micros",
 ]
+
+
+budget_holds = Table(
+    "budget_holds",
+    metadata,
+    # One reservation a decision made against one limit of one task (its own or an ancestor's).
+    Column("decision_id", _ID, nullable=False, index=True),
+    Column("task_id", _ID, nullable=False),
+    Column("kind", _WORD, nullable=False),
+    Column("classification", _WORD, nullable=False),
+    Column("amount", Float, nullable=False),
+    # NULL until the effect settles it; then the real amount.
+    Column("settled", Float, nullable=True),
+    Column("over", Boolean, nullable=False),
+    Index("ix_budget_holds_task", "task_id", "kind", "classification"),
+)

@@ -50,6 +50,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, Statemen
 
 from tether.core.approval import Approval, ApprovalState
 from tether.core.audit import GENESIS_HASH, AuditRecord, ChainHead, seal
+from tether.core.budget import Hold
 from tether.core.effect import Effect
 from tether.core.errors import (
     ConfigurationError,
@@ -61,8 +62,15 @@ from tether.core.errors import (
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.scope import ActionKind
 from tether.core.task import Grant, GrantState, Task, TaskState
-from tether.service.ports import AuditEntry, DecisionRecord, TaskActivity
+from tether.service.ports import (
+    AuditEntry,
+    BudgetCharge,
+    DecisionRecord,
+    TaskActivity,
+    TaskProgress,
+)
 from tether.store import approvals as approvals_sql
+from tether.store import budgets as budgets_sql
 from tether.store import codec
 from tether.store.dialect import (
     WRITE_OPTION,
@@ -346,10 +354,17 @@ class SqlStore:
         *,
         new_approval: tuple[Approval, AuditEntry] | None = None,
         use_approval: ApprovalId | None = None,
+        budget: BudgetCharge | None = None,
+        progress: TaskProgress | None = None,
     ) -> AuditRecord:
         with self._write(_STORE, "record the decision") as tx:
             if use_approval is not None:
                 self._use_approval(tx, use_approval, decision.decision_id)
+            if budget is not None:
+                # INVARIANT: a budget is never overspent: checked and reserved under the lock.
+                budgets_sql.reserve(tx.conn, decision.decision_id, budget)
+            if progress is not None:
+                budgets_sql.apply_progress(tx.conn, progress)
             tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
             record = tx.append(audit)
             if new_approval is not None:
@@ -506,7 +521,12 @@ class SqlStore:
                     code=ErrorCode.EFFECT_ALREADY_REPORTED,
                 )
             tx.conn.execute(_INSERT_EFFECT, codec.effect_params(effect))
+            budgets_sql.settle(tx.conn, effect)
             return tx.append(audit)
+
+    def decision_holds(self, decision_id: DecisionId) -> Sequence[tuple[Hold, float | None]]:
+        with self._read(_STORE, "read the budget holds") as conn:
+            return budgets_sql.holds_of(conn, decision_id)
 
     def get_effect(self, decision_id: DecisionId) -> Effect | None:
         """The effect reported for ``decision_id``, if any (not part of the ``Store`` port)."""

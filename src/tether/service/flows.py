@@ -1,0 +1,157 @@
+"""The pipeline steps between scope and Cedar: declared workflow order, data-flow egress rules,
+and the budget charge a call makes (DESIGN: grant → scope → workflow step → budgets and data-flow
+→ Cedar → verdict).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tether.core.budget import ANY, BudgetKind, Budgets, Hold, holds_for
+from tether.core.call import Call
+from tether.core.dataflow import EgressRules, raise_label
+from tether.core.scope import ActionKind, Classification
+from tether.core.task import Task
+from tether.core.verdict import Reason, ReasonCode
+from tether.core.workflow import Workflow
+from tether.service.ports import BudgetCharge, Store, TaskProgress
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a read call declares it may take, for its budget reservation."""
+
+    records: int | None = None
+    bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    default_expected_records: int = 100
+    default_expected_bytes: int = 1_000_000
+
+
+class Flows:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        workflows: Mapping[str, Workflow],
+        egress: EgressRules,
+        settings: FlowSettings,
+    ) -> None:
+        self._store = store
+        self.workflows = dict(workflows)
+        self.egress = egress
+        self._settings = settings
+
+    # -- workflow --------------------------------------------------------------------------
+
+    def step(self, task: Task, call: Call) -> tuple[str | None, Reason | None]:
+        """The workflow step this call takes, or why it is out of order (ASI01)."""
+        flow = self.workflows.get(task.intent.workflow)
+        if flow is None:
+            return task.workflow_step, None
+        matched = flow.match(task.workflow_step, call.tool, call.action)
+        if matched is not None:
+            return matched, None
+        expected = flow.describe(flow.legal_after(task.workflow_step))
+        where = f"after step {task.workflow_step!r}" if task.workflow_step else "as the first step"
+        return None, Reason(
+            ReasonCode.WORKFLOW_OUT_OF_ORDER,
+            f"{call.action.value} {call.tool} is not a legal step {where} of the declared "
+            f"workflow {flow.name!r}; expected next: {expected}",
+        )
+
+    # -- data flow -------------------------------------------------------------------------
+
+    def egress_check(self, task: Task, call: Call) -> tuple[str | None, Reason | None]:
+        ruling = self.egress.verdict(task.label, call.tool, call.action)
+        if ruling is None:
+            return None, None
+        if ruling == "deny":
+            return ruling, Reason(
+                ReasonCode.EGRESS_BLOCKED,
+                f"this task has read {task.label} data; {call.tool} sends data out and is denied",
+            )
+        return ruling, Reason(
+            ReasonCode.EGRESS_NEEDS_APPROVAL,
+            f"this task has read {task.label} data; sending it out with {call.tool} needs a "
+            "human's approval",
+        )
+
+    def progress(
+        self, task: Task, call: Call, classification: Classification | None, step: str | None
+    ) -> TaskProgress | None:
+        label = raise_label(task.label, classification, call.action)
+        if label == task.label and step == task.workflow_step:
+            return None
+        return TaskProgress(task.task_id, label, step)
+
+    # -- budgets ---------------------------------------------------------------------------
+
+    def charge(
+        self,
+        task: Task,
+        call: Call,
+        classification: Classification | None,
+        expect: Expect | None,
+        now: datetime,
+    ) -> BudgetCharge | None:
+        chain = self._chain(task)
+        if not any(t.budgets.limits for t in chain):
+            return None
+        records = bytes_ = spend = None
+        if call.action is ActionKind.READ:
+            records = float(
+                expect.records
+                if expect and expect.records is not None
+                else self._settings.default_expected_records
+            )
+            bytes_ = float(
+                expect.bytes
+                if expect and expect.bytes is not None
+                else self._settings.default_expected_bytes
+            )
+        if call.action is ActionKind.SPEND:
+            amount = call.args.get("amount")
+            if isinstance(amount, int | float) and not isinstance(amount, bool):
+                spend = float(amount) if math.isfinite(amount) else math.inf
+        holds: list[Hold] = holds_for(
+            Budgets(),
+            [t.task_id for t in chain],
+            classification=classification,
+            records=records,
+            bytes_=bytes_,
+            spend=spend,
+        )
+        limits: dict[tuple[str, str, str], float] = {}
+        for t in chain:
+            for limit in t.budgets.limits:
+                limits[(t.task_id, limit.kind.value, limit.classification)] = limit.amount
+        # Only holds that meet a limit somewhere need writing.
+        kept = tuple(h for h in holds if (h.task_id, h.kind.value, h.classification) in limits)
+        rate_limit = task.budgets.get(BudgetKind.CALLS_PER_MINUTE, ANY)
+        rate = (
+            (task.task_id, rate_limit.amount, now - timedelta(seconds=60))
+            if rate_limit is not None
+            else None
+        )
+        if not kept and rate is None:
+            return None
+        return BudgetCharge(holds=kept, limits=limits, rate=rate)
+
+    def _chain(self, task: Task) -> list[Task]:
+        """The task and every task it was delegated from: a delegate's use counts for all."""
+        chain = [task]
+        current = task
+        while current.parent_task_id is not None and len(chain) < 16:
+            parent = self._store.get_task(current.parent_task_id)
+            if parent is None:
+                break
+            chain.append(parent)
+            current = parent
+        return chain
