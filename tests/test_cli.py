@@ -39,6 +39,8 @@ COMMANDS = [
     ["report", "privileges"],
     ["report", "risks"],
     ["report", "controls"],
+    ["agents", "revoke"],
+    ["agents", "restore"],
 ]
 
 

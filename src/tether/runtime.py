@@ -3,14 +3,22 @@ the use cases. Entry points (``tether serve``, the CLI, tests) build a :class:`R
 
 Data directory layout (created on first start, files 0600):
 
-    tether.db                SQLite store (WAL)
+    tether.db                SQLite store (WAL); absent when ``store_url`` names another database
     keys/grant-signing.pem   ES256 key signing grant tokens
     keys/dev-issuer.pem      ES256 key of the development SVID issuer (embedded default only)
     keys/audit-hmac.key      32-byte key for HMAC'ing sensitive values in audit records
+
+Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
+directory on a shared volume, or identical copies of it made before they start. They must: a grant
+signed with one replica's key is refused by another (``grant_invalid``), and an approval's call is
+bound by an HMAC under the audit key, so with two audit keys an approval raised on one replica never
+matches on another. Key files are created without clobbering, so replicas that first start together
+on an empty shared directory still end up with one key each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -36,6 +44,7 @@ from tether.identity.approvers import CompositeApprovers, OidcApprovers, StaticA
 from tether.notify import WebhookNotifier
 from tether.policy import CedarPolicyEngine
 from tether.policy.flows import load_egress, load_workflows
+from tether.service.agents import AgentService
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService, BreakGlassSettings
@@ -77,25 +86,44 @@ class RuntimeConfig:
     #: Approvers may sign in with this OIDC issuer (ID tokens for audience tether-approver).
     approver_oidc_issuer: str | None = None
     approver_oidc_jwks: str | None = None
+    #: The store's database URL (``postgresql://...`` for several replicas); ``None`` means SQLite
+    #: in the data directory. Kept out of ``repr``: it may carry a password.
+    store_url: str | None = field(default=None, repr=False)
 
     @property
     def production(self) -> bool:
         return self.environ.get("TETHER_ENV", "").lower() == "production"
 
 
+def _read_secret(path: Path) -> bytes:
+    data = path.read_bytes()
+    if len(data) < 32:
+        raise ConfigurationError(f"{path} is shorter than 32 bytes; delete it to regenerate")
+    return data
+
+
 def _load_or_create_secret(path: Path) -> bytes:
+    """The key at ``path``, or a new one written there (0600). Two processes creating it at
+    once (replicas first starting on a shared data directory) end up with one key: the loser
+    of the race reads the winner's file instead of replacing it."""
     if path.exists():
-        data = path.read_bytes()
-        if len(data) < 32:
-            raise ConfigurationError(f"{path} is shorter than 32 bytes; delete it to regenerate")
-        return data
+        return _read_secret(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # fails if the key appeared meanwhile: never clobber it
+        except FileExistsError:
+            return _read_secret(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     return data
 
 
@@ -106,7 +134,11 @@ def audit_mac(key: bytes) -> Callable[[bytes], str]:
     return mac
 
 
-def open_store(data_dir: Path) -> SqlStore:
+def open_store(data_dir: Path, store_url: str | None = None) -> SqlStore:
+    """The store at ``store_url`` (``postgresql://...``: one database for every replica), or
+    SQLite in ``data_dir`` when it is ``None``."""
+    if store_url is not None:
+        return SqlStore(store_url)
     data_dir.mkdir(parents=True, exist_ok=True)
     return SqlStore.sqlite(data_dir / "tether.db")
 
@@ -179,6 +211,7 @@ class Runtime:
     approvers: CompositeApprovers
     notifier: ApprovalNotifier
     breakglass: BreakGlassService
+    agents: AgentService
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -194,6 +227,7 @@ class Runtime:
             approvals=self.approvals,
             approvers=self.approvers,
             breakglass=self.breakglass,
+            agents=self.agents,
         )
 
     def close(self) -> None:
@@ -216,7 +250,7 @@ def open_runtime(
     verifier = build_verifier(config)
     grant_key = SigningKey.load_or_create(config.data_dir / "keys" / "grant-signing.pem")
     signer = GrantTokenSigner(grant_key)
-    store = open_store(config.data_dir)
+    store = open_store(config.data_dir, config.store_url)
     ids = IdFactory(random_bytes)
     recorder = Recorder(
         ids,
@@ -281,4 +315,5 @@ def open_runtime(
         ),
         notifier=notifier,
         breakglass=breakglass,
+        agents=AgentService(store=store, clock=clock, recorder=recorder),
     )

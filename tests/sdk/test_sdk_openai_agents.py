@@ -91,12 +91,10 @@ def test_allowed_runs_denied_reaches_the_model_approval_interrupts_and_resumes(
     assert "constraint_violated" in outputs["c2"]
     assert _tool_outputs(model, 2)["c3"] == "sent 500"
 
-    assert [d["decision"] for d in decisions(runtime)] == [
-        "allow",
-        "deny",
-        "approval_required",
-        "allow",
-    ]
+    made = [d["decision"] for d in decisions(runtime)]
+    # The Agents SDK runs one turn's tool calls concurrently: the first two land in either order.
+    assert sorted(made[:2]) == ["allow", "deny"]
+    assert made[2:] == ["approval_required", "allow"]
     assert [(e["status"], e["records"], e["recipient_count"]) for e in effects(runtime)] == [
         ("ok", 1, 0),
         ("ok", None, 1),

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether import __version__
+from tether.api.agents import install_agent_routes
 from tether.api.approvals import install_approval_routes
 from tether.api.authzen import install_authzen_routes
 from tether.api.breakglass import install_breakglass_routes
@@ -38,6 +39,7 @@ from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
 from tether.core.scope import JSONValue, Scope, is_valid_name
 from tether.core.task import Intent
 from tether.logs import get_logger
+from tether.service.agents import AgentService
 from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService
@@ -66,6 +68,7 @@ class ApiDeps:
     approvals: ApprovalService
     approvers: ApproverVerifier
     breakglass: BreakGlassService
+    agents: AgentService
 
 
 class BodyLimit:
@@ -302,5 +305,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_approval_routes(app, deps, authenticated)
     install_authzen_routes(app, deps, authenticated)
     install_breakglass_routes(app, deps)
+    install_agent_routes(app, deps)
     install_ui(app, deps)
     return app

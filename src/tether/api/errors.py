@@ -33,6 +33,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.NOT_AN_APPROVER: 403,
     ErrorCode.DELEGATION_WIDENS: 403,
     ErrorCode.DELEGATION_TOO_DEEP: 403,
+    ErrorCode.AGENT_REVOKED: 403,
     ErrorCode.TASK_NOT_FOUND: 404,
     ErrorCode.DECISION_NOT_FOUND: 404,
     ErrorCode.NOT_FOUND: 404,

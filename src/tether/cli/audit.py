@@ -1,4 +1,5 @@
-"""``tether audit``: export, verify and tail the hash-chained audit log."""
+"""``tether audit``: export, verify and tail the hash-chained audit log, in the data directory's
+SQLite store or in the database ``--store-url`` names (the one chain of all replicas)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.cli.serve import StoreUrl, store_url_of
 from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
 from tether.core.errors import Unavailable
 from tether.runtime import open_store
+from tether.store import SqlStore
 
 app = typer.Typer(help="Export, verify and read the audit log.")
 
@@ -33,16 +36,26 @@ def _require_store(data_dir: Path) -> Path:
     return data_dir
 
 
+def _open(data_dir: Path, store_url: str | None) -> tuple[SqlStore, str]:
+    """The store to read, and its name in messages: never the URL, which may hold a password."""
+    url = store_url_of(store_url)
+    if url is None:
+        return open_store(_require_store(data_dir)), str(data_dir)
+    store = open_store(data_dir, url)
+    return store, f"{store.backend} store"
+
+
 @app.command("export")
 def export(
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    store_url: StoreUrl = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (stdout by default).")
     ] = None,
 ) -> None:
     """Write the whole chain as JSON lines, oldest first."""
     with tether_errors():
-        store = open_store(_require_store(data_dir))
+        store, _ = _open(data_dir, store_url)
         try:
             if output is None:
                 for record in store.audit_records():
@@ -104,6 +117,7 @@ def verify(
             "--file", "-f", help="Verify an exported JSON-lines file instead.", dir_okay=False
         ),
     ] = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """Check the hash chain; exit 1 naming the first bad record on any break."""
     with tether_errors():
@@ -112,15 +126,25 @@ def verify(
                 fail(f"{file} does not exist", "file_not_found")
             _report(verify_chain(_read_file(file)), str(file))
             return
-        store = open_store(_require_store(data_dir))
+        store, source = _open(data_dir, store_url)
         try:
             report = verify_chain(store.audit_records(), store.chain_head())
         except Unavailable as error:
+            if not _reachable(store):  # a server that went away mid-read proves nothing
+                fail(f"the store stopped answering: {error.message} ({source})", error.code.value)
             # A record the store cannot even read back is a break in the chain, not an outage.
-            fail(f"chain unreadable: {error.message} ({data_dir})", "chain_broken", 1)
+            fail(f"chain unreadable: {error.message} ({source})", "chain_broken", 1)
         finally:
             store.close()
-        _report(report, str(data_dir))
+        _report(report, source)
+
+
+def _reachable(store: SqlStore) -> bool:
+    try:
+        store.ping()
+    except Unavailable:
+        return False
+    return True
 
 
 def _summary(record: AuditRecord) -> str:
@@ -148,10 +172,11 @@ def _summary(record: AuditRecord) -> str:
 def tail(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10000)] = 20,
+    store_url: StoreUrl = None,
 ) -> None:
     """Show the most recent records."""
     with tether_errors():
-        store = open_store(_require_store(data_dir))
+        store, _ = _open(data_dir, store_url)
         try:
             head = store.chain_head()
             start = max(0, (head.seq if head else 0) - lines)

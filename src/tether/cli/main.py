@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import approvals, audit, breakglass, demo, dev
+from tether.cli import agents, approvals, audit, breakglass, demo, dev
 from tether.cli import mcp as mcp_cli
 from tether.cli import policy as policy_cli
 from tether.cli import proxy as proxy_cli
@@ -41,6 +41,7 @@ app.add_typer(approvals.approvals_app, name="approvals")
 app.add_typer(breakglass.app, name="breakglass")
 app.add_typer(secrets_cli.app, name="secrets")
 app.add_typer(report_cli.app, name="report")
+app.add_typer(agents.app, name="agents")
 
 
 def main() -> None:

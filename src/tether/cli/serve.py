@@ -1,4 +1,5 @@
-"""``tether serve``: the HTTP API on one process with the embedded SQLite store."""
+"""``tether serve``: the HTTP API, on the embedded SQLite store or, for several replicas, on one
+PostgreSQL database (``--store-url`` / ``TETHER_DATABASE_URL``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,24 @@ from tether.logs import configure_logging, get_logger
 from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
 
 log = get_logger("tether.serve")
+
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store-url",
+        envvar="TETHER_DATABASE_URL",
+        help="The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every "
+        "replica names the same one and shares the data directory's keys. Prefer the env var "
+        "(a command line is visible to other users). Default: SQLite in the data directory.",
+    ),
+]
+
+
+def store_url_of(value: str | None) -> str | None:
+    """The ``--store-url`` given, or ``None`` (SQLite in the data directory) when it is empty."""
+    if value is None:
+        return None
+    return value.strip() or None
 
 
 class Housekeeping:
@@ -87,8 +106,10 @@ def serve(
         float, typer.Option(min=0.2, help="Seconds between sweeps.")
     ] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    store_url: StoreUrl = None,
 ) -> None:
-    """Run the tether HTTP API (embedded SQLite, dev identity issuer unless production)."""
+    """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
+    production)."""
     configure_logging(log_level)
     with tether_errors():
         config = RuntimeConfig(
@@ -102,13 +123,15 @@ def serve(
             approver_oidc_issuer=approver_oidc_issuer,
             approver_oidc_jwks=approver_oidc_jwks,
             public_url=public_url,
+            store_url=store_url_of(store_url),
         )
         runtime = open_runtime(config)
     chores = Housekeeping(runtime, housekeeping_interval)
     chores.start()
     console.print(
         f"tether listening on http://{host}:{port}  policies {config.policy_dir} "
-        f"(revision {runtime.policy.revision[:12]})  data {data_dir}",
+        f"(revision {runtime.policy.revision[:12]})  data {data_dir}  "
+        f"store {runtime.store.backend}",
         highlight=False,
     )
     try:

@@ -28,6 +28,8 @@ class AuditKind(StrEnum):
     TASK_OPENED = "task_opened"
     TASK_DELEGATED = "task_delegated"
     TASK_REVOKED = "task_revoked"
+    AGENT_REVOKED = "agent_revoked"
+    AGENT_RESTORED = "agent_restored"
     TASK_REFUSED = "task_refused"
     TASK_CLOSED = "task_closed"
     TASK_EXPIRED = "task_expired"

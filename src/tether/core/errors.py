@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     NOT_AN_APPROVER = "not_an_approver"
     DELEGATION_WIDENS = "delegation_widens"
     DELEGATION_TOO_DEEP = "delegation_too_deep"
+    AGENT_REVOKED = "agent_revoked"
     # NotFound
     TASK_NOT_FOUND = "task_not_found"
     DECISION_NOT_FOUND = "decision_not_found"
@@ -125,6 +126,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.NOT_AN_APPROVER: Forbidden,
     ErrorCode.DELEGATION_WIDENS: Forbidden,
     ErrorCode.DELEGATION_TOO_DEEP: Forbidden,
+    ErrorCode.AGENT_REVOKED: Forbidden,
     ErrorCode.TASK_NOT_FOUND: NotFound,
     ErrorCode.DECISION_NOT_FOUND: NotFound,
     ErrorCode.NOT_FOUND: NotFound,

@@ -257,6 +257,26 @@ class Store(Protocol):
 
     def task_activity(self, task_id: TaskId) -> TaskActivity: ...
 
+    def revoke_agent(
+        self,
+        agent: str,
+        at: datetime,
+        reason: str,
+        by: str,
+        audit: AuditEntry,
+        end_audit: Callable[[Task], AuditEntry],
+        cascade: Callable[[Task], AuditEntry],
+    ) -> int:
+        """The kill switch: list the agent as revoked and end every open task it holds (and
+        their delegates) in one transaction; returns how many of its tasks were ended."""
+        ...
+
+    def restore_agent(self, agent: str, audit: AuditEntry) -> bool: ...
+
+    def is_agent_revoked(self, agent: str) -> bool: ...
+
+    def revoked_agents(self) -> list[tuple[str, datetime, str, str]]: ...
+
     def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None: ...
 
     def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:

@@ -94,6 +94,7 @@ class TaskService:
         budgets: Budgets | None = None,
     ) -> OpenedTask:
         self._check_request(intent, requested, ttl_seconds)
+        self._refuse_revoked(agent)
         now = self._clock.now()
         granted: list[Scope] = []
         refused: list[Refusal] = []
@@ -181,6 +182,14 @@ class TaskService:
             ),
         )
         return OpenedTask(task, grant, self._signer.sign(grant), tuple(refused))
+
+    def _refuse_revoked(self, agent: Workload) -> None:
+        # INVARIANT: a revoked agent (the kill switch) holds no authority until restored.
+        if self._store.is_agent_revoked(agent.id):
+            raise Forbidden(
+                f"agent {agent.id} is revoked; an operator must restore it first",
+                code=ErrorCode.AGENT_REVOKED,
+            )
 
     def _check_request(
         self, intent: Intent, requested: Sequence[Scope], ttl_seconds: int | None
@@ -307,6 +316,7 @@ class TaskService:
                 "delegate to another agent; an agent already holds its own grant",
                 code=ErrorCode.INVALID_FIELD,
             )
+        self._refuse_revoked(child)
         delegators = (*parent_grant.delegators, parent_agent.id)
         if len(delegators) > self._settings.max_delegation_depth:
             raise Forbidden(

@@ -239,6 +239,7 @@ RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "approvals": ("SELECT", "INSERT", "UPDATE"),
     "breakglass": ("SELECT", "INSERT", "UPDATE"),
     "budget_holds": ("SELECT", "INSERT", "UPDATE"),
+    "revoked_agents": ("SELECT", "INSERT", "UPDATE"),
 }
 """What a running tether needs on each table once the schema exists, and no more.
 
@@ -282,4 +283,17 @@ budget_holds = Table(
     Column("settled", Float, nullable=True),
     Column("over", Boolean, nullable=False),
     Index("ix_budget_holds_task", "task_id", "kind", "classification"),
+)
+
+
+revoked_agents = Table(
+    "revoked_agents",
+    metadata,
+    # The kill switch (OWASP ASI10): an agent listed here can open no task.
+    Column("agent", String(2048), primary_key=True),
+    Column("revoked_at", UtcMicros, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("revoked_by", Text, nullable=False),
+    # Restoring clears this; rows are never deleted (the runtime role has no DELETE).
+    Column("active", Boolean, nullable=False),
 )

@@ -69,6 +69,7 @@ from tether.service.ports import (
     TaskActivity,
     TaskProgress,
 )
+from tether.store import agents as agents_sql
 from tether.store import approvals as approvals_sql
 from tether.store import budgets as budgets_sql
 from tether.store import codec
@@ -293,38 +294,93 @@ class SqlStore:
     ) -> Task | None:
         if state is TaskState.OPEN:
             raise ValueError("end_task moves a task out of the open state")
-        grant_state = GrantState.EXPIRED if state is TaskState.EXPIRED else GrantState.REVOKED
         with self._write(_STORE, "end the task") as tx:
-            # INVARIANT: only an open task ends, once; ending it ends every grant it holds.
-            row = tx.conn.execute(
-                _END_TASK, {"b_id": task_id, "b_state": state.value, "b_at": at}
-            ).first()
-            if row is None:
-                return None  # not open (or unknown): nothing changed, no audit record
-            tx.conn.execute(_END_GRANTS, {"b_id": task_id, "b_state": grant_state.value})
+            return self._end_in(tx, task_id, state, at, audit, cascade)
+
+    def _end_in(
+        self,
+        tx: _Writer,
+        task_id: TaskId,
+        state: TaskState,
+        at: datetime,
+        audit: AuditEntry,
+        cascade: Callable[[Task], AuditEntry] | None,
+    ) -> Task | None:
+        grant_state = GrantState.EXPIRED if state is TaskState.EXPIRED else GrantState.REVOKED
+        # INVARIANT: only an open task ends, once; ending it ends every grant it holds.
+        row = tx.conn.execute(
+            _END_TASK, {"b_id": task_id, "b_state": state.value, "b_at": at}
+        ).first()
+        if row is None:
+            return None  # not open (or unknown): nothing changed, no audit record
+        tx.conn.execute(_END_GRANTS, {"b_id": task_id, "b_state": grant_state.value})
+        tx.append(audit)
+        # INVARIANT: ending a task ends every task delegated from it, at any depth.
+        child_state = TaskState.EXPIRED if state is TaskState.EXPIRED else TaskState.REVOKED
+        frontier = [task_id]
+        while frontier:
+            children = tx.conn.execute(
+                select(tasks.c.task_id).where(
+                    tasks.c.parent_task_id.in_(frontier),
+                    tasks.c.state == TaskState.OPEN.value,
+                )
+            ).all()
+            frontier = []
+            for (child_id,) in children:
+                ended = tx.conn.execute(
+                    _END_TASK, {"b_id": child_id, "b_state": child_state.value, "b_at": at}
+                ).first()
+                if ended is None:
+                    continue
+                tx.conn.execute(_END_GRANTS, {"b_id": child_id, "b_state": grant_state.value})
+                if cascade is not None:
+                    tx.append(cascade(codec.task_from_row(ended._mapping)))
+                frontier.append(child_id)
+        return codec.task_from_row(row._mapping)
+
+    # -- the kill switch (OWASP ASI10) ---------------------------------------------------------
+
+    def revoke_agent(
+        self,
+        agent: str,
+        at: datetime,
+        reason: str,
+        by: str,
+        audit: AuditEntry,
+        end_audit: Callable[[Task], AuditEntry],
+        cascade: Callable[[Task], AuditEntry],
+    ) -> int:
+        """List ``agent`` as revoked and end every open task it holds (and their delegates),
+        all in one transaction; returns how many of its own tasks were ended."""
+        with self._write(_STORE, "revoke the agent") as tx:
+            agents_sql.mark(tx.conn, agent, at, reason, by)
             tx.append(audit)
-            # INVARIANT: ending a task ends every task delegated from it, at any depth.
-            child_state = TaskState.EXPIRED if state is TaskState.EXPIRED else TaskState.REVOKED
-            frontier = [task_id]
-            while frontier:
-                children = tx.conn.execute(
-                    select(tasks.c.task_id).where(
-                        tasks.c.parent_task_id.in_(frontier),
-                        tasks.c.state == TaskState.OPEN.value,
-                    )
-                ).all()
-                frontier = []
-                for (child_id,) in children:
-                    ended = tx.conn.execute(
-                        _END_TASK, {"b_id": child_id, "b_state": child_state.value, "b_at": at}
-                    ).first()
-                    if ended is None:
-                        continue
-                    tx.conn.execute(_END_GRANTS, {"b_id": child_id, "b_state": grant_state.value})
-                    if cascade is not None:
-                        tx.append(cascade(codec.task_from_row(ended._mapping)))
-                    frontier.append(child_id)
-            return codec.task_from_row(row._mapping)
+            ended = 0
+            for task_id in agents_sql.open_task_ids(tx.conn, agent):
+                current = tx.conn.execute(_SELECT_TASK, {"b_id": task_id}).first()
+                if current is None:
+                    continue
+                task = codec.task_from_row(current._mapping)
+                if self._end_in(
+                    tx, TaskId(task_id), TaskState.REVOKED, at, end_audit(task), cascade
+                ):
+                    ended += 1
+            return ended
+
+    def restore_agent(self, agent: str, audit: AuditEntry) -> bool:
+        with self._write(_STORE, "restore the agent") as tx:
+            removed = agents_sql.unmark(tx.conn, agent)
+            if removed:
+                tx.append(audit)
+            return removed
+
+    def is_agent_revoked(self, agent: str) -> bool:
+        with self._read(_STORE, "check the agent") as conn:
+            return agents_sql.listed(conn, agent)
+
+    def revoked_agents(self) -> list[tuple[str, datetime, str, str]]:
+        with self._read(_STORE, "list revoked agents") as conn:
+            return agents_sql.all_listed(conn)
 
     def open_tasks_of(self, parent_task_id: TaskId) -> Sequence[Task]:
         """Open tasks delegated directly from ``parent_task_id``."""

@@ -1,0 +1,79 @@
+"""``tether agents``: the kill switch (OWASP ASI10), run by an operator on the server's store."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, tether_errors
+from tether.core.ids import IdFactory
+from tether.runtime import audit_mac, open_store
+from tether.service.agents import AgentService
+from tether.service.clock import SystemClock
+from tether.service.recording import Recorder
+from tether.store import SqlStore
+
+app = typer.Typer(help="Revoke an agent everywhere at once (the kill switch), or restore it.")
+
+
+def _service(path: Path) -> tuple[AgentService, SqlStore]:
+    store = open_store(path)
+    key_file = path / "keys" / "audit-hmac.key"
+    key = key_file.read_bytes() if key_file.exists() else os.urandom(32)
+    recorder = Recorder(IdFactory(os.urandom), audit_mac(key), frozenset())
+    return AgentService(store=store, clock=SystemClock(), recorder=recorder), store
+
+
+def _operator() -> str:
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator:unknown"
+
+
+@app.command("revoke")
+def revoke(
+    agent: Annotated[str, typer.Argument(help="The agent's SPIFFE ID (or OIDC issuer#subject).")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """End every task the agent holds, and refuse it any new one, until restored."""
+    with tether_errors():
+        service, store = _service(data_dir)
+        try:
+            ended = service.revoke(agent, reason, _operator())
+        finally:
+            store.close()
+    console.print(f"[bold red]revoked[/] {agent}: {ended} open task(s) ended", highlight=False)
+
+
+@app.command("restore")
+def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Let a revoked agent open tasks again."""
+    with tether_errors():
+        service, store = _service(data_dir)
+        try:
+            service.restore(agent, _operator())
+        finally:
+            store.close()
+    console.print(f"restored {agent}", highlight=False)
+
+
+@app.command("list")
+def list_revoked(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Revoked agents."""
+    with tether_errors():
+        service, store = _service(data_dir)
+        try:
+            rows = service.revoked()
+        finally:
+            store.close()
+    table = Table("agent", "revoked at", "by", "reason", title="revoked agents")
+    for agent, at, reason, by in rows:
+        table.add_row(agent, at[:19], by, reason)
+    console.print(table)

@@ -1,0 +1,179 @@
+"""Several tether replicas on one real PostgreSQL database, as ``tether serve`` runs them.
+
+Each replica is its own :class:`Runtime` (its own store handle and connection pool, its own
+policy engine, its own verified-token caches) served by its own uvicorn server on 127.0.0.1. They
+share only what real replicas share: the database (``store_url``) and the data directory with its
+keys. In-process replicas share one :class:`ManualClock`, as replicas share NTP-synchronised time;
+``test_processes`` runs real ``tether serve`` processes on the system clock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from pg_server import PostgresServer
+from support import INTENT, Agent, live_server, mint
+from tether.core.audit import AuditRecord
+from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
+from tether.service.clock import ManualClock
+from tether.service.settings import ServiceSettings
+from tether.store import SqlStore
+
+R = TypeVar("R")
+
+CRM: dict[str, object] = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
+READ: dict[str, object] = {"tool": "crm.query", "action": "read", "dataset": "crm"}
+PAY: dict[str, object] = {
+    "tool": "payments.transfer",
+    "actions": ["spend"],
+    "constraints": {"amount": {"max": 1000}},
+}
+BIG_TRANSFER: dict[str, object] = {
+    "tool": "payments.transfer",
+    "action": "spend",
+    "args": {"amount": 500, "to": "c-1042"},
+}
+OUTAGE_CODES = frozenset({"store_unavailable", "audit_unavailable"})
+
+
+@dataclass
+class Replica:
+    """One replica: its runtime and where it listens."""
+
+    name: str
+    runtime: Runtime
+    base_url: str
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+
+def replica_config(data_dir: Path, store_url: str) -> RuntimeConfig:
+    return RuntimeConfig(
+        data_dir=data_dir,
+        policy_dir=packaged_policies(),
+        environ={},
+        settings=ServiceSettings(plain_audit_args=frozenset({"amount"})),
+        store_url=store_url,
+    )
+
+
+@contextmanager
+def running_replicas(
+    data_dir: Path, store_url: str, clock: ManualClock, count: int
+) -> Iterator[list[Replica]]:
+    """``count`` replicas on ``store_url`` sharing ``data_dir`` (and so its keys)."""
+    with ExitStack() as stack:
+        started: list[Replica] = []
+        for n in range(count):
+            runtime = open_runtime(replica_config(data_dir, store_url), clock=clock)
+            stack.callback(runtime.close)
+            url = stack.enter_context(live_server(runtime))
+            started.append(Replica(chr(ord("a") + n), runtime, url))
+        yield started
+
+
+@contextmanager
+def fresh_database(server: PostgresServer) -> Iterator[str]:
+    """A new, empty database on ``server``; its SQLAlchemy URL. Dropped afterwards."""
+    name = f"r_{os.urandom(5).hex()}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
+    try:
+        yield server.url(name)
+    finally:
+        # A connection of its own: the test may have restarted the server meanwhile.
+        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
+class Agents:
+    """One agent identity speaking to every replica (as through a load balancer)."""
+
+    def __init__(self, replicas: Sequence[Replica], name: str, clock: ManualClock) -> None:
+        self.svid = mint(replicas[0].runtime, name, clock)
+        self._clients = [r.client() for r in replicas]
+        self.on = [Agent(c, self.svid) for c in self._clients]
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+
+def open_task(agent: Agent, scopes: list[dict[str, object]], **extra: object) -> dict[str, str]:
+    response = agent.client.post(
+        "/v1/tasks",
+        json={"intent": INTENT, "scopes": scopes, "ttl_seconds": 3600, **extra},
+        headers=agent.headers,
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def codes(verdict: dict[str, object]) -> list[str]:
+    reasons = verdict["reasons"]
+    assert isinstance(reasons, list)
+    return [str(r["code"]) for r in reasons]
+
+
+def race(calls: Sequence[Callable[[], R]]) -> list[R]:
+    """Run every call at once, each on its own thread, released together by a barrier."""
+    start = threading.Barrier(len(calls))
+    results: list[R | BaseException] = [RuntimeError("did not run")] * len(calls)
+
+    def run(n: int) -> None:
+        start.wait()
+        try:
+            results[n] = calls[n]()
+        except BaseException as exc:
+            results[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive(), "a racing call hung"
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]
+
+
+def post_authorize(replica: Replica, svid: str, body: dict[str, object]) -> httpx.Response:
+    """One authorize call on its own connection, as from a separate client."""
+    with replica.client() as client:
+        return client.post("/v1/authorize", json=body, headers={"Authorization": f"Bearer {svid}"})
+
+
+def decisions_in(records: Sequence[AuditRecord]) -> dict[str, str]:
+    """decision id → decision, from the audit log's decision records."""
+    found: dict[str, str] = {}
+    for record in records:
+        verdict = record.body.get("verdict")
+        decision_id = record.body.get("decision_id")
+        if isinstance(verdict, dict) and isinstance(decision_id, str):
+            assert decision_id not in found, f"decision {decision_id} recorded twice"
+            found[decision_id] = str(verdict.get("decision"))
+    return found
+
+
+@contextmanager
+def auditor(url: str) -> Iterator[SqlStore]:
+    """A store handle of its own on the replicas' database: an auditor's view of it."""
+    store = SqlStore(url)
+    try:
+        yield store
+    finally:
+        store.close()

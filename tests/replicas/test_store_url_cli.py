@@ -1,0 +1,85 @@
+"""``--store-url`` / ``TETHER_DATABASE_URL`` on ``tether serve`` and ``tether audit``: the same
+commands, on the replicas' database, never showing its password."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from replicas.harness import CRM, READ, Agents, Replica, open_task
+from tether.cli.main import app
+
+runner = CliRunner()
+
+
+def _traffic(agents: Callable[[str], Agents]) -> None:
+    analyst = agents("analyst")
+    task = open_task(analyst.on[0], [CRM])
+    for agent in analyst.on:
+        assert agent.authorize(task["grant"], **READ).json()["decision"] == "allow"
+    assert analyst.on[1].close(task["task_id"]).status_code == 200
+
+
+def test_audit_export_and_tail_read_the_shared_chain(
+    pair: list[Replica], agents: Callable[[str], Agents], store_url: str, tmp_path: Path
+) -> None:
+    _traffic(agents)
+    exported = tmp_path / "audit.jsonl"
+    done = runner.invoke(app, ["audit", "export", "--store-url", store_url, "-o", str(exported)])
+    assert done.exit_code == 0, done.output
+    lines = exported.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
+    assert runner.invoke(app, ["audit", "verify", "--file", str(exported)]).exit_code == 0
+    tail = runner.invoke(app, ["audit", "tail", "-n", "2"], env={"TETHER_DATABASE_URL": store_url})
+    assert tail.exit_code == 0, tail.output
+    cells = [line.split("│")[1:4] for line in tail.output.splitlines() if line.startswith("│")]
+    shown = [(seq.strip(), kind.strip()) for seq, _, kind in cells if seq.strip()]
+    assert shown == [(str(len(lines) - 1), "decision"), (str(len(lines)), "task_closed")]
+
+
+def test_audit_verify_names_the_first_bad_record_and_never_the_password(
+    pair: list[Replica], agents: Callable[[str], Agents], store_url: str
+) -> None:
+    _traffic(agents)
+    url = make_url(store_url)
+    # The database owner rewrites history (a replica's runtime role could not).
+    with psycopg.connect(
+        host=url.host, port=url.port, dbname=url.database, user=url.username, password=url.password
+    ) as owner:
+        owner.execute("UPDATE audit SET body = replace(body, 'allow', 'deny') WHERE seq = 2")
+    result = runner.invoke(app, ["audit", "verify", "--store-url", store_url])
+    assert result.exit_code == 1
+    assert "chain_broken" in result.output and "record 2" in result.output
+    assert "(postgresql store)" in result.output
+    assert str(url.password) not in result.output and str(url.port) not in result.output
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_replica_pointed_at_a_dead_database_refuses_to_start(tmp_path: Path) -> None:
+    dead = f"postgresql://tether:s3cret-pw@127.0.0.1:{_closed_port()}/tether"
+    for command in (["serve", "-d", str(tmp_path)], ["audit", "verify"]):
+        result = runner.invoke(app, command, env={"TETHER_DATABASE_URL": dead})
+        assert result.exit_code == 2, result.output
+        assert "store_unavailable" in result.output and "cannot connect" in result.output
+        assert "s3cret-pw" not in result.output
+    assert not (tmp_path / "tether.db").exists()  # no silent fall-back to SQLite
+
+
+def test_a_url_tether_cannot_use_is_a_configuration_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["audit", "verify", "--store-url", "mysql://root:hunter2@db/tether"]
+    )
+    assert result.exit_code == 2
+    assert "configuration" in result.output and "hunter2" not in result.output
