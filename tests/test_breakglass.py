@@ -11,6 +11,7 @@ from tether.service.clock import ManualClock
 
 TD = "spiffe://tether.local/agent/"
 READ = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
+UPDATE = {"tool": "crm.update", "actions": ["write"], "datasets": ["tickets"]}
 DELETE_SCOPE = {"tool": "crm.purge", "actions": ["delete"], "datasets": ["crm"]}
 DELETE_CALL = {"tool": "crm.purge", "action": "delete", "dataset": "crm", "args": {"id": "c-9"}}
 
@@ -119,7 +120,7 @@ def test_it_is_never_inherited_by_a_delegate(
     runtime: Runtime,
     clock: ManualClock,
 ) -> None:
-    task = open_task(analyst)
+    task = analyst.open_task([READ, UPDATE], ttl_seconds=3600).json()
     bg = request(client, task, humans["oncall"])
     path = f"/v1/breakglass/{bg['breakglass_id']}"
     client.post(path + "/approve", headers=humans["alice"])
@@ -132,15 +133,18 @@ def test_it_is_never_inherited_by_a_delegate(
     )
     assert widened.status_code == 403
     assert widened.json()["error"]["code"] == "delegation_widens"
-    # A delegate of the same task with a narrower grant still cannot reach the break-glass scope.
+    # A delegate of the same task, granted what the parent holds, still cannot reach the
+    # break-glass scope: break-glass is bound to the task's own agent.
     child = client.post(
         f"/v1/tasks/{task['task_id']}/delegate",
-        json={"grant": task["grant"], "agent": TD + "helper", "scopes": [READ]},
+        json={"grant": task["grant"], "agent": TD + "helper", "scopes": [UPDATE]},
         headers=analyst.headers,
     )
-    if child.status_code == 201:
-        verdict = helper.authorize(child.json()["grant"], **DELETE_CALL).json()
-        assert verdict["decision"] == "deny"
+    assert child.status_code == 201, child.text
+    verdict = helper.authorize(child.json()["grant"], **DELETE_CALL).json()
+    assert verdict["decision"] == "deny"
+    assert [r["code"] for r in verdict["reasons"]] == ["tool_not_in_scope"]
+    assert analyst.authorize(task["grant"], **DELETE_CALL).json()["decision"] == "allow"
 
 
 def test_a_no_ends_it_and_expiry_of_the_request(

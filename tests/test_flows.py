@@ -5,7 +5,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from support import INTENT, Agent, mint
 from tether.runtime import Runtime
@@ -114,8 +113,7 @@ def test_restricted_reads_block_egress_and_delegates_inherit_the_label(
 ) -> None:
     payroll = {"tool": "crm.query", "actions": ["read"], "datasets": ["payroll"]}
     task = open_with(analyst, [payroll, MAIL])
-    if not task["granted"] or task["granted"][0]["tool"] != "crm.query":  # type: ignore[index]
-        pytest.skip("policy does not grant payroll reads to the analyst")
+    assert [s["tool"] for s in task["granted"]] == ["crm.query", "email.send"]  # type: ignore[index, attr-defined]
     read = analyst.authorize(
         task["grant"], tool="crm.query", action="read", dataset="payroll"
     ).json()
