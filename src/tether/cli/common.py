@@ -30,6 +30,18 @@ DataDir = Annotated[
     ),
 ]
 
+PolicyDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--policies",
+        "-p",
+        help="Policy directory (*.cedar, schema.cedarschema, catalog.yaml). "
+        "Default: the bundled example policies.",
+        file_okay=False,
+        exists=True,
+    ),
+]
+
 
 def fail(message: str, code: str = "error", exit_code: int = 2) -> NoReturn:
     """Print one line that says what was wrong and what to do, then exit non-zero."""

@@ -14,7 +14,15 @@ import typer
 import uvicorn
 from rich.table import Table
 
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, err_console, fail, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    PolicyDir,
+    console,
+    err_console,
+    fail,
+    tether_errors,
+)
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.core.secret import Secret
@@ -55,16 +63,7 @@ def mcp_gateway(
         typer.Option("--config", "-c", help="Gateway config (YAML).", exists=True, dir_okay=False),
     ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    policies: Annotated[
-        Path | None,
-        typer.Option(
-            "--policies",
-            "-p",
-            help="Policy directory. Default: the bundled example policies.",
-            file_okay=False,
-            exists=True,
-        ),
-    ] = None,
+    policies: PolicyDir = None,
     transport: Annotated[
         Transport,
         typer.Option(

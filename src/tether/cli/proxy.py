@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, err_console, tether_errors
+from tether.cli.common import DEFAULT_DATA_DIR, DataDir, PolicyDir, err_console, tether_errors
 from tether.logs import configure_logging
 from tether.proxy import load_config, open_proxy
 from tether.runtime import RuntimeConfig, open_runtime, packaged_policies
@@ -21,16 +21,7 @@ def proxy(
         typer.Option("--config", "-c", help="Proxy config (YAML).", exists=True, dir_okay=False),
     ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    policies: Annotated[
-        Path | None,
-        typer.Option(
-            "--policies",
-            "-p",
-            help="Policy directory. Default: the bundled example policies.",
-            file_okay=False,
-            exists=True,
-        ),
-    ] = None,
+    policies: PolicyDir = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8472,
     trust_bundle: Annotated[

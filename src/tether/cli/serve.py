@@ -12,7 +12,7 @@ import typer
 import uvicorn
 
 from tether.api.app import create_app
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, tether_errors
+from tether.cli.common import DEFAULT_DATA_DIR, DataDir, PolicyDir, console, tether_errors
 from tether.logs import configure_logging, get_logger
 from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
 
@@ -66,17 +66,7 @@ class Housekeeping:
 
 def serve(
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    policies: Annotated[
-        Path | None,
-        typer.Option(
-            "--policies",
-            "-p",
-            help="Policy directory (*.cedar, schema.cedarschema, catalog.yaml). "
-            "Default: the bundled example policies.",
-            file_okay=False,
-            exists=True,
-        ),
-    ] = None,
+    policies: PolicyDir = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8470,
     trust_bundle: Annotated[
