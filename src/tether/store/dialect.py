@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
+import time
 from datetime import timedelta
 from typing import Any, Final
 
@@ -316,6 +318,28 @@ def _postgres_reason(exc: psycopg.Error) -> str:
 # -- SQLite --------------------------------------------------------------------------------------
 
 
+def _switch_to_wal(cursor: Any, busy_timeout: timedelta) -> str:
+    """Put the database in WAL mode and return the journal mode it ends in.
+
+    Changing the journal mode can answer ``database is locked`` at once, without calling the busy
+    handler, while another connection of a replica starting at the same moment holds a lock. So
+    the switch is retried until the busy timeout runs out, as a locked write would wait.
+    """
+    deadline = time.monotonic() + busy_timeout.total_seconds()
+    delay = 0.001
+    while True:
+        try:
+            mode = str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode != "wal":
+                mode = str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            return mode
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def _install_sqlite(engine: Engine, *, busy_timeout: timedelta) -> None:
     timeout_ms = max(0, int(busy_timeout / timedelta(milliseconds=1)))
     in_memory = engine.url.database in (None, "", ":memory:")
@@ -330,9 +354,7 @@ def _install_sqlite(engine: Engine, *, busy_timeout: timedelta) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not in_memory:
-                mode = str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-                if mode != "wal":
-                    mode = str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+                mode = _switch_to_wal(cursor, busy_timeout)
                 if mode != "wal":
                     raise ConfigurationError(
                         "the SQLite database could not be switched to WAL mode; put the data "
