@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
 	$(VENV)/bin/pytest -q
 

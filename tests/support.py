@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from tether.api.app import create_app
 from tether.runtime import Runtime, RuntimeConfig, dev_issuer, open_runtime, packaged_policies
@@ -50,10 +51,11 @@ def mint(runtime: Runtime, agent: str, clock: ManualClock, **kw: object) -> str:
 
 
 @contextmanager
-def live_server(runtime: Runtime) -> Iterator[str]:
-    """Serve ``runtime`` with uvicorn on 127.0.0.1 (an OS-chosen port); yield its base URL."""
+def live_server(runtime: Runtime, app: ASGIApp | None = None) -> Iterator[str]:
+    """Serve ``runtime`` (or ``app``, an app built on it) with uvicorn on 127.0.0.1, on an
+    OS-chosen port; yield its base URL."""
     config = uvicorn.Config(
-        create_app(runtime.api_deps), host="127.0.0.1", port=0, log_level="warning"
+        app or create_app(runtime.api_deps), host="127.0.0.1", port=0, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

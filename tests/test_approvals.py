@@ -211,6 +211,8 @@ def test_approvals_are_audited_in_the_chain(
         "approval_requested",
         "approval_voted",
         "decision",
+        # The approved payment's just-in-time credential (credentials.yaml, payments-api).
+        "lease_issued",
     ]
     vote = records[3].body
     assert vote["approver"] == "approver:alice" and vote["state"] == "approved"
@@ -324,3 +326,40 @@ def test_cli_lists_shows_and_approves(
         app, ["approvals", "list"], env={"TETHER_URL": base_url, "TETHER_APPROVER_TOKEN": "tap_x"}
     )
     assert bad.exit_code == 2 and "invalid_token" in bad.output
+
+
+BULK_NEEDS_A_HUMAN = """
+@id("bulk-reads-need-approval")
+@approval_required("reading over 100 customers needs a human")
+forbid (principal, action == Action::"read", resource == Tool::"crm.query")
+when { context.args has limit && context.args.limit > 100 };
+"""
+
+
+def test_an_approved_call_still_carries_the_permits_obligations(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    policies = copy_policies(tmp_path / "policies")
+    (policies / "bulk.cedar").write_text(BULK_NEEDS_A_HUMAN)
+    runtime = make_runtime(tmp_path / "data", clock, policies)
+    human = {"Authorization": f"Bearer {runtime.approvers.add('alice')}"}
+    read = {"tool": "crm.query", "action": "read", "dataset": "crm", "args": {"limit": 200}}
+    try:
+        with live_server(runtime) as url, httpx.Client(base_url=url) as client:
+            analyst = Agent(client, mint(runtime, "analyst", clock))
+            grant = analyst.open_task(
+                [{"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}]
+            ).json()["grant"]
+            asked = analyst.authorize(grant, **read).json()
+            assert asked["decision"] == "approval_required" and asked["obligations"] == []
+            client.post(f"/v1/approvals/{asked['approval_id']}/approve", headers=human)
+
+            approved = analyst.authorize(grant, approval_id=asked["approval_id"], **read).json()
+
+            assert approved["decision"] == "allow"
+            # The permit analyst-reads-crm caps rows at 500: approval does not lift the cap.
+            assert {"kind": "row_cap", "value": "500", "policy_id": "analyst-reads-crm"} in (
+                approved["obligations"]
+            )
+    finally:
+        runtime.close()

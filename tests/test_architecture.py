@@ -41,7 +41,7 @@ def test_service_imports_only_core_and_itself() -> None:
 
 
 def test_adapters_never_import_entry_points() -> None:
-    for package in ("policy", "identity", "store"):
+    for package in ("policy", "identity", "store", "cache"):
         for name in _imports(package):
             assert not name.startswith(("tether.api", "tether.cli", "tether.runtime")), name
 

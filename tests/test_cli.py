@@ -41,6 +41,8 @@ COMMANDS = [
     ["report", "controls"],
     ["agents", "revoke"],
     ["agents", "restore"],
+    ["db", "current"],
+    ["db", "upgrade"],
 ]
 
 

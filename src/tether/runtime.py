@@ -7,6 +7,7 @@ Data directory layout (created on first start, files 0600):
     keys/grant-signing.pem   ES256 key signing grant tokens
     keys/dev-issuer.pem      ES256 key of the development SVID issuer (embedded default only)
     keys/audit-hmac.key      32-byte key for HMAC'ing sensitive values in audit records
+    keys/lease-signing.pem   ES256 key signing scoped lease tokens (published as a JWKS)
 
 Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
 directory on a shared volume, or identical copies of it made before they start. They must: a grant
@@ -26,10 +27,14 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tether.api.app import ApiDeps
-from tether.core.errors import ConfigurationError
+from tether.core.errors import ConfigurationError, TetherError
 from tether.core.ids import IdFactory
+from tether.core.lease import Lease
+from tether.credentials.downstream import load_downstreams
+from tether.credentials.jwt_lease import ScopedJwtIssuer
 from tether.identity import (
     CompositeVerifier,
     DevIssuer,
@@ -41,22 +46,35 @@ from tether.identity import (
     load_jwks_file,
 )
 from tether.identity.approvers import CompositeApprovers, OidcApprovers, StaticApprovers
+from tether.logs import get_logger
 from tether.notify import WebhookNotifier
+from tether.observability import Observability
+from tether.observability.services import (
+    ObservedAuthorizer,
+    ObservedEffectService,
+    ObservedTaskService,
+)
 from tether.policy import CedarPolicyEngine
 from tether.policy.flows import load_egress, load_workflows
 from tether.service.agents import AgentService
+from tether.service.anomaly import AnomalySignal
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService, BreakGlassSettings
 from tether.service.clock import SystemClock
 from tether.service.effects import EffectService
 from tether.service.flows import Flows, FlowSettings
-from tether.service.ports import Clock, WorkloadVerifier
+from tether.service.leases import LeaseService
+from tether.service.ports import Clock, Store, WorkloadVerifier
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
 from tether.store import SqlStore
 from tether.store.breakglass import SqlBreakGlassStore
+from tether.store.leases import SqlLeaseStore
+
+if TYPE_CHECKING:
+    from tether.cache import CachedStore
 
 DEFAULT_TRUST_DOMAIN = "tether.local"
 DEFAULT_AUDIENCE = "tether"
@@ -73,7 +91,8 @@ class RuntimeConfig:
     policy_dir: Path = field(default_factory=packaged_policies)
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     audience: str = DEFAULT_AUDIENCE
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: Kept out of repr: it may hold database and Redis URLs with their passwords.
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     #: Production identity: a SPIFFE trust bundle (JWKS) and/or OIDC issuers.
     trust_bundle: Path | None = None
@@ -89,6 +108,13 @@ class RuntimeConfig:
     #: The store's database URL (``postgresql://...`` for several replicas); ``None`` means SQLite
     #: in the data directory. Kept out of ``repr``: it may carry a password.
     store_url: str | None = field(default=None, repr=False)
+    #: Redis for the grant cache's revocation fan-out (``redis://host:6379/0``); ``None`` reads
+    #: ``TETHER_REDIS_URL`` from ``environ``, and without either there is no grant cache at all
+    #: (see README "Running several replicas"). Kept out of ``repr``: it may carry a password.
+    redis_url: str | None = field(default=None, repr=False)
+    #: Serve ``GET /metrics`` (Prometheus text, no credentials needed); ``tether serve
+    #: --no-metrics`` turns it off.
+    metrics: bool = True
 
     @property
     def production(self) -> bool:
@@ -141,6 +167,28 @@ def open_store(data_dir: Path, store_url: str | None = None) -> SqlStore:
         return SqlStore(store_url)
     data_dir.mkdir(parents=True, exist_ok=True)
     return SqlStore.sqlite(data_dir / "tether.db")
+
+
+REDIS_URL_ENV = "TETHER_REDIS_URL"
+
+
+def open_cache(config: RuntimeConfig, store: SqlStore, clock: Clock) -> CachedStore | None:
+    """The grant cache over ``store`` when a Redis URL is configured (``redis_url``, else
+    ``TETHER_REDIS_URL``), or ``None``: without Redis every read goes to the database, which keeps
+    a revocation visible to every replica on its next call (README "Running several replicas")."""
+    url = (config.redis_url or config.environ.get(REDIS_URL_ENV, "")).strip()
+    if not url:
+        return None
+    from tether.cache import CachedStore  # only when configured: redis-py takes ~0.1 s to import
+
+    try:
+        return CachedStore.over_redis(store, url, clock)
+    except ValueError:
+        # Never the URL in the message: it may carry a password.
+        raise ConfigurationError(
+            f"the Redis URL ({REDIS_URL_ENV} / --redis-url) is not valid: use "
+            "redis://[:PASSWORD@]HOST:PORT/DB, rediss://... or unix://PATH"
+        ) from None
 
 
 def approver_registry(data_dir: Path) -> StaticApprovers:
@@ -212,6 +260,13 @@ class Runtime:
     notifier: ApprovalNotifier
     breakglass: BreakGlassService
     agents: AgentService
+    leases: LeaseService
+    #: The keys scoped lease tokens are signed with, served at /.well-known/jwks.json.
+    lease_keys: tuple[SigningKey, ...]
+    #: Where the use cases' metrics and spans go (:mod:`tether.observability`).
+    observability: Observability = field(default_factory=Observability)
+    #: The grant cache the use cases read through, when a Redis URL is configured.
+    cache: CachedStore | None = None
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -228,11 +283,15 @@ class Runtime:
             approvers=self.approvers,
             breakglass=self.breakglass,
             agents=self.agents,
+            leases=self.leases,
+            lease_keys=self.lease_keys,
         )
 
     def close(self) -> None:
         if isinstance(self.notifier, WebhookNotifier):
             self.notifier.close()
+        if self.cache is not None:
+            self.cache.close()  # the fan-out's subscriber thread, then the store it wraps
         self.store.close()
 
 
@@ -241,8 +300,10 @@ def open_runtime(
     *,
     clock: Clock | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    observability: Observability | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
+    observability = observability or Observability()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     policy = CedarPolicyEngine.load(config.policy_dir)
     workflows = load_workflows(config.policy_dir)
@@ -250,7 +311,13 @@ def open_runtime(
     verifier = build_verifier(config)
     grant_key = SigningKey.load_or_create(config.data_dir / "keys" / "grant-signing.pem")
     signer = GrantTokenSigner(grant_key)
-    store = open_store(config.data_dir, config.store_url)
+    sql_store = open_store(config.data_dir, config.store_url)
+    try:
+        cache = open_cache(config, sql_store, clock)
+    except BaseException:
+        sql_store.close()
+        raise
+    store: Store = sql_store if cache is None else cache
     ids = IdFactory(random_bytes)
     recorder = Recorder(
         ids,
@@ -271,21 +338,41 @@ def open_runtime(
     )
     breakglass = BreakGlassService(
         store=store,
-        requests=SqlBreakGlassStore(store),
+        requests=SqlBreakGlassStore(sql_store),
         clock=clock,
         ids=ids,
         recorder=recorder,
         settings=config.breakglass,
     )
-    flows = Flows(store=store, workflows=workflows, egress=egress, settings=FlowSettings())
+    flows = Flows(
+        store=store,
+        workflows=workflows,
+        egress=egress,
+        settings=FlowSettings(),
+        anomaly=AnomalySignal(history=sql_store, clock=clock),
+    )
+    lease_key = SigningKey.load_or_create(config.data_dir / "keys" / "lease-signing.pem")
+    leases = LeaseService(
+        store=SqlLeaseStore(sql_store),
+        issuers=load_downstreams(
+            config.policy_dir,
+            signer=ScopedJwtIssuer(lease_key, lease_issuer_name(config)),
+            environ=config.environ,
+        ),
+        clock=clock,
+        recorder=recorder,
+        random_bytes=random_bytes,
+        on_error=_log_lease_error,
+    )
     return Runtime(
         config=config,
-        store=store,
+        store=sql_store,
         policy=policy,
         signer=signer,
         verifier=verifier,
         clock=clock,
-        tasks=TaskService(
+        tasks=ObservedTaskService(
+            observability,
             store=store,
             policy=policy,
             signer=signer,
@@ -294,8 +381,10 @@ def open_runtime(
             recorder=recorder,
             settings=config.settings,
             flows=flows,
+            leases=leases,
         ),
-        authorizer=Authorizer(
+        authorizer=ObservedAuthorizer(
+            observability,
             store=store,
             policy=policy,
             signer=signer,
@@ -305,9 +394,15 @@ def open_runtime(
             approvals=approvals,
             breakglass=breakglass,
             flows=flows,
+            leases=leases,
         ),
-        effects=EffectService(
-            store=store, clock=clock, ids=ids, recorder=recorder, settings=config.settings
+        effects=ObservedEffectService(
+            observability,
+            store=store,
+            clock=clock,
+            ids=ids,
+            recorder=recorder,
+            settings=config.settings,
         ),
         approvals=approvals,
         approvers=CompositeApprovers(
@@ -315,5 +410,23 @@ def open_runtime(
         ),
         notifier=notifier,
         breakglass=breakglass,
-        agents=AgentService(store=store, clock=clock, recorder=recorder),
+        agents=AgentService(store=store, clock=clock, recorder=recorder, leases=leases),
+        leases=leases,
+        lease_keys=(lease_key,),
+        observability=observability,
+        cache=cache,
+    )
+
+
+def lease_issuer_name(config: RuntimeConfig) -> str:
+    """The ``iss`` of scoped lease tokens: the public URL when there is one."""
+    return (config.public_url or "tether").rstrip("/") or "tether"
+
+
+def _log_lease_error(event: str, lease: Lease | None, error: TetherError) -> None:
+    get_logger("tether.leases").warning(
+        event,
+        lease_id=None if lease is None else lease.lease_id,
+        issuer=None if lease is None else lease.issuer_name,
+        error=error.message,
     )

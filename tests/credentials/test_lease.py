@@ -108,7 +108,7 @@ def test_renew_refuses_ended_leases(ended: object) -> None:
     with pytest.raises(LeaseNotRenewable) as caught:
         renew(lease, T0 + 6 * MINUTE, MINUTE, T0 + timedelta(hours=1))
     assert isinstance(caught.value, Conflict)
-    assert caught.value.code is ErrorCode.TASK_NOT_OPEN
+    assert caught.value.code is ErrorCode.LEASE_NOT_RENEWABLE
     assert lease.lease_id in caught.value.message
 
 

@@ -205,6 +205,7 @@ def test_context_holds_only_what_is_read() -> None:
         "classification": "confidential",
         "args": {"a": 1},
         "delegation": {"depth": 0, "chain": [], "root": "id"},
+        "dataflow": {"highest": "", "rank": -1},
     }
 
 

@@ -127,6 +127,12 @@ def test_malformed_files_are_refused(tmp_path: Path, body: str, problem: str) ->
         (("expect: allow", "expect: allow\n    expect_risks: [ASI99]"), "expect_risks"),
         (("expect: allow", "expect: allow\n    expect_policy_ids: p"), "expect_policy_ids"),
         (("expect: allow", "expect: allow\n    expect_obligations: [x]"), "expect_obligations"),
+        (("expect: allow", "expect: allow\n    dataflow: secret"), "dataflow must be one of"),
+        (
+            ("expect: allow", "expect: allow\n    expect_observed: [{policy_id: p, would: maybe}]"),
+            "expect_observed: would must be one of",
+        ),
+        (("expect: allow", "expect: allow\n    expect_observed: [p]"), "expect_observed items"),
     ],
 )
 def test_malformed_cases_name_the_case(

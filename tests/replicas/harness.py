@@ -58,25 +58,31 @@ class Replica:
         return httpx.Client(base_url=self.base_url, timeout=30)
 
 
-def replica_config(data_dir: Path, store_url: str) -> RuntimeConfig:
+def replica_config(data_dir: Path, store_url: str, redis_url: str | None = None) -> RuntimeConfig:
     return RuntimeConfig(
         data_dir=data_dir,
         policy_dir=packaged_policies(),
         environ={},
         settings=ServiceSettings(plain_audit_args=frozenset({"amount"})),
         store_url=store_url,
+        redis_url=redis_url,
     )
 
 
 @contextmanager
 def running_replicas(
-    data_dir: Path, store_url: str, clock: ManualClock, count: int
+    data_dir: Path,
+    store_url: str,
+    clock: ManualClock,
+    count: int,
+    redis_url: str | None = None,
 ) -> Iterator[list[Replica]]:
-    """``count`` replicas on ``store_url`` sharing ``data_dir`` (and so its keys)."""
+    """``count`` replicas on ``store_url`` sharing ``data_dir`` (and so its keys), and with
+    ``redis_url`` the grant cache and its fan-out (:mod:`tether.cache`)."""
     with ExitStack() as stack:
         started: list[Replica] = []
         for n in range(count):
-            runtime = open_runtime(replica_config(data_dir, store_url), clock=clock)
+            runtime = open_runtime(replica_config(data_dir, store_url, redis_url), clock=clock)
             stack.callback(runtime.close)
             url = stack.enter_context(live_server(runtime))
             started.append(Replica(chr(ord("a") + n), runtime, url))

@@ -14,7 +14,7 @@ from tether.runtime import open_store
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}
-COMMANDS = ["privileges", "risks", "controls"]
+COMMANDS = ["privileges", "risks", "controls", "flips"]
 
 
 def run(*args: str) -> Result:
@@ -38,7 +38,7 @@ def test_file_and_data_dir_give_the_same_report(day: Recorded, command: str) -> 
     from_file = as_json(run(command, "--file", str(day.export), "--json"))
     from_store = as_json(run(command, "--data-dir", str(day.data_dir), "--json"))
     assert from_file == from_store
-    assert from_file["records"] == 31
+    assert from_file["records"] == 33
 
 
 def test_privileges_table_and_json(day: Recorded) -> None:
@@ -152,7 +152,7 @@ def test_an_empty_window_says_so(day: Recorded, tmp_path: Path) -> None:
     result = run("privileges", "-f", str(day.export), "--since", "2027-01-01T00:00:00Z")
     assert result.exit_code == 0, result.output
     assert "no audit records from 2027-01-01T00:00:00+00:00 until the last record" in result.stdout
-    assert "(31 outside the window): nothing to report" in result.stdout
+    assert "(33 outside the window): nothing to report" in result.stdout
     page = tmp_path / "empty.html"
     with_html = run(
         "privileges", "-f", str(day.export), "--since", "2027-01-01", "--html", str(page)

@@ -75,7 +75,7 @@ def test_the_mapping_uses_the_published_names() -> None:
 
 def test_evidence_and_gaps_from_a_recorded_day(day: Recorded) -> None:
     report = controls(day.records)
-    assert (report.records, report.decisions) == (31, 14)
+    assert (report.records, report.decisions) == (33, 14)
     assert evidence(report) == {
         "workload_identity": ("evidenced", 14, 1, 0, 0, {"agents seen": 4}),
         "task_grants": (
@@ -111,7 +111,16 @@ def test_evidence_and_gaps_from_a_recorded_day(day: Recorded) -> None:
             {"delegations": 1, "revoked with their parent": 1},
         ),
         "audit_chain": ("evidenced", 14, 0, 0, 0, {"effects reported": 4}),
-        "jit_credentials": ("not seen", 0, 0, 0, 0, {}),
+        # The two allowed payments got scoped tokens (credentials.yaml); both ended with the
+        # task that was closed.
+        "jit_credentials": (
+            "evidenced",
+            2,
+            0,
+            0,
+            0,
+            {"leases issued": 2, "leases ended with their task": 2},
+        ),
         "tool_pinning": ("not seen", 0, 0, 0, 0, {}),
         "budgets": ("not seen", 0, 0, 0, 0, {}),
         "egress_rules": ("not seen", 0, 0, 0, 0, {}),
@@ -134,7 +143,6 @@ def test_evidence_and_gaps_from_a_recorded_day(day: Recorded) -> None:
     assert not any("spend" in m for _, m in gaps)
     not_seen = [k for k, m in gaps if "no evidence in the window" in m]
     assert not_seen == [
-        "jit_credentials",
         "tool_pinning",
         "budgets",
         "egress_rules",

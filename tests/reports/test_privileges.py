@@ -50,7 +50,7 @@ def at(hhmm: str) -> datetime:
 
 def test_granted_against_used_per_agent_and_workflow(day: Recorded) -> None:
     report = privileges(from_export(day.export))
-    assert report.records == 31
+    assert report.records == 33
     assert [(g.agent, g.workflow) for g in report.groups] == [
         (ANALYST, REPORTING),
         (ANALYST, TRIAGE),

@@ -18,7 +18,7 @@ def flat(table: RiskTable) -> dict[str, tuple[int, int]]:
 
 def test_denials_and_approvals_by_risk_agent_and_workflow(day: Recorded) -> None:
     report = risks(from_export(day.export))
-    assert (report.records, report.decisions, report.denials, report.approvals) == (31, 14, 5, 1)
+    assert (report.records, report.decisions, report.denials, report.approvals) == (33, 14, 5, 1)
     assert flat(report.totals) == {
         "ASI01": (1, 1),
         "ASI02": (4, 1),

@@ -15,7 +15,7 @@ from tether.api.errors import HTTP_STATUS
 from tether.core.errors import CODE_BRANCH
 from tether.core.errors import ErrorCode as ServerErrorCode
 from tether.core.verdict import ReasonCode as ServerReasonCode
-from tether_sdk import ERROR_CODES, ErrorCode, ReasonCode, Task, TetherClient
+from tether_sdk import ERROR_CODES, ErrorCode, ReasonCode, Task, TetherClient, Verdict
 from tether_sdk.errors import error_for
 
 
@@ -104,3 +104,26 @@ def test_scopes_must_be_a_list() -> None:
 def test_a_scope_names_its_actions_as_a_tuple() -> None:
     with pytest.raises(TypeError, match="tuples"):
         tether_sdk.Scope("crm.query", "read")  # type: ignore[arg-type]
+
+
+def test_a_verdict_carries_its_credential_without_showing_it() -> None:
+    verdict = Verdict.from_json(
+        {
+            "decision": "allow",
+            "decision_id": "dec_x",
+            "decided_at": "2026-11-28T12:00:00+00:00",
+            "credential": {
+                "lease_id": "lse_x",
+                "issuer": "payments-api",
+                "kind": "scoped_jwt",
+                "expires_at": "2026-11-28T12:02:00+00:00",
+                "value": "eyJ.secret.sig",
+                "audience": "https://payments.example",
+            },
+        }
+    )
+    assert verdict.credential is not None and verdict.credential.value == "eyJ.secret.sig"
+    assert verdict.credential.audience == "https://payments.example"
+    assert "secret" not in repr(verdict) and "secret" not in repr(verdict.credential)
+    plain = {"decision": "allow", "decision_id": "dec_y", "decided_at": "2026-11-28T12:00:00Z"}
+    assert Verdict.from_json(plain).credential is None

@@ -20,7 +20,8 @@ from tether.core.errors import Conflict, ErrorCode
 from tether.core.task import TaskState
 from tether.core.verdict import Decision
 from tether.service.ports import AuditEntry
-from tether.store import SCHEMA_VERSION, SqlStore
+from tether.store import SCHEMA_VERSION, SqlStore, migrate
+from tether.store.schema import VERSION_TABLE
 
 from .conftest import T0, Backend, Make, race
 
@@ -141,10 +142,13 @@ def test_replicas_starting_together_create_the_schema_once(backend: Backend) -> 
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT key, value FROM tether_meta")).all()
             heads = conn.execute(text("SELECT id, seq FROM audit_head")).all()
+            revisions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
     finally:
         engine.dispose()
     assert [tuple(r) for r in versions] == [("schema_version", str(SCHEMA_VERSION))]
     assert [tuple(r) for r in heads] == [(1, 0)]
+    assert [tuple(r) for r in revisions] == [(migrate.head(),)]
+    assert all(store.schema_state().up_to_date for store in outcomes if isinstance(store, SqlStore))
 
 
 def test_mixed_mutations_from_two_replicas_keep_one_chain(backend: Backend, make: Make) -> None:

@@ -12,7 +12,8 @@ import pytest
 from tether.core.audit import AuditKind, verify_chain
 from tether.core.errors import ConfigurationError, ErrorCode, TetherError, Unavailable
 from tether.core.task import TaskState
-from tether.store import SCHEMA_VERSION, SqlStore
+from tether.store import SCHEMA_VERSION, SqlStore, migrate
+from tether.store.schema import VERSION_TABLE
 
 from .conftest import T0, Backend, Make
 
@@ -157,17 +158,20 @@ class TestUnavailable:
 class TestConfiguration:
     def test_a_newer_schema_is_refused(self, backend: Backend, make: Make) -> None:
         backend.open().append_audit(make.entry(AuditKind.POLICY_LOADED))
-        backend.execute(
-            "UPDATE tether_meta SET value = :v WHERE key = 'schema_version'",
-            v=str(SCHEMA_VERSION + 1),
-        )
+        # A newer tether's revision, which this one's migrations do not know.
+        backend.execute(f"UPDATE {VERSION_TABLE} SET version_num = 'f00dcafe0001'")
         with pytest.raises(ConfigurationError) as caught:
             backend.open()
         assert "newer tether" in caught.value.message
 
-    def test_an_unreadable_schema_version_is_refused(self, backend: Backend) -> None:
+    @pytest.mark.parametrize(
+        "damage",
+        [f"DELETE FROM {VERSION_TABLE}", f"INSERT INTO {VERSION_TABLE} VALUES ('0001')"],
+        ids=["no-revision", "two-revisions"],
+    )
+    def test_an_unreadable_schema_revision_is_refused(self, backend: Backend, damage: str) -> None:
         backend.open()
-        backend.execute("UPDATE tether_meta SET value = 'banana' WHERE key = 'schema_version'")
+        backend.execute(damage)
         with pytest.raises(ConfigurationError):
             backend.open()
 
@@ -178,9 +182,11 @@ class TestConfiguration:
         try:
             with engine.connect() as conn:
                 rows = conn.exec_driver_sql("SELECT key, value FROM tether_meta").all()
+                revisions = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
         finally:
             engine.dispose()
         assert [tuple(r) for r in rows] == [("schema_version", str(SCHEMA_VERSION))]
+        assert [tuple(r) for r in revisions] == [(migrate.head(),)]
 
     @pytest.mark.parametrize(
         "url",

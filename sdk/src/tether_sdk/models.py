@@ -68,9 +68,11 @@ class ReasonCode(StrEnum):
     WORKFLOW_OUT_OF_ORDER = "workflow_out_of_order"
     EGRESS_NEEDS_APPROVAL = "egress_needs_approval"
     EGRESS_BLOCKED = "egress_blocked"
+    ANOMALOUS_VOLUME = "anomalous_volume"
     POLICY_UNAVAILABLE = "policy_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"
 
 
 class EffectStatus(StrEnum):
@@ -202,6 +204,33 @@ class Delegation:
 
 
 @dataclass(frozen=True, slots=True)
+class Credential:
+    """A just-in-time credential for the allowed call (a scoped token or a connection string).
+
+    Use ``value`` for this call only; it is never shown in a repr."""
+
+    lease_id: str
+    issuer: str
+    kind: str
+    expires_at: datetime
+    value: str = field(repr=False)
+    audience: str | None = None
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any] | None) -> Credential | None:
+        if raw is None:
+            return None
+        return Credential(
+            lease_id=str(raw["lease_id"]),
+            issuer=str(raw["issuer"]),
+            kind=str(raw["kind"]),
+            expires_at=_when(raw["expires_at"]),
+            value=str(raw["value"]),
+            audience=raw.get("audience"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """A requested tool, action and dataset that the grant does not include, and why."""
 
@@ -264,6 +293,8 @@ class Verdict:
     decided_at: datetime
     approval_id: str | None = None
     delegation: Delegation | None = None
+    #: On allow of a tool with a downstream issuer: the credential for this call.
+    credential: Credential | None = field(default=None, repr=False)
 
     @property
     def allowed(self) -> bool:
@@ -294,6 +325,7 @@ class Verdict:
             decided_at=_when(raw["decided_at"]),
             approval_id=raw.get("approval_id"),
             delegation=Delegation.from_json(raw.get("delegation")),
+            credential=Credential.from_json(raw.get("credential")),
         )
 
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header
+from fastapi import Depends, FastAPI, Header, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -19,6 +19,7 @@ from tether.api.approvals import install_approval_routes
 from tether.api.authzen import install_authzen_routes
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
+from tether.api.leases import credential_json, install_lease_routes
 from tether.api.models import (
     AuthorizeIn,
     CloseTaskOut,
@@ -38,6 +39,7 @@ from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
 from tether.core.scope import JSONValue, Scope, is_valid_name
 from tether.core.task import Intent
+from tether.identity.keys import SigningKey
 from tether.logs import get_logger
 from tether.service.agents import AgentService
 from tether.service.approvals import ApprovalService, ApproverVerifier
@@ -45,6 +47,7 @@ from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
 from tether.service.flows import Expect
+from tether.service.leases import LeaseService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
@@ -69,6 +72,9 @@ class ApiDeps:
     approvers: ApproverVerifier
     breakglass: BreakGlassService
     agents: AgentService
+    leases: LeaseService | None = None
+    #: Keys that sign scoped lease tokens, published at /.well-known/jwks.json.
+    lease_keys: tuple[SigningKey, ...] = ()
 
 
 class BodyLimit:
@@ -255,7 +261,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
         }
 
     @app.post("/v1/authorize", response_model=VerdictOut, tags=["decisions"])
-    def authorize(body: AuthorizeIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
+    def authorize(
+        body: AuthorizeIn, response: Response, agent: Workload = authenticated
+    ) -> dict[str, JSONValue]:
         if not is_valid_name(body.tool, 128):
             raise InvalidRequest("tool is not a valid tool name", code=ErrorCode.INVALID_FIELD)
         if body.dataset is not None and not is_valid_name(body.dataset, 128):
@@ -279,9 +287,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         call = Call(body.tool, body.action, body.dataset, dict(body.args))
         expect = Expect(body.expect.records, body.expect.bytes) if body.expect else None
-        return deps.authorizer.authorize(
+        verdict = deps.authorizer.authorize(
             agent, body.grant, call, body.approval_id, expect=expect
-        ).to_json()
+        )
+        out = verdict.to_json()
+        if verdict.credential is not None:
+            # A credential is for this caller, once: no cache or proxy may keep the response.
+            response.headers["Cache-Control"] = "no-store"
+            out["credential"] = credential_json(verdict.credential)
+        return out
 
     @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
     def report_effect(body: EffectIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
@@ -306,5 +320,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_authzen_routes(app, deps, authenticated)
     install_breakglass_routes(app, deps)
     install_agent_routes(app, deps)
+    install_lease_routes(app, deps, authenticated)
     install_ui(app, deps)
     return app

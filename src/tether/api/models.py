@@ -138,6 +138,15 @@ class ObligationOut(BaseModel):
     policy_id: str | None
 
 
+class CredentialOut(BaseModel):
+    lease_id: str
+    issuer: str = Field(description="The configured issuer (credentials.yaml) that minted it.")
+    kind: str = Field(description="scoped_jwt (a bearer token) or postgres_role (a conninfo)")
+    expires_at: str
+    value: str = Field(description="The credential itself. Use it for this call; never log it.")
+    audience: str | None = None
+
+
 class VerdictOut(BaseModel):
     decision: str = Field(description="allow, deny or approval_required")
     decision_id: str
@@ -151,6 +160,11 @@ class VerdictOut(BaseModel):
         default=None, description="For approval_required: the approval to wait for and retry with."
     )
     delegation: DelegationOut | None = None
+    credential: CredentialOut | None = Field(
+        default=None,
+        description="On allow of a tool with a downstream issuer: the just-in-time credential "
+        "for this call (its lease is in obligations). Returned once, never stored by tether.",
+    )
 
 
 class EffectIn(_Strict):

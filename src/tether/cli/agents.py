@@ -29,7 +29,7 @@ def _service(path: Path) -> tuple[AgentService, SqlStore]:
     return AgentService(store=store, clock=SystemClock(), recorder=recorder), store
 
 
-def _operator() -> str:
+def operator_name() -> str:
     try:
         return f"operator:{getpass.getuser()}"
     except (KeyError, OSError):
@@ -46,7 +46,7 @@ def revoke(
     with tether_errors():
         service, store = _service(data_dir)
         try:
-            ended = service.revoke(agent, reason, _operator())
+            ended = service.revoke(agent, reason, operator_name())
         finally:
             store.close()
     console.print(f"[bold red]revoked[/] {agent}: {ended} open task(s) ended", highlight=False)
@@ -58,7 +58,7 @@ def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     with tether_errors():
         service, store = _service(data_dir)
         try:
-            service.restore(agent, _operator())
+            service.restore(agent, operator_name())
         finally:
             store.close()
     console.print(f"restored {agent}", highlight=False)

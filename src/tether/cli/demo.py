@@ -25,6 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from tether.cli.common import console, fail
+from tether.cli.demo_downstream import payments_api
 from tether.core.audit import verify_chain
 from tether.reports import privileges
 from tether.runtime import (
@@ -391,8 +392,9 @@ def _approve_and_retry(
     verdict: dict[str, Any],
     run: Any,
     number: int,
-) -> int:
-    """A human approves the exact call; the agent retries once with the approval, then again."""
+) -> tuple[int, dict[str, Any]]:
+    """A human approves the exact call; the agent retries once with the approval, then again.
+    Returns the allowed retry's verdict too: it carries the call's just-in-time credential."""
     approval_id = verdict["approval_id"]
     token = approver_registry(workdir).add("ops-lead")
     human = {"Authorization": f"Bearer {token}"}
@@ -411,10 +413,34 @@ def _approve_and_retry(
         "allow",
         {"status": "ok", "records": 1, "bytes": 64},
     )
-    run(str(number + 1), retry, approval_id=approval_id)
+    allowed = run(str(number + 1), retry, approval_id=approval_id)
     replay = Step("replay the used approval", step.agent, step.call, "deny")
     run(str(number + 2), replay, approval_id=approval_id)
-    return number + 2
+    return number + 2, allowed
+
+
+def _use_credential(
+    payments_url: str, credential: dict[str, Any] | None, expect: int
+) -> tuple[bool, str, str]:
+    """The agent calls the payments API with the scoped token the refund's allow carried;
+    returns whether the API answered ``expect``, the verdict cell and the API's explanation."""
+    if credential is None:
+        return False, "[red]no credential[/]", "the approved refund carried no credential"
+    response = httpx.post(
+        f"{payments_url}/refunds",
+        headers={"Authorization": f"Bearer {credential['value']}"},
+        json={"amount": 500, "to": "c-1042"},
+        timeout=10,
+    )
+    accepted = response.status_code == 200
+    cell = "[green]accepted[/]" if accepted else f"[red]refused ({response.status_code})[/]"
+    if response.status_code != expect:
+        cell += f" [red](expected {expect})[/]"
+    detail = response.json().get("error") or (
+        f"lease {credential['lease_id']}: aud {credential['audience']}, "
+        f"expires {credential['expires_at'][11:19]}"
+    )
+    return response.status_code == expect, cell, detail
 
 
 def _run_agent(client: httpx.Client, workdir: Path) -> int:
@@ -481,16 +507,44 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         return dict(verdict)
 
     number = 0
+    credential: dict[str, Any] | None = None
     for step in STEPS:
         number += 1
         verdict = run(str(number), step)
         if verdict.get("decision") == "approval_required":
-            number = _approve_and_retry(client, workdir, step, verdict, run, number)
-    number = _exfiltration_guards(client, task, auth, run, number)
-    number, child_grant = _delegate(client, task, auth, run, number)
-    number = _break_glass(client, workdir, task, run, number)
-    closed = client.post(f"/v1/tasks/{task['task_id']}/close", headers=auth("analyst"))
-    console.print(f"closed task: {closed.json().get('state', closed.text)} (and every delegate)")
+            number, allowed = _approve_and_retry(client, workdir, step, verdict, run, number)
+            credential = allowed.get("credential")
+
+    def payments_svid() -> str:
+        now = SystemClock().now()
+        return issuer.mint_svid("payments-api", audience="tether", now=now, ttl_seconds=300)
+
+    def use_credential(when: str, expect: int) -> None:
+        nonlocal failures, number
+        number += 1
+        ok, verdict_cell, detail = _use_credential(payments_url, credential, expect)
+        failures += 0 if ok else 1
+        table.add_row(
+            str(number),
+            "analyst",
+            f"POST payments API /refunds\n[dim]with the approved refund's scoped token, {when}[/]",
+            verdict_cell,
+            escape(detail),
+            "",
+            "",
+        )
+
+    with payments_api(str(client.base_url), payments_svid) as payments_url:
+        use_credential("before the task closes", 200)
+        number = _exfiltration_guards(client, task, auth, run, number)
+        number, child_grant = _delegate(client, task, auth, run, number)
+        number = _break_glass(client, workdir, task, run, number)
+        closed = client.post(f"/v1/tasks/{task['task_id']}/close", headers=auth("analyst"))
+        console.print(
+            f"closed task: {closed.json().get('state', closed.text)} (and every delegate, "
+            "and every lease)"
+        )
+        use_credential("after the task closed", 401)
     number += 1
     run(
         str(number),

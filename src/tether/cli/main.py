@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import agents, approvals, audit, breakglass, demo, dev
+from tether.cli import agents, approvals, audit, breakglass, demo, dev, leases
+from tether.cli import db as db_cli
 from tether.cli import mcp as mcp_cli
 from tether.cli import policy as policy_cli
 from tether.cli import proxy as proxy_cli
@@ -42,6 +43,8 @@ app.add_typer(breakglass.app, name="breakglass")
 app.add_typer(secrets_cli.app, name="secrets")
 app.add_typer(report_cli.app, name="report")
 app.add_typer(agents.app, name="agents")
+app.add_typer(leases.app, name="leases")
+app.add_typer(db_cli.app, name="db")
 
 
 def main() -> None:

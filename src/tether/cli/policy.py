@@ -29,9 +29,11 @@ def validate(policy_dir: PolicyDir) -> None:
     with tether_errors():
         engine = CedarPolicyEngine.load(policy_dir)
     snapshot = engine.snapshot
+    observed = snapshot.observe_index.size
     console.print(
         f"[green]ok[/]: {len(snapshot.bundle.policies)} policies valid against the schema "
-        f"(revision {engine.revision[:12]})",
+        f"(revision {engine.revision[:12]})"
+        + (f"; {observed} in observe mode (audited, not enforced)" if observed else ""),
         highlight=False,
     )
 

@@ -1,4 +1,5 @@
-"""``tether report``: privileges, risks and framework controls, from the audit log.
+"""``tether report``: privileges, risks, framework controls and observe-mode flips, from the
+audit log.
 
 Each command reads the store of ``--data-dir`` or an exported JSON-lines file (``--file``, as
 ``tether audit export`` writes it), keeps the records in ``[--since, --until)`` and prints a
@@ -25,11 +26,13 @@ from rich.table import Table
 from tether.cli.common import DEFAULT_DATA_DIR, err_console, tether_errors
 from tether.core.audit import AuditRecord
 from tether.core.scope import JSONValue
+from tether.core.verdict import Decision
 from tether.reports import (
     MalformedRecord,
     Window,
     activity,
     controls,
+    flips,
     parse_instant,
     privileges,
     proposed_policy,
@@ -39,12 +42,15 @@ from tether.reports import (
 from tether.reports.controls import Coverage
 from tether.reports.frameworks import not_addressed
 from tether.reports.html import RATIO_DEFINITION, ratio_text
-from tether.reports.jsonout import controls_json, privileges_json, risks_json
+from tether.reports.jsonout import controls_json, flips_json, privileges_json, risks_json
 from tether.reports.risks import RiskTable
 from tether.runtime import open_store
 
 app = typer.Typer(
-    help="Reports over the audit log: privileges used against granted, risks, controls.",
+    help=(
+        "Reports over the audit log: privileges used against granted, risks, controls, and the "
+        "calls observe-mode policies would have changed."
+    ),
     no_args_is_help=True,
 )
 
@@ -421,4 +427,72 @@ def controls_command(
                 + [f"MAESTRO {m.value} {m.label}" for m in layers]
             )
         )
+    )
+
+
+# -- flips -------------------------------------------------------------------------------------
+
+
+@app.command("flips")
+def flips_command(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    file: FileOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Calls whose verdict an observe-mode policy would have changed, by policy, agent, tool."""
+    window = _window(since, until)
+    console = _console()
+    records, source = _load(ctx, data_dir, file)
+    with _reading(source):
+        report = flips(records, window)
+    if as_json:
+        _print_json(flips_json(report))
+        return
+    if _say_empty(console, len(records), report.records, source, window):
+        return
+    if not report.rows:
+        console.print(
+            f"no observe-mode policy would have changed any of the {report.decisions} "
+            f"decision(s) {escape(window.describe())}"
+        )
+        return
+    totals = Table(
+        "policy",
+        "calls",
+        "would deny",
+        "would ask",
+        "would allow",
+        "agents",
+        "tools",
+        title="observe-mode policies: calls whose verdict they would have changed",
+    )
+    for p in report.by_policy:
+        totals.add_row(
+            escape(p.policy_id),
+            str(p.calls),
+            str(p.would.get(Decision.DENY, 0)),
+            str(p.would.get(Decision.APPROVAL_REQUIRED, 0)),
+            str(p.would.get(Decision.ALLOW, 0)),
+            str(p.agents),
+            str(p.tools),
+        )
+    console.print(totals)
+    table = Table("policy", "would", "was", "agent", "tool", "calls", title="by agent and tool")
+    for r in report.rows:
+        table.add_row(
+            escape(r.policy_id),
+            r.would.value,
+            r.was.value,
+            escape(r.agent),
+            escape(r.tool),
+            str(r.calls),
+        )
+    console.print(table)
+    console.print(
+        f"{report.flipped} of {report.decisions} decision(s) {escape(window.describe())} would "
+        'have changed; enforce a policy by removing @mode("observe") or renaming its '
+        "*.observe.cedar file to *.cedar"
     )

@@ -1,19 +1,41 @@
 """``tether serve``: the HTTP API, on the embedded SQLite store or, for several replicas, on one
-PostgreSQL database (``--store-url`` / ``TETHER_DATABASE_URL``)."""
+PostgreSQL database (``--store-url`` / ``TETHER_DATABASE_URL``).
+
+``--workers N`` runs N worker processes behind one listening socket (uvicorn's supervisor). The
+parent checks the configuration once (keys, schema, policies), then hands it to the workers in
+the environment (:data:`WORKER_OPTIONS_ENV`), and each worker builds its own runtime from it
+(:func:`worker_app`). Workers share the store: SQLite in WAL mode with ``BEGIN IMMEDIATE``
+writers, or PostgreSQL. Their metrics meet in a directory private to this replica (prometheus
+multiprocess mode), so ``GET /metrics`` on any worker reports the whole replica.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sys
+import tempfile
 import threading
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from tether.api.app import create_app
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, PolicyDir, console, tether_errors
-from tether.logs import configure_logging, get_logger
+from tether.core.errors import TetherError
+from tether.logs import configure_logging, get_logger, wants_json
+from tether.observability import Metrics, Observability
+from tether.observability.http import install_observability
+from tether.observability.tracing import Tracing, no_export, otlp_tracing
 from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
 
 log = get_logger("tether.serve")
@@ -60,8 +82,87 @@ class Housekeeping:
                 ended = self._runtime.tasks.reap_expired()
                 if ended:
                     log.info("tasks_expired", count=ended)
+                expired, released = self._runtime.leases.reap()
+                if expired or released:
+                    log.info("leases_reaped", expired=expired, released=released)
             except Exception as error:  # keep the server alive; the next sweep retries
                 log.error("housekeeping_failed", error_type=type(error).__name__)
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+#: The serve options a worker process reads (JSON), set by the parent of ``--workers N``.
+WORKER_OPTIONS_ENV = "TETHER_SERVE_WORKER_OPTIONS"
+#: prometheus_client's multiprocess directory; read when it is first imported in a worker.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STORE_URL_ENV = "TETHER_DATABASE_URL"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What a server needs besides the store URL (which travels as ``TETHER_DATABASE_URL``,
+    never in these options, so it stays out of any listing of them)."""
+
+    data_dir: str
+    policy_dir: str
+    trust_bundle: str | None = None
+    oidc_issuer: str | None = None
+    oidc_jwks: str | None = None
+    approval_webhook: str | None = None
+    approver_oidc_issuer: str | None = None
+    approver_oidc_jwks: str | None = None
+    public_url: str | None = None
+    housekeeping_interval: float = 2.0
+    log_level: str = "info"
+    json_logs: bool = True
+    metrics: bool = True
+    otlp_endpoint: str | None = None
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_env(cls, text: str) -> ServeOptions:
+        return cls(**json.loads(text))
+
+    def runtime_config(self, environ: Mapping[str, str], store_url: str | None) -> RuntimeConfig:
+        return RuntimeConfig(
+            data_dir=Path(self.data_dir),
+            policy_dir=Path(self.policy_dir),
+            environ=dict(environ),
+            trust_bundle=Path(self.trust_bundle) if self.trust_bundle else None,
+            oidc_issuer=self.oidc_issuer,
+            oidc_jwks=self.oidc_jwks,
+            approval_webhook=self.approval_webhook,
+            approver_oidc_issuer=self.approver_oidc_issuer,
+            approver_oidc_jwks=self.approver_oidc_jwks,
+            public_url=self.public_url,
+            store_url=store_url,
+            metrics=self.metrics,
+        )
+
+    def tracing(self, environ: Mapping[str, str]) -> Tracing:
+        if not self.otlp_endpoint:
+            return no_export()
+        return otlp_tracing(self.otlp_endpoint, environ)
+
+
+def build_app(runtime: Runtime) -> FastAPI:
+    """The HTTP API of ``runtime`` with its operations side: the request middleware and, unless
+    turned off, ``GET /metrics``."""
+    app = create_app(runtime.api_deps)
+    install_observability(
+        app,
+        runtime.observability,
+        runtime.store,
+        runtime.clock,
+        metrics=runtime.config.metrics,
+    )
+    return app
 
 
 def serve(
@@ -96,42 +197,199 @@ def serve(
         float, typer.Option(min=0.2, help="Seconds between sweeps.")
     ] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="json (one object per line), console, or auto: json unless stderr is a terminal."
+        ),
+    ] = LogFormat.AUTO,
     store_url: StoreUrl = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            envvar="TETHER_REDIS_URL",
+            help="Redis for the grant cache's revocation fan-out, e.g. redis://cache:6379/0 "
+            "(every replica names the same one). Without it there is no grant cache: every "
+            "authorize reads the database. Prefer the env var.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes serving this replica's port.")
+    ] = 1,
+    metrics: Annotated[
+        bool, typer.Option(help="Serve GET /metrics (Prometheus text, no credentials).")
+    ] = True,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Export traces to this OTLP/HTTP collector, e.g. http://localhost:4318 "
+            "(needs the otel extra).",
+        ),
+    ] = None,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
-    configure_logging(log_level)
-    with tether_errors():
-        config = RuntimeConfig(
-            data_dir=data_dir,
-            policy_dir=policies or packaged_policies(),
-            environ=dict(os.environ),
-            trust_bundle=trust_bundle,
-            oidc_issuer=oidc_issuer,
-            oidc_jwks=oidc_jwks,
-            approval_webhook=approval_webhook,
-            approver_oidc_issuer=approver_oidc_issuer,
-            approver_oidc_jwks=approver_oidc_jwks,
-            public_url=public_url,
-            store_url=store_url_of(store_url),
-        )
-        runtime = open_runtime(config)
-    chores = Housekeeping(runtime, housekeeping_interval)
-    chores.start()
-    console.print(
-        f"tether listening on http://{host}:{port}  policies {config.policy_dir} "
-        f"(revision {runtime.policy.revision[:12]})  data {data_dir}  "
-        f"store {runtime.store.backend}",
-        highlight=False,
+    options = ServeOptions(
+        data_dir=str(data_dir),
+        policy_dir=str(policies or packaged_policies()),
+        trust_bundle=str(trust_bundle) if trust_bundle else None,
+        oidc_issuer=oidc_issuer,
+        oidc_jwks=oidc_jwks,
+        approval_webhook=approval_webhook,
+        approver_oidc_issuer=approver_oidc_issuer,
+        approver_oidc_jwks=approver_oidc_jwks,
+        public_url=public_url,
+        housekeeping_interval=housekeeping_interval,
+        log_level=log_level,
+        json_logs=wants_json(log_format.value),
+        metrics=metrics,
+        otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
     )
+    configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
+    url = store_url_of(store_url)
+    if redis_url is not None:  # read by open_runtime, and inherited by --workers processes
+        os.environ["TETHER_REDIS_URL"] = redis_url
+    if workers > 1:
+        _serve_workers(options, url, host, port, workers)
+        return
+    with tether_errors():
+        tracing = options.tracing(os.environ)
+        runtime = open_runtime(
+            options.runtime_config(os.environ, url),
+            observability=Observability(tracer=tracing.tracer),
+        )
+    app = build_app(runtime)
+    lifecycle = Lifecycle(runtime, tracing, housekeeping_interval)
+    lifecycle.attach(app)
+    _banner(runtime, host, port, 1)
     try:
         uvicorn.run(
-            create_app(runtime.api_deps),
+            app, host=host, port=port, log_level="warning", log_config=None, access_log=False
+        )
+    finally:
+        lifecycle.stop()  # when uvicorn returned without running the app's shutdown
+
+
+def _banner(runtime: Runtime, host: str, port: int, workers: int) -> None:
+    config = runtime.config
+    console.print(
+        f"tether listening on http://{host}:{port}  policies {config.policy_dir} "
+        f"(revision {runtime.policy.revision[:12]})  data {config.data_dir}  "
+        f"store {runtime.store.backend}" + (f"  workers {workers}" if workers > 1 else ""),
+        highlight=False,
+    )
+
+
+def _serve_workers(
+    options: ServeOptions, store_url: str | None, host: str, port: int, workers: int
+) -> None:
+    """Check the configuration here once, then run ``workers`` processes of :func:`worker_app`."""
+    with tether_errors():
+        options.tracing(os.environ).shutdown()  # an endpoint the workers could not use fails here
+        runtime = open_runtime(options.runtime_config(os.environ, store_url))
+        try:
+            _banner(runtime, host, port, workers)
+        finally:
+            runtime.close()
+    # The workers inherit this environment when uvicorn spawns them.
+    os.environ[WORKER_OPTIONS_ENV] = options.to_env()
+    if store_url is not None:
+        os.environ[STORE_URL_ENV] = store_url
+    metrics_dir = None
+    if options.metrics:
+        # Private to this replica and emptied by its exit: replicas may share a data directory,
+        # and multiprocess files must not outlive the processes that wrote them.
+        metrics_dir = tempfile.mkdtemp(prefix="tether-metrics-")
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+    else:
+        os.environ.pop(METRICS_DIR_ENV, None)
+    try:
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
             host=host,
             port=port,
             log_level="warning",
+            log_config=None,
             access_log=False,
         )
     finally:
-        chores.stop()
-        runtime.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of ``tether serve --workers N`` (uvicorn calls it in each worker
+    process), built from the options the parent put in the environment."""
+    options = ServeOptions.from_env(os.environ[WORKER_OPTIONS_ENV])
+    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True)
+    metrics_dir = os.environ.get(METRICS_DIR_ENV)
+    try:
+        tracing = options.tracing(os.environ)
+        observability = Observability(
+            Metrics(multiprocess_dir=Path(metrics_dir) if metrics_dir else None), tracing.tracer
+        )
+        runtime = open_runtime(
+            options.runtime_config(os.environ, store_url_of(os.environ.get(STORE_URL_ENV))),
+            observability=observability,
+        )
+    except TetherError as error:
+        # A worker that cannot start would fail the same way on every restart: stop them all.
+        log.error("worker_failed", code=error.code.value, message=error.message)
+        sys.exit(STARTUP_FAILURE)
+    app = build_app(runtime)
+    Lifecycle(runtime, tracing, options.housekeeping_interval).attach(app)
+    return app
+
+
+class Lifecycle:
+    """What a server process runs beside its app: housekeeping from the app's startup; at its
+    shutdown, housekeeping stopped, the store closed and the last spans flushed.
+
+    Shutdown must happen inside uvicorn's: after a graceful stop on SIGTERM, uvicorn raises the
+    signal again, which ends the process before ``uvicorn.run`` returns to its caller.
+    """
+
+    def __init__(self, runtime: Runtime, tracing: Tracing, interval: float) -> None:
+        self._runtime = runtime
+        self._tracing = tracing
+        self._chores = Housekeeping(runtime, interval)
+        self._started = False
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def attach(self, app: FastAPI) -> None:
+        served = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(running: FastAPI) -> AsyncIterator[None]:
+            self.start()
+            try:
+                async with served(running):
+                    yield
+            finally:
+                self.stop()
+
+        app.router.lifespan_context = lifespan
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self._stopped:
+                return
+            self._started = True
+        self._chores.start()
+
+    def stop(self) -> None:
+        """Idempotent: the app's shutdown and the caller's ``finally`` may both call it."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            started = self._started
+        if started:
+            self._chores.stop()
+        self._runtime.close()
+        self._tracing.shutdown()

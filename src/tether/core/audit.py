@@ -46,6 +46,11 @@ class AuditKind(StrEnum):
     TOOL_PINNED = "tool_pinned"
     TOOL_WITHHELD = "tool_withheld"
     UPSTREAM_FAILED = "upstream_failed"
+    # Just-in-time downstream credentials (tether.service.leases).
+    LEASE_ISSUED = "lease_issued"
+    LEASE_REVOKED = "lease_revoked"
+    LEASE_EXPIRED = "lease_expired"
+    LEASE_RELEASED = "lease_released"
 
 
 def canonical_json(value: JSONValue) -> bytes:

@@ -52,6 +52,20 @@ class Budgets:
                 return limit
         return None
 
+    def capped_by(self, policy: Budgets) -> Budgets:
+        """These (requested) limits, each cut to policy's limit of the same kind and
+        classification, plus policy's limits that were not requested at all.
+
+        INVARIANT: the result is never looser than policy: a task gets at most what policy
+        allows, and the policy's limit when it asked for none.
+        """
+        limits: list[Limit] = []
+        for limit in self.limits:
+            cap = policy.get(limit.kind, limit.classification)
+            limits.append(limit if cap is None or limit.amount <= cap.amount else cap)
+        limits.extend(c for c in policy.limits if self.get(c.kind, c.classification) is None)
+        return Budgets(tuple(limits))
+
     def narrower_than(self, parent: Budgets) -> str | None:
         """Why these budgets exceed ``parent``'s (a delegation may only narrow), or ``None``."""
         for theirs in parent.limits:

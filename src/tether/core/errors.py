@@ -46,13 +46,16 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     APPROVAL_NOT_FOUND = "approval_not_found"
     BREAKGLASS_NOT_FOUND = "breakglass_not_found"
+    LEASE_NOT_FOUND = "lease_not_found"
     # Conflict
     TASK_NOT_OPEN = "task_not_open"
     EFFECT_ALREADY_REPORTED = "effect_already_reported"
     APPROVAL_NOT_PENDING = "approval_not_pending"
+    LEASE_NOT_RENEWABLE = "lease_not_renewable"
     BUDGET_EXCEEDED = "budget_exceeded"
     # Unavailable
     STORE_UNAVAILABLE = "store_unavailable"
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     POLICY_UNAVAILABLE = "policy_unavailable"
     INTERNAL = "internal_error"
@@ -132,11 +135,14 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.APPROVAL_NOT_FOUND: NotFound,
     ErrorCode.BREAKGLASS_NOT_FOUND: NotFound,
+    ErrorCode.LEASE_NOT_FOUND: NotFound,
     ErrorCode.TASK_NOT_OPEN: Conflict,
     ErrorCode.EFFECT_ALREADY_REPORTED: Conflict,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,
     ErrorCode.BUDGET_EXCEEDED: Conflict,
+    ErrorCode.LEASE_NOT_RENEWABLE: Conflict,
     ErrorCode.STORE_UNAVAILABLE: Unavailable,
+    ErrorCode.CREDENTIAL_UNAVAILABLE: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: Unavailable,

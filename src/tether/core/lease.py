@@ -38,7 +38,8 @@ _LEASE_ID_RE: Final = re.compile(r"^lse_[0-9a-hjkmnp-tv-z]{26}$")
 
 def new_lease_id(random_bytes: bytes) -> LeaseId:
     """A lease id from 16 random bytes (``os.urandom(16)`` in production, seeded in tests)."""
-    # IdKind has no LEASE member yet: reuse its encoding and put the lease prefix in front.
+    # A lease id is not an IdKind (leases live outside the core's id set): reuse the task
+    # encoding and put the lease prefix in front.
     body = encode_id(IdKind.TASK, random_bytes).partition("_")[2]
     return LeaseId(f"{LEASE_ID_PREFIX}_{body}")
 
@@ -65,8 +66,10 @@ class IssuerKind(StrEnum):
 class LeaseNotRenewable(Conflict):
     """Renewal refused: the lease is not renewable, has ended, or has reached its maximum TTL.
 
-    Carries ``code=TASK_NOT_OPEN`` (a ``Conflict``) until the error tree has a lease code.
+    A ``Conflict`` with ``code=LEASE_NOT_RENEWABLE``.
     """
+
+    default_code = ErrorCode.LEASE_NOT_RENEWABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,9 @@ class Lease:
     renewable: bool
     state: LeaseState
     ended_at: datetime | None = None
+    #: The configured issuer (its name in ``credentials.yaml``) and the decision that minted it.
+    issuer_name: str = ""
+    decision_id: str = ""
 
     def __post_init__(self) -> None:
         for name in ("issued_at", "expires_at", "max_expires_at"):
@@ -120,6 +126,8 @@ class Lease:
             "renewable": self.renewable,
             "state": self.state.value,
             "ended_at": None if self.ended_at is None else self.ended_at.isoformat(),
+            "issuer_name": self.issuer_name,
+            "decision_id": self.decision_id,
         }
 
 
@@ -136,6 +144,8 @@ def open_lease(
     max_ttl: timedelta,
     grant_expires_at: datetime,
     renewable: bool = False,
+    issuer_name: str = "",
+    decision_id: str = "",
 ) -> Lease:
     """A new active lease: expiry ``now + ttl`` and maximum ``now + max_ttl``, both capped at
     the grant's expiry. Refuses a non-positive TTL and a grant that has already expired."""
@@ -164,6 +174,8 @@ def open_lease(
         max_expires_at=max_expires_at,
         renewable=renewable,
         state=LeaseState.ACTIVE,
+        issuer_name=issuer_name,
+        decision_id=decision_id,
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NoReturn
 
 from tether.core.ids import DecisionId
 from tether.core.risks import Risk
@@ -47,8 +48,10 @@ class ReasonCode(StrEnum):
     WORKFLOW_OUT_OF_ORDER = "workflow_out_of_order"
     EGRESS_NEEDS_APPROVAL = "egress_needs_approval"
     EGRESS_BLOCKED = "egress_blocked"
+    ANOMALOUS_VOLUME = "anomalous_volume"
     POLICY_UNAVAILABLE = "policy_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
 
 
@@ -80,6 +83,33 @@ class Obligation:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedCredential:
+    """A just-in-time downstream credential handed over with an allow.
+
+    ``value`` is a bearer secret (a scoped token or a connection string with its password): it is
+    returned to the caller once and is never audited, logged or shown in a repr.
+    """
+
+    lease_id: str
+    #: The configured issuer's name (``credentials.yaml``) and its kind.
+    issuer: str
+    kind: str
+    expires_at: datetime
+    value: str = field(repr=False)
+    #: The API a scoped token is for (its ``aud``); ``None`` for other kinds.
+    audience: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"IssuedCredential(lease_id={self.lease_id!r}, issuer={self.issuer!r}, "
+            f"kind={self.kind!r}, expires_at={self.expires_at.isoformat()!r}, value='**********')"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("an IssuedCredential cannot be pickled")
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The answer to one authorize request. Every error path yields a ``deny`` with its cause."""
 
@@ -95,6 +125,9 @@ class Verdict:
     approval_id: str | None = None
     #: Who delegated the caller's grant, root first (empty for a root grant).
     delegators: tuple[str, ...] = ()
+    #: The downstream credential minted for this allow (its lease is in ``obligations``). Never
+    #: part of ``to_json``: the audit record names the lease, not the secret.
+    credential: IssuedCredential | None = field(default=None, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:

@@ -10,6 +10,11 @@ of order.
 Legal next steps after step S: S itself when repeatable, every step in S.next, and, through any
 optional step among those, the steps that may follow it (skipping is transitive). Before the
 first call: the workflow's start steps, with the same optional-step expansion.
+
+A workflow may also carry policy for its tasks: ``budgets`` caps what a task may request (and is
+the limit of a task that requests none; :meth:`tether.core.budget.Budgets.capped_by`), and
+``anomaly`` asks for a human when a task reads far more than the workflow's past tasks
+(:mod:`tether.core.anomaly`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tether.core.errors import ConfigurationError, ErrorCode
+from tether.core.anomaly import AnomalyRule, parse_rule
+from tether.core.budget import Budgets
+from tether.core.errors import ConfigurationError, ErrorCode, TetherError
 from tether.core.scope import ActionKind, Scope, is_valid_name
 
 
@@ -38,6 +45,10 @@ class Workflow:
     name: str
     start: tuple[str, ...]
     steps: Mapping[str, Step] = field(hash=False)
+    #: Policy's budget caps for the workflow's tasks (empty: none).
+    budgets: Budgets = field(default_factory=Budgets)
+    #: The anomaly signal, when the workflow declares one.
+    anomaly: AnomalyRule | None = None
 
     def legal_after(self, last: str | None) -> tuple[str, ...]:
         """The steps a call may take now, given the last step taken (``None``: none yet)."""
@@ -93,8 +104,13 @@ def parse_workflows(raw: object, *, source: str) -> dict[str, Workflow]:
         where = f"workflows.{name}"
         if not isinstance(name, str) or not is_valid_name(name, 128):
             raise bad(where, "is not a valid workflow name")
-        if not isinstance(body, dict) or set(body) - {"start", "steps", "description"}:
-            raise bad(where, "must have 'start' and 'steps' (and optionally 'description')")
+        keys = {"start", "steps", "description", "budgets", "anomaly"}
+        if not isinstance(body, dict) or set(body) - keys:
+            raise bad(
+                where,
+                "must have 'start' and 'steps' (and optionally 'description', 'budgets', "
+                "'anomaly')",
+            )
         steps_raw = body.get("steps")
         if not isinstance(steps_raw, dict) or not steps_raw:
             raise bad(f"{where}.steps", "must name at least one step")
@@ -140,5 +156,12 @@ def parse_workflows(raw: object, *, source: str) -> dict[str, Workflow]:
         for ref in [*start, *(n for s in steps.values() for n in s.next)]:
             if ref not in steps:
                 raise bad(where, f"refers to an unknown step {ref!r}")
-        out[name] = Workflow(name, tuple(start), steps)
+        try:
+            budgets = Budgets.from_json(body.get("budgets"))
+        except TetherError as error:
+            raise bad(f"{where}.budgets", f"is not valid: {error.message}") from None
+        anomaly = None
+        if "anomaly" in body:
+            anomaly = parse_rule(body["anomaly"], f"{where}.anomaly", source)
+        out[name] = Workflow(name, tuple(start), steps, budgets, anomaly)
     return out

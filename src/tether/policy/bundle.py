@@ -3,6 +3,8 @@
 A policy directory holds, at its top level:
 
     *.cedar             Cedar policies (templates are not supported)
+    *.observe.cedar     Cedar policies in observe mode: evaluated and audited, never enforced
+                        (see ``@mode`` in :mod:`tether.policy.meta`)
     schema.cedarschema  the Cedar schema (Cedar schema syntax) every policy is validated against
     catalog.yaml        dataset classifications (see :mod:`tether.policy.catalog`)
 
@@ -39,6 +41,7 @@ from tether.policy.syntax import split_statements
 SCHEMA_FILE: Final = "schema.cedarschema"
 CATALOG_FILE: Final = "catalog.yaml"
 POLICY_SUFFIX: Final = ".cedar"
+OBSERVE_SUFFIX: Final = ".observe.cedar"
 MAX_PROBLEMS: Final = 50
 
 _VALIDATION_PREFIX: Final = re.compile(r"^for policy `[^`]*`,\s*")
@@ -53,6 +56,8 @@ _PROBE_CONTEXT: Final = {
     "classification": "",
     "args": {},
 }
+#: The same with ``context.dataflow``, for a schema that declares it as always present.
+_PROBE_WITH_DATAFLOW: Final = {**_PROBE_CONTEXT, "dataflow": {"highest": "", "rank": -1}}
 
 
 def is_policy_source(name: str) -> bool:
@@ -167,13 +172,22 @@ def _load_schema(sources: Mapping[str, str], problems: list[str]) -> Any:
         return None
     empty = cedarpy.PolicySet.from_str("")
     for action in ActionKind:
-        probe = {
-            "principal": {"type": "Agent", "id": "probe"},
-            "action": {"type": "Action", "id": action.value},
-            "resource": {"type": "Tool", "id": "probe"},
-            "context": _PROBE_CONTEXT,
-        }
-        errors = cedarpy.is_authorized(probe, empty, [], schema=schema).diagnostics.errors
+        errors: list[str] = []
+        # A schema may leave `dataflow` out (policies then cannot read it) or declare it.
+        for context in (_PROBE_CONTEXT, _PROBE_WITH_DATAFLOW):
+            probe = {
+                "principal": {"type": "Agent", "id": "probe"},
+                "action": {"type": "Action", "id": action.value},
+                "resource": {"type": "Tool", "id": "probe"},
+                "context": context,
+            }
+            found = cedarpy.is_authorized(probe, empty, [], schema=schema).diagnostics.errors
+            if not found:
+                errors = []
+                break
+            # Report the attempt that got past `dataflow`, if one did.
+            if not errors or "dataflow" in errors[0]:
+                errors = found
         if errors:
             problems.append(
                 f"{SCHEMA_FILE}: does not fit the request tether sends for action "
@@ -208,7 +222,9 @@ def describe_parse_error(name: str, text: str, error: ValueError) -> str:
 def _load_policy_file(
     name: str, text: str, schema: Any, order: int, problems: list[str]
 ) -> list[PolicyMeta]:
-    stem = name[: -len(POLICY_SUFFIX)]
+    observe_file = name.endswith(OBSERVE_SUFFIX)
+    # An observe file's default ids are those the same file would have once enforced.
+    stem = name[: -len(OBSERVE_SUFFIX if observe_file else POLICY_SUFFIX)]
     try:
         doc = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
@@ -234,7 +250,13 @@ def _load_policy_file(
             continue
         try:
             meta = build_meta(
-                est, file=name, stem=stem, index=index, order=order + len(metas), line=line
+                est,
+                file=name,
+                stem=stem,
+                index=index,
+                order=order + len(metas),
+                line=line,
+                observe_file=observe_file,
             )
         except PolicyProblem as exc:
             annotated = (est.get("annotations") or {}).get("id")

@@ -5,7 +5,15 @@ Every request carries one record (Cedar JSON value format)::
     { intent: { workflow, purpose, on_behalf_of }, task_id,
       agent: { id, trust_domain, name },
       dataset: String ("" if none), classification: String ("" if none),
-      args: Record }
+      args: Record,
+      delegation: { depth, chain, root },
+      dataflow: { highest: String, rank: Long } }
+
+``dataflow`` is the task's data-flow label: the highest classification the task (or, for a
+delegate, the task it was delegated from) has read *before* this call, as its name and its rank
+(:data:`DATAFLOW_RANKS`: ``public`` 0, ``internal`` 1, ``confidential`` 2, ``restricted`` 3;
+``""`` and -1 while nothing classified has been read), so operators can write
+``context.dataflow.rank >= 2``. The call's own dataset is ``context.classification``.
 
 Call arguments are JSON; they become Cedar values as follows, and a value that has no faithful
 Cedar form makes the call unrepresentable (:class:`Unrepresentable`, which the engine turns into a
@@ -39,7 +47,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Final, NamedTuple
 
-from tether.core.scope import JSONValue
+from tether.core.scope import Classification, JSONValue
 
 MAX_DEPTH: Final = 8
 MAX_VALUES: Final = 4096
@@ -50,8 +58,11 @@ DECIMAL_MIN: Final = Decimal("-922337203685477.5808")
 RESERVED_KEYS: Final = frozenset({"__entity", "__extn", "__expr"})
 
 TOP_LEVEL: Final = frozenset(
-    {"intent", "task_id", "agent", "dataset", "classification", "args", "delegation"}
+    {"intent", "task_id", "agent", "dataset", "classification", "args", "delegation", "dataflow"}
 )
+#: ``context.dataflow.rank`` of each label; -1 for the empty label (nothing classified read).
+DATAFLOW_RANKS: Final = {c.value: c.rank for c in Classification}
+NO_DATAFLOW_RANK: Final = -1
 
 CedarJSON = None | bool | int | str | list["CedarJSON"] | dict[str, "CedarJSON"]
 
@@ -236,6 +247,8 @@ class CallFacts(NamedTuple):
     dataset: str
     classification: str
     delegators: tuple[str, ...] = ()
+    #: The task's data-flow label before this call ("" when nothing classified was read).
+    dataflow: str = ""
 
 
 def delegation_record(agent_id: str, delegators: tuple[str, ...]) -> dict[str, CedarJSON]:
@@ -246,6 +259,11 @@ def delegation_record(agent_id: str, delegators: tuple[str, ...]) -> dict[str, C
         "chain": list(delegators),
         "root": delegators[0] if delegators else agent_id,
     }
+
+
+def dataflow_record(label: str) -> dict[str, CedarJSON]:
+    """``context.dataflow``: the highest classification read so far and its rank."""
+    return {"highest": label, "rank": DATAFLOW_RANKS.get(label, NO_DATAFLOW_RANK)}
 
 
 def build_context(
@@ -279,6 +297,8 @@ def build_context(
         ctx["args"] = to_cedar_args(args, refs.args)
     if "delegation" in top:
         ctx["delegation"] = delegation_record(facts.agent_id, facts.delegators)
+    if "dataflow" in top:
+        ctx["dataflow"] = dataflow_record(facts.dataflow)
     return ctx
 
 

@@ -13,6 +13,11 @@ arguments the schema does not declare. Cedar's answer is folded into allow, deny
 approval_required by :mod:`tether.policy.fold`. Nothing here raises on a well-formed request:
 every failure denies with its cause.
 
+Observe-mode policies (``@mode("observe")``, ``*.observe.cedar``) are indexed apart and evaluated
+after the enforcing ones, with their own context: what they would have changed is returned as
+``PolicyOutcome.observed`` and never touches the decision. A failure while observing is logged
+and observes nothing; it cannot deny.
+
 The engine holds one immutable :class:`PolicySnapshot` (bundle, index, the directory's
 fingerprint). ``reload()`` builds a new one off to the side and swaps one reference, so each
 decision sees exactly one revision; when the new files do not load, the last good snapshot stays
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,6 +40,7 @@ from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.identity import Workload
 from tether.core.scope import ActionKind, Classification
 from tether.core.task import Intent
+from tether.core.verdict import Decision, ReasonCode
 from tether.policy.bundle import PolicyBundle, load_policy_dir, load_sources
 from tether.policy.context import (
     CallFacts,
@@ -43,12 +49,25 @@ from tether.policy.context import (
     context_json,
     delegation_record,
 )
-from tether.policy.fold import fold, no_policy_permits, policy_error
+from tether.policy.fold import (
+    approval_only,
+    errored_policies,
+    fold,
+    no_policy_permits,
+    observe,
+    policy_error,
+)
 from tether.policy.index import DEFAULT_CACHE_SIZE, CompiledSubset, PolicyIndex
-from tether.policy.meta import Effect
+from tether.policy.meta import Effect, PolicyMeta
 from tether.policy.reload import Fingerprint, ReloadResult, fingerprint
 from tether.policy.syntax import entity_uid
-from tether.service.ports import GrantPreview, PolicyEngine, PolicyOutcome, PolicyRequest
+from tether.service.ports import (
+    GrantPreview,
+    ObservedVerdict,
+    PolicyEngine,
+    PolicyOutcome,
+    PolicyRequest,
+)
 
 _log = structlog.get_logger("tether.policy")
 
@@ -58,6 +77,8 @@ _ACTION_ENTITIES: Final = json.dumps(
 )
 _UNKNOWN_ARGS: Final = {"__extn": {"fn": "unknown", "arg": "args"}}
 _UNKNOWN_TASK: Final = {"__extn": {"fn": "unknown", "arg": "task_id"}}
+# The task's data-flow label grows during the task: at open, whatever it may become is unknown.
+_UNKNOWN_DATAFLOW: Final = {"__extn": {"fn": "unknown", "arg": "dataflow"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +90,7 @@ class PolicySnapshot:
     fingerprint: Fingerprint
     entities: Any  # an empty cedarpy.Entities handle, parsed once
     action_entities: Any  # the six action entities, for partial evaluation
+    observe_index: PolicyIndex  # the observe-mode policies, evaluated after the decision
 
     @property
     def revision(self) -> str:
@@ -82,6 +104,7 @@ class PolicySnapshot:
             fp,
             cedarpy.Entities.from_json_str("[]"),
             cedarpy.Entities.from_json_str(_ACTION_ENTITIES),
+            PolicyIndex(bundle.policies, cache_size, observed=True),
         )
 
 
@@ -157,37 +180,67 @@ class CedarPolicyEngine:
         snapshot = self._snapshot  # INVARIANT: one decision reads one snapshot
         call = request.call
         try:
+            facts = _facts(request)
             subset = snapshot.index.subset(call.action, call.tool)
+            result: Any = None
             if subset.evaluation is None:
-                return no_policy_permits(call.action, call.tool)
-            agent, intent = request.agent, request.intent
-            facts = CallFacts(
-                intent.workflow,
-                intent.purpose,
-                intent.on_behalf_of,
-                request.task_id,
-                agent.id,
-                agent.trust_domain,
-                agent.name,
-                call.dataset or "",
-                request.classification.value if request.classification is not None else "",
-                request.delegators,
-            )
-            try:
-                context = build_context(facts, call.args, subset.refs)
-            except Unrepresentable as exc:
-                return policy_error(f"{exc}; the call is denied")
-            cedar_request = {
-                "principal": {"type": "Agent", "id": agent.id},
-                "action": _ACTION_UIDS[call.action],
-                "resource": {"type": "Tool", "id": call.tool},
-                "context": context_json(context),
-            }
-            result = cedarpy.is_authorized(cedar_request, subset.evaluation, snapshot.entities)
-            return fold(result, subset, call.action, call.tool)
+                outcome = no_policy_permits(call.action, call.tool)
+            else:
+                try:
+                    context = build_context(facts, call.args, subset.refs)
+                except Unrepresentable as exc:
+                    return policy_error(f"{exc}; the call is denied")
+                result = cedarpy.is_authorized(
+                    _cedar_request(request, context), subset.evaluation, snapshot.entities
+                )
+                outcome = fold(result, subset, call.action, call.tool)
         except Exception:  # fail closed: no error path may allow
             _log.exception("policy.decide_failed", tool=call.tool, action=call.action.value)
             return policy_error("policy evaluation failed, so the call is denied")
+        if snapshot.observe_index.size == 0:
+            return outcome
+        observed = self._observe(snapshot, request, facts, outcome, (result, subset))
+        return replace(outcome, observed=observed) if observed else outcome
+
+    def _observe(
+        self,
+        snapshot: PolicySnapshot,
+        request: PolicyRequest,
+        facts: CallFacts,
+        outcome: PolicyOutcome,
+        enforced: tuple[Any, CompiledSubset],
+    ) -> tuple[ObservedVerdict, ...]:
+        """What the observe-mode policies for this call would have changed; never raises.
+
+        ``enforced`` is Cedar's answer for the enforcing policies (``None`` when none applied)
+        and their subset.
+        """
+        if outcome.decision is Decision.DENY and any(
+            r.code is not ReasonCode.NO_POLICY_PERMITS for r in outcome.reasons
+        ):
+            return ()  # denied by a forbid or an error: no added policy could change that
+        call = request.call
+        try:
+            subset = snapshot.observe_index.subset(call.action, call.tool)
+            if subset.evaluation is None:
+                return ()
+            try:
+                context = build_context(facts, call.args, subset.refs)
+            except Unrepresentable as exc:
+                # Enforced, a policy reading this argument would deny with policy_error.
+                readers = [p for p in subset.policies if _reads_argument(p, exc.path)]
+                return observe((), readers, outcome)
+            result = cedarpy.is_authorized(
+                _cedar_request(request, context), subset.evaluation, snapshot.entities
+            )
+            diagnostics = result.diagnostics
+            errored = errored_policies(subset, diagnostics.errors) if diagnostics.errors else []
+            satisfied = [subset.by_id[i] for i in diagnostics.reasons if i in subset.by_id]
+            pending = approval_only(*enforced)
+            return observe(satisfied, errored, outcome, pending_approval=pending)
+        except Exception:  # observing must never change the decision, not even by failing
+            _log.exception("policy.observe_failed", tool=call.tool, action=call.action.value)
+            return ()
 
     def preview_grant(
         self,
@@ -218,6 +271,7 @@ class CedarPolicyEngine:
                 "classification": classification.value if classification is not None else "",
                 "args": _UNKNOWN_ARGS,
                 "delegation": delegation_record(agent.id, delegators),
+                "dataflow": _UNKNOWN_DATAFLOW,
             }
             request = {
                 "principal": entity_uid("Agent", agent.id),
@@ -296,6 +350,43 @@ class CedarPolicyEngine:
         if self._dir is None or fingerprint(self._dir) == self._seen:
             return None
         return self.reload()
+
+
+def _facts(request: PolicyRequest) -> CallFacts:
+    agent, intent, call = request.agent, request.intent, request.call
+    return CallFacts(
+        intent.workflow,
+        intent.purpose,
+        intent.on_behalf_of,
+        request.task_id,
+        agent.id,
+        agent.trust_domain,
+        agent.name,
+        call.dataset or "",
+        request.classification.value if request.classification is not None else "",
+        request.delegators,
+        request.dataflow.value if request.dataflow is not None else "",
+    )
+
+
+def _cedar_request(request: PolicyRequest, context: Mapping[str, Any]) -> dict[str, Any]:
+    call = request.call
+    return {
+        "principal": {"type": "Agent", "id": request.agent.id},
+        "action": _ACTION_UIDS[call.action],
+        "resource": {"type": "Tool", "id": call.tool},
+        "context": context_json(context),
+    }
+
+
+def _reads_argument(policy: PolicyMeta, path: str) -> bool:
+    """Could ``policy`` read the argument at ``path`` (``amount``, ``items[2]``, ``a.b``)?"""
+    top, args = policy.refs.top, policy.refs.args
+    if top is not None and "args" not in top:
+        return False
+    if args is None:
+        return True
+    return any(path == n or path.startswith((f"{n}.", f"{n}[")) for n in args)
 
 
 def _fold_preview(

@@ -16,6 +16,17 @@ In order:
    ``no_policy_permits``.
 
 Risks are those of the determining policies, plus ASI02 (Tool Misuse) for every policy decision.
+
+Observe-mode policies are evaluated apart, every one as a permit, so Cedar lists each that is
+satisfied; :func:`observe` then says, per policy, what the enforcing policies *plus that one*
+would have decided, and keeps only the ones that differ from the enforced outcome:
+
+    satisfied hard forbid, or any policy that errors   would deny (unless already denied)
+    satisfied approval forbid                          would ask for approval (if allowed)
+    satisfied permit, when nothing permitted the call  would allow (or ask for approval, when
+                                                       an enforcing approval forbid also held)
+
+An observed policy never changes the outcome itself: a forbid never denies, a permit never allows.
 """
 
 from __future__ import annotations
@@ -28,8 +39,8 @@ from tether.core.risks import Risk
 from tether.core.scope import ActionKind
 from tether.core.verdict import Decision, Obligation, ObligationKind, Reason, ReasonCode
 from tether.policy.index import CompiledSubset
-from tether.policy.meta import PolicyMeta
-from tether.service.ports import PolicyOutcome
+from tether.policy.meta import Effect, PolicyMeta
+from tether.service.ports import ObservedVerdict, PolicyOutcome
 
 BASE_RISKS: Final = frozenset({Risk.ASI02})
 MAX_ERROR_TEXT: Final = 240
@@ -136,6 +147,8 @@ def fold(result: Any, subset: CompiledSubset, action: ActionKind, tool: str) -> 
                 for p in approvals
             ),
             policy_ids=tuple(p.policy_id for p in approvals),
+            # What the allow carries once a human approves the call.
+            obligations=_obligations(permits),
             risks=_risks(approvals),
             approvers=max(p.approvers for p in approvals),
         )
@@ -152,3 +165,71 @@ def fold(result: Any, subset: CompiledSubset, action: ActionKind, tool: str) -> 
         obligations=_obligations(permits),
         risks=_risks(permits),
     )
+
+
+# -- observe mode ----------------------------------------------------------------------------
+
+
+def approval_only(result: Any, subset: CompiledSubset) -> bool:
+    """Did the enforcing answer hold approval forbids but no permit (folded to a deny)?
+
+    Then a permit added in observe mode would have made the call ``approval_required``.
+    """
+    if result is None or result.diagnostics.errors or result.decision.value != "Allow":
+        return False
+    determining = _ordered(subset, result.diagnostics.reasons)
+    return bool(determining) and all(p.is_approval_forbid for p in determining)
+
+
+def errored_policies(subset: CompiledSubset, errors: list[str]) -> list[PolicyMeta]:
+    """The policies Cedar's errors name; every policy of the subset when one names none."""
+    ids: list[str] = []
+    for error in errors:
+        match = _ERROR_POLICY.match(error)
+        if match is None:
+            return list(subset.policies)
+        ids.append(match.group(1))
+    return _ordered(subset, dict.fromkeys(ids))
+
+
+def observe(
+    satisfied: Iterable[PolicyMeta],
+    errored: Iterable[PolicyMeta],
+    enforced: PolicyOutcome,
+    *,
+    pending_approval: bool = False,
+) -> tuple[ObservedVerdict, ...]:
+    """What each observe-mode policy would have changed about ``enforced`` (see above).
+
+    ``satisfied`` and ``errored`` come from evaluating the observe subset every policy as a
+    permit; ``pending_approval`` is :func:`approval_only` of the enforcing answer.
+    """
+    decision = enforced.decision
+    nothing_permitted = decision is Decision.DENY and all(
+        r.code is ReasonCode.NO_POLICY_PERMITS for r in enforced.reasons
+    )
+    would: dict[str, Decision] = {}
+    failed = list(errored)
+    for p in failed:
+        if decision is not Decision.DENY:
+            would[p.policy_id] = Decision.DENY
+    failed_ids = {p.policy_id for p in failed}
+    for p in satisfied:
+        if p.policy_id in failed_ids:
+            continue
+        if p.effect is Effect.FORBID and not p.is_approval_forbid:
+            if decision is not Decision.DENY:
+                would[p.policy_id] = Decision.DENY
+        elif p.is_approval_forbid:
+            if decision is Decision.ALLOW:
+                would[p.policy_id] = Decision.APPROVAL_REQUIRED
+        elif nothing_permitted:
+            would[p.policy_id] = Decision.APPROVAL_REQUIRED if pending_approval else Decision.ALLOW
+    by_order = sorted(
+        (p for p in [*failed, *satisfied] if p.policy_id in would),
+        key=lambda p: p.order,
+    )
+    seen: dict[str, ObservedVerdict] = {}
+    for p in by_order:
+        seen.setdefault(p.policy_id, ObservedVerdict(p.policy_id, would[p.policy_id]))
+    return tuple(seen.values())

@@ -15,6 +15,10 @@ Each subset is compiled once into a pre-parsed ``cedarpy.PolicySet`` whose polic
 tether's own (built from the EST), lazily, on first use, and cached. Tools with no specific policy
 share their action's general subset, so the cache holds at most one entry per (action, tool) that
 a policy names, plus six; it is bounded anyway (oldest entries dropped first).
+
+Observe-mode policies (``@mode("observe")``) are never in the enforcing index: a snapshot keeps
+them in a second index (``observed=True``) whose subsets evaluate every policy as a permit, so
+one Cedar call lists each one that is satisfied (:meth:`PolicyMeta.est_for_observation`).
 """
 
 from __future__ import annotations
@@ -44,13 +48,14 @@ class CompiledSubset:
     """The policies one (action, tool) evaluates, ready for Cedar.
 
     ``evaluation`` evaluates approval forbids as permits (see
-    :meth:`PolicyMeta.est_for_evaluation`); ``preview`` (built on first use) holds the permits and
-    hard forbids only, for partial evaluation at task open.
+    :meth:`PolicyMeta.est_for_evaluation`), or, for observe-mode policies (``observing``), every
+    policy as a permit; ``preview`` (built on first use) holds the permits and hard forbids only,
+    for partial evaluation at task open.
     """
 
     __slots__ = ("_lock", "_preview", "by_id", "evaluation", "policies", "refs")
 
-    def __init__(self, policies: tuple[PolicyMeta, ...]) -> None:
+    def __init__(self, policies: tuple[PolicyMeta, ...], *, observing: bool = False) -> None:
         self.policies = policies
         self.by_id: dict[str, PolicyMeta] = {p.policy_id: p for p in policies}
         refs = NO_REFS
@@ -58,7 +63,10 @@ class CompiledSubset:
             refs = refs.union(p.refs)
         self.refs: ContextRefs = refs
         self.evaluation: Any = (
-            _policy_set((p.policy_id, p.est_for_evaluation()) for p in policies)
+            _policy_set(
+                (p.policy_id, p.est_for_observation() if observing else p.est_for_evaluation())
+                for p in policies
+            )
             if policies
             else None
         )
@@ -85,14 +93,27 @@ class CompiledSubset:
 
 
 class PolicyIndex:
-    """Buckets of one bundle's policies and the cache of compiled subsets."""
+    """Buckets of one bundle's policies and the cache of compiled subsets.
+
+    It holds the enforcing policies, or with ``observed=True`` the observe-mode ones; the
+    others are left out.
+    """
 
     def __init__(
-        self, policies: Iterable[PolicyMeta], cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        policies: Iterable[PolicyMeta],
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        *,
+        observed: bool = False,
     ) -> None:
+        self._observed = observed
         general: dict[ActionKind, list[PolicyMeta]] = {a: [] for a in ActionKind}
         specific: dict[ActionKind, dict[str, list[PolicyMeta]]] = {a: {} for a in ActionKind}
+        self.size = 0
         for meta in policies:
+            if meta.observed != observed:
+                continue
+            self.size += 1
             for action in meta.actions:
                 if meta.tool is None:
                     general[action].append(meta)
@@ -122,7 +143,7 @@ class PolicyIndex:
         found = self._cache.get(key)
         if found is not None:
             return found
-        compiled = CompiledSubset(self.candidates(action, tool))
+        compiled = CompiledSubset(self.candidates(action, tool), observing=self._observed)
         with self._lock:
             found = self._cache.get(key)
             if found is not None:

@@ -9,6 +9,11 @@ Annotations tether understands (any other annotation is kept and ignored):
     @approvers("2")             with @approval_required: distinct approvers needed (default 1)
     @row_cap("100")             permit only: the enforcement point caps rows returned
     @redact("ssn,salary")       permit only: the enforcement point redacts these fields
+    @mode("observe")            evaluate and audit what the policy would change, never enforce
+                                it (``@mode("enforce")``, the default, enforces). Every policy
+                                of a file named ``*.observe.cedar`` is in observe mode, and its
+                                default ids come from the name without ``.observe``, so renaming
+                                the file to ``*.cedar`` enforces the same policy ids.
 
 The head of each policy is read for the index: the action kinds it can apply to and, when its
 resource is ``== Tool::"x"``, the one tool. Actions must be among tether's six kinds: the schema's
@@ -40,6 +45,13 @@ class Effect(StrEnum):
     FORBID = "forbid"
 
 
+class Mode(StrEnum):
+    """Whether a policy decides calls (``enforce``) or is only watched (``observe``)."""
+
+    ENFORCE = "enforce"
+    OBSERVE = "observe"
+
+
 class PolicyProblem(ValueError):
     """A policy tether refuses to load; the loader adds the file and policy to the message."""
 
@@ -64,10 +76,15 @@ class PolicyMeta:
     tool: str | None
     refs: ContextRefs
     est_json: str
+    mode: Mode = Mode.ENFORCE
 
     @property
     def is_approval_forbid(self) -> bool:
         return self.approval_required is not None
+
+    @property
+    def observed(self) -> bool:
+        return self.mode is Mode.OBSERVE
 
     @property
     def where(self) -> str:
@@ -85,6 +102,20 @@ class PolicyMeta:
         """
         if not self.is_approval_forbid:
             return self.est_json
+        return self._as_permit()
+
+    def est_for_observation(self) -> str:
+        """The EST an observe-mode policy is evaluated with: *every* effect as a permit.
+
+        Then Cedar's answer lists every satisfied observe policy (an Allow's reasons), whatever
+        its effect, and errors name the ones that could not be evaluated; what each would have
+        changed is worked out from its real effect (:func:`tether.policy.fold.observe`).
+        """
+        if self.effect is Effect.PERMIT:
+            return self.est_json
+        return self._as_permit()
+
+    def _as_permit(self) -> str:
         est = json.loads(self.est_json)
         est["effect"] = Effect.PERMIT.value
         return json.dumps(est, separators=(",", ":"))
@@ -197,10 +228,37 @@ def _approvers(raw: str | None, is_approval: bool) -> int:
     return int(raw)
 
 
+def _mode(raw: str | None, observe_file: bool) -> Mode:
+    if raw is None:
+        return Mode.OBSERVE if observe_file else Mode.ENFORCE
+    try:
+        mode = Mode(raw.strip())
+    except ValueError:
+        raise PolicyProblem(
+            f'@mode("{raw}") must be "observe" or "enforce" (the default)'
+        ) from None
+    if observe_file and mode is Mode.ENFORCE:
+        raise PolicyProblem(
+            '@mode("enforce") in an observe file (*.observe.cedar): every policy there is '
+            "observed; move the policy to a .cedar file to enforce it"
+        )
+    return mode
+
+
 def build_meta(
-    est: Mapping[str, object], *, file: str, stem: str, index: int, order: int, line: int | None
+    est: Mapping[str, object],
+    *,
+    file: str,
+    stem: str,
+    index: int,
+    order: int,
+    line: int | None,
+    observe_file: bool = False,
 ) -> PolicyMeta:
-    """Read one policy's EST; raises :class:`PolicyProblem` for what tether refuses."""
+    """Read one policy's EST; raises :class:`PolicyProblem` for what tether refuses.
+
+    ``observe_file``: the policy comes from a ``*.observe.cedar`` file (observe mode).
+    """
     raw_annotations = est.get("annotations") or {}
     if not isinstance(raw_annotations, dict):
         raise PolicyProblem("annotations cannot be read")
@@ -241,4 +299,5 @@ def build_meta(
         tool=head_tool(resource),
         refs=scan_context_refs(est.get("conditions")),
         est_json=json.dumps(est, separators=(",", ":")),
+        mode=_mode(annotations.get("mode"), observe_file),
     )

@@ -16,11 +16,13 @@ By default the cases are every ``*.yaml`` under ``<policy dir>/tests/``. A case 
           dataset: crm              # optional; classification comes from the catalog
           classification: restricted  # optional override
           args: {limit: 10}         # optional
+        dataflow: confidential      # optional: the task's label so far (context.dataflow)
         expect: allow               # allow | deny | approval_required
         expect_policy_ids: [analyst-reads-crm]   # optional, compared as a set
         expect_reason: policy_permits            # optional, a reason code the outcome carries
         expect_risks: [ASI02]                    # optional, compared as a set
         expect_obligations: [{kind: row_cap, value: "100"}]  # optional, compared as a set
+        expect_observed: [{policy_id: new-rule, would: deny}]  # optional: observe-mode changes
 
 Unknown keys are refused (a typo must not turn a check off). A malformed file raises
 ``ConfigurationError`` naming the file and the case.
@@ -65,6 +67,8 @@ _CASE_KEYS: Final = frozenset(
         "expect_reason",
         "expect_risks",
         "expect_obligations",
+        "expect_observed",
+        "dataflow",
     }
 )
 _CALL_KEYS: Final = frozenset({"tool", "action", "dataset", "classification", "args"})
@@ -86,6 +90,8 @@ class PolicyCase:
     expect_risks: frozenset[Risk] | None = None
     expect_obligations: frozenset[tuple[ObligationKind, str]] | None = None
     delegators: tuple[str, ...] = ()
+    dataflow: Classification | None = None
+    expect_observed: frozenset[tuple[str, Decision]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,32 @@ def _obligations(raw: object) -> frozenset[tuple[ObligationKind, str]]:
     return frozenset(out)
 
 
+def _observed(raw: object) -> frozenset[tuple[str, Decision]]:
+    if not isinstance(raw, list):
+        raise _Bad("expect_observed must be a list of {policy_id, would}")
+    out: set[tuple[str, Decision]] = set()
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"policy_id", "would"}:
+            raise _Bad("expect_observed items are {policy_id: ..., would: deny|...}")
+        try:
+            out.add((str(item["policy_id"]), Decision(str(item["would"]))))
+        except ValueError:
+            raise _Bad(
+                f"expect_observed: would must be one of {[d.value for d in Decision]}"
+            ) from None
+    return frozenset(out)
+
+
+def _dataflow(raw: object) -> Classification | None:
+    if raw is None:
+        return None
+    try:
+        return Classification(str(raw))
+    except ValueError:
+        known = [c.value for c in Classification]
+        raise _Bad(f"dataflow must be one of {known} (the highest classification read)") from None
+
+
 def _parse_case(file: str, raw: Mapping[str, Any]) -> PolicyCase:
     unknown = set(raw) - _CASE_KEYS
     if unknown:
@@ -256,6 +288,10 @@ def _parse_case(file: str, raw: Mapping[str, Any]) -> PolicyCase:
         ),
         expect_obligations=(
             None if "expect_obligations" not in raw else _obligations(raw["expect_obligations"])
+        ),
+        dataflow=_dataflow(raw.get("dataflow")),
+        expect_observed=(
+            None if "expect_observed" not in raw else _observed(raw["expect_observed"])
         ),
     )
 
@@ -353,6 +389,13 @@ def _check(case: PolicyCase, outcome: PolicyOutcome) -> tuple[str, ...]:
                 f"expected obligations {sorted(case.expect_obligations)}, "
                 f"got {sorted(got_obligations)}"
             )
+    if case.expect_observed is not None:
+        got_observed = frozenset((o.policy_id, o.would) for o in outcome.observed)
+        if got_observed != case.expect_observed:
+            problems.append(
+                f"expected observed {sorted((i, d.value) for i, d in case.expect_observed)}, "
+                f"got {sorted((i, d.value) for i, d in got_observed)}"
+            )
     return tuple(problems)
 
 
@@ -385,6 +428,7 @@ def run_case(engine: CedarPolicyEngine, case: PolicyCase) -> CaseResult:
             intent=case.intent,
             task_id=case.task_id,
             delegators=case.delegators,
+            dataflow=case.dataflow,
         )
     )
     return CaseResult(

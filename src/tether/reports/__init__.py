@@ -11,11 +11,13 @@ no clock and do no I/O; they import only :mod:`tether.core`. They do not verify 
     controls     evidence per control, mapped to OWASP ASI/NHI, NIST AI RMF, NIST CSF 2.0 and
                  CSA MAESTRO (the mapping is data in :mod:`tether.reports.frameworks`), and gaps
     activity     decisions over time and data read per agent, for the charts
+    flips        calls an observe-mode policy would have changed, by policy, agent and tool
 """
 
 from tether.reports.activity import Activity, activity
 from tether.reports.cedar import permit_policies, proposed_policy
 from tether.reports.controls import ControlsReport, Coverage, Gap, controls
+from tether.reports.flips import FlipRow, FlipsReport, PolicyFlips, flips
 from tether.reports.html import RATIO_DEFINITION, render_privileges_html
 from tether.reports.privileges import PrivilegeGroup, PrivilegeReport, Triple, privileges
 from tether.reports.records import MalformedRecord, Window, parse_instant
@@ -26,8 +28,11 @@ __all__ = [
     "Activity",
     "ControlsReport",
     "Coverage",
+    "FlipRow",
+    "FlipsReport",
     "Gap",
     "MalformedRecord",
+    "PolicyFlips",
     "PrivilegeGroup",
     "PrivilegeReport",
     "RiskCount",
@@ -36,6 +41,7 @@ __all__ = [
     "Window",
     "activity",
     "controls",
+    "flips",
     "parse_instant",
     "permit_policies",
     "privileges",

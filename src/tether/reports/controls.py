@@ -244,6 +244,9 @@ def _other(t: _Tally, record: AuditRecord) -> None:
             facts[_K.TASK_GRANTS]["tasks refused"] += 1
         case AuditKind.TASK_CLOSED:
             facts[_K.TASK_GRANTS]["tasks closed"] += 1
+            ended = body.get("leases_revoked")
+            if isinstance(ended, list) and ended:
+                facts[_K.JIT_CREDENTIALS]["leases ended with their task"] += len(ended)
         case AuditKind.TASK_EXPIRED:
             facts[_K.TASK_GRANTS]["tasks expired"] += 1
         case AuditKind.TASK_REVOKED:
@@ -282,6 +285,14 @@ def _other(t: _Tally, record: AuditRecord) -> None:
             facts[_K.TOOL_PINNING]["tools withheld"] += 1
         case AuditKind.UPSTREAM_FAILED:
             facts[_K.TOOL_PINNING]["upstream failures"] += 1
+        case AuditKind.LEASE_ISSUED:
+            facts[_K.JIT_CREDENTIALS]["leases issued"] += 1
+        case AuditKind.LEASE_REVOKED:
+            facts[_K.JIT_CREDENTIALS]["leases revoked"] += 1
+        case AuditKind.LEASE_EXPIRED:
+            facts[_K.JIT_CREDENTIALS]["leases expired"] += 1
+        case AuditKind.LEASE_RELEASED:
+            facts[_K.JIT_CREDENTIALS]["credentials removed downstream"] += 1
         case _:
             pass
 

@@ -8,6 +8,7 @@ from tether.core.risks import Risk
 from tether.core.scope import JSONValue
 from tether.reports.cedar import proposed_policy
 from tether.reports.controls import ControlsReport
+from tether.reports.flips import FlipsReport
 from tether.reports.frameworks import not_addressed
 from tether.reports.privileges import PrivilegeReport, Triple
 from tether.reports.records import Window
@@ -142,4 +143,35 @@ def controls_json(report: ControlsReport) -> dict[str, JSONValue]:
             "nhi": [f"{n.value}:2025 {n.label}" for n in nhi],
             "maestro": [f"{m.value} {m.label}" for m in layers],
         },
+    }
+
+
+def flips_json(report: FlipsReport) -> dict[str, JSONValue]:
+    return {
+        "report": "flips",
+        "window": _window(report.window),
+        "records": report.records,
+        "decisions": report.decisions,
+        "flipped": report.flipped,
+        "by_policy": [
+            {
+                "policy_id": p.policy_id,
+                "calls": p.calls,
+                "would": {d.value: n for d, n in p.would.items()},
+                "agents": p.agents,
+                "tools": p.tools,
+            }
+            for p in report.by_policy
+        ],
+        "flips": [
+            {
+                "policy_id": r.policy_id,
+                "would": r.would.value,
+                "was": r.was.value,
+                "agent": r.agent,
+                "tool": r.tool,
+                "calls": r.calls,
+            }
+            for r in report.rows
+        ],
     }

@@ -1,7 +1,8 @@
 """The kill switch (OWASP ASI10): revoke an agent everywhere at once.
 
 Revoking an agent ends every open task it holds, and every task delegated from them, which
-revokes all their grants; until it is restored, the agent can open no task and receive no
+revokes all their grants and ends their leases (database roles are dropped at once, or by the
+reaper's retries); until it is restored, the agent can open no task and receive no
 delegation. One transaction, audited as ``agent_revoked``.
 """
 
@@ -11,12 +12,16 @@ from tether.core.audit import AuditKind
 from tether.core.errors import ErrorCode, InvalidRequest, NotFound
 from tether.core.identity import parse_spiffe_id
 from tether.core.task import Task
+from tether.service.leases import LeaseService
 from tether.service.ports import AuditEntry, Clock, Store
 from tether.service.recording import Recorder
 
 
 class AgentService:
-    def __init__(self, *, store: Store, clock: Clock, recorder: Recorder) -> None:
+    def __init__(
+        self, *, store: Store, clock: Clock, recorder: Recorder, leases: LeaseService | None = None
+    ) -> None:
+        self._leases = leases
         self._store = store
         self._clock = clock
         self._rec = recorder
@@ -38,7 +43,7 @@ class AgentService:
                 body={"state": "revoked", "because": f"agent {agent} was revoked: {reason}"},
             )
 
-        return self._store.revoke_agent(
+        ended_tasks = self._store.revoke_agent(
             agent,
             now,
             reason,
@@ -53,6 +58,9 @@ class AgentService:
             ended,
             ended,
         )
+        if self._leases is not None:
+            self._leases.release_quietly()
+        return ended_tasks
 
     def restore(self, agent: str, by: str) -> None:
         _check_agent(agent)

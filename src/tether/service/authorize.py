@@ -31,11 +31,13 @@ from tether.core.ids import (
     TaskId,
     is_well_formed,
 )
+from tether.core.lease import Lease, credential_obligation
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, GrantState, Task, TaskState
 from tether.core.verdict import (
     Decision,
+    IssuedCredential,
     Obligation,
     Reason,
     ReasonCode,
@@ -45,11 +47,13 @@ from tether.core.verdict import (
 from tether.service.approvals import ApprovalService
 from tether.service.breakglass import BreakGlassService
 from tether.service.flows import Expect, Flows
+from tether.service.leases import LeaseService
 from tether.service.ports import (
     AuditEntry,
     Clock,
     DecisionRecord,
     GrantSigner,
+    ObservedVerdict,
     PolicyEngine,
     PolicyRequest,
     Store,
@@ -59,6 +63,8 @@ from tether.service.recording import Recorder
 _GRANT_RISKS = frozenset({Risk.ASI03, Risk.ASI10})
 _SCOPE_RISKS = frozenset({Risk.ASI02, Risk.ASI03})
 _ARG_RISKS = frozenset({Risk.ASI01, Risk.ASI02})
+# Reading far more than the workflow's past tasks: tool misuse by volume, an agent gone rogue.
+_ANOMALY_RISKS = frozenset({Risk.ASI02, Risk.ASI10})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,17 @@ class _Finding:
     #: The workflow step the call takes and its dataset's classification (for progress).
     step: str | None = None
     classification: Classification | None = None
+    #: Observe-mode policies that would have changed the policy decision: audited, not enforced.
+    observed: tuple[ObservedVerdict, ...] = ()
+    #: For ``approval_required``: the permits' obligations (row caps, redaction) that the allow
+    #: carries once a human approves; a call approved is still capped as policy says.
+    approved_obligations: tuple[Obligation, ...] = ()
+
+    def audit_extra(self) -> dict[str, JSONValue]:
+        """What this finding adds to its decision's audit body (``observed`` when non-empty)."""
+        if not self.observed:
+            return {}
+        return {"observed": [o.to_json() for o in self.observed]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +150,7 @@ class Authorizer:
         approvals: ApprovalService,
         breakglass: BreakGlassService | None = None,
         flows: Flows | None = None,
+        leases: LeaseService | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -143,6 +161,7 @@ class Authorizer:
         self._approvals = approvals
         self._breakglass = breakglass
         self._flows = flows
+        self._leases = leases
 
     def authorize(
         self,
@@ -159,7 +178,7 @@ class Authorizer:
         ``deny`` carrying its cause."""
         now = self._clock.now()
         try:
-            finding = self._check(agent, grant_token, call)
+            finding = self._check(agent, grant_token, call, expect)
         except TetherError as error:
             # A store that cannot answer must not let anything through.
             finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
@@ -177,8 +196,24 @@ class Authorizer:
                 step = _ApprovalStep(
                     _deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
                 )
+        minted = None
+        if step.finding.decision is Decision.ALLOW:
+            try:
+                minted = self._mint(agent, call, step.finding, decision_id, now)
+            except TetherError as error:
+                # Fail closed: an allow whose credential cannot be minted is a deny.
+                step = _ApprovalStep(
+                    _deny(
+                        ReasonCode.CREDENTIAL_UNAVAILABLE,
+                        f"the call is allowed but its credential could not be issued, so it is "
+                        f"denied: {error.message}",
+                        step.finding.risks,
+                        step.finding.grant,
+                        step.finding.task,
+                    )
+                )
         try:
-            verdict = self._record(agent, call, step, decision_id, now, flow)
+            verdict = self._record(agent, call, step, decision_id, now, flow, minted)
         except BudgetExceeded as exceeded:
             over = _deny(
                 ReasonCode.BUDGET_EXCEEDED,
@@ -205,10 +240,20 @@ class Authorizer:
             except TetherError as error:
                 return self._unrecorded(used, decision_id, now, error)
         except TetherError as error:
-            return self._unrecorded(step.finding, decision_id, now, error)
+            verdict = self._unrecorded(step.finding, decision_id, now, error)
+        if minted is not None and self._leases is not None and verdict.credential is None:
+            # Minted, but the allow was not recorded: the credential must not outlive this call.
+            self._leases.discard(minted[0])
         if step.new is not None:
             self._approvals.announce(step.new[0])
         return verdict
+
+    def _mint(
+        self, agent: Workload, call: Call, finding: _Finding, decision_id: DecisionId, now: datetime
+    ) -> tuple[Lease, IssuedCredential, AuditEntry] | None:
+        if self._leases is None or finding.grant is None or finding.task is None:
+            return None
+        return self._leases.mint(agent, finding.task, finding.grant, call, decision_id, now)
 
     def _record(
         self,
@@ -218,8 +263,15 @@ class Authorizer:
         decision_id: DecisionId,
         now: datetime,
         flow: _FlowFacts | None = None,
+        minted: tuple[Lease, IssuedCredential, AuditEntry] | None = None,
     ) -> Verdict:
         finding = step.finding
+        obligations = finding.obligations
+        if minted is not None:
+            obligations = (
+                *obligations,
+                credential_obligation(minted[0], f"tether:credentials/{minted[0].issuer_name}"),
+            )
         budget = progress = None
         if (
             flow is not None
@@ -234,12 +286,13 @@ class Authorizer:
             decision_id=decision_id,
             reasons=finding.reasons,
             policy_ids=finding.policy_ids,
-            obligations=finding.obligations,
+            obligations=obligations,
             risks=sorted_risks(finding.risks),
             policy_revision=self._policy.revision,
             decided_at=now,
             approval_id=step.approval_ref,
             delegators=finding.grant.delegators if finding.grant is not None else (),
+            credential=minted[1] if minted is not None else None,
         )
         grant, task = finding.grant, finding.task
         record = DecisionRecord(
@@ -271,6 +324,7 @@ class Authorizer:
                     "decision": decision.value,
                     "reasons": [r.to_json() for r in reasons],
                 }
+        body.update(finding.audit_extra())
         entry = self._rec.entry(kind, now, agent=agent.id, task_id=record.task_id, body=body)
         if budget is not None:
             body["budget_holds"] = [
@@ -289,6 +343,7 @@ class Authorizer:
             use_approval=step.use,
             budget=budget,
             progress=progress,
+            lease=(minted[0], minted[2]) if minted is not None else None,
         )
         return verdict
 
@@ -351,6 +406,7 @@ class Authorizer:
             task=finding.task,
             breakglass=active,
             overridden=(finding.decision, finding.reasons),
+            observed=finding.observed,
         )
 
     def _approval_step(
@@ -400,6 +456,7 @@ class Authorizer:
                         finding.policy_ids,
                         grant=grant,
                         task=task,
+                        observed=finding.observed,
                     )
                 )
             approvers = ", ".join(v.approver for v in approval.votes if v.approve)
@@ -414,8 +471,10 @@ class Authorizer:
                 ),
                 risks,
                 finding.policy_ids,
+                finding.approved_obligations,
                 grant=grant,
                 task=task,
+                observed=finding.observed,
             )
             return _ApprovalStep(granted, use=approval.approval_id, approval_ref=approval_id)
         existing = self._approvals.pending_for(agent, task, call)
@@ -428,6 +487,7 @@ class Authorizer:
                     finding.policy_ids,
                     grant=grant,
                     task=task,
+                    observed=finding.observed,
                 ),
                 approval_ref=existing.approval_id,
             )
@@ -444,7 +504,13 @@ class Authorizer:
         )
         return _ApprovalStep(
             _Finding(
-                finding.decision, finding.reasons, risks, finding.policy_ids, grant=grant, task=task
+                finding.decision,
+                finding.reasons,
+                risks,
+                finding.policy_ids,
+                grant=grant,
+                task=task,
+                observed=finding.observed,
             ),
             new=new,
             approval_ref=new[0].approval_id,
@@ -452,7 +518,9 @@ class Authorizer:
 
     # -- the pipeline ----------------------------------------------------------------------
 
-    def _check(self, agent: Workload, grant_token: str, call: Call) -> _Finding:
+    def _check(
+        self, agent: Workload, grant_token: str, call: Call, expect: Expect | None = None
+    ) -> _Finding:
         now = self._clock.now()
         try:
             claims = self._signer.verify(grant_token, now)
@@ -534,6 +602,7 @@ class Authorizer:
                 intent=task.intent,
                 task_id=task.task_id,
                 delegators=grant.delegators,
+                dataflow=Classification(task.label) if task.label else None,
             )
         )
         if (
@@ -553,8 +622,33 @@ class Authorizer:
                 grant=grant,
                 task=task,
                 approvers=max(1, outcome.approvers),
+                approved_obligations=outcome.obligations,
                 step=step_name,
                 classification=classification,
+                observed=outcome.observed,
+            )
+        anomaly = (
+            self._flows.anomaly(task, call, expect)
+            if self._flows is not None and outcome.decision is not Decision.DENY
+            else None
+        )
+        if anomaly is not None:
+            # Volume far past the workflow's history: a human decides, whatever policy says.
+            return _Finding(
+                decision=Decision.APPROVAL_REQUIRED,
+                reasons=(
+                    anomaly,
+                    *outcome.reasons[: 0 if outcome.decision is Decision.ALLOW else None],
+                ),
+                risks=frozenset(risks | outcome.risks | _ANOMALY_RISKS),
+                policy_ids=("tether:anomaly", *outcome.policy_ids),
+                grant=grant,
+                task=task,
+                approvers=max(1, outcome.approvers),
+                approved_obligations=outcome.obligations,
+                step=step_name,
+                classification=classification,
+                observed=outcome.observed,
             )
         return _Finding(
             decision=outcome.decision,
@@ -562,9 +656,13 @@ class Authorizer:
             risks=frozenset(risks | outcome.risks),
             policy_ids=outcome.policy_ids,
             obligations=outcome.obligations if outcome.decision is Decision.ALLOW else (),
+            approved_obligations=(
+                outcome.obligations if outcome.decision is Decision.APPROVAL_REQUIRED else ()
+            ),
             grant=grant,
             task=task,
             approvers=outcome.approvers,
             step=step_name,
             classification=classification,
+            observed=outcome.observed,
         )

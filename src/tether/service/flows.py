@@ -1,6 +1,6 @@
 """The pipeline steps between scope and Cedar: declared workflow order, data-flow egress rules,
 and the budget charge a call makes (DESIGN: grant → scope → workflow step → budgets and data-flow
-→ Cedar → verdict).
+→ Cedar → verdict), and after Cedar the workflow's anomaly signal on reads.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tether.core.anomaly import Volume
 from tether.core.budget import ANY, BudgetKind, Budgets, Hold, holds_for
 from tether.core.call import Call
 from tether.core.dataflow import EgressRules, raise_label
@@ -17,6 +18,7 @@ from tether.core.scope import ActionKind, Classification
 from tether.core.task import Task
 from tether.core.verdict import Reason, ReasonCode
 from tether.core.workflow import Workflow
+from tether.service.anomaly import AnomalySignal
 from tether.service.ports import BudgetCharge, Store, TaskProgress
 
 
@@ -42,11 +44,13 @@ class Flows:
         workflows: Mapping[str, Workflow],
         egress: EgressRules,
         settings: FlowSettings,
+        anomaly: AnomalySignal | None = None,
     ) -> None:
         self._store = store
         self.workflows = dict(workflows)
         self.egress = egress
         self._settings = settings
+        self._anomaly = anomaly
 
     # -- workflow --------------------------------------------------------------------------
 
@@ -65,6 +69,24 @@ class Flows:
             f"{call.action.value} {call.tool} is not a legal step {where} of the declared "
             f"workflow {flow.name!r}; expected next: {expected}",
         )
+
+    # -- anomaly ---------------------------------------------------------------------------
+
+    def anomaly(self, task: Task, call: Call, expect: Expect | None) -> Reason | None:
+        """``ANOMALOUS_VOLUME`` when this read takes the task past its workflow's baseline.
+
+        Only reads of a task whose declared workflow has an ``anomaly`` rule are judged; the
+        call counts with what it declares (``expect``), nothing when it declares nothing.
+        """
+        if self._anomaly is None or call.action is not ActionKind.READ:
+            return None
+        flow = self.workflows.get(task.intent.workflow)
+        if flow is None or flow.anomaly is None:
+            return None
+        declared = (
+            Volume(expect.records or 0, expect.bytes or 0) if expect is not None else Volume()
+        )
+        return self._anomaly.check(task, flow.anomaly, declared)
 
     # -- data flow -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from tether.core.approval import Approval
@@ -17,10 +17,11 @@ from tether.core.call import Call
 from tether.core.effect import Effect
 from tether.core.identity import Workload
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
+from tether.core.lease import IssuerKind, Lease, LeaseState
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, Intent, Task, TaskState
-from tether.core.verdict import Decision, Obligation, Reason
+from tether.core.verdict import Decision, IssuedCredential, Obligation, Reason
 
 
 class Clock(Protocol):
@@ -77,6 +78,25 @@ class PolicyRequest:
     task_id: TaskId
     #: Who delegated the grant, root first; empty for a root grant.
     delegators: tuple[str, ...] = ()
+    #: The task's data-flow label: the highest classification it (or the task it was delegated
+    #: from) has read before this call; ``None`` while nothing classified was read.
+    dataflow: Classification | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedVerdict:
+    """What one observe-mode policy would have changed had it been enforced.
+
+    ``would`` is the decision the enforcing policies *plus this one* would have reached; it
+    differs from the outcome's own decision (an entry is made only for a change). It never
+    changes the verdict: observe mode is for trying a policy on real traffic first.
+    """
+
+    policy_id: str
+    would: Decision
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"policy_id": self.policy_id, "would": self.would.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +110,8 @@ class PolicyOutcome:
     risks: frozenset[Risk] = field(default_factory=frozenset)
     #: For ``approval_required``: how many distinct humans must approve.
     approvers: int = 1
+    #: Observe-mode policies that would have changed the decision (audited, never enforced).
+    observed: tuple[ObservedVerdict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +242,10 @@ class Store(Protocol):
         use_approval: ApprovalId | None = None,
         budget: BudgetCharge | None = None,
         progress: TaskProgress | None = None,
+        lease: tuple[Lease, AuditEntry] | None = None,
     ) -> AuditRecord:
-        """Record a decision; in the same transaction, create the approval it asks for, or
+        """Record a decision; in the same transaction, record the lease it minted, create the
+        approval it asks for, or
         move the approval it uses from approved to used (``Conflict`` if it is not approved,
         ``NotFound`` if unknown), reserve its budget holds (``BudgetExceeded`` when a limit
         would be passed), and move its task's label and workflow step. On any refusal nothing
@@ -298,3 +322,61 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LeaseStore(Protocol):
+    """Leases, in the same database and audit chain as the :class:`Store`."""
+
+    def get(self, lease_id: str) -> Lease | None: ...
+
+    def for_task(self, task_id: str) -> list[Lease]: ...
+
+    def recent(self, limit: int = 100, state: LeaseState | None = None) -> list[Lease]: ...
+
+    def count_live(self, now: datetime) -> int: ...
+
+    def end(
+        self, lease_id: str, at: datetime, audit: Callable[[Lease], AuditEntry]
+    ) -> Lease | None:
+        """Revoke one active lease with its audit record; ``None`` when it was not active."""
+        ...
+
+    def expire_due(
+        self, now: datetime, limit: int, audit: Callable[[Lease], AuditEntry]
+    ) -> list[Lease]: ...
+
+    def unreleased(self, limit: int = 100) -> list[Lease]:
+        """Ended leases whose downstream credential may still exist, oldest first."""
+        ...
+
+    def mark_released(self, lease: Lease, audit: AuditEntry) -> bool: ...
+
+
+class DownstreamIssuer(Protocol):
+    """Mints and removes one kind of downstream credential (a scoped token, a database role)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> IssuerKind: ...
+
+    @property
+    def ttl(self) -> timedelta: ...
+
+    @property
+    def max_ttl(self) -> timedelta: ...
+
+    def covers(self, tool: str) -> bool:
+        """True when calls to ``tool`` get this issuer's credential."""
+        ...
+
+    def mint(self, lease: Lease, *, now: datetime, actors: tuple[str, ...]) -> IssuedCredential:
+        """The credential ``lease`` stands for. Raises ``Unavailable`` when the downstream
+        system cannot be reached (nothing is left behind) and ``TetherError`` for a lease it
+        cannot serve."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Remove the credential downstream; idempotent. Raises ``Unavailable`` to be retried."""
+        ...

@@ -28,6 +28,7 @@ from tether.core.ids import IdFactory, TaskId
 from tether.core.scope import JSONValue, Scope
 from tether.core.task import Grant, GrantState, Intent, Task, TaskState, grant_is_usable
 from tether.service.flows import Flows
+from tether.service.leases import LeaseService
 from tether.service.ports import AuditEntry, Clock, GrantSigner, PolicyEngine, Store
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
@@ -73,8 +74,10 @@ class TaskService:
         recorder: Recorder,
         settings: ServiceSettings,
         flows: Flows | None = None,
+        leases: LeaseService | None = None,
     ) -> None:
         self._flows = flows
+        self._leases = leases
         self._store = store
         self._policy = policy
         self._signer = signer
@@ -149,7 +152,8 @@ class TaskService:
             state=TaskState.OPEN,
             opened_at=now,
             expires_at=expires,
-            budgets=budgets or Budgets(),
+            # Limits come from the request, capped by the declared workflow's policy.
+            budgets=(budgets or Budgets()).capped_by(flow.budgets if flow else Budgets()),
         )
         grant = Grant(
             grant_id=self._ids.grant(),
@@ -444,7 +448,7 @@ class TaskService:
                 },
             )
 
-        return self._store.end_task(
+        ended = self._store.end_task(
             task.task_id,
             state,
             now,
@@ -457,3 +461,6 @@ class TaskService:
             ),
             cascade,
         )
+        if ended is not None and self._leases is not None:
+            self._leases.release_quietly()
+        return ended

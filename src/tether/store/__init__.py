@@ -38,18 +38,29 @@ the failure (``cannot connect``, ``refused tether's credentials``,
 ``lock_timeout``, ``SQLSTATE 42501``...), never the URL, host, user or password, and ``repr`` shows
 only the backend.
 
+Schema. The tables come from Alembic revisions (:mod:`tether.store.migrations`, driven by
+:mod:`tether.store.migrate`): opening a store creates them on first start and applies pending
+migrations on later ones, in one transaction. Several replicas may start at once: a
+transaction-scoped advisory lock lets one create or migrate the schema while the others wait and
+then find it current. A database whose revision this tether does not know (a newer tether's) is
+refused with ``ConfigurationError``. ``tether db current`` and ``tether db upgrade`` show and apply
+migrations without starting a server (``SqlStore(url, migrate=False)``, then
+:meth:`SqlStore.schema_state` or :meth:`SqlStore.upgrade_schema`).
+
 Privileges. The simple way: a role that owns the database, or has ``CREATE`` on the schema;
-tether creates its tables on first start. Several replicas may start at once: a transaction-scoped
-advisory lock lets one create the schema while the others wait and then find it.
+tether creates and migrates its tables itself.
 
-The hardened way, recommended for replicas: an owner role runs the first start once (start one
-tether, or ``SqlStore.postgres(owner_url).close()``), and the replicas connect as a runtime role
-with ``USAGE`` on the schema and exactly :data:`RUNTIME_PRIVILEGES`::
+The hardened way, recommended for replicas: an owner role creates or migrates the schema (``tether
+db upgrade --store-url OWNER_URL``, before starting each tether version that brings a migration),
+and the replicas connect as a runtime role with ``USAGE`` on the schema and exactly
+:data:`RUNTIME_PRIVILEGES`. On a current schema a replica runs no DDL; on one with migrations
+pending it fails closed (``SQLSTATE 42501``) and says to run ``tether db upgrade`` as the owner::
 
-    GRANT SELECT ON tether_meta TO tether_rt;
+    GRANT SELECT ON tether_meta, tether_alembic_version TO tether_rt;
     GRANT SELECT, UPDATE ON audit_head TO tether_rt;      -- UPDATE also for SELECT ... FOR UPDATE
     GRANT SELECT, INSERT ON audit, decisions, effects TO tether_rt;
-    GRANT SELECT, INSERT, UPDATE ON tasks, grants, approvals, breakglass, budget_holds TO tether_rt;
+    GRANT SELECT, INSERT, UPDATE ON tasks, grants, approvals, breakglass, budget_holds,
+        revoked_agents, leases TO tether_rt;
 
 tether never deletes a row nor changes an audit record, so the runtime role has no ``DELETE``,
 ``TRUNCATE`` or ``UPDATE`` on ``audit``: rewriting history takes the owner's credentials, not a

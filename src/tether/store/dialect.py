@@ -9,7 +9,7 @@ serialize, how the first start is kept single, and how a driver error is worded:
   we emit ``BEGIN IMMEDIATE`` for writes (the write lock is taken at BEGIN, waiting up to the busy
   timeout, so two writers never both read the same chain head) and a deferred ``BEGIN`` for reads
   (a consistent snapshot that never blocks a writer in WAL mode). ``BEGIN IMMEDIATE`` also keeps
-  two processes from creating the schema at once.
+  two processes from creating or migrating the schema at once.
 
   Why WAL with ``synchronous = NORMAL``: a committed transaction is in the write-ahead log before
   ``COMMIT`` returns, so it survives the *process* crashing at any point. Only a power loss or OS
@@ -31,8 +31,8 @@ serialize, how the first start is kept single, and how a driver error is worded:
   bounded time for a free one. The ping and every store call run under a client-side deadline
   (:mod:`tether.store.watchdog`) for a server that accepts connections but stops answering. The
   first start takes a transaction-scoped advisory lock
-  (:data:`BOOTSTRAP_LOCK_KEY`) around creating the schema, so two replicas starting together do
-  not both run ``CREATE TABLE``.
+  (:data:`BOOTSTRAP_LOCK_KEY`) around checking and migrating the schema, so two replicas starting
+  together do not both run the migrations.
 
 Driver errors are reduced to one line that names the failure and never the server's address, the
 user, the password or the statement (:func:`reason`).
@@ -62,7 +62,7 @@ POSTGRES_DRIVER: Final = "postgresql+psycopg"
 BOOTSTRAP_LOCK_KEY: Final = int.from_bytes(
     hashlib.sha256(b"tether.store.bootstrap").digest()[:8], "big", signed=True
 )
-"""The ``pg_advisory_xact_lock`` key held while the schema is checked and created."""
+"""The ``pg_advisory_xact_lock`` key held while the schema is checked and migrated."""
 
 _BAD_URL = (
     "the store URL names no database tether can use, or its driver is not installed; use "
@@ -169,11 +169,11 @@ def read_options(engine: Engine) -> dict[str, Any]:
 
 
 def serialize_bootstrap(conn: Connection) -> None:
-    """Make the schema check-and-create transaction on ``conn`` the only one running.
+    """Make the schema check-and-migrate transaction on ``conn`` the only one running.
 
     SQLite needs nothing: the transaction began with ``BEGIN IMMEDIATE``. On PostgreSQL, DDL is
     transactional, so holding an advisory lock until commit makes a second replica wait, then
-    find the tables the first one committed.
+    find the schema the first one migrated and committed (:mod:`tether.store.migrate`).
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})

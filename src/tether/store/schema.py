@@ -21,8 +21,10 @@ it (``SELECT ... FOR UPDATE``) before appending, on backends with row locks.
 Every table tether uses is declared here, so the schema a store creates does not depend on which
 modules were imported first.
 
-Bump :data:`SCHEMA_VERSION` with every change to these tables; a store refuses to open a database
-written by a newer tether.
+These declarations are what the code queries with; the database gets them from the Alembic
+revisions in :mod:`tether.store.migrations`. Every change here is a new revision there, named in
+:data:`SCHEMA_REVISION` (and, for tables and columns, a bump of :data:`SCHEMA_VERSION`); a test
+checks that the revisions produce exactly these tables.
 """
 
 from __future__ import annotations
@@ -47,8 +49,16 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-SCHEMA_VERSION: Final = 3
-"""The version this code writes, recorded in ``tether_meta`` under ``schema_version``."""
+SCHEMA_VERSION: Final = 4
+"""The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
+migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
+
+SCHEMA_REVISION: Final = "0004"
+"""The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
+(a test keeps the two equal)."""
+
+VERSION_TABLE: Final = "tether_alembic_version"
+"""Alembic's version table (:mod:`tether.store.migrate`): the revision the database is at."""
 
 SCHEMA_VERSION_KEY: Final = "schema_version"
 HEAD_ROW_ID: Final = 1
@@ -154,7 +164,8 @@ decisions = Table(
     metadata,
     Column("decision_id", _ID, primary_key=True),
     # No foreign keys: a decision is recorded even for a grant or task that does not exist.
-    Column("task_id", _ID, nullable=True),
+    # Indexed (schema version 4): a task's activity and its volume so far are read per call.
+    Column("task_id", _ID, nullable=True, index=True),
     Column("grant_id", _ID, nullable=True),
     Column("agent", Text, nullable=False),
     Column("tool", Text, nullable=False),
@@ -240,6 +251,8 @@ RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "breakglass": ("SELECT", "INSERT", "UPDATE"),
     "budget_holds": ("SELECT", "INSERT", "UPDATE"),
     "revoked_agents": ("SELECT", "INSERT", "UPDATE"),
+    "leases": ("SELECT", "INSERT", "UPDATE"),
+    VERSION_TABLE: ("SELECT",),  # read on start to check the schema is current
 }
 """What a running tether needs on each table once the schema exists, and no more.
 
@@ -250,8 +263,10 @@ only these privileges cannot rewrite or remove history, whatever a compromised r
 __all__ = [
     "HEAD_ROW_ID",
     "RUNTIME_PRIVILEGES",
+    "SCHEMA_REVISION",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
+    "VERSION_TABLE",
     "JsonText",
     "UtcMicros",
     "approvals",
@@ -263,6 +278,7 @@ __all__ = [
     "effects",
     "from_micros",
     "grants",
+    "leases",
     "meta",
     "metadata",
     "tasks",
@@ -296,4 +312,32 @@ revoked_agents = Table(
     Column("revoked_by", Text, nullable=False),
     # Restoring clears this; rows are never deleted (the runtime role has no DELETE).
     Column("active", Boolean, nullable=False),
+)
+
+
+leases = Table(
+    "leases",
+    metadata,
+    # One just-in-time downstream credential (tether.core.lease); never the secret itself.
+    Column("lease_id", _ID, primary_key=True),
+    Column("task_id", _ID, nullable=False, index=True),
+    Column("grant_id", _ID, nullable=False),
+    Column("decision_id", _ID, nullable=False),
+    Column("agent", Text, nullable=False),
+    # The configured issuer's name and its kind (scoped_jwt, postgres_role, ...).
+    Column("issuer_name", String(64), nullable=False),
+    Column("issuer", _WORD, nullable=False),
+    Column("scope", _JSON, nullable=False),
+    Column("issued_at", UtcMicros, nullable=False),
+    Column("expires_at", UtcMicros, nullable=False),
+    Column("max_expires_at", UtcMicros, nullable=False),
+    Column("renewable", Boolean, nullable=False),
+    Column("state", _WORD, nullable=False),
+    Column("ended_at", UtcMicros, nullable=True),
+    # False until the downstream credential is gone (the PostgreSQL role dropped): the reaper
+    # retries every ended lease still False, across restarts, until it is.
+    Column("released", Boolean, nullable=False),
+    # The reaper's queries: active leases past expiry; ended leases not yet released.
+    Index("ix_leases_state_expires_at", "state", "expires_at"),
+    Index("ix_leases_released", "released", "state"),
 )

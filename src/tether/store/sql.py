@@ -42,24 +42,24 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
+from tether.core.anomaly import Volume
 from tether.core.approval import Approval, ApprovalState
-from tether.core.audit import GENESIS_HASH, AuditRecord, ChainHead, seal
+from tether.core.audit import AuditRecord, ChainHead, seal
 from tether.core.budget import Hold
 from tether.core.effect import Effect
 from tether.core.errors import (
-    ConfigurationError,
     Conflict,
     ErrorCode,
     NotFound,
     Unavailable,
 )
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
+from tether.core.lease import Lease, LeaseState
 from tether.core.scope import ActionKind
 from tether.core.task import Grant, GrantState, Task, TaskState
 from tether.service.ports import (
@@ -73,6 +73,9 @@ from tether.store import agents as agents_sql
 from tether.store import approvals as approvals_sql
 from tether.store import budgets as budgets_sql
 from tether.store import codec
+from tether.store import history as history_sql
+from tether.store import leases as leases_sql
+from tether.store import migrate as migrate_schema
 from tether.store.dialect import (
     WRITE_OPTION,
     make_engine,
@@ -81,18 +84,15 @@ from tether.store.dialect import (
     reason,
     serialize_bootstrap,
 )
+from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import (
     HEAD_ROW_ID,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY,
     UtcMicros,
     audit,
     audit_head,
     decisions,
     effects,
     grants,
-    meta,
-    metadata,
     tasks,
 )
 from tether.store.watchdog import Watchdog
@@ -179,14 +179,19 @@ class SqlStore:
         statement_timeout: timedelta = DEFAULT_STATEMENT_TIMEOUT,
         connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT,
         pool_size: int = DEFAULT_POOL_SIZE,
+        migrate: bool = True,
     ) -> None:
         """Open the database at ``url`` (``sqlite:///...`` or ``postgresql://...``), creating
-        tether's tables on first use.
+        tether's tables on first use and applying pending schema migrations
+        (:mod:`tether.store.migrate`), one replica at a time.
 
         ``busy_timeout`` is how long a writer waits for another writer's lock (SQLite's
         ``busy_timeout``, PostgreSQL's ``lock_timeout``). The other settings apply to PostgreSQL
-        only: see :meth:`postgres`. Raises ``ConfigurationError`` for a URL or schema version
-        this tether cannot use and ``Unavailable`` when the database cannot be reached.
+        only: see :meth:`postgres`. With ``migrate=False`` the schema is checked but left as it
+        is: such a handle is for :meth:`schema_state` and :meth:`upgrade_schema` (``tether db``)
+        until the schema is current. Raises ``ConfigurationError`` for a URL or schema this
+        tether cannot use (a newer tether's) and ``Unavailable`` when the database cannot be
+        reached or the schema cannot be migrated (a role without DDL rights).
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -208,7 +213,7 @@ class SqlStore:
         self._engine: Engine | None = engine
         self._page_size = page_size
         try:
-            self._bootstrap()
+            self._bootstrap(migrate)
         except BaseException:
             self.close()
             raise
@@ -220,10 +225,11 @@ class SqlStore:
         *,
         busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
         page_size: int = DEFAULT_PAGE_SIZE,
+        migrate: bool = True,
     ) -> SqlStore:
         """Open or create the SQLite database file at ``path`` (WAL, ``synchronous=NORMAL``)."""
         url = URL.create("sqlite+pysqlite", database=str(Path(path).absolute()))
-        return cls(url, busy_timeout=busy_timeout, page_size=page_size)
+        return cls(url, busy_timeout=busy_timeout, page_size=page_size, migrate=migrate)
 
     @classmethod
     def postgres(
@@ -235,9 +241,11 @@ class SqlStore:
         connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT,
         pool_size: int = DEFAULT_POOL_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
+        migrate: bool = True,
     ) -> SqlStore:
         """Open tether's store in the PostgreSQL database ``dsn`` names, creating its tables on
-        first use (safe when several replicas start at once).
+        first use and applying pending migrations unless ``migrate=False`` (safe when several
+        replicas start at once).
 
         ``dsn`` is a URL (``postgresql://``, ``postgres://`` or ``postgresql+psycopg://``; query
         parameters are libpq's) or a libpq ``key=value`` string. ``lock_timeout`` bounds the wait
@@ -253,6 +261,7 @@ class SqlStore:
             connect_timeout=connect_timeout,
             pool_size=pool_size,
             page_size=page_size,
+            migrate=migrate,
         )
 
     def __repr__(self) -> str:
@@ -314,7 +323,10 @@ class SqlStore:
         if row is None:
             return None  # not open (or unknown): nothing changed, no audit record
         tx.conn.execute(_END_GRANTS, {"b_id": task_id, "b_state": grant_state.value})
-        tx.append(audit)
+        # INVARIANT: a lease lives only while its task is open; the record ending the task
+        # names the leases it ended.
+        lease_state = LeaseState.EXPIRED if state is TaskState.EXPIRED else LeaseState.REVOKED
+        tx.append(_naming_leases(audit, leases_sql.end_active(tx.conn, [task_id], lease_state, at)))
         # INVARIANT: ending a task ends every task delegated from it, at any depth.
         child_state = TaskState.EXPIRED if state is TaskState.EXPIRED else TaskState.REVOKED
         frontier = [task_id]
@@ -333,8 +345,10 @@ class SqlStore:
                 if ended is None:
                     continue
                 tx.conn.execute(_END_GRANTS, {"b_id": child_id, "b_state": grant_state.value})
+                child_leases = leases_sql.end_active(tx.conn, [child_id], lease_state, at)
                 if cascade is not None:
-                    tx.append(cascade(codec.task_from_row(ended._mapping)))
+                    child = codec.task_from_row(ended._mapping)
+                    tx.append(_naming_leases(cascade(child), child_leases))
                 frontier.append(child_id)
         return codec.task_from_row(row._mapping)
 
@@ -374,6 +388,11 @@ class SqlStore:
                 tx.append(audit)
             return removed
 
+    def count_live_leases(self, now: datetime) -> int:
+        """Active leases not yet past their expiry (the ``tether_leases_live`` gauge)."""
+        with self._read(_STORE, "count live leases") as conn:
+            return leases_sql.count_live(conn, now)
+
     def is_agent_revoked(self, agent: str) -> bool:
         with self._read(_STORE, "check the agent") as conn:
             return agents_sql.listed(conn, agent)
@@ -412,6 +431,7 @@ class SqlStore:
         use_approval: ApprovalId | None = None,
         budget: BudgetCharge | None = None,
         progress: TaskProgress | None = None,
+        lease: tuple[Lease, AuditEntry] | None = None,
     ) -> AuditRecord:
         with self._write(_STORE, "record the decision") as tx:
             if use_approval is not None:
@@ -427,6 +447,9 @@ class SqlStore:
                 approval, approval_audit = new_approval
                 tx.conn.execute(approvals_sql.INSERT, approvals_sql.params(approval))
                 tx.append(approval_audit)
+            if lease is not None:
+                leases_sql.insert_lease(tx.conn, lease[0])
+                tx.append(lease[1])
             return record
 
     def _use_approval(self, tx: _Writer, approval_id: ApprovalId, decision_id: DecisionId) -> None:
@@ -549,6 +572,15 @@ class SqlStore:
             records=int(totals[1] or 0),
             bytes=int(totals[2] or 0),
         )
+
+    def ended_task_volumes(self, workflow: str, limit: int) -> list[Volume]:
+        """The anomaly signal's history (:mod:`tether.store.history`)."""
+        with self._read(_STORE, "read the workflow's history") as conn:
+            return history_sql.ended_task_volumes(conn, workflow, limit)
+
+    def task_volume(self, task_id: TaskId) -> Volume:
+        with self._read(_STORE, "read what the task has read") as conn:
+            return history_sql.task_volume(conn, task_id)
 
     def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None:
         with self._read(_STORE, "read the decision") as conn:
@@ -678,25 +710,36 @@ class SqlStore:
         with self._write_conn(code, action) as conn:
             yield _Writer(conn)
 
-    def _bootstrap(self) -> None:
-        """Create the schema on first open; refuse a schema version this code does not know."""
+    def _bootstrap(self, migrate: bool) -> None:
+        """Check the schema on open and, when ``migrate``, bring it to this tether's revision."""
         with self._write_conn(_STORE, "open the database") as conn:
-            # INVARIANT: one replica at a time checks and creates the schema.
+            # INVARIANT: one replica at a time checks and migrates the schema.
             serialize_bootstrap(conn)
-            found: str | None = None
-            if inspect(conn).has_table(meta.name):
-                found = conn.execute(
-                    select(meta.c.value).where(meta.c.key == SCHEMA_VERSION_KEY)
-                ).scalar_one_or_none()
-            if found is not None:
-                _check_schema_version(found)
-            metadata.create_all(conn)
-            if found is None:
-                conn.execute(insert(meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
-                if conn.execute(_READ_HEAD).first() is None:
-                    conn.execute(
-                        insert(audit_head).values(id=HEAD_ROW_ID, seq=0, hash=GENESIS_HASH)
-                    )
+            # Refuses a newer tether's database. A current one takes no DDL from here on.
+            state = migrate_schema.schema_state(conn)
+            if migrate and not state.up_to_date:
+                self._migrate(conn)
+
+    # -- the schema ----------------------------------------------------------------------------
+
+    def schema_state(self) -> SchemaState:
+        """The database's schema revision against this tether's (:mod:`tether.store.migrate`)."""
+        with self._read(_STORE, "read the schema revision") as conn:
+            return migrate_schema.schema_state(conn)
+
+    def upgrade_schema(self) -> SchemaUpgrade:
+        """Apply pending migrations, serialized with every other replica's start."""
+        with self._write_conn(_STORE, "open the database") as conn:
+            serialize_bootstrap(conn)
+            return self._migrate(conn)
+
+    def _migrate(self, conn: Connection) -> SchemaUpgrade:
+        action = (
+            "create or upgrade tether's tables (this takes the right to create tables: run "
+            "`tether db upgrade` as the database's owner)"
+        )
+        with _translate(_STORE, action):
+            return migrate_schema.upgrade(conn)
 
 
 class _Writer:
@@ -749,21 +792,11 @@ def _audit_record(row: codec.Row) -> AuditRecord:
         ) from None
 
 
-def _check_schema_version(found: str) -> None:
-    try:
-        version = int(found)
-    except ValueError:
-        version = -1
-    if version > SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"the database was written by a newer tether (schema version {version}; this one "
-            f"knows up to {SCHEMA_VERSION}); upgrade tether or use another data directory"
-        )
-    if version != SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"the database has schema version {found!r}, which this tether cannot use "
-            f"(it writes version {SCHEMA_VERSION}); use another data directory"
-        )
+def _naming_leases(entry: AuditEntry, ended: Sequence[Lease]) -> AuditEntry:
+    """``entry`` with the ids of the leases that ended with its task, when there are any."""
+    if not ended:
+        return entry
+    return replace(entry, body={**entry.body, "leases_revoked": [x.lease_id for x in ended]})
 
 
 @contextmanager

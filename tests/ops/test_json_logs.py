@@ -1,0 +1,75 @@
+"""``tether serve`` logs: one JSON object per line, each authorize request's line naming its
+decision, task and agent, and never a token."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import socket
+from pathlib import Path
+
+import httpx
+from ops_support import READ_CRM, open_task, serve_process, svid_for
+
+from tether.logs import REDACTED, redact_secrets, wants_json
+
+
+def test_serve_logs_json_lines_naming_the_decision_and_never_a_token(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    # No --log-format: stderr is a file, not a terminal, so the default is JSON.
+    with serve_process(data_dir) as server:
+        svid = svid_for(data_dir, "analyst")
+        opened = open_task(server.base_url, svid)
+        verdict = httpx.post(
+            f"{server.base_url}/v1/authorize",
+            json={"grant": opened["grant"], **READ_CRM},
+            headers={"Authorization": f"Bearer {svid}"},
+            timeout=30,
+        ).json()
+        # A request uvicorn itself refuses: its own log line must be JSON too.
+        host, port = server.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            raw.recv(1024)
+        server.stop()
+        lines = server.log_lines()
+
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all(isinstance(entry, dict) for entry in entries)
+    (decided,) = [e for e in entries if e["event"] == "decision"]
+    assert decided["decision_id"] == verdict["decision_id"]
+    assert decided["task_id"] == opened["task_id"]
+    assert decided["agent"] == "spiffe://tether.local/agent/analyst"
+    assert decided["tool"] == "crm.query"
+    assert decided["decision"] == "allow"
+    assert any(e.get("logger") == "uvicorn.error" for e in entries)
+    text = "\n".join(lines)
+    assert svid not in text
+    assert str(opened["grant"]) not in text
+
+
+def test_auto_format_is_for_people_on_a_terminal() -> None:
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "w", closefd=False) as terminal:
+            assert wants_json("auto", terminal) is False
+            assert wants_json("json", terminal) is True
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_fields_named_as_secrets_are_redacted() -> None:
+    event = redact_secrets(
+        None,
+        "info",
+        {"event": "x", "grant": "eyJhbGciOi", "api_token": "t0k3n", "svid": "eyJ", "tool": "crm"},
+    )
+    assert event == {
+        "event": "x",
+        "grant": REDACTED,
+        "api_token": REDACTED,
+        "svid": REDACTED,
+        "tool": "crm",
+    }

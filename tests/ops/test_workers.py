@@ -1,0 +1,61 @@
+"""``tether serve --workers 2``: two worker processes on one port and one SQLite file, and one
+``/metrics`` that adds up what both of them did, whichever of them answers the scrape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from ops_support import READ_CRM, open_task, scrape, serve_process, svid_for, value
+
+MAX_CALLS = 200  # a bound on waiting for the second worker to take a connection
+
+
+def decision_pids(lines: list[str]) -> dict[str, int]:
+    """decision id -> pid of the worker that logged it."""
+    return {
+        entry["decision_id"]: entry["pid"]
+        for entry in map(json.loads, lines)
+        if entry.get("event") == "decision"
+    }
+
+
+def test_two_workers_share_the_port_and_metrics_add_up_across_them(tmp_path: Path) -> None:
+    data_dir, scratch = tmp_path / "data", tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}  # where the replica keeps its multiprocess metrics files
+    with serve_process(data_dir, "--workers", "2", "--log-format", "json", env=env) as server:
+        assert [p.name[:15] for p in scratch.iterdir()] == ["tether-metrics-"]
+        svid = svid_for(data_dir, "analyst")
+        opened = open_task(server.base_url, svid)
+        made: list[str] = []
+        # Each call on a new connection; the kernel hands connections to either worker.
+        while len(made) < MAX_CALLS:
+            response = httpx.post(
+                f"{server.base_url}/v1/authorize",
+                json={"grant": opened["grant"], **READ_CRM},
+                headers={"Authorization": f"Bearer {svid}"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["decision"] == "allow"
+            made.append(response.json()["decision_id"])
+            if len(set(decision_pids(server.log_lines()).values())) == 2:
+                break
+        logged = decision_pids(server.log_lines())
+        assert len(set(logged.values())) == 2, "one worker answered every call"
+        assert set(logged) == set(made)
+
+        # Every scrape, on its own connection, sees both workers' decisions and the shared store.
+        for _ in range(6):
+            samples = scrape(server.base_url)
+            assert value(
+                samples, "tether_decisions_total", decision="allow", tool="crm.query", reason=""
+            ) == len(made)
+            assert value(samples, "tether_authorize_seconds_count") == len(made)
+            assert value(samples, "tether_audit_append_seconds_count") == len(made)
+            assert value(samples, "tether_tasks_open") == 1
+            assert value(samples, "tether_store_up") == 1
+        server.stop()
+    assert list(scratch.iterdir()) == []  # the metrics files went with the replica

@@ -1,0 +1,391 @@
+"""Schema migrations (Alembic), on SQLite and a real PostgreSQL.
+
+The revisions must produce exactly the tables :mod:`tether.store.schema` declares; a database an
+older tether made with ``create_all`` is recognised, stamped and upgraded with its rows; a newer
+tether's database is refused; ``tether db current`` and ``tether db upgrade`` report and apply.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData, insert, inspect, text, update
+from typer.testing import CliRunner
+
+from tether.cli.main import app
+from tether.core.audit import GENESIS_HASH, AuditKind, AuditRecord, ChainHead, seal, verify_chain
+from tether.core.errors import ConfigurationError
+from tether.core.task import Task
+from tether.store import SCHEMA_VERSION, SqlStore, schema
+from tether.store import migrate as migrations
+from tether.store.codec import audit_at, audit_params, grant_params, task_params
+
+from .conftest import Backend, Make, provisioned
+
+runner = CliRunner()
+HEAD = migrations.head()
+
+
+@pytest.fixture
+def pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with provisioned("postgresql", request, tmp_path) as db:
+        yield db
+
+
+@contextmanager
+def _connected(backend: Backend) -> Iterator[Connection]:
+    engine = backend.raw()
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _differences(backend: Backend) -> list[object]:
+    """What Alembic finds between the database and ``schema.metadata`` (types included)."""
+    with _connected(backend) as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": schema.VERSION_TABLE}
+        )
+        return list(compare_metadata(context, schema.metadata))
+
+
+def _tables(backend: Backend) -> set[str]:
+    with _connected(backend) as conn:
+        return set(inspect(conn).get_table_names())
+
+
+def _shape(backend: Backend) -> dict[str, object]:
+    """Every tether table as the database reports it: columns, keys, indexes, constraints and,
+    on SQLite, the exact ``CREATE`` statements (which decide, say, the rowid alias)."""
+    shape: dict[str, object] = {}
+    with _connected(backend) as conn:
+        insp = inspect(conn)
+        for name in sorted(set(insp.get_table_names()) - {schema.VERSION_TABLE}):
+            shape[name] = {
+                "columns": [
+                    (c["name"], c["type"].compile(dialect=conn.dialect), c["nullable"])
+                    for c in insp.get_columns(name)
+                ],
+                "pk": insp.get_pk_constraint(name)["constrained_columns"],
+                "fks": sorted(
+                    (fk["name"], *fk["constrained_columns"], fk["referred_table"])
+                    for fk in insp.get_foreign_keys(name)
+                ),
+                "indexes": sorted(
+                    (ix["name"], tuple(ix["column_names"]), ix["unique"])
+                    for ix in insp.get_indexes(name)
+                ),
+                "uniques": sorted(
+                    (uc["name"], tuple(uc["column_names"]))
+                    for uc in insp.get_unique_constraints(name)
+                ),
+            }
+        if conn.dialect.name == "sqlite":
+            shape["sqlite_master"] = conn.execute(
+                text(
+                    "SELECT type, name, sql FROM sqlite_master WHERE tbl_name != :v ORDER BY name"
+                ),
+                {"v": schema.VERSION_TABLE},
+            ).all()
+    return shape
+
+
+def _rows(backend: Backend, sql: str) -> list[tuple[object, ...]]:
+    with _connected(backend) as conn:
+        return [tuple(r) for r in conn.execute(text(sql)).all()]
+
+
+def _inspect_only(backend: Backend) -> SqlStore:
+    store = SqlStore(backend.url, migrate=False)
+    backend.handles.append(store)
+    return store
+
+
+# -- the database an older tether made, by its own code path -------------------------------------
+
+
+def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> MetaData:
+    """A copy of the tables tether declared at ``version``, before it used Alembic. Version 3 had
+    no leases, and early on no kill switch; the decisions index came during version 4. Neither
+    came with a bump: the old code created missing tables (not indexes) on every start."""
+    left_out = {"leases"} if version == 3 else set()
+    if not kill_switch:
+        left_out.add("revoked_agents")
+    tables = MetaData()
+    for table in schema.metadata.sorted_tables:
+        if table.name in left_out:
+            continue
+        copy = table.to_metadata(tables)
+        if not decisions_index:
+            for index in [i for i in copy.indexes if i.name == "ix_decisions_task_id"]:
+                copy.indexes.discard(index)
+    return tables
+
+
+def make_legacy(
+    backend: Backend, version: int, *, kill_switch: bool = True, decisions_index: bool = False
+) -> None:
+    """What the old ``SqlStore._bootstrap`` did on first start: ``create_all``, the schema
+    version, the chain head's row."""
+    tables = _tables_at(version, kill_switch=kill_switch, decisions_index=decisions_index)
+    engine = backend.raw()
+    try:
+        with engine.begin() as conn:
+            tables.create_all(conn)
+            conn.execute(
+                insert(schema.meta).values(key=schema.SCHEMA_VERSION_KEY, value=str(version))
+            )
+            conn.execute(
+                insert(schema.audit_head).values(id=schema.HEAD_ROW_ID, seq=0, hash=GENESIS_HASH)
+            )
+    finally:
+        engine.dispose()
+
+
+def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]]:
+    """A task, its grant and two chained audit records, written as the old code wrote them."""
+    task, grant = make.task()
+    records: list[AuditRecord] = []
+    for kind in (AuditKind.POLICY_LOADED, AuditKind.TASK_OPENED):
+        head = ChainHead(records[-1].seq, records[-1].hash) if records else None
+        entry = make.entry(kind, task_id=task.task_id)
+        records.append(
+            seal(
+                head,
+                record_id=entry.record_id,
+                at=audit_at(entry.at),
+                kind=entry.kind,
+                agent=entry.agent,
+                task_id=entry.task_id,
+                body=entry.body,
+            )
+        )
+    engine = backend.raw()
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(schema.tasks), task_params(task))
+            conn.execute(insert(schema.grants), grant_params(grant))
+            for record in records:
+                conn.execute(insert(schema.audit), audit_params(record))
+            conn.execute(
+                update(schema.audit_head).values(seq=records[-1].seq, hash=records[-1].hash)
+            )
+    finally:
+        engine.dispose()
+    return task, records
+
+
+# -- the revisions -------------------------------------------------------------------------------
+
+
+def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_writes(
+    backend: Backend,
+) -> None:
+    assert HEAD == schema.SCHEMA_REVISION
+    state = _inspect_only(backend).schema_state()
+    assert state.revision is None and state.head == HEAD
+    assert [r.id for r in state.pending] == ["0001", "0002", "0003", "0004"]
+    assert all(r.title for r in state.pending)
+
+    backend.open()
+    assert _rows(backend, "SELECT key, value FROM tether_meta") == [
+        ("schema_version", str(SCHEMA_VERSION))
+    ]
+    assert _rows(backend, f"SELECT version_num FROM {schema.VERSION_TABLE}") == [(HEAD,)]
+
+
+def test_upgrading_an_empty_database_gives_exactly_the_declared_schema(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store = backend.open()
+    assert store.schema_state().up_to_date
+    assert _differences(backend) == []
+    assert _tables(backend) == {*schema.metadata.tables, schema.VERSION_TABLE}
+
+    # ... and exactly what the old create_all made, so stamping such a database is sound.
+    (tmp_path / "old").mkdir()
+    with provisioned(backend.name, request, tmp_path / "old") as old:
+        schema.metadata.create_all(old.raw())
+        assert _shape(old) == _shape(backend)
+
+
+def test_a_current_database_opens_without_loading_alembic(tmp_path: Path) -> None:
+    SqlStore.sqlite(tmp_path / "tether.db").close()
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tether.store import SqlStore\n"
+        f"SqlStore.sqlite(Path({str(tmp_path / 'tether.db')!r})).close()\n"
+        "assert not [m for m in sys.modules if m.startswith('alembic')], 'alembic was loaded'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_opening_a_current_database_changes_nothing(backend: Backend, make: Make) -> None:
+    backend.open().append_audit(make.entry())
+    before = _shape(backend)
+    state = backend.open().schema_state()
+    assert state.up_to_date and state.revision == HEAD and state.pending == ()
+    assert _shape(backend) == before
+
+
+# -- databases from before Alembic ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "kill_switch", "decisions_index", "stamped_at"),
+    [
+        (3, False, False, "0001"),
+        (3, True, False, "0002"),
+        (4, True, False, "0003"),
+        (4, True, True, "0003"),
+    ],
+    ids=["v3-before-kill-switch", "v3", "v4-before-decisions-index", "v4"],
+)
+def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
+    backend: Backend,
+    make: Make,
+    version: int,
+    kill_switch: bool,
+    decisions_index: bool,
+    stamped_at: str,
+) -> None:
+    make_legacy(backend, version, kill_switch=kill_switch, decisions_index=decisions_index)
+    task, records = write_history(backend, make)
+
+    state = _inspect_only(backend).schema_state()
+    assert (state.revision, state.legacy_version) == (stamped_at, version)
+    assert not state.up_to_date
+    later = [r for r in ("0002", "0003", "0004") if r > stamped_at]
+    assert [r.id for r in state.pending] == later
+
+    store = backend.open()
+    assert store.schema_state().up_to_date
+    assert _differences(backend) == []
+    assert _rows(backend, f"SELECT version_num FROM {schema.VERSION_TABLE}") == [(HEAD,)]
+    assert _rows(backend, "SELECT key, value FROM tether_meta") == [
+        ("schema_version", str(SCHEMA_VERSION))
+    ]
+    # The rows are untouched and the chain goes on from them.
+    assert store.get_task(task.task_id) == task
+    assert list(store.audit_records()) == records
+    store.append_audit(make.entry())
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 3
+
+
+def test_a_legacy_database_from_a_newer_tether_is_refused(backend: Backend) -> None:
+    make_legacy(backend, 4)
+    backend.execute(
+        "UPDATE tether_meta SET value = :v WHERE key = 'schema_version'", v=str(SCHEMA_VERSION + 1)
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        backend.open()
+    assert "newer tether" in caught.value.message
+    assert schema.VERSION_TABLE not in _tables(backend)  # nothing was stamped
+
+
+@pytest.mark.parametrize("found", ["2", "banana"])
+def test_a_legacy_version_tether_cannot_adopt_is_refused(backend: Backend, found: str) -> None:
+    make_legacy(backend, 3)
+    backend.execute("UPDATE tether_meta SET value = :v WHERE key = 'schema_version'", v=found)
+    with pytest.raises(ConfigurationError) as caught:
+        backend.open()
+    assert "cannot use" in caught.value.message
+    assert schema.VERSION_TABLE not in _tables(backend)
+
+
+def test_a_newer_revision_is_refused_and_left_alone(backend: Backend, make: Make) -> None:
+    backend.open().append_audit(make.entry(AuditKind.POLICY_LOADED))
+    backend.execute(f"UPDATE {schema.VERSION_TABLE} SET version_num = '0999'")
+    for attempt in (backend.open, lambda: _inspect_only(backend)):
+        with pytest.raises(ConfigurationError) as caught:
+            attempt()
+        assert "newer tether" in caught.value.message
+        assert "'0999'" in caught.value.message
+    assert _rows(backend, f"SELECT version_num FROM {schema.VERSION_TABLE}") == [("0999",)]
+
+
+# -- tether db -----------------------------------------------------------------------------------
+
+
+def _where(backend: Backend) -> list[str]:
+    if backend.name == "sqlite":
+        return ["-d", str(backend.root)]
+    return ["--store-url", backend.url]
+
+
+def _db(backend: Backend, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["db", *args, *_where(backend)])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
+    make_legacy(backend, 3)
+    task, _ = write_history(backend, make)
+
+    code, out = _db(backend, "current")
+    assert code == 0, out
+    assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
+    assert "2 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert _db(backend, "current", "--check")[0] == 1
+
+    code, out = _db(backend, "upgrade")
+    assert code == 0, out
+    assert f"→ {HEAD}" in out and "applied: 0003" in out
+
+    code, out = _db(backend, "current", "--check")
+    assert code == 0, out
+    assert f"revision {HEAD}" in out and "up to date" in out
+    code, out = _db(backend, "upgrade")
+    assert code == 0 and f"already at {HEAD}" in out
+    assert backend.open().get_task(task.task_id) == task
+
+
+def test_tether_db_never_shows_the_password(pg: Backend) -> None:
+    for command in ("current", "upgrade"):
+        code, out = _db(pg, command)
+        assert code == 0, out
+        assert "postgresql store" in out
+        assert pg.url not in out and pg.pg.password not in out
+
+
+def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Backend) -> None:
+    code, out = _db(backend, "current", "--check")
+    if backend.name == "sqlite":
+        # No store in the directory: nothing is created by asking.
+        assert code == 2 and "store_not_found" in out
+        assert not backend.path.exists()
+    else:
+        assert code == 1 and "empty (no tether tables)" in out and "4 migration(s)" in out
+    code, out = _db(backend, "upgrade")
+    assert code == 0, out
+    assert f"upgraded empty (no tether tables) → {HEAD}" in out
+    assert "applied: 0001" in out and HEAD in out
+    assert _differences(backend) == []
+
+
+def test_tether_db_refuses_a_newer_database(backend: Backend) -> None:
+    backend.open()
+    backend.execute(f"UPDATE {schema.VERSION_TABLE} SET version_num = '0999'")
+    for command in ("current", "upgrade"):
+        code, out = _db(backend, command)
+        assert code == 2 and "configuration" in out and "newer tether" in out
+
+
+def test_every_revision_refuses_to_go_back() -> None:
+    scripts = list(ScriptDirectory(str(migrations.MIGRATIONS)).walk_revisions())
+    assert len(scripts) == int(HEAD)
+    for script in scripts:
+        with pytest.raises(NotImplementedError, match="forward only"):
+            script.module.downgrade()
