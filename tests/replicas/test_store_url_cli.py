@@ -83,3 +83,31 @@ def test_a_url_tether_cannot_use_is_a_configuration_error(tmp_path: Path) -> Non
     )
     assert result.exit_code == 2
     assert "configuration" in result.output and "hunter2" not in result.output
+
+
+def test_the_operator_kill_switch_and_reports_reach_the_replicas_database(
+    pair: list[Replica], agents: Callable[[str], Agents], store_url: str
+) -> None:
+    analyst = agents("analyst")
+    task = open_task(analyst.on[0], [CRM])
+    assert analyst.on[1].authorize(task["grant"], **READ).json()["decision"] == "allow"
+    data = str(pair[0].runtime.config.data_dir)
+    agent = "spiffe://tether.local/agent/analyst"
+
+    revoked = runner.invoke(
+        app, ["agents", "revoke", agent, "-r", "drill", "-d", data, "--store-url", store_url]
+    )
+
+    assert revoked.exit_code == 0, revoked.output
+    assert "1 open task(s) ended" in revoked.output
+    for replica in analyst.on:
+        assert replica.authorize(task["grant"], **READ).json()["decision"] == "deny"
+    listed = runner.invoke(
+        app, ["agents", "list", "-d", data], env={"TETHER_DATABASE_URL": store_url}
+    )
+    # The revocation, with its reason, is read back from the shared database.
+    assert listed.exit_code == 0 and "drill" in listed.output and "operator:" in listed.output
+    report = runner.invoke(app, ["report", "risks", "--json", "--store-url", store_url])
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.output)["decisions"] >= 1
+    assert make_url(store_url).password not in report.output

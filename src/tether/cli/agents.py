@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    StoreUrl,
+    console,
+    store_url_of,
+    tether_errors,
+)
 from tether.core.ids import IdFactory
 from tether.runtime import audit_mac, open_store
 from tether.service.agents import AgentService
@@ -21,8 +28,8 @@ from tether.store import SqlStore
 app = typer.Typer(help="Revoke an agent everywhere at once (the kill switch), or restore it.")
 
 
-def _service(path: Path) -> tuple[AgentService, SqlStore]:
-    store = open_store(path)
+def _service(path: Path, store_url: str | None) -> tuple[AgentService, SqlStore]:
+    store = open_store(path, store_url_of(store_url))
     key_file = path / "keys" / "audit-hmac.key"
     key = key_file.read_bytes() if key_file.exists() else os.urandom(32)
     recorder = Recorder(IdFactory(os.urandom), audit_mac(key), frozenset())
@@ -41,10 +48,11 @@ def revoke(
     agent: Annotated[str, typer.Argument(help="The agent's SPIFFE ID (or OIDC issuer#subject).")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    store_url: StoreUrl = None,
 ) -> None:
     """End every task the agent holds, and refuse it any new one, until restored."""
     with tether_errors():
-        service, store = _service(data_dir)
+        service, store = _service(data_dir, store_url)
         try:
             ended = service.revoke(agent, reason, operator_name())
         finally:
@@ -53,10 +61,10 @@ def revoke(
 
 
 @app.command("restore")
-def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None) -> None:
     """Let a revoked agent open tasks again."""
     with tether_errors():
-        service, store = _service(data_dir)
+        service, store = _service(data_dir, store_url)
         try:
             service.restore(agent, operator_name())
         finally:
@@ -65,10 +73,10 @@ def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 @app.command("list")
-def list_revoked(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def list_revoked(data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None) -> None:
     """Revoked agents."""
     with tether_errors():
-        service, store = _service(data_dir)
+        service, store = _service(data_dir, store_url)
         try:
             rows = service.revoked()
         finally:

@@ -14,8 +14,15 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
-from tether.cli.serve import StoreUrl, store_url_of
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    StoreUrl,
+    console,
+    fail,
+    store_url_of,
+    tether_errors,
+)
 from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
 from tether.core.errors import Unavailable
 from tether.runtime import open_store

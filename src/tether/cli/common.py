@@ -58,3 +58,22 @@ def tether_errors() -> Iterator[None]:
         yield
     except TetherError as error:
         fail(error.message, error.code.value)
+
+
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store-url",
+        envvar="TETHER_DATABASE_URL",
+        help="The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every "
+        "replica names the same one and shares the data directory's keys. Prefer the env var "
+        "(a command line is visible to other users). Default: SQLite in the data directory.",
+    ),
+]
+
+
+def store_url_of(value: str | None) -> str | None:
+    """The ``--store-url`` given, or ``None`` (SQLite in the data directory) when it is empty."""
+    if value is None:
+        return None
+    return value.strip() or None

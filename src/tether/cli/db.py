@@ -13,8 +13,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
-from tether.cli.serve import StoreUrl, store_url_of
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    StoreUrl,
+    console,
+    fail,
+    store_url_of,
+    tether_errors,
+)
 from tether.store import SqlStore
 from tether.store.migrate import Revision
 

@@ -13,7 +13,15 @@ import typer
 from rich.table import Table
 
 from tether.cli.agents import operator_name
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, PolicyDir, console, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    PolicyDir,
+    StoreUrl,
+    console,
+    store_url_of,
+    tether_errors,
+)
 from tether.core.errors import ErrorCode, InvalidRequest
 from tether.core.ids import IdFactory
 from tether.core.lease import LeaseState, is_lease_id
@@ -36,9 +44,11 @@ app = typer.Typer(help="Just-in-time downstream credentials (leases): list, revo
 
 
 @contextmanager
-def _service(data_dir: Path, policies: Path | None) -> Iterator[LeaseService]:
+def _service(
+    data_dir: Path, policies: Path | None, store_url: str | None
+) -> Iterator[LeaseService]:
     config = RuntimeConfig(data_dir=data_dir, policy_dir=policies or packaged_policies())
-    store = open_store(data_dir)
+    store = open_store(data_dir, store_url_of(store_url))
     try:
         key_file = data_dir / "keys" / "audit-hmac.key"
         key = key_file.read_bytes() if key_file.exists() else os.urandom(32)
@@ -69,9 +79,10 @@ def list_leases(
     active: Annotated[bool, typer.Option("--active", help="Only active leases.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    store_url: StoreUrl = None,
 ) -> None:
     """Leases, newest first (never the credentials themselves)."""
-    with tether_errors(), _service(data_dir, policies) as leases:
+    with tether_errors(), _service(data_dir, policies, store_url) as leases:
         now = SystemClock().now()
         rows = (
             leases.for_task(task)
@@ -104,6 +115,7 @@ def revoke(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     policies: PolicyDir = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """End a lease now and remove its credential downstream (a database role is dropped)."""
     with tether_errors():
@@ -111,6 +123,6 @@ def revoke(
             raise InvalidRequest("not a tether lease id (lse_…)", code=ErrorCode.INVALID_FIELD)
         if not reason.strip() or len(reason) > 2000:
             raise InvalidRequest("give a reason of 1 to 2000 characters")
-        with _service(data_dir, policies) as leases:
+        with _service(data_dir, policies, store_url) as leases:
             ended = leases.revoke(lease_id, by=operator_name(), reason=reason)
     console.print(f"lease {ended.lease_id}: {ended.state.value}", highlight=False)

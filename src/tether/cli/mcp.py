@@ -18,9 +18,11 @@ from tether.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
     PolicyDir,
+    StoreUrl,
     console,
     err_console,
     fail,
+    store_url_of,
     tether_errors,
 )
 from tether.core.audit import AuditKind
@@ -88,6 +90,7 @@ def mcp_gateway(
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    store_url: StoreUrl = None,
 ) -> None:
     """Front MCP servers: filter tools/list, decide every tools/call, record effects."""
     configure_logging(log_level)  # to stderr: with --transport stdio, stdout is the MCP channel
@@ -102,6 +105,7 @@ def mcp_gateway(
         trust_bundle,
         oidc_issuer,
         oidc_jwks,
+        store_url_of(store_url),
     )
 
 
@@ -116,6 +120,7 @@ def _run_gateway(
     trust_bundle: Path | None,
     oidc_issuer: str | None,
     oidc_jwks: str | None,
+    store_url: str | None = None,
 ) -> None:
     with tether_errors():
         gateway_config = load_config(config)
@@ -127,6 +132,7 @@ def _run_gateway(
                 trust_bundle=trust_bundle,
                 oidc_issuer=oidc_issuer,
                 oidc_jwks=oidc_jwks,
+                store_url=store_url,
             )
         )
     try:

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, PolicyDir, err_console, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    PolicyDir,
+    StoreUrl,
+    err_console,
+    store_url_of,
+    tether_errors,
+)
 from tether.logs import configure_logging
 from tether.proxy import load_config, open_proxy
 from tether.runtime import RuntimeConfig, open_runtime, packaged_policies
@@ -35,6 +43,7 @@ def proxy(
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    store_url: StoreUrl = None,
 ) -> None:
     """Forward agents' HTTP calls to legacy services: authorize each one, inject the service's
     secret, record the effect. Agents call http://HOST:PORT/<upstream>/<path> with
@@ -50,6 +59,7 @@ def proxy(
                 trust_bundle=trust_bundle,
                 oidc_issuer=oidc_issuer,
                 oidc_jwks=oidc_jwks,
+                store_url=store_url_of(store_url),
             )
         )
     try:

@@ -23,7 +23,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli.common import DEFAULT_DATA_DIR, err_console, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    StoreUrl,
+    err_console,
+    store_url_of,
+    tether_errors,
+)
 from tether.core.audit import AuditRecord
 from tether.core.scope import JSONValue
 from tether.core.verdict import Decision
@@ -142,7 +148,7 @@ def _window(since: str | None, until: str | None) -> Window:
 
 
 def _load(
-    ctx: typer.Context, data_dir: Path | None, file: Path | None
+    ctx: typer.Context, data_dir: Path | None, file: Path | None, store_url: str | None = None
 ) -> tuple[list[AuditRecord], str]:
     """All records of the source, and its name; fails with one line on anything wrong."""
     # TETHER_DATA_DIR in the environment must not clash with --file; only a typed option does.
@@ -158,6 +164,14 @@ def _load(
         except OSError as error:
             _fail(f"cannot read {file}: {error.strerror}", "file_unreadable", 1)
     directory = data_dir or DEFAULT_DATA_DIR
+    url = store_url_of(store_url)
+    if url is not None:
+        with tether_errors():
+            store = open_store(directory, url)
+            try:
+                return list(store.audit_records()), "the --store-url database"
+            finally:
+                store.close()
     if not (directory / "tether.db").exists():
         _fail(
             f"no tether store in {directory}; pass --data-dir of a directory `tether serve` "
@@ -207,6 +221,7 @@ def privileges_command(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
     file: FileOption = None,
+    store_url: StoreUrl = None,
     since: SinceOption = None,
     until: UntilOption = None,
     html: Annotated[
@@ -218,7 +233,7 @@ def privileges_command(
     """Granted against used privilege per agent and workflow, with a tighter proposal."""
     window = _window(since, until)
     console = _console()
-    records, source = _load(ctx, data_dir, file)
+    records, source = _load(ctx, data_dir, file, store_url)
     with _reading(source):
         report = privileges(records, window)
         if html is not None:
@@ -313,6 +328,7 @@ def risks_command(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
     file: FileOption = None,
+    store_url: StoreUrl = None,
     since: SinceOption = None,
     until: UntilOption = None,
     as_json: JsonOption = False,
@@ -320,7 +336,7 @@ def risks_command(
     """Denials and approval requests by OWASP Agentic risk id, agent and workflow."""
     window = _window(since, until)
     console = _console()
-    records, source = _load(ctx, data_dir, file)
+    records, source = _load(ctx, data_dir, file, store_url)
     with _reading(source):
         report = risks(records, window)
     if as_json:
@@ -364,6 +380,7 @@ def controls_command(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
     file: FileOption = None,
+    store_url: StoreUrl = None,
     since: SinceOption = None,
     until: UntilOption = None,
     as_json: JsonOption = False,
@@ -371,7 +388,7 @@ def controls_command(
     """Framework alignment of tether's controls, with evidence and gaps from the log."""
     window = _window(since, until)
     console = _console()
-    records, source = _load(ctx, data_dir, file)
+    records, source = _load(ctx, data_dir, file, store_url)
     with _reading(source):
         report = controls(records, window)
     if as_json:
@@ -438,6 +455,7 @@ def flips_command(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
     file: FileOption = None,
+    store_url: StoreUrl = None,
     since: SinceOption = None,
     until: UntilOption = None,
     as_json: JsonOption = False,
@@ -445,7 +463,7 @@ def flips_command(
     """Calls whose verdict an observe-mode policy would have changed, by policy, agent, tool."""
     window = _window(since, until)
     console = _console()
-    records, source = _load(ctx, data_dir, file)
+    records, source = _load(ctx, data_dir, file, store_url)
     with _reading(source):
         report = flips(records, window)
     if as_json:

@@ -30,7 +30,15 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 
 from tether.api.app import create_app
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, PolicyDir, console, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    PolicyDir,
+    StoreUrl,
+    console,
+    store_url_of,
+    tether_errors,
+)
 from tether.core.errors import TetherError
 from tether.logs import configure_logging, get_logger, wants_json
 from tether.observability import Metrics, Observability
@@ -39,24 +47,6 @@ from tether.observability.tracing import Tracing, no_export, otlp_tracing
 from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
 
 log = get_logger("tether.serve")
-
-StoreUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--store-url",
-        envvar="TETHER_DATABASE_URL",
-        help="The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every "
-        "replica names the same one and shares the data directory's keys. Prefer the env var "
-        "(a command line is visible to other users). Default: SQLite in the data directory.",
-    ),
-]
-
-
-def store_url_of(value: str | None) -> str | None:
-    """The ``--store-url`` given, or ``None`` (SQLite in the data directory) when it is empty."""
-    if value is None:
-        return None
-    return value.strip() or None
 
 
 class Housekeeping:
