@@ -50,7 +50,7 @@ def test_redis_stopped_the_cache_is_bypassed_and_redis_back_it_is_flushed_before
     assert analyst.on[1].authorize(valid["grant"], **READ).json()["decision"] == "allow"
     down = cache_of(b).stats
     assert down.hits == cached.hits  # both answers came from the database
-    assert down.bypasses >= cached.bypasses + 4
+    assert down.bypasses >= cached.bypasses + 2  # one read (grant with task) per call
     assert cache_of(a).stats.publish_failures >= 1
     # The subscriber notices on its own thread and empties the cache.
     wait_for(lambda: cache_of(b).stats.size == 0, "replica b to empty its cache")

@@ -49,6 +49,13 @@ class TestTasksAndGrants:
         assert record.seq == 1 and record.kind is AuditKind.TASK_OPENED
         assert list(store.audit_records()) == [record]
 
+    def test_a_grant_is_read_with_its_task(self, store: SqlStore, make: Make) -> None:
+        task, grant = make.task()
+        store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+
+        assert store.get_grant_with_task(grant.grant_id) == (grant, task)
+        assert store.get_grant_with_task(GrantId("grt_" + "0" * 26)) == (None, None)
+
     def test_unknown_ids_are_none(self, store: SqlStore) -> None:
         assert store.get_task(TaskId("tsk_" + "0" * 26)) is None
         assert store.get_grant(GrantId("grt_" + "0" * 26)) is None

@@ -122,6 +122,21 @@ class CachedStore:
             self._cache.put_task(task, read_at, ticket)
         return task
 
+    def get_grant_with_task(self, grant_id: GrantId) -> tuple[Grant | None, Task | None]:
+        ticket, read_at = self._ticket(), self._clock.now()
+        if ticket is not None:
+            grant = self._cache.grant(grant_id, read_at)
+            task = None if grant is None else self._cache.task(TaskId(grant.task_id), read_at)
+            if grant is not None and task is not None:
+                return grant, task
+        grant, task = self._inner.get_grant_with_task(grant_id)
+        if ticket is not None:
+            if grant is not None:
+                self._cache.put_grant(grant, read_at, ticket)
+            if task is not None:
+                self._cache.put_task(task, read_at, ticket)
+        return grant, task
+
     def _ticket(self) -> int | None:
         """The cache generation a read may use and fill, or ``None`` to go to the database."""
         if not self._fanout.healthy():

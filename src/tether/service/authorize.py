@@ -535,10 +535,9 @@ class Authorizer:
                 "the grant was issued to another workload",
                 _GRANT_RISKS,
             )
-        grant = self._store.get_grant(claims.grant_id)
+        grant, task = self._store.get_grant_with_task(claims.grant_id)
         if grant is None or not hmac.compare_digest(grant.agent, agent.id):
             return _deny(ReasonCode.GRANT_INVALID, "the grant is not known", _GRANT_RISKS)
-        task = self._store.get_task(grant.task_id)
         if task is None:
             return _deny(ReasonCode.GRANT_INVALID, "the grant's task is not known", _GRANT_RISKS)
         if grant.state is GrantState.REVOKED:

@@ -219,6 +219,11 @@ class Store(Protocol):
 
     def get_grant(self, grant_id: GrantId) -> Grant | None: ...
 
+    def get_grant_with_task(self, grant_id: GrantId) -> tuple[Grant | None, Task | None]:
+        """The grant and the task it belongs to, read together (one round trip where the
+        backend allows); the task is ``None`` when the grant is."""
+        ...
+
     def end_task(
         self,
         task_id: TaskId,

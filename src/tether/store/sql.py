@@ -288,6 +288,16 @@ class SqlStore:
             row = conn.execute(_SELECT_TASK, {"b_id": task_id}).first()
         return None if row is None else codec.task_from_row(row._mapping)
 
+    def get_grant_with_task(self, grant_id: GrantId) -> tuple[Grant | None, Task | None]:
+        # One read transaction for both: authorize needs them on every call.
+        with self._read(_STORE, "read the grant") as conn:
+            row = conn.execute(_SELECT_GRANT, {"b_id": grant_id}).first()
+            if row is None:
+                return None, None
+            grant = codec.grant_from_row(row._mapping)
+            found = conn.execute(_SELECT_TASK, {"b_id": grant.task_id}).first()
+        return grant, None if found is None else codec.task_from_row(found._mapping)
+
     def get_grant(self, grant_id: GrantId) -> Grant | None:
         with self._read(_STORE, "read the grant") as conn:
             row = conn.execute(_SELECT_GRANT, {"b_id": grant_id}).first()
