@@ -17,7 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData, insert, inspect, text, update
+from sqlalchemy import Column, Connection, Index, MetaData, Table, insert, inspect, text, update
 from typer.testing import CliRunner
 
 from tether.cli.main import app
@@ -91,12 +91,18 @@ def _shape(backend: Backend) -> dict[str, object]:
                 ),
             }
         if conn.dialect.name == "sqlite":
-            shape["sqlite_master"] = conn.execute(
-                text(
-                    "SELECT type, name, sql FROM sqlite_master WHERE tbl_name != :v ORDER BY name"
-                ),
-                {"v": schema.VERSION_TABLE},
-            ).all()
+            # Whitespace aside: a column added by ALTER TABLE is stored as ", step ..." after
+            # the last line, where create_all writes it on a line of its own.
+            shape["sqlite_master"] = [
+                (kind, name, None if sql is None else "".join(sql.split()))
+                for kind, name, sql in conn.execute(
+                    text(
+                        "SELECT type, name, sql FROM sqlite_master WHERE tbl_name != :v "
+                        "ORDER BY name"
+                    ),
+                    {"v": schema.VERSION_TABLE},
+                ).all()
+            ]
     return shape
 
 
@@ -117,7 +123,8 @@ def _inspect_only(backend: Backend) -> SqlStore:
 def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> MetaData:
     """A copy of the tables tether declared at ``version``, before it used Alembic. Version 3 had
     no leases, and early on no kill switch; the decisions index came during version 4. Neither
-    came with a bump: the old code created missing tables (not indexes) on every start."""
+    came with a bump: the old code created missing tables (not indexes) on every start. No
+    version before Alembic had the budget holds' ``step`` (version 5)."""
     left_out = {"leases"} if version == 3 else set()
     if not kill_switch:
         left_out.add("revoked_agents")
@@ -125,7 +132,20 @@ def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> Met
     for table in schema.metadata.sorted_tables:
         if table.name in left_out:
             continue
-        copy = table.to_metadata(tables)
+        if table.name == "budget_holds":
+            # The holds before version 5: no step.
+            copy = Table(
+                table.name,
+                tables,
+                *(
+                    Column(c.name, c.type, nullable=c.nullable)
+                    for c in table.columns
+                    if c.name != "step"
+                ),
+                *(Index(i.name, *(c.name for c in i.columns)) for i in table.indexes),
+            )
+        else:
+            copy = table.to_metadata(tables)
         if not decisions_index:
             for index in [i for i in copy.indexes if i.name == "ix_decisions_task_id"]:
                 copy.indexes.discard(index)
@@ -194,7 +214,7 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
     assert HEAD == schema.SCHEMA_REVISION
     state = _inspect_only(backend).schema_state()
     assert state.revision is None and state.head == HEAD
-    assert [r.id for r in state.pending] == ["0001", "0002", "0003", "0004"]
+    assert [r.id for r in state.pending] == ["0001", "0002", "0003", "0004", "0005"]
     assert all(r.title for r in state.pending)
 
     backend.open()
@@ -266,7 +286,7 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     state = _inspect_only(backend).schema_state()
     assert (state.revision, state.legacy_version) == (stamped_at, version)
     assert not state.up_to_date
-    later = [r for r in ("0002", "0003", "0004") if r > stamped_at]
+    later = [r for r in ("0002", "0003", "0004", "0005") if r > stamped_at]
     assert [r.id for r in state.pending] == later
 
     store = backend.open()
@@ -337,7 +357,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "2 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "3 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -367,7 +387,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 2 and "store_not_found" in out
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "4 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "5 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out

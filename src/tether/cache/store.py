@@ -293,6 +293,9 @@ class CachedStore:
     def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
         return self._inner.record_effect(effect, audit)
 
+    def get_effect(self, decision_id: DecisionId) -> Effect | None:
+        return self._inner.get_effect(decision_id)
+
     def append_audit(self, audit: AuditEntry) -> AuditRecord:
         return self._inner.append_audit(audit)
 

@@ -149,12 +149,22 @@ def _fmt(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """An amount reserved against one limit of one task for one decision."""
+    """An amount reserved against one limit of one task for one decision.
+
+    ``step`` names the declared-workflow step whose limit it counts against; ``None`` for the
+    task's own limits. A step's holds are kept apart from the task's: the same call makes both.
+    """
 
     task_id: str
     kind: BudgetKind
     classification: str
     amount: float
+    step: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Which limit this hold counts against: (task, step or "", kind, classification)."""
+        return (self.task_id, self.step or "", self.kind.value, self.classification)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,21 +173,29 @@ class Usage:
     used: float
     reserved: float
     closed: bool = False
+    #: The workflow step whose limit this is; ``None`` for the task's own.
+    step: str | None = None
 
     def refusal(self, amount: float) -> str | None:
         """Why reserving ``amount`` more is refused, or ``None``."""
+        name = budget_name(self.limit.label, self.step)
         if self.closed:
             return (
-                f"the {self.limit.label} budget is closed: an effect exceeded its reservation "
+                f"the {name} is closed: an effect exceeded its reservation "
                 f"(used {_fmt(self.used)} of {_fmt(self.limit.amount)})"
             )
         if self.used + self.reserved + amount > self.limit.amount:
             return (
-                f"the {self.limit.label} budget would be exceeded: used {_fmt(self.used)}, "
+                f"the {name} would be exceeded: used {_fmt(self.used)}, "
                 f"reserved {_fmt(self.reserved)}, this call {_fmt(amount)}, limit "
                 f"{_fmt(self.limit.amount)}"
             )
         return None
+
+
+def budget_name(label: str, step: str | None) -> str:
+    """``records budget``, or ``records budget of workflow step 'query'``."""
+    return f"{label} budget" if step is None else f"{label} budget of workflow step {step!r}"
 
 
 def holds_for(
@@ -188,6 +206,7 @@ def holds_for(
     records: float | None,
     bytes_: float | None,
     spend: float | None,
+    step: str | None = None,
 ) -> list[Hold]:
     """The reservations one call makes, against its task and every task it was delegated from
     (a delegate's use also counts against its ancestors, so fan-out cannot overspend)."""
@@ -201,7 +220,7 @@ def holds_for(
         for kind, amount in wanted:
             if amount is None:
                 continue
-            holds.append(Hold(task_id, kind, ANY, amount))
+            holds.append(Hold(task_id, kind, ANY, amount, step))
             if classification is not None and kind is not BudgetKind.SPEND:
-                holds.append(Hold(task_id, kind, classification.value, amount))
+                holds.append(Hold(task_id, kind, classification.value, amount, step))
     return holds

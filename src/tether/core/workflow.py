@@ -12,7 +12,8 @@ optional step among those, the steps that may follow it (skipping is transitive)
 first call: the workflow's start steps, with the same optional-step expansion.
 
 A workflow may also carry policy for its tasks: ``budgets`` caps what a task may request (and is
-the limit of a task that requests none; :meth:`tether.core.budget.Budgets.capped_by`), and
+the limit of a task that requests none; :meth:`tether.core.budget.Budgets.capped_by`), a step's
+``budgets`` limit what each task takes in that step (on top of its own limits), and
 ``anomaly`` asks for a human when a task reads far more than the workflow's past tasks
 (:mod:`tether.core.anomaly`).
 """
@@ -35,6 +36,9 @@ class Step:
     next: tuple[str, ...] = ()
     repeatable: bool = False
     optional: bool = False
+    #: Limits on what one task takes in this step, on top of the task's own limits (empty:
+    #: none). Every call the step covers counts, repeats included.
+    budgets: Budgets = field(default_factory=Budgets)
 
     def covers(self, tool: str, action: ActionKind) -> bool:
         return (tool, action) in self.uses
@@ -119,7 +123,7 @@ def parse_workflows(raw: object, *, source: str) -> dict[str, Workflow]:
             at = f"{where}.steps.{step_name}"
             if not isinstance(step_name, str) or not is_valid_name(step_name, 64):
                 raise bad(at, "is not a valid step name")
-            allowed = {"uses", "next", "repeatable", "optional", "description"}
+            allowed = {"uses", "next", "repeatable", "optional", "description", "budgets"}
             if not isinstance(step_raw, dict) or set(step_raw) - allowed:
                 raise bad(at, f"may only have: {', '.join(sorted(allowed))}")
             uses: set[tuple[str, ActionKind]] = set()
@@ -143,12 +147,17 @@ def parse_workflows(raw: object, *, source: str) -> dict[str, Workflow]:
             for flag in ("repeatable", "optional"):
                 if not isinstance(step_raw.get(flag, False), bool):
                     raise bad(f"{at}.{flag}", "must be true or false")
+            try:
+                step_budgets = Budgets.from_json(step_raw.get("budgets"))
+            except TetherError as error:
+                raise bad(f"{at}.budgets", f"is not valid: {error.message}") from None
             steps[step_name] = Step(
                 step_name,
                 frozenset(uses),
                 tuple(following),
                 bool(step_raw.get("repeatable", False)),
                 bool(step_raw.get("optional", False)),
+                step_budgets,
             )
         start = body.get("start")
         if not isinstance(start, list) or not start:

@@ -1,9 +1,10 @@
 """Declared workflows and egress sinks, read from the policy directory.
 
     workflows.yaml   {workflows: {NAME: {start: [..], steps: {STEP: {uses, next, repeatable,
-                     optional}}, budgets: {..}, anomaly: {percentile, min_history, history}}}}
-                     (see :mod:`tether.core.workflow`; ``budgets`` caps the tasks' budgets,
-                     ``anomaly`` is :mod:`tether.core.anomaly`)
+                     optional, budgets}}, budgets: {..}, anomaly: {percentile, min_history,
+                     history}}}} (see :mod:`tether.core.workflow`; ``budgets`` caps the tasks'
+                     budgets, a step's ``budgets`` limit each task in that step, ``anomaly`` is
+                     :mod:`tether.core.anomaly`)
     dataflow.yaml    {egress_sinks: [TOOL, ..]}: tools that send data out of the organisation
 
 Both are optional. A broken file stops tether from starting, naming the file and the path.

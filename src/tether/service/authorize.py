@@ -279,7 +279,9 @@ class Authorizer:
             and finding.decision is Decision.ALLOW
             and finding.task is not None
         ):
-            budget = self._flows.charge(finding.task, call, flow.classification, flow.expect, now)
+            budget = self._flows.charge(
+                finding.task, call, flow.classification, flow.expect, now, flow.step
+            )
             progress = self._flows.progress(finding.task, call, flow.classification, flow.step)
         verdict = Verdict(
             decision=finding.decision,
@@ -333,6 +335,7 @@ class Authorizer:
                     "kind": h.kind.value,
                     "classification": h.classification,
                     "amount": h.amount,
+                    **({"step": h.step} if h.step is not None else {}),
                 }
                 for h in budget.holds
             ]

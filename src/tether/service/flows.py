@@ -122,9 +122,13 @@ class Flows:
         classification: Classification | None,
         expect: Expect | None,
         now: datetime,
+        step: str | None = None,
     ) -> BudgetCharge | None:
+        """The holds this call reserves: against its task's limits and every ancestor's, and
+        against the limits of the workflow ``step`` it takes (for this task only)."""
         chain = self._chain(task)
-        if not any(t.budgets.limits for t in chain):
+        step_budgets = self._step_budgets(task, step)
+        if not any(t.budgets.limits for t in chain) and not step_budgets.limits:
             return None
         records = bytes_ = spend = None
         if call.action is ActionKind.READ:
@@ -142,29 +146,50 @@ class Flows:
             amount = call.args.get("amount")
             if isinstance(amount, int | float) and not isinstance(amount, bool):
                 spend = float(amount) if math.isfinite(amount) else math.inf
-        holds: list[Hold] = holds_for(
-            Budgets(),
-            [t.task_id for t in chain],
-            classification=classification,
-            records=records,
-            bytes_=bytes_,
-            spend=spend,
-        )
-        limits: dict[tuple[str, str, str], float] = {}
+
+        def holds_of(task_ids: list[str], in_step: str | None = None) -> list[Hold]:
+            return holds_for(
+                Budgets(),
+                task_ids,
+                classification=classification,
+                records=records,
+                bytes_=bytes_,
+                spend=spend,
+                step=in_step,
+            )
+
+        holds = holds_of([t.task_id for t in chain])
+        limits: dict[tuple[str, str, str, str], float] = {}
         for t in chain:
             for limit in t.budgets.limits:
-                limits[(t.task_id, limit.kind.value, limit.classification)] = limit.amount
+                limits[(t.task_id, "", limit.kind.value, limit.classification)] = limit.amount
+        if step is not None and step_budgets.limits:
+            holds += holds_of([task.task_id], step)
+            for limit in step_budgets.limits:
+                if limit.kind is not BudgetKind.CALLS_PER_MINUTE:
+                    key = (task.task_id, step, limit.kind.value, limit.classification)
+                    limits[key] = limit.amount
         # Only holds that meet a limit somewhere need writing.
-        kept = tuple(h for h in holds if (h.task_id, h.kind.value, h.classification) in limits)
+        kept = [h for h in holds if h.key in limits]
         rate_limit = task.budgets.get(BudgetKind.CALLS_PER_MINUTE, ANY)
-        rate = (
-            (task.task_id, rate_limit.amount, now - timedelta(seconds=60))
-            if rate_limit is not None
-            else None
-        )
+        since = now - timedelta(seconds=60)
+        rate = (task.task_id, rate_limit.amount, since) if rate_limit is not None else None
+        step_rate = None
+        step_rate_limit = step_budgets.get(BudgetKind.CALLS_PER_MINUTE, ANY)
+        if step is not None and step_rate_limit is not None:
+            # The call itself is the count: one calls_per_minute hold of the step per call.
+            kept.append(Hold(task.task_id, BudgetKind.CALLS_PER_MINUTE, ANY, 1.0, step))
+            step_rate = (task.task_id, step, step_rate_limit.amount, since)
         if not kept and rate is None:
             return None
-        return BudgetCharge(holds=kept, limits=limits, rate=rate)
+        return BudgetCharge(holds=tuple(kept), limits=limits, rate=rate, step_rate=step_rate)
+
+    def _step_budgets(self, task: Task, step: str | None) -> Budgets:
+        """The limits of ``step`` of the task's declared workflow (empty when none)."""
+        flow = self.workflows.get(task.intent.workflow)
+        if flow is None or step is None or step not in flow.steps:
+            return Budgets()
+        return flow.steps[step].budgets
 
     def _chain(self, task: Task) -> list[Task]:
         """The task and every task it was delegated from: a delegate's use counts for all."""

@@ -181,10 +181,15 @@ class BudgetCharge:
     """What one decision reserves, and the limits to check it against, atomically."""
 
     holds: tuple[Hold, ...]
-    #: (task_id, kind, classification) -> limit, for every limit the holds touch.
-    limits: dict[tuple[str, str, str], float]
+    #: :attr:`Hold.key` (task_id, step or "", kind, classification) -> limit, for every limit
+    #: the holds touch.
+    limits: dict[tuple[str, str, str, str], float]
     #: (task_id, limit, since): at most ``limit`` allowed decisions on the task since ``since``.
     rate: tuple[str, float, datetime] | None = None
+    #: (task_id, step, limit, since): at most ``limit`` calls of the task in workflow step
+    #: ``step`` since ``since``. Each such call writes a ``calls_per_minute`` hold of the step
+    #: (among ``holds``), which is what is counted.
+    step_rate: tuple[str, str, float, datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +312,10 @@ class Store(Protocol):
     def revoked_agents(self) -> list[tuple[str, datetime, str, str]]: ...
 
     def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None: ...
+
+    def get_effect(self, decision_id: DecisionId) -> Effect | None:
+        """The effect reported for ``decision_id``, if any."""
+        ...
 
     def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
         """Raise ``Conflict(code=EFFECT_ALREADY_REPORTED)`` on a second effect for a decision."""

@@ -5,15 +5,19 @@ another reservation: concurrent calls on one task (on any replica) can never ove
 
 A limit's consumption is the sum over its holds of the settled amount, or the reserved amount
 while unsettled. A hold whose effect came back above its reservation closes that budget.
+
+A hold with a ``step`` counts against that declared-workflow step's limit of its task, never
+against the task's own limit (whose holds have no step): the same call writes both. A step's
+``calls_per_minute`` is counted from its holds of that kind, dated by their decisions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, and_, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, select, update
 
-from tether.core.budget import BudgetKind, Hold, Limit, Usage
+from tether.core.budget import BudgetKind, Hold, Limit, Usage, budget_name
 from tether.core.effect import Effect
 from tether.core.errors import BudgetExceeded
 from tether.core.verdict import Decision
@@ -34,6 +38,7 @@ def _usage(conn: Connection, hold: Hold, limit: float) -> Usage:
             budget_holds.c.task_id == hold.task_id,
             budget_holds.c.kind == hold.kind.value,
             budget_holds.c.classification == hold.classification,
+            _of_step(hold.step),
         )
     ).one()
     return Usage(
@@ -41,7 +46,14 @@ def _usage(conn: Connection, hold: Hold, limit: float) -> Usage:
         used=float(row[0] or 0.0),
         reserved=0.0,
         closed=bool(row[1]),
+        step=hold.step,
     )
+
+
+def _of_step(step: str | None) -> ColumnElement[bool]:
+    if step is None:
+        return budget_holds.c.step.is_(None)
+    return budget_holds.c.step == step
 
 
 def reserve(conn: Connection, decision_id: str, charge: BudgetCharge) -> None:
@@ -62,8 +74,27 @@ def reserve(conn: Connection, decision_id: str, charge: BudgetCharge) -> None:
                 f"the calls_per_minute budget would be exceeded: {count} calls allowed in the "
                 f"last minute, limit {int(rate_limit)}"
             )
+    if charge.step_rate is not None:
+        task_id, step, rate_limit, since = charge.step_rate
+        count = conn.execute(
+            select(func.count())
+            .select_from(
+                budget_holds.join(decisions, decisions.c.decision_id == budget_holds.c.decision_id)
+            )
+            .where(
+                budget_holds.c.task_id == task_id,
+                budget_holds.c.step == step,
+                budget_holds.c.kind == BudgetKind.CALLS_PER_MINUTE.value,
+                decisions.c.decided_at >= since,
+            )
+        ).scalar_one()
+        if count >= rate_limit:
+            raise BudgetExceeded(
+                f"the {budget_name(BudgetKind.CALLS_PER_MINUTE.value, step)} would be "
+                f"exceeded: {count} calls allowed in the last minute, limit {int(rate_limit)}"
+            )
     for hold in charge.holds:
-        limit = charge.limits.get((hold.task_id, hold.kind.value, hold.classification))
+        limit = charge.limits.get(hold.key)
         if limit is None:
             continue
         problem = _usage(conn, hold, limit).refusal(hold.amount)
@@ -82,6 +113,7 @@ def reserve(conn: Connection, decision_id: str, charge: BudgetCharge) -> None:
                     "amount": h.amount,
                     "settled": None,
                     "over": False,
+                    "step": h.step,
                 }
                 for h in charge.holds
             ],
@@ -123,7 +155,7 @@ def holds_of(conn: Connection, decision_id: str) -> Sequence[tuple[Hold, float |
     rows = conn.execute(select(budget_holds).where(budget_holds.c.decision_id == decision_id)).all()
     return [
         (
-            Hold(r.task_id, BudgetKind(r.kind), r.classification, float(r.amount)),
+            Hold(r.task_id, BudgetKind(r.kind), r.classification, float(r.amount), r.step),
             None if r.settled is None else float(r.settled),
         )
         for r in rows

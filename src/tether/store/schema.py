@@ -49,11 +49,11 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0004"
+SCHEMA_REVISION: Final = "0005"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -298,6 +298,9 @@ budget_holds = Table(
     # NULL until the effect settles it; then the real amount.
     Column("settled", Float, nullable=True),
     Column("over", Boolean, nullable=False),
+    # The declared-workflow step whose limit the hold counts against; NULL for the task's own
+    # limits (schema version 5).
+    Column("step", String(64), nullable=True),
     Index("ix_budget_holds_task", "task_id", "kind", "classification"),
 )
 

@@ -627,7 +627,7 @@ class SqlStore:
             return budgets_sql.holds_of(conn, decision_id)
 
     def get_effect(self, decision_id: DecisionId) -> Effect | None:
-        """The effect reported for ``decision_id``, if any (not part of the ``Store`` port)."""
+        """The effect reported for ``decision_id``, if any."""
         with self._read(_STORE, "read the effect") as conn:
             row = conn.execute(_SELECT_EFFECT, {"b_id": decision_id}).first()
         return None if row is None else codec.effect_from_row(row._mapping)

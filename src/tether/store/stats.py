@@ -56,7 +56,8 @@ _BUDGET_USED = (
             0.0,
         ),
     )
-    .where(budget_holds.c.task_id.in_(_OPEN_TASKS))
+    # A workflow step's holds repeat the task's for the step's own limits: not counted twice.
+    .where(budget_holds.c.task_id.in_(_OPEN_TASKS), budget_holds.c.step.is_(None))
     .group_by(budget_holds.c.kind, budget_holds.c.classification)
 )
 
