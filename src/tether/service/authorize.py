@@ -12,33 +12,27 @@ calls never may be, and read decisions are cheap enough not to need one yet.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
-from tether.core.approval import Approval, check_use
 from tether.core.audit import AuditKind
-from tether.core.breakglass import BreakGlass
 from tether.core.call import Call
 from tether.core.checks import scope_violation
 from tether.core.errors import BudgetExceeded, Conflict, TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import (
-    ApprovalId,
     DecisionId,
     GrantId,
     IdFactory,
-    IdKind,
     TaskId,
-    is_well_formed,
 )
 from tether.core.lease import Lease, credential_obligation
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
-from tether.core.task import Grant, GrantState, Task, TaskState
+from tether.core.task import GrantState, TaskState
 from tether.core.verdict import (
     Decision,
     IssuedCredential,
-    Obligation,
     Reason,
     ReasonCode,
     Verdict,
@@ -48,12 +42,12 @@ from tether.service.approvals import ApprovalService
 from tether.service.breakglass import BreakGlassService
 from tether.service.flows import Expect, Flows
 from tether.service.leases import LeaseService
+from tether.service.overrides import ApprovalStep, Finding, HumanOverrides, deny
 from tether.service.ports import (
     AuditEntry,
     Clock,
     DecisionRecord,
     GrantSigner,
-    ObservedVerdict,
     PolicyEngine,
     PolicyRequest,
     Store,
@@ -68,73 +62,10 @@ _ANOMALY_RISKS = frozenset({Risk.ASI02, Risk.ASI10})
 
 
 @dataclass(frozen=True, slots=True)
-class _Finding:
-    """The outcome of the checks before recording: a decision and why."""
-
-    decision: Decision
-    reasons: tuple[Reason, ...]
-    risks: frozenset[Risk]
-    policy_ids: tuple[str, ...] = ()
-    obligations: tuple[Obligation, ...] = ()
-    grant: Grant | None = None
-    task: Task | None = None
-    approvers: int = 1
-    #: Set when an active break-glass allowed what the normal pipeline would not.
-    breakglass: BreakGlass | None = None
-    overridden: tuple[Decision, tuple[Reason, ...]] | None = None
-    #: The workflow step the call takes and its dataset's classification (for progress).
-    step: str | None = None
-    classification: Classification | None = None
-    #: Observe-mode policies that would have changed the policy decision: audited, not enforced.
-    observed: tuple[ObservedVerdict, ...] = ()
-    #: For ``approval_required``: the permits' obligations (row caps, redaction) that the allow
-    #: carries once a human approves; a call approved is still capped as policy says.
-    approved_obligations: tuple[Obligation, ...] = ()
-
-    def audit_extra(self) -> dict[str, JSONValue]:
-        """What this finding adds to its decision's audit body (``observed`` when non-empty)."""
-        if not self.observed:
-            return {}
-        return {"observed": [o.to_json() for o in self.observed]}
-
-
-@dataclass(frozen=True, slots=True)
 class _FlowFacts:
     step: str | None
     classification: Classification | None
     expect: Expect | None
-
-
-_NEVER_OVERRIDDEN = frozenset(
-    {
-        ReasonCode.GRANT_INVALID,
-        ReasonCode.GRANT_EXPIRED,
-        ReasonCode.GRANT_REVOKED,
-        ReasonCode.GRANT_NOT_BOUND,
-        ReasonCode.TASK_NOT_OPEN,
-        ReasonCode.STORE_UNAVAILABLE,
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _ApprovalStep:
-    """The finding after the approval step, and what it changes in the store."""
-
-    finding: _Finding
-    new: tuple[Approval, AuditEntry] | None = None
-    use: ApprovalId | None = None
-    approval_ref: str | None = None
-
-
-def _deny(
-    code: ReasonCode,
-    message: str,
-    risks: frozenset[Risk],
-    grant: Grant | None = None,
-    task: Task | None = None,
-) -> _Finding:
-    return _Finding(Decision.DENY, (Reason(code, message),), risks, grant=grant, task=task)
 
 
 class Authorizer:
@@ -162,6 +93,9 @@ class Authorizer:
         self._breakglass = breakglass
         self._flows = flows
         self._leases = leases
+        self._overrides = HumanOverrides(
+            store=store, policy=policy, clock=clock, approvals=approvals, breakglass=breakglass
+        )
 
     def authorize(
         self,
@@ -181,20 +115,20 @@ class Authorizer:
             finding = self._check(agent, grant_token, call, expect)
         except TetherError as error:
             # A store that cannot answer must not let anything through.
-            finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
+            finding = deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
         flow = _FlowFacts(finding.step, finding.classification, expect)
         try:
-            finding = self._breakglass_step(agent, call, finding)
+            finding = self._overrides.breakglass_step(agent, call, finding)
         except TetherError as error:
-            finding = _deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
+            finding = deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
         decision_id = self._ids.decision()
-        step = _ApprovalStep(finding)
+        step = ApprovalStep(finding)
         if finding.decision is Decision.APPROVAL_REQUIRED:
             try:
-                step = self._approval_step(agent, call, finding, decision_id, approval_id)
+                step = self._overrides.approval_step(agent, call, finding, decision_id, approval_id)
             except TetherError as error:
-                step = _ApprovalStep(
-                    _deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
+                step = ApprovalStep(
+                    deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
                 )
         minted = None
         if step.finding.decision is Decision.ALLOW:
@@ -202,8 +136,8 @@ class Authorizer:
                 minted = self._mint(agent, call, step.finding, decision_id, now)
             except TetherError as error:
                 # Fail closed: an allow whose credential cannot be minted is a deny.
-                step = _ApprovalStep(
-                    _deny(
+                step = ApprovalStep(
+                    deny(
                         ReasonCode.CREDENTIAL_UNAVAILABLE,
                         f"the call is allowed but its credential could not be issued, so it is "
                         f"denied: {error.message}",
@@ -215,7 +149,7 @@ class Authorizer:
         try:
             verdict = self._record(agent, call, step, decision_id, now, flow, minted)
         except BudgetExceeded as exceeded:
-            over = _deny(
+            over = deny(
                 ReasonCode.BUDGET_EXCEEDED,
                 exceeded.message,
                 step.finding.risks | {Risk.ASI02, Risk.ASI08},
@@ -223,12 +157,12 @@ class Authorizer:
                 step.finding.task,
             )
             try:
-                verdict = self._record(agent, call, _ApprovalStep(over), decision_id, now)
+                verdict = self._record(agent, call, ApprovalStep(over), decision_id, now)
             except TetherError as error:
                 return self._unrecorded(over, decision_id, now, error)
         except Conflict:
             # Another retry used the approval between our check and our write: used once.
-            used = _deny(
+            used = deny(
                 ReasonCode.APPROVAL_USED,
                 "the approval was already used; each approval allows one call",
                 step.finding.risks | {Risk.ASI09},
@@ -236,7 +170,7 @@ class Authorizer:
                 step.finding.task,
             )
             try:
-                verdict = self._record(agent, call, _ApprovalStep(used), decision_id, now)
+                verdict = self._record(agent, call, ApprovalStep(used), decision_id, now)
             except TetherError as error:
                 return self._unrecorded(used, decision_id, now, error)
         except TetherError as error:
@@ -249,7 +183,7 @@ class Authorizer:
         return verdict
 
     def _mint(
-        self, agent: Workload, call: Call, finding: _Finding, decision_id: DecisionId, now: datetime
+        self, agent: Workload, call: Call, finding: Finding, decision_id: DecisionId, now: datetime
     ) -> tuple[Lease, IssuedCredential, AuditEntry] | None:
         if self._leases is None or finding.grant is None or finding.task is None:
             return None
@@ -259,7 +193,7 @@ class Authorizer:
         self,
         agent: Workload,
         call: Call,
-        step: _ApprovalStep,
+        step: ApprovalStep,
         decision_id: DecisionId,
         now: datetime,
         flow: _FlowFacts | None = None,
@@ -351,7 +285,7 @@ class Authorizer:
         return verdict
 
     def _unrecorded(
-        self, finding: _Finding, decision_id: DecisionId, now: datetime, error: TetherError
+        self, finding: Finding, decision_id: DecisionId, now: datetime, error: TetherError
     ) -> Verdict:
         # INVARIANT: a decision that cannot be audited is a deny.
         return Verdict(
@@ -372,187 +306,40 @@ class Authorizer:
             decided_at=now,
         )
 
-    def _breakglass_step(self, agent: Workload, call: Call, finding: _Finding) -> _Finding:
-        """Allow, under an active break-glass of this task, what the pipeline would not.
-
-        Grant-level failures are never overridden: break-glass widens what a live grant may do,
-        it does not revive a revoked, expired or stolen one.
-        """
-        if (
-            self._breakglass is None
-            or finding.decision is Decision.ALLOW
-            or finding.grant is None
-            or finding.task is None
-            or any(r.code in _NEVER_OVERRIDDEN for r in finding.reasons)
-        ):
-            return finding
-        active = self._breakglass.active_for(finding.task.task_id, agent.id)
-        if active is None:
-            return finding
-        pseudo = replace(finding.grant, scopes=active.scopes)
-        if scope_violation(pseudo, call) is not None:
-            return finding
-        approvers = ", ".join(v.approver for v in active.votes if v.approve)
-        until = active.active_until.isoformat() if active.active_until else "?"
-        return _Finding(
-            Decision.ALLOW,
-            (
-                Reason(
-                    ReasonCode.BREAK_GLASS,
-                    f"allowed under break-glass {active.breakglass_id} (approved by {approvers}, "
-                    f"until {until}); normally: {finding.decision.value}",
-                ),
-            ),
-            finding.risks | {Risk.ASI10},
-            finding.policy_ids,
-            grant=finding.grant,
-            task=finding.task,
-            breakglass=active,
-            overridden=(finding.decision, finding.reasons),
-            observed=finding.observed,
-        )
-
-    def _approval_step(
-        self,
-        agent: Workload,
-        call: Call,
-        finding: _Finding,
-        decision_id: DecisionId,
-        approval_id: str | None,
-    ) -> _ApprovalStep:
-        grant, task = finding.grant, finding.task
-        if grant is None or task is None:  # cannot happen: policy ran, so both were found
-            return _ApprovalStep(_deny(ReasonCode.GRANT_INVALID, "no grant", finding.risks))
-        risks = finding.risks | {Risk.ASI09}
-        if approval_id is not None:
-            approval = (
-                self._store.get_approval(ApprovalId(approval_id))
-                if is_well_formed(approval_id, IdKind.APPROVAL)
-                else None
-            )
-            if approval is None:
-                return _ApprovalStep(
-                    _deny(
-                        ReasonCode.APPROVAL_UNKNOWN,
-                        "no such approval; retry without approval_id to request one",
-                        risks,
-                        grant,
-                        task,
-                    )
-                )
-            problem = check_use(
-                approval,
-                agent=agent.id,
-                task_id=task.task_id,
-                tool=call.tool,
-                action=call.action,
-                dataset=call.dataset,
-                args_mac=self._approvals.args_mac(call),
-                now=self._clock.now(),
-            )
-            if problem is not None:
-                return _ApprovalStep(
-                    _Finding(
-                        Decision.DENY,
-                        (problem, *finding.reasons),
-                        risks,
-                        finding.policy_ids,
-                        grant=grant,
-                        task=task,
-                        observed=finding.observed,
-                    )
-                )
-            approvers = ", ".join(v.approver for v in approval.votes if v.approve)
-            granted = _Finding(
-                Decision.ALLOW,
-                (
-                    Reason(
-                        ReasonCode.APPROVAL_GRANTED,
-                        f"approved by {approvers} (approval {approval.approval_id}); "
-                        "this approval is now used",
-                    ),
-                ),
-                risks,
-                finding.policy_ids,
-                finding.approved_obligations,
-                grant=grant,
-                task=task,
-                observed=finding.observed,
-            )
-            return _ApprovalStep(granted, use=approval.approval_id, approval_ref=approval_id)
-        existing = self._approvals.pending_for(agent, task, call)
-        if existing is not None:
-            return _ApprovalStep(
-                _Finding(
-                    finding.decision,
-                    finding.reasons,
-                    risks,
-                    finding.policy_ids,
-                    grant=grant,
-                    task=task,
-                    observed=finding.observed,
-                ),
-                approval_ref=existing.approval_id,
-            )
-        new = self._approvals.draft(
-            agent=agent,
-            task=task,
-            grant=grant,
-            call=call,
-            decision_id=decision_id,
-            classification=self._policy.classification(call.dataset) if call.dataset else None,
-            why=[r.message for r in finding.reasons],
-            policy_ids=finding.policy_ids,
-            required=finding.approvers,
-        )
-        return _ApprovalStep(
-            _Finding(
-                finding.decision,
-                finding.reasons,
-                risks,
-                finding.policy_ids,
-                grant=grant,
-                task=task,
-                observed=finding.observed,
-            ),
-            new=new,
-            approval_ref=new[0].approval_id,
-        )
-
     # -- the pipeline ----------------------------------------------------------------------
 
     def _check(
         self, agent: Workload, grant_token: str, call: Call, expect: Expect | None = None
-    ) -> _Finding:
+    ) -> Finding:
         now = self._clock.now()
         try:
             claims = self._signer.verify(grant_token, now)
         except Unauthenticated as error:
             if getattr(error, "expired", False):
-                return _deny(ReasonCode.GRANT_EXPIRED, "the grant has expired", _GRANT_RISKS)
-            return _deny(ReasonCode.GRANT_INVALID, "the grant token is not valid", _GRANT_RISKS)
+                return deny(ReasonCode.GRANT_EXPIRED, "the grant has expired", _GRANT_RISKS)
+            return deny(ReasonCode.GRANT_INVALID, "the grant token is not valid", _GRANT_RISKS)
         # Bound to the caller: a grant is useless in another workload's hands.
         if not hmac.compare_digest(claims.agent, agent.id):
-            return _deny(
+            return deny(
                 ReasonCode.GRANT_NOT_BOUND,
                 "the grant was issued to another workload",
                 _GRANT_RISKS,
             )
         grant, task = self._store.get_grant_with_task(claims.grant_id)
         if grant is None or not hmac.compare_digest(grant.agent, agent.id):
-            return _deny(ReasonCode.GRANT_INVALID, "the grant is not known", _GRANT_RISKS)
+            return deny(ReasonCode.GRANT_INVALID, "the grant is not known", _GRANT_RISKS)
         if task is None:
-            return _deny(ReasonCode.GRANT_INVALID, "the grant's task is not known", _GRANT_RISKS)
+            return deny(ReasonCode.GRANT_INVALID, "the grant's task is not known", _GRANT_RISKS)
         if grant.state is GrantState.REVOKED:
-            return _deny(
+            return deny(
                 ReasonCode.GRANT_REVOKED, "the grant was revoked", _GRANT_RISKS, grant, task
             )
         if grant.state is GrantState.EXPIRED or now >= grant.expires_at:
-            return _deny(
+            return deny(
                 ReasonCode.GRANT_EXPIRED, "the grant has expired", _GRANT_RISKS, grant, task
             )
         if task.state is not TaskState.OPEN or now >= task.expires_at:
-            return _deny(
+            return deny(
                 ReasonCode.TASK_NOT_OPEN,
                 f"the task is {'expired' if task.state is TaskState.OPEN else task.state.value}",
                 _GRANT_RISKS,
@@ -570,14 +357,14 @@ class Authorizer:
         if violation is not None:
             if violation.code in (ReasonCode.ARGUMENT_MISSING, ReasonCode.CONSTRAINT_VIOLATED):
                 risks |= _ARG_RISKS
-            return _Finding(Decision.DENY, (violation,), frozenset(risks), grant=grant, task=task)
+            return Finding(Decision.DENY, (violation,), frozenset(risks), grant=grant, task=task)
 
         classification = self._policy.classification(call.dataset) if call.dataset else None
         step_name, egress, egress_reason = task.workflow_step, None, None
         if self._flows is not None:
             step_name, out_of_order = self._flows.step(task, call)
             if out_of_order is not None:
-                return _Finding(
+                return Finding(
                     Decision.DENY,
                     (out_of_order,),
                     frozenset(risks | {Risk.ASI01}),
@@ -587,7 +374,7 @@ class Authorizer:
                 )
             egress, egress_reason = self._flows.egress_check(task, call)
             if egress == "deny" and egress_reason is not None:
-                return _Finding(
+                return Finding(
                     Decision.DENY,
                     (egress_reason,),
                     frozenset(risks | {Risk.ASI02}),
@@ -613,7 +400,7 @@ class Authorizer:
             and outcome.decision is not Decision.DENY
         ):
             # Data-flow: after confidential reads, sending out needs a human, whatever policy says.
-            return _Finding(
+            return Finding(
                 decision=Decision.APPROVAL_REQUIRED,
                 reasons=(
                     egress_reason,
@@ -636,7 +423,7 @@ class Authorizer:
         )
         if anomaly is not None:
             # Volume far past the workflow's history: a human decides, whatever policy says.
-            return _Finding(
+            return Finding(
                 decision=Decision.APPROVAL_REQUIRED,
                 reasons=(
                     anomaly,
@@ -652,7 +439,7 @@ class Authorizer:
                 classification=classification,
                 observed=outcome.observed,
             )
-        return _Finding(
+        return Finding(
             decision=outcome.decision,
             reasons=outcome.reasons,
             risks=frozenset(risks | outcome.risks),
