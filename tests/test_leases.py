@@ -308,7 +308,7 @@ def test_the_credential_never_shows_in_a_repr(
     task = analyst.open_task([READ]).json()
     workload = runtime.verifier.verify(analyst.svid, clock.now())
     verdict = runtime.authorizer.authorize(
-        workload, task["grant"], Call("crm.query", ActionKind.READ, "crm", {})
+        workload, task["grant"], Call("crm.query", ActionKind.READ, "crm", {}), credentials=True
     )
     assert verdict.credential is not None
     assert verdict.credential.value not in repr(verdict)
@@ -349,3 +349,18 @@ def test_live_leases_are_a_metric(runtime: Runtime, clock: ManualClock) -> None:
         assert "tether_leases_live 2.0" in http.get("/metrics").text
         assert agent.close(task["task_id"]).status_code == 200
         assert "tether_leases_live 1.0" in http.get("/metrics").text
+
+
+def test_a_caller_that_cannot_hand_over_a_credential_gets_none_minted(
+    analyst: Agent, runtime: Runtime, clock: ManualClock
+) -> None:
+    # The MCP gateway, the egress proxy and AuthZEN decide without asking for credentials:
+    # nothing is minted that no agent would receive.
+    task = analyst.open_task([READ]).json()
+    workload = runtime.verifier.verify(analyst.svid, clock.now())
+    verdict = runtime.authorizer.authorize(
+        workload, task["grant"], Call("crm.query", ActionKind.READ, "crm", {})
+    )
+    assert verdict.allowed and verdict.credential is None
+    assert all(o.kind.value != "credential" for o in verdict.obligations)
+    assert runtime.leases.recent() == []

@@ -98,7 +98,7 @@ def test_an_allowed_read_gets_a_login_for_exactly_its_dataset_until_the_task_clo
     agent = _analyst(runtime, clock)
     task_id, grant = _open(runtime, agent)
 
-    verdict = runtime.authorizer.authorize(agent, grant, QUERY)
+    verdict = runtime.authorizer.authorize(agent, grant, QUERY, credentials=True)
 
     assert verdict.decision is Decision.ALLOW and verdict.credential is not None
     assert verdict.credential.kind == "postgres_role"
@@ -132,7 +132,7 @@ def test_postgres_down_at_mint_time_denies_and_leaves_nothing(
         agent = _analyst(runtime, clock)
         _, grant = _open(runtime, agent)
 
-        verdict = runtime.authorizer.authorize(agent, grant, QUERY)
+        verdict = runtime.authorizer.authorize(agent, grant, QUERY, credentials=True)
 
         assert verdict.decision is Decision.DENY and verdict.credential is None
         assert verdict.reasons[0].code is ReasonCode.CREDENTIAL_UNAVAILABLE
@@ -150,7 +150,7 @@ def test_postgres_down_at_revoke_time_is_retried_by_the_reaper_after_a_restart(
     first = _runtime(tmp_path, policies, clock, pg_db.admin_dsn)
     agent = _analyst(first, clock)
     task_id, grant = _open(first, agent)
-    verdict = first.authorizer.authorize(agent, grant, QUERY)
+    verdict = first.authorizer.authorize(agent, grant, QUERY, credentials=True)
     assert verdict.credential is not None
     role = pg_db.role_prefix + verdict.credential.lease_id
     first.close()
@@ -183,7 +183,7 @@ def test_an_expired_lease_is_swept_and_its_role_dropped(
 ) -> None:
     agent = _analyst(runtime, clock)
     _, grant = _open(runtime, agent)
-    verdict = runtime.authorizer.authorize(agent, grant, QUERY)
+    verdict = runtime.authorizer.authorize(agent, grant, QUERY, credentials=True)
     assert verdict.credential is not None
     role = pg_db.role_prefix + verdict.credential.lease_id
 
@@ -200,7 +200,7 @@ def test_every_role_tether_made_is_gone_after_the_tasks_end(
     tasks = [_open(runtime, agent) for _ in range(3)]
     for _, grant in tasks:
         for _ in range(2):
-            assert runtime.authorizer.authorize(agent, grant, QUERY).allowed
+            assert runtime.authorizer.authorize(agent, grant, QUERY, credentials=True).allowed
     runtime.agents.revoke(agent.id, "incident drill", "operator:test")
     with pg_db.admin() as admin:
         left = admin.execute(

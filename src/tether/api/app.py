@@ -288,7 +288,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         call = Call(body.tool, body.action, body.dataset, dict(body.args))
         expect = Expect(body.expect.records, body.expect.bytes) if body.expect else None
         verdict = deps.authorizer.authorize(
-            agent, body.grant, call, body.approval_id, expect=expect
+            agent, body.grant, call, body.approval_id, expect=expect, credentials=True
         )
         out = verdict.to_json()
         if verdict.credential is not None:

@@ -105,11 +105,14 @@ class Authorizer:
         approval_id: str | None = None,
         *,
         expect: Expect | None = None,
+        credentials: bool = False,
     ) -> Verdict:
         """Decide ``call`` for ``agent`` holding ``grant_token``; ``approval_id`` names an
         approval a human gave for exactly this call; ``expect`` declares what a read may take
-        (its budget reservation). Never raises for a well-formed call: every failure is a
-        ``deny`` carrying its cause."""
+        (its budget reservation); ``credentials`` asks for the call's just-in-time credential
+        on allow (only a caller that hands it to the agent asks: a credential nobody receives
+        is never minted). Never raises for a well-formed call: every failure is a ``deny``
+        carrying its cause."""
         now = self._clock.now()
         try:
             finding = self._check(agent, grant_token, call, expect)
@@ -131,7 +134,7 @@ class Authorizer:
                     deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
                 )
         minted = None
-        if step.finding.decision is Decision.ALLOW:
+        if credentials and step.finding.decision is Decision.ALLOW:
             try:
                 minted = self._mint(agent, call, step.finding, decision_id, now)
             except TetherError as error:
