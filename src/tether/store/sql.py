@@ -27,6 +27,7 @@ password; neither does ``repr``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
@@ -209,6 +210,11 @@ class SqlStore:
             watchdog=self._watchdog,
         )
         self._backend: str = engine.dialect.name
+        # SQLite's busy handler polls with growing sleeps (up to 100 ms), so writers of one
+        # process queue on a lock of their own instead: each is woken the moment the previous
+        # one commits. Other processes on the file still meet SQLite's busy handler.
+        self._writers = threading.Lock() if self._backend == "sqlite" else None
+        self._writer_wait = busy_timeout.total_seconds()
         self._read_options = read_options(engine)
         self._engine: Engine | None = engine
         self._page_size = page_size
@@ -710,10 +716,33 @@ class SqlStore:
     @contextmanager
     def _write_conn(self, code: ErrorCode, action: str) -> Iterator[Connection]:
         engine = self._live(code)
-        with _translate(code, action), engine.connect() as conn, self._guard(conn):
+        with (
+            self._one_writer(code, action),
+            _translate(code, action),
+            engine.connect() as conn,
+            self._guard(conn),
+        ):
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _one_writer(self, code: ErrorCode, action: str) -> Iterator[None]:
+        """On SQLite, one write transaction of this process at a time, waited for at most the
+        busy timeout (then ``Unavailable``, as a lock SQLite could not get)."""
+        if self._writers is None:
+            yield
+            return
+        if not self._writers.acquire(timeout=self._writer_wait):
+            raise Unavailable(
+                f"could not {action}: another write held the database longer than the busy "
+                "timeout; nothing was written",
+                code=code,
+            )
+        try:
+            yield
+        finally:
+            self._writers.release()
 
     @contextmanager
     def _write(self, code: ErrorCode, action: str) -> Iterator[_Writer]:
