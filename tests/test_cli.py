@@ -202,6 +202,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "via analyst" in out  # the delegated helper's calls carry the chain
     assert "break_glass" in out and "BREAK-GLASS" in out
     assert "unused: send email.send" in out  # the least-privilege report on the demo's log
+    # The observe-mode policy shipped with the examples would have denied the 5% discount.
+    assert "policy discounts-over-3-need-review would turn 1 allow of analyst" in out
+    # The approved refund's scoped token: accepted before the task closed, refused after.
+    assert "accepted" in out and "refused (401)" in out
     for code in ("budget_exceeded", "workflow_out_of_order", "egress_needs_approval"):
         assert code in out, code
     assert "intact" in out

@@ -27,7 +27,7 @@ from rich.table import Table
 from tether.cli.common import console, fail
 from tether.cli.demo_downstream import payments_api
 from tether.core.audit import verify_chain
-from tether.reports import privileges
+from tether.reports import flips, privileges
 from tether.runtime import (
     RuntimeConfig,
     approver_registry,
@@ -122,12 +122,14 @@ STEPS = [
 
 
 def _privileges_summary(workdir: Path) -> None:
-    """What the agent was granted and never used: the least-privilege report."""
+    """What the agent was granted and never used: the least-privilege report; and what the
+    observe-mode policies would have changed."""
     store = open_store(workdir)
     try:
-        report = privileges(store.audit_records())
+        records = list(store.audit_records())
     finally:
         store.close()
+    report = privileges(records)
     for group in report.groups:
         if group.ratio is None:
             continue
@@ -140,6 +142,13 @@ def _privileges_summary(workdir: Path) -> None:
             highlight=False,
         )
     console.print(f"[dim]full report: tether report privileges -d {workdir} --html report.html[/]")
+    for row in flips(records).rows:
+        console.print(
+            f"observe mode: policy {row.policy_id} would turn {row.calls} {row.was.value} of "
+            f"{row.agent.rsplit('/', 1)[-1]} on {row.tool} into {row.would.value}",
+            highlight=False,
+        )
+    console.print(f"[dim]flips: tether report flips -d {workdir}[/]")
 
 
 def _free_port() -> int:
