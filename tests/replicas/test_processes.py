@@ -647,6 +647,19 @@ class Window:
         return answer.received >= self.start and answer.sent <= self.end
 
 
+def answered_during(window: Window, replicas: list[Replica], calls: int = 3) -> Condition:
+    """Each of ``replicas`` has answered (anything, or nothing) ``calls`` calls sent in
+    ``window``: the load really ran against the fault."""
+
+    def check(answers: list[Answer]) -> bool:
+        return all(
+            sum(1 for x in answers if x.replica == r.name and window.within(x)) >= calls
+            for r in replicas
+        )
+
+    return check
+
+
 def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
     cluster: Cluster,
 ) -> None:
@@ -734,7 +747,8 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
         add(load, "budget-redis", "spender-2", budgets={"records": limit})  # spent while down
         revoke(load, "redis-close", b)
         revoke(load, "redis-rogue", a, agent=True)
-        time.sleep(2.0)  # the outage's length; the load keeps calling meanwhile
+        # The outage lasts until every replica has answered calls sent during it.
+        load.wait_until("calls answered without Redis", answered_during(redis_down, live))
         load.wait_until("budget-redis used up", exhausted("budget-redis"))
         redis_down.end = time.monotonic()
         cluster.redis.start()  # the same port, empty
@@ -764,7 +778,8 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
                 timeout=30,
             )
             assert refused.status_code == 503, refused.text
-        time.sleep(2.0)  # the outage's length; the load keeps calling meanwhile
+        # The outage lasts until every replica has answered calls sent during it.
+        load.wait_until("calls answered without PostgreSQL", answered_during(pg_down, live))
         pg_down.end = time.monotonic()
         cluster.postgres.start()
         pg_running = True
