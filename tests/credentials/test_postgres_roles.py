@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import time
 import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,14 +220,18 @@ def test_a_role_past_valid_until_cannot_log_in_and_is_swept(pg_db: Database) -> 
 
 
 def test_sweep_ends_sessions_that_outlived_valid_until(pg_db: Database) -> None:
-    # PostgreSQL checks VALID UNTIL only at login, against its own wall clock: to show a session
-    # outliving it we must let the server's clock pass a real instant. The wait is bounded to
-    # about 1.5 s; every other expiry test sets VALID UNTIL in the past instead.
+    # PostgreSQL checks VALID UNTIL only at login: a session opened while the role was valid
+    # outlives it. Move VALID UNTIL into the past under the open session instead of waiting.
     issuer = pg_db.issuer()
-    until = server_now(pg_db) + timedelta(seconds=1.5)
-    cred = issuer.issue(lease_id(), scope("read"), [CUSTOMERS], until)
+    cred = issuer.issue(lease_id(), scope("read"), [CUSTOMERS], soon())
     session = login(cred)
-    time.sleep(max(0.0, (until - server_now(pg_db)).total_seconds()) + 0.1)
+    until = server_now(pg_db) - timedelta(seconds=1)
+    with pg_db.admin() as admin:
+        admin.execute(
+            sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(
+                sql.Identifier(cred.role), sql.Literal(until.isoformat())
+            )
+        )
     assert server_now(pg_db) > until
 
     with pytest.raises(psycopg.OperationalError):

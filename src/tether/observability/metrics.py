@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -186,7 +185,7 @@ class StoreGauges:
         )
         try:
             stats = read_stats(self._store, now)
-            leases = _live_leases(self._store, now)
+            leases = self._store.count_live_leases(now)
         except TetherError:
             up.add_metric([], 0)
             return [up]
@@ -211,15 +210,9 @@ class StoreGauges:
         for (kind, classification), amount in sorted(stats.budget_used.items()):
             budget.add_metric([kind, classification or "any"], amount)
         found.append(budget)
-        if leases is not None:
-            found.append(
-                GaugeMetricFamily(
-                    "tether_leases_live", "Live downstream-credential leases.", value=leases
-                )
+        found.append(
+            GaugeMetricFamily(
+                "tether_leases_live", "Live downstream-credential leases.", value=leases
             )
+        )
         return found
-
-
-def _live_leases(store: SqlStore, now: datetime) -> int | None:
-    """The store's count of live leases."""
-    return store.count_live_leases(now)
