@@ -364,3 +364,21 @@ def test_a_caller_that_cannot_hand_over_a_credential_gets_none_minted(
     assert verdict.allowed and verdict.credential is None
     assert all(o.kind.value != "credential" for o in verdict.obligations)
     assert runtime.leases.recent() == []
+
+
+def test_a_tasks_leases_are_shown_to_its_agent_only(
+    analyst: Agent, intruder: Agent, client: httpx.Client
+) -> None:
+    task, _ = _allowed(analyst, [READ])
+    theirs = client.get(f"/v1/tasks/{task['task_id']}/leases", headers=intruder.headers)
+    assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "task_not_found"
+    bad = client.get("/v1/tasks/not-a-task/leases", headers=analyst.headers)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_field"
+    anonymous = client.get(f"/v1/tasks/{task['task_id']}/leases")
+    assert anonymous.status_code == 401
+    extra = client.post(
+        "/v1/leases/introspect",
+        json={"token": "x", "audience": CRM_API, "admin": True},
+        headers=analyst.headers,
+    )
+    assert extra.status_code == 400
