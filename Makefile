@@ -3,13 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean lock
 
-$(STAMP): pyproject.toml sdk/pyproject.toml
+# Everything comes from requirements.lock (exact versions, hashes checked); tether and its SDK are
+# then installed editable on top without resolving anything else.
+$(STAMP): pyproject.toml sdk/pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet -e './sdk[openai-agents,langchain,langgraph,mcp]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . -e ./sdk
 	touch $(STAMP)
 
 ## Run the embedded default: a real server on loopback, SQLite, dev identity, example policies.
@@ -30,5 +31,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/decision.py
 
+## Try the newest versions pyproject.toml allows and rewrite requirements.lock (then run make test).
+lock:
+	bash scripts/lock.sh
+
 clean:
-	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv .tether .pytest_cache .mypy_cache .ruff_cache

@@ -207,7 +207,7 @@ class RedisFanout:
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _listen(self) -> None:
-        pubsub: PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py
+        pubsub: PubSub = self._client.pubsub()
         try:
             pubsub.subscribe(self.channel)
             self._await_subscribed(pubsub)
