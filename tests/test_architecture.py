@@ -53,3 +53,37 @@ def test_every_error_code_has_a_branch_and_an_http_status() -> None:
         assert issubclass(branch, TetherError)
         status = HTTP_STATUS[code]
         assert 400 <= status < 600, code
+
+
+# Every door decides a call through Authorizer.enforce, the one enforcement entry that checks
+# the call's input once; none calls authorize() directly, so none can skip or re-do that check.
+_DOORS = ("api/app.py", "api/authzen.py", "mcp/gateway.py", "proxy/app.py")
+
+
+def _attribute_calls(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    } | {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "authorizer"
+    }
+
+
+def test_every_door_goes_through_the_one_enforcement_entry() -> None:
+    for door in _DOORS:
+        used = _attribute_calls(SRC / door)
+        assert "enforce" in used, door
+        assert "authorize" not in used, f"{door} calls authorize() instead of enforce()"
+
+
+def test_no_door_keeps_its_own_copy_of_the_argument_bounds() -> None:
+    for door in _DOORS:
+        source = (SRC / door).read_text()
+        assert "max_args_depth" not in source, door
+        assert "max_args_bytes" not in source, door

@@ -395,6 +395,7 @@ def open_runtime(
             breakglass=breakglass,
             flows=flows,
             leases=leases,
+            limits=config.settings.call_limits,
         ),
         effects=ObservedEffectService(
             observability,

@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Response
 from fastapi.responses import JSONResponse
@@ -33,11 +32,10 @@ from tether.api.models import (
 )
 from tether.api.ui import install_ui
 from tether.core.budget import Budgets
-from tether.core.call import Call
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
-from tether.core.scope import JSONValue, Scope, is_valid_name
+from tether.core.scope import JSONValue, Scope
 from tether.core.task import Intent
 from tether.identity.keys import SigningKey
 from tether.logs import get_logger
@@ -46,6 +44,7 @@ from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
+from tether.service.enforce import CallRequest
 from tether.service.flows import Expect
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
@@ -122,20 +121,6 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
-
-
-def _json_depth(value: Any, limit: int) -> bool:
-    """True when ``value`` nests no deeper than ``limit``."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def bearer_token(authorization: str | None, what: str) -> str:
@@ -264,32 +249,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     def authorize(
         body: AuthorizeIn, response: Response, agent: Workload = authenticated
     ) -> dict[str, JSONValue]:
-        if not is_valid_name(body.tool, 128):
-            raise InvalidRequest("tool is not a valid tool name", code=ErrorCode.INVALID_FIELD)
-        if body.dataset is not None and not is_valid_name(body.dataset, 128):
-            raise InvalidRequest("dataset is not a valid name", code=ErrorCode.INVALID_FIELD)
-        limits = deps.settings
-        if not _json_depth(body.args, limits.max_args_depth):
-            raise InvalidRequest(
-                f"args nest deeper than {limits.max_args_depth} levels",
-                code=ErrorCode.INVALID_FIELD,
-            )
-        try:
-            size = len(json.dumps(body.args, allow_nan=False))
-        except ValueError:
-            raise InvalidRequest(
-                "args may not contain NaN or Infinity", code=ErrorCode.INVALID_FIELD
-            ) from None
-        if size > limits.max_args_bytes:
-            raise InvalidRequest(
-                f"args are limited to {limits.max_args_bytes} bytes",
-                code=ErrorCode.PAYLOAD_TOO_LARGE,
-            )
-        call = Call(body.tool, body.action, body.dataset, dict(body.args))
         expect = Expect(body.expect.records, body.expect.bytes) if body.expect else None
-        verdict = deps.authorizer.authorize(
-            agent, body.grant, call, body.approval_id, expect=expect, credentials=True
+        request = CallRequest(
+            body.tool, body.action, body.dataset, body.args, body.approval_id, expect
         )
+        verdict = deps.authorizer.enforce(agent, body.grant, request, credentials=True)
         out = verdict.to_json()
         if verdict.credential is not None:
             # A credential is for this caller, once: no cache or proxy may keep the response.

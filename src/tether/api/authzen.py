@@ -63,7 +63,6 @@ answer of these routes (Request Identification).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Final, assert_never
@@ -76,13 +75,12 @@ from starlette.types import Scope as AsgiScope
 
 from tether.api.errors import HTTP_STATUS, error_response
 from tether.api.models import ErrorOut, ObligationOut
-from tether.core.call import Call
-from tether.core.errors import ErrorCode
+from tether.core.errors import ErrorCode, InvalidRequest
 from tether.core.identity import Workload
-from tether.core.scope import ActionKind, JSONValue, is_valid_name
+from tether.core.scope import ActionKind, JSONValue
 from tether.core.verdict import Decision, Verdict
 from tether.logs import get_logger
-from tether.service.settings import ServiceSettings
+from tether.service.enforce import CallRequest
 
 if TYPE_CHECKING:
     from tether.api.app import ApiDeps
@@ -267,22 +265,7 @@ class Evaluation:
     """One AuthZEN evaluation as tether decides it."""
 
     grant: str
-    call: Call
-    approval_id: str | None
-
-
-def _json_depth_ok(value: Any, limit: int) -> bool:
-    """The nesting bound /v1/authorize puts on args (kept here: app.py imports this module)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
+    request: CallRequest
 
 
 def _grant(subject: SubjectIn, header_grant: str | None) -> str:
@@ -305,25 +288,11 @@ def _header_grant(value: str | None) -> str | None:
     return value
 
 
-def _args(
-    resource: dict[str, Any], context: dict[str, Any], limits: ServiceSettings
-) -> dict[str, Any]:
+def _args(resource: dict[str, Any], context: dict[str, Any]) -> object:
+    """Where the arguments are; what they hold is checked by the enforcement entry."""
     if "args" in resource and "args" in context:
         raise _invalid("send args in resource.properties.args or in context.args, not both")
-    args = resource.get("args", context.get("args", {}))
-    if not isinstance(args, dict):
-        raise _invalid("args must be a JSON object of argument name to value")
-    if not _json_depth_ok(args, limits.max_args_depth):
-        raise _invalid(f"args nest deeper than {limits.max_args_depth} levels")
-    try:
-        size = len(json.dumps(args, allow_nan=False))
-    except ValueError:
-        raise _invalid("args may not contain NaN or Infinity") from None
-    if size > limits.max_args_bytes:
-        raise _invalid(
-            f"args are limited to {limits.max_args_bytes} bytes", ErrorCode.PAYLOAD_TOO_LARGE
-        )
-    return args
+    return resource.get("args", context.get("args", {}))
 
 
 def to_evaluation(
@@ -333,7 +302,6 @@ def to_evaluation(
     resource: ResourceIn,
     context: dict[str, Any] | None,
     header_grant: str | None,
-    limits: ServiceSettings,
 ) -> Evaluation:
     """Map one evaluation onto a tether call for ``caller``; raise :class:`Refused` if it cannot
     be mapped. Nothing the request says about the caller is believed."""
@@ -357,8 +325,6 @@ def to_evaluation(
         ) from None
     if resource.type != RESOURCE_TYPE:
         raise _invalid(f'resource.type must be "{RESOURCE_TYPE}", with the tool name as its id')
-    if not is_valid_name(resource.id, 128):
-        raise _invalid("resource.id is not a valid tool name")
     properties = resource.properties or {}
     unknown = sorted(set(properties) - _RESOURCE_PROPERTIES)
     if unknown:
@@ -367,14 +333,14 @@ def to_evaluation(
             "dataset and args"
         )
     dataset = properties.get("dataset")
-    if dataset is not None and (not isinstance(dataset, str) or not is_valid_name(dataset, 128)):
+    if dataset is not None and not isinstance(dataset, str):
         raise _invalid("resource.properties.dataset is not a valid dataset name")
     ctx = context or {}
     approval_id = ctx.get("approval_id")
     if approval_id is not None and (not isinstance(approval_id, str) or len(approval_id) > 64):
         raise _invalid("context.approval_id must be a tether approval id")
-    args = _args(properties, ctx, limits)
-    return Evaluation(grant, Call(resource.id, kind, dataset, args), approval_id)
+    args = _args(properties, ctx)
+    return Evaluation(grant, CallRequest(resource.id, kind, dataset, args, approval_id))
 
 
 def permits(decision: Decision) -> bool:
@@ -432,14 +398,15 @@ class RequestIdEcho:
 
 def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> None:
     """Add the AuthZEN routes; ``authenticated`` is the API's caller dependency (the SVID)."""
-    limits = deps.settings
     app.add_middleware(RequestIdEcho)
 
     def decide(evaluation: Evaluation, caller: Workload) -> dict[str, JSONValue]:
-        # The one decision path: the same call /v1/authorize makes, audited the same way.
-        verdict = deps.authorizer.authorize(
-            caller, evaluation.grant, evaluation.call, evaluation.approval_id
-        )
+        # The one enforcement entry: the same checks and decision as /v1/authorize, audited
+        # the same way. Input it refuses is an error, never a decision.
+        try:
+            verdict = deps.authorizer.enforce(caller, evaluation.grant, evaluation.request)
+        except InvalidRequest as refused:
+            raise _invalid(_authzen_message(refused.message), refused.code) from None
         return answer(verdict)
 
     errors: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut}}
@@ -459,11 +426,10 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
                 body.resource,
                 body.context,
                 _header_grant(x_tether_grant),
-                limits,
             )
+            return JSONResponse(decide(mapped, caller))
         except Refused as refused:
             return refused.response()
-        return JSONResponse(decide(mapped, caller))
 
     @app.post(EVALUATIONS_PATH, response_model=EvaluationsOut, tags=["authzen"], responses=errors)
     def evaluations(
@@ -484,10 +450,9 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
                 context=body.context,
             )
             try:
-                mapped = _resolve(caller, single, body, grant, limits)
+                return JSONResponse(decide(_resolve(caller, single, body, grant), caller))
             except Refused as refused:
                 return refused.response()
-            return JSONResponse(decide(mapped, caller))
         if not body.evaluations:
             return _invalid(
                 "evaluations must hold at least one evaluation; omit it to send just one"
@@ -501,7 +466,7 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
         results: list[JSONValue] = []
         for item in body.evaluations:
             try:
-                result = decide(_resolve(caller, item, body, grant, limits), caller)
+                result = decide(_resolve(caller, item, body, grant), caller)
             except Refused as refused:
                 result = refused.item()
             results.append(result)
@@ -532,7 +497,6 @@ def _resolve(
     item: EvaluationItemIn,
     defaults: EvaluationsIn,
     header_grant: str | None,
-    limits: ServiceSettings,
 ) -> Evaluation:
     """An item with the request's top-level defaults filled in (Access Evaluations API,
     Default values): a key set on the item replaces the default whole."""
@@ -543,4 +507,13 @@ def _resolve(
     if subject is None or action is None or resource is None:
         missing = "subject" if subject is None else "action" if action is None else "resource"
         raise _invalid(f"{missing} is required, on the evaluation or as a top-level default")
-    return to_evaluation(caller, subject, action, resource, context, header_grant, limits)
+    return to_evaluation(caller, subject, action, resource, context, header_grant)
+
+
+def _authzen_message(message: str) -> str:
+    """The entry's message in this edge's words: a call's tool is its resource.id."""
+    if message.startswith("tool "):
+        return "resource.id" + message[len("tool") :]
+    if message.startswith("dataset "):
+        return "resource.properties.dataset" + message[len("dataset") :]
+    return message

@@ -17,7 +17,6 @@ worker threads so one slow call does not stall the others.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,9 +27,8 @@ import anyio.to_thread
 import mcp_types as types
 
 from tether.core.audit import AuditKind
-from tether.core.call import Call
 from tether.core.effect import EffectStatus
-from tether.core.errors import TetherError
+from tether.core.errors import InvalidRequest, TetherError
 from tether.core.ids import DecisionId, IdFactory
 from tether.core.scope import MAX_TOOL_NAME, is_valid_name
 from tether.core.secret import Secret
@@ -54,6 +52,7 @@ from tether.mcp.results import (
 from tether.mcp.upstreams import UpstreamConnection, UpstreamFailure
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
+from tether.service.enforce import CallRequest
 from tether.service.ports import Clock, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
 
@@ -73,19 +72,6 @@ class GatewayDeps:
     settings: ServiceSettings
     secrets: Callable[[str], Secret]
     ids: IdFactory
-
-
-def _json_depth_ok(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
@@ -195,9 +181,8 @@ class Gateway:
         if caller is None:
             return tool_error(GatewayCode.UNAUTHENTICATED, "the caller is not authenticated")
         args = dict(arguments or {})
-        problem = self._check_call(name, args)
-        if problem is not None:
-            return problem
+        if not is_valid_name(name, MAX_TOOL_NAME):
+            return tool_error(GatewayCode.INVALID_ARGUMENTS, "the tool name is not valid")
         if caller.grant_token is None:
             return tool_error(
                 GatewayCode.GRANT_MISSING,
@@ -209,10 +194,14 @@ class Gateway:
             changed = await self._descriptor_changed(caller, entry, mapping)
             if changed is not None:
                 return changed
-        call = Call(name, mapping.action, mapping.dataset, args)
-        verdict: Verdict = await anyio.to_thread.run_sync(
-            self.deps.authorizer.authorize, caller.workload, caller.grant_token, call, approval_id
-        )
+        request = CallRequest(name, mapping.action, mapping.dataset, args, approval_id)
+        try:
+            verdict: Verdict = await anyio.to_thread.run_sync(
+                self.deps.authorizer.enforce, caller.workload, caller.grant_token, request
+            )
+        except InvalidRequest as invalid:
+            # The one check of the enforcement entry refused the arguments.
+            return tool_error(GatewayCode.INVALID_ARGUMENTS, invalid.message)
         match verdict.decision:
             case Decision.DENY | Decision.APPROVAL_REQUIRED:
                 return refusal(verdict)
@@ -246,28 +235,6 @@ class Gateway:
             failure=failure.kind.value,
             decision_id=decision_id,
         )
-
-    def _check_call(self, name: str, args: dict[str, Any]) -> types.CallToolResult | None:
-        limits = self.deps.settings
-        if not is_valid_name(name, MAX_TOOL_NAME):
-            return tool_error(GatewayCode.INVALID_ARGUMENTS, "the tool name is not valid")
-        if not _json_depth_ok(args, limits.max_args_depth):
-            return tool_error(
-                GatewayCode.INVALID_ARGUMENTS,
-                f"arguments nest deeper than {limits.max_args_depth} levels",
-            )
-        try:
-            size = len(json.dumps(args, allow_nan=False))
-        except ValueError:
-            return tool_error(
-                GatewayCode.INVALID_ARGUMENTS, "arguments may not hold NaN or Infinity"
-            )
-        if size > limits.max_args_bytes:
-            return tool_error(
-                GatewayCode.INVALID_ARGUMENTS,
-                f"arguments are limited to {limits.max_args_bytes} bytes",
-            )
-        return None
 
     async def _lookup(self, name: str) -> tuple[CatalogTool | None, UpstreamFailure | None]:
         """The catalog entry for ``name``, listing its upstream once if it was not seen yet (it

@@ -20,12 +20,11 @@ Store and policy work is synchronous (SQLite, Cedar) and runs in worker threads.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import anyio.to_thread
 import httpx
@@ -37,7 +36,6 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether.core.audit import AuditKind
-from tether.core.call import Call
 from tether.core.effect import EffectStatus
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
@@ -74,6 +72,7 @@ from tether.proxy.routes import (
 )
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
+from tether.service.enforce import CallRequest
 from tether.service.ports import AuditEntry, Clock, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
 
@@ -117,19 +116,6 @@ class _Allowed:
     verdict: Verdict
     match: Match
     args: dict[str, JSONValue]
-
-
-def _json_depth_ok(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
 
 
 def _bearer(request: Request) -> str:
@@ -230,10 +216,14 @@ class EgressProxy:
         args = self._args(request, matched, query, body)
 
         route = matched.route
-        call = Call(route.tool, route.action, route.dataset, args)
-        verdict: Verdict = await anyio.to_thread.run_sync(
-            self.deps.authorizer.authorize, workload, grant, call, approval
-        )
+        request_ = CallRequest(route.tool, route.action, route.dataset, args, approval)
+        try:
+            verdict: Verdict = await anyio.to_thread.run_sync(
+                self.deps.authorizer.enforce, workload, grant, request_
+            )
+        except InvalidRequest as invalid:
+            # The one check of the enforcement entry refused the arguments this route mapped.
+            raise Refused(ProxyCode.INVALID_ARGUMENTS, invalid.message) from None
         match verdict.decision:
             case Decision.DENY | Decision.APPROVAL_REQUIRED:
                 log.info(
@@ -276,22 +266,11 @@ class EgressProxy:
     def _args(
         self, request: Request, matched: Match, query: dict[str, str], body: bytes
     ) -> dict[str, JSONValue]:
-        """The call's arguments, bounded as the API bounds them."""
+        """The call's arguments by the route's mapping (bounded by the enforcement entry)."""
         parsed = None
         if matched.route.reads_body:
             parsed = parse_body(body, request.headers.get("content-type"))
-        args = call_args(matched, query, parsed)
-        limits = self.deps.settings
-        if not _json_depth_ok(args, limits.max_args_depth):
-            raise Refused(
-                ProxyCode.INVALID_ARGUMENTS, f"arguments nest deeper than {limits.max_args_depth}"
-            )
-        if len(json.dumps(args)) > limits.max_args_bytes:
-            raise Refused(
-                ProxyCode.INVALID_ARGUMENTS,
-                f"arguments are limited to {limits.max_args_bytes} bytes",
-            )
-        return args
+        return call_args(matched, query, parsed)
 
     async def _authenticate(self, request: Request) -> Workload:
         token = _bearer(request)

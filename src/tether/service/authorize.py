@@ -17,6 +17,7 @@ from datetime import datetime
 
 from tether.core.audit import AuditKind
 from tether.core.call import Call
+from tether.core.callcheck import CallLimits, checked_call
 from tether.core.checks import scope_violation
 from tether.core.errors import BudgetExceeded, Conflict, TetherError, Unauthenticated
 from tether.core.identity import Workload
@@ -40,6 +41,7 @@ from tether.core.verdict import (
 )
 from tether.service.approvals import ApprovalService
 from tether.service.breakglass import BreakGlassService
+from tether.service.enforce import CallRequest
 from tether.service.flows import Expect, Flows
 from tether.service.leases import LeaseService
 from tether.service.overrides import ApprovalStep, Finding, HumanOverrides, deny
@@ -82,7 +84,9 @@ class Authorizer:
         breakglass: BreakGlassService | None = None,
         flows: Flows | None = None,
         leases: LeaseService | None = None,
+        limits: CallLimits | None = None,
     ) -> None:
+        self._limits = limits if limits is not None else CallLimits()
         self._store = store
         self._policy = policy
         self._signer = signer
@@ -95,6 +99,31 @@ class Authorizer:
         self._leases = leases
         self._overrides = HumanOverrides(
             store=store, policy=policy, clock=clock, approvals=approvals, breakglass=breakglass
+        )
+
+    def enforce(
+        self,
+        agent: Workload,
+        grant_token: str,
+        request: CallRequest,
+        *,
+        credentials: bool = False,
+    ) -> Verdict:
+        """The one enforcement entry of every door: check the call's input once, then decide.
+
+        Raises :class:`~tether.core.errors.InvalidRequest` (``invalid_field`` or
+        ``payload_too_large``) for input that cannot be decided on; each door maps it to its own
+        wire error. Everything else is a verdict, recorded in the audit log."""
+        call = checked_call(
+            request.tool, request.action, request.dataset, request.args, self._limits
+        )
+        return self.authorize(
+            agent,
+            grant_token,
+            call,
+            request.approval_id,
+            expect=request.expect,
+            credentials=credentials,
         )
 
     def authorize(

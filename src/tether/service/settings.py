@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tether.core.callcheck import CallLimits
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
@@ -26,3 +28,8 @@ class ServiceSettings:
     approval_ttl_seconds: int = 900
     #: How many expired tasks the reaper ends per sweep.
     reap_batch: int = 500
+
+    @property
+    def call_limits(self) -> CallLimits:
+        """What the enforcement entry lets one call carry."""
+        return CallLimits(max_args_bytes=self.max_args_bytes, max_args_depth=self.max_args_depth)
