@@ -266,7 +266,7 @@ def test_a_moved_label_is_read_fresh(cached: CachedStore) -> None:
     cached.record_decision(
         decision,
         entry(AuditKind.DECISION, task),
-        progress=TaskProgress(task.task_id, "confidential", None),
+        progress=(TaskProgress(task.task_id, "confidential", None),),
     )
     got = cached.get_task(task.task_id)
     assert got is not None and got.label == "confidential"

@@ -206,7 +206,7 @@ class CachedStore:
         new_approval: tuple[Approval, AuditEntry] | None = None,
         use_approval: ApprovalId | None = None,
         budget: BudgetCharge | None = None,
-        progress: TaskProgress | None = None,
+        progress: Sequence[TaskProgress] = (),
         lease: tuple[Lease, AuditEntry] | None = None,
     ) -> AuditRecord:
         try:
@@ -221,8 +221,8 @@ class CachedStore:
             )
         finally:
             # The task's data-flow label or workflow step moved: no replica may act on the old.
-            if progress is not None:
-                self._invalidate([progress.task_id])
+            if progress:
+                self._invalidate([moved.task_id for moved in progress])
 
     def _invalidate(self, task_ids: Sequence[str] | None) -> None:
         """Here first, then on every replica; called after the commit (or its failure)."""

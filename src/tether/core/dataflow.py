@@ -2,12 +2,14 @@
 
 Once a task has read ``confidential`` data, a call to an egress sink (email out, a post to
 another host, a file share) needs a human's approval; after ``restricted`` data it is denied.
-Delegated tasks start with their parent's label, so handing the data to a sub-agent does not
-launder it.
+A delegation chain shares one label: a delegate's reads raise the label of every task it was
+delegated from, and a task is bound by the highest label anywhere up its chain (its own or an
+ancestor's), so handing the reading to a sub-agent does not launder the data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tether.core.scope import ActionKind, Classification
@@ -20,6 +22,15 @@ def raise_label(label: str, classification: Classification | None, action: Actio
     if not label or Classification(label).rank < classification.rank:
         return classification.value
     return label
+
+
+def chain_label(labels: Iterable[str]) -> str:
+    """The label that binds a task: the highest of its own and its ancestors' (``""``: none)."""
+    highest = ""
+    for label in labels:
+        if label and (not highest or Classification(label).rank > Classification(highest).rank):
+            highest = label
+    return highest
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from tether.core.audit import AuditKind
 from tether.core.call import Call
 from tether.core.callcheck import CallLimits, checked_call
 from tether.core.checks import scope_violation
+from tether.core.dataflow import chain_label
 from tether.core.errors import BudgetExceeded, Conflict, TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import (
@@ -30,7 +31,7 @@ from tether.core.ids import (
 from tether.core.lease import Lease, credential_obligation
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
-from tether.core.task import GrantState, TaskState
+from tether.core.task import GrantState, Task, TaskState
 from tether.core.verdict import (
     Decision,
     IssuedCredential,
@@ -47,12 +48,14 @@ from tether.service.leases import LeaseService
 from tether.service.overrides import ApprovalStep, Finding, HumanOverrides, deny
 from tether.service.ports import (
     AuditEntry,
+    BudgetCharge,
     Clock,
     DecisionRecord,
     GrantSigner,
     PolicyEngine,
     PolicyRequest,
     Store,
+    TaskProgress,
 )
 from tether.service.recording import Recorder
 
@@ -238,17 +241,19 @@ class Authorizer:
                 *obligations,
                 credential_obligation(minted[0], f"tether:credentials/{minted[0].issuer_name}"),
             )
-        budget = progress = None
+        budget: BudgetCharge | None = None
+        progress: tuple[TaskProgress, ...] = ()
         if (
             flow is not None
             and self._flows is not None
             and finding.decision is Decision.ALLOW
             and finding.task is not None
         ):
+            chain = self._flows.chain(finding.task)
             budget = self._flows.charge(
-                finding.task, call, flow.classification, flow.expect, now, flow.step
+                chain, call, flow.classification, flow.expect, now, flow.step
             )
-            progress = self._flows.progress(finding.task, call, flow.classification, flow.step)
+            progress = self._flows.progress(chain, call, flow.classification, flow.step)
         verdict = Verdict(
             decision=finding.decision,
             decision_id=decision_id,
@@ -393,8 +398,10 @@ class Authorizer:
 
         classification = self._policy.classification(call.dataset) if call.dataset else None
         step_name, egress, egress_reason = task.workflow_step, None, None
+        chain: list[Task] = [task]
         if self._flows is not None:
-            step_name, out_of_order = self._flows.step(task, call)
+            chain = self._flows.chain(task)
+            step_name, out_of_order = self._flows.step(chain, call)
             if out_of_order is not None:
                 return Finding(
                     Decision.DENY,
@@ -404,7 +411,18 @@ class Authorizer:
                     grant=grant,
                     task=task,
                 )
-            egress, egress_reason = self._flows.egress_check(task, call)
+            unchargeable = self._flows.budget_argument(chain, call, step_name)
+            if unchargeable is not None:
+                # Whatever policy says: a budget that cannot be charged is not bypassed.
+                return Finding(
+                    Decision.DENY,
+                    (unchargeable,),
+                    frozenset(risks | {Risk.ASI02, Risk.ASI08}),
+                    ("tether:budget",),
+                    grant=grant,
+                    task=task,
+                )
+            egress, egress_reason = self._flows.egress_check(chain, call)
             if egress == "deny" and egress_reason is not None:
                 return Finding(
                     Decision.DENY,
@@ -423,7 +441,9 @@ class Authorizer:
                 intent=task.intent,
                 task_id=task.task_id,
                 delegators=grant.delegators,
-                dataflow=Classification(task.label) if task.label else None,
+                dataflow=Classification(label)
+                if (label := chain_label(t.label for t in chain))
+                else None,
             )
         )
         if (

@@ -1,25 +1,33 @@
 """The pipeline steps between scope and Cedar: declared workflow order, data-flow egress rules,
 and the budget charge a call makes (DESIGN: grant → scope → workflow step → budgets and data-flow
 → Cedar → verdict), and after Cedar the workflow's anomaly signal on reads.
+
+A delegation chain (a task and every task it was delegated from, the caller's own first) acts as
+one: its workflow position is its root's, its data-flow label the highest up the chain, and
+every task of it pays the budget holds of a delegate's call. Handing work to a sub-agent can
+neither repeat a step the root took, nor launder data the chain read, nor spend past a budget.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tether.core.anomaly import Volume
 from tether.core.budget import ANY, BudgetKind, Budgets, Hold, holds_for
 from tether.core.call import Call
-from tether.core.dataflow import EgressRules, raise_label
+from tether.core.dataflow import EgressRules, chain_label, raise_label
 from tether.core.scope import ActionKind, Classification
 from tether.core.task import Task
 from tether.core.verdict import Reason, ReasonCode
 from tether.core.workflow import Workflow
 from tether.service.anomaly import AnomalySignal
 from tether.service.ports import BudgetCharge, Store, TaskProgress
+
+#: The argument a spend budget charges.
+SPEND_ARGUMENT = "amount"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +62,21 @@ class Flows:
 
     # -- workflow --------------------------------------------------------------------------
 
-    def step(self, task: Task, call: Call) -> tuple[str | None, Reason | None]:
-        """The workflow step this call takes, or why it is out of order (ASI01)."""
-        flow = self.workflows.get(task.intent.workflow)
+    def step(self, chain: Sequence[Task], call: Call) -> tuple[str | None, Reason | None]:
+        """The workflow step this call takes, or why it is out of order (ASI01).
+
+        # INVARIANT: the step state of a chain is its root's: a delegate cannot take again a
+        # step the root (or another delegate) already took.
+        """
+        root = chain[-1]
+        flow = self.workflows.get(root.intent.workflow)
         if flow is None:
-            return task.workflow_step, None
-        matched = flow.match(task.workflow_step, call.tool, call.action)
+            return root.workflow_step, None
+        matched = flow.match(root.workflow_step, call.tool, call.action)
         if matched is not None:
             return matched, None
-        expected = flow.describe(flow.legal_after(task.workflow_step))
-        where = f"after step {task.workflow_step!r}" if task.workflow_step else "as the first step"
+        expected = flow.describe(flow.legal_after(root.workflow_step))
+        where = f"after step {root.workflow_step!r}" if root.workflow_step else "as the first step"
         return None, Reason(
             ReasonCode.WORKFLOW_OUT_OF_ORDER,
             f"{call.action.value} {call.tool} is not a legal step {where} of the declared "
@@ -90,34 +103,78 @@ class Flows:
 
     # -- data flow -------------------------------------------------------------------------
 
-    def egress_check(self, task: Task, call: Call) -> tuple[str | None, Reason | None]:
-        ruling = self.egress.verdict(task.label, call.tool, call.action)
+    def egress_check(self, chain: Sequence[Task], call: Call) -> tuple[str | None, Reason | None]:
+        label = chain_label(t.label for t in chain)
+        ruling = self.egress.verdict(label, call.tool, call.action)
         if ruling is None:
             return None, None
         if ruling == "deny":
             return ruling, Reason(
                 ReasonCode.EGRESS_BLOCKED,
-                f"this task has read {task.label} data; {call.tool} sends data out and is denied",
+                f"this task has read {label} data; {call.tool} sends data out and is denied",
             )
         return ruling, Reason(
             ReasonCode.EGRESS_NEEDS_APPROVAL,
-            f"this task has read {task.label} data; sending it out with {call.tool} needs a "
+            f"this task has read {label} data; sending it out with {call.tool} needs a "
             "human's approval",
         )
 
     def progress(
-        self, task: Task, call: Call, classification: Classification | None, step: str | None
-    ) -> TaskProgress | None:
-        label = raise_label(task.label, classification, call.action)
-        if label == task.label and step == task.workflow_step:
+        self,
+        chain: Sequence[Task],
+        call: Call,
+        classification: Classification | None,
+        step: str | None,
+    ) -> tuple[TaskProgress, ...]:
+        """What an allowed call moves: every task of the chain whose label the read raises, and
+        the root's workflow step.
+
+        # INVARIANT: a delegate's read raises the label of its whole ancestor chain, in the
+        # transaction that records the decision.
+        """
+        root = chain[-1]
+        moved: list[TaskProgress] = []
+        for task in chain:
+            label = raise_label(task.label, classification, call.action)
+            is_root = task is root
+            if label != task.label or (is_root and step != task.workflow_step):
+                moved.append(TaskProgress(task.task_id, label, step, moves_step=is_root))
+        return tuple(moved)
+
+    def budget_argument(self, chain: Sequence[Task], call: Call, step: str | None) -> Reason | None:
+        """Why a budgeted call's argument cannot be charged, or ``None``.
+
+        A spend under a spend budget must name its ``amount`` as a finite number ≥ 0: a negative
+        amount would refund the budget, and a missing or ill-typed one would reserve nothing.
+        """
+        if call.action is not ActionKind.SPEND:
             return None
-        return TaskProgress(task.task_id, label, step)
+        budgeted = any(
+            limit.kind is BudgetKind.SPEND
+            for limits in (*(t.budgets for t in chain), self._step_budgets(chain[-1], step))
+            for limit in limits.limits
+        )
+        if not budgeted:
+            return None
+        amount = call.args.get(SPEND_ARGUMENT)
+        if (
+            isinstance(amount, int | float)
+            and not isinstance(amount, bool)
+            and math.isfinite(amount)
+            and amount >= 0
+        ):
+            return None
+        return Reason(
+            ReasonCode.INVALID_BUDGET_ARGUMENT,
+            f"this task has a spend budget, so a spend must give {SPEND_ARGUMENT!r} as a "
+            "number of at least 0",
+        )
 
     # -- budgets ---------------------------------------------------------------------------
 
     def charge(
         self,
-        task: Task,
+        chain: Sequence[Task],
         call: Call,
         classification: Classification | None,
         expect: Expect | None,
@@ -125,9 +182,10 @@ class Flows:
         step: str | None = None,
     ) -> BudgetCharge | None:
         """The holds this call reserves: against its task's limits and every ancestor's, and
-        against the limits of the workflow ``step`` it takes (for this task only)."""
-        chain = self._chain(task)
-        step_budgets = self._step_budgets(task, step)
+        against the limits of the workflow ``step`` it takes (held on the chain's root, whose
+        step it is)."""
+        task, root = chain[0], chain[-1]
+        step_budgets = self._step_budgets(root, step)
         if not any(t.budgets.limits for t in chain) and not step_budgets.limits:
             return None
         records = bytes_ = spend = None
@@ -143,8 +201,9 @@ class Flows:
                 else self._settings.default_expected_bytes
             )
         if call.action is ActionKind.SPEND:
-            amount = call.args.get("amount")
+            amount = call.args.get(SPEND_ARGUMENT)
             if isinstance(amount, int | float) and not isinstance(amount, bool):
+                # budget_argument() denied anything else before a spend budget is charged.
                 spend = float(amount) if math.isfinite(amount) else math.inf
 
         def holds_of(task_ids: list[str], in_step: str | None = None) -> list[Hold]:
@@ -164,10 +223,10 @@ class Flows:
             for limit in t.budgets.limits:
                 limits[(t.task_id, "", limit.kind.value, limit.classification)] = limit.amount
         if step is not None and step_budgets.limits:
-            holds += holds_of([task.task_id], step)
+            holds += holds_of([root.task_id], step)
             for limit in step_budgets.limits:
                 if limit.kind is not BudgetKind.CALLS_PER_MINUTE:
-                    key = (task.task_id, step, limit.kind.value, limit.classification)
+                    key = (root.task_id, step, limit.kind.value, limit.classification)
                     limits[key] = limit.amount
         # Only holds that meet a limit somewhere need writing.
         kept = [h for h in holds if h.key in limits]
@@ -178,8 +237,8 @@ class Flows:
         step_rate_limit = step_budgets.get(BudgetKind.CALLS_PER_MINUTE, ANY)
         if step is not None and step_rate_limit is not None:
             # The call itself is the count: one calls_per_minute hold of the step per call.
-            kept.append(Hold(task.task_id, BudgetKind.CALLS_PER_MINUTE, ANY, 1.0, step))
-            step_rate = (task.task_id, step, step_rate_limit.amount, since)
+            kept.append(Hold(root.task_id, BudgetKind.CALLS_PER_MINUTE, ANY, 1.0, step))
+            step_rate = (root.task_id, step, step_rate_limit.amount, since)
         if not kept and rate is None:
             return None
         return BudgetCharge(holds=tuple(kept), limits=limits, rate=rate, step_rate=step_rate)
@@ -191,8 +250,8 @@ class Flows:
             return Budgets()
         return flow.steps[step].budgets
 
-    def _chain(self, task: Task) -> list[Task]:
-        """The task and every task it was delegated from: a delegate's use counts for all."""
+    def chain(self, task: Task) -> list[Task]:
+        """The task and every task it was delegated from, the root last."""
         chain = [task]
         current = task
         while current.parent_task_id is not None and len(chain) < 16:

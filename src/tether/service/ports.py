@@ -194,11 +194,15 @@ class BudgetCharge:
 
 @dataclass(frozen=True, slots=True)
 class TaskProgress:
-    """What an allowed call changes on its task: the data-flow label and the workflow step."""
+    """What an allowed call changes on one task of its delegation chain: the data-flow label
+    (raised on the caller's task and every ancestor) and, on the chain's root only, the
+    workflow step."""
 
     task_id: TaskId
     label: str
     workflow_step: str | None
+    #: False: leave the task's workflow step as it is (an ancestor's label rose, nothing more).
+    moves_step: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +255,7 @@ class Store(Protocol):
         new_approval: tuple[Approval, AuditEntry] | None = None,
         use_approval: ApprovalId | None = None,
         budget: BudgetCharge | None = None,
-        progress: TaskProgress | None = None,
+        progress: Sequence[TaskProgress] = (),
         lease: tuple[Lease, AuditEntry] | None = None,
     ) -> AuditRecord:
         """Record a decision; in the same transaction, record the lease it minted, create the

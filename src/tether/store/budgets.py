@@ -163,8 +163,7 @@ def holds_of(conn: Connection, decision_id: str) -> Sequence[tuple[Hold, float |
 
 
 def apply_progress(conn: Connection, progress: TaskProgress) -> None:
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.task_id == progress.task_id)
-        .values(label=progress.label, workflow_step=progress.workflow_step)
-    )
+    values: dict[str, str | None] = {"label": progress.label}
+    if progress.moves_step:
+        values["workflow_step"] = progress.workflow_step
+    conn.execute(update(tasks).where(tasks.c.task_id == progress.task_id).values(**values))

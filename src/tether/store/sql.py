@@ -446,7 +446,7 @@ class SqlStore:
         new_approval: tuple[Approval, AuditEntry] | None = None,
         use_approval: ApprovalId | None = None,
         budget: BudgetCharge | None = None,
-        progress: TaskProgress | None = None,
+        progress: Sequence[TaskProgress] = (),
         lease: tuple[Lease, AuditEntry] | None = None,
     ) -> AuditRecord:
         with self._write(_STORE, "record the decision") as tx:
@@ -455,8 +455,8 @@ class SqlStore:
             if budget is not None:
                 # INVARIANT: a budget is never overspent: checked and reserved under the lock.
                 budgets_sql.reserve(tx.conn, decision.decision_id, budget)
-            if progress is not None:
-                budgets_sql.apply_progress(tx.conn, progress)
+            for moved in progress:
+                budgets_sql.apply_progress(tx.conn, moved)
             tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
             record = tx.append(audit)
             if new_approval is not None:
