@@ -65,6 +65,7 @@ class ReasonCode(StrEnum):
     APPROVAL_UNKNOWN = "approval_unknown"
     BREAK_GLASS = "break_glass"
     BUDGET_EXCEEDED = "budget_exceeded"
+    INVALID_BUDGET_ARGUMENT = "invalid_budget_argument"
     WORKFLOW_OUT_OF_ORDER = "workflow_out_of_order"
     EGRESS_NEEDS_APPROVAL = "egress_needs_approval"
     EGRESS_BLOCKED = "egress_blocked"
