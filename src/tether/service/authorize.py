@@ -1,51 +1,66 @@
-"""Authorize one tool call: the decision pipeline, cheapest check first, fail closed.
+"""Authorize one tool call: gather its facts, decide (pure), record — fail closed.
 
-    grant token verifies → bound to the caller → grant active, task open
-      → scope: tool → action → dataset → argument constraints
-      → Cedar policies → verdict → recorded with its audit record (or deny)
+    enforce → check the input once (core/callcheck)
+      → facts: grant token, the grant and its task's delegation chain (one read), the dataset's
+        classification, the root's workflow, one ``now``
+      → decide (core/decide): grant → scope → workflow → budgeted args → egress → Cedar's
+        answer → data flow / anomaly → break-glass → approval; later facts are read only when
+        the decision gets far enough to need them
+      → record: the decision row, its audit record, budget holds, task progress, an approval
+        or a lease, in one transaction (or deny)
 
-Every step that fails yields a ``deny`` verdict with a stable reason code and the OWASP Agentic
-risk ids the step guards against. Nothing is answered from a cache: sensitive (non-``read``)
-calls never may be, and read decisions are cheap enough not to need one yet.
+Every failure yields a ``deny`` verdict with a stable reason code and the OWASP Agentic risk
+ids the step guards against. Nothing is answered from a cache: sensitive (non-``read``) calls
+never may be, and read decisions are cheap enough not to need one yet.
 """
 
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 
+from tether.core.approval import Approval
 from tether.core.audit import AuditKind
 from tether.core.call import Call
 from tether.core.callcheck import CallLimits, checked_call
-from tether.core.checks import scope_violation
-from tether.core.dataflow import chain_label
+from tether.core.dataflow import EgressRules
+from tether.core.decide import (
+    decide,
+    needs_approval,
+    needs_breakglass,
+    refuse,
+    screen,
+    unreadable,
+    unrecorded,
+    verdict_of,
+)
 from tether.core.errors import BudgetExceeded, Conflict, TetherError, Unauthenticated
+from tether.core.facts import CallFacts, Decided, LateFacts, PolicyOutcome, TokenStatus
 from tether.core.identity import Workload
 from tether.core.ids import (
+    ApprovalId,
     DecisionId,
     GrantId,
     IdFactory,
+    IdKind,
     TaskId,
+    is_well_formed,
 )
-from tether.core.lease import Lease, credential_obligation
+from tether.core.lease import Lease
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
-from tether.core.task import GrantState, Task, TaskState
 from tether.core.verdict import (
     Decision,
     IssuedCredential,
     Reason,
     ReasonCode,
     Verdict,
-    sorted_risks,
 )
 from tether.service.approvals import ApprovalService
 from tether.service.breakglass import BreakGlassService
 from tether.service.enforce import CallRequest
 from tether.service.flows import Expect, Flows
 from tether.service.leases import LeaseService
-from tether.service.overrides import ApprovalStep, Finding, HumanOverrides, deny
 from tether.service.ports import (
     AuditEntry,
     BudgetCharge,
@@ -55,22 +70,10 @@ from tether.service.ports import (
     PolicyEngine,
     PolicyRequest,
     Store,
-    TaskProgress,
 )
 from tether.service.recording import Recorder
 
-_GRANT_RISKS = frozenset({Risk.ASI03, Risk.ASI10})
-_SCOPE_RISKS = frozenset({Risk.ASI02, Risk.ASI03})
-_ARG_RISKS = frozenset({Risk.ASI01, Risk.ASI02})
-# Reading far more than the workflow's past tasks: tool misuse by volume, an agent gone rogue.
-_ANOMALY_RISKS = frozenset({Risk.ASI02, Risk.ASI10})
-
-
-@dataclass(frozen=True, slots=True)
-class _FlowFacts:
-    step: str | None
-    classification: Classification | None
-    expect: Expect | None
+_Minted = tuple[Lease, IssuedCredential, AuditEntry]
 
 
 class Authorizer:
@@ -100,9 +103,6 @@ class Authorizer:
         self._breakglass = breakglass
         self._flows = flows
         self._leases = leases
-        self._overrides = HumanOverrides(
-            store=store, policy=policy, clock=clock, approvals=approvals, breakglass=breakglass
-        )
 
     def enforce(
         self,
@@ -145,129 +145,240 @@ class Authorizer:
         on allow (only a caller that hands it to the agent asks: a credential nobody receives
         is never minted). Never raises for a well-formed call: every failure is a ``deny``
         carrying its cause."""
-        now = self._clock.now()
-        try:
-            finding = self._check(agent, grant_token, call, expect)
-        except TetherError as error:
-            # A store that cannot answer must not let anything through.
-            finding = deny(ReasonCode.STORE_UNAVAILABLE, error.message, _GRANT_RISKS)
-        flow = _FlowFacts(finding.step, finding.classification, expect)
-        try:
-            finding = self._overrides.breakglass_step(agent, call, finding)
-        except TetherError as error:
-            finding = deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
+        now = self._clock.now()  # the one reading of the clock for this decision
         decision_id = self._ids.decision()
-        step = ApprovalStep(finding)
-        if finding.decision is Decision.APPROVAL_REQUIRED:
+        facts = CallFacts(agent.id, call, now, TokenStatus.INVALID)
+        try:
+            facts = self._facts(agent, grant_token, call, now)
+            decided = self._decide(agent, facts, approval_id, expect)
+        except TetherError as error:
+            decided = unreadable(error.message)
+        new_approval = None
+        if decided.draft_approval:
             try:
-                step = self._overrides.approval_step(agent, call, finding, decision_id, approval_id)
+                new_approval = self._draft(agent, facts, decided, decision_id, now)
             except TetherError as error:
-                step = ApprovalStep(
-                    deny(ReasonCode.STORE_UNAVAILABLE, error.message, finding.risks)
-                )
+                decided = unreadable(error.message, decided.risks)
+            else:
+                decided = replace(decided, approval_ref=new_approval[0].approval_id)
         minted = None
-        if credentials and step.finding.decision is Decision.ALLOW:
+        if credentials and decided.decision is Decision.ALLOW:
             try:
-                minted = self._mint(agent, call, step.finding, decision_id, now)
+                minted = self._mint(agent, call, decided, decision_id, now)
             except TetherError as error:
                 # Fail closed: an allow whose credential cannot be minted is a deny.
-                step = ApprovalStep(
-                    deny(
-                        ReasonCode.CREDENTIAL_UNAVAILABLE,
-                        f"the call is allowed but its credential could not be issued, so it is "
-                        f"denied: {error.message}",
-                        step.finding.risks,
-                        step.finding.grant,
-                        step.finding.task,
-                    )
+                decided = refuse(
+                    decided,
+                    ReasonCode.CREDENTIAL_UNAVAILABLE,
+                    "the call is allowed but its credential could not be issued, so it is "
+                    f"denied: {error.message}",
                 )
         try:
-            verdict = self._record(agent, call, step, decision_id, now, flow, minted)
-        except BudgetExceeded as exceeded:
-            over = deny(
-                ReasonCode.BUDGET_EXCEEDED,
-                exceeded.message,
-                step.finding.risks | {Risk.ASI02, Risk.ASI08},
-                step.finding.grant,
-                step.finding.task,
+            verdict = self._record(
+                agent, call, decided, decision_id, now, expect, facts, minted, new_approval
             )
-            try:
-                verdict = self._record(agent, call, ApprovalStep(over), decision_id, now)
-            except TetherError as error:
-                return self._unrecorded(over, decision_id, now, error)
+        except BudgetExceeded as exceeded:
+            over = refuse(
+                decided, ReasonCode.BUDGET_EXCEEDED, exceeded.message, (Risk.ASI02, Risk.ASI08)
+            )
+            verdict = self._record_or_deny(agent, call, over, decision_id, now)
         except Conflict:
             # Another retry used the approval between our check and our write: used once.
-            used = deny(
+            used = refuse(
+                decided,
                 ReasonCode.APPROVAL_USED,
                 "the approval was already used; each approval allows one call",
-                step.finding.risks | {Risk.ASI09},
-                step.finding.grant,
-                step.finding.task,
+                (Risk.ASI09,),
             )
-            try:
-                verdict = self._record(agent, call, ApprovalStep(used), decision_id, now)
-            except TetherError as error:
-                return self._unrecorded(used, decision_id, now, error)
+            verdict = self._record_or_deny(agent, call, used, decision_id, now)
         except TetherError as error:
-            verdict = self._unrecorded(step.finding, decision_id, now, error)
+            verdict = self._verdict(unrecorded(decided, error.message), decision_id, now)
         if minted is not None and self._leases is not None and verdict.credential is None:
             # Minted, but the allow was not recorded: the credential must not outlive this call.
             self._leases.discard(minted[0])
-        if step.new is not None:
-            self._approvals.announce(step.new[0])
+        if new_approval is not None and verdict.decision is Decision.APPROVAL_REQUIRED:
+            self._approvals.announce(new_approval[0])
         return verdict
 
-    def _mint(
-        self, agent: Workload, call: Call, finding: Finding, decision_id: DecisionId, now: datetime
-    ) -> tuple[Lease, IssuedCredential, AuditEntry] | None:
-        if self._leases is None or finding.grant is None or finding.task is None:
+    # -- facts -----------------------------------------------------------------------------
+
+    def _facts(self, agent: Workload, grant_token: str, call: Call, now: datetime) -> CallFacts:
+        """What the decision needs, read once: the token, then (for a token bound to the
+        caller) the grant, its task and the task's delegation chain."""
+        try:
+            claims = self._signer.verify(grant_token, now)
+        except Unauthenticated as error:
+            expired = getattr(error, "expired", False)
+            status = TokenStatus.EXPIRED if expired else TokenStatus.INVALID
+            return CallFacts(agent.id, call, now, status)
+        facts = CallFacts(agent.id, call, now, TokenStatus.VALID, token_agent=claims.agent)
+        if claims.agent != agent.id:
+            return facts  # not bound to the caller: nothing more is read for it
+        grant, task = self._store.get_grant_with_task(claims.grant_id)
+        if grant is None or task is None:
+            return replace(facts, grant=grant)
+        flows = self._flows
+        chain = tuple(flows.chain(task)) if flows is not None else (task,)
+        return replace(
+            facts,
+            grant=grant,
+            chain=chain,
+            classification=self._policy.classification(call.dataset) if call.dataset else None,
+            workflow=flows.workflows.get(chain[-1].intent.workflow) if flows else None,
+            egress=flows.egress if flows is not None else EgressRules(),
+        )
+
+    def _decide(
+        self,
+        agent: Workload,
+        facts: CallFacts,
+        approval_id: str | None,
+        expect: Expect | None,
+    ) -> Decided:
+        """The pure decision, with the policy engine's answer and whatever later facts (anomaly,
+        break-glass, approvals) the decision turns out to need."""
+        screened = screen(facts)
+        outcome = None
+        if screened.denied is None:
+            outcome = self._ask_policy(agent, facts)
+        late = LateFacts(anomaly=self._anomaly(facts, outcome, expect))
+        decided = decide(facts, outcome, late)
+        task = decided.task
+        if needs_breakglass(decided) and self._breakglass is not None and task is not None:
+            active = self._breakglass.active_for(task.task_id, agent.id)
+            if active is not None:
+                late = replace(late, breakglass=active)
+                decided = decide(facts, outcome, late)
+        if needs_approval(decided) and task is not None:
+            if approval_id is not None:
+                approval = (
+                    self._store.get_approval(ApprovalId(approval_id))
+                    if is_well_formed(approval_id, IdKind.APPROVAL)
+                    else None
+                )
+                late = replace(
+                    late,
+                    approval_id=approval_id,
+                    approval=approval,
+                    args_mac=self._approvals.args_mac(facts.call),
+                )
+            else:
+                late = replace(late, pending=self._approvals.pending_for(agent, task, facts.call))
+            decided = decide(facts, outcome, late)
+        return decided
+
+    def _ask_policy(self, agent: Workload, facts: CallFacts) -> PolicyOutcome:
+        grant, task = facts.grant, facts.task
+        assert grant is not None and task is not None  # screen() passed: both were found
+        label = facts.label
+        return self._policy.decide(
+            PolicyRequest(
+                agent=agent,
+                call=facts.call,
+                classification=facts.classification,
+                intent=task.intent,
+                task_id=task.task_id,
+                delegators=grant.delegators,
+                dataflow=Classification(label) if label else None,
+            )
+        )
+
+    def _anomaly(
+        self, facts: CallFacts, outcome: PolicyOutcome | None, expect: Expect | None
+    ) -> Reason | None:
+        """The anomaly signal, read only for a read that policy does not deny."""
+        task = facts.task
+        if (
+            self._flows is None
+            or outcome is None
+            or outcome.decision is Decision.DENY
+            or task is None
+            or facts.call.action is not ActionKind.READ
+        ):
             return None
-        return self._leases.mint(agent, finding.task, finding.grant, call, decision_id, now)
+        return self._flows.anomaly(task, facts.call, expect)
+
+    # -- what the decision implies ---------------------------------------------------------
+
+    def _draft(
+        self,
+        agent: Workload,
+        facts: CallFacts,
+        decided: Decided,
+        decision_id: DecisionId,
+        now: datetime,
+    ) -> tuple[Approval, AuditEntry]:
+        grant, task = decided.grant, decided.task
+        assert grant is not None and task is not None  # an approval is only drafted for both
+        return self._approvals.draft(
+            agent=agent,
+            task=task,
+            grant=grant,
+            call=facts.call,
+            decision_id=decision_id,
+            classification=facts.classification,
+            why=[r.message for r in decided.reasons],
+            policy_ids=decided.policy_ids,
+            required=decided.approvers,
+        )
+
+    def _mint(
+        self, agent: Workload, call: Call, decided: Decided, decision_id: DecisionId, now: datetime
+    ) -> _Minted | None:
+        if self._leases is None or decided.grant is None or decided.task is None:
+            return None
+        return self._leases.mint(agent, decided.task, decided.grant, call, decision_id, now)
+
+    def _verdict(
+        self,
+        decided: Decided,
+        decision_id: DecisionId,
+        now: datetime,
+        minted: _Minted | None = None,
+    ) -> Verdict:
+        return verdict_of(
+            decided,
+            decision_id,
+            self._policy.revision,
+            now,
+            lease=minted[0] if minted is not None else None,
+            credential=minted[1] if minted is not None else None,
+        )
+
+    def _record_or_deny(
+        self, agent: Workload, call: Call, decided: Decided, decision_id: DecisionId, now: datetime
+    ) -> Verdict:
+        try:
+            return self._record(agent, call, decided, decision_id, now)
+        except TetherError as error:
+            return self._verdict(unrecorded(decided, error.message), decision_id, now)
 
     def _record(
         self,
         agent: Workload,
         call: Call,
-        step: ApprovalStep,
+        decided: Decided,
         decision_id: DecisionId,
         now: datetime,
-        flow: _FlowFacts | None = None,
-        minted: tuple[Lease, IssuedCredential, AuditEntry] | None = None,
+        expect: Expect | None = None,
+        facts: CallFacts | None = None,
+        minted: _Minted | None = None,
+        new_approval: tuple[Approval, AuditEntry] | None = None,
     ) -> Verdict:
-        finding = step.finding
-        obligations = finding.obligations
-        if minted is not None:
-            obligations = (
-                *obligations,
-                credential_obligation(minted[0], f"tether:credentials/{minted[0].issuer_name}"),
-            )
+        """Record ``decided`` with its audit record and everything it implies, in one
+        transaction; the verdict it answers."""
         budget: BudgetCharge | None = None
-        progress: tuple[TaskProgress, ...] = ()
         if (
-            flow is not None
+            facts is not None
             and self._flows is not None
-            and finding.decision is Decision.ALLOW
-            and finding.task is not None
+            and decided.decision is Decision.ALLOW
+            and decided.chain
         ):
-            chain = self._flows.chain(finding.task)
             budget = self._flows.charge(
-                chain, call, flow.classification, flow.expect, now, flow.step
+                decided.chain, call, facts.classification, expect, now, decided.step
             )
-            progress = self._flows.progress(chain, call, flow.classification, flow.step)
-        verdict = Verdict(
-            decision=finding.decision,
-            decision_id=decision_id,
-            reasons=finding.reasons,
-            policy_ids=finding.policy_ids,
-            obligations=obligations,
-            risks=sorted_risks(finding.risks),
-            policy_revision=self._policy.revision,
-            decided_at=now,
-            approval_id=step.approval_ref,
-            delegators=finding.grant.delegators if finding.grant is not None else (),
-            credential=minted[1] if minted is not None else None,
-        )
-        grant, task = finding.grant, finding.task
+        verdict = self._verdict(decided, decision_id, now, minted)
+        grant, task = decided.grant, decided.task
         record = DecisionRecord(
             decision_id=decision_id,
             task_id=TaskId(task.task_id) if task is not None else None,
@@ -287,17 +398,17 @@ class Authorizer:
             "verdict": verdict.to_json(),
         }
         kind = AuditKind.DECISION
-        if finding.breakglass is not None:
+        if decided.breakglass is not None:
             # Its own audit class: every call break-glass allowed stands out in the log.
             kind = AuditKind.BREAKGLASS_DECISION
-            body["breakglass_id"] = finding.breakglass.breakglass_id
-            if finding.overridden is not None:
-                decision, reasons = finding.overridden
+            body["breakglass_id"] = decided.breakglass.breakglass_id
+            if decided.overridden is not None:
+                decision, reasons = decided.overridden
                 body["policy_would_have"] = {
                     "decision": decision.value,
                     "reasons": [r.to_json() for r in reasons],
                 }
-        body.update(finding.audit_extra())
+        body.update(decided.audit_extra())
         entry = self._rec.entry(kind, now, agent=agent.id, task_id=record.task_id, body=body)
         if budget is not None:
             body["budget_holds"] = [
@@ -313,197 +424,10 @@ class Authorizer:
         self._store.record_decision(
             record,
             entry,
-            new_approval=step.new,
-            use_approval=step.use,
+            new_approval=new_approval if verdict.decision is Decision.APPROVAL_REQUIRED else None,
+            use_approval=decided.use_approval if verdict.decision is Decision.ALLOW else None,
             budget=budget,
-            progress=progress,
+            progress=decided.progress if verdict.decision is Decision.ALLOW else (),
             lease=(minted[0], minted[2]) if minted is not None else None,
         )
         return verdict
-
-    def _unrecorded(
-        self, finding: Finding, decision_id: DecisionId, now: datetime, error: TetherError
-    ) -> Verdict:
-        # INVARIANT: a decision that cannot be audited is a deny.
-        return Verdict(
-            decision=Decision.DENY,
-            decision_id=decision_id,
-            reasons=(
-                Reason(
-                    ReasonCode.AUDIT_UNAVAILABLE,
-                    f"the decision could not be recorded, so the call is denied: {error.message}",
-                ),
-                # Keep the original cause of a deny; an allow's reasons no longer apply.
-                *(finding.reasons if finding.decision is Decision.DENY else ()),
-            ),
-            policy_ids=(),
-            obligations=(),
-            risks=sorted_risks(finding.risks),
-            policy_revision=self._policy.revision,
-            decided_at=now,
-        )
-
-    # -- the pipeline ----------------------------------------------------------------------
-
-    def _check(
-        self, agent: Workload, grant_token: str, call: Call, expect: Expect | None = None
-    ) -> Finding:
-        now = self._clock.now()
-        try:
-            claims = self._signer.verify(grant_token, now)
-        except Unauthenticated as error:
-            if getattr(error, "expired", False):
-                return deny(ReasonCode.GRANT_EXPIRED, "the grant has expired", _GRANT_RISKS)
-            return deny(ReasonCode.GRANT_INVALID, "the grant token is not valid", _GRANT_RISKS)
-        # Bound to the caller: a grant is useless in another workload's hands.
-        if not hmac.compare_digest(claims.agent, agent.id):
-            return deny(
-                ReasonCode.GRANT_NOT_BOUND,
-                "the grant was issued to another workload",
-                _GRANT_RISKS,
-            )
-        grant, task = self._store.get_grant_with_task(claims.grant_id)
-        if grant is None or not hmac.compare_digest(grant.agent, agent.id):
-            return deny(ReasonCode.GRANT_INVALID, "the grant is not known", _GRANT_RISKS)
-        if task is None:
-            return deny(ReasonCode.GRANT_INVALID, "the grant's task is not known", _GRANT_RISKS)
-        if grant.state is GrantState.REVOKED:
-            return deny(
-                ReasonCode.GRANT_REVOKED, "the grant was revoked", _GRANT_RISKS, grant, task
-            )
-        if grant.state is GrantState.EXPIRED or now >= grant.expires_at:
-            return deny(
-                ReasonCode.GRANT_EXPIRED, "the grant has expired", _GRANT_RISKS, grant, task
-            )
-        if task.state is not TaskState.OPEN or now >= task.expires_at:
-            return deny(
-                ReasonCode.TASK_NOT_OPEN,
-                f"the task is {'expired' if task.state is TaskState.OPEN else task.state.value}",
-                _GRANT_RISKS,
-                grant,
-                task,
-            )
-
-        risks = set(_GRANT_RISKS | _SCOPE_RISKS)
-        if call.action is ActionKind.EXECUTE:
-            risks.add(Risk.ASI05)
-        scope = grant.scope_for(call.tool)
-        if scope is not None and scope.constraints:
-            risks |= _ARG_RISKS
-        violation = scope_violation(grant, call)
-        if violation is not None:
-            if violation.code in (ReasonCode.ARGUMENT_MISSING, ReasonCode.CONSTRAINT_VIOLATED):
-                risks |= _ARG_RISKS
-            return Finding(Decision.DENY, (violation,), frozenset(risks), grant=grant, task=task)
-
-        classification = self._policy.classification(call.dataset) if call.dataset else None
-        step_name, egress, egress_reason = task.workflow_step, None, None
-        chain: list[Task] = [task]
-        if self._flows is not None:
-            chain = self._flows.chain(task)
-            step_name, out_of_order = self._flows.step(chain, call)
-            if out_of_order is not None:
-                return Finding(
-                    Decision.DENY,
-                    (out_of_order,),
-                    frozenset(risks | {Risk.ASI01}),
-                    ("tether:workflow",),
-                    grant=grant,
-                    task=task,
-                )
-            unchargeable = self._flows.budget_argument(chain, call, step_name)
-            if unchargeable is not None:
-                # Whatever policy says: a budget that cannot be charged is not bypassed.
-                return Finding(
-                    Decision.DENY,
-                    (unchargeable,),
-                    frozenset(risks | {Risk.ASI02, Risk.ASI08}),
-                    ("tether:budget",),
-                    grant=grant,
-                    task=task,
-                )
-            egress, egress_reason = self._flows.egress_check(chain, call)
-            if egress == "deny" and egress_reason is not None:
-                return Finding(
-                    Decision.DENY,
-                    (egress_reason,),
-                    frozenset(risks | {Risk.ASI02}),
-                    ("tether:egress",),
-                    grant=grant,
-                    task=task,
-                )
-
-        outcome = self._policy.decide(
-            PolicyRequest(
-                agent=agent,
-                call=call,
-                classification=classification,
-                intent=task.intent,
-                task_id=task.task_id,
-                delegators=grant.delegators,
-                dataflow=Classification(label)
-                if (label := chain_label(t.label for t in chain))
-                else None,
-            )
-        )
-        if (
-            egress == "approval"
-            and egress_reason is not None
-            and outcome.decision is not Decision.DENY
-        ):
-            # Data-flow: after confidential reads, sending out needs a human, whatever policy says.
-            return Finding(
-                decision=Decision.APPROVAL_REQUIRED,
-                reasons=(
-                    egress_reason,
-                    *outcome.reasons[: 0 if outcome.decision is Decision.ALLOW else None],
-                ),
-                risks=frozenset(risks | outcome.risks | {Risk.ASI02}),
-                policy_ids=("tether:egress", *outcome.policy_ids),
-                grant=grant,
-                task=task,
-                approvers=max(1, outcome.approvers),
-                approved_obligations=outcome.obligations,
-                step=step_name,
-                classification=classification,
-                observed=outcome.observed,
-            )
-        anomaly = (
-            self._flows.anomaly(task, call, expect)
-            if self._flows is not None and outcome.decision is not Decision.DENY
-            else None
-        )
-        if anomaly is not None:
-            # Volume far past the workflow's history: a human decides, whatever policy says.
-            return Finding(
-                decision=Decision.APPROVAL_REQUIRED,
-                reasons=(
-                    anomaly,
-                    *outcome.reasons[: 0 if outcome.decision is Decision.ALLOW else None],
-                ),
-                risks=frozenset(risks | outcome.risks | _ANOMALY_RISKS),
-                policy_ids=("tether:anomaly", *outcome.policy_ids),
-                grant=grant,
-                task=task,
-                approvers=max(1, outcome.approvers),
-                approved_obligations=outcome.obligations,
-                step=step_name,
-                classification=classification,
-                observed=outcome.observed,
-            )
-        return Finding(
-            decision=outcome.decision,
-            reasons=outcome.reasons,
-            risks=frozenset(risks | outcome.risks),
-            policy_ids=outcome.policy_ids,
-            obligations=outcome.obligations if outcome.decision is Decision.ALLOW else (),
-            approved_obligations=(
-                outcome.obligations if outcome.decision is Decision.APPROVAL_REQUIRED else ()
-            ),
-            grant=grant,
-            task=task,
-            approvers=outcome.approvers,
-            step=step_name,
-            classification=classification,
-            observed=outcome.observed,
-        )

@@ -1,11 +1,10 @@
-"""The pipeline steps between scope and Cedar: declared workflow order, data-flow egress rules,
-and the budget charge a call makes (DESIGN: grant → scope → workflow step → budgets and data-flow
-→ Cedar → verdict), and after Cedar the workflow's anomaly signal on reads.
+"""What the decision reads and writes about a task's flow: the workflows and egress rules in
+force, a task's delegation chain, the workflow's anomaly signal on reads, and the budget holds
+an allowed call reserves (the rules themselves are pure, in :mod:`tether.core.decide`).
 
 A delegation chain (a task and every task it was delegated from, the caller's own first) acts as
-one: its workflow position is its root's, its data-flow label the highest up the chain, and
-every task of it pays the budget holds of a delegate's call. Handing work to a sub-agent can
-neither repeat a step the root took, nor launder data the chain read, nor spend past a budget.
+one: every task of it pays the budget holds of a delegate's call, and a workflow step's budget
+is held on the root, whose step it is.
 """
 
 from __future__ import annotations
@@ -18,16 +17,14 @@ from datetime import datetime, timedelta
 from tether.core.anomaly import Volume
 from tether.core.budget import ANY, BudgetKind, Budgets, Hold, holds_for
 from tether.core.call import Call
-from tether.core.dataflow import EgressRules, chain_label, raise_label
+from tether.core.dataflow import EgressRules
+from tether.core.decide import SPEND_ARGUMENT, step_budgets
 from tether.core.scope import ActionKind, Classification
 from tether.core.task import Task
-from tether.core.verdict import Reason, ReasonCode
+from tether.core.verdict import Reason
 from tether.core.workflow import Workflow
 from tether.service.anomaly import AnomalySignal
-from tether.service.ports import BudgetCharge, Store, TaskProgress
-
-#: The argument a spend budget charges.
-SPEND_ARGUMENT = "amount"
+from tether.service.ports import BudgetCharge, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,29 +57,6 @@ class Flows:
         self._settings = settings
         self._anomaly = anomaly
 
-    # -- workflow --------------------------------------------------------------------------
-
-    def step(self, chain: Sequence[Task], call: Call) -> tuple[str | None, Reason | None]:
-        """The workflow step this call takes, or why it is out of order (ASI01).
-
-        # INVARIANT: the step state of a chain is its root's: a delegate cannot take again a
-        # step the root (or another delegate) already took.
-        """
-        root = chain[-1]
-        flow = self.workflows.get(root.intent.workflow)
-        if flow is None:
-            return root.workflow_step, None
-        matched = flow.match(root.workflow_step, call.tool, call.action)
-        if matched is not None:
-            return matched, None
-        expected = flow.describe(flow.legal_after(root.workflow_step))
-        where = f"after step {root.workflow_step!r}" if root.workflow_step else "as the first step"
-        return None, Reason(
-            ReasonCode.WORKFLOW_OUT_OF_ORDER,
-            f"{call.action.value} {call.tool} is not a legal step {where} of the declared "
-            f"workflow {flow.name!r}; expected next: {expected}",
-        )
-
     # -- anomaly ---------------------------------------------------------------------------
 
     def anomaly(self, task: Task, call: Call, expect: Expect | None) -> Reason | None:
@@ -100,75 +74,6 @@ class Flows:
             Volume(expect.records or 0, expect.bytes or 0) if expect is not None else Volume()
         )
         return self._anomaly.check(task, flow.anomaly, declared)
-
-    # -- data flow -------------------------------------------------------------------------
-
-    def egress_check(self, chain: Sequence[Task], call: Call) -> tuple[str | None, Reason | None]:
-        label = chain_label(t.label for t in chain)
-        ruling = self.egress.verdict(label, call.tool, call.action)
-        if ruling is None:
-            return None, None
-        if ruling == "deny":
-            return ruling, Reason(
-                ReasonCode.EGRESS_BLOCKED,
-                f"this task has read {label} data; {call.tool} sends data out and is denied",
-            )
-        return ruling, Reason(
-            ReasonCode.EGRESS_NEEDS_APPROVAL,
-            f"this task has read {label} data; sending it out with {call.tool} needs a "
-            "human's approval",
-        )
-
-    def progress(
-        self,
-        chain: Sequence[Task],
-        call: Call,
-        classification: Classification | None,
-        step: str | None,
-    ) -> tuple[TaskProgress, ...]:
-        """What an allowed call moves: every task of the chain whose label the read raises, and
-        the root's workflow step.
-
-        # INVARIANT: a delegate's read raises the label of its whole ancestor chain, in the
-        # transaction that records the decision.
-        """
-        root = chain[-1]
-        moved: list[TaskProgress] = []
-        for task in chain:
-            label = raise_label(task.label, classification, call.action)
-            is_root = task is root
-            if label != task.label or (is_root and step != task.workflow_step):
-                moved.append(TaskProgress(task.task_id, label, step, moves_step=is_root))
-        return tuple(moved)
-
-    def budget_argument(self, chain: Sequence[Task], call: Call, step: str | None) -> Reason | None:
-        """Why a budgeted call's argument cannot be charged, or ``None``.
-
-        A spend under a spend budget must name its ``amount`` as a finite number ≥ 0: a negative
-        amount would refund the budget, and a missing or ill-typed one would reserve nothing.
-        """
-        if call.action is not ActionKind.SPEND:
-            return None
-        budgeted = any(
-            limit.kind is BudgetKind.SPEND
-            for limits in (*(t.budgets for t in chain), self._step_budgets(chain[-1], step))
-            for limit in limits.limits
-        )
-        if not budgeted:
-            return None
-        amount = call.args.get(SPEND_ARGUMENT)
-        if (
-            isinstance(amount, int | float)
-            and not isinstance(amount, bool)
-            and math.isfinite(amount)
-            and amount >= 0
-        ):
-            return None
-        return Reason(
-            ReasonCode.INVALID_BUDGET_ARGUMENT,
-            f"this task has a spend budget, so a spend must give {SPEND_ARGUMENT!r} as a "
-            "number of at least 0",
-        )
 
     # -- budgets ---------------------------------------------------------------------------
 
@@ -245,10 +150,7 @@ class Flows:
 
     def _step_budgets(self, task: Task, step: str | None) -> Budgets:
         """The limits of ``step`` of the task's declared workflow (empty when none)."""
-        flow = self.workflows.get(task.intent.workflow)
-        if flow is None or step is None or step not in flow.steps:
-            return Budgets()
-        return flow.steps[step].budgets
+        return step_budgets(self.workflows.get(task.intent.workflow), step)
 
     def chain(self, task: Task) -> list[Task]:
         """The task and every task it was delegated from, the root last."""

@@ -6,7 +6,7 @@ Adapters import only :mod:`tether.core` and this module. Each port states what i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -15,13 +15,18 @@ from tether.core.audit import AuditKind, AuditRecord, ChainHead
 from tether.core.budget import Hold
 from tether.core.call import Call
 from tether.core.effect import Effect
+
+# The policy engine's answer and a decision's task progress are core values (the pure decision
+# takes and returns them); re-exported here, where the ports that carry them live.
+from tether.core.facts import ObservedVerdict as ObservedVerdict
+from tether.core.facts import PolicyOutcome as PolicyOutcome
+from tether.core.facts import TaskProgress as TaskProgress
 from tether.core.identity import Workload
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.lease import IssuerKind, Lease, LeaseState
-from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, Intent, Task, TaskState
-from tether.core.verdict import Decision, IssuedCredential, Obligation, Reason
+from tether.core.verdict import Decision, IssuedCredential
 
 
 class Clock(Protocol):
@@ -81,37 +86,6 @@ class PolicyRequest:
     #: The task's data-flow label: the highest classification it (or the task it was delegated
     #: from) has read before this call; ``None`` while nothing classified was read.
     dataflow: Classification | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedVerdict:
-    """What one observe-mode policy would have changed had it been enforced.
-
-    ``would`` is the decision the enforcing policies *plus this one* would have reached; it
-    differs from the outcome's own decision (an entry is made only for a change). It never
-    changes the verdict: observe mode is for trying a policy on real traffic first.
-    """
-
-    policy_id: str
-    would: Decision
-
-    def to_json(self) -> dict[str, JSONValue]:
-        return {"policy_id": self.policy_id, "would": self.would.value}
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyOutcome:
-    """Cedar's answer, already folded into tether's three decisions (deny on any error)."""
-
-    decision: Decision
-    reasons: tuple[Reason, ...]
-    policy_ids: tuple[str, ...]
-    obligations: tuple[Obligation, ...] = ()
-    risks: frozenset[Risk] = field(default_factory=frozenset)
-    #: For ``approval_required``: how many distinct humans must approve.
-    approvers: int = 1
-    #: Observe-mode policies that would have changed the decision (audited, never enforced).
-    observed: tuple[ObservedVerdict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,19 +164,6 @@ class BudgetCharge:
     #: ``step`` since ``since``. Each such call writes a ``calls_per_minute`` hold of the step
     #: (among ``holds``), which is what is counted.
     step_rate: tuple[str, str, float, datetime] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskProgress:
-    """What an allowed call changes on one task of its delegation chain: the data-flow label
-    (raised on the caller's task and every ancestor) and, on the chain's root only, the
-    workflow step."""
-
-    task_id: TaskId
-    label: str
-    workflow_step: str | None
-    #: False: leave the task's workflow step as it is (an ancestor's label rose, nothing more).
-    moves_step: bool = True
 
 
 @dataclass(frozen=True, slots=True)
