@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -57,6 +57,7 @@ from tether.core.errors import (
     Conflict,
     ErrorCode,
     NotFound,
+    TetherError,
     Unavailable,
 )
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
@@ -85,6 +86,7 @@ from tether.store.dialect import (
     reason,
     serialize_bootstrap,
 )
+from tether.store.groupcommit import GroupCommit, Pending
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import (
     HEAD_ROW_ID,
@@ -215,6 +217,9 @@ class SqlStore:
         # one commits. Other processes on the file still meet SQLite's busy handler.
         self._writers = threading.Lock() if self._backend == "sqlite" else None
         self._writer_wait = busy_timeout.total_seconds()
+        self._decisions: GroupCommit[_DecisionWrite, AuditRecord] = GroupCommit(
+            self._record_decisions, wait_seconds=self._writer_wait, code=_STORE
+        )
         self._read_options = read_options(engine)
         self._engine: Engine | None = engine
         self._page_size = page_size
@@ -449,24 +454,57 @@ class SqlStore:
         progress: Sequence[TaskProgress] = (),
         lease: tuple[Lease, AuditEntry] | None = None,
     ) -> AuditRecord:
+        """Record one decision with everything it implies, group-committed with the decisions
+        other threads are recording at the same moment (:mod:`tether.store.groupcommit`)."""
+        write = _DecisionWrite(decision, audit, new_approval, use_approval, budget, progress, lease)
+        return self._decisions.submit(write)
+
+    def _record_decisions(self, batch: Sequence[Pending[_DecisionWrite, AuditRecord]]) -> None:
+        """One transaction for the batch; each write in a savepoint of its own, so a write
+        refused (budget over, approval used) rolls back alone. Results are handed out only
+        after the commit."""
+        done: list[tuple[Pending[_DecisionWrite, AuditRecord], AuditRecord]] = []
         with self._write(_STORE, "record the decision") as tx:
-            if use_approval is not None:
-                self._use_approval(tx, use_approval, decision.decision_id)
-            if budget is not None:
-                # INVARIANT: a budget is never overspent: checked and reserved under the lock.
-                budgets_sql.reserve(tx.conn, decision.decision_id, budget)
-            for moved in progress:
-                budgets_sql.apply_progress(tx.conn, moved)
-            tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
-            record = tx.append(audit)
-            if new_approval is not None:
-                approval, approval_audit = new_approval
-                tx.conn.execute(approvals_sql.INSERT, approvals_sql.params(approval))
-                tx.append(approval_audit)
-            if lease is not None:
-                leases_sql.insert_lease(tx.conn, lease[0])
-                tx.append(lease[1])
-            return record
+            if len(batch) == 1:
+                # Alone: a refusal rolls the whole transaction back, no savepoint needed.
+                done.append((batch[0], self._apply_decision(tx, batch[0].work)))
+            else:
+                for pending in batch:
+                    head = tx.head
+                    try:
+                        with tx.conn.begin_nested():
+                            record = self._apply_decision(tx, pending.work)
+                    except TetherError as refused:
+                        tx.head = head  # the savepoint took its records back with it
+                        pending.finish(error=refused)
+                    except SQLAlchemyError as error:
+                        tx.head = head
+                        pending.finish(error=_unavailable(_STORE, "record the decision", error))
+                    else:
+                        done.append((pending, record))
+        # INVARIANT: no decision is answered before the commit that holds its audit record.
+        for pending, record in done:
+            pending.finish(result=record)
+
+    def _apply_decision(self, tx: _Writer, write: _DecisionWrite) -> AuditRecord:
+        decision = write.decision
+        if write.use_approval is not None:
+            self._use_approval(tx, write.use_approval, decision.decision_id)
+        if write.budget is not None:
+            # INVARIANT: a budget is never overspent: checked and reserved under the lock.
+            budgets_sql.reserve(tx.conn, decision.decision_id, write.budget)
+        for moved in write.progress:
+            budgets_sql.apply_progress(tx.conn, moved)
+        tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
+        record = tx.append(write.audit)
+        if write.new_approval is not None:
+            approval, approval_audit = write.new_approval
+            tx.conn.execute(approvals_sql.INSERT, approvals_sql.params(approval))
+            tx.append(approval_audit)
+        if write.lease is not None:
+            leases_sql.insert_lease(tx.conn, write.lease[0])
+            tx.append(write.lease[1])
+        return record
 
     def _use_approval(self, tx: _Writer, approval_id: ApprovalId, decision_id: DecisionId) -> None:
         row = tx.conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
@@ -781,6 +819,19 @@ class SqlStore:
             return migrate_schema.upgrade(conn)
 
 
+@dataclass(frozen=True, slots=True)
+class _DecisionWrite:
+    """Everything one decision writes, queued for a group commit."""
+
+    decision: DecisionRecord
+    audit: AuditEntry
+    new_approval: tuple[Approval, AuditEntry] | None
+    use_approval: ApprovalId | None
+    budget: BudgetCharge | None
+    progress: Sequence[TaskProgress]
+    lease: tuple[Lease, AuditEntry] | None
+
+
 class _Writer:
     """One write transaction that holds the chain head and appends after it."""
 
@@ -789,6 +840,15 @@ class _Writer:
         # Locked first, before any other row, on every write path (see the module docstring).
         row = conn.execute(_LOCK_HEAD).one()
         self._head = None if row.seq == 0 else ChainHead(int(row.seq), str(row.hash))
+
+    @property
+    def head(self) -> ChainHead | None:
+        return self._head
+
+    @head.setter
+    def head(self, value: ChainHead | None) -> None:
+        # Only to undo appends a rolled-back savepoint took back with it.
+        self._head = value
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         # INVARIANT: the chain has no gap and no fork. The head is locked for this whole

@@ -1,0 +1,136 @@
+"""Group commit: concurrent decisions share one transaction and one commit, none is answered
+before that commit, a refused write rolls back alone, and a failed commit fails every write."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from tether.core.audit import AuditKind, verify_chain
+from tether.core.errors import ErrorCode, NotFound, Unavailable
+from tether.core.ids import ApprovalId
+from tether.store import SqlStore
+from tether.store.groupcommit import GroupCommit, Pending
+from tether.store.sql import _DecisionWrite
+
+from .conftest import Make, race
+
+
+def _batched_commit() -> tuple[GroupCommit[int, int], list[list[int]], threading.Event]:
+    """A group commit whose first batch waits on ``release``, recording every batch it runs."""
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        batches.append([p.work for p in batch])
+        if len(batches) == 1:
+            assert release.wait(10)
+        for p in batch:
+            p.finish(result=p.work * 10)
+
+    return GroupCommit(run, wait_seconds=10), batches, release
+
+
+def test_writes_queued_behind_a_commit_share_the_next_one() -> None:
+    commit, batches, release = _batched_commit()
+    results: dict[int, int] = {}
+
+    def submit(n: int) -> None:
+        results[n] = commit.submit(n)
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    while not batches:  # the first write leads a batch of one and holds it open
+        threading.Event().wait(0.001)
+    others = [threading.Thread(target=submit, args=(n,)) for n in range(1, 9)]
+    for t in others:
+        t.start()
+    while len(commit._queued) < 8:  # all eight are queued behind the open commit
+        threading.Event().wait(0.001)
+    release.set()
+    for t in (first, *others):
+        t.join(10)
+    assert batches[0] == [0]
+    assert sorted(batches[1]) == list(range(1, 9)) and len(batches) == 2
+    assert results == {n: n * 10 for n in range(9)}
+
+
+def test_a_failed_commit_fails_every_write_in_its_batch_and_the_next_batch_works() -> None:
+    fail = True
+
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        if fail:
+            raise Unavailable("disk full", code=ErrorCode.AUDIT_UNAVAILABLE)
+        for p in batch:
+            p.finish(result=p.work)
+
+    commit: GroupCommit[int, int] = GroupCommit(run, wait_seconds=10)
+    outcomes = race(6, commit.submit)
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    fail = False
+    assert commit.submit(7) == 7
+
+
+def test_a_write_nobody_could_lead_in_time_is_refused_and_never_run() -> None:
+    ran: list[int] = []
+    release = threading.Event()
+
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        ran.extend(p.work for p in batch)
+        release.wait(10)
+        for p in batch:
+            p.finish(result=p.work)
+
+    commit: GroupCommit[int, int] = GroupCommit(run, wait_seconds=0.05)
+    holder = threading.Thread(target=commit.submit, args=(1,))
+    holder.start()
+    while not ran:
+        threading.Event().wait(0.001)
+    with pytest.raises(Unavailable, match="busy timeout"):
+        commit.submit(2)
+    release.set()
+    holder.join(10)
+    assert ran == [1]
+
+
+def test_a_refused_write_rolls_back_alone_inside_a_batch(store: SqlStore, make: Make) -> None:
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    writes = [
+        _DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
+        _DecisionWrite(
+            make.decision(task, grant),
+            make.entry(),
+            None,
+            ApprovalId("apr_" + "1" * 26),  # names no approval: refused
+            None,
+            (),
+            None,
+        ),
+        _DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
+    ]
+    batch: list[Pending[_DecisionWrite, object]] = [Pending(w) for w in writes]
+    store._record_decisions(batch)  # type: ignore[arg-type]
+    first, refused, third = batch
+    assert isinstance(refused.error, NotFound) and refused.result is None
+    assert refused.error.code is ErrorCode.APPROVAL_NOT_FOUND
+    assert first.error is None and third.error is None
+    assert store.get_decision(writes[1].decision.decision_id) is None
+    for w in (writes[0], writes[2]):
+        assert store.get_decision(w.decision.decision_id) is not None
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 3, report  # task opened + two decisions, no gap
+
+
+def test_concurrent_decisions_all_land_in_one_unbroken_chain(store: SqlStore, make: Make) -> None:
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    decisions = [make.decision(task, grant) for _ in range(24)]
+    outcomes = race(24, lambda n: store.record_decision(decisions[n], make.entry()))
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    seqs = sorted(o.seq for o in outcomes)  # type: ignore[union-attr]
+    assert seqs == list(range(2, 26))
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 25, report
