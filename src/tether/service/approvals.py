@@ -19,7 +19,7 @@ from typing import Protocol
 from tether.core.approval import Approval, ApprovalState, cast_vote
 from tether.core.audit import AuditKind
 from tether.core.call import Call
-from tether.core.errors import ErrorCode, InvalidRequest, NotFound
+from tether.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
 from tether.core.identity import Workload
 from tether.core.ids import ApprovalId, DecisionId, IdFactory
 from tether.core.scope import Classification, JSONValue
@@ -216,6 +216,16 @@ class ApprovalService:
         if len(reason) > 1000:
             raise InvalidRequest("reason is limited to 1000 characters")
         now = self._clock.now()
+        approval = self._store.get_approval(approval_id)
+        if approval is not None:
+            task = self._store.get_task(approval.task_id)
+            if task is None or not task.is_open_at(now):
+                # Ending the task expired the approval; one past its expiry not yet reaped too.
+                raise Conflict(
+                    "the task this approval was asked for has ended, and its approvals with it; "
+                    "nothing to approve",
+                    code=ErrorCode.TASK_NOT_OPEN,
+                )
 
         def audit(after: Approval) -> AuditEntry:
             return self._rec.entry(

@@ -23,7 +23,7 @@ from tether.core.breakglass import (
     vote_breakglass,
     write_review,
 )
-from tether.core.errors import ErrorCode, InvalidRequest, NotFound
+from tether.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
 from tether.core.ids import IdFactory, TaskId
 from tether.core.scope import Scope
 from tether.core.task import TaskState
@@ -152,6 +152,15 @@ class BreakGlassService:
 
     def vote(self, approver: str, breakglass_id: str, approve: bool, reason: str) -> BreakGlass:
         now = self._clock.now()
+        request = self._requests.get(breakglass_id)
+        if request is not None:
+            task = self._store.get_task(TaskId(request.task_id))
+            if task is None or not task.is_open_at(now):
+                raise Conflict(
+                    "the task this break-glass was asked for has ended, and the request with "
+                    "it; nothing to approve",
+                    code=ErrorCode.TASK_NOT_OPEN,
+                )
 
         def audit(after: BreakGlass) -> AuditEntry:
             return self._rec.entry(

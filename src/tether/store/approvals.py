@@ -7,10 +7,12 @@ or two retries never interleave.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, insert, select, update
 
 from tether.core.approval import Approval, ApprovalState, Vote
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
@@ -117,3 +119,29 @@ def from_doc(doc: Any) -> Approval:
         ),
         used_by=None if doc["used_by"] is None else DecisionId(str(doc["used_by"])),
     )
+
+
+_OPEN_FOR_TASKS = select(approvals.c.doc).where(
+    approvals.c.task_id.in_(bindparam("b_tasks", expanding=True)),
+    approvals.c.state.in_([ApprovalState.PENDING.value, ApprovalState.APPROVED.value]),
+)
+
+
+def end_for_tasks(conn: Connection, task_ids: Sequence[str]) -> list[str]:
+    """Expire every approval of ``task_ids`` that could still be voted on or used (their task
+    ended): a human can no longer approve it, nor an agent use it. Their ids."""
+    ended: list[str] = []
+    for row in conn.execute(_OPEN_FOR_TASKS, {"b_tasks": list(task_ids)}).all():
+        approval = from_doc(row.doc)
+        after = replace(approval, state=ApprovalState.EXPIRED)
+        conn.execute(
+            REPLACE,
+            {
+                "b_id": approval.approval_id,
+                "b_old": approval.state.value,
+                "b_state": after.state.value,
+                "b_doc": to_doc(after),
+            },
+        )
+        ended.append(approval.approval_id)
+    return ended

@@ -62,7 +62,7 @@ from tether.core.errors import (
 )
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.lease import Lease, LeaseState
-from tether.core.scope import ActionKind
+from tether.core.scope import ActionKind, JSONValue
 from tether.core.task import Grant, GrantState, Task, TaskState
 from tether.service.ports import (
     AuditEntry,
@@ -73,8 +73,8 @@ from tether.service.ports import (
 )
 from tether.store import agents as agents_sql
 from tether.store import approvals as approvals_sql
+from tether.store import breakglass_rows, codec
 from tether.store import budgets as budgets_sql
-from tether.store import codec
 from tether.store import history as history_sql
 from tether.store import leases as leases_sql
 from tether.store import migrate as migrate_schema
@@ -347,7 +347,8 @@ class SqlStore:
         # INVARIANT: a lease lives only while its task is open; the record ending the task
         # names the leases it ended.
         lease_state = LeaseState.EXPIRED if state is TaskState.EXPIRED else LeaseState.REVOKED
-        tx.append(_naming_leases(audit, leases_sql.end_active(tx.conn, [task_id], lease_state, at)))
+        ended_leases = leases_sql.end_active(tx.conn, [task_id], lease_state, at)
+        tx.append(_naming(_naming_leases(audit, ended_leases), _end_requests(tx, task_id, at)))
         # INVARIANT: ending a task ends every task delegated from it, at any depth.
         child_state = TaskState.EXPIRED if state is TaskState.EXPIRED else TaskState.REVOKED
         frontier = [task_id]
@@ -367,9 +368,10 @@ class SqlStore:
                     continue
                 tx.conn.execute(_END_GRANTS, {"b_id": child_id, "b_state": grant_state.value})
                 child_leases = leases_sql.end_active(tx.conn, [child_id], lease_state, at)
+                requests = _end_requests(tx, child_id, at)
                 if cascade is not None:
                     child = codec.task_from_row(ended._mapping)
-                    tx.append(_naming_leases(cascade(child), child_leases))
+                    tx.append(_naming(_naming_leases(cascade(child), child_leases), requests))
                 frontier.append(child_id)
         return codec.task_from_row(row._mapping)
 
@@ -889,6 +891,30 @@ def _audit_record(row: codec.Row) -> AuditRecord:
             "writes, so it was changed outside tether; the log from here on cannot be trusted",
             code=_AUDIT,
         ) from None
+
+
+def _end_requests(tx: _Writer, task_id: str, at: datetime) -> dict[str, list[str]]:
+    """End the approvals and break-glass requests of a task that just ended.
+
+    # INVARIANT: nothing asked for a task outlives it: a human cannot approve, nor an agent use,
+    # an approval or break-glass of an ended task.
+    """
+    return {
+        "approvals_ended": approvals_sql.end_for_tasks(tx.conn, [task_id]),
+        "breakglass_ended": breakglass_rows.end_for_tasks(tx.conn, [task_id], at),
+    }
+
+
+def _naming(entry: AuditEntry, ended: dict[str, list[str]]) -> AuditEntry:
+    """``entry`` naming what ended with its task, when anything did."""
+    named: dict[str, JSONValue] = {}
+    for key, ids in ended.items():
+        if ids:
+            values: list[JSONValue] = list(ids)
+            named[key] = values
+    if not named:
+        return entry
+    return replace(entry, body={**entry.body, **named})
 
 
 def _naming_leases(entry: AuditEntry, ended: Sequence[Lease]) -> AuditEntry:
