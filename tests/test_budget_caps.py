@@ -24,6 +24,8 @@ from tether.service.flows import Expect
 ANALYST = Workload.from_spiffe_id("spiffe://tether.local/agent/analyst")
 CRM = Scope.from_json({"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]})
 
+NO_READ_FLOOR = "egress_sinks: [email.send, files.share, http.post]\nread_floors: {default: 0}\n"
+
 WORKFLOWS = """
 workflows:
   analytics:
@@ -46,6 +48,9 @@ workflows:
 def rt(tmp_path: Path, clock: ManualClock) -> Iterator[Runtime]:
     policies = copy_policies(tmp_path / "policies")
     (policies / "workflows.yaml").write_text(WORKFLOWS, encoding="utf-8")
+    # These tests are about the budgets' arithmetic on what a read declares, so no read floor
+    # (tests/test_read_floors.py covers the floor).
+    (policies / "dataflow.yaml").write_text(NO_READ_FLOOR, encoding="utf-8")
     runtime = make_runtime(tmp_path / "data", clock, policies)
     yield runtime
     runtime.close()

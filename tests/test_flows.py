@@ -28,25 +28,25 @@ def open_with(agent: Agent, scopes: list[dict[str, object]], **extra: object) ->
 
 
 def test_a_records_budget_cuts_an_analytics_agent_off(analyst: Agent) -> None:
-    task = open_with(analyst, [CRM], budgets={"records": 100})
-    assert task["budgets"] == {"records": 100}
-    first = analyst.authorize(task["grant"], expect={"records": 60}, **READ).json()
+    task = open_with(analyst, [CRM], budgets={"records": 1000})
+    assert task["budgets"] == {"records": 1000}
+    first = analyst.authorize(task["grant"], expect={"records": 600}, **READ).json()
     assert first["decision"] == "allow"
-    second = analyst.authorize(task["grant"], expect={"records": 60}, **READ).json()
+    second = analyst.authorize(task["grant"], expect={"records": 600}, **READ).json()
     assert second["decision"] == "deny" and codes(second) == ["budget_exceeded"]
     message = second["reasons"][0]["message"]
-    assert "records" in message and "60" in message and "100" in message
-    # The effect settles the real amount: 10 taken of the 60 reserved frees room again.
+    assert "records" in message and "600" in message and "1000" in message
+    # The effect settles the real amount: 10 taken of the 600 reserved frees room again.
     analyst.effect(first["decision_id"], status="ok", records=10)
-    third = analyst.authorize(task["grant"], expect={"records": 60}, **READ).json()
+    third = analyst.authorize(task["grant"], expect={"records": 600}, **READ).json()
     assert third["decision"] == "allow"
 
 
 def test_an_effect_over_its_reservation_closes_the_budget(analyst: Agent) -> None:
-    task = open_with(analyst, [CRM], budgets={"records": 1000})
-    first = analyst.authorize(task["grant"], expect={"records": 5}, **READ).json()
-    analyst.effect(first["decision_id"], status="ok", records=50)
-    after = analyst.authorize(task["grant"], expect={"records": 1}, **READ).json()
+    task = open_with(analyst, [CRM], budgets={"records": 10000})
+    first = analyst.authorize(task["grant"], expect={"records": 500}, **READ).json()
+    analyst.effect(first["decision_id"], status="ok", records=5000)
+    after = analyst.authorize(task["grant"], expect={"records": 100}, **READ).json()
     assert after["decision"] == "deny" and "closed" in after["reasons"][0]["message"]
 
 
@@ -81,11 +81,11 @@ def test_per_classification_bytes_and_spend_and_rate_budgets(analyst: Agent) -> 
 
 
 def test_parallel_calls_never_overspend(analyst: Agent, base_url: str) -> None:
-    task = open_with(analyst, [CRM], budgets={"records": 100})
+    task = open_with(analyst, [CRM], budgets={"records": 1000})
 
     def read(_: int) -> str:
         with httpx.Client(base_url=base_url, timeout=10) as own:
-            body = {"grant": task["grant"], "expect": {"records": 10}, **READ}
+            body = {"grant": task["grant"], "expect": {"records": 100}, **READ}
             return str(
                 own.post("/v1/authorize", json=body, headers=analyst.headers).json()["decision"]
             )

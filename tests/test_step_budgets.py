@@ -34,6 +34,8 @@ READ_CRM = Call("crm.query", ActionKind.READ, "crm", {})  # confidential
 READ_DOCS = Call("crm.query", ActionKind.READ, "docs", {})  # public
 WRITE = Call("crm.update", ActionKind.WRITE, None, {})
 
+NO_READ_FLOOR = "egress_sinks: [email.send, files.share, http.post]\nread_floors: {default: 0}\n"
+
 WORKFLOWS = """
 workflows:
   analytics:
@@ -56,6 +58,9 @@ workflows:
 def policies(tmp_path: Path) -> Path:
     policies = copy_policies(tmp_path / "policies")
     (policies / "workflows.yaml").write_text(WORKFLOWS, encoding="utf-8")
+    # These tests are about the budgets' arithmetic on what a read declares, so no read floor
+    # (tests/test_read_floors.py covers the floor).
+    (policies / "dataflow.yaml").write_text(NO_READ_FLOOR, encoding="utf-8")
     return policies
 
 

@@ -55,7 +55,7 @@ from tether.observability.services import (
     ObservedTaskService,
 )
 from tether.policy import CedarPolicyEngine
-from tether.policy.flows import load_egress, load_workflows
+from tether.policy.flows import load_egress, load_read_floors, load_workflows
 from tether.service.agents import AgentService
 from tether.service.anomaly import AnomalySignal
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
@@ -348,7 +348,7 @@ def open_runtime(
         store=store,
         workflows=workflows,
         egress=egress,
-        settings=FlowSettings(),
+        settings=FlowSettings(read_floors=load_read_floors(config.policy_dir)),
         anomaly=AnomalySignal(history=sql_store, clock=clock),
     )
     lease_key = SigningKey.load_or_create(config.data_dir / "keys" / "lease-signing.pem")

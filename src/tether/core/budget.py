@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tether.core.errors import ErrorCode, InvalidRequest
@@ -224,3 +224,24 @@ def holds_for(
             if classification is not None and kind is not BudgetKind.SPEND:
                 holds.append(Hold(task_id, kind, classification.value, amount, step))
     return holds
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFloors:
+    """The fewest records a read reserves against a records budget, whatever it declares.
+
+    An agent that declares ``expect: {records: 0}`` and never reports an effect would otherwise
+    read without limit: the floor is what every read costs until its effect settles it. The
+    floor of a dataset or a tool named here replaces the default (the higher when both are)."""
+
+    default: int = 100
+    tools: Mapping[str, int] = field(default_factory=dict, hash=False)
+    datasets: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def records_for(self, tool: str, dataset: str | None) -> int:
+        named = [
+            floor
+            for floor in (self.tools.get(tool), self.datasets.get(dataset or ""))
+            if floor is not None
+        ]
+        return max(named) if named else self.default

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tether.core.anomaly import Volume
-from tether.core.budget import ANY, BudgetKind, Budgets, Hold, holds_for
+from tether.core.budget import ANY, BudgetKind, Budgets, Hold, ReadFloors, holds_for
 from tether.core.call import Call
 from tether.core.dataflow import EgressRules
 from tether.core.decide import SPEND_ARGUMENT, step_budgets
@@ -37,7 +37,9 @@ class Expect:
 
 @dataclass(frozen=True, slots=True)
 class FlowSettings:
-    default_expected_records: int = 100
+    #: The fewest records a read reserves against a records budget, whatever it declares.
+    read_floors: ReadFloors = field(default_factory=ReadFloors)
+    #: What a read that declares no bytes reserves against a bytes budget.
     default_expected_bytes: int = 1_000_000
 
 
@@ -95,11 +97,11 @@ class Flows:
             return None
         records = bytes_ = spend = None
         if call.action is ActionKind.READ:
-            records = float(
-                expect.records
-                if expect and expect.records is not None
-                else self._settings.default_expected_records
-            )
+            # INVARIANT: a read reserves at least its floor: what an agent declares can raise
+            # its reservation, never lower it below what every read costs until settled.
+            floor = self._settings.read_floors.records_for(call.tool, call.dataset)
+            declared = expect.records if expect and expect.records is not None else 0
+            records = float(max(declared, floor))
             bytes_ = float(
                 expect.bytes
                 if expect and expect.bytes is not None
