@@ -50,7 +50,7 @@ from tether.logs import get_logger
 from tether.notify import WebhookNotifier
 from tether.observability import Observability
 from tether.observability.services import (
-    ObservedAuthorizer,
+    DecisionTelemetry,
     ObservedEffectService,
     ObservedTaskService,
 )
@@ -383,8 +383,7 @@ def open_runtime(
             flows=flows,
             leases=leases,
         ),
-        authorizer=ObservedAuthorizer(
-            observability,
+        authorizer=Authorizer(
             store=store,
             policy=policy,
             signer=signer,
@@ -396,6 +395,7 @@ def open_runtime(
             flows=flows,
             leases=leases,
             limits=config.settings.call_limits,
+            observer=DecisionTelemetry(observability),
         ),
         effects=ObservedEffectService(
             observability,

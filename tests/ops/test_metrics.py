@@ -106,11 +106,12 @@ def test_gauges_are_read_from_the_store_at_scrape_time(base_url: str, svid: str)
         svid,
         CRM_READ,
         PAY,
-        budgets={"records": 100, "by_classification": {"confidential": {"records": 50}}},
+        budgets={"records": 1000, "by_classification": {"confidential": {"records": 500}}},
     )
     second = open_task(base_url, svid)
-    # Reserves 7 records against both limits: all data, and confidential data (crm).
-    authorize(base_url, svid, first["grant"], **READ_CRM, expect={"records": 7})
+    # Reserves 170 records (above the read floor) against both limits: all data, and
+    # confidential data (crm).
+    authorize(base_url, svid, first["grant"], **READ_CRM, expect={"records": 170})
     authorize(
         base_url,
         svid,
@@ -124,8 +125,10 @@ def test_gauges_are_read_from_the_store_at_scrape_time(base_url: str, svid: str)
     assert value(samples, "tether_store_up") == 1
     assert value(samples, "tether_tasks_open") == 2
     assert value(samples, "tether_approvals_pending") == 1
-    assert value(samples, "tether_budget_used", kind="records", classification="any") == 7
-    assert value(samples, "tether_budget_used", kind="records", classification="confidential") == 7
+    assert value(samples, "tether_budget_used", kind="records", classification="any") == 170
+    assert (
+        value(samples, "tether_budget_used", kind="records", classification="confidential") == 170
+    )
 
     closed = httpx.post(
         f"{base_url}/v1/tasks/{second['task_id']}/close",

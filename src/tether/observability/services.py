@@ -1,26 +1,25 @@
-"""The use cases, observed: each one traced, authorize counted and logged, decision writes timed.
+"""The use cases, observed: decisions through the authorizer's observer port, task and effect
+use cases wrapped; each one traced, decisions counted and logged, decision writes timed.
 
-These are the service classes themselves with the public use cases wrapped, built by
-:func:`tether.runtime.open_runtime` in their place, so every entry point (HTTP, AuthZEN, the MCP
-gateway, the egress proxy) is observed alike and the service package knows nothing of
-OpenTelemetry, Prometheus or structlog. The decision pipeline is untouched: a wrapper only reads
+:class:`DecisionTelemetry` is the authorizer's :class:`~tether.service.observer.DecisionObserver`;
+the task and effect services are wrapped, built by :func:`tether.runtime.open_runtime` in their
+place. Every entry point (HTTP, AuthZEN, the MCP gateway, the egress proxy) is observed alike and
+the service package knows nothing of OpenTelemetry, Prometheus or structlog. Observing only reads
 what went in and what came out.
-
-One authorize runs in a copy of the caller's context, so what it binds for its log lines (agent,
-tool, then decision id and task id once the decision is recorded) ends with it.
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.trace import Span, Tracer, format_trace_id
-from structlog.contextvars import bind_contextvars
+from opentelemetry import trace
+from opentelemetry.trace import Span, format_trace_id
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from tether.core.audit import AuditRecord
 from tether.core.budget import Budgets
 from tether.core.call import Call
 from tether.core.effect import Effect, EffectStatus
@@ -32,114 +31,94 @@ from tether.core.verdict import Verdict
 from tether.logs import get_logger
 from tether.observability import Observability
 from tether.observability import tracing as t
-from tether.observability.metrics import Metrics, first_reason
-from tether.service.authorize import Authorizer
+from tether.observability.metrics import first_reason
 from tether.service.effects import EffectService
-from tether.service.ports import AuditEntry, DecisionRecord, Store
+from tether.service.observer import DecisionWatch
+from tether.service.ports import DecisionRecord
 from tether.service.tasks import OpenedTask, TaskService
 
 log = get_logger("tether.decisions")
 
-#: The decision the store recorded during the current authorize (for its task id).
-_recorded: contextvars.ContextVar[DecisionRecord | None] = contextvars.ContextVar(
-    "tether_recorded_decision", default=None
-)
 
+class _Telemetry:
+    """One decision, watched: its span, its log context, the timing of its write."""
 
-class TimedStore:
-    """``store``, with each decision write timed, traced, and named in the log context.
+    def __init__(self, observability: Observability, span: Span, tool: str) -> None:
+        self._obs = observability
+        self._span = span
+        self._tool = tool
+        self._tokens: list[Mapping[str, contextvars.Token[Any]]] = []
+        self._task_id: str | None = None
 
-    Everything else passes through unchanged. ``record_decision`` forwards whatever options the
-    store takes (approvals, budget, progress, leases...), so the store may grow new ones.
-    """
+    def bind(self, **values: Any) -> None:
+        self._tokens.append(bind_contextvars(**values))
 
-    __slots__ = ("_metrics", "_store", "_tracer")
+    def unbind(self) -> None:
+        # Undo our bindings newest first, so the caller's own context comes back as it was.
+        for tokens in reversed(self._tokens):
+            reset_contextvars(**tokens)
+        self._tokens.clear()
 
-    def __init__(self, store: Store, metrics: Metrics, tracer: Tracer) -> None:
-        self._store = store
-        self._metrics = metrics
-        self._tracer = tracer
-
-    def record_decision(
-        self, decision: DecisionRecord, audit: AuditEntry, **changes: Any
-    ) -> AuditRecord:
-        with self._tracer.start_as_current_span(
+    @contextmanager
+    def writing(self, decision: DecisionRecord) -> Iterator[None]:
+        with self._obs.tracer.start_as_current_span(
             t.AUDIT_APPEND, attributes={t.DECISION_ID: decision.decision_id}
-        ) as span:
+        ):
             started = time.perf_counter()
             try:
-                record = self._store.record_decision(decision, audit, **changes)
+                yield
             finally:
-                self._metrics.audit_append(time.perf_counter() - started)
-            span.set_attribute(t.AUDIT_SEQ, record.seq)
-        _recorded.set(decision)
+                self._obs.metrics.audit_append(time.perf_counter() - started)
+
+    def written(self, decision: DecisionRecord, seq: int) -> None:
+        trace.get_current_span().set_attribute(t.AUDIT_SEQ, seq)
+        self._task_id = decision.task_id
         # From here on, every log line of this request names the decision it made.
-        bind_contextvars(decision_id=decision.decision_id)
+        self.bind(decision_id=decision.decision_id)
         if decision.task_id is not None:
-            bind_contextvars(task_id=decision.task_id)
-        return record
+            self.bind(task_id=decision.task_id)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in TimedStore.__slots__:  # not set yet: never recurse looking for it
-            raise AttributeError(name)
-        return getattr(self._store, name)
-
-
-class ObservedAuthorizer(Authorizer):
-    """:class:`Authorizer` whose every verdict is traced, counted and logged in one line."""
-
-    # The dependencies pass through as they are, so the authorizer may gain new ones.
-    def __init__(self, observability: Observability, *, store: Store, **deps: Any) -> None:
-        super().__init__(
-            store=TimedStore(store, observability.metrics, observability.tracer), **deps
+    def answered(self, verdict: Verdict) -> None:
+        reason = first_reason(verdict)
+        self._span.set_attributes(
+            {
+                t.DECISION: verdict.decision.value,
+                t.DECISION_ID: verdict.decision_id,
+                t.REASON: reason,
+                t.POLICY_REVISION: verdict.policy_revision,
+            }
         )
-        self.__observability = observability
+        if self._task_id is not None:
+            self._span.set_attribute(t.TASK_ID, self._task_id)
+        self._obs.metrics.decision(verdict, self._tool)
+        self.bind(decision_id=verdict.decision_id)
+        log.info("decision", decision=verdict.decision.value, reason=reason)
 
-    def authorize(
-        self,
-        agent: Workload,
-        grant_token: str,
-        call: Call,
-        approval_id: str | None = None,
-        **options: Any,
-    ) -> Verdict:
-        return contextvars.copy_context().run(
-            self.__authorize, agent, grant_token, call, approval_id, options
-        )
 
-    def __authorize(
-        self,
-        agent: Workload,
-        grant_token: str,
-        call: Call,
-        approval_id: str | None,
-        options: dict[str, Any],
-    ) -> Verdict:
-        obs = self.__observability
-        _recorded.set(None)
-        bind_contextvars(agent=agent.id, tool=call.tool, action=call.action.value)
+class DecisionTelemetry:
+    """The :class:`~tether.service.observer.DecisionObserver` of a running tether: every
+    decision traced (a span with the call and the verdict), counted, logged in one line, and
+    its durable write timed. What it binds for its log lines ends with the decision."""
+
+    def __init__(self, observability: Observability) -> None:
+        self._obs = observability
+
+    @contextmanager
+    def watch(self, agent: Workload, call: Call) -> Iterator[DecisionWatch]:
         attributes = {t.AGENT: agent.id, t.TOOL: call.tool, t.ACTION: call.action.value}
         if call.dataset is not None:
             attributes[t.DATASET] = call.dataset
-        with obs.tracer.start_as_current_span(t.AUTHORIZE, attributes=attributes) as span:
-            _bind_trace(span)
-            verdict = super().authorize(agent, grant_token, call, approval_id, **options)
-            recorded = _recorded.get()
-            reason = first_reason(verdict)
-            span.set_attributes(
-                {
-                    t.DECISION: verdict.decision.value,
-                    t.DECISION_ID: verdict.decision_id,
-                    t.REASON: reason,
-                    t.POLICY_REVISION: verdict.policy_revision,
-                }
-            )
-            if recorded is not None and recorded.task_id is not None:
-                span.set_attribute(t.TASK_ID, recorded.task_id)
-        obs.metrics.decision(verdict, call.tool)
-        bind_contextvars(decision_id=verdict.decision_id)
-        log.info("decision", decision=verdict.decision.value, reason=reason)
-        return verdict
+        with self._obs.tracer.start_as_current_span(t.AUTHORIZE, attributes=attributes) as span:
+            telemetry = _Telemetry(self._obs, span, call.tool)
+            telemetry.bind(agent=agent.id, tool=call.tool, action=call.action.value)
+            context = span.get_span_context()
+            if context.is_valid:
+                # The trace id in the log context, so log lines and traces can be joined.
+                telemetry.bind(trace_id=format_trace_id(context.trace_id))
+            try:
+                yield telemetry
+            finally:
+                telemetry.unbind()
 
 
 class ObservedTaskService(TaskService):
@@ -241,10 +220,3 @@ class ObservedEffectService(EffectService):
             attributes["tether.effect.bytes"] = bytes_
         with self.__tracer.start_as_current_span(t.EFFECT, attributes=attributes):
             return super().report(agent, decision_id, status, records, bytes_, recipients)
-
-
-def _bind_trace(span: Span) -> None:
-    """Put the trace id in the log context, so log lines and traces can be joined."""
-    context = span.get_span_context()
-    if context.is_valid:
-        bind_contextvars(trace_id=format_trace_id(context.trace_id))

@@ -61,6 +61,7 @@ from tether.service.breakglass import BreakGlassService
 from tether.service.enforce import CallRequest
 from tether.service.flows import Expect, Flows
 from tether.service.leases import LeaseService
+from tether.service.observer import DecisionObserver, DecisionWatch, Unobserved
 from tether.service.ports import (
     AuditEntry,
     BudgetCharge,
@@ -91,8 +92,10 @@ class Authorizer:
         flows: Flows | None = None,
         leases: LeaseService | None = None,
         limits: CallLimits | None = None,
+        observer: DecisionObserver | None = None,
     ) -> None:
         self._limits = limits if limits is not None else CallLimits()
+        self._observer: DecisionObserver = observer if observer is not None else Unobserved()
         self._store = store
         self._policy = policy
         self._signer = signer
@@ -145,6 +148,23 @@ class Authorizer:
         on allow (only a caller that hands it to the agent asks: a credential nobody receives
         is never minted). Never raises for a well-formed call: every failure is a ``deny``
         carrying its cause."""
+        with self._observer.watch(agent, call) as watch:
+            verdict = self._authorize(
+                agent, grant_token, call, approval_id, expect, credentials, watch
+            )
+            watch.answered(verdict)
+            return verdict
+
+    def _authorize(
+        self,
+        agent: Workload,
+        grant_token: str,
+        call: Call,
+        approval_id: str | None,
+        expect: Expect | None,
+        credentials: bool,
+        watch: DecisionWatch,
+    ) -> Verdict:
         now = self._clock.now()  # the one reading of the clock for this decision
         decision_id = self._ids.decision()
         facts = CallFacts(agent.id, call, now, TokenStatus.INVALID)
@@ -175,13 +195,13 @@ class Authorizer:
                 )
         try:
             verdict = self._record(
-                agent, call, decided, decision_id, now, expect, facts, minted, new_approval
+                agent, call, decided, decision_id, now, watch, expect, facts, minted, new_approval
             )
         except BudgetExceeded as exceeded:
             over = refuse(
                 decided, ReasonCode.BUDGET_EXCEEDED, exceeded.message, (Risk.ASI02, Risk.ASI08)
             )
-            verdict = self._record_or_deny(agent, call, over, decision_id, now)
+            verdict = self._record_or_deny(agent, call, over, decision_id, now, watch)
         except Conflict:
             # Another retry used the approval between our check and our write: used once.
             used = refuse(
@@ -190,7 +210,7 @@ class Authorizer:
                 "the approval was already used; each approval allows one call",
                 (Risk.ASI09,),
             )
-            verdict = self._record_or_deny(agent, call, used, decision_id, now)
+            verdict = self._record_or_deny(agent, call, used, decision_id, now, watch)
         except TetherError as error:
             verdict = self._verdict(unrecorded(decided, error.message), decision_id, now)
         if minted is not None and self._leases is not None and verdict.credential is None:
@@ -346,10 +366,16 @@ class Authorizer:
         )
 
     def _record_or_deny(
-        self, agent: Workload, call: Call, decided: Decided, decision_id: DecisionId, now: datetime
+        self,
+        agent: Workload,
+        call: Call,
+        decided: Decided,
+        decision_id: DecisionId,
+        now: datetime,
+        watch: DecisionWatch,
     ) -> Verdict:
         try:
-            return self._record(agent, call, decided, decision_id, now)
+            return self._record(agent, call, decided, decision_id, now, watch)
         except TetherError as error:
             return self._verdict(unrecorded(decided, error.message), decision_id, now)
 
@@ -360,6 +386,7 @@ class Authorizer:
         decided: Decided,
         decision_id: DecisionId,
         now: datetime,
+        watch: DecisionWatch,
         expect: Expect | None = None,
         facts: CallFacts | None = None,
         minted: _Minted | None = None,
@@ -421,13 +448,17 @@ class Authorizer:
                 }
                 for h in budget.holds
             ]
-        self._store.record_decision(
-            record,
-            entry,
-            new_approval=new_approval if verdict.decision is Decision.APPROVAL_REQUIRED else None,
-            use_approval=decided.use_approval if verdict.decision is Decision.ALLOW else None,
-            budget=budget,
-            progress=decided.progress if verdict.decision is Decision.ALLOW else (),
-            lease=(minted[0], minted[2]) if minted is not None else None,
-        )
+        with watch.writing(record):
+            written = self._store.record_decision(
+                record,
+                entry,
+                new_approval=(
+                    new_approval if verdict.decision is Decision.APPROVAL_REQUIRED else None
+                ),
+                use_approval=decided.use_approval if verdict.decision is Decision.ALLOW else None,
+                budget=budget,
+                progress=decided.progress if verdict.decision is Decision.ALLOW else (),
+                lease=(minted[0], minted[2]) if minted is not None else None,
+            )
+        watch.written(record, written.seq)
         return verdict
