@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,6 +35,7 @@ import cedarpy
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.scope import ActionKind
 from tether.policy.catalog import Catalog, CatalogProblem, parse_catalog
+from tether.policy.context import ALL_REFS, CallFacts, build_context
 from tether.policy.diagnostics import (
     PolicyInvalid,
     Problem,
@@ -53,16 +54,21 @@ OBSERVE_SUFFIX: Final = ".observe.cedar"
 _ACTION_GROUP: Final = re.compile(r"^\s*action\s.*\bin\s*\[", re.MULTILINE)
 _STEM_OK: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-_PROBE_CONTEXT: Final = {
-    "intent": {"workflow": "w", "purpose": "p", "on_behalf_of": "o"},
-    "task_id": "t",
-    "agent": {"id": "a", "trust_domain": "d", "name": "n"},
-    "dataset": "",
-    "classification": "",
-    "args": {},
-}
-#: The same with ``context.dataflow``, for a schema that declares it as always present.
-_PROBE_WITH_DATAFLOW: Final = {**_PROBE_CONTEXT, "dataflow": {"highest": "", "rank": -1}}
+#: The context the engine builds with every attribute (:mod:`tether.policy.context`). A schema
+#: may leave ``delegation`` and ``dataflow`` out (policies then cannot read them), or declare
+#: them, optional or not (the engine sends each one whenever a policy reads it).
+_FULL_CONTEXT: Final = build_context(
+    CallFacts("w", "p", "o", "t", "a", "d", "n", "", "", ("spiffe://d/root",), ""), {}, ALL_REFS
+)
+_PROBE_CONTEXTS: Final = tuple(
+    {k: v for k, v in _FULL_CONTEXT.items() if k not in left_out}
+    for left_out in (
+        {"delegation", "dataflow"},
+        {"delegation"},
+        {"dataflow"},
+        set(),
+    )
+)
 
 
 def is_policy_source(name: str) -> bool:
@@ -199,8 +205,7 @@ def _load_schema(sources: Mapping[str, str], problems: list[Problem]) -> Any:
     empty = cedarpy.PolicySet.from_str("")
     for action in ActionKind:
         errors: list[str] = []
-        # A schema may leave `dataflow` out (policies then cannot read it) or declare it.
-        for context in (_PROBE_CONTEXT, _PROBE_WITH_DATAFLOW):
+        for context in _PROBE_CONTEXTS:
             probe = {
                 "principal": {"type": "Agent", "id": "probe"},
                 "action": {"type": "Action", "id": action.value},
@@ -211,8 +216,8 @@ def _load_schema(sources: Mapping[str, str], problems: list[Problem]) -> Any:
             if not found:
                 errors = []
                 break
-            # Report the attempt that got past `dataflow`, if one did.
-            if not errors or "dataflow" in errors[0]:
+            # Report the attempt that got past `delegation` and `dataflow`, if one did.
+            if not errors or "dataflow" in errors[0] or "delegation" in errors[0]:
                 errors = found
         if errors:
             problems.append(
@@ -313,3 +318,48 @@ def _load_policy_file(
             validation_problems(name, text, statements, errors, names, labels, unknown_actions)
         )
     return metas
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``tether policy validate`` found: every problem, or the policies that are valid."""
+
+    problems: tuple[Problem, ...]
+    policies: tuple[PolicyMeta, ...] = ()
+    revision: str | None = None
+
+
+def check_path(path: Path) -> CheckReport:
+    """Validate a policy directory, or one file of one: a ``*.cedar`` file (against the schema
+    beside it), the schema or the catalog. Problems name files as ``path`` does."""
+    if path.is_dir():
+        try:
+            bundle = load_policy_dir(path)
+        except PolicyInvalid as exc:
+            return CheckReport(tuple(replace(p, file=str(path / p.file)) for p in exc.problems))
+        return CheckReport((), bundle.policies, bundle.revision)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return CheckReport((Problem(str(path), f"cannot be read as UTF-8 text ({exc})"),))
+    problems: list[Problem] = []
+    policies: list[PolicyMeta] = []
+    if path.name == SCHEMA_FILE:
+        load_schema_text(text, problems)
+    elif path.name == CATALOG_FILE:
+        _load_catalog({CATALOG_FILE: text}, problems)
+    elif path.name.endswith(POLICY_SUFFIX):
+        schema_path = path.parent / SCHEMA_FILE
+        schema_text = schema_path.read_text(encoding="utf-8") if schema_path.is_file() else None
+        schema = load_schema_text(schema_text, problems)
+        if schema is None:
+            problems.append(
+                Problem(path.name, f"cannot be validated without a valid {SCHEMA_FILE} beside it")
+            )
+        policies = check_policy_files({path.name: text}, schema, problems)
+    else:
+        problems.append(
+            Problem(path.name, f"not a policy file (*.cedar, {SCHEMA_FILE} or {CATALOG_FILE})")
+        )
+    placed = tuple(replace(p, file=str(path.parent / p.file)) for p in problems)
+    return CheckReport(placed, tuple(policies) if not placed else ())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.verdict import Decision, Reason
@@ -223,3 +224,30 @@ def run_policy_tests(policy_dir: Path, cases: Path | None = None) -> list[CaseRe
             "\n".join(str(p) for p in report.problems), code=ErrorCode.POLICY_INVALID
         )
     return list(report.results)
+
+
+def report_json(report: SuiteReport) -> dict[str, Any]:
+    """``tether policy test --format json``: the summary, each result and each problem."""
+    return {
+        "ok": report.ok,
+        "summary": {
+            "passed": len(report.results) - len(report.failed),
+            "failed": len(report.failed),
+            "problems": len(report.problems),
+        },
+        "results": [
+            {
+                "file": r.path or r.file,
+                "line": r.line,
+                "name": r.name,
+                "passed": r.passed,
+                "expected": r.expected.value,
+                "actual": r.actual.value,
+                "policy_ids": list(r.policy_ids),
+                "reasons": [reason.to_json() for reason in r.reasons],
+                "problems": list(r.problems),
+            }
+            for r in report.results
+        ],
+        "problems": [p.to_json() for p in report.problems],
+    }
