@@ -133,3 +133,59 @@ def test_problems_print_as_file_line_col() -> None:
 def test_did_you_mean_only_suggests_close_names() -> None:
     assert did_you_mean("amont", ["amount", "to", "limit"]) == "amount"
     assert did_you_mean("zzz", ["amount", "to", "limit"]) is None
+
+
+def test_a_misspelt_has_test_is_caught_though_cedar_accepts_it(tmp_path: Path) -> None:
+    # `context.args has amont && context.args.amont <= 0` validates in Cedar (the test is typed
+    # false), yet the policy then never sees `amount`, and reads `amont` unchecked if sent.
+    (found,) = problems_after(
+        tmp_path,
+        "payments.cedar",
+        (
+            "context.args has amount && context.args.amount <= 0",
+            "context.args has amont && context.args.amont <= 0",
+        ),
+    )
+    line = (EXAMPLES / "payments.cedar").read_text().splitlines()[28]
+    column = line.index("amount") + 1
+    assert found.startswith(f"payments.cedar:29:{column}: `context.args has amont`")
+    assert "did you mean `amount`?" in found
+
+
+def test_a_has_test_cedar_already_reported_is_not_reported_twice(tmp_path: Path) -> None:
+    found = problems_after(
+        tmp_path,
+        "payments.cedar",
+        ("context.args.amount <= 0", "context.args.amont <= 0 && context.args has amont"),
+    )
+    assert len(found) == 1 and "`args.amont`" in found[0]
+
+
+def test_attribute_suggestions_come_from_the_record_looked_in(tmp_path: Path) -> None:
+    (found,) = problems_after(
+        tmp_path, "payments.cedar", ("context.args.amount <= 0", 'context.intent.workflw == "x"')
+    )
+    assert "`intent.workflw`" in found and "did you mean `workflow`?" in found
+
+
+def test_the_schema_is_read_for_names_and_records() -> None:
+    import cedarpy
+
+    from tether.policy.schema_view import SchemaNames
+
+    schema = cedarpy.Schema.from_str(
+        "namespace N { entity U = { name: String }; type T = { a: Bool }; }\n"
+        "entity Agent in [Grp] { level: Long };\nentity Grp;\nentity Tool;\n"
+        'entity Color enum ["red", "blue"];\n'
+        '@doc("x")\naction read appliesTo { principal: [Agent], resource: [Tool], '
+        "context: { args: { amount?: Long, to?: N::T, tags?: Set<String> } } };\n"
+        'action "write" in [read];\n'
+    )
+    names = SchemaNames.of(schema)
+    assert names.entity_types == {"Agent", "Grp", "Tool", "Color", "N::U"}
+    assert names.actions == {"read", "write"}
+    assert set(names.context_record("read", ["args"]) or {}) == {"amount", "to", "tags"}
+    assert names.context_record("read", ["args", "to"]) == {"a": "Bool"}
+    assert names.context_record("write", ["args"]) is None
+    assert names.entity_record("Agent") == {"level": "Long"}
+    assert names.entity_record("N::U") == {"name": "String"}

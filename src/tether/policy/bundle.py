@@ -39,12 +39,13 @@ from tether.policy.context import ALL_REFS, CallFacts, build_context
 from tether.policy.diagnostics import (
     PolicyInvalid,
     Problem,
-    SchemaNames,
     parse_problems,
     policy_problem,
+    undeclared_has,
     validation_problems,
 )
 from tether.policy.meta import PolicyMeta, PolicyProblem, build_meta
+from tether.policy.schema_view import SchemaNames
 from tether.policy.syntax import split_statements
 
 SCHEMA_FILE: Final = "schema.cedarschema"
@@ -275,6 +276,7 @@ def _load_policy_file(
     by_cedar_id: dict[str, int] = {}
     labels: list[str] = []
     unknown_actions: set[int] = set()  # policies whose unknown action tether reported
+    built: dict[int, tuple[PolicyMeta, Any]] = {}
     for index, (cedar_id, est) in enumerate(ordered):
         by_cedar_id[cedar_id] = index
         statement = statements[index] if statements else None
@@ -311,12 +313,26 @@ def _load_policy_file(
             problems.append(problem)
             continue
         metas.append(meta)
+        built[index] = (meta, est)
     if schema is not None and ordered:
         result = cedarpy.validate_policies(text, schema)
         errors = [(by_cedar_id.get(err.policy_id), err.error) for err in result.errors]
         problems.extend(
             validation_problems(name, text, statements, errors, names, labels, unknown_actions)
         )
+        for index, (meta, est) in built.items():
+            if statements:
+                reported = " ".join(m for i, m in errors if i == index)
+                problems.extend(
+                    undeclared_has(
+                        (name, text, statements[index]),
+                        est.get("conditions"),
+                        sorted(a.value for a in meta.actions),
+                        names,
+                        labels[index],
+                        reported,
+                    )
+                )
     return metas
 
 

@@ -15,21 +15,25 @@ each back where it belongs:
 * Cedar's consequential errors are dropped: "unable to find an applicable action" follows from an
   unknown action or entity type already reported for the same policy.
 
-Names that are unknown get the closest known one (:func:`did_you_mean`), taken from the schema as
-Cedar renders it (:class:`SchemaNames`).
+Names that are unknown get the closest known one (:func:`did_you_mean`), taken from the schema
+(:class:`~tether.policy.schema_view.SchemaNames`): for an attribute, the attributes of the record
+it was looked up in. And one problem Cedar cannot see: ``context.args has amont`` on an attribute
+the schema does not declare validates (Cedar types it ``false`` and skips what it guards), yet at
+request time the call may carry it and the policy reads it unchecked (:func:`undeclared_has`).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import cedarpy
 
 from tether.core.errors import ConfigurationError, ErrorCode
+from tether.policy.schema_view import SchemaNames
 from tether.policy.syntax import Statement, Token, line_col, split_statements, tokenize
 
 MAX_PROBLEMS: Final = 50
@@ -85,41 +89,6 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The known name closest to ``word``, if one is close enough to be a likely typo."""
     found = difflib.get_close_matches(word, sorted(set(candidates) - {word}), n=1, cutoff=0.6)
     return found[0] if found else None
-
-
-_ENTITY_DECL: Final = re.compile(
-    r"(?m)^\s*entity\s+(.+?)(?=\s+in\b|\s*=|\s*;|\s*\{|\s+enum\b|\s+tags\b)"
-)
-_ACTION_DECL: Final = re.compile(r"(?m)^\s*action\s+(.+?)(?=\s+in\b|\s+appliesTo\b|\s*;)")
-_ATTRIBUTE_DECL: Final = re.compile(r'(?m)^\s*"?([A-Za-z_][A-Za-z0-9_]*)"?\??\s*:')
-_APPLIES_TO_KEYS: Final = frozenset({"principal", "resource", "context"})
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaNames:
-    """The names a schema declares, read from Cedar's own rendering of it (for suggestions)."""
-
-    entity_types: frozenset[str]
-    actions: frozenset[str]
-    attributes: frozenset[str]
-
-    @staticmethod
-    def of(schema: Any) -> SchemaNames:
-        text = str(schema) if schema is not None else ""
-
-        def names(pattern: re.Pattern[str]) -> frozenset[str]:
-            return frozenset(
-                part.strip().strip('"')
-                for match in pattern.finditer(text)
-                for part in match.group(1).split(",")
-                if part.strip()
-            )
-
-        attributes = {m.group(1) for m in _ATTRIBUTE_DECL.finditer(text)} - _APPLIES_TO_KEYS
-        return SchemaNames(names(_ENTITY_DECL), names(_ACTION_DECL), frozenset(attributes))
-
-
-NO_NAMES: Final = SchemaNames(frozenset(), frozenset(), frozenset())
 
 
 # -- finding things in a statement -------------------------------------------------------------
@@ -306,7 +275,9 @@ def validation_problems(
 
 _UNKNOWN_ACTION: Final = re.compile(r'^unrecognized action `(?:.*::)?Action::"([^"]*)"`')
 _UNKNOWN_TYPE: Final = re.compile(r"^unrecognized entity type `([^`]+)`")
-_ATTRIBUTE: Final = re.compile(r"attribute `([^`]+)` (in context|on entity type `[^`]+`)")
+_ATTRIBUTE: Final = re.compile(
+    r"attribute `([^`]+)` (?:in context for Action::\"([^\"]*)\"|on entity type `([^`]+)`)"
+)
 
 
 def _locate_validation_error(
@@ -325,12 +296,18 @@ def _locate_validation_error(
         return where.at_token(token, f"unknown entity type {kind}{hint}{suffix}")
     if match := _ATTRIBUTE.search(message):
         path = match.group(1).split(".")
-        token = _find_attribute(where.tokens, path, in_context=match.group(2) == "in context")
+        action, entity_type = match.group(2), match.group(3)
+        token = _find_attribute(where.tokens, path, in_context=action is not None)
         hint = ""
         if message.endswith("not found"):
-            hint = _hint(path[-1], names.attributes, lambda a: f"`{a}`")
+            record = (
+                names.context_record(action, path[:-1])
+                if action is not None
+                else names.entity_record(entity_type or "")
+            )
+            hint = _hint(path[-1], record or (), lambda a: f"`{a}`")
         elif "optional attribute" in message:
-            owner = ".".join(["context", *path[:-1]]) if match.group(2) == "in context" else "…"
+            owner = ".".join(["context", *path[:-1]]) if action is not None else "…"
             hint = f"; test `{owner} has {path[-1]}` first"
         return where.at_token(token, f"{message}{hint}{suffix}")
     return where.at_head(f"does not match the schema: {message}{suffix}")
@@ -371,3 +348,68 @@ def policy_problem(
     where = _Locator(file, text, statement)
     token = _find_fragment(where.tokens, near) if near else None
     return where.at_token(token, message)
+
+
+def _context_path(node: object) -> list[str] | None:
+    """``context.a.b`` in EST form as ``["a", "b"]``; ``None`` for anything else."""
+    if node == {"Var": "context"}:
+        return []
+    if isinstance(node, dict) and isinstance(inner := node.get("."), dict):
+        left = _context_path(inner.get("left"))
+        attr = inner.get("attr")
+        if left is not None and isinstance(attr, str):
+            return [*left, attr]
+    return None
+
+
+def _has_tests(node: object) -> Iterator[tuple[list[str], str]]:
+    """Every ``context.<path> has <attr>`` in a policy's EST conditions."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _has_tests(item)
+    elif isinstance(node, dict):
+        inner = node.get("has")
+        if isinstance(inner, dict) and isinstance(inner.get("attr"), str):
+            path = _context_path(inner.get("left"))
+            if path is not None:
+                yield path, inner["attr"]
+        for value in node.values():
+            yield from _has_tests(value)
+
+
+def undeclared_has(
+    where: tuple[str, str, Statement],
+    conditions: object,
+    actions: Iterable[str],
+    names: SchemaNames,
+    label: str,
+    reported: str,
+) -> list[Problem]:
+    """A problem for each ``context.<path> has <attr>`` where, for every action the policy
+    applies to, the schema declares the record at ``<path>`` without ``attr``. ``reported`` is
+    Cedar's messages for the policy: an attribute Cedar already named is not reported again."""
+    file, text, statement = where
+    locator = _Locator(file, text, statement)
+    problems: list[Problem] = []
+    seen: set[tuple[str, ...]] = set()
+    for path, attr in _has_tests(conditions):
+        dotted = ".".join([*path, attr])
+        if (*path, attr) in seen or f"`{dotted}`" in reported:
+            continue
+        seen.add((*path, attr))
+        records = [names.context_record(action, path) for action in actions]
+        if not records or any(r is None or attr in r for r in records):
+            continue
+        owner = ".".join(["context", *path])
+        close = did_you_mean(attr, {a for r in records if r is not None for a in r})
+        hint = f"did you mean `{close}`? Or declare" if close else "declare"
+        token = _find_sequence(locator.tokens, [path[-1] if path else "context", "has", attr])
+        problems.append(
+            locator.at_token(
+                locator.tokens[locator.tokens.index(token) + 2] if token is not None else None,
+                f"`{owner} has {attr}`: the schema declares no `{attr}` in {owner}, so Cedar "
+                f"cannot check how this policy uses it; {hint} it (optional) in the schema "
+                f"(policy {label})",
+            )
+        )
+    return problems
