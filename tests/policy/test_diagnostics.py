@@ -189,3 +189,28 @@ def test_the_schema_is_read_for_names_and_records() -> None:
     assert names.context_record("write", ["args"]) is None
     assert names.entity_record("Agent") == {"level": "Long"}
     assert names.entity_record("N::U") == {"name": "String"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "where", "message"),
+    [
+        ("entity Agent\nentity Tool;", "1:13", "missing `;` at the end of this declaration"),
+        ("entity A;\ntype X = { a: Long b: String };", "2:20", "unexpected token `b`"),
+        ("entity A;\ntype X = { a: Lng };", "2:15", "unknown type Lng; did you mean Long?"),
+        (
+            "entity Agent;\naction read appliesTo { principal: [Agnt], resource: [Agent] };",
+            "2:37",
+            "unknown type Agnt; did you mean Agent?",
+        ),
+    ],
+)
+def test_schema_errors_point_at_the_token(schema: str, where: str, message: str) -> None:
+    import cedarpy
+
+    from tether.policy.diagnostics import schema_problem
+
+    with pytest.raises(ValueError) as info:
+        cedarpy.Schema.from_str(schema)
+    problem = schema_problem("schema.cedarschema", schema, str(info.value))
+    assert str(problem).startswith(f"schema.cedarschema:{where}: ")
+    assert message in problem.message

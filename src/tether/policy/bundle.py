@@ -41,6 +41,7 @@ from tether.policy.diagnostics import (
     Problem,
     parse_problems,
     policy_problem,
+    schema_problem,
     undeclared_has,
     validation_problems,
 )
@@ -192,7 +193,7 @@ def _load_schema(sources: Mapping[str, str], problems: list[Problem]) -> Any:
     try:
         schema = cedarpy.Schema.from_str(text)
     except ValueError as exc:
-        problems.append(Problem(SCHEMA_FILE, f"Cedar cannot parse the schema: {exc}"))
+        problems.append(schema_problem(SCHEMA_FILE, text, str(exc)))
         return None
     if _ACTION_GROUP.search(str(schema)):
         problems.append(

@@ -157,6 +157,14 @@ def _parse_error(text: str) -> str | None:
     return None
 
 
+def _schema_error(text: str) -> str | None:
+    try:
+        cedarpy.Schema.from_str(text)
+    except ValueError as exc:
+        return str(exc).removeprefix("error parsing schema: ")
+    return None
+
+
 def parse_problems(file: str, text: str, error: str) -> list[Problem]:
     """One problem per statement of ``text`` that Cedar cannot parse (``error`` is Cedar's
     message for the whole text, used when no single statement fails)."""
@@ -210,14 +218,18 @@ def _locate_parse_error(file: str, text: str, statement: Statement, message: str
     return where.at_head(message)
 
 
-def _first_bad_token(statement: str, tokens: Sequence[Token], named: Sequence[str]) -> Token | None:
+def _first_bad_token(
+    statement: str, tokens: Sequence[Token], named: Sequence[str], *, schema: bool = False
+) -> Token | None:
     """The token at which Cedar's parser stops: the shortest failing prefix ends with it, or
     shortly after it (Cedar recovers from some errors and then reports the end of input for a
     prefix): then it is the last token before that spelled as Cedar quotes it (``named``).
     """
 
+    parse = _schema_error if schema else _parse_error
+
     def fails_there(count: int) -> bool:
-        message = _parse_error(statement[: tokens[count - 1].end])
+        message = parse(statement[: tokens[count - 1].end])
         return message is not None and message != _EOF
 
     lo, hi = 1, len(tokens)
@@ -413,3 +425,47 @@ def undeclared_has(
             )
         )
     return problems
+
+
+_SCHEMA_DECLARATION: Final = frozenset({"entity", "action", "type", "namespace", "@"})
+_SCHEMA_BUILTINS: Final = frozenset(
+    {"String", "Long", "Bool", "Boolean", "Set", "ipaddr", "decimal", "datetime", "duration"}
+)
+_UNRESOLVED: Final = re.compile(r"failed to resolve types?: (.+)$")
+
+
+def schema_problem(file: str, text: str, message: str) -> Problem:
+    """Cedar's error for a schema it cannot parse, placed at its token (see the module doc)."""
+    whole = Statement(1, text, 0)
+    where = _Locator(file, text, whole)
+    tokens = where.tokens
+    detail = message.removeprefix("error parsing schema: ")
+    prefix = "Cedar cannot parse the schema: "
+    if detail.startswith("unexpected token"):
+        bad = _first_bad_token(text, tokens, _BACKTICKED.findall(detail)[:1], schema=True)
+        if bad is not None:
+            index = tokens.index(bad)
+            if bad.text in _SCHEMA_DECLARATION and index > 0 and tokens[index - 1].text != ";":
+                return where.at(tokens[index - 1].end, "missing `;` at the end of this declaration")
+            return where.at(bad.start, prefix + detail)
+    if detail == _EOF and tokens:
+        return where.at(tokens[-1].end, prefix + detail)
+    if match := _UNRESOLVED.search(detail):
+        name = match.group(1).split(",")[0].strip()
+        declared = {
+            tokens[i + 1].text
+            for i, t in enumerate(tokens[:-1])
+            if t.text in ("entity", "type") and tokens[i + 1].kind == "ident"
+        }
+        hint = _hint(name, declared | _SCHEMA_BUILTINS, lambda n: n)
+        used = next(
+            (
+                t
+                for i, t in enumerate(tokens)
+                if t.text == name.rsplit("::", 1)[-1] and i > 0 and tokens[i - 1].text in ":[,<"
+            ),
+            None,
+        )
+        if used is not None:
+            return where.at(used.start, f"unknown type {name}{hint}")
+    return Problem(file, prefix + detail)
