@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.core.errors import ConfigurationError
 from tether.policy.bundle import load_policy_dir
 from tether.policy.diagnostics import PolicyInvalid, Problem, did_you_mean, parse_problems
 
@@ -23,6 +24,33 @@ def problems_after(tmp_path: Path, file: str, edit: tuple[str, str], count: int 
     with pytest.raises(PolicyInvalid) as info:
         load_policy_dir(target)
     return [str(p) for p in info.value.problems]
+
+
+def refused_message(tmp_path: Path, file: str, edit: tuple[str, str], count: int = 1) -> str:
+    target = tmp_path / "policies"
+    shutil.copytree(EXAMPLES, target)
+    text = (target / file).read_text()
+    (target / file).write_text(text.replace(edit[0], edit[1], count))
+    with pytest.raises(ConfigurationError) as info:
+        load_policy_dir(target)
+    return info.value.message
+
+
+def test_regression_the_missing_semicolon_of_line_9(tmp_path: Path) -> None:
+    # Was "payments.cedar: policy #0 (line 2) cannot be parsed: unexpected token `@`".
+    message = refused_message(tmp_path, "payments.cedar", ("<= 1000 };", "<= 1000 }"))
+    assert "(1 problem)" in message
+    assert "payments.cedar:9:64: missing `;` at the end of this policy" in message
+
+
+def test_regression_a_mistyped_action_is_three_problems_not_nine(tmp_path: Path) -> None:
+    # Was 9 problems, 6 of them without a location.
+    message = refused_message(
+        tmp_path, "payments.cedar", ('Action::"spend"', 'Action::"spnd"'), count=-1
+    )
+    assert "(3 problems)" in message
+    for line in (6, 16, 26):
+        assert f'payments.cedar:{line}:13: unknown action Action::"spnd"' in message
 
 
 def test_a_missing_semicolon_is_reported_where_it_is_missing(tmp_path: Path) -> None:

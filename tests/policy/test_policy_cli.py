@@ -234,3 +234,11 @@ def test_explain_against_invalid_policies_exits_1(policy_dir: Path) -> None:
 def test_every_policy_command_has_help(command: str) -> None:
     code, out = run(command, "--help")
     assert code == 0 and "Usage" in out
+
+
+def test_a_file_that_is_not_utf8_fails_the_check(policy_dir: Path) -> None:
+    (policy_dir / "bad.cedar").write_bytes(b"\xff\xfe")
+    code, _ = run("validate", str(policy_dir))
+    assert code == 1
+    code, out = run("validate", str(policy_dir / "bad.cedar"))
+    assert code == 1 and "UTF-8" in out

@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from tether.cli.common import fail, tether_errors
+from tether.cli.common import fail
 from tether.core.errors import ConfigurationError
 from tether.policy import CedarPolicyEngine, format_policy_text
 
@@ -80,8 +80,10 @@ def validate(
     file:line:col: message."""
     from tether.policy.bundle import check_path
 
-    with tether_errors():
+    try:
         report = check_path(target)
+    except ConfigurationError as exc:  # a file that cannot be read: the check failed
+        fail(exc.message, exc.code.value, CHECK_FAILED)
     if report.problems:
         _print_problems(report.problems, as_json)
         raise typer.Exit(CHECK_FAILED)
