@@ -242,3 +242,14 @@ def test_schema_errors_point_at_the_token(schema: str, where: str, message: str)
     problem = schema_problem("schema.cedarschema", schema, str(info.value))
     assert str(problem).startswith(f"schema.cedarschema:{where}: ")
     assert message in problem.message
+
+
+def test_a_template_is_refused_at_its_slot() -> None:
+    from tether.policy.bundle import load_sources, read_policy_dir
+
+    sources = dict(read_policy_dir(EXAMPLES))
+    sources["t.cedar"] = "// a template\npermit(principal == ?principal, action, resource);"
+    with pytest.raises(PolicyInvalid) as info:
+        load_sources(sources, origin="t")
+    (problem,) = info.value.problems
+    assert (problem.line, problem.col) == (2, 21) and "template" in problem.message

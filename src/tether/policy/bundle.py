@@ -47,7 +47,7 @@ from tether.policy.diagnostics import (
 )
 from tether.policy.meta import PolicyMeta, PolicyProblem, build_meta
 from tether.policy.schema_view import SchemaNames
-from tether.policy.syntax import split_statements
+from tether.policy.syntax import Statement, split_statements
 
 SCHEMA_FILE: Final = "schema.cedarschema"
 CATALOG_FILE: Final = "catalog.yaml"
@@ -265,7 +265,13 @@ def _load_policy_file(
     statements = split_statements(text)
     if doc.get("templates"):
         problems.append(
-            Problem(name, "contains a template (?principal/?resource); not supported", 1, 1)
+            policy_problem(
+                name,
+                text,
+                Statement(1, text, 0),
+                "contains a template (?principal/?resource); not supported",
+                "?",
+            )
         )
         return []
     static: dict[str, Any] = doc.get("staticPolicies", {})
