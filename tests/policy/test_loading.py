@@ -42,7 +42,7 @@ def test_the_examples_load() -> None:
     assert len(bundle.revision) == 64
 
 
-def test_a_syntax_error_names_the_file_policy_and_line() -> None:
+def test_a_syntax_error_names_the_file_line_and_column() -> None:
     message = refused(
         good__cedar='permit(principal, action == Action::"read", resource);',
         broken__cedar=(
@@ -52,26 +52,35 @@ def test_a_syntax_error_names_the_file_policy_and_line() -> None:
             'forbid(principal, action == Action::"read", resource) when { context.args == };\n'
         ),
     )
-    assert "broken.cedar: policy #1 (line 4) cannot be parsed" in message
-    assert "unexpected token" in message
+    column = (
+        1
+        + 'forbid(principal, action == Action::"read", resource) when { context.args == }'.index(
+            "}"
+        )
+    )
+    assert f"broken.cedar:4:{column}: unexpected token `}}`" in message
     assert "good.cedar" not in message
 
 
-def test_a_schema_violation_names_the_policy_and_cedars_error() -> None:
+def test_a_schema_violation_points_at_the_attribute() -> None:
     message = refused(
         rules__cedar=(
             '@id("reads-unguarded")\n'
             'permit(principal, action == Action::"read", resource) when { context.args.limit < 5 };'
         )
     )
-    assert "rules.cedar: policy reads-unguarded (line 1): does not match the schema" in message
-    assert "optional attribute `args.limit`" in message
+    column = 1 + len('permit(principal, action == Action::"read", resource) when { context.args.')
+    assert (
+        f"rules.cedar:2:{column}: unable to guarantee safety of access to optional attribute"
+        in message
+    )
+    assert "`args.limit`" in message and "test `context.args has limit` first" in message
+    assert "(policy reads-unguarded)" in message
 
 
 def test_an_unknown_action_is_refused() -> None:
     message = refused(bad__cedar='permit(principal, action == Action::"fly", resource);')
-    assert "bad.cedar: policy #0" in message
-    assert 'Action::"fly"' in message
+    assert 'bad.cedar:1:29: unknown action Action::"fly"' in message
 
 
 def test_duplicate_ids_name_both_places() -> None:
@@ -79,13 +88,12 @@ def test_duplicate_ids_name_both_places() -> None:
         a__cedar='@id("same")\npermit(principal, action == Action::"read", resource);',
         b__cedar='\n\n@id("same")\nforbid(principal, action == Action::"read", resource);',
     )
-    assert "b.cedar: policy same (line 3): duplicate policy id" in message
-    assert "already used by a.cedar: policy same (line 1)" in message
+    assert "b.cedar:3:1: duplicate policy id 'same', already used at a.cedar:1" in message
 
 
 def test_a_bad_risk_is_refused() -> None:
     message = refused(r__cedar='@risk("ASI05,ASI99")\npermit(principal, action, resource);')
-    assert "r.cedar: policy #0 (line 1)" in message
+    assert "r.cedar:1:1: @risk names 'ASI99'" in message
     assert "'ASI99'" in message and "OWASP" in message
 
 

@@ -79,7 +79,7 @@ def test_a_broken_change_keeps_the_last_good_set_then_a_fix_is_picked_up(
     assert broken.revision == good == engine.revision
     assert isinstance(broken.error, ConfigurationError)
     assert broken.error.code is ErrorCode.POLICY_INVALID
-    assert "wiki.cedar: policy #0 (line 1) cannot be parsed" in broken.error.message
+    assert "wiki.cedar:1:53: unexpected end of input" in broken.error.message
     assert engine.last_error is broken.error
     # the last good set still decides
     assert decide(engine, "shell.exec", ActionKind.EXECUTE) is Decision.DENY

@@ -9,7 +9,7 @@ import pytest
 
 from tether.core.errors import ConfigurationError
 from tether.core.verdict import Decision
-from tether.policy.testing import load_case_file, run_policy_tests
+from tether.policy.testing import load_case_file, run_policy_suite, run_policy_tests
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 CASE = """
@@ -88,8 +88,25 @@ def test_inline_policies_replace_the_directorys(policy_dir: Path) -> None:
 def test_broken_inline_policies_are_named(policy_dir: Path) -> None:
     path = policy_dir / "tests" / "broken.yaml"
     path.write_text("policies: 'permit(principal'\ncases:" + CASE.format(name="x", expect="allow"))
-    with pytest.raises(ConfigurationError, match=r"broken\.cedar: policy #0"):
+    with pytest.raises(
+        ConfigurationError, match=r"broken\.yaml: policies: unexpected end of input"
+    ):
         run_policy_tests(policy_dir, path)
+
+
+def test_broken_inline_policies_are_placed_in_the_case_file(policy_dir: Path) -> None:
+    path = policy_dir / "tests" / "block.yaml"
+    path.write_text(
+        "policies: |\n"
+        '  permit(principal, action == Action::"read", resource);\n'
+        "  permit(principal, action resource);\n"
+        "cases:" + CASE.format(name="x", expect="allow")
+    )
+    report = run_policy_suite(policy_dir, path)
+    assert report.results == ()
+    (problem,) = report.problems
+    column = 3 + len("permit(principal, action ")
+    assert str(problem) == f"{path}:3:{column}: unexpected token `resource`"
 
 
 @pytest.mark.parametrize(
@@ -170,3 +187,45 @@ def test_a_non_spiffe_agent_is_an_opaque_workload(tmp_path: Path) -> None:
     )
     (result,) = run_policy_tests(EXAMPLES, path)
     assert result.passed, result.describe()
+
+
+def test_a_bad_case_is_reported_at_its_line_and_the_others_still_run(policy_dir: Path) -> None:
+    path = policy_dir / "tests" / "typo.yaml"
+    path.write_text(
+        "cases:"
+        + CASE.format(name="first", expect="allow")
+        + CASE.format(name="second", expect="allow").replace("expect:", "expekt:")
+        + CASE.format(name="third", expect="deny")
+    )
+    report = run_policy_suite(policy_dir, path)
+    assert [(r.name, r.passed) for r in report.results] == [("first", True), ("third", False)]
+    (problem,) = report.problems
+    line = path.read_text().splitlines().index("    expekt: allow") + 1
+    assert (problem.file, problem.line, problem.col) == (str(path), line, 5)
+    assert "case #2 (second): unknown keys ['expekt'] (did you mean 'expect'?)" in problem.message
+    assert not report.ok
+
+
+def test_results_carry_the_line_of_their_case(policy_dir: Path) -> None:
+    path = policy_dir / "tests" / "lines.yaml"
+    path.write_text("cases:" + CASE.format(name="a", expect="allow") * 1)
+    (result,) = run_policy_suite(policy_dir, path).results
+    assert result.line == 2 and result.where == f"{path}:2"
+
+
+def test_a_yaml_error_is_reported_with_its_line_and_other_files_run(policy_dir: Path) -> None:
+    (policy_dir / "tests" / "broken.yaml").write_text("cases:\n  - name: [unclosed\n")
+    report = run_policy_suite(policy_dir)
+    (problem,) = report.problems
+    assert problem.file.endswith("broken.yaml") and problem.line == 3
+    assert "not valid YAML" in problem.message
+    assert report.results and all(r.passed for r in report.results)
+
+
+def test_policies_that_do_not_load_are_problems_at_their_place(policy_dir: Path) -> None:
+    payments = policy_dir / "payments.cedar"
+    payments.write_text(payments.read_text().replace("<= 1000 };", "<= 1000 }"))
+    report = run_policy_suite(policy_dir)
+    assert report.results == ()
+    (problem,) = report.problems
+    assert (problem.file, problem.line) == (str(payments), 9)

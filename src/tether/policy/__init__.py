@@ -11,7 +11,10 @@ this package's implementation. Modules, each with one job:
     fold     Cedar's answer -> allow / deny / approval_required
     engine   the engine and its atomically swapped snapshot
     reload   change detection and the watcher thread
-    testing  YAML policy test cases
+    cases    reading YAML policy test cases (and one request, for explain)
+    testing  running them: results and problems, never stopping at the first bad case
+    diagnostics  problems at file:line:col, with "did you mean"
+    syntax   Cedar surface syntax tether needs itself (statements, tokens, positions)
     fmt      Cedar's formatter
 """
 

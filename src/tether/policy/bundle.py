@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,29 +35,42 @@ import cedarpy
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.scope import ActionKind
 from tether.policy.catalog import Catalog, CatalogProblem, parse_catalog
+from tether.policy.context import ALL_REFS, CallFacts, build_context
+from tether.policy.diagnostics import (
+    PolicyInvalid,
+    Problem,
+    parse_problems,
+    policy_problem,
+    schema_problem,
+    undeclared_has,
+    validation_problems,
+)
 from tether.policy.meta import PolicyMeta, PolicyProblem, build_meta
-from tether.policy.syntax import split_statements
+from tether.policy.schema_view import SchemaNames
+from tether.policy.syntax import Statement, split_statements
 
 SCHEMA_FILE: Final = "schema.cedarschema"
 CATALOG_FILE: Final = "catalog.yaml"
 POLICY_SUFFIX: Final = ".cedar"
 OBSERVE_SUFFIX: Final = ".observe.cedar"
-MAX_PROBLEMS: Final = 50
-
-_VALIDATION_PREFIX: Final = re.compile(r"^for policy `[^`]*`,\s*")
 _ACTION_GROUP: Final = re.compile(r"^\s*action\s.*\bin\s*\[", re.MULTILINE)
 _STEM_OK: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-_PROBE_CONTEXT: Final = {
-    "intent": {"workflow": "w", "purpose": "p", "on_behalf_of": "o"},
-    "task_id": "t",
-    "agent": {"id": "a", "trust_domain": "d", "name": "n"},
-    "dataset": "",
-    "classification": "",
-    "args": {},
-}
-#: The same with ``context.dataflow``, for a schema that declares it as always present.
-_PROBE_WITH_DATAFLOW: Final = {**_PROBE_CONTEXT, "dataflow": {"highest": "", "rank": -1}}
+#: The context the engine builds with every attribute (:mod:`tether.policy.context`). A schema
+#: may leave ``delegation`` and ``dataflow`` out (policies then cannot read them), or declare
+#: them, optional or not (the engine sends each one whenever a policy reads it).
+_FULL_CONTEXT: Final = build_context(
+    CallFacts("w", "p", "o", "t", "a", "d", "n", "", "", ("spiffe://d/root",), ""), {}, ALL_REFS
+)
+_PROBE_CONTEXTS: Final = tuple(
+    {k: v for k, v in _FULL_CONTEXT.items() if k not in left_out}
+    for left_out in (
+        {"delegation", "dataflow"},
+        {"delegation"},
+        {"dataflow"},
+        set(),
+    )
+)
 
 
 def is_policy_source(name: str) -> bool:
@@ -122,27 +135,14 @@ def load_policy_dir(policy_dir: Path) -> PolicyBundle:
 
 
 def load_sources(sources: Mapping[str, str], *, origin: str) -> PolicyBundle:
-    """Validate a bundle given as ``{file name: text}``; raises ``ConfigurationError``."""
-    problems: list[str] = []
+    """Validate a bundle given as ``{file name: text}``; raises :class:`PolicyInvalid` (a
+    ``ConfigurationError(POLICY_INVALID)``) listing every problem as ``file:line:col: …``."""
+    problems: list[Problem] = []
     schema = _load_schema(sources, problems)
     catalog = _load_catalog(sources, problems)
-    policies: list[PolicyMeta] = []
-    for name in sorted(n for n in sources if n.endswith(POLICY_SUFFIX)):
-        policies.extend(_load_policy_file(name, sources[name], schema, len(policies), problems))
-    seen: dict[str, PolicyMeta] = {}
-    for meta in policies:
-        first = seen.setdefault(meta.policy_id, meta)
-        if first is not meta:
-            problems.append(f"{meta.where}: duplicate policy id, already used by {first.where}")
+    policies = check_policy_files(sources, schema, problems)
     if problems:
-        shown = problems[:MAX_PROBLEMS]
-        more = len(problems) - len(shown)
-        tail = f"\n  … and {more} more" if more else ""
-        raise ConfigurationError(
-            f"policy set {origin} cannot be loaded ({len(problems)} problem"
-            f"{'s' if len(problems) != 1 else ''}):\n  " + "\n  ".join(shown) + tail,
-            code=ErrorCode.POLICY_INVALID,
-        )
+        raise PolicyInvalid(origin, problems)
     assert catalog is not None and schema is not None  # no problems means both loaded
     return PolicyBundle(
         origin=origin,
@@ -154,27 +154,60 @@ def load_sources(sources: Mapping[str, str], *, origin: str) -> PolicyBundle:
     )
 
 
-def _load_schema(sources: Mapping[str, str], problems: list[str]) -> Any:
+def check_policy_files(
+    sources: Mapping[str, str], schema: Any, problems: list[Problem]
+) -> list[PolicyMeta]:
+    """Read every ``*.cedar`` of ``sources`` (validated against ``schema`` unless it is
+    ``None``), adding what is wrong to ``problems``; duplicate ids are refused across files."""
+    names = SchemaNames.of(schema)
+    policies: list[PolicyMeta] = []
+    for name in sorted(n for n in sources if n.endswith(POLICY_SUFFIX)):
+        policies.extend(
+            _load_policy_file(name, sources[name], schema, names, len(policies), problems)
+        )
+    seen: dict[str, PolicyMeta] = {}
+    for meta in policies:
+        first = seen.setdefault(meta.policy_id, meta)
+        if first is not meta:
+            problems.append(
+                Problem(
+                    meta.file,
+                    f"duplicate policy id {meta.policy_id!r}, already used at {first.where}",
+                    meta.line,
+                    1 if meta.line is not None else None,
+                )
+            )
+    return policies
+
+
+def load_schema_text(text: str | None, problems: list[Problem]) -> Any:
+    """Parse a schema and check it fits the request tether sends; ``None`` if it does not."""
+    return _load_schema({SCHEMA_FILE: text} if text is not None else {}, problems)
+
+
+def _load_schema(sources: Mapping[str, str], problems: list[Problem]) -> Any:
     text = sources.get(SCHEMA_FILE)
     if text is None:
-        problems.append(f"{SCHEMA_FILE}: missing; every policy set needs a Cedar schema")
+        problems.append(Problem(SCHEMA_FILE, "missing; every policy set needs a Cedar schema"))
         return None
     try:
         schema = cedarpy.Schema.from_str(text)
     except ValueError as exc:
-        problems.append(f"{SCHEMA_FILE}: Cedar cannot parse the schema: {exc}")
+        problems.append(schema_problem(SCHEMA_FILE, text, str(exc)))
         return None
     if _ACTION_GROUP.search(str(schema)):
         problems.append(
-            f"{SCHEMA_FILE}: declares an action group (action … in [...]); tether evaluates "
-            "without the action hierarchy, so list actions in policies instead"
+            Problem(
+                SCHEMA_FILE,
+                "declares an action group (action … in [...]); tether evaluates "
+                "without the action hierarchy, so list actions in policies instead",
+            )
         )
         return None
     empty = cedarpy.PolicySet.from_str("")
     for action in ActionKind:
         errors: list[str] = []
-        # A schema may leave `dataflow` out (policies then cannot read it) or declare it.
-        for context in (_PROBE_CONTEXT, _PROBE_WITH_DATAFLOW):
+        for context in _PROBE_CONTEXTS:
             probe = {
                 "principal": {"type": "Agent", "id": "probe"},
                 "action": {"type": "Action", "id": action.value},
@@ -185,42 +218,41 @@ def _load_schema(sources: Mapping[str, str], problems: list[str]) -> Any:
             if not found:
                 errors = []
                 break
-            # Report the attempt that got past `dataflow`, if one did.
-            if not errors or "dataflow" in errors[0]:
+            # Report the attempt that got past `delegation` and `dataflow`, if one did.
+            if not errors or "dataflow" in errors[0] or "delegation" in errors[0]:
                 errors = found
         if errors:
             problems.append(
-                f"{SCHEMA_FILE}: does not fit the request tether sends for action "
-                f"{action.value} (Agent, Tool and CallContext with optional args): {errors[0]}"
+                Problem(
+                    SCHEMA_FILE,
+                    f"does not fit the request tether sends for action {action.value} (Agent, "
+                    f"Tool and CallContext with optional args; see tether policy "
+                    f"context-schema): {errors[0]}",
+                )
             )
             return None
     return schema
 
 
-def _load_catalog(sources: Mapping[str, str], problems: list[str]) -> Catalog | None:
+def _load_catalog(sources: Mapping[str, str], problems: list[Problem]) -> Catalog | None:
     text = sources.get(CATALOG_FILE)
     if text is None:
-        problems.append(f"{CATALOG_FILE}: missing; list datasets (it may be `datasets: {{}}`)")
+        problems.append(Problem(CATALOG_FILE, "missing; list datasets (it may be `datasets: {}`)"))
         return None
     try:
         return parse_catalog(text)
     except CatalogProblem as exc:
-        problems.append(f"{CATALOG_FILE}: {exc}")
+        problems.append(Problem(CATALOG_FILE, str(exc)))
         return None
 
 
-def describe_parse_error(name: str, text: str, error: ValueError) -> str:
-    """Name the first statement Cedar cannot parse (Cedar's message has no position)."""
-    for number, statement in enumerate(split_statements(text)):
-        try:
-            cedarpy.policies_to_json_str(statement.text)
-        except ValueError as exc:
-            return f"{name}: policy #{number} (line {statement.line}) cannot be parsed: {exc}"
-    return f"{name}: cannot be parsed: {error}"
-
-
 def _load_policy_file(
-    name: str, text: str, schema: Any, order: int, problems: list[str]
+    name: str,
+    text: str,
+    schema: Any,
+    names: SchemaNames,
+    order: int,
+    problems: list[Problem],
 ) -> list[PolicyMeta]:
     observe_file = name.endswith(OBSERVE_SUFFIX)
     # An observe file's default ids are those the same file would have once enforced.
@@ -228,24 +260,45 @@ def _load_policy_file(
     try:
         doc = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
-        problems.append(describe_parse_error(name, text, exc))
+        problems.extend(parse_problems(name, text, str(exc)))
         return []
+    statements = split_statements(text)
     if doc.get("templates"):
-        problems.append(f"{name}: contains a template (?principal/?resource); not supported")
+        problems.append(
+            policy_problem(
+                name,
+                text,
+                Statement(1, text, 0),
+                "contains a template (?principal/?resource); not supported",
+                "?",
+            )
+        )
         return []
     static: dict[str, Any] = doc.get("staticPolicies", {})
     # Cedar numbers the policies of one parse policy0, policy1, … in source order.
     ordered = sorted(static.items(), key=lambda kv: int(kv[0].removeprefix("policy")))
-    statements = split_statements(text)
-    lines = [s.line for s in statements] if len(statements) == len(ordered) else None
+    if len(statements) != len(ordered):  # pragma: no cover - the split follows Cedar's grammar
+        statements = []
     metas: list[PolicyMeta] = []
-    by_cedar_id: dict[str, PolicyMeta] = {}
+    by_cedar_id: dict[str, int] = {}
+    labels: list[str] = []
+    unknown_actions: set[int] = set()  # policies whose unknown action tether reported
+    built: dict[int, tuple[PolicyMeta, Any]] = {}
     for index, (cedar_id, est) in enumerate(ordered):
-        line = lines[index] if lines is not None else None
+        by_cedar_id[cedar_id] = index
+        statement = statements[index] if statements else None
+        annotated = (est.get("annotations") or {}).get("id")
+        labels.append(annotated if isinstance(annotated, str) and annotated else f"#{index}")
         if "id" not in (est.get("annotations") or {}) and not _STEM_OK.match(stem):
             problems.append(
-                f"{name}: policy #{index}: give it an @id, or rename the file to letters, "
-                "digits and ._- (its id would come from the file name)"
+                policy_problem(
+                    name,
+                    text,
+                    statement,
+                    f"policy #{index}: give it an @id, or rename the file to letters, "
+                    "digits and ._- (its id would come from the file name)",
+                    None,
+                )
             )
             continue
         try:
@@ -255,22 +308,81 @@ def _load_policy_file(
                 stem=stem,
                 index=index,
                 order=order + len(metas),
-                line=line,
+                line=statement.line if statement is not None else None,
                 observe_file=observe_file,
             )
         except PolicyProblem as exc:
-            annotated = (est.get("annotations") or {}).get("id")
-            label = annotated if isinstance(annotated, str) and annotated else f"#{index}"
-            at = f" (line {line})" if line is not None else ""
-            problems.append(f"{name}: policy {label}{at}: {exc}")
+            problem = policy_problem(
+                name, text, statement, f"{exc} (policy {labels[index]})", exc.near
+            )
+            if exc.action is not None:
+                unknown_actions.add(index)
+            problems.append(problem)
             continue
         metas.append(meta)
-        by_cedar_id[cedar_id] = meta
+        built[index] = (meta, est)
     if schema is not None and ordered:
         result = cedarpy.validate_policies(text, schema)
-        for err in result.errors:
-            meta_or_none = by_cedar_id.get(err.policy_id)
-            where = meta_or_none.where if meta_or_none is not None else name
-            message = _VALIDATION_PREFIX.sub("", err.error)
-            problems.append(f"{where}: does not match the schema: {message}")
+        errors = [(by_cedar_id.get(err.policy_id), err.error) for err in result.errors]
+        problems.extend(
+            validation_problems(name, text, statements, errors, names, labels, unknown_actions)
+        )
+        for index, (meta, est) in built.items():
+            if statements:
+                reported = " ".join(m for i, m in errors if i == index)
+                problems.extend(
+                    undeclared_has(
+                        (name, text, statements[index]),
+                        est.get("conditions"),
+                        sorted(a.value for a in meta.actions),
+                        names,
+                        labels[index],
+                        reported,
+                    )
+                )
     return metas
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``tether policy validate`` found: every problem, or the policies that are valid."""
+
+    problems: tuple[Problem, ...]
+    policies: tuple[PolicyMeta, ...] = ()
+    revision: str | None = None
+
+
+def check_path(path: Path) -> CheckReport:
+    """Validate a policy directory, or one file of one: a ``*.cedar`` file (against the schema
+    beside it), the schema or the catalog. Problems name files as ``path`` does."""
+    if path.is_dir():
+        try:
+            bundle = load_policy_dir(path)
+        except PolicyInvalid as exc:
+            return CheckReport(tuple(replace(p, file=str(path / p.file)) for p in exc.problems))
+        return CheckReport((), bundle.policies, bundle.revision)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return CheckReport((Problem(str(path), f"cannot be read as UTF-8 text ({exc})"),))
+    problems: list[Problem] = []
+    policies: list[PolicyMeta] = []
+    if path.name == SCHEMA_FILE:
+        load_schema_text(text, problems)
+    elif path.name == CATALOG_FILE:
+        _load_catalog({CATALOG_FILE: text}, problems)
+    elif path.name.endswith(POLICY_SUFFIX):
+        schema_path = path.parent / SCHEMA_FILE
+        schema_text = schema_path.read_text(encoding="utf-8") if schema_path.is_file() else None
+        schema = load_schema_text(schema_text, problems)
+        if schema is None:
+            problems.append(
+                Problem(path.name, f"cannot be validated without a valid {SCHEMA_FILE} beside it")
+            )
+        policies = check_policy_files({path.name: text}, schema, problems)
+    else:
+        problems.append(
+            Problem(path.name, f"not a policy file (*.cedar, {SCHEMA_FILE} or {CATALOG_FILE})")
+        )
+    placed = tuple(replace(p, file=str(path.parent / p.file)) for p in problems)
+    return CheckReport(placed, tuple(policies) if not placed else ())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cedarpy
 
 from tether.core.errors import ConfigurationError, ErrorCode
-from tether.policy.bundle import describe_parse_error
+from tether.policy.diagnostics import parse_problems
 
 
 def format_policy_text(
@@ -19,8 +19,9 @@ def format_policy_text(
     try:
         return str(cedarpy.format_policies(text, line_width, indent_width))
     except ValueError as exc:
+        problems = parse_problems(name, text, str(exc))
         raise ConfigurationError(
-            describe_parse_error(name, text, exc), code=ErrorCode.POLICY_INVALID
+            "\n".join(str(p) for p in problems), code=ErrorCode.POLICY_INVALID
         ) from None
 
 

@@ -33,6 +33,7 @@ from typing import Final
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, is_valid_name
 from tether.policy.context import ContextRefs, scan_context_refs
+from tether.policy.diagnostics import did_you_mean
 
 ALL_ACTIONS: Final = frozenset(ActionKind)
 POLICY_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
@@ -53,7 +54,17 @@ class Mode(StrEnum):
 
 
 class PolicyProblem(ValueError):
-    """A policy tether refuses to load; the loader adds the file and policy to the message."""
+    """A policy tether refuses to load; the loader adds the file and place to the message.
+
+    ``near`` is the source text the problem is about (``@risk``, ``Action::"fly"``), so the
+    loader can point at its line and column; ``action`` is set for an action tether does not
+    know (Cedar may report the same one: the loader keeps one of the two).
+    """
+
+    def __init__(self, message: str, *, near: str | None = None, action: str | None = None):
+        super().__init__(message)
+        self.near = near
+        self.action = action
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +99,8 @@ class PolicyMeta:
 
     @property
     def where(self) -> str:
-        at = f" (line {self.line})" if self.line is not None else ""
-        return f"{self.file}: policy {self.policy_id}{at}"
+        """``file:line`` (the line the policy starts on, its first annotation)."""
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
 
     def est_for_evaluation(self) -> str:
         """The EST the engine evaluates: an approval forbid is evaluated *as a permit*.
@@ -127,9 +138,11 @@ def _annotation_text(annotations: Mapping[str, str], key: str) -> str | None:
         return None
     value = value.strip()
     if not value:
-        raise PolicyProblem(f'@{key}("...") must not be empty')
+        raise PolicyProblem(f'@{key}("...") must not be empty', near=f"@{key}")
     if len(value) > MAX_ANNOTATION_TEXT:
-        raise PolicyProblem(f"@{key} is longer than {MAX_ANNOTATION_TEXT} characters")
+        raise PolicyProblem(
+            f"@{key} is longer than {MAX_ANNOTATION_TEXT} characters", near=f"@{key}"
+        )
     return value
 
 
@@ -145,7 +158,8 @@ def parse_risks(value: str | None) -> frozenset[Risk]:
             known = ", ".join(r.value for r in Risk)
             raise PolicyProblem(
                 f"@risk names {part.strip()!r}, which is not an OWASP Agentic risk id "
-                f"(one of {known})"
+                f"(one of {known})",
+                near="@risk",
             ) from None
     return frozenset(risks)
 
@@ -155,7 +169,9 @@ def _row_cap(value: str | None) -> int | None:
         return None
     text = value.strip()
     if not text.isdigit() or not 0 < int(text) <= MAX_ROW_CAP:
-        raise PolicyProblem(f'@row_cap("{value}") must be a whole number from 1 to {MAX_ROW_CAP}')
+        raise PolicyProblem(
+            f'@row_cap("{value}") must be a whole number from 1 to {MAX_ROW_CAP}', near="@row_cap"
+        )
     return int(text)
 
 
@@ -166,7 +182,9 @@ def _redact(value: str | None) -> tuple[str, ...]:
     for name in fields:
         if not is_valid_name(name, 64):
             raise PolicyProblem(
-                f'@redact("{value}") must list field names separated by commas; {name!r} is not one'
+                f'@redact("{value}") must list field names separated by commas; '
+                f"{name!r} is not one",
+                near="@redact",
             )
     return fields
 
@@ -185,9 +203,18 @@ def _action_kind(node: object) -> ActionKind:
         return ActionKind(eid)
     except ValueError:
         known = ", ".join(a.value for a in ActionKind)
+        named = f"{kind}::{json.dumps(eid)}"
+        close = did_you_mean(eid, (a.value for a in ActionKind))
+        hint = (
+            f'; did you mean {kind}::"{close}"?'
+            if close
+            else f": tether asks only about the actions {known} (action groups are not "
+            "supported: list the actions instead)"
+        )
         raise PolicyProblem(
-            f"the policy names {kind}::{json.dumps(eid)}, but tether only asks about the actions "
-            f"{known} (action groups are not supported: list the actions instead)"
+            f"unknown action {named}{hint}",
+            near=named,
+            action=eid,
         ) from None
 
 
@@ -222,9 +249,9 @@ def _approvers(raw: str | None, is_approval: bool) -> int:
     if raw is None:
         return 1
     if not is_approval:
-        raise PolicyProblem("@approvers belongs on an @approval_required forbid")
+        raise PolicyProblem("@approvers belongs on an @approval_required forbid", near="@approvers")
     if not raw.isdigit() or not 1 <= int(raw) <= 10:
-        raise PolicyProblem("@approvers must be a whole number from 1 to 10")
+        raise PolicyProblem("@approvers must be a whole number from 1 to 10", near="@approvers")
     return int(raw)
 
 
@@ -235,12 +262,13 @@ def _mode(raw: str | None, observe_file: bool) -> Mode:
         mode = Mode(raw.strip())
     except ValueError:
         raise PolicyProblem(
-            f'@mode("{raw}") must be "observe" or "enforce" (the default)'
+            f'@mode("{raw}") must be "observe" or "enforce" (the default)', near="@mode"
         ) from None
     if observe_file and mode is Mode.ENFORCE:
         raise PolicyProblem(
             '@mode("enforce") in an observe file (*.observe.cedar): every policy there is '
-            "observed; move the policy to a .cedar file to enforce it"
+            "observed; move the policy to a .cedar file to enforce it",
+            near="@mode",
         )
     return mode
 
@@ -268,17 +296,24 @@ def build_meta(
         source = "@id" if "id" in annotations else "the file name"
         raise PolicyProblem(
             f"policy id {policy_id!r} (from {source}) must start with a letter or digit and use "
-            "only letters, digits and ._:/@- (at most 128 characters)"
+            "only letters, digits and ._:/@- (at most 128 characters)",
+            near="@id" if "id" in annotations else None,
         )
     effect = Effect(str(est.get("effect")))
     approval = _annotation_text(annotations, "approval_required")
     row_cap = _row_cap(annotations.get("row_cap"))
     redact = _redact(annotations.get("redact"))
     if effect is Effect.PERMIT and approval is not None:
-        raise PolicyProblem("@approval_required belongs on a forbid policy, not a permit")
+        raise PolicyProblem(
+            "@approval_required belongs on a forbid policy, not a permit",
+            near="@approval_required",
+        )
     approvers = _approvers(annotations.get("approvers"), approval is not None)
     if effect is Effect.FORBID and (row_cap is not None or redact):
-        raise PolicyProblem("@row_cap and @redact belong on permit policies, not a forbid")
+        raise PolicyProblem(
+            "@row_cap and @redact belong on permit policies, not a forbid",
+            near="@row_cap" if row_cap is not None else "@redact",
+        )
     action, resource = est.get("action"), est.get("resource")
     if not isinstance(action, dict) or not isinstance(resource, dict):
         raise PolicyProblem("the policy head cannot be read")
