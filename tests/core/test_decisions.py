@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from decision_facts import NOW, Case, lease_for, load
 
+from decision_facts import NOW, Case, lease_for, load
 from tether.core.decide import decide, refuse, unreadable, unrecorded, verdict_of
 from tether.core.facts import Decided
 from tether.core.ids import DecisionId
