@@ -4,7 +4,9 @@ For 50 and 1,000 policies this prints p50/p99 of:
 
   raw cedarpy (text)      cedarpy.is_authorized over the full policy text (parsed every call)
   raw cedarpy (parsed)    the same over a pre-parsed full PolicySet handle (the fastest raw use)
-  tether decide           tether's decision step: scope check + indexed Cedar (no store, no HTTP)
+  pure decide             core/decide.py's decide(facts, policy answer): the whole decision
+                          given its facts and Cedar's answer (no Cedar, no store, no clock)
+  tether decide           the decision with indexed Cedar asked: policy engine + pure decide
   tether authorize        the whole service call: grant token verify, grant/task reads from
                           SQLite, scope, Cedar, and the audit write (no HTTP)
 
@@ -29,6 +31,8 @@ import cedarpy
 
 from tether.core.call import Call
 from tether.core.checks import scope_violation
+from tether.core.decide import decide
+from tether.core.facts import CallFacts, TokenStatus
 from tether.core.identity import Workload
 from tether.core.scope import ActionKind, Scope
 from tether.core.task import Intent
@@ -124,10 +128,23 @@ def run(count: int, iterations: int, workdir: Path) -> None:
     grant = opened.grant
     assert dev_issuer(runtime.config)  # the embedded default's issuer exists
 
+    facts = CallFacts(
+        agent.id,
+        call,
+        clock.now(),
+        TokenStatus.VALID,
+        token_agent=agent.id,
+        grant=grant,
+        chain=(opened.task,),
+        classification=engine.classification("crm"),
+    )
+    answer = engine.decide(request)
+
+    def pure_decide() -> object:
+        return decide(facts, answer)
+
     def tether_decide() -> object:
-        if scope_violation(grant, call) is not None:
-            raise AssertionError("scope check failed")
-        return engine.decide(request)
+        return decide(facts, engine.decide(request))
 
     def tether_authorize() -> object:
         return runtime.authorizer.authorize(workload, opened.token, call)
@@ -135,11 +152,13 @@ def run(count: int, iterations: int, workdir: Path) -> None:
     expected = cedarpy.is_authorized(raw_request, full_set, []).allowed
     got = tether_decide()
     assert expected == (got.decision.value == "allow"), "tether and raw cedarpy disagree"  # type: ignore[attr-defined]
+    assert scope_violation(grant, call) is None
 
     samples = measure(
         {
             "raw cedarpy (text)": lambda: cedarpy.is_authorized(raw_request, full_text, []),
             "raw cedarpy (parsed)": lambda: cedarpy.is_authorized(raw_request, full_set, []),
+            "pure decide": pure_decide,
             "tether decide": tether_decide,
             "tether authorize": tether_authorize,
         },
