@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Response
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -141,7 +142,8 @@ def bearer_token(authorization: str | None, what: str) -> str:
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from tether itself, never from a CDN.
+    app = FastAPIOffline(
         title="tether",
         version=__version__,
         summary="Request-time least privilege for AI agents.",
