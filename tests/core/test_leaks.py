@@ -4,6 +4,7 @@ does not flag data that does not hold it."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import pickle
 import random
@@ -57,9 +58,23 @@ def _json(text: bytes) -> bytes:
     return json.dumps(text.decode("utf-8")).replace("/", "\\/").encode()
 
 
-#: The escapings applied to that text on the way back. The JSON ones need UTF-8 text.
-ESCAPINGS: dict[str, tuple[Escaping, bool, Transform]] = {
-    "none": (Escaping.NONE, False, lambda t: t),
+def _html_all(text: bytes, hexadecimal: bool) -> bytes:
+    """Every character but ASCII letters and digits as a numeric character reference, as
+    OWASP-style HTML encoders write."""
+    form = "&#x{:X};" if hexadecimal else "&#{:d};"
+    return "".join(
+        c if c.isascii() and c.isalnum() else form.format(ord(c)) for c in text.decode("utf-8")
+    ).encode()
+
+
+def _wrap(text: bytes, width: int, newline: bytes) -> bytes:
+    return newline.join(text[i : i + width] for i in range(0, len(text), width))
+
+
+#: The escapings applied to that text on the way back (None: none). The JSON and HTML ones need
+#: UTF-8 text.
+ESCAPINGS: dict[str, tuple[Escaping | None, bool, Transform]] = {
+    "none": (None, False, lambda t: t),
     "quote": (Escaping.PERCENT, False, lambda t: quote_from_bytes(t, safe="").encode()),
     "quote-lower": (
         Escaping.PERCENT,
@@ -81,6 +96,13 @@ ESCAPINGS: dict[str, tuple[Escaping, bool, Transform]] = {
     "json-all": (Escaping.JSON, True, lambda t: _json_all(t, upper=False)),
     "json-all-upper": (Escaping.JSON, True, lambda t: _json_all(t, upper=True)),
     "json-in-json": (Escaping.JSON, True, lambda t: json.dumps(_json(t).decode()).encode()),
+    "html": (
+        Escaping.HTML,
+        True,
+        lambda t: html.escape(t.decode()).replace("/", "&#x2F;").encode(),
+    ),
+    "html-decimal": (Escaping.HTML, True, lambda t: _html_all(t, hexadecimal=False)),
+    "html-hex": (Escaping.HTML, True, lambda t: _html_all(t, hexadecimal=True)),
 }
 
 secrets = st.binary(min_size=MIN_SECRET_BYTES, max_size=40)
@@ -151,7 +173,9 @@ def test_any_text_secret_in_any_encoding_and_escaping_is_found(
     secret=st.text(
         alphabet=st.characters(codec="ascii", exclude_categories=["Cc"]), min_size=8, max_size=24
     ),
-    mask=st.lists(st.sampled_from(["raw", "percent", "PERCENT", "json", "JSON"]), min_size=24),
+    mask=st.lists(
+        st.sampled_from(["raw", "percent", "PERCENT", "json", "JSON", "html"]), min_size=24
+    ),
 )
 def test_a_secret_escaped_character_by_character_in_any_mix_is_found(
     secret: str, mask: list[str]
@@ -162,6 +186,8 @@ def test_a_secret_escaped_character_by_character_in_any_mix_is_found(
         match how:
             case "raw":
                 pieces.append(char)
+            case "html":  # letters and digits stay as they are
+                pieces.append(char if char.isalnum() else f"&#x{ord(char):x};")
             case "percent" | "PERCENT":
                 escaped = f"%{ord(char):02x}"
                 pieces.append(escaped.upper() if how == "PERCENT" else escaped)
@@ -184,27 +210,49 @@ def test_each_form_is_named_for_the_audit_record(encoding: str, escaping: str) -
         assert found.encoding in {Encoding.BASE64URL, Encoding.BASE64}
     else:
         assert found.encoding is want_encoding
+    want = frozenset() if want_escaping is None else frozenset({want_escaping})
     if want_encoding is Encoding.RAW:
         changed = escape(SECRET).strip(b'"') != SECRET  # json.dumps adds quotes
-        assert found.escaping is (want_escaping if changed else Escaping.NONE)
+        assert found.escapings == (want if changed else frozenset())
     else:  # an escaping may leave base64 or hex text as it is
-        assert found.escaping in {want_escaping, Escaping.NONE}
+        assert found.escapings in {want, frozenset()}
     assert SECRET.decode() not in repr(found) and SECRET.decode() not in found.form
 
 
 def test_the_escapes_the_issue_names() -> None:
     scanner = LeakScanner([SECRET])
     assert scanner.find(b'{"auth": "legacy-standing-key\\u002b5f1e\\/2d3c4b7a"}') == Leak(
-        Encoding.RAW, Escaping.JSON
+        Encoding.RAW, frozenset({Escaping.JSON})
     )
     assert scanner.find(
         b"Location: /login?next=%2Fapi%3Fkey%3Dlegacy-standing-key%2B5f1e%2F2d3c4b7a"
     )
     found = scanner.find(b"X-Debug: " + base64.b64encode(b"Bearer " + SECRET))
     assert found is not None and found.form == "base64"
-    assert scanner.find(SECRET.hex().encode()) == Leak(Encoding.HEX, Escaping.NONE)
+    assert scanner.find(SECRET.hex().encode()) == Leak(Encoding.HEX)
     mixed = scanner.find(b"legacy-standing-key%2B5f1e\\/2d3c4b7a")
-    assert mixed is not None and mixed.form == "raw+percent+json"
+    assert mixed is not None and mixed.form == "raw+json+percent"
+    page = scanner.find(b"<a href='?k=legacy-standing-key&#43;5f1e&sol;2d3c4b7a'>")
+    assert page is not None and page.form == "raw+html"
+
+
+@FAST
+@given(
+    secret=secrets,
+    before=st.binary(max_size=60),
+    width=st.sampled_from([64, 76]),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\\n", b"\\r\\n"]),
+    encoding=st.sampled_from(["base64", "base64url", "hex"]),
+)
+def test_base64_or_hex_broken_into_lines_is_found(
+    secret: bytes, before: bytes, width: int, newline: bytes, encoding: str
+) -> None:
+    """MIME and PEM wrap base64 at 76 or 64 characters; in JSON the breaks are escaped."""
+    _, encode = ENCODINGS[encoding]
+    data = _wrap(encode(before + secret + b"tail"), width, newline)
+    found = LeakScanner([secret]).find(b'{"pem": "' + data + b'"}')
+    assert found is not None
+    assert found.encoding.value.startswith(encoding[:3])  # base64url text may read as base64
 
 
 def test_base64_fragments_cover_every_alignment() -> None:

@@ -8,18 +8,22 @@ of them, and in which form (for the audit record; never the secret itself):
     encodings   raw; base64 and base64url, with or without padding, at each of the three
                 alignments a secret embedded in a longer stream can have; hex, lower or upper case
     escapings   on top of each encoding, any character may be percent-encoded (either hex case,
-                ``+`` for a space, ``%25`` for a doubly encoded ``%``) or JSON-escaped (``\\/``,
+                ``+`` for a space, ``%25`` for a doubly encoded ``%``), JSON-escaped (``\\/``,
                 ``\\"``, ``\\uXXXX`` of any character in either hex case, surrogate pairs, and the
-                extra backslashes of JSON inside JSON), in any mix
+                extra backslashes of JSON inside JSON) or, unless a letter or digit, written as an
+                HTML character reference (``&#47;``, ``&#x2F;``, ``&sol;``, ``&amp;`` …), in any mix
+    wrapping    base64 or hex broken into lines (MIME, PEM), the breaks raw or JSON-escaped
 
 Base64 at three alignments: a secret starting at byte offset 0, 1 or 2 of a base64 stream
 encodes to three different strings. Each is computed, and the characters at its edges that also
 depend on the neighbouring bytes (and on padding) are dropped, as secret scanners do; what is
 left appears in any base64 stream that holds the secret, whatever surrounds it.
 
-Speed: the exact forms are looked for with ``bytes.find`` (C speed). Escapes need ``%`` or ``\\``
-in the haystack; only when one of them is present does the escape-tolerant regular expression,
-compiled once per scanner, run.
+Speed: the exact forms are looked for with ``bytes.find`` (C speed). Escapes need ``%``, ``\\`` or
+``&`` in the haystack; only when one is present does the escape-tolerant regular expression,
+compiled once per scanner, run (every branch of it starts with a literal byte, so the search
+skips at C speed to the places a match can start). Line breaks are taken out with one
+substitution, and the search run again, only when the haystack has some.
 
 A secret shorter than :data:`MIN_SECRET_BYTES` is refused when the scanner is built: a short
 needle matches ordinary text, and an answer withheld for it would be noise.
@@ -52,8 +56,21 @@ _JSON_SHORT: Final = {
     "\r": b"r",
     "\t": b"t",
 }
+#: HTML's named references for the characters of base64 and the few HTML escapes by name.
+_HTML_NAMED: Final = {
+    "&": b"amp",
+    '"': b"quot",
+    "'": b"apos",
+    "<": b"lt",
+    ">": b"gt",
+    "/": b"sol",
+    "+": b"plus",
+    "=": b"equals",
+}
 #: Bytes whose presence means an escaped form may be there: without them the exact search is all.
-_ESCAPE_MARKERS: Final = (b"%", b"\\")
+_ESCAPE_MARKERS: Final = (b"%", b"\\", b"&")
+#: Line breaks, raw or JSON-escaped, that wrapped base64 or hex may have between its characters.
+_LINE_BREAKS: Final = re.compile(rb"\r|\n|\\r|\\n")
 
 
 class Encoding(StrEnum):
@@ -66,12 +83,11 @@ class Encoding(StrEnum):
 
 
 class Escaping(StrEnum):
-    """How that text was escaped on the way back."""
+    """How that text was escaped on the way back (a match may mix them)."""
 
-    NONE = "none"
     PERCENT = "percent"  # URL encoding: %XX, + for space
     JSON = "json"  # \/, \", \uXXXX …
-    MIXED = "percent+json"
+    HTML = "html"  # &#47;, &#x2F;, &sol; …
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +95,15 @@ class Leak:
     """Which form of a secret was found. It never holds the secret or the bytes that matched."""
 
     encoding: Encoding
-    escaping: Escaping
+    escapings: frozenset[Escaping] = frozenset()
+    wrapped: bool = False  # found once line breaks were taken out
 
     @property
     def form(self) -> str:
-        """``raw``, ``hex``, ``base64+percent``, ``raw+json`` …: what an audit record names."""
-        if self.escaping is Escaping.NONE:
-            return self.encoding.value
-        return f"{self.encoding.value}+{self.escaping.value}"
+        """``raw``, ``hex``, ``raw+percent``, ``base64+json+percent``, ``base64+wrapped`` …: what
+        an audit record names."""
+        parts = [self.encoding.value, *sorted(e.value for e in self.escapings)]
+        return "+".join(parts + (["wrapped"] if self.wrapped else []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +162,9 @@ _BACKSLASHES: Final = rb"\\\\*"
 def _char_options(char: str, encoded: bytes) -> list[tuple[bytes, bytes]]:
     """Every way one character may come back, as (lead, rest) patterns: itself; percent-encoded
     (each of its UTF-8 bytes, either hex case); ``+`` for a space; JSON-escaped (``\\uXXXX`` in
-    either hex case, a surrogate pair beyond the BMP, or the short escape JSON has for it)."""
+    either hex case, a surrogate pair beyond the BMP, or the short escape JSON has for it); an
+    HTML character reference for any but an ASCII letter or digit (decimal or hex, leading zeros
+    allowed, or the name HTML has)."""
     percent = b"".join(_PERCENT + _hex_pattern(byte, 2) for byte in encoded)
     options = [(b"", re.escape(encoded)), (_PERCENT, percent[len(_PERCENT) :])]
     if char == " ":
@@ -160,6 +179,12 @@ def _char_options(char: str, encoded: bytes) -> list[tuple[bytes, bytes]]:
         options.append((_BACKSLASHES, b"u" + _hex_pattern(point, 4)))
     if char in _JSON_SHORT:
         options.append((_BACKSLASHES, re.escape(_JSON_SHORT[char])))
+    if char.isascii() and char.isalnum():
+        return options  # HTML encoders leave letters and digits as they are
+    html = [b"#0*%d;" % point, b"#[xX]0*" + _hex_pattern(point, len(f"{point:x}")) + b";"]
+    if char in _HTML_NAMED:
+        html.append(_HTML_NAMED[char] + b";")
+    options += [(b"&", reference) for reference in html]
     return options
 
 
@@ -190,16 +215,21 @@ def _escaped(text: bytes) -> list[tuple[bytes, bytes]]:
     return [(lead, rest + tail) for lead, rest in _char_options(*chars[0])]
 
 
-def _escaping(matched: bytes, form: bytes) -> Escaping:
-    if matched == form:
-        return Escaping.NONE
-    percent = len(re.findall(rb"%[0-9A-Fa-f]{2}", matched)) > len(
-        re.findall(rb"%[0-9A-Fa-f]{2}", form)
-    ) or matched.count(b"+") > form.count(b"+")
-    json = matched.count(b"\\") > form.count(b"\\")
-    if percent and json:
-        return Escaping.MIXED
-    return Escaping.JSON if json else Escaping.PERCENT
+_PERCENT_ESCAPE: Final = re.compile(rb"%[0-9A-Fa-f]{2}")
+
+
+def _escapings(matched: bytes, form: bytes) -> frozenset[Escaping]:
+    """Which escapings a match used: those whose marks it has more of than the form itself."""
+    used: set[Escaping] = set()
+    if len(_PERCENT_ESCAPE.findall(matched)) > len(_PERCENT_ESCAPE.findall(form)) or (
+        matched.count(b"+") > form.count(b"+")
+    ):
+        used.add(Escaping.PERCENT)
+    if matched.count(b"\\") > form.count(b"\\"):
+        used.add(Escaping.JSON)
+    if matched.count(b"&") > form.count(b"&"):
+        used.add(Escaping.HTML)
+    return frozenset(used)
 
 
 class LeakScanner:
@@ -258,19 +288,27 @@ class LeakScanner:
 
     def find(self, data: bytes) -> Leak | None:
         """The form of the first secret found in ``data``, or ``None`` when it holds none."""
+        found = self._find(data)
+        if found is not None or not (b"\n" in data or b"\r" in data or b"\\" in data):
+            return found
+        joined = _LINE_BREAKS.sub(b"", data)
+        if joined == data:
+            return None
+        found = self._find(joined)
+        return None if found is None else Leak(found.encoding, found.escapings, wrapped=True)
+
+    def _find(self, data: bytes) -> Leak | None:
         for needle, form in self._exact:
             if needle in data:
-                found = Leak(form.encoding, Escaping.NONE)
-                if needle != form.text:
-                    found = Leak(form.encoding, Escaping.PERCENT)
-                return found
+                plus = needle != form.text  # the quote_plus form
+                return Leak(form.encoding, frozenset({Escaping.PERCENT}) if plus else frozenset())
         if not any(marker in data for marker in self._markers):
-            return None  # an escaped form needs % or \ (or + for a space): the exact search was all
+            return None  # an escaped form needs % \ or & (+ for a space): the exact search was all
         match = self._pattern.search(data)
         if match is None or match.lastgroup is None:
             return None
         form = self._forms[int(match.lastgroup[1:].partition("_")[0])]
-        return Leak(form.encoding, _escaping(match.group(), form.text))
+        return Leak(form.encoding, _escapings(match.group(), form.text))
 
     def __contains__(self, data: object) -> bool:
         return isinstance(data, bytes) and self.find(data) is not None

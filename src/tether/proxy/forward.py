@@ -143,7 +143,7 @@ def forwarded_headers(
 def _credential(
     ref: SecretRef, secret: Secret
 ) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
-    """The header or query parameter carrying the secret: the one place it is revealed."""
+    """The header or query parameter carrying the secret: where it is revealed for the wire."""
     value = secret.reveal()
     if ref.query_param is not None:
         return {}, ((ref.query_param, value),)
@@ -167,9 +167,9 @@ def _answer_headers(
 
 
 def _find_leak(scanner: LeakScanner, received: _Received) -> tuple[Leak, str] | None:
-    """The first form of the secret anywhere in the answer, and where: ``status_line``,
-    ``header_name``, ``header:<name>`` or ``body``. A header's name is quoted only once it is
-    known not to hold the secret itself."""
+    """The first form of the secret in the status line or a header, and where: ``status_line``,
+    ``header_name`` or ``header:<name>`` (the body is :meth:`Forwarder._scan`'s). A header's name
+    is quoted only once every name is known not to hold the secret."""
     if (leak := scanner.find(received.reason)) is not None:
         return leak, "status_line"
     for name, _ in received.raw_headers:
