@@ -4,8 +4,8 @@ the answer back within bounds.
 The secret is revealed in exactly one place, :func:`_credential`, as it goes into the outgoing
 request (and in :meth:`Forwarder.scanner`, which turns it into the needles the answer is searched
 for). On the way back the whole answer is searched for the secret, raw or in any form an echo
-gives it (percent-encoded, JSON-escaped, base64/base64url at any alignment, hex:
-:mod:`tether.core.leaks`): the status line, every header's name and value (``Location``,
+gives it (percent-encoded, JSON-escaped, HTML references, base64/base64url at any alignment,
+hex: :mod:`tether.core.leaks`): the status line, every header's name and value (``Location``,
 ``Set-Cookie`` and the dropped ones included) and the body after decompression. Any hit withholds
 the whole answer (``leaked_secret``) and names the form and where it was, never the secret.
 Headers named like the secret's own header, and ``Set-Cookie``, are dropped from what passes: a
