@@ -4,21 +4,26 @@ uvicorn on 127.0.0.1, and agents speaking plain HTTP to the proxy.
 The legacy service demands its standing secret (``Authorization: Bearer …`` under ``/api``, an
 ``api_key`` query parameter under ``/vault``) and records every request it receives, so a test
 can see the proxy injected the secret, stripped the agent's SVID and grant, and forwarded
-nothing it did not allow.
+nothing it did not allow. Under ``/mirror`` it takes its secret either way and hands it back in
+the form the path names (``/mirror/leak/<how>``), as careless services echo what they were sent;
+a second server, :class:`Elsewhere`, stands for another origin a redirect may point to.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import http.client
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import anyio.to_thread
 import httpx
@@ -39,6 +44,8 @@ from tether.service.clock import ManualClock
 
 LEGACY_SECRET = "legacy-standing-key-5f1e2d3c4b7a"  # what the agent must never see
 VAULT_SECRET = "vault-api-key-9a8b7c6d5e4f3a2b"
+#: A secret with the characters encoders change (+ / =), as base64-shaped API keys have.
+MIRROR_SECRET = "mirror-key+4f3e/2d1c=0b9a8f7e"
 CRM_QUERY = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
 CRM_UPDATE = {
     "tool": "crm.update",
@@ -108,6 +115,7 @@ class LegacyService:
 
     seen: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    elsewhere: str = ""  # the other origin's base URL
 
     @property
     def hits(self) -> int:
@@ -133,13 +141,74 @@ class LegacyService:
         auth = dict(headers).get("authorization")
         if raw_path.startswith("/vault/"):
             authorized = parse_qs(query).get("api_key") == [VAULT_SECRET]
+        elif raw_path.startswith("/mirror/"):
+            given = parse_qs(query).get("api_key", [auth])[0]
+            authorized = given in {MIRROR_SECRET, f"Bearer {MIRROR_SECRET}"}
         else:
             authorized = auth == f"Bearer {LEGACY_SECRET}"
         self.seen.append(Seen(scope["method"], raw_path, query, headers, body, authorized))
         if not authorized:
             await _send(send, 401, {"error": "the standing secret is required"})
             return
+        if raw_path.startswith("/mirror/leak/"):
+            target = raw_path + (f"?{query}" if query else "")
+            await self._mirror(raw_path.rsplit("/", 1)[1], (given or "").encode(), target, send)
+            return
         await self._answer(scope["method"], raw_path.split("/", 2)[2], body, auth, send)
+
+    async def _mirror(self, how: str, credential: bytes, target: str, send: Send) -> None:
+        """Hand the credential back as a careless service would, in the form ``how`` names."""
+        plain = {"ok": True}
+        match how:
+            case "url":  # an error page quoting the request: the query as received, encoded
+                await _send(send, 404, {"error": "no such page", "url": target})
+            case "redirect":  # on to a login page that keeps the query
+                location = f"/login?{target.partition('?')[2]}".encode()
+                await _send(send, 302, plain, [(b"location", location)])
+            case "redirect-next":  # the whole target, encoded again, as a next= parameter
+                location = f"/login?next={quote(target, safe='')}".encode()
+                await _send(send, 302, plain, [(b"location", location)])
+            case "away":  # another origin; the proxy must not go there
+                await _send(send, 302, plain, [(b"location", f"{self.elsewhere}/collect".encode())])
+            case "here":  # the same origin
+                await _send(send, 307, plain, [(b"location", b"/mirror/customers/c-1")])
+            case "json":  # a debug field, escaped as PHP's json_encode writes it
+                escaped = credential.replace(b"/", b"\\/").replace(b"+", b"\\u002b")
+                await _send_raw(send, 200, b'{"seen": "' + escaped + b'"}')
+            case "header-b64":
+                await _send(send, 200, plain, [(b"x-echo", base64.b64encode(credential))])
+            case "cookie":
+                cookie = b"session=" + base64.urlsafe_b64encode(b"s:" + credential)
+                await _send(send, 200, plain, [(b"set-cookie", cookie)])
+            case "header-raw":
+                await _send(send, 200, plain, [(b"x-debug-auth", credential)])
+            case "hex":
+                await _send(send, 200, {"trace": credential.hex()})
+            case "gzip":  # the URL as received (the query secret percent-encoded), compressed
+                data = gzip.compress(json.dumps({"url": target}).encode())
+                await _send_raw(send, 200, data, [(b"content-encoding", b"gzip")])
+            case "gzip-raw":
+                data = gzip.compress(json.dumps({"seen": credential.decode()}).encode())
+                await _send_raw(send, 200, data, [(b"content-encoding", b"gzip")])
+            case "deflate":  # a bare RFC 1951 stream, as some servers send for deflate
+                packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                data = packer.compress(b"token=" + credential) + packer.flush()
+                await _send_raw(send, 200, data, [(b"content-encoding", b"deflate")])
+            case "gzip-clean":
+                data = gzip.compress(json.dumps({"items": [1, 2, 3]}).encode())
+                await _send_raw(send, 200, data, [(b"content-encoding", b"gzip")])
+            case "gzip-truncated":
+                data = gzip.compress(json.dumps({"items": list(range(200))}).encode())
+                await _send_raw(send, 200, data[:-12], [(b"content-encoding", b"gzip")])
+            case "gzip-bomb":  # 10 MB of zeros in about 10 KB
+                data = gzip.compress(b"\0" * 10_000_000)
+                await _send_raw(send, 200, data, [(b"content-encoding", b"gzip")])
+            case "br":  # a coding the proxy does not decode, so cannot check
+                await _send_raw(
+                    send, 200, b"\x1b\x03\x00\xf8opaque", [(b"content-encoding", b"br")]
+                )
+            case _:
+                await _send(send, 404, {"error": "no such mirror"})
 
     async def _answer(
         self, method: str, path: str, body: bytes, auth: str | None, send: Send
@@ -161,8 +230,8 @@ class LegacyService:
                 await _send(send, 200, {"you_sent": auth})
             case ["headers"]:
                 extra = [
-                    (b"x-debug-auth", (auth or "").encode()),
-                    (b"authorization", (auth or "").encode()),
+                    (b"x-debug-auth", b"present" if auth else b"absent"),
+                    (b"authorization", b"Bearer upstream-issued-token"),
                     (b"set-cookie", b"session=standing-session; HttpOnly"),
                     (b"x-plain", b"kept"),
                 ]
@@ -181,7 +250,12 @@ class LegacyService:
 async def _send(
     send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    data = json.dumps(body).encode()
+    await _send_raw(send, status, json.dumps(body).encode(), extra)
+
+
+async def _send_raw(
+    send: Send, status: int, data: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send(
         {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
@@ -210,6 +284,16 @@ def proxy_config(legacy: str, down: str) -> dict[str, Any]:
                 "secret": {"name": "vault-key", "query_param": "api_key"},
             },
             "down": {"url": down, "secret": secret, "timeout_seconds": 2},
+            "mirror": {
+                "url": f"{legacy}/mirror",
+                "secret": {"name": "mirror-key", "header": "Authorization", "scheme": "Bearer"},
+                "max_response_bytes": 4096,
+            },
+            "mirrorq": {
+                "url": f"{legacy}/mirror",
+                "secret": {"name": "mirror-key", "query_param": "api_key"},
+                "max_response_bytes": 4096,
+            },
             "slow": {"url": f"{legacy}/api", "secret": secret, "timeout_seconds": 0.5},
         },
         "routes": [
@@ -264,6 +348,9 @@ def proxy_config(legacy: str, down: str) -> dict[str, Any]:
             {"upstream": "vault", "method": "GET", "path": "/customers/{id}", **crm},
             {"upstream": "down", "method": "GET", "path": "/customers/{id}", **crm},
             {"upstream": "slow", "method": "GET", "path": "/slow", **crm},
+            {"upstream": "mirror", "method": "GET", "path": "/leak/{how}", **crm},
+            {"upstream": "mirror", "method": "HEAD", "path": "/leak/{how}", **crm},
+            {"upstream": "mirrorq", "method": "GET", "path": "/leak/{how}", **crm},
         ],
     }
 
@@ -309,6 +396,7 @@ class Env:
     client: httpx.Client
     legacy: LegacyService
     proxy: EgressProxy
+    elsewhere: LegacyService
 
     def agent(self, name: str, *scopes: dict[str, object]) -> Agent:
         svid = mint(self.runtime, name, self.clock)
@@ -344,15 +432,18 @@ def running_proxy(root: Path, clock: ManualClock) -> Iterator[Env]:
     store = SecretStore(data_dir, environ={})
     store.set("legacy-key", Secret(LEGACY_SECRET))
     store.set("vault-key", Secret(VAULT_SECRET))
+    store.set("mirror-key", Secret(MIRROR_SECRET))
+    elsewhere = LegacyService()  # another origin: it only records what reaches it
     legacy = LegacyService()
     try:
-        with serve(legacy) as legacy_url:
+        with serve(elsewhere) as elsewhere_url, serve(legacy) as legacy_url:
+            legacy.elsewhere = elsewhere_url
             path = root / "proxy.yaml"
             path.write_text(yaml.safe_dump(proxy_config(legacy_url, closed_port_url())))
             proxy, app = open_proxy(load_config(path), runtime)
             try:
                 with serve(app) as url, httpx.Client(base_url=url, timeout=15) as client:
-                    yield Env(runtime, clock, data_dir, url, client, legacy, proxy)
+                    yield Env(runtime, clock, data_dir, url, client, legacy, proxy, elsewhere)
             finally:
                 legacy.release.set()
     finally:

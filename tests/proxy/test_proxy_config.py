@@ -193,3 +193,5 @@ def test_every_proxy_code_has_a_status() -> None:
         assert 400 <= status < 600, code
     # Codes the proxy shares with tether's error tree mean the same thing.
     assert ProxyCode.PAYLOAD_TOO_LARGE.value == ErrorCode.PAYLOAD_TOO_LARGE.value
+    assert ProxyCode.UPSTREAM_LEAKED_SECRET.value == ErrorCode.UPSTREAM_LEAKED_SECRET.value
+    assert PROXY_STATUS[ProxyCode.UPSTREAM_LEAKED_SECRET] == 502

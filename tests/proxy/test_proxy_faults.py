@@ -75,15 +75,17 @@ def test_an_answer_echoing_the_secret_is_withheld(env: Env) -> None:
     assert record["failure"] == "leaked_secret" and record["risks"] == ["ASI03"]
 
 
-def test_headers_echoing_the_secret_hop_by_hop_and_sessions_are_stripped(env: Env) -> None:
+def test_hop_by_hop_headers_sessions_and_the_secret_header_are_stripped(env: Env) -> None:
     analyst = env.agent("analyst", CRM_QUERY)
     response = analyst.call("GET", "/legacy/headers")
     assert response.status_code == 200, response.text
     assert response.headers["x-plain"] == "kept"
+    assert response.headers["x-debug-auth"] == "present"
     assert len(response.headers.get_list("server")) == 1  # the proxy's own, not the upstream's
-    for name in ("x-debug-auth", "authorization", "set-cookie"):
+    # A header named like the secret's own is dropped whatever it holds; sessions too. (A header
+    # echoing the secret withholds the whole answer: test_proxy_leaks.)
+    for name in ("authorization", "set-cookie"):
         assert name not in response.headers, name
-    assert LEGACY_SECRET not in str(response.headers.multi_items())
 
 
 def test_an_upstream_error_status_is_returned_and_recorded_as_an_error(env: Env) -> None:

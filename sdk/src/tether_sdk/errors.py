@@ -65,6 +65,7 @@ class ErrorCode(StrEnum):
     LEASE_NOT_RENEWABLE = "lease_not_renewable"
     STORE_UNAVAILABLE = "store_unavailable"
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"
+    UPSTREAM_LEAKED_SECRET = "upstream_leaked_secret"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     POLICY_UNAVAILABLE = "policy_unavailable"
     INTERNAL = "internal_error"
@@ -152,6 +153,7 @@ ERROR_CODES: Final[dict[ErrorCode, type[TetherError]]] = {
     ErrorCode.LEASE_NOT_RENEWABLE: Conflict,
     ErrorCode.STORE_UNAVAILABLE: Unavailable,
     ErrorCode.CREDENTIAL_UNAVAILABLE: Unavailable,
+    ErrorCode.UPSTREAM_LEAKED_SECRET: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: Unavailable,

@@ -47,6 +47,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.LEASE_NOT_RENEWABLE: 409,
     ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.CREDENTIAL_UNAVAILABLE: 503,
+    ErrorCode.UPSTREAM_LEAKED_SECRET: 502,
     ErrorCode.AUDIT_UNAVAILABLE: 503,
     ErrorCode.POLICY_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,

@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     # Unavailable
     STORE_UNAVAILABLE = "store_unavailable"
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"
+    UPSTREAM_LEAKED_SECRET = "upstream_leaked_secret"  # an answer carried an injected secret
     AUDIT_UNAVAILABLE = "audit_unavailable"
     POLICY_UNAVAILABLE = "policy_unavailable"
     INTERNAL = "internal_error"
@@ -143,6 +144,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.LEASE_NOT_RENEWABLE: Conflict,
     ErrorCode.STORE_UNAVAILABLE: Unavailable,
     ErrorCode.CREDENTIAL_UNAVAILABLE: Unavailable,
+    ErrorCode.UPSTREAM_LEAKED_SECRET: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: Unavailable,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -40,6 +40,7 @@ from tether.core.effect import EffectStatus
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdFactory
+from tether.core.leaks import LeakScanner
 from tether.core.risks import Risk
 from tether.core.scope import JSONValue
 from tether.core.secret import Secret
@@ -307,9 +308,14 @@ class EgressProxy:
         if self._forwarder is None:
             raise RuntimeError("the proxy is not running; use `async with proxy.running()`")
         secret: Secret | None = None
+        scanner: LeakScanner | None = None
         if upstream.secret is not None:
             try:
                 secret = await anyio.to_thread.run_sync(self.deps.secrets, upstream.secret.name)
+                # Refused here, before it is sent, if the answer could not be searched for it.
+                scanner = await anyio.to_thread.run_sync(
+                    self._forwarder.scanner, upstream.name, secret
+                )
             except TetherError as error:
                 log.error(
                     "credential_unavailable",
@@ -325,13 +331,25 @@ class EgressProxy:
                     decision_id=allowed.verdict.decision_id,
                 ) from None
         try:
-            answer = await self._forwarder.send(upstream, outgoing, secret)
+            answer = await self._forwarder.send(upstream, outgoing, secret, scanner)
         except UpstreamFailure as failure:
-            log.warning("upstream_failed", upstream=upstream.name, failure=failure.kind.value)
-            await self._failed(allowed, upstream.name, failure.kind.value, failure.message)
+            log.warning(
+                "upstream_failed",
+                upstream=upstream.name,
+                failure=failure.kind.value,
+                **failure.detail,
+            )
+            await self._failed(
+                allowed, upstream.name, failure.kind.value, failure.message, failure.detail
+            )
+            retry = (
+                "retrying will not help until its operator stops the upstream echoing it"
+                if failure.kind is FailureKind.LEAKED_SECRET
+                else "the call may be retried"
+            )
             raise Refused(
                 _FAILURE_CODE[failure.kind],
-                f"{failure.message}; the call may be retried",
+                f"{failure.message}; {retry}",
                 upstream=upstream.name,
                 decision_id=allowed.verdict.decision_id,
             ) from None
@@ -379,8 +397,16 @@ class EgressProxy:
                 decision_id=decision_id,
             ) from None
 
-    async def _failed(self, allowed: _Allowed, upstream: str, failure: str, message: str) -> None:
-        """An allowed call that did not complete: audit why, and record an error effect."""
+    async def _failed(
+        self,
+        allowed: _Allowed,
+        upstream: str,
+        failure: str,
+        message: str,
+        detail: Mapping[str, str] | None = None,
+    ) -> None:
+        """An allowed call that did not complete: audit why (for a leak, the form of the secret
+        found and where, never the secret), and record an error effect."""
         risk = Risk.ASI03 if failure == FailureKind.LEAKED_SECRET.value else Risk.ASI08
         entry = AuditEntry(
             record_id=self.deps.ids.audit(),
@@ -396,6 +422,7 @@ class EgressProxy:
                 "tool": allowed.match.route.tool,
                 "decision_id": allowed.verdict.decision_id,
                 "risks": [risk.value],
+                **(detail or {}),
             },
         )
         try:

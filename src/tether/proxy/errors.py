@@ -25,12 +25,13 @@ from typing import Final
 from starlette.responses import JSONResponse
 
 from tether.api.errors import HTTP_STATUS
-from tether.core.errors import TetherError
+from tether.core.errors import ErrorCode, TetherError
 from tether.core.scope import JSONValue
 from tether.core.verdict import Decision, Verdict
 
 
 class ProxyCode(StrEnum):
+    # A code the proxy shares with tether's error tree has the tree's value (a test checks it).
     INVALID_PATH = "invalid_path"
     INVALID_QUERY = "invalid_query"
     QUERY_NOT_ALLOWED = "query_not_allowed"
@@ -45,7 +46,7 @@ class ProxyCode(StrEnum):
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
-    UPSTREAM_LEAKED_SECRET = "upstream_leaked_secret"
+    UPSTREAM_LEAKED_SECRET = ErrorCode.UPSTREAM_LEAKED_SECRET.value
     UPSTREAM_MALFORMED = "upstream_malformed"
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"
     EFFECT_NOT_RECORDED = "effect_not_recorded"

@@ -2,15 +2,22 @@
 the answer back within bounds.
 
 The secret is revealed in exactly one place, :func:`_credential`, as it goes into the outgoing
-request. On the way back, anything that would hand it to the agent is stopped: a response header
-naming the secret's header or echoing its value is dropped, and a body that contains it is
-withheld (``leaked_secret``). ``Set-Cookie`` is dropped as well: a session the upstream opens is
-a credential, and credentials are tether's, not the agent's.
+request (and in :meth:`Forwarder.scanner`, which turns it into the needles the answer is searched
+for). On the way back the whole answer is searched for the secret, raw or in any form an echo
+gives it (percent-encoded, JSON-escaped, HTML references, base64/base64url at any alignment,
+hex: :mod:`tether.core.leaks`): the status line, every header's name and value (``Location``,
+``Set-Cookie`` and the dropped ones included) and the body after decompression. Any hit withholds
+the whole answer (``leaked_secret``) and names the form and where it was, never the secret.
+Headers named like the secret's own header, and ``Set-Cookie``, are dropped from what passes: a
+session the upstream opens is a credential, and credentials are tether's, not the agent's.
 
-Redirects are not followed (the agent gets the 3xx, less any header echoing the secret), proxy
-settings from the environment are ignored (``trust_env=False``: the secret goes to the configured
-upstream and nowhere else), and the whole exchange, body included, is bounded in time
-(``timeout_seconds``) and size (``max_response_bytes``, counted after decompression).
+Redirects are never followed, to any origin: the agent gets the 3xx (checked like any answer),
+and whatever it asks next passes through the proxy and is decided again. Proxy settings from the
+environment are ignored (``trust_env=False``: the secret goes to the configured upstream and
+nowhere else). The exchange is bounded in time (``timeout_seconds``) and size
+(``max_response_bytes``, on the bytes received and again after decompression); the proxy asks
+for the codings it can decode (gzip, deflate) and withholds a body in any other, or one that does
+not decode, since it could not be checked.
 
 Every failure is an :class:`UpstreamFailure` whose message is safe to show the agent and to
 audit: it never carries the URL (which may hold the secret as a query parameter), a header or
@@ -20,15 +27,18 @@ a body.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
 import anyio
+import anyio.to_thread
 import httpx
 
+from tether.core.leaks import Leak, LeakScanner
 from tether.core.secret import Secret
 from tether.proxy.config import SecretRef, Upstream
+from tether.proxy.decoding import ACCEPT_ENCODING, BodyDecoder, BodyTooLarge, BodyUnreadable
 from tether.proxy.routes import encode_query
 
 #: Response headers never passed back (RFC 9110 §7.6.1 hop-by-hop fields, framing, date and
@@ -63,12 +73,29 @@ class FailureKind(StrEnum):
     LEAKED_SECRET = "leaked_secret"  # the answer carried the injected secret
 
 
+#: Bodies larger than this are searched in a worker thread, off the event loop.
+_SCAN_INLINE_BYTES: Final = 64 * 1024
+#: Header names quoted in an audit record are cut to this length.
+_MAX_NAME_SHOWN: Final = 64
+
+
 class UpstreamFailure(Exception):
-    def __init__(self, upstream: str, kind: FailureKind, message: str) -> None:
+    """Why an allowed call got no answer. ``message`` is safe for the agent and the audit log;
+    ``detail`` holds extra audit fields (for a leak: the form and where it was, never the secret).
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        kind: FailureKind,
+        message: str,
+        detail: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"upstream {upstream!r} {kind.value}: {message}")
         self.upstream = upstream
         self.kind = kind
         self.message = message
+        self.detail = dict(detail or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +118,17 @@ class Answer:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """The upstream's answer as it came: every part the agent could learn anything from."""
+
+    status: int
+    reason: bytes
+    raw_headers: tuple[tuple[bytes, bytes], ...] = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    body: bytes = field(repr=False)
+
+
 def forwarded_headers(
     headers: Iterable[tuple[str, str]], upstream: Upstream
 ) -> tuple[tuple[str, str], ...]:
@@ -105,7 +143,7 @@ def forwarded_headers(
 def _credential(
     ref: SecretRef, secret: Secret
 ) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
-    """The header or query parameter carrying the secret: the one place it is revealed."""
+    """The header or query parameter carrying the secret: where it is revealed for the wire."""
     value = secret.reveal()
     if ref.query_param is not None:
         return {}, ((ref.query_param, value),)
@@ -114,21 +152,42 @@ def _credential(
 
 
 def _answer_headers(
-    response: httpx.Response, ref: SecretRef | None, secret: Secret | None
+    headers: tuple[tuple[str, str], ...], ref: SecretRef | None
 ) -> tuple[tuple[str, str], ...]:
     listed = {
         token.strip().lower()
-        for value in response.headers.get_list("connection")
+        for name, value in headers
+        if name.lower() == "connection"
         for token in value.split(",")
     }
     dropped = _DROPPED_RESPONSE_HEADERS | listed
     if ref is not None and ref.header is not None:
         dropped = dropped | {ref.header.lower()}
-    revealed = secret.reveal() if secret is not None else None
-    return tuple(
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in dropped and (revealed is None or revealed not in value)
+    return tuple((name, value) for name, value in headers if name.lower() not in dropped)
+
+
+def _find_leak(scanner: LeakScanner, received: _Received) -> tuple[Leak, str] | None:
+    """The first form of the secret in the status line or a header, and where: ``status_line``,
+    ``header_name`` or ``header:<name>`` (the body is :meth:`Forwarder._scan`'s). A header's name
+    is quoted only once every name is known not to hold the secret."""
+    if (leak := scanner.find(received.reason)) is not None:
+        return leak, "status_line"
+    for name, _ in received.raw_headers:
+        if (leak := scanner.find(name)) is not None:
+            return leak, "header_name"
+    for name, value in received.raw_headers:
+        if (leak := scanner.find(value)) is not None:
+            shown = name.decode("latin-1")[:_MAX_NAME_SHOWN].lower()
+            return leak, f"header:{shown}"
+    return None
+
+
+def _leaked(upstream: str, leak: Leak, where: str) -> UpstreamFailure:
+    return UpstreamFailure(
+        upstream,
+        FailureKind.LEAKED_SECRET,
+        "the upstream's answer carried the injected credential, so it was withheld",
+        {"form": leak.form, "where": where},
     )
 
 
@@ -137,6 +196,8 @@ class Forwarder:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
+        # One scanner per upstream, rebuilt when its secret changes (``tether secrets put``).
+        self._scanners: dict[str, tuple[Secret, LeakScanner]] = {}
 
     @staticmethod
     def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
@@ -147,9 +208,32 @@ class Forwarder:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
 
-    async def send(self, upstream: Upstream, out: Outgoing, secret: Secret | None) -> Answer:
+    def scanner(self, upstream: str, secret: Secret) -> LeakScanner:
+        """What the answers of ``upstream`` are searched with for ``secret``: built once per
+        secret value (it compiles a pattern, so call it off the event loop). A secret too short
+        to search for is a :class:`~tether.core.errors.ConfigurationError`, raised before
+        anything is sent with it."""
+        cached = self._scanners.get(upstream)
+        if cached is not None and cached[0] == secret:
+            return cached[1]
+        scanner = LeakScanner([secret.reveal().encode()])
+        self._scanners[upstream] = (secret, scanner)
+        return scanner
+
+    async def send(
+        self,
+        upstream: Upstream,
+        out: Outgoing,
+        secret: Secret | None,
+        scanner: LeakScanner | None,
+    ) -> Answer:
+        """Forward ``out`` with ``secret`` injected; the answer, once ``scanner`` found no form of
+        the secret in it."""
+        if secret is not None and scanner is None:
+            raise ValueError("an answer to a request carrying a secret must be searched for it")
         ref = upstream.secret
         headers = httpx.Headers(list(out.headers))
+        headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what can be decoded and checked
         extra_query: tuple[tuple[str, str], ...] = ()
         if ref is not None and secret is not None:
             credential, extra_query = _credential(ref, secret)
@@ -159,22 +243,34 @@ class Forwarder:
         url = f"{upstream.url}{out.path}" + (f"?{query}" if query else "")
         try:
             with anyio.fail_after(upstream.timeout_seconds):
-                return await self._exchange(upstream, out, url, headers, secret)
+                received = await self._exchange(upstream, out, url, headers)
         except TimeoutError:
             raise UpstreamFailure(
                 upstream.name,
                 FailureKind.TIMEOUT,
                 f"no answer within {upstream.timeout_seconds:g} s",
             ) from None
+        if scanner is not None:
+            found = await self._scan(scanner, received)
+            if found is not None:
+                raise _leaked(upstream.name, *found)
+        return Answer(received.status, _answer_headers(received.headers, ref), received.body)
+
+    @staticmethod
+    async def _scan(scanner: LeakScanner, received: _Received) -> tuple[Leak, str] | None:
+        found = _find_leak(scanner, received)
+        if found is not None:
+            return found
+        body = received.body
+        if len(body) <= _SCAN_INLINE_BYTES:
+            leak = scanner.find(body)
+        else:
+            leak = await anyio.to_thread.run_sync(scanner.find, body)
+        return None if leak is None else (leak, "body")
 
     async def _exchange(
-        self,
-        upstream: Upstream,
-        out: Outgoing,
-        url: str,
-        headers: httpx.Headers,
-        secret: Secret | None,
-    ) -> Answer:
+        self, upstream: Upstream, out: Outgoing, url: str, headers: httpx.Headers
+    ) -> _Received:
         name = upstream.name
         request = self._client.build_request(
             out.method,
@@ -184,7 +280,8 @@ class Forwarder:
             timeout=httpx.Timeout(upstream.timeout_seconds),
         )
         try:
-            response = await self._client.send(request, stream=True)
+            # INVARIANT: no redirect is followed, to any origin; the 3xx goes back, checked.
+            response = await self._client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException:
             raise TimeoutError from None
         except (httpx.TransportError, httpx.InvalidURL):
@@ -196,30 +293,38 @@ class Forwarder:
             body = await self._read(upstream, response)
         finally:
             await response.aclose()
-        if secret is not None and secret.reveal().encode() in body:
-            raise UpstreamFailure(
-                name,
-                FailureKind.LEAKED_SECRET,
-                "the upstream's answer carried the injected credential, so it was withheld",
-            )
-        return Answer(
-            response.status_code, _answer_headers(response, upstream.secret, secret), body
+        reason = response.extensions.get("reason_phrase", b"")
+        return _Received(
+            status=response.status_code,
+            reason=reason if isinstance(reason, bytes) else b"",
+            raw_headers=tuple(response.headers.raw),
+            headers=tuple(response.headers.multi_items()),
+            body=body,
         )
 
     async def _read(self, upstream: Upstream, response: httpx.Response) -> bytes:
+        """The body as the agent would get it: decoded, within ``max_response_bytes`` both as
+        received and once decoded."""
         limit = upstream.max_response_bytes
+        too_large = UpstreamFailure(
+            upstream.name,
+            FailureKind.TOO_LARGE,
+            f"the upstream's answer is larger than {limit} bytes",
+        )
+        decoder = BodyDecoder(response.headers.get_list("content-encoding"), limit)
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > limit:
-                    raise UpstreamFailure(
-                        upstream.name,
-                        FailureKind.TOO_LARGE,
-                        f"the upstream's answer is larger than {limit} bytes",
-                    )
-                chunks.append(chunk)
+                    raise too_large
+                chunks.append(decoder.feed(chunk))
+            decoder.finish()
+        except BodyTooLarge:
+            raise too_large from None
+        except BodyUnreadable as error:
+            raise UpstreamFailure(upstream.name, FailureKind.MALFORMED, str(error)) from None
         except httpx.TimeoutException:
             raise TimeoutError from None
         except (httpx.TransportError, httpx.DecodingError):

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from tether.core.errors import ConfigurationError, NotFound
 from tether.core.ids import IdFactory
+from tether.core.leaks import LeakScanner
 from tether.core.secret import Secret
 from tether.credentials.secrets import SecretStore
 from tether.proxy.app import EgressProxy, ProxyDeps, proxy_app
@@ -36,16 +37,25 @@ def deps_from_runtime(
 
 
 def check_secrets(config: ProxyConfig, secrets: Callable[[str], Secret]) -> None:
-    """Refuse to start when an upstream's secret is missing or unreadable (named, never shown)."""
+    """Refuse to start when an upstream's secret is missing, unreadable, or too short for its
+    echo to be told from ordinary text (named, never shown)."""
     for upstream in config.upstreams.values():
         if upstream.secret is None:
             continue
+        name = upstream.secret.name
         try:
-            secrets(upstream.secret.name)
+            value = secrets(name)
         except NotFound:
             raise ConfigurationError(
-                f"upstream {upstream.name!r} needs the secret {upstream.secret.name!r}; store it "
-                f"with `tether secrets put {upstream.secret.name}` (the value on standard input)"
+                f"upstream {upstream.name!r} needs the secret {name!r}; store it "
+                f"with `tether secrets put {name}` (the value on standard input)"
+            ) from None
+        try:
+            LeakScanner([value.reveal().encode()])  # what each answer is searched with
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"upstream {upstream.name!r}, secret {name!r}: {error.message} "
+                f"(`tether secrets put {name}`)"
             ) from None
 
 
