@@ -13,13 +13,18 @@ from tether.core.errors import ErrorCode, InvalidRequest, NotFound
 from tether.core.identity import parse_spiffe_id
 from tether.core.task import Task
 from tether.service.leases import LeaseService
-from tether.service.ports import AuditEntry, Clock, Store
+from tether.service.ports import AgentRegistry, AuditEntry, Clock
 from tether.service.recording import Recorder
 
 
 class AgentService:
     def __init__(
-        self, *, store: Store, clock: Clock, recorder: Recorder, leases: LeaseService | None = None
+        self,
+        *,
+        store: AgentRegistry,
+        clock: Clock,
+        recorder: Recorder,
+        leases: LeaseService | None = None,
     ) -> None:
         self._leases = leases
         self._store = store

@@ -27,7 +27,7 @@ from tether.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
 from tether.core.ids import IdFactory, TaskId
 from tether.core.scope import Scope
 from tether.core.task import TaskState
-from tether.service.ports import AuditEntry, Clock, Store
+from tether.service.ports import AuditEntry, Clock, TaskStore
 from tether.service.recording import Recorder
 
 
@@ -60,7 +60,7 @@ class BreakGlassService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: TaskStore,
         requests: BreakGlassStore,
         clock: Clock,
         ids: IdFactory,

@@ -11,7 +11,7 @@ from tether.core.errors import ErrorCode, InvalidRequest, NotFound
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdFactory
 from tether.core.verdict import Decision
-from tether.service.ports import Clock, Store
+from tether.service.ports import Clock, DecisionLog
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 
@@ -22,7 +22,7 @@ class EffectService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: DecisionLog,
         clock: Clock,
         ids: IdFactory,
         recorder: Recorder,

@@ -24,7 +24,7 @@ from tether.core.task import Task
 from tether.core.verdict import Reason
 from tether.core.workflow import Workflow
 from tether.service.anomaly import AnomalySignal
-from tether.service.ports import BudgetCharge, Store
+from tether.service.ports import BudgetCharge, TaskStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class Flows:
     def __init__(
         self,
         *,
-        store: Store,
+        store: TaskStore,
         workflows: Mapping[str, Workflow],
         egress: EgressRules,
         settings: FlowSettings,

@@ -176,12 +176,8 @@ class TaskActivity:
     bytes: int
 
 
-class Store(Protocol):
-    """Durable state. Every mutation takes the audit entry that records it and writes both in
-    one transaction: if the audit record cannot be written, nothing is. Raises
-    ``Unavailable(code=STORE_UNAVAILABLE)`` when the backend cannot be reached, never returns a
-    guess.
-    """
+class TaskStore(Protocol):
+    """Tasks and their grants: opened, read, ended (with every task delegated from them)."""
 
     def open_task(self, task: Task, grant: Grant, audit: AuditEntry) -> AuditRecord: ...
 
@@ -208,6 +204,14 @@ class Store(Protocol):
         (nothing written)."""
         ...
 
+    def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]: ...
+
+    def task_activity(self, task_id: TaskId) -> TaskActivity: ...
+
+
+class DecisionLog(Protocol):
+    """Decisions and the effects reported for them, each with what it implies."""
+
     def record_decision(
         self,
         decision: DecisionRecord,
@@ -230,6 +234,20 @@ class Store(Protocol):
     def decision_holds(self, decision_id: DecisionId) -> Sequence[tuple[Hold, float | None]]:
         """The holds a decision made, each with its settled amount (``None`` until settled)."""
         ...
+
+    def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None: ...
+
+    def get_effect(self, decision_id: DecisionId) -> Effect | None:
+        """The effect reported for ``decision_id``, if any."""
+        ...
+
+    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
+        """Raise ``Conflict(code=EFFECT_ALREADY_REPORTED)`` on a second effect for a decision."""
+        ...
+
+
+class ApprovalStore(Protocol):
+    """Approvals a decision asked for, voted on by humans, used once."""
 
     def get_approval(self, approval_id: ApprovalId) -> Approval | None: ...
 
@@ -254,7 +272,9 @@ class Store(Protocol):
         audit: Callable[[Approval], AuditEntry],
     ) -> Approval: ...
 
-    def task_activity(self, task_id: TaskId) -> TaskActivity: ...
+
+class AgentRegistry(Protocol):
+    """The kill switch: agents revoked and restored."""
 
     def revoke_agent(
         self,
@@ -276,19 +296,11 @@ class Store(Protocol):
 
     def revoked_agents(self) -> list[tuple[str, datetime, str, str]]: ...
 
-    def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None: ...
 
-    def get_effect(self, decision_id: DecisionId) -> Effect | None:
-        """The effect reported for ``decision_id``, if any."""
-        ...
-
-    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
-        """Raise ``Conflict(code=EFFECT_ALREADY_REPORTED)`` on a second effect for a decision."""
-        ...
+class AuditLog(Protocol):
+    """The hash-chained audit log itself, and the store's health."""
 
     def append_audit(self, audit: AuditEntry) -> AuditRecord: ...
-
-    def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]: ...
 
     def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Records in chain order, starting after ``after_seq``."""
@@ -301,6 +313,14 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Store(TaskStore, DecisionLog, ApprovalStore, AgentRegistry, AuditLog, Protocol):
+    """Durable state, every role in one database. Every mutation takes the audit entry that
+    records it and writes both in one transaction: if the audit record cannot be written,
+    nothing is. Raises ``Unavailable(code=STORE_UNAVAILABLE)`` when the backend cannot be
+    reached, never returns a guess. A use case depends on the roles it uses.
+    """
 
 
 class LeaseStore(Protocol):
