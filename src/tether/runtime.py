@@ -1,7 +1,8 @@
 """The one place that wires tether together: data directory, keys, store, policy, identity and
 the use cases. Entry points (``tether serve``, the CLI, tests) build a :class:`Runtime` here.
 
-Data directory layout (created on first start, files 0600):
+Data directory layout (created 0700 on first start, files 0600; a directory open to other users
+is refused, see :mod:`tether.datadir`):
 
     tether.db                SQLite store (WAL); absent when ``store_url`` names another database
     keys/grant-signing.pem   ES256 key signing grant tokens
@@ -35,6 +36,7 @@ from tether.core.ids import IdFactory
 from tether.core.lease import Lease
 from tether.credentials.downstream import load_downstreams
 from tether.credentials.jwt_lease import ScopedJwtIssuer
+from tether.datadir import create_private_file, make_private_dir, prepare_data_dir
 from tether.identity import (
     CompositeVerifier,
     DevIssuer,
@@ -115,10 +117,13 @@ class RuntimeConfig:
     #: Serve ``GET /metrics`` (Prometheus text, no credentials needed); ``tether serve
     #: --no-metrics`` turns it off.
     metrics: bool = True
+    #: Tighten a data directory open to other users instead of refusing it (``tether serve
+    #: --fix-permissions``; see :mod:`tether.datadir`).
+    fix_permissions: bool = False
 
     @property
     def production(self) -> bool:
-        return self.environ.get("TETHER_ENV", "").lower() == "production"
+        return self.environ.get("TETHER_ENV", "").strip().lower() == "production"
 
 
 def _read_secret(path: Path) -> bytes:
@@ -134,7 +139,7 @@ def _load_or_create_secret(path: Path) -> bytes:
     of the race reads the winner's file instead of replacing it."""
     if path.exists():
         return _read_secret(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     data = secrets.token_bytes(32)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -160,13 +165,24 @@ def audit_mac(key: bytes) -> Callable[[bytes], str]:
     return mac
 
 
-def open_store(data_dir: Path, store_url: str | None = None) -> SqlStore:
+def open_store(
+    data_dir: Path, store_url: str | None = None, *, fix_permissions: bool = False
+) -> SqlStore:
     """The store at ``store_url`` (``postgresql://...``: one database for every replica), or
-    SQLite in ``data_dir`` when it is ``None``."""
+    SQLite in ``data_dir`` when it is ``None`` (created 0600, see :mod:`tether.datadir`)."""
     if store_url is not None:
         return SqlStore(store_url)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return SqlStore.sqlite(data_dir / "tether.db")
+    return SqlStore.sqlite(sqlite_file(data_dir, fix_permissions=fix_permissions))
+
+
+STORE_FILE = "tether.db"
+
+
+def sqlite_file(data_dir: Path, *, fix_permissions: bool = False) -> Path:
+    """``tether.db`` in the (private) data directory, created 0600 before SQLite opens it: SQLite
+    gives its ``-wal`` and ``-shm`` files the database file's mode."""
+    prepare_data_dir(data_dir, fix_permissions=fix_permissions)
+    return create_private_file(data_dir / STORE_FILE)
 
 
 REDIS_URL_ENV = "TETHER_REDIS_URL"
@@ -192,7 +208,9 @@ def open_cache(config: RuntimeConfig, store: SqlStore, clock: Clock) -> CachedSt
 
 
 def approver_registry(data_dir: Path) -> StaticApprovers:
-    """The named approvers of this deployment (``tether approvers add NAME``)."""
+    """The named approvers of this deployment (``tether approvers add NAME``), in the private
+    data directory."""
+    prepare_data_dir(data_dir)
     return StaticApprovers(data_dir / "approvers.json")
 
 
@@ -217,6 +235,16 @@ def dev_issuer(config: RuntimeConfig) -> DevIssuer:
     ensure_dev_allowed(config.environ)
     key = SigningKey.load_or_create(config.data_dir / "keys" / "dev-issuer.pem")
     return DevIssuer(key, trust_domain=config.trust_domain, environ=config.environ)
+
+
+def refuse_example_policies_in_production(config: RuntimeConfig) -> None:
+    """Production never runs on the bundled example policies: they permit any agent, for trying
+    tether out. A server started without ``--policies`` would otherwise report ready on them."""
+    if config.production and config.policy_dir.resolve() == packaged_policies().resolve():
+        raise ConfigurationError(
+            "TETHER_ENV=production needs your own policy directory: start with --policies DIR "
+            "(the bundled example policies permit any agent and are only for trying tether)"
+        )
 
 
 def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
@@ -304,7 +332,8 @@ def open_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     observability = observability or Observability()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    refuse_example_policies_in_production(config)
+    prepare_data_dir(config.data_dir, fix_permissions=config.fix_permissions)
     policy = CedarPolicyEngine.load(config.policy_dir)
     workflows = load_workflows(config.policy_dir)
     egress = load_egress(config.policy_dir)

@@ -111,6 +111,7 @@ class ServeOptions:
     json_logs: bool = True
     metrics: bool = True
     otlp_endpoint: str | None = None
+    fix_permissions: bool = False
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -133,6 +134,7 @@ class ServeOptions:
             public_url=self.public_url,
             store_url=store_url,
             metrics=self.metrics,
+            fix_permissions=self.fix_permissions,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -218,6 +220,14 @@ def serve(
             "(needs the otel extra).",
         ),
     ] = None,
+    fix_permissions: Annotated[
+        bool,
+        typer.Option(
+            "--fix-permissions",
+            help="Tighten a data directory open to other users (to 0700, its files 0600) "
+            "instead of refusing to start.",
+        ),
+    ] = False,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
@@ -236,6 +246,7 @@ def serve(
         json_logs=wants_json(log_format.value),
         metrics=metrics,
         otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
+        fix_permissions=fix_permissions,
     )
     configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
     url = store_url_of(store_url)

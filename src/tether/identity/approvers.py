@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tether.core.errors import ConfigurationError, ErrorCode, InvalidRequest, Unauthenticated
+from tether.datadir import make_private_dir
 from tether.identity.oidc import OidcVerifier
 from tether.service.approvals import Approver
 
@@ -88,7 +89,7 @@ class StaticApprovers:
         return removed
 
     def _save(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self._path.parent)
         tmp = self._path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
