@@ -16,9 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli.main import app
-from tether.core.errors import ConfigurationError
+from tether.core.errors import ConfigurationError, ErrorCode, InvalidRequest, Unauthenticated
 from tether.identity import SigningKey
-from tether.runtime import RuntimeConfig, open_runtime, packaged_policies
+from tether.identity.approvers import StaticApprovers
+from tether.runtime import RuntimeConfig, approver_registry, open_runtime, packaged_policies
 from tether.service.clock import ManualClock
 
 runner = CliRunner()
@@ -200,3 +201,47 @@ def test_tether_serve_in_production_without_policies_exits_with_the_reason(
         env={"TETHER_ENV": "production"},
     )
     assert "needs your own policy directory" in output and "--policies DIR" in output
+
+
+# -- item 16: adding an approver never replaces one by accident ----------------------------------
+
+
+def token_of(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("tap_"))
+
+
+def test_approvers_add_refuses_an_existing_name_unless_rotate(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = runner.invoke(app, ["approvers", "add", "alice", "--data-dir", str(data)])
+    assert first.exit_code == 0, first.output
+    original = token_of(first.output)
+
+    again = runner.invoke(app, ["approvers", "add", "alice", "--data-dir", str(data)])
+    assert again.exit_code == 2
+    assert "approver 'alice' already exists" in again.output
+    assert "tether approvers add alice --rotate" in again.output
+    assert "tap_" not in again.output
+    assert approver_registry(data).verify(original).name == "alice"  # still works
+
+    rotated = runner.invoke(app, ["approvers", "add", "alice", "--rotate", "--data-dir", str(data)])
+    assert rotated.exit_code == 0, rotated.output
+    assert "the old one no longer works" in rotated.output
+    fresh = token_of(rotated.output)
+    registry = approver_registry(data)
+    assert registry.verify(fresh).name == "alice"
+    with pytest.raises(Unauthenticated):
+        registry.verify(original)
+
+    typo = runner.invoke(app, ["approvers", "add", "alcie", "--rotate", "--data-dir", str(data)])
+    assert typo.exit_code == 2 and "no approver 'alcie' to rotate" in typo.output
+    assert approver_registry(data).names == ["alice"]
+
+
+def test_the_registry_refuses_a_name_another_process_added(tmp_path: Path) -> None:
+    path = tmp_path / "approvers.json"
+    mine, theirs = StaticApprovers(path), StaticApprovers(path)
+    token = theirs.add("bob")
+    with pytest.raises(InvalidRequest) as caught:
+        mine.add("bob")  # its view predates the other process's add
+    assert caught.value.code is ErrorCode.INVALID_FIELD
+    assert StaticApprovers(path).verify(token).name == "bob"
