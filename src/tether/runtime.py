@@ -38,6 +38,7 @@ from tether.credentials.downstream import load_downstreams
 from tether.credentials.jwt_lease import ScopedJwtIssuer
 from tether.datadir import create_private_file, make_private_dir, prepare_data_dir
 from tether.identity import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
     CompositeVerifier,
     DevIssuer,
     GrantTokenSigner,
@@ -98,6 +99,8 @@ class RuntimeConfig:
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     #: Production identity: a SPIFFE trust bundle (JWKS) and/or OIDC issuers.
     trust_bundle: Path | None = None
+    #: Longest lifetime (``exp - iat``) a workload's SVID or OIDC token may declare.
+    max_token_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS
     oidc_issuer: str | None = None
     oidc_jwks: str | None = None
     #: Where to announce pending approvals (a chat bridge), and the page approvers open.
@@ -254,6 +257,7 @@ def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
             load_jwks_file(config.trust_bundle),
             trust_domains={config.trust_domain},
             audience=config.audience,
+            max_lifetime_seconds=config.max_token_lifetime_seconds,
         )
     elif not config.production:
         svid = dev_issuer(config).dev_verifier(audience=config.audience)
@@ -262,7 +266,12 @@ def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
         if not config.oidc_jwks:
             raise ConfigurationError("an OIDC issuer needs its JWKS (a file path or https URL)")
         oidc.append(
-            OidcVerifier(issuer=config.oidc_issuer, audience=config.audience, jwks=config.oidc_jwks)
+            OidcVerifier(
+                issuer=config.oidc_issuer,
+                audience=config.audience,
+                jwks=config.oidc_jwks,
+                max_lifetime_seconds=config.max_token_lifetime_seconds,
+            )
         )
     if svid is None and not oidc:
         raise ConfigurationError(

@@ -40,6 +40,8 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.core.errors import TetherError
+from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
+from tether.identity._jose import MAX_MAX_LIFETIME_SECONDS
 from tether.logs import configure_logging, get_logger, wants_json
 from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
@@ -112,6 +114,7 @@ class ServeOptions:
     metrics: bool = True
     otlp_endpoint: str | None = None
     fix_permissions: bool = False
+    max_token_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -135,6 +138,7 @@ class ServeOptions:
             store_url=store_url,
             metrics=self.metrics,
             fix_permissions=self.fix_permissions,
+            max_token_lifetime_seconds=self.max_token_lifetime,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -169,6 +173,15 @@ def serve(
     oidc_issuer: Annotated[
         str | None, typer.Option(help="Accept OIDC tokens from this issuer.")
     ] = None,
+    max_token_lifetime: Annotated[
+        int,
+        typer.Option(
+            min=60,
+            max=MAX_MAX_LIFETIME_SECONDS,
+            help="Refuse workload SVIDs and OIDC tokens whose lifetime (exp - iat) is longer "
+            "than this many seconds, or that have no iat.",
+        ),
+    ] = DEFAULT_MAX_LIFETIME_SECONDS,
     oidc_jwks: Annotated[
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
@@ -247,6 +260,7 @@ def serve(
         metrics=metrics,
         otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
         fix_permissions=fix_permissions,
+        max_token_lifetime=max_token_lifetime,
     )
     configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
     url = store_url_of(store_url)
