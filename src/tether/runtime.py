@@ -343,7 +343,10 @@ def open_runtime(
     observability = observability or Observability()
     refuse_example_policies_in_production(config)
     prepare_data_dir(config.data_dir, fix_permissions=config.fix_permissions)
-    policy = CedarPolicyEngine.load(config.policy_dir)
+    policy = CedarPolicyEngine.load(
+        config.policy_dir, on_reload=observability.metrics.policy_reloaded
+    )
+    observability.metrics.watch_policy(policy)
     workflows = load_workflows(config.policy_dir)
     egress = load_egress(config.policy_dir)
     verifier = build_verifier(config)

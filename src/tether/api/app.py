@@ -185,11 +185,23 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
+        """Ready (200) when the store answers; ``degraded`` (still 200: decisions go on, on the
+        last good policies) while the policy directory's latest change failed to load."""
         try:
             deps.store.ping()
         except TetherError as error:
             return error_response(ErrorCode.STORE_UNAVAILABLE, error.message)
-        return JSONResponse({"status": "ready", "policy_revision": deps.policy.revision})
+        revision = deps.policy.revision
+        failed = deps.policy.last_error
+        if failed is None:
+            return JSONResponse({"status": "ready", "policy_revision": revision})
+        return JSONResponse(
+            {
+                "status": "degraded",
+                "policy_revision": revision,
+                "policy_error": {"code": failed.code.value, "message": failed.message},
+            }
+        )
 
     @app.post("/v1/tasks", status_code=201, response_model=OpenTaskOut, tags=["tasks"])
     def open_task(body: OpenTaskIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
