@@ -105,6 +105,9 @@ class RuntimeConfig:
     oidc_jwks: str | None = None
     #: Where to announce pending approvals (a chat bridge), and the page approvers open.
     approval_webhook: str | None = None
+    #: The Standard Webhooks secret (``whsec_…``) signing that webhook; ``None`` reads
+    #: ``TETHER_APPROVAL_WEBHOOK_SECRET`` from ``environ``. Required with a webhook. Not in repr.
+    approval_webhook_secret: str | None = field(default=None, repr=False)
     public_url: str | None = None
     breakglass: BreakGlassSettings = field(default_factory=BreakGlassSettings)
     #: Approvers may sign in with this OIDC issuer (ID tokens for audience tether-approver).
@@ -208,6 +211,22 @@ def open_cache(config: RuntimeConfig, store: SqlStore, clock: Clock) -> CachedSt
             f"the Redis URL ({REDIS_URL_ENV} / --redis-url) is not valid: use "
             "redis://[:PASSWORD@]HOST:PORT/DB, rediss://... or unix://PATH"
         ) from None
+
+
+WEBHOOK_SECRET_ENV = "TETHER_APPROVAL_WEBHOOK_SECRET"
+
+
+def approval_webhook_secret(config: RuntimeConfig) -> str:
+    """The secret signing the approval webhook: ``approval_webhook_secret``, else the
+    environment's; a webhook is never sent unsigned."""
+    secret = (config.approval_webhook_secret or config.environ.get(WEBHOOK_SECRET_ENV, "")).strip()
+    if not secret:
+        raise ConfigurationError(
+            f"the approval webhook is signed (Standard Webhooks): set {WEBHOOK_SECRET_ENV} to a "
+            'secret shared with its receiver; generate one with: echo "whsec_$(openssl rand '
+            '-base64 32)"'
+        )
+    return secret
 
 
 def approver_registry(data_dir: Path) -> StaticApprovers:
@@ -368,7 +387,12 @@ def open_runtime(
     notifier: ApprovalNotifier = NoNotifier()
     if config.approval_webhook:
         page = f"{config.public_url.rstrip('/')}/ui/approvals" if config.public_url else None
-        notifier = WebhookNotifier(config.approval_webhook, approval_page=page)
+        notifier = WebhookNotifier(
+            config.approval_webhook,
+            secret=approval_webhook_secret(config),
+            approval_page=page,
+            now=clock.now,
+        )
     approvals = ApprovalService(
         store=store,
         clock=clock,

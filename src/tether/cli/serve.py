@@ -46,7 +46,13 @@ from tether.logs import configure_logging, get_logger, wants_json
 from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
 from tether.observability.tracing import Tracing, no_export, otlp_tracing
-from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
+from tether.runtime import (
+    WEBHOOK_SECRET_ENV,
+    Runtime,
+    RuntimeConfig,
+    open_runtime,
+    packaged_policies,
+)
 
 log = get_logger("tether.serve")
 
@@ -186,7 +192,21 @@ def serve(
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
     approval_webhook: Annotated[
-        str | None, typer.Option(help="POST pending approvals to this URL (a chat bridge).")
+        str | None,
+        typer.Option(
+            help="POST pending approvals to this URL (a chat bridge), signed with "
+            "TETHER_APPROVAL_WEBHOOK_SECRET (Standard Webhooks)."
+        ),
+    ] = None,
+    approval_webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--approval-webhook-secret",
+            envvar="TETHER_APPROVAL_WEBHOOK_SECRET",
+            help="The webhook's signing secret (whsec_ + base64 of 24-64 random bytes), shared "
+            "with its receiver. Prefer the env var (a command line is visible to other users).",
+            show_default=False,
+        ),
     ] = None,
     approver_oidc_issuer: Annotated[
         str | None,
@@ -266,6 +286,8 @@ def serve(
     url = store_url_of(store_url)
     if redis_url is not None:  # read by open_runtime, and inherited by --workers processes
         os.environ["TETHER_REDIS_URL"] = redis_url
+    if approval_webhook_secret is not None:  # the same way: never in the worker options
+        os.environ[WEBHOOK_SECRET_ENV] = approval_webhook_secret
     if workers > 1:
         _serve_workers(options, url, host, port, workers)
         return
