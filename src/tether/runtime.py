@@ -9,6 +9,7 @@ is refused, see :mod:`tether.datadir`):
     keys/dev-issuer.pem      ES256 key of the development SVID issuer (embedded default only)
     keys/audit-hmac.key      32-byte key for HMAC'ing sensitive values in audit records
     keys/lease-signing.pem   ES256 key signing scoped lease tokens (published as a JWKS)
+    keys/ui-session.key      32-byte key deriving the approval page's CSRF tokens from sessions
 
 Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
 directory on a shared volume, or identical copies of it made before they start. They must: a grant
@@ -323,6 +324,8 @@ class Runtime:
     observability: Observability = field(default_factory=Observability)
     #: The grant cache the use cases read through, when a Redis URL is configured.
     cache: CachedStore | None = None
+    #: The approval page's key for session-bound CSRF tokens (``keys/ui-session.key``).
+    ui_key: bytes = field(default=b"", repr=False)
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -341,6 +344,7 @@ class Runtime:
             agents=self.agents,
             leases=self.leases,
             lease_keys=self.lease_keys,
+            ui_key=self.ui_key,
         )
 
     def close(self) -> None:
@@ -480,6 +484,7 @@ def open_runtime(
         lease_keys=(lease_key,),
         observability=observability,
         cache=cache,
+        ui_key=_load_or_create_secret(config.data_dir / "keys" / "ui-session.key"),
     )
 
 

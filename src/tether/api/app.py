@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Response
@@ -75,6 +75,8 @@ class ApiDeps:
     leases: LeaseService | None = None
     #: Keys that sign scoped lease tokens, published at /.well-known/jwks.json.
     lease_keys: tuple[SigningKey, ...] = ()
+    #: The approval page's key for session-bound CSRF tokens (see :mod:`tether.api.ui`).
+    ui_key: bytes = field(default=b"", repr=False)
 
 
 class BodyLimit:
