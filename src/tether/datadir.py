@@ -70,7 +70,13 @@ def prepare_data_dir(path: Path, *, fix_permissions: bool = False) -> Path:
             f"keys, approvals and the audit log; run: chmod 700 {path} "
             "(or start tether serve with --fix-permissions to tighten it and its files)"
         )
-    tighten(path)
+    try:
+        tighten(path)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot tighten the data directory {path} ({error.strerror}); "
+            f"run as its owner: chmod -R go-rwx {path}"
+        ) from None
     return path
 
 
