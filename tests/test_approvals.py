@@ -283,7 +283,12 @@ def test_a_webhook_announces_pending_approvals(
     from tether.runtime import open_runtime
 
     base = make_runtime(tmp_path / "data", clock)
-    config = replace(base.config, approval_webhook=webhook, public_url="https://tether.example")
+    config = replace(
+        base.config,
+        approval_webhook=webhook,
+        approval_webhook_secret="whsec_" + "A" * 32,  # signing: tests/test_webhook_signing.py
+        public_url="https://tether.example",
+    )
     base.close()
     runtime = open_runtime(config, clock=clock)
     try:

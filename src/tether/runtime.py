@@ -1,13 +1,15 @@
 """The one place that wires tether together: data directory, keys, store, policy, identity and
 the use cases. Entry points (``tether serve``, the CLI, tests) build a :class:`Runtime` here.
 
-Data directory layout (created on first start, files 0600):
+Data directory layout (created 0700 on first start, files 0600; a directory open to other users
+is refused, see :mod:`tether.datadir`):
 
     tether.db                SQLite store (WAL); absent when ``store_url`` names another database
     keys/grant-signing.pem   ES256 key signing grant tokens
     keys/dev-issuer.pem      ES256 key of the development SVID issuer (embedded default only)
     keys/audit-hmac.key      32-byte key for HMAC'ing sensitive values in audit records
     keys/lease-signing.pem   ES256 key signing scoped lease tokens (published as a JWKS)
+    keys/ui-session.key      32-byte key deriving the approval page's CSRF tokens from sessions
 
 Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
 directory on a shared volume, or identical copies of it made before they start. They must: a grant
@@ -35,7 +37,9 @@ from tether.core.ids import IdFactory
 from tether.core.lease import Lease
 from tether.credentials.downstream import load_downstreams
 from tether.credentials.jwt_lease import ScopedJwtIssuer
+from tether.datadir import create_private_file, make_private_dir, prepare_data_dir
 from tether.identity import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
     CompositeVerifier,
     DevIssuer,
     GrantTokenSigner,
@@ -96,10 +100,15 @@ class RuntimeConfig:
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     #: Production identity: a SPIFFE trust bundle (JWKS) and/or OIDC issuers.
     trust_bundle: Path | None = None
+    #: Longest lifetime (``exp - iat``) a workload's SVID or OIDC token may declare.
+    max_token_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS
     oidc_issuer: str | None = None
     oidc_jwks: str | None = None
     #: Where to announce pending approvals (a chat bridge), and the page approvers open.
     approval_webhook: str | None = None
+    #: The Standard Webhooks secret (``whsec_…``) signing that webhook; ``None`` reads
+    #: ``TETHER_APPROVAL_WEBHOOK_SECRET`` from ``environ``. Required with a webhook. Not in repr.
+    approval_webhook_secret: str | None = field(default=None, repr=False)
     public_url: str | None = None
     breakglass: BreakGlassSettings = field(default_factory=BreakGlassSettings)
     #: Approvers may sign in with this OIDC issuer (ID tokens for audience tether-approver).
@@ -115,10 +124,13 @@ class RuntimeConfig:
     #: Serve ``GET /metrics`` (Prometheus text, no credentials needed); ``tether serve
     #: --no-metrics`` turns it off.
     metrics: bool = True
+    #: Tighten a data directory open to other users instead of refusing it (``tether serve
+    #: --fix-permissions``; see :mod:`tether.datadir`).
+    fix_permissions: bool = False
 
     @property
     def production(self) -> bool:
-        return self.environ.get("TETHER_ENV", "").lower() == "production"
+        return self.environ.get("TETHER_ENV", "").strip().lower() == "production"
 
 
 def _read_secret(path: Path) -> bytes:
@@ -134,7 +146,7 @@ def _load_or_create_secret(path: Path) -> bytes:
     of the race reads the winner's file instead of replacing it."""
     if path.exists():
         return _read_secret(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     data = secrets.token_bytes(32)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -160,13 +172,24 @@ def audit_mac(key: bytes) -> Callable[[bytes], str]:
     return mac
 
 
-def open_store(data_dir: Path, store_url: str | None = None) -> SqlStore:
+def open_store(
+    data_dir: Path, store_url: str | None = None, *, fix_permissions: bool = False
+) -> SqlStore:
     """The store at ``store_url`` (``postgresql://...``: one database for every replica), or
-    SQLite in ``data_dir`` when it is ``None``."""
+    SQLite in ``data_dir`` when it is ``None`` (created 0600, see :mod:`tether.datadir`)."""
     if store_url is not None:
         return SqlStore(store_url)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return SqlStore.sqlite(data_dir / "tether.db")
+    return SqlStore.sqlite(sqlite_file(data_dir, fix_permissions=fix_permissions))
+
+
+STORE_FILE = "tether.db"
+
+
+def sqlite_file(data_dir: Path, *, fix_permissions: bool = False) -> Path:
+    """``tether.db`` in the (private) data directory, created 0600 before SQLite opens it: SQLite
+    gives its ``-wal`` and ``-shm`` files the database file's mode."""
+    prepare_data_dir(data_dir, fix_permissions=fix_permissions)
+    return create_private_file(data_dir / STORE_FILE)
 
 
 REDIS_URL_ENV = "TETHER_REDIS_URL"
@@ -191,8 +214,26 @@ def open_cache(config: RuntimeConfig, store: SqlStore, clock: Clock) -> CachedSt
         ) from None
 
 
+WEBHOOK_SECRET_ENV = "TETHER_APPROVAL_WEBHOOK_SECRET"
+
+
+def approval_webhook_secret(config: RuntimeConfig) -> str:
+    """The secret signing the approval webhook: ``approval_webhook_secret``, else the
+    environment's; a webhook is never sent unsigned."""
+    secret = (config.approval_webhook_secret or config.environ.get(WEBHOOK_SECRET_ENV, "")).strip()
+    if not secret:
+        raise ConfigurationError(
+            f"the approval webhook is signed (Standard Webhooks): set {WEBHOOK_SECRET_ENV} to a "
+            'secret shared with its receiver; generate one with: echo "whsec_$(openssl rand '
+            '-base64 32)"'
+        )
+    return secret
+
+
 def approver_registry(data_dir: Path) -> StaticApprovers:
-    """The named approvers of this deployment (``tether approvers add NAME``)."""
+    """The named approvers of this deployment (``tether approvers add NAME``), in the private
+    data directory."""
+    prepare_data_dir(data_dir)
     return StaticApprovers(data_dir / "approvers.json")
 
 
@@ -219,6 +260,16 @@ def dev_issuer(config: RuntimeConfig) -> DevIssuer:
     return DevIssuer(key, trust_domain=config.trust_domain, environ=config.environ)
 
 
+def refuse_example_policies_in_production(config: RuntimeConfig) -> None:
+    """Production never runs on the bundled example policies: they permit any agent, for trying
+    tether out. A server started without ``--policies`` would otherwise report ready on them."""
+    if config.production and config.policy_dir.resolve() == packaged_policies().resolve():
+        raise ConfigurationError(
+            "TETHER_ENV=production needs your own policy directory: start with --policies DIR "
+            "(the bundled example policies permit any agent and are only for trying tether)"
+        )
+
+
 def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
     svid: JwtSvidVerifier | None = None
     if config.trust_bundle is not None:
@@ -226,6 +277,7 @@ def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
             load_jwks_file(config.trust_bundle),
             trust_domains={config.trust_domain},
             audience=config.audience,
+            max_lifetime_seconds=config.max_token_lifetime_seconds,
         )
     elif not config.production:
         svid = dev_issuer(config).dev_verifier(audience=config.audience)
@@ -234,7 +286,12 @@ def build_verifier(config: RuntimeConfig) -> WorkloadVerifier:
         if not config.oidc_jwks:
             raise ConfigurationError("an OIDC issuer needs its JWKS (a file path or https URL)")
         oidc.append(
-            OidcVerifier(issuer=config.oidc_issuer, audience=config.audience, jwks=config.oidc_jwks)
+            OidcVerifier(
+                issuer=config.oidc_issuer,
+                audience=config.audience,
+                jwks=config.oidc_jwks,
+                max_lifetime_seconds=config.max_token_lifetime_seconds,
+            )
         )
     if svid is None and not oidc:
         raise ConfigurationError(
@@ -267,6 +324,8 @@ class Runtime:
     observability: Observability = field(default_factory=Observability)
     #: The grant cache the use cases read through, when a Redis URL is configured.
     cache: CachedStore | None = None
+    #: The approval page's key for session-bound CSRF tokens (``keys/ui-session.key``).
+    ui_key: bytes = field(default=b"", repr=False)
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -285,6 +344,7 @@ class Runtime:
             agents=self.agents,
             leases=self.leases,
             lease_keys=self.lease_keys,
+            ui_key=self.ui_key,
         )
 
     def close(self) -> None:
@@ -304,8 +364,12 @@ def open_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     observability = observability or Observability()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    policy = CedarPolicyEngine.load(config.policy_dir)
+    refuse_example_policies_in_production(config)
+    prepare_data_dir(config.data_dir, fix_permissions=config.fix_permissions)
+    policy = CedarPolicyEngine.load(
+        config.policy_dir, on_reload=observability.metrics.policy_reloaded
+    )
+    observability.metrics.watch_policy(policy)
     workflows = load_workflows(config.policy_dir)
     egress = load_egress(config.policy_dir)
     verifier = build_verifier(config)
@@ -327,7 +391,12 @@ def open_runtime(
     notifier: ApprovalNotifier = NoNotifier()
     if config.approval_webhook:
         page = f"{config.public_url.rstrip('/')}/ui/approvals" if config.public_url else None
-        notifier = WebhookNotifier(config.approval_webhook, approval_page=page)
+        notifier = WebhookNotifier(
+            config.approval_webhook,
+            secret=approval_webhook_secret(config),
+            approval_page=page,
+            now=clock.now,
+        )
     approvals = ApprovalService(
         store=store,
         clock=clock,
@@ -416,6 +485,7 @@ def open_runtime(
         lease_keys=(lease_key,),
         observability=observability,
         cache=cache,
+        ui_key=_load_or_create_secret(config.data_dir / "keys" / "ui-session.key"),
     )
 
 

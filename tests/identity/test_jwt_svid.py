@@ -192,8 +192,11 @@ def test_issued_in_the_future(
     assert rejects(verifier, far, T0).message == "token was issued in the future"
 
 
-def test_iat_is_optional(verifier: JwtSvidVerifier, mint: Callable[..., str]) -> None:
-    assert verifier.verify(mint(iat=None), T0).id == SPIFFE_ID
+def test_iat_is_required(
+    verifier: JwtSvidVerifier, mint: Callable[..., str], rejects: Rejects
+) -> None:
+    # Without iat a token's lifetime is unknown (see test_token_lifetime.py).
+    assert "token has no issued-at time (iat)" in rejects(verifier, mint(iat=None), T0).message
 
 
 @pytest.mark.parametrize(

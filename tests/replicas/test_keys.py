@@ -32,6 +32,7 @@ def test_a_replica_with_keys_of_its_own_refuses_the_others_grants(
     # identity issuer's key so the agent authenticates, but not the grant or audit keys.
     stray_dir = tmp_path / "stray"
     (stray_dir / "keys").mkdir(parents=True)
+    stray_dir.chmod(0o700)  # a data directory open to other users is refused
     shutil.copy2(a.runtime.config.data_dir / "keys" / "dev-issuer.pem", stray_dir / "keys")
     with running_replicas(stray_dir, store_url, clock, 1) as (stray,), stray.client() as client:
         svid = mint(a.runtime, "analyst", clock)

@@ -8,6 +8,7 @@ import httpx
 from playwright.sync_api import Page
 
 from support import Agent
+from tether.cli.browser import page_csrf
 
 PAY = {"tool": "payments.transfer", "actions": ["spend"], "constraints": {"amount": {"max": 1000}}}
 CALL = {"tool": "payments.transfer", "action": "spend", "args": {"amount": 500, "to": "c-1042"}}
@@ -37,11 +38,13 @@ def sign_in(page: Page, token: str) -> None:
     page.wait_for_url("**/ui/approvals")
 
 
+SESSION = "__Host-tether_session"
+
+
 def sign_in_http(client: httpx.Client, token: str) -> str:
-    """Sign in as a browser would, with httpx; returns the session's CSRF token."""
-    client.get("/ui/login")
-    response = client.post(
-        "/ui/login", data={"token": token, "csrf": client.cookies["tether_csrf"]}
-    )
+    """Sign in as a browser would, with httpx (a :func:`browser_client`); returns the session's
+    CSRF token, read from a page's form."""
+    login = client.get("/ui/login")
+    response = client.post("/ui/login", data={"token": token, "csrf": page_csrf(login.text)})
     assert response.status_code == 303, response.text
-    return client.cookies["tether_csrf"]
+    return page_csrf(client.get("/ui/approvals").text)

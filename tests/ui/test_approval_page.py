@@ -10,9 +10,10 @@ from playwright.sync_api import Dialog, Page
 
 from support import Agent, mint
 from tether.api.app import create_app
+from tether.cli.browser import browser_client, page_csrf
 from tether.runtime import Runtime
 from tether.service.clock import ManualClock
-from ui.pages import CALL, Pending, request_approval, sign_in, sign_in_http
+from ui.pages import CALL, SESSION, Pending, request_approval, sign_in, sign_in_http
 
 SCREENSHOT = "/tmp/tether-approval.png"
 SECURITY_HEADERS = {
@@ -162,8 +163,8 @@ def test_an_svid_or_a_garbage_token_cannot_sign_in(
         assert posted.value.status == status
         assert message in page.locator("[role=alert]").inner_text()
         assert page.locator("#approver-token").is_visible()  # the form again
-        names = {c["name"] for c in page.context.cookies()}
-        assert "tether_approver" not in names
+        sessions = [c["value"] for c in page.context.cookies() if c["name"] == SESSION]
+        assert all("." not in value for value in sessions)  # never signed in
     page.goto(f"/ui/approvals/{pending.approval_id}")
     assert page.url.endswith("/ui/login")
 
@@ -173,13 +174,14 @@ def test_unauthenticated_get_redirects_to_login(
 ) -> None:
     page.goto("/ui/approvals")
     assert page.url == f"{base_url}/ui/login"
-    with httpx.Client(base_url=base_url) as client:
+    with browser_client(base_url) as client:
         for path in ["/ui", "/ui/approvals", f"/ui/approvals/{pending.approval_id}"]:
             response = client.get(path, follow_redirects=False)
             assert response.status_code in (303, 307), path
             if path != "/ui":
                 assert response.headers["location"] == "/ui/login"
-    with httpx.Client(base_url=base_url, cookies={"tether_approver": "tap_gone"}) as stale:
+    with browser_client(base_url) as stale:
+        stale.cookies.set(SESSION, f"{'s' * 43}.tap_gone", domain="127.0.0.1", path="/")
         response = stale.get("/ui/approvals")
         assert response.status_code == 303 and response.headers["location"] == "/ui/login"
 
@@ -187,7 +189,7 @@ def test_unauthenticated_get_redirects_to_login(
 def test_a_post_without_the_csrf_field_is_refused(
     base_url: str, pending: Pending, approver_token: str
 ) -> None:
-    with httpx.Client(base_url=base_url) as client:
+    with browser_client(base_url) as client:
         csrf = sign_in_http(client, approver_token)
         target = f"/ui/approvals/{pending.approval_id}/approve"
         missing = client.post(target, data={"reason": "looks fine"})
@@ -211,20 +213,21 @@ def test_a_post_without_the_csrf_field_is_refused(
         assert fine.status_code == 303
         assert fine.headers["location"] == f"/ui/approvals/{pending.approval_id}"
 
-    with httpx.Client(base_url=base_url) as fresh:
+    with browser_client(base_url) as fresh:
         fresh.get("/ui/login")
+        anonymous = fresh.cookies[SESSION]
         no_field = fresh.post("/ui/login", data={"token": approver_token})
         assert no_field.status_code == 403
-        assert "tether_approver" not in fresh.cookies
+        assert fresh.cookies[SESSION] == anonymous  # not signed in
 
 
 def test_the_security_headers_and_cookie_attributes(
     base_url: str, pending: Pending, approver_token: str
 ) -> None:
-    with httpx.Client(base_url=base_url) as client:
+    with browser_client(base_url) as client:
         responses = [client.get("/ui/approvals"), client.get("/ui/login")]
         token_cookie = client.post(
-            "/ui/login", data={"token": approver_token, "csrf": client.cookies["tether_csrf"]}
+            "/ui/login", data={"token": approver_token, "csrf": page_csrf(responses[1].text)}
         )
         responses += [
             token_cookie,
@@ -238,24 +241,29 @@ def test_the_security_headers_and_cookie_attributes(
         for name, value in SECURITY_HEADERS.items():
             assert response.headers.get(name) == value, (response.url, name)
     assert responses[3].headers["content-type"].startswith("text/html")
-    cookies = token_cookie.headers.get_list("set-cookie")
+    cookies = [*responses[1].headers.get_list("set-cookie")]
+    cookies += token_cookie.headers.get_list("set-cookie")
+    assert len(cookies) == 2
     for cookie in cookies:
+        # __Host-: Secure, Path=/, no Domain, even over plain http on loopback.
+        assert cookie.startswith(f"{SESSION}=")
         assert re.search(r"(?i); HttpOnly", cookie) and re.search(r"(?i); SameSite=strict", cookie)
-        assert "; Path=/ui" in cookie and "Secure" not in cookie  # plain http on loopback
-    assert {c.split("=", 1)[0] for c in cookies} == {"tether_approver", "tether_csrf"}
+        assert "; Path=/;" in cookie + ";" and "; Secure" in cookie
+        assert "domain=" not in cookie.lower()
 
 
 def test_cookies_are_secure_over_https(runtime: Runtime, approver_token: str) -> None:
     with TestClient(create_app(runtime.api_deps), base_url="https://tether.test") as client:
-        client.get("/ui/login")
+        login = client.get("/ui/login")
         signed = client.post(
             "/ui/login",
-            data={"token": approver_token, "csrf": client.cookies["tether_csrf"]},
+            data={"token": approver_token, "csrf": page_csrf(login.text)},
             follow_redirects=False,
         )
     assert signed.status_code == 303
     cookies = signed.headers.get_list("set-cookie")
-    assert len(cookies) == 2 and all("; Secure" in c for c in cookies)
+    assert len(cookies) == 1 and cookies[0].startswith(f"{SESSION}=")
+    assert "; Secure" in cookies[0] and "; Path=/" in cookies[0]
 
 
 def test_vote_errors_show_the_stable_code(
@@ -298,7 +306,7 @@ def test_vote_errors_show_the_stable_code(
 def test_removing_an_approver_ends_their_session(
     base_url: str, runtime: Runtime, pending: Pending, approver_token: str
 ) -> None:
-    with httpx.Client(base_url=base_url) as client:
+    with browser_client(base_url) as client:
         sign_in_http(client, approver_token)
         assert client.get("/ui/approvals").status_code == 200
         assert runtime.approvers.remove("alice")

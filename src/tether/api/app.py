@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Response
@@ -75,6 +75,8 @@ class ApiDeps:
     leases: LeaseService | None = None
     #: Keys that sign scoped lease tokens, published at /.well-known/jwks.json.
     lease_keys: tuple[SigningKey, ...] = ()
+    #: The approval page's key for session-bound CSRF tokens (see :mod:`tether.api.ui`).
+    ui_key: bytes = field(default=b"", repr=False)
 
 
 class BodyLimit:
@@ -172,11 +174,23 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
+        """Ready (200) when the store answers; ``degraded`` (still 200: decisions go on, on the
+        last good policies) while the policy directory's latest change failed to load."""
         try:
             deps.store.ping()
         except TetherError as error:
             return error_response(ErrorCode.STORE_UNAVAILABLE, error.message)
-        return JSONResponse({"status": "ready", "policy_revision": deps.policy.revision})
+        revision = deps.policy.revision
+        failed = deps.policy.last_error
+        if failed is None:
+            return JSONResponse({"status": "ready", "policy_revision": revision})
+        return JSONResponse(
+            {
+                "status": "degraded",
+                "policy_revision": revision,
+                "policy_error": {"code": failed.code.value, "message": failed.message},
+            }
+        )
 
     @app.post("/v1/tasks", status_code=201, response_model=OpenTaskOut, tags=["tasks"])
     def open_task(body: OpenTaskIn, agent: Workload = authenticated) -> dict[str, JSONValue]:

@@ -6,12 +6,18 @@ and every vote goes through ``ApprovalService.vote``.
 
 Sessions and forgery:
 
-- The session cookie holds the approver token itself (``HttpOnly; SameSite=Strict; Path=/ui``,
-  ``Secure`` over https) and is verified on every request, so removing an approver
-  (``tether approvers remove``) ends their sessions at once, on every replica, with no session
-  store.
-- Every POST carries a CSRF token: a random value in a second cookie, echoed in a hidden form
-  field, compared in constant time (double-submit). It is rotated at sign-in. A browser's
+- One cookie, ``__Host-tether_session``, holds a random session id and, once signed in, the
+  approver token itself (``SID.TOKEN``). The ``__Host-`` prefix makes browsers insist on
+  ``Secure; Path=/`` and no ``Domain``, so no sibling host or path can plant or shadow it.
+  Browsers treat http://127.0.0.1 and http://localhost as secure, so ``Secure`` cookies work
+  there too; anywhere else the page must be served over https (directly or behind a proxy).
+  The token is verified on every request, so removing an approver (``tether approvers
+  remove``) ends their sessions at once, on every replica, with no session store.
+- Every POST carries a CSRF token bound to the session: ``HMAC-SHA256(server key, session id)``
+  in a hidden form field, compared in constant time. Nothing the browser holds but the session
+  cookie feeds it, so a token from one session never passes in another, and a value planted in
+  a cookie counts for nothing. Sign-in starts a new session id (and so a new token). The key is
+  ``keys/ui-session.key`` in the data directory, shared by replicas. A browser's
   ``Sec-Fetch-Site`` saying the form came from another site is refused as well.
 - Every response under ``/ui`` carries a strict Content-Security-Policy (no scripts at all),
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
@@ -19,9 +25,13 @@ Sessions and forgery:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, quote
 
@@ -40,7 +50,7 @@ from tether.api.ui_pages import (
     login_page,
     message_page,
 )
-from tether.core.errors import ErrorCode, TetherError, Unauthenticated
+from tether.core.errors import ConfigurationError, ErrorCode, TetherError, Unauthenticated
 from tether.core.ids import ApprovalId, IdKind, is_well_formed
 from tether.logs import get_logger
 from tether.service.approvals import Approver
@@ -51,13 +61,14 @@ if TYPE_CHECKING:
 log = get_logger("tether.api.ui")
 
 UI_PREFIX: Final = "/ui"
-SESSION_COOKIE: Final = "tether_approver"
-CSRF_COOKIE: Final = "tether_csrf"
+SESSION_COOKIE: Final = "__Host-tether_session"
 SESSION_SECONDS: Final = 8 * 3600
 LIST_LIMIT: Final = 200
 MAX_FORM_BYTES: Final = 16 * 1024
 MAX_TOKEN_CHARS: Final = 8192
-_CSRF_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
+MIN_KEY_BYTES: Final = 32
+_SID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_CSRF_LABEL: Final = b"tether-ui-csrf\x00"
 
 SECURITY_HEADERS: Final[dict[str, str]] = {
     "Content-Security-Policy": (
@@ -137,47 +148,66 @@ def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _set_cookie(request: Request, response: Response, name: str, value: str) -> None:
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What the session cookie says: its id and, once signed in, the approver token."""
+
+    sid: str
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def cookie(self) -> str:
+        return self.sid if self.token is None else f"{self.sid}.{self.token}"
+
+
+def _session(request: Request) -> Session | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw or len(raw) > MAX_TOKEN_CHARS + 64:
+        return None
+    sid, _, token = raw.partition(".")
+    if not _SID_SHAPE.match(sid):
+        return None
+    return Session(sid, token or None)
+
+
+def _new_session(token: str | None = None) -> Session:
+    return Session(secrets.token_urlsafe(32), token)
+
+
+def _set_session(response: Response, session: Session) -> None:
+    # __Host-: Secure, Path=/ and no Domain, or a browser refuses the cookie.
     response.set_cookie(
-        name,
-        value,
+        SESSION_COOKIE,
+        session.cookie,
         max_age=SESSION_SECONDS,
-        path=UI_PREFIX,
-        secure=request.url.scheme == "https",
+        path="/",
+        secure=True,
         httponly=True,
         samesite="strict",
     )
 
 
-def _clear_cookie(request: Request, response: Response, name: str) -> None:
-    response.delete_cookie(
-        name,
-        path=UI_PREFIX,
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+def _clear_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
 
 
-def _csrf_cookie(request: Request) -> str | None:
-    value = request.cookies.get(CSRF_COOKIE)
-    return value if value is not None and _CSRF_SHAPE.match(value) else None
+def csrf_token(key: bytes, sid: str) -> str:
+    """The anti-forgery token of session ``sid``: derived, never stored, never in a cookie."""
+    mac = hmac.new(key, _CSRF_LABEL + sid.encode("ascii"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
-def _new_csrf() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def _forgery(request: Request, form: Form) -> str | None:
-    """Why this POST might be forged, or ``None`` when its CSRF token matches the session's."""
+def _forgery(request: Request, form: Form, key: bytes) -> str | None:
+    """Why this POST might be forged, or ``None`` when its CSRF token is this session's."""
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return "the form was sent from another site"
-    cookie = _csrf_cookie(request)
-    field = form.get("csrf")
-    if cookie is None or not field:
+    session = _session(request)
+    field_value = form.get("csrf")
+    if session is None or not field_value:
         return "the form's anti-forgery token is missing"
-    if not hmac.compare_digest(cookie.encode("utf-8"), field.encode("utf-8")):
+    expected = csrf_token(key, session.sid)
+    if not hmac.compare_digest(expected.encode("ascii"), field_value.encode("utf-8")):
         return "the form's anti-forgery token does not match this session"
     return None
 
@@ -223,13 +253,17 @@ def _error_page(error: TetherError) -> HTMLResponse:
 
 def install_ui(app: FastAPI, deps: ApiDeps) -> None:
     """Add the ``/ui`` routes and the middleware that puts security headers on them."""
+    key = deps.ui_key
+    if len(key) < MIN_KEY_BYTES:
+        # INVARIANT: no page without a session-bound CSRF key; never a guessable one.
+        raise ConfigurationError(f"the approval page needs a key of at least {MIN_KEY_BYTES} bytes")
 
     def signed_in(request: Request) -> Approver | None:
-        token = request.cookies.get(SESSION_COOKIE)
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        session = _session(request)
+        if session is None or session.token is None or len(session.token) > MAX_TOKEN_CHARS:
             return None
         try:
-            return deps.approvers.verify(token)
+            return deps.approvers.verify(session.token)
         except Unauthenticated:
             return None
 
@@ -243,13 +277,26 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
     def to_login(request: Request) -> RedirectResponse:
         response = _redirect("/ui/login")
         if request.cookies.get(SESSION_COOKIE) is not None:
-            _clear_cookie(request, response, SESSION_COOKIE)
+            _clear_session(response)
         return response
 
-    def with_csrf(request: Request) -> tuple[str, bool]:
-        """The session's CSRF token, and whether it is new (and must be set as a cookie)."""
-        existing = _csrf_cookie(request)
-        return (existing, False) if existing else (_new_csrf(), True)
+    def with_csrf(request: Request) -> tuple[str, Session | None]:
+        """This session's CSRF token, and a new session to set when there was none."""
+        existing = _session(request)
+        if existing is not None:
+            return csrf_token(key, existing.sid), None
+        fresh = _new_session()
+        return csrf_token(key, fresh.sid), fresh
+
+    def forgery(request: Request, form: Form) -> str | None:
+        return form.problem or _forgery(request, form, key)
+
+    def html_with(request: Request, render: Callable[[str], Html], status: int = 200) -> Response:
+        csrf, fresh = with_csrf(request)
+        response = _html(render(csrf), status)
+        if fresh is not None:
+            _set_session(response, fresh)
+        return response
 
     form_body = Depends(read_form)
 
@@ -261,15 +308,11 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
     def login_form(request: Request) -> Response:
         if signed_in(request) is not None:
             return _redirect("/ui/approvals")
-        csrf, fresh = with_csrf(request)
-        response = _html(login_page(csrf))
-        if fresh:
-            _set_cookie(request, response, CSRF_COOKIE, csrf)
-        return response
+        return html_with(request, login_page)
 
     @app.post("/ui/login", include_in_schema=False)
     def login(request: Request, form: Form = form_body) -> Response:
-        forged = form.problem or _forgery(request, form)
+        forged = forgery(request, form)
         if forged:
             return _refused(forged)
         csrf = form.get("csrf")
@@ -299,18 +342,16 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
             return _html(login_page(csrf, message), 401)
         log.info("ui_login", approver=who.id)
         response = _redirect("/ui/approvals")
-        _set_cookie(request, response, SESSION_COOKIE, token)
-        _set_cookie(request, response, CSRF_COOKIE, _new_csrf())  # a new session, a new token
+        _set_session(response, _new_session(token))  # a new session id, so a new CSRF token
         return response
 
     @app.post("/ui/logout", include_in_schema=False)
     def logout(request: Request, form: Form = form_body) -> Response:
-        forged = form.problem or _forgery(request, form)
+        forged = forgery(request, form)
         if forged:
             return _refused(forged)
         response = _redirect("/ui/login")
-        _clear_cookie(request, response, SESSION_COOKIE)
-        _clear_cookie(request, response, CSRF_COOKIE)
+        _clear_session(response)
         return response
 
     @app.get("/ui/approvals", include_in_schema=False)
@@ -318,7 +359,6 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
         who = signed_in(request)
         if who is None:
             return to_login(request)
-        csrf, fresh = with_csrf(request)
         try:
             items = deps.approvals.list(LIST_LIMIT)
             emergencies = deps.breakglass.list(LIST_LIMIT)
@@ -326,10 +366,7 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
             return _error_page(error)
         now = deps.clock.now()
         banner = breakglass_banner(emergencies, now)
-        response = _html(list_page(items, now, who, csrf, LIST_LIMIT, banner))
-        if fresh:
-            _set_cookie(request, response, CSRF_COOKIE, csrf)
-        return response
+        return html_with(request, lambda csrf: list_page(items, now, who, csrf, LIST_LIMIT, banner))
 
     def show(
         request: Request,
@@ -337,17 +374,14 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
         approval_id: ApprovalId,
         error: TetherError | None = None,
     ) -> Response:
-        csrf, fresh = with_csrf(request)
         try:
             approval = deps.approvals.get(approval_id)
         except TetherError as missing:
             return _error_page(missing)
         shown = (error.code.value, error.message) if error else None
         status = HTTP_STATUS[error.code] if error else 200
-        response = _html(detail_page(approval, deps.clock.now(), who, csrf, shown), status)
-        if fresh:
-            _set_cookie(request, response, CSRF_COOKIE, csrf)
-        return response
+        now = deps.clock.now()
+        return html_with(request, lambda csrf: detail_page(approval, now, who, csrf, shown), status)
 
     @app.get("/ui/approvals/{approval_id}", include_in_schema=False)
     def approval_detail(request: Request, approval_id: str) -> Response:
@@ -358,7 +392,7 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
         return _not_an_id() if found is None else show(request, who, found)
 
     def decide(request: Request, form: Form, approval_id: str, approve: bool) -> Response:
-        forged = form.problem or _forgery(request, form)
+        forged = forgery(request, form)
         if forged:
             return _refused(forged)
         who = signed_in(request)

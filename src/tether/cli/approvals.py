@@ -35,11 +35,21 @@ DEFAULT_URL = os.environ.get("TETHER_URL", "http://127.0.0.1:8470")
 
 
 @approvers_app.command("add")
-def add_approver(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def add_approver(
+    name: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate", help="Replace the token of existing approver NAME (the old one stops)."
+        ),
+    ] = False,
+) -> None:
     """Create approver NAME and print its token once (only a digest is kept)."""
     with tether_errors():
-        token = approver_registry(data_dir).add(name)
-    console.print(f"approver [bold]{name}[/] added; its token (shown once):", highlight=False)
+        token = approver_registry(data_dir).add(name, rotate=rotate)
+    done = "given a new token (the old one no longer works)" if rotate else "added"
+    console.print(f"approver [bold]{name}[/] {done}; its token (shown once):", highlight=False)
     typer.echo(token)
 
 

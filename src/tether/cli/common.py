@@ -36,7 +36,7 @@ PolicyDir = Annotated[
         "--policies",
         "-p",
         help="Policy directory (*.cedar, schema.cedarschema, catalog.yaml). "
-        "Default: the bundled example policies.",
+        "Default: the bundled example policies (refused when TETHER_ENV=production).",
         file_okay=False,
         exists=True,
     ),

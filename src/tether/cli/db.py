@@ -22,12 +22,11 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.runtime import STORE_FILE, sqlite_file
 from tether.store import SqlStore
 from tether.store.migrate import Revision
 
 app = typer.Typer(help="The store's schema: its revision, and applying migrations.")
-
-STORE_FILE = "tether.db"
 
 
 def _open(data_dir: Path, store_url: str | None, *, create: bool) -> tuple[SqlStore, str]:
@@ -44,8 +43,7 @@ def _open(data_dir: Path, store_url: str | None, *, create: bool) -> tuple[SqlSt
             "or --store-url",
             "store_not_found",
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return SqlStore.sqlite(path, migrate=False), str(data_dir)
+    return SqlStore.sqlite(sqlite_file(data_dir), migrate=False), str(data_dir)
 
 
 def _list(heading: str, revisions: tuple[Revision, ...]) -> None:

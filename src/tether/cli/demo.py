@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from tether.cli.browser import browser_client, page_csrf
 from tether.cli.common import console, fail
 from tether.cli.demo_downstream import payments_api
 from tether.core.audit import verify_chain
@@ -251,12 +252,13 @@ def _approve_on_the_web_page(
     client: httpx.Client, token: str, approval_id: str, reason: str
 ) -> str:
     """Sign in to the approver's page and submit its Approve form, as a browser would."""
-    with httpx.Client(base_url=str(client.base_url), timeout=10) as browser:
-        browser.get("/ui/login")
-        browser.post("/ui/login", data={"token": token, "csrf": browser.cookies["tether_csrf"]})
+    with browser_client(str(client.base_url), timeout=10) as browser:
+        login = browser.get("/ui/login")
+        browser.post("/ui/login", data={"token": token, "csrf": page_csrf(login.text)})
+        shown = browser.get(f"/ui/approvals/{approval_id}")
         browser.post(
             f"/ui/approvals/{approval_id}/approve",
-            data={"reason": reason, "csrf": browser.cookies["tether_csrf"]},
+            data={"reason": reason, "csrf": page_csrf(shown.text)},
         )
     shown = client.get(
         f"/v1/approvals/{approval_id}", headers={"Authorization": f"Bearer {token}"}
@@ -362,13 +364,19 @@ def _delegate(
     return number + 2, str(child["grant"])
 
 
+def _demo_approver(workdir: Path, name: str) -> str:
+    """A token for the demo's approver ``name``: a new one each time the demo needs it (on a
+    data directory used before, or a second time in one run, the approver already exists)."""
+    registry = approver_registry(workdir)
+    return registry.add(name, rotate=name in registry.names)
+
+
 def _break_glass(
     client: httpx.Client, workdir: Path, task: dict[str, Any], run: Any, number: int
 ) -> int:
     """An on-call human asks for emergency scope; two others approve; the call goes through."""
-    registry = approver_registry(workdir)
     people = {
-        name: {"Authorization": f"Bearer {registry.add(name)}"}
+        name: {"Authorization": f"Bearer {_demo_approver(workdir, name)}"}
         for name in ("oncall", "security", "ops-lead")
     }
     purge = {"tool": "crm.purge", "actions": ["delete"], "datasets": ["crm"]}
@@ -405,7 +413,7 @@ def _approve_and_retry(
     """A human approves the exact call; the agent retries once with the approval, then again.
     Returns the allowed retry's verdict too: it carries the call's just-in-time credential."""
     approval_id = verdict["approval_id"]
-    token = approver_registry(workdir).add("ops-lead")
+    token = _demo_approver(workdir, "ops-lead")
     human = {"Authorization": f"Bearer {token}"}
     shown = client.get(f"/v1/approvals/{approval_id}", headers=human).json()
     console.print(f"approval {approval_id} waits for a human; tether's summary:")

@@ -40,11 +40,19 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.core.errors import TetherError
+from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
+from tether.identity._jose import MAX_MAX_LIFETIME_SECONDS
 from tether.logs import configure_logging, get_logger, wants_json
 from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
 from tether.observability.tracing import Tracing, no_export, otlp_tracing
-from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
+from tether.runtime import (
+    WEBHOOK_SECRET_ENV,
+    Runtime,
+    RuntimeConfig,
+    open_runtime,
+    packaged_policies,
+)
 
 log = get_logger("tether.serve")
 
@@ -111,6 +119,8 @@ class ServeOptions:
     json_logs: bool = True
     metrics: bool = True
     otlp_endpoint: str | None = None
+    fix_permissions: bool = False
+    max_token_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -133,6 +143,8 @@ class ServeOptions:
             public_url=self.public_url,
             store_url=store_url,
             metrics=self.metrics,
+            fix_permissions=self.fix_permissions,
+            max_token_lifetime_seconds=self.max_token_lifetime,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -167,11 +179,34 @@ def serve(
     oidc_issuer: Annotated[
         str | None, typer.Option(help="Accept OIDC tokens from this issuer.")
     ] = None,
+    max_token_lifetime: Annotated[
+        int,
+        typer.Option(
+            min=60,
+            max=MAX_MAX_LIFETIME_SECONDS,
+            help="Refuse workload SVIDs and OIDC tokens whose lifetime (exp - iat) is longer "
+            "than this many seconds, or that have no iat.",
+        ),
+    ] = DEFAULT_MAX_LIFETIME_SECONDS,
     oidc_jwks: Annotated[
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
     approval_webhook: Annotated[
-        str | None, typer.Option(help="POST pending approvals to this URL (a chat bridge).")
+        str | None,
+        typer.Option(
+            help="POST pending approvals to this URL (a chat bridge), signed with "
+            "TETHER_APPROVAL_WEBHOOK_SECRET (Standard Webhooks)."
+        ),
+    ] = None,
+    approval_webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--approval-webhook-secret",
+            envvar="TETHER_APPROVAL_WEBHOOK_SECRET",
+            help="The webhook's signing secret (whsec_ + base64 of 24-64 random bytes), shared "
+            "with its receiver. Prefer the env var (a command line is visible to other users).",
+            show_default=False,
+        ),
     ] = None,
     approver_oidc_issuer: Annotated[
         str | None,
@@ -218,6 +253,14 @@ def serve(
             "(needs the otel extra).",
         ),
     ] = None,
+    fix_permissions: Annotated[
+        bool,
+        typer.Option(
+            "--fix-permissions",
+            help="Tighten a data directory open to other users (to 0700, its files 0600) "
+            "instead of refusing to start.",
+        ),
+    ] = False,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
@@ -236,11 +279,15 @@ def serve(
         json_logs=wants_json(log_format.value),
         metrics=metrics,
         otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
+        fix_permissions=fix_permissions,
+        max_token_lifetime=max_token_lifetime,
     )
     configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
     url = store_url_of(store_url)
     if redis_url is not None:  # read by open_runtime, and inherited by --workers processes
         os.environ["TETHER_REDIS_URL"] = redis_url
+    if approval_webhook_secret is not None:  # the same way: never in the worker options
+        os.environ[WEBHOOK_SECRET_ENV] = approval_webhook_secret
     if workers > 1:
         _serve_workers(options, url, host, port, workers)
         return

@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from tether.core.errors import ConfigurationError, ErrorCode, InvalidRequest, NotFound
 from tether.core.secret import Secret
+from tether.datadir import make_private_dir, prepare_data_dir
 
 KEY_ENV: Final = "TETHER_SECRETS_KEY"
 MAX_SECRET_BYTES: Final = 16 * 1024
@@ -39,7 +40,7 @@ def is_valid_secret_name(name: str) -> bool:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -51,6 +52,7 @@ class SecretStore:
     """Named secrets under one data directory; see the module docstring for the layout."""
 
     def __init__(self, data_dir: Path, environ: Mapping[str, str] | None = None) -> None:
+        prepare_data_dir(data_dir)  # private: refused when open to other users
         self._path = data_dir / "secrets.json"
         self._key_path = data_dir / "keys" / "secrets.key"
         self._environ = os.environ if environ is None else environ

@@ -17,7 +17,7 @@ repeats the token.
 
 from typing import TYPE_CHECKING
 
-from tether.identity._jose import KeySource
+from tether.identity._jose import DEFAULT_MAX_LIFETIME_SECONDS, KeySource
 from tether.identity.composite import CompositeVerifier
 from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DevIssuer, ensure_dev_allowed
 from tether.identity.grant_tokens import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_AUDIENCE",
+    "DEFAULT_MAX_LIFETIME_SECONDS",
     "GRANT_AUDIENCE",
     "GRANT_TOKEN_TYPE",
     "VERIFY_ALGORITHMS",

@@ -30,6 +30,11 @@ from tether.identity.keys import VERIFY_ALGORITHMS, KeySet
 
 #: Largest leeway a verifier may be configured with: clock skew, not a grace period.
 MAX_LEEWAY_SECONDS = 300
+#: Longest lifetime (``exp - iat``) a workload token may declare unless configured otherwise:
+#: a token valid for years is a standing credential, which is what tether removes.
+DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600
+#: The most that may be configured (a year): beyond it the check would mean nothing.
+MAX_MAX_LIFETIME_SECONDS = 366 * 24 * 3600
 _SEGMENTS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _MAX_KID_LENGTH = 256
 _JWS = jwt.PyJWS(algorithms=sorted(VERIFY_ALGORITHMS), options={"enforce_minimum_key_length": True})
@@ -72,6 +77,16 @@ def check_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
 def check_leeway(seconds: int) -> int:
     if isinstance(seconds, bool) or not 0 <= seconds <= MAX_LEEWAY_SECONDS:
         raise ConfigurationError(f"leeway must be between 0 and {MAX_LEEWAY_SECONDS} seconds")
+    return seconds
+
+
+def check_max_lifetime(seconds: int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise ConfigurationError("the maximum token lifetime is a whole number of seconds")
+    if not 60 <= seconds <= MAX_MAX_LIFETIME_SECONDS:
+        raise ConfigurationError(
+            f"the maximum token lifetime must be between 60 and {MAX_MAX_LIFETIME_SECONDS} seconds"
+        )
     return seconds
 
 
@@ -235,6 +250,24 @@ def check_time(
     # RFC 7519 §4.1.4: the current time must be *before* exp.
     if current >= expires + (leeway if exp_leeway is None else exp_leeway):
         raise ExpiredToken("token has expired", code=ErrorCode.INVALID_TOKEN)
+
+
+def check_lifetime(claims: Mapping[str, Any], max_seconds: int) -> None:
+    """``iat`` required, and the lifetime it declares (``exp - iat``) at most ``max_seconds``.
+
+    Independent of ``now``: a token minted for ten years is refused on its first day too.
+    """
+    issued = numeric_date(claims, "iat")
+    expires = numeric_date(claims, "exp")
+    if issued is None:
+        raise reject("token has no issued-at time (iat); issue tokens that carry one")
+    if expires is None:
+        raise reject("token has no expiry")
+    if expires - issued > max_seconds:
+        raise reject(
+            f"token lifetime (exp - iat) is longer than the {max_seconds} s allowed; "
+            "issue shorter-lived tokens"
+        )
 
 
 def check_audience(claims: Mapping[str, Any], audience: str) -> None:

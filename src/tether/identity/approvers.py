@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tether.core.errors import ConfigurationError, ErrorCode, InvalidRequest, Unauthenticated
+from tether.datadir import make_private_dir
 from tether.identity.oidc import OidcVerifier
 from tether.service.approvals import Approver
 
@@ -69,11 +70,29 @@ class StaticApprovers:
     def names(self) -> list[str]:
         return sorted(self._digests)
 
-    def add(self, name: str) -> str:
-        """Create (or replace) approver ``name``; returns the token, which is not kept."""
+    def add(self, name: str, *, rotate: bool = False) -> str:
+        """Create approver ``name``, or with ``rotate`` replace the token of an existing one;
+        returns the token, which is not kept.
+
+        Adding a name that exists is refused: it would silently end that approver's token.
+        Rotating a name that does not exist is refused too, so a typo never mints a new approver.
+        """
         if not _NAME.match(name):
             raise InvalidRequest(
                 "approver names are lowercase letters, digits, '.', '_', '-' (1-64 characters)",
+                code=ErrorCode.INVALID_FIELD,
+            )
+        self._refresh()  # another command may have added or removed approvers meanwhile
+        exists = name in self._digests
+        if exists and not rotate:
+            raise InvalidRequest(
+                f"approver {name!r} already exists; to give it a new token (its current one "
+                f"stops working) run: tether approvers add {name} --rotate",
+                code=ErrorCode.INVALID_FIELD,
+            )
+        if rotate and not exists:
+            raise InvalidRequest(
+                f"there is no approver {name!r} to rotate; add it without --rotate",
                 code=ErrorCode.INVALID_FIELD,
             )
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -88,7 +107,7 @@ class StaticApprovers:
         return removed
 
     def _save(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self._path.parent)
         tmp = self._path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -146,8 +165,8 @@ class CompositeApprovers:
         raise Unauthenticated("not an approver token", code=ErrorCode.INVALID_TOKEN)
 
     # The registry operations stay on the static approvers (``tether approvers add``).
-    def add(self, name: str) -> str:
-        return self.static.add(name)
+    def add(self, name: str, *, rotate: bool = False) -> str:
+        return self.static.add(name, rotate=rotate)
 
     def remove(self, name: str) -> bool:
         return self.static.remove(name)

@@ -5,6 +5,9 @@ relying party and ``exp`` (required) bounding its life. Per the spec's validatio
 verifier pins the algorithm, picks the trust bundle's key by ``kid``, and rejects a token whose
 ``typ`` is present and not ``JWT`` or ``JOSE`` (which also keeps a tether grant token from being
 accepted as an SVID). The SPIFFE ID must parse and belong to a configured trust domain.
+Beyond the spec, ``iat`` is required and the lifetime a token declares (``exp - iat``) may not
+exceed ``max_lifetime_seconds`` (24 h unless configured): an SVID valid for years is a standing
+credential, whatever its signature.
 
 With federation, give one bundle per trust domain (a mapping): a token is then checked only
 against the keys of the trust domain its ``sub`` names, so one domain's signing key can never
@@ -19,11 +22,14 @@ from datetime import datetime
 from tether.core.errors import ConfigurationError
 from tether.core.identity import CredentialKind, Workload, parse_spiffe_id
 from tether.identity._jose import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
     KeySource,
     check_algorithms,
     check_audience,
     check_audience_config,
     check_leeway,
+    check_lifetime,
+    check_max_lifetime,
     check_time,
     reject,
     unverified_claims,
@@ -46,10 +52,12 @@ class JwtSvidVerifier:
         algorithms: Iterable[str] = ("ES256",),
         leeway_seconds: int = 60,
         max_token_bytes: int = 8192,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
     ) -> None:
         self._algorithms = check_algorithms(algorithms)
         self._audience = check_audience_config(audience)
         self._leeway = check_leeway(leeway_seconds)
+        self._max_lifetime = check_max_lifetime(max_lifetime_seconds)
         if max_token_bytes < 256:
             raise ConfigurationError("max_token_bytes must be at least 256")
         self._max_bytes = max_token_bytes
@@ -86,6 +94,7 @@ class JwtSvidVerifier:
         claims = verified.claims
         check_audience(claims, self._audience)
         check_time(claims, now, self._leeway)
+        check_lifetime(claims, self._max_lifetime)
         subject = claims.get("sub")
         trust_domain = _trust_domain(subject)
         if trust_domain is None or not isinstance(subject, str):

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.exceptions import PyJWKError, PyJWTError
 
 from tether.core.errors import ConfigurationError
+from tether.datadir import make_private_dir
 
 #: The algorithms a verifier may be configured with. Nothing symmetric (HS*) and never ``none``:
 #: a verifier holds public keys only.
@@ -102,7 +103,7 @@ class SigningKey:
         target = Path(path)
         if target.exists():
             return cls._load(target)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(target.parent)
         key = cls.generate()
         pem = key._private.private_bytes(
             serialization.Encoding.PEM,

@@ -3,9 +3,11 @@
 For workload tokens issued by an OIDC provider: Kubernetes service-account tokens, CI job tokens
 (GitHub Actions, GitLab), cloud workload identity. ``iss`` must equal the configured issuer
 exactly (no normalisation: OIDC Core compares it as a case-sensitive string), ``aud`` must name
-tether, ``exp`` is required and every time check uses the injected ``now``. Keys come from a JWKS
-file or the issuer's JWKS URL (:class:`~tether.identity.jwks_url.JwksUrlSource`); given as a
-string, an ``https://`` (or loopback ``http://``) value is a URL and anything else a file path.
+tether, ``exp`` and ``iat`` are required, the declared lifetime (``exp - iat``) is at most
+``max_lifetime_seconds`` (24 h unless configured), and every time check uses the injected
+``now``. Keys come from a JWKS file or the issuer's JWKS URL
+(:class:`~tether.identity.jwks_url.JwksUrlSource`); given as a string, an ``https://`` (or
+loopback ``http://``) value is a URL and anything else a file path.
 
 The workload is named ``issuer#subject``; its short name is the subject's last ``:`` or ``/``
 separated segment (``system:serviceaccount:ns:builder`` → ``builder``).
@@ -22,11 +24,14 @@ from urllib.parse import urlsplit
 from tether.core.errors import ConfigurationError
 from tether.core.identity import CredentialKind, Workload
 from tether.identity._jose import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
     KeySource,
     check_algorithms,
     check_audience,
     check_audience_config,
     check_leeway,
+    check_lifetime,
+    check_max_lifetime,
     check_time,
     reject,
     verify_jws,
@@ -52,6 +57,7 @@ class OidcVerifier:
         algorithms: Iterable[str] = ("RS256", "ES256"),
         leeway_seconds: int = 60,
         max_token_bytes: int = 8192,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
     ) -> None:
         parts = urlsplit(issuer) if isinstance(issuer, str) else None
         if parts is None or parts.scheme != "https" or not parts.hostname:
@@ -64,6 +70,7 @@ class OidcVerifier:
         self._keys = key_source(jwks)
         self._algorithms = check_algorithms(algorithms)
         self._leeway = check_leeway(leeway_seconds)
+        self._max_lifetime = check_max_lifetime(max_lifetime_seconds)
         if max_token_bytes < 256:
             raise ConfigurationError("max_token_bytes must be at least 256")
         self._max_bytes = max_token_bytes
@@ -88,6 +95,7 @@ class OidcVerifier:
             raise reject("token issuer is not trusted")
         check_audience(claims, self._audience)
         check_time(claims, now, self._leeway)
+        check_lifetime(claims, self._max_lifetime)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise reject("token subject is missing or malformed")

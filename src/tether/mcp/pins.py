@@ -33,6 +33,7 @@ from typing import Any
 from tether.core.audit import canonical_json
 from tether.core.errors import ConfigurationError, ErrorCode, NotFound
 from tether.core.scope import JSONValue
+from tether.datadir import make_private_dir
 
 
 def descriptor(name: str, description: str | None, input_schema: Mapping[str, Any]) -> JSONValue:
@@ -87,7 +88,7 @@ class PinStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self._path.parent)
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -1,5 +1,5 @@
 """Notifications to humans (webhooks), off the decision path."""
 
-from tether.notify.webhook import WebhookNotifier
+from tether.notify.webhook import WebhookNotifier, webhook_secret
 
-__all__ = ["WebhookNotifier"]
+__all__ = ["WebhookNotifier", "webhook_secret"]

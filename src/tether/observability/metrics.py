@@ -15,6 +15,10 @@ tether_budget_used              gauge     budget consumed by open tasks with lim
                                           and ``classification`` (``any`` for a limit on all)
 tether_leases_live              gauge     live downstream-credential leases
 tether_store_up                 gauge     1 when the scrape could read the store, else 0
+tether_policy_reload_failures   counter   reloads of the policy directory that did not load (the
+_total                                    last good revision stayed in force)
+tether_policy_revision_info     gauge     1, labelled with the ``revision`` in force
+tether_policy_reload_failing    gauge     1 while the latest reload failed, else 0
 =============================== ========= =====================================================
 
 Label values are bounded: ``decision`` and ``reason`` are closed enums, and ``tool`` names come
@@ -41,7 +45,8 @@ from prometheus_client.values import MutexValue, ValueClass
 
 from tether.core.errors import TetherError
 from tether.core.verdict import Decision, Verdict
-from tether.service.ports import Clock
+from tether.policy.reload import ReloadResult
+from tether.service.ports import Clock, PolicyEngine
 from tether.store.sql import SqlStore
 from tether.store.stats import read_stats
 
@@ -125,6 +130,12 @@ class Metrics:
             buckets=_BUCKETS,
             registry=own,
         )
+        self._reload_failures = Counter(
+            "tether_policy_reload_failures",
+            "Reloads of the policy directory that did not load; the last good revision stayed.",
+            registry=own,
+        )
+        self._watching_policy = False
         if multiprocess_dir is None:
             self._scrape = own
         else:
@@ -141,6 +152,19 @@ class Metrics:
 
     def audit_append(self, seconds: float) -> None:
         self._audit_append.observe(seconds)
+
+    def policy_reloaded(self, result: ReloadResult) -> None:
+        """The policy engine's ``on_reload``: count the reloads that failed."""
+        if not result.ok:
+            self._reload_failures.inc()
+
+    def watch_policy(self, policy: PolicyEngine) -> None:
+        """Report the revision in force and whether the latest reload failed, on every scrape."""
+        with self._lock:
+            if self._watching_policy:
+                return
+            self._watching_policy = True
+        self._scrape.register(PolicyGauges(policy))
 
     def watch_store(self, store: SqlStore, clock: Clock) -> None:
         """Report the store's gauges on every scrape (once per ``Metrics``)."""
@@ -216,3 +240,28 @@ class StoreGauges:
             )
         )
         return found
+
+
+class PolicyGauges:
+    """A collector reading the policy engine at scrape time: the revision this process decides
+    on, and whether its latest reload failed (a process's own state, like its decisions)."""
+
+    def __init__(self, policy: PolicyEngine) -> None:
+        self._policy = policy
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        revision = GaugeMetricFamily(
+            "tether_policy_revision_info",
+            "The policy revision in force, as a label (value 1).",
+            labels=["revision"],
+        )
+        revision.add_metric([self._policy.revision], 1)
+        failing = GaugeMetricFamily(
+            "tether_policy_reload_failing",
+            "1 while the latest reload of the policy directory failed, else 0.",
+            value=0 if self._policy.last_error is None else 1,
+        )
+        return [revision, failing]

@@ -15,6 +15,7 @@ from tether.core.audit import AuditKind, AuditRecord, ChainHead
 from tether.core.budget import Hold
 from tether.core.call import Call
 from tether.core.effect import Effect
+from tether.core.errors import ConfigurationError
 
 # The policy engine's answer and a decision's task progress are core values (the pure decision
 # takes and returns them); re-exported here, where the ports that carry them live.
@@ -119,6 +120,12 @@ class PolicyEngine(Protocol):
 
     def classification(self, dataset: str) -> Classification | None:
         """The dataset's classification from the catalog, or ``None`` if it is not catalogued."""
+        ...
+
+    @property
+    def last_error(self) -> ConfigurationError | None:
+        """Why the latest reload of the policies failed (``revision`` is then still the last
+        good one, in force), or ``None`` when it succeeded or none was tried."""
         ...
 
 
