@@ -45,12 +45,18 @@ from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
 from tether.observability.tracing import Tracing, no_export, otlp_tracing
 from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
+from tether.service.checkpoints import (
+    DEFAULT_EVERY_RECORDS,
+    DEFAULT_EVERY_SECONDS,
+    CheckpointSchedule,
+)
 
 log = get_logger("tether.serve")
 
 
 class Housekeeping:
-    """Background work of a server: reap expired tasks, pick up changed policies."""
+    """Background work of a server: reap expired tasks, pick up changed policies, checkpoint
+    the audit log (and a last checkpoint when it stops, so a clean stop leaves none unsigned)."""
 
     def __init__(self, runtime: Runtime, interval: float) -> None:
         self._runtime = runtime
@@ -64,6 +70,21 @@ class Housekeeping:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.checkpoint(force=True)
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        checkpoints = self._runtime.checkpoints
+        if checkpoints is None:
+            return
+        try:
+            made = checkpoints.tick(force=force)
+        except TetherError as error:  # the message names the record, never a secret
+            log.error("audit_checkpoint_failed", error=error.message, code=error.code.value)
+        except Exception as error:  # keep the server alive; the next sweep retries
+            log.error("audit_checkpoint_failed", error_type=type(error).__name__)
+        else:
+            if made is not None:
+                log.info("audit_checkpoint", size=made.size, root=made.root)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -77,6 +98,7 @@ class Housekeeping:
                     log.info("leases_reaped", expired=expired, released=released)
             except Exception as error:  # keep the server alive; the next sweep retries
                 log.error("housekeeping_failed", error_type=type(error).__name__)
+            self.checkpoint()
 
 
 class LogFormat(StrEnum):
@@ -111,6 +133,9 @@ class ServeOptions:
     json_logs: bool = True
     metrics: bool = True
     otlp_endpoint: str | None = None
+    audit_witness: str | None = None
+    checkpoint_records: int = DEFAULT_EVERY_RECORDS
+    checkpoint_seconds: float = DEFAULT_EVERY_SECONDS
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -133,6 +158,8 @@ class ServeOptions:
             public_url=self.public_url,
             store_url=store_url,
             metrics=self.metrics,
+            checkpoints=CheckpointSchedule(self.checkpoint_records, self.checkpoint_seconds),
+            audit_witness=self.audit_witness,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -218,6 +245,31 @@ def serve(
             "(needs the otel extra).",
         ),
     ] = None,
+    audit_witness: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TETHER_AUDIT_WITNESS",
+            help="Also send each signed audit checkpoint here: a file (one JSON line each) or "
+            "an http(s) URL (POSTed as JSON; retried on the next sweep if it fails).",
+        ),
+    ] = None,
+    checkpoint_records: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="TETHER_CHECKPOINT_RECORDS",
+            help="Sign an audit checkpoint once this many records are unsigned.",
+        ),
+    ] = DEFAULT_EVERY_RECORDS,
+    checkpoint_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            envvar="TETHER_CHECKPOINT_SECONDS",
+            help="...or once the oldest unsigned record is this many seconds past the last "
+            "checkpoint.",
+        ),
+    ] = DEFAULT_EVERY_SECONDS,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
@@ -236,6 +288,9 @@ def serve(
         json_logs=wants_json(log_format.value),
         metrics=metrics,
         otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
+        audit_witness=audit_witness or None,
+        checkpoint_records=checkpoint_records,
+        checkpoint_seconds=checkpoint_seconds,
     )
     configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
     url = store_url_of(store_url)

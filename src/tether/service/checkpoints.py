@@ -57,10 +57,14 @@ class Witness(Protocol):
         ...
 
 
+DEFAULT_EVERY_RECORDS = 1000
+DEFAULT_EVERY_SECONDS = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointSchedule:
-    every_records: int = 1000
-    every_seconds: float = 60.0
+    every_records: int = DEFAULT_EVERY_RECORDS
+    every_seconds: float = DEFAULT_EVERY_SECONDS
 
     def __post_init__(self) -> None:
         if self.every_records < 1 or self.every_seconds <= 0:
@@ -192,4 +196,12 @@ class _Growth:
             self.head = record.hash
 
 
-__all__ = ["AuditLog", "CheckpointSchedule", "CheckpointStore", "Checkpointer", "Witness"]
+__all__ = [
+    "DEFAULT_EVERY_RECORDS",
+    "DEFAULT_EVERY_SECONDS",
+    "AuditLog",
+    "CheckpointSchedule",
+    "CheckpointStore",
+    "Checkpointer",
+    "Witness",
+]
