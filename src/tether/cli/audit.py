@@ -43,7 +43,7 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.core.audit import AuditRecord, canonical_json
-from tether.core.checkpoint import Checkpoint, LogReport, verify_log
+from tether.core.checkpoint import Checkpoint, LogReport, is_export_checkpoint, verify_log
 from tether.core.errors import Unavailable
 from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
 from tether.store import SqlStore
@@ -140,7 +140,7 @@ def _export_checkpoint(path: Path) -> tuple[int, Checkpoint] | None:
     last: tuple[int, dict[str, object]] | None = None
     for last in _lines(path):  # noqa: B007 - the last line is what counts
         pass
-    if last is None or set(last[1]) != {"checkpoint"}:
+    if last is None or not is_export_checkpoint(last[1]):
         return None
     try:
         return last[0], Checkpoint.from_json(last[1]["checkpoint"])
@@ -153,7 +153,7 @@ def _read_file(path: Path, end: int | None) -> Iterator[AuditRecord]:
     for number, data in _lines(path):
         if end is not None and number >= end:
             return
-        if "checkpoint" in data and set(data) == {"checkpoint"}:
+        if is_export_checkpoint(data):
             fail(
                 f"line {number} of {path} is a checkpoint before the end of the export",
                 "malformed_export",

@@ -112,6 +112,12 @@ class Checkpoint:
         )
 
 
+def is_export_checkpoint(line: Mapping[str, object]) -> bool:
+    """True for the line ``tether audit export`` closes an export with: ``{"checkpoint": ...}``
+    and nothing else (a record has ``seq``, ``hash``...)."""
+    return set(line) == {"checkpoint"}
+
+
 def signed_message(format: ChainFormat, size: int, root: str, head: str, at: str) -> bytes:
     """The exact bytes a checkpoint's signature covers: one ``name value`` line per field."""
     if "\n" in at:
@@ -380,6 +386,7 @@ __all__ = [
     "consistency_document",
     "consistent",
     "inclusion_document",
+    "is_export_checkpoint",
     "signed_message",
     "verify_inclusion_document",
     "verify_log",
