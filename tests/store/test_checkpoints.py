@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from tether.cli.main import app
 from tether.core.audit import AuditKind, ChainHead, canonical_json, seal, verify_chain
 from tether.core.checkpoint import Checkpoint, consistent, verify_log
 from tether.core.errors import Unavailable
@@ -26,6 +28,8 @@ from tether.store import SqlStore
 from tether.store.checkpoints import SqlCheckpointStore
 
 from .conftest import Backend, Make
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -275,3 +279,25 @@ def test_a_webhook_witness_receives_the_checkpoint_as_json(
     made = _checkpointer(store, key, clock, (witness,)).tick()
     assert made is not None
     assert got == [{"type": "tether.audit.checkpoint", "checkpoint": made.to_json()}]
+
+
+def test_the_cli_checks_checkpoints_in_the_database_store_url_names(
+    backend: Backend, store: SqlStore, make: Make, clock: ManualClock, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "shared"
+    key = CheckpointKey.load_or_create(CheckpointKey.path_in(data_dir))
+    _append(store, make, 4)
+    assert _checkpointer(store, key, clock).tick() is not None
+    where = ["-d", str(data_dir), "--store-url", backend.url]
+    verified = runner.invoke(app, ["audit", "verify", *where])
+    assert verified.exit_code == 0 and "records 1..4 signed" in verified.output, verified.output
+    exported = runner.invoke(
+        app, ["audit", "export", "-d", str(tmp_path / "no-keys"), "--store-url", backend.url]
+    )
+    assert exported.exit_code == 2 and "public_key_missing" in exported.output
+    records = list(store.audit_records())
+    backend.execute("DELETE FROM audit WHERE seq > 2")
+    backend.execute("UPDATE audit_head SET seq = 2, hash = :h", h=records[1].hash)
+    broken = runner.invoke(app, ["audit", "verify", *where])
+    assert broken.exit_code == 1 and "covers 4 records" in " ".join(broken.output.split())
+    assert backend.url not in broken.output

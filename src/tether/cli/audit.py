@@ -40,6 +40,7 @@ from tether.cli.common import (
     StoreUrl,
     console,
     fail,
+    store_url_of,
     tether_errors,
 )
 from tether.core.audit import AuditRecord, canonical_json
@@ -70,8 +71,16 @@ def export(
     The chain is checked against its stored checkpoints as it is read: a log that no longer
     matches them is written out (it is evidence) but not signed, and the command exits 1."""
     with tether_errors():
+        key_path = CheckpointKey.path_in(data_dir)
+        if store_url_of(store_url) is not None and not key_path.exists():
+            # Another database's checkpoints are signed with its servers' key: never a new one.
+            fail(
+                f"no audit checkpoint key in {data_dir}/keys: pass --data-dir of the data "
+                "directory the servers of this database share",
+                "public_key_missing",
+            )
         store, _ = _open(data_dir, store_url)
-        key = CheckpointKey.load_or_create(CheckpointKey.path_in(data_dir))
+        key = CheckpointKey.load_or_create(key_path)
         try:
             if output is None:
                 report = _export(store, key, sys.stdout.write)

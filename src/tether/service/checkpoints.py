@@ -125,8 +125,11 @@ class Checkpointer:
         if seq == size:
             return None
         if not (force or latest is None or seq - size >= self._schedule.every_records):
-            elapsed = self._clock.now() - datetime.fromisoformat(latest[0].at)
-            if elapsed.total_seconds() < self._schedule.every_seconds:
+            try:
+                elapsed = (self._clock.now() - datetime.fromisoformat(latest[0].at)).total_seconds()
+            except (ValueError, TypeError):
+                elapsed = self._schedule.every_seconds  # unreadable: _make checks its signature
+            if elapsed < self._schedule.every_seconds:
                 return None
         return self._make(latest)
 
