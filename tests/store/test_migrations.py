@@ -17,6 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Column, Connection, Index, MetaData, Table, insert, inspect, text, update
 from typer.testing import CliRunner
 
@@ -30,10 +31,15 @@ from tether.core.audit import (
     seal,
     verify_chain,
 )
+from tether.core.checkpoint import verify_log
 from tether.core.errors import ConfigurationError
 from tether.core.task import Task
+from tether.identity.audit_key import CheckpointKey
+from tether.service.checkpoints import Checkpointer
+from tether.service.clock import ManualClock
 from tether.store import SCHEMA_VERSION, SqlStore, schema
 from tether.store import migrate as migrations
+from tether.store.checkpoints import SqlCheckpointStore
 from tether.store.codec import audit_at, audit_params, grant_params, task_params
 
 from .conftest import Backend, Make, provisioned
@@ -319,6 +325,20 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     assert appended.format is ChainFormat.LEGACY and "format" not in appended.to_json()
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3
+    # ... and is checkpointed in its own format.
+    key = CheckpointKey(Ed25519PrivateKey.generate())
+    made = Checkpointer(
+        log=store,
+        checkpoints=SqlCheckpointStore(store),
+        signer=key.signer(),
+        verify=key.public().verifies,
+        clock=ManualClock(),
+    ).tick()
+    assert made is not None and made.format is ChainFormat.LEGACY and made.size == 3
+    checked = verify_log(
+        store.audit_records(), [made], key.public().verifies, head=store.chain_head()
+    )
+    assert checked.ok and checked.anchored == 3
 
 
 def test_a_legacy_database_from_a_newer_tether_is_refused(backend: Backend) -> None:
