@@ -3,6 +3,7 @@ caught, records after the last are only counted, and proofs verify against the s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 
@@ -173,3 +174,18 @@ def test_a_malformed_proof_is_answered_not_raised(change: dict[str, object]) -> 
     proof = inclusion_proof(0, [leaf_hash(r.leaf()) for r in records])
     document = inclusion_document(records[0], checkpoint, proof) | change
     assert isinstance(verify_inclusion_document(document, _verify), str)
+
+
+def test_a_checkpoint_of_the_empty_log_must_be_of_the_empty_tree() -> None:
+    records = _chain(2)
+    empty = SIGNER.checkpoint(records[0].format, Frontier(), "0" * 64, "t0")
+    assert verify_log(records, [empty], _verify).ok
+    wrong = SIGNER.checkpoint(records[0].format, Frontier().append(b"x" * 32), "0" * 64, "t0")
+    lying = Checkpoint.from_json(wrong.to_json() | {"size": 0})
+    resigned = Checkpoint.from_json(lying.to_json() | {"signature": _b64(_sign(lying.message()))})
+    report = verify_log(records, [resigned], _verify)
+    assert not report.ok and report.records == 0
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()

@@ -251,6 +251,8 @@ class _Walk:
 
     def records(self, records: Iterable[AuditRecord]) -> Iterator[AuditRecord]:
         self._check()  # a checkpoint of the empty log
+        if self.problem is not None:
+            return
         for record in records:
             yield record  # verify_chain has checked its link when it asks for the next one
             self.format = self.format or record.format
