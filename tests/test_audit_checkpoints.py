@@ -18,6 +18,7 @@ from tether.cli.serve import Housekeeping
 from tether.core.audit import AuditRecord, ChainHead, canonical_json, seal
 from tether.core.checkpoint import verify_inclusion_document
 from tether.identity.audit_key import CheckpointKey
+from tether.notify.witness import FileWitness
 from tether.runtime import Runtime
 from tether.store.checkpoints import SqlCheckpointStore
 
@@ -282,3 +283,26 @@ def test_consistency_between_two_checkpoints_verifies_offline(
     document["older"]["root"] = "ab" * 32
     path.write_text(json.dumps(document))
     assert _cli("audit", "verify-proof", str(path), "-d", data_dir)[0] == 1
+
+
+def test_a_witness_file_catches_checkpoints_deleted_with_the_tail(
+    analyst: Agent, runtime: Runtime, tmp_path: Path
+) -> None:
+    _decide(analyst)
+    assert runtime.checkpoints is not None
+    made = runtime.checkpoints.tick(force=True)
+    assert made is not None
+    kept = tmp_path / "witness.jsonl"
+    FileWitness(kept).send(made)  # what --audit-witness FILE does on each checkpoint
+    records = list(runtime.store.audit_records())
+    with _db(runtime) as db:  # the owner hides the cut: checkpoints, tail and head together
+        db.execute("DELETE FROM audit_checkpoints")
+        db.execute("DELETE FROM audit WHERE seq > 2")
+        db.execute("UPDATE audit_head SET seq = 2, hash = ?", (records[1].hash,))
+    code, out = _verify_live(runtime)
+    assert code == 0 and "no checkpoint" in out  # the database alone cannot tell
+    code, out = _cli("audit", "verify", "-d", str(runtime.config.data_dir), "--witness", str(kept))
+    assert code == 1 and "ends at record 2" in out and "covers 5 records" in out, out
+    kept.write_text("{oops\n")
+    code, out = _cli("audit", "verify", "-d", str(runtime.config.data_dir), "--witness", str(kept))
+    assert code == 1 and "malformed_witness" in out and "line 1" in out

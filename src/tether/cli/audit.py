@@ -47,6 +47,7 @@ from tether.core.audit import AuditRecord, canonical_json
 from tether.core.checkpoint import Checkpoint, LogReport, is_export_checkpoint, verify_log
 from tether.core.errors import Unavailable
 from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
+from tether.notify.witness import read_witness_file
 from tether.store import SqlStore
 from tether.store.checkpoints import SqlCheckpointStore
 
@@ -211,6 +212,16 @@ def verify(
     ] = None,
     store_url: StoreUrl = None,
     public_key_file: PublicKeyFile = None,
+    witness: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness",
+            help="Also check the live store against the checkpoints a witness file kept (the "
+            "server's --audit-witness): catches checkpoints deleted from the database.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
     allow_unsigned: Annotated[
         bool,
         typer.Option(
@@ -232,7 +243,7 @@ def verify(
             return
         store, source = _open(data_dir, store_url)
         try:
-            checkpoints = SqlCheckpointStore(store).all()
+            checkpoints = _with_witness(SqlCheckpointStore(store).all(), witness)
             if checkpoints and key is None:
                 fail(
                     f"the store holds {len(checkpoints)} signed checkpoint(s) and there is no "
@@ -254,6 +265,17 @@ def verify(
         finally:
             store.close()
         _report(report, source, live=True)
+
+
+def _with_witness(stored: list[Checkpoint], witness: Path | None) -> list[Checkpoint]:
+    if witness is None:
+        return stored
+    try:
+        kept = read_witness_file(witness)
+    except (ValueError, OSError) as error:
+        fail(f"cannot read the witness file: {error}", "malformed_witness", 1)
+    seen = {json.dumps(c.to_json(), sort_keys=True) for c in stored}
+    return stored + [c for c in kept if json.dumps(c.to_json(), sort_keys=True) not in seen]
 
 
 def _verifier(key: CheckpointPublicKey | None) -> Callable[[Checkpoint], bool]:

@@ -66,6 +66,29 @@ class WebhookWitness:
         response.raise_for_status()
 
 
+MAX_WITNESS_LINE = 64 * 1024
+
+
+def read_witness_file(path: Path) -> list[Checkpoint]:
+    """The checkpoints a :class:`FileWitness` kept (for ``tether audit verify --witness``);
+    ``ValueError`` naming the first line that is not one."""
+    found: list[Checkpoint] = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                if len(raw) > MAX_WITNESS_LINE:
+                    raise ValueError("longer than 64 KiB")
+                data = json.loads(raw)
+                if not isinstance(data, dict) or data.get("type") != "tether.audit.checkpoint":
+                    raise ValueError("not a tether.audit.checkpoint object")
+                found.append(Checkpoint.from_json(data.get("checkpoint")))
+            except ValueError as error:
+                raise ValueError(f"line {number} of {path}: {error}") from None
+    return found
+
+
 def witness_for(target: str) -> FileWitness | WebhookWitness:
     """The witness ``target`` names: a URL when it starts with http(s)://, else a file path."""
     if target.startswith(("http://", "https://")):
@@ -73,4 +96,4 @@ def witness_for(target: str) -> FileWitness | WebhookWitness:
     return FileWitness(Path(target))
 
 
-__all__ = ["FileWitness", "WebhookWitness", "payload", "witness_for"]
+__all__ = ["FileWitness", "WebhookWitness", "payload", "read_witness_file", "witness_for"]
