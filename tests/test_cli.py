@@ -135,17 +135,21 @@ def test_audit_export_verify_and_tamper_detection(
     exported = tmp_path / "audit.jsonl"
     result = runner.invoke(app, ["audit", "export", "-d", data_dir, "-o", str(exported)])
     assert result.exit_code == 0, result.output
-    lines = exported.read_text().splitlines()
-    assert len(lines) == 5
-    assert runner.invoke(app, ["audit", "verify", "--file", str(exported)]).exit_code == 0
+    *lines, signed = exported.read_text().splitlines()
+    assert len(lines) == 5 and json.loads(signed)["checkpoint"]["size"] == 5
+    # An export's checkpoint is checked with the audit key: the data directory's here.
+    missing = runner.invoke(app, ["audit", "verify", "--file", str(exported), "-d", str(tmp_path)])
+    assert missing.exit_code == 2 and "public_key_missing" in missing.output
+    verified = runner.invoke(app, ["audit", "verify", "--file", str(exported), "-d", data_dir])
+    assert verified.exit_code == 0, verified.output
 
     stdout = runner.invoke(app, ["audit", "export", "-d", data_dir])
-    assert stdout.output.splitlines() == lines
+    assert stdout.output.splitlines()[:-1] == lines
 
     def verify(variant: list[str]) -> str:
         path = tmp_path / "variant.jsonl"
-        path.write_text("\n".join(variant) + "\n")
-        outcome = runner.invoke(app, ["audit", "verify", "--file", str(path)])
+        path.write_text("\n".join([*variant, signed]) + "\n")
+        outcome = runner.invoke(app, ["audit", "verify", "--file", str(path), "-d", data_dir])
         assert outcome.exit_code == 1, outcome.output
         return outcome.output
 

@@ -10,6 +10,7 @@ is refused, see :mod:`tether.datadir`):
     keys/audit-hmac.key      32-byte key for HMAC'ing sensitive values in audit records
     keys/lease-signing.pem   ES256 key signing scoped lease tokens (published as a JWKS)
     keys/ui-session.key      32-byte key deriving the approval page's CSRF tokens from sessions
+    keys/audit-checkpoint.pem  Ed25519 key signing audit checkpoints (never in the database)
 
 Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
 directory on a shared volume, or identical copies of it made before they start. They must: a grant
@@ -50,8 +51,10 @@ from tether.identity import (
     load_jwks_file,
 )
 from tether.identity.approvers import CompositeApprovers, OidcApprovers, StaticApprovers
+from tether.identity.audit_key import CheckpointKey
 from tether.logs import get_logger
 from tether.notify import WebhookNotifier
+from tether.notify.witness import witness_for
 from tether.observability import Observability
 from tether.observability.services import (
     DecisionTelemetry,
@@ -65,6 +68,7 @@ from tether.service.anomaly import AnomalySignal
 from tether.service.approvals import ApprovalNotifier, ApprovalService, NoNotifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService, BreakGlassSettings
+from tether.service.checkpoints import Checkpointer, CheckpointSchedule, Witness
 from tether.service.clock import SystemClock
 from tether.service.effects import EffectService
 from tether.service.flows import Flows, FlowSettings
@@ -75,6 +79,7 @@ from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
 from tether.store import SqlStore
 from tether.store.breakglass import SqlBreakGlassStore
+from tether.store.checkpoints import SqlCheckpointStore
 from tether.store.leases import SqlLeaseStore
 
 if TYPE_CHECKING:
@@ -127,6 +132,10 @@ class RuntimeConfig:
     #: Tighten a data directory open to other users instead of refusing it (``tether serve
     #: --fix-permissions``; see :mod:`tether.datadir`).
     fix_permissions: bool = False
+    #: When the audit log is checkpointed (every N records or T seconds), and where else each
+    #: checkpoint goes: a file path or an http(s) URL (a witness), or nowhere but the store.
+    checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
+    audit_witness: str | None = None
 
     @property
     def production(self) -> bool:
@@ -326,6 +335,8 @@ class Runtime:
     cache: CachedStore | None = None
     #: The approval page's key for session-bound CSRF tokens (``keys/ui-session.key``).
     ui_key: bytes = field(default=b"", repr=False)
+    #: Signs audit checkpoints; the server's housekeeping ticks it (``tether serve``).
+    checkpoints: Checkpointer | None = None
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -421,6 +432,7 @@ def open_runtime(
         anomaly=AnomalySignal(history=sql_store, clock=clock),
     )
     lease_key = SigningKey.load_or_create(config.data_dir / "keys" / "lease-signing.pem")
+    checkpoints = checkpointer(config, sql_store, clock)
     leases = LeaseService(
         store=SqlLeaseStore(sql_store),
         issuers=load_downstreams(
@@ -486,6 +498,35 @@ def open_runtime(
         observability=observability,
         cache=cache,
         ui_key=_load_or_create_secret(config.data_dir / "keys" / "ui-session.key"),
+        checkpoints=checkpoints,
+    )
+
+
+def checkpointer(config: RuntimeConfig, store: SqlStore, clock: Clock) -> Checkpointer:
+    """The audit log's checkpointer: the data directory's key, the configured witness."""
+    key = CheckpointKey.load_or_create(CheckpointKey.path_in(config.data_dir))
+    witnesses: list[Witness] = []
+    if config.audit_witness:
+        try:
+            witnesses.append(witness_for(config.audit_witness))
+        except ValueError as error:
+            raise ConfigurationError(f"--audit-witness: {error}") from None
+    return Checkpointer(
+        log=store,
+        checkpoints=SqlCheckpointStore(store),
+        signer=key.signer(),
+        verify=key.public().verifies,
+        clock=clock,
+        schedule=config.checkpoints,
+        witnesses=witnesses,
+        on_witness_error=_log_witness_error,
+    )
+
+
+def _log_witness_error(witness: Witness, error: Exception) -> None:
+    # The type only: an HTTP error's text may carry the URL with its query string.
+    get_logger("tether.audit").warning(
+        "audit_witness_failed", witness=witness.name, error_type=type(error).__name__
     )
 
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.core.audit import AuditKind, AuditRecord, ChainHead, redact_args, seal, verify_chain
+from tether.core.audit import (
+    AuditKind,
+    AuditRecord,
+    ChainFormat,
+    ChainHead,
+    redact_args,
+    seal,
+    verify_chain,
+)
+from tether.core.jcs import canonicalize
 
 
-def build(n: int) -> list[AuditRecord]:
+def build(n: int, format: ChainFormat = ChainFormat.JCS) -> list[AuditRecord]:
     records: list[AuditRecord] = []
     head: ChainHead | None = None
     for i in range(n):
@@ -22,6 +33,7 @@ def build(n: int) -> list[AuditRecord]:
             agent="spiffe://td/agent/a",
             task_id=None,
             body={"i": i, "note": "x" * (i % 3)},
+            format=format,
         )
         records.append(record)
         head = ChainHead(record.seq, record.hash)
@@ -93,8 +105,74 @@ def test_a_forged_insert_with_a_recomputed_hash_is_named(n: int, data: st.DataOb
 
 
 def test_records_round_trip_through_json() -> None:
-    for record in build(5):
-        assert AuditRecord.from_json(record.to_json()) == record
+    for format in ChainFormat:
+        for record in build(5, format):
+            assert AuditRecord.from_json(record.to_json()) == record
+
+
+def _legacy_record() -> AuditRecord:
+    return seal(
+        None,
+        record_id="aud_1",
+        at="2026-01-01T00:00:00+00:00",
+        kind=AuditKind.DECISION,
+        agent="spiffe://td/agent/a",
+        task_id=None,
+        body={"amount": 1.0, "note": "\u00e9", "big": 2**60},
+        format=ChainFormat.LEGACY,
+    )
+
+
+def test_format_1_hashes_are_what_they_always_were() -> None:
+    # The hash this record had before chain formats existed: existing chains still verify.
+    record = _legacy_record()
+    assert record.hash == "c3e073fd4a815433d401cfa97f4ec56c3b8cd385edcba5bef7478b1edf4db7b7"
+    assert "format" not in record.to_json()
+    assert verify_chain([record], ChainHead(1, record.hash)).ok
+
+
+def test_format_2_hashes_rfc_8785_bytes_and_says_so() -> None:
+    legacy = _legacy_record()
+    record = seal(
+        None,
+        record_id=legacy.record_id,
+        at=legacy.at,
+        kind=legacy.kind,
+        agent=legacy.agent,
+        task_id=None,
+        body=legacy.body,
+    )
+    content = record.to_json()
+    del content["hash"]
+    assert content["format"] == 2
+    # A third party re-hashes it with any RFC 8785 implementation.
+    expected = hashlib.sha256(record.prev_hash.encode() + canonicalize(content)).hexdigest()
+    assert record.hash == expected != legacy.hash
+    assert b'"amount":1,' in record.leaf() and b'"big":1152921504606847000' in record.leaf()
+
+
+def test_a_chain_cannot_change_format_midway() -> None:
+    records = build(3, ChainFormat.LEGACY)
+    last = records[-1]
+    switched = seal(
+        ChainHead(last.seq, last.hash),
+        record_id="aud_x",
+        at=last.at,
+        kind=AuditKind.DECISION,
+        agent=None,
+        task_id=None,
+        body={},
+    )
+    report = verify_chain([*records, switched])
+    assert not report.ok and report.first_bad_seq == 4
+    assert report.problem is not None and "format" in report.problem
+
+
+@pytest.mark.parametrize("bad", [1, "2", True, 2.0, 3])
+def test_an_export_line_with_a_bad_format_is_refused(bad: object) -> None:
+    raw = build(1)[0].to_json() | {"format": bad}
+    with pytest.raises(ValueError):
+        AuditRecord.from_json(raw)
 
 
 def test_redaction_macs_all_but_plain_values() -> None:

@@ -203,7 +203,8 @@ def test_mixed_traffic_on_both_replicas_leaves_one_verifiable_chain(
     runner = CliRunner()
     by_flag = runner.invoke(app, ["audit", "verify", "--store-url", store_url])
     assert by_flag.exit_code == 0, by_flag.output
-    assert f"{len(records)} records, chain intact (postgresql store)" in by_flag.output
+    assert f"{len(records)} records, chain intact" in by_flag.output
+    assert "(postgresql store)" in by_flag.output
     by_env = runner.invoke(app, ["audit", "verify"], env={"TETHER_DATABASE_URL": store_url})
     assert by_env.exit_code == 0 and "chain intact" in by_env.output
 

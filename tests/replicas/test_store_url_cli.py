@@ -31,11 +31,17 @@ def test_audit_export_and_tail_read_the_shared_chain(
 ) -> None:
     _traffic(agents)
     exported = tmp_path / "audit.jsonl"
-    done = runner.invoke(app, ["audit", "export", "--store-url", store_url, "-o", str(exported)])
+    # The export is signed with the replicas' audit key, in the data directory they share.
+    shared = ["--data-dir", str(tmp_path / "data")]
+    done = runner.invoke(
+        app, ["audit", "export", "--store-url", store_url, *shared, "-o", str(exported)]
+    )
     assert done.exit_code == 0, done.output
-    lines = exported.read_text().splitlines()
+    *lines, signed = exported.read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
-    assert runner.invoke(app, ["audit", "verify", "--file", str(exported)]).exit_code == 0
+    assert json.loads(signed)["checkpoint"]["size"] == len(lines)
+    verified = runner.invoke(app, ["audit", "verify", "--file", str(exported), *shared])
+    assert verified.exit_code == 0, verified.output
     tail = runner.invoke(app, ["audit", "tail", "-n", "2"], env={"TETHER_DATABASE_URL": store_url})
     assert tail.exit_code == 0, tail.output
     cells = [line.split("│")[1:4] for line in tail.output.splitlines() if line.startswith("│")]

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from reports.scenario import ANALYST, TRIAGE, Recorded
+from tether.cli.main import app as main
 from tether.cli.report import app
 from tether.runtime import open_store
 
@@ -39,6 +40,17 @@ def test_file_and_data_dir_give_the_same_report(day: Recorded, command: str) -> 
     from_store = as_json(run(command, "--data-dir", str(day.data_dir), "--json"))
     assert from_file == from_store
     assert from_file["records"] == 33
+
+
+def test_an_export_from_tether_audit_export_reads_past_its_checkpoint(
+    day: Recorded, tmp_path: Path
+) -> None:
+    signed = tmp_path / "signed.jsonl"
+    exported = runner.invoke(main, ["audit", "export", "-d", str(day.data_dir), "-o", str(signed)])
+    assert exported.exit_code == 0, exported.output
+    assert "checkpoint" in json.loads(signed.read_text().splitlines()[-1])
+    from_file = as_json(run("privileges", "--file", str(signed), "--json"))
+    assert from_file == as_json(run("privileges", "--data-dir", str(day.data_dir), "--json"))
 
 
 def test_privileges_table_and_json(day: Recorded) -> None:

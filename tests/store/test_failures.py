@@ -185,7 +185,10 @@ class TestConfiguration:
                 revisions = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
         finally:
             engine.dispose()
-        assert [tuple(r) for r in rows] == [("schema_version", str(SCHEMA_VERSION))]
+        assert sorted(tuple(r) for r in rows) == [
+            ("audit_chain_format", "2"),
+            ("schema_version", str(SCHEMA_VERSION)),
+        ]
         assert [tuple(r) for r in revisions] == [(migrate.head(),)]
 
     @pytest.mark.parametrize(

@@ -17,15 +17,29 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Column, Connection, Index, MetaData, Table, insert, inspect, text, update
 from typer.testing import CliRunner
 
 from tether.cli.main import app
-from tether.core.audit import GENESIS_HASH, AuditKind, AuditRecord, ChainHead, seal, verify_chain
+from tether.core.audit import (
+    GENESIS_HASH,
+    AuditKind,
+    AuditRecord,
+    ChainFormat,
+    ChainHead,
+    seal,
+    verify_chain,
+)
+from tether.core.checkpoint import verify_log
 from tether.core.errors import ConfigurationError
 from tether.core.task import Task
+from tether.identity.audit_key import CheckpointKey
+from tether.service.checkpoints import Checkpointer
+from tether.service.clock import ManualClock
 from tether.store import SCHEMA_VERSION, SqlStore, schema
 from tether.store import migrate as migrations
+from tether.store.checkpoints import SqlCheckpointStore
 from tether.store.codec import audit_at, audit_params, grant_params, task_params
 
 from .conftest import Backend, Make, provisioned
@@ -124,8 +138,9 @@ def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> Met
     """A copy of the tables tether declared at ``version``, before it used Alembic. Version 3 had
     no leases, and early on no kill switch; the decisions index came during version 4. Neither
     came with a bump: the old code created missing tables (not indexes) on every start. No
-    version before Alembic had the budget holds' ``step`` (version 5)."""
-    left_out = {"leases"} if version == 3 else set()
+    version before Alembic had the budget holds' ``step`` (version 5) or the audit checkpoints
+    (version 6)."""
+    left_out = {"leases", "audit_checkpoints"} if version == 3 else {"audit_checkpoints"}
     if not kill_switch:
         left_out.add("revoked_agents")
     tables = MetaData()
@@ -188,6 +203,7 @@ def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]
                 agent=entry.agent,
                 task_id=entry.task_id,
                 body=entry.body,
+                format=ChainFormat.LEGACY,
             )
         )
     engine = backend.raw()
@@ -214,13 +230,16 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
     assert HEAD == schema.SCHEMA_REVISION
     state = _inspect_only(backend).schema_state()
     assert state.revision is None and state.head == HEAD
-    assert [r.id for r in state.pending] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [r.id for r in state.pending] == ["0001", "0002", "0003", "0004", "0005", "0006"]
     assert all(r.title for r in state.pending)
 
-    backend.open()
-    assert _rows(backend, "SELECT key, value FROM tether_meta") == [
-        ("schema_version", str(SCHEMA_VERSION))
+    store = backend.open()
+    # A chain begun now is of format 2 (RFC 8785).
+    assert sorted(_rows(backend, "SELECT key, value FROM tether_meta")) == [
+        ("audit_chain_format", "2"),
+        ("schema_version", str(SCHEMA_VERSION)),
     ]
+    assert store.chain_format is ChainFormat.JCS
     assert _rows(backend, f"SELECT version_num FROM {schema.VERSION_TABLE}") == [(HEAD,)]
 
 
@@ -286,22 +305,40 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     state = _inspect_only(backend).schema_state()
     assert (state.revision, state.legacy_version) == (stamped_at, version)
     assert not state.up_to_date
-    later = [r for r in ("0002", "0003", "0004", "0005") if r > stamped_at]
+    later = [r for r in ("0002", "0003", "0004", "0005", "0006") if r > stamped_at]
     assert [r.id for r in state.pending] == later
 
     store = backend.open()
     assert store.schema_state().up_to_date
     assert _differences(backend) == []
     assert _rows(backend, f"SELECT version_num FROM {schema.VERSION_TABLE}") == [(HEAD,)]
-    assert _rows(backend, "SELECT key, value FROM tether_meta") == [
-        ("schema_version", str(SCHEMA_VERSION))
+    # The chain had begun: it stays of format 1, so every hash it holds stays as it was.
+    assert sorted(_rows(backend, "SELECT key, value FROM tether_meta")) == [
+        ("audit_chain_format", "1"),
+        ("schema_version", str(SCHEMA_VERSION)),
     ]
-    # The rows are untouched and the chain goes on from them.
+    assert store.chain_format is ChainFormat.LEGACY
+    # The rows are untouched and the chain goes on from them, in its own format.
     assert store.get_task(task.task_id) == task
     assert list(store.audit_records()) == records
-    store.append_audit(make.entry())
+    appended = store.append_audit(make.entry())
+    assert appended.format is ChainFormat.LEGACY and "format" not in appended.to_json()
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3
+    # ... and is checkpointed in its own format.
+    key = CheckpointKey(Ed25519PrivateKey.generate())
+    made = Checkpointer(
+        log=store,
+        checkpoints=SqlCheckpointStore(store),
+        signer=key.signer(),
+        verify=key.public().verifies,
+        clock=ManualClock(),
+    ).tick()
+    assert made is not None and made.format is ChainFormat.LEGACY and made.size == 3
+    checked = verify_log(
+        store.audit_records(), [made], key.public().verifies, head=store.chain_head()
+    )
+    assert checked.ok and checked.anchored == 3
 
 
 def test_a_legacy_database_from_a_newer_tether_is_refused(backend: Backend) -> None:
@@ -357,7 +394,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "3 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "4 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -387,7 +424,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 2 and "store_not_found" in out
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "5 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "6 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from pg_server import PostgresServer, running_postgres
@@ -29,7 +30,11 @@ from tether.core.audit import AuditKind, verify_chain
 from tether.core.errors import ConfigurationError, ErrorCode, TetherError, Unavailable
 from tether.core.task import TaskState
 from tether.core.verdict import Decision
+from tether.identity.audit_key import CheckpointKey
+from tether.service.checkpoints import Checkpointer
+from tether.service.clock import ManualClock
 from tether.store import SqlStore
+from tether.store.checkpoints import SqlCheckpointStore
 from tether.store.schema import RUNTIME_PRIVILEGES, VERSION_TABLE, metadata
 
 from .conftest import T0, Backend, Make, PgPlaces, provisioned, race
@@ -261,6 +266,16 @@ class TestLeastPrivilege:
                 store.end_task(task.task_id, TaskState.CLOSED, T0, make.entry())
                 report = verify_chain(store.audit_records(), store.chain_head())
                 assert report.ok and report.records == 6
+                # ... and signs checkpoints of it.
+                key = CheckpointKey(Ed25519PrivateKey.generate())
+                made = Checkpointer(
+                    log=store,
+                    checkpoints=SqlCheckpointStore(store),
+                    signer=key.signer(),
+                    verify=key.public().verifies,
+                    clock=ManualClock(),
+                ).tick()
+                assert made is not None and made.size == 6
             finally:
                 store.close()
             with psycopg.connect(
@@ -272,6 +287,8 @@ class TestLeastPrivilege:
                     "TRUNCATE audit",
                     "DELETE FROM audit_head",
                     "DROP TABLE audit",
+                    "DELETE FROM audit_checkpoints",
+                    "UPDATE audit_checkpoints SET size = 1",
                 ):
                     with pytest.raises(psycopg.errors.InsufficientPrivilege):
                         rogue.execute(attack)

@@ -1,11 +1,22 @@
 """``tether audit``: export, verify and tail the hash-chained audit log, in the data directory's
-SQLite store or in the database ``--store-url`` names (the one chain of all replicas)."""
+SQLite store or in the database ``--store-url`` names (the one chain of all replicas), and prove
+a record's place in it (:mod:`tether.cli.audit_proofs`).
+
+Checkpoints (:mod:`tether.core.checkpoint`) are signed with the data directory's
+``keys/audit-checkpoint.pem``; a reader without the data directory verifies with its public half
+(``tether audit public-key``) given as ``--public-key``.
+
+An export is the records as JSON lines, oldest first, then one line ``{"checkpoint": {...}}``
+signed at export time over every record before it: cutting the file anywhere removes or
+contradicts that line.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +25,15 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from tether.cli.audit_proofs import (
+    PublicKeyFile,
+    consistency,
+    open_audit_store,
+    prove,
+    public_key,
+    public_key_of,
+    verify_proof,
+)
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
@@ -23,33 +43,20 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
-from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
+from tether.core.audit import AuditRecord, canonical_json
+from tether.core.checkpoint import Checkpoint, LogReport, is_export_checkpoint, verify_log
 from tether.core.errors import Unavailable
-from tether.runtime import open_store
+from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
+from tether.notify.witness import read_witness_file
 from tether.store import SqlStore
+from tether.store.checkpoints import SqlCheckpointStore
 
 app = typer.Typer(help="Export, verify and read the audit log.")
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
-def _require_store(data_dir: Path) -> Path:
-    db = data_dir / "tether.db"
-    if not db.exists():
-        fail(
-            f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` used",
-            "store_not_found",
-        )
-    return data_dir
-
-
-def _open(data_dir: Path, store_url: str | None) -> tuple[SqlStore, str]:
-    """The store to read, and its name in messages: never the URL, which may hold a password."""
-    url = store_url_of(store_url)
-    if url is None:
-        return open_store(_require_store(data_dir)), str(data_dir)
-    store = open_store(data_dir, url)
-    return store, f"{store.backend} store"
+_open = open_audit_store
 
 
 @app.command("export")
@@ -60,31 +67,69 @@ def export(
         Path | None, typer.Option("--output", "-o", help="File to write (stdout by default).")
     ] = None,
 ) -> None:
-    """Write the whole chain as JSON lines, oldest first."""
+    """Write the whole chain as JSON lines, oldest first, ending with a checkpoint signed now.
+
+    The chain is checked against its stored checkpoints as it is read: a log that no longer
+    matches them is written out (it is evidence) but not signed, and the command exits 1."""
     with tether_errors():
+        key_path = CheckpointKey.path_in(data_dir)
+        if store_url_of(store_url) is not None and not key_path.exists():
+            # Another database's checkpoints are signed with its servers' key: never a new one.
+            fail(
+                f"no audit checkpoint key in {data_dir}/keys: pass --data-dir of the data "
+                "directory the servers of this database share",
+                "public_key_missing",
+            )
         store, _ = _open(data_dir, store_url)
+        key = CheckpointKey.load_or_create(key_path)
         try:
             if output is None:
-                for record in store.audit_records():
-                    sys.stdout.write(canonical_json(record.to_json()).decode() + "\n")
-                return
-            count = 0
-            with (
-                output.open("w", encoding="utf-8") as handle,
-                Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar,
-            ):
-                job = bar.add_task("exporting", total=None)
-                for record in store.audit_records():
-                    handle.write(canonical_json(record.to_json()).decode() + "\n")
-                    count += 1
-                    if count % 1000 == 0:
-                        bar.update(job, description=f"exported {count} records")
-            console.print(f"exported {count} records to {output}")
+                report = _export(store, key, sys.stdout.write)
+            else:
+                with (
+                    output.open("w", encoding="utf-8") as handle,
+                    Progress(
+                        SpinnerColumn(), TextColumn("{task.description}"), console=console
+                    ) as bar,
+                ):
+                    job = bar.add_task("exporting", total=None)
+
+                    def write(line: str) -> None:
+                        handle.write(line)
+                        bar.update(job, description="exporting")
+
+                    report = _export(store, key, write)
+                console.print(f"exported {report.records} records to {output}")
         finally:
             store.close()
 
 
-def _read_file(path: Path) -> Iterator[AuditRecord]:
+def _export(store: SqlStore, key: CheckpointKey, write: Callable[[str], object]) -> LogReport:
+    def records() -> Iterator[AuditRecord]:
+        for record in store.audit_records():
+            write(canonical_json(record.to_json()).decode() + "\n")
+            yield record
+
+    stream = records()
+    stored = SqlCheckpointStore(store).all()
+    report = verify_log(stream, stored, key.public().verifies, format=store.chain_format)
+    for _ in stream:  # a broken chain is still written out in full
+        pass
+    if not report.ok or report.frontier is None:
+        fail(
+            f"not signing the export: chain broken at record {report.first_bad_seq}: "
+            f"{report.problem}",
+            "chain_broken",
+            1,
+        )
+    signed = key.signer().checkpoint(
+        store.chain_format, report.frontier, report.head, datetime.now(UTC).isoformat()
+    )
+    write(canonical_json({"checkpoint": signed.to_json()}).decode() + "\n")
+    return report
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if len(raw) > MAX_LINE_BYTES:
@@ -93,25 +138,66 @@ def _read_file(path: Path) -> Iterator[AuditRecord]:
                 continue
             try:
                 data = json.loads(raw)
-                if not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-                yield AuditRecord.from_json(data)
             except ValueError as error:
-                fail(
-                    f"line {number} of {path} is not an audit record: {error}",
-                    "malformed_export",
-                    1,
-                )
+                fail(f"line {number} of {path} is not JSON: {error}", "malformed_export", 1)
+            if not isinstance(data, dict):
+                fail(f"line {number} of {path} is not a JSON object", "malformed_export", 1)
+            yield number, data
 
 
-def _report(report: ChainReport, source: str) -> None:
-    if report.ok:
-        console.print(f"[green]ok[/]: {report.records} records, chain intact ({source})")
-        return
-    fail(
-        f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
-        "chain_broken",
-        1,
+def _export_checkpoint(path: Path) -> tuple[int, Checkpoint] | None:
+    """The checkpoint an export ends with, and its line; ``None`` when the last line is none."""
+    last: tuple[int, dict[str, object]] | None = None
+    for last in _lines(path):  # noqa: B007 - the last line is what counts
+        pass
+    if last is None or not is_export_checkpoint(last[1]):
+        return None
+    try:
+        return last[0], Checkpoint.from_json(last[1]["checkpoint"])
+    except ValueError as error:
+        fail(f"line {last[0]} of {path} is not a checkpoint: {error}", "malformed_export", 1)
+
+
+def _read_file(path: Path, end: int | None) -> Iterator[AuditRecord]:
+    """The records of an export, up to (not including) line ``end``, its checkpoint."""
+    for number, data in _lines(path):
+        if end is not None and number >= end:
+            return
+        if is_export_checkpoint(data):
+            fail(
+                f"line {number} of {path} is a checkpoint before the end of the export",
+                "malformed_export",
+                1,
+            )
+        try:
+            yield AuditRecord.from_json(data)
+        except ValueError as error:
+            fail(
+                f"line {number} of {path} is not an audit record: {error}",
+                "malformed_export",
+                1,
+            )
+
+
+def _report(report: LogReport, source: str, *, live: bool) -> None:
+    if not report.ok:
+        fail(
+            f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
+            "chain_broken",
+            1,
+        )
+    anchored = (
+        f"{report.checkpoints} checkpoint(s) verified, records 1..{report.anchored} signed"
+        if report.checkpoints
+        else "no checkpoint"
+    )
+    unanchored = f"; {report.unanchored} record(s) after the last checkpoint (unanchored)"
+    console.print(
+        f"[green]ok[/]: {report.records} records, chain intact; {anchored}"
+        + (unanchored if live and report.unanchored else "")
+        + f" ({escape(source)})",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -125,17 +211,52 @@ def verify(
         ),
     ] = None,
     store_url: StoreUrl = None,
+    public_key_file: PublicKeyFile = None,
+    witness: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness",
+            help="Also check the live store against the checkpoints a witness file kept (the "
+            "server's --audit-witness): catches checkpoints deleted from the database.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="With --file: accept an export without its closing checkpoint (made before "
+            "tether signed exports), checking the chain alone. A cut file then passes.",
+        ),
+    ] = False,
 ) -> None:
-    """Check the hash chain; exit 1 naming the first bad record on any break."""
+    """Check the hash chain and its signed checkpoints; exit 1 naming the first bad record.
+
+    On a live store, also fails when the tail was cut below a checkpoint, and reports records
+    after the last checkpoint as unanchored. On an export, fails unless the export ends with a
+    checkpoint, signed by the audit key, over exactly the records before it."""
     with tether_errors():
+        key = public_key_of(data_dir, public_key_file)
         if file is not None:
-            if not file.exists():
-                fail(f"{file} does not exist", "file_not_found")
-            _report(verify_chain(_read_file(file)), str(file))
+            _verify_file(file, key, allow_unsigned)
             return
         store, source = _open(data_dir, store_url)
         try:
-            report = verify_chain(store.audit_records(), store.chain_head())
+            checkpoints = _with_witness(SqlCheckpointStore(store).all(), witness)
+            if checkpoints and key is None:
+                fail(
+                    f"the store holds {len(checkpoints)} signed checkpoint(s) and there is no "
+                    f"audit key in {data_dir}/keys: pass --public-key FILE",
+                    "public_key_missing",
+                )
+            report = verify_log(
+                store.audit_records(),
+                checkpoints,
+                _verifier(key),
+                head=store.chain_head(),
+                format=store.chain_format,
+            )
         except Unavailable as error:
             if not _reachable(store):  # a server that went away mid-read proves nothing
                 fail(f"the store stopped answering: {error.message} ({source})", error.code.value)
@@ -143,7 +264,55 @@ def verify(
             fail(f"chain unreadable: {error.message} ({source})", "chain_broken", 1)
         finally:
             store.close()
-        _report(report, source)
+        _report(report, source, live=True)
+
+
+def _with_witness(stored: list[Checkpoint], witness: Path | None) -> list[Checkpoint]:
+    if witness is None:
+        return stored
+    try:
+        kept = read_witness_file(witness)
+    except (ValueError, OSError) as error:
+        fail(f"cannot read the witness file: {error}", "malformed_witness", 1)
+    seen = {json.dumps(c.to_json(), sort_keys=True) for c in stored}
+    return stored + [c for c in kept if json.dumps(c.to_json(), sort_keys=True) not in seen]
+
+
+def _verifier(key: CheckpointPublicKey | None) -> Callable[[Checkpoint], bool]:
+    return (lambda _: False) if key is None else key.verifies
+
+
+def _verify_file(file: Path, key: CheckpointPublicKey | None, allow_unsigned: bool) -> None:
+    if not file.exists():
+        fail(f"{file} does not exist", "file_not_found")
+    found = _export_checkpoint(file)
+    if found is None:
+        if not allow_unsigned:
+            fail(
+                f"{file} does not end with a signed checkpoint: it was cut short, or made "
+                "before tether signed exports (--allow-unsigned checks the chain alone)",
+                "chain_broken",
+                1,
+            )
+        report = verify_log(_read_file(file, None), [], _verifier(key))
+        _report(report, f"{file}, unsigned: a cut would not show", live=False)
+        return
+    line, checkpoint = found
+    if key is None:
+        fail(
+            f"no audit key to check {file}'s checkpoint with: pass --public-key FILE (from "
+            "`tether audit public-key`) or --data-dir of the tether that exported it",
+            "public_key_missing",
+        )
+    report = verify_log(_read_file(file, line), [checkpoint], key.verifies)
+    if report.ok and report.records != checkpoint.size:
+        fail(
+            f"{file} holds {report.records} records but its checkpoint signs "
+            f"{checkpoint.size}: records were added after it was signed",
+            "chain_broken",
+            1,
+        )
+    _report(report, str(file), live=False)
 
 
 def _reachable(store: SqlStore) -> bool:
@@ -201,3 +370,9 @@ def tail(
             console.print(table)
         finally:
             store.close()
+
+
+app.command("prove")(prove)
+app.command("consistency")(consistency)
+app.command("verify-proof")(verify_proof)
+app.command("public-key")(public_key)

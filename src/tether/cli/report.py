@@ -31,6 +31,7 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.core.audit import AuditRecord
+from tether.core.checkpoint import is_export_checkpoint
 from tether.core.scope import JSONValue
 from tether.core.verdict import Decision
 from tether.reports import (
@@ -123,6 +124,8 @@ def _read_file(path: Path) -> Iterator[AuditRecord]:
                 data = json.loads(raw)
                 if not isinstance(data, dict):
                     raise ValueError("not a JSON object")
+                if is_export_checkpoint(data):
+                    continue  # the signed line closing an export: `tether audit verify` checks it
                 yield AuditRecord.from_json(data)
             except ValueError as error:  # JSONDecodeError and UnicodeDecodeError too
                 _malformed(f"line {number} of {path} is not an audit record: {error}")

@@ -53,12 +53,18 @@ from tether.runtime import (
     open_runtime,
     packaged_policies,
 )
+from tether.service.checkpoints import (
+    DEFAULT_EVERY_RECORDS,
+    DEFAULT_EVERY_SECONDS,
+    CheckpointSchedule,
+)
 
 log = get_logger("tether.serve")
 
 
 class Housekeeping:
-    """Background work of a server: reap expired tasks, pick up changed policies."""
+    """Background work of a server: reap expired tasks, pick up changed policies, checkpoint
+    the audit log (and a last checkpoint when it stops, so a clean stop leaves none unsigned)."""
 
     def __init__(self, runtime: Runtime, interval: float) -> None:
         self._runtime = runtime
@@ -72,6 +78,21 @@ class Housekeeping:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.checkpoint(force=True)
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        checkpoints = self._runtime.checkpoints
+        if checkpoints is None:
+            return
+        try:
+            made = checkpoints.tick(force=force)
+        except TetherError as error:  # the message names the record, never a secret
+            log.error("audit_checkpoint_failed", error=error.message, code=error.code.value)
+        except Exception as error:  # keep the server alive; the next sweep retries
+            log.error("audit_checkpoint_failed", error_type=type(error).__name__)
+        else:
+            if made is not None:
+                log.info("audit_checkpoint", size=made.size, root=made.root)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -85,6 +106,7 @@ class Housekeeping:
                     log.info("leases_reaped", expired=expired, released=released)
             except Exception as error:  # keep the server alive; the next sweep retries
                 log.error("housekeeping_failed", error_type=type(error).__name__)
+            self.checkpoint()
 
 
 class LogFormat(StrEnum):
@@ -121,6 +143,9 @@ class ServeOptions:
     otlp_endpoint: str | None = None
     fix_permissions: bool = False
     max_token_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS
+    audit_witness: str | None = None
+    checkpoint_records: int = DEFAULT_EVERY_RECORDS
+    checkpoint_seconds: float = DEFAULT_EVERY_SECONDS
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -145,6 +170,8 @@ class ServeOptions:
             metrics=self.metrics,
             fix_permissions=self.fix_permissions,
             max_token_lifetime_seconds=self.max_token_lifetime,
+            checkpoints=CheckpointSchedule(self.checkpoint_records, self.checkpoint_seconds),
+            audit_witness=self.audit_witness,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -261,6 +288,31 @@ def serve(
             "instead of refusing to start.",
         ),
     ] = False,
+    audit_witness: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TETHER_AUDIT_WITNESS",
+            help="Also send each signed audit checkpoint here: a file (one JSON line each) or "
+            "an http(s) URL (POSTed as JSON; retried on the next sweep if it fails).",
+        ),
+    ] = None,
+    checkpoint_records: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="TETHER_CHECKPOINT_RECORDS",
+            help="Sign an audit checkpoint once this many records are unsigned.",
+        ),
+    ] = DEFAULT_EVERY_RECORDS,
+    checkpoint_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            envvar="TETHER_CHECKPOINT_SECONDS",
+            help="...or once the oldest unsigned record is this many seconds past the last "
+            "checkpoint.",
+        ),
+    ] = DEFAULT_EVERY_SECONDS,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
@@ -281,6 +333,9 @@ def serve(
         otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
         fix_permissions=fix_permissions,
         max_token_lifetime=max_token_lifetime,
+        audit_witness=audit_witness or None,
+        checkpoint_records=checkpoint_records,
+        checkpoint_seconds=checkpoint_seconds,
     )
     configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
     url = store_url_of(store_url)

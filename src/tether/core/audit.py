@@ -1,10 +1,17 @@
 """Audit records and their hash chain.
 
-Each record is canonical JSON (sorted keys, no spaces, UTF-8) whose ``hash`` is
-``sha256(prev_hash ‖ canonical(record without hash))``. Record ``seq`` counts up from 1 with no
-gap, and the first record's ``prev_hash`` is 64 zeros. Editing, deleting, inserting or reordering
-any record breaks the chain at that record; :func:`verify_chain` names the first bad one. A
-removed tail is caught by comparing against the stored chain head.
+Each record is canonical JSON whose ``hash`` is ``sha256(prev_hash ‖ canonical(record without
+hash))``. Record ``seq`` counts up from 1 with no gap, and the first record's ``prev_hash`` is 64
+zeros. Editing, deleting, inserting or reordering any record breaks the chain at that record;
+:func:`verify_chain` names the first bad one. A removed tail is caught by comparing against the
+stored chain head, and a rewrite of the whole chain by signed checkpoints
+(:mod:`tether.core.checkpoint`).
+
+A chain has one *format* for its whole life (:class:`ChainFormat`), fixed when its first record
+is written: format 1 (chains begun before RFC 8785) is Python's sorted-key compact JSON; format 2
+is RFC 8785 JCS (:mod:`tether.core.jcs`), so a third party can re-hash the chain from a standard,
+and its records carry ``"format": 2`` inside what the hash covers. Format 1 records carry no
+``format`` member, so their hashes are what they always were.
 
 Sensitive argument values are HMAC'd before they reach a record (:func:`redact_args`); secrets
 are never written.
@@ -17,8 +24,9 @@ import hmac
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
+from tether.core.jcs import canonicalize
 from tether.core.scope import JSONValue
 
 GENESIS_HASH = "0" * 64
@@ -54,10 +62,29 @@ class AuditKind(StrEnum):
 
 
 def canonical_json(value: JSONValue) -> bytes:
-    """The one byte form hashed and exported: sorted keys, compact, UTF-8."""
+    """Format 1's byte form (sorted keys, compact, UTF-8); also what argument MACs are taken of."""
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+class ChainFormat(IntEnum):
+    """How a chain's records are turned into the bytes it hashes."""
+
+    LEGACY = 1
+    """Python's sorted-key compact JSON (:func:`canonical_json`): chains begun before format 2."""
+    JCS = 2
+    """RFC 8785 JSON Canonicalization Scheme: every chain begun since."""
+
+
+NEW_CHAIN_FORMAT = ChainFormat.JCS
+
+
+def canonical(value: JSONValue, format: ChainFormat) -> bytes:
+    """The bytes a chain of ``format`` hashes for ``value``; ``ValueError`` if it has none."""
+    if format is ChainFormat.LEGACY:
+        return canonical_json(value)
+    return canonicalize(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +98,12 @@ class AuditRecord:
     body: dict[str, JSONValue]
     prev_hash: str
     hash: str
+    format: ChainFormat = NEW_CHAIN_FORMAT
 
     def content(self) -> dict[str, JSONValue]:
         """Everything the hash covers."""
-        return {
+        out: dict[str, JSONValue] = {} if self.format is ChainFormat.LEGACY else {"format": 2}
+        return out | {
             "seq": self.seq,
             "record_id": self.record_id,
             "at": self.at,
@@ -89,6 +118,11 @@ class AuditRecord:
         out = self.content()
         out["hash"] = self.hash
         return out
+
+    def leaf(self) -> bytes:
+        """The entry this record is in the log's Merkle tree (:mod:`tether.core.merkle`): the
+        whole record, hash included, in its chain's canonical form."""
+        return canonical(self.to_json(), self.format)
 
     @staticmethod
     def from_json(raw: Mapping[str, object]) -> AuditRecord:
@@ -107,6 +141,10 @@ class AuditRecord:
                 raise ValueError("agent must be a string or null")
             if task_id is not None and not isinstance(task_id, str):
                 raise ValueError("task_id must be a string or null")
+            # Format 1 records have no such member; an explicit 1 would not hash as written.
+            fmt = raw.get("format", ChainFormat.LEGACY.value)
+            if type(fmt) is not int or ("format" in raw and fmt != ChainFormat.JCS.value):
+                raise ValueError("format must be 2 when present")
             return AuditRecord(
                 seq=seq,
                 record_id=str(fields["record_id"]),
@@ -117,13 +155,16 @@ class AuditRecord:
                 body=body,
                 prev_hash=str(fields["prev_hash"]),
                 hash=str(fields["hash"]),
+                format=ChainFormat(fmt),
             )
         except KeyError as missing:
             raise ValueError(f"missing field {missing}") from None
 
 
-def chain_hash(prev_hash: str, content: dict[str, JSONValue]) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(content)).hexdigest()
+def chain_hash(
+    prev_hash: str, content: dict[str, JSONValue], format: ChainFormat = ChainFormat.LEGACY
+) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical(content, format)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +182,16 @@ def seal(
     agent: str | None,
     task_id: str | None,
     body: dict[str, JSONValue],
+    format: ChainFormat = NEW_CHAIN_FORMAT,
 ) -> AuditRecord:
-    """Make the next record after ``head`` (``None`` for the first record)."""
+    """Make the next record after ``head`` (``None`` for the first record) in a chain of
+    ``format``."""
     # INVARIANT: seq has no gap and each record commits to the one before it.
     seq = 1 if head is None else head.seq + 1
     prev = GENESIS_HASH if head is None else head.hash
-    draft = AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, "")
-    return AuditRecord(
-        seq, record_id, at, kind, agent, task_id, body, prev, chain_hash(prev, draft.content())
-    )
+    draft = AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, "", format)
+    sealed = chain_hash(prev, draft.content(), format)
+    return AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, sealed, format)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +202,33 @@ class ChainReport:
     problem: str | None = None
 
 
-def verify_chain(records: Iterable[AuditRecord], head: ChainHead | None = None) -> ChainReport:
+def verify_chain(
+    records: Iterable[AuditRecord],
+    head: ChainHead | None = None,
+    *,
+    after: ChainHead | None = None,
+    format: ChainFormat | None = None,
+) -> ChainReport:
     """Walk the chain in the given order; report the first record that breaks it.
 
     ``head``, when known (the store keeps it), also catches records removed from the end.
+    ``after`` starts the walk after a record already trusted (a checkpoint's) instead of at the
+    beginning. Every record must be of ``format``, or of the first record's when not given.
     """
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
+    expected_prev = GENESIS_HASH if after is None else after.hash
+    expected_seq = 1 if after is None else after.seq + 1
     count = 0
     for record in records:
         count += 1
+        format = record.format if format is None else format
+        if record.format is not format:
+            return ChainReport(
+                False,
+                count,
+                record.seq,
+                f"record {record.seq} is of chain format {record.format.value}, but the chain "
+                f"is of format {format.value}",
+            )
         if record.seq != expected_seq:
             return ChainReport(
                 False,
@@ -183,7 +242,7 @@ def verify_chain(records: Iterable[AuditRecord], head: ChainHead | None = None) 
                 False, count, record.seq, "prev_hash does not match the record before it"
             )
         try:
-            recomputed = chain_hash(record.prev_hash, record.content())
+            recomputed = chain_hash(record.prev_hash, record.content(), record.format)
         except (TypeError, ValueError):
             return ChainReport(False, count, record.seq, "record content is not canonical JSON")
         if not hmac.compare_digest(recomputed, record.hash):

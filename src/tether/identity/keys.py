@@ -67,6 +67,40 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
+def create_private_file(target: Path, data: bytes) -> bool:
+    """Write ``data`` to a new file at ``target``, readable only by its owner (0600, directory
+    0700), atomically. ``False`` when the file appeared meanwhile: two processes racing to create
+    one key end up with one, the loser loading the winner's file instead of overwriting it."""
+    make_private_dir(target.parent)
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, target)  # fails if the target appeared meanwhile: never clobber
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+    return True
+
+
+def read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a key file; ``ConfigurationError`` if unreadable or readable by others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigurationError(f"{what} {path} is readable by other users; run: chmod 600 {path}")
+    return data
+
+
 class SigningKey:
     """tether's EC P-256 signing key (ES256). The private key never appears in a repr or pickle."""
 
@@ -103,40 +137,19 @@ class SigningKey:
         target = Path(path)
         if target.exists():
             return cls._load(target)
-        make_private_dir(target.parent)
         key = cls.generate()
         pem = key._private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(temp, target)  # fails if the target appeared meanwhile: never clobber
-            except FileExistsError:
-                return cls._load(target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        if not create_private_file(target, pem):
+            return cls._load(target)
         return key
 
     @classmethod
     def _load(cls, path: Path) -> SigningKey:
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            pem = path.read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read signing key {path}: {exc.strerror}") from exc
-        if os.name == "posix" and mode & 0o077:
-            raise ConfigurationError(
-                f"signing key {path} is readable by other users; run: chmod 600 {path}"
-            )
+        pem = read_private_file(path, "signing key")
         try:
             private = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:

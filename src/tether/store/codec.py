@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tether.core.audit import AuditKind, AuditRecord, canonical_json
+from tether.core.audit import AuditKind, AuditRecord, ChainFormat, canonical_json
 from tether.core.budget import Budgets
 from tether.core.effect import Effect, EffectStatus
 from tether.core.ids import DecisionId, EffectId, GrantId, TaskId
@@ -198,15 +198,18 @@ def audit_params(record: AuditRecord) -> dict[str, object]:
         "kind": record.kind.value,
         "agent": record.agent,
         "task_id": record.task_id,
-        # Exactly the bytes the hash covered.
+        # The body exactly as sealed (Python's JSON reads it back value for value). In a chain
+        # of format 1 these are the bytes the hash covered; in format 2 the hash covers their
+        # RFC 8785 form, which is the same whether taken of the value or of this text.
         "body": canonical_json(record.body).decode("utf-8"),
         "prev_hash": record.prev_hash,
         "hash": record.hash,
     }
 
 
-def audit_from_row(row: Row) -> AuditRecord:
-    """Raises ``ValueError`` when the row cannot be a record (bad JSON, unknown kind)."""
+def audit_from_row(row: Row, format: ChainFormat) -> AuditRecord:
+    """A record of a chain of ``format``; raises ``ValueError`` when the row cannot be a record
+    (bad JSON, unknown kind)."""
     body = json.loads(row["body"])
     if not isinstance(body, dict):
         raise ValueError("body is not a JSON object")
@@ -220,4 +223,5 @@ def audit_from_row(row: Row) -> AuditRecord:
         body=body,
         prev_hash=str(row["prev_hash"]),
         hash=str(row["hash"]),
+        format=format,
     )

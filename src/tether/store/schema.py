@@ -49,11 +49,11 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0005"
+SCHEMA_REVISION: Final = "0006"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -61,6 +61,9 @@ VERSION_TABLE: Final = "tether_alembic_version"
 """Alembic's version table (:mod:`tether.store.migrate`): the revision the database is at."""
 
 SCHEMA_VERSION_KEY: Final = "schema_version"
+CHAIN_FORMAT_KEY: Final = "audit_chain_format"
+"""``tether_meta``'s record of the audit chain's format (:class:`tether.core.audit.ChainFormat`),
+fixed when the schema reaches revision 0006: 1 for a chain begun before, 2 otherwise."""
 HEAD_ROW_ID: Final = 1
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -210,6 +213,23 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+audit_checkpoints = Table(
+    # Signed checkpoints of the audit log (tether.core.checkpoint), one per size (schema 6).
+    "audit_checkpoints",
+    metadata,
+    Column("size", _SEQ, primary_key=True, autoincrement=False),
+    Column("format", Integer, nullable=False),
+    Column("root", String(64), nullable=False),
+    Column("head", String(64), nullable=False),
+    Column("at", Text, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", Text, nullable=False),
+    # The Merkle frontier at this size (JSON list of hex), so the next checkpoint extends the
+    # tree without reading the log from the start. Not signed: it is used only once it hashes
+    # to the signed root.
+    Column("frontier", Text, nullable=False),
+)
+
 
 approvals = Table(
     "approvals",
@@ -243,6 +263,7 @@ RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "tether_meta": ("SELECT",),
     "audit_head": ("SELECT", "UPDATE"),  # UPDATE also for SELECT ... FOR UPDATE
     "audit": ("SELECT", "INSERT"),
+    "audit_checkpoints": ("SELECT", "INSERT"),
     "tasks": ("SELECT", "INSERT", "UPDATE"),
     "grants": ("SELECT", "INSERT", "UPDATE"),
     "decisions": ("SELECT", "INSERT"),
@@ -261,6 +282,7 @@ only these privileges cannot rewrite or remove history, whatever a compromised r
 """
 
 __all__ = [
+    "CHAIN_FORMAT_KEY",
     "HEAD_ROW_ID",
     "RUNTIME_PRIVILEGES",
     "SCHEMA_REVISION",
@@ -271,6 +293,7 @@ __all__ = [
     "UtcMicros",
     "approvals",
     "audit",
+    "audit_checkpoints",
     "audit_head",
     "breakglass",
     "budget_holds",

@@ -50,7 +50,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, Statemen
 
 from tether.core.anomaly import Volume
 from tether.core.approval import Approval, ApprovalState
-from tether.core.audit import AuditRecord, ChainHead, seal
+from tether.core.audit import AuditRecord, ChainFormat, ChainHead, seal
 from tether.core.budget import Hold
 from tether.core.effect import Effect
 from tether.core.errors import (
@@ -89,6 +89,7 @@ from tether.store.dialect import (
 from tether.store.groupcommit import GroupCommit, Pending
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import (
+    CHAIN_FORMAT_KEY,
     HEAD_ROW_ID,
     UtcMicros,
     audit,
@@ -96,6 +97,7 @@ from tether.store.schema import (
     decisions,
     effects,
     grants,
+    meta,
     tasks,
 )
 from tether.store.watchdog import Watchdog
@@ -157,6 +159,7 @@ _EXPIRED_OPEN = (
     .order_by(tasks.c.expires_at, tasks.c.task_id)
     .limit(bindparam("b_limit", type_=Integer()))
 )
+_CHAIN_FORMAT = select(meta.c.value).where(meta.c.key == CHAIN_FORMAT_KEY)
 _AUDIT_PAGE = (
     select(audit)
     .where(audit.c.seq > bindparam("b_after", type_=Integer()))
@@ -223,6 +226,7 @@ class SqlStore:
         self._read_options = read_options(engine)
         self._engine: Engine | None = engine
         self._page_size = page_size
+        self._format = ChainFormat.LEGACY
         try:
             self._bootstrap(migrate)
         except BaseException:
@@ -283,6 +287,11 @@ class SqlStore:
     def backend(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self._backend
+
+    @property
+    def chain_format(self) -> ChainFormat:
+        """How this store's audit chain hashes its records: fixed for the chain's life."""
+        return self._format
 
     # -- tasks and grants ----------------------------------------------------------------------
 
@@ -695,7 +704,7 @@ class SqlStore:
                 rows = conn.execute(
                     _AUDIT_PAGE, {"b_after": after, "b_limit": self._page_size}
                 ).all()
-            page = [_audit_record(r._mapping) for r in rows]
+            page = [_audit_record(r._mapping, self._format) for r in rows]
             yield from page
             if len(page) < self._page_size:
                 return
@@ -787,7 +796,7 @@ class SqlStore:
     @contextmanager
     def _write(self, code: ErrorCode, action: str) -> Iterator[_Writer]:
         with self._write_conn(code, action) as conn:
-            yield _Writer(conn)
+            yield _Writer(conn, self._format)
 
     def _bootstrap(self, migrate: bool) -> None:
         """Check the schema on open and, when ``migrate``, bring it to this tether's revision."""
@@ -798,6 +807,14 @@ class SqlStore:
             state = migrate_schema.schema_state(conn)
             if migrate and not state.up_to_date:
                 self._migrate(conn)
+            if migrate or state.up_to_date:
+                self._read_format(conn)
+
+    def _read_format(self, conn: Connection) -> None:
+        """The chain's format, fixed when the schema reached revision 0006. A handle opened with
+        ``migrate=False`` on an older schema keeps format 1: every chain begun before was."""
+        found = conn.execute(_CHAIN_FORMAT).scalar()
+        self._format = ChainFormat.LEGACY if found is None else ChainFormat(int(found))
 
     # -- the schema ----------------------------------------------------------------------------
 
@@ -810,7 +827,9 @@ class SqlStore:
         """Apply pending migrations, serialized with every other replica's start."""
         with self._write_conn(_STORE, "open the database") as conn:
             serialize_bootstrap(conn)
-            return self._migrate(conn)
+            upgrade = self._migrate(conn)
+            self._read_format(conn)
+            return upgrade
 
     def _migrate(self, conn: Connection) -> SchemaUpgrade:
         action = (
@@ -837,8 +856,9 @@ class _DecisionWrite:
 class _Writer:
     """One write transaction that holds the chain head and appends after it."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, format: ChainFormat) -> None:
         self.conn = conn
+        self._format = format
         # Locked first, before any other row, on every write path (see the module docstring).
         row = conn.execute(_LOCK_HEAD).one()
         self._head = None if row.seq == 0 else ChainHead(int(row.seq), str(row.hash))
@@ -864,6 +884,7 @@ class _Writer:
             agent=entry.agent,
             task_id=entry.task_id,
             body=entry.body,
+            format=self._format,
         )
         self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
         moved = self.conn.execute(
@@ -882,9 +903,9 @@ class _Writer:
         return record
 
 
-def _audit_record(row: codec.Row) -> AuditRecord:
+def _audit_record(row: codec.Row, format: ChainFormat) -> AuditRecord:
     try:
-        return codec.audit_from_row(row)
+        return codec.audit_from_row(row, format)
     except (ValueError, KeyError, TypeError):
         raise Unavailable(
             f"audit record {row['seq']} cannot be read: its kind or body is not one tether "

@@ -1,0 +1,239 @@
+"""``tether audit prove | consistency | verify-proof | public-key``: Merkle proofs of the audit log
+against its signed checkpoints (RFC 6962 / RFC 9162, :mod:`tether.core.merkle`).
+
+``prove DECISION_ID`` prints (JSON) the decision's audit record, its audit path and the newest
+stored checkpoint; ``consistency`` prints the proof that one checkpoint's log extends another's.
+``verify-proof FILE`` checks either document offline with nothing but the public key, as does
+:func:`tether.core.checkpoint.verify_inclusion_document` from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    StoreUrl,
+    console,
+    fail,
+    store_url_of,
+    tether_errors,
+)
+from tether.core.audit import AuditKind, AuditRecord
+from tether.core.checkpoint import (
+    Checkpoint,
+    consistency_document,
+    inclusion_document,
+    verify_inclusion_document,
+)
+from tether.core.merkle import consistency_proof, inclusion_proof, leaf_hash, tree_hash
+from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
+from tether.runtime import open_store
+from tether.store import SqlStore
+from tether.store.checkpoints import SqlCheckpointStore
+
+MAX_PROOF_BYTES = 1024 * 1024
+_DECISION_KINDS = (AuditKind.DECISION, AuditKind.BREAKGLASS_DECISION)
+
+PublicKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--public-key",
+        help="The audit key's public half (PEM, from `tether audit public-key`). Default: the "
+        "data directory's key.",
+        dir_okay=False,
+    ),
+]
+
+
+def open_audit_store(data_dir: Path, store_url: str | None) -> tuple[SqlStore, str]:
+    """The store to read, and its name in messages: never the URL, which may hold a password."""
+    url = store_url_of(store_url)
+    if url is None:
+        if not (data_dir / "tether.db").exists():
+            fail(
+                f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` "
+                "used",
+                "store_not_found",
+            )
+        return open_store(data_dir), str(data_dir)
+    store = open_store(data_dir, url)
+    return store, f"{store.backend} store"
+
+
+def public_key_of(data_dir: Path, file: Path | None) -> CheckpointPublicKey | None:
+    """The key ``--public-key`` names, else the data directory's (never created here)."""
+    if file is not None:
+        if not file.exists():
+            fail(f"{file} does not exist", "file_not_found")
+        return CheckpointPublicKey.from_file(file)
+    path = CheckpointKey.path_in(data_dir)
+    return CheckpointKey.load(path).public() if path.exists() else None
+
+
+def _print(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def _leaves(store: SqlStore, size: int) -> list[bytes]:
+    leaves = []
+    for record in store.audit_records():
+        if record.seq > size:
+            break
+        leaves.append(leaf_hash(record.leaf()))
+    return leaves
+
+
+def _matching(store: SqlStore, checkpoint: Checkpoint, leaves: list[bytes]) -> None:
+    """Refuse to prove anything from a log that no longer hashes to the checkpoint."""
+    if len(leaves) != checkpoint.size or tree_hash(leaves).hex() != checkpoint.root:
+        fail(
+            f"the stored records 1..{checkpoint.size} no longer hash to the checkpoint signed "
+            f"{checkpoint.at}: run `tether audit verify`",
+            "chain_broken",
+            1,
+        )
+
+
+def prove(
+    decision_id: Annotated[
+        str | None, typer.Argument(help="The decision id an authorize call returned.")
+    ] = None,
+    seq: Annotated[
+        int | None, typer.Option("--seq", min=1, help="Prove the record at this seq instead.")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    store_url: StoreUrl = None,
+) -> None:
+    """Print (JSON) an inclusion proof of a decision's audit record against the newest
+    checkpoint; check it offline with `tether audit verify-proof`."""
+    if (decision_id is None) == (seq is None):
+        fail("name a decision id or --seq N (one of the two)", "usage")
+    with tether_errors():
+        store, _ = open_audit_store(data_dir, store_url)
+        try:
+            record = _find(store, decision_id, seq)
+            checkpoints = SqlCheckpointStore(store).all()
+            newest = checkpoints[-1] if checkpoints else None
+            if newest is None or newest.size < record.seq:
+                covered = 0 if newest is None else newest.size
+                fail(
+                    f"record {record.seq} is not anchored yet: the newest checkpoint covers "
+                    f"records 1..{covered}; the server signs the next one within its checkpoint "
+                    "interval",
+                    "not_anchored",
+                    1,
+                )
+            leaves = _leaves(store, newest.size)
+        finally:
+            store.close()
+        _matching(store, newest, leaves)
+        _print(inclusion_document(record, newest, inclusion_proof(record.seq - 1, leaves)))
+
+
+def _find(store: SqlStore, decision_id: str | None, seq: int | None) -> AuditRecord:
+    for record in store.audit_records(0 if seq is None else seq - 1):
+        if seq is not None:
+            if record.seq == seq:
+                return record
+            break
+        if record.kind in _DECISION_KINDS and record.body.get("decision_id") == decision_id:
+            return record
+    what = f"record {seq}" if seq is not None else f"decision {decision_id}"
+    fail(f"no audit record of {what}", "not_found", 4)
+
+
+def consistency(
+    older: Annotated[
+        int | None,
+        typer.Option(min=0, help="The older checkpoint's size (default: second newest)."),
+    ] = None,
+    newer: Annotated[
+        int | None, typer.Option(min=0, help="The newer checkpoint's size (default: newest).")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    store_url: StoreUrl = None,
+) -> None:
+    """Print (JSON) the proof that one stored checkpoint's log extends an older one's: the log
+    only grew in between."""
+    with tether_errors():
+        store, _ = open_audit_store(data_dir, store_url)
+        try:
+            checkpoints = {c.size: c for c in SqlCheckpointStore(store).all()}
+            sizes = sorted(checkpoints)
+            new = newer if newer is not None else (sizes[-1] if sizes else None)
+            old = older if older is not None else (sizes[-2] if len(sizes) > 1 else None)
+            if old is None or new is None or old not in checkpoints or new not in checkpoints:
+                fail(
+                    f"name two stored checkpoints by size (stored: {sizes or 'none'})",
+                    "not_found",
+                    4,
+                )
+            if old > new:
+                fail("--older must not be larger than --newer", "usage")
+            leaves = _leaves(store, new)
+        finally:
+            store.close()
+        _matching(store, checkpoints[new], leaves)
+        proof = consistency_proof(old, leaves)
+        _print(consistency_document(checkpoints[old], checkpoints[new], proof))
+
+
+def verify_proof(
+    file: Annotated[
+        Path, typer.Argument(help="A proof `prove` or `consistency` printed.", dir_okay=False)
+    ],
+    public_key_file: PublicKeyFile = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Check an inclusion or consistency proof offline, with the public key alone."""
+    with tether_errors():
+        key = public_key_of(data_dir, public_key_file)
+        if key is None:
+            fail("pass --public-key FILE (from `tether audit public-key`)", "public_key_missing")
+        if not file.exists():
+            fail(f"{file} does not exist", "file_not_found")
+        raw = file.read_bytes()[: MAX_PROOF_BYTES + 1]
+        if len(raw) > MAX_PROOF_BYTES:
+            fail(f"{file} is larger than 1 MiB", "malformed_proof", 1)
+        try:
+            document = json.loads(raw)
+        except ValueError as error:
+            fail(f"{file} is not JSON: {error}", "malformed_proof", 1)
+        if not isinstance(document, dict):
+            fail(f"{file} is not a JSON object", "malformed_proof", 1)
+        problem = verify_inclusion_document(document, key.verifies)
+        if problem is not None:
+            fail(f"proof does not hold: {problem}", "proof_invalid", 1)
+        console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
+
+
+def _describe(document: dict[str, object]) -> str:
+    if document.get("type") == "tether.audit.consistency":
+        older, newer = document["older"], document["newer"]
+        assert isinstance(older, dict) and isinstance(newer, dict)
+        return f"the log of {newer['size']} records extends the log of {older['size']} records"
+    record, checkpoint = document["record"], document["checkpoint"]
+    assert isinstance(record, dict) and isinstance(checkpoint, dict)
+    return (
+        f"record {record['seq']} is in the log of {checkpoint['size']} records signed "
+        f"{checkpoint['at']}"
+    )
+
+
+def public_key(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Print the audit key's public half (PEM): what auditors and witnesses verify with."""
+    with tether_errors():
+        key = public_key_of(data_dir, None)
+        if key is None:
+            fail(
+                f"no audit checkpoint key in {data_dir}/keys: `tether serve` creates it on start",
+                "public_key_missing",
+            )
+        sys.stdout.write(key.pem())

@@ -1,0 +1,114 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS): the byte form of audit chains of format 2.
+
+So that anyone can re-hash an exported chain with an off-the-shelf JCS library, whatever their
+language. The rules (RFC 8785 §3.2):
+
+- no whitespace; UTF-8;
+- object members sorted by their names' UTF-16 code units (§3.2.3), not by code points: the two
+  orders differ once a name holds a character outside the Basic Multilingual Plane;
+- strings escape only ``"``, ``\\`` and the control characters (``\\b \\f \\n \\r \\t``, the rest
+  as lowercase ``\\u00xx``), and a lone surrogate is refused (§3.2.2.2);
+- numbers are IEEE-754 doubles written as ECMAScript's ``Number.prototype.toString`` writes them
+  (§3.2.2.3): ``1.0`` is ``1``, ``1e21`` is ``1e+21``, ``1e-7`` is ``1e-7``, ``-0`` is ``0``;
+  NaN and the infinities are refused. An integer is read as a double first, as every JCS
+  implementation parsing the exported JSON does.
+
+Written here rather than taken from a package because ``core`` uses only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+from tether.core.scope import JSONValue
+
+# json.dumps with ensure_ascii=False escapes exactly what RFC 8785 §3.2.2.2 asks: '"', '\\',
+# \b \f \n \r \t, other controls as lowercase \u00xx, and nothing else.
+_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def canonicalize(value: JSONValue) -> bytes:
+    """The RFC 8785 bytes of ``value``; ``ValueError`` for what JSON cannot carry."""
+    parts: list[str] = []
+    _write(value, parts)
+    try:
+        return "".join(parts).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
+
+
+def _write(value: object, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, int | float):
+        out.append(number(value))
+    elif isinstance(value, Mapping):
+        names = list(value)
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError("object member names must be strings")
+        out.append("{")
+        for i, name in enumerate(sorted(names, key=lambda n: n.encode("utf-16-be"))):
+            if i:
+                out.append(",")
+            out.append(_string(name))
+            out.append(":")
+            _write(value[name], out)
+        out.append("}")
+    elif isinstance(value, Sequence):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise ValueError(f"{type(value).__name__} is not a JSON value")
+
+
+def number(value: int | float) -> str:
+    """``value`` as a double, written as ECMA-262's Number::toString writes it."""
+    try:
+        x = float(value)
+    except OverflowError:
+        raise ValueError("an integer too large for a double has no RFC 8785 form") from None
+    if not math.isfinite(x):
+        raise ValueError("NaN and infinities have no RFC 8785 form")
+    if x == 0:
+        return "0"
+    sign = "-" if x < 0 else ""
+    digits, exponent = _shortest(abs(x))
+    k, n = len(digits), exponent + 1  # the value is 0.d1d2...dk x 10^n
+    if k <= n <= 21:
+        body = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * -n + digits
+    else:
+        e = n - 1
+        rest = "." + digits[1:] if k > 1 else ""
+        body = f"{digits[0]}{rest}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + body
+
+
+def _shortest(x: float) -> tuple[str, int]:
+    """The shortest digits that round-trip positive ``x`` (as ECMAScript requires; Python's repr
+    finds the same), without leading or trailing zeros, and the decimal exponent of the first."""
+    mantissa, _, exp_text = repr(x).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    frac = frac.rstrip("0")  # repr writes one as 1.0
+    # Where the first significant digit sits: left of the point, or after the zeros right of it.
+    lead = len(whole) - 1 if whole != "0" else -(len(frac) - len(frac.lstrip("0")) + 1)
+    digits = (whole + frac).lstrip("0").rstrip("0")
+    return digits, (int(exp_text) if exp_text else 0) + lead
+
+
+__all__ = ["canonicalize", "number"]
