@@ -538,7 +538,8 @@ def test_a_revocation_on_one_replica_is_refused_by_every_replica_within_a_second
 def test_parallel_calls_across_the_replicas_never_overspend_a_budget(cluster: Cluster) -> None:
     replicas = cluster.replicas
     headers = cluster.headers("spender")
-    limit, each, threads, calls = 60, 2, 9, 6  # 54 calls of 2 records on a budget of 60
+    # 54 calls of 100 records (a read's floor) on a budget of 3000
+    limit, each, threads, calls = 3000, 100, 9, 6
     task = open_task(replicas[0], headers, [CRM], budgets={"records": limit})
     body: dict[str, object] = {"grant": task["grant"], "expect": {"records": each}, **READ}
     start = threading.Barrier(threads)
@@ -676,7 +677,8 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
 ) -> None:
     a, b, c = cluster.replicas
     live = [a, b]
-    limit = 12  # records per budget; each budgeted call declares 1
+    limit = 12  # allowed calls per budget; each budgeted call declares a read's floor, 100
+    each = 100
     tasks: dict[str, dict[str, str]] = {}
     revocations: dict[str, Revocation] = {}
     failures: list[str] = []
@@ -687,7 +689,7 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
         tasks[name] = {**task, "agent": agent}
         body: dict[str, object] = {"grant": task["grant"], **READ}
         if "budgets" in extra:
-            body["expect"] = {"records": 1}
+            body["expect"] = {"records": each}
         load.add(name, headers, body)
 
     def revoke(load: Load, name: str, by: Replica, *, agent: bool = False) -> None:
@@ -730,7 +732,7 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
         revoke(load, "closed", a)
 
         # kill -9 one replica while a budget is being spent through all three.
-        add(load, "budget-kill", "spender-1", budgets={"records": limit})
+        add(load, "budget-kill", "spender-1", budgets={"records": limit * each})
         load.wait_until("spending on c", allows_of("budget-kill", c))
         killed_at = time.monotonic()
         os.killpg(c.popen.pid, signal.SIGKILL)  # mid-load, possibly mid-transaction
@@ -755,7 +757,9 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
         )
         cluster.redis.stop()
         redis_down = Window(time.monotonic())
-        add(load, "budget-redis", "spender-2", budgets={"records": limit})  # spent while down
+        add(
+            load, "budget-redis", "spender-2", budgets={"records": limit * each}
+        )  # spent while down
         revoke(load, "redis-close", b)
         revoke(load, "redis-rogue", a, agent=True)
         # The outage lasts until every replica has answered calls sent during it.
@@ -772,7 +776,7 @@ def test_faults_mid_load_allow_nothing_they_should_not_and_lose_no_decision(
         revoke(load, "redis-back-close", a)
 
         # PostgreSQL restarted while a budget is being spent.
-        add(load, "budget-pg", "spender-3", budgets={"records": limit})
+        add(load, "budget-pg", "spender-3", budgets={"records": limit * each})
         load.wait_until("spending before the restart", allows_of("budget-pg"))
         pg_stopping = time.monotonic()
         pg_running = False
