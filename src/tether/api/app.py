@@ -10,13 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Response
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Send
-from starlette.types import Scope as AsgiScope
 
 from tether import __version__
 from tether.api.agents import install_agent_routes
 from tether.api.approvals import install_approval_routes
 from tether.api.authzen import install_authzen_routes
+from tether.api.body import MAX_BODY_BYTES, BodyLimit, StrictJsonRoute
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
 from tether.api.leases import credential_json, install_lease_routes
@@ -54,7 +53,6 @@ from tether.service.tasks import TaskService
 
 log = get_logger("tether.api")
 
-MAX_BODY_BYTES = 256 * 1024
 MAX_TOKEN_BYTES = 8192
 
 
@@ -75,53 +73,6 @@ class ApiDeps:
     leases: LeaseService | None = None
     #: Keys that sign scoped lease tokens, published at /.well-known/jwks.json.
     lease_keys: tuple[SigningKey, ...] = ()
-
-
-class BodyLimit:
-    """Refuse bodies over the limit before they are read into memory (413)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await self._refuse(scope, receive, send)
-                    return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"request bodies are limited to {self.limit} bytes"
-        )
-        await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _json_depth(value: Any, limit: int) -> bool:
@@ -166,6 +117,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
             413: {"model": ErrorOut},
         },
     )
+    # Every route reads its JSON body through tether's strict reader (tether.api.body).
+    app.router.route_class = StrictJsonRoute
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
