@@ -8,13 +8,14 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.api.agents import install_agent_routes
 from tether.api.approvals import install_approval_routes
 from tether.api.authzen import install_authzen_routes
+from tether.api.bearer import bearer_token, svid_authorization
 from tether.api.body import MAX_BODY_BYTES, BodyLimit, StrictJsonRoute
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
@@ -25,11 +26,11 @@ from tether.api.models import (
     DelegateIn,
     EffectIn,
     EffectOut,
-    ErrorOut,
     OpenTaskIn,
     OpenTaskOut,
     VerdictOut,
 )
+from tether.api.openapi import document_errors
 from tether.api.ui import install_ui
 from tether.core.budget import Budgets
 from tether.core.call import Call
@@ -52,8 +53,6 @@ from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
 
 log = get_logger("tether.api")
-
-MAX_TOKEN_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,40 +88,18 @@ def _json_depth(value: Any, limit: int) -> bool:
     return True
 
 
-def bearer_token(authorization: str | None, what: str) -> str:
-    """The token of an ``Authorization: Bearer`` header, or a 401 saying what to send."""
-    if authorization is None:
-        raise Unauthenticated(
-            f"send {what} as 'Authorization: Bearer <token>'", code=ErrorCode.MISSING_TOKEN
-        )
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated(
-            "the Authorization header must be 'Bearer <token>'", code=ErrorCode.MISSING_TOKEN
-        )
-    if len(token) > MAX_TOKEN_BYTES:
-        raise Unauthenticated("the token is too large", code=ErrorCode.INVALID_TOKEN)
-    return token
-
-
 def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(
         title="tether",
         version=__version__,
         summary="Request-time least privilege for AI agents.",
-        responses={
-            400: {"model": ErrorOut},
-            401: {"model": ErrorOut},
-            413: {"model": ErrorOut},
-        },
     )
     # Every route reads its JSON body through tether's strict reader (tether.api.body).
     app.router.route_class = StrictJsonRoute
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> Workload:
+    def caller(authorization: Annotated[str | None, Depends(svid_authorization)]) -> Workload:
         token = bearer_token(authorization, "the agent's SVID")
         try:
             return deps.verifier.verify(token, deps.clock.now())
@@ -275,4 +252,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_agent_routes(app, deps)
     install_lease_routes(app, deps, authenticated)
     install_ui(app, deps)
+    document_errors(app)
     return app

@@ -75,7 +75,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether.api.errors import HTTP_STATUS, error_response
-from tether.api.models import ErrorOut, ObligationOut
+from tether.api.models import ObligationOut
 from tether.core.call import Call
 from tether.core.errors import ErrorCode
 from tether.core.identity import Workload
@@ -442,9 +442,7 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
         )
         return answer(verdict)
 
-    errors: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut}}
-
-    @app.post(EVALUATION_PATH, response_model=EvaluationOut, tags=["authzen"], responses=errors)
+    @app.post(EVALUATION_PATH, response_model=EvaluationOut, tags=["authzen"])
     def evaluation(
         body: EvaluationIn,
         caller: Workload = authenticated,
@@ -465,7 +463,7 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
             return refused.response()
         return JSONResponse(decide(mapped, caller))
 
-    @app.post(EVALUATIONS_PATH, response_model=EvaluationsOut, tags=["authzen"], responses=errors)
+    @app.post(EVALUATIONS_PATH, response_model=EvaluationsOut, tags=["authzen"])
     def evaluations(
         body: EvaluationsIn,
         caller: Workload = authenticated,
