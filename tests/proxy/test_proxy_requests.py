@@ -79,6 +79,8 @@ def test_queries_the_route_does_not_allow_are_refused(env: Env, query: str, code
     [
         (b'{"amount": 5, "amount": 5000}', "application/json", "invalid_body"),
         (b'{"amount": NaN}', "application/json", "invalid_body"),
+        (b'{"amount": 5, "memo": "\\ud800"}', "application/json", "invalid_body"),
+        (b'{"amount": 5, "x": {"k": 1, "k": 2}}', "application/json", "invalid_body"),
         (b"[5]", "application/json", "invalid_body"),
         (b"amount=5", "application/x-www-form-urlencoded", "invalid_body"),
         (b'{"amount": "5"}', "application/json", "invalid_arguments"),

@@ -7,16 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from starlette.types import ASGIApp, Message, Receive, Send
-from starlette.types import Scope as AsgiScope
 
 from tether import __version__
 from tether.api.agents import install_agent_routes
 from tether.api.approvals import install_approval_routes
 from tether.api.authzen import install_authzen_routes
+from tether.api.bearer import bearer_token, svid_authorization
+from tether.api.body import MAX_BODY_BYTES, BodyLimit, StrictJsonRoute
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
 from tether.api.leases import credential_json, install_lease_routes
@@ -26,11 +26,11 @@ from tether.api.models import (
     DelegateIn,
     EffectIn,
     EffectOut,
-    ErrorOut,
     OpenTaskIn,
     OpenTaskOut,
     VerdictOut,
 )
+from tether.api.openapi import document_errors
 from tether.api.ui import install_ui
 from tether.core.budget import Budgets
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
@@ -54,9 +54,6 @@ from tether.service.tasks import TaskService
 
 log = get_logger("tether.api")
 
-MAX_BODY_BYTES = 256 * 1024
-MAX_TOKEN_BYTES = 8192
-
 
 @dataclass(frozen=True, slots=True)
 class ApiDeps:
@@ -79,86 +76,19 @@ class ApiDeps:
     ui_key: bytes = field(default=b"", repr=False)
 
 
-class BodyLimit:
-    """Refuse bodies over the limit before they are read into memory (413)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await self._refuse(scope, receive, send)
-                    return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"request bodies are limited to {self.limit} bytes"
-        )
-        await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def bearer_token(authorization: str | None, what: str) -> str:
-    """The token of an ``Authorization: Bearer`` header, or a 401 saying what to send."""
-    if authorization is None:
-        raise Unauthenticated(
-            f"send {what} as 'Authorization: Bearer <token>'", code=ErrorCode.MISSING_TOKEN
-        )
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated(
-            "the Authorization header must be 'Bearer <token>'", code=ErrorCode.MISSING_TOKEN
-        )
-    if len(token) > MAX_TOKEN_BYTES:
-        raise Unauthenticated("the token is too large", code=ErrorCode.INVALID_TOKEN)
-    return token
-
-
 def create_app(deps: ApiDeps) -> FastAPI:
     # /docs and /redoc load Swagger UI and ReDoc from tether itself, never from a CDN.
     app = FastAPIOffline(
         title="tether",
         version=__version__,
         summary="Request-time least privilege for AI agents.",
-        responses={
-            400: {"model": ErrorOut},
-            401: {"model": ErrorOut},
-            413: {"model": ErrorOut},
-        },
     )
+    # Every route reads its JSON body through tether's strict reader (tether.api.body).
+    app.router.route_class = StrictJsonRoute
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> Workload:
+    def caller(authorization: Annotated[str | None, Depends(svid_authorization)]) -> Workload:
         token = bearer_token(authorization, "the agent's SVID")
         try:
             return deps.verifier.verify(token, deps.clock.now())
@@ -302,4 +232,5 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_agent_routes(app, deps)
     install_lease_routes(app, deps, authenticated)
     install_ui(app, deps)
+    document_errors(app)
     return app

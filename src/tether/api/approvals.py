@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Query
 
+from tether.api.bearer import approver_authorization, bearer_token
 from tether.api.models import ApprovalOut, ApprovalStatusOut, VoteIn
 from tether.core.errors import ErrorCode, Forbidden, InvalidRequest, Unauthenticated
 from tether.core.identity import Workload
@@ -31,9 +32,8 @@ def _approval_id(value: str) -> ApprovalId:
 
 def approver_dependency(deps: ApiDeps) -> Any:
     """A FastAPI dependency yielding the verified human approver; a workload gets 403."""
-    from tether.api.app import bearer_token
 
-    def approver(authorization: Annotated[str | None, Header()] = None) -> Approver:
+    def approver(authorization: Annotated[str | None, Depends(approver_authorization)]) -> Approver:
         token = bearer_token(authorization, "an approver token")
         try:
             return deps.approvers.verify(token)

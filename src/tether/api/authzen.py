@@ -74,7 +74,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether.api.errors import HTTP_STATUS, error_response
-from tether.api.models import ErrorOut, ObligationOut
+from tether.api.models import ObligationOut
 from tether.core.errors import ErrorCode, InvalidRequest
 from tether.core.identity import Workload
 from tether.core.scope import ActionKind, JSONValue
@@ -409,9 +409,7 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
             raise _invalid(_authzen_message(refused.message), refused.code) from None
         return answer(verdict)
 
-    errors: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut}}
-
-    @app.post(EVALUATION_PATH, response_model=EvaluationOut, tags=["authzen"], responses=errors)
+    @app.post(EVALUATION_PATH, response_model=EvaluationOut, tags=["authzen"])
     def evaluation(
         body: EvaluationIn,
         caller: Workload = authenticated,
@@ -431,7 +429,7 @@ def install_authzen_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> N
         except Refused as refused:
             return refused.response()
 
-    @app.post(EVALUATIONS_PATH, response_model=EvaluationsOut, tags=["authzen"], responses=errors)
+    @app.post(EVALUATIONS_PATH, response_model=EvaluationsOut, tags=["authzen"])
     def evaluations(
         body: EvaluationsIn,
         caller: Workload = authenticated,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from tether.api.approvals import approver_dependency
+from tether.api.bearer import any_authorization, bearer_token
 from tether.api.models import ScopeIn
 from tether.core.errors import ErrorCode, InvalidRequest, Unauthenticated
 from tether.core.ids import IdKind, TaskId, is_well_formed
@@ -77,11 +78,11 @@ def _bg_id(value: str) -> str:
 
 
 def install_breakglass_routes(app: FastAPI, deps: ApiDeps) -> None:
-    from tether.api.app import bearer_token
-
     human = approver_dependency(deps)
 
-    def requester(authorization: Annotated[str | None, Header()] = None) -> tuple[str, str | None]:
+    def requester(
+        authorization: Annotated[str | None, Depends(any_authorization)],
+    ) -> tuple[str, str | None]:
         token = bearer_token(authorization, "an approver token or the agent's SVID")
         try:
             return deps.approvers.verify(token).id, None

@@ -1,6 +1,8 @@
 """The one place the error tree meets HTTP: every code has a status, every error a JSON body.
 
-Errors are ``{"error": {"code", "message"}}``. A bad token is ``401``, never a ``500``.
+Errors are ``{"error": {"code", "message"}}``. A bad token is ``401``, never a ``500``. A method
+a route does not take is ``405`` with an ``Allow`` header naming the ones it does (RFC 9110
+section 15.5.6).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from tether.core.errors import ErrorCode, TetherError
+from tether.core.errors import ErrorCode, InvalidRequest, TetherError
 from tether.logs import get_logger
 
 log = get_logger("tether.api")
@@ -56,6 +59,15 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
 }
 
 
+class RefusedBody(StarletteHTTPException):
+    """A request body refused while FastAPI reads it (``tether.api.body``): FastAPI lets only an
+    ``HTTPException`` out of its body reading, so the error travels inside one."""
+
+    def __init__(self, error: InvalidRequest) -> None:
+        super().__init__(HTTP_STATUS[error.code], error.message)
+        self.error = error
+
+
 def error_response(code: ErrorCode, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if HTTP_STATUS[code] == 401 else None
     return JSONResponse(
@@ -82,6 +94,23 @@ def _describe_validation(error: RequestValidationError) -> tuple[ErrorCode, str]
     return ErrorCode.INVALID_FIELD, f"field {loc!r}: {message}" if loc else message
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path (two routes may share a path, as GET and
+    POST ``/ui/login`` do)."""
+    probe = {
+        "type": "http",
+        "path": request.scope["path"],
+        "root_path": request.scope.get("root_path", ""),
+        "method": request.method,
+    }
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(probe)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TetherError)
     async def _tether(_: Request, exc: TetherError) -> JSONResponse:
@@ -93,13 +122,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(code, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, RefusedBody):
+            return error_response(exc.error.code, exc.error.message)
         if exc.status_code == 404:
             return error_response(ErrorCode.NOT_FOUND, "no such route; see /openapi.json")
         if exc.status_code == 405:
-            response = error_response(ErrorCode.INVALID_FIELD, "method not allowed on this route")
+            allow = _allowed_methods(request)
+            response = error_response(
+                ErrorCode.INVALID_FIELD, f"method not allowed on this route; use {allow}"
+            )
             response.status_code = 405
+            response.headers["Allow"] = allow
             return response
+        if exc.status_code == 413:
+            return error_response(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large")
         return error_response(ErrorCode.INVALID_FIELD, str(exc.detail))
 
     @app.exception_handler(Exception)

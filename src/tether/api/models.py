@@ -194,11 +194,13 @@ class CloseTaskOut(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
+    code: str = Field(description="A stable, machine-readable code, e.g. invalid_field.")
+    message: str = Field(description="What was wrong and what to do, for a person.")
 
 
 class ErrorOut(BaseModel):
+    """Every error tether answers: ``{"error": {"code", "message"}}``."""
+
     error: ErrorBody
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
+from tether.core import strict_json
 from tether.core.scope import JSONValue
 from tether.proxy.config import ArgSource, ArgSourceKind, ArgType, Route
 from tether.proxy.errors import ProxyCode, Refused
@@ -177,19 +178,6 @@ def encode_query(query: Mapping[str, str], extra: tuple[tuple[str, str], ...] = 
     return urlencode([*query.items(), *extra], quote_via=quote)
 
 
-def _no_duplicates(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
-    out: dict[str, JSONValue] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError("duplicate key")
-        out[key] = value
-    return out
-
-
-def _no_constants(_: str) -> JSONValue:
-    raise ValueError("NaN and Infinity are not JSON")
-
-
 def _is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or (
@@ -198,22 +186,17 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def parse_body(body: bytes, content_type: str | None) -> dict[str, JSONValue]:
-    """A JSON object body, parsed strictly: the bytes forwarded are the bytes decided on, and
-    a duplicate key (read differently by different parsers) is refused."""
+    """A JSON object body, read by tether's one strict reader (:mod:`tether.core.strict_json`):
+    the bytes forwarded are the bytes decided on, so a duplicate key (read differently by
+    different parsers) or a string that is not Unicode text is refused."""
     if not _is_json(content_type):
         raise Refused(
             ProxyCode.INVALID_BODY, "this route reads the body: send it as application/json"
         )
     try:
-        value = json.loads(
-            body.decode("utf-8", errors="strict"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise Refused(
-            ProxyCode.INVALID_BODY, "the body is not valid JSON (or repeats a key)"
-        ) from None
+        value = strict_json.loads(body)
+    except strict_json.JsonRefused as refused:
+        raise Refused(ProxyCode.INVALID_BODY, str(refused)) from None
     if not isinstance(value, dict):
         raise Refused(ProxyCode.INVALID_BODY, "the body must be a JSON object")
     return value
