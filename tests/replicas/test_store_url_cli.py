@@ -71,7 +71,7 @@ def test_a_replica_pointed_at_a_dead_database_refuses_to_start(tmp_path: Path) -
     dead = f"postgresql://tether:s3cret-pw@127.0.0.1:{_closed_port()}/tether"
     for command in (["serve", "-d", str(tmp_path)], ["audit", "verify"]):
         result = runner.invoke(app, command, env={"TETHER_DATABASE_URL": dead})
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 3, result.output  # unavailable
         assert "store_unavailable" in result.output and "cannot connect" in result.output
         assert "s3cret-pw" not in result.output
     assert not (tmp_path / "tether.db").exists()  # no silent fall-back to SQLite

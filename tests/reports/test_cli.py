@@ -126,9 +126,9 @@ def test_both_sources_at_once_is_refused(day: Recorded) -> None:
 
 def test_a_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     missing = run("risks", "--file", str(tmp_path / "nope.jsonl"))
-    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    assert missing.exit_code == 4 and "does not exist" in missing.stderr  # not found
     no_store = run("controls", "--data-dir", str(tmp_path / "empty-dir"))
-    assert no_store.exit_code == 2 and "no tether store in" in no_store.stderr
+    assert no_store.exit_code == 4 and "no tether store in" in no_store.stderr
 
 
 @pytest.mark.parametrize("command", COMMANDS)

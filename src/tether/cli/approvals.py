@@ -14,6 +14,8 @@ import typer
 from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.cli.exits import ExitCode, exit_code_for
+from tether.core.errors import ErrorCode
 from tether.runtime import approver_registry
 
 approvers_app = typer.Typer(help="Manage who may approve (the embedded default's approvers).")
@@ -60,13 +62,17 @@ def remove_approver(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     with tether_errors():
         removed = approver_registry(data_dir).remove(name)
     if not removed:
-        fail(f"no approver named {name!r}", "not_found")
+        fail(f"no approver named {name!r}", "not_found", ExitCode.NOT_FOUND)
     console.print(f"approver {name} removed")
 
 
 def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> Any:
     if not token:
-        fail("give an approver token with --token or TETHER_APPROVER_TOKEN", "missing_token")
+        fail(
+            "give an approver token with --token or TETHER_APPROVER_TOKEN",
+            ErrorCode.MISSING_TOKEN,
+            exit_code_for(ErrorCode.MISSING_TOKEN),
+        )
     try:
         response = httpx.request(
             method,
@@ -77,7 +83,9 @@ def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> 
         )
     except httpx.HTTPError as error:
         fail(
-            f"cannot reach {url}: {type(error).__name__}; is `tether serve` running?", "unreachable"
+            f"cannot reach {url}: {type(error).__name__}; is `tether serve` running?",
+            "unreachable",
+            ExitCode.UNAVAILABLE,
         )
     if response.status_code >= 400:
         try:
@@ -85,7 +93,7 @@ def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> 
             message, code = str(body["message"]), str(body["code"])
         except (ValueError, KeyError, TypeError):
             message, code = f"{response.status_code} from {url}", "http_error"
-        fail(message, code)
+        fail(message, code, exit_code_for(response.status_code))
     return response.json()
 
 

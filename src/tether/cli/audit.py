@@ -23,6 +23,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode, exit_code_for
 from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
 from tether.core.errors import Unavailable
 from tether.runtime import open_store
@@ -39,6 +40,7 @@ def _require_store(data_dir: Path) -> Path:
         fail(
             f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` used",
             "store_not_found",
+            ExitCode.NOT_FOUND,
         )
     return data_dir
 
@@ -88,7 +90,11 @@ def _read_file(path: Path) -> Iterator[AuditRecord]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if len(raw) > MAX_LINE_BYTES:
-                fail(f"line {number} of {path} is larger than 4 MiB", "malformed_export", 1)
+                fail(
+                    f"line {number} of {path} is larger than 4 MiB",
+                    "malformed_export",
+                    ExitCode.CHECK_FAILED,
+                )
             if not raw.strip():
                 continue
             try:
@@ -100,7 +106,7 @@ def _read_file(path: Path) -> Iterator[AuditRecord]:
                 fail(
                     f"line {number} of {path} is not an audit record: {error}",
                     "malformed_export",
-                    1,
+                    ExitCode.CHECK_FAILED,
                 )
 
 
@@ -111,7 +117,7 @@ def _report(report: ChainReport, source: str) -> None:
     fail(
         f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
         "chain_broken",
-        1,
+        ExitCode.CHECK_FAILED,
     )
 
 
@@ -130,7 +136,7 @@ def verify(
     with tether_errors():
         if file is not None:
             if not file.exists():
-                fail(f"{file} does not exist", "file_not_found")
+                fail(f"{file} does not exist", "file_not_found", ExitCode.NOT_FOUND)
             _report(verify_chain(_read_file(file)), str(file))
             return
         store, source = _open(data_dir, store_url)
@@ -138,9 +144,17 @@ def verify(
             report = verify_chain(store.audit_records(), store.chain_head())
         except Unavailable as error:
             if not _reachable(store):  # a server that went away mid-read proves nothing
-                fail(f"the store stopped answering: {error.message} ({source})", error.code.value)
+                fail(
+                    f"the store stopped answering: {error.message} ({source})",
+                    error.code.value,
+                    exit_code_for(error),
+                )
             # A record the store cannot even read back is a break in the chain, not an outage.
-            fail(f"chain unreadable: {error.message} ({source})", "chain_broken", 1)
+            fail(
+                f"chain unreadable: {error.message} ({source})",
+                "chain_broken",
+                ExitCode.CHECK_FAILED,
+            )
         finally:
             store.close()
         _report(report, source)

@@ -22,6 +22,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
 from tether.store import SqlStore
 from tether.store.migrate import Revision
 
@@ -43,6 +44,7 @@ def _open(data_dir: Path, store_url: str | None, *, create: bool) -> tuple[SqlSt
             f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` used, "
             "or --store-url",
             "store_not_found",
+            ExitCode.NOT_FOUND,
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     return SqlStore.sqlite(path, migrate=False), str(data_dir)
@@ -80,7 +82,7 @@ def current(
         highlight=False,
     )
     if check:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @app.command("upgrade")

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from tether.cli.common import console, fail
 from tether.cli.demo_downstream import payments_api
+from tether.cli.exits import ExitCode
 from tether.core.audit import verify_chain
 from tether.reports import flips, privileges
 from tether.runtime import (
@@ -161,14 +162,18 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            fail("the demo server exited during start-up; run `tether serve` to see why", "demo")
+            fail(
+                "the demo server exited during start-up; run `tether serve` to see why",
+                "demo",
+                ExitCode.UNAVAILABLE,
+            )
         try:
             if client.get("/readyz").status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    fail(f"the demo server was not ready within {timeout:.0f}s", "demo")
+    fail(f"the demo server was not ready within {timeout:.0f}s", "demo", ExitCode.UNAVAILABLE)
 
 
 def _verdict_cell(decision: str) -> str:
@@ -243,7 +248,7 @@ def demo(
         )
         failures += 1
     if failures:
-        fail(f"{failures} demo step(s) did not go as expected", "demo", 1)
+        fail(f"{failures} demo step(s) did not go as expected", "demo", ExitCode.CHECK_FAILED)
     console.print("[bold green]demo complete[/]: every call got the expected verdict")
 
 
@@ -469,7 +474,11 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         headers=auth("analyst"),
     )
     if opened.status_code != 201:
-        fail(f"opening the task failed: {opened.status_code} {opened.text}", "demo", 1)
+        fail(
+            f"opening the task failed: {opened.status_code} {opened.text}",
+            "demo",
+            ExitCode.CHECK_FAILED,
+        )
     task = opened.json()
     granted = ", ".join(f"{s['tool']}({'/'.join(s['actions'])})" for s in task["granted"])
     console.print(f"opened task [bold]{task['task_id']}[/] for analyst, granted: {granted}")

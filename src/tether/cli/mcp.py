@@ -25,6 +25,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.core.secret import Secret
@@ -272,5 +273,5 @@ def secrets_delete(
     with tether_errors():
         removed = SecretStore(data_dir).delete(name)
     if not removed:
-        fail(f"no secret named {name!r}", "not_found")
+        fail(f"no secret named {name!r}", "not_found", ExitCode.NOT_FOUND)
     console.print(f"deleted secret {name!r}", highlight=False)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tether.cli.common import console, fail, tether_errors
+from tether.cli.exits import ExitCode
 from tether.policy import CedarPolicyEngine, format_policy_text, run_policy_tests
 
 app = typer.Typer(help="Validate, test and format Cedar policies.")
@@ -50,7 +51,11 @@ def test(
     with tether_errors():
         results = run_policy_tests(policy_dir, cases)
     if not results:
-        fail(f"no test cases found under {cases or policy_dir / 'tests'}", "no_cases", 1)
+        fail(
+            f"no test cases found under {cases or policy_dir / 'tests'}",
+            "no_cases",
+            ExitCode.CHECK_FAILED,
+        )
     table = Table("file", "case", "expected", "actual", "result", title="policy tests")
     for result in results:
         table.add_row(
@@ -66,7 +71,7 @@ def test(
     if failed:
         for result in failed:
             console.print(f"[red]FAIL[/] {result.describe()}", highlight=False)
-        fail(summary, "policy_tests_failed", 1)
+        fail(summary, "policy_tests_failed", ExitCode.CHECK_FAILED)
     console.print(f"[green]{summary}[/]")
 
 
@@ -88,6 +93,10 @@ def fmt(
                 if not check:
                     path.write_text(formatted, encoding="utf-8")
     if check and unformatted:
-        fail(f"not formatted: {', '.join(unformatted)} (run tether policy fmt)", "unformatted", 1)
+        fail(
+            f"not formatted: {', '.join(unformatted)} (run tether policy fmt)",
+            "unformatted",
+            ExitCode.CHECK_FAILED,
+        )
     verb = "would reformat" if check else "reformatted"
     console.print(f"{verb} {len(unformatted)} file(s)" if unformatted else "all files formatted")

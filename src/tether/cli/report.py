@@ -26,10 +26,11 @@ from rich.table import Table
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
     StoreUrl,
-    err_console,
+    fail,
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
 from tether.core.audit import AuditRecord
 from tether.core.scope import JSONValue
 from tether.core.verdict import Decision
@@ -100,16 +101,8 @@ def _console() -> Console:
     return Console(highlight=False)
 
 
-def _fail(message: str, code: str, exit_code: int = 2) -> NoReturn:
-    """One line on stderr, never wrapped (paths and record ids stay greppable), then exit."""
-    err_console.print(
-        f"[bold red]error[/] [dim]({code})[/]: {escape(message)}", highlight=False, soft_wrap=True
-    )
-    raise typer.Exit(exit_code)
-
-
 def _malformed(message: str) -> NoReturn:
-    _fail(message, "malformed_audit", 1)
+    fail(message, "malformed_audit", ExitCode.CHECK_FAILED)
 
 
 def _read_file(path: Path) -> Iterator[AuditRecord]:
@@ -137,14 +130,14 @@ def _window(since: str | None, until: str | None) -> Window:
         try:
             bounds.append(parse_instant(value))
         except ValueError:
-            _fail(
+            fail(
                 f"{name} must be an ISO-8601 time such as 2026-11-28T12:00:00Z, not {value!r}",
                 "invalid_option",
             )
     try:
         return Window(bounds[0], bounds[1])
     except ValueError as error:
-        _fail(str(error), "invalid_option")
+        fail(str(error), "invalid_option")
 
 
 def _load(
@@ -155,14 +148,14 @@ def _load(
     given = ctx.get_parameter_source("data_dir")
     explicit = given is not None and given.name == "COMMANDLINE"
     if file is not None and data_dir is not None and explicit:
-        _fail("give --data-dir or --file, not both", "invalid_option")
+        fail("give --data-dir or --file, not both", "invalid_option")
     if file is not None:
         if not file.is_file():
-            _fail(f"{file} does not exist or is not a file", "file_not_found")
+            fail(f"{file} does not exist or is not a file", "file_not_found", ExitCode.NOT_FOUND)
         try:
             return list(_read_file(file)), str(file)
         except OSError as error:
-            _fail(f"cannot read {file}: {error.strerror}", "file_unreadable", 1)
+            fail(f"cannot read {file}: {error.strerror}", "file_unreadable", ExitCode.USAGE)
     directory = data_dir or DEFAULT_DATA_DIR
     url = store_url_of(store_url)
     if url is not None:
@@ -173,10 +166,11 @@ def _load(
             finally:
                 store.close()
     if not (directory / "tether.db").exists():
-        _fail(
+        fail(
             f"no tether store in {directory}; pass --data-dir of a directory `tether serve` "
             "used, or --file of an exported audit log",
             "store_not_found",
+            ExitCode.NOT_FOUND,
         )
     with tether_errors():
         store = open_store(directory)
@@ -246,7 +240,7 @@ def privileges_command(
             try:
                 html.write_text(page, encoding="utf-8")
             except OSError as error:
-                _fail(f"cannot write {html}: {error.strerror}", "write_failed", 1)
+                fail(f"cannot write {html}: {error.strerror}", "write_failed", ExitCode.USAGE)
     if as_json:
         _print_json(privileges_json(report))
         return

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.cli.exits import ExitCode
 from tether.core.secret import Secret
 from tether.credentials.secrets import MAX_SECRET_BYTES, SecretStore
 
@@ -81,5 +82,7 @@ def delete(
     with tether_errors():
         removed = SecretStore(data_dir).delete(name)
     if not removed:
-        fail(f"no secret named {name!r}; see `tether secrets list`", "not_found")
+        fail(
+            f"no secret named {name!r}; see `tether secrets list`", "not_found", ExitCode.NOT_FOUND
+        )
     console.print(f"deleted secret {name!r}", highlight=False)
