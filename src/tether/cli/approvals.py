@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
 from tether.cli.exits import ExitCode, exit_code_for
+from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.core.errors import ErrorCode
 from tether.runtime import approver_registry
 
@@ -46,10 +45,13 @@ def add_approver(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 @approvers_app.command("list")
-def list_approvers(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def list_approvers(data_dir: DataDir = DEFAULT_DATA_DIR, as_json: AsJson = False) -> None:
     """List approver names."""
     with tether_errors():
         names = approver_registry(data_dir).names
+    if as_json:
+        print_json(list(names))
+        return
     for name in names:
         typer.echo(name)
     if not names:
@@ -67,6 +69,8 @@ def remove_approver(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> Any:
+    import httpx  # here: the CLI's other commands start without it
+
     if not token:
         fail(
             "give an approver token with --token or TETHER_APPROVER_TOKEN",
@@ -104,27 +108,47 @@ def list_approvals(
     state: Annotated[
         str | None, typer.Option(help="pending, approved, denied, used, expired")
     ] = "pending",
+    as_json: AsJson = False,
 ) -> None:
     """List approvals (pending ones by default)."""
     params = {"state": state} if state else {}
     items = _request("GET", url, "/v1/approvals", token, params=params)
-    table = Table("approval", "state", "agent", "call", "approvals", "expires", title="approvals")
-    for item in items:
-        table.add_row(
-            item["approval_id"],
-            item["state"],
-            item["agent"],
-            f"{item['action']} {item['tool']}",
-            f"{item['approvals']}/{item['required']}",
-            item["expires_at"][:19],
-        )
-    console.print(table)
+    if as_json:
+        print_json(items)
+        return
+    print_table(
+        "approvals",
+        [
+            Column("approval", key=True),
+            Column("state"),
+            Column("agent", key=True),
+            Column("call"),
+            Column("approvals"),
+            Column("expires"),
+        ],
+        (
+            [
+                item["approval_id"],
+                item["state"],
+                item["agent"],
+                f"{item['action']} {item['tool']}",
+                f"{item['approvals']}/{item['required']}",
+                item["expires_at"][:19],
+            ]
+            for item in items
+        ),
+    )
 
 
 @approvals_app.command("show")
-def show_approval(approval_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+def show_approval(
+    approval_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
     """Show the facts an approver decides on."""
     item = _request("GET", url, f"/v1/approvals/{approval_id}", token)
+    if as_json:
+        print_json(item)
+        return
     console.print(
         f"[bold]{item['approval_id']}[/] ({item['state']}, "
         f"{item['approvals']}/{item['required']} approvals)",

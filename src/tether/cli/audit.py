@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
@@ -24,6 +23,7 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.cli.exits import ExitCode, exit_code_for
+from tether.cli.output import Column, print_json_line, print_table
 from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
 from tether.core.errors import Unavailable
 from tether.runtime import open_store
@@ -73,7 +73,12 @@ def export(
             count = 0
             with (
                 output.open("w", encoding="utf-8") as handle,
-                Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar,
+                Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    console=console,
+                    disable=not console.is_terminal,  # never a spinner in a pipe or a file
+                ) as bar,
             ):
                 job = bar.add_task("exporting", total=None)
                 for record in store.audit_records():
@@ -194,24 +199,57 @@ def tail(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10000)] = 20,
     store_url: StoreUrl = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, max=60, help="Seconds between reads with --follow.")
+    ] = 1.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Each record whole, as one JSON object a line.")
+    ] = False,
 ) -> None:
-    """Show the most recent records."""
+    """Show the most recent records; with --follow, then every new one as it is written."""
     with tether_errors():
         store, _ = _open(data_dir, store_url)
         try:
             head = store.chain_head()
-            start = max(0, (head.seq if head else 0) - lines)
-            table = Table("seq", "at", "kind", "agent", "what", title="audit log")
-            for record in store.audit_records(after_seq=start):
-                loud = record.kind.value.startswith("breakglass")
-                table.add_row(
-                    str(record.seq),
-                    record.at[:19],
-                    record.kind.value,
-                    escape(record.agent or ""),
-                    escape(_summary(record)),
-                    style="bold red" if loud else None,
-                )
-            console.print(table)
+            after = max(0, (head.seq if head else 0) - lines)
+            after = _print_records(store, after, as_json, table=not follow)
+            while follow:
+                time.sleep(interval)
+                after = _print_records(store, after, as_json, table=False)
+        except KeyboardInterrupt:
+            pass  # --follow ends on Ctrl-C
         finally:
             store.close()
+
+
+_TAIL_COLUMNS = [
+    Column("seq"),
+    Column("at"),
+    Column("kind"),
+    Column("agent", key=True),
+    Column("what"),
+]
+
+
+def _print_records(store: SqlStore, after: int, as_json: bool, *, table: bool) -> int:
+    """Print the records after seq ``after``; returns the last seq printed (or ``after``).
+
+    As one table, or (``table`` false, for --follow) as lines written as they arrive."""
+    records = list(store.audit_records(after_seq=after))
+    if as_json:
+        for record in records:
+            print_json_line(record.to_json())
+    else:
+        rows = [[str(r.seq), r.at[:19], r.kind.value, r.agent or "", _summary(r)] for r in records]
+        loud = [r.kind.value.startswith("breakglass") for r in records]
+        if table:
+            print_table("audit log", _TAIL_COLUMNS, rows, loud=loud)
+        else:
+            for row, is_loud in zip(rows, loud, strict=True):
+                style = "bold red" if is_loud else None
+                console.print("\t".join(row), style=style, markup=False, highlight=False)
+    sys.stdout.flush()
+    return records[-1].seq if records else after

@@ -53,6 +53,7 @@ class DeferredCommand(TyperCommand):
                 single.command(self.name)(obj)
                 real = typer.main.get_command(single)
             real.name = self.name
+            _plain_help(real)
             self._real = real
         return self._real
 
@@ -74,6 +75,15 @@ class DeferredCommand(TyperCommand):
 
     def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
         return self.load().shell_complete(ctx, incomplete)
+
+
+def _plain_help(command: click.Command) -> None:
+    """click's plain help for ``command`` and everything under it, as for the root (see there)."""
+    if isinstance(command, TyperCommand | TyperGroup):
+        command.rich_markup_mode = None
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            _plain_help(sub)
 
 
 class LazyGroup(TyperGroup):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from tether.cli.lazy import LazyGroup, Subcommand
+from tether.cli.output import configure_output
 
 
 class _Root(LazyGroup):
@@ -63,6 +64,9 @@ app = typer.Typer(
     name="tether",
     cls=_Root,
     help="Request-time least privilege for AI agents.",
+    # click's plain help: at 80 columns it wraps descriptions but never cuts an option or
+    # environment variable name, which rich's help panels do.
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -70,11 +74,13 @@ app = typer.Typer(
 
 
 @app.callback()
-def _quiet_logs() -> None:
-    """Commands log warnings and errors only (to stderr); ``serve`` sets its own level."""
+def _setup() -> None:
+    """Commands log warnings and errors only (to stderr); ``serve`` sets its own level. Output
+    to a pipe or a file is not wrapped."""
     from tether.logs import configure_logging
 
     configure_logging("warning", json=False)
+    configure_output()
 
 
 def main() -> None:

@@ -1,0 +1,82 @@
+"""How commands print what they found: a table on a terminal, complete lines in a pipe, or JSON.
+
+A script reads what a person sees, so nothing is cut: on a terminal, id columns never wrap or
+shorten (a cell too wide folds rather than ending in "…"); in a pipe or a file, a table is
+tab-separated lines (a header, then one row a line: ``cut -f1`` gives the ids), messages are not
+wrapped at the console width, and no spinner is drawn; ``--json`` prints the objects themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tether.cli.common import console, err_console
+
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print JSON for scripts: complete, never cut or wrapped.")
+]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column; ``key`` marks an id or name the next command needs whole."""
+
+    header: str
+    key: bool = False
+
+
+def configure_output() -> None:
+    """Messages to a pipe or file are not wrapped at the console width (a terminal's are)."""
+    for each in (console, err_console):
+        each.soft_wrap = not each.is_terminal
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def print_json_line(value: Any) -> None:
+    """One JSON object on one line (a stream: ``audit tail --follow --json``)."""
+    typer.echo(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+def _cell(value: str) -> str:
+    # A row stays one line and its fields stay apart, whatever a value holds.
+    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def print_table(
+    title: str,
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[str]],
+    *,
+    loud: Sequence[bool] | None = None,
+) -> None:
+    """A table of plain strings (no markup): rich on a terminal, tab-separated lines otherwise.
+
+    ``loud`` marks rows to show in bold red on a terminal (break-glass, say)."""
+    materialised = [list(row) for row in rows]
+    if not console.is_terminal:
+        typer.echo("\t".join(c.header for c in columns))
+        for row in materialised:
+            typer.echo("\t".join(_cell(v) for v in row))
+        return
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        if column.key:
+            widest = max((len(row[index]) for row in materialised), default=0)
+            table.add_column(column.header, no_wrap=True, overflow="fold", min_width=max(widest, 1))
+        else:
+            table.add_column(column.header, overflow="fold")
+    for number, row in enumerate(materialised):
+        style = "bold red" if loud is not None and loud[number] else None
+        table.add_row(*(escape(v) for v in row), style=style)
+    console.print(table)
