@@ -204,3 +204,39 @@ def test_help_at_80_columns_keeps_every_option_and_env_var_whole(
         for envvar in envvars:
             assert envvar in result.output, (envvar, result.output)
     assert "…" not in result.output.replace("_…", "")  # "lse_…" is an id's shape, not a cut
+
+
+def _demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", "demo", "-d", str(tmp_path / "demo"), *extra],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "60"},
+    )
+
+
+@pytest.mark.slow
+def test_the_demo_in_a_pipe_prints_one_line_a_call(tmp_path: Path) -> None:
+    result = _demo(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("\t".join(["#", "agent", "call", "verdict", "reasons", "risks", "effect"]))
+    rows = [line.split("\t") for line in lines[start + 1 : start + 20]]
+    assert [row[0] for row in rows] == [str(n) for n in range(1, 20)]
+    assert all(len(row) == 7 for row in rows)
+    assert any(row[3] == "approval_required" and "transfers over 100" in row[4] for row in rows)
+    assert f"data in {tmp_path / 'demo'}," in result.stdout  # the banner's path is whole
+
+
+@pytest.mark.slow
+def test_the_demo_as_json(tmp_path: Path) -> None:
+    result = _demo(tmp_path, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)  # stdout is the document alone; the narrative is on stderr
+    assert out["ok"] is True and out["audit"]["intact"] is True
+    assert [call["number"] for call in out["calls"]] == list(range(1, 20))
+    decided = [call for call in out["calls"] if "call" in call]
+    assert all(call["decision_id"].startswith("dec_") for call in decided)
+    assert any(call["approval_id"] and call["decision"] == "approval_required" for call in decided)
+    assert "opened task tsk_" in result.stderr
