@@ -23,7 +23,7 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.cli.exits import ExitCode, exit_code_for
-from tether.cli.output import Column, print_json_line, print_table
+from tether.cli.output import Column, print_json_line, print_rows, print_table
 from tether.core.audit import AuditRecord, ChainReport, canonical_json, verify_chain
 from tether.core.errors import Unavailable
 from tether.runtime import open_store
@@ -248,8 +248,6 @@ def _print_records(store: SqlStore, after: int, as_json: bool, *, table: bool) -
         if table:
             print_table("audit log", _TAIL_COLUMNS, rows, loud=loud)
         else:
-            for row, is_loud in zip(rows, loud, strict=True):
-                style = "bold red" if is_loud else None
-                console.print("\t".join(row), style=style, markup=False, highlight=False)
+            print_rows(rows, loud=loud)
     sys.stdout.flush()
     return records[-1].seq if records else after

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tether.cli.common import console, err_console
 
@@ -50,7 +52,43 @@ def print_json_line(value: Any) -> None:
 
 def _cell(value: str) -> str:
     # A row stays one line and its fields stay apart, whatever a value holds.
-    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    return value.replace("\t", " ").replace("\r", " ").replace("\n", "; ")
+
+
+def print_rich_table(out: Console, table: Table) -> None:
+    """A rich table built for a terminal: as it is there, as its title, a header and
+    tab-separated rows elsewhere (markup dropped, a cell's lines joined with "; ")."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    columns = table.columns
+    lines = [str(table.title)] if table.title else []  # a report prints several: each titled
+    lines.append("\t".join(_cell(str(c.header)) for c in columns))
+    cells = [list(c.cells) for c in columns]
+    for index in range(table.row_count):
+        lines.append("\t".join(_cell(_plain(column[index])) for column in cells))
+    # Written as is: rich's print would expand the tabs into spaces.
+    out.file.write("".join(f"{line}\n" for line in lines))
+
+
+def _plain(cell: object) -> str:
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        return Text.from_markup(cell).plain
+    return str(cell)
+
+
+def print_rows(rows: Iterable[Sequence[str]], *, loud: Sequence[bool] | None = None) -> None:
+    """Rows with no header, as they arrive (``audit tail --follow``): tab-separated lines;
+    ``loud`` rows in bold red on a terminal."""
+    for number, row in enumerate(rows):
+        line = "\t".join(_cell(v) for v in row)
+        if console.is_terminal:
+            style = "bold red" if loud is not None and loud[number] else None
+            console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
+        else:
+            typer.echo(line)
 
 
 def print_table(

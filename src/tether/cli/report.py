@@ -31,6 +31,7 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.cli.exits import ExitCode
+from tether.cli.output import print_rich_table
 from tether.core.audit import AuditRecord
 from tether.core.scope import JSONValue
 from tether.core.verdict import Decision
@@ -97,8 +98,10 @@ JsonOption = Annotated[
 
 
 def _console() -> Console:
-    # Made per command so COLUMNS set for this run is honoured.
-    return Console(highlight=False)
+    # Made per command so COLUMNS set for this run is honoured; not wrapped in a pipe or file.
+    console = Console(highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def _malformed(message: str) -> NoReturn:
@@ -287,7 +290,7 @@ def privileges_command(
                 or "-"
             ),
         )
-    console.print(table)
+    print_rich_table(console, table)
     console.print(
         f"all: {report.used_total} of {report.granted_total} granted triples used, ratio "
         f"{ratio_text(report.ratio)}; {report.unattributed} decision(s) on no task of the window"
@@ -301,12 +304,13 @@ def privileges_command(
             )
             console.print(f"[bold red]used under break-glass[/]: {escape(outside)}")
         console.print("grant scopes:", style="bold")
-        console.print(json.dumps(g.proposed_json(), sort_keys=True), markup=False)
+        console.print(json.dumps(g.proposed_json(), sort_keys=True), markup=False, soft_wrap=True)
         for p in g.proposed:
             if p.note:
                 console.print(f"[yellow]note[/]: {escape(p.note)}")
         console.print("Cedar policy:", style="bold")
-        console.print(proposed_policy(g), markup=False)
+        # Never wrapped: a wrapped "//" comment is no longer Cedar that parses.
+        console.print(proposed_policy(g), markup=False, soft_wrap=True)
 
 
 # -- risks -------------------------------------------------------------------------------------
@@ -349,17 +353,17 @@ def risks_command(
     )
     for risk, c in report.totals.items():
         totals.add_row(risk.value, risk.label, str(c.deny), str(c.approval_required))
-    console.print(totals)
+    print_rich_table(console, totals)
     by_agent = Table("agent", "risk", "name", "deny", "approval_required", title="by agent")
     for agent, counts in report.by_agent.items():
         _risk_rows(by_agent, agent, counts)
-    console.print(by_agent)
+    print_rich_table(console, by_agent)
     by_workflow = Table(
         "workflow", "risk", "name", "deny", "approval_required", title="by workflow"
     )
     for workflow, counts in report.by_workflow.items():
         _risk_rows(by_workflow, workflow if workflow is not None else "(no task)", counts)
-    console.print(by_workflow)
+    print_rich_table(console, by_workflow)
     console.print(
         f"{report.denials} denial(s) and {report.approvals} approval request(s) among "
         f"{report.decisions} decision(s); a verdict counts once for each risk id it carries"
@@ -422,7 +426,7 @@ def controls_command(
             str(e.breakglass_uses),
             escape("\n".join(f"{name}: {n}" for name, n in e.facts) or "-"),
         )
-    console.print(table)
+    print_rich_table(console, table)
     if report.gaps:
         console.print("[bold]not covered, from what the log shows:[/]")
         for gap in report.gaps:
@@ -491,7 +495,7 @@ def flips_command(
             str(p.agents),
             str(p.tools),
         )
-    console.print(totals)
+    print_rich_table(console, totals)
     table = Table("policy", "would", "was", "agent", "tool", "calls", title="by agent and tool")
     for r in report.rows:
         table.add_row(
@@ -502,7 +506,7 @@ def flips_command(
             escape(r.tool),
             str(r.calls),
         )
-    console.print(table)
+    print_rich_table(console, table)
     console.print(
         f"{report.flipped} of {report.decisions} decision(s) {escape(window.describe())} would "
         'have changed; enforce a policy by removing @mode("observe") or renaming its '
