@@ -240,3 +240,34 @@ def test_the_demo_as_json(tmp_path: Path) -> None:
     assert all(call["decision_id"].startswith("dec_") for call in decided)
     assert any(call["approval_id"] and call["decision"] == "approval_required" for call in decided)
     assert "opened task tsk_" in result.stderr
+
+
+@pytest.mark.parametrize(("width", "as_table"), [(60, False), (110, True)])
+def test_on_a_terminal_ids_are_never_shortened(
+    monkeypatch: pytest.MonkeyPatch, width: int, as_table: bool
+) -> None:
+    """A table when the ids fit whole, else one field a line; never an id cut with "…"."""
+    import io
+
+    from rich.console import Console
+
+    from tether.cli import output
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=width, color_system=None)
+    monkeypatch.setattr(output, "console", terminal)
+    ids = ["apr_" + "7" * 26, "apr_" + "8" * 26]
+    output.print_table(
+        "approvals",
+        [
+            output.Column("approval", key=True),
+            output.Column("agent", key=True),
+            output.Column("why"),
+        ],
+        [[ids[0], ANALYST, "a long reason " * 4], [ids[1], ANALYST, "short"]],
+    )
+    shown = screen.getvalue()
+    for whole in [*ids, ANALYST]:
+        assert any(whole in line for line in shown.splitlines()), shown
+    assert "…" not in shown
+    assert ("┃ approval" in shown) is as_table, shown

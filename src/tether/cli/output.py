@@ -26,6 +26,10 @@ AsJson = Annotated[
 ]
 
 
+#: The narrowest a column that is not an id gets in a table on a terminal.
+_MIN_OTHER = 6
+
+
 @dataclass(frozen=True)
 class Column:
     """A table column; ``key`` marks an id or name the next command needs whole."""
@@ -107,13 +111,25 @@ def print_table(
         for row in materialised:
             typer.echo("\t".join(_cell(v) for v in row))
         return
+    widths = [
+        max([len(column.header), *(len(row[i]) for row in materialised)]) if column.key else 0
+        for i, column in enumerate(columns)
+    ]
+    # Whole ids, a little room for every other column, and the borders (3 a column, plus 1).
+    needed = sum(widths) + _MIN_OTHER * widths.count(0) + 3 * len(columns) + 1
+    if needed > console.width:  # too narrow for a table that cuts nothing: one field a line
+        for number, row in enumerate(materialised):
+            style = "bold red" if loud is not None and loud[number] else None
+            for index, (column, value) in enumerate(zip(columns, row, strict=True)):
+                line = f"{'' if index == 0 else '  '}{column.header}: {value}"
+                console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
+        return
     table = Table(title=title)
-    for index, column in enumerate(columns):
+    for column, width in zip(columns, widths, strict=True):
         if column.key:
-            widest = max((len(row[index]) for row in materialised), default=0)
-            table.add_column(column.header, no_wrap=True, overflow="fold", min_width=max(widest, 1))
+            table.add_column(column.header, no_wrap=True, overflow="fold", min_width=width)
         else:
-            table.add_column(column.header, overflow="fold")
+            table.add_column(column.header, overflow="fold", min_width=_MIN_OTHER)
     for number, row in enumerate(materialised):
         style = "bold red" if loud is not None and loud[number] else None
         table.add_row(*(escape(v) for v in row), style=style)
