@@ -1,7 +1,8 @@
 """How commands print what they found: a table on a terminal, complete lines in a pipe, or JSON.
 
 A script reads what a person sees, so nothing is cut: on a terminal, id columns never wrap or
-shorten (a cell too wide folds rather than ending in "…"); in a pipe or a file, a table is
+shorten (a cell too wide folds rather than ending in "…", and a terminal too narrow for whole ids
+gets one field a line instead of a table); in a pipe or a file, a table is
 tab-separated lines (a header, then one row a line: ``cut -f1`` gives the ids), messages are not
 wrapped at the console width, and no spinner is drawn; ``--json`` prints the objects themselves.
 """
