@@ -326,11 +326,11 @@ def test_cli_lists_shows_and_approves(
     )
     assert approved.exit_code == 0 and "approved" in approved.output
     again = runner.invoke(app, ["approvals", "approve", str(verdict["approval_id"])], env=env)
-    assert again.exit_code == 2 and "approval_not_pending" in again.output
+    assert again.exit_code == 5 and "approval_not_pending" in again.output  # refused
     bad = runner.invoke(
         app, ["approvals", "list"], env={"TETHER_URL": base_url, "TETHER_APPROVER_TOKEN": "tap_x"}
     )
-    assert bad.exit_code == 2 and "invalid_token" in bad.output
+    assert bad.exit_code == 5 and "invalid_token" in bad.output
 
 
 BULK_NEEDS_A_HUMAN = """

@@ -182,7 +182,7 @@ def test_audit_tail_shows_recent_records(analyst: Agent, runtime: Runtime) -> No
 
 def test_audit_commands_on_a_missing_store(tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit", "verify", "-d", str(tmp_path / "none")])
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # not found
     assert "no tether store" in result.output
 
 

@@ -101,4 +101,4 @@ def test_the_cli_pulls_the_switch_on_the_store(analyst: Agent, runtime: Runtime)
     restored = runner.invoke(app, ["agents", "restore", TD + "analyst", "-d", data_dir])
     assert restored.exit_code == 0
     missing = runner.invoke(app, ["agents", "restore", TD + "analyst", "-d", data_dir])
-    assert missing.exit_code == 2
+    assert missing.exit_code == 4  # not found

@@ -47,11 +47,13 @@ from tether.identity import (
     JwtSvidVerifier,
     OidcVerifier,
     SigningKey,
-    ensure_dev_allowed,
     load_jwks_file,
 )
 from tether.identity.approvers import CompositeApprovers, OidcApprovers, StaticApprovers
 from tether.identity.audit_key import CheckpointKey
+from tether.identity.dev_issuer import DEFAULT_AUDIENCE as DEFAULT_AUDIENCE
+from tether.identity.dev_issuer import DEFAULT_TRUST_DOMAIN as DEFAULT_TRUST_DOMAIN
+from tether.identity.dev_issuer import open_dev_issuer
 from tether.logs import get_logger
 from tether.notify import WebhookNotifier
 from tether.notify.witness import witness_for
@@ -84,9 +86,6 @@ from tether.store.leases import SqlLeaseStore
 
 if TYPE_CHECKING:
     from tether.cache import CachedStore
-
-DEFAULT_TRUST_DOMAIN = "tether.local"
-DEFAULT_AUDIENCE = "tether"
 
 
 def packaged_policies() -> Path:
@@ -264,9 +263,9 @@ def approver_oidc(config: RuntimeConfig, clock: Clock) -> list[OidcApprovers]:
 
 def dev_issuer(config: RuntimeConfig) -> DevIssuer:
     """The development SVID issuer; refused when ``TETHER_ENV=production``."""
-    ensure_dev_allowed(config.environ)
-    key = SigningKey.load_or_create(config.data_dir / "keys" / "dev-issuer.pem")
-    return DevIssuer(key, trust_domain=config.trust_domain, environ=config.environ)
+    return open_dev_issuer(
+        config.data_dir, trust_domain=config.trust_domain, environ=config.environ
+    )
 
 
 def refuse_example_policies_in_production(config: RuntimeConfig) -> None:

@@ -85,7 +85,7 @@ def test_the_stdio_gateway_refuses_to_start_without_a_valid_identity(tmp_path: P
     ]
     for env, expected in cases:
         result = runner.invoke(app, args, env=env)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 5, result.output  # refused: no usable identity or grant
         assert expected in result.output
         errors = [line for line in result.output.splitlines() if line.startswith("error (")]
         assert len(errors) == 1  # one error line (rich may wrap it at the terminal width)

@@ -44,8 +44,8 @@ def test_audit_export_and_tail_read_the_shared_chain(
     assert verified.exit_code == 0, verified.output
     tail = runner.invoke(app, ["audit", "tail", "-n", "2"], env={"TETHER_DATABASE_URL": store_url})
     assert tail.exit_code == 0, tail.output
-    cells = [line.split("│")[1:4] for line in tail.output.splitlines() if line.startswith("│")]
-    shown = [(seq.strip(), kind.strip()) for seq, _, kind in cells if seq.strip()]
+    rows = [line.split("\t") for line in tail.output.splitlines()[1:]]  # a header, then rows
+    shown = [(row[0], row[2]) for row in rows]
     assert shown == [(str(len(lines) - 1), "decision"), (str(len(lines)), "task_closed")]
 
 
@@ -77,7 +77,7 @@ def test_a_replica_pointed_at_a_dead_database_refuses_to_start(tmp_path: Path) -
     dead = f"postgresql://tether:s3cret-pw@127.0.0.1:{_closed_port()}/tether"
     for command in (["serve", "-d", str(tmp_path)], ["audit", "verify"]):
         result = runner.invoke(app, command, env={"TETHER_DATABASE_URL": dead})
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 3, result.output  # unavailable
         assert "store_unavailable" in result.output and "cannot connect" in result.output
         assert "s3cret-pw" not in result.output
     assert not (tmp_path / "tether.db").exists()  # no silent fall-back to SQLite

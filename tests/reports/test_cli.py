@@ -59,7 +59,7 @@ def test_privileges_table_and_json(day: Recorded) -> None:
     out = result.stdout
     assert "least privilege: granted against used" in out
     row = next(line for line in out.splitlines() if ANALYST in line and TRIAGE in line)
-    cells = [c.strip() for c in row.split("│") if c.strip()]
+    cells = row.split("\t")  # in a pipe: tab-separated, whole
     assert cells == [
         ANALYST,
         TRIAGE,
@@ -108,7 +108,7 @@ def test_the_window_options(day: Recorded) -> None:
 def test_risks_and_controls_tables(day: Recorded) -> None:
     risks = run("risks", "--file", str(day.export))
     assert risks.exit_code == 0, risks.output
-    assert "│ ASI05 │ Unexpected Code Execution (RCE) │ 1    │ 0" in risks.stdout
+    assert "ASI05\tUnexpected Code Execution (RCE)\t1\t0" in risks.stdout
     assert "(no task)" in risks.stdout
     assert "5 denial(s) and 1 approval request(s) among 14 decision(s)" in risks.stdout
     controls = run("controls", "--file", str(day.export))
@@ -138,9 +138,9 @@ def test_both_sources_at_once_is_refused(day: Recorded) -> None:
 
 def test_a_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     missing = run("risks", "--file", str(tmp_path / "nope.jsonl"))
-    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    assert missing.exit_code == 4 and "does not exist" in missing.stderr  # not found
     no_store = run("controls", "--data-dir", str(tmp_path / "empty-dir"))
-    assert no_store.exit_code == 2 and "no tether store in" in no_store.stderr
+    assert no_store.exit_code == 4 and "no tether store in" in no_store.stderr
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -218,3 +218,18 @@ def test_tether_data_dir_in_the_environment_does_not_clash_with_file(day: Record
         env={**WIDE, "TETHER_DATA_DIR": "/nonexistent/tether"},
     )
     assert as_json(result)["denials"] == 5
+
+
+def test_the_proposed_cedar_parses_when_piped_at_any_width(day: Recorded) -> None:
+    from tether.policy import format_policy_text
+
+    result = runner.invoke(app, ["privileges", "--file", str(day.export)], env={"COLUMNS": "40"})
+    assert result.exit_code == 0, result.output
+    policies = []
+    for block in result.stdout.split("Cedar policy:\n")[1:]:
+        lines = block.splitlines()
+        end = next((n for n, line in enumerate(lines) if line.startswith("─")), len(lines))
+        policies.append("\n".join(lines[:end]))
+    assert any("@id(" in cedar for cedar in policies)
+    for cedar in policies:
+        format_policy_text(cedar)  # raises on text that is not Cedar

@@ -421,7 +421,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
     code, out = _db(backend, "current", "--check")
     if backend.name == "sqlite":
         # No store in the directory: nothing is created by asking.
-        assert code == 2 and "store_not_found" in out
+        assert code == 4 and "store_not_found" in out  # not found
         assert not backend.path.exists()
     else:
         assert code == 1 and "empty (no tether tables)" in out and "6 migration(s)" in out

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
@@ -18,6 +17,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.core.ids import IdFactory
 from tether.runtime import audit_mac, open_store
 from tether.service.agents import AgentService
@@ -73,7 +73,9 @@ def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUr
 
 
 @app.command("list")
-def list_revoked(data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None) -> None:
+def list_revoked(
+    data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None, as_json: AsJson = False
+) -> None:
     """Revoked agents."""
     with tether_errors():
         service, store = _service(data_dir, store_url)
@@ -81,7 +83,11 @@ def list_revoked(data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = Non
             rows = service.revoked()
         finally:
             store.close()
-    table = Table("agent", "revoked at", "by", "reason", title="revoked agents")
-    for agent, at, reason, by in rows:
-        table.add_row(agent, at[:19], by, reason)
-    console.print(table)
+    if as_json:
+        print_json([{"agent": a, "revoked_at": at, "by": by, "reason": r} for a, at, r, by in rows])
+        return
+    print_table(
+        "revoked agents",
+        [Column("agent", key=True), Column("revoked at"), Column("by"), Column("reason")],
+        ([agent, at[:19], by, reason] for agent, at, reason, by in rows),
+    )

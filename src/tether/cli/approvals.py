@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.cli.exits import ExitCode, exit_code_for
+from tether.cli.output import AsJson, Column, print_json, print_table
+from tether.core.errors import ErrorCode
 from tether.runtime import approver_registry
 
 approvers_app = typer.Typer(help="Manage who may approve (the embedded default's approvers).")
@@ -54,10 +55,13 @@ def add_approver(
 
 
 @approvers_app.command("list")
-def list_approvers(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def list_approvers(data_dir: DataDir = DEFAULT_DATA_DIR, as_json: AsJson = False) -> None:
     """List approver names."""
     with tether_errors():
         names = approver_registry(data_dir).names
+    if as_json:
+        print_json(list(names))
+        return
     for name in names:
         typer.echo(name)
     if not names:
@@ -70,13 +74,19 @@ def remove_approver(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     with tether_errors():
         removed = approver_registry(data_dir).remove(name)
     if not removed:
-        fail(f"no approver named {name!r}", "not_found")
+        fail(f"no approver named {name!r}", "not_found", ExitCode.NOT_FOUND)
     console.print(f"approver {name} removed")
 
 
 def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> Any:
+    import httpx  # here: the CLI's other commands start without it
+
     if not token:
-        fail("give an approver token with --token or TETHER_APPROVER_TOKEN", "missing_token")
+        fail(
+            "give an approver token with --token or TETHER_APPROVER_TOKEN",
+            ErrorCode.MISSING_TOKEN,
+            exit_code_for(ErrorCode.MISSING_TOKEN),
+        )
     try:
         response = httpx.request(
             method,
@@ -87,7 +97,9 @@ def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> 
         )
     except httpx.HTTPError as error:
         fail(
-            f"cannot reach {url}: {type(error).__name__}; is `tether serve` running?", "unreachable"
+            f"cannot reach {url}: {type(error).__name__}; is `tether serve` running?",
+            "unreachable",
+            ExitCode.UNAVAILABLE,
         )
     if response.status_code >= 400:
         try:
@@ -95,7 +107,7 @@ def _request(method: str, url: str, path: str, token: str | None, **kw: Any) -> 
             message, code = str(body["message"]), str(body["code"])
         except (ValueError, KeyError, TypeError):
             message, code = f"{response.status_code} from {url}", "http_error"
-        fail(message, code)
+        fail(message, code, exit_code_for(response.status_code))
     return response.json()
 
 
@@ -106,27 +118,47 @@ def list_approvals(
     state: Annotated[
         str | None, typer.Option(help="pending, approved, denied, used, expired")
     ] = "pending",
+    as_json: AsJson = False,
 ) -> None:
     """List approvals (pending ones by default)."""
     params = {"state": state} if state else {}
     items = _request("GET", url, "/v1/approvals", token, params=params)
-    table = Table("approval", "state", "agent", "call", "approvals", "expires", title="approvals")
-    for item in items:
-        table.add_row(
-            item["approval_id"],
-            item["state"],
-            item["agent"],
-            f"{item['action']} {item['tool']}",
-            f"{item['approvals']}/{item['required']}",
-            item["expires_at"][:19],
-        )
-    console.print(table)
+    if as_json:
+        print_json(items)
+        return
+    print_table(
+        "approvals",
+        [
+            Column("approval", key=True),
+            Column("state"),
+            Column("agent", key=True),
+            Column("call"),
+            Column("approvals"),
+            Column("expires"),
+        ],
+        (
+            [
+                item["approval_id"],
+                item["state"],
+                item["agent"],
+                f"{item['action']} {item['tool']}",
+                f"{item['approvals']}/{item['required']}",
+                item["expires_at"][:19],
+            ]
+            for item in items
+        ),
+    )
 
 
 @approvals_app.command("show")
-def show_approval(approval_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+def show_approval(
+    approval_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
     """Show the facts an approver decides on."""
     item = _request("GET", url, f"/v1/approvals/{approval_id}", token)
+    if as_json:
+        print_json(item)
+        return
     console.print(
         f"[bold]{item['approval_id']}[/] ({item['state']}, "
         f"{item['approvals']}/{item['required']} approvals)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 
 from tether.cli.audit_proofs import (
     PublicKeyFile,
@@ -43,6 +43,8 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode, exit_code_for
+from tether.cli.output import Column, print_json_line, print_rows, print_table
 from tether.core.audit import AuditRecord, canonical_json
 from tether.core.checkpoint import Checkpoint, LogReport, is_export_checkpoint, verify_log
 from tether.core.errors import Unavailable
@@ -89,7 +91,10 @@ def export(
                 with (
                     output.open("w", encoding="utf-8") as handle,
                     Progress(
-                        SpinnerColumn(), TextColumn("{task.description}"), console=console
+                        SpinnerColumn(),
+                        TextColumn("{task.description}"),
+                        console=console,
+                        disable=not console.is_terminal,  # never a spinner in a pipe or a file
                     ) as bar,
                 ):
                     job = bar.add_task("exporting", total=None)
@@ -120,7 +125,7 @@ def _export(store: SqlStore, key: CheckpointKey, write: Callable[[str], object])
             f"not signing the export: chain broken at record {report.first_bad_seq}: "
             f"{report.problem}",
             "chain_broken",
-            1,
+            ExitCode.CHECK_FAILED,
         )
     signed = key.signer().checkpoint(
         store.chain_format, report.frontier, report.head, datetime.now(UTC).isoformat()
@@ -133,15 +138,27 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if len(raw) > MAX_LINE_BYTES:
-                fail(f"line {number} of {path} is larger than 4 MiB", "malformed_export", 1)
+                fail(
+                    f"line {number} of {path} is larger than 4 MiB",
+                    "malformed_export",
+                    ExitCode.CHECK_FAILED,
+                )
             if not raw.strip():
                 continue
             try:
                 data = json.loads(raw)
             except ValueError as error:
-                fail(f"line {number} of {path} is not JSON: {error}", "malformed_export", 1)
+                fail(
+                    f"line {number} of {path} is not JSON: {error}",
+                    "malformed_export",
+                    ExitCode.CHECK_FAILED,
+                )
             if not isinstance(data, dict):
-                fail(f"line {number} of {path} is not a JSON object", "malformed_export", 1)
+                fail(
+                    f"line {number} of {path} is not a JSON object",
+                    "malformed_export",
+                    ExitCode.CHECK_FAILED,
+                )
             yield number, data
 
 
@@ -155,7 +172,11 @@ def _export_checkpoint(path: Path) -> tuple[int, Checkpoint] | None:
     try:
         return last[0], Checkpoint.from_json(last[1]["checkpoint"])
     except ValueError as error:
-        fail(f"line {last[0]} of {path} is not a checkpoint: {error}", "malformed_export", 1)
+        fail(
+            f"line {last[0]} of {path} is not a checkpoint: {error}",
+            "malformed_export",
+            ExitCode.CHECK_FAILED,
+        )
 
 
 def _read_file(path: Path, end: int | None) -> Iterator[AuditRecord]:
@@ -167,7 +188,7 @@ def _read_file(path: Path, end: int | None) -> Iterator[AuditRecord]:
             fail(
                 f"line {number} of {path} is a checkpoint before the end of the export",
                 "malformed_export",
-                1,
+                ExitCode.CHECK_FAILED,
             )
         try:
             yield AuditRecord.from_json(data)
@@ -175,7 +196,7 @@ def _read_file(path: Path, end: int | None) -> Iterator[AuditRecord]:
             fail(
                 f"line {number} of {path} is not an audit record: {error}",
                 "malformed_export",
-                1,
+                ExitCode.CHECK_FAILED,
             )
 
 
@@ -184,7 +205,7 @@ def _report(report: LogReport, source: str, *, live: bool) -> None:
         fail(
             f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
             "chain_broken",
-            1,
+            ExitCode.CHECK_FAILED,
         )
     anchored = (
         f"{report.checkpoints} checkpoint(s) verified, records 1..{report.anchored} signed"
@@ -259,9 +280,17 @@ def verify(
             )
         except Unavailable as error:
             if not _reachable(store):  # a server that went away mid-read proves nothing
-                fail(f"the store stopped answering: {error.message} ({source})", error.code.value)
+                fail(
+                    f"the store stopped answering: {error.message} ({source})",
+                    error.code.value,
+                    exit_code_for(error),
+                )
             # A record the store cannot even read back is a break in the chain, not an outage.
-            fail(f"chain unreadable: {error.message} ({source})", "chain_broken", 1)
+            fail(
+                f"chain unreadable: {error.message} ({source})",
+                "chain_broken",
+                ExitCode.CHECK_FAILED,
+            )
         finally:
             store.close()
         _report(report, source, live=True)
@@ -273,7 +302,7 @@ def _with_witness(stored: list[Checkpoint], witness: Path | None) -> list[Checkp
     try:
         kept = read_witness_file(witness)
     except (ValueError, OSError) as error:
-        fail(f"cannot read the witness file: {error}", "malformed_witness", 1)
+        fail(f"cannot read the witness file: {error}", "malformed_witness", ExitCode.CHECK_FAILED)
     seen = {json.dumps(c.to_json(), sort_keys=True) for c in stored}
     return stored + [c for c in kept if json.dumps(c.to_json(), sort_keys=True) not in seen]
 
@@ -292,7 +321,7 @@ def _verify_file(file: Path, key: CheckpointPublicKey | None, allow_unsigned: bo
                 f"{file} does not end with a signed checkpoint: it was cut short, or made "
                 "before tether signed exports (--allow-unsigned checks the chain alone)",
                 "chain_broken",
-                1,
+                ExitCode.CHECK_FAILED,
             )
         report = verify_log(_read_file(file, None), [], _verifier(key))
         _report(report, f"{file}, unsigned: a cut would not show", live=False)
@@ -310,7 +339,7 @@ def _verify_file(file: Path, key: CheckpointPublicKey | None, allow_unsigned: bo
             f"{file} holds {report.records} records but its checkpoint signs "
             f"{checkpoint.size}: records were added after it was signed",
             "chain_broken",
-            1,
+            ExitCode.CHECK_FAILED,
         )
     _report(report, str(file), live=False)
 
@@ -349,25 +378,28 @@ def tail(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10000)] = 20,
     store_url: StoreUrl = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, max=60, help="Seconds between reads with --follow.")
+    ] = 1.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Each record whole, as one JSON object a line.")
+    ] = False,
 ) -> None:
-    """Show the most recent records."""
+    """Show the most recent records; with --follow, then every new one as it is written."""
     with tether_errors():
         store, _ = _open(data_dir, store_url)
         try:
             head = store.chain_head()
-            start = max(0, (head.seq if head else 0) - lines)
-            table = Table("seq", "at", "kind", "agent", "what", title="audit log")
-            for record in store.audit_records(after_seq=start):
-                loud = record.kind.value.startswith("breakglass")
-                table.add_row(
-                    str(record.seq),
-                    record.at[:19],
-                    record.kind.value,
-                    escape(record.agent or ""),
-                    escape(_summary(record)),
-                    style="bold red" if loud else None,
-                )
-            console.print(table)
+            after = max(0, (head.seq if head else 0) - lines)
+            after = _print_records(store, after, as_json, table=not follow)
+            while follow:
+                time.sleep(interval)
+                after = _print_records(store, after, as_json, table=False)
+        except KeyboardInterrupt:
+            pass  # --follow ends on Ctrl-C
         finally:
             store.close()
 
@@ -376,3 +408,29 @@ app.command("prove")(prove)
 app.command("consistency")(consistency)
 app.command("verify-proof")(verify_proof)
 app.command("public-key")(public_key)
+_TAIL_COLUMNS = [
+    Column("seq"),
+    Column("at"),
+    Column("kind"),
+    Column("agent", key=True),
+    Column("what"),
+]
+
+
+def _print_records(store: SqlStore, after: int, as_json: bool, *, table: bool) -> int:
+    """Print the records after seq ``after``; returns the last seq printed (or ``after``).
+
+    As one table, or (``table`` false, for --follow) as lines written as they arrive."""
+    records = list(store.audit_records(after_seq=after))
+    if as_json:
+        for record in records:
+            print_json_line(record.to_json())
+    else:
+        rows = [[str(r.seq), r.at[:19], r.kind.value, r.agent or "", _summary(r)] for r in records]
+        loud = [r.kind.value.startswith("breakglass") for r in records]
+        if table:
+            print_table("audit log", _TAIL_COLUMNS, rows, loud=loud)
+        else:
+            print_rows(rows, loud=loud)
+    sys.stdout.flush()
+    return records[-1].seq if records else after

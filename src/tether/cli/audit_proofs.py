@@ -25,6 +25,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
 from tether.core.audit import AuditKind, AuditRecord
 from tether.core.checkpoint import (
     Checkpoint,
@@ -61,6 +62,7 @@ def open_audit_store(data_dir: Path, store_url: str | None) -> tuple[SqlStore, s
                 f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` "
                 "used",
                 "store_not_found",
+                ExitCode.NOT_FOUND,
             )
         return open_store(data_dir), str(data_dir)
     store = open_store(data_dir, url)
@@ -71,7 +73,7 @@ def public_key_of(data_dir: Path, file: Path | None) -> CheckpointPublicKey | No
     """The key ``--public-key`` names, else the data directory's (never created here)."""
     if file is not None:
         if not file.exists():
-            fail(f"{file} does not exist", "file_not_found")
+            fail(f"{file} does not exist", "file_not_found", ExitCode.NOT_FOUND)
         return CheckpointPublicKey.from_file(file)
     path = CheckpointKey.path_in(data_dir)
     return CheckpointKey.load(path).public() if path.exists() else None
@@ -97,7 +99,7 @@ def _matching(store: SqlStore, checkpoint: Checkpoint, leaves: list[bytes]) -> N
             f"the stored records 1..{checkpoint.size} no longer hash to the checkpoint signed "
             f"{checkpoint.at}: run `tether audit verify`",
             "chain_broken",
-            1,
+            ExitCode.CHECK_FAILED,
         )
 
 
@@ -128,7 +130,7 @@ def prove(
                     f"records 1..{covered}; the server signs the next one within its checkpoint "
                     "interval",
                     "not_anchored",
-                    1,
+                    ExitCode.CHECK_FAILED,
                 )
             leaves = _leaves(store, newest.size)
         finally:
@@ -146,7 +148,7 @@ def _find(store: SqlStore, decision_id: str | None, seq: int | None) -> AuditRec
         if record.kind in _DECISION_KINDS and record.body.get("decision_id") == decision_id:
             return record
     what = f"record {seq}" if seq is not None else f"decision {decision_id}"
-    fail(f"no audit record of {what}", "not_found", 4)
+    fail(f"no audit record of {what}", "not_found", ExitCode.NOT_FOUND)
 
 
 def consistency(
@@ -198,19 +200,19 @@ def verify_proof(
         if key is None:
             fail("pass --public-key FILE (from `tether audit public-key`)", "public_key_missing")
         if not file.exists():
-            fail(f"{file} does not exist", "file_not_found")
+            fail(f"{file} does not exist", "file_not_found", ExitCode.NOT_FOUND)
         raw = file.read_bytes()[: MAX_PROOF_BYTES + 1]
         if len(raw) > MAX_PROOF_BYTES:
-            fail(f"{file} is larger than 1 MiB", "malformed_proof", 1)
+            fail(f"{file} is larger than 1 MiB", "malformed_proof", ExitCode.CHECK_FAILED)
         try:
             document = json.loads(raw)
         except ValueError as error:
-            fail(f"{file} is not JSON: {error}", "malformed_proof", 1)
+            fail(f"{file} is not JSON: {error}", "malformed_proof", ExitCode.CHECK_FAILED)
         if not isinstance(document, dict):
-            fail(f"{file} is not a JSON object", "malformed_proof", 1)
+            fail(f"{file} is not a JSON object", "malformed_proof", ExitCode.CHECK_FAILED)
         problem = verify_inclusion_document(document, key.verifies)
         if problem is not None:
-            fail(f"proof does not hold: {problem}", "proof_invalid", 1)
+            fail(f"proof does not hold: {problem}", "proof_invalid", ExitCode.CHECK_FAILED)
         console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
 
 

@@ -6,10 +6,10 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tether.cli.approvals import DEFAULT_URL, Token, Url, _request
 from tether.cli.common import console, fail
+from tether.cli.output import AsJson, Column, print_json, print_table
 
 app = typer.Typer(
     help="Emergency elevation: scopes beyond policy, time-boxed, approved by two other humans, "
@@ -67,26 +67,46 @@ def request(
 
 
 @app.command("list")
-def list_requests(url: Url = DEFAULT_URL, token: Token = None) -> None:
+def list_requests(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """All break-glass requests, newest first, with open reviews flagged."""
     items = _request("GET", url, "/v1/breakglass", token)
-    table = Table("id", "state", "task", "agent", "approvals", "review", title="break-glass")
-    for item in items:
-        table.add_row(
-            item["breakglass_id"],
-            item["state"],
-            item["task_id"],
-            item["agent"],
-            f"{item['approvals']}/{item['required']}",
-            "OPEN" if item["needs_review"] else ("done" if item["review"] else "-"),
-        )
-    console.print(table)
+    if as_json:
+        print_json(items)
+        return
+    print_table(
+        "break-glass",
+        [
+            Column("id", key=True),
+            Column("state"),
+            Column("task", key=True),
+            Column("agent", key=True),
+            Column("approvals"),
+            Column("review"),
+        ],
+        (
+            [
+                item["breakglass_id"],
+                item["state"],
+                item["task_id"],
+                item["agent"],
+                f"{item['approvals']}/{item['required']}",
+                "OPEN" if item["needs_review"] else ("done" if item["review"] else "-"),
+            ]
+            for item in items
+        ),
+    )
 
 
 @app.command("show")
-def show(breakglass_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+def show(
+    breakglass_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
     """One request in full."""
-    _show(_request("GET", url, f"/v1/breakglass/{breakglass_id}", token))
+    item = _request("GET", url, f"/v1/breakglass/{breakglass_id}", token)
+    if as_json:
+        print_json(item)
+        return
+    _show(item)
 
 
 @app.command("approve")

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tether.cli.exits import ExitCode, exit_code_for
 from tether.core.errors import TetherError
 
 console = Console()
@@ -43,8 +44,9 @@ PolicyDir = Annotated[
 ]
 
 
-def fail(message: str, code: str = "error", exit_code: int = 2) -> NoReturn:
-    """Print one line that says what was wrong and what to do, then exit non-zero."""
+def fail(message: str, code: str = "error", exit_code: int = ExitCode.USAGE) -> NoReturn:
+    """Print one line that says what was wrong and what to do, then exit with ``exit_code`` (an
+    :class:`~tether.cli.exits.ExitCode`)."""
     err_console.print(
         f"[bold red]error[/] [dim]({code})[/]: {escape(message)}", highlight=False, soft_wrap=True
     )
@@ -53,11 +55,11 @@ def fail(message: str, code: str = "error", exit_code: int = 2) -> NoReturn:
 
 @contextmanager
 def tether_errors() -> Iterator[None]:
-    """Turn tether's own errors into one-line messages with their stable code."""
+    """Turn tether's own errors into one-line messages with their stable code and exit status."""
     try:
         yield
     except TetherError as error:
-        fail(error.message, error.code.value)
+        fail(error.message, error.code.value, exit_code_for(error))
 
 
 StoreUrl = Annotated[

@@ -22,6 +22,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
 from tether.runtime import STORE_FILE, sqlite_file
 from tether.store import SqlStore
 from tether.store.migrate import Revision
@@ -42,6 +43,7 @@ def _open(data_dir: Path, store_url: str | None, *, create: bool) -> tuple[SqlSt
             f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` used, "
             "or --store-url",
             "store_not_found",
+            ExitCode.NOT_FOUND,
         )
     return SqlStore.sqlite(sqlite_file(data_dir), migrate=False), str(data_dir)
 
@@ -78,7 +80,7 @@ def current(
         highlight=False,
     )
     if check:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @app.command("upgrade")

@@ -23,10 +23,13 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from tether.cli.browser import browser_client, page_csrf
 from tether.cli.common import console, fail
 from tether.cli.demo_downstream import payments_api
+from tether.cli.exits import ExitCode
+from tether.cli.output import Column, print_json, print_table
 from tether.core.audit import verify_chain
 from tether.reports import flips, privileges
 from tether.runtime import (
@@ -162,14 +165,18 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            fail("the demo server exited during start-up; run `tether serve` to see why", "demo")
+            fail(
+                "the demo server exited during start-up; run `tether serve` to see why",
+                "demo",
+                ExitCode.UNAVAILABLE,
+            )
         try:
             if client.get("/readyz").status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    fail(f"the demo server was not ready within {timeout:.0f}s", "demo")
+    fail(f"the demo server was not ready within {timeout:.0f}s", "demo", ExitCode.UNAVAILABLE)
 
 
 def _verdict_cell(decision: str) -> str:
@@ -185,18 +192,30 @@ def demo(
     policies: Annotated[
         Path | None, typer.Option("--policies", "-p", file_okay=False, exists=True)
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the calls and the audit check as JSON; the narrative to stderr."
+        ),
+    ] = False,
 ) -> None:
     """Start a real server on loopback, run a scripted agent against it, verify the audit log."""
+    if as_json:
+        console.file = sys.stderr  # stdout carries the JSON document alone
+    try:
+        _demo(data_dir, policies, as_json)
+    finally:
+        console.file = None  # type: ignore[assignment]  # back to stdout (rich's default)
+
+
+def _demo(data_dir: Path | None, policies: Path | None, as_json: bool) -> None:
     workdir = data_dir or Path(tempfile.mkdtemp(prefix="tether-demo-"))
     policy_dir = policies or packaged_policies()
     port = _free_port()
-    console.print(
-        Panel.fit(
-            f"tether demo: server on http://127.0.0.1:{port}, data in {workdir}, "
-            f"policies {policy_dir}",
-            style="bold",
-        )
+    banner = (
+        f"tether demo: server on http://127.0.0.1:{port}, data in {workdir}, policies {policy_dir}"
     )
+    console.print(Panel.fit(banner, style="bold") if console.is_terminal else banner, markup=False)
     env = {k: v for k, v in os.environ.items() if k != "TETHER_ENV"}
     server = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
@@ -217,10 +236,11 @@ def demo(
         stdout=subprocess.DEVNULL,
     )
     failures = 0
+    calls: list[dict[str, Any]] = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             _wait_ready(client, server, 30)
-            failures = _run_agent(client, workdir)
+            failures = _run_agent(client, workdir, calls, table=not as_json)
     finally:
         server.terminate()
         try:
@@ -243,8 +263,17 @@ def demo(
             f"audit chain: [red]broken at record {report.first_bad_seq}[/]: {report.problem}"
         )
         failures += 1
+    if as_json:
+        print_json(
+            {
+                "data_dir": str(workdir),
+                "calls": calls,
+                "audit": {"intact": report.ok, "records": report.records},
+                "ok": failures == 0,
+            }
+        )
     if failures:
-        fail(f"{failures} demo step(s) did not go as expected", "demo", 1)
+        fail(f"{failures} demo step(s) did not go as expected", "demo", ExitCode.CHECK_FAILED)
     console.print("[bold green]demo complete[/]: every call got the expected verdict")
 
 
@@ -460,7 +489,11 @@ def _use_credential(
     return response.status_code == expect, cell, detail
 
 
-def _run_agent(client: httpx.Client, workdir: Path) -> int:
+def _run_agent(
+    client: httpx.Client, workdir: Path, calls: list[dict[str, Any]], *, table: bool
+) -> int:
+    """Run the scripted agent; each call goes into ``calls`` and, when ``table``, into the table
+    printed at the end. Returns how many calls did not get the expected verdict."""
     issuer = dev_issuer(RuntimeConfig(data_dir=workdir, environ={}))
     now = SystemClock().now()
     svids = {
@@ -477,12 +510,16 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         headers=auth("analyst"),
     )
     if opened.status_code != 201:
-        fail(f"opening the task failed: {opened.status_code} {opened.text}", "demo", 1)
+        fail(
+            f"opening the task failed: {opened.status_code} {opened.text}",
+            "demo",
+            ExitCode.CHECK_FAILED,
+        )
     task = opened.json()
     granted = ", ".join(f"{s['tool']}({'/'.join(s['actions'])})" for s in task["granted"])
     console.print(f"opened task [bold]{task['task_id']}[/] for analyst, granted: {granted}")
 
-    table = Table("#", "agent", "call", "verdict", "reasons", "risks", "effect", title="calls")
+    rows = Table("#", "agent", "call", "verdict", "reasons", "risks", "effect", title="calls")
     failures = 0
 
     def run(number: str, step: Step, **extra: Any) -> dict[str, Any]:
@@ -507,7 +544,25 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         )
         call = step.call
         target = f" [{call['dataset']}]" if call.get("dataset") else ""
-        table.add_row(
+        chain = [str(actor) for actor in verdict.get("delegation", {}).get("chain", [])]
+        calls.append(
+            {
+                "number": int(number),
+                "step": step.label,
+                "agent": step.agent,
+                "via": chain,
+                "call": call,
+                "decision": decision,
+                "expected": step.expect,
+                "ok": ok,
+                "decision_id": verdict.get("decision_id"),
+                "approval_id": verdict.get("approval_id"),
+                "reasons": verdict.get("reasons", []),
+                "risks": verdict.get("risks", []),
+                "effect": effect_cell or None,
+            }
+        )
+        rows.add_row(
             number,
             step.agent
             + "".join(
@@ -541,7 +596,18 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
         number += 1
         ok, verdict_cell, detail = _use_credential(payments_url, credential, expect)
         failures += 0 if ok else 1
-        table.add_row(
+        calls.append(
+            {
+                "number": number,
+                "step": f"POST payments API /refunds with the approved refund's token, {when}",
+                "agent": "analyst",
+                "decision": Text.from_markup(verdict_cell).plain,
+                "expected": "accepted" if expect == 200 else "refused",
+                "ok": ok,
+                "detail": detail,
+            }
+        )
+        rows.add_row(
             str(number),
             "analyst",
             f"POST payments API /refunds\n[dim]with the approved refund's scoped token, {when}[/]",
@@ -587,5 +653,42 @@ def _run_agent(client: httpx.Client, workdir: Path) -> int:
             "deny",
         ),
     )
-    console.print(table)
+    if table:
+        _print_calls(rows, calls)
     return failures
+
+
+def _print_calls(rows: Table, calls: list[dict[str, Any]]) -> None:
+    """The calls as the rich table on a terminal; in a pipe, one tab-separated line a call."""
+    if console.is_terminal:
+        console.print(rows)
+        return
+    plain = []
+    for call in calls:
+        what = call.get("call")
+        described = (
+            f"{what['action']} {what['tool']}"
+            + (f" [{what['dataset']}]" if what.get("dataset") else "")
+            + (f" {what['args']}" if what.get("args") else "")
+            if isinstance(what, dict)
+            else call["step"]
+        )
+        verdict = call["decision"] + ("" if call["ok"] else f" (expected {call['expected']})")
+        reasons = "; ".join(f"{r['code']}: {r['message']}" for r in call.get("reasons", []))
+        plain.append(
+            [
+                str(call["number"]),
+                call["agent"]
+                + "".join(f" via {a.rsplit('/', 1)[-1]}" for a in call.get("via", [])),
+                described,
+                verdict,
+                reasons or str(call.get("detail") or ""),
+                ",".join(call.get("risks", [])),
+                call.get("effect") or "",
+            ]
+        )
+    print_table(
+        "calls",
+        [Column(h) for h in ("#", "agent", "call", "verdict", "reasons", "risks", "effect")],
+        plain,
+    )

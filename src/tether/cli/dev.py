@@ -1,4 +1,7 @@
-"""``tether dev``: the development identity issuer of the embedded default."""
+"""``tether dev``: the development identity issuer of the embedded default.
+
+Imports stay light (no runtime, no store): ``tether dev svid`` runs in scripts and must start fast.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Annotated
 import typer
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, tether_errors
-from tether.runtime import DEFAULT_AUDIENCE, DEFAULT_TRUST_DOMAIN, RuntimeConfig, dev_issuer
+from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DEFAULT_TRUST_DOMAIN, open_dev_issuer
 from tether.service.clock import SystemClock
 
 app = typer.Typer(help="Development helpers (refused when TETHER_ENV=production).")
@@ -24,10 +27,7 @@ def svid(
 ) -> None:
     """Print an ES256 JWT-SVID for spiffe://<trust-domain>/agent/NAME."""
     with tether_errors():
-        config = RuntimeConfig(
-            data_dir=data_dir, trust_domain=trust_domain, audience=audience, environ=os.environ
-        )
-        issuer = dev_issuer(config)
+        issuer = open_dev_issuer(data_dir, trust_domain=trust_domain, environ=os.environ)
         typer.echo(
             issuer.mint_svid(agent, audience=audience, now=SystemClock().now(), ttl_seconds=ttl)
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from tether.cli.agents import operator_name
 from tether.cli.common import (
@@ -22,6 +20,7 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.core.errors import ErrorCode, InvalidRequest
 from tether.core.ids import IdFactory
 from tether.core.lease import LeaseState, is_lease_id
@@ -78,7 +77,7 @@ def list_leases(
     task: Annotated[str | None, typer.Option(help="Only this task's leases.")] = None,
     active: Annotated[bool, typer.Option("--active", help="Only active leases.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: AsJson = False,
     store_url: StoreUrl = None,
 ) -> None:
     """Leases, newest first (never the credentials themselves)."""
@@ -91,22 +90,33 @@ def list_leases(
         )
         shown = [x for x in rows if not active or x.state_at(now) is LeaseState.ACTIVE]
         if as_json:
-            out = [{**x.to_json(), "state": x.state_at(now).value} for x in shown]
-            typer.echo(json.dumps(out, indent=2))
+            print_json([{**x.to_json(), "state": x.state_at(now).value} for x in shown])
             return
-        table = Table("lease", "task", "issuer", "scope", "state", "expires", title="leases")
+        table_rows: list[list[str]] = []
         for lease in shown:
-            state = lease.state_at(now)
             scope = f"{'/'.join(sorted(a.value for a in lease.scope.actions))} {lease.scope.tool}"
-            table.add_row(
-                lease.lease_id,
-                lease.task_id,
-                lease.issuer_name,
-                scope + "".join(f" [{d}]" for d in sorted(lease.scope.datasets)),
-                state.value,
-                lease.expires_at.isoformat()[:19],
+            table_rows.append(
+                [
+                    lease.lease_id,
+                    lease.task_id,
+                    lease.issuer_name,
+                    scope + "".join(f" [{d}]" for d in sorted(lease.scope.datasets)),
+                    lease.state_at(now).value,
+                    lease.expires_at.isoformat()[:19],
+                ]
             )
-        console.print(table)
+        print_table(
+            "leases",
+            [
+                Column("lease", key=True),
+                Column("task", key=True),
+                Column("issuer"),
+                Column("scope"),
+                Column("state"),
+                Column("expires"),
+            ],
+            table_rows,
+        )
 
 
 @app.command("revoke")

@@ -1,22 +1,72 @@
-"""The ``tether`` command: every entry point of tether in one place."""
+"""The ``tether`` command: every entry point of tether in one place.
+
+Subcommands are listed here by name and summary and imported only when run (see
+:mod:`tether.cli.lazy`): ``tether --help`` must not wait for the server, the gateway and the policy
+engine to import. Keep heavy imports out of this module.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from tether.cli import agents, approvals, audit, breakglass, demo, dev, leases
-from tether.cli import db as db_cli
-from tether.cli import mcp as mcp_cli
-from tether.cli import policy as policy_cli
-from tether.cli import proxy as proxy_cli
-from tether.cli import report as report_cli
-from tether.cli import secrets as secrets_cli
-from tether.cli.serve import serve
-from tether.logs import configure_logging
+from tether.cli.lazy import LazyGroup, Subcommand
+from tether.cli.output import configure_output
+
+
+class _Root(LazyGroup):
+    subcommands = (
+        Subcommand("serve", "tether.cli.serve:serve", "Run the tether HTTP API."),
+        Subcommand(
+            "demo",
+            "tether.cli.demo:demo",
+            "Run a scripted agent against a real server on loopback; verify the audit log.",
+        ),
+        Subcommand(
+            "mcp-gateway",
+            "tether.cli.mcp:mcp_gateway",
+            "Front MCP servers: filter tools/list, decide every tools/call.",
+        ),
+        Subcommand(
+            "proxy",
+            "tether.cli.proxy:proxy",
+            "Forward agents' HTTP calls to legacy services, authorizing each one.",
+        ),
+        Subcommand(
+            "dev", "tether.cli.dev:app", "Development helpers (refused when TETHER_ENV=production)."
+        ),
+        Subcommand("policy", "tether.cli.policy:app", "Validate, test and format Cedar policies."),
+        Subcommand("audit", "tether.cli.audit:app", "Export, verify and read the audit log."),
+        Subcommand(
+            "mcp", "tether.cli.mcp:app", "The MCP gateway's tool pins and upstream secrets."
+        ),
+        Subcommand("approvers", "tether.cli.approvals:approvers_app", "Manage who may approve."),
+        Subcommand(
+            "approvals", "tether.cli.approvals:approvals_app", "List, read and decide approvals."
+        ),
+        Subcommand(
+            "breakglass",
+            "tether.cli.breakglass:app",
+            "Emergency elevation, approved by two humans.",
+        ),
+        Subcommand(
+            "secrets", "tether.cli.secrets:app", "Standing secrets tether injects upstream."
+        ),
+        Subcommand(
+            "report", "tether.cli.report:app", "Privileges, risks, controls, observe-mode flips."
+        ),
+        Subcommand("agents", "tether.cli.agents:app", "Revoke an agent everywhere, or restore it."),
+        Subcommand("leases", "tether.cli.leases:app", "Just-in-time downstream credentials."),
+        Subcommand("db", "tether.cli.db:app", "The store's schema revision and migrations."),
+    )
+
 
 app = typer.Typer(
     name="tether",
+    cls=_Root,
     help="Request-time least privilege for AI agents.",
+    # click's plain help: at 80 columns it wraps descriptions but never cuts an option or
+    # environment variable name, which rich's help panels do.
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -24,27 +74,13 @@ app = typer.Typer(
 
 
 @app.callback()
-def _quiet_logs() -> None:
-    """Commands log warnings and errors only (to stderr); ``serve`` sets its own level."""
+def _setup() -> None:
+    """Commands log warnings and errors only (to stderr); ``serve`` sets its own level. Output
+    to a pipe or a file is not wrapped."""
+    from tether.logs import configure_logging
+
     configure_logging("warning", json=False)
-
-
-app.command("serve")(serve)
-app.command("demo")(demo.demo)
-app.command("mcp-gateway")(mcp_cli.mcp_gateway)
-app.command("proxy")(proxy_cli.proxy)
-app.add_typer(dev.app, name="dev")
-app.add_typer(policy_cli.app, name="policy")
-app.add_typer(audit.app, name="audit")
-app.add_typer(mcp_cli.app, name="mcp")
-app.add_typer(approvals.approvers_app, name="approvers")
-app.add_typer(approvals.approvals_app, name="approvals")
-app.add_typer(breakglass.app, name="breakglass")
-app.add_typer(secrets_cli.app, name="secrets")
-app.add_typer(report_cli.app, name="report")
-app.add_typer(agents.app, name="agents")
-app.add_typer(leases.app, name="leases")
-app.add_typer(db_cli.app, name="db")
+    configure_output()
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from typing import Annotated
 import anyio
 import typer
 import uvicorn
-from rich.table import Table
 
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
@@ -25,6 +24,8 @@ from tether.cli.common import (
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
+from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.core.secret import Secret
@@ -175,29 +176,54 @@ def _pin_store(data_dir: Path, pins: Path | None) -> PinStore:
 
 
 @pins_app.command("list")
-def pins_list(data_dir: DataDir = DEFAULT_DATA_DIR, pins: PinsFile = None) -> None:
+def pins_list(
+    data_dir: DataDir = DEFAULT_DATA_DIR, pins: PinsFile = None, as_json: AsJson = False
+) -> None:
     """Show each pinned tool, and any changed descriptor waiting for approval."""
     with tether_errors():
         store = _pin_store(data_dir, pins)
         entries = store.entries()
+    if as_json:
+        print_json(
+            [
+                {
+                    "tool": e.tool,
+                    "state": "pinned" if e.pending_sha256 is None else "changed",
+                    "sha256": e.sha256,
+                    "pinned_at": e.pinned_at,
+                    "pending_sha256": e.pending_sha256,
+                    "pending_description": e.pending_description,
+                }
+                for e in entries
+            ]
+        )
+        return
     if not entries:
         console.print(f"no pinned tools in {store.path}")
         return
-    table = Table(
-        "tool", "state", "pinned sha256", "pinned at", "pending sha256", "pending description"
+    print_table(
+        f"MCP tool pins ({store.path})",
+        [
+            Column("tool", key=True),
+            Column("state"),
+            Column("pinned sha256"),
+            Column("pinned at"),
+            Column("pending sha256"),
+            Column("pending description"),
+        ],
+        (
+            [
+                e.tool,
+                "pinned" if e.pending_sha256 is None else "changed: withheld",
+                e.sha256[:16],
+                e.pinned_at[:19],
+                (e.pending_sha256 or "")[:16],
+                (e.pending_description or "")[:60],
+            ]
+            for e in entries
+        ),
+        loud=[e.pending_sha256 is not None for e in entries],
     )
-    table.title = f"MCP tool pins ({store.path})"
-    for entry in entries:
-        changed = entry.pending_sha256 is not None
-        table.add_row(
-            entry.tool,
-            "[bold red]changed: withheld[/]" if changed else "[green]pinned[/]",
-            entry.sha256[:16],
-            entry.pinned_at[:19],
-            (entry.pending_sha256 or "")[:16],
-            (entry.pending_description or "")[:60],
-        )
-    console.print(table)
 
 
 @pins_app.command("approve")
@@ -252,15 +278,19 @@ def secrets_set(
 
 
 @secrets_app.command("list")
-def secrets_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def secrets_list(data_dir: DataDir = DEFAULT_DATA_DIR, as_json: AsJson = False) -> None:
     """Show the names of stored secrets (never their values)."""
     with tether_errors():
         store = SecretStore(data_dir)
-        names = store.names()
-        table = Table("name", "updated at", title=f"secrets ({store.path})")
-        for name in names:
-            table.add_row(name, (store.updated_at(name) or "")[:19])
-    console.print(table)
+        rows = [[name, store.updated_at(name) or ""] for name in store.names()]
+    if as_json:
+        print_json([{"name": name, "updated_at": at} for name, at in rows])
+        return
+    print_table(
+        f"secrets ({store.path})",
+        [Column("name", key=True), Column("updated at")],
+        ([name, at[:19]] for name, at in rows),
+    )
 
 
 @secrets_app.command("delete")
@@ -272,5 +302,5 @@ def secrets_delete(
     with tether_errors():
         removed = SecretStore(data_dir).delete(name)
     if not removed:
-        fail(f"no secret named {name!r}", "not_found")
+        fail(f"no secret named {name!r}", "not_found", ExitCode.NOT_FOUND)
     console.print(f"deleted secret {name!r}", highlight=False)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from tether.cli.common import fail
+from tether.cli.exits import ExitCode
 from tether.core.errors import ConfigurationError
 from tether.policy import CedarPolicyEngine, format_policy_text
 
@@ -400,6 +401,10 @@ def fmt(
         typer.echo(exc.message)
         raise typer.Exit(CHECK_FAILED) from None
     if check and unformatted:
-        fail(f"not formatted: {', '.join(unformatted)} (run tether policy fmt)", "unformatted", 1)
+        fail(
+            f"not formatted: {', '.join(unformatted)} (run tether policy fmt)",
+            "unformatted",
+            ExitCode.CHECK_FAILED,
+        )
     verb = "would reformat" if check else "reformatted"
     typer.echo(f"{verb} {len(unformatted)} file(s)" if unformatted else "all files formatted")

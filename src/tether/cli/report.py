@@ -26,10 +26,12 @@ from rich.table import Table
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
     StoreUrl,
-    err_console,
+    fail,
     store_url_of,
     tether_errors,
 )
+from tether.cli.exits import ExitCode
+from tether.cli.output import print_rich_table
 from tether.core.audit import AuditRecord
 from tether.core.checkpoint import is_export_checkpoint
 from tether.core.scope import JSONValue
@@ -97,20 +99,14 @@ JsonOption = Annotated[
 
 
 def _console() -> Console:
-    # Made per command so COLUMNS set for this run is honoured.
-    return Console(highlight=False)
-
-
-def _fail(message: str, code: str, exit_code: int = 2) -> NoReturn:
-    """One line on stderr, never wrapped (paths and record ids stay greppable), then exit."""
-    err_console.print(
-        f"[bold red]error[/] [dim]({code})[/]: {escape(message)}", highlight=False, soft_wrap=True
-    )
-    raise typer.Exit(exit_code)
+    # Made per command so COLUMNS set for this run is honoured; not wrapped in a pipe or file.
+    console = Console(highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def _malformed(message: str) -> NoReturn:
-    _fail(message, "malformed_audit", 1)
+    fail(message, "malformed_audit", ExitCode.CHECK_FAILED)
 
 
 def _read_file(path: Path) -> Iterator[AuditRecord]:
@@ -140,14 +136,14 @@ def _window(since: str | None, until: str | None) -> Window:
         try:
             bounds.append(parse_instant(value))
         except ValueError:
-            _fail(
+            fail(
                 f"{name} must be an ISO-8601 time such as 2026-11-28T12:00:00Z, not {value!r}",
                 "invalid_option",
             )
     try:
         return Window(bounds[0], bounds[1])
     except ValueError as error:
-        _fail(str(error), "invalid_option")
+        fail(str(error), "invalid_option")
 
 
 def _load(
@@ -158,14 +154,14 @@ def _load(
     given = ctx.get_parameter_source("data_dir")
     explicit = given is not None and given.name == "COMMANDLINE"
     if file is not None and data_dir is not None and explicit:
-        _fail("give --data-dir or --file, not both", "invalid_option")
+        fail("give --data-dir or --file, not both", "invalid_option")
     if file is not None:
         if not file.is_file():
-            _fail(f"{file} does not exist or is not a file", "file_not_found")
+            fail(f"{file} does not exist or is not a file", "file_not_found", ExitCode.NOT_FOUND)
         try:
             return list(_read_file(file)), str(file)
         except OSError as error:
-            _fail(f"cannot read {file}: {error.strerror}", "file_unreadable", 1)
+            fail(f"cannot read {file}: {error.strerror}", "file_unreadable", ExitCode.USAGE)
     directory = data_dir or DEFAULT_DATA_DIR
     url = store_url_of(store_url)
     if url is not None:
@@ -176,10 +172,11 @@ def _load(
             finally:
                 store.close()
     if not (directory / "tether.db").exists():
-        _fail(
+        fail(
             f"no tether store in {directory}; pass --data-dir of a directory `tether serve` "
             "used, or --file of an exported audit log",
             "store_not_found",
+            ExitCode.NOT_FOUND,
         )
     with tether_errors():
         store = open_store(directory)
@@ -249,7 +246,7 @@ def privileges_command(
             try:
                 html.write_text(page, encoding="utf-8")
             except OSError as error:
-                _fail(f"cannot write {html}: {error.strerror}", "write_failed", 1)
+                fail(f"cannot write {html}: {error.strerror}", "write_failed", ExitCode.USAGE)
     if as_json:
         _print_json(privileges_json(report))
         return
@@ -296,7 +293,7 @@ def privileges_command(
                 or "-"
             ),
         )
-    console.print(table)
+    print_rich_table(console, table)
     console.print(
         f"all: {report.used_total} of {report.granted_total} granted triples used, ratio "
         f"{ratio_text(report.ratio)}; {report.unattributed} decision(s) on no task of the window"
@@ -310,12 +307,13 @@ def privileges_command(
             )
             console.print(f"[bold red]used under break-glass[/]: {escape(outside)}")
         console.print("grant scopes:", style="bold")
-        console.print(json.dumps(g.proposed_json(), sort_keys=True), markup=False)
+        console.print(json.dumps(g.proposed_json(), sort_keys=True), markup=False, soft_wrap=True)
         for p in g.proposed:
             if p.note:
                 console.print(f"[yellow]note[/]: {escape(p.note)}")
         console.print("Cedar policy:", style="bold")
-        console.print(proposed_policy(g), markup=False)
+        # Never wrapped: a wrapped "//" comment is no longer Cedar that parses.
+        console.print(proposed_policy(g), markup=False, soft_wrap=True)
 
 
 # -- risks -------------------------------------------------------------------------------------
@@ -358,17 +356,17 @@ def risks_command(
     )
     for risk, c in report.totals.items():
         totals.add_row(risk.value, risk.label, str(c.deny), str(c.approval_required))
-    console.print(totals)
+    print_rich_table(console, totals)
     by_agent = Table("agent", "risk", "name", "deny", "approval_required", title="by agent")
     for agent, counts in report.by_agent.items():
         _risk_rows(by_agent, agent, counts)
-    console.print(by_agent)
+    print_rich_table(console, by_agent)
     by_workflow = Table(
         "workflow", "risk", "name", "deny", "approval_required", title="by workflow"
     )
     for workflow, counts in report.by_workflow.items():
         _risk_rows(by_workflow, workflow if workflow is not None else "(no task)", counts)
-    console.print(by_workflow)
+    print_rich_table(console, by_workflow)
     console.print(
         f"{report.denials} denial(s) and {report.approvals} approval request(s) among "
         f"{report.decisions} decision(s); a verdict counts once for each risk id it carries"
@@ -431,7 +429,7 @@ def controls_command(
             str(e.breakglass_uses),
             escape("\n".join(f"{name}: {n}" for name, n in e.facts) or "-"),
         )
-    console.print(table)
+    print_rich_table(console, table)
     if report.gaps:
         console.print("[bold]not covered, from what the log shows:[/]")
         for gap in report.gaps:
@@ -500,7 +498,7 @@ def flips_command(
             str(p.agents),
             str(p.tools),
         )
-    console.print(totals)
+    print_rich_table(console, totals)
     table = Table("policy", "would", "was", "agent", "tool", "calls", title="by agent and tool")
     for r in report.rows:
         table.add_row(
@@ -511,7 +509,7 @@ def flips_command(
             escape(r.tool),
             str(r.calls),
         )
-    console.print(table)
+    print_rich_table(console, table)
     console.print(
         f"{report.flipped} of {report.decisions} decision(s) {escape(window.describe())} would "
         'have changed; enforce a policy by removing @mode("observe") or renaming its '

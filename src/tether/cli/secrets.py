@@ -12,9 +12,10 @@ import sys
 from typing import Annotated, Final
 
 import typer
-from rich.table import Table
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
+from tether.cli.exits import ExitCode
+from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.core.secret import Secret
 from tether.credentials.secrets import MAX_SECRET_BYTES, SecretStore
 
@@ -58,18 +59,22 @@ def put(
 
 
 @app.command("list")
-def list_(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def list_(data_dir: DataDir = DEFAULT_DATA_DIR, as_json: AsJson = False) -> None:
     """Show the names of stored secrets and when each was set (never their values)."""
     with tether_errors():
         store = SecretStore(data_dir)
-        names = store.names()
-        table = Table("name", "updated at", title=f"secrets ({store.path})")
-        for name in names:
-            table.add_row(name, (store.updated_at(name) or "")[:19])
-    if not names:
+        rows = [[name, store.updated_at(name) or ""] for name in store.names()]
+    if as_json:
+        print_json([{"name": name, "updated_at": at} for name, at in rows])
+        return
+    if not rows:
         console.print(f"no secrets in {store.path}", highlight=False)
         return
-    console.print(table)
+    print_table(
+        f"secrets ({store.path})",
+        [Column("name", key=True), Column("updated at")],
+        ([name, at[:19]] for name, at in rows),
+    )
 
 
 @app.command("delete")
@@ -81,5 +86,7 @@ def delete(
     with tether_errors():
         removed = SecretStore(data_dir).delete(name)
     if not removed:
-        fail(f"no secret named {name!r}; see `tether secrets list`", "not_found")
+        fail(
+            f"no secret named {name!r}; see `tether secrets list`", "not_found", ExitCode.NOT_FOUND
+        )
     console.print(f"deleted secret {name!r}", highlight=False)

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 
 from tether.core.errors import ErrorCode, Forbidden, InvalidRequest
 from tether.identity.jwt_svid import JwtSvidVerifier, check_trust_domain
@@ -21,6 +22,10 @@ from tether.identity.keys import SigningKey
 
 #: The audience dev SVIDs are minted for when the caller does not say.
 DEFAULT_AUDIENCE = "tether"
+#: The embedded default's SPIFFE trust domain.
+DEFAULT_TRUST_DOMAIN = "tether.local"
+#: Where the development issuer's key lives in a data directory.
+DEV_ISSUER_KEY = Path("keys") / "dev-issuer.pem"
 #: Longest lifetime a dev SVID may have.
 MAX_TTL_SECONDS = 24 * 3600
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -42,7 +47,7 @@ class DevIssuer:
     def __init__(
         self,
         key: SigningKey,
-        trust_domain: str = "tether.local",
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
         *,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -92,3 +97,14 @@ class DevIssuer:
 
     def __repr__(self) -> str:
         return f"DevIssuer(trust_domain={self._trust_domain!r}, key={self._key!r})"
+
+
+def open_dev_issuer(
+    data_dir: Path, *, trust_domain: str = DEFAULT_TRUST_DOMAIN, environ: Mapping[str, str]
+) -> DevIssuer:
+    """The development issuer of a data directory (its key created on first use); refused when
+    ``environ`` says production. Lives here, not in the runtime, so ``tether dev svid`` starts
+    without importing the server."""
+    ensure_dev_allowed(environ)
+    key = SigningKey.load_or_create(data_dir / DEV_ISSUER_KEY)
+    return DevIssuer(key, trust_domain=trust_domain, environ=environ)

@@ -18,13 +18,15 @@ import json
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
 
 from tether.core.errors import ConfigurationError, TetherError
 from tether.identity._jose import reject
 from tether.identity.keys import KeySet
+
+if TYPE_CHECKING:
+    import httpx
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class JwksUrlSource:
         if self._last_attempt is not None and now - self._last_attempt < self._min_refetch:
             return False
         self._last_attempt = now
+        import httpx  # here, not at the top: the CLI imports this package and must start fast
+
         try:
             keys = KeySet.from_jwks(json.loads(self._download()))
         except (httpx.HTTPError, OSError, ValueError, RecursionError, TetherError) as exc:
@@ -108,6 +112,8 @@ class JwksUrlSource:
         return True
 
     def _download(self) -> bytes:
+        import httpx
+
         client = self._client or httpx.Client(timeout=self._timeout, follow_redirects=False)
         try:
             with client.stream(
