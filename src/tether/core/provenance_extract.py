@@ -219,8 +219,12 @@ def iban_valid(iban: str) -> bool:
         return False
     if not (iban[:2].isalpha() and iban[2:4].isdigit()):
         return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    rearranged = (iban[4:] + iban[:4]).upper().translate(_IBAN_LETTERS)
+    return int(rearranged) % 97 == 1
+
+
+#: ISO 13616: each letter counts as two digits, A = 10 … Z = 35.
+_IBAN_LETTERS = {ord(c): str(ord(c) - ord("A") + 10) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
 
 
 # --- the extractors, in order of precedence -----------------------------------------------------
