@@ -375,3 +375,15 @@ def test_an_iban_from_the_users_own_request_passes_and_one_from_a_bill_does_not(
     # An account number that fails the IBAN check is still an account-like value, checked alike.
     (account,) = check({"recipient": "US133000000121212121212"}, recipient, seen=seen, user=user)
     assert account.kind is ValueKind.ACCOUNT
+
+
+def test_a_url_sink_on_domains_takes_any_page_of_a_site_the_user_named() -> None:
+    user = "Read the article on www.informations.com"
+    page = {"url": "https://www.informations.com/2024/article"}
+    # By default the URL itself must be trusted, and the user named only the site.
+    (strict,) = check(page, SinkRequirement("url", Need.TRUSTED), user=user)
+    assert strict.kind is ValueKind.URL
+    site = SinkRequirement("url", Need.TRUSTED, kinds=frozenset({ValueKind.DOMAIN}))
+    assert check(page, site, user=user) == []
+    (other,) = check({"url": "https://www.true-informations.com/"}, site, user=user)
+    assert other.kind is ValueKind.DOMAIN

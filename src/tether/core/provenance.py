@@ -43,6 +43,7 @@ from tether.core.scope import JSONValue
 __all__ = [
     "ARGUMENT_LIMITS",
     "DEFAULT_SINK_KINDS",
+    "MIN_KEY_BYTES",
     "Need",
     "Observation",
     "Outcome",
@@ -51,6 +52,7 @@ __all__ = [
     "Source",
     "Trust",
     "Violation",
+    "Why",
     "check_arguments",
     "fingerprint",
     "fingerprints",
@@ -260,7 +262,9 @@ class SinkRequirement:
     """The provenance one argument of a tool needs, and the outcome when it fails.
 
     ``argument`` names a top-level argument, or a nested one with dots (``event.title``). The
-    whole argument is scanned, so a link inside a message body is checked as a URL.
+    whole argument is scanned, so a link inside a message body is checked as a URL. Every
+    value of ``kinds`` found in it must meet ``need``: a ``url`` sink that should take any page
+    of a trusted site names ``kinds={DOMAIN}``, since the default also asks the URL itself.
     """
 
     argument: str

@@ -32,6 +32,11 @@ matched for the ones after it (a date is not also a phone number). They always r
 whatever kinds are asked for, so a value is found alike wherever it is written; the kinds asked
 for only filter what is returned.
 
+Known limits, each on the side of a value not being found (so a ``trusted`` sink fails it): a
+bare domain name is found only in ASCII (an IDN is found inside a URL or an address); a date
+without a year is not a date; ten digits written without separators are an ``account``, not a
+``phone``; a scheme-less ``www.example.com/page`` gives its domain, not a URL.
+
 # INVARIANT: extraction is bounded. At most ``max_chars`` characters are scanned and
 # ``max_values`` values returned; :class:`Extraction` says how much was left unscanned, and
 # never raises on any text.
@@ -110,7 +115,7 @@ class Extracted:
 
 @dataclass(frozen=True, slots=True)
 class Extraction:
-    """The values found in a text, each once, in order of first appearance."""
+    """The values found in a text, each once (by kind, then where they were found)."""
 
     values: tuple[Extracted, ...]
     #: Characters of the input that were scanned, and that were not (past ``max_chars``).
