@@ -387,3 +387,62 @@ def test_a_url_sink_on_domains_takes_any_page_of_a_site_the_user_named() -> None
     assert check(page, site, user=user) == []
     (other,) = check({"url": "https://www.true-informations.com/"}, site, user=user)
     assert other.kind is ValueKind.DOMAIN
+
+
+# --- properties of the check ---------------------------------------------------------------------
+
+json_args: st.SearchStrategy[JSONValue] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=60),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+sinks = st.builds(
+    SinkRequirement,
+    argument=st.sampled_from(["to", "body", "a.b"]),
+    need=st.sampled_from(list(Need)),
+    outcome=st.sampled_from(list(Outcome)),
+    kinds=st.frozensets(st.sampled_from(list(ValueKind)), min_size=1),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    args=st.dictionaries(st.sampled_from(["to", "body", "a", "x"]), json_args, max_size=4),
+    requirements=st.lists(sinks, max_size=3),
+    result=json_args,
+)
+def test_the_check_never_raises_and_names_only_its_sinks_arguments(
+    args: dict[str, JSONValue], requirements: list[SinkRequirement], result: JSONValue
+) -> None:
+    seen = index((WEB, result), (CONTACTS, result))
+    violations = check_arguments(args, requirements, seen, KEY, NOBODY)
+    assert {v.argument for v in violations} <= {r.argument for r in requirements}
+    # Whatever the result held was seen in a trusted source too: only what was never seen can
+    # fail ``trusted``, and nothing can fail ``not_only_untrusted`` (nothing went unscanned).
+    assert all(v.need is Need.TRUSTED or v.why is Why.ARGUMENT_UNSCANNED for v in violations)
+
+
+labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=10)
+addresses = st.builds(
+    lambda local, host, tld: f"{local}@{host}.{tld}",
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+", min_size=1, max_size=12).filter(
+        lambda s: s[0] not in "._+" and s[-1] not in "._+"
+    ),
+    labels,
+    st.sampled_from(["com", "org", "example", "io"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(address=addresses, trust=st.sampled_from(list(Trust)), upper=st.booleans())
+def test_an_address_seen_in_a_result_is_judged_by_that_results_trust(
+    address: str, trust: Trust, upper: bool
+) -> None:
+    seen = index((Source("mail.read", None, trust), f"From: {address}\nHello"))
+    written = address.upper() if upper else address
+    violations = check({"to": written}, TO_NOT_ONLY, seen=seen) + check(
+        {"to": written}, TO_TRUSTED, seen=seen
+    )
+    assert (violations == []) == (trust is Trust.TRUSTED)
