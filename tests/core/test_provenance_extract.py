@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.core.errors import ConfigurationError
 from tether.core.provenance_extract import (
     ALL_KINDS,
     Extracted,
@@ -194,6 +195,12 @@ def test_extraction_stops_at_the_value_limit_and_says_so() -> None:
     text = " ".join(f"user{i}@example.com" for i in range(10))
     got = extract(text, frozenset({K.EMAIL}), ExtractLimits(max_values=3))
     assert len(got.values) == 3 and got.capped and not got.complete
+
+
+@pytest.mark.parametrize(("chars", "values"), [(0, 10), (10, 0), (-1, 10)])
+def test_limits_that_scan_nothing_are_refused(chars: int, values: int) -> None:
+    with pytest.raises(ConfigurationError):
+        ExtractLimits(max_chars=chars, max_values=values)
 
 
 def test_an_extracted_value_never_shows_in_its_repr() -> None:

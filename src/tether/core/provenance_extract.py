@@ -53,6 +53,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from urllib.parse import urlsplit, urlunsplit
 
+from tether.core.errors import ConfigurationError
 from tether.core.scope import JSONValue
 
 __all__ = [
@@ -95,7 +96,9 @@ class ExtractLimits:
 
     def __post_init__(self) -> None:
         if self.max_chars < 1 or self.max_values < 1:
-            raise ValueError("extraction limits must be positive")
+            raise ConfigurationError(
+                "provenance scan limits (max_chars, max_values) must be at least 1"
+            )
 
 
 #: The limits of one tool result's scan unless the caller sets its own.
