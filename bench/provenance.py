@@ -45,7 +45,7 @@ def observed(values: int) -> ProvenanceIndex:
     result as a whole (a ``text`` value), a third of them from trusted tools."""
     index = ProvenanceIndex()
     i = 0
-    while len(index) < values:
+    while index.size < values:
         source = Source(f"tool{i % 7}", None, Trust.TRUSTED if i % 3 == 0 else Trust.UNTRUSTED)
         text = (
             f"See https://site{i}.example.com/page for details, write to user{i}@example.org,"
@@ -77,8 +77,8 @@ def main() -> None:
     args = parser.parse_args()
 
     index = observed(args.values)
-    table = {f"{i:064x}": i for i in range(len(index))}
-    probe = f"{len(index) // 2:064x}"
+    table = {f"{i:064x}": i for i in range(index.size)}
+    probe = f"{index.size // 2:064x}"
     request, _complete = fingerprints(
         KEY, "Pay my rent to GB29 NWBK 6016 1331 9268 19 and read www.site3.example.com"
     )
@@ -113,7 +113,7 @@ def main() -> None:
     }
     samples = measure(fns, args.rounds)
     base = statistics.median(samples["dict lookup"])
-    print(f"provenance index: {len(index)} observed values; {args.rounds} rounds")
+    print(f"provenance index: {index.size} observed values; {args.rounds} rounds")
     print(f"{'':24}{'median µs':>12}{'p99 µs':>10}{'x dict lookup':>16}")
     for name, values in samples.items():
         values.sort()

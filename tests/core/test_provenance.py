@@ -124,7 +124,7 @@ def test_extending_the_index_leaves_the_original_as_it_was() -> None:
     fp_b = fingerprint(KEY, ValueKind.URL, "https://b.example/")
     assert before.sources(fp_b) == frozenset()
     assert after.sources(fp_b) == {WEB}
-    assert len(after) > len(before)
+    assert after.size > before.size
 
 
 def test_merged_indexes_hold_both_sides_sources() -> None:
@@ -162,12 +162,13 @@ def test_only_an_untrusted_result_scanned_in_part_marks_the_index() -> None:
         (lambda: Source("t" * 257, None, Trust.UNTRUSTED), "tool"),
         (lambda: Source("tool", "", Trust.UNTRUSTED), "dataset"),
         (lambda: Source("tool", None, "trusted"), "trust"),  # type: ignore[arg-type]
+        (lambda: {"source": "inbox", "fingerprints": []}, "observation"),
     ],
 )
 def test_a_malformed_observation_is_refused_and_changes_nothing(make: object, field: str) -> None:
     seen = index((INBOX, "bob@example.com"))
     fp = fingerprint(KEY, ValueKind.EMAIL, "bob@example.com")
-    held = len(seen)
+    held = seen.size
 
     def observations() -> object:
         yield observe(KEY, WEB, "eve@attacker.example")
@@ -177,7 +178,7 @@ def test_a_malformed_observation_is_refused_and_changes_nothing(make: object, fi
         seen.with_observations(observations())  # type: ignore[arg-type]
     assert refused.value.code is ErrorCode.INVALID_FIELD
     assert field in refused.value.message
-    assert len(seen) == held and seen.sources(fp) == {INBOX}
+    assert seen.size == held and seen.sources(fp) == {INBOX}
     assert seen.sources(fingerprint(KEY, ValueKind.EMAIL, "eve@attacker.example")) == frozenset()
     assert seen.unscanned == frozenset()
 

@@ -204,6 +204,11 @@ class ProvenanceIndex:
         seen = dict(self._seen)
         unscanned = set(self.unscanned)
         for observation in observations:
+            if not isinstance(observation, Observation):
+                raise InvalidRequest(
+                    "an observation is a source and the fingerprints seen in its result",
+                    code=ErrorCode.INVALID_FIELD,
+                )
             source = observation.source
             for fp in observation.fingerprints:
                 known = seen.get(fp)
@@ -228,7 +233,10 @@ class ProvenanceIndex:
         # is), and which fingerprints a task holds is no more than the index itself says.
         return self._seen.get(fp, frozenset())
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """How many distinct values the task has observed. (Not ``__len__``: an index holding
+        nothing must not read as false where an index is expected.)"""
         return len(self._seen)
 
     def __repr__(self) -> str:
