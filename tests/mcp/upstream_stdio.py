@@ -1,7 +1,8 @@
 """A real MCP server over stdio (official SDK, low-level ``Server``), run by the gateway as a
 subprocess in the tests.
 
-    python upstream_stdio.py crm        query (structured items), update, admin
+    python upstream_stdio.py crm        query (structured items; 3 unless ``rows`` says),
+                                        update, admin
     python upstream_stdio.py payments   transfer
 
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
@@ -39,7 +40,7 @@ def crm_tools() -> list[types.Tool]:
             description=_query_description(),
             input_schema={
                 **OBJECT,
-                "properties": {"customer": {"type": "string"}},
+                "properties": {"customer": {"type": "string"}, "rows": {"type": "integer"}},
                 "required": ["customer"],
             },
         ),
@@ -74,8 +75,9 @@ def text(value: str, structured: Any = None) -> types.CallToolResult:
 async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
     if name == "query":
         customer = str(args.get("customer"))
-        items = [{"customer": customer, "order": n} for n in range(3)]
-        return text(f"3 records for {customer}", {"items": items})
+        rows = int(args.get("rows", 3))
+        items = [{"customer": customer, "order": n} for n in range(rows)]
+        return text(f"{rows} records for {customer}", {"items": items})
     if name == "update":
         if args.get("ticket") == "crash":
             os._exit(17)  # die mid-call, without answering

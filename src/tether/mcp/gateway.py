@@ -8,7 +8,8 @@
                 → deny / approval_required: an isError result naming the reasons (and the
                   approval id to retry with once a human approved)
                 → allow: forward to the upstream → EffectService.report(status, bytes, records)
-                → the upstream's result
+                → the upstream's result, unless it is over ``limits.max_result_bytes``: then
+                  withheld (``upstream_result_too_large``) and recorded as an error effect
 
 Transport-agnostic: :mod:`tether.mcp.server` puts it behind the MCP SDK's ``Server`` for
 streamable HTTP and stdio. Store and policy work is synchronous (SQLite, Cedar) and runs in
@@ -49,7 +50,7 @@ from tether.mcp.results import (
     refusal,
     tool_error,
 )
-from tether.mcp.upstreams import UpstreamConnection, UpstreamFailure
+from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
@@ -215,10 +216,40 @@ class Gateway:
                 failure = error
         if failure is not None or entry is None:
             return await self._failed(caller, name, verdict.decision_id, failure)
-        reported = await self._report(caller, verdict.decision_id, measure(result, mapping, args))
+        measured = measure(result, mapping, args)
+        if measured.bytes > self.config.max_result_bytes:
+            return await self._too_large(caller, entry, verdict.decision_id, measured)
+        reported = await self._report(caller, verdict.decision_id, measured)
         if reported is not None:
             return reported  # INVARIANT: a result whose effect cannot be recorded is withheld
         return forwarded(result)
+
+    async def _too_large(
+        self, caller: Caller, entry: CatalogTool, decision_id: DecisionId, measured: Measured
+    ) -> types.CallToolResult:
+        """The call ran but its result is over the cap: none of it reaches the agent (so it is
+        counted as no bytes read), the effect is an error, and the audit log says how large."""
+        limit, size = self.config.max_result_bytes, measured.bytes
+        failure = UpstreamFailure(
+            entry.upstream,
+            FailureKind.TOO_LARGE,
+            f"the result of {entry.exposed!r} is {size} bytes, over the gateway's limit of "
+            f"{limit} bytes (limits.max_result_bytes)",
+        )
+        reported = await self._report(
+            caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
+        )
+        if reported is not None:
+            return reported
+        await self._upstream_failed(failure, entry.exposed, caller, decision_id)
+        return tool_error(
+            GatewayCode.UPSTREAM_RESULT_TOO_LARGE,
+            f"{failure.message}; ask for less (a narrower query, a page) and call again",
+            upstream=entry.upstream,
+            result_bytes=size,
+            limit_bytes=limit,
+            decision_id=decision_id,
+        )
 
     async def _failed(
         self, caller: Caller, name: str, decision_id: DecisionId, failure: UpstreamFailure | None

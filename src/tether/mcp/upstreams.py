@@ -46,6 +46,7 @@ class FailureKind(StrEnum):
     TIMEOUT = "timeout"  # no answer within the upstream's timeout_seconds
     MALFORMED = "malformed"  # an answer that is not valid MCP
     ERROR_RESPONSE = "error_response"  # a JSON-RPC error instead of a result
+    TOO_LARGE = "too_large"  # a result over the gateway's max_result_bytes
 
 
 class UpstreamFailure(Exception):
