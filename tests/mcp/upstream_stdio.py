@@ -5,6 +5,13 @@ subprocess in the tests.
                                         update, admin
     python upstream_stdio.py payments   transfer
 
+    python upstream_stdio.py hang       never answers, not even ``initialize``
+
+With ``START_BARRIER_DIR`` and ``START_BARRIER_COUNT`` set, the server first writes a marker file
+in that directory, then waits until ``START_BARRIER_COUNT`` markers are there before it serves
+(giving up after a minute): servers started one after another never get past it, servers
+started together all do.
+
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
 When ``CRM_DESCRIPTION_FILE`` names a file, ``query``'s description is read from it on every
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +101,24 @@ async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
     )
 
 
+def start_barrier(role: str) -> None:
+    where, count = os.environ.get("START_BARRIER_DIR"), os.environ.get("START_BARRIER_COUNT")
+    if not where or not count:
+        return
+    directory = Path(where)
+    (directory / f"{role}-{os.getpid()}.started").write_text("started")
+    deadline = time.monotonic() + 60
+    while len(list(directory.glob("*.started"))) < int(count):
+        if time.monotonic() > deadline:
+            sys.exit(3)  # the others were never started while this one waited
+        time.sleep(0.01)
+
+
 def main(role: str) -> None:
+    start_barrier(role)
+    if role == "hang":
+        time.sleep(3600)  # started, but never answers initialize
+        return
     tools = crm_tools if role == "crm" else payments_tools
 
     async def on_list_tools(

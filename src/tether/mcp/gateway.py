@@ -98,14 +98,15 @@ class Gateway:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
-        """Open the upstream connections' task group, list every upstream once (pinning what is
-        new), serve, and close every upstream on the way out."""
+        """Open the upstream connections' task group, serve, and close every upstream on the way
+        out. No upstream is started here: each starts on first use (a ``tools/list`` starts
+        them all at once), so the gateway answers at once and a slow one delays only what
+        needs it."""
         async with anyio.create_task_group() as tg:
             self._connections = {
                 u.name: UpstreamConnection(u, self.deps.secrets, tg) for u in self.config.upstreams
             }
             self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
-            await self._refresh_all()
             try:
                 yield self
             finally:
@@ -120,6 +121,8 @@ class Gateway:
         return self._catalog
 
     async def _refresh_all(self) -> None:
+        """List every upstream concurrently (starting those not started yet)."""
+
         async def one(name: str) -> None:
             try:
                 await self.catalog.refresh(name)

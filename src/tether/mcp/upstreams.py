@@ -1,9 +1,12 @@
 """Connections to upstream MCP servers (MCP client side, official SDK): stdio and streamable HTTP.
 
-Each upstream has at most one live connection, opened lazily and owned by its own task in the
+Each upstream has at most one live connection, opened on first use (a call to one of its tools,
+or a ``tools/list``, which starts every upstream at once) and owned by its own task in the
 gateway's task group (the SDK's transports hold task groups that must close in the task that
 opened them). A call that finds the connection gone (the process exited, the socket closed)
 marks it broken, so the next call opens a new one: a restarted stdio server is reconnected.
+Starting is bounded by the upstream's ``timeout_seconds``: one that hangs at start fails as
+``unavailable`` and holds up only the requests that need it.
 
 Every failure surfaces as :class:`UpstreamFailure` with a :class:`FailureKind` and a message that
 is safe to show the agent and to audit: it never carries a credential or a response body.
@@ -153,8 +156,14 @@ class UpstreamConnection:
             if live is not None:
                 live.stop.set()
                 self._live = None
+            timeout = self.config.timeout_seconds
             try:
-                started: _Live = await self._tg.start(self._own)
+                with anyio.fail_after(timeout):
+                    started: _Live = await self._tg.start(self._own)
+            except TimeoutError:
+                raise self._fail(
+                    FailureKind.UNAVAILABLE, f"did not start within {timeout:g} s"
+                ) from None
             except Exception as error:
                 raise self._fail(FailureKind.UNAVAILABLE, _describe(error, self.config)) from None
             self._live = started
