@@ -51,6 +51,7 @@ from tether.mcp.results import (
     tool_error,
 )
 from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
+from tether.observability import Metrics
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
@@ -73,6 +74,8 @@ class GatewayDeps:
     settings: ServiceSettings
     secrets: Callable[[str], Secret]
     ids: IdFactory
+    #: The runtime's metrics, scraped at ``GET /metrics`` over HTTP; ``None`` serves no metrics.
+    metrics: Metrics | None = None
 
 
 def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
