@@ -111,6 +111,43 @@ def test_a_hanging_upstream_fails_as_unavailable_after_its_timeout(runtime: Runt
     assert [e.body["status"] for e in records(runtime, AuditKind.EFFECT)] == ["error"]
 
 
+def test_an_upstream_that_hung_at_start_is_not_started_again_for_a_while(
+    runtime: Runtime,
+) -> None:
+    from tether.mcp.upstreams import START_RETRY_SECONDS as retry_seconds
+
+    config = parse_config(
+        {
+            "upstreams": {"payments": stdio("hang", timeout_seconds=2)},
+            "tools": {"payments.transfer": {"action": "spend"}},
+        }
+    )
+    gateway = open_gateway(config, runtime)
+    payer = caller(runtime, PAY)
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+
+    async def scenario() -> list[str]:
+        answers = []
+        with anyio.fail_after(HANG_GUARD_SECONDS):
+            async with gateway.running():
+                for advance in (0, 0, retry_seconds + 1):
+                    clock.advance(advance)
+                    result = await gateway.call_tool(payer, "payments.transfer", {"amount": 5})
+                    assert result.is_error
+                    answers.append(text_of(result))
+        return answers
+
+    first, second, later = run(scenario)
+    assert "did not start within 2 s;" in first
+    # Not started again: refused at once, saying when it will be tried again.
+    assert "did not start within 2 s at the last attempt; the next attempt is after" in second
+    assert "did not start within 2 s;" in later  # tried again once the clock moved on
+    failures = [r.body["message"] for r in records(runtime, AuditKind.UPSTREAM_FAILED)]
+    assert len(failures) == 3 and "the next attempt is after" in str(failures[1])
+    assert [e.body["status"] for e in records(runtime, AuditKind.EFFECT)] == ["error"] * 3
+
+
 def test_upstreams_are_started_together_and_only_when_first_used(tmp_path: Path) -> None:
     barrier = tmp_path / "barrier"
     barrier.mkdir()

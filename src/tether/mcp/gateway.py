@@ -107,7 +107,8 @@ class Gateway:
         needs it."""
         async with anyio.create_task_group() as tg:
             self._connections = {
-                u.name: UpstreamConnection(u, self.deps.secrets, tg) for u in self.config.upstreams
+                u.name: UpstreamConnection(u, self.deps.secrets, tg, self.deps.clock)
+                for u in self.config.upstreams
             }
             self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
             try:
