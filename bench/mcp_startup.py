@@ -13,6 +13,8 @@ each Python upstream spends about 0.6 s of CPU importing the SDK, so seven of th
 Prints each run and the medians. Quote figures measured in one run, with the machine's load.
 
     .venv/bin/python bench/mcp_startup.py [--runs 3] [--upstreams 7]
+
+``BENCH_LOG_LEVEL=info`` shows the gateway's log lines (each upstream's start) on stderr.
 """
 
 from __future__ import annotations
