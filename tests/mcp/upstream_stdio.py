@@ -1,8 +1,16 @@
 """A real MCP server over stdio (official SDK, low-level ``Server``), run by the gateway as a
 subprocess in the tests.
 
-    python upstream_stdio.py crm        query (structured items), update, admin
+    python upstream_stdio.py crm        query (structured items; 3 unless ``rows`` says),
+                                        update, admin
     python upstream_stdio.py payments   transfer
+
+    python upstream_stdio.py hang       never answers, not even ``initialize``
+
+With ``START_BARRIER_DIR`` and ``START_BARRIER_COUNT`` set, the server first writes a marker file
+in that directory, then waits until ``START_BARRIER_COUNT`` markers are there before it serves
+(giving up after a minute): servers started one after another never get past it, servers
+started together all do.
 
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +48,7 @@ def crm_tools() -> list[types.Tool]:
             description=_query_description(),
             input_schema={
                 **OBJECT,
-                "properties": {"customer": {"type": "string"}},
+                "properties": {"customer": {"type": "string"}, "rows": {"type": "integer"}},
                 "required": ["customer"],
             },
         ),
@@ -74,8 +83,9 @@ def text(value: str, structured: Any = None) -> types.CallToolResult:
 async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
     if name == "query":
         customer = str(args.get("customer"))
-        items = [{"customer": customer, "order": n} for n in range(3)]
-        return text(f"3 records for {customer}", {"items": items})
+        rows = int(args.get("rows", 3))
+        items = [{"customer": customer, "order": n} for n in range(rows)]
+        return text(f"{rows} records for {customer}", {"items": items})
     if name == "update":
         if args.get("ticket") == "crash":
             os._exit(17)  # die mid-call, without answering
@@ -91,7 +101,24 @@ async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
     )
 
 
+def start_barrier(role: str) -> None:
+    where, count = os.environ.get("START_BARRIER_DIR"), os.environ.get("START_BARRIER_COUNT")
+    if not where or not count:
+        return
+    directory = Path(where)
+    (directory / f"{role}-{os.getpid()}.started").write_text("started")
+    deadline = time.monotonic() + 60
+    while len(list(directory.glob("*.started"))) < int(count):
+        if time.monotonic() > deadline:
+            sys.exit(3)  # the others were never started while this one waited
+        time.sleep(0.01)
+
+
 def main(role: str) -> None:
+    start_barrier(role)
+    if role == "hang":
+        time.sleep(3600)  # started, but never answers initialize
+        return
     tools = crm_tools if role == "crm" else payments_tools
 
     async def on_list_tools(

@@ -26,11 +26,12 @@ from tether.cli.common import (
 )
 from tether.cli.exits import ExitCode
 from tether.cli.output import AsJson, Column, print_json, print_table
+from tether.cli.serve import LogFormat
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.core.secret import Secret
 from tether.credentials.secrets import SecretStore
-from tether.logs import configure_logging
+from tether.logs import configure_logging, get_logger, wants_json
 from tether.mcp.callers import GrantReader, stdio_caller
 from tether.mcp.config import load_config
 from tether.mcp.pins import PinStore
@@ -39,6 +40,7 @@ from tether.mcp.server import MCP_PATH, default_pins_path, http_app, open_gatewa
 from tether.runtime import RuntimeConfig, open_runtime, open_store, packaged_policies
 from tether.service.clock import SystemClock
 
+log = get_logger("tether.mcp")
 app = typer.Typer(help="The MCP gateway's tool pins and upstream secrets.", no_args_is_help=True)
 pins_app = typer.Typer(help="Pinned MCP tool descriptors (OWASP ASI04).", no_args_is_help=True)
 secrets_app = typer.Typer(help="Secrets the gateway injects into upstreams.", no_args_is_help=True)
@@ -91,10 +93,21 @@ def mcp_gateway(
         str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="json (one object per line), console, or auto: json unless stderr is a terminal."
+        ),
+    ] = LogFormat.AUTO,
+    metrics: Annotated[
+        bool, typer.Option(help="Serve GET /metrics (http; Prometheus text, no credentials).")
+    ] = True,
     store_url: StoreUrl = None,
 ) -> None:
     """Front MCP servers: filter tools/list, decide every tools/call, record effects."""
-    configure_logging(log_level)  # to stderr: with --transport stdio, stdout is the MCP channel
+    json_logs = wants_json(log_format.value)
+    # To stderr: with --transport stdio, stdout is the MCP channel.
+    configure_logging(log_level, json=json_logs, capture_stdlib=True)
     _run_gateway(
         config,
         data_dir,
@@ -107,6 +120,8 @@ def mcp_gateway(
         oidc_issuer,
         oidc_jwks,
         store_url_of(store_url),
+        json_logs=json_logs,
+        metrics=metrics,
     )
 
 
@@ -122,6 +137,9 @@ def _run_gateway(
     oidc_issuer: str | None,
     oidc_jwks: str | None,
     store_url: str | None = None,
+    *,
+    json_logs: bool = False,
+    metrics: bool = True,
 ) -> None:
     with tether_errors():
         gateway_config = load_config(config)
@@ -134,6 +152,7 @@ def _run_gateway(
                 oidc_issuer=oidc_issuer,
                 oidc_jwks=oidc_jwks,
                 store_url=store_url,
+                metrics=metrics,
             )
         )
     try:
@@ -152,16 +171,26 @@ def _run_gateway(
             )
             anyio.run(serve_stdio, gateway, caller)
             return
-        err_console.print(
-            f"tether MCP gateway on http://{host}:{port}{MCP_PATH}  upstreams "
-            f"{', '.join(u.name for u in gateway_config.upstreams)}  pins {gateway.pins.path}",
-            highlight=False,
-        )
+        upstreams = ", ".join(u.name for u in gateway_config.upstreams)
+        if json_logs:  # stderr stays one JSON object per line
+            log.info(
+                "gateway_listening",
+                url=f"http://{host}:{port}{MCP_PATH}",
+                upstreams=upstreams,
+                pins=str(gateway.pins.path),
+            )
+        else:
+            err_console.print(
+                f"tether MCP gateway on http://{host}:{port}{MCP_PATH}  upstreams "
+                f"{upstreams}  pins {gateway.pins.path}",
+                highlight=False,
+            )
         uvicorn.run(
             http_app(gateway, host=host),
             host=host,
             port=port,
             log_level="warning",
+            log_config=None,
             access_log=False,
         )
     finally:

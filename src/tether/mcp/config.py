@@ -20,6 +20,8 @@
       mail.send:
         action: send
         recipients_arg: to             # the argument naming recipients (optional)
+    limits:                            # optional
+      max_result_bytes: 8388608        # a larger tool result is withheld (default 8 MiB)
 
 Tools are exposed as ``<upstream>.<tool>``, so two upstreams cannot shadow each other. A tool with
 no entry under ``tools`` is treated as ``write``: the safe default is the sensitive one. An
@@ -45,6 +47,9 @@ from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind, is_va
 from tether.credentials.secrets import is_valid_secret_name
 
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+#: The largest tool result (its JSON on the wire) the gateway forwards to an agent.
+DEFAULT_MAX_RESULT_BYTES: Final = 8 * 1024 * 1024
+MAX_RESULT_BYTES_LIMIT: Final = 1024 * 1024 * 1024
 MAX_CONFIG_BYTES: Final = 1024 * 1024
 _UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -110,6 +115,7 @@ DEFAULT_MAPPING: Final = ToolMapping(ActionKind.WRITE)
 class GatewayConfig:
     upstreams: tuple[Upstream, ...]
     tools: Mapping[str, ToolMapping] = field(default_factory=dict)
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
     def mapping(self, tool: str) -> ToolMapping:
         return self.tools.get(tool, DEFAULT_MAPPING)
@@ -153,6 +159,7 @@ _STDIO_KEYS: Final = frozenset({"command", "args", "env", "cwd", "timeout_second
 _HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds"})
 _CREDENTIAL_KEYS: Final = frozenset({"secret", "header", "scheme"})
 _TOOL_KEYS: Final = frozenset({"action", "dataset", "count_records", "recipients_arg"})
+_LIMIT_KEYS: Final = frozenset({"max_result_bytes"})
 
 
 def _upstream(name: object, raw: object) -> Upstream:
@@ -245,9 +252,21 @@ def _tool(name: object, raw: object, upstreams: set[str]) -> tuple[str, ToolMapp
     )
 
 
+def _max_result_bytes(raw: object) -> int:
+    limits = _object(raw if raw is not None else {}, "limits", _LIMIT_KEYS)
+    value = limits.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _fail("limits.max_result_bytes", "must be a whole number of bytes above 0")
+    if value > MAX_RESULT_BYTES_LIMIT:
+        raise _fail("limits.max_result_bytes", f"must be at most {MAX_RESULT_BYTES_LIMIT} (1 GiB)")
+    return value
+
+
 def parse_config(raw: object) -> GatewayConfig:
     """Validate a parsed YAML document into a :class:`GatewayConfig`."""
-    body = _object(raw if raw is not None else {}, "(top level)", frozenset({"upstreams", "tools"}))
+    body = _object(
+        raw if raw is not None else {}, "(top level)", frozenset({"upstreams", "tools", "limits"})
+    )
     raw_upstreams = body.get("upstreams")
     if not isinstance(raw_upstreams, dict) or not raw_upstreams:
         raise _fail("upstreams", "name at least one upstream MCP server")
@@ -257,7 +276,7 @@ def parse_config(raw: object) -> GatewayConfig:
         raise _fail("tools", "must be a mapping of <upstream>.<tool> to its action")
     names = {u.name for u in upstreams}
     tools = dict(_tool(name, value, names) for name, value in raw_tools.items())
-    return GatewayConfig(upstreams, tools)
+    return GatewayConfig(upstreams, tools, _max_result_bytes(body.get("limits")))
 
 
 def load_config(path: Path) -> GatewayConfig:

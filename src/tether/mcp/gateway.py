@@ -8,7 +8,8 @@
                 → deny / approval_required: an isError result naming the reasons (and the
                   approval id to retry with once a human approved)
                 → allow: forward to the upstream → EffectService.report(status, bytes, records)
-                → the upstream's result
+                → the upstream's result, unless it is over ``limits.max_result_bytes``: then
+                  withheld (``upstream_result_too_large``) and recorded as an error effect
 
 Transport-agnostic: :mod:`tether.mcp.server` puts it behind the MCP SDK's ``Server`` for
 streamable HTTP and stdio. Store and policy work is synchronous (SQLite, Cedar) and runs in
@@ -49,7 +50,8 @@ from tether.mcp.results import (
     refusal,
     tool_error,
 )
-from tether.mcp.upstreams import UpstreamConnection, UpstreamFailure
+from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
+from tether.observability import Metrics
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
@@ -72,6 +74,8 @@ class GatewayDeps:
     settings: ServiceSettings
     secrets: Callable[[str], Secret]
     ids: IdFactory
+    #: The runtime's metrics, scraped at ``GET /metrics`` over HTTP; ``None`` serves no metrics.
+    metrics: Metrics | None = None
 
 
 def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
@@ -97,14 +101,16 @@ class Gateway:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
-        """Open the upstream connections' task group, list every upstream once (pinning what is
-        new), serve, and close every upstream on the way out."""
+        """Open the upstream connections' task group, serve, and close every upstream on the way
+        out. No upstream is started here: each starts on first use (a ``tools/list`` starts
+        them all at once), so the gateway answers at once and a slow one delays only what
+        needs it."""
         async with anyio.create_task_group() as tg:
             self._connections = {
-                u.name: UpstreamConnection(u, self.deps.secrets, tg) for u in self.config.upstreams
+                u.name: UpstreamConnection(u, self.deps.secrets, tg, self.deps.clock)
+                for u in self.config.upstreams
             }
             self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
-            await self._refresh_all()
             try:
                 yield self
             finally:
@@ -119,6 +125,8 @@ class Gateway:
         return self._catalog
 
     async def _refresh_all(self) -> None:
+        """List every upstream concurrently (starting those not started yet)."""
+
         async def one(name: str) -> None:
             try:
                 await self.catalog.refresh(name)
@@ -215,10 +223,40 @@ class Gateway:
                 failure = error
         if failure is not None or entry is None:
             return await self._failed(caller, name, verdict.decision_id, failure)
-        reported = await self._report(caller, verdict.decision_id, measure(result, mapping, args))
+        measured = measure(result, mapping, args)
+        if measured.bytes > self.config.max_result_bytes:
+            return await self._too_large(caller, entry, verdict.decision_id, measured)
+        reported = await self._report(caller, verdict.decision_id, measured)
         if reported is not None:
             return reported  # INVARIANT: a result whose effect cannot be recorded is withheld
         return forwarded(result)
+
+    async def _too_large(
+        self, caller: Caller, entry: CatalogTool, decision_id: DecisionId, measured: Measured
+    ) -> types.CallToolResult:
+        """The call ran but its result is over the cap: none of it reaches the agent (so it is
+        counted as no bytes read), the effect is an error, and the audit log says how large."""
+        limit, size = self.config.max_result_bytes, measured.bytes
+        failure = UpstreamFailure(
+            entry.upstream,
+            FailureKind.TOO_LARGE,
+            f"the result of {entry.exposed!r} is {size} bytes, over the gateway's limit of "
+            f"{limit} bytes (limits.max_result_bytes)",
+        )
+        reported = await self._report(
+            caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
+        )
+        if reported is not None:
+            return reported
+        await self._upstream_failed(failure, entry.exposed, caller, decision_id)
+        return tool_error(
+            GatewayCode.UPSTREAM_RESULT_TOO_LARGE,
+            f"{failure.message}; ask for less (a narrower query, a page) and call again",
+            upstream=entry.upstream,
+            result_bytes=size,
+            limit_bytes=limit,
+            decision_id=decision_id,
+        )
 
     async def _failed(
         self, caller: Caller, name: str, decision_id: DecisionId, failure: UpstreamFailure | None

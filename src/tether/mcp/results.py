@@ -8,8 +8,8 @@ carries the same as data, and ``_meta["tether/verdict"]`` the verdict when there
 the approval id once a human approved it.
 
 Gateway codes (besides tether's :class:`~tether.core.errors.ErrorCode` and the verdict reason
-codes): ``tool_descriptor_changed``, ``upstream_failed``, ``tool_not_found``,
-``invalid_arguments``, ``grant_missing``, ``unauthenticated``.
+codes): ``tool_descriptor_changed``, ``upstream_failed``, ``upstream_result_too_large``,
+``tool_not_found``, ``invalid_arguments``, ``grant_missing``, ``unauthenticated``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 class GatewayCode(StrEnum):
     TOOL_DESCRIPTOR_CHANGED = "tool_descriptor_changed"
     UPSTREAM_FAILED = "upstream_failed"
+    UPSTREAM_RESULT_TOO_LARGE = "upstream_result_too_large"
     TOOL_NOT_FOUND = "tool_not_found"
     INVALID_ARGUMENTS = "invalid_arguments"
     GRANT_MISSING = "grant_missing"

@@ -4,6 +4,9 @@ Streamable HTTP (``/mcp``): :class:`~tether.mcp.callers.BearerAuth` wraps the SD
 request without a valid SVID gets ``401`` before any MCP message is parsed, and each handler
 reads the verified caller from its own HTTP request. Responses are JSON, not SSE: the gateway
 sends nothing but results. When bound to loopback the SDK's DNS-rebinding protection is on.
+``GET /metrics`` (Prometheus text, the metric names of ``tether serve``: decisions, decision
+writes, the store's gauges) needs no credentials, as on ``tether serve``; it shows counts, tool
+names and reason codes, never a token or an argument.
 
 stdio: one agent per process (see :func:`~tether.mcp.callers.stdio_caller`).
 
@@ -18,10 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+import anyio.to_thread
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
-from starlette.types import ASGIApp
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether import __version__
 from tether.core.ids import IdFactory
@@ -31,6 +36,9 @@ from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import Gateway, GatewayDeps
 from tether.mcp.pins import PinStore
 from tether.mcp.results import META_APPROVAL
+from tether.observability import Metrics
+from tether.observability.http import METRICS_PATH
+from tether.observability.metrics import CONTENT_TYPE
 from tether.runtime import Runtime
 
 SERVER_NAME: Final = "tether-mcp-gateway"
@@ -47,6 +55,9 @@ def deps_from_runtime(
     runtime: Runtime, *, random_bytes: Callable[[int], bytes] = os.urandom
 ) -> GatewayDeps:
     secrets = SecretStore(runtime.config.data_dir, runtime.config.environ)
+    metrics = runtime.observability.metrics if runtime.config.metrics else None
+    if metrics is not None:
+        metrics.watch_store(runtime.store, runtime.clock)
     return GatewayDeps(
         verifier=runtime.verifier,
         authorizer=runtime.authorizer,
@@ -57,6 +68,7 @@ def deps_from_runtime(
         settings=runtime.config.settings,
         secrets=secrets.get,
         ids=IdFactory(random_bytes),
+        metrics=metrics,
     )
 
 
@@ -113,11 +125,36 @@ def _http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
     return caller_from_scope(getattr(request, "scope", None))
 
 
+class ServeMetrics:
+    """ASGI: ``GET /metrics`` answered here, before authentication; everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") != METRICS_PATH:
+            await self.app(scope, receive, send)
+            return
+        response: Response
+        if scope.get("method") not in {"GET", "HEAD"}:
+            error = {"code": "method_not_allowed", "message": "use GET /metrics"}
+            response = JSONResponse({"error": error}, status_code=405, headers={"allow": "GET"})
+        else:
+            # The scrape reads the store's gauges: off the event loop.
+            body = await anyio.to_thread.run_sync(self.metrics.exposition)
+            response = Response(body, media_type=CONTENT_TYPE)
+        await response(scope, receive, send)
+
+
 def http_app(gateway: Gateway, *, host: str = "127.0.0.1") -> ASGIApp:
-    """The ASGI app serving the gateway at ``/mcp``; bearer-authenticated."""
+    """The ASGI app serving the gateway at ``/mcp`` (bearer-authenticated), and ``/metrics``
+    when the gateway has metrics."""
     server = build_server(gateway, _http_caller)
     app = server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=True, host=host)
-    return BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
+    authenticated = BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
+    metrics = gateway.deps.metrics
+    return authenticated if metrics is None else ServeMetrics(authenticated, metrics)
 
 
 async def serve_stdio(gateway: Gateway, caller: Caller) -> None:

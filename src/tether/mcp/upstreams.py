@@ -1,9 +1,14 @@
 """Connections to upstream MCP servers (MCP client side, official SDK): stdio and streamable HTTP.
 
-Each upstream has at most one live connection, opened lazily and owned by its own task in the
+Each upstream has at most one live connection, opened on first use (a call to one of its tools,
+or a ``tools/list``, which starts every upstream at once) and owned by its own task in the
 gateway's task group (the SDK's transports hold task groups that must close in the task that
 opened them). A call that finds the connection gone (the process exited, the socket closed)
 marks it broken, so the next call opens a new one: a restarted stdio server is reconnected.
+Starting is bounded by the upstream's ``timeout_seconds``: one that hangs at start fails as
+``unavailable`` and holds up only the requests that need it; it is not started again for
+:data:`START_RETRY_SECONDS` (requests that need it fail at once meanwhile), so a hanging server
+does not make every ``tools/list`` wait out its timeout again.
 
 Every failure surfaces as :class:`UpstreamFailure` with a :class:`FailureKind` and a message that
 is safe to show the agent and to audit: it never carries a credential or a response body.
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -34,10 +40,13 @@ from pydantic import ValidationError
 from tether.core.secret import Secret
 from tether.logs import get_logger
 from tether.mcp.config import CredentialRef, HttpUpstream, StdioUpstream, Upstream
+from tether.service.ports import Clock
 
 log = get_logger("tether.mcp.upstreams")
 
 MAX_LIST_PAGES: Final = 50
+#: After a start that timed out, how long to fail at once rather than start the upstream again.
+START_RETRY_SECONDS: Final = 30
 
 
 class FailureKind(StrEnum):
@@ -46,6 +55,7 @@ class FailureKind(StrEnum):
     TIMEOUT = "timeout"  # no answer within the upstream's timeout_seconds
     MALFORMED = "malformed"  # an answer that is not valid MCP
     ERROR_RESPONSE = "error_response"  # a JSON-RPC error instead of a result
+    TOO_LARGE = "too_large"  # a result over the gateway's max_result_bytes
 
 
 class UpstreamFailure(Exception):
@@ -88,12 +98,17 @@ class _Live:
 class UpstreamConnection:
     """One upstream MCP server, connected on demand and reconnected after a failure."""
 
-    def __init__(self, config: Upstream, secrets: SecretSource, task_group: TaskGroup) -> None:
+    def __init__(
+        self, config: Upstream, secrets: SecretSource, task_group: TaskGroup, clock: Clock
+    ) -> None:
         self.config = config
         self._secrets = secrets
         self._tg = task_group
+        self._clock = clock
         self._live: _Live | None = None
         self._lock = anyio.Lock()
+        #: Until when a start that timed out is not tried again.
+        self._hung_until: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -152,10 +167,26 @@ class UpstreamConnection:
             if live is not None:
                 live.stop.set()
                 self._live = None
+            timeout = self.config.timeout_seconds
+            if self._hung_until is not None and self._clock.now() < self._hung_until:
+                raise self._fail(
+                    FailureKind.UNAVAILABLE,
+                    f"did not start within {timeout:g} s at the last attempt; the next "
+                    f"attempt is after {self._hung_until.isoformat(timespec='seconds')}",
+                )
             try:
-                started: _Live = await self._tg.start(self._own)
+                with anyio.fail_after(timeout):
+                    started: _Live = await self._tg.start(self._own)
             except Exception as error:
-                raise self._fail(FailureKind.UNAVAILABLE, _describe(error, self.config)) from None
+                if not _timed_out(error):
+                    raise self._fail(
+                        FailureKind.UNAVAILABLE, _describe(error, self.config)
+                    ) from None
+                self._hung_until = self._clock.now() + timedelta(seconds=START_RETRY_SECONDS)
+                raise self._fail(
+                    FailureKind.UNAVAILABLE, f"did not start within {timeout:g} s"
+                ) from None
+            self._hung_until = None
             self._live = started
             log.info("upstream_connected", upstream=self.name)
             return started
@@ -226,11 +257,23 @@ class UpstreamConnection:
             raise self._fail(FailureKind.CRASHED, _describe(error, self.config)) from None
 
 
+def _leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Did starting fail for want of an answer (our deadline, or the SDK's own on initialize)?"""
+    leaf = _leaf(error)
+    return isinstance(leaf, TimeoutError) or (
+        isinstance(leaf, MCPError) and leaf.code == REQUEST_TIMEOUT
+    )
+
+
 def _describe(error: BaseException, config: Upstream) -> str:
     """A short, secret-free account of a connection error."""
-    leaf = error
-    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
-        leaf = leaf.exceptions[0]
+    leaf = _leaf(error)
     where = f"command {config.command!r}" if isinstance(config, StdioUpstream) else _origin(config)
     return f"{type(leaf).__name__} talking to {where}"
 

@@ -1,0 +1,155 @@
+"""Operating the gateway: ``GET /metrics`` with the metric names of ``tether serve``, and
+``--log-format json`` (every stderr line one JSON object, decisions named, never a token)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from mcp_harness import (
+    CRM_QUERY,
+    UPSTREAM,
+    Gw,
+    connect,
+    open_grant,
+    run,
+    text_of,
+    write_config,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from support import make_runtime
+from tether.service.clock import ManualClock
+
+START_SECONDS = 90  # only bounds a gateway that never comes up
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_metrics_count_the_gateways_decisions_without_credentials(gw: Gw) -> None:
+    base = gw.url.removesuffix("/mcp")
+    analyst = gw.grant("analyst", CRM_QUERY)
+
+    async def scenario() -> None:
+        async with connect(gw.url, analyst) as client:
+            allowed = await client.call_tool("crm.query", {"customer": "c-9"})
+            assert not allowed.is_error, text_of(allowed)
+            denied = await client.call_tool("crm.update", {"ticket": "T-1"})
+            assert denied.is_error
+
+    run(scenario)
+    response = httpx.get(f"{base}/metrics", timeout=30)  # no Authorization header
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    allow = frozenset({("decision", "allow"), ("tool", "crm.query"), ("reason", "")})
+    deny = frozenset(
+        {("decision", "deny"), ("tool", "crm.update"), ("reason", "tool_not_in_scope")}
+    )
+    assert found[("tether_decisions_total", allow)] == 1
+    assert found[("tether_decisions_total", deny)] == 1
+    assert found[("tether_audit_append_seconds_count", frozenset())] >= 2
+    assert found[("tether_store_up", frozenset())] == 1
+    assert found[("tether_tasks_open", frozenset())] >= 1
+    assert analyst.svid not in response.text and analyst.grant not in response.text
+
+    refused = httpx.post(f"{base}/metrics", timeout=30)
+    assert refused.status_code == 405
+    assert refused.json()["error"]["code"] == "method_not_allowed"
+    # Only /metrics is open: MCP still needs the agent's SVID.
+    assert httpx.post(gw.url, json={}, timeout=30).status_code == 401
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextmanager
+def gateway_process(config: Path, data: Path, stderr: Path, *args: str) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "OTEL_"))}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    command = [sys.executable, "-m", "tether", "mcp-gateway", "-c", str(config)]
+    command += ["-d", str(data), "--port", str(port), *args]
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            assert process.poll() is None, stderr.read_text()
+            try:
+                if httpx.get(f"{base}/metrics", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)  # waiting for a socket to bind, not a clock
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_json_logs_are_one_object_per_line_naming_decisions_never_tokens(tmp_path: Path) -> None:
+    clock = ManualClock(datetime.now(UTC))  # the gateway process runs on the system clock
+    data = tmp_path / "data"
+    runtime = make_runtime(data, clock)
+    try:
+        analyst = open_grant(runtime, clock, "analyst", CRM_QUERY)
+    finally:
+        runtime.close()
+    config = write_config(
+        tmp_path / "gateway.yaml",
+        {
+            "upstreams": {"crm": {"command": sys.executable, "args": [UPSTREAM, "crm"]}},
+            "tools": {"crm.query": {"action": "read", "dataset": "crm"}},
+        },
+    )
+    stderr = tmp_path / "gateway.stderr"
+    with gateway_process(config, data, stderr, "--log-format", "json") as base:
+
+        async def scenario() -> None:
+            async with connect(f"{base}/mcp", analyst) as client:
+                result = await client.call_tool("crm.query", {"customer": "c-3"})
+                assert not result.is_error, text_of(result)
+
+        run(scenario)
+        # A request uvicorn itself refuses: its own log line must be JSON too.
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), 10) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            raw.recv(1024)
+
+    lines = [line for line in stderr.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all(isinstance(entry, dict) for entry in entries)
+    events = [entry["event"] for entry in entries]
+    assert "gateway_listening" in events and "upstream_connected" in events
+    (decided,) = [e for e in entries if e["event"] == "decision"]
+    assert decided["tool"] == "crm.query" and decided["decision"] == "allow"
+    assert decided["agent"] == "spiffe://tether.local/agent/analyst"
+    assert any(e.get("logger") == "uvicorn.error" for e in entries)
+    text = stderr.read_text()
+    assert analyst.svid not in text and analyst.grant not in text
