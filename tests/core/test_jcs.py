@@ -7,9 +7,10 @@ import math
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.core import jcs
 from tether.core.jcs import canonicalize, number
 
 
@@ -118,3 +119,34 @@ json_values = st.recursive(
 def test_canonical_text_is_json_and_a_fixed_point(value: object) -> None:
     text = canonicalize(value)  # type: ignore[arg-type]
     assert canonicalize(json.loads(text)) == text
+
+
+_plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(exclude_categories=("Cs",))),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=8), inner, max_size=4
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(value=_plain_values)
+def test_the_fast_path_writes_exactly_the_rule_by_rule_bytes(value: object) -> None:
+    # Whatever the fast path accepts, it writes as RFC 8785's rules do one by one.
+    assert jcs.canonicalize(value) == jcs._general(value)  # type: ignore[arg-type]
+
+
+def test_values_outside_the_fast_path_take_the_rule_by_rule_path() -> None:
+    for value in ({"é": 1}, {"a": 1e-7}, [2**60], {"a": [{"\U0001f600": 0}]}, [1e21]):
+        with pytest.raises(jcs._NotPlain):
+            jcs._plain_form(value)
+    assert jcs._plain_form({"a": 100.0, "b": [0.5]}) == {"a": 100, "b": [0.5]}
+    assert jcs.canonicalize({"a": 1.0, "b": 2**60}) == b'{"a":1,"b":1152921504606847000}'

@@ -29,14 +29,71 @@ from tether.core.scope import JSONValue
 _string = json.JSONEncoder(ensure_ascii=False).encode
 
 
+# Beyond 2**53 an integer read as a double may change; such integers take the general path.
+_SAFE_INTEGER = 2**53
+
+_plain = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+).encode
+
+
 def canonicalize(value: JSONValue) -> bytes:
     """The RFC 8785 bytes of ``value``; ``ValueError`` for what JSON cannot carry."""
+    try:
+        plain = _plain_form(value)
+    except _NotPlain:
+        return _general(value)
+    # Every audit record's usual shape: the C encoder writes the same bytes, much faster.
+    try:
+        return _plain(plain).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
+
+
+def _general(value: JSONValue) -> bytes:
+    """RFC 8785 written out rule by rule, for any value."""
     parts: list[str] = []
     _write(value, parts)
     try:
         return "".join(parts).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_form(value: object) -> object:
+    """``value`` in a form whose ``json.dumps`` (sorted keys, no spaces) is its RFC 8785 text,
+    or ``_NotPlain``. Member names must be ASCII (code-point order is then UTF-16 order);
+    integers and whole floats must be ones a double holds exactly (a whole float is written as
+    an integer, as ECMAScript does); other floats must lie where Python's shortest repr and
+    ECMAScript's Number::toString agree (1e-4 <= |x| < 1e16, positional). Strings escape alike."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        if -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+            return value
+        raise _NotPlain
+    if isinstance(value, float):
+        if value.is_integer():
+            if -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+                return int(value)
+            raise _NotPlain
+        if math.isfinite(value) and 1e-4 <= abs(value) < 1e16:
+            return value
+        raise _NotPlain
+    if isinstance(value, dict):
+        out = {}
+        for name, member in value.items():
+            if not isinstance(name, str) or not name.isascii():
+                raise _NotPlain
+            out[name] = _plain_form(member)
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain_form(item) for item in value]
+    raise _NotPlain
 
 
 def _write(value: object, out: list[str]) -> None:

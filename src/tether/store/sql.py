@@ -27,6 +27,7 @@ password; neither does ``repr``.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -87,6 +88,7 @@ from tether.store.dialect import (
     serialize_bootstrap,
 )
 from tether.store.groupcommit import GroupCommit, Pending
+from tether.store.hotread import GrantWithTaskQuery
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import (
     CHAIN_FORMAT_KEY,
@@ -224,6 +226,8 @@ class SqlStore:
             self._record_decisions, wait_seconds=self._writer_wait, code=_STORE
         )
         self._read_options = read_options(engine)
+        # The hot read below SQLAlchemy's statement machinery, where the driver allows it.
+        self._hot_read = GrantWithTaskQuery(engine) if self._backend == "sqlite" else None
         self._engine: Engine | None = engine
         self._page_size = page_size
         self._format = ChainFormat.LEGACY
@@ -309,6 +313,8 @@ class SqlStore:
         return None if row is None else codec.task_from_row(row._mapping)
 
     def get_grant_with_task(self, grant_id: GrantId) -> tuple[Grant | None, Task | None]:
+        if self._hot_read is not None:
+            return self._read_hot(grant_id)
         # One read transaction for both: authorize needs them on every call.
         with self._read(_STORE, "read the grant") as conn:
             row = conn.execute(_SELECT_GRANT, {"b_id": grant_id}).first()
@@ -317,6 +323,33 @@ class SqlStore:
             grant = codec.grant_from_row(row._mapping)
             found = conn.execute(_SELECT_TASK, {"b_id": grant.task_id}).first()
         return grant, None if found is None else codec.task_from_row(found._mapping)
+
+    def _read_hot(self, grant_id: GrantId) -> tuple[Grant | None, Task | None]:
+        """The grant and its task in one statement on the driver (:mod:`tether.store.hotread`),
+        on SQLite: the read every authorize makes."""
+        query = self._hot_read
+        assert query is not None
+        engine = self._live(_STORE)
+        try:
+            raw = engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(query.sql, query.params(grant_id))
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+            finally:
+                raw.close()  # back to the pool
+        except sqlite3.Error as error:
+            raise Unavailable(
+                f"the store could not read the grant ({type(error).__name__}: {error}); check "
+                "that the database is reachable, writable and not locked by another process",
+                code=_STORE,
+            ) from None
+        except SQLAlchemyError as error:
+            raise _unavailable(_STORE, "read the grant", error) from error
+        return query.decode(row)
 
     def get_grant(self, grant_id: GrantId) -> Grant | None:
         with self._read(_STORE, "read the grant") as conn:

@@ -1,0 +1,58 @@
+"""The hot read (store/hotread.py) returns exactly what the SQLAlchemy path returns."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tether.core.audit import AuditKind
+from tether.core.budget import Budgets
+from tether.core.errors import Unavailable
+from tether.core.ids import GrantId
+from tether.store import SqlStore
+
+from .conftest import Make
+
+
+def _both(store: SqlStore, grant_id: GrantId) -> tuple[object, object]:
+    # SQLite reads through the driver; PostgreSQL keeps the Core path (compared with itself).
+    assert (store._hot_read is not None) is (store.backend == "sqlite")
+    hot = store.get_grant_with_task(grant_id)
+    saved, store._hot_read = store._hot_read, None  # the SQLAlchemy Core path
+    try:
+        core = store.get_grant_with_task(grant_id)
+    finally:
+        store._hot_read = saved
+    return hot, core
+
+
+def test_the_hot_read_decodes_every_column_as_the_core_path_does(
+    store: SqlStore, make: Make
+) -> None:
+    task, grant = make.task()
+    task = replace(
+        task,
+        budgets=Budgets.from_json(
+            {"records": 10, "by_classification": {"confidential": {"bytes": 5}}}
+        ),
+        label="confidential",
+        workflow_step="lookup",
+    )
+    grant = replace(grant, delegators=("spiffe://example.org/agents/root",))
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    hot, core = _both(store, grant.grant_id)
+    assert hot == core == (grant, task)
+
+
+def test_an_unknown_grant_is_none_on_both_paths(store: SqlStore) -> None:
+    hot, core = _both(store, GrantId("grt_" + "0" * 26))
+    assert hot == core == (None, None)
+
+
+def test_a_closed_store_is_unavailable_not_a_crash(store: SqlStore, make: Make) -> None:
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    store.close()
+    with pytest.raises(Unavailable):
+        store.get_grant_with_task(grant.grant_id)
