@@ -56,3 +56,20 @@ def test_a_closed_store_is_unavailable_not_a_crash(store: SqlStore, make: Make) 
     store.close()
     with pytest.raises(Unavailable):
         store.get_grant_with_task(grant.grant_id)
+
+
+def test_a_changed_row_is_never_answered_from_the_memo(store: SqlStore, make: Make) -> None:
+    from tether.core.task import GrantState, TaskState
+
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    before = store.get_grant_with_task(grant.grant_id)
+    assert before[0] is not None and before[0].state is GrantState.ACTIVE
+    assert store.get_grant_with_task(grant.grant_id) == before  # a repeat read: same values
+    ended = store.end_task(
+        task.task_id, TaskState.CLOSED, task.opened_at, make.entry(AuditKind.TASK_CLOSED)
+    )
+    assert ended is not None
+    after_grant, after_task = store.get_grant_with_task(grant.grant_id)
+    assert after_grant is not None and after_grant.state is GrantState.REVOKED
+    assert after_task is not None and after_task.state is TaskState.CLOSED

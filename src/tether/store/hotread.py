@@ -7,11 +7,14 @@ raw DBAPI cursor, and each column decoded by the same result processor SQLAlchem
 its type (timestamps from integer microseconds, JSON documents), so the values are those
 :meth:`SqlStore.get_grant_with_task` always returned. The store's contract suite runs it.
 
-One statement reads both rows from one snapshot, so no transaction is opened for it.
+One statement reads both rows from one snapshot, so no transaction is opened for it. Decoding
+is memoized on the raw row: the same bytes always decode to the same frozen values, and a row
+that changed (a grant revoked, a task's label raised) is different bytes, so never a stale hit.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +25,8 @@ from tether.store import codec
 from tether.store.schema import grants, tasks
 
 _Processor = Callable[[Any], Any] | None
+#: Raw rows remembered with their decoded grant and task (frozen values, safe to share).
+_MEMO = 1024
 
 _JOINED = (
     select(
@@ -47,12 +52,17 @@ class GrantWithTaskQuery:
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ]
 
+        self._decoded = functools.lru_cache(maxsize=_MEMO)(self._decode_row)
+
     def params(self, grant_id: str) -> Sequence[object] | dict[str, object]:
         return (grant_id,) if self._positional else {"b_id": grant_id}
 
     def decode(self, row: Sequence[Any] | None) -> tuple[Grant | None, Task | None]:
         if row is None:
             return None, None
+        return self._decoded(tuple(row))
+
+    def _decode_row(self, row: tuple[Any, ...]) -> tuple[Grant | None, Task | None]:
         values: dict[str, Any] = {}
         for name, decode, raw in zip(self._names, self._decode, row, strict=True):
             values[name] = decode(raw) if decode is not None and raw is not None else raw
