@@ -87,6 +87,7 @@ from tether.store.dialect import (
     reason,
     serialize_bootstrap,
 )
+from tether.store.driver import DriverStatement
 from tether.store.groupcommit import GroupCommit, Pending
 from tether.store.hotread import GrantWithTaskQuery
 from tether.store.migrate import SchemaState, SchemaUpgrade
@@ -228,6 +229,7 @@ class SqlStore:
         self._read_options = read_options(engine)
         # The hot read below SQLAlchemy's statement machinery, where the driver allows it.
         self._hot_read = GrantWithTaskQuery(engine) if self._backend == "sqlite" else None
+        self._driver_writes = _DriverWrites(engine) if self._backend == "sqlite" else None
         self._engine: Engine | None = engine
         self._page_size = page_size
         self._format = ChainFormat.LEGACY
@@ -539,7 +541,10 @@ class SqlStore:
             budgets_sql.reserve(tx.conn, decision.decision_id, write.budget)
         for moved in write.progress:
             budgets_sql.apply_progress(tx.conn, moved)
-        tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
+        if tx.driver is not None:
+            tx.driver.insert_decision.run(tx.conn, codec.decision_params(decision))
+        else:
+            tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
         record = tx.append(write.audit)
         if write.new_approval is not None:
             approval, approval_audit = write.new_approval
@@ -829,7 +834,7 @@ class SqlStore:
     @contextmanager
     def _write(self, code: ErrorCode, action: str) -> Iterator[_Writer]:
         with self._write_conn(code, action) as conn:
-            yield _Writer(conn, self._format)
+            yield _Writer(conn, self._format, self._driver_writes)
 
     def _bootstrap(self, migrate: bool) -> None:
         """Check the schema on open and, when ``migrate``, bring it to this tether's revision."""
@@ -873,6 +878,16 @@ class SqlStore:
             return migrate_schema.upgrade(conn)
 
 
+class _DriverWrites:
+    """The statements every write repeats, on the driver (:mod:`tether.store.driver`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.lock_head = DriverStatement(engine, _LOCK_HEAD, "lock the audit chain's head")
+        self.move_head = DriverStatement(engine, _MOVE_HEAD, "move the audit chain's head")
+        self.insert_audit = DriverStatement(engine, _INSERT_AUDIT, "append the audit record")
+        self.insert_decision = DriverStatement(engine, _INSERT_DECISION, "record the decision")
+
+
 @dataclass(frozen=True, slots=True)
 class _DecisionWrite:
     """Everything one decision writes, queued for a group commit."""
@@ -889,12 +904,26 @@ class _DecisionWrite:
 class _Writer:
     """One write transaction that holds the chain head and appends after it."""
 
-    def __init__(self, conn: Connection, format: ChainFormat) -> None:
+    def __init__(
+        self, conn: Connection, format: ChainFormat, driver: _DriverWrites | None = None
+    ) -> None:
         self.conn = conn
         self._format = format
+        self.driver = driver
         # Locked first, before any other row, on every write path (see the module docstring).
-        row = conn.execute(_LOCK_HEAD).one()
-        self._head = None if row.seq == 0 else ChainHead(int(row.seq), str(row.hash))
+        if driver is not None:
+            found = driver.lock_head.run(conn, {}).fetchone()
+            if found is None:
+                raise Unavailable(
+                    "the audit chain's head is missing, so nothing can be appended: the "
+                    "database was changed outside tether; run `tether audit verify`",
+                    code=_AUDIT,
+                )
+            seq, hash_ = found
+        else:
+            row = conn.execute(_LOCK_HEAD).one()
+            seq, hash_ = row.seq, row.hash
+        self._head = None if seq == 0 else ChainHead(int(seq), str(hash_))
 
     @property
     def head(self) -> ChainHead | None:
@@ -919,15 +948,17 @@ class _Writer:
             body=entry.body,
             format=self._format,
         )
-        self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
-        moved = self.conn.execute(
-            _MOVE_HEAD,
-            {
-                "b_old_seq": 0 if self._head is None else self._head.seq,
-                "b_new_seq": record.seq,
-                "b_new_hash": record.hash,
-            },
-        )
+        move = {
+            "b_old_seq": 0 if self._head is None else self._head.seq,
+            "b_new_seq": record.seq,
+            "b_new_hash": record.hash,
+        }
+        if self.driver is not None:
+            self.driver.insert_audit.run(self.conn, codec.audit_params(record))
+            moved = self.driver.move_head.run(self.conn, move)
+        else:
+            self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
+            moved = self.conn.execute(_MOVE_HEAD, move)
         if moved.rowcount != 1:
             raise Unavailable(
                 "the audit chain head moved during a write; nothing was written", code=_AUDIT
