@@ -127,3 +127,11 @@ def test_a_verdict_carries_its_credential_without_showing_it() -> None:
     assert "secret" not in repr(verdict) and "secret" not in repr(verdict.credential)
     plain = {"decision": "allow", "decision_id": "dec_y", "decided_at": "2026-11-28T12:00:00Z"}
     assert Verdict.from_json(plain).credential is None
+
+
+def test_the_adapters_call_mapping_is_importable_from_the_package() -> None:
+    # sdk/README.md maps framework tools with ``ToolCall``, imported from ``tether_sdk``.
+    from tether_sdk import ToolCall
+
+    mapped = ToolCall(action="read", tool="crm.query", dataset="crm")
+    assert (mapped.tool, mapped.action, mapped.dataset) == ("crm.query", "read", "crm")

@@ -12,6 +12,7 @@ Adapters: ``tether_sdk.openai_agents``, ``tether_sdk.langchain``, ``tether_sdk.l
 ``tether_sdk.mcp``. None of them is imported here, so the SDK stays light.
 """
 
+from tether_sdk._gate import ToolCall
 from tether_sdk._http import Retry
 from tether_sdk.aio import AsyncTaskSession, AsyncTetherClient
 from tether_sdk.client import TaskSession, TetherClient
@@ -91,6 +92,7 @@ __all__ = [
     "TaskSession",
     "TetherClient",
     "TetherError",
+    "ToolCall",
     "Unauthenticated",
     "Unavailable",
     "Verdict",
