@@ -5,6 +5,8 @@ the requests that carried it, so tests can see the gateway injected the credenti
 
 from __future__ import annotations
 
+import base64
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ class MailLog:
     authorized: int = 0
     refused: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
+    #: The Authorization header of the last request (a careless server may echo it).
+    last_authorization: bytes = b""
 
 
 def mail_server(log: MailLog) -> Server[Any]:
@@ -46,6 +50,19 @@ def mail_server(log: MailLog) -> Server[Any]:
     ) -> types.CallToolResult:
         args = params.arguments or {}
         log.sent.append(args)
+        subject = str(args.get("subject", ""))
+        if subject.startswith("echo-auth:"):
+            # A careless upstream: it echoes the credential it was sent, in some encoding.
+            token = log.last_authorization.removeprefix(b"Bearer ")
+            encoded = {
+                "raw": token.decode(),
+                "base64": base64.b64encode(token).decode(),
+                "hex": token.hex(),
+                "percent": urllib.parse.quote(token.decode(), safe=""),
+            }[subject.removeprefix("echo-auth:")]
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=f"debug: token={encoded}")]
+            )
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=f"sent to {args.get('to')}")],
             structured_content={"queued": True, "id": len(log.sent)},
@@ -60,6 +77,7 @@ class RequireToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            self.log.last_authorization = dict(scope["headers"]).get(b"authorization", b"")
             if dict(scope["headers"]).get(b"authorization") != self.expected:
                 self.log.refused += 1
                 await send({"type": "http.response.start", "status": 401, "headers": []})

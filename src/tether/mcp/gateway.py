@@ -31,6 +31,7 @@ from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
 from tether.core.errors import InvalidRequest, TetherError
 from tether.core.ids import DecisionId, IdFactory
+from tether.core.leaks import Leak
 from tether.core.scope import MAX_TOOL_NAME, is_valid_name
 from tether.core.secret import Secret
 from tether.core.task import Grant
@@ -59,6 +60,9 @@ from tether.service.ports import Clock, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
 
 log = get_logger("tether.mcp.gateway")
+
+#: Results up to this size are scanned for a leaked credential on the event loop.
+_SCAN_INLINE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,9 @@ class Gateway:
         measured = measure(result, mapping, args)
         if measured.bytes > self.config.max_result_bytes:
             return await self._too_large(caller, entry, verdict.decision_id, measured)
+        leaked = await self._leak_in(entry, result, measured.bytes)
+        if leaked is not None:
+            return await self._withheld(caller, entry, verdict.decision_id, measured, leaked)
         reported = await self._report(caller, verdict.decision_id, measured)
         if reported is not None:
             return reported  # INVARIANT: a result whose effect cannot be recorded is withheld
@@ -255,6 +262,48 @@ class Gateway:
             upstream=entry.upstream,
             result_bytes=size,
             limit_bytes=limit,
+            decision_id=decision_id,
+        )
+
+    async def _leak_in(
+        self, entry: CatalogTool, result: types.CallToolResult, size: int
+    ) -> Leak | None:
+        """Whether the result holds the credential tether injected for its upstream, in any
+        form an echo gives it (the whole result as the agent would get it: content, structured
+        content, metadata). Large results are scanned off the event loop."""
+        connection = self._connections[entry.upstream]
+        data = result.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
+        if size <= _SCAN_INLINE_BYTES:
+            return connection.leak_in(data)
+        return await anyio.to_thread.run_sync(connection.leak_in, data)
+
+    async def _withheld(
+        self,
+        caller: Caller,
+        entry: CatalogTool,
+        decision_id: DecisionId,
+        measured: Measured,
+        leak: Leak,
+    ) -> types.CallToolResult:
+        """The call ran but its result echoes the upstream's credential: none of it reaches the
+        agent (so it is counted as no bytes read), the effect is an error, and the audit log
+        says in which form the credential came back (never the credential)."""
+        failure = UpstreamFailure(
+            entry.upstream,
+            FailureKind.LEAKED_SECRET,
+            f"the result of {entry.exposed!r} held the credential tether injects for this "
+            f"upstream (as {leak.form}); it was withheld",
+        )
+        reported = await self._report(
+            caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
+        )
+        if reported is not None:
+            return reported
+        await self._upstream_failed(failure, entry.exposed, caller, decision_id)
+        return tool_error(
+            GatewayCode.UPSTREAM_LEAKED_SECRET,
+            failure.message,
+            upstream=entry.upstream,
             decision_id=decision_id,
         )
 

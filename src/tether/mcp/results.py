@@ -22,7 +22,7 @@ from typing import Any
 import mcp_types as types
 
 from tether.core.effect import EffectStatus
-from tether.core.errors import TetherError
+from tether.core.errors import ErrorCode, TetherError
 from tether.core.scope import JSONValue
 from tether.core.verdict import Decision, Verdict
 from tether.mcp.config import RecordCount, ToolMapping
@@ -39,6 +39,7 @@ class GatewayCode(StrEnum):
     TOOL_DESCRIPTOR_CHANGED = "tool_descriptor_changed"
     UPSTREAM_FAILED = "upstream_failed"
     UPSTREAM_RESULT_TOO_LARGE = "upstream_result_too_large"
+    UPSTREAM_LEAKED_SECRET = ErrorCode.UPSTREAM_LEAKED_SECRET.value
     TOOL_NOT_FOUND = "tool_not_found"
     INVALID_ARGUMENTS = "invalid_arguments"
     GRANT_MISSING = "grant_missing"

@@ -19,6 +19,8 @@ the gateway sends; the value comes from tether's secret store and never reaches 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
+from tether.core.leaks import Leak, LeakScanner
 from tether.core.secret import Secret
 from tether.logs import get_logger
 from tether.mcp.config import CredentialRef, HttpUpstream, StdioUpstream, Upstream
@@ -56,6 +59,7 @@ class FailureKind(StrEnum):
     MALFORMED = "malformed"  # an answer that is not valid MCP
     ERROR_RESPONSE = "error_response"  # a JSON-RPC error instead of a result
     TOO_LARGE = "too_large"  # a result over the gateway's max_result_bytes
+    LEAKED_SECRET = "leaked_secret"  # a result holding the credential the gateway injected
 
 
 class UpstreamFailure(Exception):
@@ -109,6 +113,9 @@ class UpstreamConnection:
         self._lock = anyio.Lock()
         #: Until when a start that timed out is not tried again.
         self._hung_until: datetime | None = None
+        #: The scanner for the injected credential, with the digest of the value it was built
+        #: for (rebuilt when the secret is rotated).
+        self._scanner: tuple[bytes, LeakScanner] | None = None
 
     @property
     def name(self) -> str:
@@ -211,6 +218,19 @@ class UpstreamConnection:
         raise self._fail(
             FailureKind.MALFORMED, f"tools/list did not end within {MAX_LIST_PAGES} pages"
         )
+
+    def leak_in(self, data: bytes) -> Leak | None:
+        """The form in which ``data`` holds the credential the gateway injects for this
+        upstream (raw, percent-encoded, JSON-escaped, base64, hex…), or ``None``; always
+        ``None`` for an upstream the gateway injects nothing into."""
+        config = self.config
+        if isinstance(config, StdioUpstream) or config.credential is None:
+            return None
+        value = self._secrets(config.credential.secret).reveal().encode("utf-8")
+        digest = hashlib.sha256(value).digest()
+        if self._scanner is None or not hmac.compare_digest(self._scanner[0], digest):
+            self._scanner = (digest, LeakScanner([value]))
+        return self._scanner[1].find(data)
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         live = await self._client()
