@@ -35,6 +35,7 @@ from tether.service.clock import ManualClock
 HERE = Path(__file__).resolve().parent
 UPSTREAM = str(HERE / "upstream_stdio.py")
 MAIL_TOKEN = "mail-secret-7f3c9a1e0b5d"  # the standing upstream credential the agent never sees
+CRM_KEY = "crm-api-key-5b2e8d7c1a94"  # the stdio CRM's credential, from the secret store
 
 CRM_QUERY = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
 CRM_UPDATE = {
@@ -60,6 +61,7 @@ def gateway_config(mail_url: str, *, crm_env: dict[str, str] | None = None) -> d
                 "command": sys.executable,
                 "args": [UPSTREAM, "crm"],
                 "env": crm_env or {},
+                "secret_env": {"CRM_API_KEY": "crm-key"},
                 "timeout_seconds": 20,
             },
             "payments": {"command": sys.executable, "args": [UPSTREAM, "payments"]},
@@ -160,6 +162,7 @@ def running_gateway(root: Path, clock: ManualClock) -> Iterator[Gw]:
     data_dir = root / "data"
     runtime = make_runtime(data_dir, clock)
     SecretStore(data_dir, environ={}).set("mail-token", Secret(MAIL_TOKEN))
+    SecretStore(data_dir, environ={}).set("crm-key", Secret(CRM_KEY))
     description = root / "description.txt"
     try:
         with serve_mail(MAIL_TOKEN) as (mail_url, mail_log):

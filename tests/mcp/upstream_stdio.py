@@ -91,6 +91,11 @@ async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
             os._exit(17)  # die mid-call, without answering
         if args.get("ticket") == "hang":
             await anyio.sleep(120)  # never answer in time
+        ticket = str(args.get("ticket", ""))
+        if ticket.startswith("env:"):  # a careless tool that prints its environment
+            return text(f"{ticket[4:]}={os.environ.get(ticket[4:], '')}")
+        if ticket.startswith("env-length:"):
+            return text(str(len(os.environ.get(ticket[11:], ""))))
         return text(f"updated {args.get('ticket')}")
     if name == "admin":
         return text("admin done")

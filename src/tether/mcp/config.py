@@ -4,7 +4,9 @@
       crm:                             # name: letters, digits, '_' or '-' (no dots)
         command: python                # a stdio server: command, args, env, cwd
         args: [crm_server.py]
-        env: {LOG_LEVEL: info}
+        env: {LOG_LEVEL: info}         #   plain settings only: never a credential
+        secret_env: {CRM_API_KEY: crm-key}  # credentials: env var <- name in tether's secret
+                                       #   store, read when the server is started
         timeout_seconds: 30            # per call (default 30)
       mail:
         url: https://mail.internal/mcp # a streamable HTTP server
@@ -73,6 +75,9 @@ class StdioUpstream:
     env: tuple[tuple[str, str], ...] = ()
     cwd: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    #: Environment variables set from tether's secret store when the server is started: (the
+    #: variable, the secret's name). Their values never appear in this file.
+    secret_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,8 @@ def _timeout(raw: dict[str, object], path: str) -> float:
     return float(value)
 
 
-_STDIO_KEYS: Final = frozenset({"command", "args", "env", "cwd", "timeout_seconds"})
+_STDIO_KEYS: Final = frozenset({"command", "args", "env", "secret_env", "cwd", "timeout_seconds"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds"})
 _CREDENTIAL_KEYS: Final = frozenset({"secret", "header", "scheme"})
 _TOOL_KEYS: Final = frozenset({"action", "dataset", "count_records", "recipients_arg"})
@@ -201,6 +207,17 @@ def _upstream(name: object, raw: object) -> Upstream:
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             raise _fail(f"{path}.env", "must be a mapping of strings to strings")
+        secret_env = body.get("secret_env", {})
+        if not isinstance(secret_env, dict):
+            raise _fail(f"{path}.secret_env", "must map environment variables to secret names")
+        for variable, secret in secret_env.items():
+            where = f"{path}.secret_env.{variable}"
+            if not isinstance(variable, str) or not _ENV_NAME.fullmatch(variable):
+                raise _fail(where, "is not an environment variable name")
+            if not isinstance(secret, str) or not is_valid_secret_name(secret):
+                raise _fail(where, "must name a secret in tether's secret store")
+            if variable in env:
+                raise _fail(where, "is set in env too; a credential belongs in secret_env only")
         cwd = body.get("cwd")
         return StdioUpstream(
             name,
@@ -209,6 +226,7 @@ def _upstream(name: object, raw: object) -> Upstream:
             tuple(sorted(env.items())),
             None if cwd is None else _string(cwd, f"{path}.cwd"),
             _timeout(body, path),
+            tuple(sorted(secret_env.items())),
         )
     if isinstance(raw, dict):
         _object(raw, path, _STDIO_KEYS | _HTTP_KEYS)

@@ -131,8 +131,13 @@ class UpstreamConnection:
         config = self.config
         timeout = config.timeout_seconds
         if isinstance(config, StdioUpstream):
+            # Credentials come from the secret store at spawn time, never from gateway.yaml.
+            env = dict(config.env)
+            env.update(
+                (variable, self._secrets(secret).reveal()) for variable, secret in config.secret_env
+            )
             params = StdioServerParameters(
-                command=config.command, args=list(config.args), env=dict(config.env), cwd=config.cwd
+                command=config.command, args=list(config.args), env=env, cwd=config.cwd
             )
             async with Client(params, read_timeout_seconds=timeout, cache=None) as client:
                 yield client
@@ -220,16 +225,20 @@ class UpstreamConnection:
         )
 
     def leak_in(self, data: bytes) -> Leak | None:
-        """The form in which ``data`` holds the credential the gateway injects for this
-        upstream (raw, percent-encoded, JSON-escaped, base64, hex…), or ``None``; always
-        ``None`` for an upstream the gateway injects nothing into."""
+        """The form in which ``data`` holds a credential the gateway gives this upstream (its
+        HTTP credential, or a stdio server's ``secret_env``) raw, percent-encoded, JSON-escaped,
+        base64, hex…, or ``None``; always ``None`` for an upstream given none."""
         config = self.config
-        if isinstance(config, StdioUpstream) or config.credential is None:
+        if isinstance(config, StdioUpstream):
+            names = [secret for _, secret in config.secret_env]
+        else:
+            names = [config.credential.secret] if config.credential is not None else []
+        if not names:
             return None
-        value = self._secrets(config.credential.secret).reveal().encode("utf-8")
-        digest = hashlib.sha256(value).digest()
+        values = [self._secrets(name).reveal().encode("utf-8") for name in names]
+        digest = hashlib.sha256(b"\0".join(values)).digest()
         if self._scanner is None or not hmac.compare_digest(self._scanner[0], digest):
-            self._scanner = (digest, LeakScanner([value]))
+            self._scanner = (digest, LeakScanner(values))
         return self._scanner[1].find(data)
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
