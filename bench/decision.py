@@ -5,7 +5,9 @@ For 50 and 1,000 policies this prints p50/p99 of:
   raw cedarpy (text)      cedarpy.is_authorized over the full policy text (parsed every call)
   raw cedarpy (parsed)    the same over a pre-parsed full PolicySet handle (the fastest raw use)
   pure decide             core/decide.py's decide(facts, policy answer): the whole decision
-                          given its facts and Cedar's answer (no Cedar, no store, no clock)
+                          given its facts and Cedar's answer (no Cedar, no store, no clock);
+                          also timed alone, in a loop of its own (warm caches), as is
+                          the whole authorize
   tether decide           the decision with indexed Cedar asked: policy engine + pure decide
   tether authorize        the whole service call: grant token verify, grant/task reads from
                           SQLite, scope, Cedar, and the audit write (no HTTP)
@@ -36,6 +38,7 @@ from tether.core.facts import CallFacts, TokenStatus
 from tether.core.identity import Workload
 from tether.core.scope import ActionKind, Scope
 from tether.core.task import Intent
+from tether.logs import configure_logging
 from tether.policy import CedarPolicyEngine
 from tether.runtime import RuntimeConfig, dev_issuer, open_runtime, packaged_policies
 from tether.service.clock import ManualClock
@@ -164,6 +167,11 @@ def run(count: int, iterations: int, workdir: Path) -> None:
         },
         iterations,
     )
+    # The pure decision and the whole authorize also in loops of their own: interleaved with a
+    # 1,000-policy cedarpy call each starts every round with cold caches, which is the
+    # neighbours' cost, not its own.
+    samples.update(measure({"pure decide (alone)": pure_decide}, iterations))
+    samples.update(measure({"tether authorize (alone)": tether_authorize}, iterations))
     runtime.close()
 
     medians = {name: statistics.median(s) for name, s in samples.items()}
@@ -181,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000)
     args = parser.parse_args()
+    # Decisions log one line each; written to this terminal it would be timed too.
+    configure_logging("warning", json=True)
     print(f"cedarpy {getattr(cedarpy, '__version__', '?')}, pid {os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         for count in (50, 1000):
