@@ -122,7 +122,10 @@ def start_barrier(role: str) -> None:
 def main(role: str) -> None:
     start_barrier(role)
     if role == "hang":
-        time.sleep(3600)  # started, but never answers initialize
+        # Started, but never answers initialize: read what the gateway sends until it closes
+        # the pipe (it gives up on this server), then exit.
+        while sys.stdin.buffer.read(65536):
+            pass
         return
     tools = crm_tools if role == "crm" else payments_tools
 

@@ -242,3 +242,33 @@ def test_a_file_that_is_not_utf8_fails_the_check(policy_dir: Path) -> None:
     assert code == 1
     code, out = run("validate", str(policy_dir / "bad.cedar"))
     assert code == 1 and "UTF-8" in out
+
+
+_GOOD = json.dumps(
+    {
+        "agent": ANALYST,
+        "call": {"tool": "crm.query", "action": "read", "dataset": "crm", "args": {"q": "c-1"}},
+    }
+)
+
+
+def test_explain_reads_a_good_request_document() -> None:
+    # The base the bad documents below differ from: alone, it is explained.
+    result = runner.invoke(app, ["policy", "explain", str(EXAMPLES), "--request", "-"], input=_GOOD)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _GOOD[:-3],
+        _GOOD.replace('"q": "c-1"', '"q": "c-1", "q": "c-2"'),  # which value would count?
+        _GOOD.replace("c-1", "\\ud800"),  # a lone surrogate
+        _GOOD.replace("c-1", "x" * (1024 * 1024)),  # over the 1 MiB a request may take
+    ],
+    ids=["malformed", "duplicate-key", "lone-surrogate", "oversized"],
+)
+def test_explain_refuses_a_bad_request_document(text: str) -> None:
+    result = runner.invoke(app, ["policy", "explain", str(EXAMPLES), "--request", "-"], input=text)
+    assert result.exit_code == 2, result.output
+    assert "--request -" in result.stderr

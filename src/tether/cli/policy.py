@@ -19,6 +19,7 @@ import typer
 
 from tether.cli.common import fail
 from tether.cli.exits import ExitCode
+from tether.core import strict_json
 from tether.core.errors import ConfigurationError
 from tether.policy import CedarPolicyEngine, format_policy_text
 
@@ -225,12 +226,24 @@ def _request_from_flags(
     return raw
 
 
+#: The largest --request document read (a request, not a log).
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
 def _read_request(source: str) -> dict[str, Any]:
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        raw = json.loads(text)
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
+        else:
+            with Path(source).open("rb") as handle:
+                data = handle.read(MAX_REQUEST_BYTES + 1)
     except OSError as exc:
         _usage(f"--request {source}: cannot be read ({exc.strerror})")
+    if len(data) > MAX_REQUEST_BYTES:
+        _usage(f"--request {source}: larger than {MAX_REQUEST_BYTES} bytes; send one request")
+    try:
+        # The same strict reader as the API: a repeated key or a lone surrogate is refused.
+        raw = strict_json.loads(data)
     except ValueError as exc:
         _usage(f"--request {source}: not JSON ({exc})")
     if not isinstance(raw, dict):
