@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tether.core.checkpoint import Checkpoint, Signer
 from tether.core.errors import ConfigurationError
-from tether.identity.keys import create_private_file, jwk_thumbprint, read_private_file
+from tether.identity.keys import create_private_file, jwk_thumbprint, load_private_key, private_pem
 
 KEY_FILE = Path("keys") / "audit-checkpoint.pem"
 """Where the key lives, relative to the data directory."""
@@ -100,23 +100,11 @@ class CheckpointKey:
         if path.exists():
             return cls.load(path)
         key = cls(ed25519.Ed25519PrivateKey.generate())
-        pem = key._private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return key if create_private_file(path, pem) else cls.load(path)
+        return key if create_private_file(path, private_pem(key._private)) else cls.load(path)
 
     @classmethod
     def load(cls, path: Path) -> CheckpointKey:
-        pem = read_private_file(path, "audit checkpoint key")
-        try:
-            private = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            # Never echo the file's bytes: they are (or resemble) a private key.
-            raise ConfigurationError(
-                f"audit checkpoint key {path} is not an unencrypted PEM private key"
-            ) from exc
+        private = load_private_key(path, "audit checkpoint key")
         if not isinstance(private, ed25519.Ed25519PrivateKey):
             raise ConfigurationError(f"audit checkpoint key {path} must be an Ed25519 key")
         return cls(private)

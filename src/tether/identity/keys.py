@@ -28,6 +28,7 @@ import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from jwt.exceptions import PyJWKError, PyJWTError
 
 from tether.core.errors import ConfigurationError
@@ -101,6 +102,26 @@ def read_private_file(path: Path, what: str) -> bytes:
     return data
 
 
+def load_private_key(path: Path, what: str) -> PrivateKeyTypes:
+    """The unencrypted PEM private key in ``path`` (readable by its owner only), whatever its
+    type; ``ConfigurationError`` naming ``what`` otherwise, never echoing the file's bytes."""
+    pem = read_private_file(path, what)
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # Never echo the file's bytes: they are (or resemble) a private key.
+        raise ConfigurationError(f"{what} {path} is not an unencrypted PEM private key") from exc
+
+
+def private_pem(key: PrivateKeyTypes) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM, for a file only its owner reads."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 class SigningKey:
     """tether's EC P-256 signing key (ES256). The private key never appears in a repr or pickle."""
 
@@ -138,25 +159,13 @@ class SigningKey:
         if target.exists():
             return cls._load(target)
         key = cls.generate()
-        pem = key._private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        if not create_private_file(target, pem):
+        if not create_private_file(target, private_pem(key._private)):
             return cls._load(target)
         return key
 
     @classmethod
     def _load(cls, path: Path) -> SigningKey:
-        pem = read_private_file(path, "signing key")
-        try:
-            private = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            # Never echo the file's bytes: they are (or resemble) a private key.
-            raise ConfigurationError(
-                f"signing key {path} is not an unencrypted PEM private key"
-            ) from exc
+        private = load_private_key(path, "signing key")
         if not isinstance(private, ec.EllipticCurvePrivateKey):
             raise ConfigurationError(f"signing key {path} must be an EC P-256 key")
         return cls(private)

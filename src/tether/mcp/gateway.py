@@ -32,7 +32,7 @@ from tether.core.effect import EffectStatus
 from tether.core.errors import InvalidRequest, TetherError
 from tether.core.ids import DecisionId, IdFactory
 from tether.core.leaks import Leak
-from tether.core.scope import MAX_TOOL_NAME, is_valid_name
+from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.core.secret import Secret
 from tether.core.task import Grant
 from tether.core.verdict import Decision, Verdict
@@ -241,8 +241,7 @@ class Gateway:
     async def _too_large(
         self, caller: Caller, entry: CatalogTool, decision_id: DecisionId, measured: Measured
     ) -> types.CallToolResult:
-        """The call ran but its result is over the cap: none of it reaches the agent (so it is
-        counted as no bytes read), the effect is an error, and the audit log says how large."""
+        """The call ran but its result is over the cap; the audit log says how large."""
         limit, size = self.config.max_result_bytes, measured.bytes
         failure = UpstreamFailure(
             entry.upstream,
@@ -250,19 +249,16 @@ class Gateway:
             f"the result of {entry.exposed!r} is {size} bytes, over the gateway's limit of "
             f"{limit} bytes (limits.max_result_bytes)",
         )
-        reported = await self._report(
-            caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
-        )
-        if reported is not None:
-            return reported
-        await self._upstream_failed(failure, entry.exposed, caller, decision_id)
-        return tool_error(
+        return await self._withhold(
+            caller,
+            entry,
+            decision_id,
+            measured,
+            failure,
             GatewayCode.UPSTREAM_RESULT_TOO_LARGE,
             f"{failure.message}; ask for less (a narrower query, a page) and call again",
-            upstream=entry.upstream,
             result_bytes=size,
             limit_bytes=limit,
-            decision_id=decision_id,
         )
 
     async def _leak_in(
@@ -285,27 +281,44 @@ class Gateway:
         measured: Measured,
         leak: Leak,
     ) -> types.CallToolResult:
-        """The call ran but its result echoes the upstream's credential: none of it reaches the
-        agent (so it is counted as no bytes read), the effect is an error, and the audit log
-        says in which form the credential came back (never the credential)."""
+        """The call ran but its result echoes a credential of its upstream; the audit log
+        says in which form it came back (never the credential)."""
         failure = UpstreamFailure(
             entry.upstream,
             FailureKind.LEAKED_SECRET,
             f"the result of {entry.exposed!r} held the credential tether injects for this "
             f"upstream (as {leak.form}); it was withheld",
         )
+        return await self._withhold(
+            caller,
+            entry,
+            decision_id,
+            measured,
+            failure,
+            GatewayCode.UPSTREAM_LEAKED_SECRET,
+            failure.message,
+        )
+
+    async def _withhold(
+        self,
+        caller: Caller,
+        entry: CatalogTool,
+        decision_id: DecisionId,
+        measured: Measured,
+        failure: UpstreamFailure,
+        code: GatewayCode,
+        message: str,
+        **extra: JSONValue,
+    ) -> types.CallToolResult:
+        """An allowed call ran, but none of its result may reach the agent: its effect is an
+        error with no bytes read, the audit log says why, and the agent gets ``code``."""
         reported = await self._report(
             caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
         )
         if reported is not None:
             return reported
         await self._upstream_failed(failure, entry.exposed, caller, decision_id)
-        return tool_error(
-            GatewayCode.UPSTREAM_LEAKED_SECRET,
-            failure.message,
-            upstream=entry.upstream,
-            decision_id=decision_id,
-        )
+        return tool_error(code, message, upstream=entry.upstream, **extra, decision_id=decision_id)
 
     async def _failed(
         self, caller: Caller, name: str, decision_id: DecisionId, failure: UpstreamFailure | None

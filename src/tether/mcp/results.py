@@ -46,13 +46,9 @@ class GatewayCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
 
 
-def tool_error(
-    code: str, message: str, *, verdict: Verdict | None = None, **extra: JSONValue
-) -> types.CallToolResult:
+def tool_error(code: str, message: str, **extra: JSONValue) -> types.CallToolResult:
     code = str(code)
     meta: dict[str, Any] = {META_ERROR: {"code": code, "message": message, **extra}}
-    if verdict is not None:
-        meta[META_VERDICT] = verdict.to_json()
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"{code}: {message}")],
         is_error=True,
