@@ -108,9 +108,12 @@ def test_a_parents_later_reads_bind_an_existing_delegate(
     assert laundered["decision"] == "deny" and codes(laundered) == ["egress_blocked"]
 
 
-def test_a_non_repeatable_step_is_taken_once_by_the_whole_chain(
-    analyst: Agent, client: httpx.Client, runtime: Runtime, clock: ManualClock
-) -> None:
+LOOKUP = {"tool": "crm.query", "action": "read", "dataset": "crm"}
+REFUND = {**SPEND, "args": {"amount": 20}}
+
+
+def refund_task(analyst: Agent) -> dict[str, str]:
+    """A task of the refund workflow (lookup, then one refund), with the scopes both need."""
     crm = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
     response = analyst.client.post(
         "/v1/tasks",
@@ -118,17 +121,21 @@ def test_a_non_repeatable_step_is_taken_once_by_the_whole_chain(
         headers=analyst.headers,
     )
     assert response.status_code == 201, response.text
-    task = dict(response.json())
-    lookup = {"tool": "crm.query", "action": "read", "dataset": "crm"}
-    refund = {**SPEND, "args": {"amount": 20}}
-    assert analyst.authorize(task["grant"], **lookup).json()["decision"] == "allow"
-    assert analyst.authorize(task["grant"], **refund).json()["decision"] == "allow"
-    again = analyst.authorize(task["grant"], **refund).json()
+    return dict(response.json())
+
+
+def test_a_non_repeatable_step_is_taken_once_by_the_whole_chain(
+    analyst: Agent, client: httpx.Client, runtime: Runtime, clock: ManualClock
+) -> None:
+    task = refund_task(analyst)
+    assert analyst.authorize(task["grant"], **LOOKUP).json()["decision"] == "allow"
+    assert analyst.authorize(task["grant"], **REFUND).json()["decision"] == "allow"
+    again = analyst.authorize(task["grant"], **REFUND).json()
     assert again["decision"] == "deny" and codes(again) == ["workflow_out_of_order"]
     for name in ("helper", "notifier"):
         child = delegate(client, analyst, task, name, [PAY])
         delegate_agent = Agent(client, mint(runtime, name, clock))
-        repeat = delegate_agent.authorize(child["grant"], **refund).json()
+        repeat = delegate_agent.authorize(child["grant"], **REFUND).json()
         assert repeat["decision"] == "deny", (name, repeat)
         assert codes(repeat) == ["workflow_out_of_order"]
 
@@ -136,20 +143,12 @@ def test_a_non_repeatable_step_is_taken_once_by_the_whole_chain(
 def test_a_delegates_step_moves_the_root(
     analyst: Agent, client: httpx.Client, runtime: Runtime, clock: ManualClock
 ) -> None:
-    crm = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
-    response = analyst.client.post(
-        "/v1/tasks",
-        json={"intent": {**INTENT, "workflow": "refund"}, "scopes": [crm, PAY]},
-        headers=analyst.headers,
-    )
-    task = dict(response.json())
-    lookup = {"tool": "crm.query", "action": "read", "dataset": "crm"}
-    refund = {**SPEND, "args": {"amount": 20}}
-    assert analyst.authorize(task["grant"], **lookup).json()["decision"] == "allow"
+    task = refund_task(analyst)
+    assert analyst.authorize(task["grant"], **LOOKUP).json()["decision"] == "allow"
     child = delegate(client, analyst, task, "helper", [PAY])
     helper = Agent(client, mint(runtime, "helper", clock))
-    assert helper.authorize(child["grant"], **refund).json()["decision"] == "allow"
-    parent_again = analyst.authorize(task["grant"], **refund).json()
+    assert helper.authorize(child["grant"], **REFUND).json()["decision"] == "allow"
+    parent_again = analyst.authorize(task["grant"], **REFUND).json()
     assert parent_again["decision"] == "deny" and codes(parent_again) == ["workflow_out_of_order"]
 
 

@@ -328,7 +328,6 @@ def _with_policy(
         ),
         observed=outcome.observed,
         step=screened.step,
-        classification=facts.classification,
     )
     if outcome.decision is Decision.DENY:
         return base
@@ -396,7 +395,6 @@ def _breakglass(facts: CallFacts, decided: Decided, active: BreakGlass | None) -
         overridden=(decided.decision, decided.reasons),
         observed=decided.observed,
         step=decided.step,
-        classification=decided.classification,
     )
 
 

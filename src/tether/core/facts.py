@@ -159,9 +159,8 @@ class Decided:
     overridden: tuple[Decision, tuple[Reason, ...]] | None = None
     #: Observe-mode policies that would have changed the policy decision: audited only.
     observed: tuple[ObservedVerdict, ...] = ()
-    #: The workflow step the call takes and its dataset's classification.
+    #: The workflow step the call takes.
     step: str | None = None
-    classification: Classification | None = None
     #: The approval this call uses up (an approved retry), or the pending one it names.
     use_approval: ApprovalId | None = None
     approval_ref: str | None = None
