@@ -12,6 +12,7 @@ import httpx
 from playwright.sync_api import Dialog, Page
 
 from support import INTENT, Agent
+from tether.api.ui_pages import login_page, message_page
 from tether.runtime import Runtime
 from ui.pages import CALL, PAY, sign_in
 
@@ -93,4 +94,22 @@ def test_every_agent_and_approver_field_is_shown_literally(
     page.wait_for_url(f"**/ui/approvals/{approval_id}")
     assert vote in page.locator("#votes-h + table").inner_text()
     assert page.locator("h1 .badge").get_attribute("data-state") == "denied"
+    _nothing_ran(page, dialogs)
+
+
+def test_the_sign_in_and_message_pages_show_their_text_literally(page: Page) -> None:
+    # Their texts are tether's own today; rendered here with hostile ones in every parameter,
+    # straight into the browser (no server, so no CSP to hide a failure to escape).
+    dialogs = _watch(page)
+    page.set_content(login_page(_hostile("csrf"), _hostile("error")))
+    assert page.locator("[role=alert]").inner_text() == _hostile("error")
+    assert page.locator("input[name=csrf]").get_attribute("value") == _hostile("csrf")
+    _nothing_ran(page, dialogs)
+
+    title, message, code = _hostile("title"), _hostile("message"), _hostile("code")
+    page.set_content(message_page(title, message, code=code, link=_hostile("/ui/approvals?")))
+    assert page.title() == f"{title} · tether"
+    assert page.locator("h1").inner_text() == title
+    assert page.locator("[role=alert]").inner_text() == f"{code}: {message}"
+    assert page.locator("main a").get_attribute("href") == _hostile("/ui/approvals?")
     _nothing_ran(page, dialogs)
