@@ -26,6 +26,7 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.cli.exits import ExitCode
+from tether.cli.output import print_json
 from tether.core.audit import AuditKind, AuditRecord
 from tether.core.checkpoint import (
     Checkpoint,
@@ -175,7 +176,7 @@ def consistency(
                 fail(
                     f"name two stored checkpoints by size (stored: {sizes or 'none'})",
                     "not_found",
-                    4,
+                    ExitCode.NOT_FOUND,
                 )
             if old > new:
                 fail("--older must not be larger than --newer", "usage")
@@ -193,6 +194,13 @@ def verify_proof(
     ],
     public_key_file: PublicKeyFile = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the result as one JSON document (ok, type, and statement or problem).",
+        ),
+    ] = False,
 ) -> None:
     """Check an inclusion or consistency proof offline, with the public key alone."""
     with tether_errors():
@@ -211,9 +219,15 @@ def verify_proof(
         if not isinstance(document, dict):
             fail(f"{file} is not a JSON object", "malformed_proof", ExitCode.CHECK_FAILED)
         problem = verify_inclusion_document(document, key.verifies)
+        if as_json:
+            result = {"ok": problem is None, "type": document.get("type")}
+            print_json(
+                result | ({"problem": problem} if problem else {"statement": _describe(document)})
+            )
         if problem is not None:
             fail(f"proof does not hold: {problem}", "proof_invalid", ExitCode.CHECK_FAILED)
-        console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
+        if not as_json:
+            console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
 
 
 def _describe(document: dict[str, object]) -> str:
@@ -237,5 +251,6 @@ def public_key(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             fail(
                 f"no audit checkpoint key in {data_dir}/keys: `tether serve` creates it on start",
                 "public_key_missing",
+                ExitCode.NOT_FOUND,
             )
         sys.stdout.write(key.pem())
