@@ -81,6 +81,23 @@ def test_a_path_that_does_not_exist_is_4(tmp_path: Path) -> None:
         assert "nowhere" in result.output
 
 
+def test_a_data_directory_with_no_store_is_4_and_stays_empty(tmp_path: Path) -> None:
+    """A mistyped --data-dir must not become a new empty store the command reads, or revokes an
+    agent in, reporting success."""
+    typo = tmp_path / "dta"
+    for args in (
+        ["agents", "revoke", "spiffe://tether.local/agent/analyst", "-r", "incident"],
+        ["agents", "list"],
+        ["leases", "list"],
+        ["audit", "tail"],
+        ["db", "current"],
+    ):
+        result = runner.invoke(app, [*args, "-d", str(typo)])
+        assert result.exit_code == ExitCode.NOT_FOUND, (args, result.output)
+        assert "store_not_found" in result.output
+    assert not typo.exists()
+
+
 def test_not_found_is_4_locally_and_from_a_server(
     runtime: Runtime, base_url: str, tmp_path: Path
 ) -> None:

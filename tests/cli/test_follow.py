@@ -34,7 +34,7 @@ class Follower:
     """``tether audit tail --follow --json`` in its own process, its lines on a queue."""
 
     def __init__(self, args: list[str], home: Path, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "tether", "audit", "tail", "--follow", "--json"]
+        command = [sys.executable, "-m", "tether", "audit", "tail", "--follow"]
         self.process = subprocess.Popen(
             [*command, "--interval", "0.05", *args],
             stdout=subprocess.PIPE,
@@ -55,8 +55,12 @@ class Follower:
             return  # the test closed the pipe (a reader that went away)
 
     def records(self, count: int) -> list[dict[str, object]]:
-        """The next ``count`` records it prints (waiting for each)."""
-        return [json.loads(self.lines.get(timeout=PATIENCE)) for _ in range(count)]
+        """The next ``count`` records it prints with ``--json`` (waiting for each)."""
+        return [json.loads(line) for line in self.next(count)]
+
+    def next(self, count: int) -> list[str]:
+        """The next ``count`` lines it prints (waiting for each)."""
+        return [self.lines.get(timeout=PATIENCE) for _ in range(count)]
 
     def stop(self, signum: int) -> tuple[int, str]:
         """Send ``signum``; its exit status and what it wrote on stderr."""
@@ -99,7 +103,7 @@ def test_follow_prints_records_as_a_server_commits_them(
     analyst: Agent, runtime: Runtime, follow: Callable[..., Follower], signum: int
 ) -> None:
     _populate(analyst)
-    follower = follow(["-n", "2", "-d", str(runtime.config.data_dir)])
+    follower = follow(["--json", "-n", "2", "-d", str(runtime.config.data_dir)])
     assert [r["seq"] for r in follower.records(2)] == [2, 3]  # the newest two, then it follows
     _populate(analyst)  # written while it follows
     written = follower.records(3)
@@ -114,11 +118,30 @@ def test_follow_prints_records_as_a_server_commits_them(
     assert follower.lines.empty()  # nothing printed twice
 
 
-def test_follow_ends_quietly_when_its_reader_goes_away(
+def test_follow_in_a_pipe_prints_a_header_then_tab_separated_rows(
     analyst: Agent, runtime: Runtime, follow: Callable[..., Follower]
 ) -> None:
     _populate(analyst)
     follower = follow(["-n", "1", "-d", str(runtime.config.data_dir)])
+    header, first = (line.rstrip("\n").split("\t") for line in follower.next(2))
+    assert header == ["seq", "at", "kind", "agent", "what"]  # as `audit tail` prints it
+    assert first[0] == "3" and first[2] == "task_closed"
+    _populate(analyst)
+    rows = [line.rstrip("\n").split("\t") for line in follower.next(3)]
+    assert [(row[0], row[2], row[3]) for row in rows] == [
+        ("4", "task_opened", ANALYST),
+        ("5", "decision", ANALYST),
+        ("6", "task_closed", ANALYST),
+    ]
+    assert "read crm.query → allow" in rows[1][4]
+    assert follower.stop(signal.SIGINT) == (0, "")
+
+
+def test_follow_ends_quietly_when_its_reader_goes_away(
+    analyst: Agent, runtime: Runtime, follow: Callable[..., Follower]
+) -> None:
+    _populate(analyst)
+    follower = follow(["--json", "-n", "1", "-d", str(runtime.config.data_dir)])
     assert [r["seq"] for r in follower.records(1)] == [3]
     reader = follower.process.stdout
     assert reader is not None
@@ -143,7 +166,7 @@ def test_follow_reads_a_postgresql_store(
             analyst = agents.on[0]
             task = open_task(analyst, [CRM])
             # The URL in the environment, as operators pass it (a command line is visible).
-            follower = follow(["-n", "5"], env={"TETHER_DATABASE_URL": store_url})
+            follower = follow(["--json", "-n", "5"], env={"TETHER_DATABASE_URL": store_url})
             assert [r["kind"] for r in follower.records(1)] == ["task_opened"]
             assert analyst.authorize(task["grant"], **READ).json()["decision"] == "allow"
             assert analyst.close(task["task_id"]).status_code == 200

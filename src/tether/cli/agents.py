@@ -14,12 +14,12 @@ from tether.cli.common import (
     DataDir,
     StoreUrl,
     console,
-    store_url_of,
+    open_existing_store,
     tether_errors,
 )
 from tether.cli.output import AsJson, Column, instant, print_json, print_table
 from tether.core.ids import IdFactory
-from tether.runtime import audit_mac, open_store
+from tether.runtime import audit_mac
 from tether.service.agents import AgentService
 from tether.service.clock import SystemClock
 from tether.service.recording import Recorder
@@ -29,7 +29,7 @@ app = typer.Typer(help="Revoke an agent everywhere at once (the kill switch), or
 
 
 def _service(path: Path, store_url: str | None) -> tuple[AgentService, SqlStore]:
-    store = open_store(path, store_url_of(store_url))
+    store, _ = open_existing_store(path, store_url)
     key_file = path / "keys" / "audit-hmac.key"
     key = key_file.read_bytes() if key_file.exists() else os.urandom(32)
     recorder = Recorder(IdFactory(os.urandom), audit_mac(key), frozenset())

@@ -178,7 +178,7 @@ def show_approval(
     for vote in item["votes"]:
         verb = "approved" if vote["approve"] else "denied"
         console.print(
-            f"  {vote['approver']} {verb} at {vote['at'][:19]}: {vote['reason']}", markup=False
+            f"  {vote['approver']} {verb} at {instant(vote['at'])}: {vote['reason']}", markup=False
         )
 
 

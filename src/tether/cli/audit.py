@@ -28,7 +28,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from tether.cli.audit_proofs import (
     PublicKeyFile,
     consistency,
-    open_audit_store,
     prove,
     public_key,
     public_key_of,
@@ -41,6 +40,7 @@ from tether.cli.common import (
     StoreUrl,
     console,
     fail,
+    open_existing_store,
     store_url_of,
     tether_errors,
 )
@@ -59,7 +59,7 @@ app = typer.Typer(help="Export, verify and read the audit log.")
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
-_open = open_audit_store
+_open = open_existing_store
 
 
 @app.command("export")

@@ -22,7 +22,7 @@ from tether.cli.common import (
     StoreUrl,
     console,
     fail,
-    store_url_of,
+    open_existing_store,
     tether_errors,
 )
 from tether.cli.exits import ExitCode
@@ -36,7 +36,6 @@ from tether.core.checkpoint import (
 )
 from tether.core.merkle import consistency_proof, inclusion_proof, leaf_hash, tree_hash
 from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
-from tether.runtime import open_store
 from tether.store import SqlStore
 from tether.store.checkpoints import SqlCheckpointStore
 
@@ -52,22 +51,6 @@ PublicKeyFile = Annotated[
         dir_okay=False,
     ),
 ]
-
-
-def open_audit_store(data_dir: Path, store_url: str | None) -> tuple[SqlStore, str]:
-    """The store to read, and its name in messages: never the URL, which may hold a password."""
-    url = store_url_of(store_url)
-    if url is None:
-        if not (data_dir / "tether.db").exists():
-            fail(
-                f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` "
-                "used",
-                "store_not_found",
-                ExitCode.NOT_FOUND,
-            )
-        return open_store(data_dir), str(data_dir)
-    store = open_store(data_dir, url)
-    return store, f"{store.backend} store"
 
 
 def public_key_of(data_dir: Path, file: Path | None) -> CheckpointPublicKey | None:
@@ -119,7 +102,7 @@ def prove(
     if (decision_id is None) == (seq is None):
         fail("name a decision id or --seq N (one of the two)", "usage")
     with tether_errors():
-        store, _ = open_audit_store(data_dir, store_url)
+        store, _ = open_existing_store(data_dir, store_url)
         try:
             record = _find(store, decision_id, seq)
             checkpoints = SqlCheckpointStore(store).all()
@@ -166,7 +149,7 @@ def consistency(
     """Print (JSON) the proof that one stored checkpoint's log extends an older one's: the log
     only grew in between."""
     with tether_errors():
-        store, _ = open_audit_store(data_dir, store_url)
+        store, _ = open_existing_store(data_dir, store_url)
         try:
             checkpoints = {c.size: c for c in SqlCheckpointStore(store).all()}
             sizes = sorted(checkpoints)

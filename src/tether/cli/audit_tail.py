@@ -21,8 +21,13 @@ from typing import Annotated
 
 import typer
 
-from tether.cli.audit_proofs import open_audit_store
-from tether.cli.common import DEFAULT_DATA_DIR, DataDir, StoreUrl, tether_errors
+from tether.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    StoreUrl,
+    open_existing_store,
+    tether_errors,
+)
 from tether.cli.output import Column, instant, print_json_line, print_rows, print_table
 from tether.core.audit import AuditRecord
 from tether.store import SqlStore
@@ -46,7 +51,7 @@ def _summary(record: AuditRecord) -> str:
     # Everything else: the ids and facts that say what happened, in a stable order.
     keys = ("approval_id", "breakglass_id", "tool", "upstream", "state", "approver", "reason")
     shown = [f"{k}={body[k]}" for k in keys if isinstance(body.get(k), str | int | bool)]
-    return " ".join(shown)[:160]
+    return " ".join(shown)  # whole: a reason is never cut (a terminal's table folds it)
 
 
 def tail(
@@ -72,11 +77,13 @@ def tail(
 ) -> None:
     """Show the most recent records; with --follow, then every new one as it is committed."""
     with tether_errors():
-        store, _ = open_audit_store(data_dir, store_url)
+        store, _ = open_existing_store(data_dir, store_url)
         try:
             with _stopped_by_sigterm():
                 head = store.chain_head()
                 after = max(0, (head.seq if head else 0) - lines)
+                if follow and not as_json:  # the header once, as `audit tail` prints it
+                    print_rows([[column.header for column in _TAIL_COLUMNS]])
                 after = _print_records(store, after, as_json, table=not follow)
                 while follow:
                     time.sleep(interval)

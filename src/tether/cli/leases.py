@@ -17,7 +17,7 @@ from tether.cli.common import (
     PolicyDir,
     StoreUrl,
     console,
-    store_url_of,
+    open_existing_store,
     tether_errors,
 )
 from tether.cli.output import AsJson, Column, instant, print_json, print_table
@@ -31,7 +31,6 @@ from tether.runtime import (
     RuntimeConfig,
     audit_mac,
     lease_issuer_name,
-    open_store,
     packaged_policies,
 )
 from tether.service.clock import SystemClock
@@ -47,7 +46,7 @@ def _service(
     data_dir: Path, policies: Path | None, store_url: str | None
 ) -> Iterator[LeaseService]:
     config = RuntimeConfig(data_dir=data_dir, policy_dir=policies or packaged_policies())
-    store = open_store(data_dir, store_url_of(store_url))
+    store, _ = open_existing_store(data_dir, store_url)
     try:
         key_file = data_dir / "keys" / "audit-hmac.key"
         key = key_file.read_bytes() if key_file.exists() else os.urandom(32)

@@ -130,7 +130,7 @@ def test(
 ) -> None:
     """Run YAML policy test cases (request → expected decision). Exit 0 when all pass, 1 when
     a case fails or a case file is bad (each bad case is reported at file:line and the others
-    still run), 2 on a usage error."""
+    still run), 2 on a usage error, 4 when a path named does not exist."""
     from tether.policy.junit import junit_xml
     from tether.policy.testing import report_json, run_policy_suite
 
