@@ -56,7 +56,10 @@ def _summary(record: AuditRecord) -> str:
 
 def tail(
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10000)] = 20,
+    lines: Annotated[
+        int,
+        typer.Option("--lines", "-n", min=1, max=10000, help="How many of the newest to show."),
+    ] = 20,
     store_url: StoreUrl = None,
     follow: Annotated[
         bool,
