@@ -42,7 +42,7 @@ def test_the_stdio_gateway_serves_its_agent(tmp_path: Path) -> None:
         config = write_config(tmp_path / "gateway.yaml", CONFIG)
         params = StdioServerParameters(
             command=sys.executable,
-            args=["-m", "tether", "mcp-gateway", "-t", "stdio", "-c", str(config), "-d", str(data)],
+            args=["-m", "tether", "mcp-gateway", "-t", "stdio", "-g", str(config), "-d", str(data)],
             env={"TETHER_SVID": keys.svid, "TETHER_GRANT": keys.grant},
         )
 
@@ -73,7 +73,7 @@ def test_the_stdio_gateway_refuses_to_start_without_a_valid_identity(tmp_path: P
     finally:
         runtime.close()
     config = write_config(tmp_path / "gateway.yaml", CONFIG)
-    args = ["mcp-gateway", "-t", "stdio", "-c", str(config), "-d", str(data)]
+    args = ["mcp-gateway", "-t", "stdio", "-g", str(config), "-d", str(data)]
     runner = CliRunner()
     cases = [
         (
