@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-import annotated_types
 import typer
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.fields import FieldInfo
@@ -312,11 +311,11 @@ def option(key: str, *flags: str, **kwargs: Any) -> Any:
     """The ``typer.Option`` of the key ``key``: its environment variable, its help, and its
     bounds as ``min``/``max``. A command's parameter maps to its key through the variable."""
     spec = KEYS[key]
-    for meta in spec.field.metadata:
-        if isinstance(meta, annotated_types.Ge):
-            kwargs.setdefault("min", meta.ge)
-        elif isinstance(meta, annotated_types.Le):
-            kwargs.setdefault("max", meta.le)
+    for meta in spec.field.metadata:  # pydantic keeps Field(ge=, le=) as annotated_types.Ge, Le
+        if (ge := getattr(meta, "ge", None)) is not None:
+            kwargs.setdefault("min", ge)
+        if (le := getattr(meta, "le", None)) is not None:
+            kwargs.setdefault("max", le)
     return typer.Option(*flags, envvar=spec.env, help=spec.help, **kwargs)
 
 
