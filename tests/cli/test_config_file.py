@@ -176,6 +176,7 @@ def test_a_bad_file_stops_the_command_with_every_problem_at_its_line(tmp_path: P
         ("- a\n- b\n", "1:1: expected a mapping of settings"),
         ("serve:\n  port: 99999\n", "2:9: serve.port: Input should be less than or equal to 65535"),
         ("log: {level: loud}\n", "1:14: log.level: Input should be 'debug', 'info'"),
+        ("proxy: [8472]\n", "1:8: proxy: expected a mapping of keys"),
     ],
 )
 def test_each_kind_of_bad_file_is_a_usage_error_at_its_place(

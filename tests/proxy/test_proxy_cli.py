@@ -110,6 +110,18 @@ def test_proxy_refuses_to_start_on_a_bad_config_or_a_missing_secret(tmp_path: Pa
     assert "tether secrets set legacy-key" in flat(missing.output)
 
 
+def test_proxy_reads_its_file_and_data_dir_from_tether_yaml(tmp_path: Path) -> None:
+    _config(tmp_path, secret={"name": "legacy-key"})
+    (tmp_path / "tether.yaml").write_text("data_dir: data\nproxy: {proxy_config: proxy.yaml}\n")
+    args = ["proxy", "--config", str(tmp_path / "tether.yaml")]
+    missing = CliRunner().invoke(proxy_app(), args)
+    assert missing.exit_code == 2  # it read proxy.yaml, which needs a secret not yet stored
+    assert "tether secrets set legacy-key" in flat(missing.output)
+    assert (tmp_path / "data" / "tether.db").exists()  # the data directory beside the file
+    nothing = CliRunner().invoke(proxy_app(), ["proxy", "-d", str(tmp_path / "data")])
+    assert nothing.exit_code == 2 and "--proxy-config" in flat(nothing.output)
+
+
 def test_proxy_help_names_the_headers_agents_send() -> None:
     shown = CliRunner().invoke(proxy_app(), ["proxy", "--help"])
     assert shown.exit_code == 0

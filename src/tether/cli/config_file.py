@@ -187,7 +187,8 @@ def _explain(file: str, marks: _Marks, document: dict[object, object], error: An
         else:
             message += f"; expected one of: {', '.join(known)}"
         return _problem(file, marks.near(at, key=True), message)
-    return _problem(file, marks.near(at), f"{_dotted(at)}: {error['msg']}")
+    message = "expected a mapping of keys" if error["type"] == "model_type" else error["msg"]
+    return _problem(file, marks.near(at), f"{_dotted(at)}: {message}")
 
 
 def _section_model(at: Location) -> type[BaseModel] | None:

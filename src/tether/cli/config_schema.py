@@ -26,6 +26,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.fields import FieldInfo
 
+from tether.cli.common import STORE_URL_HELP
 from tether.identity._jose import MAX_MAX_LIFETIME_SECONDS
 
 
@@ -117,13 +118,7 @@ class Identity(Section):
 class Store(Section):
     """Where tether keeps its state."""
 
-    url: str | None = setting(
-        "TETHER_DATABASE_URL",
-        "The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every replica "
-        "names the same one and shares the data directory's keys. Prefer the env var (a command "
-        "line is visible to other users). Default: SQLite in the data directory.",
-        secrecy=Secrecy.URL,
-    )
+    url: str | None = setting("TETHER_DATABASE_URL", STORE_URL_HELP, secrecy=Secrecy.URL)
     redis_url: str | None = setting(
         "TETHER_REDIS_URL",
         "Redis for the grant cache's revocation fan-out, e.g. redis://cache:6379/0 (every "
