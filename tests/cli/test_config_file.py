@@ -177,6 +177,12 @@ def test_a_bad_file_stops_the_command_with_every_problem_at_its_line(tmp_path: P
         ("serve:\n  port: 99999\n", "2:9: serve.port: Input should be less than or equal to 65535"),
         ("log: {level: loud}\n", "1:14: log.level: Input should be 'debug', 'info'"),
         ("proxy: [8472]\n", "1:8: proxy: expected a mapping of keys"),
+        ("a: &a [*a]\n", "1:4: too many values or too deeply nested (YAML aliases?)"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n",
+            "1:35: too many values or too deeply nested",
+        ),
     ],
 )
 def test_each_kind_of_bad_file_is_a_usage_error_at_its_place(

@@ -30,6 +30,9 @@ from tether.cli.config_schema import BY_ENV, KEYS, Key, PathRole, Section, Tethe
 CONFIG_ENV: Final = "TETHER_CONFIG"
 #: A config file is small; a larger one is refused before it is parsed.
 MAX_CONFIG_BYTES: Final = 1024 * 1024
+#: More nodes than a configuration has, or nesting deeper, once YAML aliases are expanded.
+MAX_NODES: Final = 10_000
+MAX_DEPTH: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +80,19 @@ class _Marks:
         self.keys: dict[Location, yaml.Mark] = {}
         self.values: dict[Location, yaml.Mark] = {}
         self.duplicates: list[tuple[Location, yaml.Mark]] = []
+        self._constructor = yaml.SafeLoader("")
+        self._nodes = 0
 
     def build(self, node: yaml.Node, at: Location = ()) -> object:
+        # Aliases repeat a node where they appear: a few can stand for millions, or for itself.
+        self._nodes += 1
+        if self._nodes > MAX_NODES or len(at) > MAX_DEPTH:
+            raise _TooLarge(node.start_mark)
         self.values[at] = node.start_mark
         if isinstance(node, yaml.MappingNode):
             out: dict[object, object] = {}
             for key_node, value_node in node.value:
-                key = _constructor.construct_object(key_node, deep=True)
+                key = self._constructor.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     key = str(key)
                 here = (*at, key)
@@ -94,7 +103,7 @@ class _Marks:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*at, n)) for n, item in enumerate(node.value)]
-        return _constructor.construct_object(node, deep=True)
+        return self._constructor.construct_object(node, deep=True)
 
     def near(self, at: Location, *, key: bool = False) -> yaml.Mark:
         """The mark of ``at`` (its key's, or its value's), else of the nearest enclosing one."""
@@ -107,7 +116,10 @@ class _Marks:
         return self.values[()]
 
 
-_constructor = yaml.SafeLoader("")
+class _TooLarge(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__("too large")
+        self.mark = mark
 
 
 def load(path: Path) -> ConfigFile:
@@ -135,7 +147,11 @@ def load(path: Path) -> ConfigFile:
     if node is None:  # an empty file sets nothing
         return ConfigFile(path, {}, {})
     marks = _Marks()
-    document = marks.build(node)
+    try:
+        document = marks.build(node)
+    except _TooLarge as error:
+        message = "too many values or too deeply nested (YAML aliases?)"
+        raise ConfigFileError(path, [_problem(name, error.mark, message)]) from None
     if not isinstance(document, dict):
         mark = node.start_mark
         raise ConfigFileError(
