@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from ops.ops_support import ServeProcess, _wait_ready, free_port
 from tether.cli.config import CommandName, command
-from tether.cli.config_file import CONFIG_ENV, key_of
+from tether.cli.config_file import CONFIG_ENV, key_of, load
 from tether.cli.config_schema import BY_ENV, KEYS
 
 runner = CliRunner()
@@ -241,6 +241,7 @@ def test_config_show_names_each_source_and_hides_every_secret(
         "commands": ["proxy"],
     }
     assert shown["identity.oidc_issuer"]["commands"] == ["serve", "mcp-gateway", "proxy"]
+    assert "db-pass-1" not in repr(load(config))  # nor in the loaded file's repr
     # The table says the same, secrets hidden too.
     table = runner.invoke(_app(), ["config", "show", "serve", "--config", str(config)])
     assert table.exit_code == 0, table.output

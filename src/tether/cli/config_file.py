@@ -13,7 +13,7 @@ A file that does not match the schema is refused with every problem found, each 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -63,8 +63,9 @@ class ConfigFile:
     the file's directory) and where each one is written (``file:line``)."""
 
     path: Path
-    values: dict[str, object]
-    lines: dict[str, int]
+    #: Kept out of repr: a value may be a secret (a database URL with its password).
+    values: dict[str, object] = field(repr=False)
+    lines: dict[str, int] = field(default_factory=dict)
 
     def where(self, key: str) -> str:
         return f"{self.path}:{self.lines[key]}"
