@@ -269,3 +269,20 @@ def test_a_server_starts_from_the_file_with_the_environment_on_top(tmp_path: Pat
     finally:
         process.stop()
     assert f"data {tmp_path / 'etc' / 'state'}" in stdout.read_text()
+
+
+def test_config_schema_prints_every_key_with_its_variable() -> None:
+    result = runner.invoke(_app(), ["config", "schema"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    found: dict[str, str] = {}
+    sections = {"identity": "Identity", "store": "Store", "log": "Log", "serve": "Serve"}
+    sections |= {"mcp_gateway": "McpGateway", "proxy": "Proxy"}
+    for name, spec in document["properties"].items():
+        if name in sections:
+            for key, leaf in document["$defs"][sections[name]]["properties"].items():
+                found[f"{name}.{key}"] = leaf["env"]
+        else:
+            found[name] = spec["env"]
+    assert found == {name: key.env for name, key in KEYS.items()}
+    assert document["additionalProperties"] is False

@@ -19,7 +19,7 @@ from typer._click.exceptions import ClickException
 
 from tether.cli.common import console, fail
 from tether.cli.config_file import LOADED_META, ConfigFile, ConfigOption, key_of
-from tether.cli.config_schema import KEYS, shown
+from tether.cli.config_schema import KEYS, TetherFile, shown
 from tether.cli.lazy import DeferredCommand, Subcommand
 from tether.cli.output import AsJson, Column, print_json, print_table
 
@@ -165,3 +165,13 @@ def show(
             for s in settings
         ),
     )
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print tether.yaml's JSON Schema (for an editor's YAML support): every key with its type,
+    bounds, help and environment variable ("env")."""
+    document = TetherFile.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "tether.yaml"
+    print_json(document)
