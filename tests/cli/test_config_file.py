@@ -286,3 +286,41 @@ def test_config_schema_prints_every_key_with_its_variable() -> None:
             found[name] = spec["env"]
     assert found == {name: key.env for name, key in KEYS.items()}
     assert document["additionalProperties"] is False
+
+
+def _another_value(key: str, default: object, tmp_path: Path) -> str:
+    """A valid value for the option of ``key`` other than ``default``, as the environment holds
+    it (the type and bounds from the schema)."""
+    field = KEYS[key].field
+    kind = field.annotation
+    low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    if kind == bool | None:
+        return "false" if default else "true"
+    if kind in (int | None, float | None):
+        return str(low if low is not None and low != default else 7000)
+    if kind == Path | None:
+        (tmp_path / "a-dir").mkdir(exist_ok=True)
+        (tmp_path / "a-file").touch()
+        return str(tmp_path / ("a-dir" if key in ("data_dir", "policies") else "a-file"))
+    members = getattr(next(a for a in kind.__args__ if a is not type(None)), "__members__", {})
+    if members:
+        return next(m.value for m in members.values() if m.value != str(default))
+    return "https://from-env.example/x"
+
+
+@pytest.mark.parametrize("name", list(CommandName), ids=str)
+def test_each_environment_variable_sets_its_option(
+    name: CommandName, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cmd = command(name)
+    for param in _options(cmd):
+        if param.name == "config":
+            continue
+        key = key_of(param)
+        assert key is not None
+        value = _another_value(key.name, param.default, tmp_path)
+        monkeypatch.setenv(param.envvar, value)
+        params, sources = _resolve(name)
+        monkeypatch.delenv(param.envvar)
+        assert sources[param.name] is ParameterSource.ENVIRONMENT, (param.name, param.envvar)
+        assert params[param.name] != param.default, (param.name, value)
