@@ -65,15 +65,16 @@ def tether_errors() -> Iterator[None]:
         fail(error.message, error.code.value, exit_code_for(error))
 
 
+#: ``--store-url``'s help, here and on serve, mcp-gateway and proxy (tether.cli.config_schema).
+STORE_URL_HELP = (
+    "The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every replica "
+    "names the same one and shares the data directory's keys. Prefer the env var (a command "
+    "line is visible to other users). Default: SQLite in the data directory."
+)
+
 StoreUrl = Annotated[
     str | None,
-    typer.Option(
-        "--store-url",
-        envvar="TETHER_DATABASE_URL",
-        help="The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every "
-        "replica names the same one and shares the data directory's keys. Prefer the env var "
-        "(a command line is visible to other users). Default: SQLite in the data directory.",
-    ),
+    typer.Option("--store-url", envvar="TETHER_DATABASE_URL", help=STORE_URL_HELP),
 ]
 
 

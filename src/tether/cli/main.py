@@ -40,9 +40,7 @@ class _Root(LazyGroup):
         ),
         Subcommand("policy", "tether.cli.policy:app", "Validate, test and format Cedar policies."),
         Subcommand("audit", "tether.cli.audit:app", "Export, verify and read the audit log."),
-        Subcommand(
-            "mcp", "tether.cli.mcp:app", "The MCP gateway's tool pins and upstream secrets."
-        ),
+        Subcommand("mcp", "tether.cli.mcp:app", "The MCP gateway's tool pins."),
         Subcommand("approvers", "tether.cli.approvals:approvers_app", "Manage who may approve."),
         Subcommand(
             "approvals", "tether.cli.approvals:approvals_app", "List, read and decide approvals."
@@ -61,6 +59,9 @@ class _Root(LazyGroup):
         Subcommand("agents", "tether.cli.agents:app", "Revoke an agent everywhere, or restore it."),
         Subcommand("leases", "tether.cli.leases:app", "Just-in-time downstream credentials."),
         Subcommand("db", "tether.cli.db:app", "The store's schema revision and migrations."),
+        Subcommand(
+            "config", "tether.cli.config:app", "tether.yaml: effective options and their sources."
+        ),
     )
 
 
