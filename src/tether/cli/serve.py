@@ -42,7 +42,7 @@ from tether.cli.common import (
 from tether.core.errors import TetherError
 from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
 from tether.identity._jose import MAX_MAX_LIFETIME_SECONDS
-from tether.logs import configure_logging, get_logger, wants_json
+from tether.logs import configure_logging, flush_logs, get_logger, wants_json
 from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
 from tether.observability.tracing import Tracing, no_export, otlp_tracing
@@ -337,7 +337,7 @@ def serve(
         checkpoint_records=checkpoint_records,
         checkpoint_seconds=checkpoint_seconds,
     )
-    configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
+    configure_logging(log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     url = store_url_of(store_url)
     if redis_url is not None:  # read by open_runtime, and inherited by --workers processes
         os.environ["TETHER_REDIS_URL"] = redis_url
@@ -417,7 +417,7 @@ def worker_app() -> FastAPI:
     """The app of one worker of ``tether serve --workers N`` (uvicorn calls it in each worker
     process), built from the options the parent put in the environment."""
     options = ServeOptions.from_env(os.environ[WORKER_OPTIONS_ENV])
-    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True)
+    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     try:
         tracing = options.tracing(os.environ)
@@ -485,3 +485,4 @@ class Lifecycle:
             self._chores.stop()
         self._runtime.close()
         self._tracing.shutdown()
+        flush_logs()

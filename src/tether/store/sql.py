@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -69,6 +69,7 @@ from tether.service.ports import (
     AuditEntry,
     BudgetCharge,
     DecisionRecord,
+    DecisionWrite,
     TaskActivity,
     TaskProgress,
 )
@@ -223,7 +224,7 @@ class SqlStore:
         # one commits. Other processes on the file still meet SQLite's busy handler.
         self._writers = threading.Lock() if self._backend == "sqlite" else None
         self._writer_wait = busy_timeout.total_seconds()
-        self._decisions: GroupCommit[_DecisionWrite, AuditRecord] = GroupCommit(
+        self._decisions: GroupCommit[DecisionWrite, AuditRecord] = GroupCommit(
             self._record_decisions, wait_seconds=self._writer_wait, code=_STORE
         )
         self._read_options = read_options(engine)
@@ -502,14 +503,21 @@ class SqlStore:
     ) -> AuditRecord:
         """Record one decision with everything it implies, group-committed with the decisions
         other threads are recording at the same moment (:mod:`tether.store.groupcommit`)."""
-        write = _DecisionWrite(decision, audit, new_approval, use_approval, budget, progress, lease)
+        write = DecisionWrite(decision, audit, new_approval, use_approval, budget, progress, lease)
         return self._decisions.submit(write)
 
-    def _record_decisions(self, batch: Sequence[Pending[_DecisionWrite, AuditRecord]]) -> None:
+    def record_decision_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
+        """:meth:`record_decision` for an event loop: the write joins the same group commit,
+        led by the group's writer thread, and the loop awaits its result
+        (:meth:`GroupCommit.submit_async`)."""
+        self._live(_STORE)
+        return self._decisions.submit_async(write)
+
+    def _record_decisions(self, batch: Sequence[Pending[DecisionWrite, AuditRecord]]) -> None:
         """One transaction for the batch; each write in a savepoint of its own, so a write
         refused (budget over, approval used) rolls back alone. Results are handed out only
         after the commit."""
-        done: list[tuple[Pending[_DecisionWrite, AuditRecord], AuditRecord]] = []
+        done: list[tuple[Pending[DecisionWrite, AuditRecord], AuditRecord]] = []
         with self._write(_STORE, "record the decision") as tx:
             if len(batch) == 1:
                 # Alone: a refusal rolls the whole transaction back, no savepoint needed.
@@ -518,7 +526,7 @@ class SqlStore:
                 for pending in batch:
                     head = tx.head
                     try:
-                        with tx.conn.begin_nested():
+                        with tx.savepoint():
                             record = self._apply_decision(tx, pending.work)
                     except TetherError as refused:
                         tx.head = head  # the savepoint took its records back with it
@@ -532,7 +540,7 @@ class SqlStore:
         for pending, record in done:
             pending.finish(result=record)
 
-    def _apply_decision(self, tx: _Writer, write: _DecisionWrite) -> AuditRecord:
+    def _apply_decision(self, tx: _Writer, write: DecisionWrite) -> AuditRecord:
         decision = write.decision
         if write.use_approval is not None:
             self._use_approval(tx, write.use_approval, decision.decision_id)
@@ -775,6 +783,7 @@ class SqlStore:
 
     def close(self) -> None:
         """Close every pooled connection; later calls raise ``Unavailable``."""
+        self._decisions.close()  # what is queued is written (or fails) first
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
@@ -888,19 +897,6 @@ class _DriverWrites:
         self.insert_decision = DriverStatement(engine, _INSERT_DECISION, "record the decision")
 
 
-@dataclass(frozen=True, slots=True)
-class _DecisionWrite:
-    """Everything one decision writes, queued for a group commit."""
-
-    decision: DecisionRecord
-    audit: AuditEntry
-    new_approval: tuple[Approval, AuditEntry] | None
-    use_approval: ApprovalId | None
-    budget: BudgetCharge | None
-    progress: Sequence[TaskProgress]
-    lease: tuple[Lease, AuditEntry] | None
-
-
 class _Writer:
     """One write transaction that holds the chain head and appends after it."""
 
@@ -933,6 +929,25 @@ class _Writer:
     def head(self, value: ChainHead | None) -> None:
         # Only to undo appends a rolled-back savepoint took back with it.
         self._head = value
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint around one write of a batch: rolled back alone if the write raises.
+        On the driver (SQLite) as plain statements, which SQLAlchemy would compile anew for
+        every savepoint it names."""
+        if self.driver is None:
+            with self.conn.begin_nested():
+                yield
+            return
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("SAVEPOINT tether_write")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT tether_write")
+            cursor.execute("RELEASE SAVEPOINT tether_write")
+            raise
+        cursor.execute("RELEASE SAVEPOINT tether_write")
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         # INVARIANT: the chain has no gap and no fork. The head is locked for this whole
