@@ -113,7 +113,7 @@ def test_a_refused_write_rolls_back_alone_inside_a_batch(store: SqlStore, make: 
         DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
     ]
     batch: list[Pending[DecisionWrite, object]] = [Pending(w) for w in writes]
-    store._record_decisions(batch)  # type: ignore[arg-type]
+    store._decisions._run_batch(batch)  # type: ignore[arg-type]
     first, refused, third = batch
     assert isinstance(refused.error, NotFound) and refused.result is None
     assert refused.error.code is ErrorCode.APPROVAL_NOT_FOUND
