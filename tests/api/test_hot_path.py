@@ -110,6 +110,14 @@ def test_the_hot_path_answers_what_the_declared_routes_answer(
     assert _answer(hot.get("/v1/authorize", headers=auth)) == _answer(
         plain.get("/v1/authorize", headers=auth)
     )
+    # A repeated header: the first counts, on both.
+    for tokens in ([svid, "a.b.c"], ["a.b.c", svid]):
+        twice = [("Authorization", f"Bearer {t}") for t in tokens] + [("Content-Type", JSON)]
+        answers = [
+            _answer(c.post("/v1/authorize", content=dumped(ok), headers=twice))
+            for c in (hot, plain)
+        ]
+        assert answers[0] == answers[1], tokens
 
     decisions = [hot.post("/v1/authorize", json=ok, headers=auth).json()["decision_id"]]
     decisions.append(plain.post("/v1/authorize", json=ok, headers=auth).json()["decision_id"])

@@ -106,10 +106,10 @@ class HotPaths:
             return  # the client left
         authorization: str | None = None
         content_type: str | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
+        for name, value in scope["headers"]:  # the first of a repeated header, as Starlette
+            if name == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
-            elif name == b"content-type":
+            elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
         adapter, handler = route
         try:

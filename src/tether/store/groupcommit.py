@@ -20,6 +20,7 @@ back to the loop that waits for it. Threads and the loop share the queue and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,14 +109,16 @@ class GroupCommit(Generic[W, R]):
         waiter: asyncio.Future[R] = loop.create_future()
 
         def settled(pending: Pending[W, R]) -> None:
-            loop.call_soon_threadsafe(_settle, waiter, pending)
+            # A closed loop has nobody left to await the result.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, waiter, pending)
 
         pending: Pending[W, R] = Pending(work, on_done=settled)
         with self._wake:
             if self._closed:
                 raise Unavailable("the store is closed", code=self._code)
             self._queued.append(pending)
-            if self._writer is None:
+            if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_forever, name="tether-group-commit", daemon=True
                 )
