@@ -38,7 +38,7 @@ from tether.cli.server_options import (
 from tether.core.errors import TetherError
 from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
 from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DEFAULT_TRUST_DOMAIN
-from tether.logs import configure_logging, get_logger
+from tether.logs import configure_logging, flush_logs, get_logger
 from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
 from tether.observability.tracing import Tracing, no_export, otlp_tracing
@@ -255,7 +255,7 @@ def serve(
         checkpoint_records=checkpoint_records,
         checkpoint_seconds=checkpoint_seconds,
     )
-    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True)
+    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     url = blank_is_none(shared.store_url)
     redis = blank_is_none(shared.redis_url)
     if redis is not None:  # read by open_runtime, and inherited by --workers processes
@@ -336,7 +336,7 @@ def worker_app() -> FastAPI:
     """The app of one worker of ``tether serve --workers N`` (uvicorn calls it in each worker
     process), built from the options the parent put in the environment."""
     options = ServeOptions.from_env(os.environ[WORKER_OPTIONS_ENV])
-    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True)
+    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     try:
         tracing = options.tracing(os.environ)
@@ -404,3 +404,4 @@ class Lifecycle:
             self._chores.stop()
         self._runtime.close()
         self._tracing.shutdown()
+        flush_logs()
