@@ -8,6 +8,7 @@ never a silent one. ``yaml``, unlabelled and other blocks are not run.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -67,6 +68,8 @@ class Human:
 
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[DocSession]:
+    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
+    assert not missing, f"the README's samples need {', '.join(missing)}: install them"
     run = DocSession(tmp_path / "clone")
     try:
         run.start_server()
