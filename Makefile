@@ -26,6 +26,7 @@ test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-tools.sh
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

@@ -1,6 +1,8 @@
 """The README's MCP example runs as written: the shell block of its MCP section, run by bash in
-an empty directory against the example config and server that ship with tether (only its two
-ports changed to free ones, since tests share the machine)."""
+an empty directory against the example config and server that ship with tether, with the server
+of the README's quick start running (``tether serve --data-dir .tether``, ``TETHER_URL`` set) and
+the gateway's port changed to a free one, since tests share the machine. tests/docs runs the same
+block in the README's order; this test checks what the example agent prints."""
 
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 import tether
 from tether.examples.mcp import GATEWAY_YAML, gateway_yaml
@@ -38,13 +44,45 @@ def readme_block() -> str:
     return str(block)
 
 
+@contextlib.contextmanager
+def quick_start_server(cwd: Path, env: dict[str, str]) -> Iterator[str]:
+    """``tether serve --data-dir .tether`` in ``cwd``, ready; yields its URL."""
+    port = str(free_port())
+    url = f"http://127.0.0.1:{port}"
+    tether_cli = str(Path(sys.executable).parent / "tether")
+    server = subprocess.Popen(
+        [tether_cli, "serve", "--data-dir", ".tether", "--port", port, "--log-level", "warning"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=5) as client:
+            for _ in range(600):
+                assert server.poll() is None, "tether serve exited"
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/readyz").status_code == 200:
+                        break
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_the_readme_mcp_example_runs_as_written(tmp_path: Path) -> None:
     block = readme_block()
-    assert "8470" in block and "8471" in block
-    script = block.replace("8470", str(free_port())).replace("8471", str(free_port()))
+    assert "$TETHER_URL" in block and "8471" in block
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "OTEL_"))}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    with quick_start_server(tmp_path, env) as url:
+        env["TETHER_URL"] = url
+        _run_block(block.replace("8471", str(free_port())), tmp_path, env)
+
+
+def _run_block(script: str, tmp_path: Path, env: dict[str, str]) -> None:
     # Its own session, so whatever the script leaves behind is stopped with it.
     process = subprocess.Popen(
         ["bash", "-e", "-c", script],

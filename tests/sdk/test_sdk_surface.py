@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 import tether_sdk
+from tether.api.authzen import AUTHZEN_STATUS, AuthZenCode
 from tether.api.errors import HTTP_STATUS
 from tether.core.errors import CODE_BRANCH
 from tether.core.errors import ErrorCode as ServerErrorCode
@@ -49,18 +50,31 @@ print(sorted(m for m in heavy if m in sys.modules))
     assert done.stdout.strip() == "[]"
 
 
+#: Every code the server answers, and its HTTP status: the error tree's and the AuthZEN door's.
+SERVER_STATUS = {
+    **{code.value: status for code, status in HTTP_STATUS.items()},
+    **{code.value: status for code, status in AUTHZEN_STATUS.items()},
+}
+
+
 def test_every_server_error_code_is_mapped_to_the_same_branch() -> None:
-    assert {c.value for c in ErrorCode} == {c.value for c in ServerErrorCode}
+    assert {c.value for c in ErrorCode} == {c.value for c in ServerErrorCode} | {
+        c.value for c in AuthZenCode
+    }
+    assert set(SERVER_STATUS) == {c.value for c in ErrorCode}  # every code has its status
     assert set(ERROR_CODES) == set(ErrorCode)
     for code, branch in CODE_BRANCH.items():
         assert ERROR_CODES[ErrorCode(code.value)].__name__ == branch.__name__, code
+    assert ERROR_CODES[ErrorCode.SUBJECT_MISMATCH] is tether_sdk.Forbidden
 
 
 def test_every_code_raises_its_branch_with_the_server_status() -> None:
+    for code, status in SERVER_STATUS.items():
+        error = error_for(code, "m", status)
+        assert type(error) is ERROR_CODES[ErrorCode(code)]
+        assert (error.code, error.status, error.message) == (code, status, "m")
     for code, status in HTTP_STATUS.items():
-        error = error_for(code.value, "m", status)
-        assert type(error).__name__ == CODE_BRANCH[code].__name__
-        assert (error.code, error.status, error.message) == (code.value, status, "m")
+        assert type(error_for(code.value, "m", status)).__name__ == CODE_BRANCH[code].__name__
 
 
 def test_an_unknown_code_falls_back_to_its_http_status() -> None:

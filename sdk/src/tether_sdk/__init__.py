@@ -53,6 +53,7 @@ from tether_sdk.models import (
     Task,
     Verdict,
 )
+from tether_sdk.records import BreakGlass, Lease, LeaseIntrospection
 
 __version__ = "0.1.0"
 
@@ -66,6 +67,7 @@ __all__ = [
     "ApprovalTimeout",
     "AsyncTaskSession",
     "AsyncTetherClient",
+    "BreakGlass",
     "ClosedTask",
     "ConfigurationError",
     "Conflict",
@@ -80,6 +82,8 @@ __all__ = [
     "Health",
     "Intent",
     "InvalidRequest",
+    "Lease",
+    "LeaseIntrospection",
     "NotAllowed",
     "NotFound",
     "Obligation",

@@ -82,20 +82,36 @@ def unreachable(error: httpx.TransportError, attempts: int) -> Unavailable:
 
 def answer(response: httpx.Response) -> JSON:
     """The JSON body of a success, or the error tree's exception for an error answer."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = _body(response)
     if response.is_success and isinstance(body, dict):
         return body
+    raise _refusal(response, body)
+
+
+def answer_list(response: httpx.Response) -> list[JSON]:
+    """The JSON array of objects a listing route answers, or the error tree's exception."""
+    body = _body(response)
+    if response.is_success and isinstance(body, list) and all(isinstance(i, dict) for i in body):
+        return body
+    raise _refusal(response, body)
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _refusal(response: httpx.Response, body: Any) -> Exception:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("code"), str):
-        raise error_for(error["code"], str(error.get("message", "")), response.status_code)
+        return error_for(error["code"], str(error.get("message", "")), response.status_code)
     if response.is_success:
-        raise error_for(
-            UNEXPECTED_RESPONSE, "the answer is not a JSON object", response.status_code
+        return error_for(
+            UNEXPECTED_RESPONSE, "the answer is not the JSON this route sends", response.status_code
         )
-    raise error_for(
+    return error_for(
         UNEXPECTED_RESPONSE,
         f"HTTP {response.status_code} without a tether error body",
         response.status_code,
@@ -178,6 +194,27 @@ def delegate(
 
 def approval_status(approval_id: str) -> Request:
     return Request("GET", f"/v1/approvals/{_segment(approval_id)}/status")
+
+
+def task_leases(task_id: str) -> Request:
+    return Request("GET", f"/v1/tasks/{_segment(task_id)}/leases")
+
+
+def revoke_lease(lease_id: str) -> Request:
+    return Request("POST", f"/v1/leases/{_segment(lease_id)}/revoke")
+
+
+def introspect_lease(token: str, audience: str) -> Request:
+    return Request("POST", "/v1/leases/introspect", {"token": token, "audience": audience})
+
+
+def request_breakglass(
+    task_id: str, scopes: Sequence[ScopeLike], reason: str, window_seconds: int | None
+) -> Request:
+    body: JSON = {"scopes": scopes_json(scopes), "reason": reason}
+    if window_seconds is not None:
+        body["window_seconds"] = window_seconds
+    return Request("POST", f"/v1/tasks/{_segment(task_id)}/breakglass", body)
 
 
 def healthz() -> Request:

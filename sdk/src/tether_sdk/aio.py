@@ -34,6 +34,7 @@ from tether_sdk.models import (
     Task,
     Verdict,
 )
+from tether_sdk.records import BreakGlass, Lease, LeaseIntrospection
 
 log = logging.getLogger("tether_sdk")
 
@@ -59,7 +60,7 @@ class AsyncTetherClient:
     def __repr__(self) -> str:
         return f"AsyncTetherClient({str(self._http.base_url)!r})"
 
-    async def _send(self, request: Request, *, authenticated: bool = True) -> dict[str, Any]:
+    async def _exchange(self, request: Request, authenticated: bool) -> httpx.Response:
         attempt = 0
         while True:
             attempt += 1
@@ -80,7 +81,13 @@ class AsyncTetherClient:
             ):
                 await self._sleep(self._retry.delay(attempt))
                 continue
-            return _http.answer(response)
+            return response
+
+    async def _send(self, request: Request, *, authenticated: bool = True) -> dict[str, Any]:
+        return _http.answer(await self._exchange(request, authenticated))
+
+    async def _send_list(self, request: Request) -> list[dict[str, Any]]:
+        return _http.answer_list(await self._exchange(request, True))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -149,6 +156,36 @@ class AsyncTetherClient:
     ) -> ApprovalStatus:
         resume = AsyncResume(status=self.approval_status, sleep=self._sleep)
         return await await_for(approval_id, resume, timeout, poll_interval)
+
+    async def task_leases(self, task_id: str) -> tuple[Lease, ...]:
+        """``GET /v1/tasks/{id}/leases``: the just-in-time credentials minted for this agent's
+        task (the credentials themselves came once, in the verdicts)."""
+        leases = await self._send_list(_http.task_leases(task_id))
+        return tuple(Lease.from_json(raw) for raw in leases)
+
+    async def revoke_lease(self, lease_id: str) -> Lease:
+        """``POST /v1/leases/{id}/revoke``: end one of this agent's leases before its time."""
+        return Lease.from_json(await self._send(_http.revoke_lease(lease_id)))
+
+    async def introspect_lease(self, token: str, audience: str) -> LeaseIntrospection:
+        """``POST /v1/leases/introspect``: for a downstream API (itself a workload) holding a
+        lease token, whether it is live for ``audience`` right now."""
+        return LeaseIntrospection.from_json(
+            await self._send(_http.introspect_lease(token, audience))
+        )
+
+    async def request_breakglass(
+        self,
+        task_id: str,
+        scopes: Sequence[ScopeLike],
+        reason: str,
+        window_seconds: int | None = None,
+    ) -> BreakGlass:
+        """``POST /v1/tasks/{id}/breakglass``: ask for emergency scopes on this agent's task.
+        Humans approve it (``tether breakglass approve``); once ``active``, calls inside its
+        scopes are allowed, each audited as break-glass."""
+        request = _http.request_breakglass(task_id, scopes, reason, window_seconds)
+        return BreakGlass.from_json(await self._send(request))
 
     async def healthz(self) -> Health:
         return Health.from_json(await self._send(_http.healthz(), authenticated=False))
@@ -293,6 +330,14 @@ class AsyncTaskSession:
         return await self.client.delegate(
             self.task_id, self.grant, agent, scopes, ttl_seconds, budgets
         )
+
+    async def leases(self) -> tuple[Lease, ...]:
+        return await self.client.task_leases(self.task_id)
+
+    async def request_breakglass(
+        self, scopes: Sequence[ScopeLike], reason: str, window_seconds: int | None = None
+    ) -> BreakGlass:
+        return await self.client.request_breakglass(self.task_id, scopes, reason, window_seconds)
 
     async def approval_status(self, approval_id: str) -> ApprovalStatus:
         return await self.client.approval_status(approval_id)

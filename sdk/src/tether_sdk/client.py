@@ -41,6 +41,7 @@ from tether_sdk.models import (
     Task,
     Verdict,
 )
+from tether_sdk.records import BreakGlass, Lease, LeaseIntrospection
 
 log = logging.getLogger("tether_sdk")
 
@@ -70,7 +71,7 @@ class TetherClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, request: Request, *, authenticated: bool = True) -> dict[str, Any]:
+    def _exchange(self, request: Request, authenticated: bool) -> httpx.Response:
         attempt = 0
         while True:
             attempt += 1
@@ -91,7 +92,13 @@ class TetherClient:
             ):
                 self._sleep(self._retry.delay(attempt))
                 continue
-            return _http.answer(response)
+            return response
+
+    def _send(self, request: Request, *, authenticated: bool = True) -> dict[str, Any]:
+        return _http.answer(self._exchange(request, authenticated))
+
+    def _send_list(self, request: Request) -> list[dict[str, Any]]:
+        return _http.answer_list(self._exchange(request, True))
 
     def close(self) -> None:
         self._http.close()
@@ -169,6 +176,35 @@ class TetherClient:
         ``ApprovalTimeout``."""
         resume = SyncResume(status=self.approval_status, sleep=self._sleep)
         return wait_for(approval_id, resume, timeout, poll_interval)
+
+    def task_leases(self, task_id: str) -> tuple[Lease, ...]:
+        """``GET /v1/tasks/{id}/leases``: the just-in-time credentials minted for this agent's
+        task (the credentials themselves came once, in the verdicts)."""
+        leases = self._send_list(_http.task_leases(task_id))
+        return tuple(Lease.from_json(raw) for raw in leases)
+
+    def revoke_lease(self, lease_id: str) -> Lease:
+        """``POST /v1/leases/{id}/revoke``: end one of this agent's leases before its time."""
+        return Lease.from_json(self._send(_http.revoke_lease(lease_id)))
+
+    def introspect_lease(self, token: str, audience: str) -> LeaseIntrospection:
+        """``POST /v1/leases/introspect``: for a downstream API (itself a workload) holding a
+        lease token, whether it is live for ``audience`` right now."""
+        answer = self._send(_http.introspect_lease(token, audience))
+        return LeaseIntrospection.from_json(answer)
+
+    def request_breakglass(
+        self,
+        task_id: str,
+        scopes: Sequence[ScopeLike],
+        reason: str,
+        window_seconds: int | None = None,
+    ) -> BreakGlass:
+        """``POST /v1/tasks/{id}/breakglass``: ask for emergency scopes on this agent's task.
+        Humans approve it (``tether breakglass approve``); once ``active``, calls inside its
+        scopes are allowed, each audited as break-glass."""
+        request = _http.request_breakglass(task_id, scopes, reason, window_seconds)
+        return BreakGlass.from_json(self._send(request))
 
     def healthz(self) -> Health:
         return Health.from_json(self._send(_http.healthz(), authenticated=False))
@@ -316,6 +352,14 @@ class TaskSession:
         budgets: Mapping[str, Any] | None = None,
     ) -> Task:
         return self.client.delegate(self.task_id, self.grant, agent, scopes, ttl_seconds, budgets)
+
+    def leases(self) -> tuple[Lease, ...]:
+        return self.client.task_leases(self.task_id)
+
+    def request_breakglass(
+        self, scopes: Sequence[ScopeLike], reason: str, window_seconds: int | None = None
+    ) -> BreakGlass:
+        return self.client.request_breakglass(self.task_id, scopes, reason, window_seconds)
 
     def approval_status(self, approval_id: str) -> ApprovalStatus:
         return self.client.approval_status(approval_id)

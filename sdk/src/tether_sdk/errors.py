@@ -34,7 +34,8 @@ from tether_sdk.models import ApprovalState, ApprovalStatus, Verdict
 
 
 class ErrorCode(StrEnum):
-    """The server's stable error codes (``{"error": {"code", "message"}}``)."""
+    """The server's stable error codes (``{"error": {"code", "message"}}``): its error tree's,
+    and the one its AuthZEN door adds."""
 
     MALFORMED_JSON = "malformed_json"
     INVALID_FIELD = "invalid_field"
@@ -52,6 +53,7 @@ class ErrorCode(StrEnum):
     DELEGATION_WIDENS = "delegation_widens"
     DELEGATION_TOO_DEEP = "delegation_too_deep"
     AGENT_REVOKED = "agent_revoked"
+    SUBJECT_MISMATCH = "subject_mismatch"  # AuthZEN: the subject is not the bearer
     TASK_NOT_FOUND = "task_not_found"
     DECISION_NOT_FOUND = "decision_not_found"
     NOT_FOUND = "not_found"
@@ -140,6 +142,7 @@ ERROR_CODES: Final[dict[ErrorCode, type[TetherError]]] = {
     ErrorCode.DELEGATION_WIDENS: Forbidden,
     ErrorCode.DELEGATION_TOO_DEEP: Forbidden,
     ErrorCode.AGENT_REVOKED: Forbidden,
+    ErrorCode.SUBJECT_MISMATCH: Forbidden,
     ErrorCode.TASK_NOT_FOUND: NotFound,
     ErrorCode.DECISION_NOT_FOUND: NotFound,
     ErrorCode.NOT_FOUND: NotFound,

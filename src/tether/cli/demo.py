@@ -28,8 +28,9 @@ from rich.text import Text
 from tether.cli.browser import browser_client, page_csrf
 from tether.cli.common import console, fail
 from tether.cli.demo_downstream import payments_api
+from tether.cli.demo_output import markdown, print_plain
 from tether.cli.exits import ExitCode
-from tether.cli.output import Column, print_json, print_table
+from tether.cli.output import print_json
 from tether.core.audit import verify_chain
 from tether.reports import flips, privileges
 from tether.runtime import (
@@ -198,17 +199,27 @@ def demo(
             "--json", help="Print the calls and the audit check as JSON; the narrative to stderr."
         ),
     ] = False,
+    as_markdown: Annotated[
+        bool,
+        typer.Option(
+            "--markdown",
+            help="Print the calls as the README's Markdown table; the narrative to stderr.",
+        ),
+    ] = False,
 ) -> None:
     """Start a real server on loopback, run a scripted agent against it, verify the audit log."""
-    if as_json:
-        console.file = sys.stderr  # stdout carries the JSON document alone
+    if as_json and as_markdown:
+        fail("give --json or --markdown, not both", "usage", ExitCode.USAGE)
+    output = "json" if as_json else "markdown" if as_markdown else "table"
+    if output != "table":
+        console.file = sys.stderr  # stdout carries the document alone
     try:
-        _demo(data_dir, policies, as_json)
+        _demo(data_dir, policies, output)
     finally:
         console.file = None  # type: ignore[assignment]  # back to stdout (rich's default)
 
 
-def _demo(data_dir: Path | None, policies: Path | None, as_json: bool) -> None:
+def _demo(data_dir: Path | None, policies: Path | None, output: str) -> None:
     workdir = data_dir or Path(tempfile.mkdtemp(prefix="tether-demo-"))
     policy_dir = policies or packaged_policies()
     port = _free_port()
@@ -240,7 +251,7 @@ def _demo(data_dir: Path | None, policies: Path | None, as_json: bool) -> None:
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             _wait_ready(client, server, 30)
-            failures = _run_agent(client, workdir, calls, table=not as_json)
+            failures = _run_agent(client, workdir, calls, table=output == "table")
     finally:
         server.terminate()
         try:
@@ -263,7 +274,9 @@ def _demo(data_dir: Path | None, policies: Path | None, as_json: bool) -> None:
             f"audit chain: [red]broken at record {report.first_bad_seq}[/]: {report.problem}"
         )
         failures += 1
-    if as_json:
+    if output == "markdown":
+        sys.stdout.write(markdown(calls))
+    if output == "json":
         print_json(
             {
                 "data_dir": str(workdir),
@@ -535,7 +548,7 @@ def _run_agent(
                 headers=auth(step.agent),
             )
             effect_cell = (
-                f"{step.effect.get('records')} records" if reported.status_code == 201 else "failed"
+                _records(step.effect.get("records")) if reported.status_code == 201 else "failed"
             )
         ok = decision == step.expect
         failures += 0 if ok else 1
@@ -559,6 +572,7 @@ def _run_agent(
                 "approval_id": verdict.get("approval_id"),
                 "reasons": verdict.get("reasons", []),
                 "risks": verdict.get("risks", []),
+                "policy_ids": verdict.get("policy_ids", []),
                 "effect": effect_cell or None,
             }
         )
@@ -662,33 +676,9 @@ def _print_calls(rows: Table, calls: list[dict[str, Any]]) -> None:
     """The calls as the rich table on a terminal; in a pipe, one tab-separated line a call."""
     if console.is_terminal:
         console.print(rows)
-        return
-    plain = []
-    for call in calls:
-        what = call.get("call")
-        described = (
-            f"{what['action']} {what['tool']}"
-            + (f" [{what['dataset']}]" if what.get("dataset") else "")
-            + (f" {what['args']}" if what.get("args") else "")
-            if isinstance(what, dict)
-            else call["step"]
-        )
-        verdict = call["decision"] + ("" if call["ok"] else f" (expected {call['expected']})")
-        reasons = "; ".join(f"{r['code']}: {r['message']}" for r in call.get("reasons", []))
-        plain.append(
-            [
-                str(call["number"]),
-                call["agent"]
-                + "".join(f" via {a.rsplit('/', 1)[-1]}" for a in call.get("via", [])),
-                described,
-                verdict,
-                reasons or str(call.get("detail") or ""),
-                ",".join(call.get("risks", [])),
-                call.get("effect") or "",
-            ]
-        )
-    print_table(
-        "calls",
-        [Column(h) for h in ("#", "agent", "call", "verdict", "reasons", "risks", "effect")],
-        plain,
-    )
+    else:
+        print_plain(calls)
+
+
+def _records(count: object) -> str:
+    return "1 record" if count == 1 else f"{count} records"
