@@ -34,7 +34,7 @@ import cedarpy
 
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.scope import ActionKind
-from tether.policy.catalog import Catalog, CatalogProblem, parse_catalog
+from tether.policy.catalog import CATALOG_FILE, Catalog, CatalogProblem, parse_catalog
 from tether.policy.context import ALL_REFS, CallFacts, build_context
 from tether.policy.diagnostics import (
     PolicyInvalid,
@@ -50,7 +50,6 @@ from tether.policy.schema_view import SchemaNames
 from tether.policy.syntax import Statement, split_statements
 
 SCHEMA_FILE: Final = "schema.cedarschema"
-CATALOG_FILE: Final = "catalog.yaml"
 POLICY_SUFFIX: Final = ".cedar"
 OBSERVE_SUFFIX: Final = ".observe.cedar"
 _ACTION_GROUP: Final = re.compile(r"^\s*action\s.*\bin\s*\[", re.MULTILINE)
@@ -242,7 +241,7 @@ def _load_catalog(sources: Mapping[str, str], problems: list[Problem]) -> Catalo
     try:
         return parse_catalog(text)
     except CatalogProblem as exc:
-        problems.append(Problem(CATALOG_FILE, str(exc)))
+        problems.extend(exc.problems)
         return None
 
 
