@@ -163,36 +163,64 @@ def _key_in(mapping: dict[Any, Any], part: object) -> object:
 
 def _problem(doc: YamlDocument, data: object, error: Mapping[str, Any], seen: _Seen) -> Problem:
     kind = str(error.get("type", ""))
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
     path, node, rest = _walk(data, error.get("loc", ()))
-    message = str(error.get("msg", "is not valid"))
-    for prefix in _PREFIXES:
-        message = message.removeprefix(prefix)
     if kind == "extra_forbidden":
         parent = seen.models.get(id(_walk(data, path[:-1])[1]))
         return doc.problem(path, "unknown key" + _key_hint(path[-1], parent), key=True)
     if kind == "missing" and rest:
-        name = rest[-1]
-        return doc.problem(path, f"required key {name!r} is missing", key=True)
-    if rest and rest[0] == "[key]":
-        plain = _PLAIN.get(kind)
-        return doc.problem(path, f"the key {plain}" if plain else message, key=True)
+        return doc.problem(path, f"required key {rest[-1]!r} is missing", key=True)
     if kind == "union_tag_invalid":
-        ctx = error.get("ctx") or {}
         field = str(ctx.get("discriminator", "")).strip("'")
         expected = str(ctx.get("expected_tags", ""))
-        tag = str(ctx.get("tag", ""))
-        hint = _value_hint(tag, expected)
+        hint = _value_hint(str(ctx.get("tag", "")), expected)
         at = (*path, field) if isinstance(node, dict) and field in node else path
         return doc.problem(at, f"must be one of {expected}{hint}")
+    on_key = bool(rest) and rest[0] == "[key]"
+    value = path[-1] if on_key and path else node
+    message = _describe(kind, ctx, value, str(error.get("msg", "is not valid")))
+    if on_key and kind in _PLAIN:
+        message = f"the key {message}"
+    return doc.problem(path, message, key=on_key)
+
+
+def _describe(kind: str, ctx: Mapping[str, Any], value: object, message: str) -> str:
+    """What is wrong with ``value``, in plain words where pydantic's are about Python."""
     if kind in ("enum", "literal_error"):
-        expected = str((error.get("ctx") or {}).get("expected", ""))
-        hint = _value_hint(node, expected) if isinstance(node, str) else ""
-        return doc.problem(path, f"must be one of {expected}{hint}")
+        expected = str(ctx.get("expected", ""))
+        hint = _value_hint(value, expected) if isinstance(value, str) else ""
+        return f"must be one of {expected}{hint}"
     if kind in ("model_type", "model_attributes_type"):
-        model = _BY_NAME.get(str((error.get("ctx") or {}).get("class_name", "")))
+        model = _BY_NAME.get(str(ctx.get("class_name", "")))
         keys = f" (keys: {', '.join(model.keys())})" if model is not None else ""
-        return doc.problem(path, f"must be a mapping{keys}")
-    return doc.problem(path, _PLAIN.get(kind, message))
+        return f"must be a mapping{keys}"
+    for prefix in _PREFIXES:
+        message = message.removeprefix(prefix)
+    return _bound(kind, ctx) or _PLAIN.get(kind, message)
+
+
+def _bound(kind: str, ctx: Mapping[str, Any]) -> str | None:
+    """Plain words for a number or a length out of its bounds."""
+    number = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("above", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("below", "lt"),
+    }.get(kind)
+    if number is not None:
+        words, key = number
+        value = ctx.get(key)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"must be {words} {shown}"
+    if kind in ("too_short", "string_too_short"):
+        least = ctx.get("min_length")
+        if least == 1:
+            return "must not be empty"
+        return f"must have at least {least} {'items' if kind == 'too_short' else 'characters'}"
+    if kind in ("too_long", "string_too_long"):
+        most = ctx.get("max_length")
+        return f"must have at most {most} {'items' if kind == 'too_long' else 'characters'}"
+    return None
 
 
 def _key_hint(key: object, model: type[YamlModel] | None) -> str:
