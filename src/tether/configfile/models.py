@@ -170,6 +170,9 @@ def _problem(doc: YamlDocument, data: object, error: Mapping[str, Any], seen: _S
         return doc.problem(path, "unknown key" + _key_hint(path[-1], parent), key=True)
     if kind == "missing" and rest:
         return doc.problem(path, f"required key {rest[-1]!r} is missing", key=True)
+    if kind == "union_tag_not_found":
+        field = str(ctx.get("discriminator", "")).strip("'")
+        return doc.problem(path, f"required key {field!r} is missing", key=True)
     if kind == "union_tag_invalid":
         field = str(ctx.get("discriminator", "")).strip("'")
         expected = str(ctx.get("expected_tags", ""))
