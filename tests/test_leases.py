@@ -296,7 +296,7 @@ def test_the_jwks_is_public_and_holds_only_public_keys(client: httpx.Client) -> 
         (
             "issuers:\n  - {name: a, kind: scoped_jwt, tools: [x], audience: y}\n"
             "  - {name: a, kind: scoped_jwt, tools: [z], audience: y}",
-            "3:12: issuers[1].name: issuers[0] has the same name",
+            "3:12: issuers[1].name: 2 issuers are named 'a'; names are unique",
         ),
         (
             "issuers:\n  - {name: w, kind: postgres_role, tools: [x], admin_dsn_env: NOPE, "
@@ -314,7 +314,7 @@ def test_a_bad_credentials_file_is_refused_with_a_clear_message(
     signer = ScopedJwtIssuer(SigningKey.generate(), "tether")
     with pytest.raises(ConfigurationError) as caught:
         load_downstreams(tmp_path, signer=signer, environ={})
-    assert caught.value.message.startswith(f"{CREDENTIALS_FILE}:{message}")
+    assert f"{CREDENTIALS_FILE}:{message}" in caught.value.message
     # a missing environment variable is the deployment's problem, not the file's
     wanted = ErrorCode.CONFIGURATION if "$NOPE" in message else ErrorCode.POLICY_INVALID
     assert caught.value.code is wanted

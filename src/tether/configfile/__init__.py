@@ -11,12 +11,15 @@ proxy's config and the policy diagnostics of Cedar files, so all report problems
 from __future__ import annotations
 
 from tether.configfile.models import (
+    Below,
     Flag,
     Number,
     PositiveInt,
     StrictCount,
     Text,
     YamlModel,
+    share,
+    shared,
     validate,
 )
 from tether.configfile.problems import MAX_PROBLEMS, Problem, ProblemsError, did_you_mean
@@ -25,6 +28,7 @@ from tether.configfile.yamldoc import MAX_YAML_BYTES, Place, YamlDocument, read_
 __all__ = [
     "MAX_PROBLEMS",
     "MAX_YAML_BYTES",
+    "Below",
     "Flag",
     "Number",
     "Place",
@@ -37,6 +41,8 @@ __all__ = [
     "YamlModel",
     "did_you_mean",
     "read_yaml",
+    "share",
+    "shared",
     "show_path",
     "validate",
 ]

@@ -73,10 +73,34 @@ _BY_NAME: dict[str, type[YamlModel] | None] = {}
 
 
 class _Seen:
-    """Which model each mapping of the document was validated as (for "did you mean")."""
+    """The validation's context: which model each mapping of the document was validated as
+    (for "did you mean"), and what models share with the ones validated after them."""
 
     def __init__(self) -> None:
         self.models: dict[int, type[YamlModel]] = {}
+        self.shared: dict[str, object] = {}
+
+
+class Below(ValueError):
+    """Raised by a validator: problems inside the value it checks, each at a path relative to
+    that value (``Below((("args", "id"), "no parameter {ident}"))``), so checks across fields
+    land on the field that is wrong."""
+
+    def __init__(self, *found: tuple[Path, str]) -> None:
+        super().__init__("; ".join(message for _, message in found))
+        self.found = found
+
+
+def share(info: ValidationInfo, key: str, value: object) -> None:
+    """Leave ``value`` for models validated later in the same document (fields are validated
+    in the order their model declares them)."""
+    if isinstance(info.context, _Seen):
+        info.context.shared[key] = value
+
+
+def shared(info: ValidationInfo, key: str) -> object:
+    """What an earlier model shared under ``key``; ``None`` when it did not validate."""
+    return info.context.shared.get(key) if isinstance(info.context, _Seen) else None
 
 
 class YamlModel(BaseModel):
@@ -120,9 +144,13 @@ def _problems(
 ) -> list[Problem]:
     out: list[Problem] = []
     for error in errors:
-        problem = _problem(doc, data, error, seen)
-        if problem not in out:
-            out.append(problem)
+        below = (error.get("ctx") or {}).get("error")
+        if isinstance(below, Below):
+            path = _walk(data, error.get("loc", ()))[0]
+            found = [doc.problem((*path, *sub), message) for sub, message in below.found]
+        else:
+            found = [_problem(doc, data, error, seen)]
+        out.extend(p for p in found if p not in out)
     return out
 
 

@@ -28,17 +28,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, Field, Strict
+from pydantic import (
+    AfterValidator,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tether.configfile import (
     PositiveInt,
-    Problem,
     Text,
     YamlDocument,
     YamlModel,
     read_yaml,
+    share,
+    shared,
     validate,
 )
 from tether.core.errors import ConfigurationError, ErrorCode
@@ -209,8 +217,15 @@ DatasetName = Annotated[str, Strict(), AfterValidator(_dataset_name)]
 TableName = Annotated[str, Strict(), AfterValidator(_table_ref)]
 
 
+def _unique(name: str, info: ValidationInfo) -> str:
+    names = shared(info, "issuer names")
+    if isinstance(names, list) and names.count(name) > 1:
+        raise ValueError(f"{names.count(name)} issuers are named {name!r}; names are unique")
+    return name
+
+
 class _IssuerModel(YamlModel):
-    name: IssuerName
+    name: Annotated[IssuerName, AfterValidator(_unique)]
     tools: Annotated[list[ToolPattern], Field(min_length=1)]
     ttl_seconds: PositiveInt | None = None
 
@@ -220,6 +235,9 @@ class ScopedJwtModel(_IssuerModel):
 
     kind: Literal["scoped_jwt"]
     audience: Annotated[str, Strict(), Field(min_length=1, max_length=512)]
+    ttl_seconds: (
+        Annotated[int, Strict(), Field(gt=0, le=int(MAX_TOKEN_TTL.total_seconds()))] | None
+    ) = None
 
 
 class PostgresRoleModel(_IssuerModel):
@@ -231,6 +249,15 @@ class PostgresRoleModel(_IssuerModel):
         dict[DatasetName, Annotated[list[TableName], Field(min_length=1)]], Field(min_length=1)
     ]
     max_ttl_seconds: PositiveInt | None = None
+
+    @field_validator("max_ttl_seconds")
+    @classmethod
+    def _longer(cls, seconds: int | None, info: ValidationInfo) -> int | None:
+        ttl = info.data.get("ttl_seconds") or int(_DEFAULT_TTL.total_seconds())
+        if seconds is not None and not ttl <= seconds <= _LONGEST_PG_TTL.total_seconds():
+            raise ValueError("must be between ttl_seconds and 12 hours (43200)")
+        return seconds
+
     role_prefix: Annotated[str, Strict(), AfterValidator(_role_prefix)] = "tether_l_"
 
 
@@ -238,6 +265,15 @@ class CredentialsFile(YamlModel):
     """The whole of ``credentials.yaml``."""
 
     issuers: list[Annotated[ScopedJwtModel | PostgresRoleModel, Field(discriminator="kind")]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: Any, info: ValidationInfo) -> Any:
+        issuers = data.get("issuers") if isinstance(data, dict) else None
+        if isinstance(issuers, list):
+            names = [i.get("name") for i in issuers if isinstance(i, dict)]
+            share(info, "issuer names", names)
+        return data
 
 
 def load_downstreams(
@@ -274,32 +310,6 @@ def _downstreams(
     if doc.data is None:
         return []
     model = validate(doc, CredentialsFile)
-    problems: list[Problem] = []
-    first: dict[str, int] = {}
-    for index, issuer in enumerate(model.issuers):
-        at = ("issuers", index)
-        seen = first.setdefault(issuer.name, index)
-        if seen != index:
-            problems.append(
-                doc.problem((*at, "name"), f"issuers[{seen}] has the same name; names are unique")
-            )
-        ttl = timedelta(seconds=issuer.ttl_seconds) if issuer.ttl_seconds else _DEFAULT_TTL
-        if isinstance(issuer, ScopedJwtModel) and ttl > MAX_TOKEN_TTL:
-            problems.append(
-                doc.problem(
-                    (*at, "ttl_seconds"), f"must be at most {int(MAX_TOKEN_TTL.total_seconds())}"
-                )
-            )
-        if isinstance(issuer, PostgresRoleModel) and issuer.max_ttl_seconds is not None:
-            max_ttl = timedelta(seconds=issuer.max_ttl_seconds)
-            if max_ttl < ttl or max_ttl > _LONGEST_PG_TTL:
-                problems.append(
-                    doc.problem(
-                        (*at, "max_ttl_seconds"), "must be between ttl_seconds and 12 hours"
-                    )
-                )
-    if problems:
-        raise doc.fail(problems)
     return [
         _downstream(doc, index, issuer, signer=signer, environ=environ)
         for index, issuer in enumerate(model.issuers)

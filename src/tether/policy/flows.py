@@ -17,11 +17,19 @@ typed models (one per YAML mapping, below); a broken file stops tether from star
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, Field, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tether.configfile import (
+    Below,
     Flag,
     Problem,
     ProblemsError,
@@ -30,6 +38,8 @@ from tether.configfile import (
     YamlModel,
     did_you_mean,
     read_yaml,
+    share,
+    shared,
     validate,
 )
 from tether.core.anomaly import (
@@ -41,7 +51,7 @@ from tether.core.anomaly import (
 )
 from tether.core.budget import Budgets, ReadFloors
 from tether.core.dataflow import EgressRules
-from tether.core.errors import ErrorCode, TetherError
+from tether.core.errors import ErrorCode
 from tether.core.scope import (
     MAX_DATASET_NAME,
     MAX_TOOL_NAME,
@@ -107,9 +117,25 @@ class ToolUseModel(YamlModel):
     actions: Annotated[list[ActionKind], Field(min_length=1)]
 
 
+def _known_steps(refs: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    """Refuse each reference to a step the workflow does not declare (with the closest)."""
+    known = shared(info, "steps")
+    if not isinstance(known, list):
+        return refs
+    bad = []
+    for index, ref in enumerate(refs or ()):
+        if ref not in known:
+            close = did_you_mean(ref, known)
+            hint = f"; did you mean {close!r}?" if close else f"; steps: {', '.join(known)}"
+            bad.append(((index,), f"no step named {ref!r}{hint}"))
+    if bad:
+        raise Below(*bad)
+    return refs
+
+
 class StepModel(YamlModel):
     uses: Annotated[list[ToolUseModel], Field(min_length=1)]
-    next: list[str] | None = None
+    next: Annotated[list[str] | None, AfterValidator(_known_steps)] = None
     repeatable: Flag = False
     optional: Flag = False
     description: str | None = None
@@ -123,13 +149,35 @@ class AnomalyModel(YamlModel):
     min_history: Annotated[int, Strict(), Field(ge=1, le=MAX_HISTORY)] = DEFAULT_MIN_HISTORY
     history: Annotated[int, Strict(), Field(ge=1, le=MAX_HISTORY)] = DEFAULT_HISTORY
 
+    @model_validator(mode="after")
+    def _enough_history(self) -> AnomalyModel:
+        if self.history < self.min_history:
+            raise Below(
+                (
+                    ("history",),
+                    f"must be at least min_history ({self.min_history}), not {self.history}",
+                )
+            )
+        return self
+
+    def to_rule(self) -> AnomalyRule:
+        return AnomalyRule(self.percentile, self.min_history, self.history)
+
 
 class WorkflowModel(YamlModel):
-    start: Annotated[list[str], Field(min_length=1)]
     steps: Annotated[dict[StepName, StepModel], Field(min_length=1)]
+    start: Annotated[list[str], Field(min_length=1), AfterValidator(_known_steps)]
     description: str | None = None
     budgets: BudgetsModel | None = None
     anomaly: AnomalyModel | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps(cls, data: Any, info: ValidationInfo) -> Any:
+        # `start` and each step's `next` name steps: checked even when a step is wrong.
+        steps = data.get("steps") if isinstance(data, dict) else None
+        share(info, "steps", [str(s) for s in steps] if isinstance(steps, dict) else None)
+        return data
 
     @field_validator("anomaly", mode="before")
     @classmethod
@@ -145,47 +193,16 @@ class WorkflowsFile(YamlModel):
 
 def _workflows(doc: YamlDocument) -> dict[str, Workflow]:
     model = validate(doc, WorkflowsFile, if_empty={})
-    problems: list[Problem] = []
-    out: dict[str, Workflow] = {}
-    for name, body in (model.workflows or {}).items():
-        at = ("workflows", name)
-        known = list(body.steps)
-        refs: list[tuple[tuple[object, ...], str]] = [
-            ((*at, "start", i), ref) for i, ref in enumerate(body.start)
-        ]
-        refs += [
-            ((*at, "steps", step, "next", i), ref)
-            for step, spec in body.steps.items()
-            for i, ref in enumerate(spec.next or ())
-        ]
-        for path, ref in refs:
-            if ref not in body.steps:
-                close = did_you_mean(ref, known)
-                hint = f"; did you mean {close!r}?" if close else f"; steps: {', '.join(known)}"
-                problems.append(doc.problem(path, f"no step named {ref!r}{hint}"))
-        anomaly = body.anomaly
-        if anomaly is not None and anomaly.history < anomaly.min_history:
-            problems.append(
-                doc.problem(
-                    (*at, "anomaly", "history"),
-                    f"must be at least min_history ({anomaly.min_history}), not {anomaly.history}",
-                )
-            )
-        try:
-            out[name] = Workflow(
-                name,
-                tuple(body.start),
-                {step: _step(step, spec) for step, spec in body.steps.items()},
-                body.budgets.to_budgets() if body.budgets else Budgets(),
-                AnomalyRule(anomaly.percentile, anomaly.min_history, anomaly.history)
-                if anomaly is not None
-                else None,
-            )
-        except TetherError as error:  # pragma: no cover - the models check what Budgets does
-            problems.append(doc.problem(at, error.message))
-    if problems:
-        raise doc.fail(problems)
-    return out
+    return {
+        name: Workflow(
+            name,
+            tuple(body.start),
+            {step: _step(step, spec) for step, spec in body.steps.items()},
+            body.budgets.to_budgets() if body.budgets else Budgets(),
+            body.anomaly.to_rule() if body.anomaly is not None else None,
+        )
+        for name, body in (model.workflows or {}).items()
+    }
 
 
 def _step(name: str, spec: StepModel) -> Step:

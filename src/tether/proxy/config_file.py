@@ -16,15 +16,24 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tether.configfile import (
-    Problem,
+    Below,
     Text,
     YamlDocument,
     YamlModel,
     did_you_mean,
     read_yaml,
+    share,
+    shared,
     validate,
 )
 from tether.core.errors import ConfigurationError
@@ -176,6 +185,24 @@ class SecretModel(YamlModel):
     scheme: Scheme | None = None
     query_param: QueryName | None = None
 
+    @model_validator(mode="after")
+    def _one_way(self) -> SecretModel:
+        if self.query_param is not None and (self.header is not None or self.scheme is not None):
+            raise ValueError("use either query_param or header/scheme, not both")
+        if self.header is not None and self.header.lower() in _UNSETTABLE:
+            raise Below((("header",), "is not a header the proxy can set"))
+        return self
+
+    def to_ref(self) -> SecretRef:
+        if self.query_param is not None:
+            return SecretRef(self.name, header=None, scheme=None, query_param=self.query_param)
+        scheme = self.scheme or "Bearer"
+        return SecretRef(
+            self.name,
+            header=self.header or "Authorization",
+            scheme=None if scheme == "none" else scheme,
+        )
+
 
 class UpstreamModel(YamlModel):
     url: Annotated[Text, AfterValidator(_url)]
@@ -185,12 +212,50 @@ class UpstreamModel(YamlModel):
     max_response_bytes: Bytes = DEFAULT_MAX_RESPONSE_BYTES
     forward_headers: list[HeaderName] | None = None
 
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, headers: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        refused = set(NEVER_FORWARDED)
+        secret = info.data.get("secret")
+        if isinstance(secret, SecretModel) and secret.query_param is None:
+            refused.add((secret.header or "Authorization").lower())
+        bad = [
+            (
+                (index,),
+                f"{header} may not be forwarded (hop-by-hop headers, the agent's "
+                "credentials, X-Tether-* and the secret's header never are)",
+            )
+            for index, header in enumerate(headers or ())
+            if header.lower() in refused or header.lower().startswith("x-tether-")
+        ]
+        if bad:
+            raise Below(*bad)
+        return headers
+
+    def to_upstream(self, name: str) -> Upstream:
+        return Upstream(
+            name=name,
+            url=self.url,
+            secret=self.secret.to_ref() if self.secret is not None else None,
+            timeout_seconds=self.timeout_seconds,
+            max_request_bytes=self.max_request_bytes,
+            max_response_bytes=self.max_response_bytes,
+            forward_headers=STANDARD_FORWARD_HEADERS
+            | {h.lower() for h in self.forward_headers or ()},
+        )
+
 
 class ArgModel(YamlModel):
     """``{from: query.limit, type: integer}`` (a plain ``query.limit`` is ``{from: …}``)."""
 
     source: Annotated[Text, AfterValidator(_source), Field(alias="from")]
     type: ArgType | None = None
+
+    def to_source(self) -> ArgSource:
+        source, _, rest = self.source.partition(".")
+        kind = ArgSourceKind(source)
+        where = tuple(rest.split(".")) if kind is ArgSourceKind.BODY else (rest,)
+        return ArgSource(kind, where, self.type)
 
 
 class RouteModel(YamlModel):
@@ -205,12 +270,74 @@ class RouteModel(YamlModel):
     count_records: CountPath | None = None
     recipients_arg: str | None = None
 
+    @field_validator("upstream")
+    @classmethod
+    def _declared(cls, upstream: str, info: ValidationInfo) -> str:
+        known = shared(info, "upstream names")
+        if isinstance(known, list) and upstream not in known:
+            close = did_you_mean(upstream, known)
+            hint = f"; did you mean {close!r}?" if close else f" (known: {', '.join(known)})"
+            raise ValueError(f"no upstream named {upstream!r}{hint}")
+        return upstream
+
     @field_validator("args", mode="before")
     @classmethod
     def _plain_sources(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: {"from": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
+
+    @field_validator("args")
+    @classmethod
+    def _path_params(
+        cls, args: dict[str, ArgModel] | None, info: ValidationInfo
+    ) -> dict[str, ArgModel] | None:
+        path = info.data.get("path")
+        if not isinstance(path, str):
+            return args
+        route = template(path)
+        params = {route.param_name(i) for i in route.params}
+        bad = [
+            ((name,), f"the route path {path!r} has no parameter {{{source.path[0]}}}")
+            for name, arg in (args or {}).items()
+            if (source := arg.to_source()).kind is ArgSourceKind.PATH
+            and source.path[0] not in params
+        ]
+        if bad:
+            raise Below(*bad)
+        return args
+
+    @field_validator("recipients_arg")
+    @classmethod
+    def _an_arg(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if "args" in info.data and name is not None and name not in (info.data["args"] or {}):
+            raise ValueError("must name one of this route's args")
+        return name
+
+    def query_names(self) -> frozenset[str]:
+        """The query parameters the agent may send on this route."""
+        named = {
+            source.path[0]
+            for arg in (self.args or {}).values()
+            if (source := arg.to_source()).kind is ArgSourceKind.QUERY
+        }
+        return frozenset(self.allow_query or ()) | named
+
+    def to_route(self, index: int) -> Route:
+        count = self.count_records
+        return Route(
+            upstream=self.upstream,
+            method=self.method,
+            path=template(self.path),
+            tool=self.tool,
+            action=self.action,
+            dataset=self.dataset,
+            args=tuple((name, arg.to_source()) for name, arg in (self.args or {}).items()),
+            allow_query=frozenset(self.allow_query or ()),
+            count_records=tuple(count.split(".")[1:]) if count is not None else None,
+            recipients_arg=self.recipients_arg,
+            index=index,
+        )
 
 
 class ProxyFile(YamlModel):
@@ -219,135 +346,55 @@ class ProxyFile(YamlModel):
     upstreams: Annotated[dict[UpstreamName, UpstreamModel], Field(min_length=1)]
     routes: Annotated[list[RouteModel], Field(min_length=1, max_length=MAX_ROUTES)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: Any, info: ValidationInfo) -> Any:
+        # The routes name upstreams: checked against the names even when an upstream is wrong.
+        if isinstance(data, dict) and isinstance(data.get("upstreams"), dict):
+            share(info, "upstream names", [str(n) for n in data["upstreams"]])
+        return data
 
-# -- from the models to the frozen config -------------------------------------------------------
+    @field_validator("upstreams")
+    @classmethod
+    def _share(
+        cls, upstreams: dict[str, UpstreamModel], info: ValidationInfo
+    ) -> dict[str, UpstreamModel]:
+        share(info, "upstreams", upstreams)
+        return upstreams
 
-
-def _secret(
-    doc: YamlDocument, at: tuple[object, ...], raw: SecretModel, problems: list[Problem]
-) -> SecretRef:
-    if raw.query_param is not None:
-        if raw.header is not None or raw.scheme is not None:
-            problems.append(doc.problem(at, "use either query_param or header/scheme, not both"))
-        return SecretRef(raw.name, header=None, scheme=None, query_param=raw.query_param)
-    header = raw.header or "Authorization"
-    if header.lower() in _UNSETTABLE:
-        problems.append(doc.problem((*at, "header"), "is not a header the proxy can set"))
-    scheme = raw.scheme or "Bearer"
-    return SecretRef(raw.name, header=header, scheme=None if scheme == "none" else scheme)
-
-
-def _upstream(
-    doc: YamlDocument, name: str, raw: UpstreamModel, problems: list[Problem]
-) -> Upstream:
-    at = ("upstreams", name)
-    secret = None
-    if raw.secret is not None:
-        secret = _secret(doc, (*at, "secret"), raw.secret, problems)
-    refused = set(NEVER_FORWARDED)
-    if secret is not None and secret.header is not None:
-        refused.add(secret.header.lower())
-    extra: set[str] = set()
-    for index, header in enumerate(raw.forward_headers or ()):
-        lower = header.lower()
-        if lower in refused or lower.startswith("x-tether-"):
-            problems.append(
-                doc.problem(
-                    (*at, "forward_headers", index),
-                    f"{header} may not be forwarded (hop-by-hop headers, the agent's "
-                    "credentials, X-Tether-* and the secret's header never are)",
+    @field_validator("routes")
+    @classmethod
+    def _unambiguous(cls, routes: list[RouteModel], info: ValidationInfo) -> list[RouteModel]:
+        upstreams = shared(info, "upstreams")
+        found: list[tuple[tuple[object, ...], str]] = []
+        shapes: dict[tuple[str, str, tuple[str | None, ...]], int] = {}
+        for index, route in enumerate(routes):
+            upstream = upstreams.get(route.upstream) if isinstance(upstreams, dict) else None
+            secret = upstream.secret if isinstance(upstream, UpstreamModel) else None
+            if secret is not None and secret.query_param in route.query_names():
+                found.append(
+                    ((index,), f"the query parameter {secret.query_param!r} carries the secret")
                 )
-            )
-        extra.add(lower)
-    return Upstream(
-        name=name,
-        url=raw.url,
-        secret=secret,
-        timeout_seconds=raw.timeout_seconds,
-        max_request_bytes=raw.max_request_bytes,
-        max_response_bytes=raw.max_response_bytes,
-        forward_headers=STANDARD_FORWARD_HEADERS | extra,
-    )
-
-
-def _route(
-    doc: YamlDocument, index: int, raw: RouteModel, upstreams: dict[str, Upstream]
-) -> tuple[Route | None, list[Problem]]:
-    at = ("routes", index)
-    problems: list[Problem] = []
-    if raw.upstream not in upstreams:
-        close = did_you_mean(raw.upstream, upstreams)
-        hint = f"; did you mean {close!r}?" if close else f" (known: {', '.join(upstreams)})"
-        problems.append(doc.problem((*at, "upstream"), f"no upstream named {raw.upstream!r}{hint}"))
-    path = template(raw.path)
-    params = {path.param_name(i) for i in path.params}
-    args: list[tuple[str, ArgSource]] = []
-    for name, arg in (raw.args or {}).items():
-        source, _, rest = arg.source.partition(".")
-        kind = ArgSourceKind(source)
-        if kind is ArgSourceKind.PATH and rest not in params:
-            problems.append(
-                doc.problem(
-                    (*at, "args", name),
-                    f"the route path {path.text!r} has no parameter {{{rest}}}",
+            key = (route.upstream, route.method, template(route.path).shape)
+            first = shapes.setdefault(key, index)
+            if first != index:
+                found.append(
+                    (
+                        (index, "path"),
+                        f"{route.method} {route.path} is ambiguous with routes[{first}]",
+                    )
                 )
-            )
-        where = tuple(rest.split(".")) if kind is ArgSourceKind.BODY else (rest,)
-        args.append((name, ArgSource(kind, where, arg.type)))
-    allow_query = frozenset(raw.allow_query or ())
-    upstream = upstreams.get(raw.upstream)
-    secret = upstream.secret if upstream is not None else None
-    if secret is not None and secret.query_param is not None:
-        named = allow_query | {s.path[0] for _, s in args if s.kind is ArgSourceKind.QUERY}
-        if secret.query_param in named:
-            problems.append(
-                doc.problem(at, f"the query parameter {secret.query_param!r} carries the secret")
-            )
-    if raw.recipients_arg is not None and raw.recipients_arg not in dict(args):
-        problems.append(doc.problem((*at, "recipients_arg"), "must name one of this route's args"))
-    if problems:
-        return None, problems
-    count = raw.count_records
-    route = Route(
-        upstream=raw.upstream,
-        method=raw.method,
-        path=path,
-        tool=raw.tool,
-        action=raw.action,
-        dataset=raw.dataset,
-        args=tuple(args),
-        allow_query=allow_query,
-        count_records=tuple(count.split(".")[1:]) if count is not None else None,
-        recipients_arg=raw.recipients_arg,
-        index=index,
-    )
-    return route, []
+        if found:
+            raise Below(*found)
+        return routes
 
 
 def _config(doc: YamlDocument) -> ProxyConfig:
     model = validate(doc, ProxyFile, if_empty={})
-    problems: list[Problem] = []
-    upstreams = {name: _upstream(doc, name, raw, problems) for name, raw in model.upstreams.items()}
-    routes: list[Route] = []
-    shapes: dict[tuple[str, str, tuple[str | None, ...]], int] = {}
-    for index, raw_route in enumerate(model.routes):
-        route, found = _route(doc, index, raw_route, upstreams)
-        problems.extend(found)
-        if route is None:
-            continue
-        key = (route.upstream, route.method, route.path.shape)
-        if key in shapes:
-            problems.append(
-                doc.problem(
-                    ("routes", index, "path"),
-                    f"{route.method} {route.path.text} is ambiguous with routes[{shapes[key]}]",
-                )
-            )
-        shapes.setdefault(key, index)
-        routes.append(route)
-    if problems:
-        raise doc.fail(problems)
-    return ProxyConfig(upstreams, tuple(routes))
+    return ProxyConfig(
+        {name: raw.to_upstream(name) for name, raw in model.upstreams.items()},
+        tuple(route.to_route(index) for index, route in enumerate(model.routes)),
+    )
 
 
 def parse_config(raw: object) -> ProxyConfig:
