@@ -245,10 +245,19 @@ class UpstreamModel(YamlModel):
         )
 
 
+def _in_path(spec: str, info: ValidationInfo) -> str:
+    source, _, name = spec.partition(".")
+    found = shared(info, "route path")
+    path, params = found if isinstance(found, tuple) else (None, None)
+    if source == ArgSourceKind.PATH and isinstance(params, list) and name not in params:
+        raise ValueError(f"the route path {path!r} has no parameter {{{name}}}")
+    return spec
+
+
 class ArgModel(YamlModel):
     """``{from: query.limit, type: integer}`` (a plain ``query.limit`` is ``{from: …}``)."""
 
-    source: Annotated[Text, AfterValidator(_source), Field(alias="from")]
+    source: Annotated[Text, AfterValidator(_source), AfterValidator(_in_path), Field(alias="from")]
     type: ArgType | None = None
 
     def to_source(self) -> ArgSource:
@@ -287,30 +296,31 @@ class RouteModel(YamlModel):
             return {k: {"from": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
-    @field_validator("args")
+    @model_validator(mode="before")
     @classmethod
-    def _path_params(
-        cls, args: dict[str, ArgModel] | None, info: ValidationInfo
-    ) -> dict[str, ArgModel] | None:
-        path = info.data.get("path")
-        if not isinstance(path, str):
-            return args
-        route = template(path)
-        params = {route.param_name(i) for i in route.params}
-        bad = [
-            ((name,), f"the route path {path!r} has no parameter {{{source.path[0]}}}")
-            for name, arg in (args or {}).items()
-            if (source := arg.to_source()).kind is ArgSourceKind.PATH
-            and source.path[0] not in params
-        ]
-        if bad:
-            raise Below(*bad)
-        return args
+    def _share_names(cls, data: Any, info: ValidationInfo) -> Any:
+        # An argument from `path.<param>` names a parameter of the route's path, and
+        # `recipients_arg` one of its arguments: checked even when another field is wrong.
+        params: list[str] | None = None
+        args: list[str] | None = None
+        if isinstance(data, dict):
+            try:
+                route = template(data["path"]) if isinstance(data.get("path"), str) else None
+            except ValueError:
+                route = None
+            if route is not None:
+                params = [route.param_name(i) for i in route.params]
+            if isinstance(data.get("args"), dict):
+                args = [str(name) for name in data["args"]]
+        share(info, "route path", (data.get("path") if isinstance(data, dict) else None, params))
+        share(info, "route args", args)
+        return data
 
     @field_validator("recipients_arg")
     @classmethod
     def _an_arg(cls, name: str | None, info: ValidationInfo) -> str | None:
-        if "args" in info.data and name is not None and name not in (info.data["args"] or {}):
+        args = shared(info, "route args")
+        if name is not None and name not in (args if isinstance(args, list) else ()):
             raise ValueError("must name one of this route's args")
         return name
 
