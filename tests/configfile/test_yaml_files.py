@@ -19,6 +19,7 @@ from tether.credentials.downstream import CREDENTIALS_FILE, load_downstreams
 from tether.credentials.jwt_lease import ScopedJwtIssuer
 from tether.identity.keys import SigningKey
 from tether.policy.bundle import load_policy_dir
+from tether.policy.cases import read_case_file
 from tether.policy.catalog import CatalogProblem, parse_catalog
 from tether.policy.diagnostics import PolicyInvalid
 from tether.policy.flows import load_egress, load_read_floors, load_workflows
@@ -328,3 +329,22 @@ def test_policy_validate_reports_yaml_and_cedar_problems_alike(policies: Path) -
     # one file at a time, too
     result = CliRunner().invoke(app, ["policy", "validate", str(policies / "workflows.yaml")])
     assert result.exit_code == 1 and len(result.stdout.splitlines()) == 8
+
+
+def test_a_policy_case_file_refuses_a_key_written_twice(tmp_path: Path) -> None:
+    # Before, the second `expect:` silently replaced the first: the case tested something else.
+    path = tmp_path / "cases.yaml"
+    path.write_text(
+        "cases:\n"
+        "  - name: analyst reads the CRM\n"
+        "    agent: spiffe://tether.local/agent/analyst\n"
+        "    call: {tool: crm.query, action: read, dataset: crm}\n"
+        "    expect: deny\n"
+        "    expect: allow\n",
+        encoding="utf-8",
+    )
+    case_file = read_case_file(path)
+    assert case_file.cases == ()
+    assert [str(p) for p in case_file.problems] == [
+        f"{path}:6:5: cases[0].expect: duplicate key (first at line 5); keep one"
+    ]

@@ -74,9 +74,12 @@ class YamlDocument:
         values: Mapping[Path, Place] | None = None,
         code: ErrorCode = ErrorCode.CONFIGURATION,
         error: type[ProblemsError] = ProblemsError,
+        text: str | None = None,
     ) -> None:
         self.file = file
         self.data = data
+        #: The YAML source, when read from one.
+        self.text = text
         self.code = code
         self.error = error
         self._keys = dict(keys or {})
@@ -147,7 +150,7 @@ def read_yaml(
         except yaml.YAMLError as exc:
             raise error(file, [_syntax_problem(file, exc)], code=code) from None
         if node is None:
-            return YamlDocument(file, None, code=code, error=error)
+            return YamlDocument(file, None, code=code, error=error, text=source)
         walk = _Walk(file, loader)
         walk.node(node, (), 0)
         if walk.problems:
@@ -158,7 +161,9 @@ def read_yaml(
             raise error(file, [_syntax_problem(file, exc)], code=code) from None
     finally:
         loader.dispose()
-    return YamlDocument(file, data, keys=walk.keys, values=walk.values, code=code, error=error)
+    return YamlDocument(
+        file, data, keys=walk.keys, values=walk.values, code=code, error=error, text=source
+    )
 
 
 def _syntax_problem(file: str, exc: yaml.YAMLError) -> Problem:
