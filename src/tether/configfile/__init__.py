@@ -13,7 +13,6 @@ from __future__ import annotations
 from tether.configfile.models import (
     Below,
     Flag,
-    Number,
     PositiveInt,
     StrictCount,
     Text,
@@ -30,7 +29,6 @@ __all__ = [
     "MAX_YAML_BYTES",
     "Below",
     "Flag",
-    "Number",
     "Place",
     "PositiveInt",
     "Problem",

@@ -11,9 +11,12 @@ is about, named by its path (``routes[0].method: must be one of …``):
 * a value that does not fit is placed at the value, with pydantic's words (or plainer ones for
   the common type errors); a misspelt enum value also gets "did you mean".
 
-Checks across fields (a route naming an upstream that is not declared) are made by the caller on
-the validated model, placed with :meth:`YamlDocument.problem`. The models stay at the edge: each
-file's loader turns its model into the frozen domain values the rest of tether uses.
+Checks across fields run in the models' own validators, so they are made even when another
+field is wrong: a validator raises :class:`Below` to place each problem at the field below it
+that is wrong (``args.id``), and :func:`share`/:func:`shared` pass names from a model to those
+validated after it (a route checks its upstream against the upstreams declared before it).
+The models stay at the edge: each file's loader turns its model into the frozen domain values
+the rest of tether uses.
 """
 
 from __future__ import annotations
@@ -41,8 +44,6 @@ M = TypeVar("M", bound=BaseModel)
 StrictCount = Annotated[int, Strict(), Field(ge=0)]
 #: A positive whole number.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-#: A number (an integer or a decimal; ``true`` and ``"5"`` are not numbers).
-Number = Annotated[float, Strict()]
 #: ``true`` or ``false`` (not ``"yes"``, not ``1``).
 Flag = Annotated[bool, Strict()]
 #: A string that is not empty.
