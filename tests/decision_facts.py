@@ -28,7 +28,8 @@ from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, Scope
 from tether.core.task import Grant, GrantState, Intent, Task, TaskState
 from tether.core.verdict import Decision, Obligation, ObligationKind, Reason, ReasonCode
-from tether.core.workflow import Workflow, parse_workflows
+from tether.core.workflow import Workflow
+from tether.policy.flows import parse_workflows
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 TD = "spiffe://tether.local/agent/"

@@ -220,11 +220,18 @@ def test_a_measure_no_past_task_reported_is_not_judged() -> None:
 @pytest.mark.parametrize(
     ("anomaly", "message"),
     [
-        ("{percentile: 101}", "anomaly.percentile must be a number from 50 to 100"),
-        ("{percentile: yes}", "anomaly.percentile must be a number"),
-        ("{min_history: 0}", "anomaly.min_history must be a whole number from 1"),
-        ("{history: 5, min_history: 10}", "anomaly.history (5) must be at least min_history"),
-        ("{window: 3}", "anomaly must be a mapping with any of: history, min_history"),
+        ("{percentile: 101}", "5:27: workflows.analytics.anomaly.percentile: must be at most 100"),
+        ("{percentile: yes}", "5:27: workflows.analytics.anomaly.percentile: must be a number"),
+        ("{min_history: 0}", "5:28: workflows.analytics.anomaly.min_history: must be at least 1"),
+        (
+            "{history: 5, min_history: 10}",
+            "5:24: workflows.analytics.anomaly.history: must be at least min_history (10), not 5",
+        ),
+        (
+            "{window: 3}",
+            "5:15: workflows.analytics.anomaly.window: unknown key; allowed here: history, "
+            "min_history, percentile",
+        ),
     ],
 )
 def test_a_bad_anomaly_rule_is_refused_naming_it(
@@ -236,7 +243,7 @@ def test_a_bad_anomaly_rule_is_refused_naming_it(
     with pytest.raises(ConfigurationError) as caught:
         load_workflows(tmp_path)
     assert caught.value.code.value == "policy_invalid"
-    assert f"workflows.yaml: workflows.analytics.{message}" in caught.value.message
+    assert caught.value.message == f"workflows.yaml:{message}"
 
 
 def test_the_rule_defaults(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ def test_bad_workflow_budgets_are_refused_naming_them(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_workflows(tmp_path)
     assert caught.value.code.value == "policy_invalid"
-    assert "workflows.yaml: workflows.analytics.budgets is not valid: unknown budget 'rows'" in (
-        caught.value.message
+    assert caught.value.message == (
+        "workflows.yaml:4:15: workflows.analytics.budgets.rows: unknown key; allowed here: "
+        "by_classification, bytes, calls_per_minute, records, spend"
     )

@@ -267,28 +267,44 @@ def test_the_jwks_is_public_and_holds_only_public_keys(client: httpx.Client) -> 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("issuers: nope", "holding a list"),
-        ("[1, 2]", "one key, 'issuers'"),
-        ("issuers:\n  - name: a\n    kind: vault\n    tools: [x]", "kind must be one of"),
-        ("issuers:\n  - name: A!\n    kind: scoped_jwt\n    tools: [x]", "name must be"),
+        ("issuers: nope", "1:10: issuers: must be a list"),
+        ("[1, 2]", "1:1: (top level): must be a mapping (keys: issuers)"),
+        (
+            "issuers:\n  - name: a\n    kind: vault\n    tools: [x]",
+            "3:11: issuers[0].kind: must be one of 'scoped_jwt', 'postgres_role'",
+        ),
+        (
+            "issuers:\n  - name: A!\n    kind: scoped_jwt\n    tools: [x]\n    audience: y",
+            "2:11: issuers[0].name: must be lower-case letters, digits, '_' or '-'",
+        ),
         (
             "issuers:\n  - {name: a, kind: scoped_jwt, tools: [x], audience: y, ttl_seconds: 301}",
-            "at most 300",
+            "2:71: issuers[0].ttl_seconds: must be at most 300",
         ),
-        ("issuers:\n  - {name: a, kind: scoped_jwt, tools: [], audience: y}", "non-empty list"),
-        ("issuers:\n  - {name: a, kind: scoped_jwt, tools: ['b c'], audience: y}", "not a tool"),
-        ("issuers:\n  - {name: a, kind: scoped_jwt, tools: [x], audience: y, z: 1}", "unknown"),
+        (
+            "issuers:\n  - {name: a, kind: scoped_jwt, tools: [], audience: y}",
+            "2:40: issuers[0].tools: must not be empty",
+        ),
+        (
+            "issuers:\n  - {name: a, kind: scoped_jwt, tools: ['b c'], audience: y}",
+            "2:41: issuers[0].tools[0]: 'b c' is not a tool name or a 'prefix.*' pattern",
+        ),
+        (
+            "issuers:\n  - {name: a, kind: scoped_jwt, tools: [x], audience: y, z: 1}",
+            "2:58: issuers[0].z: unknown key; allowed here: audience, kind, name, tools",
+        ),
         (
             "issuers:\n  - {name: a, kind: scoped_jwt, tools: [x], audience: y}\n"
             "  - {name: a, kind: scoped_jwt, tools: [z], audience: y}",
-            "same name",
+            "3:12: issuers[1].name: 2 issuers are named 'a'; names are unique",
         ),
         (
             "issuers:\n  - {name: w, kind: postgres_role, tools: [x], admin_dsn_env: NOPE, "
             "datasets: {crm: [public.t]}}",
-            "$NOPE, which is not set",
+            "2:63: issuers[0].admin_dsn_env: issuer 'w' reads its admin DSN from $NOPE, which is "
+            "not set",
         ),
-        ("issuers: [", "not valid YAML"),
+        ("issuers: [", "1:11: not valid YAML"),
     ],
 )
 def test_a_bad_credentials_file_is_refused_with_a_clear_message(
@@ -298,8 +314,10 @@ def test_a_bad_credentials_file_is_refused_with_a_clear_message(
     signer = ScopedJwtIssuer(SigningKey.generate(), "tether")
     with pytest.raises(ConfigurationError) as caught:
         load_downstreams(tmp_path, signer=signer, environ={})
-    assert message in caught.value.message
-    assert caught.value.code in (ErrorCode.POLICY_INVALID, ErrorCode.CONFIGURATION)
+    assert f"{CREDENTIALS_FILE}:{message}" in caught.value.message
+    # a missing environment variable is the deployment's problem, not the file's
+    wanted = ErrorCode.CONFIGURATION if "$NOPE" in message else ErrorCode.POLICY_INVALID
+    assert caught.value.code is wanted
 
 
 def test_the_credential_never_shows_in_a_repr(

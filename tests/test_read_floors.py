@@ -66,18 +66,28 @@ def test_floors_resolve_dataset_and_tool_over_the_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "message"),
     [
-        "read_floors: {default: -1}",
-        "read_floors: {default: 1.5}",
-        "read_floors: {tools: {crm.query: many}}",
-        "read_floors: {tools: [crm.query]}",
-        "read_floors: {ceiling: 5}",
-        "read_floor: {default: 5}",
+        ("read_floors: {default: -1}", "1:24: read_floors.default: must be at least 0"),
+        ("read_floors: {default: 1.5}", "1:24: read_floors.default: must be a whole number"),
+        (
+            "read_floors: {tools: {crm.query: many}}",
+            "1:34: read_floors.tools.crm.query: must be a whole number",
+        ),
+        ("read_floors: {tools: [crm.query]}", "1:22: read_floors.tools: must be a mapping"),
+        (
+            "read_floors: {ceiling: 5}",
+            "1:15: read_floors.ceiling: unknown key; allowed here: datasets, default, tools",
+        ),
+        ("read_floor: {default: 5}", "1:1: read_floor: unknown key; did you mean 'read_floors'?"),
     ],
 )
-def test_a_bad_read_floors_entry_stops_tether_naming_it(tmp_path: Path, text: str) -> None:
+def test_a_bad_read_floors_entry_stops_tether_naming_it(
+    tmp_path: Path, text: str, message: str
+) -> None:
     policies = copy_policies(tmp_path / "policies")
     (policies / "dataflow.yaml").write_text(text + "\n", encoding="utf-8")
-    with pytest.raises(ConfigurationError, match=r"dataflow\.yaml"):
+    with pytest.raises(ConfigurationError) as caught:
         load_read_floors(policies)
+    assert caught.value.code.value == "policy_invalid"
+    assert caught.value.message == f"dataflow.yaml:{message}"

@@ -209,11 +209,19 @@ def test_an_effect_over_its_reservation_closes_the_step_budget(rt: Runtime) -> N
 @pytest.mark.parametrize(
     ("budgets", "why"),
     [
-        ("{rows: 10}", "unknown budget 'rows'"),
-        ("{records: -1}", "budget records must be a non-negative number"),
-        ("{by_classification: {confidential: {calls_per_minute: 3}}}", "unknown budget"),
-        ("{by_classification: {secret: {records: 3}}}", "unknown classification 'secret'"),
-        ("[records]", "budgets must be an object"),
+        ("{rows: 10}", "15:19: {at}.rows: unknown key; allowed here: by_classification, bytes"),
+        ("{records: -1}", "15:28: {at}.records: must be at least 0"),
+        (
+            "{by_classification: {confidential: {calls_per_minute: 3}}}",
+            "15:54: {at}.by_classification.confidential.calls_per_minute: unknown key; allowed "
+            "here: bytes, records",
+        ),
+        (
+            "{by_classification: {secret: {records: 3}}}",
+            "15:39: {at}.by_classification.secret: must be one of 'public', 'internal', "
+            "'confidential' or 'restricted'",
+        ),
+        ("[records]", "15:18: {at}: must be a mapping (keys: records, bytes, calls_per_minute"),
     ],
 )
 def test_bad_step_budgets_are_refused_naming_the_workflow_and_step(
@@ -226,10 +234,8 @@ def test_bad_step_budgets_are_refused_naming_the_workflow_and_step(
     with pytest.raises(ConfigurationError) as caught:
         load_workflows(tmp_path)
     assert caught.value.code.value == "policy_invalid"
-    assert caught.value.message.startswith(
-        "workflows.yaml: workflows.analytics.steps.record.budgets is not valid: "
-    )
-    assert why in caught.value.message
+    at = "workflows.analytics.steps.record.budgets"
+    assert caught.value.message.startswith("workflows.yaml:" + why.replace("{at}", at))
 
 
 def test_budgets_for_a_step_that_is_not_declared_are_refused(tmp_path: Path) -> None:
@@ -239,7 +245,11 @@ def test_budgets_for_a_step_that_is_not_declared_are_refused(tmp_path: Path) -> 
     with pytest.raises(ConfigurationError) as caught:
         load_workflows(tmp_path)
     assert caught.value.code.value == "policy_invalid"
-    assert caught.value.message.startswith("workflows.yaml: workflows.analytics.steps.budgets ")
+    assert caught.value.message.splitlines()[1:] == [
+        "  workflows.yaml:6:7: workflows.analytics.steps.budgets: required key 'uses' is missing",
+        "  workflows.yaml:6:17: workflows.analytics.steps.budgets.records: unknown key; allowed "
+        "here: budgets, description, next, optional, repeatable, uses",
+    ]
 
 
 def test_the_parsed_step_carries_its_budgets(policies: Path) -> None:

@@ -101,7 +101,7 @@ def test_a_good_config_parses_with_restrictive_defaults() -> None:
         (["routes", 0, "count_records"], "items", "routes[0].count_records"),
         (["routes", 0, "recipients_arg"], "to", "routes[0].recipients_arg"),
         (["routes", 1, "path"], "/customers/{cid}", "routes[1]"),
-        (["routs"], [], "(top level).routs: unknown key"),
+        (["routs"], [], "proxy config: routs: unknown key; did you mean 'routes'?"),
     ],
 )
 def test_bad_configs_name_the_path(path: list[str | int], value: object, message: str) -> None:
@@ -115,7 +115,7 @@ def test_bad_configs_name_the_path(path: list[str | int], value: object, message
 
 
 def test_a_config_needs_routes_and_the_secret_parameter_is_not_the_agents() -> None:
-    with pytest.raises(ConfigurationError, match="routes: list 1 to"):
+    with pytest.raises(ConfigurationError, match="routes: must not be empty"):
         parse_config({"upstreams": GOOD["upstreams"], "routes": []})
     vault = with_change(["upstreams", "legacy", "secret"], {"name": "k", "query_param": "limit"})
     with pytest.raises(ConfigurationError, match="carries the secret"):

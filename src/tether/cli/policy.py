@@ -70,7 +70,8 @@ def validate(
         Path,
         typer.Argument(
             help="A policy directory, or one file of it: a *.cedar file (checked against the "
-            "schema.cedarschema beside it), the schema or catalog.yaml.",
+            "schema.cedarschema beside it), the schema, catalog.yaml, workflows.yaml or "
+            "dataflow.yaml.",
             exists=True,
         ),
     ],

@@ -17,10 +17,8 @@ task really read. Pure: the history comes from the store, through the service.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from tether.core.errors import ConfigurationError, ErrorCode
 
 DEFAULT_PERCENTILE = 99.0
 DEFAULT_MIN_HISTORY = 20
@@ -104,35 +102,3 @@ def exceeded(base: Baseline, so_far: Volume, declared: Volume, workflow: str) ->
                 f"last {base.tasks} ended tasks of workflow {workflow!r}; a human must approve"
             )
     return None
-
-
-def parse_rule(raw: object, where: str, source: str) -> AnomalyRule:
-    """Parse a workflow's ``anomaly`` mapping; every problem names the file and the path."""
-
-    def bad(path: str, why: str) -> ConfigurationError:
-        return ConfigurationError(f"{source}: {path} {why}", code=ErrorCode.POLICY_INVALID)
-
-    if raw is None:
-        raw = {}
-    allowed = {"percentile", "min_history", "history"}
-    if not isinstance(raw, Mapping) or set(raw) - allowed:
-        raise bad(where, f"must be a mapping with any of: {', '.join(sorted(allowed))}")
-    percentile = raw.get("percentile", DEFAULT_PERCENTILE)
-    if (
-        isinstance(percentile, bool)
-        or not isinstance(percentile, int | float)
-        or not 50 <= percentile <= 100
-    ):
-        raise bad(f"{where}.percentile", "must be a number from 50 to 100 (e.g. 99)")
-    counts: dict[str, int] = {}
-    for key, default in (("min_history", DEFAULT_MIN_HISTORY), ("history", DEFAULT_HISTORY)):
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_HISTORY:
-            raise bad(f"{where}.{key}", f"must be a whole number from 1 to {MAX_HISTORY}")
-        counts[key] = value
-    if counts["history"] < counts["min_history"]:
-        raise bad(
-            f"{where}.history",
-            f"({counts['history']}) must be at least min_history ({counts['min_history']})",
-        )
-    return AnomalyRule(float(percentile), counts["min_history"], counts["history"])

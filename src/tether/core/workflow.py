@@ -23,10 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tether.core.anomaly import AnomalyRule, parse_rule
+from tether.core.anomaly import AnomalyRule
 from tether.core.budget import Budgets
-from tether.core.errors import ConfigurationError, ErrorCode, TetherError
-from tether.core.scope import ActionKind, Scope, is_valid_name
+from tether.core.scope import ActionKind, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,87 +89,3 @@ class Workflow:
         """True when every tool/action the scope names is used by some step."""
         uses = {u for step in self.steps.values() for u in step.uses}
         return all((scope.tool, action) in uses for action in scope.actions)
-
-
-def parse_workflows(raw: object, *, source: str) -> dict[str, Workflow]:
-    """Parse ``{"workflows": {name: {"start": [...], "steps": {...}}}}``; every problem named."""
-
-    def bad(path: str, why: str) -> ConfigurationError:
-        return ConfigurationError(f"{source}: {path} {why}", code=ErrorCode.POLICY_INVALID)
-
-    if not isinstance(raw, dict) or set(raw) - {"workflows"}:
-        raise bad("top level", "must be a mapping with one key, 'workflows'")
-    entries = raw.get("workflows") or {}
-    if not isinstance(entries, dict):
-        raise bad("workflows", "must map workflow names to definitions")
-    out: dict[str, Workflow] = {}
-    for name, body in entries.items():
-        where = f"workflows.{name}"
-        if not isinstance(name, str) or not is_valid_name(name, 128):
-            raise bad(where, "is not a valid workflow name")
-        keys = {"start", "steps", "description", "budgets", "anomaly"}
-        if not isinstance(body, dict) or set(body) - keys:
-            raise bad(
-                where,
-                "must have 'start' and 'steps' (and optionally 'description', 'budgets', "
-                "'anomaly')",
-            )
-        steps_raw = body.get("steps")
-        if not isinstance(steps_raw, dict) or not steps_raw:
-            raise bad(f"{where}.steps", "must name at least one step")
-        steps: dict[str, Step] = {}
-        for step_name, step_raw in steps_raw.items():
-            at = f"{where}.steps.{step_name}"
-            if not isinstance(step_name, str) or not is_valid_name(step_name, 64):
-                raise bad(at, "is not a valid step name")
-            allowed = {"uses", "next", "repeatable", "optional", "description", "budgets"}
-            if not isinstance(step_raw, dict) or set(step_raw) - allowed:
-                raise bad(at, f"may only have: {', '.join(sorted(allowed))}")
-            uses: set[tuple[str, ActionKind]] = set()
-            for use in step_raw.get("uses") or []:
-                if not isinstance(use, dict) or set(use) != {"tool", "actions"}:
-                    raise bad(f"{at}.uses", "entries are {tool: NAME, actions: [..]}")
-                tool, actions = use["tool"], use["actions"]
-                if not isinstance(tool, str) or not is_valid_name(tool, 128):
-                    raise bad(f"{at}.uses", f"has an invalid tool {tool!r}")
-                if not isinstance(actions, list) or not actions:
-                    raise bad(f"{at}.uses", f"needs actions for {tool}")
-                for action in actions:
-                    if action not in {a.value for a in ActionKind}:
-                        raise bad(f"{at}.uses", f"has an unknown action {action!r}")
-                    uses.add((tool, ActionKind(action)))
-            if not uses:
-                raise bad(at, "must use at least one tool")
-            following = step_raw.get("next") or []
-            if not isinstance(following, list) or not all(isinstance(n, str) for n in following):
-                raise bad(f"{at}.next", "must be a list of step names")
-            for flag in ("repeatable", "optional"):
-                if not isinstance(step_raw.get(flag, False), bool):
-                    raise bad(f"{at}.{flag}", "must be true or false")
-            try:
-                step_budgets = Budgets.from_json(step_raw.get("budgets"))
-            except TetherError as error:
-                raise bad(f"{at}.budgets", f"is not valid: {error.message}") from None
-            steps[step_name] = Step(
-                step_name,
-                frozenset(uses),
-                tuple(following),
-                bool(step_raw.get("repeatable", False)),
-                bool(step_raw.get("optional", False)),
-                step_budgets,
-            )
-        start = body.get("start")
-        if not isinstance(start, list) or not start:
-            raise bad(f"{where}.start", "must list at least one step")
-        for ref in [*start, *(n for s in steps.values() for n in s.next)]:
-            if ref not in steps:
-                raise bad(where, f"refers to an unknown step {ref!r}")
-        try:
-            budgets = Budgets.from_json(body.get("budgets"))
-        except TetherError as error:
-            raise bad(f"{where}.budgets", f"is not valid: {error.message}") from None
-        anomaly = None
-        if "anomaly" in body:
-            anomaly = parse_rule(body["anomaly"], f"{where}.anomaly", source)
-        out[name] = Workflow(name, tuple(start), steps, budgets, anomaly)
-    return out

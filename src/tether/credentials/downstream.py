@@ -28,16 +28,38 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from tether.configfile import (
+    PositiveInt,
+    Text,
+    YamlDocument,
+    YamlModel,
+    read_yaml,
+    share,
+    shared,
+    validate,
+)
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.lease import IssuerKind, Lease
 from tether.core.scope import is_valid_name
 from tether.core.verdict import IssuedCredential
 from tether.credentials.jwt_lease import MAX_TOKEN_TTL, ScopedJwtIssuer
-from tether.credentials.postgres import PostgresDatasets, PostgresRoleIssuer
+from tether.credentials.postgres import (
+    PostgresDatasets,
+    PostgresRoleIssuer,
+    TableRef,
+    role_prefix_problem,
+)
 
 CREDENTIALS_FILE: Final = "credentials.yaml"
 _MAX_FILE_BYTES: Final = 256 * 1024
@@ -151,110 +173,175 @@ class PostgresDownstream:
 Downstream = ScopedJwtDownstream | PostgresDownstream
 
 
+# -- credentials.yaml ---------------------------------------------------------------------------
+
+
+def _issuer_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError("must be lower-case letters, digits, '_' or '-' (at most 63)")
+    return name
+
+
+def _tool_pattern(pattern: str) -> str:
+    try:
+        ToolMatcher([pattern])
+    except ConfigurationError as error:
+        raise ValueError(error.message) from None
+    return pattern
+
+
+def _table_ref(value: str) -> str:
+    try:
+        TableRef.parse(value)
+    except ConfigurationError as error:
+        raise ValueError(error.message) from None
+    return value
+
+
+def _dataset_name(name: str) -> str:
+    if not is_valid_name(name, 128):
+        raise ValueError(f"{name!r} is not a valid dataset name")
+    return name
+
+
+def _role_prefix(prefix: str) -> str:
+    why = role_prefix_problem(prefix)
+    if why is not None:
+        raise ValueError(why)
+    return prefix
+
+
+IssuerName = Annotated[str, Strict(), AfterValidator(_issuer_name)]
+ToolPattern = Annotated[str, Strict(), AfterValidator(_tool_pattern)]
+DatasetName = Annotated[str, Strict(), AfterValidator(_dataset_name)]
+TableName = Annotated[str, Strict(), AfterValidator(_table_ref)]
+
+
+def _unique(name: str, info: ValidationInfo) -> str:
+    names = shared(info, "issuer names")
+    if isinstance(names, list) and names.count(name) > 1:
+        raise ValueError(f"{names.count(name)} issuers are named {name!r}; names are unique")
+    return name
+
+
+class _IssuerModel(YamlModel):
+    name: Annotated[IssuerName, AfterValidator(_unique)]
+    tools: Annotated[list[ToolPattern], Field(min_length=1)]
+    ttl_seconds: PositiveInt | None = None
+
+
+class ScopedJwtModel(_IssuerModel):
+    """An issuer of ``kind: scoped_jwt``."""
+
+    kind: Literal["scoped_jwt"]
+    audience: Annotated[str, Strict(), Field(min_length=1, max_length=512)]
+    ttl_seconds: (
+        Annotated[int, Strict(), Field(gt=0, le=int(MAX_TOKEN_TTL.total_seconds()))] | None
+    ) = None
+
+
+class PostgresRoleModel(_IssuerModel):
+    """An issuer of ``kind: postgres_role``."""
+
+    kind: Literal["postgres_role"]
+    admin_dsn_env: Text
+    datasets: Annotated[
+        dict[DatasetName, Annotated[list[TableName], Field(min_length=1)]], Field(min_length=1)
+    ]
+    max_ttl_seconds: PositiveInt | None = None
+
+    @field_validator("max_ttl_seconds")
+    @classmethod
+    def _longer(cls, seconds: int | None, info: ValidationInfo) -> int | None:
+        ttl = info.data.get("ttl_seconds") or int(_DEFAULT_TTL.total_seconds())
+        if seconds is not None and not ttl <= seconds <= _LONGEST_PG_TTL.total_seconds():
+            raise ValueError("must be between ttl_seconds and 12 hours (43200)")
+        return seconds
+
+    role_prefix: Annotated[str, Strict(), AfterValidator(_role_prefix)] = "tether_l_"
+
+
+class CredentialsFile(YamlModel):
+    """The whole of ``credentials.yaml``."""
+
+    issuers: list[Annotated[ScopedJwtModel | PostgresRoleModel, Field(discriminator="kind")]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: Any, info: ValidationInfo) -> Any:
+        issuers = data.get("issuers") if isinstance(data, dict) else None
+        if isinstance(issuers, list):
+            names = [i.get("name") for i in issuers if isinstance(i, dict)]
+            share(info, "issuer names", names)
+        return data
+
+
 def load_downstreams(
     policy_dir: Path, *, signer: ScopedJwtIssuer, environ: Mapping[str, str]
 ) -> list[Downstream]:
-    """The issuers ``credentials.yaml`` in ``policy_dir`` configures (none without the file)."""
+    """The issuers ``credentials.yaml`` in ``policy_dir`` configures (none without the file);
+    raises ``ConfigurationError(POLICY_INVALID)`` listing every problem at ``file:line:col``."""
     path = policy_dir / CREDENTIALS_FILE
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if len(data) > _MAX_FILE_BYTES:
-        raise _bad(f"the file is larger than {_MAX_FILE_BYTES // 1024} KiB")
     try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError as error:
-        raise _bad(f"not valid YAML ({type(error).__name__})") from None
-    return parse_downstreams(raw, signer=signer, environ=environ)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise ConfigurationError(
+            f"{CREDENTIALS_FILE}: cannot be read ({error.strerror})", code=ErrorCode.POLICY_INVALID
+        ) from None
+    doc = read_yaml(
+        data, file=CREDENTIALS_FILE, max_bytes=_MAX_FILE_BYTES, code=ErrorCode.POLICY_INVALID
+    )
+    return _downstreams(doc, signer=signer, environ=environ)
 
 
 def parse_downstreams(
     raw: object, *, signer: ScopedJwtIssuer, environ: Mapping[str, str]
 ) -> list[Downstream]:
-    if raw is None:
+    """The issuers of ``credentials.yaml`` given as data already parsed."""
+    doc = YamlDocument.of(raw, file=CREDENTIALS_FILE, code=ErrorCode.POLICY_INVALID)
+    return _downstreams(doc, signer=signer, environ=environ)
+
+
+def _downstreams(
+    doc: YamlDocument, *, signer: ScopedJwtIssuer, environ: Mapping[str, str]
+) -> list[Downstream]:
+    if doc.data is None:
         return []
-    if not isinstance(raw, dict) or set(raw) != {"issuers"} or not isinstance(raw["issuers"], list):
-        raise _bad("must be a mapping with one key, 'issuers', holding a list")
-    out: list[Downstream] = []
-    for index, entry in enumerate(raw["issuers"]):
-        out.append(_one(entry, index, signer=signer, environ=environ))
-    names = [d.name for d in out]
-    if len(set(names)) != len(names):
-        raise _bad("two issuers have the same name")
-    return out
+    model = validate(doc, CredentialsFile)
+    return [
+        _downstream(doc, index, issuer, signer=signer, environ=environ)
+        for index, issuer in enumerate(model.issuers)
+    ]
 
 
-_COMMON: Final = {"name", "kind", "tools", "ttl_seconds"}
-_KEYS: Final = {
-    "scoped_jwt": _COMMON | {"audience"},
-    "postgres_role": _COMMON | {"max_ttl_seconds", "admin_dsn_env", "datasets", "role_prefix"},
-}
-
-
-def _one(
-    entry: object, index: int, *, signer: ScopedJwtIssuer, environ: Mapping[str, str]
+def _downstream(
+    doc: YamlDocument,
+    index: int,
+    issuer: ScopedJwtModel | PostgresRoleModel,
+    *,
+    signer: ScopedJwtIssuer,
+    environ: Mapping[str, str],
 ) -> Downstream:
-    where = f"issuer {index + 1}"
-    if not isinstance(entry, dict):
-        raise _bad(f"{where} must be a mapping")
-    kind = entry.get("kind")
-    if kind not in _KEYS:
-        raise _bad(f"{where}: kind must be one of {', '.join(sorted(_KEYS))}")
-    unknown = set(entry) - _KEYS[kind]
-    if unknown:
-        raise _bad(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
-    name = entry.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise _bad(f"{where}: name must be lower-case letters, digits, '_' or '-'")
-    where = f"issuer {name!r}"
-    tools = entry.get("tools")
-    if not isinstance(tools, list) or not tools or not all(isinstance(t, str) for t in tools):
-        raise _bad(f"{where}: tools must be a non-empty list of tool names")
-    matcher = ToolMatcher(tools)
-    ttl = _seconds(entry, "ttl_seconds", _DEFAULT_TTL, where)
-    if kind == "scoped_jwt":
-        audience = entry.get("audience")
-        if not isinstance(audience, str) or not audience or len(audience) > 512:
-            raise _bad(f"{where}: audience must name the API (its URL or id)")
-        if ttl > MAX_TOKEN_TTL:
-            raise _bad(f"{where}: ttl_seconds is at most {int(MAX_TOKEN_TTL.total_seconds())}")
-        return ScopedJwtDownstream(name, audience, ttl, matcher, signer)
-    max_ttl = _seconds(entry, "max_ttl_seconds", ttl, where)
-    if max_ttl < ttl or max_ttl > _LONGEST_PG_TTL:
-        raise _bad(f"{where}: max_ttl_seconds must be between ttl_seconds and 12 hours")
-    env = entry.get("admin_dsn_env")
-    if not isinstance(env, str) or not env:
-        raise _bad(f"{where}: admin_dsn_env must name the environment variable with the DSN")
-    dsn = environ.get(env)
+    matcher = ToolMatcher(issuer.tools)
+    ttl = timedelta(seconds=issuer.ttl_seconds) if issuer.ttl_seconds else _DEFAULT_TTL
+    if isinstance(issuer, ScopedJwtModel):
+        return ScopedJwtDownstream(issuer.name, issuer.audience, ttl, matcher, signer)
+    max_ttl = timedelta(seconds=issuer.max_ttl_seconds) if issuer.max_ttl_seconds else ttl
+    dsn = environ.get(issuer.admin_dsn_env)
     if not dsn:
-        raise ConfigurationError(
-            f"{CREDENTIALS_FILE}: {where} reads its admin DSN from ${env}, which is not set",
-            code=ErrorCode.CONFIGURATION,
+        where = doc.problem(
+            ("issuers", index, "admin_dsn_env"),
+            f"issuer {issuer.name!r} reads its admin DSN from ${issuer.admin_dsn_env}, which is "
+            "not set",
         )
-    datasets = entry.get("datasets")
-    if not isinstance(datasets, dict) or not datasets:
-        raise _bad(f"{where}: datasets must map each dataset to its tables")
-    prefix = entry.get("role_prefix", "tether_l_")
-    if not isinstance(prefix, str):
-        raise _bad(f"{where}: role_prefix must be a string")
+        raise ConfigurationError(str(where), code=ErrorCode.CONFIGURATION)
+    try:
+        roles = PostgresRoleIssuer(dsn, role_prefix=issuer.role_prefix)
+    except ConfigurationError as error:  # the DSN (the prefix is checked above)
+        where = doc.problem(("issuers", index, "admin_dsn_env"), error.message)
+        raise ConfigurationError(str(where), code=ErrorCode.CONFIGURATION) from None
     return PostgresDownstream(
-        name,
-        ttl,
-        max_ttl,
-        matcher,
-        PostgresDatasets(datasets),
-        PostgresRoleIssuer(dsn, role_prefix=prefix),
+        issuer.name, ttl, max_ttl, matcher, PostgresDatasets(issuer.datasets), roles
     )
-
-
-def _seconds(entry: dict[str, Any], key: str, default: timedelta, where: str) -> timedelta:
-    value = entry.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _bad(f"{where}: {key} must be a positive whole number of seconds")
-    return timedelta(seconds=value)
-
-
-def _bad(message: str) -> ConfigurationError:
-    return ConfigurationError(f"{CREDENTIALS_FILE}: {message}", code=ErrorCode.POLICY_INVALID)

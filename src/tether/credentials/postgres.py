@@ -203,6 +203,15 @@ class PostgresUnavailable(Unavailable):
     """PostgreSQL could not be reached or failed: no credential was issued (fail closed)."""
 
 
+def role_prefix_problem(prefix: str) -> str | None:
+    """What is wrong with a lease roles' name prefix, or ``None`` when it is safe."""
+    if not _SAFE_ROLE.fullmatch(prefix) or len(prefix) > 32:
+        return "must be lower-case letters, digits and '_' (at most 32)"
+    if prefix.startswith("pg_"):
+        return "must not start with pg_ (role names PostgreSQL reserves)"
+    return None
+
+
 class PostgresRoleIssuer:
     """Creates, revokes and sweeps lease roles through an admin connection."""
 
@@ -214,12 +223,9 @@ class PostgresRoleIssuer:
         connect_timeout: int = 5,
         password_source: Callable[[], str] = new_password,
     ) -> None:
-        if not _SAFE_ROLE.fullmatch(role_prefix) or len(role_prefix) > 32:
-            raise ConfigurationError(
-                "role_prefix must be lower-case letters, digits and '_' (at most 32)"
-            )
-        if role_prefix.startswith("pg_"):
-            raise ConfigurationError("role names starting with pg_ are reserved by PostgreSQL")
+        why = role_prefix_problem(role_prefix)
+        if why is not None:
+            raise ConfigurationError(f"role_prefix {why}")
         try:
             params = conninfo_to_dict(admin_dsn)
         except psycopg.Error as exc:

@@ -34,7 +34,7 @@ import cedarpy
 
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.scope import ActionKind
-from tether.policy.catalog import Catalog, CatalogProblem, parse_catalog
+from tether.policy.catalog import CATALOG_FILE, Catalog, CatalogProblem, parse_catalog
 from tether.policy.context import ALL_REFS, CallFacts, build_context
 from tether.policy.diagnostics import (
     PolicyInvalid,
@@ -45,12 +45,12 @@ from tether.policy.diagnostics import (
     undeclared_has,
     validation_problems,
 )
+from tether.policy.flows import FLOW_FILES, check_flow_file
 from tether.policy.meta import PolicyMeta, PolicyProblem, build_meta
 from tether.policy.schema_view import SchemaNames
 from tether.policy.syntax import Statement, split_statements
 
 SCHEMA_FILE: Final = "schema.cedarschema"
-CATALOG_FILE: Final = "catalog.yaml"
 POLICY_SUFFIX: Final = ".cedar"
 OBSERVE_SUFFIX: Final = ".observe.cedar"
 _ACTION_GROUP: Final = re.compile(r"^\s*action\s.*\bin\s*\[", re.MULTILINE)
@@ -242,7 +242,7 @@ def _load_catalog(sources: Mapping[str, str], problems: list[Problem]) -> Catalo
     try:
         return parse_catalog(text)
     except CatalogProblem as exc:
-        problems.append(Problem(CATALOG_FILE, str(exc)))
+        problems.extend(exc.problems)
         return None
 
 
@@ -353,14 +353,21 @@ class CheckReport:
 
 
 def check_path(path: Path) -> CheckReport:
-    """Validate a policy directory, or one file of one: a ``*.cedar`` file (against the schema
-    beside it), the schema or the catalog. Problems name files as ``path`` does."""
+    """Validate a policy directory (with its ``workflows.yaml`` and ``dataflow.yaml``), or one
+    file of one: a ``*.cedar`` file (against the schema beside it), the schema, the catalog or a
+    flow file. Problems name files as ``path`` does."""
     if path.is_dir():
+        flows = [p for name in FLOW_FILES for p in _check_flow_file(path / name)]
         try:
             bundle = load_policy_dir(path)
         except PolicyInvalid as exc:
-            return CheckReport(tuple(replace(p, file=str(path / p.file)) for p in exc.problems))
+            found = [replace(p, file=str(path / p.file)) for p in exc.problems]
+            return CheckReport((*found, *flows))
+        if flows:
+            return CheckReport(tuple(flows))
         return CheckReport((), bundle.policies, bundle.revision)
+    if path.name in FLOW_FILES:
+        return CheckReport(tuple(_check_flow_file(path)))
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -382,7 +389,22 @@ def check_path(path: Path) -> CheckReport:
         policies = check_policy_files({path.name: text}, schema, problems)
     else:
         problems.append(
-            Problem(path.name, f"not a policy file (*.cedar, {SCHEMA_FILE} or {CATALOG_FILE})")
+            Problem(
+                path.name,
+                f"not a policy file (*.cedar, {SCHEMA_FILE}, {CATALOG_FILE}, "
+                f"{' or '.join(FLOW_FILES)})",
+            )
         )
     placed = tuple(replace(p, file=str(path.parent / p.file)) for p in problems)
     return CheckReport(placed, tuple(policies) if not placed else ())
+
+
+def _check_flow_file(path: Path) -> list[Problem]:
+    """The problems of ``workflows.yaml`` or ``dataflow.yaml`` (none when it is absent)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        return [Problem(str(path), f"cannot be read ({exc.strerror})")]
+    return [replace(p, file=str(path)) for p in check_flow_file(path.name, data)]

@@ -24,9 +24,10 @@ By default the cases are every ``*.yaml`` under ``<policy dir>/tests/``. A case 
         expect_obligations: [{kind: row_cap, value: "100"}]  # optional, compared as a set
         expect_observed: [{policy_id: new-rule, would: deny}]  # optional: observe-mode changes
 
-Unknown keys are refused (a typo must not turn a check off). Each malformed case is a
-:class:`~tether.policy.diagnostics.Problem` at its ``file:line:col`` (from the YAML's own
-marks), and the file's other cases are kept: :func:`read_case_file` returns both;
+Unknown keys are refused (a typo must not turn a check off). The file is read by
+:func:`tether.configfile.read_yaml` (bounded, safe, duplicate keys refused); each malformed case
+is a :class:`~tether.configfile.Problem` at its ``file:line:col``, and the file's other cases
+are kept: :func:`read_case_file` returns both;
 :func:`load_case_file` raises ``ConfigurationError`` instead.
 
 A request alone (the case keys ``agent``, ``delegated_by``, ``intent``, ``task_id``, ``call``,
@@ -41,8 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from tether.configfile import Problem, ProblemsError, YamlDocument, did_you_mean, read_yaml
 from tether.core.call import Call
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.identity import CredentialKind, Workload, parse_spiffe_id
@@ -51,7 +51,6 @@ from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Intent
 from tether.core.verdict import Decision, ObligationKind, ReasonCode
-from tether.policy.diagnostics import Problem, did_you_mean
 from tether.service.ports import PolicyRequest
 
 DEFAULT_INTENT: Final = Intent(workflow="policy-test", purpose="policy test", on_behalf_of="tester")
@@ -355,50 +354,18 @@ def _parse_case(file: str, raw: Mapping[str, Any]) -> PolicyCase:
     )
 
 
-class _Marks:
-    """Where each case of a case file, and each of its keys, starts (from the YAML nodes)."""
-
-    def __init__(self, text: str) -> None:
-        self.cases: list[yaml.Node] = []
-        self.policies: yaml.Node | None = None
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            return
-        if isinstance(root, yaml.MappingNode):
-            for key, value in root.value:
-                if key.value == "cases" and isinstance(value, yaml.SequenceNode):
-                    self.cases = list(value.value)
-                elif key.value == "policies":
-                    self.policies = value
-
-    def of_case(self, index: int, key: str | None = None) -> tuple[int | None, int | None]:
-        """1-based line and column of case ``index`` or of its ``key`` (``call.action``)."""
-        if index >= len(self.cases):
-            return None, None
-        node = self.cases[index]
-        parts = key.split(".") if key else []
-        for depth, part in enumerate(parts):
-            if not isinstance(node, yaml.MappingNode):
-                break
-            pair = next(((k, v) for k, v in node.value if k.value == part), None)
-            if pair is None:
-                break
-            # the key itself for the last part (`expekt:`), its value on the way there
-            node = pair[0] if depth == len(parts) - 1 else pair[1]
-        return node.start_mark.line + 1, node.start_mark.column + 1
-
-    def policies_start(self) -> tuple[int, int] | None:
-        """For ``policies: |``: the line its text starts on and the text's indentation."""
-        node = self.policies
-        if not isinstance(node, yaml.ScalarNode) or node.style != "|":
-            return None
-        lines = (node.end_mark.buffer or "").splitlines()
-        first = node.start_mark.line + 1  # 0-based line of the block's first text line
-        if first >= len(lines):
-            return None
-        indent = len(lines[first]) - len(lines[first].lstrip(" "))
-        return first + 1, indent
+def _policies_start(doc: YamlDocument) -> tuple[int, int] | None:
+    """For ``policies: |``: the line its text starts on and the text's indentation."""
+    place = doc.place(("policies",))
+    if doc.text is None or place is None or not isinstance(doc.data, dict):
+        return None
+    if "policies" not in doc.data:
+        return None
+    lines = doc.text.splitlines()
+    if not lines[place.line - 1][place.col - 1 :].startswith("|") or place.line >= len(lines):
+        return None
+    first = lines[place.line]  # the block's first text line (1-based line place.line + 1)
+    return place.line + 1, len(first) - len(first.lstrip(" "))
 
 
 def _file_problem(path: Path, message: str, line: int | None = None) -> CaseFile:
@@ -410,18 +377,16 @@ def _file_problem(path: Path, message: str, line: int | None = None) -> CaseFile
 def read_case_file(path: Path) -> CaseFile:
     """Read one case file, keeping every good case and a problem for each bad one."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         return _file_problem(path, f"cannot be read ({exc})")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        return _file_problem(path, f"not valid YAML: {exc}", line)
+        doc = read_yaml(data, file=str(path))
+    except ProblemsError as exc:
+        return CaseFile(path=path, policies=None, cases=(), problems=exc.problems)
+    raw = doc.data
     if not isinstance(raw, dict) or set(raw) - _FILE_KEYS or "cases" not in raw:
         return _file_problem(path, "must be a mapping with `cases` (and optionally `policies`)", 1)
-    marks = _Marks(text)
     policies = raw.get("policies")
     if policies is not None and not isinstance(policies, str):
         return _file_problem(path, "policies must be Cedar text (use `policies: |`)", 1)
@@ -435,15 +400,24 @@ def read_case_file(path: Path) -> CaseFile:
         label = f"case #{number}"
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             label += f" ({item['name']})"
-        line, col = marks.of_case(number - 1)
+        at = doc.place(("cases", number - 1))
+        line, col = (at.line, at.col) if at is not None else (None, None)
         if not isinstance(item, dict):
             problems.append(Problem(str(path), f"{label}: must be a mapping", line, col))
             continue
         try:
             case = _parse_case(path.name, item)
         except _Bad as exc:
-            at_line, at_col = marks.of_case(number - 1, exc.key)
-            problems.append(Problem(str(path), f"{label}: {exc}", at_line or line, at_col or col))
+            key = tuple(exc.key.split(".")) if exc.key else ()
+            there = doc.place(("cases", number - 1, *key), key=True) or at
+            problems.append(
+                Problem(
+                    str(path),
+                    f"{label}: {exc}",
+                    there.line if there else None,
+                    there.col if there else None,
+                )
+            )
             continue
         if case.name in names:
             problems.append(
@@ -457,7 +431,7 @@ def read_case_file(path: Path) -> CaseFile:
         policies=policies,
         cases=tuple(cases),
         problems=tuple(problems),
-        policies_at=marks.policies_start(),
+        policies_at=_policies_start(doc),
     )
 
 

@@ -8,6 +8,9 @@ Format::
 
 Classifications are :class:`tether.core.scope.Classification` values. A dataset that is not
 listed has no classification (``None``); what that means for a call is the service's decision.
+
+The file is read by :func:`tether.configfile.read_yaml` and checked against :class:`CatalogFile`
+(one typed model per YAML mapping): every problem is reported at once, at its ``file:line:col``.
 """
 
 from __future__ import annotations
@@ -15,16 +18,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Annotated, Final
 
-import yaml
+from pydantic import AfterValidator
 
+from tether.configfile import ProblemsError, YamlModel, read_yaml, validate
+from tether.core.errors import ErrorCode
 from tether.core.scope import MAX_DATASET_NAME, Classification, is_valid_name
 
-_ENTRY_KEYS = frozenset({"classification", "description"})
+CATALOG_FILE: Final = "catalog.yaml"
 
 
-class CatalogProblem(ValueError):
-    """The catalog cannot be used; the loader names the file."""
+class CatalogProblem(ProblemsError):
+    """The catalog cannot be used; ``problems`` places each problem in the file."""
+
+    default_code = ErrorCode.POLICY_INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,33 +43,36 @@ class Catalog:
         return self.datasets.get(dataset)
 
 
-def parse_catalog(text: str) -> Catalog:
-    """Parse ``catalog.yaml``; raises :class:`CatalogProblem` saying what is wrong and where."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogProblem(f"not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict) or set(raw) - {"datasets"}:
-        raise CatalogProblem("must be a mapping with one key, datasets")
-    datasets = raw.get("datasets") or {}
-    if not isinstance(datasets, dict):
-        raise CatalogProblem("datasets must map dataset names to {classification: ...}")
-    known = ", ".join(c.value for c in Classification)
-    out: dict[str, Classification] = {}
-    for name, entry in datasets.items():
-        if not isinstance(name, str) or not is_valid_name(name, MAX_DATASET_NAME):
-            raise CatalogProblem(f"dataset name {name!r} is not a valid name")
-        if not isinstance(entry, dict) or "classification" not in entry:
-            raise CatalogProblem(f"dataset {name}: give {{classification: one of {known}}}")
-        extra = set(entry) - _ENTRY_KEYS
-        if extra:
-            raise CatalogProblem(f"dataset {name}: unknown keys {sorted(map(str, extra))}")
-        try:
-            out[name] = Classification(str(entry["classification"]))
-        except ValueError:
-            raise CatalogProblem(
-                f"dataset {name}: classification {entry['classification']!r} is not one of {known}"
-            ) from None
-    return Catalog(MappingProxyType(out))
+def _dataset_name(name: str) -> str:
+    if not is_valid_name(name, MAX_DATASET_NAME):
+        raise ValueError(
+            f"{name!r} is not a valid dataset name (letters, digits, '.', '_', '-'; at most "
+            f"{MAX_DATASET_NAME})"
+        )
+    return name
+
+
+DatasetName = Annotated[str, AfterValidator(_dataset_name)]
+
+
+class DatasetEntry(YamlModel):
+    """``crm: {classification: confidential, description: …}``."""
+
+    classification: Classification
+    description: str | None = None
+
+
+class CatalogFile(YamlModel):
+    """The whole of ``catalog.yaml``."""
+
+    datasets: dict[DatasetName, DatasetEntry] | None = None
+
+    def to_catalog(self) -> Catalog:
+        entries = self.datasets or {}
+        return Catalog(MappingProxyType({n: e.classification for n, e in entries.items()}))
+
+
+def parse_catalog(text: str | bytes, *, file: str = CATALOG_FILE) -> Catalog:
+    """Parse ``catalog.yaml``; raises :class:`CatalogProblem` listing every problem."""
+    doc = read_yaml(text, file=file, code=ErrorCode.POLICY_INVALID, error=CatalogProblem)
+    return validate(doc, CatalogFile, if_empty={}).to_catalog()

@@ -24,19 +24,18 @@ request time the call may carry it and the policy reads it unchecked (:func:`und
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import cedarpy
 
-from tether.core.errors import ConfigurationError, ErrorCode
+from tether.configfile.problems import Problem as Problem  # re-exported: policy problems
+from tether.configfile.problems import ProblemsError, count
+from tether.configfile.problems import did_you_mean as did_you_mean
+from tether.core.errors import ErrorCode
 from tether.policy.schema_view import SchemaNames
 from tether.policy.syntax import Statement, Token, line_col, split_statements, tokenize
-
-MAX_PROBLEMS: Final = 50
 
 _EOF: Final = "unexpected end of input"
 _VALIDATION_PREFIX: Final = re.compile(r"^for policy `[^`]*`,\s*")
@@ -45,50 +44,16 @@ _NO_APPLICABLE_ACTION: Final = "unable to find an applicable action"
 _POLICY_START: Final = frozenset({"@", "permit", "forbid"})
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One problem in one file; ``line`` and ``col`` are 1-based, ``None`` when unknown."""
-
-    file: str
-    message: str
-    line: int | None = None
-    col: int | None = None
-
-    @property
-    def where(self) -> str:
-        out = self.file
-        if self.line is not None:
-            out += f":{self.line}"
-            if self.col is not None:
-                out += f":{self.col}"
-        return out
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
-
-
-class PolicyInvalid(ConfigurationError):
+class PolicyInvalid(ProblemsError):
     """A policy set that cannot be loaded; ``problems`` holds each problem found."""
 
     def __init__(self, origin: str, problems: Sequence[Problem]) -> None:
-        shown = [str(p) for p in problems[:MAX_PROBLEMS]]
-        more = len(problems) - len(shown)
-        tail = f"\n  … and {more} more" if more else ""
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         super().__init__(
-            f"policy set {origin} cannot be loaded ({count}):\n  " + "\n  ".join(shown) + tail,
+            f"policy set {origin}",
+            problems,
             code=ErrorCode.POLICY_INVALID,
+            headline=f"policy set {origin} cannot be loaded ({count(problems)}):",
         )
-        self.problems = tuple(problems)
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The known name closest to ``word``, if one is close enough to be a likely typo."""
-    found = difflib.get_close_matches(word, sorted(set(candidates) - {word}), n=1, cutoff=0.6)
-    return found[0] if found else None
 
 
 # -- finding things in a statement -------------------------------------------------------------

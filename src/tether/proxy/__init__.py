@@ -17,7 +17,8 @@ secret and the upstream never sees the agent's SVID or grant. See ``README.md`` 
 from __future__ import annotations
 
 from tether.proxy.app import APPROVAL_HEADER, DECISION_HEADER, GRANT_HEADER, EgressProxy, ProxyDeps
-from tether.proxy.config import ProxyConfig, load_config, parse_config
+from tether.proxy.config import ProxyConfig
+from tether.proxy.config_file import load_config, parse_config
 from tether.proxy.errors import PROXY_STATUS, ProxyCode
 from tether.proxy.server import check_secrets, deps_from_runtime, open_proxy
 

@@ -6,7 +6,7 @@ import pytest
 
 from tether.core.errors import ConfigurationError
 from tether.core.scope import ActionKind, Scope
-from tether.core.workflow import parse_workflows
+from tether.policy.flows import parse_workflows
 
 REFUND = {
     "workflows": {
