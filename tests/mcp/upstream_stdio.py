@@ -12,6 +12,7 @@ in that directory, then waits until ``START_BARRIER_COUNT`` markers are there be
 (giving up after a minute): servers started one after another never get past it, servers
 started together all do.
 
+``crm.query`` reports progress once per record when the caller asks for progress.
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
 When ``CRM_DESCRIPTION_FILE`` names a file, ``query``'s description is read from it on every
@@ -137,6 +138,11 @@ def main(role: str) -> None:
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        if params.name == "query":
+            # One progress notification per record (a no-op unless the caller asked for them).
+            rows = int((params.arguments or {}).get("rows", 3))
+            for done in range(1, rows + 1):
+                await ctx.session.report_progress(done, rows, f"record {done} of {rows}")
         return await call(params.name, params.arguments or {})
 
     server = Server(role, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
