@@ -186,13 +186,16 @@ class Gw:
     mail: MailLog
     config_path: Path
     description_file: Path
+    gateway: Gateway
 
     def grant(self, agent: str, *scopes: dict[str, object]) -> AgentKeys:
         return open_grant(self.runtime, self.clock, agent, *scopes)
 
 
 @contextmanager
-def running_gateway(root: Path, clock: ManualClock) -> Iterator[Gw]:
+def running_gateway(
+    root: Path, clock: ManualClock, *, crm_env: dict[str, str] | None = None
+) -> Iterator[Gw]:
     data_dir = root / "data"
     runtime = make_runtime(data_dir, clock)
     SecretStore(data_dir, environ={}).set("mail-token", Secret(MAIL_TOKEN))
@@ -200,7 +203,8 @@ def running_gateway(root: Path, clock: ManualClock) -> Iterator[Gw]:
     description = root / "description.txt"
     try:
         with serve_mail(MAIL_TOKEN) as (mail_url, mail_log):
-            config = gateway_config(mail_url, crm_env={"CRM_DESCRIPTION_FILE": str(description)})
+            env = {"CRM_DESCRIPTION_FILE": str(description), **(crm_env or {})}
+            config = gateway_config(mail_url, crm_env=env)
             config_path = write_config(root / "gateway.yaml", config)
             gateway = open_gateway(load_config(config_path), runtime)
             with live(gateway), serve_asgi(http_app(gateway)) as base:
@@ -213,6 +217,7 @@ def running_gateway(root: Path, clock: ManualClock) -> Iterator[Gw]:
                     mail_log,
                     config_path,
                     description,
+                    gateway,
                 )
     finally:
         runtime.close()

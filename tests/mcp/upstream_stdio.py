@@ -12,6 +12,8 @@ in that directory, then waits until ``START_BARRIER_COUNT`` markers are there be
 (giving up after a minute): servers started one after another never get past it, servers
 started together all do.
 
+With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.update`` with
+``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
 ``crm.query`` reports progress once per record when the caller asks for progress.
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
@@ -29,7 +31,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server import Server, ServerRequestContext
+from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 
 OBJECT = {"type": "object"}
@@ -138,6 +140,9 @@ def main(role: str) -> None:
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        if params.name == "update" and (params.arguments or {}).get("ticket") == "announce":
+            # Tell the client the tools changed (a well-behaved server after a change).
+            await ctx.session.send_tool_list_changed()
         if params.name == "query":
             # One progress notification per record (a no-op unless the caller asked for them).
             rows = int((params.arguments or {}).get("rows", 3))
@@ -149,7 +154,9 @@ def main(role: str) -> None:
 
     async def run() -> None:
         async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+            changes = NotificationOptions(tools_changed=bool(os.environ.get("CRM_LIST_CHANGED")))
+            options = server.create_initialization_options(notification_options=changes)
+            await server.run(read_stream, write_stream, options)
 
     anyio.run(run)
 

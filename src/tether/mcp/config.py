@@ -8,6 +8,7 @@
         secret_env: {CRM_API_KEY: crm-key}  # credentials: env var <- name in tether's secret
                                        #   store, read when the server is started
         timeout_seconds: 30            # per call (default 30)
+        pin_check: auto                # when descriptors are re-read (see below)
       mail:
         url: https://mail.internal/mcp # a streamable HTTP server
         credential:                    # injected by the gateway on every request (optional)
@@ -29,6 +30,13 @@ Tools are exposed as ``<upstream>.<tool>``, so two upstreams cannot shadow each 
 no entry under ``tools`` is treated as ``write``: the safe default is the sensitive one. An
 upstream's own annotations (``readOnlyHint``) never decide the action (ASI04).
 
+``pin_check`` says when the gateway re-reads an upstream's tool descriptors to check them
+against their pins (ASI04), so that no call reaches a tool whose descriptor changed: ``each_call``
+lists the upstream's tools before every call to it (one more round trip per call);
+``on_change`` re-lists at once when the upstream sends ``notifications/tools/list_changed``, and
+calls to it wait for that; ``auto`` (the default) is ``on_change`` for an upstream that declares
+``tools.listChanged`` at its handshake and ``each_call`` for one that does not.
+
 ``count_records``: ``content`` (number of content blocks), ``structured`` (length of the
 structured result when it is a list), or ``structured.<path>`` (length of the list at that dotted
 path; integer segments index lists).
@@ -40,7 +48,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import yaml
 
@@ -53,6 +61,8 @@ DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_MAX_RESULT_BYTES: Final = 8 * 1024 * 1024
 MAX_RESULT_BYTES_LIMIT: Final = 1024 * 1024 * 1024
 MAX_CONFIG_BYTES: Final = 1024 * 1024
+PinCheck = Literal["auto", "each_call", "on_change"]
+PIN_CHECKS: Final = ("auto", "each_call", "on_change")
 _UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _COUNT = re.compile(r"^(content|structured)(\.[A-Za-z0-9_-]+)*$")
@@ -78,6 +88,7 @@ class StdioUpstream:
     #: Environment variables set from tether's secret store when the server is started: (the
     #: variable, the secret's name). Their values never appear in this file.
     secret_env: tuple[tuple[str, str], ...] = ()
+    pin_check: PinCheck = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class HttpUpstream:
     url: str
     credential: CredentialRef | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    pin_check: PinCheck = "auto"
 
 
 Upstream = StdioUpstream | HttpUpstream
@@ -160,12 +172,21 @@ def _timeout(raw: dict[str, object], path: str) -> float:
     return float(value)
 
 
-_STDIO_KEYS: Final = frozenset({"command", "args", "env", "secret_env", "cwd", "timeout_seconds"})
+_STDIO_KEYS: Final = frozenset(
+    {"command", "args", "env", "secret_env", "cwd", "timeout_seconds", "pin_check"}
+)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds"})
+_HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds", "pin_check"})
 _CREDENTIAL_KEYS: Final = frozenset({"secret", "header", "scheme"})
 _TOOL_KEYS: Final = frozenset({"action", "dataset", "count_records", "recipients_arg"})
 _LIMIT_KEYS: Final = frozenset({"max_result_bytes"})
+
+
+def _pin_check(raw: dict[str, object], path: str) -> PinCheck:
+    value = raw.get("pin_check", "auto")
+    if value not in PIN_CHECKS:
+        raise _fail(f"{path}.pin_check", "must be one of: " + ", ".join(PIN_CHECKS))
+    return value
 
 
 def _upstream(name: object, raw: object) -> Upstream:
@@ -196,7 +217,7 @@ def _upstream(name: object, raw: object) -> Upstream:
             if not re.fullmatch(r"[A-Za-z0-9._-]{0,32}", scheme):
                 raise _fail(f"{path}.credential.scheme", "must be a single word such as Bearer")
             credential = CredentialRef(secret, header, scheme)
-        return HttpUpstream(name, url, credential, _timeout(body, path))
+        return HttpUpstream(name, url, credential, _timeout(body, path), _pin_check(body, path))
     if isinstance(raw, dict) and "command" in raw:
         body = _object(raw, path, _STDIO_KEYS)
         args = body.get("args", [])
@@ -227,6 +248,7 @@ def _upstream(name: object, raw: object) -> Upstream:
             None if cwd is None else _string(cwd, f"{path}.cwd"),
             _timeout(body, path),
             tuple(sorted(secret_env.items())),
+            _pin_check(body, path),
         )
     if isinstance(raw, dict):
         _object(raw, path, _STDIO_KEYS | _HTTP_KEYS)

@@ -20,6 +20,7 @@ result against the agent's protocol revision. The decision runs in process on th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 import mcp_types as types
+from anyio.abc import TaskGroup
 from mcp.shared.dispatcher import ProgressFnT
 from pydantic import ValidationError
 
@@ -45,6 +47,7 @@ from tether.mcp.callers import Caller, GrantReader
 from tether.mcp.catalog import Catalog, CatalogTool
 from tether.mcp.config import GatewayConfig, ToolMapping
 from tether.mcp.effectqueue import EffectQueue
+from tether.mcp.listeners import Listeners
 from tether.mcp.pins import PinStatus, PinStore
 from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.results import (
@@ -112,6 +115,8 @@ class Gateway:
         self._connections: dict[str, UpstreamConnection] = {}
         self._catalog: Catalog | None = None
         self.effects = EffectQueue()
+        self.listeners = Listeners()
+        self._tg: TaskGroup | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -122,8 +127,11 @@ class Gateway:
         them all at once), so the gateway answers at once and a slow one delays only what
         needs it."""
         async with self.effects.running(), anyio.create_task_group() as tg:
+            self._tg = tg
             self._connections = {
-                u.name: UpstreamConnection(u, self.deps.secrets, tg, self.deps.clock)
+                u.name: UpstreamConnection(
+                    u, self.deps.secrets, tg, self.deps.clock, self._notified, self._tools_changed
+                )
                 for u in self.config.upstreams
             }
             self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
@@ -139,6 +147,21 @@ class Gateway:
         if self._catalog is None:
             raise RuntimeError("the gateway is not running; use `async with gateway.running()`")
         return self._catalog
+
+    async def _notified(self, upstream: str, notification: types.ServerNotification) -> None:
+        """A notification an upstream sent on its session, not about one call."""
+        log.debug("upstream_notification", upstream=upstream, method=notification.method)
+
+    def _tools_changed(self, upstream: str) -> None:
+        """``upstream`` announced that its tools changed: pins are re-checked at once (calls
+        to it wait for that), then the agents that listed tools are told."""
+        if self._tg is not None:
+            rereading = self.catalog.changed(upstream, self._tg)
+            self._tg.start_soon(self._announce, rereading)
+
+    async def _announce(self, rereading: anyio.Event) -> None:
+        await rereading.wait()
+        await self.listeners.tools_changed()
 
     async def _refresh_all(self) -> None:
         """List every upstream concurrently (starting those not started yet)."""
@@ -398,14 +421,17 @@ class Gateway:
         )
 
     async def _lookup(self, name: str) -> tuple[CatalogTool | None, UpstreamFailure | None]:
-        """The catalog entry for ``name``, listing its upstream once if it was not seen yet (it
-        gets pinned there); or the failure that kept the upstream from answering."""
-        entry = self.catalog.get(name)
+        """The catalog entry for ``name`` with its upstream's tools current (listed now if
+        never seen, re-read as its ``pin_check`` says); or the failure that kept the upstream
+        from answering."""
         upstream = name.split(".", 1)[0]
-        if entry is not None or upstream not in self._connections:
-            return entry, None
+        if upstream not in self._connections:
+            return None, None
         try:
-            await self.catalog.refresh(upstream)
+            if self.catalog.get(name) is None:
+                await self.catalog.refresh(upstream)
+            else:
+                await self.catalog.current(upstream)
         except UpstreamFailure as failure:
             return None, failure
         return self.catalog.get(name), None
@@ -414,6 +440,14 @@ class Gateway:
         self, caller: Caller, entry: CatalogTool, mapping: ToolMapping
     ) -> types.CallToolResult | None:
         check = await self.catalog.verify(entry, stage="call")
+        if check.status is PinStatus.CHANGED and not self.catalog.each_call(entry.upstream):
+            # Perhaps reverted upstream without a word: look once more before refusing, so a
+            # reverted tool is callable again without anyone listing by hand.
+            with contextlib.suppress(UpstreamFailure):
+                await self.catalog.refresh(entry.upstream)
+            fresh = self.catalog.get(entry.exposed)
+            if fresh is not None:
+                check = await self.catalog.verify(fresh, stage="call")
         if check.status is not PinStatus.CHANGED:
             return None
         grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)

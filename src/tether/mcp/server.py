@@ -28,6 +28,7 @@ import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, ServerMiddleware
 from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, SERVER_INFO_META_KEY, methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -125,12 +126,28 @@ def _forward_calls(gateway: Gateway, resolve: Resolve, server: Server[Gateway]) 
     return forward
 
 
+def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The agent session a request belongs to: its MCP session id over streamable HTTP, the
+    one session over stdio; ``None`` for a 2026-era request (no session)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return None
+    request = ctx.request
+    if request is None:
+        return "stdio"
+    headers = getattr(request, "headers", None)
+    value = headers.get(MCP_SESSION_ID_HEADER) if headers is not None else None
+    return value if isinstance(value, str) else None
+
+
 def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
     async def on_list_tools(
         ctx: ServerRequestContext[Gateway, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         caller = resolve(ctx)
         tools = [] if caller is None else await gateway.list_tools(caller.with_meta(ctx.meta))
+        key = session_key(ctx)
+        if caller is not None and key is not None:
+            gateway.listeners.remember(key, ctx.session)
         return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 
     async def on_call_tool(

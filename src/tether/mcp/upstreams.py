@@ -33,7 +33,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.dispatcher import CallOptions, ProgressFnT
+from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
@@ -93,9 +93,37 @@ class InjectedCredential(httpx2.Auth):
 SecretSource = Callable[[str], Secret]
 
 
-#: Called with each notification an upstream sends outside a request's progress (list_changed,
-#: logging, resource updates), typed by the SDK.
+#: Called with each notification an upstream sends outside a request's progress (logging,
+#: resource updates), typed by the SDK.
 NotificationSink = Callable[[str, types.ServerNotification], Awaitable[None]]
+#: Called with the upstream's name when it announces ``notifications/tools/list_changed``, in
+#: wire order: before any answer the upstream sent after it is seen by its caller.
+ToolsChanged = Callable[[str], None]
+TOOLS_CHANGED: Final = "notifications/tools/list_changed"
+
+
+class _Tapped(JSONRPCDispatcher[Any]):
+    """The SDK's dispatcher, with the upstream's ``tools/list_changed`` seen in receive order
+    (through the dispatcher's synchronous notification intercept), so no answer that follows
+    the announcement on the wire reaches the gateway before it."""
+
+    def __init__(self, read: Any, write: Any, tap: Callable[[str], None]) -> None:
+        super().__init__(read, write)
+        self._tap = tap
+
+    async def run(
+        self,
+        on_request: OnRequest,
+        on_notify: OnNotify,
+        on_notify_intercept: OnNotifyIntercept | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        def intercept(method: str, params: Mapping[str, Any] | None) -> bool:
+            self._tap(method)
+            return on_notify_intercept is not None and on_notify_intercept(method, params)
+
+        await super().run(on_request, on_notify, intercept, task_status=task_status)
 
 
 @dataclass
@@ -127,9 +155,11 @@ class UpstreamConnection:
         task_group: TaskGroup,
         clock: Clock,
         notifications: NotificationSink | None = None,
+        tools_changed: ToolsChanged | None = None,
     ) -> None:
         self.config = config
         self._notifications = notifications
+        self._tools_changed = tools_changed
         self._secrets = secrets
         self._tg = task_group
         self._clock = clock
@@ -183,7 +213,7 @@ class UpstreamConnection:
                 read, write = await stack.enter_async_context(
                     streamable_http_client(config.url, http_client=http)
                 )
-            dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(read, write)
+            dispatcher: JSONRPCDispatcher[Any] = _Tapped(read, write, self._tap)
             session = await stack.enter_async_context(
                 ClientSession(
                     dispatcher=dispatcher,
@@ -196,6 +226,10 @@ class UpstreamConnection:
                 session, dispatcher, initialized.protocol_version, initialized.capabilities
             )
 
+    def _tap(self, method: str) -> None:
+        if method == TOOLS_CHANGED and self._tools_changed is not None:
+            self._tools_changed(self.name)
+
     async def _on_message(self, message: IncomingMessage) -> None:
         """The upstream's notifications, passed on; a transport error marks the session
         broken so the next request reconnects."""
@@ -203,7 +237,11 @@ class UpstreamConnection:
             if self._live is not None:
                 self._live.broken = True
             return
-        if self._notifications is None or not isinstance(message, types.ServerNotification):
+        if (
+            self._notifications is None
+            or not isinstance(message, types.ServerNotification)
+            or isinstance(message, types.ToolListChangedNotification)  # seen by _tap already
+        ):
             return
         await self._notifications(self.name, message)
 
