@@ -301,8 +301,16 @@ def main() -> None:
             [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env=env
         )
         stack.callback(stop, bare)
+        # The echo tool never changes: descriptors are re-read when the upstream says so
+        # (pin_check on_change), as for any upstream declaring tools.listChanged; an upstream
+        # checked each_call costs one more tools/list round trip per call.
+        bench = {
+            "url": direct_url,
+            "credential": {"secret": "bench-token"},
+            "pin_check": "on_change",
+        }
         gateway_config = {
-            "upstreams": {"bench": {"url": direct_url, "credential": {"secret": "bench-token"}}},
+            "upstreams": {"bench": bench},
             "tools": {"bench.echo": {"action": "read"}},
         }
         (root / "gateway.yaml").write_text(yaml.safe_dump(gateway_config))
