@@ -111,7 +111,7 @@ def serve_bare(port: int, upstream_url: str) -> None:
         async with anyio.create_task_group() as tg:
             holder.append(UpstreamConnection(config, lambda _: Secret(TOKEN), tg, SystemClock()))
             yield
-            await holder[0].close()
+            holder[0].close()
             tg.cancel_scope.cancel()
 
     on_list_tools = echo_listing("bench.echo")

@@ -15,6 +15,7 @@ started together all do.
 With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.update`` with
 ``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
 ``crm.query`` reports progress once per record when the caller asks for progress.
+``crm.update`` with ``ticket: "pid"`` answers with the server's process id;
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
 When ``CRM_DESCRIPTION_FILE`` names a file, ``query``'s description is read from it on every
@@ -95,6 +96,8 @@ async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
         if args.get("ticket") == "hang":
             await anyio.sleep(120)  # never answer in time
         ticket = str(args.get("ticket", ""))
+        if ticket == "pid":  # which process (which session) served the call
+            return text(str(os.getpid()))
         if ticket.startswith("env:"):  # a careless tool that prints its environment
             return text(f"{ticket[4:]}={os.environ.get(ticket[4:], '')}")
         if ticket.startswith("env-length:"):

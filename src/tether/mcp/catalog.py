@@ -41,14 +41,7 @@ class CatalogTool:
 
 
 class Catalog:
-    def __init__(
-        self,
-        connections: dict[str, UpstreamConnection],
-        pins: PinStore,
-        audit: GatewayAudit,
-        clock: Clock,
-    ) -> None:
-        self._connections = connections
+    def __init__(self, pins: PinStore, audit: GatewayAudit, clock: Clock) -> None:
         self._pins = pins
         self._audit = audit
         self._clock = clock
@@ -62,13 +55,14 @@ class Catalog:
     def tools(self) -> list[CatalogTool]:
         return [self._tools[name] for name in sorted(self._tools)]
 
-    async def refresh(self, upstream: str) -> None:
-        """Re-read one upstream's tools and check each against its pin.
+    async def refresh(self, session: UpstreamConnection) -> None:
+        """Re-read one upstream's tools (through ``session``) and check each against its pin.
 
         Raises :class:`~tether.mcp.upstreams.UpstreamFailure` when the upstream cannot answer;
         its tools stay as last seen (and still pinned-checked on every call).
         """
-        listed = await self._connections[upstream].list_tools()
+        upstream = session.name
+        listed = await session.list_tools()
         fresh: dict[str, CatalogTool] = {}
         for tool in listed:
             exposed = f"{upstream}.{tool.name}"
@@ -95,17 +89,19 @@ class Catalog:
             del self._tools[name]
         self._tools.update(fresh)
 
-    def changed(self, upstream: str, task_group: TaskGroup) -> anyio.Event:
-        """``upstream`` announced that its tools changed: re-read them at once; calls to it wait
-        until that is done (:meth:`current`). The event is set when the re-read is done."""
+    def changed(self, session: UpstreamConnection, task_group: TaskGroup) -> anyio.Event:
+        """``session``'s upstream announced that its tools changed: re-read them at once; calls
+        to it (in any session) wait until that is done (:meth:`current`). The event is set when
+        the re-read is done."""
         done = anyio.Event()
-        self._rereading[upstream] = done
-        task_group.start_soon(self._reread, upstream, done)
+        self._rereading[session.name] = done
+        task_group.start_soon(self._reread, session, done)
         return done
 
-    async def _reread(self, upstream: str, done: anyio.Event) -> None:
+    async def _reread(self, session: UpstreamConnection, done: anyio.Event) -> None:
+        upstream = session.name
         try:
-            await self.refresh(upstream)
+            await self.refresh(session)
         except UpstreamFailure as failure:
             # INVARIANT: a tool announced changed is never called on its old descriptor.
             log.warning("tools_unreadable", upstream=upstream, failure=failure.kind.value)
@@ -116,22 +112,23 @@ class Catalog:
                 del self._rereading[upstream]
             done.set()
 
-    def each_call(self, upstream: str) -> bool:
-        """Are ``upstream``'s tools re-read before every call to it?"""
-        connection = self._connections[upstream]
-        mode = connection.config.pin_check
+    @staticmethod
+    def each_call(session: UpstreamConnection) -> bool:
+        """Are the tools of ``session``'s upstream re-read before every call to it?"""
+        mode = session.config.pin_check
         if mode == "auto":
-            declared = connection.capabilities
+            declared = session.capabilities
             return declared is None or declared.tools is None or not declared.tools.list_changed
         return mode == "each_call"
 
-    async def current(self, upstream: str) -> None:
-        """Make ``upstream``'s tools current for a call: re-read them now (``each_call``) or
-        wait for a re-read it announced. Raises :class:`UpstreamFailure` if it cannot answer."""
-        if self.each_call(upstream):
-            await self.refresh(upstream)
+    async def current(self, session: UpstreamConnection) -> None:
+        """Make the tools of ``session``'s upstream current for a call: re-read them now
+        (``each_call``) or wait for a re-read it announced. Raises :class:`UpstreamFailure` if
+        it cannot answer."""
+        if self.each_call(session):
+            await self.refresh(session)
             return
-        while (rereading := self._rereading.get(upstream)) is not None:
+        while (rereading := self._rereading.get(session.name)) is not None:
             await rereading.wait()
 
     async def verify(self, entry: CatalogTool, *, stage: str) -> PinCheck:

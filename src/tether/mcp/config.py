@@ -9,6 +9,7 @@
                                        #   store, read when the server is started
         timeout_seconds: 30            # per call (default 30)
         pin_check: auto                # when descriptors are re-read (see below)
+        share_sessions: false          # one session for every agent (default: one per agent)
       mail:
         url: https://mail.internal/mcp # a streamable HTTP server
         credential:                    # injected by the gateway on every request (optional)
@@ -36,6 +37,10 @@ lists the upstream's tools before every call to it (one more round trip per call
 ``on_change`` re-lists at once when the upstream sends ``notifications/tools/list_changed``, and
 calls to it wait for that; ``auto`` (the default) is ``on_change`` for an upstream that declares
 ``tools.listChanged`` at its handshake and ``each_call`` for one that does not.
+
+``share_sessions``: by default each agent gets its own session with each upstream (its own
+stdio process, its own HTTP session id; see :mod:`tether.mcp.pool`); ``true`` makes one session
+serve every agent, for a server known to keep nothing per session.
 
 ``count_records``: ``content`` (number of content blocks), ``structured`` (length of the
 structured result when it is a list), or ``structured.<path>`` (length of the list at that dotted
@@ -89,6 +94,7 @@ class StdioUpstream:
     #: variable, the secret's name). Their values never appear in this file.
     secret_env: tuple[tuple[str, str], ...] = ()
     pin_check: PinCheck = "auto"
+    share_sessions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,7 @@ class HttpUpstream:
     credential: CredentialRef | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     pin_check: PinCheck = "auto"
+    share_sessions: bool = False
 
 
 Upstream = StdioUpstream | HttpUpstream
@@ -173,10 +180,21 @@ def _timeout(raw: dict[str, object], path: str) -> float:
 
 
 _STDIO_KEYS: Final = frozenset(
-    {"command", "args", "env", "secret_env", "cwd", "timeout_seconds", "pin_check"}
+    {
+        "command",
+        "args",
+        "env",
+        "secret_env",
+        "cwd",
+        "timeout_seconds",
+        "pin_check",
+        "share_sessions",
+    }
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds", "pin_check"})
+_HTTP_KEYS: Final = frozenset(
+    {"url", "credential", "timeout_seconds", "pin_check", "share_sessions"}
+)
 _CREDENTIAL_KEYS: Final = frozenset({"secret", "header", "scheme"})
 _TOOL_KEYS: Final = frozenset({"action", "dataset", "count_records", "recipients_arg"})
 _LIMIT_KEYS: Final = frozenset({"max_result_bytes"})
@@ -186,6 +204,13 @@ def _pin_check(raw: dict[str, object], path: str) -> PinCheck:
     value = raw.get("pin_check", "auto")
     if value not in PIN_CHECKS:
         raise _fail(f"{path}.pin_check", "must be one of: " + ", ".join(PIN_CHECKS))
+    return value
+
+
+def _shared(raw: dict[str, object], path: str) -> bool:
+    value = raw.get("share_sessions", False)
+    if not isinstance(value, bool):
+        raise _fail(f"{path}.share_sessions", "must be true or false")
     return value
 
 
@@ -217,7 +242,14 @@ def _upstream(name: object, raw: object) -> Upstream:
             if not re.fullmatch(r"[A-Za-z0-9._-]{0,32}", scheme):
                 raise _fail(f"{path}.credential.scheme", "must be a single word such as Bearer")
             credential = CredentialRef(secret, header, scheme)
-        return HttpUpstream(name, url, credential, _timeout(body, path), _pin_check(body, path))
+        return HttpUpstream(
+            name,
+            url,
+            credential,
+            _timeout(body, path),
+            _pin_check(body, path),
+            _shared(body, path),
+        )
     if isinstance(raw, dict) and "command" in raw:
         body = _object(raw, path, _STDIO_KEYS)
         args = body.get("args", [])
@@ -249,6 +281,7 @@ def _upstream(name: object, raw: object) -> Upstream:
             _timeout(body, path),
             tuple(sorted(secret_env.items())),
             _pin_check(body, path),
+            _shared(body, path),
         )
     if isinstance(raw, dict):
         _object(raw, path, _STDIO_KEYS | _HTTP_KEYS)

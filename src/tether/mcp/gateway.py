@@ -24,6 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -45,10 +46,11 @@ from tether.core.verdict import Decision, Verdict
 from tether.logs import get_logger
 from tether.mcp.callers import Caller, GrantReader
 from tether.mcp.catalog import Catalog, CatalogTool
-from tether.mcp.config import GatewayConfig, ToolMapping
+from tether.mcp.config import GatewayConfig, ToolMapping, Upstream
 from tether.mcp.effectqueue import EffectQueue
 from tether.mcp.listeners import Listeners
 from tether.mcp.pins import PinStatus, PinStore
+from tether.mcp.pool import UpstreamPool
 from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.results import (
     META_APPROVAL,
@@ -112,7 +114,7 @@ class Gateway:
         self.deps = deps
         self.pins = pins
         self.audit = GatewayAudit(deps.store, deps.clock, deps.ids)
-        self._connections: dict[str, UpstreamConnection] = {}
+        self._pools: dict[str, UpstreamPool] = {}
         self._catalog: Catalog | None = None
         self.effects = EffectQueue()
         self.listeners = Listeners()
@@ -128,19 +130,26 @@ class Gateway:
         needs it."""
         async with self.effects.running(), anyio.create_task_group() as tg:
             self._tg = tg
-            self._connections = {
-                u.name: UpstreamConnection(
-                    u, self.deps.secrets, tg, self.deps.clock, self._notified, self._tools_changed
-                )
-                for u in self.config.upstreams
+            self._pools = {
+                u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
             }
-            self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
+            self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
             try:
                 yield self
             finally:
-                for connection in self._connections.values():
-                    await connection.close()
+                for pool in self._pools.values():
+                    pool.close()
                 tg.cancel_scope.cancel()
+
+    def _open(self, config: Upstream, tg: TaskGroup, agent: str | None) -> UpstreamConnection:
+        deps = self.deps
+        return UpstreamConnection(
+            config, deps.secrets, tg, deps.clock, self._notified, self._tools_changed, agent=agent
+        )
+
+    def _session(self, upstream: str, caller: Caller) -> UpstreamConnection:
+        """``caller``'s session with ``upstream`` (:mod:`tether.mcp.pool`)."""
+        return self._pools[upstream].session(caller.workload.id)
 
     @property
     def catalog(self) -> Catalog:
@@ -148,32 +157,35 @@ class Gateway:
             raise RuntimeError("the gateway is not running; use `async with gateway.running()`")
         return self._catalog
 
-    async def _notified(self, upstream: str, notification: types.ServerNotification) -> None:
-        """A notification an upstream sent on its session, not about one call."""
-        log.debug("upstream_notification", upstream=upstream, method=notification.method)
+    async def _notified(
+        self, session: UpstreamConnection, notification: types.ServerNotification
+    ) -> None:
+        """A notification an upstream sent on a session, not about one call."""
+        log.debug("upstream_notification", upstream=session.name, method=notification.method)
 
-    def _tools_changed(self, upstream: str) -> None:
-        """``upstream`` announced that its tools changed: pins are re-checked at once (calls
-        to it wait for that), then the agents that listed tools are told."""
+    def _tools_changed(self, session: UpstreamConnection) -> None:
+        """``session``'s upstream announced that its tools changed: pins are re-checked at once
+        (calls to it wait for that), then the agents that listed tools are told."""
         if self._tg is not None:
-            rereading = self.catalog.changed(upstream, self._tg)
+            rereading = self.catalog.changed(session, self._tg)
             self._tg.start_soon(self._announce, rereading)
 
     async def _announce(self, rereading: anyio.Event) -> None:
         await rereading.wait()
         await self.listeners.tools_changed()
 
-    async def _refresh_all(self) -> None:
-        """List every upstream concurrently (starting those not started yet)."""
+    async def _refresh_all(self, caller: Caller) -> None:
+        """List every upstream concurrently, each through ``caller``'s own session (starting
+        those not started yet)."""
 
         async def one(name: str) -> None:
             try:
-                await self.catalog.refresh(name)
+                await self.catalog.refresh(self._session(name, caller))
             except UpstreamFailure as failure:
                 await self._upstream_failed(failure, None, None, None)
 
         async with anyio.create_task_group() as tg:
-            for name in self._connections:
+            for name in self._pools:
                 tg.start_soon(one, name)
 
     async def _upstream_failed(
@@ -204,7 +216,7 @@ class Gateway:
         grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
         if grant is None:
             return []
-        await self._refresh_all()  # a descriptor that changed upstream is caught here
+        await self._refresh_all(caller)  # a descriptor that changed upstream is caught here
         shown: list[types.Tool] = []
         for entry in self.catalog.tools():
             if not _visible(grant, entry.exposed, self.config.mapping(entry.exposed)):
@@ -260,7 +272,7 @@ class Gateway:
                 )
             )
         mapping = self.config.mapping(name)
-        entry, unreachable = await self._lookup(name)
+        entry, unreachable = await self._lookup(name, caller)
         if entry is not None:
             changed = await self._descriptor_changed(caller, entry, mapping)
             if changed is not None:
@@ -286,7 +298,7 @@ class Gateway:
                 pass
         if entry is None:
             return await self._failed(caller, name, verdict.decision_id, unreachable)
-        upstream = self._connections[entry.upstream]
+        upstream = self._session(entry.upstream, caller)
         try:
             raw = await upstream.request(
                 "tools/call", {"name": entry.name, "arguments": args}, on_progress=progress
@@ -299,11 +311,14 @@ class Gateway:
                 entry.upstream, FailureKind.MALFORMED, "the answer to tools/call is not valid MCP"
             )
             return await self._failed(caller, name, verdict.decision_id, malformed)
-        return await self._answer(caller, entry, mapping, args, verdict.decision_id, answer)
+        return await self._answer(
+            caller, upstream, entry, mapping, args, verdict.decision_id, answer
+        )
 
     async def _answer(
         self,
         caller: Caller,
+        session: UpstreamConnection,
         entry: CatalogTool,
         mapping: ToolMapping,
         args: dict[str, Any],
@@ -317,7 +332,7 @@ class Gateway:
         measured = measure(answer, len(data), mapping, args)
         if measured.bytes > self.config.max_result_bytes:
             return await self._too_large(caller, entry, decision_id, measured)
-        leaked = await self._leak_in(entry, data)
+        leaked = await self._leak_in(session, data)
         if leaked is not None:
             return await self._withheld(caller, entry, decision_id, measured, leaked)
         self._report(caller, decision_id, measured)
@@ -346,14 +361,13 @@ class Gateway:
             limit_bytes=limit,
         )
 
-    async def _leak_in(self, entry: CatalogTool, data: bytes) -> Leak | None:
+    async def _leak_in(self, session: UpstreamConnection, data: bytes) -> Leak | None:
         """Whether the result (as the agent would get it: content, structured content,
-        metadata) holds a credential tether gives its upstream, in any form an echo gives it.
-        Large results are scanned off the event loop."""
-        connection = self._connections[entry.upstream]
+        metadata) holds a credential tether gave the session's upstream, in any form an echo
+        gives it. Large results are scanned off the event loop."""
         if len(data) <= _SCAN_INLINE_BYTES:
-            return connection.leak_in(data)
-        return await anyio.to_thread.run_sync(connection.leak_in, data)
+            return session.leak_in(data)
+        return await anyio.to_thread.run_sync(session.leak_in, data)
 
     async def _withheld(
         self,
@@ -420,18 +434,21 @@ class Gateway:
             )
         )
 
-    async def _lookup(self, name: str) -> tuple[CatalogTool | None, UpstreamFailure | None]:
+    async def _lookup(
+        self, name: str, caller: Caller
+    ) -> tuple[CatalogTool | None, UpstreamFailure | None]:
         """The catalog entry for ``name`` with its upstream's tools current (listed now if
         never seen, re-read as its ``pin_check`` says); or the failure that kept the upstream
         from answering."""
         upstream = name.split(".", 1)[0]
-        if upstream not in self._connections:
+        if upstream not in self._pools:
             return None, None
+        session = self._session(upstream, caller)
         try:
             if self.catalog.get(name) is None:
-                await self.catalog.refresh(upstream)
+                await self.catalog.refresh(session)
             else:
-                await self.catalog.current(upstream)
+                await self.catalog.current(session)
         except UpstreamFailure as failure:
             return None, failure
         return self.catalog.get(name), None
@@ -440,11 +457,12 @@ class Gateway:
         self, caller: Caller, entry: CatalogTool, mapping: ToolMapping
     ) -> types.CallToolResult | None:
         check = await self.catalog.verify(entry, stage="call")
-        if check.status is PinStatus.CHANGED and not self.catalog.each_call(entry.upstream):
+        session = self._session(entry.upstream, caller)
+        if check.status is PinStatus.CHANGED and not self.catalog.each_call(session):
             # Perhaps reverted upstream without a word: look once more before refusing, so a
             # reverted tool is callable again without anyone listing by hand.
             with contextlib.suppress(UpstreamFailure):
-                await self.catalog.refresh(entry.upstream)
+                await self.catalog.refresh(session)
             fresh = self.catalog.get(entry.exposed)
             if fresh is not None:
                 check = await self.catalog.verify(fresh, stage="call")

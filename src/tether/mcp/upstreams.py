@@ -93,12 +93,12 @@ class InjectedCredential(httpx2.Auth):
 SecretSource = Callable[[str], Secret]
 
 
-#: Called with each notification an upstream sends outside a request's progress (logging,
-#: resource updates), typed by the SDK.
-NotificationSink = Callable[[str, types.ServerNotification], Awaitable[None]]
-#: Called with the upstream's name when it announces ``notifications/tools/list_changed``, in
+#: Called with each notification an upstream session sends outside a request's progress
+#: (logging, resource updates), typed by the SDK, and the session that got it.
+NotificationSink = Callable[["UpstreamConnection", types.ServerNotification], Awaitable[None]]
+#: Called with the session whose upstream announced ``notifications/tools/list_changed``, in
 #: wire order: before any answer the upstream sent after it is seen by its caller.
-ToolsChanged = Callable[[str], None]
+ToolsChanged = Callable[["UpstreamConnection"], None]
 TOOLS_CHANGED: Final = "notifications/tools/list_changed"
 
 
@@ -146,7 +146,8 @@ class _Live:
 
 
 class UpstreamConnection:
-    """One upstream MCP server, connected on demand and reconnected after a failure."""
+    """One session with an upstream MCP server (for one agent, or for all when the upstream
+    is shared), connected on demand and reconnected after a failure."""
 
     def __init__(
         self,
@@ -156,8 +157,12 @@ class UpstreamConnection:
         clock: Clock,
         notifications: NotificationSink | None = None,
         tools_changed: ToolsChanged | None = None,
+        *,
+        agent: str | None = None,
     ) -> None:
         self.config = config
+        #: The agent this session belongs to (``None``: shared by every agent).
+        self.agent = agent
         self._notifications = notifications
         self._tools_changed = tools_changed
         self._secrets = secrets
@@ -228,7 +233,7 @@ class UpstreamConnection:
 
     def _tap(self, method: str) -> None:
         if method == TOOLS_CHANGED and self._tools_changed is not None:
-            self._tools_changed(self.name)
+            self._tools_changed(self)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         """The upstream's notifications, passed on; a transport error marks the session
@@ -243,7 +248,7 @@ class UpstreamConnection:
             or isinstance(message, types.ToolListChangedNotification)  # seen by _tap already
         ):
             return
-        await self._notifications(self.name, message)
+        await self._notifications(self, message)
 
     async def _own(self, *, task_status: TaskStatus[_Live]) -> None:
         """Hold the connection open in this task until told to stop or it breaks."""
@@ -291,7 +296,8 @@ class UpstreamConnection:
             log.info("upstream_connected", upstream=self.name)
             return started
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop the live session, if any (its process exits, its HTTP session is ended)."""
         if self._live is not None:
             self._live.stop.set()
             self._live = None
