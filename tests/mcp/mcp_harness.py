@@ -77,6 +77,8 @@ def gateway_config(mail_url: str, *, crm_env: dict[str, str] | None = None) -> d
             "payments.transfer": {"action": "spend"},
             "email.send": {"action": "send", "recipients_arg": "to"},
         },
+        "prompts": {"crm.summarize": {"action": "read", "dataset": "crm"}},
+        "resources": [{"upstream": "crm", "uri": "crm://customers/*", "dataset": "crm"}],
     }
 
 
@@ -194,10 +196,14 @@ class Gw:
 
 @contextmanager
 def running_gateway(
-    root: Path, clock: ManualClock, *, crm_env: dict[str, str] | None = None
+    root: Path,
+    clock: ManualClock,
+    *,
+    crm_env: dict[str, str] | None = None,
+    policy_dir: Path | None = None,
 ) -> Iterator[Gw]:
     data_dir = root / "data"
-    runtime = make_runtime(data_dir, clock)
+    runtime = make_runtime(data_dir, clock, policy_dir)
     SecretStore(data_dir, environ={}).set("mail-token", Secret(MAIL_TOKEN))
     SecretStore(data_dir, environ={}).set("crm-key", Secret(CRM_KEY))
     description = root / "description.txt"

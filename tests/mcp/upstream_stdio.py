@@ -2,7 +2,9 @@
 subprocess in the tests.
 
     python upstream_stdio.py crm        query (structured items; 3 unless ``rows`` says),
-                                        update, admin
+                                        update, admin; resources crm://customers/c-1 and
+                                        crm://internal/salaries (and their templates);
+                                        prompts summarize and wipe
     python upstream_stdio.py payments   transfer
 
     python upstream_stdio.py hang       never answers, not even ``initialize``
@@ -153,7 +155,66 @@ def main(role: str) -> None:
                 await ctx.session.report_progress(done, rows, f"record {done} of {rows}")
         return await call(params.name, params.arguments or {})
 
-    server = Server(role, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    async def on_list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(
+            resources=[
+                types.Resource(uri="crm://customers/c-1", name="c-1"),
+                types.Resource(uri="crm://internal/salaries", name="salaries"),
+            ]
+        )
+
+    async def on_list_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(uri_template="crm://customers/{id}", name="customer"),
+                types.ResourceTemplate(uri_template="crm://internal/{doc}", name="internal"),
+            ]
+        )
+
+    async def on_read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        return types.ReadResourceResult(
+            contents=[
+                types.TextResourceContents(uri=uri, text=f"record {n} of {uri}") for n in range(2)
+            ]
+        )
+
+    async def on_subscribe_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    async def on_list_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(
+            prompts=[types.Prompt(name="summarize"), types.Prompt(name="wipe")]
+        )
+
+    async def on_get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        who = (params.arguments or {}).get("customer", "")
+        text = types.TextContent(type="text", text=f"Summarize {who}'s records.")
+        return types.GetPromptResult(messages=[types.PromptMessage(role="user", content=text)])
+
+    extra: dict[str, Any] = {}
+    if role == "crm":
+        extra = {
+            "on_list_resources": on_list_resources,
+            "on_list_resource_templates": on_list_resource_templates,
+            "on_read_resource": on_read_resource,
+            "on_subscribe_resource": on_subscribe_resource,
+            "on_list_prompts": on_list_prompts,
+            "on_get_prompt": on_get_prompt,
+        }
+    server = Server(role, on_list_tools=on_list_tools, on_call_tool=on_call_tool, **extra)
 
     async def run() -> None:
         async with stdio_server() as (read_stream, write_stream):

@@ -24,6 +24,10 @@
       mail.send:
         action: send
         recipients_arg: to             # the argument naming recipients (optional)
+    prompts:                           # prompts, decided like tool calls (default: write)
+      crm.summarize: {action: read, dataset: crm}
+    resources:                         # resource URIs -> the dataset a read of them touches
+      - {upstream: crm, uri: "crm://customers/*", dataset: crm}
     limits:                            # optional
       max_result_bytes: 8388608        # a larger tool result is withheld (default 8 MiB)
 
@@ -42,6 +46,12 @@ calls to it wait for that; ``auto`` (the default) is ``on_change`` for an upstre
 stdio process, its own HTTP session id; see :mod:`tether.mcp.pool`); ``true`` makes one session
 serve every agent, for a server known to keep nothing per session.
 
+``resources``: each entry maps the URIs an upstream serves that match ``uri`` (a glob: ``*``
+matches anything, ``?`` one character) to a dataset; the first match wins. ``resources/read``
+and ``resources/subscribe`` are decided as a ``read`` of that dataset with the tool
+``<upstream>.resources`` (so a grant names them as ``{"tool": "crm.resources", "actions":
+["read"], "datasets": ["crm"]}``); a URI no entry maps is never listed or read.
+
 ``count_records``: ``content`` (number of content blocks), ``structured`` (length of the
 structured result when it is a list), or ``structured.<path>`` (length of the list at that dotted
 path; integer segments index lists).
@@ -49,6 +59,7 @@ path; integer segments index lists).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,14 +146,42 @@ class ToolMapping:
 DEFAULT_MAPPING: Final = ToolMapping(ActionKind.WRITE)
 
 
+#: The tool name resources of an upstream are decided under: ``<upstream>.resources``.
+RESOURCES_TOOL: Final = "resources"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceMapping:
+    """URIs of ``upstream`` matching the glob ``uri`` are reads of ``dataset``."""
+
+    upstream: str
+    uri: str
+    dataset: str
+
+    def matches(self, upstream: str, uri: str) -> bool:
+        return upstream == self.upstream and fnmatch.fnmatchcase(uri, self.uri)
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     upstreams: tuple[Upstream, ...]
     tools: Mapping[str, ToolMapping] = field(default_factory=dict)
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    prompts: Mapping[str, ToolMapping] = field(default_factory=dict)
+    resources: tuple[ResourceMapping, ...] = ()
 
     def mapping(self, tool: str) -> ToolMapping:
         return self.tools.get(tool, DEFAULT_MAPPING)
+
+    def prompt(self, name: str) -> ToolMapping:
+        return self.prompts.get(name, DEFAULT_MAPPING)
+
+    def dataset_of(self, upstream: str, uri: str) -> str | None:
+        """The dataset a read of ``uri`` on ``upstream`` touches; ``None``: not mapped."""
+        for mapping in self.resources:
+            if mapping.matches(upstream, uri):
+                return mapping.dataset
+        return None
 
     def upstream(self, name: str) -> Upstream | None:
         for upstream in self.upstreams:
@@ -288,8 +327,10 @@ def _upstream(name: object, raw: object) -> Upstream:
     raise _fail(path, "needs either 'command' (a stdio server) or 'url' (a streamable HTTP server)")
 
 
-def _tool(name: object, raw: object, upstreams: set[str]) -> tuple[str, ToolMapping]:
-    path = f"tools.{name}"
+def _tool(
+    name: object, raw: object, upstreams: set[str], section: str = "tools"
+) -> tuple[str, ToolMapping]:
+    path = f"{section}.{name}"
     if not isinstance(name, str) or not is_valid_name(name, MAX_TOOL_NAME) or "." not in name:
         raise _fail(path, "a tool is named <upstream>.<tool>")
     upstream = name.split(".", 1)[0]
@@ -335,10 +376,37 @@ def _max_result_bytes(raw: object) -> int:
     return value
 
 
+_RESOURCE_KEYS: Final = frozenset({"upstream", "uri", "dataset"})
+
+
+def _resources(raw: object, upstreams: set[str]) -> tuple[ResourceMapping, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _fail("resources", "must be a list of {upstream, uri, dataset}")
+    out = []
+    for n, item in enumerate(raw):
+        path = f"resources.{n}"
+        body = _object(item, path, _RESOURCE_KEYS)
+        for key in sorted(_RESOURCE_KEYS):
+            if key not in body:
+                raise _fail(f"{path}.{key}", "is required")
+        upstream = _string(body["upstream"], f"{path}.upstream")
+        if upstream not in upstreams:
+            raise _fail(f"{path}.upstream", f"no upstream named {upstream!r}")
+        dataset = body["dataset"]
+        if not isinstance(dataset, str) or not is_valid_name(dataset, MAX_DATASET_NAME):
+            raise _fail(f"{path}.dataset", "must be a dataset name")
+        out.append(ResourceMapping(upstream, _string(body["uri"], f"{path}.uri"), dataset))
+    return tuple(out)
+
+
 def parse_config(raw: object) -> GatewayConfig:
     """Validate a parsed YAML document into a :class:`GatewayConfig`."""
     body = _object(
-        raw if raw is not None else {}, "(top level)", frozenset({"upstreams", "tools", "limits"})
+        raw if raw is not None else {},
+        "(top level)",
+        frozenset({"upstreams", "tools", "limits", "prompts", "resources"}),
     )
     raw_upstreams = body.get("upstreams")
     if not isinstance(raw_upstreams, dict) or not raw_upstreams:
@@ -349,7 +417,22 @@ def parse_config(raw: object) -> GatewayConfig:
         raise _fail("tools", "must be a mapping of <upstream>.<tool> to its action")
     names = {u.name for u in upstreams}
     tools = dict(_tool(name, value, names) for name, value in raw_tools.items())
-    return GatewayConfig(upstreams, tools, _max_result_bytes(body.get("limits")))
+    raw_prompts = body.get("prompts", {}) or {}
+    if not isinstance(raw_prompts, dict):
+        raise _fail("prompts", "must be a mapping of <upstream>.<prompt> to its action")
+    prompts = {
+        name: mapping
+        for name, mapping in (
+            _tool(name, value, names, "prompts") for name, value in raw_prompts.items()
+        )
+    }
+    return GatewayConfig(
+        upstreams,
+        tools,
+        _max_result_bytes(body.get("limits")),
+        prompts,
+        _resources(body.get("resources"), names),
+    )
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -64,6 +64,7 @@ from tether.mcp.results import (
     tool_error,
     wire,
 )
+from tether.mcp.surface import Surface
 from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
 from tether.observability import Metrics
 from tether.service.authorize import Authorizer
@@ -118,6 +119,7 @@ class Gateway:
         self._catalog: Catalog | None = None
         self.effects = EffectQueue()
         self.listeners = Listeners()
+        self.surface = Surface(self)
         self._tg: TaskGroup | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -147,7 +149,7 @@ class Gateway:
             config, deps.secrets, tg, deps.clock, self._notified, self._tools_changed, agent=agent
         )
 
-    def _session(self, upstream: str, caller: Caller) -> UpstreamConnection:
+    def session_for(self, upstream: str, caller: Caller) -> UpstreamConnection:
         """``caller``'s session with ``upstream`` (:mod:`tether.mcp.pool`)."""
         return self._pools[upstream].session(caller.workload.id)
 
@@ -180,15 +182,15 @@ class Gateway:
 
         async def one(name: str) -> None:
             try:
-                await self.catalog.refresh(self._session(name, caller))
+                await self.catalog.refresh(self.session_for(name, caller))
             except UpstreamFailure as failure:
-                await self._upstream_failed(failure, None, None, None)
+                await self.record_failure(failure, None, None, None)
 
         async with anyio.create_task_group() as tg:
             for name in self._pools:
                 tg.start_soon(one, name)
 
-    async def _upstream_failed(
+    async def record_failure(
         self,
         failure: UpstreamFailure,
         tool: str | None,
@@ -277,20 +279,10 @@ class Gateway:
             changed = await self._descriptor_changed(caller, entry, mapping)
             if changed is not None:
                 return wire(changed)
-        # The next decision on a task waits for the effects of its earlier calls.
-        unsettled = await self.effects.settled(caller.grant_token)
-        if unsettled is not None:
-            return wire(from_tether_error(unsettled))
         request = CallRequest(name, mapping.action, mapping.dataset, args, approval_id)
-        try:
-            # In process, on the event loop: the decision's one write is group-committed and
-            # bounded by the store's busy timeout (see README, Overhead).
-            verdict: Verdict = self.deps.authorizer.enforce(
-                caller.workload, caller.grant_token, request
-            )
-        except InvalidRequest as invalid:
-            # The one check of the enforcement entry refused the arguments.
-            return wire(tool_error(GatewayCode.INVALID_ARGUMENTS, invalid.message))
+        verdict = await self.decide(caller, request)
+        if not isinstance(verdict, Verdict):
+            return wire(verdict)
         match verdict.decision:
             case Decision.DENY | Decision.APPROVAL_REQUIRED:
                 return wire(refusal(verdict))
@@ -298,7 +290,7 @@ class Gateway:
                 pass
         if entry is None:
             return await self._failed(caller, name, verdict.decision_id, unreachable)
-        upstream = self._session(entry.upstream, caller)
+        upstream = self.session_for(entry.upstream, caller)
         try:
             raw = await upstream.request(
                 "tools/call", {"name": entry.name, "arguments": args}, on_progress=progress
@@ -314,6 +306,23 @@ class Gateway:
         return await self._answer(
             caller, upstream, entry, mapping, args, verdict.decision_id, answer
         )
+
+    async def decide(self, caller: Caller, request: CallRequest) -> Verdict | types.CallToolResult:
+        """Decide ``request`` through the one enforcement entry, once the effects of the task's
+        earlier calls are written; or the error to answer instead (a store that cannot take
+        them, arguments the entry refuses)."""
+        assert caller.grant_token is not None  # checked by every caller of decide
+        # The next decision on a task waits for the effects of its earlier calls.
+        unsettled = await self.effects.settled(caller.grant_token)
+        if unsettled is not None:
+            return from_tether_error(unsettled)
+        try:
+            # In process, on the event loop: the decision's one write is group-committed and
+            # bounded by the store's busy timeout (see README, Overhead).
+            return self.deps.authorizer.enforce(caller.workload, caller.grant_token, request)
+        except InvalidRequest as invalid:
+            # The one check of the enforcement entry refused the arguments.
+            return tool_error(GatewayCode.INVALID_ARGUMENTS, invalid.message)
 
     async def _answer(
         self,
@@ -335,7 +344,7 @@ class Gateway:
         leaked = await self._leak_in(session, data)
         if leaked is not None:
             return await self._withheld(caller, entry, decision_id, measured, leaked)
-        self._report(caller, decision_id, measured)
+        self.report(caller, decision_id, measured)
         return answer
 
     async def _too_large(
@@ -408,10 +417,8 @@ class Gateway:
     ) -> dict[str, Any]:
         """An allowed call ran, but none of its result may reach the agent: its effect is an
         error with no bytes read, the audit log says why, and the agent gets ``code``."""
-        self._report(
-            caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
-        )
-        await self._upstream_failed(failure, entry.exposed, caller, decision_id)
+        self.report(caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients))
+        await self.record_failure(failure, entry.exposed, caller, decision_id)
         return wire(
             tool_error(code, message, upstream=entry.upstream, **extra, decision_id=decision_id)
         )
@@ -420,10 +427,10 @@ class Gateway:
         self, caller: Caller, name: str, decision_id: DecisionId, failure: UpstreamFailure | None
     ) -> dict[str, Any]:
         """An allowed call that could not run: audit why, record an error effect, tell the agent."""
-        self._report(caller, decision_id, None)
+        self.report(caller, decision_id, None)
         if failure is None:
             return wire(tool_error(GatewayCode.TOOL_NOT_FOUND, f"no upstream serves {name!r}"))
-        await self._upstream_failed(failure, name, caller, decision_id)
+        await self.record_failure(failure, name, caller, decision_id)
         return wire(
             tool_error(
                 GatewayCode.UPSTREAM_FAILED,
@@ -443,7 +450,7 @@ class Gateway:
         upstream = name.split(".", 1)[0]
         if upstream not in self._pools:
             return None, None
-        session = self._session(upstream, caller)
+        session = self.session_for(upstream, caller)
         try:
             if self.catalog.get(name) is None:
                 await self.catalog.refresh(session)
@@ -457,7 +464,7 @@ class Gateway:
         self, caller: Caller, entry: CatalogTool, mapping: ToolMapping
     ) -> types.CallToolResult | None:
         check = await self.catalog.verify(entry, stage="call")
-        session = self._session(entry.upstream, caller)
+        session = self.session_for(entry.upstream, caller)
         if check.status is PinStatus.CHANGED and not self.catalog.each_call(session):
             # Perhaps reverted upstream without a word: look once more before refusing, so a
             # reverted tool is callable again without anyone listing by hand.
@@ -482,7 +489,7 @@ class Gateway:
             f"review and approve it (tether mcp pins approve {entry.exposed}) before it is used",
         )
 
-    def _report(self, caller: Caller, decision_id: DecisionId, measured: Measured | None) -> None:
+    def report(self, caller: Caller, decision_id: DecisionId, measured: Measured | None) -> None:
         """Queue the call's effect: written in the background, before the next decision on
         the same task (:mod:`tether.mcp.effectqueue`)."""
         assert caller.grant_token is not None  # no call is decided without one

@@ -9,7 +9,8 @@ the approval id once a human approved it.
 
 Gateway codes (besides tether's :class:`~tether.core.errors.ErrorCode` and the verdict reason
 codes): ``tool_descriptor_changed``, ``upstream_failed``, ``upstream_result_too_large``,
-``tool_not_found``, ``invalid_arguments``, ``grant_missing``, ``unauthenticated``.
+``tool_not_found``, ``resource_not_mapped``, ``invalid_arguments``, ``grant_missing``,
+``unauthenticated``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class GatewayCode(StrEnum):
     UPSTREAM_RESULT_TOO_LARGE = "upstream_result_too_large"
     UPSTREAM_LEAKED_SECRET = ErrorCode.UPSTREAM_LEAKED_SECRET.value
     TOOL_NOT_FOUND = "tool_not_found"
+    RESOURCE_NOT_MAPPED = "resource_not_mapped"
     INVALID_ARGUMENTS = "invalid_arguments"
     GRANT_MISSING = "grant_missing"
     UNAUTHENTICATED = "unauthenticated"

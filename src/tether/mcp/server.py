@@ -30,7 +30,7 @@ from mcp.server.context import CallNext, ServerMiddleware
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, SERVER_INFO_META_KEY, methods
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_INFO_META_KEY, methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,6 +42,7 @@ from tether.mcp.callers import BearerAuth, Caller, GrantReader, caller_from_scop
 from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
 from tether.mcp.pins import PinStore
+from tether.mcp.surface import SURFACE_METHODS
 from tether.observability import Metrics
 from tether.observability.http import METRICS_PATH
 from tether.observability.metrics import CONTENT_TYPE
@@ -102,28 +103,36 @@ def _forward_calls(gateway: Gateway, resolve: Resolve, server: Server[Gateway]) 
     on through the SDK's chain."""
 
     async def forward(ctx: ServerRequestContext[Gateway, Any], call_next: CallNext) -> Any:
-        if ctx.method != "tools/call":
+        method = ctx.method
+        if method != "tools/call" and method not in SURFACE_METHODS:
             return await call_next(ctx)
         session, version = ctx.session, ctx.protocol_version
         if session.client_params is None and session.client_capabilities is None:
             # Before the handshake: the SDK's own answer for a gated method.
             raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
-        methods.validate_client_request("tools/call", version, ctx.params)
+        methods.validate_client_request(method, version, ctx.params)
         params = ctx.params or {}
+        if method != "tools/call":
+            answer = await gateway.surface.handle(method, resolve(ctx), params, version)
+            return _stamped(answer, version, server)
         meta = params.get("_meta")
         wants_progress = isinstance(meta, Mapping) and meta.get("progressToken") is not None
         result = await gateway.forward_call(
             resolve(ctx), params, version, session.report_progress if wants_progress else None
         )
-        if version in MODERN_PROTOCOL_VERSIONS:
-            # What the SDK stamps on every 2026-era result it serializes itself.
-            result.setdefault("resultType", "complete")
-            stamped = dict(result.get("_meta") or {})
-            stamped.setdefault(SERVER_INFO_META_KEY, server.server_info_stamp)
-            result["_meta"] = stamped
-        return result
+        return _stamped(result, version, server)
 
     return forward
+
+
+def _stamped(result: dict[str, Any], version: str, server: Server[Gateway]) -> dict[str, Any]:
+    if version in MODERN_PROTOCOL_VERSIONS:
+        # What the SDK stamps on every 2026-era result it serializes itself.
+        result.setdefault("resultType", "complete")
+        stamped = dict(result.get("_meta") or {})
+        stamped.setdefault(SERVER_INFO_META_KEY, server.server_info_stamp)
+        result["_meta"] = stamped
+    return result
 
 
 def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
@@ -160,6 +169,11 @@ def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
         )
         return types.CallToolResult.model_validate(result, by_name=False)
 
+    # Registered so the SDK declares the resources and prompts capabilities; requests never get
+    # here (see _forward_calls and tether.mcp.surface).
+    async def no_list(ctx: Any, params: Any) -> Any:
+        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found")
+
     server: Server[Gateway] = Server(
         SERVER_NAME,
         version=__version__,
@@ -168,6 +182,13 @@ def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
         get_tool_input_schema=_no_schema,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
+        on_list_resources=no_list,
+        on_list_resource_templates=no_list,
+        on_read_resource=no_list,
+        on_subscribe_resource=no_list,
+        on_unsubscribe_resource=no_list,
+        on_list_prompts=no_list,
+        on_get_prompt=no_list,
     )
     server.middleware.append(_forward_calls(gateway, resolve, server))
     return server

@@ -338,6 +338,10 @@ class UpstreamConnection:
         live = self._live
         return None if live is None or live.broken else live.client.capabilities
 
+    async def ready(self) -> types.ServerCapabilities:
+        """Connect if need be; what the upstream declared at its handshake."""
+        return (await self._client()).client.capabilities
+
     async def request(
         self,
         method: str,
