@@ -114,6 +114,7 @@ async def connect(
     svid: str | None = None,
     grant: str | None = None,
     mode: str = "auto",
+    logging_callback: Any = None,
 ) -> AsyncIterator[Client]:
     """The SDK client, speaking streamable HTTP to the gateway as an agent."""
     headers = {}
@@ -129,6 +130,7 @@ async def connect(
             streamable_http_client(url, http_client=http),
             cache=None,
             mode=mode,  # type: ignore[arg-type]
+            logging_callback=logging_callback,
         ) as client,
     ):
         yield client

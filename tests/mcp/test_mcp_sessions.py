@@ -4,9 +4,12 @@ upstream opts into one shared session with ``share_sessions: true``."""
 from __future__ import annotations
 
 import sys
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import anyio
 from mcp_harness import CRM_UPDATE, MAIL, UPSTREAM, Gw, connect, open_grant, run, text_of
 
 from support import make_runtime
@@ -81,3 +84,34 @@ def test_an_upstream_may_opt_into_one_session_shared_by_every_agent(tmp_path: Pa
         assert a == b
     finally:
         runtime.close()
+
+
+def test_an_upstream_log_message_reaches_only_the_agent_whose_session_sent_it(gw: Gw) -> None:
+    agents = {name: gw.grant(name, CRM_UPDATE) for name in ("logger-a", "logger-b")}
+    heard: dict[str, list[str]] = {name: [] for name in agents}
+
+    async def scenario() -> dict[str, str]:
+        pids = {}
+        async with AsyncExitStack() as stack:
+            clients = {}
+            for name, keys in agents.items():
+
+                async def hear(params: Any, name: str = name) -> None:
+                    heard[name].append(str(params.data))
+
+                clients[name] = await stack.enter_async_context(
+                    connect(gw.url, keys, mode="legacy", logging_callback=hear)
+                )
+            for name, client in clients.items():
+                pid = await client.call_tool("crm.update", PID)
+                pids[name] = text_of(pid)
+                logged = await client.call_tool("crm.update", {"ticket": "log", "discount": 0})
+                assert not logged.is_error, text_of(logged)
+            with anyio.fail_after(10):
+                while not all(heard.values()):
+                    await anyio.sleep(0.01)
+        return pids
+
+    pids = run(scenario)
+    for name, pid in pids.items():
+        assert heard[name] == [f"crm pid {pid}"], (name, heard)

@@ -17,6 +17,7 @@ started together all do.
 With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.update`` with
 ``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
 ``crm.query`` reports progress once per record when the caller asks for progress.
+``crm.update`` with ``ticket: "log"`` sends a log message naming its process id first;
 ``crm.update`` with ``ticket: "pid"`` answers with the server's process id;
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
@@ -148,6 +149,8 @@ def main(role: str) -> None:
         if params.name == "update" and (params.arguments or {}).get("ticket") == "announce":
             # Tell the client the tools changed (a well-behaved server after a change).
             await ctx.session.send_tool_list_changed()
+        if params.name == "update" and (params.arguments or {}).get("ticket") == "log":
+            await ctx.session.send_log_message("warning", f"crm pid {os.getpid()}", logger="crm")
         if params.name == "query":
             # One progress notification per record (a no-op unless the caller asked for them).
             rows = int((params.arguments or {}).get("rows", 3))

@@ -112,6 +112,7 @@ def _forward_calls(gateway: Gateway, resolve: Resolve, server: Server[Gateway]) 
             raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
         methods.validate_client_request(method, version, ctx.params)
         params = ctx.params or {}
+        remember(gateway, ctx, resolve(ctx))
         if method != "tools/call":
             answer = await gateway.surface.handle(method, resolve(ctx), params, version)
             return _stamped(answer, version, server)
@@ -148,15 +149,20 @@ def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def remember(gateway: Gateway, ctx: ServerRequestContext[Any, Any], caller: Caller | None) -> None:
+    """Remember the agent session a request came on, for notifications (tether.mcp.listeners)."""
+    key = session_key(ctx)
+    if caller is not None and key is not None:
+        gateway.listeners.remember(key, caller.workload.id, ctx.session)
+
+
 def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
     async def on_list_tools(
         ctx: ServerRequestContext[Gateway, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         caller = resolve(ctx)
         tools = [] if caller is None else await gateway.list_tools(caller.with_meta(ctx.meta))
-        key = session_key(ctx)
-        if caller is not None and key is not None:
-            gateway.listeners.remember(key, ctx.session)
+        remember(gateway, ctx, caller)
         return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 
     async def on_call_tool(
