@@ -115,6 +115,7 @@ async def connect(
     grant: str | None = None,
     mode: str = "auto",
     logging_callback: Any = None,
+    message_handler: Any = None,
 ) -> AsyncIterator[Client]:
     """The SDK client, speaking streamable HTTP to the gateway as an agent."""
     headers = {}
@@ -131,6 +132,7 @@ async def connect(
             cache=None,
             mode=mode,  # type: ignore[arg-type]
             logging_callback=logging_callback,
+            message_handler=message_handler,
         ) as client,
     ):
         yield client

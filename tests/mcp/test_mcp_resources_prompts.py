@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_harness import CRM_QUERY, Gw, connect, records, run, running_gateway
@@ -91,15 +93,27 @@ def test_a_resource_read_is_decided_recorded_and_its_effect_counted(env: Gw) -> 
 def test_a_subscription_is_decided_as_a_read(env: Gw) -> None:
     reader, other = env.grant("reader", RESOURCES), env.grant("analyst", CRM_QUERY)
 
+    updated: list[str] = []
+
+    async def note(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+
     async def subscribe(keys: Any) -> Any:
-        async with connect(env.url, keys, mode="legacy") as client:
+        async with connect(env.url, keys, mode="legacy", message_handler=note) as client:
             try:
-                return await client.subscribe_resource(CUSTOMER)
+                answer = await client.subscribe_resource(CUSTOMER)
             except MCPError as error:
                 return error
+            with anyio.fail_after(10):  # the upstream's update reaches the subscriber
+                while not updated:
+                    await anyio.sleep(0.01)
+            return answer
 
     assert not isinstance(run(lambda: subscribe(reader)), MCPError)
+    assert updated == [CUSTOMER]
     assert refused(run(lambda: subscribe(other)))["code"] == "deny"
+    assert updated == [CUSTOMER]  # the refused subscription reached no upstream
 
 
 def test_prompts_are_listed_by_grant_and_got_only_when_decided(env: Gw) -> None:

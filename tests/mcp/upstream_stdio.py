@@ -191,6 +191,7 @@ def main(role: str) -> None:
     async def on_subscribe_resource(
         ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
+        await ctx.session.send_resource_updated(params.uri)  # as if it changed at once
         return types.EmptyResult()
 
     async def on_list_prompts(

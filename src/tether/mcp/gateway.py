@@ -162,12 +162,17 @@ class Gateway:
     async def _notified(
         self, session: UpstreamConnection, notification: types.ServerNotification
     ) -> None:
-        """A notification an upstream sent on a session, not about one call: a log message
-        goes to the agent whose own session it came on (:mod:`tether.mcp.listeners`)."""
-        if isinstance(notification, types.LoggingMessageNotification) and session.agent:
-            params = notification.params
-            await self.listeners.log(session.agent, params.level, params.data, params.logger)
-            return
+        """A notification an upstream sent on a session, not about one call: a log message or
+        a subscribed resource's update goes to the agent whose own session it came on
+        (:mod:`tether.mcp.listeners`)."""
+        agent = session.agent
+        match notification:
+            case types.LoggingMessageNotification(params=params) if agent:
+                await self.listeners.log(agent, params.level, params.data, params.logger)
+                return
+            case types.ResourceUpdatedNotification(params=params) if agent:
+                await self.listeners.resource_updated(agent, str(params.uri))
+                return
         log.debug("upstream_notification", upstream=session.name, method=notification.method)
 
     def _tools_changed(self, session: UpstreamConnection) -> None:

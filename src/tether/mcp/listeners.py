@@ -6,8 +6,9 @@ HTTP) or as the one session of a stdio gateway, with the agent it belongs to, up
 :data:`MAX_LISTENERS` (the oldest forgotten first). When an upstream announces that its tools
 changed, the gateway re-reads them and then tells every remembered session, on its own
 standalone channel; what each agent then lists is still only what its grant covers. A log
-message an upstream sends on an agent's own upstream session goes to that agent's sessions only
-(on a shared upstream session it belongs to no one agent and goes nowhere). A session whose
+message or a ``resources/updated`` an upstream sends on an agent's own upstream session goes to
+that agent's sessions only (on a shared upstream session it belongs to no one agent and goes
+nowhere). A session whose
 channel is gone is forgotten. 2026-era sessions (no session id) are not remembered: they learn
 of changes by listing again.
 """
@@ -34,6 +35,8 @@ class Listener(Protocol):
 
     async def send_log_message(self, level: Any, data: Any, logger: str | None = None) -> None: ...
 
+    async def send_resource_updated(self, uri: Any) -> None: ...
+
 
 class Listeners:
     def __init__(self) -> None:
@@ -58,6 +61,12 @@ class Listeners:
                     # Deprecated from 2026-07-28 on, still how earlier sessions get them.
                     warnings.simplefilter("ignore", MCPDeprecationWarning)
                     await self._send(key, session.send_log_message(level, data, logger))
+
+    async def resource_updated(self, agent: str, uri: str) -> None:
+        """A resource the agent subscribed to (on its own upstream session) changed."""
+        for key, (owner, session) in list(self._sessions.items()):
+            if owner == agent:
+                await self._send(key, session.send_resource_updated(uri))
 
     async def _send(self, key: str, sending: Any) -> None:
         try:
