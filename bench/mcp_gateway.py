@@ -1,15 +1,21 @@
-"""MCP gateway overhead: the same ``tools/call`` sequence direct to an upstream and through
-``tether mcp-gateway``, interleaved in one run, on loopback.
+"""MCP gateway overhead: the same ``tools/call`` sequence direct to an upstream, through a bare
+forwarding proxy and through ``tether mcp-gateway``, interleaved in one run, on loopback.
 
-Three processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
+Four processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
 tool), the gateway (``tether mcp-gateway`` over streamable HTTP, fronting that upstream with an
-injected bearer credential), and this client (the official SDK ``Client``, one session per path).
-Each gateway call does the whole job: SVID verify, grant token verify, grant/task reads, scope
-check, Cedar, the decision's audit write, the upstream call, and the effect's audit write.
+injected bearer credential), the bare proxy (the gateway's own layers without tether: the SDK's
+server and its transport to the agent, the call forwarded as a JSON-RPC message through the
+gateway's upstream connection, nothing decided or recorded), and this client (the official SDK
+``Client``, one session per path). Each gateway call does the whole job: SVID verify, grant token
+verify, grant/task reads, scope check, Cedar, the decision's audit write, the upstream call, and
+the effect's audit write (after the answer).
 
-Prints p50/p99 per path, the added latency per call (the median and p99 of the paired
-differences: each gateway call minus the direct call made just before it) and the ratio of the
-medians. Quote figures measured in one run.
+Prints, per path, p50/p95/p99, the added latency (the median of the paired differences: each
+call minus the direct call made in the same round), the ratio of the medians and the proxy
+process's CPU per call (``/proc``, every thread: less sensitive to a loaded machine than
+latency). Then the layers timed alone, in this process: the decision (``Authorizer.enforce``),
+the effect write, and shaping the result for the agent. Quote figures measured in one run, with
+the load average printed beside them.
 
     .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100]
 """
@@ -24,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from shutil import copytree
 from typing import Any
@@ -31,19 +39,35 @@ from typing import Any
 import anyio
 import httpx2
 import yaml
+from _servers import free_port, processes_cpu, stop
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tether.core.scope import Scope
+from tether.core.identity import Workload
+from tether.core.ids import DecisionId
+from tether.core.scope import ActionKind, Scope
 from tether.core.secret import Secret
 from tether.core.task import Intent
 from tether.credentials.secrets import SecretStore
-from tether.runtime import RuntimeConfig, dev_issuer, open_runtime, packaged_policies
+from tether.runtime import Runtime, RuntimeConfig, dev_issuer, open_runtime, packaged_policies
 
 TOKEN = "bench-upstream-token"
 
 
-# -- the upstream (run as a subprocess of this script) -------------------------------------------
+# -- the upstream and the bare proxy (run as subprocesses of this script) ------------------------
+
+
+def echo_listing(name: str) -> Any:
+    """A ``tools/list`` handler showing the one echo tool as ``name``."""
+    import mcp_types as types
+
+    async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+        return types.ListToolsResult(
+            tools=[types.Tool(name=name, description="Echo.", input_schema=schema)]
+        )
+
+    return on_list_tools
 
 
 def serve_upstream(port: int) -> None:
@@ -51,13 +75,7 @@ def serve_upstream(port: int) -> None:
     import uvicorn
     from mcp.server import Server, ServerRequestContext
 
-    async def on_list_tools(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        schema = {"type": "object", "properties": {"text": {"type": "string"}}}
-        return types.ListToolsResult(
-            tools=[types.Tool(name="echo", description="Echo.", input_schema=schema)]
-        )
+    on_list_tools = echo_listing("echo")
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -70,14 +88,58 @@ def serve_upstream(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def serve_bare(port: int, upstream_url: str) -> None:
+    """The floor of the gateway's design: its transports and forwarding, nothing decided."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import mcp_types as types
+    import uvicorn
+    from mcp.server import Server, ServerRequestContext
+    from mcp.server.context import CallNext
+
+    from tether.mcp.config import CredentialRef, HttpUpstream
+    from tether.mcp.results import for_agent
+    from tether.mcp.upstreams import UpstreamConnection
+    from tether.service.clock import SystemClock
+
+    config = HttpUpstream("bench", upstream_url, CredentialRef("bench-token"))
+    holder: list[UpstreamConnection] = []
+
+    @asynccontextmanager
+    async def lifespan(_server: Server[Any]) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            holder.append(UpstreamConnection(config, lambda _: Secret(TOKEN), tg, SystemClock()))
+            yield
+            holder[0].close()
+            tg.cancel_scope.cancel()
+
+    on_list_tools = echo_listing("bench.echo")
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        raise AssertionError("forwarded by the middleware")
+
+    async def forward(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        params = ctx.params or {}
+        name = str(params.get("name", "")).removeprefix("bench.")
+        raw = await holder[0].request(
+            "tools/call", {"name": name, "arguments": params.get("arguments")}
+        )
+        return for_agent(raw, ctx.protocol_version)
+
+    server = Server(
+        "bare", on_list_tools=on_list_tools, on_call_tool=on_call_tool, lifespan=lifespan
+    )
+    server.middleware.append(forward)
+    app = server.streamable_http_app(json_response=False)  # as the gateway: SSE when notified
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 # -- the run -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -97,33 +159,89 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+PATHS = ("direct to the upstream", "bare forward, no tether", "through tether gateway")
+
+
 async def measure(
-    direct_url: str, gateway_url: str, svid: str, grant: str, calls: int, warmup: int
-) -> tuple[list[float], list[float]]:
+    urls: tuple[str, str, str],
+    svid: str,
+    grant: str,
+    calls: int,
+    warmup: int,
+    pids: tuple[int, int],
+) -> tuple[list[list[float]], list[float | None]]:
     agent = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": grant}
     upstream = {"Authorization": f"Bearer {TOKEN}"}
+    direct_url, bare_url, gateway_url = urls
     async with (
         httpx2.AsyncClient(headers=upstream, timeout=30) as direct_http,
+        httpx2.AsyncClient(timeout=30) as bare_http,
         httpx2.AsyncClient(headers=agent, timeout=30) as gateway_http,
         Client(streamable_http_client(direct_url, http_client=direct_http), cache=None) as direct,
+        Client(streamable_http_client(bare_url, http_client=bare_http), cache=None) as bare,
         Client(streamable_http_client(gateway_url, http_client=gateway_http), cache=None) as gw,
     ):
         assert [t.name for t in (await gw.list_tools()).tools] == ["bench.echo"]
-        direct_ms: list[float] = []
-        gateway_ms: list[float] = []
+        clients = ((direct, "echo"), (bare, "bench.echo"), (gw, "bench.echo"))
+        times: list[list[float]] = [[], [], []]
+        cpu_start: list[float | None] = []
         for i in range(warmup + calls):
+            if i == warmup:
+                cpu_start = [processes_cpu([pid]) for pid in pids]
             args = {"text": f"call {i}"}
-            start = time.perf_counter()
-            a = await direct.call_tool("echo", args)
-            middle = time.perf_counter()
-            b = await gw.call_tool("bench.echo", args)
-            end = time.perf_counter()
-            if a.is_error or b.is_error:
-                raise SystemExit(f"call failed: {a.content} / {b.content}")
-            if i >= warmup:
-                direct_ms.append((middle - start) * 1000)
-                gateway_ms.append((end - middle) * 1000)
-        return direct_ms, gateway_ms
+            for path, (client, tool) in enumerate(clients):
+                start = time.perf_counter()
+                result = await client.call_tool(tool, args)
+                elapsed = time.perf_counter() - start
+                if result.is_error or result.content[0].text != args["text"]:  # type: ignore[union-attr]
+                    raise SystemExit(f"{PATHS[path]}: call failed: {result.content}")
+                if i >= warmup:
+                    times[path].append(elapsed * 1000)
+        cpu_end = [processes_cpu([pid]) for pid in pids]
+        cpu = [
+            None if a is None or b is None else (b - a) * 1000 / calls
+            for a, b in zip(cpu_start, cpu_end, strict=True)
+        ]
+        return times, cpu
+
+
+def median_us(fn: Callable[[], object], rounds: int) -> float:
+    spent = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        spent.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(spent)
+
+
+def layers(runtime: Runtime, workload: Workload, grant: str, rounds: int) -> dict[str, float]:
+    """Each layer the gateway adds, timed alone in this process (median microseconds)."""
+    from tether.core.effect import EffectStatus
+    from tether.mcp.config import ToolMapping
+    from tether.mcp.results import encoded, for_agent, measure
+    from tether.service.enforce import CallRequest
+
+    request = CallRequest("bench.echo", ActionKind.READ, None, {"text": "call"}, None)
+    decisions: list[DecisionId] = []
+
+    def decide() -> None:
+        decisions.append(runtime.authorizer.enforce(workload, grant, request).decision_id)
+
+    def report() -> None:
+        runtime.effects.report(workload, decisions.pop(), EffectStatus.OK, None, 40, ())
+
+    raw = {"content": [{"type": "text", "text": "call 1"}], "isError": False}
+    mapping = ToolMapping(ActionKind.READ)
+
+    def shape() -> None:
+        answer = for_agent(raw, "2025-11-25")
+        measure(answer, len(encoded(answer)), mapping, {"text": "call"})
+
+    return {
+        "decision (Authorizer.enforce)": median_us(decide, rounds),
+        "effect write (EffectService.report)": median_us(report, rounds),
+        "result shaped, measured, encoded": median_us(shape, rounds),
+    }
 
 
 def main() -> None:
@@ -131,12 +249,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_upstream:
         serve_upstream(options.serve_upstream)
         return
+    if options.serve_bare:
+        serve_bare(int(options.serve_bare[0]), options.serve_bare[1])
+        return
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         root = Path(tmp)
         data = root / "data"
         env = {k: v for k, v in os.environ.items() if k != "TETHER_ENV"}
@@ -154,54 +276,86 @@ def main() -> None:
         scope = Scope.from_json({"tool": "bench.echo", "actions": ["read"]})
         intent = Intent("bench", "measure gateway overhead", "user:bench")
         grant = runtime.tasks.open_task(workload, intent, [scope], 3600).token
+        # A task of its own for the layers, so their decisions do not touch the measured one.
+        alone = runtime.tasks.open_task(workload, intent, [scope], 3600).token
+        alone_us = layers(runtime, workload, alone, min(options.calls, 500))
         runtime.close()
         SecretStore(data, environ=env).set("bench-token", Secret(TOKEN))
 
-        up_port, gw_port = free_port(), free_port()
-        upstream = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
-        gateway = None
-        try:
-            wait_for_port(up_port, upstream, "the upstream")
-            direct_url = f"http://127.0.0.1:{up_port}/mcp"
-            gateway_config = {
-                "upstreams": {
-                    "bench": {"url": direct_url, "credential": {"secret": "bench-token"}}
-                },
-                "tools": {"bench.echo": {"action": "read"}},
-            }
-            (root / "gateway.yaml").write_text(yaml.safe_dump(gateway_config))
-            gateway = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "tether", "mcp-gateway"),
-                    *("--gateway-config", str(root / "gateway.yaml")),
-                    *("--data-dir", str(data), "--policies", str(policies)),
-                    *("--port", str(gw_port), "--log-level", "warning"),
-                ],
-                env=env,
-            )
-            wait_for_port(gw_port, gateway, "the gateway")
-            gateway_url = f"http://127.0.0.1:{gw_port}/mcp"
-            direct_ms, gateway_ms = anyio.run(
-                measure, direct_url, gateway_url, svid, grant, options.calls, options.warmup
-            )
-        finally:
-            for process in (gateway, upstream):
-                if process is not None:
-                    process.terminate()
-                    process.wait(timeout=20)
+        up_port, bare_port, gw_port = free_port(), free_port(), free_port()
+        direct_url = f"http://127.0.0.1:{up_port}/mcp"
+        commands = {
+            "the upstream": [sys.executable, __file__, "--serve-upstream", str(up_port)],
+            "the bare proxy": [
+                sys.executable,
+                __file__,
+                "--serve-bare",
+                str(bare_port),
+                direct_url,
+            ],
+        }
+        upstream = subprocess.Popen(commands["the upstream"])
+        stack.callback(stop, upstream)
+        wait_for_port(up_port, upstream, "the upstream")
+        bare = subprocess.Popen(
+            [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env=env
+        )
+        stack.callback(stop, bare)
+        # The echo tool never changes: descriptors are re-read when the upstream says so
+        # (pin_check on_change), as for any upstream declaring tools.listChanged; an upstream
+        # checked each_call costs one more tools/list round trip per call.
+        bench = {
+            "url": direct_url,
+            "credential": {"secret": "bench-token"},
+            "pin_check": "on_change",
+        }
+        gateway_config = {
+            "upstreams": {"bench": bench},
+            "tools": {"bench.echo": {"action": "read"}},
+        }
+        (root / "gateway.yaml").write_text(yaml.safe_dump(gateway_config))
+        gateway = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tether", "mcp-gateway"),
+                *("--gateway-config", str(root / "gateway.yaml")),
+                *("--data-dir", str(data), "--policies", str(policies)),
+                *("--port", str(gw_port), "--log-level", "warning"),
+            ],
+            env=env,
+        )
+        stack.callback(stop, gateway)
+        wait_for_port(bare_port, bare, "the bare proxy")
+        wait_for_port(gw_port, gateway, "the gateway")
+        urls = (direct_url, f"http://127.0.0.1:{bare_port}/mcp", f"http://127.0.0.1:{gw_port}/mcp")
+        load = os.getloadavg()[0]
+        times, cpu = anyio.run(
+            measure, urls, svid, grant, options.calls, options.warmup, (bare.pid, gateway.pid)
+        )
+        load = max(load, os.getloadavg()[0])
 
-    added = [g - d for d, g in zip(direct_ms, gateway_ms, strict=True)]
-    p50_direct, p50_gateway = statistics.median(direct_ms), statistics.median(gateway_ms)
-    print(f"tools/call on a trivial tool, loopback, {options.calls} calls per path, interleaved")
-    print(f"{'path':<28}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'direct to the upstream':<28}{p50_direct:>10.3f}{percentile(direct_ms, 0.99):>10.3f}")
+    direct = times[0]
+    p50_direct = statistics.median(direct)
     print(
-        f"{'through tether gateway':<28}{p50_gateway:>10.3f}{percentile(gateway_ms, 0.99):>10.3f}"
+        f"tools/call on a trivial tool, loopback, {options.calls} calls per path, interleaved; "
+        f"{os.cpu_count()} cores, load average up to {load:.1f} during the run"
     )
     print(
-        f"added per call: p50 {statistics.median(added):.3f} ms, "
-        f"p99 {percentile(added, 0.99):.3f} ms; ratio of medians {p50_gateway / p50_direct:.2f}x"
+        f"{'path':<26}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'added p50':>11}{'ratio':>8}"
+        f"{'proxy CPU ms/call':>19}"
     )
+    for path, values in enumerate(times):
+        added = [v - d for v, d in zip(values, direct, strict=True)]
+        p50 = statistics.median(values)
+        used = cpu[path - 1] if path > 0 else None
+        print(
+            f"{PATHS[path]:<26}{p50:>9.3f}{percentile(values, 0.95):>9.3f}"
+            f"{percentile(values, 0.99):>9.3f}"
+            + (f"{statistics.median(added):>11.3f}{p50 / p50_direct:>7.2f}x" if path else " " * 19)
+            + (f"{used:>19.3f}" if used is not None else f"{'':>19}")
+        )
+    print("layers timed alone in this process (median per call):")
+    for name, spent in alone_us.items():
+        print(f"  {name:<40}{spent / 1000:>8.3f} ms")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ the SDK's ``Client``.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from tether.core.scope import Scope
 from tether.core.secret import Secret
 from tether.core.task import Intent
 from tether.credentials.secrets import SecretStore
-from tether.mcp import http_app, load_config, open_gateway
+from tether.mcp import Gateway, http_app, load_config, open_gateway
 from tether.runtime import Runtime
 from tether.service.clock import ManualClock
 
@@ -76,6 +77,8 @@ def gateway_config(mail_url: str, *, crm_env: dict[str, str] | None = None) -> d
             "payments.transfer": {"action": "spend"},
             "email.send": {"action": "send", "recipients_arg": "to"},
         },
+        "prompts": {"crm.summarize": {"action": "read", "dataset": "crm"}},
+        "resources": [{"upstream": "crm", "uri": "crm://customers/*", "dataset": "crm"}],
     }
 
 
@@ -105,7 +108,14 @@ def open_grant(
 
 @asynccontextmanager
 async def connect(
-    url: str, keys: AgentKeys | None, *, svid: str | None = None, grant: str | None = None
+    url: str,
+    keys: AgentKeys | None,
+    *,
+    svid: str | None = None,
+    grant: str | None = None,
+    mode: str = "auto",
+    logging_callback: Any = None,
+    message_handler: Any = None,
 ) -> AsyncIterator[Client]:
     """The SDK client, speaking streamable HTTP to the gateway as an agent."""
     headers = {}
@@ -117,7 +127,13 @@ async def connect(
         headers["X-Tether-Grant"] = grant
     async with (
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
-        Client(streamable_http_client(url, http_client=http), cache=None) as client,
+        Client(
+            streamable_http_client(url, http_client=http),
+            cache=None,
+            mode=mode,  # type: ignore[arg-type]
+            logging_callback=logging_callback,
+            message_handler=message_handler,
+        ) as client,
     ):
         yield client
 
@@ -135,7 +151,31 @@ def cli(args: list[str], **kw: Any) -> Any:
     return CliRunner().invoke(app, args, **kw)
 
 
+#: Gateways serving in this process; their effects are written after each answer.
+_LIVE: list[Gateway] = []
+
+
+def settle(deadline_seconds: float = 20.0) -> None:
+    """Wait until every gateway in this process has written the effects it queued (effects
+    are written after the answer, see tether.mcp.effectqueue)."""
+    deadline = time.monotonic() + deadline_seconds
+    while any(g.effects.pending for g in _LIVE):
+        if time.monotonic() > deadline:
+            raise AssertionError("the gateway's effects were not written")
+        time.sleep(0.005)  # waiting on a condition: a worker thread finishing its write
+
+
+@contextmanager
+def live(gateway: Gateway) -> Iterator[Gateway]:
+    _LIVE.append(gateway)
+    try:
+        yield gateway
+    finally:
+        _LIVE.remove(gateway)
+
+
 def records(runtime: Runtime, kind: AuditKind | None = None) -> list[AuditRecord]:
+    settle()
     return [r for r in runtime.store.audit_records() if kind is None or r.kind is kind]
 
 
@@ -152,24 +192,32 @@ class Gw:
     mail: MailLog
     config_path: Path
     description_file: Path
+    gateway: Gateway
 
     def grant(self, agent: str, *scopes: dict[str, object]) -> AgentKeys:
         return open_grant(self.runtime, self.clock, agent, *scopes)
 
 
 @contextmanager
-def running_gateway(root: Path, clock: ManualClock) -> Iterator[Gw]:
+def running_gateway(
+    root: Path,
+    clock: ManualClock,
+    *,
+    crm_env: dict[str, str] | None = None,
+    policy_dir: Path | None = None,
+) -> Iterator[Gw]:
     data_dir = root / "data"
-    runtime = make_runtime(data_dir, clock)
+    runtime = make_runtime(data_dir, clock, policy_dir)
     SecretStore(data_dir, environ={}).set("mail-token", Secret(MAIL_TOKEN))
     SecretStore(data_dir, environ={}).set("crm-key", Secret(CRM_KEY))
     description = root / "description.txt"
     try:
         with serve_mail(MAIL_TOKEN) as (mail_url, mail_log):
-            config = gateway_config(mail_url, crm_env={"CRM_DESCRIPTION_FILE": str(description)})
+            env = {"CRM_DESCRIPTION_FILE": str(description), **(crm_env or {})}
+            config = gateway_config(mail_url, crm_env=env)
             config_path = write_config(root / "gateway.yaml", config)
             gateway = open_gateway(load_config(config_path), runtime)
-            with serve_asgi(http_app(gateway)) as base:
+            with live(gateway), serve_asgi(http_app(gateway)) as base:
                 yield Gw(
                     runtime,
                     clock,
@@ -179,6 +227,7 @@ def running_gateway(root: Path, clock: ManualClock) -> Iterator[Gw]:
                     mail_log,
                     config_path,
                     description,
+                    gateway,
                 )
     finally:
         runtime.close()

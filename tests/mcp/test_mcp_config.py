@@ -38,6 +38,10 @@ def test_a_good_config_parses_with_safe_defaults() -> None:
     assert (mail.credential.header, mail.credential.scheme) == ("Authorization", "Bearer")
     assert config.mapping("crm.query").action is ActionKind.READ
     assert config.mapping("crm.anything_else").action is ActionKind.WRITE  # unmapped is a write
+    assert crm.pin_check == mail.pin_check == "auto"
+    assert not crm.share_sessions and not mail.share_sessions  # one session per agent
+    each = parse_config({"upstreams": {"m": {"url": "http://x", "pin_check": "each_call"}}})
+    assert each.upstreams[0].pin_check == "each_call"
 
 
 @pytest.mark.parametrize(
@@ -55,6 +59,8 @@ def test_a_good_config_parses_with_safe_defaults() -> None:
         ({"tools": {"crm.query": {"action": "read", "datset": "x"}}}, "tools.crm.query.datset"),
         ({"tools": {"nope.query": {"action": "read"}}}, "no upstream named 'nope'"),
         ({"tools": {"crm.q": {"action": "read", "count_records": "rows"}}}, "count_records"),
+        ({"upstreams": {"m": {"url": "http://x", "pin_check": "never"}}}, "m.pin_check: must be"),
+        ({"upstreams": {"m": {"url": "http://x", "share_sessions": "yes"}}}, "share_sessions"),
         ({"extra": 1}, "(top level).extra: unknown key"),
         ({"upstreams": {}}, "name at least one upstream"),
     ],

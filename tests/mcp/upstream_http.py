@@ -23,6 +23,8 @@ class MailLog:
     authorized: int = 0
     refused: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
+    #: The MCP session id each send came in on.
+    sessions: list[str | None] = field(default_factory=list)
     #: The Authorization header of the last request (a careless server may echo it).
     last_authorization: bytes = b""
 
@@ -50,6 +52,9 @@ def mail_server(log: MailLog) -> Server[Any]:
     ) -> types.CallToolResult:
         args = params.arguments or {}
         log.sent.append(args)
+        request = ctx.request
+        session = request.headers.get("mcp-session-id") if request is not None else None
+        log.sessions.append(session)
         subject = str(args.get("subject", ""))
         if subject.startswith("echo-auth:"):
             # A careless upstream: it echoes the credential it was sent, in some encoding.

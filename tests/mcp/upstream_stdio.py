@@ -2,7 +2,9 @@
 subprocess in the tests.
 
     python upstream_stdio.py crm        query (structured items; 3 unless ``rows`` says),
-                                        update, admin
+                                        update, admin; resources crm://customers/c-1 and
+                                        crm://internal/salaries (and their templates);
+                                        prompts summarize and wipe
     python upstream_stdio.py payments   transfer
 
     python upstream_stdio.py hang       never answers, not even ``initialize``
@@ -12,6 +14,11 @@ in that directory, then waits until ``START_BARRIER_COUNT`` markers are there be
 (giving up after a minute): servers started one after another never get past it, servers
 started together all do.
 
+With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.update`` with
+``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
+``crm.query`` reports progress once per record when the caller asks for progress.
+``crm.update`` with ``ticket: "log"`` sends a log message naming its process id first;
+``crm.update`` with ``ticket: "pid"`` answers with the server's process id;
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
 When ``CRM_DESCRIPTION_FILE`` names a file, ``query``'s description is read from it on every
@@ -28,7 +35,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server import Server, ServerRequestContext
+from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 
 OBJECT = {"type": "object"}
@@ -92,6 +99,8 @@ async def call(name: str, args: dict[str, Any]) -> types.CallToolResult:
         if args.get("ticket") == "hang":
             await anyio.sleep(120)  # never answer in time
         ticket = str(args.get("ticket", ""))
+        if ticket == "pid":  # which process (which session) served the call
+            return text(str(os.getpid()))
         if ticket.startswith("env:"):  # a careless tool that prints its environment
             return text(f"{ticket[4:]}={os.environ.get(ticket[4:], '')}")
         if ticket.startswith("env-length:"):
@@ -137,13 +146,85 @@ def main(role: str) -> None:
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        if params.name == "update" and (params.arguments or {}).get("ticket") == "announce":
+            # Tell the client the tools changed (a well-behaved server after a change).
+            await ctx.session.send_tool_list_changed()
+        if params.name == "update" and (params.arguments or {}).get("ticket") == "log":
+            await ctx.session.send_log_message("warning", f"crm pid {os.getpid()}", logger="crm")
+        if params.name == "query":
+            # One progress notification per record (a no-op unless the caller asked for them).
+            rows = int((params.arguments or {}).get("rows", 3))
+            for done in range(1, rows + 1):
+                await ctx.session.report_progress(done, rows, f"record {done} of {rows}")
         return await call(params.name, params.arguments or {})
 
-    server = Server(role, on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    async def on_list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(
+            resources=[
+                types.Resource(uri="crm://customers/c-1", name="c-1"),
+                types.Resource(uri="crm://internal/salaries", name="salaries"),
+            ]
+        )
+
+    async def on_list_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(uri_template="crm://customers/{id}", name="customer"),
+                types.ResourceTemplate(uri_template="crm://internal/{doc}", name="internal"),
+            ]
+        )
+
+    async def on_read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        return types.ReadResourceResult(
+            contents=[
+                types.TextResourceContents(uri=uri, text=f"record {n} of {uri}") for n in range(2)
+            ]
+        )
+
+    async def on_subscribe_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        await ctx.session.send_resource_updated(params.uri)  # as if it changed at once
+        return types.EmptyResult()
+
+    async def on_list_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(
+            prompts=[types.Prompt(name="summarize"), types.Prompt(name="wipe")]
+        )
+
+    async def on_get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        who = (params.arguments or {}).get("customer", "")
+        text = types.TextContent(type="text", text=f"Summarize {who}'s records.")
+        return types.GetPromptResult(messages=[types.PromptMessage(role="user", content=text)])
+
+    extra: dict[str, Any] = {}
+    if role == "crm":
+        extra = {
+            "on_list_resources": on_list_resources,
+            "on_list_resource_templates": on_list_resource_templates,
+            "on_read_resource": on_read_resource,
+            "on_subscribe_resource": on_subscribe_resource,
+            "on_list_prompts": on_list_prompts,
+            "on_get_prompt": on_get_prompt,
+        }
+    server = Server(role, on_list_tools=on_list_tools, on_call_tool=on_call_tool, **extra)
 
     async def run() -> None:
         async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+            changes = NotificationOptions(tools_changed=bool(os.environ.get("CRM_LIST_CHANGED")))
+            options = server.create_initialization_options(notification_options=changes)
+            await server.run(read_stream, write_stream, options)
 
     anyio.run(run)
 

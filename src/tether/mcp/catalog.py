@@ -1,7 +1,11 @@
 """The gateway's view of its upstreams' tools: namespaced, and checked against their pins (ASI04).
 
-Each upstream's ``tools/list`` is re-read whenever an agent lists tools (and when a call names a
-tool not seen yet), so a descriptor that changes is noticed at the next listing. A tool is
+Each upstream's ``tools/list`` is re-read whenever an agent lists tools, when a call names a tool
+not seen yet, and, so that no call reaches a tool whose descriptor changed, as its ``pin_check``
+says (:mod:`tether.mcp.config`): before every call to it, or at once when it sends
+``notifications/tools/list_changed`` (:meth:`Catalog.changed`; calls to it wait for the re-read,
+see :meth:`Catalog.current`). An upstream that cannot be re-read after announcing a change loses
+its tools until it can (fail closed). A tool is
 exposed as ``<upstream>.<tool>`` carrying only its pinned descriptor (name, description, input
 schema) and its output schema; titles, annotations, icons and ``_meta`` from the upstream are not
 passed on, since they are not pinned.
@@ -11,14 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
 import mcp_types as types
+from anyio.abc import TaskGroup
 
 from tether.core.audit import AuditKind
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.logs import get_logger
 from tether.mcp.pins import PinCheck, PinStatus, PinStore, descriptor, digest
 from tether.mcp.recording import GatewayAudit, pinned_body, withheld_body
-from tether.mcp.upstreams import UpstreamConnection
+from tether.mcp.upstreams import UpstreamConnection, UpstreamFailure
 from tether.service.ports import Clock
 
 log = get_logger("tether.mcp.catalog")
@@ -35,18 +41,13 @@ class CatalogTool:
 
 
 class Catalog:
-    def __init__(
-        self,
-        connections: dict[str, UpstreamConnection],
-        pins: PinStore,
-        audit: GatewayAudit,
-        clock: Clock,
-    ) -> None:
-        self._connections = connections
+    def __init__(self, pins: PinStore, audit: GatewayAudit, clock: Clock) -> None:
         self._pins = pins
         self._audit = audit
         self._clock = clock
         self._tools: dict[str, CatalogTool] = {}
+        #: Upstreams whose tools are being re-read after they announced a change.
+        self._rereading: dict[str, anyio.Event] = {}
 
     def get(self, exposed: str) -> CatalogTool | None:
         return self._tools.get(exposed)
@@ -54,13 +55,14 @@ class Catalog:
     def tools(self) -> list[CatalogTool]:
         return [self._tools[name] for name in sorted(self._tools)]
 
-    async def refresh(self, upstream: str) -> None:
-        """Re-read one upstream's tools and check each against its pin.
+    async def refresh(self, session: UpstreamConnection) -> None:
+        """Re-read one upstream's tools (through ``session``) and check each against its pin.
 
         Raises :class:`~tether.mcp.upstreams.UpstreamFailure` when the upstream cannot answer;
         its tools stay as last seen (and still pinned-checked on every call).
         """
-        listed = await self._connections[upstream].list_tools()
+        upstream = session.name
+        listed = await session.list_tools()
         fresh: dict[str, CatalogTool] = {}
         for tool in listed:
             exposed = f"{upstream}.{tool.name}"
@@ -86,6 +88,48 @@ class Catalog:
         for name in [n for n, t in self._tools.items() if t.upstream == upstream]:
             del self._tools[name]
         self._tools.update(fresh)
+
+    def changed(self, session: UpstreamConnection, task_group: TaskGroup) -> anyio.Event:
+        """``session``'s upstream announced that its tools changed: re-read them at once; calls
+        to it (in any session) wait until that is done (:meth:`current`). The event is set when
+        the re-read is done."""
+        done = anyio.Event()
+        self._rereading[session.name] = done
+        task_group.start_soon(self._reread, session, done)
+        return done
+
+    async def _reread(self, session: UpstreamConnection, done: anyio.Event) -> None:
+        upstream = session.name
+        try:
+            await self.refresh(session)
+        except UpstreamFailure as failure:
+            # INVARIANT: a tool announced changed is never called on its old descriptor.
+            log.warning("tools_unreadable", upstream=upstream, failure=failure.kind.value)
+            for name in [n for n, t in self._tools.items() if t.upstream == upstream]:
+                del self._tools[name]
+        finally:
+            if self._rereading.get(upstream) is done:
+                del self._rereading[upstream]
+            done.set()
+
+    @staticmethod
+    def each_call(session: UpstreamConnection) -> bool:
+        """Are the tools of ``session``'s upstream re-read before every call to it?"""
+        mode = session.config.pin_check
+        if mode == "auto":
+            declared = session.capabilities
+            return declared is None or declared.tools is None or not declared.tools.list_changed
+        return mode == "each_call"
+
+    async def current(self, session: UpstreamConnection) -> None:
+        """Make the tools of ``session``'s upstream current for a call: re-read them now
+        (``each_call``) or wait for a re-read it announced. Raises :class:`UpstreamFailure` if
+        it cannot answer."""
+        if self.each_call(session):
+            await self.refresh(session)
+            return
+        while (rereading := self._rereading.get(session.name)) is not None:
+            await rereading.wait()
 
     async def verify(self, entry: CatalogTool, *, stage: str) -> PinCheck:
         """Check ``entry`` against its pin, auditing a first pin and each new change once."""

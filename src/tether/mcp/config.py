@@ -8,6 +8,8 @@
         secret_env: {CRM_API_KEY: crm-key}  # credentials: env var <- name in tether's secret
                                        #   store, read when the server is started
         timeout_seconds: 30            # per call (default 30)
+        pin_check: auto                # when descriptors are re-read (see below)
+        share_sessions: false          # one session for every agent (default: one per agent)
       mail:
         url: https://mail.internal/mcp # a streamable HTTP server
         credential:                    # injected by the gateway on every request (optional)
@@ -22,12 +24,33 @@
       mail.send:
         action: send
         recipients_arg: to             # the argument naming recipients (optional)
+    prompts:                           # prompts, decided like tool calls (default: write)
+      crm.summarize: {action: read, dataset: crm}
+    resources:                         # resource URIs -> the dataset a read of them touches
+      - {upstream: crm, uri: "crm://customers/*", dataset: crm}
     limits:                            # optional
       max_result_bytes: 8388608        # a larger tool result is withheld (default 8 MiB)
 
 Tools are exposed as ``<upstream>.<tool>``, so two upstreams cannot shadow each other. A tool with
 no entry under ``tools`` is treated as ``write``: the safe default is the sensitive one. An
 upstream's own annotations (``readOnlyHint``) never decide the action (ASI04).
+
+``pin_check`` says when the gateway re-reads an upstream's tool descriptors to check them
+against their pins (ASI04), so that no call reaches a tool whose descriptor changed: ``each_call``
+lists the upstream's tools before every call to it (one more round trip per call);
+``on_change`` re-lists at once when the upstream sends ``notifications/tools/list_changed``, and
+calls to it wait for that; ``auto`` (the default) is ``on_change`` for an upstream that declares
+``tools.listChanged`` at its handshake and ``each_call`` for one that does not.
+
+``share_sessions``: by default each agent gets its own session with each upstream (its own
+stdio process, its own HTTP session id; see :mod:`tether.mcp.pool`); ``true`` makes one session
+serve every agent, for a server known to keep nothing per session.
+
+``resources``: each entry maps the URIs an upstream serves that match ``uri`` (a glob: ``*``
+matches anything, ``?`` one character) to a dataset; the first match wins. ``resources/read``
+and ``resources/subscribe`` are decided as a ``read`` of that dataset with the tool
+``<upstream>.resources`` (so a grant names them as ``{"tool": "crm.resources", "actions":
+["read"], "datasets": ["crm"]}``); a URI no entry maps is never listed or read.
 
 ``count_records``: ``content`` (number of content blocks), ``structured`` (length of the
 structured result when it is a list), or ``structured.<path>`` (length of the list at that dotted
@@ -36,11 +59,12 @@ path; integer segments index lists).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import yaml
 
@@ -53,6 +77,8 @@ DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_MAX_RESULT_BYTES: Final = 8 * 1024 * 1024
 MAX_RESULT_BYTES_LIMIT: Final = 1024 * 1024 * 1024
 MAX_CONFIG_BYTES: Final = 1024 * 1024
+PinCheck = Literal["auto", "each_call", "on_change"]
+PIN_CHECKS: Final = ("auto", "each_call", "on_change")
 _UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _COUNT = re.compile(r"^(content|structured)(\.[A-Za-z0-9_-]+)*$")
@@ -78,6 +104,8 @@ class StdioUpstream:
     #: Environment variables set from tether's secret store when the server is started: (the
     #: variable, the secret's name). Their values never appear in this file.
     secret_env: tuple[tuple[str, str], ...] = ()
+    pin_check: PinCheck = "auto"
+    share_sessions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +114,8 @@ class HttpUpstream:
     url: str
     credential: CredentialRef | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    pin_check: PinCheck = "auto"
+    share_sessions: bool = False
 
 
 Upstream = StdioUpstream | HttpUpstream
@@ -116,14 +146,42 @@ class ToolMapping:
 DEFAULT_MAPPING: Final = ToolMapping(ActionKind.WRITE)
 
 
+#: The tool name resources of an upstream are decided under: ``<upstream>.resources``.
+RESOURCES_TOOL: Final = "resources"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceMapping:
+    """URIs of ``upstream`` matching the glob ``uri`` are reads of ``dataset``."""
+
+    upstream: str
+    uri: str
+    dataset: str
+
+    def matches(self, upstream: str, uri: str) -> bool:
+        return upstream == self.upstream and fnmatch.fnmatchcase(uri, self.uri)
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     upstreams: tuple[Upstream, ...]
     tools: Mapping[str, ToolMapping] = field(default_factory=dict)
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    prompts: Mapping[str, ToolMapping] = field(default_factory=dict)
+    resources: tuple[ResourceMapping, ...] = ()
 
     def mapping(self, tool: str) -> ToolMapping:
         return self.tools.get(tool, DEFAULT_MAPPING)
+
+    def prompt(self, name: str) -> ToolMapping:
+        return self.prompts.get(name, DEFAULT_MAPPING)
+
+    def dataset_of(self, upstream: str, uri: str) -> str | None:
+        """The dataset a read of ``uri`` on ``upstream`` touches; ``None``: not mapped."""
+        for mapping in self.resources:
+            if mapping.matches(upstream, uri):
+                return mapping.dataset
+        return None
 
     def upstream(self, name: str) -> Upstream | None:
         for upstream in self.upstreams:
@@ -160,12 +218,39 @@ def _timeout(raw: dict[str, object], path: str) -> float:
     return float(value)
 
 
-_STDIO_KEYS: Final = frozenset({"command", "args", "env", "secret_env", "cwd", "timeout_seconds"})
+_STDIO_KEYS: Final = frozenset(
+    {
+        "command",
+        "args",
+        "env",
+        "secret_env",
+        "cwd",
+        "timeout_seconds",
+        "pin_check",
+        "share_sessions",
+    }
+)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_HTTP_KEYS: Final = frozenset({"url", "credential", "timeout_seconds"})
+_HTTP_KEYS: Final = frozenset(
+    {"url", "credential", "timeout_seconds", "pin_check", "share_sessions"}
+)
 _CREDENTIAL_KEYS: Final = frozenset({"secret", "header", "scheme"})
 _TOOL_KEYS: Final = frozenset({"action", "dataset", "count_records", "recipients_arg"})
 _LIMIT_KEYS: Final = frozenset({"max_result_bytes"})
+
+
+def _pin_check(raw: dict[str, object], path: str) -> PinCheck:
+    value = raw.get("pin_check", "auto")
+    if value not in PIN_CHECKS:
+        raise _fail(f"{path}.pin_check", "must be one of: " + ", ".join(PIN_CHECKS))
+    return value
+
+
+def _shared(raw: dict[str, object], path: str) -> bool:
+    value = raw.get("share_sessions", False)
+    if not isinstance(value, bool):
+        raise _fail(f"{path}.share_sessions", "must be true or false")
+    return value
 
 
 def _upstream(name: object, raw: object) -> Upstream:
@@ -196,7 +281,14 @@ def _upstream(name: object, raw: object) -> Upstream:
             if not re.fullmatch(r"[A-Za-z0-9._-]{0,32}", scheme):
                 raise _fail(f"{path}.credential.scheme", "must be a single word such as Bearer")
             credential = CredentialRef(secret, header, scheme)
-        return HttpUpstream(name, url, credential, _timeout(body, path))
+        return HttpUpstream(
+            name,
+            url,
+            credential,
+            _timeout(body, path),
+            _pin_check(body, path),
+            _shared(body, path),
+        )
     if isinstance(raw, dict) and "command" in raw:
         body = _object(raw, path, _STDIO_KEYS)
         args = body.get("args", [])
@@ -227,14 +319,18 @@ def _upstream(name: object, raw: object) -> Upstream:
             None if cwd is None else _string(cwd, f"{path}.cwd"),
             _timeout(body, path),
             tuple(sorted(secret_env.items())),
+            _pin_check(body, path),
+            _shared(body, path),
         )
     if isinstance(raw, dict):
         _object(raw, path, _STDIO_KEYS | _HTTP_KEYS)
     raise _fail(path, "needs either 'command' (a stdio server) or 'url' (a streamable HTTP server)")
 
 
-def _tool(name: object, raw: object, upstreams: set[str]) -> tuple[str, ToolMapping]:
-    path = f"tools.{name}"
+def _tool(
+    name: object, raw: object, upstreams: set[str], section: str = "tools"
+) -> tuple[str, ToolMapping]:
+    path = f"{section}.{name}"
     if not isinstance(name, str) or not is_valid_name(name, MAX_TOOL_NAME) or "." not in name:
         raise _fail(path, "a tool is named <upstream>.<tool>")
     upstream = name.split(".", 1)[0]
@@ -280,10 +376,37 @@ def _max_result_bytes(raw: object) -> int:
     return value
 
 
+_RESOURCE_KEYS: Final = frozenset({"upstream", "uri", "dataset"})
+
+
+def _resources(raw: object, upstreams: set[str]) -> tuple[ResourceMapping, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _fail("resources", "must be a list of {upstream, uri, dataset}")
+    out = []
+    for n, item in enumerate(raw):
+        path = f"resources.{n}"
+        body = _object(item, path, _RESOURCE_KEYS)
+        for key in sorted(_RESOURCE_KEYS):
+            if key not in body:
+                raise _fail(f"{path}.{key}", "is required")
+        upstream = _string(body["upstream"], f"{path}.upstream")
+        if upstream not in upstreams:
+            raise _fail(f"{path}.upstream", f"no upstream named {upstream!r}")
+        dataset = body["dataset"]
+        if not isinstance(dataset, str) or not is_valid_name(dataset, MAX_DATASET_NAME):
+            raise _fail(f"{path}.dataset", "must be a dataset name")
+        out.append(ResourceMapping(upstream, _string(body["uri"], f"{path}.uri"), dataset))
+    return tuple(out)
+
+
 def parse_config(raw: object) -> GatewayConfig:
     """Validate a parsed YAML document into a :class:`GatewayConfig`."""
     body = _object(
-        raw if raw is not None else {}, "(top level)", frozenset({"upstreams", "tools", "limits"})
+        raw if raw is not None else {},
+        "(top level)",
+        frozenset({"upstreams", "tools", "limits", "prompts", "resources"}),
     )
     raw_upstreams = body.get("upstreams")
     if not isinstance(raw_upstreams, dict) or not raw_upstreams:
@@ -294,7 +417,22 @@ def parse_config(raw: object) -> GatewayConfig:
         raise _fail("tools", "must be a mapping of <upstream>.<tool> to its action")
     names = {u.name for u in upstreams}
     tools = dict(_tool(name, value, names) for name, value in raw_tools.items())
-    return GatewayConfig(upstreams, tools, _max_result_bytes(body.get("limits")))
+    raw_prompts = body.get("prompts", {}) or {}
+    if not isinstance(raw_prompts, dict):
+        raise _fail("prompts", "must be a mapping of <upstream>.<prompt> to its action")
+    prompts = {
+        name: mapping
+        for name, mapping in (
+            _tool(name, value, names, "prompts") for name, value in raw_prompts.items()
+        )
+    }
+    return GatewayConfig(
+        upstreams,
+        tools,
+        _max_result_bytes(body.get("limits")),
+        prompts,
+        _resources(body.get("resources"), names),
+    )
 
 
 def load_config(path: Path) -> GatewayConfig:

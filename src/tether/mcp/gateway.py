@@ -3,29 +3,36 @@
     tools/list  → each upstream's tools, namespaced, pinned-checked (ASI04)
                 → only those the caller's grant covers with the tool's mapped action and dataset
     tools/call  → descriptor still the pinned one? (else refused: tool_descriptor_changed)
-                → Authorizer.authorize(workload, grant, Call(tool, action, dataset, args),
-                                       approval id from _meta["tether/approval"], if any)
+                → the effects of the task's earlier calls written (:mod:`.effectqueue`)
+                → Authorizer.enforce(workload, grant, CallRequest(tool, action, dataset, args,
+                                     approval id from _meta["tether/approval"], if any))
                 → deny / approval_required: an isError result naming the reasons (and the
                   approval id to retry with once a human approved)
-                → allow: forward to the upstream → EffectService.report(status, bytes, records)
-                → the upstream's result, unless it is over ``limits.max_result_bytes``: then
-                  withheld (``upstream_result_too_large``) and recorded as an error effect
+                → allow: the call forwarded to its upstream as a JSON-RPC message, its progress
+                  passed back → the result shaped for the agent's protocol revision →
+                  :meth:`Gateway._answer`: size cap, credential echo, effect queued → answer
 
-Transport-agnostic: :mod:`tether.mcp.server` puts it behind the MCP SDK's ``Server`` for
-streamable HTTP and stdio. Store and policy work is synchronous (SQLite, Cedar) and runs in
-worker threads so one slow call does not stall the others.
+Calls travel as JSON-RPC params and result objects (dicts), not re-created through a second SDK
+server and client: the SDK does the transports and handshakes on both sides and checks each
+result against the agent's protocol revision. The decision runs in process on the event loop
+(no thread hop); the effect write runs in a worker thread after the answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
 import mcp_types as types
+from anyio.abc import TaskGroup
+from mcp.shared.dispatcher import ProgressFnT
+from pydantic import ValidationError
 
 from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
@@ -39,18 +46,25 @@ from tether.core.verdict import Decision, Verdict
 from tether.logs import get_logger
 from tether.mcp.callers import Caller, GrantReader
 from tether.mcp.catalog import Catalog, CatalogTool
-from tether.mcp.config import GatewayConfig, ToolMapping
+from tether.mcp.config import GatewayConfig, ToolMapping, Upstream
+from tether.mcp.effectqueue import EffectQueue
+from tether.mcp.listeners import Listeners
 from tether.mcp.pins import PinStatus, PinStore
+from tether.mcp.pool import UpstreamPool
 from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.results import (
+    META_APPROVAL,
     GatewayCode,
     Measured,
-    forwarded,
+    encoded,
+    for_agent,
     from_tether_error,
     measure,
     refusal,
     tool_error,
+    wire,
 )
+from tether.mcp.surface import Surface
 from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
 from tether.observability import Metrics
 from tether.service.authorize import Authorizer
@@ -60,6 +74,9 @@ from tether.service.ports import Clock, Store, WorkloadVerifier
 from tether.service.settings import ServiceSettings
 
 log = get_logger("tether.mcp.gateway")
+
+#: The protocol revision results are shaped for when no agent session names one (typed calls).
+LEGACY_VERSION: Final = "2025-11-25"
 
 #: Results up to this size are scanned for a leaked credential on the event loop.
 _SCAN_INLINE_BYTES = 64 * 1024
@@ -98,8 +115,12 @@ class Gateway:
         self.deps = deps
         self.pins = pins
         self.audit = GatewayAudit(deps.store, deps.clock, deps.ids)
-        self._connections: dict[str, UpstreamConnection] = {}
+        self._pools: dict[str, UpstreamPool] = {}
         self._catalog: Catalog | None = None
+        self.effects = EffectQueue()
+        self.listeners = Listeners()
+        self.surface = Surface(self)
+        self._tg: TaskGroup | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -109,18 +130,28 @@ class Gateway:
         out. No upstream is started here: each starts on first use (a ``tools/list`` starts
         them all at once), so the gateway answers at once and a slow one delays only what
         needs it."""
-        async with anyio.create_task_group() as tg:
-            self._connections = {
-                u.name: UpstreamConnection(u, self.deps.secrets, tg, self.deps.clock)
-                for u in self.config.upstreams
+        async with self.effects.running(), anyio.create_task_group() as tg:
+            self._tg = tg
+            self._pools = {
+                u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
             }
-            self._catalog = Catalog(self._connections, self.pins, self.audit, self.deps.clock)
+            self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
             try:
                 yield self
             finally:
-                for connection in self._connections.values():
-                    await connection.close()
+                for pool in self._pools.values():
+                    pool.close()
                 tg.cancel_scope.cancel()
+
+    def _open(self, config: Upstream, tg: TaskGroup, agent: str | None) -> UpstreamConnection:
+        deps = self.deps
+        return UpstreamConnection(
+            config, deps.secrets, tg, deps.clock, self._notified, self._tools_changed, agent=agent
+        )
+
+    def session_for(self, upstream: str, caller: Caller) -> UpstreamConnection:
+        """``caller``'s session with ``upstream`` (:mod:`tether.mcp.pool`)."""
+        return self._pools[upstream].session(caller.workload.id)
 
     @property
     def catalog(self) -> Catalog:
@@ -128,20 +159,48 @@ class Gateway:
             raise RuntimeError("the gateway is not running; use `async with gateway.running()`")
         return self._catalog
 
-    async def _refresh_all(self) -> None:
-        """List every upstream concurrently (starting those not started yet)."""
+    async def _notified(
+        self, session: UpstreamConnection, notification: types.ServerNotification
+    ) -> None:
+        """A notification an upstream sent on a session, not about one call: a log message or
+        a subscribed resource's update goes to the agent whose own session it came on
+        (:mod:`tether.mcp.listeners`)."""
+        agent = session.agent
+        match notification:
+            case types.LoggingMessageNotification(params=params) if agent:
+                await self.listeners.log(agent, params.level, params.data, params.logger)
+                return
+            case types.ResourceUpdatedNotification(params=params) if agent:
+                await self.listeners.resource_updated(agent, str(params.uri))
+                return
+        log.debug("upstream_notification", upstream=session.name, method=notification.method)
+
+    def _tools_changed(self, session: UpstreamConnection) -> None:
+        """``session``'s upstream announced that its tools changed: pins are re-checked at once
+        (calls to it wait for that), then the agents that listed tools are told."""
+        if self._tg is not None:
+            rereading = self.catalog.changed(session, self._tg)
+            self._tg.start_soon(self._announce, rereading)
+
+    async def _announce(self, rereading: anyio.Event) -> None:
+        await rereading.wait()
+        await self.listeners.tools_changed()
+
+    async def _refresh_all(self, caller: Caller) -> None:
+        """List every upstream concurrently, each through ``caller``'s own session (starting
+        those not started yet)."""
 
         async def one(name: str) -> None:
             try:
-                await self.catalog.refresh(name)
+                await self.catalog.refresh(self.session_for(name, caller))
             except UpstreamFailure as failure:
-                await self._upstream_failed(failure, None, None, None)
+                await self.record_failure(failure, None, None, None)
 
         async with anyio.create_task_group() as tg:
-            for name in self._connections:
+            for name in self._pools:
                 tg.start_soon(one, name)
 
-    async def _upstream_failed(
+    async def record_failure(
         self,
         failure: UpstreamFailure,
         tool: str | None,
@@ -169,7 +228,7 @@ class Gateway:
         grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
         if grant is None:
             return []
-        await self._refresh_all()  # a descriptor that changed upstream is caught here
+        await self._refresh_all(caller)  # a descriptor that changed upstream is caught here
         shown: list[types.Tool] = []
         for entry in self.catalog.tools():
             if not _visible(grant, entry.exposed, self.config.mapping(entry.exposed)):
@@ -188,59 +247,119 @@ class Gateway:
         arguments: dict[str, Any] | None,
         approval_id: str | None = None,
     ) -> types.CallToolResult:
-        """Decide and (on allow) forward one call; ``approval_id`` names a human approval of
-        exactly this call, for a retry after ``approval_required``."""
+        """:meth:`forward_call` with typed values (the SDK's handler, tests)."""
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        if approval_id is not None:
+            params["_meta"] = {META_APPROVAL: approval_id}
+        answer = await self.forward_call(caller, params, LEGACY_VERSION)
+        return types.CallToolResult.model_validate(answer, by_name=False)
+
+    async def forward_call(
+        self,
+        caller: Caller | None,
+        params: Mapping[str, Any],
+        protocol_version: str,
+        progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """Decide one ``tools/call`` (its raw, spec-valid params) and, on allow, forward it to
+        its upstream as a JSON-RPC message; the result object to answer with, shaped for the
+        agent's ``protocol_version``. ``progress`` receives the upstream's progress on it."""
         if caller is None:
-            return tool_error(GatewayCode.UNAUTHENTICATED, "the caller is not authenticated")
-        args = dict(arguments or {})
-        if not is_valid_name(name, MAX_TOOL_NAME):
-            return tool_error(GatewayCode.INVALID_ARGUMENTS, "the tool name is not valid")
+            return wire(tool_error(GatewayCode.UNAUTHENTICATED, "the caller is not authenticated"))
+        meta = params.get("_meta")
+        meta = meta if isinstance(meta, dict) else {}
+        caller = caller.with_meta(meta)
+        approval = meta.get(META_APPROVAL)
+        approval_id = approval if isinstance(approval, str) and len(approval) <= 64 else None
+        name = params.get("name")
+        args = params.get("arguments")
+        args = dict(args) if isinstance(args, dict) else {}
+        if not isinstance(name, str) or not is_valid_name(name, MAX_TOOL_NAME):
+            return wire(tool_error(GatewayCode.INVALID_ARGUMENTS, "the tool name is not valid"))
         if caller.grant_token is None:
-            return tool_error(
-                GatewayCode.GRANT_MISSING,
-                "name your grant in the X-Tether-Grant header or in _meta['tether/grant']",
+            return wire(
+                tool_error(
+                    GatewayCode.GRANT_MISSING,
+                    "name your grant in the X-Tether-Grant header or in _meta['tether/grant']",
+                )
             )
         mapping = self.config.mapping(name)
-        entry, unreachable = await self._lookup(name)
+        entry, unreachable = await self._lookup(name, caller)
         if entry is not None:
             changed = await self._descriptor_changed(caller, entry, mapping)
             if changed is not None:
-                return changed
+                return wire(changed)
         request = CallRequest(name, mapping.action, mapping.dataset, args, approval_id)
+        verdict = await self.decide(caller, request)
+        if not isinstance(verdict, Verdict):
+            return wire(verdict)
+        match verdict.decision:
+            case Decision.DENY | Decision.APPROVAL_REQUIRED:
+                return wire(refusal(verdict))
+            case Decision.ALLOW:
+                pass
+        if entry is None:
+            return await self._failed(caller, name, verdict.decision_id, unreachable)
+        upstream = self.session_for(entry.upstream, caller)
         try:
-            verdict: Verdict = await anyio.to_thread.run_sync(
-                self.deps.authorizer.enforce, caller.workload, caller.grant_token, request
+            raw = await upstream.request(
+                "tools/call", {"name": entry.name, "arguments": args}, on_progress=progress
             )
+            answer = for_agent(raw, protocol_version)
+        except UpstreamFailure as failure:
+            return await self._failed(caller, name, verdict.decision_id, failure)
+        except ValidationError:
+            malformed = UpstreamFailure(
+                entry.upstream, FailureKind.MALFORMED, "the answer to tools/call is not valid MCP"
+            )
+            return await self._failed(caller, name, verdict.decision_id, malformed)
+        return await self._answer(
+            caller, upstream, entry, mapping, args, verdict.decision_id, answer
+        )
+
+    async def decide(self, caller: Caller, request: CallRequest) -> Verdict | types.CallToolResult:
+        """Decide ``request`` through the one enforcement entry, once the effects of the task's
+        earlier calls are written; or the error to answer instead (a store that cannot take
+        them, arguments the entry refuses)."""
+        assert caller.grant_token is not None  # checked by every caller of decide
+        # The next decision on a task waits for the effects of its earlier calls.
+        unsettled = await self.effects.settled(caller.grant_token)
+        if unsettled is not None:
+            return from_tether_error(unsettled)
+        try:
+            # In process, on the event loop: the decision's one write is group-committed and
+            # bounded by the store's busy timeout (see README, Overhead).
+            return self.deps.authorizer.enforce(caller.workload, caller.grant_token, request)
         except InvalidRequest as invalid:
             # The one check of the enforcement entry refused the arguments.
             return tool_error(GatewayCode.INVALID_ARGUMENTS, invalid.message)
-        match verdict.decision:
-            case Decision.DENY | Decision.APPROVAL_REQUIRED:
-                return refusal(verdict)
-            case Decision.ALLOW:
-                pass
-        failure = unreachable
-        if entry is not None:
-            try:
-                result = await self._connections[entry.upstream].call_tool(entry.name, args)
-            except UpstreamFailure as error:
-                failure = error
-        if failure is not None or entry is None:
-            return await self._failed(caller, name, verdict.decision_id, failure)
-        measured = measure(result, mapping, args)
+
+    async def _answer(
+        self,
+        caller: Caller,
+        session: UpstreamConnection,
+        entry: CatalogTool,
+        mapping: ToolMapping,
+        args: dict[str, Any],
+        decision_id: DecisionId,
+        answer: dict[str, Any],
+    ) -> dict[str, Any]:
+        """INVARIANT: the one place an allowed call's result is handed back to the agent. It is
+        measured, checked against the size cap and for its upstream's credentials, and its
+        effect queued (written before the next decision on the task, never lost)."""
+        data = encoded(answer)
+        measured = measure(answer, len(data), mapping, args)
         if measured.bytes > self.config.max_result_bytes:
-            return await self._too_large(caller, entry, verdict.decision_id, measured)
-        leaked = await self._leak_in(entry, result, measured.bytes)
+            return await self._too_large(caller, entry, decision_id, measured)
+        leaked = await self._leak_in(session, data)
         if leaked is not None:
-            return await self._withheld(caller, entry, verdict.decision_id, measured, leaked)
-        reported = await self._report(caller, verdict.decision_id, measured)
-        if reported is not None:
-            return reported  # INVARIANT: a result whose effect cannot be recorded is withheld
-        return forwarded(result)
+            return await self._withheld(caller, entry, decision_id, measured, leaked)
+        self.report(caller, decision_id, measured)
+        return answer
 
     async def _too_large(
         self, caller: Caller, entry: CatalogTool, decision_id: DecisionId, measured: Measured
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
         """The call ran but its result is over the cap; the audit log says how large."""
         limit, size = self.config.max_result_bytes, measured.bytes
         failure = UpstreamFailure(
@@ -261,17 +380,13 @@ class Gateway:
             limit_bytes=limit,
         )
 
-    async def _leak_in(
-        self, entry: CatalogTool, result: types.CallToolResult, size: int
-    ) -> Leak | None:
-        """Whether the result holds the credential tether injected for its upstream, in any
-        form an echo gives it (the whole result as the agent would get it: content, structured
-        content, metadata). Large results are scanned off the event loop."""
-        connection = self._connections[entry.upstream]
-        data = result.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
-        if size <= _SCAN_INLINE_BYTES:
-            return connection.leak_in(data)
-        return await anyio.to_thread.run_sync(connection.leak_in, data)
+    async def _leak_in(self, session: UpstreamConnection, data: bytes) -> Leak | None:
+        """Whether the result (as the agent would get it: content, structured content,
+        metadata) holds a credential tether gave the session's upstream, in any form an echo
+        gives it. Large results are scanned off the event loop."""
+        if len(data) <= _SCAN_INLINE_BYTES:
+            return session.leak_in(data)
+        return await anyio.to_thread.run_sync(session.leak_in, data)
 
     async def _withheld(
         self,
@@ -280,7 +395,7 @@ class Gateway:
         decision_id: DecisionId,
         measured: Measured,
         leak: Leak,
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
         """The call ran but its result echoes a credential of its upstream; the audit log
         says in which form it came back (never the credential)."""
         failure = UpstreamFailure(
@@ -309,42 +424,48 @@ class Gateway:
         code: GatewayCode,
         message: str,
         **extra: JSONValue,
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
         """An allowed call ran, but none of its result may reach the agent: its effect is an
         error with no bytes read, the audit log says why, and the agent gets ``code``."""
-        reported = await self._report(
-            caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients)
+        self.report(caller, decision_id, Measured(EffectStatus.ERROR, 0, None, measured.recipients))
+        await self.record_failure(failure, entry.exposed, caller, decision_id)
+        return wire(
+            tool_error(code, message, upstream=entry.upstream, **extra, decision_id=decision_id)
         )
-        if reported is not None:
-            return reported
-        await self._upstream_failed(failure, entry.exposed, caller, decision_id)
-        return tool_error(code, message, upstream=entry.upstream, **extra, decision_id=decision_id)
 
     async def _failed(
         self, caller: Caller, name: str, decision_id: DecisionId, failure: UpstreamFailure | None
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
         """An allowed call that could not run: audit why, record an error effect, tell the agent."""
-        await self._report(caller, decision_id, None)
+        self.report(caller, decision_id, None)
         if failure is None:
-            return tool_error(GatewayCode.TOOL_NOT_FOUND, f"no upstream serves {name!r}")
-        await self._upstream_failed(failure, name, caller, decision_id)
-        return tool_error(
-            GatewayCode.UPSTREAM_FAILED,
-            f"{failure.message}; the call may be retried",
-            upstream=failure.upstream,
-            failure=failure.kind.value,
-            decision_id=decision_id,
+            return wire(tool_error(GatewayCode.TOOL_NOT_FOUND, f"no upstream serves {name!r}"))
+        await self.record_failure(failure, name, caller, decision_id)
+        return wire(
+            tool_error(
+                GatewayCode.UPSTREAM_FAILED,
+                f"{failure.message}; the call may be retried",
+                upstream=failure.upstream,
+                failure=failure.kind.value,
+                decision_id=decision_id,
+            )
         )
 
-    async def _lookup(self, name: str) -> tuple[CatalogTool | None, UpstreamFailure | None]:
-        """The catalog entry for ``name``, listing its upstream once if it was not seen yet (it
-        gets pinned there); or the failure that kept the upstream from answering."""
-        entry = self.catalog.get(name)
+    async def _lookup(
+        self, name: str, caller: Caller
+    ) -> tuple[CatalogTool | None, UpstreamFailure | None]:
+        """The catalog entry for ``name`` with its upstream's tools current (listed now if
+        never seen, re-read as its ``pin_check`` says); or the failure that kept the upstream
+        from answering."""
         upstream = name.split(".", 1)[0]
-        if entry is not None or upstream not in self._connections:
-            return entry, None
+        if upstream not in self._pools:
+            return None, None
+        session = self.session_for(upstream, caller)
         try:
-            await self.catalog.refresh(upstream)
+            if self.catalog.get(name) is None:
+                await self.catalog.refresh(session)
+            else:
+                await self.catalog.current(session)
         except UpstreamFailure as failure:
             return None, failure
         return self.catalog.get(name), None
@@ -353,6 +474,15 @@ class Gateway:
         self, caller: Caller, entry: CatalogTool, mapping: ToolMapping
     ) -> types.CallToolResult | None:
         check = await self.catalog.verify(entry, stage="call")
+        session = self.session_for(entry.upstream, caller)
+        if check.status is PinStatus.CHANGED and not self.catalog.each_call(session):
+            # Perhaps reverted upstream without a word: look once more before refusing, so a
+            # reverted tool is callable again without anyone listing by hand.
+            with contextlib.suppress(UpstreamFailure):
+                await self.catalog.refresh(session)
+            fresh = self.catalog.get(entry.exposed)
+            if fresh is not None:
+                check = await self.catalog.verify(fresh, stage="call")
         if check.status is not PinStatus.CHANGED:
             return None
         grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
@@ -369,23 +499,21 @@ class Gateway:
             f"review and approve it (tether mcp pins approve {entry.exposed}) before it is used",
         )
 
-    async def _report(
-        self, caller: Caller, decision_id: DecisionId, measured: Measured | None
-    ) -> types.CallToolResult | None:
-        """Record the call's effect; an error result if it cannot be recorded."""
+    def report(self, caller: Caller, decision_id: DecisionId, measured: Measured | None) -> None:
+        """Queue the call's effect: written in the background, before the next decision on
+        the same task (:mod:`tether.mcp.effectqueue`)."""
+        assert caller.grant_token is not None  # no call is decided without one
+        effects, workload = self.deps.effects, caller.workload
         status = measured.status if measured is not None else EffectStatus.ERROR
-        try:
-            await anyio.to_thread.run_sync(
-                lambda: self.deps.effects.report(
-                    caller.workload,
-                    decision_id,
-                    status,
-                    measured.records if measured is not None else None,
-                    measured.bytes if measured is not None else 0,
-                    measured.recipients if measured is not None else (),
-                )
+
+        def write() -> None:
+            effects.report(
+                workload,
+                decision_id,
+                status,
+                measured.records if measured is not None else None,
+                measured.bytes if measured is not None else 0,
+                measured.recipients if measured is not None else (),
             )
-        except TetherError as error:
-            log.error("effect_not_recorded", code=error.code.value)
-            return from_tether_error(error)
-        return None
+
+        self.effects.submit(caller.grant_token, decision_id, write)

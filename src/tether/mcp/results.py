@@ -9,7 +9,8 @@ the approval id once a human approved it.
 
 Gateway codes (besides tether's :class:`~tether.core.errors.ErrorCode` and the verdict reason
 codes): ``tool_descriptor_changed``, ``upstream_failed``, ``upstream_result_too_large``,
-``tool_not_found``, ``invalid_arguments``, ``grant_missing``, ``unauthenticated``.
+``tool_not_found``, ``resource_not_mapped``, ``invalid_arguments``, ``grant_missing``,
+``unauthenticated``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from enum import StrEnum
 from typing import Any
 
 import mcp_types as types
+from mcp_types import methods
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tether.core.effect import EffectStatus
 from tether.core.errors import ErrorCode, TetherError
@@ -41,6 +44,7 @@ class GatewayCode(StrEnum):
     UPSTREAM_RESULT_TOO_LARGE = "upstream_result_too_large"
     UPSTREAM_LEAKED_SECRET = ErrorCode.UPSTREAM_LEAKED_SECRET.value
     TOOL_NOT_FOUND = "tool_not_found"
+    RESOURCE_NOT_MAPPED = "resource_not_mapped"
     INVALID_ARGUMENTS = "invalid_arguments"
     GRANT_MISSING = "grant_missing"
     UNAUTHENTICATED = "unauthenticated"
@@ -88,15 +92,33 @@ def refusal(verdict: Verdict) -> types.CallToolResult:
     )
 
 
-def forwarded(result: types.CallToolResult) -> types.CallToolResult:
-    """The upstream's result as the agent gets it, less the upstream's protocol ``_meta``."""
-    meta = {k: v for k, v in (result.meta or {}).items() if not k.startswith(_RESERVED_META_PREFIX)}
-    return types.CallToolResult(
-        content=result.content,
-        structured_content=result.structured_content,
-        is_error=result.is_error,
-        _meta=meta or None,
-    )
+def wire(result: types.CallToolResult) -> dict[str, Any]:
+    """A result the gateway built, in its wire form."""
+    return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def for_agent(result: dict[str, Any], protocol_version: str) -> dict[str, Any]:
+    """The upstream's raw ``tools/call`` result as the agent may get it: checked against the
+    agent's protocol revision and sieved to it by the SDK (``mcp_types.methods``), less the
+    upstream's protocol ``_meta``. Raises ``pydantic.ValidationError`` for a result that is
+    not a valid ``CallToolResult``."""
+    if protocol_version in MODERN_PROTOCOL_VERSIONS:
+        # The upstream session speaks a handshake revision, whose results are all complete.
+        result = {**result, "resultType": "complete"}
+    shaped = methods.serialize_server_result("tools/call", protocol_version, result)
+    meta = shaped.get("_meta")
+    if isinstance(meta, dict):
+        kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
+        if kept:
+            shaped["_meta"] = kept
+        else:
+            del shaped["_meta"]
+    return shaped
+
+
+def encoded(result: dict[str, Any]) -> bytes:
+    """The result's JSON as it goes on the wire (sizes and leak scans are taken on this)."""
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 # -- measuring an effect -------------------------------------------------------------------------
@@ -110,11 +132,8 @@ class Measured:
     recipients: tuple[str, ...]
 
 
-def _count(result: types.CallToolResult, how: RecordCount) -> int | None:
-    if how.source == "content":
-        value: Any = result.content
-    else:
-        value = result.structured_content
+def _count(result: dict[str, Any], how: RecordCount) -> int | None:
+    value: Any = result.get("content" if how.source == "content" else "structuredContent")
     for segment in how.path:
         if isinstance(value, dict):
             value = value.get(segment)
@@ -137,12 +156,11 @@ def _recipients(arguments: dict[str, Any], name: str | None) -> tuple[str, ...]:
 
 
 def measure(
-    result: types.CallToolResult, mapping: ToolMapping, arguments: dict[str, Any]
+    result: dict[str, Any], size: int, mapping: ToolMapping, arguments: dict[str, Any]
 ) -> Measured:
-    wire = result.model_dump(by_alias=True, exclude_none=True, mode="json")
-    size = len(json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    """What the effect record says of a result (its wire form, ``size`` bytes of JSON)."""
     return Measured(
-        status=EffectStatus.ERROR if result.is_error else EffectStatus.OK,
+        status=EffectStatus.ERROR if result.get("isError") is True else EffectStatus.OK,
         bytes=size,
         records=None if mapping.count_records is None else _count(result, mapping.count_records),
         recipients=_recipients(arguments, mapping.recipients_arg),

@@ -2,8 +2,10 @@
 
 Streamable HTTP (``/mcp``): :class:`~tether.mcp.callers.BearerAuth` wraps the SDK's app, so a
 request without a valid SVID gets ``401`` before any MCP message is parsed, and each handler
-reads the verified caller from its own HTTP request. Responses are JSON, not SSE: the gateway
-sends nothing but results. When bound to loopback the SDK's DNS-rebinding protection is on.
+reads the verified caller from its own HTTP request. A call's answer is an SSE stream when the
+upstream sends notifications for it (progress, logging) so they reach the agent on the request
+they belong to; on a 2026-era session a call that sends none is answered as plain JSON. When
+bound to loopback the SDK's DNS-rebinding protection is on.
 ``GET /metrics`` (Prometheus text, the metric names of ``tether serve``: decisions, decision
 writes, the store's gauges) needs no credentials, as on ``tether serve``; it shows counts, tool
 names and reason codes, never a token or an argument.
@@ -17,14 +19,19 @@ hints): what one caller sees is never reused for another.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import anyio.to_thread
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.context import CallNext, ServerMiddleware
 from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_INFO_META_KEY, methods
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,9 +40,9 @@ from tether.core.ids import IdFactory
 from tether.credentials.secrets import SecretStore
 from tether.mcp.callers import BearerAuth, Caller, GrantReader, caller_from_scope
 from tether.mcp.config import GatewayConfig
-from tether.mcp.gateway import Gateway, GatewayDeps
+from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
 from tether.mcp.pins import PinStore
-from tether.mcp.results import META_APPROVAL
+from tether.mcp.surface import SURFACE_METHODS
 from tether.observability import Metrics
 from tether.observability.http import METRICS_PATH
 from tether.observability.metrics import CONTENT_TYPE
@@ -49,6 +56,7 @@ INSTRUCTIONS: Final = (
 )
 
 Resolve = Callable[[ServerRequestContext[Any, Any]], Caller | None]
+Middleware = ServerMiddleware[Gateway]
 
 
 def deps_from_runtime(
@@ -87,29 +95,92 @@ def _no_schema(_name: str) -> None:
     return None
 
 
+def _forward_calls(gateway: Gateway, resolve: Resolve, server: Server[Gateway]) -> Middleware:
+    """``tools/call`` as a JSON-RPC message: its params checked against the agent's protocol
+    revision (``mcp_types.methods``, the SDK's own check), then handed to
+    :meth:`Gateway.forward_call` as they came, and its result object answered as the gateway
+    returns it, with no typed handler or second serialization between. Every other method goes
+    on through the SDK's chain."""
+
+    async def forward(ctx: ServerRequestContext[Gateway, Any], call_next: CallNext) -> Any:
+        method = ctx.method
+        if method != "tools/call" and method not in SURFACE_METHODS:
+            return await call_next(ctx)
+        session, version = ctx.session, ctx.protocol_version
+        if session.client_params is None and session.client_capabilities is None:
+            # Before the handshake: the SDK's own answer for a gated method.
+            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
+        methods.validate_client_request(method, version, ctx.params)
+        params = ctx.params or {}
+        remember(gateway, ctx, resolve(ctx))
+        if method != "tools/call":
+            answer = await gateway.surface.handle(method, resolve(ctx), params, version)
+            return _stamped(answer, version, server)
+        meta = params.get("_meta")
+        wants_progress = isinstance(meta, Mapping) and meta.get("progressToken") is not None
+        result = await gateway.forward_call(
+            resolve(ctx), params, version, session.report_progress if wants_progress else None
+        )
+        return _stamped(result, version, server)
+
+    return forward
+
+
+def _stamped(result: dict[str, Any], version: str, server: Server[Gateway]) -> dict[str, Any]:
+    if version in MODERN_PROTOCOL_VERSIONS:
+        # What the SDK stamps on every 2026-era result it serializes itself.
+        result.setdefault("resultType", "complete")
+        stamped = dict(result.get("_meta") or {})
+        stamped.setdefault(SERVER_INFO_META_KEY, server.server_info_stamp)
+        result["_meta"] = stamped
+    return result
+
+
+def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The agent session a request belongs to: its MCP session id over streamable HTTP, the
+    one session over stdio; ``None`` for a 2026-era request (no session)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return None
+    request = ctx.request
+    if request is None:
+        return "stdio"
+    headers = getattr(request, "headers", None)
+    value = headers.get(MCP_SESSION_ID_HEADER) if headers is not None else None
+    return value if isinstance(value, str) else None
+
+
+def remember(gateway: Gateway, ctx: ServerRequestContext[Any, Any], caller: Caller | None) -> None:
+    """Remember the agent session a request came on, for notifications (tether.mcp.listeners)."""
+    key = session_key(ctx)
+    if caller is not None and key is not None:
+        gateway.listeners.remember(key, caller.workload.id, ctx.session)
+
+
 def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
     async def on_list_tools(
         ctx: ServerRequestContext[Gateway, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         caller = resolve(ctx)
         tools = [] if caller is None else await gateway.list_tools(caller.with_meta(ctx.meta))
+        remember(gateway, ctx, caller)
         return types.ListToolsResult(tools=tools, ttl_ms=0, cache_scope="private")
 
     async def on_call_tool(
         ctx: ServerRequestContext[Gateway, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        caller = resolve(ctx)
-        if caller is not None:
-            caller = caller.with_meta(ctx.meta)
-        approval = (ctx.meta or {}).get(META_APPROVAL)
-        return await gateway.call_tool(
-            caller,
-            params.name,
-            params.arguments,
-            approval if isinstance(approval, str) and len(approval) <= 64 else None,
+        # Registered so the SDK declares the tools capability; calls never get here (see
+        # _forward_calls), but if one did it would be decided all the same.
+        result = await gateway.forward_call(
+            resolve(ctx), params.model_dump(by_alias=True, exclude_none=True), LEGACY_VERSION
         )
+        return types.CallToolResult.model_validate(result, by_name=False)
 
-    return Server(
+    # Registered so the SDK declares the resources and prompts capabilities; requests never get
+    # here (see _forward_calls and tether.mcp.surface).
+    async def no_list(ctx: Any, params: Any) -> Any:
+        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found")
+
+    server: Server[Gateway] = Server(
         SERVER_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -117,7 +188,16 @@ def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
         get_tool_input_schema=_no_schema,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
+        on_list_resources=no_list,
+        on_list_resource_templates=no_list,
+        on_read_resource=no_list,
+        on_subscribe_resource=no_list,
+        on_unsubscribe_resource=no_list,
+        on_list_prompts=no_list,
+        on_get_prompt=no_list,
     )
+    server.middleware.append(_forward_calls(gateway, resolve, server))
+    return server
 
 
 def _http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
@@ -151,7 +231,7 @@ def http_app(gateway: Gateway, *, host: str = "127.0.0.1") -> ASGIApp:
     """The ASGI app serving the gateway at ``/mcp`` (bearer-authenticated), and ``/metrics``
     when the gateway has metrics."""
     server = build_server(gateway, _http_caller)
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=True, host=host)
+    app = server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=False, host=host)
     authenticated = BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
     metrics = gateway.deps.metrics
     return authenticated if metrics is None else ServeMetrics(authenticated, metrics)

@@ -19,10 +19,8 @@ the gateway sends; the value comes from tether's secret store and never reaches 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -32,10 +30,13 @@ import anyio
 import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
-from mcp.client.client import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp.client.session import ClientSession, IncomingMessage
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
@@ -92,20 +93,78 @@ class InjectedCredential(httpx2.Auth):
 SecretSource = Callable[[str], Secret]
 
 
+#: Called with each notification an upstream session sends outside a request's progress
+#: (logging, resource updates), typed by the SDK, and the session that got it.
+NotificationSink = Callable[["UpstreamConnection", types.ServerNotification], Awaitable[None]]
+#: Called with the session whose upstream announced ``notifications/tools/list_changed``, in
+#: wire order: before any answer the upstream sent after it is seen by its caller.
+ToolsChanged = Callable[["UpstreamConnection"], None]
+TOOLS_CHANGED: Final = "notifications/tools/list_changed"
+
+
+class _Tapped(JSONRPCDispatcher[Any]):
+    """The SDK's dispatcher, with the upstream's ``tools/list_changed`` seen in receive order
+    (through the dispatcher's synchronous notification intercept), so no answer that follows
+    the announcement on the wire reaches the gateway before it."""
+
+    def __init__(self, read: Any, write: Any, tap: Callable[[str], None]) -> None:
+        super().__init__(read, write)
+        self._tap = tap
+
+    async def run(
+        self,
+        on_request: OnRequest,
+        on_notify: OnNotify,
+        on_notify_intercept: OnNotifyIntercept | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        def intercept(method: str, params: Mapping[str, Any] | None) -> bool:
+            self._tap(method)
+            return on_notify_intercept is not None and on_notify_intercept(method, params)
+
+        await super().run(on_request, on_notify, intercept, task_status=task_status)
+
+
+@dataclass
+class _Session:
+    """An initialized upstream session: the SDK's session (it ran the handshake and keeps
+    answering pings) and the dispatcher under it, through which requests are forwarded as
+    JSON-RPC messages."""
+
+    session: ClientSession
+    dispatcher: JSONRPCDispatcher[Any]
+    protocol_version: str
+    capabilities: types.ServerCapabilities
+
+
 @dataclass
 class _Live:
-    client: Client
+    client: _Session
     stop: anyio.Event
     broken: bool = False
 
 
 class UpstreamConnection:
-    """One upstream MCP server, connected on demand and reconnected after a failure."""
+    """One session with an upstream MCP server (for one agent, or for all when the upstream
+    is shared), connected on demand and reconnected after a failure."""
 
     def __init__(
-        self, config: Upstream, secrets: SecretSource, task_group: TaskGroup, clock: Clock
+        self,
+        config: Upstream,
+        secrets: SecretSource,
+        task_group: TaskGroup,
+        clock: Clock,
+        notifications: NotificationSink | None = None,
+        tools_changed: ToolsChanged | None = None,
+        *,
+        agent: str | None = None,
     ) -> None:
         self.config = config
+        #: The agent this session belongs to (``None``: shared by every agent).
+        self.agent = agent
+        self._notifications = notifications
+        self._tools_changed = tools_changed
         self._secrets = secrets
         self._tg = task_group
         self._clock = clock
@@ -113,9 +172,9 @@ class UpstreamConnection:
         self._lock = anyio.Lock()
         #: Until when a start that timed out is not tried again.
         self._hung_until: datetime | None = None
-        #: The scanner for the injected credential, with the digest of the value it was built
-        #: for (rebuilt when the secret is rotated).
-        self._scanner: tuple[bytes, LeakScanner] | None = None
+        #: Finds the credentials the live connection was given (built when it is opened, so a
+        #: rotated secret is scanned for from the connection that uses it).
+        self._scanner: LeakScanner | None = None
 
     @property
     def name(self) -> str:
@@ -127,35 +186,69 @@ class UpstreamConnection:
     # -- connecting ----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Client]:
+    async def _open(self) -> AsyncIterator[_Session]:
+        """The SDK's transport and handshake (protocol revision 2025-11-25 or what the server
+        answers with): what the SDK earns its place for. Requests then go through the
+        dispatcher as raw JSON-RPC params and results (:meth:`request`)."""
         config = self.config
         timeout = config.timeout_seconds
-        if isinstance(config, StdioUpstream):
-            # Credentials come from the secret store at spawn time, never from gateway.yaml.
-            env = dict(config.env)
-            env.update(
-                (variable, self._secrets(secret).reveal()) for variable, secret in config.secret_env
+        async with AsyncExitStack() as stack:
+            if isinstance(config, StdioUpstream):
+                # Credentials come from the secret store at spawn time, never from gateway.yaml.
+                env = dict(config.env)
+                given = {
+                    variable: self._secrets(secret).reveal()
+                    for variable, secret in config.secret_env
+                }
+                env.update(given)
+                self._given(list(given.values()))
+                params = StdioServerParameters(
+                    command=config.command, args=list(config.args), env=env, cwd=config.cwd
+                )
+                read, write = await stack.enter_async_context(stdio_client(params))
+            else:
+                auth = None
+                if config.credential is not None:
+                    secret = self._secrets(config.credential.secret)
+                    auth = InjectedCredential(config.credential, secret)
+                    self._given([secret.reveal()])
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(timeout))
+                )
+                read, write = await stack.enter_async_context(
+                    streamable_http_client(config.url, http_client=http)
+                )
+            dispatcher: JSONRPCDispatcher[Any] = _Tapped(read, write, self._tap)
+            session = await stack.enter_async_context(
+                ClientSession(
+                    dispatcher=dispatcher,
+                    read_timeout_seconds=timeout,
+                    message_handler=self._on_message,
+                )
             )
-            params = StdioServerParameters(
-                command=config.command, args=list(config.args), env=env, cwd=config.cwd
+            initialized = await session.initialize()
+            yield _Session(
+                session, dispatcher, initialized.protocol_version, initialized.capabilities
             )
-            async with Client(params, read_timeout_seconds=timeout, cache=None) as client:
-                yield client
+
+    def _tap(self, method: str) -> None:
+        if method == TOOLS_CHANGED and self._tools_changed is not None:
+            self._tools_changed(self)
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        """The upstream's notifications, passed on; a transport error marks the session
+        broken so the next request reconnects."""
+        if isinstance(message, Exception):
+            if self._live is not None:
+                self._live.broken = True
             return
-        auth = (
-            InjectedCredential(config.credential, self._secrets(config.credential.secret))
-            if config.credential is not None
-            else None
-        )
-        async with (
-            httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(timeout)) as http,
-            Client(
-                streamable_http_client(config.url, http_client=http),
-                read_timeout_seconds=timeout,
-                cache=None,
-            ) as client,
+        if (
+            self._notifications is None
+            or not isinstance(message, types.ServerNotification)
+            or isinstance(message, types.ToolListChangedNotification)  # seen by _tap already
         ):
-            yield client
+            return
+        await self._notifications(self, message)
 
     async def _own(self, *, task_status: TaskStatus[_Live]) -> None:
         """Hold the connection open in this task until told to stop or it breaks."""
@@ -203,7 +296,8 @@ class UpstreamConnection:
             log.info("upstream_connected", upstream=self.name)
             return started
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop the live session, if any (its process exits, its HTTP session is ended)."""
         if self._live is not None:
             self._live.stop.set()
             self._live = None
@@ -215,7 +309,10 @@ class UpstreamConnection:
         tools: list[types.Tool] = []
         cursor: str | None = None
         for _ in range(MAX_LIST_PAGES):
-            page = await self._guard(live, live.client.list_tools(cursor=cursor), "tools/list")
+            request = live.client.session.list_tools(
+                params=types.PaginatedRequestParams(cursor=cursor)
+            )
+            page = await self._guard(live, request, "tools/list")
             tools.extend(page.tools)
             cursor = page.next_cursor
             if cursor is None:
@@ -225,31 +322,44 @@ class UpstreamConnection:
         )
 
     def leak_in(self, data: bytes) -> Leak | None:
-        """The form in which ``data`` holds a credential the gateway gives this upstream (its
-        HTTP credential, or a stdio server's ``secret_env``) raw, percent-encoded, JSON-escaped,
-        base64, hex…, or ``None``; always ``None`` for an upstream given none."""
-        config = self.config
-        if isinstance(config, StdioUpstream):
-            names = [secret for _, secret in config.secret_env]
-        else:
-            names = [config.credential.secret] if config.credential is not None else []
-        if not names:
-            return None
-        values = [self._secrets(name).reveal().encode("utf-8") for name in names]
-        digest = hashlib.sha256(b"\0".join(values)).digest()
-        if self._scanner is None or not hmac.compare_digest(self._scanner[0], digest):
-            self._scanner = (digest, LeakScanner(values))
-        return self._scanner[1].find(data)
+        """The form in which ``data`` holds a credential the gateway gave this upstream (its
+        HTTP credential, or a stdio server's ``secret_env``, as read from the secret store when
+        the connection was opened) raw, percent-encoded, JSON-escaped, base64, hex…, or
+        ``None``; always ``None`` for an upstream given none."""
+        return None if self._scanner is None else self._scanner.find(data)
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    def _given(self, values: list[str]) -> None:
+        """Remember the credentials this connection hands its upstream, to scan results for."""
+        self._scanner = LeakScanner([v.encode("utf-8") for v in values]) if values else None
+
+    @property
+    def capabilities(self) -> types.ServerCapabilities | None:
+        """What the live session's server declared at its handshake (``None``: not connected)."""
+        live = self._live
+        return None if live is None or live.broken else live.client.capabilities
+
+    async def ready(self) -> types.ServerCapabilities:
+        """Connect if need be; what the upstream declared at its handshake."""
+        return (await self._client()).client.capabilities
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        on_progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """Forward one request as a JSON-RPC message and return the raw result object; the
+        upstream's progress notifications for it go to ``on_progress``."""
         live = await self._client()
-        result: types.CallToolResult = await self._guard(
-            live,
-            live.client.call_tool(
-                name, arguments, read_timeout_seconds=self.config.timeout_seconds
-            ),
-            "tools/call",
-        )
+        opts: CallOptions = {
+            "timeout": self.config.timeout_seconds,
+            "headers": {MCP_PROTOCOL_VERSION_HEADER: live.client.protocol_version},
+        }
+        if on_progress is not None:
+            opts["on_progress"] = on_progress
+        sent = live.client.dispatcher.send_raw_request(method, params, opts)
+        result: dict[str, Any] = await self._guard(live, sent, method)
         return result
 
     async def _guard(self, live: _Live, request: Any, method: str) -> Any:
