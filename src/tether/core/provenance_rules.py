@@ -31,6 +31,7 @@ from tether.core.scope import JSONValue
 __all__ = [
     "NO_PROVENANCE",
     "OPERATOR_SOURCE",
+    "OVERFLOW_SOURCE",
     "REQUEST_SOURCE",
     "ArgumentProvenance",
     "ProvenanceRules",
@@ -42,6 +43,9 @@ __all__ = [
 REQUEST_SOURCE = Source("(request)", None, Trust.TRUSTED)
 #: The source of the operator's own trusted values (``provenance.trusted_values``).
 OPERATOR_SOURCE = Source("(operator)", None, Trust.TRUSTED)
+#: Untrusted values a task saw past what it may keep: counted as an unscanned part, so a value
+#: seen nowhere fails ``not_only_untrusted`` once anything untrusted was dropped.
+OVERFLOW_SOURCE = Source("(overflow)", None, Trust.UNTRUSTED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from tether.core.facts import TaskProgress as TaskProgress
 from tether.core.identity import Workload
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.lease import IssuerKind, Lease, LeaseState
+from tether.core.provenance import Observation
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, Intent, Task, TaskState
 from tether.core.verdict import Decision, IssuedCredential
@@ -130,6 +131,27 @@ class PolicyEngine(Protocol):
 
 
 # -- store -------------------------------------------------------------------------------------
+
+
+class ObservationStore(Protocol):
+    """What each task's agent has seen in tool results, as keyed HMACs with their source
+    (:mod:`tether.core.provenance`). Never holds a raw value.
+
+    Raises ``Unavailable(STORE_UNAVAILABLE)`` when the store cannot answer: the caller denies.
+    """
+
+    def add_observation(
+        self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
+    ) -> None:
+        """Record ``observation`` under every task of ``task_ids`` (a delegate's chain, so its
+        observations roll up), each holding at most ``limit`` rows. Fingerprints past a task's
+        limit are not stored; for an untrusted source the task then counts an unscanned part
+        (so an unseen value fails ``not_only_untrusted``), never fewer untrusted values."""
+        ...
+
+    def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
+        """Everything recorded under any of ``task_ids``, grouped by source."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
