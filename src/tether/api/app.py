@@ -30,6 +30,7 @@ from tether.api.models import (
     OpenTaskOut,
     VerdictOut,
 )
+from tether.api.observations import install_observation_routes
 from tether.api.openapi import document_errors
 from tether.api.ui import install_ui
 from tether.core.budget import Budgets
@@ -49,6 +50,7 @@ from tether.service.enforce import CallRequest
 from tether.service.flows import Expect
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
+from tether.service.provenance import ProvenanceService
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
 
@@ -74,6 +76,8 @@ class ApiDeps:
     lease_keys: tuple[SigningKey, ...] = ()
     #: The approval page's key for session-bound CSRF tokens (see :mod:`tether.api.ui`).
     ui_key: bytes = field(default=b"", repr=False)
+    #: Argument provenance: the user's request at task open, and /v1/observations.
+    provenance: ProvenanceService | None = None
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -131,6 +135,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             scopes,
             body.ttl_seconds,
             Budgets.from_json(body.budgets) if body.budgets is not None else None,
+            body.intent.request,
         )
         return {
             "task_id": opened.task.task_id,
@@ -231,6 +236,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_breakglass_routes(app, deps)
     install_agent_routes(app, deps)
     install_lease_routes(app, deps, authenticated)
+    install_observation_routes(app, deps, authenticated)
     install_ui(app, deps)
     document_errors(app)
     return app

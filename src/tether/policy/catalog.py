@@ -8,6 +8,8 @@ Format::
 
 Classifications are :class:`tether.core.scope.Classification` values. A dataset that is not
 listed has no classification (``None``); what that means for a call is the service's decision.
+Trusted sources and sink arguments (``trusted``, ``tools``, ``trusted_values``) are read by
+:mod:`tether.policy.provenance`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from types import MappingProxyType
 
 import yaml
 
+from tether.core.provenance_rules import ProvenanceRules
 from tether.core.scope import MAX_DATASET_NAME, Classification, is_valid_name
+from tether.policy.provenance import ProvenanceProblem, parse_provenance
 
-_ENTRY_KEYS = frozenset({"classification", "description"})
+_ENTRY_KEYS = frozenset({"classification", "description", "trusted"})
+_TOP_KEYS = frozenset({"datasets", "tools", "trusted_values"})
 
 
 class CatalogProblem(ValueError):
@@ -30,6 +35,7 @@ class CatalogProblem(ValueError):
 @dataclass(frozen=True, slots=True)
 class Catalog:
     datasets: Mapping[str, Classification] = field(default_factory=lambda: MappingProxyType({}))
+    provenance: ProvenanceRules = field(default_factory=ProvenanceRules)
 
     def classification(self, dataset: str) -> Classification | None:
         return self.datasets.get(dataset)
@@ -43,8 +49,8 @@ def parse_catalog(text: str) -> Catalog:
         raise CatalogProblem(f"not valid YAML: {exc}") from None
     if raw is None:
         raw = {}
-    if not isinstance(raw, dict) or set(raw) - {"datasets"}:
-        raise CatalogProblem("must be a mapping with one key, datasets")
+    if not isinstance(raw, dict) or set(raw) - _TOP_KEYS:
+        raise CatalogProblem(f"must be a mapping with keys among {', '.join(sorted(_TOP_KEYS))}")
     datasets = raw.get("datasets") or {}
     if not isinstance(datasets, dict):
         raise CatalogProblem("datasets must map dataset names to {classification: ...}")
@@ -64,4 +70,8 @@ def parse_catalog(text: str) -> Catalog:
             raise CatalogProblem(
                 f"dataset {name}: classification {entry['classification']!r} is not one of {known}"
             ) from None
-    return Catalog(MappingProxyType(out))
+    try:
+        provenance = parse_provenance(raw)
+    except ProvenanceProblem as exc:
+        raise CatalogProblem(str(exc)) from None
+    return Catalog(MappingProxyType(out), provenance)

@@ -2,7 +2,8 @@
 
     enforce → check the input once (core/callcheck)
       → facts: grant token, the grant and its task's delegation chain (one read), the dataset's
-        classification, the root's workflow, one ``now``
+        classification, the root's workflow, one ``now``; for a tool with sink arguments, their
+        provenance (service/provenance)
       → decide (core/decide): grant → scope → workflow → budgeted args → egress → Cedar's
         answer → data flow / anomaly → break-glass → approval; later facts are read only when
         the decision gets far enough to need them
@@ -47,6 +48,7 @@ from tether.core.ids import (
     is_well_formed,
 )
 from tether.core.lease import Lease
+from tether.core.provenance_rules import NO_PROVENANCE
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.verdict import (
@@ -72,6 +74,7 @@ from tether.service.ports import (
     PolicyRequest,
     Store,
 )
+from tether.service.provenance import ProvenanceService
 from tether.service.recording import Recorder
 
 _Minted = tuple[Lease, IssuedCredential, AuditEntry]
@@ -93,7 +96,9 @@ class Authorizer:
         leases: LeaseService | None = None,
         limits: CallLimits | None = None,
         observer: DecisionObserver | None = None,
+        provenance: ProvenanceService | None = None,
     ) -> None:
+        self._provenance = provenance
         self._limits = limits if limits is not None else CallLimits()
         self._observer: DecisionObserver = observer if observer is not None else Unobserved()
         self._store = store
@@ -246,6 +251,12 @@ class Authorizer:
             classification=self._policy.classification(call.dataset) if call.dataset else None,
             workflow=flows.workflows.get(chain[-1].intent.workflow) if flows else None,
             egress=flows.egress if flows is not None else EgressRules(),
+            # -- argument provenance: what the chain observed, for a tool with sinks --
+            provenance=(
+                self._provenance.assess(chain, call)
+                if self._provenance is not None
+                else NO_PROVENANCE
+            ),
         )
 
     def _decide(
@@ -300,6 +311,7 @@ class Authorizer:
                 task_id=task.task_id,
                 delegators=grant.delegators,
                 dataflow=Classification(label) if label else None,
+                provenance=facts.provenance,
             )
         )
 

@@ -26,6 +26,7 @@ from tether.core.identity import Workload
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.lease import IssuerKind, Lease, LeaseState
 from tether.core.provenance import Observation
+from tether.core.provenance_rules import NO_PROVENANCE, ArgumentProvenance, ProvenanceRules
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, Intent, Task, TaskState
 from tether.core.verdict import Decision, IssuedCredential
@@ -88,6 +89,8 @@ class PolicyRequest:
     #: The task's data-flow label: the highest classification it (or the task it was delegated
     #: from) has read before this call; ``None`` while nothing classified was read.
     dataflow: Classification | None = None
+    #: What the provenance check found of the call's sink arguments.
+    provenance: ArgumentProvenance = NO_PROVENANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,11 @@ class PolicyEngine(Protocol):
 
     def classification(self, dataset: str) -> Classification | None:
         """The dataset's classification from the catalog, or ``None`` if it is not catalogued."""
+        ...
+
+    @property
+    def provenance(self) -> ProvenanceRules:
+        """The catalog's trusted sources and sink arguments (of the policies in force)."""
         ...
 
     @property
