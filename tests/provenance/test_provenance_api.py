@@ -286,3 +286,43 @@ def test_a_result_too_large_to_scan_counts_its_rest_as_untrusted(assistant: Agen
     after = decide(assistant, task["grant"], tool="chat.send", action="send", args=args)
     assert codes(after) == ["untrusted_argument"]
     assert "not scanned" in after["reasons"][0]["message"]
+
+
+def delegate(parent: Agent, task: dict, child_id: str, scopes: list[dict[str, object]]) -> dict:  # type: ignore[type-arg]
+    response = parent.client.post(
+        f"/v1/tasks/{task['task_id']}/delegate",
+        json={"grant": task["grant"], "agent": child_id, "scopes": scopes},
+        headers=parent.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_a_delegate_cannot_launder_what_it_saw_for_its_parent(
+    assistant: Agent, runtime: Runtime, clock: object
+) -> None:
+    from support import mint
+
+    helper = Agent(assistant.client, mint(runtime, "helper", clock))  # type: ignore[arg-type]
+    parent = open_task(assistant, ALL, f"Post a note on 'general'; background: {EVIL_URL}x")
+    child = delegate(assistant, parent, "spiffe://tether.local/agent/helper", [READ, BROWSE])
+    # The delegate reads the channel; what it saw rolls up to its parent.
+    read = decide(helper, child["grant"], tool="chat.read", action="read", args={})
+    seen = observe(
+        helper, child["grant"], tool="chat.read", decision_id=read["decision_id"], result=INJECTED
+    )
+    assert seen.status_code == 201 and seen.json()["task_id"] == child["task_id"]
+    body = {"channel": "general", "body": f"FYI {EVIL_URL}"}
+    verdict = decide(assistant, parent["grant"], tool="chat.send", action="send", args=body)
+    assert codes(verdict) == ["untrusted_argument"], verdict
+    # ... and the delegate sees its root's request: a URL the user gave it is trusted for it.
+    given = f"{EVIL_URL}x"
+    assert (
+        decide(helper, child["grant"], tool="web.browse", action="read", args={"url": given})[
+            "decision"
+        ]
+        == "allow"
+    )
+    assert codes(
+        decide(helper, child["grant"], tool="web.browse", action="read", args={"url": EVIL_URL})
+    ) == ["untrusted_argument"]
