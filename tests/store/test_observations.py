@@ -89,3 +89,17 @@ def test_two_handles_see_each_others_observations(backend: Backend) -> None:
     seen = observe(KEY, PAGE, RESULT)
     SqlObservationStore(first).add_observation([TaskId("tsk_a")], seen, T0, 100)
     assert SqlObservationStore(second).observations([TaskId("tsk_a")]) == [seen]
+
+
+def test_the_count_changes_exactly_when_the_observations_do(backend: Backend) -> None:
+    first, second = SqlObservationStore(backend.open()), SqlObservationStore(backend.open())
+    chain = [TaskId("tsk_child"), TaskId("tsk_parent")]
+    assert first.count_observations(chain) == 0
+    seen = observe(KEY, PAGE, RESULT)
+    second.add_observation(chain, seen, T0, 100)
+    counted = first.count_observations(chain)
+    assert counted == 2 * len(seen.fingerprints)
+    second.add_observation(chain, seen, T0, 100)  # a repeat adds no row
+    assert first.count_observations(chain) == counted
+    second.add_observation([TaskId("tsk_parent")], observe(KEY, CONTACTS, "x@y.example"), T0, 100)
+    assert first.count_observations(chain) > counted

@@ -161,6 +161,11 @@ class ObservationStore(Protocol):
         """Everything recorded under any of ``task_ids``, grouped by source."""
         ...
 
+    def count_observations(self, task_ids: Sequence[TaskId]) -> int:
+        """How many rows ``task_ids`` hold together. Rows are only inserted, each once, so an
+        unchanged count means unchanged observations (a cache may be reused)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:

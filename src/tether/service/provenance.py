@@ -29,6 +29,8 @@ Values are kept only as HMAC-SHA256 fingerprints under a key of the data directo
 from __future__ import annotations
 
 import hmac
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -82,6 +84,8 @@ class ProvenanceSettings:
     result_limits: ExtractLimits = field(default_factory=lambda: DEFAULT_LIMITS)
     #: The longest user request a task may carry (characters).
     max_request_chars: int = 16_384
+    #: How many delegation chains' observations are kept in memory between decisions.
+    cached_chains: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,10 @@ class ProvenanceService:
         self._chain = chain
         self._settings = settings if settings is not None else ProvenanceSettings()
         self._operator: tuple[ProvenanceRules, Observation] | None = None
+        # What each chain observed, with the row count it was read at: reused while the count
+        # is unchanged (rows are insert-only), so a decision reads a count, not every row.
+        self._indexes: OrderedDict[tuple[TaskId, ...], tuple[int, ProvenanceIndex]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "ProvenanceService(<key hidden>)"
@@ -248,9 +256,29 @@ class ProvenanceService:
         sinks = rules.sinks_for(call.tool)
         if not sinks or not chain:
             return NO_PROVENANCE
-        seen = self._store.observations([TaskId(t.task_id) for t in chain])
-        index = ProvenanceIndex.of([*seen, *self._operator_values(rules)])
+        index = self._observed([TaskId(t.task_id) for t in chain])
+        operator = self._operator_values(rules)
+        if operator:
+            index = index.with_observations(operator)
         return assess(call.args, sinks, index, self._key)
+
+    def _observed(self, task_ids: list[TaskId]) -> ProvenanceIndex:
+        key = tuple(task_ids)
+        count = self._store.count_observations(task_ids)
+        with self._lock:
+            cached = self._indexes.get(key)
+            if cached is not None and cached[0] == count:
+                self._indexes.move_to_end(key)
+                return cached[1]
+        # Read after the count: rows added in between are read too, and only make the next
+        # count differ (a fresh read), never an index older than its count.
+        index = ProvenanceIndex.of(self._store.observations(task_ids))
+        with self._lock:
+            self._indexes[key] = (count, index)
+            self._indexes.move_to_end(key)
+            while len(self._indexes) > self._settings.cached_chains:
+                self._indexes.popitem(last=False)
+        return index
 
     def _operator_values(self, rules: ProvenanceRules) -> list[Observation]:
         if not rules.trusted_values:

@@ -7,6 +7,10 @@ limit the service passes: past it, fingerprints are dropped and, for an untruste
 task gets the one :data:`~tether.core.provenance_rules.OVERFLOW_SOURCE` marker instead, so that
 dropping can only make the provenance check stricter. Writes do not take the audit chain's head:
 an observation is not an audit record (the decision it later decides is).
+
+Because rows are only ever inserted, once each, a task's row count changes exactly when what
+it observed does: :meth:`SqlObservationStore.count_observations` is the cheap read a caller
+keeping the observations in memory checks before it reuses them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tether.core.errors import ErrorCode
 from tether.core.ids import TaskId
 from tether.core.provenance import Observation, Source, Trust
 from tether.core.provenance_rules import OVERFLOW_SOURCE
+from tether.store.driver import DriverStatement
 from tether.store.schema import observations
 from tether.store.sql import SqlStore
 
@@ -50,6 +55,13 @@ class SqlObservationStore:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._insert = _insert_ignoring_repeats(store._backend)
+        # The count every decision on a tool with sinks reads: on the driver, on SQLite.
+        engine = store._live(_STORE)
+        self._count = (
+            DriverStatement(engine, _COUNT, "count what the task observed")
+            if store._backend == "sqlite"
+            else None
+        )
 
     def add_observation(
         self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
@@ -70,6 +82,16 @@ class SqlObservationStore:
                     rows.append(_row(task_id, UNSCANNED, marker, at))
                 if rows:
                     conn.execute(self._insert, rows)
+
+    def count_observations(self, task_ids: Sequence[TaskId]) -> int:
+        total = 0
+        with self._store._read(_STORE, "count what the task observed") as conn:
+            for task_id in dict.fromkeys(task_ids):
+                if self._count is not None:
+                    total += int(self._count.run(conn, {"o_task": task_id}).fetchone()[0])
+                else:
+                    total += int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0)
+        return total
 
     def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
         if not task_ids:
