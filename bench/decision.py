@@ -11,6 +11,9 @@ For 50 and 1,000 policies this prints p50/p99 of:
   tether decide           the decision with indexed Cedar asked: policy engine + pure decide
   tether authorize        the whole service call: grant token verify, grant/task reads from
                           SQLite, scope, Cedar, and the audit write (no HTTP)
+  authorize on the loop   the same through ``Authorizer.enforce_async``, as the HTTP hot path
+                          runs it: decided on an event loop, the write handed to the store's
+                          group-commit writer thread and awaited (timed alone, one at a time)
 
 and the ratios of tether to raw, measured in the same process, interleaved, so machine noise
 hits both alike. Quote the ratios, not the absolute times.
@@ -21,6 +24,7 @@ hits both alike. Quote the ratios, not the absolute times.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
@@ -42,6 +46,7 @@ from tether.logs import configure_logging
 from tether.policy import CedarPolicyEngine
 from tether.runtime import RuntimeConfig, dev_issuer, open_runtime, packaged_policies
 from tether.service.clock import ManualClock
+from tether.service.enforce import CallRequest
 from tether.service.ports import PolicyRequest
 
 TOOLS = 200
@@ -152,6 +157,14 @@ def run(count: int, iterations: int, workdir: Path) -> None:
     def tether_authorize() -> object:
         return runtime.authorizer.authorize(workload, opened.token, call)
 
+    loop = asyncio.new_event_loop()
+    on_loop = CallRequest(call.tool, call.action, call.dataset, dict(call.args))
+
+    def authorize_on_loop() -> object:
+        return loop.run_until_complete(
+            runtime.authorizer.enforce_async(workload, opened.token, on_loop)
+        )
+
     expected = cedarpy.is_authorized(raw_request, full_set, []).allowed
     got = tether_decide()
     assert expected == (got.decision.value == "allow"), "tether and raw cedarpy disagree"  # type: ignore[attr-defined]
@@ -172,7 +185,9 @@ def run(count: int, iterations: int, workdir: Path) -> None:
     # neighbours' cost, not its own.
     samples.update(measure({"pure decide (alone)": pure_decide}, iterations))
     samples.update(measure({"tether authorize (alone)": tether_authorize}, iterations))
+    samples.update(measure({"authorize on the loop": authorize_on_loop}, iterations))
     runtime.close()
+    loop.close()
 
     medians = {name: statistics.median(s) for name, s in samples.items()}
     print(f"\n{count} policies, {iterations} interleaved rounds (µs)")

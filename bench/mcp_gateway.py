@@ -173,7 +173,7 @@ def main() -> None:
             gateway = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "tether", "mcp-gateway"),
-                    *("--config", str(root / "gateway.yaml")),
+                    *("--gateway-config", str(root / "gateway.yaml")),
                     *("--data-dir", str(data), "--policies", str(policies)),
                     *("--port", str(gw_port), "--log-level", "warning"),
                 ],

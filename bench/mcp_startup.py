@@ -124,7 +124,7 @@ def main() -> None:
             command=sys.executable,
             args=[
                 *("-m", "tether", "mcp-gateway", "--transport", "stdio"),
-                *("--config", str(root / "gateway.yaml")),
+                *("--gateway-config", str(root / "gateway.yaml")),
                 *("--data-dir", str(data), "--policies", str(policies)),
                 *("--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")),
             ],

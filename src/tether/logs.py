@@ -7,14 +7,22 @@ says it holds a secret (``token``, ``grant``, ``svid``, ``authorization``, ``pas
 Log lines carry the context bound with ``structlog.contextvars``: during an authorize request that
 is the agent, the tool and action, and, once the decision is recorded, its decision id and task
 id (see :mod:`tether.observability.services`), plus the trace id when traces are exported.
+
+A server logs with ``queued=True``: a line is rendered where it is logged, but written to stderr
+by a thread of its own (:class:`_QueuedStderr`, the standard library's ``QueueHandler`` /
+``QueueListener`` arrangement for one stream), so a slow or blocked stderr never holds up a
+request. What is queued is written before the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import queue
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -54,6 +62,68 @@ class _Stderr:
             sys.stderr.flush()
 
 
+class _QueuedStderr:
+    """A stream whose writes are queued and written to stderr by a writer thread (started on
+    first use); ``flush`` is a no-op for the logger, the thread flushes when the queue runs dry."""
+
+    def __init__(self) -> None:
+        self._target = _Stderr()
+        self._queue: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._drain, name="tether-log-writer", daemon=True
+                    )
+                    self._thread.start()
+                    atexit.register(self.drain)
+        self._queue.put(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                self._target.flush()
+                item.set()
+                continue
+            self._target.write(item)
+            if self._queue.empty():
+                self._target.flush()
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every line queued so far is written."""
+        if self._thread is None:
+            return
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait(timeout)
+
+
+_queued_stderr: _QueuedStderr | None = None
+
+
+def _queued() -> _QueuedStderr:
+    global _queued_stderr
+    if _queued_stderr is None:
+        _queued_stderr = _QueuedStderr()
+    return _queued_stderr
+
+
+def flush_logs() -> None:
+    """Write every queued log line now (a server's shutdown: a signal may end the process
+    before ``atexit`` runs)."""
+    if _queued_stderr is not None:
+        _queued_stderr.drain()
+
+
 def wants_json(log_format: LogFormat, stream: TextIO | None = None) -> bool:
     """``auto`` means JSON unless ``stream`` (stderr by default) is a terminal: people read a
     terminal, log collectors read everything else."""
@@ -86,13 +156,15 @@ def _add_pid(
 
 
 def configure_logging(
-    level: str = "info", *, json: bool = True, capture_stdlib: bool = False
+    level: str = "info", *, json: bool = True, capture_stdlib: bool = False, queued: bool = False
 ) -> None:
     """Log at ``level`` and above to stderr, as JSON lines or for a console.
 
     ``capture_stdlib`` renders the standard library's log records (uvicorn's, say) the same
-    way, so a JSON log stays one JSON object per line.
+    way, so a JSON log stays one JSON object per line. ``queued`` writes lines from a thread of
+    their own, off the caller's path (servers).
     """
+    stream: Any = _queued() if queued else _Stderr()
     threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -106,11 +178,11 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     if capture_stdlib:
-        handler = logging.StreamHandler(_Stderr())
+        handler = logging.StreamHandler(stream)
         handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

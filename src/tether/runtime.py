@@ -361,6 +361,8 @@ class Runtime:
             leases=self.leases,
             lease_keys=self.lease_keys,
             ui_key=self.ui_key,
+            # Only an OIDC issuer's JWKS may be fetched (over the network) while verifying.
+            verify_on_loop=not self.config.oidc_issuer,
             provenance=self.provenance,
         )
 
@@ -494,6 +496,9 @@ def open_runtime(
             leases=leases,
             limits=config.settings.call_limits,
             observer=DecisionTelemetry(observability),
+            # SQLite's reads are in-process and never wait for a writer (WAL): an event loop
+            # may make them. A PostgreSQL or Redis round trip stays off the loop.
+            loop_store=sql_store if cache is None and sql_store.backend == "sqlite" else None,
             provenance=provenance,
         ),
         effects=ObservedEffectService(

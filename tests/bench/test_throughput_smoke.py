@@ -62,4 +62,4 @@ def test_sqlite_and_floor_rounds_count_only_right_answers(monkeypatch: pytest.Mo
     throughput.report(results, printed)
     text = printed.getvalue()
     assert "decisions/s" in text and "p50 ms" in text and "p99 ms" in text
-    assert "target 1 replica >= 40% of the floor" in text
+    assert "target 1 replica >= 50% of the floor" in text

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.api.errors import HTTP_STATUS
-from tether.cli.exits import ExitCode, exit_code_for
+from tether.cli.exits import MEANING, ExitCode, exit_code_for
 from tether.cli.main import app
 from tether.core.errors import ErrorCode
 from tether.runtime import Runtime, packaged_policies
@@ -65,6 +65,39 @@ def test_an_unreachable_server_is_3() -> None:
     assert "unreachable" in result.output
 
 
+def test_a_path_that_does_not_exist_is_4(tmp_path: Path) -> None:
+    """Named on the command line, checked by the option itself or by the command."""
+    missing = str(tmp_path / "nowhere")
+    for args in (
+        ["policy", "validate", missing],  # an argument the option checks (exists=True)
+        ["audit", "verify", "--witness", missing, "-d", str(tmp_path)],
+        ["leases", "list", "--policies", missing, "-d", str(tmp_path)],
+        ["audit", "verify", "--file", missing],  # checked by the command
+        ["policy", "test", str(packaged_policies()), "--cases", missing],
+        ["audit", "public-key", "-d", missing],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == ExitCode.NOT_FOUND, (args, result.output)
+        assert "nowhere" in result.output
+
+
+def test_a_data_directory_with_no_store_is_4_and_stays_empty(tmp_path: Path) -> None:
+    """A mistyped --data-dir must not become a new empty store the command reads, or revokes an
+    agent in, reporting success."""
+    typo = tmp_path / "dta"
+    for args in (
+        ["agents", "revoke", "spiffe://tether.local/agent/analyst", "-r", "incident"],
+        ["agents", "list"],
+        ["leases", "list"],
+        ["audit", "tail"],
+        ["db", "current"],
+    ):
+        result = runner.invoke(app, [*args, "-d", str(typo)])
+        assert result.exit_code == ExitCode.NOT_FOUND, (args, result.output)
+        assert "store_not_found" in result.output
+    assert not typo.exists()
+
+
 def test_not_found_is_4_locally_and_from_a_server(
     runtime: Runtime, base_url: str, tmp_path: Path
 ) -> None:
@@ -104,3 +137,25 @@ def test_a_code_and_its_http_status_mean_the_same_exit(code: ErrorCode) -> None:
         assert exit_code_for(status) is ExitCode.UNAVAILABLE
     else:
         assert exit_code_for(status) is exit_code_for(code)
+
+
+def _readme_table() -> list[tuple[int, str]]:
+    """(status, meaning) of each row of the README's exit status table."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Scripting the CLI", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].isdigit():
+            rows.append((int(cells[0]), cells[1]))
+    return rows
+
+
+def test_the_readme_table_is_the_exit_codes() -> None:
+    assert _readme_table() == [(code.value, MEANING[code]) for code in ExitCode]
+
+
+def test_root_help_lists_the_exit_codes() -> None:
+    shown = " ".join(runner.invoke(app, ["--help"], terminal_width=80).output.split())
+    for code in ExitCode:
+        assert f"{code.value} {MEANING[code]}" in shown

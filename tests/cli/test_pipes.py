@@ -5,10 +5,8 @@ keeps every option and environment variable name whole."""
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,42 +133,6 @@ def test_audit_tail_in_a_pipe_and_as_json_lines(analyst: Agent, runtime: Runtime
     records = [json.loads(line) for line in as_json.output.splitlines()]
     assert [r["seq"] for r in records] == [2, 3]
     assert all(r["agent"] == ANALYST and r["hash"] for r in records)
-
-
-def _lines(stream: Iterator[str]) -> queue.Queue[str]:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def test_audit_tail_follow_prints_records_as_they_are_written(
-    analyst: Agent, runtime: Runtime, tmp_path: Path
-) -> None:
-    _populate(analyst)
-    tail = ["audit", "tail", "--follow", "--json", "--interval", "0.05"]
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "tether", *tail, "-d", str(runtime.config.data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-    try:
-        assert follower.stdout is not None
-        lines = _lines(iter(follower.stdout.readline, ""))
-        seen = [json.loads(lines.get(timeout=60))["seq"] for _ in range(3)]
-        assert seen == [1, 2, 3]
-        _populate(analyst)  # three more records, written while it follows
-        seen = [json.loads(lines.get(timeout=60))["seq"] for _ in range(3)]
-        assert seen == [4, 5, 6]
-    finally:
-        follower.terminate()
-        follower.wait(timeout=30)
 
 
 def _commands() -> Iterator[tuple[list[str], Command]]:

@@ -22,6 +22,8 @@ HEAVY = (
     "tether.policy",
     "tether.store",
     "tether.reports",
+    "tether.service.ports",  # the domain model: what a verifier or a grant signer needs
+    "tether.identity.grant_tokens",
     "sqlalchemy",
     "cedarpy",
     "fastapi",
@@ -31,6 +33,7 @@ HEAVY = (
     "httpx",
     "redis",
     "yaml",
+    "structlog",  # logging is not set up for `dev`, which logs nothing
 )
 
 

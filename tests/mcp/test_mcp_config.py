@@ -127,18 +127,31 @@ def test_a_secret_needs_its_key_and_its_own_name(tmp_path: Path) -> None:
 
 
 def test_cli_sets_secrets_from_stdin_and_lists_names_only(tmp_path: Path) -> None:
+    """The gateway's upstream secrets are ``tether secrets``, the store the proxy reads too."""
     runner = CliRunner()
     data = ["--data-dir", str(tmp_path)]
-    stored = runner.invoke(app, ["mcp", "secrets", "set", "mail-token", *data], input="tok-123\n")
+    stored = runner.invoke(app, ["secrets", "set", "mail-token", *data], input="tok-123\n")
     assert stored.exit_code == 0, stored.output
     assert "tok-123" not in stored.output
     assert SecretStore(tmp_path).get("mail-token").reveal() == "tok-123"
-    listed = runner.invoke(app, ["mcp", "secrets", "list", *data])
+    listed = runner.invoke(app, ["secrets", "list", *data])
     assert "mail-token" in listed.output and "tok-123" not in listed.output
-    empty = runner.invoke(app, ["mcp", "secrets", "set", "x", *data], input="")
+    empty = runner.invoke(app, ["secrets", "set", "x", *data], input="")
     assert empty.exit_code != 0 and "no secret value" in empty.output
-    gone = runner.invoke(app, ["mcp", "secrets", "delete", "mail-token", *data])
+    gone = runner.invoke(app, ["secrets", "delete", "mail-token", *data])
     assert gone.exit_code == 0 and SecretStore(tmp_path).names() == []
+
+
+def test_secrets_are_one_group_put_still_sets_and_mcp_has_no_second_one(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = ["--data-dir", str(tmp_path)]
+    put = runner.invoke(app, ["secrets", "put", "mail-token", *data], input="tok-456")
+    assert put.exit_code == 0, put.output
+    assert SecretStore(tmp_path).get("mail-token").reveal() == "tok-456"
+    listing = runner.invoke(app, ["secrets", "--help"])
+    assert " set " in listing.output and " put " not in listing.output  # the alias is hidden
+    gone = runner.invoke(app, ["mcp", "secrets", "set", "x", *data], input="v")
+    assert gone.exit_code == 2 and "No such command 'secrets'" in gone.output
 
 
 @pytest.mark.parametrize(
@@ -148,9 +161,6 @@ def test_cli_sets_secrets_from_stdin_and_lists_names_only(tmp_path: Path) -> Non
         ["mcp"],
         ["mcp", "pins", "list"],
         ["mcp", "pins", "approve"],
-        ["mcp", "secrets", "set"],
-        ["mcp", "secrets", "list"],
-        ["mcp", "secrets", "delete"],
     ],
     ids=" ".join,
 )
@@ -163,6 +173,8 @@ def test_every_mcp_command_has_help(command: list[str]) -> None:
 def test_a_bad_config_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text("upstreams:\n  crm:\n    comand: python\n")
-    result = CliRunner().invoke(app, ["mcp-gateway", "-c", str(path), "-d", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        app, ["mcp-gateway", "--gateway-config", str(path), "-d", str(tmp_path / "d")]
+    )
     assert result.exit_code == 2
     assert "upstreams.crm.comand: unknown key" in result.output

@@ -87,7 +87,7 @@ def gateway_process(config: Path, data: Path, stderr: Path, *args: str) -> Itera
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "OTEL_"))}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [sys.executable, "-m", "tether", "mcp-gateway", "-c", str(config)]
+    command = [sys.executable, "-m", "tether", "mcp-gateway", "--gateway-config", str(config)]
     command += ["-d", str(data), "--port", str(port), *args]
     with stderr.open("wb") as err:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)

@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_harness import (
@@ -32,7 +33,8 @@ CONFIG = {
 }
 
 
-def test_the_stdio_gateway_serves_its_agent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("configured_by", ["flags", "tether.yaml"])
+def test_the_stdio_gateway_serves_its_agent(tmp_path: Path, configured_by: str) -> None:
     # The gateway process runs on the system clock, so the grant is issued at the real time.
     clock = ManualClock(datetime.now(UTC))
     data = tmp_path / "data"
@@ -40,9 +42,15 @@ def test_the_stdio_gateway_serves_its_agent(tmp_path: Path) -> None:
     try:
         keys = open_grant(runtime, clock, "analyst", CRM_QUERY)
         config = write_config(tmp_path / "gateway.yaml", CONFIG)
+        args = ["-t", "stdio", "-g", str(config), "-d", str(data)]
+        if configured_by == "tether.yaml":  # the same options, from the file, paths relative to it
+            (tmp_path / "tether.yaml").write_text(
+                "data_dir: data\nmcp_gateway: {gateway_config: gateway.yaml, transport: stdio}\n"
+            )
+            args = ["--config", str(tmp_path / "tether.yaml")]
         params = StdioServerParameters(
             command=sys.executable,
-            args=["-m", "tether", "mcp-gateway", "-t", "stdio", "-c", str(config), "-d", str(data)],
+            args=["-m", "tether", "mcp-gateway", *args],
             env={"TETHER_SVID": keys.svid, "TETHER_GRANT": keys.grant},
         )
 
@@ -73,7 +81,7 @@ def test_the_stdio_gateway_refuses_to_start_without_a_valid_identity(tmp_path: P
     finally:
         runtime.close()
     config = write_config(tmp_path / "gateway.yaml", CONFIG)
-    args = ["mcp-gateway", "-t", "stdio", "-c", str(config), "-d", str(data)]
+    args = ["mcp-gateway", "-t", "stdio", "-g", str(config), "-d", str(data)]
     runner = CliRunner()
     cases = [
         (

@@ -4,10 +4,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import httpx
-from ops_support import READ_CRM, open_task, scrape, serve_process, svid_for, value
+from ops_support import (
+    READ_CRM,
+    ServeProcess,
+    open_task,
+    scrape,
+    serve_process,
+    svid_for,
+    value,
+)
 
 MAX_CALLS = 200  # a bound on waiting for the second worker to take a connection
 
@@ -19,6 +29,17 @@ def decision_pids(lines: list[str]) -> dict[str, int]:
         for entry in map(json.loads, lines)
         if entry.get("event") == "decision"
     }
+
+
+def written_decisions(server: ServeProcess, made: list[str]) -> dict[str, int]:
+    """:func:`decision_pids` once every decision in ``made`` is logged (log lines are written
+    by a thread of their own, just after the answer), or after a bounded wait."""
+    deadline = time.monotonic() + 30
+    logged = decision_pids(server.log_lines())
+    while not set(made) <= set(logged) and time.monotonic() < deadline:
+        threading.Event().wait(0.01)  # waiting on the log file, not on tether's clock
+        logged = decision_pids(server.log_lines())
+    return logged
 
 
 def test_two_workers_share_the_port_and_metrics_add_up_across_them(tmp_path: Path) -> None:
@@ -43,7 +64,7 @@ def test_two_workers_share_the_port_and_metrics_add_up_across_them(tmp_path: Pat
             made.append(response.json()["decision_id"])
             if len(set(decision_pids(server.log_lines()).values())) == 2:
                 break
-        logged = decision_pids(server.log_lines())
+        logged = written_decisions(server, made)
         assert len(set(logged.values())) == 2, "one worker answered every call"
         assert set(logged) == set(made)
 

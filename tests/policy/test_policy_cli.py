@@ -153,10 +153,11 @@ def test_junit_for_a_passing_run() -> None:
     assert int(root.get("tests") or 0) == 25
 
 
-def test_usage_errors_exit_2(policy_dir: Path, tmp_path: Path) -> None:
+def test_usage_errors_exit_2_and_missing_paths_4(policy_dir: Path, tmp_path: Path) -> None:
     assert run("test", str(policy_dir), "--format", "xml")[0] == 2
-    assert run("test", str(policy_dir), "--cases", str(tmp_path / "nope.yaml"))[0] == 2
-    assert run("test", str(tmp_path / "no-such-dir"))[0] == 2
+    # A file or directory named that does not exist is not found, as for every command.
+    assert run("test", str(policy_dir), "--cases", str(tmp_path / "nope.yaml"))[0] == 4
+    assert run("test", str(tmp_path / "no-such-dir"))[0] == 4
 
 
 def test_policies_that_do_not_load_fail_the_run_with_their_place(policy_dir: Path) -> None:

@@ -138,7 +138,7 @@ def test_a_secret_too_short_to_search_for_is_refused(env: Env) -> None:
     with pytest.raises(ConfigurationError) as caught:
         check_secrets(env.proxy.config, lambda _: Secret("s3cr3t"))
     assert "at least 8 bytes" in caught.value.message and "s3cr3t" not in caught.value.message
-    assert "tether secrets put" in caught.value.message
+    assert "tether secrets set" in caught.value.message
     # Rotated to a short one while running: refused before anything is sent with it.
     store = SecretStore(env.data_dir, environ={})
     store.set("mirror-key", Secret("s3cr3t"))

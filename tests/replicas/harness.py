@@ -157,6 +157,16 @@ def race(calls: Sequence[Callable[[], R]]) -> list[R]:
     return results  # type: ignore[return-value]
 
 
+def revoke_agent(replica: Replica, approver_token: str, agent: str) -> httpx.Response:
+    """The kill switch, pulled on ``replica`` by the approver holding ``approver_token``."""
+    with replica.client() as client:
+        return client.post(
+            "/v1/agents/revoke",
+            json={"agent": agent, "reason": "exfiltrating"},
+            headers={"Authorization": f"Bearer {approver_token}"},
+        )
+
+
 def post_authorize(replica: Replica, svid: str, body: dict[str, object]) -> httpx.Response:
     """One authorize call on its own connection, as from a separate client."""
     with replica.client() as client:

@@ -31,6 +31,7 @@ from replicas.harness import (
     open_task,
     post_authorize,
     race,
+    revoke_agent,
 )
 from support import Agent
 from tether.cli.main import app
@@ -87,15 +88,10 @@ def test_an_agent_revoked_on_one_replica_is_refused_by_the_other_on_the_next_cal
 ) -> None:
     a, b = pair
     analyst = agents("analyst")
-    human = {"Authorization": f"Bearer {a.runtime.approvers.add('oncall')}"}
+    human = a.runtime.approvers.add("oncall")
     task = open_task(analyst.on[0], [CRM])
     assert analyst.on[0].authorize(task["grant"], **READ).json()["decision"] == "allow"
-    with b.client() as client:
-        revoked = client.post(
-            "/v1/agents/revoke",
-            json={"agent": TD + "analyst", "reason": "exfiltrating"},
-            headers=human,
-        )
+    revoked = revoke_agent(b, human, TD + "analyst")
     assert revoked.status_code == 200, revoked.text
     refused = analyst.on[0].authorize(task["grant"], **READ).json()
     assert refused["decision"] == "deny" and codes(refused)[0] in REFUSED

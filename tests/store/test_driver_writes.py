@@ -13,7 +13,7 @@ from .conftest import Make
 
 
 def test_sqlite_writes_through_the_driver_and_postgresql_through_core(store: SqlStore) -> None:
-    assert (store._driver_writes is not None) is (store.backend == "sqlite")
+    assert (store.db._driver is not None) is (store.backend == "sqlite")
 
 
 def test_a_reused_decision_id_is_refused_and_writes_nothing(store: SqlStore, make: Make) -> None:

@@ -213,7 +213,7 @@ class TestSqliteSettings:
         try:
             with sqlite3.connect(path) as raw:
                 assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            engine = store._engine  # the pragmas below are per connection
+            engine = store.db.engine  # the pragmas below are per connection
             assert engine is not None
             with engine.connect() as conn:
                 pragma = conn.exec_driver_sql

@@ -3,6 +3,7 @@ before that commit, a refused write rolls back alone, and a failed commit fails 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 
@@ -11,9 +12,9 @@ import pytest
 from tether.core.audit import AuditKind, verify_chain
 from tether.core.errors import ErrorCode, NotFound, Unavailable
 from tether.core.ids import ApprovalId
+from tether.service.ports import DecisionWrite
 from tether.store import SqlStore
 from tether.store.groupcommit import GroupCommit, Pending
-from tether.store.sql import _DecisionWrite
 
 from .conftest import Make, race
 
@@ -99,8 +100,8 @@ def test_a_refused_write_rolls_back_alone_inside_a_batch(store: SqlStore, make: 
     task, grant = make.task()
     store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
     writes = [
-        _DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
-        _DecisionWrite(
+        DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
+        DecisionWrite(
             make.decision(task, grant),
             make.entry(),
             None,
@@ -109,10 +110,10 @@ def test_a_refused_write_rolls_back_alone_inside_a_batch(store: SqlStore, make: 
             (),
             None,
         ),
-        _DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
+        DecisionWrite(make.decision(task, grant), make.entry(), None, None, None, (), None),
     ]
-    batch: list[Pending[_DecisionWrite, object]] = [Pending(w) for w in writes]
-    store._record_decisions(batch)  # type: ignore[arg-type]
+    batch: list[Pending[DecisionWrite, object]] = [Pending(w) for w in writes]
+    store._decisions._run_batch(batch)  # type: ignore[arg-type]
     first, refused, third = batch
     assert isinstance(refused.error, NotFound) and refused.result is None
     assert refused.error.code is ErrorCode.APPROVAL_NOT_FOUND
@@ -134,3 +135,51 @@ def test_concurrent_decisions_all_land_in_one_unbroken_chain(store: SqlStore, ma
     assert seqs == list(range(2, 26))
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 25, report
+
+
+def test_writes_awaited_on_an_event_loop_share_a_commit_led_by_the_writer_thread() -> None:
+    commit, batches, release = _batched_commit()
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(commit.submit_async(0))
+        while not batches:  # the writer thread leads a batch of one and holds it open
+            await asyncio.sleep(0.001)
+        others = [asyncio.ensure_future(commit.submit_async(n)) for n in range(1, 9)]
+        release.set()
+        return list(await asyncio.gather(first, *others))
+
+    try:
+        assert asyncio.run(main()) == [n * 10 for n in range(9)]
+        assert batches[0] == [0]
+        assert sorted(batches[1]) == list(range(1, 9)) and len(batches) == 2
+    finally:
+        commit.close()
+
+
+def test_a_failed_commit_fails_every_awaited_write_in_its_batch() -> None:
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        raise Unavailable("the disk is gone", code=ErrorCode.AUDIT_UNAVAILABLE)
+
+    commit: GroupCommit[int, int] = GroupCommit(run, wait_seconds=10)
+
+    async def main() -> list[int | BaseException]:
+        waits = [commit.submit_async(n) for n in range(5)]
+        return await asyncio.gather(*waits, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        commit.close()
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    assert {o.code for o in outcomes if isinstance(o, Unavailable)} == {ErrorCode.AUDIT_UNAVAILABLE}
+
+
+def test_a_closed_group_commit_refuses_awaited_writes() -> None:
+    commit: GroupCommit[int, int] = GroupCommit(lambda batch: None, wait_seconds=10)
+    commit.close()
+
+    async def main() -> None:
+        await commit.submit_async(1)
+
+    with pytest.raises(Unavailable):
+        asyncio.run(main())

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
@@ -19,7 +19,8 @@ from tether.api.bearer import bearer_token, svid_authorization
 from tether.api.body import MAX_BODY_BYTES, BodyLimit, StrictJsonRoute
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
-from tether.api.leases import credential_json, install_lease_routes
+from tether.api.hotpath import Answer, HotPaths, authorize_answer, effect_answer
+from tether.api.leases import install_lease_routes
 from tether.api.models import (
     AuthorizeIn,
     CloseTaskOut,
@@ -36,7 +37,7 @@ from tether.api.ui import install_ui
 from tether.core.budget import Budgets
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
-from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
+from tether.core.ids import IdKind, TaskId, is_well_formed
 from tether.core.scope import JSONValue, Scope
 from tether.core.task import Intent
 from tether.identity.keys import SigningKey
@@ -46,8 +47,6 @@ from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
-from tether.service.enforce import CallRequest
-from tether.service.flows import Expect
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
 from tether.service.provenance import ProvenanceService
@@ -76,6 +75,9 @@ class ApiDeps:
     lease_keys: tuple[SigningKey, ...] = ()
     #: The approval page's key for session-bound CSRF tokens (see :mod:`tether.api.ui`).
     ui_key: bytes = field(default=b"", repr=False)
+    #: The verifier never waits on the network (no JWKS URL to fetch): the hot path may verify
+    #: SVIDs on the event loop. Otherwise it verifies on a worker thread.
+    verify_on_loop: bool = False
     #: Argument provenance: the user's request at task open, and /v1/observations.
     provenance: ProvenanceService | None = None
 
@@ -92,13 +94,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
-    def caller(authorization: Annotated[str | None, Depends(svid_authorization)]) -> Workload:
+    def authenticate(authorization: str | None) -> Workload:
         token = bearer_token(authorization, "the agent's SVID")
         try:
             return deps.verifier.verify(token, deps.clock.now())
         except Unauthenticated as error:
             log.info("authentication_failed", reason=error.message)
             raise
+
+    def caller(authorization: Annotated[str | None, Depends(svid_authorization)]) -> Workload:
+        return authenticate(authorization)
 
     authenticated = Depends(caller)
 
@@ -196,40 +201,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
             "ended_at": task.ended_at.isoformat() if task.ended_at else None,
         }
 
+    # Served by tether.api.hotpath.HotPaths ahead of FastAPI; declared here for the OpenAPI
+    # document and the 405 of other methods, answering through the same functions.
     @app.post("/v1/authorize", response_model=VerdictOut, tags=["decisions"])
-    def authorize(
-        body: AuthorizeIn, response: Response, agent: Workload = authenticated
-    ) -> dict[str, JSONValue]:
-        expect = Expect(body.expect.records, body.expect.bytes) if body.expect else None
-        request = CallRequest(
-            body.tool, body.action, body.dataset, body.args, body.approval_id, expect
-        )
-        verdict = deps.authorizer.enforce(agent, body.grant, request, credentials=True)
-        out = verdict.to_json()
-        if verdict.credential is not None:
-            # A credential is for this caller, once: no cache or proxy may keep the response.
-            response.headers["Cache-Control"] = "no-store"
-            out["credential"] = credential_json(verdict.credential)
-        return out
+    async def authorize(body: AuthorizeIn, agent: Workload = authenticated) -> JSONResponse:
+        return _json(await authorize_answer(deps, agent, body))
 
     @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
-    def report_effect(body: EffectIn, agent: Workload = authenticated) -> dict[str, JSONValue]:
-        if not is_well_formed(body.decision_id, IdKind.DECISION):
-            raise InvalidRequest(
-                "decision_id is not a tether decision id", code=ErrorCode.INVALID_FIELD
-            )
-        effect = deps.effects.report(
-            agent,
-            DecisionId(body.decision_id),
-            body.status,
-            body.records,
-            body.bytes,
-            body.recipients,
-        )
-        out = effect.to_json()
-        out.pop("recipients")
-        out["recipient_count"] = len(effect.recipients)
-        return out
+    async def report_effect(body: EffectIn, agent: Workload = authenticated) -> JSONResponse:
+        return _json(await effect_answer(deps, agent, body))
 
     install_approval_routes(app, deps, authenticated)
     install_authzen_routes(app, deps, authenticated)
@@ -239,4 +219,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_observation_routes(app, deps, authenticated)
     install_ui(app, deps)
     document_errors(app)
+    # Outermost of the API's own middleware: the hot operations skip the rest.
+    app.add_middleware(HotPaths, deps=deps, authenticate=authenticate)
     return app
+
+
+def _json(answer: Answer) -> JSONResponse:
+    status, body, no_store = answer
+    headers = {"Cache-Control": "no-store"} if no_store else None
+    return JSONResponse(body, status_code=status, headers=headers)

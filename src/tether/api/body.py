@@ -34,6 +34,47 @@ from tether.core.errors import ErrorCode, InvalidRequest
 MAX_BODY_BYTES: Final = 256 * 1024
 
 
+class BodyTooLarge(Exception):
+    """A body over the limit, declared or seen while reading."""
+
+
+async def read_bounded(scope: AsgiScope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, at most ``limit`` bytes (:class:`BodyTooLarge` past it, declared
+    or chunked), or ``None`` when the client left before sending it all."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                too_big = int(value) > limit
+            except ValueError:
+                too_big = True
+            if too_big:
+                raise BodyTooLarge
+    # Read it all first (bounded by the limit): a chunked body has no length to check up
+    # front, and a limit tripped while a route reads would surface as that route's error.
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None  # the client left; there is no one to answer
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def too_large(limit: int) -> Response:
+    """The ``413`` of a body over ``limit``."""
+    return error_response(
+        ErrorCode.PAYLOAD_TOO_LARGE, f"request bodies are limited to {limit} bytes"
+    )
+
+
 class BodyLimit:
     """Refuse bodies over the limit with ``413``, declared or chunked, before any route runs."""
 
@@ -45,34 +86,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await self._refuse(scope, receive, send)
-                    return
-        # Read it all first (bounded by the limit): a chunked body has no length to check up
-        # front, and a limit tripped while a route reads would surface as that route's error.
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left; there is no one to answer
-            if message["type"] != "http.request":
-                continue
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await read_bounded(scope, receive, self.limit)
+        except BodyTooLarge:
+            await too_large(self.limit)(scope, receive, send)
+            return
+        if body is None:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -83,12 +103,6 @@ class BodyLimit:
             return await receive()  # after the body: the client's disconnect, when it comes
 
         await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"request bodies are limited to {self.limit} bytes"
-        )
-        await response(scope, receive, send)
 
 
 def read_json(body: bytes) -> Any:

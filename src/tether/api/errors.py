@@ -7,7 +7,8 @@ section 15.5.6).
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -77,8 +78,9 @@ def error_response(code: ErrorCode, message: str) -> JSONResponse:
     )
 
 
-def _describe_validation(error: RequestValidationError) -> tuple[ErrorCode, str]:
-    problems = error.errors()
+def describe_validation(problems: Sequence[Any]) -> tuple[ErrorCode, str]:
+    """The code and message of a body that failed its model (pydantic's error list, as
+    FastAPI's ``RequestValidationError`` or pydantic's ``ValidationError`` gives it)."""
     if any(p.get("type") == "json_invalid" for p in problems):
         return ErrorCode.MALFORMED_JSON, "the request body is not valid JSON"
     first = problems[0] if problems else {}
@@ -118,7 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        code, message = _describe_validation(exc)
+        code, message = describe_validation(exc.errors())
         return error_response(code, message)
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,8 +1,8 @@
 """The approver's web page: sign in with an approver token, list approvals, read one, decide.
 
-Server-rendered HTML under ``/ui`` with no JavaScript; it follows the rules of the JSON approval
-routes (``tether.api.approvals``): only an approver token signs in, a workload SVID never does,
-and every vote goes through ``ApprovalService.vote``.
+Server-rendered HTML under ``/ui`` with no JavaScript (pages in ``ui_pages``, from templates); it
+follows the rules of the JSON approval routes (``tether.api.approvals``): only an approver token
+signs in, a workload SVID never does, and every vote goes through ``ApprovalService.vote``.
 
 Sessions and forgery:
 
@@ -42,14 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether.api.errors import HTTP_STATUS
-from tether.api.ui_pages import (
-    Html,
-    breakglass_banner,
-    detail_page,
-    list_page,
-    login_page,
-    message_page,
-)
+from tether.api.ui_pages import detail_page, list_page, login_page, message_page
 from tether.core.errors import ConfigurationError, ErrorCode, TetherError, Unauthenticated
 from tether.core.ids import ApprovalId, IdKind, is_well_formed
 from tether.logs import get_logger
@@ -140,8 +133,8 @@ async def read_form(request: Request) -> Form:
     return Form(fields)
 
 
-def _html(page: Html, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(str(page), status_code=status)
+def _html(page: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(page, status_code=status)
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -291,7 +284,7 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
     def forgery(request: Request, form: Form) -> str | None:
         return form.problem or _forgery(request, form, key)
 
-    def html_with(request: Request, render: Callable[[str], Html], status: int = 200) -> Response:
+    def html_with(request: Request, render: Callable[[str], str], status: int = 200) -> Response:
         csrf, fresh = with_csrf(request)
         response = _html(render(csrf), status)
         if fresh is not None:
@@ -365,8 +358,9 @@ def install_ui(app: FastAPI, deps: ApiDeps) -> None:
         except TetherError as error:
             return _error_page(error)
         now = deps.clock.now()
-        banner = breakglass_banner(emergencies, now)
-        return html_with(request, lambda csrf: list_page(items, now, who, csrf, LIST_LIMIT, banner))
+        return html_with(
+            request, lambda csrf: list_page(items, now, who, csrf, LIST_LIMIT, emergencies)
+        )
 
     def show(
         request: Request,

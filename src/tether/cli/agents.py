@@ -14,12 +14,12 @@ from tether.cli.common import (
     DataDir,
     StoreUrl,
     console,
-    store_url_of,
+    open_existing_store,
     tether_errors,
 )
-from tether.cli.output import AsJson, Column, print_json, print_table
+from tether.cli.output import AsJson, Column, instant, print_json, print_table
 from tether.core.ids import IdFactory
-from tether.runtime import audit_mac, open_store
+from tether.runtime import audit_mac
 from tether.service.agents import AgentService
 from tether.service.clock import SystemClock
 from tether.service.recording import Recorder
@@ -29,7 +29,7 @@ app = typer.Typer(help="Revoke an agent everywhere at once (the kill switch), or
 
 
 def _service(path: Path, store_url: str | None) -> tuple[AgentService, SqlStore]:
-    store = open_store(path, store_url_of(store_url))
+    store, _ = open_existing_store(path, store_url)
     key_file = path / "keys" / "audit-hmac.key"
     key = key_file.read_bytes() if key_file.exists() else os.urandom(32)
     recorder = Recorder(IdFactory(os.urandom), audit_mac(key), frozenset())
@@ -49,6 +49,7 @@ def revoke(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     store_url: StoreUrl = None,
+    as_json: AsJson = False,
 ) -> None:
     """End every task the agent holds, and refuse it any new one, until restored."""
     with tether_errors():
@@ -57,11 +58,19 @@ def revoke(
             ended = service.revoke(agent, reason, operator_name())
         finally:
             store.close()
+    if as_json:
+        print_json({"agent": agent, "revoked": True, "tasks_ended": ended})
+        return
     console.print(f"[bold red]revoked[/] {agent}: {ended} open task(s) ended", highlight=False)
 
 
 @app.command("restore")
-def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None) -> None:
+def restore(
+    agent: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    store_url: StoreUrl = None,
+    as_json: AsJson = False,
+) -> None:
     """Let a revoked agent open tasks again."""
     with tether_errors():
         service, store = _service(data_dir, store_url)
@@ -69,6 +78,9 @@ def restore(agent: str, data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUr
             service.restore(agent, operator_name())
         finally:
             store.close()
+    if as_json:
+        print_json({"agent": agent, "revoked": False})
+        return
     console.print(f"restored {agent}", highlight=False)
 
 
@@ -89,5 +101,5 @@ def list_revoked(
     print_table(
         "revoked agents",
         [Column("agent", key=True), Column("revoked at"), Column("by"), Column("reason")],
-        ([agent, at[:19], by, reason] for agent, at, reason, by in rows),
+        ([agent, instant(at), by, reason] for agent, at, reason, by in rows),
     )

@@ -13,7 +13,7 @@ import typer
 
 from tether.cli.common import DEFAULT_DATA_DIR, DataDir, console, fail, tether_errors
 from tether.cli.exits import ExitCode, exit_code_for
-from tether.cli.output import AsJson, Column, print_json, print_table
+from tether.cli.output import AsJson, Column, instant, print_json, print_table
 from tether.core.errors import ErrorCode
 from tether.runtime import approver_registry
 
@@ -45,10 +45,14 @@ def add_approver(
             "--rotate", help="Replace the token of existing approver NAME (the old one stops)."
         ),
     ] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Create approver NAME and print its token once (only a digest is kept)."""
     with tether_errors():
         token = approver_registry(data_dir).add(name, rotate=rotate)
+    if as_json:
+        print_json({"name": name, "token": token, "rotated": rotate})
+        return
     done = "given a new token (the old one no longer works)" if rotate else "added"
     console.print(f"approver [bold]{name}[/] {done}; its token (shown once):", highlight=False)
     typer.echo(token)
@@ -69,12 +73,17 @@ def list_approvers(data_dir: DataDir = DEFAULT_DATA_DIR, as_json: AsJson = False
 
 
 @approvers_app.command("remove")
-def remove_approver(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def remove_approver(
+    name: str, data_dir: DataDir = DEFAULT_DATA_DIR, as_json: AsJson = False
+) -> None:
     """Remove approver NAME; its token stops working."""
     with tether_errors():
         removed = approver_registry(data_dir).remove(name)
     if not removed:
         fail(f"no approver named {name!r}", "not_found", ExitCode.NOT_FOUND)
+    if as_json:
+        print_json({"name": name, "removed": True})
+        return
     console.print(f"approver {name} removed")
 
 
@@ -143,7 +152,7 @@ def list_approvals(
                 item["agent"],
                 f"{item['action']} {item['tool']}",
                 f"{item['approvals']}/{item['required']}",
-                item["expires_at"][:19],
+                instant(item["expires_at"]),
             ]
             for item in items
         ),
@@ -169,14 +178,19 @@ def show_approval(
     for vote in item["votes"]:
         verb = "approved" if vote["approve"] else "denied"
         console.print(
-            f"  {vote['approver']} {verb} at {vote['at'][:19]}: {vote['reason']}", markup=False
+            f"  {vote['approver']} {verb} at {instant(vote['at'])}: {vote['reason']}", markup=False
         )
 
 
-def _vote(verb: str, approval_id: str, url: str, token: str | None, reason: str) -> None:
+def _vote(
+    verb: str, approval_id: str, url: str, token: str | None, reason: str, as_json: bool
+) -> None:
     item = _request(
         "POST", url, f"/v1/approvals/{approval_id}/{verb}", token, json={"reason": reason}
     )
+    if as_json:
+        print_json(item)
+        return
     console.print(
         f"{approval_id}: {item['state']} ({item['approvals']}/{item['required']} approvals)"
     )
@@ -190,9 +204,10 @@ def approve(
     ] = "",
     url: Url = DEFAULT_URL,
     token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
     """Approve the exact call; the agent may then make it once."""
-    _vote("approve", approval_id, url, token, reason)
+    _vote("approve", approval_id, url, token, reason, as_json)
 
 
 @approvals_app.command("deny")
@@ -203,6 +218,7 @@ def deny(
     ] = "",
     url: Url = DEFAULT_URL,
     token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
     """Deny the call."""
-    _vote("deny", approval_id, url, token, reason)
+    _vote("deny", approval_id, url, token, reason, as_json)

@@ -1,6 +1,6 @@
 """``tether audit``: export, verify and tail the hash-chained audit log, in the data directory's
 SQLite store or in the database ``--store-url`` names (the one chain of all replicas), and prove
-a record's place in it (:mod:`tether.cli.audit_proofs`).
+a record's place in it (:mod:`tether.cli.audit_proofs`); ``tail`` is :mod:`tether.cli.audit_tail`.
 
 Checkpoints (:mod:`tether.core.checkpoint`) are signed with the data directory's
 ``keys/audit-checkpoint.pem``; a reader without the data directory verifies with its public half
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -28,23 +28,24 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from tether.cli.audit_proofs import (
     PublicKeyFile,
     consistency,
-    open_audit_store,
     prove,
     public_key,
     public_key_of,
     verify_proof,
 )
+from tether.cli.audit_tail import tail
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
     StoreUrl,
     console,
     fail,
+    open_existing_store,
     store_url_of,
     tether_errors,
 )
 from tether.cli.exits import ExitCode, exit_code_for
-from tether.cli.output import Column, print_json_line, print_rows, print_table
+from tether.cli.output import print_json
 from tether.core.audit import AuditRecord, canonical_json
 from tether.core.checkpoint import Checkpoint, LogReport, is_export_checkpoint, verify_log
 from tether.core.errors import Unavailable
@@ -58,7 +59,7 @@ app = typer.Typer(help="Export, verify and read the audit log.")
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
-_open = open_audit_store
+_open = open_existing_store
 
 
 @app.command("export")
@@ -200,13 +201,29 @@ def _read_file(path: Path, end: int | None) -> Iterator[AuditRecord]:
             )
 
 
-def _report(report: LogReport, source: str, *, live: bool) -> None:
+def _report(report: LogReport, source: str, *, live: bool, as_json: bool) -> None:
+    if as_json:  # the document first, also for a broken chain: the exit status says which
+        print_json(
+            {
+                "ok": report.ok,
+                "source": source,
+                "records": report.records,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem,
+                "checkpoints": report.checkpoints,
+                "anchored": report.anchored,
+                "unanchored": report.unanchored,
+                "head": report.head,
+            }
+        )
     if not report.ok:
         fail(
             f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
             "chain_broken",
             ExitCode.CHECK_FAILED,
         )
+    if as_json:
+        return
     anchored = (
         f"{report.checkpoints} checkpoint(s) verified, records 1..{report.anchored} signed"
         if report.checkpoints
@@ -251,6 +268,14 @@ def verify(
             "tether signed exports), checking the chain alone. A cut file then passes.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the result as one JSON document (ok, records, first_bad_seq, problem, "
+            "checkpoints, anchored, unanchored, head), a broken chain's too.",
+        ),
+    ] = False,
 ) -> None:
     """Check the hash chain and its signed checkpoints; exit 1 naming the first bad record.
 
@@ -260,7 +285,7 @@ def verify(
     with tether_errors():
         key = public_key_of(data_dir, public_key_file)
         if file is not None:
-            _verify_file(file, key, allow_unsigned)
+            _verify_file(file, key, allow_unsigned, as_json)
             return
         store, source = _open(data_dir, store_url)
         try:
@@ -293,7 +318,7 @@ def verify(
             )
         finally:
             store.close()
-        _report(report, source, live=True)
+        _report(report, source, live=True, as_json=as_json)
 
 
 def _with_witness(stored: list[Checkpoint], witness: Path | None) -> list[Checkpoint]:
@@ -311,9 +336,11 @@ def _verifier(key: CheckpointPublicKey | None) -> Callable[[Checkpoint], bool]:
     return (lambda _: False) if key is None else key.verifies
 
 
-def _verify_file(file: Path, key: CheckpointPublicKey | None, allow_unsigned: bool) -> None:
+def _verify_file(
+    file: Path, key: CheckpointPublicKey | None, allow_unsigned: bool, as_json: bool
+) -> None:
     if not file.exists():
-        fail(f"{file} does not exist", "file_not_found")
+        fail(f"{file} does not exist", "file_not_found", ExitCode.NOT_FOUND)
     found = _export_checkpoint(file)
     if found is None:
         if not allow_unsigned:
@@ -324,7 +351,7 @@ def _verify_file(file: Path, key: CheckpointPublicKey | None, allow_unsigned: bo
                 ExitCode.CHECK_FAILED,
             )
         report = verify_log(_read_file(file, None), [], _verifier(key))
-        _report(report, f"{file}, unsigned: a cut would not show", live=False)
+        _report(report, f"{file}, unsigned: a cut would not show", live=False, as_json=as_json)
         return
     line, checkpoint = found
     if key is None:
@@ -335,13 +362,14 @@ def _verify_file(file: Path, key: CheckpointPublicKey | None, allow_unsigned: bo
         )
     report = verify_log(_read_file(file, line), [checkpoint], key.verifies)
     if report.ok and report.records != checkpoint.size:
-        fail(
-            f"{file} holds {report.records} records but its checkpoint signs "
+        report = replace(
+            report,
+            ok=False,
+            first_bad_seq=min(report.records, checkpoint.size) + 1,
+            problem=f"the file holds {report.records} records but its checkpoint signs "
             f"{checkpoint.size}: records were added after it was signed",
-            "chain_broken",
-            ExitCode.CHECK_FAILED,
         )
-    _report(report, str(file), live=False)
+    _report(report, str(file), live=False, as_json=as_json)
 
 
 def _reachable(store: SqlStore) -> bool:
@@ -352,85 +380,8 @@ def _reachable(store: SqlStore) -> bool:
     return True
 
 
-def _summary(record: AuditRecord) -> str:
-    body = record.body
-    call = body.get("call")
-    verdict = body.get("verdict")
-    if isinstance(call, dict) and isinstance(verdict, dict):
-        reasons = verdict.get("reasons")
-        code = ""
-        if isinstance(reasons, list) and reasons and isinstance(reasons[0], dict):
-            code = f" ({reasons[0].get('code')})"
-        return f"{call.get('action')} {call.get('tool')} → {verdict.get('decision')}{code}"
-    if isinstance(call, dict):
-        return f"{call.get('action')} {call.get('tool')}: {body.get('status')}"
-    intent = body.get("intent")
-    if isinstance(intent, dict):
-        return f"workflow {intent.get('workflow')}"
-    # Everything else: the ids and facts that say what happened, in a stable order.
-    keys = ("approval_id", "breakglass_id", "tool", "upstream", "state", "approver", "reason")
-    shown = [f"{k}={body[k]}" for k in keys if isinstance(body.get(k), str | int | bool)]
-    return " ".join(shown)[:160]
-
-
-@app.command("tail")
-def tail(
-    data_dir: DataDir = DEFAULT_DATA_DIR,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10000)] = 20,
-    store_url: StoreUrl = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
-    ] = False,
-    interval: Annotated[
-        float, typer.Option(min=0.05, max=60, help="Seconds between reads with --follow.")
-    ] = 1.0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Each record whole, as one JSON object a line.")
-    ] = False,
-) -> None:
-    """Show the most recent records; with --follow, then every new one as it is written."""
-    with tether_errors():
-        store, _ = _open(data_dir, store_url)
-        try:
-            head = store.chain_head()
-            after = max(0, (head.seq if head else 0) - lines)
-            after = _print_records(store, after, as_json, table=not follow)
-            while follow:
-                time.sleep(interval)
-                after = _print_records(store, after, as_json, table=False)
-        except KeyboardInterrupt:
-            pass  # --follow ends on Ctrl-C
-        finally:
-            store.close()
-
-
+app.command("tail")(tail)
 app.command("prove")(prove)
 app.command("consistency")(consistency)
 app.command("verify-proof")(verify_proof)
 app.command("public-key")(public_key)
-_TAIL_COLUMNS = [
-    Column("seq"),
-    Column("at"),
-    Column("kind"),
-    Column("agent", key=True),
-    Column("what"),
-]
-
-
-def _print_records(store: SqlStore, after: int, as_json: bool, *, table: bool) -> int:
-    """Print the records after seq ``after``; returns the last seq printed (or ``after``).
-
-    As one table, or (``table`` false, for --follow) as lines written as they arrive."""
-    records = list(store.audit_records(after_seq=after))
-    if as_json:
-        for record in records:
-            print_json_line(record.to_json())
-    else:
-        rows = [[str(r.seq), r.at[:19], r.kind.value, r.agent or "", _summary(r)] for r in records]
-        loud = [r.kind.value.startswith("breakglass") for r in records]
-        if table:
-            print_table("audit log", _TAIL_COLUMNS, rows, loud=loud)
-        else:
-            print_rows(rows, loud=loud)
-    sys.stdout.flush()
-    return records[-1].seq if records else after

@@ -22,10 +22,11 @@ from tether.cli.common import (
     StoreUrl,
     console,
     fail,
-    store_url_of,
+    open_existing_store,
     tether_errors,
 )
 from tether.cli.exits import ExitCode
+from tether.cli.output import print_json
 from tether.core.audit import AuditKind, AuditRecord
 from tether.core.checkpoint import (
     Checkpoint,
@@ -35,7 +36,6 @@ from tether.core.checkpoint import (
 )
 from tether.core.merkle import consistency_proof, inclusion_proof, leaf_hash, tree_hash
 from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
-from tether.runtime import open_store
 from tether.store import SqlStore
 from tether.store.checkpoints import SqlCheckpointStore
 
@@ -51,22 +51,6 @@ PublicKeyFile = Annotated[
         dir_okay=False,
     ),
 ]
-
-
-def open_audit_store(data_dir: Path, store_url: str | None) -> tuple[SqlStore, str]:
-    """The store to read, and its name in messages: never the URL, which may hold a password."""
-    url = store_url_of(store_url)
-    if url is None:
-        if not (data_dir / "tether.db").exists():
-            fail(
-                f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` "
-                "used",
-                "store_not_found",
-                ExitCode.NOT_FOUND,
-            )
-        return open_store(data_dir), str(data_dir)
-    store = open_store(data_dir, url)
-    return store, f"{store.backend} store"
 
 
 def public_key_of(data_dir: Path, file: Path | None) -> CheckpointPublicKey | None:
@@ -118,7 +102,7 @@ def prove(
     if (decision_id is None) == (seq is None):
         fail("name a decision id or --seq N (one of the two)", "usage")
     with tether_errors():
-        store, _ = open_audit_store(data_dir, store_url)
+        store, _ = open_existing_store(data_dir, store_url)
         try:
             record = _find(store, decision_id, seq)
             checkpoints = SqlCheckpointStore(store).all()
@@ -165,7 +149,7 @@ def consistency(
     """Print (JSON) the proof that one stored checkpoint's log extends an older one's: the log
     only grew in between."""
     with tether_errors():
-        store, _ = open_audit_store(data_dir, store_url)
+        store, _ = open_existing_store(data_dir, store_url)
         try:
             checkpoints = {c.size: c for c in SqlCheckpointStore(store).all()}
             sizes = sorted(checkpoints)
@@ -175,7 +159,7 @@ def consistency(
                 fail(
                     f"name two stored checkpoints by size (stored: {sizes or 'none'})",
                     "not_found",
-                    4,
+                    ExitCode.NOT_FOUND,
                 )
             if old > new:
                 fail("--older must not be larger than --newer", "usage")
@@ -193,6 +177,13 @@ def verify_proof(
     ],
     public_key_file: PublicKeyFile = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the result as one JSON document (ok, type, and statement or problem).",
+        ),
+    ] = False,
 ) -> None:
     """Check an inclusion or consistency proof offline, with the public key alone."""
     with tether_errors():
@@ -211,9 +202,15 @@ def verify_proof(
         if not isinstance(document, dict):
             fail(f"{file} is not a JSON object", "malformed_proof", ExitCode.CHECK_FAILED)
         problem = verify_inclusion_document(document, key.verifies)
+        if as_json:
+            result = {"ok": problem is None, "type": document.get("type")}
+            print_json(
+                result | ({"problem": problem} if problem else {"statement": _describe(document)})
+            )
         if problem is not None:
             fail(f"proof does not hold: {problem}", "proof_invalid", ExitCode.CHECK_FAILED)
-        console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
+        if not as_json:
+            console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
 
 
 def _describe(document: dict[str, object]) -> str:
@@ -237,5 +234,6 @@ def public_key(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             fail(
                 f"no audit checkpoint key in {data_dir}/keys: `tether serve` creates it on start",
                 "public_key_missing",
+                ExitCode.NOT_FOUND,
             )
         sys.stdout.write(key.pem())

@@ -9,7 +9,7 @@ import typer
 
 from tether.cli.approvals import DEFAULT_URL, Token, Url, _request
 from tether.cli.common import console, fail
-from tether.cli.output import AsJson, Column, print_json, print_table
+from tether.cli.output import AsJson, Column, instant, print_json, print_table
 
 app = typer.Typer(
     help="Emergency elevation: scopes beyond policy, time-boxed, approved by two other humans, "
@@ -45,9 +45,17 @@ def _show(item: dict[str, Any]) -> None:
     for scope in item["scopes"]:
         console.print(f"  scope: {json.dumps(scope, sort_keys=True)}", markup=False)
     if item["active_until"]:
-        console.print(f"  active until {item['active_until'][:19]}", markup=False)
+        console.print(f"  active until {instant(item['active_until'])}", markup=False)
     if item["needs_review"]:
         console.print("  [bold]review pending[/]: tether breakglass review ID --note …")
+
+
+def _answer(item: dict[str, Any], as_json: bool) -> None:
+    """The request as the server returned it, whole, with ``--json``; else for a person."""
+    if as_json:
+        print_json(item)
+    else:
+        _show(item)
 
 
 @app.command("request")
@@ -58,12 +66,13 @@ def request(
     window: Annotated[int | None, typer.Option(help="Seconds active once approved.")] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
     """Ask for emergency scopes on a task (needs two other approvers)."""
     body: dict[str, Any] = {"scopes": _parse_scopes(scope), "reason": reason}
     if window is not None:
         body["window_seconds"] = window
-    _show(_request("POST", url, f"/v1/tasks/{task}/breakglass", token, json=body))
+    _answer(_request("POST", url, f"/v1/tasks/{task}/breakglass", token, json=body), as_json)
 
 
 @app.command("list")
@@ -102,11 +111,7 @@ def show(
     breakglass_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
 ) -> None:
     """One request in full."""
-    item = _request("GET", url, f"/v1/breakglass/{breakglass_id}", token)
-    if as_json:
-        print_json(item)
-        return
-    _show(item)
+    _answer(_request("GET", url, f"/v1/breakglass/{breakglass_id}", token), as_json)
 
 
 @app.command("approve")
@@ -115,10 +120,11 @@ def approve(
     reason: Annotated[str, typer.Option("--reason", "-r")] = "",
     url: Url = DEFAULT_URL,
     token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
     """Approve (you must not be the requester)."""
     path = f"/v1/breakglass/{breakglass_id}/approve"
-    _show(_request("POST", url, path, token, json={"reason": reason}))
+    _answer(_request("POST", url, path, token, json={"reason": reason}), as_json)
 
 
 @app.command("deny")
@@ -127,10 +133,11 @@ def deny(
     reason: Annotated[str, typer.Option("--reason", "-r")] = "",
     url: Url = DEFAULT_URL,
     token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
     """Deny; one no ends the request."""
     path = f"/v1/breakglass/{breakglass_id}/deny"
-    _show(_request("POST", url, path, token, json={"reason": reason}))
+    _answer(_request("POST", url, path, token, json={"reason": reason}), as_json)
 
 
 @app.command("review")
@@ -139,7 +146,8 @@ def review(
     note: Annotated[str, typer.Option("--note", help="The post-incident review.")],
     url: Url = DEFAULT_URL,
     token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
     """Write the post-incident review; the request stays open until this is done."""
     path = f"/v1/breakglass/{breakglass_id}/review"
-    _show(_request("POST", url, path, token, json={"note": note}))
+    _answer(_request("POST", url, path, token, json={"note": note}), as_json)

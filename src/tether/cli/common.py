@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.markup import escape
 
 from tether.cli.exits import ExitCode, exit_code_for
 from tether.core.errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.store import SqlStore
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,15 +65,16 @@ def tether_errors() -> Iterator[None]:
         fail(error.message, error.code.value, exit_code_for(error))
 
 
+#: ``--store-url``'s help, here and on serve, mcp-gateway and proxy (tether.cli.config_schema).
+STORE_URL_HELP = (
+    "The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every replica "
+    "names the same one and shares the data directory's keys. Prefer the env var (a command "
+    "line is visible to other users). Default: SQLite in the data directory."
+)
+
 StoreUrl = Annotated[
     str | None,
-    typer.Option(
-        "--store-url",
-        envvar="TETHER_DATABASE_URL",
-        help="The store's database, e.g. postgresql://tether:PASSWORD@db:5432/tether: every "
-        "replica names the same one and shares the data directory's keys. Prefer the env var "
-        "(a command line is visible to other users). Default: SQLite in the data directory.",
-    ),
+    typer.Option("--store-url", envvar="TETHER_DATABASE_URL", help=STORE_URL_HELP),
 ]
 
 
@@ -79,3 +83,23 @@ def store_url_of(value: str | None) -> str | None:
     if value is None:
         return None
     return value.strip() or None
+
+
+def open_existing_store(data_dir: Path, store_url: str | None) -> tuple[SqlStore, str]:
+    """The store of ``--store-url``, or the data directory's, which must exist: a command run on
+    a mistyped ``--data-dir`` exits 4 rather than reading (or revoking in) a new empty store.
+    Also the store's name for messages: never the URL, which may hold a password."""
+    from tether.runtime import STORE_FILE, open_store  # here: the server's imports are heavy
+
+    url = store_url_of(store_url)
+    if url is None:
+        if not (data_dir / STORE_FILE).exists():
+            fail(
+                f"no tether store in {data_dir}; pass --data-dir of a directory `tether serve` "
+                "used, or --store-url",
+                "store_not_found",
+                ExitCode.NOT_FOUND,
+            )
+        return open_store(data_dir), str(data_dir)
+    store = open_store(data_dir, url)
+    return store, f"{store.backend} store"

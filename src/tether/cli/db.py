@@ -23,9 +23,10 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.cli.exits import ExitCode
+from tether.cli.output import AsJson, print_json
 from tether.runtime import STORE_FILE, sqlite_file
 from tether.store import SqlStore
-from tether.store.migrate import Revision
+from tether.store.migrate import Revision, SchemaState
 
 app = typer.Typer(help="The store's schema: its revision, and applying migrations.")
 
@@ -48,6 +49,20 @@ def _open(data_dir: Path, store_url: str | None, *, create: bool) -> tuple[SqlSt
     return SqlStore.sqlite(sqlite_file(data_dir), migrate=False), str(data_dir)
 
 
+def _revisions(revisions: tuple[Revision, ...]) -> list[dict[str, str]]:
+    return [{"id": r.id, "title": r.title} for r in revisions]
+
+
+def _state(state: SchemaState) -> dict[str, object]:
+    return {
+        "revision": state.revision,
+        "head": state.head,
+        "up_to_date": state.up_to_date,
+        "pending": _revisions(state.pending),
+        "legacy_version": state.legacy_version,
+    }
+
+
 def _list(heading: str, revisions: tuple[Revision, ...]) -> None:
     console.print(heading, highlight=False)
     for revision in revisions:
@@ -61,6 +76,7 @@ def current(
     check: Annotated[
         bool, typer.Option("--check", help="Exit with status 1 when migrations are pending.")
     ] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show the database's schema revision and whether it is up to date."""
     with tether_errors():
@@ -69,6 +85,11 @@ def current(
             state = store.schema_state()
         finally:
             store.close()
+    if as_json:
+        print_json({"store": where, **_state(state)})
+        if check and not state.up_to_date:
+            raise typer.Exit(ExitCode.CHECK_FAILED)
+        return
     console.print(f"{escape(where)}: revision {escape(state.describe())}", highlight=False)
     if state.up_to_date:
         console.print(f"up to date (head {state.head})", highlight=False)
@@ -84,7 +105,9 @@ def current(
 
 
 @app.command("upgrade")
-def upgrade(data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None) -> None:
+def upgrade(
+    data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None, as_json: AsJson = False
+) -> None:
     """Apply pending migrations, in one transaction, while replicas starting wait."""
     with tether_errors():
         store, where = _open(data_dir, store_url, create=True)
@@ -92,6 +115,16 @@ def upgrade(data_dir: DataDir = DEFAULT_DATA_DIR, store_url: StoreUrl = None) ->
             done = store.upgrade_schema()
         finally:
             store.close()
+    if as_json:
+        print_json(
+            {
+                "store": where,
+                "before": _state(done.before),
+                "after": _state(done.after),
+                "applied": _revisions(done.applied),
+            }
+        )
+        return
     if done.before.up_to_date:
         console.print(
             f"{escape(where)}: already at {done.after.head}; nothing to do", highlight=False

@@ -9,7 +9,8 @@
     4  NOT_FOUND     what was named (a task, an approval, a store, a file) does not exist
     5  REFUSED       a missing or bad token, no permission, or a state that does not allow it
 
-Scripts branch on these (README "Exit codes"); a test runs a real command for each.
+Scripts branch on these (README "Scripting the CLI", whose table a test compares with
+:data:`MEANING`); a test runs a real command for each.
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 3
     NOT_FOUND = 4
     REFUSED = 5
+
+
+#: Each status in a few words: ``tether --help`` lists them, and the README's table says the same.
+MEANING: Final[dict[ExitCode, str]] = {
+    ExitCode.OK: "ok",
+    ExitCode.CHECK_FAILED: "a check failed",
+    ExitCode.USAGE: "usage: the command was given wrong",
+    ExitCode.UNAVAILABLE: "the server or the store is unreachable or unavailable",
+    ExitCode.NOT_FOUND: "not found",
+    ExitCode.REFUSED: "refused",
+}
+
+
+def exit_status_help() -> str:
+    """The statuses as one paragraph, for ``--help``."""
+    return "Exit status: " + "; ".join(f"{code.value} {MEANING[code]}" for code in ExitCode) + "."
 
 
 _BY_BRANCH: Final[dict[type[TetherError], ExitCode]] = {

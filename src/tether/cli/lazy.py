@@ -17,17 +17,22 @@ import typer.main
 
 # Typer runs its own copy of click, not the click package: the stand-in must be one of its commands.
 from typer import _click as click
+from typer._click.exceptions import BadParameter
 from typer.core import TyperCommand, TyperGroup
+
+from tether.cli.exits import ExitCode
 
 
 @dataclass(frozen=True)
 class Subcommand:
     """A subcommand of the root: its name, ``module:attribute`` (a ``typer.Typer`` group or a
-    command function), and the summary ``tether --help`` lists."""
+    command function), and the summary ``tether --help`` lists. ``logs`` false: it writes no
+    log, so logging (structlog, a tenth of its start) is not set up for it."""
 
     name: str
     target: str
     summary: str
+    logs: bool = True
 
 
 class DeferredCommand(TyperCommand):
@@ -95,3 +100,13 @@ class LazyGroup(TyperGroup):
         super().__init__(**attrs)
         for sub in self.subcommands:
             self.add_command(DeferredCommand(sub))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BadParameter as error:
+            # A path option or argument naming a file or directory that does not exist (Typer's
+            # ``exists=True``): not found, as when a command finds it missing itself.
+            if error.message.endswith(" does not exist."):
+                error.exit_code = ExitCode.NOT_FOUND
+            raise

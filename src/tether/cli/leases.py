@@ -17,10 +17,10 @@ from tether.cli.common import (
     PolicyDir,
     StoreUrl,
     console,
-    store_url_of,
+    open_existing_store,
     tether_errors,
 )
-from tether.cli.output import AsJson, Column, print_json, print_table
+from tether.cli.output import AsJson, Column, instant, print_json, print_table
 from tether.core.errors import ErrorCode, InvalidRequest
 from tether.core.ids import IdFactory
 from tether.core.lease import LeaseState, is_lease_id
@@ -31,7 +31,6 @@ from tether.runtime import (
     RuntimeConfig,
     audit_mac,
     lease_issuer_name,
-    open_store,
     packaged_policies,
 )
 from tether.service.clock import SystemClock
@@ -47,7 +46,7 @@ def _service(
     data_dir: Path, policies: Path | None, store_url: str | None
 ) -> Iterator[LeaseService]:
     config = RuntimeConfig(data_dir=data_dir, policy_dir=policies or packaged_policies())
-    store = open_store(data_dir, store_url_of(store_url))
+    store, _ = open_existing_store(data_dir, store_url)
     try:
         key_file = data_dir / "keys" / "audit-hmac.key"
         key = key_file.read_bytes() if key_file.exists() else os.urandom(32)
@@ -102,7 +101,7 @@ def list_leases(
                     lease.issuer_name,
                     scope + "".join(f" [{d}]" for d in sorted(lease.scope.datasets)),
                     lease.state_at(now).value,
-                    lease.expires_at.isoformat()[:19],
+                    instant(lease.expires_at.isoformat()),
                 ]
             )
         print_table(
@@ -126,6 +125,7 @@ def revoke(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     policies: PolicyDir = None,
     store_url: StoreUrl = None,
+    as_json: AsJson = False,
 ) -> None:
     """End a lease now and remove its credential downstream (a database role is dropped)."""
     with tether_errors():
@@ -135,4 +135,7 @@ def revoke(
             raise InvalidRequest("give a reason of 1 to 2000 characters")
         with _service(data_dir, policies, store_url) as leases:
             ended = leases.revoke(lease_id, by=operator_name(), reason=reason)
+    if as_json:
+        print_json(ended.to_json())
+        return
     console.print(f"lease {ended.lease_id}: {ended.state.value}", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from tether.cli.exits import exit_status_help
 from tether.cli.lazy import LazyGroup, Subcommand
 from tether.cli.output import configure_output
 
@@ -32,13 +33,14 @@ class _Root(LazyGroup):
             "Forward agents' HTTP calls to legacy services, authorizing each one.",
         ),
         Subcommand(
-            "dev", "tether.cli.dev:app", "Development helpers (refused when TETHER_ENV=production)."
+            "dev",
+            "tether.cli.dev:app",
+            "Development helpers (refused when TETHER_ENV=production).",
+            logs=False,  # `dev svid` runs in scripts: it must start fast
         ),
         Subcommand("policy", "tether.cli.policy:app", "Validate, test and format Cedar policies."),
         Subcommand("audit", "tether.cli.audit:app", "Export, verify and read the audit log."),
-        Subcommand(
-            "mcp", "tether.cli.mcp:app", "The MCP gateway's tool pins and upstream secrets."
-        ),
+        Subcommand("mcp", "tether.cli.mcp:app", "The MCP gateway's tool pins."),
         Subcommand("approvers", "tether.cli.approvals:approvers_app", "Manage who may approve."),
         Subcommand(
             "approvals", "tether.cli.approvals:approvals_app", "List, read and decide approvals."
@@ -57,6 +59,9 @@ class _Root(LazyGroup):
         Subcommand("agents", "tether.cli.agents:app", "Revoke an agent everywhere, or restore it."),
         Subcommand("leases", "tether.cli.leases:app", "Just-in-time downstream credentials."),
         Subcommand("db", "tether.cli.db:app", "The store's schema revision and migrations."),
+        Subcommand(
+            "config", "tether.cli.config:app", "tether.yaml: effective options and their sources."
+        ),
     )
 
 
@@ -64,6 +69,7 @@ app = typer.Typer(
     name="tether",
     cls=_Root,
     help="Request-time least privilege for AI agents.",
+    epilog=exit_status_help(),
     # click's plain help: at 80 columns it wraps descriptions but never cuts an option or
     # environment variable name, which rich's help panels do.
     rich_markup_mode=None,
@@ -74,13 +80,14 @@ app = typer.Typer(
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(ctx: typer.Context) -> None:
     """Commands log warnings and errors only (to stderr); ``serve`` sets its own level. Output
     to a pipe or a file is not wrapped."""
-    from tether.logs import configure_logging
-
-    configure_logging("warning", json=False)
     configure_output()
+    if all(sub.logs for sub in _Root.subcommands if sub.name == ctx.invoked_subcommand):
+        from tether.logs import configure_logging
+
+        configure_logging("warning", json=False)
 
 
 def main() -> None:

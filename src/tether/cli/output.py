@@ -1,10 +1,13 @@
 """How commands print what they found: a table on a terminal, complete lines in a pipe, or JSON.
 
 A script reads what a person sees, so nothing is cut: on a terminal, id columns never wrap or
-shorten (a cell too wide folds rather than ending in "…", and a terminal too narrow for whole ids
-gets one field a line instead of a table); in a pipe or a file, a table is
-tab-separated lines (a header, then one row a line: ``cut -f1`` gives the ids), messages are not
-wrapped at the console width, and no spinner is drawn; ``--json`` prints the objects themselves.
+shorten (a cell too wide folds rather than ending in "…"), and a terminal too narrow for whole ids,
+or for a report's many columns, gets one field a line instead of a table; in a pipe or a file, a
+table is tab-separated lines (a header, then one row a line: ``cut -f1`` gives the ids; times
+whole, in ISO 8601), messages are not wrapped at the console width, and no spinner is drawn.
+
+``--json`` prints the objects themselves, as one document (:func:`print_json`), or as one object
+a line for a stream (:func:`print_json_line`: ``audit tail``, ``audit export``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ AsJson = Annotated[
 
 #: The narrowest a column that is not an id gets in a table on a terminal.
 _MIN_OTHER = 6
+#: A report table on a terminal gets at least this many columns of width per column, else its
+#: rows are printed one field a line (twelve columns in 80 are unreadable).
+_MIN_READABLE = 9
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,12 @@ def configure_output() -> None:
     """Messages to a pipe or file are not wrapped at the console width (a terminal's are)."""
     for each in (console, err_console):
         each.soft_wrap = not each.is_terminal
+
+
+def instant(iso: str) -> str:
+    """An ISO 8601 time for a table: whole in a pipe or a file (zone and fraction kept), to the
+    second on a terminal."""
+    return iso[:19] if console.is_terminal else iso
 
 
 def print_json(value: Any) -> None:
@@ -61,13 +73,25 @@ def _cell(value: str) -> str:
 
 
 def print_rich_table(out: Console, table: Table) -> None:
-    """A rich table built for a terminal: as it is there, as its title, a header and
-    tab-separated rows elsewhere (markup dropped, a cell's lines joined with "; ")."""
-    if out.is_terminal:
-        out.print(table)
-        return
+    """A rich table built for a terminal: as it is there (one field a line when the terminal has
+    too few columns for it), as its title, a header and tab-separated rows elsewhere (markup
+    dropped, a cell's lines joined with "; ")."""
     columns = table.columns
-    lines = [str(table.title)] if table.title else []  # a report prints several: each titled
+    if out.is_terminal:
+        if len(columns) * _MIN_READABLE <= out.width:
+            out.print(table)
+            return
+        # Too many columns for this terminal: each row as its fields, one a line.
+        if table.title:
+            out.print(_plain(table.title), style="bold", markup=False, highlight=False)
+        cells = [list(c.cells) for c in columns]
+        for index in range(table.row_count):
+            for number, column in enumerate(columns):
+                value = _plain(cells[number][index]).replace("\n", "; ")
+                line = f"{'' if number == 0 else '  '}{_plain(column.header)}: {value}"
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    lines = [_plain(table.title)] if table.title else []  # a report prints several: each titled
     lines.append("\t".join(_cell(str(c.header)) for c in columns))
     cells = [list(c.cells) for c in columns]
     for index in range(table.row_count):

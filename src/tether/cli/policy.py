@@ -25,8 +25,6 @@ from tether.policy import CedarPolicyEngine, format_policy_text
 
 app = typer.Typer(help="Validate, test, explain and format Cedar policies.")
 
-OK, CHECK_FAILED, USAGE = 0, 1, 2
-
 PolicyDir = Annotated[
     Path,
     typer.Argument(
@@ -51,9 +49,9 @@ def _load(policy_dir: Path, as_json: bool) -> CedarPolicyEngine:
     except PolicyInvalid as exc:
         placed = [replace(p, file=str(policy_dir / p.file)) for p in exc.problems]
         _print_problems(placed, as_json)
-        raise typer.Exit(CHECK_FAILED) from None
+        raise typer.Exit(ExitCode.CHECK_FAILED) from None
     except ConfigurationError as exc:
-        fail(exc.message, exc.code.value, CHECK_FAILED)
+        fail(exc.message, exc.code.value, ExitCode.CHECK_FAILED)
 
 
 def _print_problems(problems: Sequence[Any], as_json: bool) -> None:
@@ -85,10 +83,10 @@ def validate(
     try:
         report = check_path(target)
     except ConfigurationError as exc:  # a file that cannot be read: the check failed
-        fail(exc.message, exc.code.value, CHECK_FAILED)
+        fail(exc.message, exc.code.value, ExitCode.CHECK_FAILED)
     if report.problems:
         _print_problems(report.problems, as_json)
-        raise typer.Exit(CHECK_FAILED)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
     observed = sum(1 for p in report.policies if p.observed)
     if as_json:
         _echo_json(
@@ -132,16 +130,16 @@ def test(
 ) -> None:
     """Run YAML policy test cases (request → expected decision). Exit 0 when all pass, 1 when
     a case fails or a case file is bad (each bad case is reported at file:line and the others
-    still run), 2 on a usage error."""
+    still run), 2 on a usage error, 4 when a path named does not exist."""
     from tether.policy.junit import junit_xml
     from tether.policy.testing import report_json, run_policy_suite
 
     if cases is not None and not cases.exists():
-        fail(f"{cases}: no such case file or directory", "usage", USAGE)
+        fail(f"{cases}: no such case file or directory", "file_not_found", ExitCode.NOT_FOUND)
     try:
         report = run_policy_suite(policy_dir, cases)
     except ConfigurationError as error:
-        fail(error.message, error.code.value, CHECK_FAILED)
+        fail(error.message, error.code.value, ExitCode.CHECK_FAILED)
     fmt = Format.JSON if as_json else output
     if fmt is Format.JSON:
         _echo_json(report_json(report))
@@ -164,12 +162,16 @@ def test(
             summary += f", {count} problem{'s' if count != 1 else ''}"
         typer.echo(summary)
     if not report.results and not report.problems:
-        fail(f"no test cases found under {cases or policy_dir / 'tests'}", "no_cases", 1)
-    raise typer.Exit(OK if report.ok else CHECK_FAILED)
+        fail(
+            f"no test cases found under {cases or policy_dir / 'tests'}",
+            "no_cases",
+            ExitCode.CHECK_FAILED,
+        )
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.CHECK_FAILED)
 
 
 def _usage(message: str) -> NoReturn:
-    fail(message, "usage", USAGE)
+    fail(message, "usage", ExitCode.USAGE)
 
 
 def _arg_value(text: str) -> Any:
@@ -412,7 +414,7 @@ def fmt(
                     path.write_text(formatted, encoding="utf-8")
     except ConfigurationError as exc:
         typer.echo(exc.message)
-        raise typer.Exit(CHECK_FAILED) from None
+        raise typer.Exit(ExitCode.CHECK_FAILED) from None
     if check and unformatted:
         fail(
             f"not formatted: {', '.join(unformatted)} (run tether policy fmt)",

@@ -1,6 +1,7 @@
-"""``tether secrets put|list|delete``: the standing secrets tether injects for legacy systems.
+"""``tether secrets set|list|delete``: the standing secrets tether injects into upstream calls.
 
-The same encrypted store (``<data-dir>/secrets.json``) the egress proxy and the MCP gateway read.
+One encrypted store (``<data-dir>/secrets.json``) that the egress proxy and the MCP gateway both
+read; ``put`` is a hidden alias of ``set``, its name before the two were one group.
 A value is read from standard input (or typed without echo at a terminal), never from the
 command line where shell history and ``ps`` would keep it, and it is never printed back.
 """
@@ -44,9 +45,16 @@ def read_secret_value() -> Secret:
     return Secret(value)
 
 
-@app.command("put")
-def put(
-    name: Annotated[str, typer.Argument(help="The secret's name, as the config's secret name.")],
+@app.command("set")
+@app.command("put", hidden=True)
+def set_(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The secret's name, as gateway.yaml's credential.secret or proxy.yaml's "
+            "secret.name."
+        ),
+    ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Store (or replace) a secret read from standard input, encrypted at rest."""
@@ -82,7 +90,7 @@ def delete(
     name: Annotated[str, typer.Argument(help="The secret's name.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Remove a secret; upstreams that need it fail closed until it is put again."""
+    """Remove a secret; upstreams that need it fail closed until it is set again."""
     with tether_errors():
         removed = SecretStore(data_dir).delete(name)
     if not removed:

@@ -20,33 +20,30 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import typer
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 
 from tether.api.app import create_app
-from tether.cli.common import (
-    DEFAULT_DATA_DIR,
-    DataDir,
-    PolicyDir,
-    StoreUrl,
-    console,
-    store_url_of,
-    tether_errors,
+from tether.cli.common import console, tether_errors
+from tether.cli.config_schema import option
+from tether.cli.server_options import (
+    Shared,
+    blank_is_none,
+    with_shared_options,
 )
 from tether.core.errors import TetherError
 from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
-from tether.identity._jose import MAX_MAX_LIFETIME_SECONDS
-from tether.logs import configure_logging, get_logger, wants_json
+from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DEFAULT_TRUST_DOMAIN
+from tether.logs import configure_logging, flush_logs, get_logger
 from tether.observability import Metrics, Observability
 from tether.observability.http import install_observability
 from tether.observability.tracing import Tracing, no_export, otlp_tracing
 from tether.runtime import (
+    REDIS_URL_ENV,
     WEBHOOK_SECRET_ENV,
     Runtime,
     RuntimeConfig,
@@ -109,12 +106,6 @@ class Housekeeping:
             self.checkpoint()
 
 
-class LogFormat(StrEnum):
-    AUTO = "auto"
-    JSON = "json"
-    CONSOLE = "console"
-
-
 #: The serve options a worker process reads (JSON), set by the parent of ``--workers N``.
 WORKER_OPTIONS_ENV = "TETHER_SERVE_WORKER_OPTIONS"
 #: prometheus_client's multiprocess directory; read when it is first imported in a worker.
@@ -130,6 +121,8 @@ class ServeOptions:
     data_dir: str
     policy_dir: str
     trust_bundle: str | None = None
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    audience: str = DEFAULT_AUDIENCE
     oidc_issuer: str | None = None
     oidc_jwks: str | None = None
     approval_webhook: str | None = None
@@ -160,6 +153,8 @@ class ServeOptions:
             policy_dir=Path(self.policy_dir),
             environ=dict(environ),
             trust_bundle=Path(self.trust_bundle) if self.trust_bundle else None,
+            trust_domain=self.trust_domain,
+            audience=self.audience,
             oidc_issuer=self.oidc_issuer,
             oidc_jwks=self.oidc_jwks,
             approval_webhook=self.approval_webhook,
@@ -194,153 +189,77 @@ def build_app(runtime: Runtime) -> FastAPI:
     return app
 
 
+@with_shared_options
 def serve(
-    data_dir: DataDir = DEFAULT_DATA_DIR,
-    policies: PolicyDir = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8470,
-    trust_bundle: Annotated[
-        Path | None,
-        typer.Option(help="SPIFFE JWT trust bundle (JWKS) to verify agent SVIDs.", dir_okay=False),
-    ] = None,
-    oidc_issuer: Annotated[
-        str | None, typer.Option(help="Accept OIDC tokens from this issuer.")
-    ] = None,
-    max_token_lifetime: Annotated[
-        int,
-        typer.Option(
-            min=60,
-            max=MAX_MAX_LIFETIME_SECONDS,
-            help="Refuse workload SVIDs and OIDC tokens whose lifetime (exp - iat) is longer "
-            "than this many seconds, or that have no iat.",
-        ),
-    ] = DEFAULT_MAX_LIFETIME_SECONDS,
-    oidc_jwks: Annotated[
-        str | None, typer.Option(help="The OIDC issuer's JWKS file or URL.")
-    ] = None,
+    shared: Shared,
+    host: Annotated[str, option("serve.host", "--host")] = "127.0.0.1",
+    port: Annotated[int, option("serve.port", "--port")] = 8470,
     approval_webhook: Annotated[
-        str | None,
-        typer.Option(
-            help="POST pending approvals to this URL (a chat bridge), signed with "
-            "TETHER_APPROVAL_WEBHOOK_SECRET (Standard Webhooks)."
-        ),
+        str | None, option("serve.approval_webhook", "--approval-webhook", show_default=False)
     ] = None,
     approval_webhook_secret: Annotated[
         str | None,
-        typer.Option(
-            "--approval-webhook-secret",
-            envvar="TETHER_APPROVAL_WEBHOOK_SECRET",
-            help="The webhook's signing secret (whsec_ + base64 of 24-64 random bytes), shared "
-            "with its receiver. Prefer the env var (a command line is visible to other users).",
-            show_default=False,
-        ),
+        option("serve.approval_webhook_secret", "--approval-webhook-secret", show_default=False),
     ] = None,
     approver_oidc_issuer: Annotated[
-        str | None,
-        typer.Option(help="Approvers sign in with this OIDC issuer (aud tether-approver)."),
+        str | None, option("serve.approver_oidc_issuer", "--approver-oidc-issuer")
     ] = None,
     approver_oidc_jwks: Annotated[
-        str | None, typer.Option(help="That issuer's JWKS file or https URL.")
+        str | None, option("serve.approver_oidc_jwks", "--approver-oidc-jwks")
     ] = None,
-    public_url: Annotated[
-        str | None, typer.Option(help="This server's public URL, for links in notifications.")
-    ] = None,
+    public_url: Annotated[str | None, option("serve.public_url", "--public-url")] = None,
     housekeeping_interval: Annotated[
-        float, typer.Option(min=0.2, help="Seconds between sweeps.")
+        float, option("serve.housekeeping_interval", "--housekeeping-interval")
     ] = 2.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-    log_format: Annotated[
-        LogFormat,
-        typer.Option(
-            help="json (one object per line), console, or auto: json unless stderr is a terminal."
-        ),
-    ] = LogFormat.AUTO,
-    store_url: StoreUrl = None,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            "--redis-url",
-            envvar="TETHER_REDIS_URL",
-            help="Redis for the grant cache's revocation fan-out, e.g. redis://cache:6379/0 "
-            "(every replica names the same one). Without it there is no grant cache: every "
-            "authorize reads the database. Prefer the env var.",
-        ),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes serving this replica's port.")
-    ] = 1,
-    metrics: Annotated[
-        bool, typer.Option(help="Serve GET /metrics (Prometheus text, no credentials).")
-    ] = True,
+    workers: Annotated[int, option("serve.workers", "--workers")] = 1,
+    metrics: Annotated[bool, option("serve.metrics", "--metrics/--no-metrics")] = True,
     otlp_endpoint: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
-            help="Export traces to this OTLP/HTTP collector, e.g. http://localhost:4318 "
-            "(needs the otel extra).",
-        ),
+        str | None, option("serve.otlp_endpoint", "--otlp-endpoint", show_default=False)
     ] = None,
     fix_permissions: Annotated[
-        bool,
-        typer.Option(
-            "--fix-permissions",
-            help="Tighten a data directory open to other users (to 0700, its files 0600) "
-            "instead of refusing to start.",
-        ),
+        bool, option("serve.fix_permissions", "--fix-permissions", show_default=False)
     ] = False,
     audit_witness: Annotated[
-        str | None,
-        typer.Option(
-            envvar="TETHER_AUDIT_WITNESS",
-            help="Also send each signed audit checkpoint here: a file (one JSON line each) or "
-            "an http(s) URL (POSTed as JSON; retried on the next sweep if it fails).",
-        ),
+        str | None, option("serve.audit_witness", "--audit-witness", show_default=False)
     ] = None,
     checkpoint_records: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            envvar="TETHER_CHECKPOINT_RECORDS",
-            help="Sign an audit checkpoint once this many records are unsigned.",
-        ),
+        int, option("serve.checkpoint_records", "--checkpoint-records")
     ] = DEFAULT_EVERY_RECORDS,
     checkpoint_seconds: Annotated[
-        float,
-        typer.Option(
-            min=1.0,
-            envvar="TETHER_CHECKPOINT_SECONDS",
-            help="...or once the oldest unsigned record is this many seconds past the last "
-            "checkpoint.",
-        ),
+        float, option("serve.checkpoint_seconds", "--checkpoint-seconds")
     ] = DEFAULT_EVERY_SECONDS,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
+    otlp = blank_is_none(otlp_endpoint)
     options = ServeOptions(
-        data_dir=str(data_dir),
-        policy_dir=str(policies or packaged_policies()),
-        trust_bundle=str(trust_bundle) if trust_bundle else None,
-        oidc_issuer=oidc_issuer,
-        oidc_jwks=oidc_jwks,
-        approval_webhook=approval_webhook,
-        approver_oidc_issuer=approver_oidc_issuer,
-        approver_oidc_jwks=approver_oidc_jwks,
-        public_url=public_url,
+        data_dir=str(shared.data_dir),
+        policy_dir=str(shared.policies or packaged_policies()),
+        trust_bundle=str(shared.trust_bundle) if shared.trust_bundle else None,
+        trust_domain=shared.trust_domain,
+        audience=shared.audience,
+        oidc_issuer=blank_is_none(shared.oidc_issuer),
+        oidc_jwks=blank_is_none(shared.oidc_jwks),
+        approval_webhook=blank_is_none(approval_webhook),
+        approver_oidc_issuer=blank_is_none(approver_oidc_issuer),
+        approver_oidc_jwks=blank_is_none(approver_oidc_jwks),
+        public_url=blank_is_none(public_url),
         housekeeping_interval=housekeeping_interval,
-        log_level=log_level,
-        json_logs=wants_json(log_format.value),
+        log_level=shared.log_level.value,
+        json_logs=shared.json_logs,
         metrics=metrics,
-        otlp_endpoint=otlp_endpoint.strip() if otlp_endpoint and otlp_endpoint.strip() else None,
+        otlp_endpoint=otlp,
         fix_permissions=fix_permissions,
-        max_token_lifetime=max_token_lifetime,
-        audit_witness=audit_witness or None,
+        max_token_lifetime=shared.max_token_lifetime,
+        audit_witness=blank_is_none(audit_witness),
         checkpoint_records=checkpoint_records,
         checkpoint_seconds=checkpoint_seconds,
     )
-    configure_logging(log_level, json=options.json_logs, capture_stdlib=True)
-    url = store_url_of(store_url)
-    if redis_url is not None:  # read by open_runtime, and inherited by --workers processes
-        os.environ["TETHER_REDIS_URL"] = redis_url
+    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
+    url = blank_is_none(shared.store_url)
+    redis = blank_is_none(shared.redis_url)
+    if redis is not None:  # read by open_runtime, and inherited by --workers processes
+        os.environ[REDIS_URL_ENV] = redis
     if approval_webhook_secret is not None:  # the same way: never in the worker options
         os.environ[WEBHOOK_SECRET_ENV] = approval_webhook_secret
     if workers > 1:
@@ -353,7 +272,7 @@ def serve(
             observability=Observability(tracer=tracing.tracer),
         )
     app = build_app(runtime)
-    lifecycle = Lifecycle(runtime, tracing, housekeeping_interval)
+    lifecycle = Lifecycle(runtime, tracing, options.housekeeping_interval)
     lifecycle.attach(app)
     _banner(runtime, host, port, 1)
     try:
@@ -417,7 +336,7 @@ def worker_app() -> FastAPI:
     """The app of one worker of ``tether serve --workers N`` (uvicorn calls it in each worker
     process), built from the options the parent put in the environment."""
     options = ServeOptions.from_env(os.environ[WORKER_OPTIONS_ENV])
-    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True)
+    configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     try:
         tracing = options.tracing(os.environ)
@@ -425,7 +344,7 @@ def worker_app() -> FastAPI:
             Metrics(multiprocess_dir=Path(metrics_dir) if metrics_dir else None), tracing.tracer
         )
         runtime = open_runtime(
-            options.runtime_config(os.environ, store_url_of(os.environ.get(STORE_URL_ENV))),
+            options.runtime_config(os.environ, blank_is_none(os.environ.get(STORE_URL_ENV))),
             observability=observability,
         )
     except TetherError as error:
@@ -485,3 +404,4 @@ class Lifecycle:
             self._chores.stop()
         self._runtime.close()
         self._tracing.shutdown()
+        flush_logs()

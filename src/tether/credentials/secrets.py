@@ -129,7 +129,7 @@ class SecretStore:
         entry = self._load().get(name)
         if entry is None:
             raise NotFound(
-                f"no secret named {name!r}; set it with `tether mcp secrets set {name}`",
+                f"no secret named {name!r}; set it with `tether secrets set {name}`",
                 code=ErrorCode.NOT_FOUND,
             )
         try:

@@ -4,7 +4,8 @@ An entry holds what verifying the token returned and the window of times in whic
 verification would succeed on time grounds (``exp``, ``nbf``, ``iat`` and their leeway). Outside
 that window the cache misses and the full verification runs again, so an expired token is refused
 exactly as before, with the same error. Entries also age out after ``max_age`` seconds, bounding
-how long a key removed from a trust bundle keeps vouching for a token it signed.
+how long a key removed from a trust bundle keeps vouching for a token it signed. (PyJWT has no
+cache of verified tokens; its ``PyJWKClient`` caches keys only.)
 """
 
 from __future__ import annotations

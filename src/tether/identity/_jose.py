@@ -1,20 +1,35 @@
-"""Careful compact-JWS verification shared by every verifier here (RFC 7515, RFC 7519, RFC 8725).
+"""Compact-JWS verification for every verifier here: the part PyJWT leaves to its caller.
 
-The order is fixed and cheapest first: size and shape → header (``alg`` pinned to the configured
-list, ``typ`` explicit, no ``crit``) → key chosen by ``kid`` and required to suit ``alg`` →
-signature (PyJWT, with key and algorithm bound together) → payload (a JSON object, no duplicate
-names, no NaN) → claims, which each verifier checks against the ``now`` it was given.
+PyJWT (with cryptography) does the cryptography: it decodes the compact form, checks the
+signature with the key and algorithm bound together (a ``PyJWK`` verifies only the algorithm it
+was built for, so an RSA or EC public key is never an HMAC secret), refuses RSA keys under 2048
+bits and, at load (:class:`~tether.identity.keys.KeySet`), keys whose type or curve does not suit
+their algorithm. What remains here is what PyJWT does not do, or does in a way tether cannot use:
 
-Every failure is ``Unauthenticated(code=INVALID_TOKEN)`` with a short message that never repeats
-the token or any value taken from it. Key URLs in the header (``jku``, ``x5u``, ``jwk``) are never
-followed: trust comes only from configured keys.
+1. **Bounds before any decoding**: a size cap and the exact compact shape (three base64url
+   segments, ASCII, nothing trailing). PyJWT decodes whatever it is given.
+2. **One strict JSON reader** (:mod:`tether.core.strict_json`) for header and payload: a repeated
+   name, ``NaN`` or a lone surrogate refuses the token. PyJWT's ``json.loads`` keeps the last of
+   two ``sub``, so two readers of one token could see two subjects.
+3. **Header policy**, cheapest first: ``alg`` pinned to the verifier's list before any key is
+   looked at; ``typ`` required to be one the verifier accepts (RFC 8725 §3.11 explicit typing,
+   which keeps grants, leases and SVIDs apart); no ``crit`` and no ``b64`` (PyJWT accepts
+   ``crit: ["b64"]``); ``kid`` a short string. ``jku``, ``x5u`` and ``jwk`` are never followed:
+   trust comes only from configured keys.
+4. **Key choice** by ``kid`` from a :class:`KeySource`, with one refresh when nothing matches
+   (``jwks_url`` rate-limits it) and a token without ``kid`` accepted only by a one-key set.
+   ``PyJWKClient`` needs a ``kid`` and times its cache with the wall clock (see ``jwks_url``).
+5. **Claims against the ``now`` given**, never the wall clock: PyJWT's ``exp``/``nbf``/``iat``
+   checks read ``datetime.now()``, take ``int()`` of any value (``"123"``, ``true``) and have one
+   leeway, where grants need an exact ``exp``. Plus the lifetime cap (``exp - iat``) and
+   ``aud`` required.
+6. **One opaque error**: every failure is ``Unauthenticated(code=INVALID_TOKEN)`` with a fixed
+   short message that never repeats the token or a value from it (PyJWT's messages may).
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -24,7 +39,9 @@ from typing import Any, Protocol
 
 import jwt
 from jwt.exceptions import InvalidSignatureError, PyJWTError
+from jwt.utils import base64url_decode
 
+from tether.core import strict_json
 from tether.core.errors import ConfigurationError, ErrorCode, Unauthenticated
 from tether.identity.keys import VERIFY_ALGORITHMS, KeySet
 
@@ -99,23 +116,10 @@ def check_audience_config(audience: str) -> str:
 # -- decoding ------------------------------------------------------------------------------------
 
 
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError("duplicate member name")
-        result[name] = value
-    return result
-
-
-def _no_constant(_name: str) -> Any:
-    raise ValueError("NaN and Infinity are not JSON")
-
-
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw, object_pairs_hook=_strict_object, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+        value = strict_json.loads(raw)
+    except strict_json.JsonRefused as exc:
         raise reject("token is malformed") from exc
     if not isinstance(value, dict):
         raise reject("token is malformed")
@@ -123,9 +127,8 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 
 def _segment(token: str, index: int) -> dict[str, Any]:
-    part = token.split(".")[index]
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        raw = base64url_decode(token.split(".")[index])
     except (binascii.Error, ValueError) as exc:
         raise reject("token is malformed") from exc
     return _json_object(raw)

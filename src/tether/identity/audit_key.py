@@ -8,13 +8,13 @@ RFC 7638 thumbprint of its JWK (RFC 8037 ``OKP``/``Ed25519``).
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from jwt.algorithms import OKPAlgorithm
 
 from tether.core.checkpoint import Checkpoint, Signer
 from tether.core.errors import ConfigurationError
@@ -27,9 +27,7 @@ _MAX_PUBLIC_KEY_FILE = 16 * 1024
 
 
 def _key_id(public: ed25519.Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-    return jwk_thumbprint({"kty": "OKP", "crv": "Ed25519", "x": x})
+    return jwk_thumbprint(OKPAlgorithm.to_jwk(public, as_dict=True))
 
 
 class CheckpointPublicKey:

@@ -9,6 +9,14 @@ made-up key ids cannot turn tether into a flood of requests to the issuer.
 
 If a refresh fails, the last good set keeps serving for ``max_stale_seconds``; after that, and
 before the first successful fetch, every token is refused (fail closed).
+
+Why not PyJWT's ``PyJWKClient`` (2.15): its cache lifespan and its refetch cooldown run on
+``time.monotonic()``, not the ``now`` each verification is given (tests move a clock); it
+reads a body of any size (``json.load`` of the response) and fetches plain http
+from any host; once its lifespan passes with the issuer down it has nothing to serve, where
+tether keeps the last good set for a bounded time; and its ``PyJWKSet`` takes ``oct`` (HMAC)
+keys, which a trusted set must refuse. Parsing each key is PyJWT's (``PyJWK``, through
+:class:`~tether.identity.keys.KeySet`).
 """
 
 from __future__ import annotations

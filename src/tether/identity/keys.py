@@ -8,11 +8,16 @@ stable ``kid``) and the SPIFFE Trust Domain and Bundle spec (a bundle is a JWK S
 PEM file readable only by its owner; its repr names the ``kid`` and never the key.
 :class:`KeySet` is an immutable set of *public* keys. It refuses private or symmetric key material:
 trust is configured with public keys only, so an HMAC secret can never stand in for one.
+
+PyJWT does the JWK work (``PyJWK`` parses a key and binds it to one algorithm; its algorithms
+write a public key as a JWK and check a key's type, curve and size). What is here and not in
+PyJWT: the RFC 7638 thumbprint; a key set that refuses private and symmetric members, skips keys
+not meant for signatures (``use``) and picks a key by ``kid`` for one algorithm; and the key
+file handling (0600, atomic creation, never echoed).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -29,24 +34,30 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from jwt.algorithms import ECAlgorithm
 from jwt.exceptions import PyJWKError, PyJWTError
+from jwt.utils import base64url_encode
 
 from tether.core.errors import ConfigurationError
 from tether.datadir import make_private_dir
 
+#: The algorithms a verifier may use, and the public key type each needs. PyJWT checks the rest
+#: of a key's fit when it is loaded (the JWK's ``kty``, the EC curve, the RSA size); this also
+#: keeps EdDSA to Ed25519.
+_PUBLIC_TYPES: Mapping[str, type] = {
+    "ES256": ec.EllipticCurvePublicKey,
+    "ES384": ec.EllipticCurvePublicKey,
+    "EdDSA": ed25519.Ed25519PublicKey,
+    "RS256": rsa.RSAPublicKey,
+}
 #: The algorithms a verifier may be configured with. Nothing symmetric (HS*) and never ``none``:
 #: a verifier holds public keys only.
-VERIFY_ALGORITHMS = frozenset({"ES256", "ES384", "EdDSA", "RS256"})
-
+VERIFY_ALGORITHMS = frozenset(_PUBLIC_TYPES)
 #: JWK members that carry private or symmetric key material (RFC 7518 §6).
 _SECRET_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 #: JWK ``use`` values a signature verifier accepts; SPIFFE bundles mark JWT keys ``jwt-svid``.
 _VERIFY_USES = frozenset({"sig", "jwt-svid"})
 _MAX_JWKS_FILE_BYTES = 1024 * 1024
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 _THUMBPRINT_MEMBERS: Mapping[str, tuple[str, ...]] = {
@@ -65,7 +76,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     canonical = json.dumps(
         {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True
     )
-    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+    return base64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest()).decode("ascii")
 
 
 def create_private_file(target: Path, data: bytes) -> bool:
@@ -133,13 +144,7 @@ class SigningKey:
         if not isinstance(private_key.curve, ec.SECP256R1):
             raise ConfigurationError("tether's signing key must be an EC P-256 key")
         self._private = private_key
-        numbers = private_key.public_key().public_numbers()
-        jwk = {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _b64url(numbers.x.to_bytes(32, "big")),
-            "y": _b64url(numbers.y.to_bytes(32, "big")),
-        }
+        jwk = ECAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
         self._kid = jwk_thumbprint(jwk)
         self._public_jwk = {**jwk, "kid": self._kid, "alg": self.algorithm, "use": "sig"}
 
@@ -236,10 +241,16 @@ class KeySet:
             if member.get("kid") is not None and not isinstance(member.get("kid"), str):
                 continue
             try:
+                # PyJWK binds the key to one algorithm (the JWK's ``alg``, else the one its
+                # ``kty``/``crv`` imply) and refuses a ``kty`` that does not suit it;
+                # prepare_key refuses an EC curve other than the algorithm's.
                 key = jwt.PyJWK(member)
+                public = key.Algorithm.prepare_key(key.key)
+                too_short = key.Algorithm.check_key_length(public)
             except (PyJWKError, PyJWTError, ValueError, TypeError, KeyError, NotImplementedError):
                 continue
-            if _algorithm_fits(key.algorithm_name, key):
+            fits = isinstance(public, _PUBLIC_TYPES.get(key.algorithm_name, ()))
+            if fits and too_short is None:
                 usable.append(key)
         return cls(tuple(usable))
 
@@ -247,10 +258,10 @@ class KeySet:
         """The key for a token with header ``kid`` and ``alg``, or ``None``.
 
         A named ``kid`` must match a key's ``kid``. A token without ``kid`` (or naming one when
-        the set's only key has none) may use the set's single key. The key must suit the
+        the set's only key has none) may use the set's single key. The key must be bound to the
         algorithm: this is what keeps an RSA or EC public key from being used as an HMAC secret.
         """
-        candidates = [k for k in self._keys if _algorithm_fits(algorithm, k)]
+        candidates = [k for k in self._keys if k.algorithm_name == algorithm]
         if kid is not None:
             for key in candidates:
                 if key.key_id == kid:
@@ -283,24 +294,6 @@ class KeySet:
 
     def refresh(self, now: datetime) -> KeySet | None:
         return None
-
-
-def _algorithm_fits(algorithm: str, key: jwt.PyJWK) -> bool:
-    """True when ``key`` is the public key type ``algorithm`` needs (checked on the key object)."""
-    if algorithm not in VERIFY_ALGORITHMS or key.algorithm_name != algorithm:
-        return False
-    public = key.key
-    if algorithm == "ES256":
-        return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
-            public.curve, ec.SECP256R1
-        )
-    if algorithm == "ES384":
-        return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
-            public.curve, ec.SECP384R1
-        )
-    if algorithm == "EdDSA":
-        return isinstance(public, ed25519.Ed25519PublicKey)
-    return isinstance(public, rsa.RSAPublicKey)
 
 
 def load_jwks_file(path: str | os.PathLike[str]) -> KeySet:

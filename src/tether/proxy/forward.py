@@ -196,7 +196,7 @@ class Forwarder:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
-        # One scanner per upstream, rebuilt when its secret changes (``tether secrets put``).
+        # One scanner per upstream, rebuilt when its secret changes (``tether secrets set``).
         self._scanners: dict[str, tuple[Secret, LeakScanner]] = {}
 
     @staticmethod

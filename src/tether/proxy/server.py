@@ -1,6 +1,6 @@
 """Wiring the proxy to a :class:`~tether.runtime.Runtime`: its verifier, authorizer, effects, store
-and the secret store in the runtime's data directory (the same files ``tether secrets`` and
-``tether mcp secrets`` manage)."""
+and the secret store in the runtime's data directory (the same files ``tether secrets``
+manages)."""
 
 from __future__ import annotations
 
@@ -49,14 +49,14 @@ def check_secrets(config: ProxyConfig, secrets: Callable[[str], Secret]) -> None
         except NotFound:
             raise ConfigurationError(
                 f"upstream {upstream.name!r} needs the secret {name!r}; store it "
-                f"with `tether secrets put {name}` (the value on standard input)"
+                f"with `tether secrets set {name}` (the value on standard input)"
             ) from None
         try:
             LeakScanner([value.reveal().encode()])  # what each answer is searched with
         except ConfigurationError as error:
             raise ConfigurationError(
                 f"upstream {upstream.name!r}, secret {name!r}: {error.message} "
-                f"(`tether secrets put {name}`)"
+                f"(`tether secrets set {name}`)"
             ) from None
 
 

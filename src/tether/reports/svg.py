@@ -1,15 +1,17 @@
-"""Small inline SVG charts: no script, no fonts or images to fetch, readable without colour.
+"""The geometry of the report's inline SVG charts: where each bar, column and label goes.
 
-Each chart is one ``<svg>`` with an ``id``, a ``<title>`` and a ``<desc>``, and prints its
-numbers next to its marks, so the chart reads the same in any browser, offline, and to a screen
-reader. Marks carry classes (``bar-granted``, ``bar-used``, ``seg-allow``…) tests can find.
+This module only computes positions and the words next to them; the markup is the template
+``tether/templates/report/charts.svg`` (rendered with autoescaping). Each chart is one ``<svg>``
+with an ``id``, a ``<title>`` and a ``<desc>``, and prints its numbers next to its marks, so it
+reads the same in any browser, offline, and to a screen reader. Marks carry classes
+(``bar-granted``, ``bar-used``, ``seg-allow``…) tests can find.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
+from typing import Literal
 
 from tether.core.verdict import Decision
 from tether.reports.activity import Bucket
@@ -22,28 +24,6 @@ DECISION_COLOURS: dict[Decision, str] = {
     Decision.DENY: "#b91c1c",
 }
 _STACK_ORDER = (Decision.ALLOW, Decision.APPROVAL_REQUIRED, Decision.DENY)
-
-
-def _a(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def _open(chart_id: str, height: int, title: str, desc: str) -> list[str]:
-    return [
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="{_a(chart_id)}" class="chart" '
-        f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
-        f'aria-labelledby="{_a(chart_id)}-title {_a(chart_id)}-desc" '
-        f'font-family="{_a(FONT)}" font-size="12">',
-        f'<title id="{_a(chart_id)}-title">{escape(title)}</title>',
-        f'<desc id="{_a(chart_id)}-desc">{escape(desc)}</desc>',
-    ]
-
-
-def _empty(chart_id: str, title: str, message: str) -> str:
-    parts = _open(chart_id, 60, title, message)
-    parts.append(f'<text x="12" y="34" fill="#475569" class="empty">{escape(message)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
 
 
 def short_agent(agent: str) -> str:
@@ -69,93 +49,156 @@ class PairRow:
     part: int
 
 
-def granted_used_chart(rows: Sequence[PairRow]) -> str:
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One entry of a legend."""
+
+    x: int
+    colour: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One agent's row: its name, a bar (and, for pairs, the used part inside), the numbers."""
+
+    full: str
+    label: str
+    hint: str
+    y: int
+    width: float
+    part: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    decision: str
+    colour: str
+    y: float
+    height: float
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    hint: str
+    x: float
+    segments: tuple[Segment, ...]
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GridLine:
+    y: float
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """What ``charts.svg`` draws. ``kind`` picks the drawing; ``empty`` charts show ``message``."""
+
+    kind: Literal["empty", "pairs", "amounts", "decisions"]
+    id: str
+    title: str
+    desc: str
+    height: int
+    width: int = WIDTH
+    font: str = FONT
+    message: str = ""
+    left: int = 0
+    right: int = 0
+    colour: str = ""
+    legend: tuple[Key, ...] = ()
+    bars: tuple[Bar, ...] = ()
+    grid: tuple[GridLine, ...] = ()
+    columns: tuple[Column, ...] = ()
+    column_width: float = 0.0
+    base: int = 0
+    footer: str = ""
+
+
+def _empty(chart_id: str, title: str, message: str) -> Chart:
+    return Chart("empty", chart_id, title, message, 60, message=message)
+
+
+def _legend(entries: Sequence[tuple[str, str]], x: int) -> tuple[Key, ...]:
+    keys = []
+    for colour, label in entries:
+        keys.append(Key(x, colour, label))
+        x += 30 + 7 * len(label)
+    return tuple(keys)
+
+
+def granted_used_chart(rows: Sequence[PairRow]) -> Chart:
     """Horizontal bars: granted triples per agent, with the used part drawn inside."""
     chart_id = "chart-privileges"
     title = "Granted and used (tool, action, dataset) triples per agent"
     if not rows:
         return _empty(chart_id, title, "No grants in this window.")
     row_h, top, left, right = 30, 34, 150, 170
-    height = top + row_h * len(rows) + 10
     span = WIDTH - left - right
     most = max(max(r.total for r in rows), 1)
-    desc = "; ".join(f"{r.full}: {r.part} of {r.total} used" for r in rows)
-    parts = _open(chart_id, height, title, desc)
-    parts.append(_legend([("#cbd5e1", "granted"), ("#1d4ed8", "used")], left))
+    bars = []
     for i, r in enumerate(rows):
-        y = top + i * row_h
-        total_w = span * r.total / most
-        part_w = span * r.part / most
         ratio = f"{100 * r.part / r.total:.0f}%" if r.total else "n/a"
-        parts.append(f'<g class="row" data-agent="{_a(r.full)}">')
-        parts.append(f"<title>{escape(r.full)}: {r.part} of {r.total} granted triples used</title>")
-        parts.append(
-            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" fill="#0f172a">'
-            f"{escape(r.label)}</text>"
+        bars.append(
+            Bar(
+                full=r.full,
+                label=r.label,
+                hint=f"{r.full}: {r.part} of {r.total} granted triples used",
+                y=top + i * row_h,
+                width=span * r.total / most,
+                part=span * r.part / most,
+                text=f"{r.part} / {r.total} used ({ratio})",
+            )
         )
-        parts.append(
-            f'<rect class="bar-granted" x="{left}" y="{y}" width="{total_w:.1f}" height="20" '
-            'fill="#cbd5e1"/>'
-        )
-        parts.append(
-            f'<rect class="bar-used" x="{left}" y="{y + 4}" width="{part_w:.1f}" height="12" '
-            'fill="#1d4ed8"/>'
-        )
-        parts.append(
-            f'<text x="{left + total_w + 8:.1f}" y="{y + 15}" fill="#0f172a">'
-            f"{r.part} / {r.total} used ({ratio})</text>"
-        )
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return Chart(
+        "pairs",
+        chart_id,
+        title,
+        "; ".join(f"{r.full}: {r.part} of {r.total} used" for r in rows),
+        top + row_h * len(rows) + 10,
+        left=left,
+        legend=_legend([("#cbd5e1", "granted"), ("#1d4ed8", "used")], left),
+        bars=tuple(bars),
+    )
 
 
 def amount_chart(
     chart_id: str, title: str, rows: Sequence[PairRow], colour: str, as_bytes: bool = False
-) -> str:
+) -> Chart:
     """Horizontal bars of one amount per agent (``PairRow.total``)."""
     if not rows:
         return _empty(chart_id, title, "No effects reported in this window.")
     row_h, top, left, right = 28, 12, 150, 150
-    height = top + row_h * len(rows) + 8
     span = WIDTH - left - right
     most = max(max(r.total for r in rows), 1)
 
     def shown(n: int) -> str:
         return human_bytes(n) if as_bytes else f"{n:,}"
 
-    desc = "; ".join(f"{r.full}: {shown(r.total)}" for r in rows)
-    parts = _open(chart_id, height, title, desc)
-    for i, r in enumerate(rows):
-        y = top + i * row_h
-        w = span * r.total / most
-        parts.append(f'<g class="row" data-agent="{_a(r.full)}">')
-        parts.append(f"<title>{escape(r.full)}: {escape(shown(r.total))}</title>")
-        parts.append(
-            f'<text x="{left - 8}" y="{y + 14}" text-anchor="end" fill="#0f172a">'
-            f"{escape(r.label)}</text>"
+    bars = tuple(
+        Bar(
+            full=r.full,
+            label=r.label,
+            hint=f"{r.full}: {shown(r.total)}",
+            y=top + i * row_h,
+            width=span * r.total / most,
+            part=0.0,
+            text=shown(r.total),
         )
-        parts.append(
-            f'<rect class="bar-amount" x="{left}" y="{y}" width="{w:.1f}" height="18" '
-            f'fill="{_a(colour)}"/>'
-        )
-        parts.append(
-            f'<text x="{left + w + 8:.1f}" y="{y + 14}" fill="#0f172a">{escape(shown(r.total))}'
-            "</text>"
-        )
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _legend(entries: Sequence[tuple[str, str]], x: int) -> str:
-    out = ['<g class="legend">']
-    for colour, label in entries:
-        out.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{_a(colour)}"/>')
-        out.append(f'<text x="{x + 17}" y="16" fill="#0f172a">{escape(label)}</text>')
-        x += 30 + 7 * len(label)
-    out.append("</g>")
-    return "".join(out)
+        for i, r in enumerate(rows)
+    )
+    return Chart(
+        "amounts",
+        chart_id,
+        title,
+        "; ".join(f"{r.full}: {shown(r.total)}" for r in rows),
+        top + row_h * len(rows) + 8,
+        left=left,
+        colour=colour,
+        bars=bars,
+    )
 
 
 def _time_label(bucket: Bucket, width_seconds: int) -> str:
@@ -164,7 +207,7 @@ def _time_label(bucket: Bucket, width_seconds: int) -> str:
     return bucket.start.strftime("%H:%M")
 
 
-def decisions_chart(buckets: Sequence[Bucket], bucket_seconds: int) -> str:
+def decisions_chart(buckets: Sequence[Bucket], bucket_seconds: int) -> Chart:
     """Stacked columns: decisions per time bucket, by decision."""
     chart_id = "chart-decisions"
     title = "Decisions over time, by decision"
@@ -172,7 +215,6 @@ def decisions_chart(buckets: Sequence[Bucket], bucket_seconds: int) -> str:
         return _empty(chart_id, title, "No decisions in this window.")
     top, bottom, left, right = 34, 36, 48, 16
     plot_h = 180
-    height = top + plot_h + bottom
     span = WIDTH - left - right
     step = span / len(buckets)
     bar_w = max(step * 0.7, 1.0)
@@ -180,52 +222,46 @@ def decisions_chart(buckets: Sequence[Bucket], bucket_seconds: int) -> str:
     totals = {d: sum(b.counts.get(d, 0) for b in buckets) for d in _STACK_ORDER}
     minutes = bucket_seconds // 60
     width_text = f"{minutes} min" if bucket_seconds < 3600 else f"{bucket_seconds // 3600} h"
-    desc = f"{len(buckets)} buckets of {width_text} (UTC); totals: " + ", ".join(
-        f"{d.value} {n}" for d, n in totals.items()
-    )
-    parts = _open(chart_id, height, title, desc)
-    parts.append(
-        _legend(
-            [(DECISION_COLOURS[d], f"{d.value} ({totals[d]})") for d in _STACK_ORDER],
-            left,
-        )
-    )
     base = top + plot_h
-    for value in sorted({0, (most + 1) // 2, most}):
-        y = base - plot_h * value / most
-        parts.append(
-            f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{WIDTH - right}" y2="{y:.1f}" '
-            'stroke="#e2e8f0"/>'
-        )
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#475569">{value}</text>'
-        )
     label_every = max(1, len(buckets) // 8)
+    columns = []
     for i, bucket in enumerate(buckets):
-        x = left + i * step + (step - bar_w) / 2
-        y = base
-        when = _time_label(bucket, bucket_seconds)
-        counts = ", ".join(f"{d.value} {bucket.counts.get(d, 0)}" for d in _STACK_ORDER)
-        parts.append(f'<g class="bucket"><title>{escape(when)} UTC: {escape(counts)}</title>')
+        y: float = base
+        segments = []
         for decision in _STACK_ORDER:
             n = bucket.counts.get(decision, 0)
-            if not n:
-                continue
-            h = plot_h * n / most
-            y -= h
-            parts.append(
-                f'<rect class="seg-{decision.value.replace("_", "-")}" x="{x:.1f}" y="{y:.1f}" '
-                f'width="{bar_w:.1f}" height="{h:.1f}" fill="{DECISION_COLOURS[decision]}"/>'
+            if n:
+                h = plot_h * n / most
+                y -= h
+                segments.append(Segment(decision.value, DECISION_COLOURS[decision], y, h))
+        when = _time_label(bucket, bucket_seconds)
+        counts = ", ".join(f"{d.value} {bucket.counts.get(d, 0)}" for d in _STACK_ORDER)
+        columns.append(
+            Column(
+                hint=f"{when} UTC: {counts}",
+                x=left + i * step + (step - bar_w) / 2,
+                segments=tuple(segments),
+                label=when if i % label_every == 0 else None,
             )
-        parts.append("</g>")
-        if i % label_every == 0:
-            parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{base + 16}" text-anchor="middle" '
-                f'fill="#475569">{escape(when)}</text>'
-            )
-    parts.append(
-        f'<text x="{left}" y="{base + 32}" fill="#475569">UTC, {escape(width_text)} per column'
-        "</text>"
+        )
+    return Chart(
+        "decisions",
+        chart_id,
+        title,
+        f"{len(buckets)} buckets of {width_text} (UTC); totals: "
+        + ", ".join(f"{d.value} {n}" for d, n in totals.items()),
+        top + plot_h + bottom,
+        left=left,
+        legend=_legend(
+            [(DECISION_COLOURS[d], f"{d.value} ({totals[d]})") for d in _STACK_ORDER], left
+        ),
+        grid=tuple(
+            GridLine(base - plot_h * value / most, value)
+            for value in sorted({0, (most + 1) // 2, most})
+        ),
+        columns=tuple(columns),
+        column_width=bar_w,
+        base=base,
+        right=WIDTH - right,
+        footer=f"UTC, {width_text} per column",
     )
-    parts.append("</svg>")
-    return "\n".join(parts)

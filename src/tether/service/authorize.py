@@ -13,15 +13,23 @@
 Every failure yields a ``deny`` verdict with a stable reason code and the OWASP Agentic risk
 ids the step guards against. Nothing is answered from a cache: sensitive (non-``read``) calls
 never may be, and read decisions are cheap enough not to need one yet.
+
+The steps are written once, as a generator that yields each :class:`DecisionWrite` and is sent
+back its audit record (or has the store's error thrown in). Two drivers run it: ``authorize``
+calls the store's ``record_decision`` on the caller's thread; ``enforce_async`` awaits the loop
+store's ``record_decision_async``, so an HTTP door decides on its event loop and no commit
+blocks it.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Generator
 from dataclasses import replace
 from datetime import datetime
 
 from tether.core.approval import Approval
-from tether.core.audit import AuditKind
+from tether.core.audit import AuditKind, AuditRecord
 from tether.core.call import Call
 from tether.core.callcheck import CallLimits, checked_call
 from tether.core.dataflow import EgressRules
@@ -69,7 +77,9 @@ from tether.service.ports import (
     BudgetCharge,
     Clock,
     DecisionRecord,
+    DecisionWrite,
     GrantSigner,
+    LoopDecisionLog,
     PolicyEngine,
     PolicyRequest,
     Store,
@@ -78,6 +88,8 @@ from tether.service.provenance import ProvenanceService
 from tether.service.recording import Recorder
 
 _Minted = tuple[Lease, IssuedCredential, AuditEntry]
+#: The decision's steps: yields each write, is sent its audit record, returns the verdict.
+_Steps = Generator[DecisionWrite, AuditRecord, Verdict]
 
 
 class Authorizer:
@@ -96,10 +108,16 @@ class Authorizer:
         leases: LeaseService | None = None,
         limits: CallLimits | None = None,
         observer: DecisionObserver | None = None,
+        loop_store: LoopDecisionLog | None = None,
         provenance: ProvenanceService | None = None,
     ) -> None:
+        """``loop_store``: the same store as ``store``, given only when its reads are safe to
+        make on an event loop (:class:`~tether.service.ports.LoopDecisionLog`); without it
+        ``enforce_async`` decides on a worker thread. ``provenance``: the argument provenance
+        of sink arguments (its reads are the store's too)."""
         self._provenance = provenance
         self._limits = limits if limits is not None else CallLimits()
+        self._loop_store = loop_store
         self._observer: DecisionObserver = observer if observer is not None else Unobserved()
         self._store = store
         self._policy = policy
@@ -154,13 +172,76 @@ class Authorizer:
         is never minted). Never raises for a well-formed call: every failure is a ``deny``
         carrying its cause."""
         with self._observer.watch(agent, call) as watch:
-            verdict = self._authorize(
-                agent, grant_token, call, approval_id, expect, credentials, watch
-            )
+            steps = self._steps(agent, grant_token, call, approval_id, expect, credentials, watch)
+            try:
+                write = next(steps)
+                while True:
+                    try:
+                        written = self._store.record_decision(
+                            write.decision,
+                            write.audit,
+                            new_approval=write.new_approval,
+                            use_approval=write.use_approval,
+                            budget=write.budget,
+                            progress=write.progress,
+                            lease=write.lease,
+                        )
+                    except Exception as error:
+                        write = steps.throw(error)
+                    else:
+                        write = steps.send(written)
+            except StopIteration as done:
+                verdict: Verdict = done.value
             watch.answered(verdict)
             return verdict
 
-    def _authorize(
+    async def enforce_async(
+        self,
+        agent: Workload,
+        grant_token: str,
+        request: CallRequest,
+        *,
+        credentials: bool = False,
+    ) -> Verdict:
+        """:meth:`enforce` for a door on an event loop. With a loop store the decision runs on
+        the loop and only its write leaves it (awaited from the store's writer thread);
+        otherwise, or when the call may need a credential minted (an issuer may wait on the
+        network), the whole decision runs on a worker thread."""
+        call = checked_call(
+            request.tool, request.action, request.dataset, request.args, self._limits
+        )
+        store = self._loop_store
+        leases = self._leases
+        minting = credentials and leases is not None and leases.issuer_for(call.tool) is not None
+        if store is None or minting:
+            return await asyncio.to_thread(
+                self.authorize,
+                agent,
+                grant_token,
+                call,
+                request.approval_id,
+                expect=request.expect,
+                credentials=credentials,
+            )
+        with self._observer.watch(agent, call) as watch:
+            steps = self._steps(
+                agent, grant_token, call, request.approval_id, request.expect, credentials, watch
+            )
+            try:
+                write = next(steps)
+                while True:
+                    try:
+                        written = await store.record_decision_async(write)
+                    except Exception as error:
+                        write = steps.throw(error)
+                    else:
+                        write = steps.send(written)
+            except StopIteration as done:
+                verdict: Verdict = done.value
+            watch.answered(verdict)
+            return verdict
+
+    def _steps(
         self,
         agent: Workload,
         grant_token: str,
@@ -169,7 +250,7 @@ class Authorizer:
         expect: Expect | None,
         credentials: bool,
         watch: DecisionWatch,
-    ) -> Verdict:
+    ) -> _Steps:
         now = self._clock.now()  # the one reading of the clock for this decision
         decision_id = self._ids.decision()
         facts = CallFacts(agent.id, call, now, TokenStatus.INVALID)
@@ -199,14 +280,14 @@ class Authorizer:
                     f"denied: {error.message}",
                 )
         try:
-            verdict = self._record(
+            verdict = yield from self._record(
                 agent, call, decided, decision_id, now, watch, expect, facts, minted, new_approval
             )
         except BudgetExceeded as exceeded:
             over = refuse(
                 decided, ReasonCode.BUDGET_EXCEEDED, exceeded.message, (Risk.ASI02, Risk.ASI08)
             )
-            verdict = self._record_or_deny(agent, call, over, decision_id, now, watch)
+            verdict = yield from self._record_or_deny(agent, call, over, decision_id, now, watch)
         except Conflict:
             # Another retry used the approval between our check and our write: used once.
             used = refuse(
@@ -215,7 +296,7 @@ class Authorizer:
                 "the approval was already used; each approval allows one call",
                 (Risk.ASI09,),
             )
-            verdict = self._record_or_deny(agent, call, used, decision_id, now, watch)
+            verdict = yield from self._record_or_deny(agent, call, used, decision_id, now, watch)
         except TetherError as error:
             verdict = self._verdict(unrecorded(decided, error.message), decision_id, now)
         if minted is not None and self._leases is not None and verdict.credential is None:
@@ -385,9 +466,9 @@ class Authorizer:
         decision_id: DecisionId,
         now: datetime,
         watch: DecisionWatch,
-    ) -> Verdict:
+    ) -> _Steps:
         try:
-            return self._record(agent, call, decided, decision_id, now, watch)
+            return (yield from self._record(agent, call, decided, decision_id, now, watch))
         except TetherError as error:
             return self._verdict(unrecorded(decided, error.message), decision_id, now)
 
@@ -403,9 +484,9 @@ class Authorizer:
         facts: CallFacts | None = None,
         minted: _Minted | None = None,
         new_approval: tuple[Approval, AuditEntry] | None = None,
-    ) -> Verdict:
+    ) -> _Steps:
         """Record ``decided`` with its audit record and everything it implies, in one
-        transaction; the verdict it answers."""
+        transaction (the write it yields); the verdict it answers."""
         budget: BudgetCharge | None = None
         if (
             facts is not None
@@ -461,7 +542,7 @@ class Authorizer:
                 for h in budget.holds
             ]
         with watch.writing(record):
-            written = self._store.record_decision(
+            written = yield DecisionWrite(
                 record,
                 entry,
                 new_approval=(

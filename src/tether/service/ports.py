@@ -5,7 +5,7 @@ Adapters import only :mod:`tether.core` and this module. Each port states what i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -251,6 +251,19 @@ class TaskStore(Protocol):
     def task_activity(self, task_id: TaskId) -> TaskActivity: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionWrite:
+    """Everything one decision writes, in one transaction (``DecisionLog.record_decision``)."""
+
+    decision: DecisionRecord
+    audit: AuditEntry
+    new_approval: tuple[Approval, AuditEntry] | None = None
+    use_approval: ApprovalId | None = None
+    budget: BudgetCharge | None = None
+    progress: Sequence[TaskProgress] = ()
+    lease: tuple[Lease, AuditEntry] | None = None
+
+
 class DecisionLog(Protocol):
     """Decisions and the effects reported for them, each with what it implies."""
 
@@ -355,6 +368,18 @@ class AuditLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LoopDecisionLog(Protocol):
+    """A store an event loop can decide on: its reads are in-process and brief (never a network
+    round trip, never a lock wait), and a decision's write is handed to a writer thread and
+    awaited, so no commit blocks the loop. Only such a store is given to
+    :meth:`~tether.service.authorize.Authorizer.enforce_async` as its loop store."""
+
+    def record_decision_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
+        """The same write and the same guarantees as ``record_decision`` (group-committed, no
+        result before its commit), awaited on the running event loop."""
+        ...
 
 
 class Store(TaskStore, DecisionLog, ApprovalStore, AgentRegistry, AuditLog, Protocol):

@@ -17,13 +17,15 @@ Open the store with a URL or a libpq connection string::
 ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://`` all mean psycopg 3. Query
 parameters are libpq's (``sslmode``, ``sslrootcert``, ``target_session_attrs``...); put tether in a
 schema of its own with ``options=-csearch_path%3Dtether``. Each session gets ``lock_timeout`` (how
-long a writer waits for the chain head), ``statement_timeout``, an equal
-``idle_in_transaction_session_timeout``, TCP keepalives and ``READ COMMITTED`` whatever the server's
-default; the pool keeps ``pool_size`` connections (up to twice that under load), pings each before
-use and recycles it after 30 minutes, so a replica picks a restarted server up by itself. Plan
-``max_connections`` for replicas x 2 x ``pool_size`` plus headroom. The session settings travel
-as startup ``options``; behind a pooler that drops those (PgBouncer), set them on the role instead
-(``ALTER ROLE tether SET lock_timeout = '5s'``, and the same for the others).
+long a writer waits for the chain head), ``statement_timeout``,
+``idle_in_transaction_session_timeout`` equal to ``lock_timeout`` (a session stalled inside its
+transaction holds the head no longer than others wait for it), TCP keepalives and
+``READ COMMITTED`` whatever the server's default; the pool keeps ``pool_size`` connections (up to
+twice that under load), pings each before use and recycles it after 30 minutes, so a replica
+picks a restarted server up by itself. Plan ``max_connections`` for replicas x 2 x ``pool_size``
+plus headroom. The session settings travel as startup ``options``; behind a pooler that drops
+those (PgBouncer), set them on the role instead (``ALTER ROLE tether SET lock_timeout = '5s'``,
+and the same for the others).
 
 Keep ``fsync`` and ``synchronous_commit`` on (the defaults): a decision is answered only after its
 audit record committed, so the chain is exactly as durable as the server's commit.

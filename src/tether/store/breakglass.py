@@ -24,7 +24,7 @@ class SqlBreakGlassStore:
         self._store = store
 
     def create(self, bg: BreakGlass, audit: AuditEntry) -> None:
-        with self._store._write(_STORE, "record the break-glass request") as tx:
+        with self._store.db.write(_STORE, "record the break-glass request") as tx:
             tx.conn.execute(
                 stored.INSERT,
                 {
@@ -38,17 +38,17 @@ class SqlBreakGlassStore:
             tx.append(audit)
 
     def get(self, breakglass_id: str) -> BreakGlass | None:
-        with self._store._read(_STORE, "read the break-glass request") as conn:
+        with self._store.db.read(_STORE, "read the break-glass request") as conn:
             row = conn.execute(stored.SELECT, {"b_id": breakglass_id}).first()
         return None if row is None else stored.from_doc(row.doc)
 
     def for_task(self, task_id: str) -> Sequence[BreakGlass]:
-        with self._store._read(_STORE, "read break-glass requests") as conn:
+        with self._store.db.read(_STORE, "read break-glass requests") as conn:
             rows = conn.execute(stored.FOR_TASK, {"b_task": task_id}).all()
         return [stored.from_doc(r.doc) for r in rows]
 
     def list(self, limit: int = 100) -> Sequence[BreakGlass]:
-        with self._store._read(_STORE, "list break-glass requests") as conn:
+        with self._store.db.read(_STORE, "list break-glass requests") as conn:
             rows = conn.execute(stored.LIST, {"b_limit": max(1, limit)}).all()
         return [stored.from_doc(r.doc) for r in rows]
 
@@ -58,7 +58,7 @@ class SqlBreakGlassStore:
         apply: Callable[[BreakGlass], BreakGlass],
         audit: Callable[[BreakGlass], AuditEntry],
     ) -> BreakGlass:
-        with self._store._write(_STORE, "update the break-glass request") as tx:
+        with self._store.db.write(_STORE, "update the break-glass request") as tx:
             row = tx.conn.execute(stored.SELECT, {"b_id": breakglass_id}).first()
             if row is None:
                 raise NotFound(

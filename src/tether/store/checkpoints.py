@@ -56,19 +56,19 @@ class SqlCheckpointStore:
 
     def all(self) -> list[Checkpoint]:
         """Every stored checkpoint, oldest (smallest) first."""
-        with self._store._read(_AUDIT, "read the audit checkpoints") as conn:
+        with self._store.db.read(_AUDIT, "read the audit checkpoints") as conn:
             return [_checkpoint(r._mapping) for r in conn.execute(_ALL)]
 
     def covering(self, size: int) -> Checkpoint | None:
         """The oldest checkpoint covering the first ``size`` records, if any."""
-        with self._store._read(_AUDIT, "read the audit checkpoints") as conn:
+        with self._store.db.read(_AUDIT, "read the audit checkpoints") as conn:
             row = conn.execute(_AT_LEAST, {"b_size": size}).first()
         return None if row is None else _checkpoint(row._mapping)
 
     def latest(self) -> tuple[Checkpoint, Frontier] | None:
         """The newest checkpoint and its Merkle frontier. ``Unavailable`` when the frontier does
         not hash to the checkpoint's root: the row was changed outside tether."""
-        with self._store._read(_AUDIT, "read the latest audit checkpoint") as conn:
+        with self._store.db.read(_AUDIT, "read the latest audit checkpoint") as conn:
             row = conn.execute(_LATEST).first()
         if row is None:
             return None
@@ -92,7 +92,7 @@ class SqlCheckpointStore:
         has the hash it signed; ``False`` (nothing written) otherwise."""
         if frontier.size != checkpoint.size:
             raise ValueError("the frontier must be the checkpoint's")
-        with self._store._write(_AUDIT, "store the audit checkpoint") as tx:
+        with self._store.db.write(_AUDIT, "store the audit checkpoint") as tx:
             largest = tx.conn.execute(_LARGEST).scalar()
             if largest is not None and int(largest) >= checkpoint.size:
                 return False

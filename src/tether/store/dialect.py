@@ -211,7 +211,9 @@ def _postgres_engine(
     settings = {
         "lock_timeout": _millis(busy_timeout),
         "statement_timeout": _millis(statement_timeout),
-        "idle_in_transaction_session_timeout": _millis(statement_timeout),
+        # A session stalled inside its transaction (its replica frozen) holds the chain head
+        # no longer than others wait for it: then the server ends it and frees the head.
+        "idle_in_transaction_session_timeout": _millis(min(busy_timeout, statement_timeout)),
     }
     options = " ".join(f"-c {name}={value}" for name, value in settings.items())
     extra = query.pop("options", None)

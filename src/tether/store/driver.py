@@ -9,7 +9,7 @@ SQLAlchemy itself would use for its column's type (timestamps to integer microse
 Same SQL, same values, same transaction; the store's contract suite runs through it.
 
 Used on SQLite, whose driver runs statements in-process; PostgreSQL keeps the Core path.
-Driver errors are translated here, as :func:`tether.store.sql._translate` does for SQLAlchemy's.
+Driver errors are translated here, as :func:`tether.store.db.translate` does for SQLAlchemy's.
 """
 
 from __future__ import annotations

@@ -10,12 +10,19 @@ fails with it: nothing is answered that was not made durable.
 This is the leader/follower scheme databases use for their own log flushes: no extra thread, no
 added latency when there is no contention (a lone caller leads a batch of one), and under load
 one commit (and on PostgreSQL one fsync) serves many decisions.
+
+An event loop must not block on a commit, so :meth:`GroupCommit.submit_async` queues the write
+the same way and returns an awaitable: a writer thread of the group's own (started on first use)
+leads the batches that hold such writes, under the same leader's lock, and each result is handed
+back to the loop that waits for it. Threads and the loop share the queue and the batches.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -23,6 +30,11 @@ from tether.core.errors import ErrorCode, Unavailable
 
 W = TypeVar("W")
 R = TypeVar("R")
+
+_BUSY = (
+    "could not record the decision: another write held the database longer than the busy "
+    "timeout; nothing was written"
+)
 
 
 @dataclass(eq=False)
@@ -34,10 +46,14 @@ class Pending(Generic[W, R]):
     error: BaseException | None = None
     done: bool = False
     _event: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: Called once the write is finished (from the thread that finished it).
+    on_done: Callable[[Pending[W, R]], None] | None = field(default=None, repr=False)
 
     def finish(self, result: R | None = None, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
         self._event.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 #: Runs one batch in one transaction: sets each pending write's result or error (a write it
@@ -61,6 +77,10 @@ class GroupCommit(Generic[W, R]):
         self._leader = threading.Lock()
         self._queued: list[Pending[W, R]] = []
         self._queue_lock = threading.Lock()
+        # The writer thread of submit_async: woken when such a write is queued.
+        self._wake = threading.Condition(self._queue_lock)
+        self._writer: threading.Thread | None = None
+        self._closed = False
 
     def submit(self, work: W) -> R:
         """Queue ``work``, see it committed (leading a batch if nobody else does), and return
@@ -82,10 +102,68 @@ class GroupCommit(Generic[W, R]):
         assert pending.result is not None
         return pending.result
 
+    def submit_async(self, work: W) -> Awaitable[R]:
+        """Queue ``work`` for the writer thread and return what the running event loop awaits:
+        its result once its batch committed, or the error :meth:`submit` would raise."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[R] = loop.create_future()
+
+        def settled(pending: Pending[W, R]) -> None:
+            # A closed loop has nobody left to await the result.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, waiter, pending)
+
+        pending: Pending[W, R] = Pending(work, on_done=settled)
+        with self._wake:
+            if self._closed:
+                raise Unavailable("the store is closed", code=self._code)
+            self._queued.append(pending)
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_forever, name="tether-group-commit", daemon=True
+                )
+                self._writer.start()
+            self._wake.notify()
+        return waiter
+
+    def close(self) -> None:
+        """Stop the writer thread once what is queued is written; later async submits fail."""
+        with self._wake:
+            self._closed = True
+            writer = self._writer
+            self._wake.notify()
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+
+    def _write_forever(self) -> None:
+        """The writer thread: lead a batch whenever writes are queued, until closed."""
+        while True:
+            with self._wake:
+                while not self._queued and not self._closed:
+                    self._wake.wait()
+                if not self._queued:
+                    return  # closed and drained
+            if not self._leader.acquire(timeout=self._wait):
+                self._abandon_all()
+                continue
+            try:
+                self._lead()
+            finally:
+                self._leader.release()
+
+    def _abandon_all(self) -> None:
+        """The writer could not lead within the wait: every queued write fails, none runs later."""
+        with self._queue_lock:
+            stuck, self._queued = self._queued, []
+        for pending in stuck:
+            pending.finish(error=Unavailable(_BUSY, code=self._code))
+
     def _lead(self) -> None:
         with self._queue_lock:
             batch = self._queued[: self._max_batch]
             del self._queued[: self._max_batch]
+        if not batch:
+            return  # another leader took them first
         try:
             self._run(batch)
         except BaseException as error:
@@ -104,13 +182,17 @@ class GroupCommit(Generic[W, R]):
         with self._queue_lock:
             if pending in self._queued:
                 self._queued.remove(pending)
-                pending.finish(
-                    error=Unavailable(
-                        "could not record the decision: another write held the database longer "
-                        "than the busy timeout; nothing was written",
-                        code=self._code,
-                    )
-                )
+                pending.finish(error=Unavailable(_BUSY, code=self._code))
                 return
         # Already taken by a leader: its batch finishes it; wait for that.
         pending._event.wait()
+
+
+def _settle(waiter: asyncio.Future[R], pending: Pending[W, R]) -> None:
+    """On the waiting loop: hand ``pending``'s outcome to its awaiter (unless it gave up)."""
+    if waiter.done():
+        return
+    if pending.error is not None:
+        waiter.set_exception(pending.error)
+    else:
+        waiter.set_result(pending.result)  # type: ignore[arg-type]  # set when no error

@@ -194,26 +194,26 @@ class SqlLeaseStore:
         self._store = store
 
     def get(self, lease_id: str) -> Lease | None:
-        with self._store._read(_STORE, "read the lease") as conn:
+        with self._store.db.read(_STORE, "read the lease") as conn:
             return get(conn, lease_id)
 
     def for_task(self, task_id: str) -> list[Lease]:
-        with self._store._read(_STORE, "read the task's leases") as conn:
+        with self._store.db.read(_STORE, "read the task's leases") as conn:
             return of_task(conn, task_id)
 
     def recent(self, limit: int = 100, state: LeaseState | None = None) -> list[Lease]:
-        with self._store._read(_STORE, "list leases") as conn:
+        with self._store.db.read(_STORE, "list leases") as conn:
             return recent(conn, max(1, limit), state)
 
     def count_live(self, now: datetime) -> int:
-        with self._store._read(_STORE, "count live leases") as conn:
+        with self._store.db.read(_STORE, "count live leases") as conn:
             return count_live(conn, now)
 
     def end(
         self, lease_id: str, at: datetime, audit: Callable[[Lease], AuditEntry]
     ) -> Lease | None:
         """Revoke one active lease, audited; ``None`` when it was not active."""
-        with self._store._write(_STORE, "revoke the lease") as tx:
+        with self._store.db.write(_STORE, "revoke the lease") as tx:
             ended = end_one(tx.conn, lease_id, LeaseState.REVOKED, at)
             if ended is not None:
                 tx.append(audit(ended))
@@ -223,7 +223,7 @@ class SqlLeaseStore:
         self, now: datetime, limit: int, audit: Callable[[Lease], AuditEntry]
     ) -> list[Lease]:
         """Mark active leases past their expiry as expired, each audited."""
-        with self._store._write(_STORE, "expire leases") as tx:
+        with self._store.db.write(_STORE, "expire leases") as tx:
             done = []
             for lease_id in past_expiry(tx.conn, now, limit):
                 ended = end_one(tx.conn, lease_id, LeaseState.EXPIRED, now)
@@ -234,11 +234,11 @@ class SqlLeaseStore:
 
     def unreleased(self, limit: int = 100) -> list[Lease]:
         """Ended leases whose downstream credential may still exist, oldest first."""
-        with self._store._read(_STORE, "list leases to release") as conn:
+        with self._store.db.read(_STORE, "list leases to release") as conn:
             return unreleased(conn, max(1, limit))
 
     def mark_released(self, lease: Lease, audit: AuditEntry) -> bool:
-        with self._store._write(_STORE, "record the lease released") as tx:
+        with self._store.db.write(_STORE, "record the lease released") as tx:
             if not mark_released(tx.conn, lease.lease_id):
                 return False  # another replica's reaper got there first
             tx.append(audit)

@@ -54,12 +54,12 @@ class SqlObservationStore:
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
-        self._insert = _insert_ignoring_repeats(store._backend)
+        self._insert = _insert_ignoring_repeats(store.backend)
         # The count every decision on a tool with sinks reads: on the driver, on SQLite.
-        engine = store._live(_STORE)
+        engine = store.db.live(_STORE)
         self._count = (
             DriverStatement(engine, _COUNT, "count what the task observed")
-            if store._backend == "sqlite"
+            if store.backend == "sqlite"
             else None
         )
 
@@ -69,7 +69,7 @@ class SqlObservationStore:
         source = observation.source
         fingerprints = sorted(observation.fingerprints)
         untrusted = source.trust is Trust.UNTRUSTED
-        with self._store._write_conn(_STORE, "record what the task observed") as conn:
+        with self._store.db.write_conn(_STORE, "record what the task observed") as conn:
             for task_id in dict.fromkeys(task_ids):
                 room = max(0, limit - int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0))
                 kept = fingerprints[:room]
@@ -85,7 +85,7 @@ class SqlObservationStore:
 
     def count_observations(self, task_ids: Sequence[TaskId]) -> int:
         total = 0
-        with self._store._read(_STORE, "count what the task observed") as conn:
+        with self._store.db.read(_STORE, "count what the task observed") as conn:
             for task_id in dict.fromkeys(task_ids):
                 if self._count is not None:
                     total += int(self._count.run(conn, {"o_task": task_id}).fetchone()[0])
@@ -98,7 +98,7 @@ class SqlObservationStore:
             return []
         seen: dict[Source, set[str]] = {}
         partial: set[Source] = set()
-        with self._store._read(_STORE, "read what the task observed") as conn:
+        with self._store.db.read(_STORE, "read what the task observed") as conn:
             rows = conn.execute(_FOR_TASKS, {"o_tasks": list(dict.fromkeys(task_ids))}).all()
         for fp, tool, dataset, trust in rows:
             source = Source(str(tool), str(dataset) or None, Trust(str(trust)))

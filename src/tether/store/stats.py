@@ -76,7 +76,7 @@ class StoreStats:
 
 def read_stats(store: SqlStore, now: datetime) -> StoreStats:
     """The counts at ``now``, in one read. Raises ``Unavailable`` like every store read."""
-    with store._read(ErrorCode.STORE_UNAVAILABLE, "count open tasks and approvals") as conn:
+    with store.db.read(ErrorCode.STORE_UNAVAILABLE, "count open tasks and approvals") as conn:
         params = {"b_now": now}
         tasks_open = int(conn.execute(_COUNT_OPEN_TASKS, params).scalar_one())
         approvals_pending = int(conn.execute(_COUNT_PENDING_APPROVALS, params).scalar_one())

@@ -1,0 +1,141 @@
+"""Where an HTTP authorize's server CPU goes under load: cProfile, per thread, in-process.
+
+    .venv/bin/python bench/profile_authorize.py [--seconds 5] [--concurrency 16] [--top 40]
+
+Builds the app ``tether serve`` builds (embedded SQLite in a fresh data directory, logs at warning
+and queued) and serves it with uvicorn in this process; the load is ``bench/_loadgen.py`` in a
+second process with ``bench/throughput.py``'s requests (one task per connection, the allowed
+``crm.query`` read). While the load runs, two profilers measure thread CPU time
+(``time.thread_time``, so a thread waiting for the GIL or the disk is not charged): one on the
+event loop's thread (HTTP, the hot path, the decision) and one on the store's group-commit
+writer thread (the durable write). It prints the process's CPU per answered request, then each
+thread's functions by cumulative and by own time.
+
+cProfile's own overhead inflates every figure, most for small functions: read the shares, not
+the absolute times, and compare them with ``bench/throughput.py``'s server CPU per request.
+(py-spy, which samples without that overhead, is neither in the lock file nor on the system.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from _servers import free_port
+from throughput import agent_requests
+
+from tether.cli.serve import build_app
+from tether.logs import configure_logging
+from tether.runtime import RuntimeConfig, open_runtime
+from tether.store.groupcommit import GroupCommit
+
+BENCH = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--top", type=int, default=40)
+    options = parser.parse_args()
+    configure_logging("warning", json=True, capture_stdlib=True, queued=True)
+
+    loop_profile = cProfile.Profile(time.thread_time)
+    writer_profile = cProfile.Profile(time.thread_time)
+    writing = GroupCommit._write_forever
+
+    def profiled_writer(self: GroupCommit[Any, Any]) -> None:
+        writer_profile.enable()
+        try:
+            writing(self)
+        finally:
+            writer_profile.disable()
+
+    GroupCommit._write_forever = profiled_writer  # type: ignore[method-assign]
+
+    with tempfile.TemporaryDirectory(prefix="tether-profile-") as tmp:
+        data = Path(tmp) / "data"
+        runtime = open_runtime(RuntimeConfig(data_dir=data, environ={}))
+        app = build_app(runtime)
+        loops: list[asyncio.AbstractEventLoop] = []
+
+        async def note_loop() -> None:
+            loops.append(asyncio.get_running_loop())
+
+        app.router.on_startup.append(note_loop)
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
+        outcome: dict[str, Any] = {}
+
+        def drive() -> None:
+            try:
+                while not server.started:
+                    time.sleep(0.05)  # a real socket binding, not tether's clock
+                requests = agent_requests(data, [port], options.concurrency)
+                spec = {
+                    "connections": [
+                        {"host": "127.0.0.1", "port": p, "request": r} for p, r in requests
+                    ],
+                    "seconds": options.seconds,
+                    "requests": None,
+                    "answer_key": "decision",
+                    "timeout": options.seconds + 300,
+                }
+                load = subprocess.Popen(
+                    [sys.executable, str(BENCH / "_loadgen.py")],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert load.stdin is not None and load.stdout is not None
+                loops[0].call_soon_threadsafe(loop_profile.enable)
+                before = os.times()
+                load.stdin.write(json.dumps(spec) + "\n")
+                load.stdin.flush()
+                line = load.stdout.readline()
+                after = os.times()
+                stopped = threading.Event()
+                loops[0].call_soon_threadsafe(lambda: (loop_profile.disable(), stopped.set()))
+                stopped.wait(10)
+                load.stdin.close()
+                load.wait(30)
+                outcome.update(json.loads(line))
+                outcome["cpu"] = (after.user - before.user) + (after.system - before.system)
+            finally:
+                server.should_exit = True
+
+        threading.Thread(target=drive, daemon=True).start()
+        server.run()
+        runtime.close()
+
+    answered = int(outcome.get("answered", 0))
+    elapsed = float(outcome.get("elapsed", 0.0)) or 1.0
+    print(
+        f"{answered} answered in {elapsed:.1f} s ({answered / elapsed:.0f}/s), "
+        f"answers {outcome.get('answers')}, statuses {outcome.get('statuses')}; "
+        f"process CPU per request {1000 * outcome.get('cpu', 0.0) / max(answered, 1):.2f} ms "
+        "(profiled)"
+    )
+    for name, profile in (("EVENT LOOP THREAD", loop_profile), ("WRITER THREAD", writer_profile)):
+        print(f"\n===== {name} =====")
+        stats = pstats.Stats(profile)
+        stats.sort_stats("cumulative").print_stats(options.top)
+        stats.sort_stats("tottime").print_stats(options.top // 2)
+
+
+if __name__ == "__main__":
+    main()

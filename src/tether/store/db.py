@@ -1,0 +1,383 @@
+"""The database under every SQL adapter: engine, connections, transactions, the chain head.
+
+:class:`Database` owns one engine (SQLite or PostgreSQL, set up by :mod:`tether.store.dialect`)
+and is the only way the SQL adapters (:mod:`tether.store.sql` and its neighbours: leases,
+break-glass, checkpoints, stats) reach it:
+
+- :meth:`Database.read`: a pooled connection for reads, under the client-side deadline on
+  PostgreSQL (:mod:`tether.store.watchdog`);
+- :meth:`Database.write`: one write transaction as a :class:`Writer`, which locks the audit
+  chain's head first and appends audit records after it. Every mutation is one such transaction,
+  committed once: lock the head (``SELECT ... FOR UPDATE`` on ``audit_head``, waiting at most the
+  busy timeout; on SQLite the transaction began with ``BEGIN IMMEDIATE``, which already holds
+  the database's write lock), make the change, seal the audit entry after the head, insert it and
+  move the head. The head is locked first on every path, so all writers take their locks in the
+  same order and serialize on the head. If any step fails the transaction rolls back: a change
+  and its audit record are written together or not at all.
+
+Errors: SQLAlchemy's are mapped by :func:`translate` onto ``Unavailable`` with the caller's code
+and a one-line reason (:func:`tether.store.dialect.reason`), never SQL, parameters, the URL, its
+host or its password.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import timedelta
+from typing import Final
+
+from sqlalchemy import URL, Connection, Engine, bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+
+from tether.core.audit import AuditRecord, ChainFormat, ChainHead, seal
+from tether.core.errors import ErrorCode, Unavailable
+from tether.service.ports import AuditEntry
+from tether.store import codec
+from tether.store import migrate as migrate_schema
+from tether.store.dialect import (
+    WRITE_OPTION,
+    make_engine,
+    read_options,
+    reason,
+    serialize_bootstrap,
+)
+from tether.store.driver import DriverStatement
+from tether.store.migrate import SchemaState, SchemaUpgrade
+from tether.store.schema import CHAIN_FORMAT_KEY, HEAD_ROW_ID, audit, audit_head, meta
+from tether.store.watchdog import Watchdog
+
+STORE: Final = ErrorCode.STORE_UNAVAILABLE
+AUDIT: Final = ErrorCode.AUDIT_UNAVAILABLE
+_DEADLINE_SLACK: Final = timedelta(seconds=1)
+
+# Statements are built once: SQLAlchemy caches their compiled form, the driver its prepared one.
+LOCK_HEAD: Final = (
+    select(audit_head.c.seq, audit_head.c.hash)
+    .where(audit_head.c.id == HEAD_ROW_ID)
+    .with_for_update()
+)
+READ_HEAD: Final = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ROW_ID)
+_MOVE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == HEAD_ROW_ID, audit_head.c.seq == bindparam("b_old_seq"))
+    .values(seq=bindparam("b_new_seq"), hash=bindparam("b_new_hash"))
+)
+_INSERT_AUDIT = insert(audit)
+_CHAIN_FORMAT = select(meta.c.value).where(meta.c.key == CHAIN_FORMAT_KEY)
+
+
+class Database:
+    """One SQL database's engine and transactions. Safe to share between threads.
+
+    Each call checks a connection out of the engine's pool and returns it, so connections (and
+    the driver's prepared statements) are reused.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        busy_timeout: timedelta,
+        statement_timeout: timedelta,
+        connect_timeout: timedelta,
+        pool_size: int,
+    ) -> None:
+        # The deadline on a call to a server that stopped answering: past the server's own
+        # limits (a lock wait, then statements), so a live server always answers first.
+        self._watchdog = Watchdog(busy_timeout + statement_timeout + _DEADLINE_SLACK)
+        # A patient writer (the kill switch) waits for the head past the longest any other
+        # holder can keep it: a running holder is bounded by its own lock wait and statement
+        # timeouts, a stalled one (idle in its transaction) is ended by the server after the
+        # busy timeout (dialect: idle_in_transaction_session_timeout).
+        self._patient = busy_timeout + statement_timeout + _DEADLINE_SLACK
+        self._patient_deadline = self._patient + statement_timeout + _DEADLINE_SLACK
+        engine = make_engine(
+            url,
+            busy_timeout=busy_timeout,
+            statement_timeout=statement_timeout,
+            connect_timeout=connect_timeout,
+            pool_size=pool_size,
+            watchdog=self._watchdog,
+        )
+        self.backend: str = engine.dialect.name
+        # SQLite's busy handler polls with growing sleeps (up to 100 ms), so writers of one
+        # process queue on a lock of their own instead: each is woken the moment the previous
+        # one commits. Other processes on the file still meet SQLite's busy handler.
+        self._writers = threading.Lock() if self.backend == "sqlite" else None
+        self.busy_seconds = busy_timeout.total_seconds()
+        self._read_options = read_options(engine)
+        self._driver = DriverWrites(engine) if self.backend == "sqlite" else None
+        self._engine: Engine | None = engine
+        self.format = ChainFormat.LEGACY
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine, or ``None`` once closed."""
+        return self._engine
+
+    def live(self, code: ErrorCode) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise Unavailable("the store is closed", code=code)
+        return engine
+
+    def guard(self, conn: Connection, *, patient: bool = False) -> AbstractContextManager[None]:
+        """The client-side deadline on ``conn`` (PostgreSQL; SQLite has its busy timeout)."""
+        if self.backend != "postgresql":
+            return nullcontext()
+        limit = self._patient_deadline if patient else None
+        return self._watchdog.guard(conn.connection.dbapi_connection, limit)
+
+    @contextmanager
+    def read(self, code: ErrorCode, action: str) -> Iterator[Connection]:
+        """A connection for reads; errors become ``Unavailable(code)`` saying ``action``."""
+        engine = self.live(code)
+        with translate(code, action), engine.connect() as conn, self.guard(conn):
+            yield conn.execution_options(**self._read_options)
+
+    @contextmanager
+    def write_conn(
+        self, code: ErrorCode, action: str, *, patient: bool = False
+    ) -> Iterator[Connection]:
+        """A connection in a write transaction, committed when the block ends. A ``patient``
+        one waits longer for the locks it needs (see :meth:`write`)."""
+        engine = self.live(code)
+        with (
+            self._one_writer(code, action, patient),
+            translate(code, action),
+            engine.connect() as conn,
+            self.guard(conn, patient=patient),
+        ):
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                if patient and self.backend == "postgresql":
+                    millis = math.ceil(self._patient / timedelta(milliseconds=1))
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
+                yield conn
+
+    @contextmanager
+    def write(self, code: ErrorCode, action: str, *, patient: bool = False) -> Iterator[Writer]:
+        """One write transaction holding the chain head (see the module docstring).
+
+        A ``patient`` write waits for the head past the longest another holder can keep it
+        (its lock wait and statements, or the server ending a session stalled inside its
+        transaction), so it succeeds while a stalled replica holds the head and decisions
+        fail: the kill switch. Still bounded, by the client-side deadline."""
+        with self.write_conn(code, action, patient=patient) as conn:
+            yield Writer(conn, self.format, self._driver)
+
+    @contextmanager
+    def _one_writer(self, code: ErrorCode, action: str, patient: bool = False) -> Iterator[None]:
+        """On SQLite, one write transaction of this process at a time, waited for at most the
+        busy timeout (then ``Unavailable``, as a lock SQLite could not get)."""
+        if self._writers is None:
+            yield
+            return
+        wait = self._patient.total_seconds() if patient else self.busy_seconds
+        if not self._writers.acquire(timeout=wait):
+            raise Unavailable(
+                f"could not {action}: another write held the database longer than the busy "
+                "timeout; nothing was written",
+                code=code,
+            )
+        try:
+            yield
+        finally:
+            self._writers.release()
+
+    def ping(self) -> None:
+        """Take the write lock and the chain head, then roll back: reachable *and* writable."""
+        engine = self.live(STORE)
+        with translate(STORE, "be written"), engine.connect() as conn, self.guard(conn):
+            conn.execution_options(**{WRITE_OPTION: True})
+            tx = conn.begin()
+            try:
+                conn.execute(LOCK_HEAD).one()
+            finally:
+                tx.rollback()
+
+    def close(self) -> None:
+        """Close every pooled connection; later calls raise ``Unavailable``."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+        self._watchdog.close()
+
+    # -- the schema ----------------------------------------------------------------------------
+
+    def bootstrap(self, migrate: bool) -> None:
+        """Check the schema on open and, when ``migrate``, bring it to this tether's revision."""
+        with self.write_conn(STORE, "open the database") as conn:
+            # INVARIANT: one replica at a time checks and migrates the schema.
+            serialize_bootstrap(conn)
+            # Refuses a newer tether's database. A current one takes no DDL from here on.
+            state = migrate_schema.schema_state(conn)
+            if migrate and not state.up_to_date:
+                self._migrate(conn)
+            if migrate or state.up_to_date:
+                self._read_format(conn)
+
+    def schema_state(self) -> SchemaState:
+        with self.read(STORE, "read the schema revision") as conn:
+            return migrate_schema.schema_state(conn)
+
+    def upgrade_schema(self) -> SchemaUpgrade:
+        """Apply pending migrations, serialized with every other replica's start."""
+        with self.write_conn(STORE, "open the database") as conn:
+            serialize_bootstrap(conn)
+            upgrade = self._migrate(conn)
+            self._read_format(conn)
+            return upgrade
+
+    def _read_format(self, conn: Connection) -> None:
+        """The chain's format, fixed when the schema reached revision 0006. A handle opened with
+        ``migrate=False`` on an older schema keeps format 1: every chain begun before was."""
+        found = conn.execute(_CHAIN_FORMAT).scalar()
+        self.format = ChainFormat.LEGACY if found is None else ChainFormat(int(found))
+
+    def _migrate(self, conn: Connection) -> SchemaUpgrade:
+        action = (
+            "create or upgrade tether's tables (this takes the right to create tables: run "
+            "`tether db upgrade` as the database's owner)"
+        )
+        with translate(STORE, action):
+            return migrate_schema.upgrade(conn)
+
+
+class DriverWrites:
+    """The statements every write repeats, on the driver (:mod:`tether.store.driver`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.lock_head = DriverStatement(engine, LOCK_HEAD, "lock the audit chain's head")
+        self.move_head = DriverStatement(engine, _MOVE_HEAD, "move the audit chain's head")
+        self.insert_audit = DriverStatement(engine, _INSERT_AUDIT, "append the audit record")
+
+
+class Writer:
+    """One write transaction that holds the chain head and appends after it."""
+
+    def __init__(
+        self, conn: Connection, format: ChainFormat, driver: DriverWrites | None = None
+    ) -> None:
+        self.conn = conn
+        self._format = format
+        self.driver = driver
+        # Locked first, before any other row, on every write path (see the module docstring).
+        if driver is not None:
+            found = driver.lock_head.run(conn, {}).fetchone()
+            if found is None:
+                raise Unavailable(
+                    "the audit chain's head is missing, so nothing can be appended: the "
+                    "database was changed outside tether; run `tether audit verify`",
+                    code=AUDIT,
+                )
+            seq, hash_ = found
+        else:
+            row = conn.execute(LOCK_HEAD).one()
+            seq, hash_ = row.seq, row.hash
+        self._head = None if seq == 0 else ChainHead(int(seq), str(hash_))
+
+    @property
+    def head(self) -> ChainHead | None:
+        return self._head
+
+    @head.setter
+    def head(self, value: ChainHead | None) -> None:
+        # Only to undo appends a rolled-back savepoint took back with it.
+        self._head = value
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint around one write of a batch: rolled back alone if the write raises.
+        On the driver (SQLite) as plain statements, which SQLAlchemy would compile anew for
+        every savepoint it names."""
+        if self.driver is None:
+            with self.conn.begin_nested():
+                yield
+            return
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("SAVEPOINT tether_write")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT tether_write")
+            cursor.execute("RELEASE SAVEPOINT tether_write")
+            raise
+        cursor.execute("RELEASE SAVEPOINT tether_write")
+
+    def append(self, entry: AuditEntry) -> AuditRecord:
+        # INVARIANT: the chain has no gap and no fork. The head is locked for this whole
+        # transaction, the record is sealed after it, and the head moves only from the value we
+        # read (a second guard besides the lock) in the same commit as the record itself.
+        record = seal(
+            self._head,
+            record_id=entry.record_id,
+            at=codec.audit_at(entry.at),
+            kind=entry.kind,
+            agent=entry.agent,
+            task_id=entry.task_id,
+            body=entry.body,
+            format=self._format,
+        )
+        move = {
+            "b_old_seq": 0 if self._head is None else self._head.seq,
+            "b_new_seq": record.seq,
+            "b_new_hash": record.hash,
+        }
+        if self.driver is not None:
+            self.driver.insert_audit.run(self.conn, codec.audit_params(record))
+            moved = self.driver.move_head.run(self.conn, move)
+        else:
+            self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
+            moved = self.conn.execute(_MOVE_HEAD, move)
+        if moved.rowcount != 1:
+            raise Unavailable(
+                "the audit chain head moved during a write; nothing was written", code=AUDIT
+            )
+        self._head = ChainHead(record.seq, record.hash)
+        return record
+
+
+def audit_record(row: codec.Row, format: ChainFormat) -> AuditRecord:
+    """An audit row as a record, or ``Unavailable(AUDIT)`` for a row tether did not write."""
+    try:
+        return codec.audit_from_row(row, format)
+    except (ValueError, KeyError, TypeError):
+        raise Unavailable(
+            f"audit record {row['seq']} cannot be read: its kind or body is not one tether "
+            "writes, so it was changed outside tether; the log from here on cannot be trusted",
+            code=AUDIT,
+        ) from None
+
+
+@contextmanager
+def translate(code: ErrorCode, action: str) -> Iterator[None]:
+    """Map SQLAlchemy's errors onto tether's tree, without SQL, parameters or URLs."""
+    try:
+        yield
+    except IntegrityError as exc:
+        # Every writer holds the head lock, so this is no race: an id tether made is reused.
+        raise Unavailable(
+            f"could not {action}: an id it carries (task, grant, decision, effect or audit "
+            "record) is already in use; nothing was written",
+            code=ErrorCode.INTERNAL,
+        ) from exc
+    except StatementError as exc:
+        # A value our own column types refused (a naive datetime) is the caller's bug, not an
+        # outage: surface it as itself. Everything the database or the pool raised is an outage.
+        if not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | TypeError):
+            raise exc.orig from None
+        raise unavailable(code, action, exc) from exc
+    except SQLAlchemyError as exc:
+        raise unavailable(code, action, exc) from exc
+
+
+def unavailable(code: ErrorCode, action: str, exc: SQLAlchemyError) -> Unavailable:
+    return Unavailable(
+        f"the store could not {action} ({reason(exc)}); check that the database is reachable, "
+        "writable and not locked by another process",
+        code=code,
+    )

@@ -1,0 +1,213 @@
+"""Decisions and the effects reported for them, in SQL: the store's ``DecisionLog`` role.
+
+A decision's write (:class:`~tether.service.ports.DecisionWrite`: the decision row, its audit
+record, budget holds, task progress, an approval it creates or uses, a lease it minted) is one
+unit, group-committed with the decisions recorded at the same moment
+(:mod:`tether.store.groupcommit`): one transaction for the batch, each write in a savepoint of its
+own so a refused write (budget over, approval used) rolls back alone, and no result handed out
+before the commit. Threads submit and wait; an event loop awaits ``record_async``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+
+from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from tether.core.approval import ApprovalState
+from tether.core.audit import AuditRecord
+from tether.core.budget import Hold
+from tether.core.effect import Effect
+from tether.core.errors import Conflict, ErrorCode, NotFound, TetherError
+from tether.core.ids import ApprovalId, DecisionId, TaskId
+from tether.service.ports import AuditEntry, DecisionRecord, DecisionWrite, TaskActivity
+from tether.store import approvals as approvals_sql
+from tether.store import budgets as budgets_sql
+from tether.store import codec
+from tether.store import leases as leases_sql
+from tether.store.db import STORE, Database, Writer, unavailable
+from tether.store.driver import DriverStatement
+from tether.store.groupcommit import GroupCommit, Pending
+from tether.store.schema import decisions, effects
+
+_INSERT_DECISION = insert(decisions)
+_INSERT_EFFECT = insert(effects)
+_SELECT_DECISION = select(decisions).where(decisions.c.decision_id == bindparam("b_id"))
+_SELECT_EFFECT = select(effects).where(effects.c.decision_id == bindparam("b_id"))
+# The decision an effect reports on, and the effect already reported for it, in one round trip.
+_EFFECT_SLOT = (
+    select(decisions.c.decision_id, effects.c.effect_id)
+    .select_from(decisions.outerjoin(effects, effects.c.decision_id == decisions.c.decision_id))
+    .where(decisions.c.decision_id == bindparam("b_id"))
+)
+
+
+class DecisionLogSql:
+    """Decisions, their group commit, and effects, on one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        engine = db.live(STORE)
+        self._insert_decision = (
+            DriverStatement(engine, _INSERT_DECISION, "record the decision")
+            if db.backend == "sqlite"
+            else None
+        )
+        self._commits: GroupCommit[DecisionWrite, AuditRecord] = GroupCommit(
+            self._run_batch, wait_seconds=db.busy_seconds, code=STORE
+        )
+
+    def record(self, write: DecisionWrite) -> AuditRecord:
+        """Record ``write``, group-committed with what other threads record at the moment."""
+        return self._commits.submit(write)
+
+    def record_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
+        """:meth:`record` for an event loop: led by the group's writer thread, awaited."""
+        self._db.live(STORE)
+        return self._commits.submit_async(write)
+
+    def close(self) -> None:
+        self._commits.close()  # what is queued is written (or fails) first
+
+    def _run_batch(self, batch: Sequence[Pending[DecisionWrite, AuditRecord]]) -> None:
+        """One transaction for the batch; each write in a savepoint of its own, so a write
+        refused (budget over, approval used) rolls back alone. Results are handed out only
+        after the commit."""
+        done: list[tuple[Pending[DecisionWrite, AuditRecord], AuditRecord]] = []
+        with self._db.write(STORE, "record the decision") as tx:
+            if len(batch) == 1:
+                # Alone: a refusal rolls the whole transaction back, no savepoint needed.
+                done.append((batch[0], self._apply(tx, batch[0].work)))
+            else:
+                for pending in batch:
+                    head = tx.head
+                    try:
+                        with tx.savepoint():
+                            record = self._apply(tx, pending.work)
+                    except TetherError as refused:
+                        tx.head = head  # the savepoint took its records back with it
+                        pending.finish(error=refused)
+                    except SQLAlchemyError as error:
+                        tx.head = head
+                        pending.finish(error=unavailable(STORE, "record the decision", error))
+                    else:
+                        done.append((pending, record))
+        # INVARIANT: no decision is answered before the commit that holds its audit record.
+        for pending, record in done:
+            pending.finish(result=record)
+
+    def _apply(self, tx: Writer, write: DecisionWrite) -> AuditRecord:
+        decision = write.decision
+        if write.use_approval is not None:
+            _use_approval(tx, write.use_approval, decision.decision_id)
+        if write.budget is not None:
+            # INVARIANT: a budget is never overspent: checked and reserved under the lock.
+            budgets_sql.reserve(tx.conn, decision.decision_id, write.budget)
+        for moved in write.progress:
+            budgets_sql.apply_progress(tx.conn, moved)
+        if self._insert_decision is not None:
+            self._insert_decision.run(tx.conn, codec.decision_params(decision))
+        else:
+            tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
+        record = tx.append(write.audit)
+        if write.new_approval is not None:
+            approval, approval_audit = write.new_approval
+            tx.conn.execute(approvals_sql.INSERT, approvals_sql.params(approval))
+            tx.append(approval_audit)
+        if write.lease is not None:
+            leases_sql.insert_lease(tx.conn, write.lease[0])
+            tx.append(write.lease[1])
+        return record
+
+    # -- reads and effects ---------------------------------------------------------------------
+
+    def get(self, decision_id: DecisionId) -> DecisionRecord | None:
+        with self._db.read(STORE, "read the decision") as conn:
+            row = conn.execute(_SELECT_DECISION, {"b_id": decision_id}).first()
+        return None if row is None else codec.decision_from_row(row._mapping)
+
+    def holds(self, decision_id: DecisionId) -> Sequence[tuple[Hold, float | None]]:
+        with self._db.read(STORE, "read the budget holds") as conn:
+            return budgets_sql.holds_of(conn, decision_id)
+
+    def get_effect(self, decision_id: DecisionId) -> Effect | None:
+        with self._db.read(STORE, "read the effect") as conn:
+            row = conn.execute(_SELECT_EFFECT, {"b_id": decision_id}).first()
+        return None if row is None else codec.effect_from_row(row._mapping)
+
+    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
+        """Record what a decided call did; one effect per decision.
+
+        Raises ``Conflict(EFFECT_ALREADY_REPORTED)`` on a second report and
+        ``NotFound(DECISION_NOT_FOUND)`` for an unknown decision; neither writes anything.
+        """
+        with self._db.write(STORE, "record the effect") as tx:
+            # The head lock serializes writers, so this check cannot race another report.
+            slot = tx.conn.execute(_EFFECT_SLOT, {"b_id": effect.decision_id}).first()
+            if slot is None:
+                raise NotFound(
+                    f"no decision {effect.decision_id} to report an effect for; report the "
+                    "effect with the decision id the authorize call returned",
+                    code=ErrorCode.DECISION_NOT_FOUND,
+                )
+            if slot.effect_id is not None:
+                raise Conflict(
+                    f"an effect was already reported for decision {effect.decision_id}; "
+                    "each decision takes exactly one report",
+                    code=ErrorCode.EFFECT_ALREADY_REPORTED,
+                )
+            tx.conn.execute(_INSERT_EFFECT, codec.effect_params(effect))
+            budgets_sql.settle(tx.conn, effect)
+            return tx.append(audit)
+
+    def task_activity(self, task_id: TaskId) -> TaskActivity:
+        with self._db.read(STORE, "summarize the task") as conn:
+            outcomes = conn.execute(
+                select(decisions.c.decision, func.count())
+                .where(decisions.c.task_id == task_id)
+                .group_by(decisions.c.decision)
+            ).all()
+            totals = conn.execute(
+                select(
+                    func.count(effects.c.effect_id),
+                    func.sum(effects.c.records),
+                    func.sum(effects.c.bytes),
+                )
+                .select_from(
+                    decisions.join(effects, effects.c.decision_id == decisions.c.decision_id)
+                )
+                .where(decisions.c.task_id == task_id)
+            ).one()
+        return TaskActivity(
+            decisions={str(d): int(n) for d, n in outcomes},
+            effects=int(totals[0] or 0),
+            records=int(totals[1] or 0),
+            bytes=int(totals[2] or 0),
+        )
+
+
+def _use_approval(tx: Writer, approval_id: ApprovalId, decision_id: DecisionId) -> None:
+    row = tx.conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
+    if row is None:
+        raise NotFound(f"no approval {approval_id}", code=ErrorCode.APPROVAL_NOT_FOUND)
+    approval = approvals_sql.from_doc(row.doc)
+    if approval.state is not ApprovalState.APPROVED:
+        raise Conflict(
+            f"the approval is {approval.state.value}", code=ErrorCode.APPROVAL_NOT_PENDING
+        )
+    used = replace(approval, state=ApprovalState.USED, used_by=decision_id)
+    # INVARIANT: an approval is used at most once: the row moves approved -> used only from
+    # the state we read, under the head lock that serializes every writer.
+    moved = tx.conn.execute(
+        approvals_sql.REPLACE,
+        {
+            "b_id": approval_id,
+            "b_old": ApprovalState.APPROVED.value,
+            "b_state": used.state.value,
+            "b_doc": approvals_sql.to_doc(used),
+        },
+    )
+    if moved.rowcount != 1:
+        raise Conflict("the approval was already used", code=ErrorCode.APPROVAL_NOT_PENDING)
