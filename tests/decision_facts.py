@@ -24,6 +24,24 @@ from tether.core.dataflow import EgressRules
 from tether.core.facts import CallFacts, LateFacts, ObservedVerdict, PolicyOutcome, TokenStatus
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.lease import IssuerKind, Lease, LeaseId, open_lease
+from tether.core.provenance import (
+    Need,
+    Observation,
+    Outcome,
+    ProvenanceIndex,
+    SinkRequirement,
+    Source,
+    Trust,
+    fingerprints,
+    observe,
+)
+from tether.core.provenance_extract import ValueKind
+from tether.core.provenance_rules import (
+    NO_PROVENANCE,
+    REQUEST_SOURCE,
+    ArgumentProvenance,
+    assess,
+)
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, Scope
 from tether.core.task import Grant, GrantState, Intent, Task, TaskState
@@ -32,6 +50,7 @@ from tether.core.workflow import Workflow
 from tether.policy.flows import parse_workflows
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+PROVENANCE_KEY = bytes(range(32))
 TD = "spiffe://tether.local/agent/"
 
 
@@ -168,6 +187,34 @@ def lease_for(facts: CallFacts) -> Lease:
     )
 
 
+def provenance(raw: dict[str, Any] | None, call: Call) -> ArgumentProvenance:
+    """The provenance facts of ``call`` from a case's ``provenance``: the user's ``request``,
+    the tool results the task ``observed`` ({tool, dataset, trust, result, complete}) and the
+    tool's ``sinks`` ({argument, need, outcome, kinds}), checked by the real extractors."""
+    if not raw:
+        return NO_PROVENANCE
+    observations = []
+    if raw.get("request"):
+        found, _ = fingerprints(PROVENANCE_KEY, raw["request"])
+        observations.append(Observation(REQUEST_SOURCE, found))
+    for seen in raw.get("observed", ()):
+        source = Source(seen["tool"], seen.get("dataset"), Trust(seen.get("trust", "untrusted")))
+        observation = observe(PROVENANCE_KEY, source, seen["result"])
+        if seen.get("complete") is False:
+            observation = Observation(source, observation.fingerprints, complete=False)
+        observations.append(observation)
+    sinks = tuple(
+        SinkRequirement(
+            s["argument"],
+            Need(s["need"]),
+            Outcome(s.get("outcome", "deny")),
+            **({"kinds": frozenset(ValueKind(k) for k in s["kinds"])} if "kinds" in s else {}),
+        )
+        for s in raw.get("sinks", ())
+    )
+    return assess(call.args, sinks, ProvenanceIndex.of(observations), PROVENANCE_KEY)
+
+
 def build(raw: dict[str, Any], workflows: dict[str, Workflow], sinks: list[str]) -> CallFacts:
     agent = agent_id(raw.get("agent", "analyst"))
     call_raw = raw["call"]
@@ -212,6 +259,7 @@ def build(raw: dict[str, Any], workflows: dict[str, Workflow], sinks: list[str])
         classification=Classification(classification) if classification else None,
         workflow=workflows.get(root_workflow) if root_workflow else None,
         egress=EgressRules(frozenset(sinks)),
+        provenance=provenance(raw.get("provenance"), call),
     )
 
 

@@ -299,6 +299,9 @@ class Replayer:
             "purpose": request.strip()[:512] or "(empty request)",
             "on_behalf_of": self.on_behalf_of,
         }
+        if request.strip():
+            # The user's own words: a trusted source for the catalog's sink arguments.
+            intent["request"] = request.strip()[:16384]
         session = client.task(intent, self.plan.scopes(request, environment), ttl_seconds=600)
         return session.open()
 
@@ -357,6 +360,8 @@ class Replayer:
                 bytes=len(output.encode("utf-8")),
                 recipients=_recipients(wire),
             )
+            # What the result puts in the agent's context, for argument provenance.
+            session.observe(mapped.tool, str(output), mapped.dataset, decision_id)
         return str(output)
 
     def tether_vote(self, approval_id: str, approve: bool) -> None:

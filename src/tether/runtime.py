@@ -11,6 +11,8 @@ is refused, see :mod:`tether.datadir`):
     keys/lease-signing.pem   ES256 key signing scoped lease tokens (published as a JWKS)
     keys/ui-session.key      32-byte key deriving the approval page's CSRF tokens from sessions
     keys/audit-checkpoint.pem  Ed25519 key signing audit checkpoints (never in the database)
+    keys/provenance-hmac.key   32-byte key of the fingerprints argument provenance keeps of the
+                             values a task saw (never in the database)
 
 Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
 directory on a shared volume, or identical copies of it made before they start. They must: a grant
@@ -76,6 +78,7 @@ from tether.service.effects import EffectService
 from tether.service.flows import Flows, FlowSettings
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, Store, WorkloadVerifier
+from tether.service.provenance import ProvenanceService
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
@@ -83,6 +86,7 @@ from tether.store import SqlStore
 from tether.store.breakglass import SqlBreakGlassStore
 from tether.store.checkpoints import SqlCheckpointStore
 from tether.store.leases import SqlLeaseStore
+from tether.store.observations import SqlObservationStore
 
 if TYPE_CHECKING:
     from tether.cache import CachedStore
@@ -336,6 +340,8 @@ class Runtime:
     ui_key: bytes = field(default=b"", repr=False)
     #: Signs audit checkpoints; the server's housekeeping ticks it (``tether serve``).
     checkpoints: Checkpointer | None = None
+    #: Argument provenance: what each task observed, and the facts of its sink arguments.
+    provenance: ProvenanceService | None = None
 
     @property
     def api_deps(self) -> ApiDeps:
@@ -357,6 +363,7 @@ class Runtime:
             ui_key=self.ui_key,
             # Only an OIDC issuer's JWKS may be fetched (over the network) while verifying.
             verify_on_loop=not self.config.oidc_issuer,
+            provenance=self.provenance,
         )
 
     def close(self) -> None:
@@ -432,6 +439,16 @@ def open_runtime(
         settings=FlowSettings(read_floors=load_read_floors(config.policy_dir)),
         anomaly=AnomalySignal(history=sql_store, clock=clock),
     )
+    provenance = ProvenanceService(
+        store=SqlObservationStore(sql_store),
+        tasks=store,
+        decisions=store,
+        policy=policy,
+        signer=signer,
+        clock=clock,
+        key=_load_or_create_secret(config.data_dir / "keys" / "provenance-hmac.key"),
+        chain=flows.chain,
+    )
     lease_key = SigningKey.load_or_create(config.data_dir / "keys" / "lease-signing.pem")
     checkpoints = checkpointer(config, sql_store, clock)
     leases = LeaseService(
@@ -464,6 +481,7 @@ def open_runtime(
             settings=config.settings,
             flows=flows,
             leases=leases,
+            provenance=provenance,
         ),
         authorizer=Authorizer(
             store=store,
@@ -481,6 +499,7 @@ def open_runtime(
             # SQLite's reads are in-process and never wait for a writer (WAL): an event loop
             # may make them. A PostgreSQL or Redis round trip stays off the loop.
             loop_store=sql_store if cache is None and sql_store.backend == "sqlite" else None,
+            provenance=provenance,
         ),
         effects=ObservedEffectService(
             observability,
@@ -503,6 +522,7 @@ def open_runtime(
         cache=cache,
         ui_key=_load_or_create_secret(config.data_dir / "keys" / "ui-session.key"),
         checkpoints=checkpoints,
+        provenance=provenance,
     )
 
 

@@ -206,6 +206,7 @@ def test_context_holds_only_what_is_read() -> None:
         "args": {"a": 1},
         "delegation": {"depth": 0, "chain": [], "root": "id"},
         "dataflow": {"highest": "", "rank": -1},
+        "provenance": {"checked": False, "untrusted": [], "sources": [], "outcome": ""},
     }
 
 

@@ -191,7 +191,7 @@ def test_a_schema_with_a_required_argument_is_refused() -> None:
         (
             "datasets: {crm: confidential}",
             "catalog.yaml:1:17: datasets.crm: must be a mapping (keys: classification, "
-            "description)",
+            "description, trusted)",
         ),
         (
             "dataset: {}",
@@ -200,12 +200,57 @@ def test_a_schema_with_a_required_argument_is_refused() -> None:
         (
             "datasets: {crm: {classification: public, owner: bob}}",
             "catalog.yaml:1:42: datasets.crm.owner: unknown key; allowed here: classification, "
-            "description",
+            "description, trusted",
         ),
         ("datasets: [", "catalog.yaml:1:12: not valid YAML"),
         (
             "datasets: {'bad name': {classification: public}}",
             "catalog.yaml:1:12: datasets.bad name: 'bad name' is not a valid dataset name",
+        ),
+        (
+            "datasets: {crm: {classification: public, trusted: yes please}}",
+            "catalog.yaml:1:51: datasets.crm.trusted: must be true or false",
+        ),
+        (
+            "tools: {web.browse: {sinks: {url: {needs: always}}}}",
+            "catalog.yaml:1:43: tools.web.browse.sinks.url.needs: must be one of 'trusted' or "
+            "'not_only_untrusted'",
+        ),
+        (
+            "tools: {web.browse: {sinks: {url: {}}}}",
+            "catalog.yaml:1:30: tools.web.browse.sinks.url: required key 'needs' is missing",
+        ),
+        (
+            "tools: {web.browse: {sinks: {url: {needs: trusted, on_failure: ask}}}}",
+            "catalog.yaml:1:64: tools.web.browse.sinks.url.on_failure: must be one of 'deny' or "
+            "'approval_required'",
+        ),
+        (
+            "tools: {web.browse: {sinks: {url: {needs: trusted, kinds: [urls]}}}}",
+            "catalog.yaml:1:60: tools.web.browse.sinks.url.kinds[0]: must be one of",
+        ),
+        (
+            "tools: {web.browse: {sinks: {url: {needs: trusted, kinds: [urls]}}}}",
+            "did you mean 'url'?",
+        ),
+        (
+            "tools: {web.browse: {sinks: {url: {needs: trusted, kinds: []}}}}",
+            "catalog.yaml:1:59: tools.web.browse.sinks.url.kinds: must not be empty",
+        ),
+        (
+            "tools: {web.browse: {sinks: {'a..b': {needs: trusted}}}}",
+            "catalog.yaml:1:30: tools.web.browse.sinks.a..b: 'a..b' is not an argument name",
+        ),
+        (
+            "tools: {web.browse: {owner: bob}}",
+            "catalog.yaml:1:22: tools.web.browse.owner: unknown key; allowed here: description, "
+            "sinks, trusted",
+        ),
+        ("tools: [web.browse]", "catalog.yaml:1:8: tools: must be a mapping"),
+        ("trusted_values: [1]", "catalog.yaml:1:18: trusted_values[0]: must be a string"),
+        (
+            "tools: {'bad tool!': {trusted: true}}",
+            "catalog.yaml:1:9: tools.bad tool!: 'bad tool!' is not a valid tool name",
         ),
     ],
 )

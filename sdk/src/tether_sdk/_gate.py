@@ -1,5 +1,6 @@
 """The enforcement every framework adapter shares: a tool name and its arguments in, a verdict
-out; after the tool ran, its effect reported; a refusal worded for the model.
+out; after the tool ran, its effect reported and its result observed (argument provenance); a
+refusal worded for the model.
 
 A framework tool is mapped to tether with ``ToolCall`` (the tether tool name, action kind,
 dataset, effect counters). A tool missing from the map is checked as the tether tool of the
@@ -23,6 +24,8 @@ from tether_sdk.guard import (
     effect_of,
     json_value,
     make_spec,
+    observe_async,
+    observe_sync,
     report_async,
     report_sync,
 )
@@ -120,6 +123,8 @@ class Gate:
         failed: bool,
     ) -> None:
         await report_async(self._async, verdict.decision_id, effect_of(spec, raw, result, failed))
+        if not failed:
+            await observe_async(self._async, spec, verdict.decision_id, result)
 
     def approval_resume(self) -> AsyncResume:
         """How to poll this task's approvals from a coroutine."""
@@ -158,6 +163,8 @@ class Gate:
         failed: bool,
     ) -> None:
         report_sync(self._sync(), verdict.decision_id, effect_of(spec, raw, result, failed))
+        if not failed:
+            observe_sync(self._sync(), spec, verdict.decision_id, result)
 
     def wait_sync(self, approval_id: str, timeout: float, poll_interval: float) -> None:
         self._sync().client.wait_for_approval(approval_id, timeout, poll_interval)

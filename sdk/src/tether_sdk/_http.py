@@ -155,6 +155,17 @@ def authorize(
     return Request("POST", "/v1/authorize", body)
 
 
+def observe(
+    grant: str, tool: str, result: Any, dataset: str | None, decision_id: str | None
+) -> Request:
+    body: JSON = {"grant": grant, "tool": tool, "result": result}
+    if dataset is not None:
+        body["dataset"] = dataset
+    if decision_id is not None:
+        body["decision_id"] = decision_id
+    return Request("POST", "/v1/observations", body)
+
+
 def report_effect(
     decision_id: str,
     status: str,

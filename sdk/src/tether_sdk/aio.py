@@ -21,13 +21,14 @@ from tether_sdk import _http
 from tether_sdk._http import Request, Retry
 from tether_sdk.client import Svid
 from tether_sdk.errors import AsyncResume, Conflict, ErrorCode, TetherError, await_for
-from tether_sdk.guard import AsyncGuard, Counter, make_spec, raise_unless_allowed
+from tether_sdk.guard import AsyncGuard, Counter, make_spec, observable, raise_unless_allowed
 from tether_sdk.models import (
     ApprovalStatus,
     ClosedTask,
     Effect,
     Health,
     IntentLike,
+    Observation,
     Refusal,
     Scope,
     ScopeLike,
@@ -132,6 +133,20 @@ class AsyncTetherClient:
     ) -> Effect:
         request = _http.report_effect(decision_id, status, records, bytes, recipients)
         return Effect.from_json(await self._send(request))
+
+    async def observe(
+        self,
+        grant: str,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation:
+        """``POST /v1/observations``: what ``result`` of ``tool`` put in the agent's context, for
+        the task ``grant`` names. Trusted only when the catalog trusts the tool or dataset and
+        ``decision_id`` is the allow of this call."""
+        request = _http.observe(grant, tool, observable(result), dataset, decision_id)
+        return Observation.from_json(await self._send(request))
 
     async def close_task(self, task_id: str) -> ClosedTask:
         return ClosedTask.from_json(await self._send(_http.close_task(task_id)))
@@ -319,6 +334,17 @@ class AsyncTaskSession:
         recipients: Collection[str] = (),
     ) -> Effect:
         return await self.client.report_effect(decision_id, status, records, bytes, recipients)
+
+    async def observe(
+        self,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation:
+        """Record what ``result`` of ``tool`` put in the agent's context (for custom agent
+        loops; a guarded tool's result is observed by the guard)."""
+        return await self.client.observe(self.grant, tool, result, dataset, decision_id)
 
     async def delegate(
         self,

@@ -28,13 +28,14 @@ from tether_sdk.errors import (
     TetherError,
     wait_for,
 )
-from tether_sdk.guard import Counter, SyncGuard, make_spec, raise_unless_allowed
+from tether_sdk.guard import Counter, SyncGuard, make_spec, observable, raise_unless_allowed
 from tether_sdk.models import (
     ApprovalStatus,
     ClosedTask,
     Effect,
     Health,
     IntentLike,
+    Observation,
     Refusal,
     Scope,
     ScopeLike,
@@ -146,6 +147,20 @@ class TetherClient:
         """``POST /v1/effects``: what an allowed call did (once per decision)."""
         body = _http.report_effect(decision_id, status, records, bytes, recipients)
         return Effect.from_json(self._send(body))
+
+    def observe(
+        self,
+        grant: str,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation:
+        """``POST /v1/observations``: what ``result`` of ``tool`` put in the agent's context, for
+        the task ``grant`` names. Trusted only when the catalog trusts the tool or dataset and
+        ``decision_id`` is the allow of this call."""
+        request = _http.observe(grant, tool, observable(result), dataset, decision_id)
+        return Observation.from_json(self._send(request))
 
     def close_task(self, task_id: str) -> ClosedTask:
         """``POST /v1/tasks/{id}/close``: revoke the grant and every grant delegated from it."""
@@ -343,6 +358,17 @@ class TaskSession:
         recipients: Collection[str] = (),
     ) -> Effect:
         return self.client.report_effect(decision_id, status, records, bytes, recipients)
+
+    def observe(
+        self,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation:
+        """Record what ``result`` of ``tool`` put in the agent's context (for custom agent
+        loops; a guarded tool's result is observed by the guard)."""
+        return self.client.observe(self.grant, tool, result, dataset, decision_id)
 
     def delegate(
         self,

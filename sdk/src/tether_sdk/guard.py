@@ -13,7 +13,10 @@ Then:
 - ``allow``: the function runs; its effect is reported (``ok``, or ``error`` if it raised, with
   ``records``/``bytes`` counted from the return value by the given counters and ``recipients``
   read from the named argument). A failed report is logged, never raised: the tool already ran,
-  and an exception would invite a retry that does it twice.
+  and an exception would invite a retry that does it twice. Then its return value is observed
+  (``POST /v1/observations``: the values it puts in the agent's context, for argument
+  provenance). An observation that cannot be recorded raises and the return value is withheld:
+  a result tether has not seen must not steer a later call.
 - ``deny``: ``Denied`` is raised and the function does not run.
 - ``approval_required``: ``ApprovalRequired`` is raised and the function does not run;
   ``error.wait()`` then ``error.retry()`` runs it once a human approves.
@@ -34,7 +37,14 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from tether_sdk.errors import ApprovalRequired, AsyncResume, Denied, SyncResume
-from tether_sdk.models import ApprovalStatus, Decision, Effect, EffectStatus, Verdict
+from tether_sdk.models import (
+    ApprovalStatus,
+    Decision,
+    Effect,
+    EffectStatus,
+    Observation,
+    Verdict,
+)
 
 log = logging.getLogger("tether_sdk")
 
@@ -78,6 +88,14 @@ class SyncCalls(Protocol):
         recipients: Collection[str] = (),
     ) -> Effect: ...
 
+    def observe(
+        self,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation: ...
+
     def approval_resume(self, retry: Callable[[str], Any] | None) -> SyncResume: ...
 
 
@@ -101,6 +119,14 @@ class AsyncCalls(Protocol):
         bytes: int | None = None,
         recipients: Collection[str] = (),
     ) -> Effect: ...
+
+    async def observe(
+        self,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation: ...
 
     def approval_resume(self, retry: Callable[[str], Awaitable[Any]] | None) -> AsyncResume: ...
 
@@ -210,6 +236,23 @@ async def report_async(calls: AsyncCalls, decision_id: str, effect: EffectReport
         log.warning("tether could not record the effect of %s: %s", decision_id, error)
 
 
+def observable(result: Any) -> Any:
+    """A tool's result as tether scans it: itself when it is JSON, else its text."""
+    try:
+        return json_value(result, "result")
+    except TypeError:
+        return str(result)
+
+
+def observe_sync(calls: SyncCalls, spec: GuardSpec, decision_id: str, result: Any) -> None:
+    """Record what an allowed call's result put in the agent's context (raises on failure)."""
+    calls.observe(spec.tool, result, spec.dataset, decision_id)
+
+
+async def observe_async(calls: AsyncCalls, spec: GuardSpec, decision_id: str, result: Any) -> None:
+    await calls.observe(spec.tool, result, spec.dataset, decision_id)
+
+
 def raise_unless_allowed(
     verdict: Verdict, *, resume: SyncResume | None = None, aresume: AsyncResume | None = None
 ) -> None:
@@ -258,6 +301,15 @@ class ThreadedCalls:
             self._calls.report_effect, decision_id, status, records, bytes, recipients
         )
 
+    async def observe(
+        self,
+        tool: str,
+        result: Any,
+        dataset: str | None = None,
+        decision_id: str | None = None,
+    ) -> Observation:
+        return await asyncio.to_thread(self._calls.observe, tool, result, dataset, decision_id)
+
     def approval_resume(self, retry: Callable[[str], Awaitable[Any]] | None) -> AsyncResume:
         poll = self._calls.approval_resume(None).status
 
@@ -291,6 +343,7 @@ def _run_sync(
         report_sync(calls, verdict.decision_id, effect_of(spec, raw, None, failed=True))
         raise
     report_sync(calls, verdict.decision_id, effect_of(spec, raw, result, failed=False))
+    observe_sync(calls, spec, verdict.decision_id, result)
     return result
 
 
@@ -320,6 +373,7 @@ async def _run_async(
         await report_async(calls, verdict.decision_id, effect_of(spec, raw, None, failed=True))
         raise
     await report_async(calls, verdict.decision_id, effect_of(spec, raw, result, failed=False))
+    await observe_async(calls, spec, verdict.decision_id, result)
     return result
 
 

@@ -69,6 +69,7 @@ class ReasonCode(StrEnum):
     WORKFLOW_OUT_OF_ORDER = "workflow_out_of_order"
     EGRESS_NEEDS_APPROVAL = "egress_needs_approval"
     EGRESS_BLOCKED = "egress_blocked"
+    UNTRUSTED_ARGUMENT = "untrusted_argument"
     ANOMALOUS_VOLUME = "anomalous_volume"
     POLICY_UNAVAILABLE = "policy_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
@@ -100,13 +101,19 @@ class Intent:
     workflow: str
     purpose: str
     on_behalf_of: str
+    #: The user's request as given: its values (URLs, addresses, IBANs, dates...) may fill the
+    #: sink arguments the catalog guards. tether keeps only their fingerprints.
+    request: str | None = None
 
     def to_json(self) -> JSON:
-        return {
+        out: JSON = {
             "workflow": self.workflow,
             "purpose": self.purpose,
             "on_behalf_of": self.on_behalf_of,
         }
+        if self.request is not None:
+            out["request"] = self.request
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +359,31 @@ class Effect:
             bytes=raw.get("bytes"),
             recipient_count=int(raw.get("recipient_count", 0)),
             reported_at=_when(raw["reported_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What tether recorded of a tool result: how many values, from which source. Never a value."""
+
+    task_id: str
+    tool: str
+    dataset: str | None
+    trusted: bool
+    values: int
+    #: False when part of the result was too large to scan (it then counts as untrusted).
+    complete: bool
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> Observation:
+        source = raw["source"]
+        return Observation(
+            task_id=str(raw["task_id"]),
+            tool=str(source["tool"]),
+            dataset=source.get("dataset"),
+            trusted=source["trust"] == "trusted",
+            values=int(raw["values"]),
+            complete=bool(raw["complete"]),
         )
 
 

@@ -31,6 +31,7 @@ from tether.api.models import (
     OpenTaskOut,
     VerdictOut,
 )
+from tether.api.observations import install_observation_routes
 from tether.api.openapi import document_errors
 from tether.api.ui import install_ui
 from tether.core.budget import Budgets
@@ -48,6 +49,7 @@ from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
+from tether.service.provenance import ProvenanceService
 from tether.service.settings import ServiceSettings
 from tether.service.tasks import TaskService
 
@@ -76,6 +78,8 @@ class ApiDeps:
     #: The verifier never waits on the network (no JWKS URL to fetch): the hot path may verify
     #: SVIDs on the event loop. Otherwise it verifies on a worker thread.
     verify_on_loop: bool = False
+    #: Argument provenance: the user's request at task open, and /v1/observations.
+    provenance: ProvenanceService | None = None
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -136,6 +140,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             scopes,
             body.ttl_seconds,
             Budgets.from_json(body.budgets) if body.budgets is not None else None,
+            body.intent.request,
         )
         return {
             "task_id": opened.task.task_id,
@@ -211,6 +216,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_breakglass_routes(app, deps)
     install_agent_routes(app, deps)
     install_lease_routes(app, deps, authenticated)
+    install_observation_routes(app, deps, authenticated)
     install_ui(app, deps)
     document_errors(app)
     # Outermost of the API's own middleware: the hot operations skip the rest.

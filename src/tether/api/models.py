@@ -17,10 +17,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: The longest user request a task may carry (ProvenanceSettings.max_request_chars).
+MAX_REQUEST_CHARS = 16_384
+
+
 class IntentIn(_Strict):
     workflow: Text
     purpose: Text
     on_behalf_of: Text
+    request: Annotated[StrictStr, Field(min_length=1, max_length=MAX_REQUEST_CHARS)] | None = Field(
+        default=None,
+        description="The user's request as given. Its values (URLs, e-mail addresses, "
+        "IBANs, dates...) are a trusted source for sink arguments; tether keeps only their "
+        "keyed fingerprints, never the text.",
+        examples=["Send the Q3 report to bob@example.com by 2026-10-01"],
+    )
 
 
 class ScopeIn(_Strict):

@@ -57,6 +57,7 @@ ERROR_STATUSES: Final[dict[tuple[str, str], frozenset[int]]] = {
     ("POST", "/v1/tasks/{task_id}/close"): _AGENT | {404, 409},
     ("POST", "/v1/authorize"): _AGENT | {409},
     ("POST", "/v1/effects"): _AGENT | {404, 409},
+    ("POST", "/v1/observations"): _AGENT | {409},
     ("GET", "/v1/approvals"): _APPROVER,
     ("GET", "/v1/approvals/{approval_id}"): _APPROVER | {404},
     ("POST", "/v1/approvals/{approval_id}/approve"): _APPROVER | {404, 409},

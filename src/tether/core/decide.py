@@ -8,7 +8,8 @@ order, cheapest first, the first failure winning::
     grant token valid → bound to the caller → grant active, task open
       → scope: tool → action → dataset → argument constraints
       → declared workflow step → budgeted arguments → data-flow egress
-      → Cedar's answer → data-flow approval, anomaly signal
+      → argument provenance (a sink argument's value seen only where an attacker may write)
+      → Cedar's answer → data-flow or provenance approval, anomaly signal
       → break-glass (widens a live grant's reach) → approval (exactly this call, once)
 
 A delegation chain (the caller's task first, its root last) acts as one task: the workflow
@@ -44,6 +45,9 @@ from tether.core.facts import (
 )
 from tether.core.ids import DecisionId, TaskId
 from tether.core.lease import Lease, credential_obligation
+from tether.core.provenance import Outcome, Trust, Violation, Why
+from tether.core.provenance_extract import ValueKind
+from tether.core.provenance_rules import ArgumentProvenance
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind
 from tether.core.task import GrantState, TaskState
@@ -59,6 +63,7 @@ from tether.core.workflow import Workflow
 
 __all__ = [
     "NEVER_OVERRIDDEN",
+    "PROVENANCE_POLICY",
     "SPEND_ARGUMENT",
     "Screened",
     "decide",
@@ -69,6 +74,7 @@ __all__ = [
     "step_budgets",
     "unreadable",
     "unrecorded",
+    "untrusted_reason",
     "verdict_of",
 ]
 
@@ -77,6 +83,9 @@ _SCOPE_RISKS = frozenset({Risk.ASI02, Risk.ASI03})
 _ARG_RISKS = frozenset({Risk.ASI01, Risk.ASI02})
 # Reading far more than the workflow's past tasks: tool misuse by volume, an agent gone rogue.
 _ANOMALY_RISKS = frozenset({Risk.ASI02, Risk.ASI10})
+# A sink argument filled from content others can write: the agent's goal was hijacked.
+_PROVENANCE_RISKS = frozenset({Risk.ASI01})
+PROVENANCE_POLICY = "tether:provenance"
 
 #: The argument a spend budget charges.
 SPEND_ARGUMENT = "amount"
@@ -91,6 +100,8 @@ NEVER_OVERRIDDEN = frozenset(
         ReasonCode.GRANT_NOT_BOUND,
         ReasonCode.TASK_NOT_OPEN,
         ReasonCode.STORE_UNAVAILABLE,
+        # Elevation widens reach; it does not make a value an attacker wrote the user's.
+        ReasonCode.UNTRUSTED_ARGUMENT,
     }
 )
 
@@ -125,6 +136,8 @@ class Screened:
     risks: frozenset[Risk] = frozenset()
     step: str | None = None
     egress: Reason | None = None
+    #: ``untrusted_argument`` when a sink argument's provenance asks a human.
+    untrusted: Reason | None = None
 
 
 def screen(facts: CallFacts) -> Screened:
@@ -236,7 +249,74 @@ def screen(facts: CallFacts) -> Screened:
             chain=facts.chain,
         )
         return Screened(denied, frozenset(risks))
-    return Screened(None, frozenset(risks), step, egress if ruling == "approval" else None)
+    provenance = facts.provenance
+    outcome = provenance.outcome
+    if outcome is Outcome.DENY:
+        denied = Decided(
+            Decision.DENY,
+            (untrusted_reason(provenance),),
+            frozenset(risks | _PROVENANCE_RISKS),
+            (PROVENANCE_POLICY,),
+            grant=grant,
+            chain=facts.chain,
+        )
+        return Screened(denied, frozenset(risks))
+    if provenance.checked:
+        risks |= _PROVENANCE_RISKS
+    return Screened(
+        None,
+        frozenset(risks),
+        step,
+        egress if ruling == "approval" else None,
+        untrusted_reason(provenance) if outcome is Outcome.APPROVAL_REQUIRED else None,
+    )
+
+
+_WHY = {
+    Why.NOT_TRUSTED: "was not seen in the user's request or a trusted source",
+    Why.ONLY_UNTRUSTED: "was seen only in untrusted content",
+    Why.ARGUMENT_UNSCANNED: "is too large to check whole",
+}
+
+
+_KIND_NAMES = {
+    ValueKind.URL: "a URL",
+    ValueKind.DOMAIN: "a domain",
+    ValueKind.EMAIL: "an e-mail address",
+    ValueKind.IBAN: "an IBAN",
+    ValueKind.ACCOUNT: "an account number",
+    ValueKind.PHONE: "a phone number",
+    ValueKind.DATE: "a date",
+    ValueKind.AMOUNT: "an amount",
+    ValueKind.TEXT: "a quoted text",
+}
+
+
+def _source_name(violation: Violation) -> str:
+    names = [
+        f"{s.tool} ({s.dataset})" if s.dataset else s.tool
+        for s in violation.sources
+        if s.trust is Trust.UNTRUSTED
+    ]
+    if not names:
+        return ""
+    more = " and a part of it not scanned" if violation.unscanned else ""
+    return f": seen in {', '.join(names[:3])}{' and others' if len(names) > 3 else ''}{more}"
+
+
+def untrusted_reason(provenance: ArgumentProvenance) -> Reason:
+    """``untrusted_argument``, naming each failing argument, the kind of its value and the
+    sources it was seen in, never the value itself."""
+    parts: list[str] = []
+    for argument in provenance.arguments:
+        first = next(v for v in provenance.violations if v.argument == argument)
+        kind = _KIND_NAMES[first.kind] if first.kind is not None else "its value"
+        parts.append(f"{argument!r}: {kind} {_WHY[first.why]}{_source_name(first)}")
+    return Reason(
+        ReasonCode.UNTRUSTED_ARGUMENT,
+        f"argument {'; '.join(parts)}. A sink argument takes values from the user's request "
+        "or a trusted source, not from content others can write",
+    )
 
 
 def _workflow_step(facts: CallFacts) -> tuple[str | None, Reason | None]:
@@ -331,24 +411,26 @@ def _with_policy(
     )
     if outcome.decision is Decision.DENY:
         return base
-    raised: tuple[Reason, str, frozenset[Risk]] | None = None
+    raised: list[tuple[Reason, str, frozenset[Risk]]] = []
     if screened.egress is not None:
         # Data-flow: after confidential reads, sending out needs a human, whatever policy says.
-        raised = (screened.egress, "tether:egress", frozenset({Risk.ASI02}))
-    elif anomaly is not None:
+        raised.append((screened.egress, "tether:egress", frozenset({Risk.ASI02})))
+    if screened.untrusted is not None:
+        # A sink argument whose value came from untrusted content: a human looks at it.
+        raised.append((screened.untrusted, PROVENANCE_POLICY, _PROVENANCE_RISKS))
+    if not raised and anomaly is not None:
         # Volume far past the workflow's history: a human decides, whatever policy says.
-        raised = (anomaly, "tether:anomaly", _ANOMALY_RISKS)
-    if raised is None:
+        raised.append((anomaly, "tether:anomaly", _ANOMALY_RISKS))
+    if not raised:
         return base
-    reason, source, risks = raised
-    # Policy's reasons follow the one that raised it; an allow's reasons no longer apply.
+    # Policy's reasons follow the ones that raised it; an allow's reasons no longer apply.
     kept = outcome.reasons if outcome.decision is Decision.APPROVAL_REQUIRED else ()
     return replace(
         base,
         decision=Decision.APPROVAL_REQUIRED,
-        reasons=(reason, *kept),
-        risks=base.risks | risks,
-        policy_ids=(source, *outcome.policy_ids),
+        reasons=(*(r for r, _s, _k in raised), *kept),
+        risks=base.risks.union(*(k for _r, _s, k in raised)),
+        policy_ids=(*(s for _r, s, _k in raised), *outcome.policy_ids),
         obligations=(),
         approvers=max(1, outcome.approvers),
         approved_obligations=outcome.obligations,

@@ -16,6 +16,7 @@ from tether.core.breakglass import BreakGlass
 from tether.core.call import Call
 from tether.core.dataflow import EgressRules, chain_label
 from tether.core.ids import ApprovalId, TaskId
+from tether.core.provenance_rules import NO_PROVENANCE, ArgumentProvenance
 from tether.core.risks import Risk
 from tether.core.scope import Classification, JSONValue
 from tether.core.task import Grant, Task
@@ -98,6 +99,8 @@ class CallFacts:
     #: The workflow the chain's root declared, when tether knows it.
     workflow: Workflow | None = None
     egress: EgressRules = field(default_factory=EgressRules)
+    #: The provenance check of the call's sink arguments (see :mod:`tether.core.provenance`).
+    provenance: ArgumentProvenance = NO_PROVENANCE
 
     @property
     def task(self) -> Task | None:

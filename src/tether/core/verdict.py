@@ -49,6 +49,7 @@ class ReasonCode(StrEnum):
     WORKFLOW_OUT_OF_ORDER = "workflow_out_of_order"
     EGRESS_NEEDS_APPROVAL = "egress_needs_approval"
     EGRESS_BLOCKED = "egress_blocked"
+    UNTRUSTED_ARGUMENT = "untrusted_argument"
     ANOMALOUS_VOLUME = "anomalous_volume"
     POLICY_UNAVAILABLE = "policy_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"

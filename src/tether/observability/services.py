@@ -135,6 +135,7 @@ class ObservedTaskService(TaskService):
         requested: Sequence[Scope],
         ttl_seconds: int | None = None,
         budgets: Budgets | None = None,
+        request: str | None = None,
     ) -> OpenedTask:
         with self.__tracer.start_as_current_span(
             t.TASK_OPEN,
@@ -144,7 +145,7 @@ class ObservedTaskService(TaskService):
                 "tether.scopes.requested": len(requested),
             },
         ) as span:
-            opened = super().open_task(agent, intent, requested, ttl_seconds, budgets)
+            opened = super().open_task(agent, intent, requested, ttl_seconds, budgets, request)
             span.set_attributes(
                 {
                     t.TASK_ID: opened.task.task_id,

@@ -23,6 +23,7 @@ replicas loading the same files agree on it and a decision log names exactly wha
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -57,19 +58,19 @@ _ACTION_GROUP: Final = re.compile(r"^\s*action\s.*\bin\s*\[", re.MULTILINE)
 _STEM_OK: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: The context the engine builds with every attribute (:mod:`tether.policy.context`). A schema
-#: may leave ``delegation`` and ``dataflow`` out (policies then cannot read them), or declare
-#: them, optional or not (the engine sends each one whenever a policy reads it).
+#: may leave ``delegation``, ``dataflow`` and ``provenance`` out (policies then cannot read
+#: them), or declare them, optional or not (the engine sends each one whenever a policy reads
+#: it).
 _FULL_CONTEXT: Final = build_context(
     CallFacts("w", "p", "o", "t", "a", "d", "n", "", "", ("spiffe://d/root",), ""), {}, ALL_REFS
 )
+#: The parts of the context a schema may leave out: every combination is probed, most left
+#: out first.
+_OPTIONAL: Final = ("delegation", "dataflow", "provenance")
 _PROBE_CONTEXTS: Final = tuple(
     {k: v for k, v in _FULL_CONTEXT.items() if k not in left_out}
-    for left_out in (
-        {"delegation", "dataflow"},
-        {"delegation"},
-        {"dataflow"},
-        set(),
-    )
+    for size in range(len(_OPTIONAL), -1, -1)
+    for left_out in itertools.combinations(_OPTIONAL, size)
 )
 
 
@@ -218,8 +219,8 @@ def _load_schema(sources: Mapping[str, str], problems: list[Problem]) -> Any:
             if not found:
                 errors = []
                 break
-            # Report the attempt that got past `delegation` and `dataflow`, if one did.
-            if not errors or "dataflow" in errors[0] or "delegation" in errors[0]:
+            # Report the attempt that got past the optional parts, if one did.
+            if not errors or any(part in errors[0] for part in _OPTIONAL):
                 errors = found
         if errors:
             problems.append(

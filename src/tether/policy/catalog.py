@@ -9,6 +9,9 @@ Format::
 Classifications are :class:`tether.core.scope.Classification` values. A dataset that is not
 listed has no classification (``None``); what that means for a call is the service's decision.
 
+Trusted sources and sink arguments (``trusted``, ``tools``, ``trusted_values``) are modelled in
+:mod:`tether.policy.provenance`.
+
 The file is read by :func:`tether.configfile.read_yaml` and checked against :class:`CatalogFile`
 (one typed model per YAML mapping): every problem is reported at once, at its ``file:line:col``.
 """
@@ -23,8 +26,11 @@ from typing import Annotated, Final
 from pydantic import AfterValidator
 
 from tether.configfile import ProblemsError, YamlModel, read_yaml, validate
+from tether.configfile.models import Flag
 from tether.core.errors import ErrorCode
+from tether.core.provenance_rules import ProvenanceRules
 from tether.core.scope import MAX_DATASET_NAME, Classification, is_valid_name
+from tether.policy.provenance import ToolEntry, ToolName, TrustedValues, rules_of
 
 CATALOG_FILE: Final = "catalog.yaml"
 
@@ -38,6 +44,7 @@ class CatalogProblem(ProblemsError):
 @dataclass(frozen=True, slots=True)
 class Catalog:
     datasets: Mapping[str, Classification] = field(default_factory=lambda: MappingProxyType({}))
+    provenance: ProvenanceRules = field(default_factory=ProvenanceRules)
 
     def classification(self, dataset: str) -> Classification | None:
         return self.datasets.get(dataset)
@@ -60,16 +67,24 @@ class DatasetEntry(YamlModel):
 
     classification: Classification
     description: str | None = None
+    #: Results read from this dataset are the user's own records (a trusted source).
+    trusted: Flag = False
 
 
 class CatalogFile(YamlModel):
     """The whole of ``catalog.yaml``."""
 
     datasets: dict[DatasetName, DatasetEntry] | None = None
+    tools: dict[ToolName, ToolEntry] | None = None
+    trusted_values: TrustedValues | None = None
 
     def to_catalog(self) -> Catalog:
         entries = self.datasets or {}
-        return Catalog(MappingProxyType({n: e.classification for n, e in entries.items()}))
+        trusted = frozenset(name for name, entry in entries.items() if entry.trusted)
+        return Catalog(
+            MappingProxyType({n: e.classification for n, e in entries.items()}),
+            rules_of(trusted, self.tools or {}, self.trusted_values or []),
+        )
 
 
 def parse_catalog(text: str | bytes, *, file: str = CATALOG_FILE) -> Catalog:

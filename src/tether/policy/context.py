@@ -7,13 +7,22 @@ Every request carries one record (Cedar JSON value format)::
       dataset: String ("" if none), classification: String ("" if none),
       args: Record,
       delegation: { depth, chain, root },
-      dataflow: { highest: String, rank: Long } }
+      dataflow: { highest: String, rank: Long },
+      provenance: { checked: Bool, untrusted: Set<String>, sources: Set<String>,
+                    outcome: String } }
 
 ``dataflow`` is the task's data-flow label: the highest classification the task (or, for a
 delegate, the task it was delegated from) has read *before* this call, as its name and its rank
 (:data:`DATAFLOW_RANKS`: ``public`` 0, ``internal`` 1, ``confidential`` 2, ``restricted`` 3;
 ``""`` and -1 while nothing classified has been read), so operators can write
 ``context.dataflow.rank >= 2``. The call's own dataset is ``context.classification``.
+
+``provenance`` is the argument provenance check of the call (:mod:`tether.core.provenance`):
+``checked`` when the catalog declares sink arguments for the tool, ``untrusted`` the sink
+arguments holding a value that failed what its sink needs, ``sources`` the tools those values
+were seen in, and ``outcome`` what tether decides of it alone (``""``, or ``approval_required``:
+a ``deny`` never reaches policy). A policy may ask more, e.g. ``forbid (...) when
+{ context.provenance.untrusted.contains("body") };``.
 
 Call arguments are JSON; they become Cedar values as follows, and a value that has no faithful
 Cedar form makes the call unrepresentable (:class:`Unrepresentable`, which the engine turns into a
@@ -58,7 +67,17 @@ DECIMAL_MIN: Final = Decimal("-922337203685477.5808")
 RESERVED_KEYS: Final = frozenset({"__entity", "__extn", "__expr"})
 
 TOP_LEVEL: Final = frozenset(
-    {"intent", "task_id", "agent", "dataset", "classification", "args", "delegation", "dataflow"}
+    {
+        "intent",
+        "task_id",
+        "agent",
+        "dataset",
+        "classification",
+        "args",
+        "delegation",
+        "dataflow",
+        "provenance",
+    }
 )
 #: ``context.dataflow.rank`` of each label; -1 for the empty label (nothing classified read).
 DATAFLOW_RANKS: Final = {c.value: c.rank for c in Classification}
@@ -249,6 +268,12 @@ class CallFacts(NamedTuple):
     delegators: tuple[str, ...] = ()
     #: The task's data-flow label before this call ("" when nothing classified was read).
     dataflow: str = ""
+    #: The provenance check: whether it ran, the failing sink arguments, where their values
+    #: were seen, and tether's own outcome ("" when none).
+    provenance_checked: bool = False
+    untrusted: tuple[str, ...] = ()
+    untrusted_sources: tuple[str, ...] = ()
+    provenance_outcome: str = ""
 
 
 def delegation_record(agent_id: str, delegators: tuple[str, ...]) -> dict[str, CedarJSON]:
@@ -264,6 +289,16 @@ def delegation_record(agent_id: str, delegators: tuple[str, ...]) -> dict[str, C
 def dataflow_record(label: str) -> dict[str, CedarJSON]:
     """``context.dataflow``: the highest classification read so far and its rank."""
     return {"highest": label, "rank": DATAFLOW_RANKS.get(label, NO_DATAFLOW_RANK)}
+
+
+def provenance_record(facts: CallFacts) -> dict[str, CedarJSON]:
+    """``context.provenance``: what the argument provenance check found."""
+    return {
+        "checked": facts.provenance_checked,
+        "untrusted": list(facts.untrusted),
+        "sources": list(facts.untrusted_sources),
+        "outcome": facts.provenance_outcome,
+    }
 
 
 def build_context(
@@ -299,6 +334,8 @@ def build_context(
         ctx["delegation"] = delegation_record(facts.agent_id, facts.delegators)
     if "dataflow" in top:
         ctx["dataflow"] = dataflow_record(facts.dataflow)
+    if "provenance" in top:
+        ctx["provenance"] = provenance_record(facts)
     return ctx
 
 

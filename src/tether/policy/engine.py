@@ -38,6 +38,7 @@ import structlog
 
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.identity import Workload
+from tether.core.provenance_rules import ProvenanceRules
 from tether.core.scope import ActionKind, Classification
 from tether.core.task import Intent
 from tether.core.verdict import Decision, ReasonCode
@@ -79,6 +80,7 @@ _UNKNOWN_ARGS: Final = {"__extn": {"fn": "unknown", "arg": "args"}}
 _UNKNOWN_TASK: Final = {"__extn": {"fn": "unknown", "arg": "task_id"}}
 # The task's data-flow label grows during the task: at open, whatever it may become is unknown.
 _UNKNOWN_DATAFLOW: Final = {"__extn": {"fn": "unknown", "arg": "dataflow"}}
+_UNKNOWN_PROVENANCE: Final = {"__extn": {"fn": "unknown", "arg": "provenance"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,10 @@ class CedarPolicyEngine:
     def classification(self, dataset: str) -> Classification | None:
         return self._snapshot.bundle.catalog.classification(dataset)
 
+    @property
+    def provenance(self) -> ProvenanceRules:
+        return self._snapshot.bundle.catalog.provenance
+
     def decide(self, request: PolicyRequest) -> PolicyOutcome:
         snapshot = self._snapshot  # INVARIANT: one decision reads one snapshot
         call = request.call
@@ -272,6 +278,7 @@ class CedarPolicyEngine:
                 "args": _UNKNOWN_ARGS,
                 "delegation": delegation_record(agent.id, delegators),
                 "dataflow": _UNKNOWN_DATAFLOW,
+                "provenance": _UNKNOWN_PROVENANCE,
             }
             request = {
                 "principal": entity_uid("Agent", agent.id),
@@ -366,6 +373,10 @@ def _facts(request: PolicyRequest) -> CallFacts:
         request.classification.value if request.classification is not None else "",
         request.delegators,
         request.dataflow.value if request.dataflow is not None else "",
+        request.provenance.checked,
+        request.provenance.arguments,
+        tuple(dict.fromkeys(s.tool for s in request.provenance.sources)),
+        outcome.value if (outcome := request.provenance.outcome) is not None else "",
     )
 
 

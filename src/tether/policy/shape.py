@@ -18,6 +18,9 @@ from typing import Any, Final
 from tether.core.call import Call
 from tether.core.identity import Workload
 from tether.core.ids import TaskId
+from tether.core.provenance import Need, Outcome, Source, Trust, Violation, Why
+from tether.core.provenance_extract import ValueKind
+from tether.core.provenance_rules import ArgumentProvenance
 from tether.core.scope import ActionKind, Classification
 from tether.core.task import Intent
 from tether.policy.context import ALL_REFS, CedarJSON, build_context
@@ -38,6 +41,19 @@ SAMPLE_REQUEST: Final = PolicyRequest(
     task_id=TaskId("tsk_" + "0" * 26),
     delegators=("spiffe://example.org/agent/root",),
     dataflow=Classification.CONFIDENTIAL,
+    provenance=ArgumentProvenance(
+        True,
+        (
+            Violation(
+                "url",
+                ValueKind.URL,
+                Need.TRUSTED,
+                Outcome.APPROVAL_REQUIRED,
+                Why.NOT_TRUSTED,
+                (Source("sample.fetch", None, Trust.UNTRUSTED),),
+            ),
+        ),
+    ),
 )
 
 
@@ -100,6 +116,8 @@ def _cedar_type(schema_type: dict[str, Any], indent: int) -> str:
     kind = schema_type["type"]
     if kind == "Set":
         return f"Set<{_cedar_type(schema_type['element'], indent)}>"
+    if kind == "Boolean":
+        return "Bool"  # the schema syntax's name; the JSON format says Boolean
     if kind != "Record":
         return str(kind)
     attributes = schema_type["attributes"]

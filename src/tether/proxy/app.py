@@ -75,6 +75,7 @@ from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
 from tether.service.ports import AuditEntry, Clock, Store, WorkloadVerifier
+from tether.service.provenance import ProvenanceService
 from tether.service.settings import ServiceSettings
 
 log = get_logger("tether.proxy")
@@ -107,6 +108,8 @@ class ProxyDeps:
     settings: ServiceSettings
     secrets: Callable[[str], Secret]
     ids: IdFactory
+    #: Records what each answer puts in the agent's context (argument provenance).
+    provenance: ProvenanceService | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class _Allowed:
     verdict: Verdict
     match: Match
     args: dict[str, JSONValue]
+    grant: str = ""
 
 
 def _bearer(request: Request) -> str:
@@ -244,7 +248,8 @@ class EgressProxy:
             headers=forwarded_headers(request.headers.items(), upstream),
             body=body,
         )
-        return await self._forward(_Allowed(workload, verdict, matched, args), upstream, outgoing)
+        allowed = _Allowed(workload, verdict, matched, args, grant)
+        return await self._forward(allowed, upstream, outgoing)
 
     def _route(self, request: Request, method: str, workload: Workload) -> tuple[Upstream, Match]:
         """The upstream and route the raw request path names; ``route_not_found`` otherwise."""
@@ -354,6 +359,7 @@ class EgressProxy:
                 decision_id=allowed.verdict.decision_id,
             ) from None
         await self._report(allowed, answer)
+        await self._observe(allowed, answer)
         log.info(
             "proxy_forwarded",
             agent=allowed.workload.id,
@@ -395,6 +401,39 @@ class EgressProxy:
                 ProxyCode.EFFECT_NOT_RECORDED,
                 "the call ran but its effect could not be recorded, so its answer is withheld",
                 decision_id=decision_id,
+            ) from None
+
+    async def _observe(self, allowed: _Allowed, answer: Answer) -> None:
+        """Record the values the answer puts in the agent's context (argument provenance);
+        withhold the answer (503) if they cannot be recorded: an answer tether has not seen
+        must not steer a later call."""
+        provenance = self.deps.provenance
+        if provenance is None:
+            return
+        route: Route = allowed.match.route
+        text = answer.body.decode("utf-8", errors="replace")
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: provenance.observe_result(
+                    allowed.workload,
+                    allowed.grant,
+                    route.tool,
+                    route.dataset,
+                    text,
+                    allowed.verdict.decision_id,
+                )
+            )
+        except TetherError as error:
+            log.error(
+                "observation_not_recorded",
+                code=error.code.value,
+                decision_id=allowed.verdict.decision_id,
+            )
+            raise Refused(
+                ProxyCode.EFFECT_NOT_RECORDED,
+                "the call ran but what its answer holds could not be recorded, so its answer is "
+                "withheld",
+                decision_id=allowed.verdict.decision_id,
             ) from None
 
     async def _failed(

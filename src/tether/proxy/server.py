@@ -33,6 +33,7 @@ def deps_from_runtime(
         settings=runtime.config.settings,
         secrets=secrets.get,
         ids=IdFactory(random_bytes),
+        provenance=runtime.provenance,
     )
 
 

@@ -2,7 +2,8 @@
 
     enforce → check the input once (core/callcheck)
       → facts: grant token, the grant and its task's delegation chain (one read), the dataset's
-        classification, the root's workflow, one ``now``
+        classification, the root's workflow, one ``now``; for a tool with sink arguments, their
+        provenance (service/provenance)
       → decide (core/decide): grant → scope → workflow → budgeted args → egress → Cedar's
         answer → data flow / anomaly → break-glass → approval; later facts are read only when
         the decision gets far enough to need them
@@ -55,6 +56,7 @@ from tether.core.ids import (
     is_well_formed,
 )
 from tether.core.lease import Lease
+from tether.core.provenance_rules import NO_PROVENANCE
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.verdict import (
@@ -82,6 +84,7 @@ from tether.service.ports import (
     PolicyRequest,
     Store,
 )
+from tether.service.provenance import ProvenanceService
 from tether.service.recording import Recorder
 
 _Minted = tuple[Lease, IssuedCredential, AuditEntry]
@@ -106,10 +109,13 @@ class Authorizer:
         limits: CallLimits | None = None,
         observer: DecisionObserver | None = None,
         loop_store: LoopDecisionLog | None = None,
+        provenance: ProvenanceService | None = None,
     ) -> None:
         """``loop_store``: the same store as ``store``, given only when its reads are safe to
         make on an event loop (:class:`~tether.service.ports.LoopDecisionLog`); without it
-        ``enforce_async`` decides on a worker thread."""
+        ``enforce_async`` decides on a worker thread. ``provenance``: the argument provenance
+        of sink arguments (its reads are the store's too)."""
+        self._provenance = provenance
         self._limits = limits if limits is not None else CallLimits()
         self._loop_store = loop_store
         self._observer: DecisionObserver = observer if observer is not None else Unobserved()
@@ -326,6 +332,12 @@ class Authorizer:
             classification=self._policy.classification(call.dataset) if call.dataset else None,
             workflow=flows.workflows.get(chain[-1].intent.workflow) if flows else None,
             egress=flows.egress if flows is not None else EgressRules(),
+            # -- argument provenance: what the chain observed, for a tool with sinks --
+            provenance=(
+                self._provenance.assess(chain, call)
+                if self._provenance is not None
+                else NO_PROVENANCE
+            ),
         )
 
     def _decide(
@@ -380,6 +392,7 @@ class Authorizer:
                 task_id=task.task_id,
                 delegators=grant.delegators,
                 dataflow=Classification(label) if label else None,
+                provenance=facts.provenance,
             )
         )
 

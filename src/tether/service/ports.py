@@ -25,6 +25,8 @@ from tether.core.facts import TaskProgress as TaskProgress
 from tether.core.identity import Workload
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.lease import IssuerKind, Lease, LeaseState
+from tether.core.provenance import Observation
+from tether.core.provenance_rules import NO_PROVENANCE, ArgumentProvenance, ProvenanceRules
 from tether.core.scope import ActionKind, Classification, JSONValue
 from tether.core.task import Grant, Intent, Task, TaskState
 from tether.core.verdict import Decision, IssuedCredential
@@ -87,6 +89,8 @@ class PolicyRequest:
     #: The task's data-flow label: the highest classification it (or the task it was delegated
     #: from) has read before this call; ``None`` while nothing classified was read.
     dataflow: Classification | None = None
+    #: What the provenance check found of the call's sink arguments.
+    provenance: ArgumentProvenance = NO_PROVENANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,11 @@ class PolicyEngine(Protocol):
         ...
 
     @property
+    def provenance(self) -> ProvenanceRules:
+        """The catalog's trusted sources and sink arguments (of the policies in force)."""
+        ...
+
+    @property
     def last_error(self) -> ConfigurationError | None:
         """Why the latest reload of the policies failed (``revision`` is then still the last
         good one, in force), or ``None`` when it succeeded or none was tried."""
@@ -130,6 +139,32 @@ class PolicyEngine(Protocol):
 
 
 # -- store -------------------------------------------------------------------------------------
+
+
+class ObservationStore(Protocol):
+    """What each task's agent has seen in tool results, as keyed HMACs with their source
+    (:mod:`tether.core.provenance`). Never holds a raw value.
+
+    Raises ``Unavailable(STORE_UNAVAILABLE)`` when the store cannot answer: the caller denies.
+    """
+
+    def add_observation(
+        self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
+    ) -> None:
+        """Record ``observation`` under every task of ``task_ids`` (a delegate's chain, so its
+        observations roll up), each holding at most ``limit`` rows. Fingerprints past a task's
+        limit are not stored; for an untrusted source the task then counts an unscanned part
+        (so an unseen value fails ``not_only_untrusted``), never fewer untrusted values."""
+        ...
+
+    def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
+        """Everything recorded under any of ``task_ids``, grouped by source."""
+        ...
+
+    def count_observations(self, task_ids: Sequence[TaskId]) -> int:
+        """How many rows ``task_ids`` hold together. Rows are only inserted, each once, so an
+        unchanged count means unchanged observations (a cache may be reused)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from tether.core.task import Grant, GrantState, Intent, Task, TaskState, grant_i
 from tether.service.flows import Flows
 from tether.service.leases import LeaseService
 from tether.service.ports import AuditEntry, Clock, GrantSigner, PolicyEngine, Store
+from tether.service.provenance import ProvenanceService
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 
@@ -75,7 +76,9 @@ class TaskService:
         settings: ServiceSettings,
         flows: Flows | None = None,
         leases: LeaseService | None = None,
+        provenance: ProvenanceService | None = None,
     ) -> None:
+        self._provenance = provenance
         self._flows = flows
         self._leases = leases
         self._store = store
@@ -95,8 +98,12 @@ class TaskService:
         requested: Sequence[Scope],
         ttl_seconds: int | None = None,
         budgets: Budgets | None = None,
+        request: str | None = None,
     ) -> OpenedTask:
+        """Open a task; ``request`` is the user's request as given, whose values become a
+        trusted source of the task's argument provenance (kept as fingerprints only)."""
         self._check_request(intent, requested, ttl_seconds)
+        said = self._provenance.request_observation(request) if self._provenance else None
         self._refuse_revoked(agent)
         now = self._clock.now()
         granted: list[Scope] = []
@@ -182,9 +189,17 @@ class TaskService:
                     "expires_at": expires.isoformat(),
                     "policy_revision": grant.policy_revision,
                     "budgets": task.budgets.to_json(),
+                    # The user's request is never recorded: only how many values it held.
+                    **(
+                        {"request": {"values": len(said.fingerprints), "whole": said.complete}}
+                        if said is not None
+                        else {}
+                    ),
                 },
             ),
         )
+        if said is not None and self._provenance is not None:
+            self._provenance.record_request(task.task_id, said)
         return OpenedTask(task, grant, self._signer.sign(grant), tuple(refused))
 
     def _refuse_revoked(self, agent: Workload) -> None:

@@ -49,11 +49,11 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0006"
+SCHEMA_REVISION: Final = "0007"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -273,6 +273,7 @@ RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "budget_holds": ("SELECT", "INSERT", "UPDATE"),
     "revoked_agents": ("SELECT", "INSERT", "UPDATE"),
     "leases": ("SELECT", "INSERT", "UPDATE"),
+    "observations": ("SELECT", "INSERT"),
     VERSION_TABLE: ("SELECT",),  # read on start to check the schema is current
 }
 """What a running tether needs on each table once the schema exists, and no more.
@@ -304,6 +305,7 @@ __all__ = [
     "leases",
     "meta",
     "metadata",
+    "observations",
     "tasks",
     "to_micros",
 ]
@@ -366,4 +368,20 @@ leases = Table(
     # The reaper's queries: active leases past expiry; ended leases not yet released.
     Index("ix_leases_state_expires_at", "state", "expires_at"),
     Index("ix_leases_released", "released", "state"),
+)
+
+
+observations = Table(
+    "observations",
+    metadata,
+    # Argument provenance (tether.core.provenance): the keyed HMAC of one value a task's agent
+    # saw in a tool result, with its source. Never the value itself. A delegate's observations
+    # are written under every task of its chain (they roll up, so none is laundered).
+    Column("task_id", _ID, primary_key=True),
+    # "" marks a source part of whose result went unscanned (too large, or past the task's cap).
+    Column("fingerprint", String(64), primary_key=True),
+    Column("tool", String(256), primary_key=True),
+    Column("dataset", String(256), primary_key=True),  # "" when none
+    Column("trust", _WORD, primary_key=True),
+    Column("observed_at", UtcMicros, nullable=False),
 )

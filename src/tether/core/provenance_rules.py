@@ -1,0 +1,119 @@
+"""The operator's provenance rules, and the provenance facts of one call.
+
+:class:`ProvenanceRules` is what the catalog declares (``catalog.yaml``, parsed by
+:mod:`tether.policy.provenance`): which tools and datasets are trusted sources (the user's own
+account, contacts the user created), literal values the operator trusts (an allow-list), and
+per tool, the sink arguments with the provenance they need (:class:`SinkRequirement`).
+
+:class:`ArgumentProvenance` is what the check found for one call (the violations of its sink
+arguments, from :func:`tether.core.provenance.check_arguments`): a fact of the decision
+(:class:`tether.core.facts.CallFacts`) and of Cedar's ``context.provenance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from tether.core.provenance import (
+    Outcome,
+    ProvenanceIndex,
+    SinkRequirement,
+    Source,
+    Trust,
+    Violation,
+    check_arguments,
+    strictest,
+)
+from tether.core.scope import JSONValue
+
+__all__ = [
+    "NO_PROVENANCE",
+    "OPERATOR_SOURCE",
+    "OVERFLOW_SOURCE",
+    "REQUEST_SOURCE",
+    "ArgumentProvenance",
+    "ProvenanceRules",
+    "assess",
+]
+
+#: The source of the values of the user's own request (``intent.request`` at task open). Not a
+#: tool name a catalog can declare (tool names have no parentheses).
+REQUEST_SOURCE = Source("(request)", None, Trust.TRUSTED)
+#: The source of the operator's own trusted values (``provenance.trusted_values``).
+OPERATOR_SOURCE = Source("(operator)", None, Trust.TRUSTED)
+#: Untrusted values a task saw past what it may keep: counted as an unscanned part, so a value
+#: seen nowhere fails ``not_only_untrusted`` once anything untrusted was dropped.
+OVERFLOW_SOURCE = Source("(overflow)", None, Trust.UNTRUSTED)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceRules:
+    """What the catalog says about provenance. Empty: nothing is a sink, nothing is trusted
+    but the user's request."""
+
+    trusted_tools: frozenset[str] = frozenset()
+    trusted_datasets: frozenset[str] = frozenset()
+    #: Literal values the operator trusts, scanned like a request (an allow-list of domains,
+    #: the company's own accounts).
+    trusted_values: tuple[str, ...] = ()
+    sinks: Mapping[str, tuple[SinkRequirement, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def trust_of(self, tool: str, dataset: str | None) -> Trust:
+        """A tool result is untrusted unless the catalog marks its tool, or the dataset it
+        was read from, trusted."""
+        if tool in self.trusted_tools or (dataset is not None and dataset in self.trusted_datasets):
+            return Trust.TRUSTED
+        return Trust.UNTRUSTED
+
+    def sinks_for(self, tool: str) -> tuple[SinkRequirement, ...]:
+        return self.sinks.get(tool, ())
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentProvenance:
+    """The provenance check of one call's sink arguments: what failed, never a value."""
+
+    #: Whether the call's tool declares sink arguments (so the check ran).
+    checked: bool = False
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """``deny`` wins over ``approval_required``; ``None`` when nothing failed."""
+        return strictest(self.violations)
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """The arguments holding a value that failed, in order, each once."""
+        return tuple(dict.fromkeys(v.argument for v in self.violations))
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """The sources the failing values were seen in, each once."""
+        return tuple(dict.fromkeys(s for v in self.violations for s in v.sources))
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"checked": self.checked, "violations": [v.to_json() for v in self.violations]}
+
+
+NO_PROVENANCE = ArgumentProvenance()
+
+
+def assess(
+    args: Mapping[str, JSONValue],
+    requirements: tuple[SinkRequirement, ...],
+    index: ProvenanceIndex,
+    key: bytes,
+) -> ArgumentProvenance:
+    """The provenance facts of a call with ``args`` to a tool whose sinks are
+    ``requirements``, against everything its task observed (``index``, which holds the user's
+    request and the operator's values as trusted sources)."""
+    if not requirements:
+        return NO_PROVENANCE
+    return ArgumentProvenance(
+        True, tuple(check_arguments(args, requirements, index, key, frozenset()))
+    )

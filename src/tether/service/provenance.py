@@ -1,0 +1,299 @@
+"""Argument provenance as a use case: what enters an agent's context, and the facts a decision
+reads of it (the rules are pure, in :mod:`tether.core.provenance`).
+
+- At task open, the values of the user's request (``intent.request``) are fingerprinted as a
+  trusted source (:meth:`ProvenanceService.request_observation`). The request itself is never
+  stored, nor written to the audit log: only its fingerprints, and how many values it held.
+- Every enforcement point that sees a tool's result records what it put in the agent's
+  context: the MCP gateway and the egress proxy call :meth:`ProvenanceService.observe` (they
+  know the task they serve); agents report through ``POST /v1/observations``
+  (:meth:`ProvenanceService.observe_result`, the SDK's guard and ``observe``).
+- Before a call is decided, :meth:`ProvenanceService.assess` checks the tool's sink arguments
+  against everything the task's delegation chain observed, the user's request and the
+  operator's trusted values.
+
+Trust. A result is untrusted unless the catalog marks its tool or dataset trusted. Through the
+API, where the agent itself reports, a result counts as trusted only when it names the decision
+that allowed exactly that tool and dataset on this task: an agent cannot launder a value by
+claiming it came from a trusted tool it never called.
+
+Delegation. An observation is written under the observing task and every task it was delegated
+from, and a decision reads the caller's task and its ancestors: a parent sees what its delegates
+saw, a delegate sees its parent's (and so its siblings') observations and the root's request,
+so no task of a chain can launder an untrusted value for another.
+
+Values are kept only as HMAC-SHA256 fingerprints under a key of the data directory
+(``keys/provenance-hmac.key``); the key never leaves this service.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tether.core.call import Call
+from tether.core.errors import (
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    InvalidRequest,
+    Unauthenticated,
+)
+from tether.core.identity import Workload
+from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
+from tether.core.provenance import (
+    MIN_KEY_BYTES,
+    Observation,
+    ProvenanceIndex,
+    Source,
+    Trust,
+    observe,
+)
+from tether.core.provenance_extract import DEFAULT_LIMITS, ExtractLimits
+from tether.core.provenance_rules import (
+    NO_PROVENANCE,
+    OPERATOR_SOURCE,
+    REQUEST_SOURCE,
+    ArgumentProvenance,
+    ProvenanceRules,
+    assess,
+)
+from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, JSONValue, is_valid_name
+from tether.core.task import Task, grant_is_usable
+from tether.core.verdict import Decision
+from tether.service.ports import (
+    Clock,
+    DecisionLog,
+    GrantSigner,
+    ObservationStore,
+    PolicyEngine,
+    TaskStore,
+)
+
+__all__ = ["ProvenanceService", "ProvenanceSettings", "Recorded"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceSettings:
+    #: How many fingerprints one task keeps (past it: see ObservationStore.add_observation).
+    max_observations_per_task: int = 10_000
+    #: How much of one tool result is scanned; the rest counts as an unscanned, untrusted part.
+    result_limits: ExtractLimits = field(default_factory=lambda: DEFAULT_LIMITS)
+    #: The longest user request a task may carry (characters).
+    max_request_chars: int = 16_384
+    #: How many delegation chains' observations are kept in memory between decisions.
+    cached_chains: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What one observation recorded: never a value."""
+
+    task_id: TaskId
+    source: Source
+    values: int
+    complete: bool
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "task_id": self.task_id,
+            "source": self.source.to_json(),
+            "values": self.values,
+            "complete": self.complete,
+        }
+
+
+class ProvenanceService:
+    def __init__(
+        self,
+        *,
+        store: ObservationStore,
+        tasks: TaskStore,
+        decisions: DecisionLog,
+        policy: PolicyEngine,
+        signer: GrantSigner,
+        clock: Clock,
+        key: bytes,
+        chain: Callable[[Task], Sequence[Task]],
+        settings: ProvenanceSettings | None = None,
+    ) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"a provenance key has at least {MIN_KEY_BYTES} bytes")
+        self._store = store
+        self._tasks = tasks
+        self._decisions = decisions
+        self._policy = policy
+        self._signer = signer
+        self._clock = clock
+        self._key = key
+        self._chain = chain
+        self._settings = settings if settings is not None else ProvenanceSettings()
+        self._operator: tuple[ProvenanceRules, Observation] | None = None
+        # What each chain observed, with the row count it was read at: reused while the count
+        # is unchanged (rows are insert-only), so a decision reads a count, not every row.
+        self._indexes: OrderedDict[tuple[TaskId, ...], tuple[int, ProvenanceIndex]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "ProvenanceService(<key hidden>)"
+
+    # -- the user's request ----------------------------------------------------------------
+
+    def request_observation(self, request: str | None) -> Observation | None:
+        """The fingerprints of the user's request, a trusted source (``None``: no request).
+
+        Raises ``InvalidRequest`` for a request that is not a string within the bound."""
+        if request is None:
+            return None
+        limit = self._settings.max_request_chars
+        if not isinstance(request, str) or not request.strip() or len(request) > limit:
+            raise InvalidRequest(
+                f"intent.request is the user's request as given: a non-empty string of at most "
+                f"{limit} characters",
+                code=ErrorCode.INVALID_FIELD,
+            )
+        return observe(self._key, REQUEST_SOURCE, request, limits=ExtractLimits(max_chars=limit))
+
+    def record_request(self, task_id: TaskId, observation: Observation) -> None:
+        """Keep the request's fingerprints with the task it opened."""
+        self._store.add_observation(
+            [task_id], observation, self._clock.now(), self._settings.max_observations_per_task
+        )
+
+    # -- observing results -----------------------------------------------------------------
+
+    def observe(self, task: Task, tool: str, dataset: str | None, result: JSONValue) -> Recorded:
+        """Record what ``result`` of ``tool`` (read from ``dataset``) put in the context of
+        ``task``'s agent, under ``task`` and every task it was delegated from. For the doors
+        that serve the task themselves (MCP gateway, egress proxy): the catalog decides trust.
+        """
+        return self._record(task, tool, dataset, result, self._policy.provenance.trust_of)
+
+    def observe_result(
+        self,
+        agent: Workload,
+        grant_token: str,
+        tool: str,
+        dataset: str | None,
+        result: JSONValue,
+        decision_id: str | None = None,
+    ) -> Recorded:
+        """An agent's report of a tool result (``POST /v1/observations``), for the task its
+        grant names. Trusted only when the catalog marks the tool or dataset trusted *and*
+        ``decision_id`` names the allow of exactly this tool and dataset on this task."""
+        _check_names(tool, dataset)
+        task = self._task_of(agent, grant_token)
+        allowed = self._allowed(decision_id, task, tool, dataset)
+        rules = self._policy.provenance
+
+        def trust(tool: str, dataset: str | None) -> Trust:
+            return rules.trust_of(tool, dataset) if allowed else Trust.UNTRUSTED
+
+        return self._record(task, tool, dataset, result, trust)
+
+    def _record(
+        self,
+        task: Task,
+        tool: str,
+        dataset: str | None,
+        result: JSONValue,
+        trust_of: Callable[[str, str | None], Trust],
+    ) -> Recorded:
+        source = Source(tool, dataset, trust_of(tool, dataset))
+        seen = observe(self._key, source, result, limits=self._settings.result_limits)
+        chain = [TaskId(t.task_id) for t in self._chain(task)]
+        self._store.add_observation(
+            chain, seen, self._clock.now(), self._settings.max_observations_per_task
+        )
+        return Recorded(TaskId(task.task_id), source, len(seen.fingerprints), seen.complete)
+
+    def _task_of(self, agent: Workload, grant_token: str) -> Task:
+        now = self._clock.now()
+        try:
+            claims = self._signer.verify(grant_token, now)
+        except Unauthenticated:
+            raise Forbidden("the grant is not valid", code=ErrorCode.GRANT_NOT_BOUND) from None
+        if not hmac.compare_digest(claims.agent, agent.id):
+            raise Forbidden(
+                "the grant was issued to another workload", code=ErrorCode.GRANT_NOT_BOUND
+            )
+        grant, task = self._tasks.get_grant_with_task(claims.grant_id)
+        if grant is None or task is None or not hmac.compare_digest(grant.agent, agent.id):
+            raise Forbidden("the grant is not known", code=ErrorCode.GRANT_NOT_BOUND)
+        if not grant_is_usable(grant, task, now):
+            raise Conflict(
+                "the task is no longer open; nothing is observed for it",
+                code=ErrorCode.TASK_NOT_OPEN,
+            )
+        return task
+
+    def _allowed(self, decision_id: str | None, task: Task, tool: str, dataset: str | None) -> bool:
+        if decision_id is None:
+            return False
+        if not is_well_formed(decision_id, IdKind.DECISION):
+            raise InvalidRequest(
+                "decision_id is not a tether decision id", code=ErrorCode.INVALID_FIELD
+            )
+        record = self._decisions.get_decision(DecisionId(decision_id))
+        return (
+            record is not None
+            and record.decision is Decision.ALLOW
+            and record.task_id == task.task_id
+            and record.tool == tool
+            and record.dataset == dataset
+        )
+
+    # -- the facts of a decision -----------------------------------------------------------
+
+    def assess(self, chain: Sequence[Task], call: Call) -> ArgumentProvenance:
+        """The provenance facts of ``call`` by the first task of ``chain``: its sink arguments
+        checked against what the chain observed. Reads the store only for a tool with sinks.
+        Raises ``Unavailable`` when the store cannot answer (the decision then denies)."""
+        rules = self._policy.provenance
+        sinks = rules.sinks_for(call.tool)
+        if not sinks or not chain:
+            return NO_PROVENANCE
+        index = self._observed([TaskId(t.task_id) for t in chain])
+        operator = self._operator_values(rules)
+        if operator:
+            index = index.with_observations(operator)
+        return assess(call.args, sinks, index, self._key)
+
+    def _observed(self, task_ids: list[TaskId]) -> ProvenanceIndex:
+        key = tuple(task_ids)
+        count = self._store.count_observations(task_ids)
+        with self._lock:
+            cached = self._indexes.get(key)
+            if cached is not None and cached[0] == count:
+                self._indexes.move_to_end(key)
+                return cached[1]
+        # Read after the count: rows added in between are read too, and only make the next
+        # count differ (a fresh read), never an index older than its count.
+        index = ProvenanceIndex.of(self._store.observations(task_ids))
+        with self._lock:
+            self._indexes[key] = (count, index)
+            self._indexes.move_to_end(key)
+            while len(self._indexes) > self._settings.cached_chains:
+                self._indexes.popitem(last=False)
+        return index
+
+    def _operator_values(self, rules: ProvenanceRules) -> list[Observation]:
+        if not rules.trusted_values:
+            return []
+        cached = self._operator
+        if cached is None or cached[0] is not rules:
+            cached = (rules, observe(self._key, OPERATOR_SOURCE, list(rules.trusted_values)))
+            self._operator = cached
+        return [cached[1]]
+
+
+def _check_names(tool: object, dataset: object) -> None:
+    if not isinstance(tool, str) or not is_valid_name(tool, MAX_TOOL_NAME):
+        raise InvalidRequest("tool is not a valid tool name", code=ErrorCode.INVALID_FIELD)
+    if dataset is not None and (
+        not isinstance(dataset, str) or not is_valid_name(dataset, MAX_DATASET_NAME)
+    ):
+        raise InvalidRequest("dataset is not a valid dataset name", code=ErrorCode.INVALID_FIELD)

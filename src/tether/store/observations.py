@@ -1,0 +1,124 @@
+"""What each task's agent has seen in tool results (argument provenance), in SQL.
+
+One row per task, value fingerprint (a keyed HMAC, never the value) and source; a row whose
+fingerprint is empty marks a source part of whose result went unscanned. Rows are only
+inserted, each at most once (the primary key; a repeat is ignored), and a task holds at most the
+limit the service passes: past it, fingerprints are dropped and, for an untrusted source, the
+task gets the one :data:`~tether.core.provenance_rules.OVERFLOW_SOURCE` marker instead, so that
+dropping can only make the provenance check stricter. Writes do not take the audit chain's head:
+an observation is not an audit record (the decision it later decides is).
+
+Because rows are only ever inserted, once each, a task's row count changes exactly when what
+it observed does: :meth:`SqlObservationStore.count_observations` is the cheap read a caller
+keeping the observations in memory checks before it reuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Insert, bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tether.core.errors import ErrorCode
+from tether.core.ids import TaskId
+from tether.core.provenance import Observation, Source, Trust
+from tether.core.provenance_rules import OVERFLOW_SOURCE
+from tether.store.driver import DriverStatement
+from tether.store.schema import observations
+from tether.store.sql import SqlStore
+
+_STORE = ErrorCode.STORE_UNAVAILABLE
+#: The fingerprint column of a row marking a source as partly unscanned.
+UNSCANNED = ""
+
+_COUNT = select(func.count()).where(observations.c.task_id == bindparam("o_task"))
+_FOR_TASKS = select(
+    observations.c.fingerprint,
+    observations.c.tool,
+    observations.c.dataset,
+    observations.c.trust,
+).where(observations.c.task_id.in_(bindparam("o_tasks", expanding=True)))
+
+
+def _insert_ignoring_repeats(backend: str) -> Insert:
+    if backend == "postgresql":
+        return postgresql.insert(observations).on_conflict_do_nothing()
+    return sqlite.insert(observations).on_conflict_do_nothing()
+
+
+class SqlObservationStore:
+    """The ``observations`` table of one :class:`~tether.store.SqlStore`
+    (implements :class:`tether.service.ports.ObservationStore`)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self._insert = _insert_ignoring_repeats(store.backend)
+        # The count every decision on a tool with sinks reads: on the driver, on SQLite.
+        engine = store.db.live(_STORE)
+        self._count = (
+            DriverStatement(engine, _COUNT, "count what the task observed")
+            if store.backend == "sqlite"
+            else None
+        )
+
+    def add_observation(
+        self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
+    ) -> None:
+        source = observation.source
+        fingerprints = sorted(observation.fingerprints)
+        untrusted = source.trust is Trust.UNTRUSTED
+        with self._store.db.write_conn(_STORE, "record what the task observed") as conn:
+            for task_id in dict.fromkeys(task_ids):
+                room = max(0, limit - int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0))
+                kept = fingerprints[:room]
+                rows = [_row(task_id, fp, source, at) for fp in kept]
+                dropped = len(kept) < len(fingerprints)
+                if untrusted and (dropped or not observation.complete):
+                    # INVARIANT: what is dropped or unscanned of an untrusted result counts as
+                    # untrusted; the marker of an over-full task is one row, whatever the source.
+                    marker = source if not dropped and room > len(kept) else OVERFLOW_SOURCE
+                    rows.append(_row(task_id, UNSCANNED, marker, at))
+                if rows:
+                    conn.execute(self._insert, rows)
+
+    def count_observations(self, task_ids: Sequence[TaskId]) -> int:
+        total = 0
+        with self._store.db.read(_STORE, "count what the task observed") as conn:
+            for task_id in dict.fromkeys(task_ids):
+                if self._count is not None:
+                    total += int(self._count.run(conn, {"o_task": task_id}).fetchone()[0])
+                else:
+                    total += int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0)
+        return total
+
+    def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
+        if not task_ids:
+            return []
+        seen: dict[Source, set[str]] = {}
+        partial: set[Source] = set()
+        with self._store.db.read(_STORE, "read what the task observed") as conn:
+            rows = conn.execute(_FOR_TASKS, {"o_tasks": list(dict.fromkeys(task_ids))}).all()
+        for fp, tool, dataset, trust in rows:
+            source = Source(str(tool), str(dataset) or None, Trust(str(trust)))
+            found = seen.setdefault(source, set())
+            if fp == UNSCANNED:
+                partial.add(source)
+            else:
+                found.add(str(fp))
+        return [
+            Observation(source, frozenset(fps), complete=source not in partial)
+            for source, fps in seen.items()
+        ]
+
+
+def _row(task_id: str, fingerprint: str, source: Source, at: datetime) -> dict[str, object]:
+    return {
+        "task_id": task_id,
+        "fingerprint": fingerprint,
+        "tool": source.tool,
+        "dataset": source.dataset or "",
+        "trust": source.trust.value,
+        "observed_at": at,
+    }

@@ -1,0 +1,105 @@
+"""The observations store (argument provenance) against every backend: keyed HMACs with their
+source per task, repeats kept once, a task's cap that can only make the check stricter, a
+delegate's chain written whole, and nothing but fingerprints in the table."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from tether.core.ids import TaskId
+from tether.core.provenance import Observation, ProvenanceIndex, Source, Trust, observe
+from tether.core.provenance_rules import OVERFLOW_SOURCE
+from tether.store import SqlStore
+from tether.store.observations import SqlObservationStore
+
+from .conftest import T0, Backend
+
+KEY = bytes(range(32))
+PAGE = Source("web.browse", None, Trust.UNTRUSTED)
+CONTACTS = Source("contacts.list", "contacts", Trust.TRUSTED)
+RESULT = "Visit https://evil.example.com/x or mail eve@evil.example.com"
+
+
+def _index(rows: list[Observation]) -> ProvenanceIndex:
+    return ProvenanceIndex.of(rows)
+
+
+def test_an_observation_is_read_back_by_source_as_fingerprints_only(
+    backend: Backend, store: SqlStore
+) -> None:
+    observations = SqlObservationStore(store)
+    seen = observe(KEY, PAGE, RESULT)
+    trusted = observe(KEY, CONTACTS, {"email": "alice@example.org"})
+    observations.add_observation([TaskId("tsk_a")], seen, T0, 100)
+    observations.add_observation([TaskId("tsk_a")], trusted, T0, 100)
+    observations.add_observation([TaskId("tsk_a")], seen, T0, 100)  # a repeat: kept once
+    other = observe(KEY, PAGE, "see https://other.example.net")
+    observations.add_observation([TaskId("tsk_b")], other, T0, 100)
+
+    got = {o.source: o for o in observations.observations([TaskId("tsk_a")])}
+    assert got == {PAGE: seen, CONTACTS: trusted}
+    assert observations.observations([]) == []
+    # Only HMACs are stored: no row holds the value or a part of it.
+    with backend.raw().connect() as conn:
+        rows = conn.execute(text("SELECT * FROM observations")).all()
+    assert len(rows) == sum(len(o.fingerprints) for o in (seen, trusted, other))
+    dump = repr(rows)
+    for raw in ("evil.example.com", "eve@", "alice@example.org"):
+        assert raw not in dump
+
+
+def test_a_delegates_observation_is_written_under_its_whole_chain(store: SqlStore) -> None:
+    observations = SqlObservationStore(store)
+    seen = observe(KEY, PAGE, RESULT)
+    child, parent = TaskId("tsk_child"), TaskId("tsk_parent")
+    observations.add_observation([child, parent], seen, T0, 100)
+    assert observations.observations([parent]) == [seen]
+    assert observations.observations([TaskId("tsk_sibling"), parent]) == [seen]
+
+
+def test_an_unscanned_part_of_an_untrusted_result_is_kept(store: SqlStore) -> None:
+    observations = SqlObservationStore(store)
+    partial = Observation(PAGE, observe(KEY, PAGE, RESULT).fingerprints, complete=False)
+    observations.add_observation([TaskId("tsk_a")], partial, T0, 100)
+    assert observations.observations([TaskId("tsk_a")]) == [partial]
+    assert _index(observations.observations([TaskId("tsk_a")])).unscanned == {PAGE}
+
+
+def test_past_its_cap_a_task_drops_values_and_counts_the_untrusted_rest_as_unscanned(
+    backend: Backend, store: SqlStore
+) -> None:
+    observations = SqlObservationStore(store)
+    task = TaskId("tsk_a")
+    trusted = observe(KEY, CONTACTS, {"a": "https://a.example.org", "b": "b@example.org"})
+    observations.add_observation([task], trusted, T0, 3)
+    untrusted = observe(KEY, PAGE, RESULT)
+    observations.add_observation([task], untrusted, T0, 3)
+    got = _index(observations.observations([task]))
+    # Trusted values past the cap are simply not trusted (stricter); untrusted ones dropped
+    # make every unseen value count as possibly theirs.
+    assert got.size <= 3
+    assert got.unscanned == {OVERFLOW_SOURCE}
+    with backend.raw().connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM observations")).scalar()
+    assert total == 4  # the cap, and the one overflow marker
+
+
+def test_two_handles_see_each_others_observations(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
+    seen = observe(KEY, PAGE, RESULT)
+    SqlObservationStore(first).add_observation([TaskId("tsk_a")], seen, T0, 100)
+    assert SqlObservationStore(second).observations([TaskId("tsk_a")]) == [seen]
+
+
+def test_the_count_changes_exactly_when_the_observations_do(backend: Backend) -> None:
+    first, second = SqlObservationStore(backend.open()), SqlObservationStore(backend.open())
+    chain = [TaskId("tsk_child"), TaskId("tsk_parent")]
+    assert first.count_observations(chain) == 0
+    seen = observe(KEY, PAGE, RESULT)
+    second.add_observation(chain, seen, T0, 100)
+    counted = first.count_observations(chain)
+    assert counted == 2 * len(seen.fingerprints)
+    second.add_observation(chain, seen, T0, 100)  # a repeat adds no row
+    assert first.count_observations(chain) == counted
+    second.add_observation([TaskId("tsk_parent")], observe(KEY, CONTACTS, "x@y.example"), T0, 100)
+    assert first.count_observations(chain) > counted
