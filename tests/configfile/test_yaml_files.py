@@ -53,8 +53,9 @@ def test_a_catalog_reports_each_mistake_at_its_place() -> None:
         "'internal', 'confidential' or 'restricted'; did you mean 'internal'?",
         "catalog.yaml:5:3: datasets.bad name: 'bad name' is not a valid dataset name (letters, "
         "digits, '.', '_', '-'; at most 128)",
-        "catalog.yaml:6:9: datasets.docs: must be a mapping (keys: classification, description)",
-        "catalog.yaml:7:1: owner: unknown key; allowed here: datasets",
+        "catalog.yaml:6:9: datasets.docs: must be a mapping (keys: classification, description, "
+        "trusted)",
+        "catalog.yaml:7:1: owner: unknown key; allowed here: datasets, tools, trusted_values",
     ]
 
 
