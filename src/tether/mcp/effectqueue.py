@@ -1,9 +1,10 @@
 """Effects recorded after the answer: a call's effect never delays its result, and is never lost.
 
 An allowed call's effect (status, bytes, records, recipients) settles its budget holds and goes
-into the audit chain. Writing it costs a transaction, so the gateway answers the agent first and
-writes the effect in the background (a worker thread: the store is synchronous). Two rules keep
-that as safe as writing it first:
+into the audit chain; the observation of what its result showed the agent (argument provenance)
+goes the same way, on the same lane. Writing it costs a transaction, so the gateway answers the
+agent first and writes the effect in the background (a worker thread: the store is synchronous).
+Two rules keep that as safe as writing it first:
 
 - **The next decision on the same task waits for it.** Effects are queued per grant (one grant,
   one task); before deciding a call the gateway awaits :meth:`EffectQueue.settled` for its grant,

@@ -55,6 +55,7 @@ from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.results import (
     META_APPROVAL,
     GatewayCode,
+    Handed,
     Measured,
     encoded,
     for_agent,
@@ -71,6 +72,7 @@ from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
 from tether.service.ports import Clock, Store, WorkloadVerifier
+from tether.service.provenance import ProvenanceService
 from tether.service.settings import ServiceSettings
 
 log = get_logger("tether.mcp.gateway")
@@ -97,6 +99,9 @@ class GatewayDeps:
     ids: IdFactory
     #: The runtime's metrics, scraped at ``GET /metrics`` over HTTP; ``None`` serves no metrics.
     metrics: Metrics | None = None
+    #: Records what each result put in the agent's context (argument provenance); ``None``
+    #: records nothing.
+    provenance: ProvenanceService | None = None
 
 
 def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
@@ -354,7 +359,7 @@ class Gateway:
         leaked = await self._leak_in(session, data)
         if leaked is not None:
             return await self._withheld(caller, entry, decision_id, measured, leaked)
-        self.report(caller, decision_id, measured)
+        self.report(caller, decision_id, measured, Handed(entry.exposed, mapping.dataset, answer))
         return answer
 
     async def _too_large(
@@ -499,9 +504,17 @@ class Gateway:
             f"review and approve it (tether mcp pins approve {entry.exposed}) before it is used",
         )
 
-    def report(self, caller: Caller, decision_id: DecisionId, measured: Measured | None) -> None:
-        """Queue the call's effect: written in the background, before the next decision on
-        the same task (:mod:`tether.mcp.effectqueue`)."""
+    def report(
+        self,
+        caller: Caller,
+        decision_id: DecisionId,
+        measured: Measured | None,
+        handed: Handed | None = None,
+    ) -> None:
+        """Queue the call's effect, and the observation of what it ``handed`` back: written in
+        the background, before the next decision on the same task
+        (:mod:`tether.mcp.effectqueue`), so a value the agent was shown is known to provenance
+        before it can steer a call."""
         assert caller.grant_token is not None  # no call is decided without one
         effects, workload = self.deps.effects, caller.workload
         status = measured.status if measured is not None else EffectStatus.ERROR
@@ -517,3 +530,14 @@ class Gateway:
             )
 
         self.effects.submit(caller.grant_token, decision_id, write)
+        provenance = self.deps.provenance
+        if handed is None or provenance is None:
+            return
+        grant = caller.grant_token
+
+        def observe() -> None:
+            provenance.observe_result(
+                workload, grant, handed.tool, handed.dataset, handed.result, decision_id
+            )
+
+        self.effects.submit(grant, decision_id, observe)

@@ -165,3 +165,16 @@ def measure(
         records=None if mapping.count_records is None else _count(result, mapping.count_records),
         recipients=_recipients(arguments, mapping.recipients_arg),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """What an allowed call handed back to the agent: the result of ``tool`` (read from
+    ``dataset``), whose values provenance records before the task's next decision."""
+
+    tool: str
+    dataset: str | None
+    result: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"Handed(tool={self.tool!r}, dataset={self.dataset!r})"

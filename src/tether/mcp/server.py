@@ -77,6 +77,7 @@ def deps_from_runtime(
         secrets=secrets.get,
         ids=IdFactory(random_bytes),
         metrics=metrics,
+        provenance=runtime.provenance,
     )
 
 

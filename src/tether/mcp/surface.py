@@ -41,6 +41,7 @@ from tether.mcp.results import (
     META_APPROVAL,
     META_ERROR,
     GatewayCode,
+    Handed,
     Measured,
     encoded,
     refusal,
@@ -257,7 +258,8 @@ class Surface:
             await gw.record_failure(why, name, caller, decision_id)
             raise _refused(tool_error(withheld[0], why.message, decision_id=decision_id))
         # INVARIANT: the one place a resource or prompt is handed back to the agent.
-        gw.report(caller, decision_id, Measured(EffectStatus.OK, len(data), records, ()))
+        handed = Handed(name, request.dataset, answer)
+        gw.report(caller, decision_id, Measured(EffectStatus.OK, len(data), records, ()), handed)
         return answer
 
     async def _forward(
