@@ -22,7 +22,7 @@ GATEWAY = """\
 upstreams:
   crm:
     comand: python
-    args: [crm.py]
+    env: {LOG_LEVEL: info, API_KEY: sk-live-in-env}
     secret_env: {API_KEY: crm-key, 'BAD-NAME': crm-key}
     pin_check: on_chnage
   mail:
@@ -46,6 +46,8 @@ limits: {max_result_bytes: 8MiB, max_bytes: 10}
 
 EXPECTED = [
     "gateway.yaml:3:5: upstreams.crm.comand: unknown key; did you mean 'command'?",
+    "gateway.yaml:5:18: upstreams.crm.secret_env.API_KEY: is set in env too; a credential "
+    "belongs in secret_env only",
     "gateway.yaml:5:36: upstreams.crm.secret_env.BAD-NAME: is not an environment variable name",
     "gateway.yaml:6:16: upstreams.crm.pin_check: must be one of 'auto', 'each_call' or "
     "'on_change'; did you mean 'on_change'?",
@@ -122,8 +124,17 @@ def test_a_value_that_could_be_a_credential_is_never_repeated(
 
 def test_data_given_in_memory_names_the_path_without_a_line() -> None:
     with pytest.raises(ProblemsError) as caught:
-        parse_config({"upstreams": {"crm": {"urll": "https://x"}}, "tool": {}})
+        parse_config(
+            {
+                "upstreams": {"crm": {"urll": "https://x"}, "mail": "https://mail.test"},
+                "tool": {},
+                "prompts": {"summarize": {"action": "read"}},
+            }
+        )
     assert [str(p) for p in caught.value.problems] == [
         "gateway config: upstreams.crm.urll: unknown key; did you mean 'url'?",
+        "gateway config: upstreams.mail: must be a mapping (keys: command, args, env, secret_env, "
+        "cwd, url, credential, timeout_seconds, pin_check, share_sessions)",
+        "gateway config: prompts.summarize: a tool or prompt is named <upstream>.<name>",
         "gateway config: tool: unknown key; did you mean 'tools'?",
     ]

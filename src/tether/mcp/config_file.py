@@ -96,6 +96,17 @@ EnvName = Annotated[
     str, Strict(), matching(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "is not an environment variable name")
 ]
 SecretName = Annotated[str, BeforeValidator(_secret_name)]
+
+
+def _not_in_env(variable: str, info: ValidationInfo) -> str:
+    """A variable of ``secret_env`` is not in ``env`` (checked whatever else is wrong there)."""
+    env = info.data.get("env")
+    if isinstance(env, dict) and variable in env:
+        raise ValueError("is set in env too; a credential belongs in secret_env only")
+    return variable
+
+
+SecretVariable = Annotated[EnvName, AfterValidator(_not_in_env)]
 HeaderName = Annotated[str, Strict(), matching(r"[A-Za-z0-9-]{1,64}", "is not an HTTP header name")]
 Scheme = Annotated[
     str,
@@ -128,7 +139,7 @@ def _declared(upstream: str, info: ValidationInfo) -> str:
 
 def _tool_name(name: str, info: ValidationInfo) -> str:
     if not is_valid_name(name, MAX_TOOL_NAME) or "." not in name:
-        raise ValueError("a tool is named <upstream>.<tool>")
+        raise ValueError("a tool or prompt is named <upstream>.<name>")
     _declared(name.split(".", 1)[0], info)
     return name
 
@@ -136,7 +147,7 @@ def _tool_name(name: str, info: ValidationInfo) -> str:
 ToolName = Annotated[str, Strict(), AfterValidator(_tool_name)]
 
 
-class CredentialModel(YamlModel):
+class GatewayCredential(YamlModel):
     """``credential: {secret, header, scheme}``: what the gateway injects on every request."""
 
     secret: SecretName
@@ -147,16 +158,16 @@ class CredentialModel(YamlModel):
         return CredentialRef(self.secret, self.header, self.scheme)
 
 
-class UpstreamModel(YamlModel):
+class GatewayUpstream(YamlModel):
     """One upstream: a stdio server (``command`` …) or a streamable HTTP one (``url`` …)."""
 
     command: Text | None = None
     args: list[Arg] = Field(default_factory=list)
     env: dict[EnvName, Annotated[str, Strict()]] = Field(default_factory=dict)
-    secret_env: dict[EnvName, SecretName] = Field(default_factory=dict)
+    secret_env: dict[SecretVariable, SecretName] = Field(default_factory=dict)
     cwd: Text | None = None
     url: Annotated[Text, AfterValidator(_url)] | None = None
-    credential: CredentialModel | None = None
+    credential: GatewayCredential | None = None
     timeout_seconds: Seconds = DEFAULT_TIMEOUT_SECONDS
     pin_check: PinCheck = "auto"
     share_sessions: Flag = False
@@ -168,21 +179,8 @@ class UpstreamModel(YamlModel):
             raise ValueError("must map environment variables to secret names")
         return value
 
-    @field_validator("secret_env")
-    @classmethod
-    def _not_in_env(cls, secret_env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        env = info.data.get("env") or {}
-        both = [
-            ((variable,), "is set in env too; a credential belongs in secret_env only")
-            for variable in secret_env
-            if variable in env
-        ]
-        if both:
-            raise Below(*both)
-        return secret_env
-
     @model_validator(mode="after")
-    def _one_kind(self) -> UpstreamModel:
+    def _one_kind(self) -> GatewayUpstream:
         if (self.command is None) == (self.url is None):
             raise ValueError(
                 "needs either 'command' (a stdio server) or 'url' (a streamable HTTP server)"
@@ -223,7 +221,7 @@ class UpstreamModel(YamlModel):
         )
 
 
-class MappingModel(YamlModel):
+class GatewayMapping(YamlModel):
     """What a tool (or a prompt) does, as tether decides it."""
 
     action: ActionKind
@@ -241,7 +239,7 @@ class MappingModel(YamlModel):
         )
 
 
-class ResourceModel(YamlModel):
+class GatewayResource(YamlModel):
     """``{upstream, uri, dataset}``: the URIs of ``upstream`` matching ``uri`` read ``dataset``."""
 
     upstream: Annotated[Text, AfterValidator(_declared)]
@@ -252,11 +250,11 @@ class ResourceModel(YamlModel):
         return ResourceMapping(self.upstream, self.uri, self.dataset)
 
 
-class LimitsModel(YamlModel):
+class GatewayLimits(YamlModel):
     max_result_bytes: Bytes = DEFAULT_MAX_RESULT_BYTES
 
 
-def _some(upstreams: dict[str, UpstreamModel]) -> dict[str, UpstreamModel]:
+def _some(upstreams: dict[str, GatewayUpstream]) -> dict[str, GatewayUpstream]:
     if not upstreams:
         raise ValueError("name at least one upstream MCP server")
     return upstreams
@@ -265,11 +263,11 @@ def _some(upstreams: dict[str, UpstreamModel]) -> dict[str, UpstreamModel]:
 class GatewayFile(YamlModel):
     """The whole ``gateway.yaml``."""
 
-    upstreams: Annotated[dict[UpstreamName, UpstreamModel], AfterValidator(_some)]
-    tools: dict[ToolName, MappingModel] | None = None
-    prompts: dict[ToolName, MappingModel] | None = None
-    resources: list[ResourceModel] | None = None
-    limits: LimitsModel | None = None
+    upstreams: Annotated[dict[UpstreamName, GatewayUpstream], AfterValidator(_some)]
+    tools: dict[ToolName, GatewayMapping] | None = None
+    prompts: dict[ToolName, GatewayMapping] | None = None
+    resources: list[GatewayResource] | None = None
+    limits: GatewayLimits | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -280,7 +278,7 @@ class GatewayFile(YamlModel):
         return data
 
     def to_config(self) -> GatewayConfig:
-        limits = self.limits or LimitsModel()
+        limits = self.limits or GatewayLimits()
         return GatewayConfig(
             tuple(raw.to_upstream(name) for name, raw in self.upstreams.items()),
             {name: raw.to_mapping() for name, raw in (self.tools or {}).items()},
