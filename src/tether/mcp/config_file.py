@@ -6,8 +6,8 @@ The format is in :mod:`tether.mcp.config`. :func:`load_config` reads ``gateway.y
 or resource names a declared upstream, an upstream is either a stdio server (``command``) or an
 HTTP one (``url``) with only the keys of its kind, no variable is in both ``env`` and
 ``secret_env``. Every problem is reported at once, each at its ``file:line:col``, in one
-``ConfigurationError``; no problem repeats a value from the file (a misplaced credential stays
-out of the message), only its path.
+``ConfigurationError``. A problem names its path and repeats no value that could be a
+credential (an ``env`` value, a URL's password, a mistyped secret name): only names.
 """
 
 from __future__ import annotations
