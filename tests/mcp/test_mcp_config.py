@@ -15,7 +15,8 @@ from tether.core.errors import ConfigurationError, NotFound
 from tether.core.scope import ActionKind
 from tether.core.secret import Secret
 from tether.credentials.secrets import KEY_ENV, SecretStore
-from tether.mcp.config import HttpUpstream, StdioUpstream, load_config, parse_config
+from tether.mcp.config import HttpUpstream, StdioUpstream
+from tether.mcp.config_file import load_config, parse_config
 from tether.mcp.pins import PinStatus, PinStore, descriptor
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -61,8 +62,12 @@ def test_a_good_config_parses_with_safe_defaults() -> None:
         ({"tools": {"crm.q": {"action": "read", "count_records": "rows"}}}, "count_records"),
         ({"upstreams": {"m": {"url": "http://x", "pin_check": "never"}}}, "m.pin_check: must be"),
         ({"upstreams": {"m": {"url": "http://x", "share_sessions": "yes"}}}, "share_sessions"),
-        ({"extra": 1}, "(top level).extra: unknown key"),
+        ({"extra": 1}, "extra: unknown key; allowed here: limits, prompts, resources, tools"),
         ({"upstreams": {}}, "name at least one upstream"),
+        ({"upstreams": {"m": {"url": "http://x", "command": "y"}}}, "has both 'command' and 'url'"),
+        ({"upstreams": {"m": {"url": "http://x", "args": []}}}, "m.args: is not for an upstream"),
+        ({"upstreams": {"m": {"command": "x", "credential": {"secret": "s"}}}}, "m.credential"),
+        ({"resources": [{"upstream": "crm", "uri": "x"}]}, "resources[0]: required key 'dataset'"),
     ],
 )
 def test_config_errors_name_the_key_path(change: dict[str, object], message: str) -> None:
@@ -74,8 +79,9 @@ def test_config_errors_name_the_key_path(change: dict[str, object], message: str
 def test_load_config_reports_bad_yaml_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text("upstreams:\n  crm: [\n")
-    with pytest.raises(ConfigurationError, match="not valid YAML at line"):
+    with pytest.raises(ConfigurationError) as raised:
         load_config(path)
+    assert raised.value.message.startswith(f"{path}:3:1: not valid YAML: ")
 
 
 def test_pins_pin_on_first_sight_hold_a_change_pending_and_approve_it(tmp_path: Path) -> None:

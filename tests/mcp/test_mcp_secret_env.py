@@ -10,7 +10,8 @@ from test_mcp_calls import call
 
 from tether.core.audit import AuditKind
 from tether.core.errors import ConfigurationError
-from tether.mcp.config import StdioUpstream, parse_config
+from tether.mcp.config import StdioUpstream
+from tether.mcp.config_file import parse_config
 
 
 def update(gw: Gw, ticket: str):  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.logs import configure_logging, get_logger
 from tether.mcp.callers import GrantReader, stdio_caller
-from tether.mcp.config import load_config
+from tether.mcp.config_file import load_config
 from tether.mcp.pins import PinStore
 from tether.mcp.recording import GatewayAudit, pinned_body
 from tether.mcp.server import MCP_PATH, default_pins_path, http_app, open_gateway, serve_stdio

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +38,7 @@ from pydantic import (
 
 from tether.configfile.problems import Problem, did_you_mean
 from tether.configfile.yamldoc import Path, YamlDocument
+from tether.core.scope import is_valid_name
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -268,3 +270,27 @@ def _key_hint(key: object, model: type[YamlModel] | None) -> str:
 def _value_hint(value: object, expected: str) -> str:
     close = did_you_mean(str(value), _QUOTED.findall(expected))
     return f"; did you mean {close!r}?" if close is not None else ""
+
+
+def matching(pattern: str, what: str) -> AfterValidator:
+    """A check that a string is all of ``pattern``; ``what`` says what it must be otherwise
+    (the value itself is never repeated: it could be a credential)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(what)
+        return value
+
+    return AfterValidator(check)
+
+
+def named(longest: int, what: str) -> AfterValidator:
+    """A check that a string is a name (:func:`tether.core.scope.is_valid_name`)."""
+
+    def check(value: str) -> str:
+        if not is_valid_name(value, longest):
+            raise ValueError(what)
+        return value
+
+    return AfterValidator(check)

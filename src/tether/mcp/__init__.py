@@ -8,7 +8,8 @@ pins tool descriptors (OWASP ASI04) and records effects. See ``README.md`` besid
 from __future__ import annotations
 
 from tether.mcp.callers import GRANT_HEADER, GRANT_META_KEY, Caller
-from tether.mcp.config import GatewayConfig, load_config, parse_config
+from tether.mcp.config import GatewayConfig
+from tether.mcp.config_file import load_config, parse_config
 from tether.mcp.gateway import Gateway, GatewayDeps
 from tether.mcp.pins import PinStore
 from tether.mcp.server import build_server, http_app, open_gateway, serve_stdio

@@ -36,8 +36,9 @@ from tether.configfile import (
     shared,
     validate,
 )
+from tether.configfile.models import matching, named
 from tether.core.errors import ConfigurationError
-from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind, is_valid_name
+from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind
 from tether.credentials.secrets import is_valid_secret_name
 from tether.proxy.config import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -67,49 +68,29 @@ _QUERY_NAME: Final = r"[A-Za-z0-9._~-]{1,64}"
 _UNSETTABLE: Final = NEVER_FORWARDED - {"authorization", "proxy-authorization", "cookie"}
 
 
-def _matching(pattern: str, what: str) -> AfterValidator:
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(what)
-        return value
-
-    return AfterValidator(check)
-
-
-def _named(longest: int, what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not is_valid_name(value, longest):
-            raise ValueError(what)
-        return value
-
-    return AfterValidator(check)
-
-
 UpstreamName = Annotated[
     str,
     Strict(),
-    _matching(r"[A-Za-z0-9_-]{1,64}", "an upstream name is 1-64 letters, digits, '_' or '-'"),
+    matching(r"[A-Za-z0-9_-]{1,64}", "an upstream name is 1-64 letters, digits, '_' or '-'"),
 ]
-HeaderName = Annotated[str, Strict(), _matching(r"[A-Za-z0-9-]{1,64}", "is not a header name")]
-QueryName = Annotated[str, Strict(), _matching(_QUERY_NAME, "is not a query parameter name")]
+HeaderName = Annotated[str, Strict(), matching(r"[A-Za-z0-9-]{1,64}", "is not a header name")]
+QueryName = Annotated[str, Strict(), matching(_QUERY_NAME, "is not a query parameter name")]
 ArgName = Annotated[
-    str, Strict(), _named(64, "an argument name is 1-64 letters, digits, '.', '_', '-'")
+    str, Strict(), named(64, "an argument name is 1-64 letters, digits, '.', '_', '-'")
 ]
 Scheme = Annotated[
     str,
     Strict(),
-    _matching(r"[A-Za-z0-9._-]{1,32}", "must be a single word such as Bearer, or none"),
+    matching(r"[A-Za-z0-9._-]{1,32}", "must be a single word such as Bearer, or none"),
 ]
 CountPath = Annotated[
     Text,
-    _matching(
+    matching(
         r"body(\.[A-Za-z0-9_-]{1,64}){0,8}", "must be 'body' or 'body.<path>' (e.g. body.items)"
     ),
 ]
-ToolName = Annotated[Text, _named(MAX_TOOL_NAME, "is not a valid tool name")]
-DatasetName = Annotated[Text, _named(MAX_DATASET_NAME, "must be a dataset name")]
+ToolName = Annotated[Text, named(MAX_TOOL_NAME, "is not a valid tool name")]
+DatasetName = Annotated[Text, named(MAX_DATASET_NAME, "must be a dataset name")]
 Seconds = Annotated[float, Strict(), Field(gt=0, le=3600)]
 Bytes = Annotated[int, Strict(), Field(gt=0, le=MAX_BYTES_LIMIT)]
 
