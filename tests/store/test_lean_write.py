@@ -15,9 +15,11 @@ from tether.store.schema import meta
 from tether.store.sql import SqlStore
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    opened = SqlStore(f"sqlite:///{tmp_path / 'tether.db'}")
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    # In memory, each thread's connection is a database of its own: no write connection is kept.
+    url = f"sqlite:///{tmp_path / 'tether.db'}" if request.param == "file" else "sqlite://"
+    opened = SqlStore(url)
     yield opened
     opened.close()
 

@@ -32,6 +32,7 @@ from typing import Final
 
 from sqlalchemy import URL, Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.pool import SingletonThreadPool
 
 from tether.core.audit import AuditRecord, ChainFormat, ChainHead, seal
 from tether.core.errors import ErrorCode, Unavailable
@@ -109,7 +110,10 @@ class Database:
         # one commits. Other processes on the file still meet SQLite's busy handler.
         self._writers = threading.Lock() if self.backend == "sqlite" else None
         # SQLite's one write connection, used under the writers' lock (see _sqlite_write).
+        # Not for an in-memory database: its pool gives each thread a connection (a database)
+        # of its own, which no other thread may use.
         self._write_conn: Connection | None = None
+        self._keep_write_conn = not isinstance(engine.pool, SingletonThreadPool)
         self.busy_seconds = busy_timeout.total_seconds()
         self._read_options = read_options(engine)
         self._driver = DriverWrites(engine) if self.backend == "sqlite" else None
@@ -185,7 +189,8 @@ class Database:
         if conn is None or conn.closed or conn.invalidated:
             conn = engine.connect()
             conn.execution_options(**{WRITE_OPTION: True})
-            self._write_conn = conn
+            if self._keep_write_conn:
+                self._write_conn = conn
         try:
             if not lean:
                 with conn.begin():
@@ -210,6 +215,8 @@ class Database:
             with suppress(SQLAlchemyError):
                 conn.close()
             raise
+        if not self._keep_write_conn:
+            conn.close()
 
     @contextmanager
     def write(
