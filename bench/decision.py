@@ -18,7 +18,7 @@ For 50 and 1,000 policies this prints p50/p99 of:
 and the ratios of tether to raw, measured in the same process, interleaved, so machine noise
 hits both alike. Quote the ratios, not the absolute times.
 
-    .venv/bin/python bench/decision.py [--iterations 2000]
+    .venv/bin/python bench/decision.py [--iterations 2000] [--policies 50,1000]
 """
 
 from __future__ import annotations
@@ -78,18 +78,29 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+#: The process's CPU time per call (every thread: the group-commit writer's too), by
+#: candidate, next to the wall-clock samples: on a machine other jobs keep busy, wall time
+#: is mostly waiting for a core, CPU time is the call's own cost.
+CPU: dict[str, list[float]] = {}
+
+
 def measure(fns: dict[str, Callable[[], object]], iterations: int) -> dict[str, list[float]]:
     """Run the candidates interleaved, one call each per round, so noise is shared."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm up
         for _ in range(50):
             fn()
     clock = time.perf_counter_ns
+    cpu_clock = time.process_time_ns
     for _ in range(iterations):
         for name, fn in fns.items():
-            start = clock()
+            start, cpu_start = clock(), cpu_clock()
             fn()
-            samples[name].append((clock() - start) / 1000.0)
+            cpu_end, end = cpu_clock(), clock()
+            samples[name].append((end - start) / 1000.0)
+            cpu[name].append((cpu_end - cpu_start) / 1000.0)
+    CPU.update(cpu)
     return samples
 
 
@@ -191,9 +202,13 @@ def run(count: int, iterations: int, workdir: Path) -> None:
 
     medians = {name: statistics.median(s) for name, s in samples.items()}
     print(f"\n{count} policies, {iterations} interleaved rounds (µs)")
-    print(f"  {'':24} {'p50':>10} {'p99':>10}")
+    print(f"  {'':24} {'p50':>10} {'p99':>10} {'CPU p50':>10} {'CPU mean':>10}")
     for name, s in samples.items():
-        print(f"  {name:24} {medians[name]:10.1f} {percentile(s, 0.99):10.1f}")
+        used = CPU[name]
+        print(
+            f"  {name:24} {medians[name]:10.1f} {percentile(s, 0.99):10.1f} "
+            f"{statistics.median(used):10.1f} {statistics.fmean(used):10.1f}"
+        )
     for baseline in ("raw cedarpy (text)", "raw cedarpy (parsed)"):
         for candidate in ("tether decide", "tether authorize"):
             ratio = medians[candidate] / medians[baseline]
@@ -203,12 +218,17 @@ def run(count: int, iterations: int, workdir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument(
+        "--policies",
+        default="50,1000",
+        help="policy counts to run, comma-separated (default 50,1000)",
+    )
     args = parser.parse_args()
     # Decisions log one line each; written to this terminal it would be timed too.
     configure_logging("warning", json=True)
     print(f"cedarpy {getattr(cedarpy, '__version__', '?')}, pid {os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        for count in (50, 1000):
+        for count in [int(n) for n in args.policies.split(",")]:
             run(count, args.iterations, Path(tmp))
 
 

@@ -3,6 +3,7 @@
     .venv/bin/python bench/throughput.py [--quick] [--rounds 3] [--seconds 5] [--concurrency 16]
                                          [--scenarios floor,sqlite,postgres]
                                          [--store-url postgresql://...]
+                                         [--baseline-src OLD/src]
 
 Three servers run side by side on 127.0.0.1, each a real process:
 
@@ -10,6 +11,8 @@ Three servers run side by side on 127.0.0.1, each a real process:
           body) under ``uvicorn.run`` with the arguments ``tether serve`` passes: one process, one
           worker, the same event loop and HTTP implementation. What HTTP on this stack can do.
   A       ``tether serve``, 1 replica, the embedded SQLite store in a fresh data directory.
+  A0      (``--baseline-src OLD/src --scenarios floor,baseline,sqlite``) A, with tether imported
+          from another source tree: the code before a change, interleaved with the code after.
   B       ``tether serve``, 2 replicas on one PostgreSQL database and one data directory, as
           behind a load balancer; the load alternates its connections between them.
 
@@ -82,7 +85,10 @@ SCOPE = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
 READ = {"tool": "crm.query", "action": "read", "dataset": "crm"}
 FLOOR, SQLITE, POSTGRES = "floor", "sqlite", "postgres"
 SCENARIOS = (FLOOR, SQLITE, POSTGRES)
-SHORT = {FLOOR: "floor", SQLITE: "A", POSTGRES: "B"}
+#: A, run from another copy of tether's source (``--baseline-src``): before and after a change,
+#: interleaved in one run.
+BASELINE = "baseline"
+SHORT = {FLOOR: "floor", SQLITE: "A", POSTGRES: "B", BASELINE: "A0"}
 TARGET = 0.50  # issue 11: one replica at >= 50% of the floor's throughput
 HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # ignored while the clean-up runs
 
@@ -269,7 +275,11 @@ def agent_requests(data_dir: Path, ports: Sequence[int], concurrency: int) -> li
 
 
 def set_up(
-    stack: ExitStack, names: Sequence[str], concurrency: int, store_url: str | None
+    stack: ExitStack,
+    names: Sequence[str],
+    concurrency: int,
+    store_url: str | None,
+    baseline_src: Path | None = None,
 ) -> tuple[list[Scenario], list[str]]:
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tether-throughput-")))
     built: dict[str, Scenario] = {}
@@ -280,6 +290,20 @@ def set_up(
         built[SQLITE] = Scenario(
             SQLITE,
             "1 replica, SQLite (WAL, synchronous=NORMAL)",
+            agent_requests(data, [port], concurrency),
+            "decision",
+            "allow",
+            [pid],
+        )
+    if BASELINE in names:
+        if baseline_src is None:
+            raise ValueError("the baseline scenario needs --baseline-src")
+        data = workdir / "baseline"
+        env = server_env(PYTHONPATH=str(baseline_src))
+        port, pid = start_server(stack, tether_command(data), env, workdir / "baseline.log")
+        built[BASELINE] = Scenario(
+            BASELINE,
+            f"1 replica, SQLite, tether from {baseline_src}",
             agent_requests(data, [port], concurrency),
             "decision",
             "allow",
@@ -330,13 +354,14 @@ def measure(
     warmup: float = 1.0,
     concurrency: int = 16,
     store_url: str | None = None,
+    baseline_src: Path | None = None,
 ) -> Results:
     """Start the servers and the load process, run the rounds interleaved, stop everything.
 
     A round lasts ``seconds``, or ends after ``requests`` requests in all (whichever is set, or
     first). ``names`` is a subset of :data:`SCENARIOS`, run in that order in every round.
     """
-    unknown = set(names) - set(SCENARIOS)
+    unknown = set(names) - {*SCENARIOS, BASELINE}
     if unknown or not names:
         raise ValueError(f"scenarios are some of {', '.join(SCENARIOS)}, not {sorted(unknown)}")
     if seconds is None and requests is None:
@@ -346,7 +371,17 @@ def measure(
     try:
         with ExitStack() as stack:
             try:
-                return _run(stack, names, rounds, seconds, requests, warmup, concurrency, store_url)
+                return _run(
+                    stack,
+                    names,
+                    rounds,
+                    seconds,
+                    requests,
+                    warmup,
+                    concurrency,
+                    store_url,
+                    baseline_src,
+                )
             finally:
                 # A second Ctrl-C must not cut the clean-up short and leave a server running.
                 for sig in previous:
@@ -365,8 +400,9 @@ def _run(
     warmup: float,
     concurrency: int,
     store_url: str | None,
+    baseline_src: Path | None,
 ) -> Results:
-    scenarios, notes = set_up(stack, names, concurrency, store_url)
+    scenarios, notes = set_up(stack, names, concurrency, store_url, baseline_src)
     load = LoadProcess(stack)
     if warmup > 0:
         for scenario in scenarios:
@@ -468,10 +504,15 @@ def report(results: Results, out: TextIO = sys.stdout) -> None:
                 if n != FLOOR and cost[n] > 0
             )
         )
+    if BASELINE in medians and SQLITE in medians:
+        after = f"A / A0 (after / before): {medians[SQLITE] / medians[BASELINE]:.2f}x the rate"
+        if cost.get(BASELINE) and cost.get(SQLITE):
+            after += f", {cost[SQLITE] / cost[BASELINE]:.2f}x the server CPU per request"
+        say(after)
     if FLOOR in medians and SQLITE in medians:
-        ratio = medians[SQLITE] / medians[FLOOR]
-        verdict = "meets" if ratio >= TARGET else "does NOT meet"
-        say(f"\ntarget 1 replica >= {TARGET:.0%} of the floor: {ratio:.0%}, {verdict} the target")
+        share = medians[SQLITE] / medians[FLOOR]
+        verdict = "meets" if share >= TARGET else "does NOT meet"
+        say(f"\ntarget 1 replica >= {TARGET:.0%} of the floor: {share:.0%}, {verdict} the target")
 
 
 def cpu_ms_per_request(r: Round) -> float:
@@ -505,6 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="connections in flight")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--store-url", help="an empty PostgreSQL database for B instead")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another tether source tree (its src/ directory) for the scenario 'baseline' (A0): "
+        "A as that code runs it, interleaved with A, e.g. --scenarios floor,baseline,sqlite",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.rounds, options.seconds, options.warmup = 2, 1.0, 0.5
@@ -519,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=options.warmup,
             concurrency=options.concurrency,
             store_url=options.store_url,
+            baseline_src=options.baseline_src,
         )
     except (KeyboardInterrupt, Terminated) as stopped:
         why = f"{stopped}" if isinstance(stopped, Terminated) else "Ctrl-C"

@@ -108,6 +108,8 @@ class _QueuedStderr:
 
 
 _queued_stderr: _QueuedStderr | None = None
+# The level configure_logging last set (structlog's default, before it is called: everything).
+_threshold = logging.NOTSET
 
 
 def _queued() -> _QueuedStderr:
@@ -164,8 +166,10 @@ def configure_logging(
     way, so a JSON log stays one JSON object per line. ``queued`` writes lines from a thread of
     their own, off the caller's path (servers).
     """
+    global _threshold
     stream: Any = _queued() if queued else _Stderr()
     threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    _threshold = threshold
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -192,6 +196,12 @@ def configure_logging(
         root = logging.getLogger()
         root.handlers = [handler]
         root.setLevel(threshold)
+
+
+def enabled(level: int) -> bool:
+    """Whether a line at ``level`` (``logging.INFO``...) is written: a hot path checks before it
+    builds a line nobody reads."""
+    return level >= _threshold
 
 
 def get_logger(name: str) -> Any:

@@ -107,6 +107,9 @@ class Metrics:
             )
         self._tool_cap = tool_cap
         self._tools: set[str] = set()
+        # The decision counter's children, bound once per label set (labels() validates and
+        # locks on every call): at most (tool_cap + 1) x decisions x reasons of them.
+        self._bound: dict[tuple[Decision, str, str], Counter] = {}
         self._lock = threading.Lock()
         self._watching = False
         # The families record into this process; in multiprocess mode into its files, which
@@ -142,10 +145,16 @@ class Metrics:
             self._scrape = CollectorRegistry(auto_describe=True)
             MultiProcessCollector(self._scrape, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
 
-    def decision(self, verdict: Verdict, tool: str) -> None:
-        self._decisions.labels(
-            verdict.decision.value, self._tool_label(tool), first_reason(verdict)
-        ).inc()
+    def decision(self, verdict: Verdict, tool: str, reason: str | None = None) -> None:
+        """Count ``verdict`` for ``tool``; ``reason`` is its :func:`first_reason`, when the
+        caller has it already."""
+        if reason is None:
+            reason = first_reason(verdict)
+        key = (verdict.decision, self._tool_label(tool), reason)
+        child = self._bound.get(key)
+        if child is None:
+            child = self._bound[key] = self._decisions.labels(key[0].value, key[1], reason)
+        child.inc()
 
     def authorize_request(self, seconds: float) -> None:
         self._authorize.observe(seconds)

@@ -11,13 +11,14 @@ what went in and what came out.
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, format_trace_id
+from opentelemetry.trace import Span, SpanContext, format_trace_id
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from tether.core.budget import Budgets
@@ -28,6 +29,7 @@ from tether.core.ids import DecisionId, TaskId
 from tether.core.scope import Scope
 from tether.core.task import Intent, Task
 from tether.core.verdict import Verdict
+from tether.logs import enabled as logs_enabled
 from tether.logs import get_logger
 from tether.observability import Observability
 from tether.observability import tracing as t
@@ -41,14 +43,16 @@ log = get_logger("tether.decisions")
 
 
 class _Telemetry:
-    """One decision, watched: its span, its log context, the timing of its write."""
+    """One decision, watched: its span (``None`` when no trace is exported), its log context,
+    the timing of its write."""
 
-    def __init__(self, observability: Observability, span: Span, tool: str) -> None:
+    def __init__(self, observability: Observability, span: Span | None, tool: str) -> None:
         self._obs = observability
         self._span = span
         self._tool = tool
         self._tokens: list[Mapping[str, contextvars.Token[Any]]] = []
         self._task_id: str | None = None
+        self._bound_decision = False
 
     def bind(self, **values: Any) -> None:
         self._tokens.append(bind_contextvars(**values))
@@ -61,64 +65,99 @@ class _Telemetry:
 
     @contextmanager
     def writing(self, decision: DecisionRecord) -> Iterator[None]:
-        with self._obs.tracer.start_as_current_span(
-            t.AUDIT_APPEND, attributes={t.DECISION_ID: decision.decision_id}
-        ):
-            started = time.perf_counter()
-            try:
+        started = time.perf_counter()
+        try:
+            if self._span is None:
                 yield
-            finally:
-                self._obs.metrics.audit_append(time.perf_counter() - started)
+            else:
+                with self._obs.tracer.start_as_current_span(
+                    t.AUDIT_APPEND, attributes={t.DECISION_ID: decision.decision_id}
+                ):
+                    yield
+        finally:
+            self._obs.metrics.audit_append(time.perf_counter() - started)
 
     def written(self, decision: DecisionRecord, seq: int) -> None:
-        trace.get_current_span().set_attribute(t.AUDIT_SEQ, seq)
+        if self._span is not None:
+            trace.get_current_span().set_attribute(t.AUDIT_SEQ, seq)
         self._task_id = decision.task_id
         # From here on, every log line of this request names the decision it made.
-        self.bind(decision_id=decision.decision_id)
         if decision.task_id is not None:
-            self.bind(task_id=decision.task_id)
+            self.bind(decision_id=decision.decision_id, task_id=decision.task_id)
+        else:
+            self.bind(decision_id=decision.decision_id)
+        self._bound_decision = True
 
     def answered(self, verdict: Verdict) -> None:
         reason = first_reason(verdict)
-        self._span.set_attributes(
-            {
-                t.DECISION: verdict.decision.value,
-                t.DECISION_ID: verdict.decision_id,
-                t.REASON: reason,
-                t.POLICY_REVISION: verdict.policy_revision,
-            }
-        )
-        if self._task_id is not None:
-            self._span.set_attribute(t.TASK_ID, self._task_id)
-        self._obs.metrics.decision(verdict, self._tool)
-        self.bind(decision_id=verdict.decision_id)
-        log.info("decision", decision=verdict.decision.value, reason=reason)
+        span = self._span
+        if span is not None:
+            span.set_attributes(
+                {
+                    t.DECISION: verdict.decision.value,
+                    t.DECISION_ID: verdict.decision_id,
+                    t.REASON: reason,
+                    t.POLICY_REVISION: verdict.policy_revision,
+                }
+            )
+            if self._task_id is not None:
+                span.set_attribute(t.TASK_ID, self._task_id)
+        self._obs.metrics.decision(verdict, self._tool, reason)
+        if not self._bound_decision:
+            self.bind(decision_id=verdict.decision_id)  # an unrecorded verdict has one too
+        if logs_enabled(logging.INFO):
+            log.info("decision", decision=verdict.decision.value, reason=reason)
 
 
 class DecisionTelemetry:
     """The :class:`~tether.service.observer.DecisionObserver` of a running tether: every
     decision traced (a span with the call and the verdict), counted, logged in one line, and
-    its durable write timed. What it binds for its log lines ends with the decision."""
+    its durable write timed. What it binds for its log lines ends with the decision.
+
+    Decisions are the hot path, so nothing is made that nobody receives: no span object while
+    the tracer exports nothing (:class:`~tether.observability.tracing.ExportGate`; a caller's
+    trace id still joins the log context), the counter's children bound once, and the log line
+    built only when its level is written."""
 
     def __init__(self, observability: Observability) -> None:
         self._obs = observability
+        self._exports = t.ExportGate(observability.tracer)
 
     @contextmanager
     def watch(self, agent: Workload, call: Call) -> Iterator[DecisionWatch]:
+        if not self._exports():
+            telemetry = _Telemetry(self._obs, None, call.tool)
+            self._bind_call(telemetry, agent, call, trace.get_current_span().get_span_context())
+            try:
+                yield telemetry
+            finally:
+                telemetry.unbind()
+            return
         attributes = {t.AGENT: agent.id, t.TOOL: call.tool, t.ACTION: call.action.value}
         if call.dataset is not None:
             attributes[t.DATASET] = call.dataset
         with self._obs.tracer.start_as_current_span(t.AUTHORIZE, attributes=attributes) as span:
             telemetry = _Telemetry(self._obs, span, call.tool)
-            telemetry.bind(agent=agent.id, tool=call.tool, action=call.action.value)
-            context = span.get_span_context()
-            if context.is_valid:
-                # The trace id in the log context, so log lines and traces can be joined.
-                telemetry.bind(trace_id=format_trace_id(context.trace_id))
+            self._bind_call(telemetry, agent, call, span.get_span_context())
             try:
                 yield telemetry
             finally:
                 telemetry.unbind()
+
+    @staticmethod
+    def _bind_call(
+        telemetry: _Telemetry, agent: Workload, call: Call, context: SpanContext
+    ) -> None:
+        if context.is_valid:
+            # The trace id in the log context, so log lines and traces can be joined.
+            telemetry.bind(
+                agent=agent.id,
+                tool=call.tool,
+                action=call.action.value,
+                trace_id=format_trace_id(context.trace_id),
+            )
+        else:
+            telemetry.bind(agent=agent.id, tool=call.tool, action=call.action.value)
 
 
 class ObservedTaskService(TaskService):

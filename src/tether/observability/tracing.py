@@ -27,12 +27,19 @@ makes these spans children of its own (see :mod:`tether.observability.http`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import (
+    NoOpTracer,
+    NoOpTracerProvider,
+    ProxyTracer,
+    ProxyTracerProvider,
+    Tracer,
+)
 
 from tether import __version__
 from tether.core.errors import ConfigurationError
@@ -59,6 +66,49 @@ TASK_ID = "tether.task_id"
 POLICY_REVISION = "tether.policy_revision"
 WORKFLOW = "tether.workflow"
 AUDIT_SEQ = "tether.audit.seq"
+
+
+def exports(tracer: Tracer) -> bool:
+    """Whether spans started on ``tracer`` go anywhere. ``False`` for the API's no-op tracer,
+    and for the global tracer while no provider is installed (it finds one the moment the
+    embedding process installs it, and this says ``True`` from then on); ``True`` for any
+    other tracer. A hot path asks this first and starts no span object nobody receives."""
+    if isinstance(tracer, NoOpTracer):
+        return False
+    if isinstance(tracer, ProxyTracer):
+        provider = trace.get_tracer_provider()
+        return not isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
+    return True
+
+
+class ExportGate:
+    """:func:`exports` for a hot path: once a tracer exports it always will (a global provider is
+    installed once), and while it does not, asking again costs a clock read; the provider is
+    looked for again at most every ``recheck_seconds``, so one installed later is picked up
+    within that."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        *,
+        recheck_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tracer = tracer
+        self._every = recheck_seconds
+        self._clock = clock
+        self._open = exports(tracer)
+        self._next = clock() + recheck_seconds
+
+    def __call__(self) -> bool:
+        if self._open:
+            return True
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self._every
+        self._open = exports(self._tracer)
+        return self._open
 
 
 def default_tracer() -> Tracer:

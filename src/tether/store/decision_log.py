@@ -76,7 +76,7 @@ class DecisionLogSql:
         refused (budget over, approval used) rolls back alone. Results are handed out only
         after the commit."""
         done: list[tuple[Pending[DecisionWrite, AuditRecord], AuditRecord]] = []
-        with self._db.write(STORE, "record the decision") as tx:
+        with self._db.write(STORE, "record the decision", lean=True) as tx:
             if len(batch) == 1:
                 # Alone: a refusal rolls the whole transaction back, no savepoint needed.
                 done.append((batch[0], self._apply(tx, batch[0].work)))

@@ -369,6 +369,8 @@ def _install_sqlite(engine: Engine, *, busy_timeout: timedelta) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+            return  # begun on the driver (store.db's lean write): the statement joins it
         if conn.get_execution_options().get(WRITE_OPTION):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
