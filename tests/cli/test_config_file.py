@@ -183,6 +183,7 @@ def test_a_bad_file_stops_the_command_with_every_problem_at_its_line(tmp_path: P
         ("proxy: [8472]\n", "1:8: proxy: must be a mapping (keys: proxy_config, host, port)"),
         ("serve:\n  port: 1\n  port: 2\n", "3:3: serve.port: duplicate key (first at line 2)"),
         ("serve: {port: !!int p4ss}\n", "1:15: serve.port: not a valid int"),
+        ("data_dir: [p4ss]\n", "1:11: data_dir: must be a path (a string)"),
         ("a: &a [*a]\n", "1:4: a[0][0]…: nested more than 64 levels deep"),
         (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"

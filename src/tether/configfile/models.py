@@ -70,6 +70,7 @@ _PLAIN: Final = {
     "float_parsing": "must be a number",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
+    "path_type": "must be a path (a string)",
 }
 _QUOTED: Final = re.compile(r"'([^']*)'")
 _PREFIXES: Final = ("Value error, ", "Assertion failed, ")
