@@ -11,10 +11,11 @@ is about, named by its path (``routes[0].method: must be one of …``):
 * a value that does not fit is placed at the value, with pydantic's words (or plainer ones for
   the common type errors); a misspelt enum value also gets "did you mean".
 
-No message repeats a value of the file (pydantic's input is hidden). A file that may hold
+Pydantic's input is hidden, so a message repeats a value of the file only when a model's own
+validator puts it there (``'bad name' is not a valid dataset name``). A file that may hold
 secrets (database URLs, webhook secrets) is validated with ``echo_values=False``: then no hint
 is drawn from a value either (a "did you mean" next to a misspelt value tells what it nearly
-is). A model's own validators must not put the value they check in their message.
+is), and its models' validators must not name the value they check.
 
 Checks across fields run in the models' own validators, so they are made even when another
 field is wrong: a validator raises :class:`Below` to place each problem at the field below it
