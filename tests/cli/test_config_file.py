@@ -139,7 +139,7 @@ store:
 serve:
   port: 70000
   approval_webhook_secret: [whsec_in_a_list]
-  port: 8
+log: {level: whsec_debugg}
 upstreams: {}
 """
 
@@ -157,31 +157,39 @@ def test_a_bad_file_stops_the_command_with_every_problem_at_its_line(tmp_path: P
     assert result.returncode == 2, result.stderr  # a usage error; nothing was started
     problems = [line for line in result.stderr.splitlines() if line.startswith(str(config))]
     assert problems == [
-        f"{config}:3:3: identity.oidc_isuer: unknown key; did you mean 'identity.oidc_issuer'?",
-        f"{config}:4:23: identity.max_token_lifetime: Input should be greater than or equal to 60",
-        f"{config}:6:3: store.uri: unknown key; did you mean 'store.url'?",
-        f"{config}:9:28: serve.approval_webhook_secret: Input should be a valid string",
-        f"{config}:10:3: serve.port: set twice",
+        f"{config}:3:3: identity.oidc_isuer: unknown key; did you mean 'oidc_issuer'?",
+        f"{config}:4:23: identity.max_token_lifetime: must be at least 60",
+        f"{config}:6:3: store.uri: unknown key; did you mean 'url'?",
+        f"{config}:8:9: serve.port: must be at most 65535",
+        f"{config}:9:28: serve.approval_webhook_secret: must be a string",
+        f"{config}:10:14: log.level: must be one of 'debug', 'info', 'warning' or 'error'",
         f"{config}:11:1: upstreams: unknown key (this looks like another file: pass it with "
         "--gateway-config (mcp-gateway) or --proxy-config (proxy))",
     ]
-    assert "5 problem" not in result.stderr and "6 problem(s)" in result.stderr
-    assert "hunter2" not in result.stderr and "whsec_in_a_list" not in result.stderr
+    assert "7 problem(s)" in result.stderr
+    # No value of the file, nor a hint drawn from one ("did you mean 'debug'?" would tell what
+    # the value nearly is): a value may be a secret.
+    for secret in ("hunter2", "whsec_in_a_list", "debugg", "did you mean 'debug'"):
+        assert secret not in result.stderr, secret
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("serve: [\n", "2:1: not valid YAML"),
-        ("- a\n- b\n", "1:1: expected a mapping of settings"),
-        ("serve:\n  port: 99999\n", "2:9: serve.port: Input should be less than or equal to 65535"),
-        ("log: {level: loud}\n", "1:14: log.level: Input should be 'debug', 'info'"),
-        ("proxy: [8472]\n", "1:8: proxy: expected a mapping of keys"),
-        ("a: &a [*a]\n", "1:4: too many values or too deeply nested (YAML aliases?)"),
+        ("- a\n- b\n", "1:1: (top level): must be a mapping (keys: data_dir, policies,"),
+        ("serve:\n  port: 99999\n", "2:9: serve.port: must be at most 65535"),
+        ("log: {level: loud}\n", "1:14: log.level: must be one of 'debug', 'info'"),
+        ("proxy: [8472]\n", "1:8: proxy: must be a mapping (keys: proxy_config, host, port)"),
+        ("serve:\n  port: 1\n  port: 2\n", "3:3: serve.port: duplicate key (first at line 2)"),
+        ("serve: {port: !!int p4ss}\n", "1:15: serve.port: not a valid int"),
+        ("data_dir: [p4ss]\n", "1:11: data_dir: must be a path (a string)"),
+        ("a: &a [*a]\n", "1:4: a[0][0]…: nested more than 64 levels deep"),
         (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n",
-            "1:35: too many values or too deeply nested",
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c]\n"
+            "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+            "1:26: e[10][0]…: more than 100000 values",  # placed at the aliased value
         ),
     ],
 )
@@ -193,6 +201,14 @@ def test_each_kind_of_bad_file_is_a_usage_error_at_its_place(
     result = runner.invoke(_app(), ["proxy", "--config", str(config)])
     assert result.exit_code == 2
     assert f"{config}:{message}" in result.output
+    assert "p4ss" not in result.output
+
+
+def test_a_file_that_cannot_be_read_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "absent.yaml"
+    result = runner.invoke(_app(), ["proxy", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}: cannot be read (No such file or directory)" in result.output
 
 
 def test_an_empty_file_sets_nothing(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ the key or value it is about, in one error that keeps the code callers rely on.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -330,6 +332,45 @@ def test_policy_validate_reports_yaml_and_cedar_problems_alike(policies: Path) -
     # one file at a time, too
     result = CliRunner().invoke(app, ["policy", "validate", str(policies / "workflows.yaml")])
     assert result.exit_code == 1 and len(result.stdout.splitlines()) == 8
+
+
+def test_policy_validate_checks_credentials_yaml_beside_the_policies(policies: Path) -> None:
+    # Before, `tether policy validate` said ok while credentials.yaml could not be loaded: the
+    # mistake surfaced only when the server started.
+    credentials = policies / CREDENTIALS_FILE
+    credentials.write_text(CREDENTIALS, encoding="utf-8")
+    expected = [
+        f"{credentials}:2:5: issuers[0]: required key 'audience' is missing",
+        f"{credentials}:5:5: issuers[0].audiance: unknown key; did you mean 'audience'?",
+        f"{credentials}:15:11: issuers[2].kind: must be one of 'scoped_jwt', 'postgres_role'; "
+        "did you mean 'postgres_role'?",
+    ]
+    for target in (policies, credentials):  # the directory, or the file alone
+        result = CliRunner().invoke(app, ["policy", "validate", str(target)])
+        assert result.exit_code == 1, result.output
+        lines = result.stdout.splitlines()
+        assert len(lines) == 9 and all(line.startswith(f"{credentials}:") for line in lines)
+        assert all(line in lines for line in expected), lines
+        result = CliRunner().invoke(app, ["policy", "validate", "--json", str(target)])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["problems"][0] == {
+            "file": str(credentials),
+            "line": 2,
+            "col": 5,
+            "message": "issuers[0]: required key 'audience' is missing",
+        }
+    # The admin DSN's variable is the deployment's: not set here, and still valid.
+    credentials.write_text(
+        "issuers:\n"
+        "  - {name: wh, kind: postgres_role, tools: [warehouse.query],\n"
+        "     admin_dsn_env: TETHER_TEST_UNSET_ADMIN_DSN, datasets: {sales: [public.orders]}}\n",
+        encoding="utf-8",
+    )
+    assert "TETHER_TEST_UNSET_ADMIN_DSN" not in os.environ
+    for target in (policies, credentials):
+        result = CliRunner().invoke(app, ["policy", "validate", str(target)])
+        assert result.exit_code == 0, result.output
+    assert result.stdout == f"ok: {credentials} is valid\n"
 
 
 def test_a_policy_case_file_refuses_a_key_written_twice(tmp_path: Path) -> None:

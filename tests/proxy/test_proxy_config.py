@@ -123,7 +123,7 @@ def test_a_config_needs_routes_and_the_secret_parameter_is_not_the_agents() -> N
 
 
 def test_load_config_reports_unreadable_and_invalid_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="cannot read"):
+    with pytest.raises(ConfigurationError, match=r"missing\.yaml: cannot be read \(No such"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("upstreams: [\n")

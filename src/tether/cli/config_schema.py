@@ -15,18 +15,19 @@ Reading the file is :mod:`tether.cli.config_file`; README "Configuration" lists 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue
 from pydantic.fields import FieldInfo
 
 from tether.cli.common import STORE_URL_HELP
+from tether.configfile import YamlModel
 from tether.identity._jose import MAX_MAX_LIFETIME_SECONDS
 
 
@@ -84,8 +85,8 @@ def setting(
     return Field(None, description=help, ge=ge, le=le, json_schema_extra=extra)
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Section(YamlModel):
+    """A mapping of the file (unknown keys refused, as in every file tether reads)."""
 
 
 class Identity(Section):
@@ -244,6 +245,15 @@ class Proxy(Section):
 
 class TetherFile(Section):
     """The whole file. Every key is optional."""
+
+    elsewhere: ClassVar[Mapping[str, str]] = {
+        key: f"this looks like another file: pass it with {option}"
+        for key, option in (
+            ("upstreams", "--gateway-config (mcp-gateway) or --proxy-config (proxy)"),
+            ("tools", "--gateway-config"),
+            ("routes", "--proxy-config"),
+        )
+    }
 
     data_dir: Path | None = setting(
         "TETHER_DATA_DIR", "tether's data directory (store, keys).", path=PathRole.PATH

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -22,6 +22,9 @@ from tether.cli.exits import ExitCode
 from tether.core import strict_json
 from tether.core.errors import ConfigurationError
 from tether.policy import CedarPolicyEngine, format_policy_text
+
+if TYPE_CHECKING:
+    from tether.configfile import Problem
 
 app = typer.Typer(help="Validate, test, explain and format Cedar policies.")
 
@@ -70,23 +73,24 @@ def validate(
         Path,
         typer.Argument(
             help="A policy directory, or one file of it: a *.cedar file (checked against the "
-            "schema.cedarschema beside it), the schema, catalog.yaml, workflows.yaml or "
-            "dataflow.yaml.",
+            "schema.cedarschema beside it), the schema, catalog.yaml, workflows.yaml, "
+            "dataflow.yaml or credentials.yaml.",
             exists=True,
         ),
     ],
     as_json: Json = False,
 ) -> None:
-    """Parse and validate policies against the schema; exit 1 listing each problem as
-    file:line:col: message."""
-    from tether.policy.bundle import check_path
+    """Parse and validate policies against the schema, and the YAML files beside them
+    (credentials.yaml included); exit 1 listing each problem as file:line:col: message."""
+    from tether.policy.bundle import CheckReport, check_path
 
     try:
-        report = check_path(target)
+        report = CheckReport(()) if _is_credentials(target) else check_path(target)
     except ConfigurationError as exc:  # a file that cannot be read: the check failed
         fail(exc.message, exc.code.value, ExitCode.CHECK_FAILED)
-    if report.problems:
-        _print_problems(report.problems, as_json)
+    problems = [*report.problems, *_credentials_problems(target)]
+    if problems:
+        _print_problems(problems, as_json)
         raise typer.Exit(ExitCode.CHECK_FAILED)
     observed = sum(1 for p in report.policies if p.observed)
     if as_json:
@@ -100,11 +104,32 @@ def validate(
             }
         )
         return
+    if _is_credentials(target):
+        typer.echo(f"ok: {target} is valid")
+        return
     revision = f" (revision {report.revision[:12]})" if report.revision else ""
     typer.echo(
         f"ok: {len(report.policies)} policies valid against the schema{revision}"
         + (f"; {observed} in observe mode (audited, not enforced)" if observed else "")
     )
+
+
+def _is_credentials(target: Path) -> bool:
+    from tether.credentials.downstream import CREDENTIALS_FILE
+
+    return target.name == CREDENTIALS_FILE and not target.is_dir()
+
+
+def _credentials_problems(target: Path) -> list[Problem]:
+    """The problems of ``credentials.yaml``: ``target`` itself, or the one in the directory
+    ``target`` (none when it has none). The policy package does not read that file (it is the
+    credentials package's), so the command checks it here."""
+    from tether.credentials.downstream import CREDENTIALS_FILE, check_credentials_file
+
+    path = target / CREDENTIALS_FILE if target.is_dir() else target
+    if not _is_credentials(path) or not path.exists():
+        return []
+    return check_credentials_file(path)
 
 
 class Format(StrEnum):

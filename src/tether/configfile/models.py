@@ -11,6 +11,12 @@ is about, named by its path (``routes[0].method: must be one of …``):
 * a value that does not fit is placed at the value, with pydantic's words (or plainer ones for
   the common type errors); a misspelt enum value also gets "did you mean".
 
+Pydantic's input is hidden, so a message repeats a value of the file only when a model's own
+validator puts it there (``'bad name' is not a valid dataset name``). A file that may hold
+secrets (database URLs, webhook secrets) is validated with ``echo_values=False``: then no hint
+is drawn from a value either (a "did you mean" next to a misspelt value tells what it nearly
+is), and its models' validators must not name the value they check.
+
 Checks across fields run in the models' own validators, so they are made even when another
 field is wrong: a validator raises :class:`Below` to place each problem at the field below it
 that is wrong (``args.id``), and :func:`share`/:func:`shared` pass names from a model to those
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -67,6 +73,7 @@ _PLAIN: Final = {
     "float_parsing": "must be a number",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
+    "path_type": "must be a path (a string)",
 }
 _QUOTED: Final = re.compile(r"'([^']*)'")
 _PREFIXES: Final = ("Value error, ", "Assertion failed, ")
@@ -79,9 +86,10 @@ class _Seen:
     """The validation's context: which model each mapping of the document was validated as
     (for "did you mean"), and what models share with the ones validated after them."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo_values: bool) -> None:
         self.models: dict[int, type[YamlModel]] = {}
         self.shared: dict[str, object] = {}
+        self.echo_values = echo_values
 
 
 class Below(ValueError):
@@ -111,6 +119,9 @@ class YamlModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
+    #: Keys that belong in another file, with where they go: the hint for such an unknown key.
+    elsewhere: ClassVar[Mapping[str, str]] = {}
+
     @model_validator(mode="before")
     @classmethod
     def _remember(cls, data: Any, info: ValidationInfo) -> Any:
@@ -129,12 +140,15 @@ class YamlModel(BaseModel):
         return [field.alias or name for name, field in cls.model_fields.items()]
 
 
-def validate(doc: YamlDocument, model: type[M], *, if_empty: object = None) -> M:
+def validate(
+    doc: YamlDocument, model: type[M], *, if_empty: object = None, echo_values: bool = True
+) -> M:
     """``doc`` as ``model``; raises ``doc.error`` with one problem per pydantic error.
 
-    ``if_empty`` stands for an empty document (``None`` is validated as it is)."""
+    ``if_empty`` stands for an empty document (``None`` is validated as it is).
+    ``echo_values=False``: no hint drawn from a value of the file (see the module doc)."""
     data = if_empty if doc.data is None and if_empty is not None else doc.data
-    seen = _Seen()
+    seen = _Seen(echo_values)
     try:
         return model.model_validate(data, context=seen)
     except ValidationError as exc:
@@ -199,6 +213,8 @@ def _problem(doc: YamlDocument, data: object, error: Mapping[str, Any], seen: _S
     if kind == "extra_forbidden":
         parent = seen.models.get(id(_walk(data, path[:-1])[1]))
         return doc.problem(path, "unknown key" + _key_hint(path[-1], parent), key=True)
+    if kind == "invalid_key":  # a key of a model's mapping that YAML read as a number, a date…
+        return doc.problem(path, "a key must be a string (in quotes it is one)", key=True)
     if kind == "missing" and rest:
         return doc.problem(path, f"required key {rest[-1]!r} is missing", key=True)
     if kind == "union_tag_not_found":
@@ -207,22 +223,24 @@ def _problem(doc: YamlDocument, data: object, error: Mapping[str, Any], seen: _S
     if kind == "union_tag_invalid":
         field = str(ctx.get("discriminator", "")).strip("'")
         expected = str(ctx.get("expected_tags", ""))
-        hint = _value_hint(str(ctx.get("tag", "")), expected)
+        hint = _value_hint(str(ctx.get("tag", "")), expected) if seen.echo_values else ""
         at = (*path, field) if isinstance(node, dict) and field in node else path
         return doc.problem(at, f"must be one of {expected}{hint}")
     on_key = bool(rest) and rest[0] == "[key]"
     value = path[-1] if on_key and path else node
-    message = _describe(kind, ctx, value, str(error.get("msg", "is not valid")))
+    message = _describe(kind, ctx, value, str(error.get("msg", "is not valid")), seen.echo_values)
     if on_key and kind in _PLAIN:
         message = f"the key {message}"
     return doc.problem(path, message, key=on_key)
 
 
-def _describe(kind: str, ctx: Mapping[str, Any], value: object, message: str) -> str:
+def _describe(
+    kind: str, ctx: Mapping[str, Any], value: object, message: str, echo_values: bool
+) -> str:
     """What is wrong with ``value``, in plain words where pydantic's are about Python."""
     if kind in ("enum", "literal_error"):
         expected = str(ctx.get("expected", ""))
-        hint = _value_hint(value, expected) if isinstance(value, str) else ""
+        hint = _value_hint(value, expected) if isinstance(value, str) and echo_values else ""
         return f"must be one of {expected}{hint}"
     if kind in ("model_type", "model_attributes_type"):
         model = _BY_NAME.get(str(ctx.get("class_name", "")))
@@ -260,6 +278,8 @@ def _bound(kind: str, ctx: Mapping[str, Any]) -> str | None:
 def _key_hint(key: object, model: type[YamlModel] | None) -> str:
     if model is None:
         return ""
+    if str(key) in model.elsewhere:
+        return f" ({model.elsewhere[str(key)]})"
     known = model.keys()
     close = did_you_mean(str(key), known)
     if close is not None:

@@ -1,6 +1,7 @@
 """Reading one YAML file safely, and remembering where each of its values is written.
 
-:func:`read_yaml` is the one way tether reads a YAML file it is configured by. It
+:func:`read_yaml` is the one way tether reads a YAML file it is configured by
+(:func:`read_yaml_file` reads it from disk first, never more than the bound). It
 
 * bounds the input (:data:`MAX_YAML_BYTES` by default, and :data:`MAX_NODES` nodes once aliases
   are followed, so an alias bomb cannot blow up), refuses text that is not UTF-8;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Final
 
 import yaml
@@ -34,6 +36,9 @@ MAX_YAML_BYTES: Final = 1024 * 1024
 MAX_NODES: Final = 100_000
 MAX_DEPTH: Final = 64
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+#: What PyYAML's safe constructors raise, besides YAMLError, for a scalar that its tag (written,
+#: ``!!int abc``, or implicit, ``2024-02-30``) does not fit.
+_BAD_SCALAR: Final = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
 
 #: A path into a document: mapping keys and list indexes.
 Path = tuple[object, ...]
@@ -166,6 +171,29 @@ def read_yaml(
     )
 
 
+def read_yaml_file(
+    path: FilePath,
+    *,
+    file: str | None = None,
+    max_bytes: int = MAX_YAML_BYTES,
+    code: ErrorCode = ErrorCode.CONFIGURATION,
+    error: type[ProblemsError] = ProblemsError,
+) -> YamlDocument:
+    """:func:`read_yaml` of the file at ``path`` (named ``file`` in problems, ``path`` by
+    default); a file that cannot be read is a problem too. At most ``max_bytes`` + 1 bytes are
+    read: a larger file is refused without reading the rest."""
+    name = str(path) if file is None else file
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        problem = Problem(name, f"cannot be read ({exc.strerror or type(exc).__name__})")
+        raise error(name, [problem], code=code) from None
+    if len(data) > max_bytes:
+        raise error(name, [Problem(name, f"is more than {max_bytes} bytes")], code=code)
+    return read_yaml(data, file=name, max_bytes=max_bytes, code=code, error=error)
+
+
 def _syntax_problem(file: str, exc: yaml.YAMLError) -> Problem:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -202,11 +230,26 @@ class _Walk:
                 self._add(node.start_mark, f"{show_path(path[:3])}…: {limit}")
             return
         self.values.setdefault(path, Place.of(node.start_mark))
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            self._scalar(node, path)
+        elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self.node(item, (*path, index), depth + 1)
         elif isinstance(node, yaml.MappingNode):
             self._mapping(node, path, depth)
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> None:
+        """Construct the scalar now (the document reuses it), so a value its tag does not fit
+        is a problem at its place; the value itself is not repeated (it may be a secret)."""
+        try:
+            self.loader.construct_object(node)
+        except yaml.YAMLError as exc:
+            self.problems.append(_syntax_problem(self.file, exc))
+        except _BAD_SCALAR:
+            tag = node.tag.rsplit(":", 1)[-1]
+            self._add(
+                node.start_mark, f"{show_path(path)}: not a valid {tag} (in quotes it is a string)"
+            )
 
     def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> None:
         seen: dict[object, Place] = {}
@@ -223,7 +266,7 @@ class _Walk:
             try:
                 key = self.loader.construct_object(key_node)
                 hash(key)
-            except (yaml.YAMLError, TypeError):
+            except (yaml.YAMLError, *_BAD_SCALAR):
                 self._add(key_node.start_mark, f"{show_path(path)}: a key must be a plain value")
                 continue
             place = Place.of(key_node.start_mark)

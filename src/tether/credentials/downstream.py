@@ -41,10 +41,12 @@ from pydantic import (
 
 from tether.configfile import (
     PositiveInt,
+    Problem,
+    ProblemsError,
     Text,
     YamlDocument,
     YamlModel,
-    read_yaml,
+    read_yaml_file,
     share,
     shared,
     validate,
@@ -282,18 +284,24 @@ def load_downstreams(
     """The issuers ``credentials.yaml`` in ``policy_dir`` configures (none without the file);
     raises ``ConfigurationError(POLICY_INVALID)`` listing every problem at ``file:line:col``."""
     path = policy_dir / CREDENTIALS_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except OSError as error:
-        raise ConfigurationError(
-            f"{CREDENTIALS_FILE}: cannot be read ({error.strerror})", code=ErrorCode.POLICY_INVALID
-        ) from None
-    doc = read_yaml(
-        data, file=CREDENTIALS_FILE, max_bytes=_MAX_FILE_BYTES, code=ErrorCode.POLICY_INVALID
-    )
-    return _downstreams(doc, signer=signer, environ=environ)
+    return _downstreams(_read(path, CREDENTIALS_FILE), signer=signer, environ=environ)
+
+
+def check_credentials_file(path: Path) -> list[Problem]:
+    """Every problem of the ``credentials.yaml`` at ``path``, named by ``path`` (for ``tether
+    policy validate``): its YAML and its schema. Not the environment: the variables naming the
+    admin DSNs are the deployment's, checked when tether starts."""
+    try:
+        _issuers(_read(path, str(path)))
+    except ProblemsError as error:
+        return list(error.problems)
+    return []
+
+
+def _read(path: Path, file: str) -> YamlDocument:
+    return read_yaml_file(path, file=file, max_bytes=_MAX_FILE_BYTES, code=ErrorCode.POLICY_INVALID)
 
 
 def parse_downstreams(
@@ -307,13 +315,15 @@ def parse_downstreams(
 def _downstreams(
     doc: YamlDocument, *, signer: ScopedJwtIssuer, environ: Mapping[str, str]
 ) -> list[Downstream]:
-    if doc.data is None:
-        return []
-    model = validate(doc, CredentialsFile)
     return [
         _downstream(doc, index, issuer, signer=signer, environ=environ)
-        for index, issuer in enumerate(model.issuers)
+        for index, issuer in enumerate(_issuers(doc))
     ]
+
+
+def _issuers(doc: YamlDocument) -> Sequence[ScopedJwtModel | PostgresRoleModel]:
+    """The file's issuers, as checked by its schema (none in an empty file)."""
+    return () if doc.data is None else validate(doc, CredentialsFile).issuers
 
 
 def _downstream(

@@ -358,7 +358,7 @@ def check_path(path: Path) -> CheckReport:
     file of one: a ``*.cedar`` file (against the schema beside it), the schema, the catalog or a
     flow file. Problems name files as ``path`` does."""
     if path.is_dir():
-        flows = [p for name in FLOW_FILES for p in _check_flow_file(path / name)]
+        flows = [p for name in FLOW_FILES for p in check_flow_file(path / name)]
         try:
             bundle = load_policy_dir(path)
         except PolicyInvalid as exc:
@@ -368,7 +368,7 @@ def check_path(path: Path) -> CheckReport:
             return CheckReport(tuple(flows))
         return CheckReport((), bundle.policies, bundle.revision)
     if path.name in FLOW_FILES:
-        return CheckReport(tuple(_check_flow_file(path)))
+        return CheckReport(tuple(check_flow_file(path)))
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -398,14 +398,3 @@ def check_path(path: Path) -> CheckReport:
         )
     placed = tuple(replace(p, file=str(path.parent / p.file)) for p in problems)
     return CheckReport(placed, tuple(policies) if not placed else ())
-
-
-def _check_flow_file(path: Path) -> list[Problem]:
-    """The problems of ``workflows.yaml`` or ``dataflow.yaml`` (none when it is absent)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        return [Problem(str(path), f"cannot be read ({exc.strerror})")]
-    return [replace(p, file=str(path)) for p in check_flow_file(path.name, data)]

@@ -25,8 +25,8 @@ By default the cases are every ``*.yaml`` under ``<policy dir>/tests/``. A case 
         expect_observed: [{policy_id: new-rule, would: deny}]  # optional: observe-mode changes
 
 Unknown keys are refused (a typo must not turn a check off). The file is read by
-:func:`tether.configfile.read_yaml` (bounded, safe, duplicate keys refused); each malformed case
-is a :class:`~tether.configfile.Problem` at its ``file:line:col``, and the file's other cases
+:func:`tether.configfile.read_yaml_file` (bounded, safe, duplicate keys refused); each malformed
+case is a :class:`~tether.configfile.Problem` at its ``file:line:col``, and the file's other cases
 are kept: :func:`read_case_file` returns both;
 :func:`load_case_file` raises ``ConfigurationError`` instead.
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from tether.configfile import Problem, ProblemsError, YamlDocument, did_you_mean, read_yaml
+from tether.configfile import Problem, ProblemsError, YamlDocument, did_you_mean, read_yaml_file
 from tether.core.call import Call
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.identity import CredentialKind, Workload, parse_spiffe_id
@@ -377,11 +377,7 @@ def _file_problem(path: Path, message: str, line: int | None = None) -> CaseFile
 def read_case_file(path: Path) -> CaseFile:
     """Read one case file, keeping every good case and a problem for each bad one."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return _file_problem(path, f"cannot be read ({exc})")
-    try:
-        doc = read_yaml(data, file=str(path))
+        doc = read_yaml_file(path)
     except ProblemsError as exc:
         return CaseFile(path=path, policies=None, cases=(), problems=exc.problems)
     raw = doc.data

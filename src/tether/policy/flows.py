@@ -9,7 +9,7 @@
                      datasets: {DATASET: N}}}: tools that send data out of the organisation, and
                      the fewest records a read reserves against a records budget
 
-Both are optional. Each is read by :func:`tether.configfile.read_yaml` and checked against its
+Both are optional. Each is read by :func:`tether.configfile.read_yaml_file` and checked against its
 typed models (one per YAML mapping, below); a broken file stops tether from starting with a
 ``ConfigurationError(POLICY_INVALID)`` that lists every problem at its ``file:line:col``.
 """
@@ -37,7 +37,7 @@ from tether.configfile import (
     YamlDocument,
     YamlModel,
     did_you_mean,
-    read_yaml,
+    read_yaml_file,
     share,
     shared,
     validate,
@@ -246,19 +246,12 @@ class DataflowFile(YamlModel):
 # -- reading the files -------------------------------------------------------------------------
 
 
-def _read(path: Path) -> YamlDocument | None:
-    """The file as a document, ``None`` when it does not exist."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+def _read(path: Path, file: str | None = None) -> YamlDocument | None:
+    """The file as a document (its problems name it ``file``, by default its name), ``None``
+    when it does not exist."""
+    if not path.exists():
         return None
-    except OSError as error:
-        raise ProblemsError(
-            path.name,
-            [Problem(path.name, f"cannot be read ({error.strerror})")],
-            code=ErrorCode.POLICY_INVALID,
-        ) from None
-    return read_yaml(data, file=path.name, code=ErrorCode.POLICY_INVALID)
+    return read_yaml_file(path, file=file or path.name, code=ErrorCode.POLICY_INVALID)
 
 
 def load_workflows(policy_dir: Path) -> dict[str, Workflow]:
@@ -268,7 +261,11 @@ def load_workflows(policy_dir: Path) -> dict[str, Workflow]:
 
 def _dataflow(policy_dir: Path) -> DataflowFile:
     doc = _read(policy_dir / DATAFLOW_FILE)
-    return DataflowFile() if doc is None else validate(doc, DataflowFile, if_empty={})
+    return DataflowFile() if doc is None else _dataflow_of(doc)
+
+
+def _dataflow_of(doc: YamlDocument) -> DataflowFile:
+    return validate(doc, DataflowFile, if_empty={})
 
 
 def load_egress(policy_dir: Path) -> EgressRules:
@@ -282,15 +279,16 @@ def load_read_floors(policy_dir: Path) -> ReadFloors:
     return ReadFloors() if floors is None else floors.to_floors()
 
 
-def check_flow_file(name: str, text: str | bytes) -> list[Problem]:
-    """Every problem in ``workflows.yaml`` or ``dataflow.yaml`` given as text (for
-    ``tether policy validate``)."""
+def check_flow_file(path: Path) -> list[Problem]:
+    """Every problem in the ``workflows.yaml`` or ``dataflow.yaml`` at ``path``, named by
+    ``path`` (none when it does not exist; for ``tether policy validate``)."""
     try:
-        doc = read_yaml(text, file=name, code=ErrorCode.POLICY_INVALID)
-        if name == WORKFLOWS_FILE:
-            _workflows(doc)
-        else:
-            validate(doc, DataflowFile, if_empty={})
+        doc = _read(path, str(path))
+        if doc is not None:
+            if path.name == WORKFLOWS_FILE:
+                _workflows(doc)
+            else:
+                _dataflow_of(doc)
     except ProblemsError as exc:
         return list(exc.problems)
     return []

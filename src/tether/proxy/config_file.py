@@ -1,7 +1,7 @@
 """Reading the egress proxy's config file: typed models, checks across fields, frozen values.
 
 The format is in :mod:`tether.proxy.config`. :func:`load_config` reads the file with
-:func:`tether.configfile.read_yaml` (bounded, safe, duplicate keys refused), checks it against
+:func:`tether.configfile.read_yaml_file` (bounded, safe, duplicate keys refused), checks it against
 :class:`ProxyFile` (one model per YAML mapping), then checks what spans fields: a route's
 upstream is declared, its ``path.<param>`` arguments name parameters of its path, its
 ``recipients_arg`` is one of its arguments, no query parameter the agent sends is the one that
@@ -31,13 +31,12 @@ from tether.configfile import (
     YamlDocument,
     YamlModel,
     did_you_mean,
-    read_yaml,
+    read_yaml_file,
     share,
     shared,
     validate,
 )
 from tether.configfile.models import matching, named
-from tether.core.errors import ConfigurationError
 from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind
 from tether.credentials.secrets import is_valid_secret_name
 from tether.proxy.config import (
@@ -395,8 +394,4 @@ def parse_config(raw: object) -> ProxyConfig:
 
 def load_config(path: Path) -> ProxyConfig:
     """Read and validate the config file; every problem is in one ``ConfigurationError``."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigurationError(f"cannot read the proxy config {path}: {error.strerror}") from None
-    return _config(read_yaml(data, file=str(path), max_bytes=MAX_CONFIG_BYTES))
+    return _config(read_yaml_file(path, max_bytes=MAX_CONFIG_BYTES))
