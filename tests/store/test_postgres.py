@@ -125,6 +125,21 @@ class TestUrls:
 
 
 class TestSessionSettings:
+    def test_a_short_busy_timeout_still_lets_a_session_pause_between_its_statements(
+        self, postgres_server: PostgresServer, pg_places: PgPlaces
+    ) -> None:
+        # A 50 ms lock wait must not become a 50 ms idle-in-transaction limit: a process
+        # descheduled between two statements of its own transaction is not a stalled replica.
+        with pg_places.database() as name:
+            store = SqlStore.postgres(
+                postgres_server.url(name), lock_timeout=timedelta(milliseconds=50)
+            )
+            try:
+                assert _show(store, "lock_timeout") == "50ms"
+                assert _show(store, "idle_in_transaction_session_timeout") == "1s"
+            finally:
+                store.close()
+
     def test_timeouts_pool_and_isolation(
         self, postgres_server: PostgresServer, pg_places: PgPlaces, make: Make
     ) -> None:

@@ -18,8 +18,8 @@ Open the store with a URL or a libpq connection string::
 parameters are libpq's (``sslmode``, ``sslrootcert``, ``target_session_attrs``...); put tether in a
 schema of its own with ``options=-csearch_path%3Dtether``. Each session gets ``lock_timeout`` (how
 long a writer waits for the chain head), ``statement_timeout``,
-``idle_in_transaction_session_timeout`` equal to ``lock_timeout`` (a session stalled inside its
-transaction holds the head no longer than others wait for it), TCP keepalives and
+``idle_in_transaction_session_timeout`` equal to ``lock_timeout``, at least 1 s (a session
+stalled inside its transaction holds the head no longer than others wait for it), TCP keepalives and
 ``READ COMMITTED`` whatever the server's default; the pool keeps ``pool_size`` connections (up to
 twice that under load), pings each before use and recycles it after 30 minutes, so a replica
 picks a restarted server up by itself. Plan ``max_connections`` for replicas x 2 x ``pool_size``

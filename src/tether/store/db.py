@@ -93,7 +93,8 @@ class Database:
         # A patient writer (the kill switch) waits for the head past the longest any other
         # holder can keep it: a running holder is bounded by its own lock wait and statement
         # timeouts, a stalled one (idle in its transaction) is ended by the server after the
-        # busy timeout (dialect: idle_in_transaction_session_timeout).
+        # busy timeout, at least a second (dialect: idle_in_transaction_session_timeout), which
+        # the statement timeout bounds.
         self._patient = busy_timeout + statement_timeout + _DEADLINE_SLACK
         self._patient_deadline = self._patient + statement_timeout + _DEADLINE_SLACK
         engine = make_engine(

@@ -70,6 +70,8 @@ _BAD_URL = (
 )
 # libpq counts connect_timeout in whole seconds and treats anything below 2 as 2.
 _MIN_CONNECT_SECONDS: Final = 2
+#: The shortest idle-in-transaction timeout a session gets, whatever its busy timeout.
+MIN_IDLE_IN_TRANSACTION: Final = timedelta(seconds=1)
 _KEEPALIVE: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2}
 _KEEPALIVE_COUNT: Final = 3
 _POOL_RECYCLE_SECONDS: Final = 1800
@@ -212,8 +214,12 @@ def _postgres_engine(
         "lock_timeout": _millis(busy_timeout),
         "statement_timeout": _millis(statement_timeout),
         # A session stalled inside its transaction (its replica frozen) holds the chain head
-        # no longer than others wait for it: then the server ends it and frees the head.
-        "idle_in_transaction_session_timeout": _millis(min(busy_timeout, statement_timeout)),
+        # no longer than others wait for it: then the server ends it and frees the head. At
+        # least a second, so a busy process descheduled between two statements of its own
+        # transaction is not cut off (a short busy timeout is a wait, not a stall).
+        "idle_in_transaction_session_timeout": _millis(
+            min(max(busy_timeout, MIN_IDLE_IN_TRANSACTION), statement_timeout)
+        ),
     }
     options = " ".join(f"-c {name}={value}" for name, value in settings.items())
     extra = query.pop("options", None)
