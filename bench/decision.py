@@ -18,7 +18,12 @@ For 50 and 1,000 policies this prints p50/p99 of:
 and the ratios of tether to raw, measured in the same process, interleaved, so machine noise
 hits both alike. Quote the ratios, not the absolute times.
 
+Then what argument provenance adds to an authorize on a task holding 1,000 observed values
+(``bench/provenance_authorize.py``: with and without a sink, interleaved, with the machine's
+load average).
+
     .venv/bin/python bench/decision.py [--iterations 2000] [--policies 50,1000]
+        [--provenance-values 1000]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cedarpy
+import provenance_authorize  # bench/, beside this script
 
 from tether.core.call import Call
 from tether.core.checks import scope_violation
@@ -223,6 +229,7 @@ def main() -> None:
         default="50,1000",
         help="policy counts to run, comma-separated (default 50,1000)",
     )
+    parser.add_argument("--provenance-values", type=int, default=1000)
     args = parser.parse_args()
     # Decisions log one line each; written to this terminal it would be timed too.
     configure_logging("warning", json=True)
@@ -230,6 +237,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         for count in [int(n) for n in args.policies.split(",")]:
             run(count, args.iterations, Path(tmp))
+    print()
+    provenance_authorize.run(args.iterations, args.provenance_values)
 
 
 if __name__ == "__main__":

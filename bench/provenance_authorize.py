@@ -7,13 +7,15 @@ one call each per round:
 
   authorize, no sink        ``web.browse`` with its ``url``, the catalog declaring no sink
   authorize, url sink       the same call, ``url`` declared a ``trusted`` sink (the check
-                            reads the chain's row count and reuses its in-memory index)
-  assess                    ``ProvenanceService.assess`` for that call (count + check)
-  count read                the chain's row count alone (the store read ``assess`` makes)
+                            finds the chain's index in memory, current by the ``observed``
+                            count of the task the decision read anyway: no read of its own)
+  assess                    ``ProvenanceService.assess`` for that call (cache look-up + check)
   pure check                ``core.provenance_rules.assess`` on the in-memory index alone
 
-and prints each median, and the difference the sink makes. The issue's budget is 20 µs added
-to an authorize; quote the difference next to the no-sink median of the same run.
+and prints each median, the difference the sink makes, and the machine's load average before
+and after (other work on the machine shows there first). The issue's budget is 20 µs added to
+an authorize; quote the difference next to the no-sink median of the same run.
+``bench/decision.py`` prints the same table after its own.
 
     .venv/bin/python bench/provenance_authorize.py [--iterations 2000] [--values 1000]
 """
@@ -21,6 +23,7 @@ to an authorize; quote the difference next to the no-sink median of the same run
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -89,13 +92,15 @@ def fill(runtime: Runtime, values: int) -> tuple[Workload, str, Call, Timed]:
         provenance.observe(opened.task, f"tool{i % 7}", None, text)
         i += 1
     call = Call("web.browse", ActionKind.READ, None, {"url": URL})
-    chain = (opened.task,)
-    index = provenance._observed(task_ids)
-    sinks = runtime.policy.provenance.sinks_for("web.browse")
+    task = runtime.store.get_task(task_ids[0])  # as the decision reads it: its count current
+    assert task is not None and task.observed == store.count_observations(task_ids)
+    chain = (task,)
+    rules = runtime.policy.provenance
+    index = provenance._observed(chain, rules)
+    sinks = rules.sinks_for("web.browse")
     key = provenance._key
     timed: Timed = {
         "assess": lambda: provenance.assess(chain, call),
-        "count read": lambda: store.count_observations(task_ids),
         "pure check": lambda: assess(call.args, sinks, index, key),
     }
     return workload, opened.token, call, timed
@@ -115,18 +120,15 @@ def measure(fns: dict[str, Callable[[], object]], iterations: int) -> dict[str, 
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--values", type=int, default=1000)
-    args = parser.parse_args()
-    configure_logging("warning", json=True)
+def run(iterations: int, values: int) -> None:
+    """Measure and print the table (see the module docstring)."""
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         plain = runtime_with(Path(tmp), "plain", sink=False)
         sunk = runtime_with(Path(tmp), "sink", sink=True)
         try:
-            w1, g1, c1, _ = fill(plain, args.values)
-            w2, g2, c2, parts = fill(sunk, args.values)
+            w1, g1, c1, _ = fill(plain, values)
+            w2, g2, c2, parts = fill(sunk, values)
             assert plain.authorizer.authorize(w1, g1, c1).decision.value == "allow"
             assert sunk.authorizer.authorize(w2, g2, c2).decision.value == "allow"
             samples = measure(
@@ -135,17 +137,32 @@ def main() -> None:
                     "authorize, url sink": lambda: sunk.authorizer.authorize(w2, g2, c2),
                     **parts,
                 },
-                args.iterations,
+                iterations,
             )
         finally:
             plain.close()
             sunk.close()
+    load_after = os.getloadavg()
     medians = {name: statistics.median(s) for name, s in samples.items()}
-    print(f"{args.values} observed values, {args.iterations} interleaved rounds (µs, median)")
+    print(f"argument provenance: {values} observed values, {iterations} interleaved rounds")
+    print(
+        f"  load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, "
+        f"on {os.cpu_count()} cores"
+    )
+    print("  µs, median")
     for name, value in medians.items():
         print(f"  {name:22} {value:10.1f}")
     added = medians["authorize, url sink"] - medians["authorize, no sink"]
     print(f"  added by the url sink  {added:10.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--values", type=int, default=1000)
+    args = parser.parse_args()
+    configure_logging("warning", json=True)
+    run(args.iterations, args.values)
 
 
 if __name__ == "__main__":

@@ -106,9 +106,10 @@ def _shape(backend: Backend) -> dict[str, object]:
             }
         if conn.dialect.name == "sqlite":
             # Whitespace aside: a column added by ALTER TABLE is stored as ", step ..." after
-            # the last line, where create_all writes it on a line of its own.
+            # the last line, where create_all writes it on a line of its own; and after the
+            # table's constraints when it has some (its columns' order is compared above).
             shape["sqlite_master"] = [
-                (kind, name, None if sql is None else "".join(sql.split()))
+                (kind, name, None if sql is None else _clauses(sql))
                 for kind, name, sql in conn.execute(
                     text(
                         "SELECT type, name, sql FROM sqlite_master WHERE tbl_name != :v "
@@ -118,6 +119,23 @@ def _shape(backend: Backend) -> dict[str, object]:
                 ).all()
             ]
     return shape
+
+
+def _clauses(sql: str) -> str:
+    """A ``CREATE`` statement without whitespace, its top-level clauses in sorted order."""
+    flat = "".join(sql.split())
+    head, paren, body = flat.partition("(")
+    if not paren:
+        return flat
+    body, tail = body[: body.rindex(")")], body[body.rindex(")") :]
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(body):
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+    parts.append(body[start:])
+    return head + paren + ",".join(sorted(parts)) + tail
 
 
 def _rows(backend: Backend, sql: str) -> list[tuple[object, ...]]:
@@ -134,12 +152,16 @@ def _inspect_only(backend: Backend) -> SqlStore:
 # -- the database an older tether made, by its own code path -------------------------------------
 
 
+#: Columns added to a table after tether began using Alembic.
+_LATER_COLUMNS = {"budget_holds": {"step"}, "tasks": {"observed"}}
+
+
 def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> MetaData:
     """A copy of the tables tether declared at ``version``, before it used Alembic. Version 3 had
     no leases, and early on no kill switch; the decisions index came during version 4. Neither
     came with a bump: the old code created missing tables (not indexes) on every start. No
     version before Alembic had the budget holds' ``step`` (version 5) or the audit checkpoints
-    (version 6) or the observations (version 7)."""
+    (version 6) or the observations (version 7) or the tasks' ``observed`` (version 8)."""
     later = {"audit_checkpoints", "observations"}
     left_out = {"leases", *later} if version == 3 else set(later)
     if not kill_switch:
@@ -148,15 +170,15 @@ def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> Met
     for table in schema.metadata.sorted_tables:
         if table.name in left_out:
             continue
-        if table.name == "budget_holds":
-            # The holds before version 5: no step.
+        if table.name in _LATER_COLUMNS:
+            # The holds before version 5: no step; the tasks before version 8: no observed.
             copy = Table(
                 table.name,
                 tables,
                 *(
-                    Column(c.name, c.type, nullable=c.nullable)
+                    Column(c.name, c.type, nullable=c.nullable, primary_key=c.primary_key)
                     for c in table.columns
-                    if c.name != "step"
+                    if c.name not in _LATER_COLUMNS[table.name]
                 ),
                 *(Index(i.name, *(c.name for c in i.columns)) for i in table.indexes),
             )
@@ -210,7 +232,9 @@ def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]
     engine = backend.raw()
     try:
         with engine.begin() as conn:
-            conn.execute(insert(schema.tasks), task_params(task))
+            params = task_params(task)
+            del params["observed"]  # not a column before version 8
+            conn.execute(insert(schema.tasks), params)
             conn.execute(insert(schema.grants), grant_params(grant))
             for record in records:
                 conn.execute(insert(schema.audit), audit_params(record))
@@ -231,7 +255,16 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
     assert HEAD == schema.SCHEMA_REVISION
     state = _inspect_only(backend).schema_state()
     assert state.revision is None and state.head == HEAD
-    assert [r.id for r in state.pending] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+    assert [r.id for r in state.pending] == [
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+        "0008",
+    ]
     assert all(r.title for r in state.pending)
 
     store = backend.open()
@@ -306,7 +339,7 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     state = _inspect_only(backend).schema_state()
     assert (state.revision, state.legacy_version) == (stamped_at, version)
     assert not state.up_to_date
-    later = [r for r in ("0002", "0003", "0004", "0005", "0006", "0007") if r > stamped_at]
+    later = [r for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008") if r > stamped_at]
     assert [r.id for r in state.pending] == later
 
     store = backend.open()
@@ -395,7 +428,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "5 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "6 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -425,7 +458,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 4 and "store_not_found" in out  # not found
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "7 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "8 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out

@@ -1,18 +1,20 @@
 """The observations store (argument provenance) against every backend: keyed HMACs with their
 source per task, repeats kept once, a task's cap that can only make the check stricter, a
-delegate's chain written whole, and nothing but fingerprints in the table."""
+delegate's chain written whole, each task's ``observed`` count kept with its row, and nothing
+but fingerprints in the table."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 
+from tether.core.audit import AuditKind
 from tether.core.ids import TaskId
 from tether.core.provenance import Observation, ProvenanceIndex, Source, Trust, observe
 from tether.core.provenance_rules import OVERFLOW_SOURCE
 from tether.store import SqlStore
 from tether.store.observations import SqlObservationStore
 
-from .conftest import T0, Backend
+from .conftest import T0, Backend, Make
 
 KEY = bytes(range(32))
 PAGE = Source("web.browse", None, Trust.UNTRUSTED)
@@ -103,3 +105,36 @@ def test_the_count_changes_exactly_when_the_observations_do(backend: Backend) ->
     assert first.count_observations(chain) == counted
     second.add_observation([TaskId("tsk_parent")], observe(KEY, CONTACTS, "x@y.example"), T0, 100)
     assert first.count_observations(chain) > counted
+
+
+def test_a_task_row_carries_its_observation_count_to_every_reader(
+    backend: Backend, make: Make
+) -> None:
+    writer, reader = backend.open(), backend.open()
+    task, grant = make.task()
+    writer.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    other, other_grant = make.task()
+    writer.open_task(other, other_grant, make.entry(AuditKind.TASK_OPENED))
+    assert reader.get_grant_with_task(grant.grant_id)[1] == task
+    assert task.observed == 0
+
+    seen = observe(KEY, PAGE, RESULT)
+    # A delegate's chain: both tasks get the rows, and both rows their new count.
+    SqlObservationStore(writer).add_observation([task.task_id, other.task_id], seen, T0, 100)
+    counted = len(seen.fingerprints)
+    # Seen by the other handle through the decision's joined read and the plain task read.
+    assert reader.get_grant_with_task(grant.grant_id)[1].observed == counted  # type: ignore[union-attr]
+    assert reader.get_task(task.task_id).observed == counted  # type: ignore[union-attr]
+    assert reader.get_task(other.task_id).observed == counted  # type: ignore[union-attr]
+
+    SqlObservationStore(writer).add_observation([task.task_id], seen, T0, 100)  # a repeat
+    assert reader.get_task(task.task_id).observed == counted  # type: ignore[union-attr]
+    more = observe(KEY, CONTACTS, "x@y.example")
+    SqlObservationStore(writer).add_observation([task.task_id], more, T0, 100)
+    assert reader.get_grant_with_task(grant.grant_id)[1].observed == counted + len(
+        more.fingerprints
+    )  # type: ignore[union-attr]
+    assert reader.get_task(other.task_id).observed == counted  # type: ignore[union-attr]
+    assert SqlObservationStore(reader).count_observations([task.task_id]) == counted + len(
+        more.fingerprints
+    )

@@ -64,6 +64,9 @@ class Task:
     label: str = ""
     #: The last step of its declared workflow the task took (``None`` before the first).
     workflow_step: str | None = None
+    #: How many observed values the task holds (argument provenance): grows with each one
+    #: recorded, so a copy of the task's observations is current while this is unchanged.
+    observed: int = 0
 
     def is_open_at(self, now: datetime) -> bool:
         return self.state is TaskState.OPEN and now < self.expires_at

@@ -154,7 +154,9 @@ class ObservationStore(Protocol):
         """Record ``observation`` under every task of ``task_ids`` (a delegate's chain, so its
         observations roll up), each holding at most ``limit`` rows. Fingerprints past a task's
         limit are not stored; for an untrusted source the task then counts an unscanned part
-        (so an unseen value fails ``not_only_untrusted``), never fewer untrusted values."""
+        (so an unseen value fails ``not_only_untrusted``), never fewer untrusted values.
+        In the same transaction, each task's ``observed`` (:attr:`Task.observed`) becomes its
+        row count: a reader that sees the new count sees the rows it counts."""
         ...
 
     def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
@@ -162,8 +164,9 @@ class ObservationStore(Protocol):
         ...
 
     def count_observations(self, task_ids: Sequence[TaskId]) -> int:
-        """How many rows ``task_ids`` hold together. Rows are only inserted, each once, so an
-        unchanged count means unchanged observations (a cache may be reused)."""
+        """How many rows ``task_ids`` hold together (what their ``observed`` says after a
+        write). Rows are only inserted, each once, so an unchanged count means unchanged
+        observations."""
         ...
 
 

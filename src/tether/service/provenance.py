@@ -10,7 +10,8 @@ reads of it (the rules are pure, in :mod:`tether.core.provenance`).
   (:meth:`ProvenanceService.observe_result`, the SDK's guard and ``observe``).
 - Before a call is decided, :meth:`ProvenanceService.assess` checks the tool's sink arguments
   against everything the task's delegation chain observed, the user's request and the
-  operator's trusted values.
+  operator's trusted values. It reads nothing while the chain's tasks (read by the decision
+  anyway) say their observations are unchanged (:attr:`Task.observed`).
 
 Trust. A result is untrusted unless the catalog marks its tool or dataset trusted. Through the
 API, where the agent itself reports, a result counts as trusted only when it names the decision
@@ -75,6 +76,9 @@ from tether.service.ports import (
 
 __all__ = ["ProvenanceService", "ProvenanceSettings", "Recorded"]
 
+#: A chain's index, with what it was read at: each task's ``observed`` count, and the rules.
+_Cached = tuple[tuple[int, ...], ProvenanceRules, ProvenanceIndex]
+
 
 @dataclass(frozen=True, slots=True)
 class ProvenanceSettings:
@@ -132,9 +136,10 @@ class ProvenanceService:
         self._chain = chain
         self._settings = settings if settings is not None else ProvenanceSettings()
         self._operator: tuple[ProvenanceRules, Observation] | None = None
-        # What each chain observed, with the row count it was read at: reused while the count
-        # is unchanged (rows are insert-only), so a decision reads a count, not every row.
-        self._indexes: OrderedDict[tuple[TaskId, ...], tuple[int, ProvenanceIndex]] = OrderedDict()
+        # What each chain observed (with the operator's values), with its tasks' row counts
+        # and the rules it was read under: reused while both are unchanged (rows are
+        # insert-only), so a decision reads nothing more than the tasks it already read.
+        self._indexes: OrderedDict[tuple[TaskId, ...], _Cached] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -256,25 +261,27 @@ class ProvenanceService:
         sinks = rules.sinks_for(call.tool)
         if not sinks or not chain:
             return NO_PROVENANCE
-        index = self._observed([TaskId(t.task_id) for t in chain])
+        return assess(call.args, sinks, self._observed(chain, rules), self._key)
+
+    def _observed(self, chain: Sequence[Task], rules: ProvenanceRules) -> ProvenanceIndex:
+        """What ``chain`` observed, with the operator's trusted values. The tasks were read by
+        this decision, so their ``observed`` counts are current: while they are unchanged (and
+        the rules are the same), the index in memory is reused and nothing more is read."""
+        key = tuple(TaskId(t.task_id) for t in chain)
+        counts = tuple(t.observed for t in chain)
+        with self._lock:
+            cached = self._indexes.get(key)
+            if cached is not None and cached[0] == counts and cached[1] is rules:
+                self._indexes.move_to_end(key)
+                return cached[2]
+        # Read after the counts: rows added in between are read too, and only make the next
+        # counts differ (a fresh read), never an index older than its counts.
+        index = ProvenanceIndex.of(self._store.observations(list(key)))
         operator = self._operator_values(rules)
         if operator:
             index = index.with_observations(operator)
-        return assess(call.args, sinks, index, self._key)
-
-    def _observed(self, task_ids: list[TaskId]) -> ProvenanceIndex:
-        key = tuple(task_ids)
-        count = self._store.count_observations(task_ids)
         with self._lock:
-            cached = self._indexes.get(key)
-            if cached is not None and cached[0] == count:
-                self._indexes.move_to_end(key)
-                return cached[1]
-        # Read after the count: rows added in between are read too, and only make the next
-        # count differ (a fresh read), never an index older than its count.
-        index = ProvenanceIndex.of(self._store.observations(task_ids))
-        with self._lock:
-            self._indexes[key] = (count, index)
+            self._indexes[key] = (counts, rules, index)
             self._indexes.move_to_end(key)
             while len(self._indexes) > self._settings.cached_chains:
                 self._indexes.popitem(last=False)

@@ -61,6 +61,7 @@ def task_params(task: Task) -> dict[str, object]:
         "budgets": task.budgets.to_json(),
         "label": task.label,
         "workflow_step": task.workflow_step,
+        "observed": task.observed,
     }
 
 
@@ -86,6 +87,7 @@ def task_from_row(row: Row) -> Task:
         budgets=Budgets.from_json(row["budgets"]),
         label=str(row["label"]),
         workflow_step=None if row["workflow_step"] is None else str(row["workflow_step"]),
+        observed=int(row["observed"]),
     )
 
 

@@ -9,8 +9,10 @@ dropping can only make the provenance check stricter. Writes do not take the aud
 an observation is not an audit record (the decision it later decides is).
 
 Because rows are only ever inserted, once each, a task's row count changes exactly when what
-it observed does: :meth:`SqlObservationStore.count_observations` is the cheap read a caller
-keeping the observations in memory checks before it reuses them.
+it observed does. The write that inserts rows sets the task's ``observed`` column to its new
+row count in the same transaction, so every read of the task (the one each decision already
+makes) says whether a copy of its observations kept in memory is still current: the count only
+grows, and a reader that sees it sees the rows counted.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Insert, bindparam, func, select
+from sqlalchemy import Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tether.core.errors import ErrorCode
 from tether.core.ids import TaskId
 from tether.core.provenance import Observation, Source, Trust
 from tether.core.provenance_rules import OVERFLOW_SOURCE
-from tether.store.driver import DriverStatement
-from tether.store.schema import observations
+from tether.store.schema import observations, tasks
 from tether.store.sql import SqlStore
 
 _STORE = ErrorCode.STORE_UNAVAILABLE
@@ -34,6 +35,12 @@ _STORE = ErrorCode.STORE_UNAVAILABLE
 UNSCANNED = ""
 
 _COUNT = select(func.count()).where(observations.c.task_id == bindparam("o_task"))
+#: The task's row count, kept on its row (see the module docstring).
+_SET_OBSERVED = (
+    update(tasks)
+    .where(tasks.c.task_id == bindparam("o_task"))
+    .values(observed=_COUNT.scalar_subquery())
+)
 _FOR_TASKS = select(
     observations.c.fingerprint,
     observations.c.tool,
@@ -55,13 +62,6 @@ class SqlObservationStore:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._insert = _insert_ignoring_repeats(store.backend)
-        # The count every decision on a tool with sinks reads: on the driver, on SQLite.
-        engine = store.db.live(_STORE)
-        self._count = (
-            DriverStatement(engine, _COUNT, "count what the task observed")
-            if store.backend == "sqlite"
-            else None
-        )
 
     def add_observation(
         self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
@@ -82,15 +82,15 @@ class SqlObservationStore:
                     rows.append(_row(task_id, UNSCANNED, marker, at))
                 if rows:
                     conn.execute(self._insert, rows)
+            # In task order, so that two writes over one chain take the rows' locks alike.
+            for task_id in sorted(set(task_ids)):
+                conn.execute(_SET_OBSERVED, {"o_task": task_id})
 
     def count_observations(self, task_ids: Sequence[TaskId]) -> int:
         total = 0
         with self._store.db.read(_STORE, "count what the task observed") as conn:
             for task_id in dict.fromkeys(task_ids):
-                if self._count is not None:
-                    total += int(self._count.run(conn, {"o_task": task_id}).fetchone()[0])
-                else:
-                    total += int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0)
+                total += int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0)
         return total
 
     def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:

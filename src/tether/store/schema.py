@@ -47,13 +47,14 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0007"
+SCHEMA_REVISION: Final = "0008"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -143,6 +144,8 @@ tasks = Table(
     Column("budgets", _JSON, nullable=False),
     Column("label", _WORD, nullable=False),
     Column("workflow_step", String(64), nullable=True),
+    # How many observations were recorded for the task (argument provenance's version of it).
+    Column("observed", BigInteger, nullable=False, server_default=text("0")),
     # The reaper's query: open tasks past their expiry, oldest first.
     Index("ix_tasks_state_expires_at", "state", "expires_at"),
 )
