@@ -15,6 +15,7 @@ from mcp_harness import (
     open_grant,
     records,
     run,
+    settle,
     text_of,
 )
 
@@ -98,6 +99,7 @@ def test_the_audit_chain_holds_and_records_each_kind(gw: Gw) -> None:
             await client.call_tool("crm.update", {"ticket": "crash", "discount": 1})  # fails
 
     run(scenario)
+    settle()  # effects and observations are written after each answer
     store = gw.runtime.store
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok, report.problem
