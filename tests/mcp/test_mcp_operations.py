@@ -25,20 +25,12 @@ from mcp_harness import (
     text_of,
     write_config,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
+from metrics_support import assert_one_allow_and_one_deny
 from support import make_runtime
 from tether.service.clock import ManualClock
 
 START_SECONDS = 90  # only bounds a gateway that never comes up
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
 
 
 def test_metrics_count_the_gateways_decisions_without_credentials(gw: Gw) -> None:
@@ -56,16 +48,7 @@ def test_metrics_count_the_gateways_decisions_without_credentials(gw: Gw) -> Non
     response = httpx.get(f"{base}/metrics", timeout=30)  # no Authorization header
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    found = samples(response.text)
-    allow = frozenset({("decision", "allow"), ("tool", "crm.query"), ("reason", "")})
-    deny = frozenset(
-        {("decision", "deny"), ("tool", "crm.update"), ("reason", "tool_not_in_scope")}
-    )
-    assert found[("tether_decisions_total", allow)] == 1
-    assert found[("tether_decisions_total", deny)] == 1
-    assert found[("tether_audit_append_seconds_count", frozenset())] >= 2
-    assert found[("tether_store_up", frozenset())] == 1
-    assert found[("tether_tasks_open", frozenset())] >= 1
+    assert_one_allow_and_one_deny(response.text)
     assert analyst.svid not in response.text and analyst.grant not in response.text
 
     refused = httpx.post(f"{base}/metrics", timeout=30)

@@ -26,10 +26,12 @@ def proxy(
     ] = None,
     host: Annotated[str, option("proxy.host", "--host")] = "127.0.0.1",
     port: Annotated[int, option("proxy.port", "--port")] = 8472,
+    metrics: Annotated[bool, option("proxy.metrics", "--metrics/--no-metrics")] = True,
 ) -> None:
     """Forward agents' HTTP calls to legacy services: authorize each one, inject the service's
     secret, record the effect. Agents call http://HOST:PORT/<upstream>/<path> with
-    'Authorization: Bearer <SVID>' and 'X-Tether-Grant: <grant>'."""
+    'Authorization: Bearer <SVID>' and 'X-Tether-Grant: <grant>'. GET /metrics is Prometheus
+    text."""
     if proxy_config is None:
         fail(
             "which upstreams? give the proxy's file with --proxy-config FILE (or "
@@ -39,7 +41,7 @@ def proxy(
     configure_logging(shared.log_level.value, json=shared.json_logs)
     with tether_errors():
         loaded = load_config(proxy_config)
-        runtime = open_runtime(shared.runtime_config())
+        runtime = open_runtime(shared.runtime_config(metrics=metrics))
     try:
         with tether_errors():
             _, app = open_proxy(loaded, runtime)
