@@ -1,9 +1,11 @@
 """Operating the egress proxy: ``GET /metrics`` with the metric names of ``tether serve``, served
-by the proxy itself and never routed to an upstream; ``--no-metrics`` hands the path back to the
-routes."""
+by the proxy itself and never routed to an upstream (``--no-metrics`` hands the path back to the
+routes); ``--log-format json`` makes every stderr line one JSON object, never a token."""
 
 from __future__ import annotations
 
+import json
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,12 +14,14 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from metrics_support import assert_one_allow_and_one_deny
-from proxy.harness import CRM_QUERY, LEGACY_SECRET, Env, LegacyService, serve
-from support import INTENT, mint
+from metrics_support import assert_one_allow_and_one_deny, door_process
+from proxy.harness import CRM_QUERY, LEGACY_SECRET, Env, LegacyService, proxy_config, serve
+from support import INTENT, make_runtime, mint
 from tether.cli.proxy import proxy
 from tether.core.scope import Scope as GrantScope
+from tether.core.secret import Secret
 from tether.core.task import Intent
+from tether.credentials.secrets import SecretStore
 from tether.proxy import load_config, open_proxy
 from tether.runtime import RuntimeConfig, open_runtime, packaged_policies
 from tether.service.clock import ManualClock
@@ -109,3 +113,55 @@ def test_without_metrics_the_path_is_an_ordinary_route(tmp_path: Path) -> None:
         assert routed.status_code == 401 and legacy.seen[-1].raw_path == "/api/customers/c-5"
     finally:
         runtime.close()
+
+
+def test_a_proxy_process_logs_json_lines_and_counts_its_decisions(tmp_path: Path) -> None:
+    clock = ManualClock(datetime.now(UTC))  # the proxy process runs on the system clock
+    data = tmp_path / "data"
+    runtime = make_runtime(data, clock)
+    try:
+        svid = mint(runtime, "analyst", clock)
+        workload = runtime.verifier.verify(svid, clock.now())
+        opened = runtime.tasks.open_task(
+            workload, Intent(**INTENT), [GrantScope.from_json(CRM_QUERY)], 600
+        )
+    finally:
+        runtime.close()
+    SecretStore(data, environ={}).set("legacy-key", Secret(LEGACY_SECRET))
+    legacy = LegacyService()
+    stderr = tmp_path / "proxy.stderr"
+    with serve(legacy) as legacy_url:
+        config = tmp_path / "proxy.yaml"
+        full = proxy_config(legacy_url, legacy_url)
+        legacy_only = {
+            "upstreams": {"legacy": full["upstreams"]["legacy"]},
+            "routes": [r for r in full["routes"] if r["upstream"] == "legacy"],
+        }
+        config.write_text(yaml.safe_dump(legacy_only))
+        args = ["proxy", "--proxy-config", str(config), "-d", str(data), "--log-format", "json"]
+        with door_process(args, stderr) as base:
+            headers = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": opened.token}
+            allowed = httpx.get(f"{base}/legacy/customers/c-3", headers=headers, timeout=15)
+            assert allowed.status_code == 200, allowed.text
+            denied = httpx.put(
+                f"{base}/legacy/tickets/T-1", headers=headers, json={"discount": 5}, timeout=15
+            )
+            assert denied.status_code == 403, denied.text
+            scraped = httpx.get(f"{base}/metrics", timeout=15)
+            assert scraped.status_code == 200
+            assert_one_allow_and_one_deny(scraped.text)
+            # A request uvicorn itself refuses: its own log line must be JSON too.
+            with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), 10) as raw:
+                raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                raw.recv(1024)
+
+    entries = [json.loads(line) for line in stderr.read_text().splitlines() if line.strip()]
+    assert all(isinstance(entry, dict) for entry in entries)  # every line is one JSON object
+    events = [entry["event"] for entry in entries]
+    assert "proxy_listening" in events and "proxy_forwarded" in events
+    decided = [e for e in entries if e["event"] == "decision"]
+    assert [d["decision"] for d in decided] == ["allow", "deny"]
+    assert any(e.get("logger") == "uvicorn.error" for e in entries)
+    text = stderr.read_text()
+    for secret in (svid, opened.token, LEGACY_SECRET):
+        assert secret not in text
