@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,20 +21,10 @@ from mcp_harness import (
     text_of,
     write_config,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
+from metrics_support import assert_one_allow_and_one_deny, door_process
 from support import make_runtime
 from tether.service.clock import ManualClock
-
-START_SECONDS = 90  # only bounds a gateway that never comes up
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
 
 
 def test_metrics_count_the_gateways_decisions_without_credentials(gw: Gw) -> None:
@@ -56,16 +42,7 @@ def test_metrics_count_the_gateways_decisions_without_credentials(gw: Gw) -> Non
     response = httpx.get(f"{base}/metrics", timeout=30)  # no Authorization header
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    found = samples(response.text)
-    allow = frozenset({("decision", "allow"), ("tool", "crm.query"), ("reason", "")})
-    deny = frozenset(
-        {("decision", "deny"), ("tool", "crm.update"), ("reason", "tool_not_in_scope")}
-    )
-    assert found[("tether_decisions_total", allow)] == 1
-    assert found[("tether_decisions_total", deny)] == 1
-    assert found[("tether_audit_append_seconds_count", frozenset())] >= 2
-    assert found[("tether_store_up", frozenset())] == 1
-    assert found[("tether_tasks_open", frozenset())] >= 1
+    assert_one_allow_and_one_deny(response.text)
     assert analyst.svid not in response.text and analyst.grant not in response.text
 
     refused = httpx.post(f"{base}/metrics", timeout=30)
@@ -75,42 +52,11 @@ def test_metrics_count_the_gateways_decisions_without_credentials(gw: Gw) -> Non
     assert httpx.post(gw.url, json={}, timeout=30).status_code == 401
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextmanager
-def gateway_process(config: Path, data: Path, stderr: Path, *args: str) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "OTEL_"))}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [sys.executable, "-m", "tether", "mcp-gateway", "--gateway-config", str(config)]
-    command += ["-d", str(data), "--port", str(port), *args]
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            assert process.poll() is None, stderr.read_text()
-            try:
-                if httpx.get(f"{base}/metrics", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.05)  # waiting for a socket to bind, not a clock
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+def gateway_process(
+    config: Path, data: Path, stderr: Path, *args: str
+) -> AbstractContextManager[str]:
+    command = ["mcp-gateway", "--gateway-config", str(config), "-d", str(data), *args]
+    return door_process(command, stderr)
 
 
 def test_json_logs_are_one_object_per_line_naming_decisions_never_tokens(tmp_path: Path) -> None:

@@ -241,6 +241,11 @@ class Proxy(Section):
     )
     host: str | None = setting("TETHER_PROXY_HOST", "Address to listen on.")
     port: int | None = setting("TETHER_PROXY_PORT", "Port to listen on.", ge=0, le=65535)
+    metrics: bool | None = setting(
+        "TETHER_PROXY_METRICS",
+        "Serve GET /metrics (Prometheus text, no credentials); an upstream may then not be "
+        "named 'metrics'.",
+    )
 
 
 class TetherFile(Section):

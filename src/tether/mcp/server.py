@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import anyio.to_thread
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, ServerMiddleware
@@ -32,8 +31,7 @@ from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_INFO_META_KEY, methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from tether import __version__
 from tether.core.ids import IdFactory
@@ -43,9 +41,7 @@ from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
 from tether.mcp.pins import PinStore
 from tether.mcp.surface import SURFACE_METHODS
-from tether.observability import Metrics
-from tether.observability.http import METRICS_PATH
-from tether.observability.metrics import CONTENT_TYPE
+from tether.observability.http import ServeMetrics
 from tether.runtime import Runtime
 
 SERVER_NAME: Final = "tether-mcp-gateway"
@@ -204,28 +200,6 @@ def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
 def _http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
     request = ctx.request
     return caller_from_scope(getattr(request, "scope", None))
-
-
-class ServeMetrics:
-    """ASGI: ``GET /metrics`` answered here, before authentication; everything else to ``app``."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != METRICS_PATH:
-            await self.app(scope, receive, send)
-            return
-        response: Response
-        if scope.get("method") not in {"GET", "HEAD"}:
-            error = {"code": "method_not_allowed", "message": "use GET /metrics"}
-            response = JSONResponse({"error": error}, status_code=405, headers={"allow": "GET"})
-        else:
-            # The scrape reads the store's gauges: off the event loop.
-            body = await anyio.to_thread.run_sync(self.metrics.exposition)
-            response = Response(body, media_type=CONTENT_TYPE)
-        await response(scope, receive, send)
 
 
 def http_app(gateway: Gateway, *, host: str = "127.0.0.1") -> ASGIApp:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 
+import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Send
@@ -81,3 +82,27 @@ def install_observability(
     @app.get(METRICS_PATH, include_in_schema=False)
     def scrape() -> Response:
         return Response(observability.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+class ServeMetrics:
+    """ASGI: ``GET /metrics`` answered here, before authentication and routing; everything else
+    to ``app``. The MCP gateway and the egress proxy serve their scrape through it, so the path
+    is never handed to an upstream."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") != METRICS_PATH:
+            await self.app(scope, receive, send)
+            return
+        response: Response
+        if scope.get("method") not in {"GET", "HEAD"}:
+            error = {"code": "method_not_allowed", "message": "use GET /metrics"}
+            response = JSONResponse({"error": error}, status_code=405, headers={"allow": "GET"})
+        else:
+            # The scrape reads the store's gauges: off the event loop.
+            body = await anyio.to_thread.run_sync(self.metrics.exposition)
+            response = Response(body, media_type=CONTENT_TYPE)
+        await response(scope, receive, send)

@@ -11,6 +11,8 @@
                         → EffectService.report(ok/error by upstream status, bytes, records)
                         → the upstream's status, headers and body, plus X-Tether-Decision
     /.tether/healthz    → 200 (an upstream name never starts with '.')
+    /metrics            → Prometheus text, the metric names of ``tether serve``, no credentials
+                          (unless turned off; then an upstream may be named ``metrics``)
 
 INVARIANT: nothing reaches an upstream without an ``allow`` verdict for exactly the method, path,
 query and body forwarded. INVARIANT: an answer whose effect cannot be recorded is withheld.
@@ -32,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
-from starlette.types import Receive, Send
+from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tether.core.audit import AuditKind
@@ -46,6 +48,8 @@ from tether.core.scope import JSONValue
 from tether.core.secret import Secret
 from tether.core.verdict import Decision, Verdict
 from tether.logs import get_logger
+from tether.observability import Metrics
+from tether.observability.http import ServeMetrics
 from tether.proxy.config import METHODS, ProxyConfig, Route, Upstream
 from tether.proxy.errors import (
     ProxyCode,
@@ -110,6 +114,8 @@ class ProxyDeps:
     ids: IdFactory
     #: Records what each answer puts in the agent's context (argument provenance).
     provenance: ProvenanceService | None = None
+    #: The runtime's metrics, scraped at ``GET /metrics``; ``None`` serves no metrics.
+    metrics: Metrics | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,8 +490,9 @@ class _Endpoint:
         await response(scope, receive, send)
 
 
-def proxy_app(proxy: EgressProxy) -> Starlette:
-    """The ASGI app: ``/.tether/healthz`` and everything else through the proxy's pipeline."""
+def proxy_app(proxy: EgressProxy) -> ASGIApp:
+    """The ASGI app: ``/.tether/healthz``, ``/metrics`` when the proxy has metrics, and
+    everything else through the proxy's pipeline."""
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -495,10 +502,12 @@ def proxy_app(proxy: EgressProxy) -> Starlette:
         async with proxy.running():
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             StarletteRoute(HEALTH_PATH, health, methods=["GET"]),
             StarletteRoute("/{path:path}", _Endpoint(proxy)),
         ],
         lifespan=lifespan,
     )
+    metrics = proxy.deps.metrics
+    return app if metrics is None else ServeMetrics(app, metrics)

@@ -8,22 +8,29 @@ import os
 from collections.abc import Callable
 
 import httpx
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from tether.core.errors import ConfigurationError, NotFound
 from tether.core.ids import IdFactory
 from tether.core.leaks import LeakScanner
 from tether.core.secret import Secret
 from tether.credentials.secrets import SecretStore
+from tether.observability.http import METRICS_PATH
 from tether.proxy.app import EgressProxy, ProxyDeps, proxy_app
 from tether.proxy.config import ProxyConfig
 from tether.runtime import Runtime
+
+#: The upstream name ``GET /metrics`` would shadow.
+METRICS_UPSTREAM = METRICS_PATH.strip("/")
 
 
 def deps_from_runtime(
     runtime: Runtime, *, random_bytes: Callable[[int], bytes] = os.urandom
 ) -> ProxyDeps:
     secrets = SecretStore(runtime.config.data_dir, runtime.config.environ)
+    metrics = runtime.observability.metrics if runtime.config.metrics else None
+    if metrics is not None:
+        metrics.watch_store(runtime.store, runtime.clock)
     return ProxyDeps(
         verifier=runtime.verifier,
         authorizer=runtime.authorizer,
@@ -34,6 +41,7 @@ def deps_from_runtime(
         secrets=secrets.get,
         ids=IdFactory(random_bytes),
         provenance=runtime.provenance,
+        metrics=metrics,
     )
 
 
@@ -60,14 +68,25 @@ def check_secrets(config: ProxyConfig, secrets: Callable[[str], Secret]) -> None
             ) from None
 
 
+def check_metrics_path(config: ProxyConfig, deps: ProxyDeps) -> None:
+    """Refuse an upstream named ``metrics`` while ``GET /metrics`` is served: its routes would
+    be shadowed by the scrape."""
+    if deps.metrics is not None and METRICS_UPSTREAM in config.upstreams:
+        raise ConfigurationError(
+            f"upstream {METRICS_UPSTREAM!r} would be shadowed by the proxy's GET /metrics; "
+            "rename the upstream, or turn metrics off (--no-metrics)"
+        )
+
+
 def open_proxy(
     config: ProxyConfig,
     runtime: Runtime,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> tuple[EgressProxy, Starlette]:
+) -> tuple[EgressProxy, ASGIApp]:
     """The proxy over ``runtime`` and the ASGI app serving it; every secret checked first."""
     deps = deps_from_runtime(runtime)
+    check_metrics_path(config, deps)
     check_secrets(config, deps.secrets)
     proxy = EgressProxy(config, deps, transport=transport)
     return proxy, proxy_app(proxy)
