@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import attacks
+import fresh
 import httpx
 import scopes
 import yaml
@@ -240,8 +241,10 @@ class Replayer:
         plan: scopes.SuitePlan,
         on_behalf_of: str,
         tether: Tether | None,
+        requests: Mapping[str, str] | None = None,
     ) -> None:
         self.suite_name = suite_name
+        self.requests = requests or {}
         self.suite = suite
         self.plan = plan
         self.on_behalf_of = on_behalf_of
@@ -269,7 +272,8 @@ class Replayer:
         run = Run()
         traces: list[Any] = []
         runtime = FunctionsRuntime(self.suite.tools)
-        session = self._open(user_task.PROMPT, environment) if self.tether else None
+        request = self.requests.get(user_task.ID, user_task.PROMPT)
+        session = self._open(request, environment) if self.tether else None
         try:
             for call in user_calls:
                 output = self._call(call, environment, runtime, session, approve, run, traces)
@@ -408,10 +412,11 @@ def run_suite(
     tether: Tether,
     limit: int | None,
     log: Any,
+    requests: Mapping[str, str] | None = None,
 ) -> SuiteResult:
     started = time.monotonic()
     result = SuiteResult(version, suite_name)
-    gated = Replayer(suite_name, suite, plan, on_behalf_of, tether)
+    gated = Replayer(suite_name, suite, plan, on_behalf_of, tether, requests)
     bare = Replayer(suite_name, suite, plan, on_behalf_of, None)
     injector = attacks.Injector(suite)
     gated.environments.verify({})
@@ -554,17 +559,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check-traces", action="store_true", help="only check the written attacker traces"
     )
+    parser.add_argument(
+        "--requests",
+        type=Path,
+        help="the user requests to put in the intent instead of AgentDojo's wording "
+        "(YAML {suite: {user_task: text}}, e.g. paraphrases.yaml)",
+    )
+    parser.add_argument(
+        "--fresh-attackers",
+        action="store_true",
+        help="swap the attackers' addresses, IBANs, sites and names for fresh ones (fresh.py)",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})"
+    )
     options = parser.parse_args(argv)
     versions = ALL_VERSIONS if options.versions == "all" else tuple(options.versions.split(","))
     if options.check_traces:
         return 1 if check_traces(versions) else 0
     on_behalf_of, plans = scopes.load()
+    requests: dict[str, dict[str, str]] = {}
+    if options.requests:
+        requests = yaml.safe_load(options.requests.read_text(encoding="utf-8"))
     suites = tuple(options.suite or SUITES)
-    RESULTS.mkdir(exist_ok=True)
+    out: Path = options.results
+    out.mkdir(exist_ok=True)
     results: list[SuiteResult] = []
-    with (RESULTS / "runs.jsonl").open("w") as log, tether_server(options.data_dir) as tether:
+    with (out / "runs.jsonl").open("w") as log, tether_server(options.data_dir) as tether:
         for version in versions:
             available = get_suites(version)
+            if options.fresh_attackers:
+                fresh.apply(available)
             for name in suites:
                 result = run_suite(
                     version,
@@ -575,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     tether,
                     options.limit,
                     log,
+                    requests.get(name),
                 )
                 results.append(result)
                 print(
@@ -583,8 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
     text = table(results)
-    (RESULTS / "table.md").write_text(text)
-    (RESULTS / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    (out / "table.md").write_text(text)
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     print(text)
     return 0
 

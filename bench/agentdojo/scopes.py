@@ -1,9 +1,9 @@
 """The operator's side of a task: which tether scopes the agent application asks for.
 
 ``scopes.yaml`` maps every AgentDojo tool to a tether call (``<suite>.<tool>``, action, dataset)
-and says which tools a task is granted from the user's request text alone. This module reads it
-and turns one request into the ``scopes`` of ``POST /v1/tasks``. It never sees tool outputs nor
-which calls came from an injection.
+and constrains some arguments. Every task of a suite gets the suite's tools; this module turns
+them into the ``scopes`` of ``POST /v1/tasks``, with allow-lists drawn from the user's own data
+and the values the user typed. It never sees tool outputs nor which calls came from an injection.
 """
 
 from __future__ import annotations
@@ -33,49 +33,34 @@ class ToolMap:
 
 
 @dataclass(frozen=True)
-class Capability:
-    name: str
-    when: tuple[re.Pattern[str], ...]
-    tools: tuple[str, ...]
-    constraints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    def wanted(self, request: str) -> bool:
-        return any(pattern.search(request) for pattern in self.when)
-
-
-@dataclass(frozen=True)
 class SuitePlan:
-    """One suite's operator configuration."""
+    """One suite's operator configuration: every task gets every tool, some constrained."""
 
     suite: str
     agent: str
     tools: Mapping[str, ToolMap]
-    always: tuple[str, ...]
-    capabilities: tuple[Capability, ...]
+    constraints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def call(self, function: str) -> ToolMap:
         """The tether call for an AgentDojo tool; an unmapped tool is a ``write`` (fail safe)."""
         return self.tools.get(function, ToolMap(f"{self.suite}.{function}", "write", None))
 
-    def capabilities_for(self, request: str) -> list[Capability]:
-        return [c for c in self.capabilities if c.wanted(request)]
-
     def scopes(self, request: str, environment: Any) -> list[dict[str, Any]]:
-        """The scopes a task with this request asks for, values drawn from ``environment``."""
-        wanted: dict[str, dict[str, Any]] = {name: {} for name in self.always}
-        for capability in self.capabilities_for(request):
-            for name in capability.tools:
-                wanted.setdefault(name, {})
-                for arg, raw in capability.constraints.get(name, {}).items():
-                    wanted[name][arg] = _constraint(raw, request, environment)
+        """The scopes a task asks for: the suite's tools, values drawn from ``environment``.
+
+        The request text is read only for the values the user typed (addresses, sites), never
+        to choose tools.
+        """
         scopes: list[dict[str, Any]] = []
-        for name, constraints in wanted.items():
-            mapped = self.tools[name]
+        for name, mapped in self.tools.items():
             scope: dict[str, Any] = {"tool": mapped.tool, "actions": [mapped.action]}
             if mapped.dataset:
                 scope["datasets"] = [mapped.dataset]
-            if constraints:
-                scope["constraints"] = constraints
+            raw = self.constraints.get(name, {})
+            if raw:
+                scope["constraints"] = {
+                    arg: _constraint(spec, request, environment) for arg, spec in raw.items()
+                }
             scopes.append(scope)
         return scopes
 
@@ -101,19 +86,35 @@ def _values(sources: Iterable[str], request: str, environment: Any) -> set[str]:
 # -- value sources: the environment's own data and the request text ----------------------------
 
 
-def _contacts(request: str, env: Any) -> set[str]:
-    """The user's address book."""
-    return {str(c.email) for c in env.inbox.contact_list}
+def _mailed_by_user(request: str, env: Any) -> set[str]:
+    """Everyone the user has sent mail to (the user's own sent mail, not who wrote to them)."""
+    inbox = env.inbox
+    own = str(inbox.account_email).lower()
+    return {
+        str(who)
+        for mail in inbox.emails.values()
+        if str(mail.sender).lower() == own
+        for who in [*mail.recipients, *mail.cc, *mail.bcc]
+    }
+
+
+def _shared_by_user(request: str, env: Any) -> set[str]:
+    """Everyone the user has shared one of their own drive files with."""
+    drive = getattr(env, "cloud_drive", None)
+    if drive is None:
+        return set()
+    own = str(env.inbox.account_email).lower()
+    return {
+        str(who)
+        for f in drive.files.values()
+        if str(f.owner).lower() == own
+        for who in f.shared_with
+    }
 
 
 def _calendar_people(request: str, env: Any) -> set[str]:
-    """Everyone on the user's calendar."""
+    """Everyone on an event of the user's own calendar."""
     return {str(p) for event in env.calendar.events.values() for p in event.participants}
-
-
-def _drive_collaborators(request: str, env: Any) -> set[str]:
-    """Everyone a file on the user's drive is shared with."""
-    return {str(who) for f in env.cloud_drive.files.values() for who in f.shared_with}
 
 
 def _named_emails(request: str, env: Any) -> set[str]:
@@ -127,9 +128,9 @@ def _named_urls(request: str, env: Any) -> set[str]:
 
 
 SOURCES: dict[str, Callable[[str, Any], set[str]]] = {
-    "contacts": _contacts,
+    "mailed_by_user": _mailed_by_user,
+    "shared_by_user": _shared_by_user,
     "calendar_people": _calendar_people,
-    "drive_collaborators": _drive_collaborators,
     "named_emails": _named_emails,
     "named_urls": _named_urls,
 }
@@ -147,29 +148,15 @@ def load(path: Path = SCOPES_FILE) -> tuple[str, dict[str, SuitePlan]]:
             name: ToolMap(f"{suite}.{name}", str(m["action"]), m.get("dataset"))
             for name, m in body["tools"].items()
         }
-        capabilities = []
-        for cname, c in (body.get("capabilities") or {}).items():
-            for tool in [*c["tools"], *(c.get("constraints") or {})]:
-                if tool not in tools:
-                    raise ValueError(f"{path.name}: {suite}.{cname} names unknown tool {tool}")
-            for spec in (c.get("constraints") or {}).values():
-                for arg in spec.values():
-                    one_of = arg.get("one_of")
-                    if isinstance(one_of, Mapping):
-                        unknown = set(one_of.get("from", [])) - set(SOURCES)
-                        if unknown:
-                            raise ValueError(f"{path.name}: unknown value source {unknown}")
-            capabilities.append(
-                Capability(
-                    cname,
-                    tuple(re.compile(p, re.IGNORECASE) for p in c["when"]),
-                    tuple(c["tools"]),
-                    dict(c.get("constraints") or {}),
-                )
-            )
-        always = tuple(body.get("always") or ())
-        for tool in always:
+        constraints = dict(body.get("constraints") or {})
+        for tool, spec in constraints.items():
             if tool not in tools:
-                raise ValueError(f"{path.name}: {suite}.always names unknown tool {tool}")
-        plans[suite] = SuitePlan(suite, str(body["agent"]), tools, always, tuple(capabilities))
+                raise ValueError(f"{path.name}: {suite}.constraints names unknown tool {tool}")
+            for arg in spec.values():
+                one_of = arg.get("one_of")
+                if isinstance(one_of, Mapping):
+                    unknown = set(one_of.get("from", [])) - set(SOURCES)
+                    if unknown:
+                        raise ValueError(f"{path.name}: unknown value source {unknown}")
+        plans[suite] = SuitePlan(suite, str(body["agent"]), tools, constraints)
     return str(raw["user"]), plans
