@@ -180,7 +180,10 @@ def test_a_bad_file_stops_the_command_with_every_problem_at_its_line(tmp_path: P
         ("- a\n- b\n", "1:1: (top level): must be a mapping (keys: data_dir, policies,"),
         ("serve:\n  port: 99999\n", "2:9: serve.port: must be at most 65535"),
         ("log: {level: loud}\n", "1:14: log.level: must be one of 'debug', 'info'"),
-        ("proxy: [8472]\n", "1:8: proxy: must be a mapping (keys: proxy_config, host, port)"),
+        (
+            "proxy: [8472]\n",
+            "1:8: proxy: must be a mapping (keys: proxy_config, host, port, metrics)",
+        ),
         ("serve:\n  port: 1\n  port: 2\n", "3:3: serve.port: duplicate key (first at line 2)"),
         ("serve: {port: !!int p4ss}\n", "1:15: serve.port: not a valid int"),
         ("data_dir: [p4ss]\n", "1:11: data_dir: must be a path (a string)"),
