@@ -28,6 +28,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, ServerMiddleware
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_INFO_META_KEY, methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -39,6 +40,8 @@ from tether.credentials.secrets import SecretStore
 from tether.mcp.callers import BearerAuth, Caller, GrantReader, caller_from_scope
 from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
+from tether.mcp.lean import LeanFront, LeanSessions, LeanStats
+from tether.mcp.listeners import Listener
 from tether.mcp.pins import PinStore
 from tether.mcp.surface import SURFACE_METHODS
 from tether.observability.http import ServeMetrics
@@ -92,33 +95,60 @@ def _no_schema(_name: str) -> None:
     return None
 
 
-def _forward_calls(gateway: Gateway, resolve: Resolve, server: Server[Gateway]) -> Middleware:
-    """``tools/call`` as a JSON-RPC message: its params checked against the agent's protocol
-    revision (``mcp_types.methods``, the SDK's own check), then handed to
-    :meth:`Gateway.forward_call` as they came, and its result object answered as the gateway
-    returns it, with no typed handler or second serialization between. Every other method goes
-    on through the SDK's chain."""
+async def answer_call(
+    gateway: Gateway,
+    server: Server[Gateway],
+    caller: Caller | None,
+    params: Mapping[str, Any] | None,
+    version: str,
+    progress: ProgressFnT | None = None,
+) -> dict[str, Any]:
+    """One ``tools/call``, whichever path it came by (the SDK's, :mod:`tether.mcp.lean`): its
+    params checked against the agent's protocol revision (``mcp_types.methods``, the SDK's own
+    check; ``pydantic.ValidationError`` for params it refuses), decided and forwarded by
+    :meth:`Gateway.forward_call`, and its result object answered as the gateway returns it,
+    with no typed handler or second serialization between."""
+    methods.validate_client_request("tools/call", version, params)
+    result = await gateway.forward_call(caller, params or {}, version, progress)
+    return _stamped(result, version, server)
+
+
+def _forward_calls(
+    gateway: Gateway, resolve: Resolve, server: Server[Gateway], sessions: LeanSessions | None
+) -> Middleware:
+    """``tools/call`` and the authorized surface (resources, prompts) as JSON-RPC messages:
+    :func:`answer_call` for a call, :class:`~tether.mcp.surface.Surface` for the rest. Every
+    other method goes on through the SDK's chain. Each message of a handshake-era session is
+    also shown to ``sessions``, so the lean path learns the sessions whose handshake is done."""
 
     async def forward(ctx: ServerRequestContext[Gateway, Any], call_next: CallNext) -> Any:
         method = ctx.method
+        if sessions is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            sessions.note(ctx.session)
         if method != "tools/call" and method not in SURFACE_METHODS:
             return await call_next(ctx)
         session, version = ctx.session, ctx.protocol_version
         if session.client_params is None and session.client_capabilities is None:
             # Before the handshake: the SDK's own answer for a gated method.
             raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
-        methods.validate_client_request(method, version, ctx.params)
         params = ctx.params or {}
-        remember(gateway, ctx, resolve(ctx))
         if method != "tools/call":
+            methods.validate_client_request(method, version, ctx.params)
+            remember(gateway, ctx, resolve(ctx))
             answer = await gateway.surface.handle(method, resolve(ctx), params, version)
             return _stamped(answer, version, server)
         meta = params.get("_meta")
         wants_progress = isinstance(meta, Mapping) and meta.get("progressToken") is not None
-        result = await gateway.forward_call(
-            resolve(ctx), params, version, session.report_progress if wants_progress else None
+        caller = resolve(ctx)
+        remember(gateway, ctx, caller)
+        return await answer_call(
+            gateway,
+            server,
+            caller,
+            ctx.params,
+            version,
+            session.report_progress if wants_progress else None,
         )
-        return _stamped(result, version, server)
 
     return forward
 
@@ -133,17 +163,20 @@ def _stamped(result: dict[str, Any], version: str, server: Server[Gateway]) -> d
     return result
 
 
+def _session_id(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    headers = getattr(ctx.request, "headers", None)
+    value = headers.get(MCP_SESSION_ID_HEADER) if headers is not None else None
+    return value if isinstance(value, str) else None
+
+
 def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
     """The agent session a request belongs to: its MCP session id over streamable HTTP, the
     one session over stdio; ``None`` for a 2026-era request (no session)."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
-    request = ctx.request
-    if request is None:
+    if ctx.request is None:
         return "stdio"
-    headers = getattr(request, "headers", None)
-    value = headers.get(MCP_SESSION_ID_HEADER) if headers is not None else None
-    return value if isinstance(value, str) else None
+    return _session_id(ctx)
 
 
 def remember(gateway: Gateway, ctx: ServerRequestContext[Any, Any], caller: Caller | None) -> None:
@@ -153,7 +186,9 @@ def remember(gateway: Gateway, ctx: ServerRequestContext[Any, Any], caller: Call
         gateway.listeners.remember(key, caller.workload.id, ctx.session)
 
 
-def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
+def build_server(
+    gateway: Gateway, resolve: Resolve, sessions: LeanSessions | None = None
+) -> Server[Gateway]:
     async def on_list_tools(
         ctx: ServerRequestContext[Gateway, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -193,7 +228,7 @@ def build_server(gateway: Gateway, resolve: Resolve) -> Server[Gateway]:
         on_list_prompts=no_list,
         on_get_prompt=no_list,
     )
-    server.middleware.append(_forward_calls(gateway, resolve, server))
+    server.middleware.append(_forward_calls(gateway, resolve, server, sessions))
     return server
 
 
@@ -202,11 +237,31 @@ def _http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller | None:
     return caller_from_scope(getattr(request, "scope", None))
 
 
-def http_app(gateway: Gateway, *, host: str = "127.0.0.1") -> ASGIApp:
+def http_app(
+    gateway: Gateway,
+    *,
+    host: str = "127.0.0.1",
+    lean: bool = True,
+    stats: LeanStats | None = None,
+) -> ASGIApp:
     """The ASGI app serving the gateway at ``/mcp`` (bearer-authenticated), and ``/metrics``
-    when the gateway has metrics."""
-    server = build_server(gateway, _http_caller)
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=False, host=host)
+    when the gateway has metrics. ``lean``: single ``tools/call`` requests are answered by
+    :class:`~tether.mcp.lean.LeanFront` (counted in ``stats``), everything else by the SDK;
+    ``False`` sends every request through the SDK's transport."""
+    sessions = LeanSessions() if lean else None
+    server = build_server(gateway, _http_caller, sessions)
+    app: ASGIApp = server.streamable_http_app(
+        streamable_http_path=MCP_PATH, json_response=False, host=host
+    )
+    if sessions is not None:
+
+        async def answer(caller: Caller | None, params: dict[str, Any] | None, version: str) -> Any:
+            return await answer_call(gateway, server, caller, params, version)
+
+        def listen(session_id: str, caller: Caller, session: Listener) -> None:
+            gateway.listeners.remember(session_id, caller.workload.id, session)
+
+        app = LeanFront(app, server, answer, sessions, path=MCP_PATH, listen=listen, stats=stats)
     authenticated = BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
     metrics = gateway.deps.metrics
     return authenticated if metrics is None else ServeMetrics(authenticated, metrics)
