@@ -1,23 +1,28 @@
 """MCP gateway overhead: the same ``tools/call`` sequence direct to an upstream, through a bare
-forwarding proxy and through ``tether mcp-gateway``, interleaved in one run, on loopback.
+forwarding proxy and through ``tether mcp-gateway`` on its SDK path and on its lean path,
+interleaved in one run, on loopback, with a streamable HTTP upstream and a stdio one.
 
-Four processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
-tool), the gateway (``tether mcp-gateway`` over streamable HTTP, fronting that upstream with an
-injected bearer credential), the bare proxy (the gateway's own layers without tether: the SDK's
-server and its transport to the agent, the call forwarded as a JSON-RPC message through the
-gateway's upstream connection, nothing decided or recorded), and this client (the official SDK
-``Client``, one session per path). Each gateway call does the whole job: SVID verify, grant token
-verify, grant/task reads, scope check, Cedar, the decision's audit write, the upstream call, and
-the effect's audit write (after the answer).
+The processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
+tool) and the same server over stdio, four gateways (``tether.mcp.server.http_app`` served by
+uvicorn as ``tether mcp-gateway`` serves it; fronting the HTTP upstream with an injected bearer
+credential, or the stdio one, which each gateway starts itself; each with the lean path for
+``tools/call`` or with every request through the SDK's transport, ``http_app(lean=False)``),
+the bare proxy (the gateway's own layers without tether: the SDK's server and its transport to
+the agent, the call forwarded as a JSON-RPC message through the gateway's upstream connection,
+nothing decided or recorded), and this client (the official SDK ``Client``, one session per
+path; ``--mode legacy`` for 2025-11-25 sessions, ``auto`` for 2026-07-28 single exchanges). Each
+gateway call does the whole job: SVID verify, grant token verify, grant/task reads, scope check,
+Cedar, the decision's audit write, the upstream call, the effect's audit write and the
+observation of the result (after the answer).
 
 Prints, per path, p50/p95/p99, the added latency (the median of the paired differences: each
-call minus the direct call made in the same round), the ratio of the medians and the proxy
-process's CPU per call (``/proc``, every thread: less sensitive to a loaded machine than
-latency). Then the layers timed alone, in this process: the decision (``Authorizer.enforce``),
-the effect write, and shaping the result for the agent. Quote figures measured in one run, with
-the load average printed beside them.
+call minus the direct call to the same kind of upstream made in the same round), the ratio of
+the medians and the proxy process's CPU per call (``/proc``, every thread: less sensitive to a
+loaded machine than latency). Then the layers timed alone, in this process: the decision
+(``Authorizer.enforce``), the effect write, and shaping the result for the agent. Quote figures
+measured in one run, with the load average printed beside them.
 
-    .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100]
+    .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--mode auto|legacy]
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from shutil import copytree
 from typing import Any
@@ -41,6 +47,7 @@ import httpx2
 import yaml
 from _servers import free_port, processes_cpu, stop
 from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tether.core.identity import Workload
@@ -70,9 +77,9 @@ def echo_listing(name: str) -> Any:
     return on_list_tools
 
 
-def serve_upstream(port: int) -> None:
+def echo_server() -> Any:
+    """The upstream: one ``echo`` tool answering its ``text``."""
     import mcp_types as types
-    import uvicorn
     from mcp.server import Server, ServerRequestContext
 
     on_list_tools = echo_listing("echo")
@@ -83,9 +90,51 @@ def serve_upstream(port: int) -> None:
         text = str((params.arguments or {}).get("text", ""))
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
-    server = Server("bench", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
-    app = server.streamable_http_app(json_response=True)
+    return Server("bench", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+
+
+def serve_upstream(port: int) -> None:
+    import uvicorn
+
+    app = echo_server().streamable_http_app(json_response=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def serve_stdio_upstream() -> None:
+    from mcp.server.stdio import stdio_server
+
+    server = echo_server()
+
+    async def run() -> None:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+    anyio.run(run)
+
+
+def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) -> None:
+    """A gateway as ``tether mcp-gateway`` runs one (its app and uvicorn settings), on its
+    lean path or with every request through the SDK's transport."""
+    import uvicorn
+
+    from tether.mcp import http_app, load_config, open_gateway
+
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_ENV"}
+    runtime = open_runtime(
+        RuntimeConfig(data_dir=Path(data), policy_dir=Path(policies), environ=env)
+    )
+    try:
+        gateway = open_gateway(load_config(Path(config)), runtime)
+        uvicorn.run(
+            http_app(gateway, lean=lean),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        runtime.close()
 
 
 def serve_bare(port: int, upstream_url: str) -> None:
@@ -159,50 +208,69 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-PATHS = ("direct to the upstream", "bare forward, no tether", "through tether gateway")
+@dataclass(frozen=True)
+class Path_:
+    """One measured path: where its client connects, the tool it calls, the process whose CPU
+    it costs (``None``: none between), and the direct path it is compared with."""
+
+    label: str
+    tool: str
+    url: str | None  # None: the stdio upstream, started by this client
+    agent: bool  # sends the agent's SVID and grant
+    pid: int | None
+    baseline: int
 
 
 async def measure(
-    urls: tuple[str, str, str],
+    paths: list[Path_],
     svid: str,
     grant: str,
     calls: int,
     warmup: int,
-    pids: tuple[int, int],
-) -> tuple[list[list[float]], list[float | None]]:
+    mode: str,
+) -> tuple[list[list[float]], list[float | None], list[str]]:
     agent = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": grant}
     upstream = {"Authorization": f"Bearer {TOKEN}"}
-    direct_url, bare_url, gateway_url = urls
-    async with (
-        httpx2.AsyncClient(headers=upstream, timeout=30) as direct_http,
-        httpx2.AsyncClient(timeout=30) as bare_http,
-        httpx2.AsyncClient(headers=agent, timeout=30) as gateway_http,
-        Client(streamable_http_client(direct_url, http_client=direct_http), cache=None) as direct,
-        Client(streamable_http_client(bare_url, http_client=bare_http), cache=None) as bare,
-        Client(streamable_http_client(gateway_url, http_client=gateway_http), cache=None) as gw,
-    ):
-        assert [t.name for t in (await gw.list_tools()).tools] == ["bench.echo"]
-        clients = ((direct, "echo"), (bare, "bench.echo"), (gw, "bench.echo"))
-        times: list[list[float]] = [[], [], []]
+    async with AsyncExitStack() as stack:
+        clients: list[Client] = []
+        for path in paths:
+            if path.url is None:
+                params = StdioServerParameters(
+                    command=sys.executable, args=[__file__, "--serve-stdio-upstream"]
+                )
+                transport: Any = stdio_client(params)
+            else:
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(headers=agent if path.agent else upstream, timeout=30)
+                )
+                transport = streamable_http_client(path.url, http_client=http)
+            client = Client(transport, cache=None, mode=mode)
+            clients.append(await stack.enter_async_context(client))
+        for path, client in zip(paths, clients, strict=True):
+            if path.agent:
+                assert [t.name for t in (await client.list_tools()).tools] == [path.tool]
+        versions = [client.protocol_version for client in clients]
+        times: list[list[float]] = [[] for _ in paths]
+        pids = [p.pid for p in paths]
         cpu_start: list[float | None] = []
         for i in range(warmup + calls):
             if i == warmup:
-                cpu_start = [processes_cpu([pid]) for pid in pids]
+                cpu_start = [None if pid is None else processes_cpu([pid]) for pid in pids]
             args = {"text": f"call {i}"}
-            for path, (client, tool) in enumerate(clients):
+            for n, (path, client) in enumerate(zip(paths, clients, strict=True)):
                 start = time.perf_counter()
-                result = await client.call_tool(tool, args)
+                result = await client.call_tool(path.tool, args)
                 elapsed = time.perf_counter() - start
                 if result.is_error or result.content[0].text != args["text"]:  # type: ignore[union-attr]
-                    raise SystemExit(f"{PATHS[path]}: call failed: {result.content}")
+                    raise SystemExit(f"{path.label}: call failed: {result.content}")
                 if i >= warmup:
-                    times[path].append(elapsed * 1000)
-        cpu_end = [processes_cpu([pid]) for pid in pids]
+                    times[n].append(elapsed * 1000)
+        cpu_end = [None if pid is None else processes_cpu([pid]) for pid in pids]
         cpu = [
             None if a is None or b is None else (b - a) * 1000 / calls
             for a, b in zip(cpu_start, cpu_end, strict=True)
         ]
-        return times, cpu
+        return times, cpu, versions
 
 
 def median_us(fn: Callable[[], object], rounds: int) -> float:
@@ -244,115 +312,159 @@ def layers(runtime: Runtime, workload: Workload, grant: str, rounds: int) -> dic
     }
 
 
+def start(stack: ExitStack, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env)
+    stack.callback(stop, process)
+    return process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "legacy"),
+        default="auto",
+        help="the client's protocol: auto (2026-07-28) or legacy (2025-11-25 sessions)",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-stdio-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", nargs=5, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_upstream:
         serve_upstream(options.serve_upstream)
         return
+    if options.serve_stdio_upstream:
+        serve_stdio_upstream()
+        return
     if options.serve_bare:
         serve_bare(int(options.serve_bare[0]), options.serve_bare[1])
+        return
+    if options.serve_gateway:
+        port, config, data_dir, policy_dir, lean = options.serve_gateway
+        serve_gateway(int(port), config, data_dir, policy_dir, lean == "lean")
         return
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         root = Path(tmp)
         data = root / "data"
         env = {k: v for k, v in os.environ.items() if k != "TETHER_ENV"}
-        # The example policies permit nothing on bench.echo: add one policy for it.
+        # The example policies permit nothing on the echo tools: add one policy for them.
         policies = root / "policies"
         copytree(packaged_policies(), policies)
         (policies / "bench.cedar").write_text(
-            '@id("bench-echo")\npermit (principal, action == Action::"read", '
-            'resource == Tool::"bench.echo");\n'
+            "".join(
+                f'@id("bench-{name}")\npermit (principal, action == Action::"read", '
+                f'resource == Tool::"{name}.echo");\n'
+                for name in ("bench", "local")
+            )
         )
         config = RuntimeConfig(data_dir=data, policy_dir=policies, environ=env)
         runtime = open_runtime(config)
         svid = dev_issuer(config).mint_svid("bench", audience="tether", now=runtime.clock.now())
         workload = runtime.verifier.verify(svid, runtime.clock.now())
-        scope = Scope.from_json({"tool": "bench.echo", "actions": ["read"]})
+        scopes = [
+            Scope.from_json({"tool": tool, "actions": ["read"]})
+            for tool in ("bench.echo", "local.echo")
+        ]
         intent = Intent("bench", "measure gateway overhead", "user:bench")
-        grant = runtime.tasks.open_task(workload, intent, [scope], 3600).token
+        grant = runtime.tasks.open_task(workload, intent, scopes, 3600).token
         # A task of its own for the layers, so their decisions do not touch the measured one.
-        alone = runtime.tasks.open_task(workload, intent, [scope], 3600).token
+        alone = runtime.tasks.open_task(workload, intent, scopes, 3600).token
         alone_us = layers(runtime, workload, alone, min(options.calls, 500))
         runtime.close()
         SecretStore(data, environ=env).set("bench-token", Secret(TOKEN))
 
-        up_port, bare_port, gw_port = free_port(), free_port(), free_port()
+        up_port, bare_port = free_port(), free_port()
         direct_url = f"http://127.0.0.1:{up_port}/mcp"
-        commands = {
-            "the upstream": [sys.executable, __file__, "--serve-upstream", str(up_port)],
-            "the bare proxy": [
-                sys.executable,
-                __file__,
-                "--serve-bare",
-                str(bare_port),
-                direct_url,
-            ],
-        }
-        upstream = subprocess.Popen(commands["the upstream"])
-        stack.callback(stop, upstream)
+        upstream = start(stack, [sys.executable, __file__, "--serve-upstream", str(up_port)], env)
         wait_for_port(up_port, upstream, "the upstream")
-        bare = subprocess.Popen(
-            [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env=env
+        bare = start(
+            stack, [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env
         )
-        stack.callback(stop, bare)
         # The echo tool never changes: descriptors are re-read when the upstream says so
         # (pin_check on_change), as for any upstream declaring tools.listChanged; an upstream
         # checked each_call costs one more tools/list round trip per call.
-        bench = {
-            "url": direct_url,
-            "credential": {"secret": "bench-token"},
-            "pin_check": "on_change",
+        fronted = {
+            "bench": {
+                "url": direct_url,
+                "credential": {"secret": "bench-token"},
+                "pin_check": "on_change",
+            },
+            "local": {
+                "command": sys.executable,
+                "args": [__file__, "--serve-stdio-upstream"],
+                "pin_check": "on_change",
+            },
         }
-        gateway_config = {
-            "upstreams": {"bench": bench},
-            "tools": {"bench.echo": {"action": "read"}},
-        }
-        (root / "gateway.yaml").write_text(yaml.safe_dump(gateway_config))
-        gateway = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tether", "mcp-gateway"),
-                *("--gateway-config", str(root / "gateway.yaml")),
-                *("--data-dir", str(data), "--policies", str(policies)),
-                *("--port", str(gw_port), "--log-level", "warning"),
-            ],
-            env=env,
-        )
-        stack.callback(stop, gateway)
+        gateways: dict[tuple[str, str], tuple[int, subprocess.Popen[bytes]]] = {}
+        for name, upstream_config in fronted.items():
+            config_file = root / f"gateway-{name}.yaml"
+            config_file.write_text(
+                yaml.safe_dump(
+                    {
+                        "upstreams": {name: upstream_config},
+                        "tools": {f"{name}.echo": {"action": "read"}},
+                    }
+                )
+            )
+            for way in ("sdk", "lean"):
+                port = free_port()
+                serve = (str(port), str(config_file), str(data), str(policies), way)
+                command = [sys.executable, __file__, "--serve-gateway", *serve]
+                gateways[name, way] = port, start(stack, command, env)
         wait_for_port(bare_port, bare, "the bare proxy")
-        wait_for_port(gw_port, gateway, "the gateway")
-        urls = (direct_url, f"http://127.0.0.1:{bare_port}/mcp", f"http://127.0.0.1:{gw_port}/mcp")
+        for (name, way), (port, process) in gateways.items():
+            wait_for_port(port, process, f"the gateway ({name}, {way})")
+
+        def through(label: str, name: str, way: str, baseline: int) -> Path_:
+            port, process = gateways[name, way]
+            url = f"http://127.0.0.1:{port}/mcp"
+            return Path_(label, f"{name}.echo", url, True, process.pid, baseline)
+
+        paths = [
+            Path_("HTTP upstream, direct", "echo", direct_url, False, None, 0),
+            Path_("bare forward, no tether", "bench.echo", None, False, bare.pid, 0),
+            through("gateway, SDK path", "bench", "sdk", 0),
+            through("gateway, lean path", "bench", "lean", 0),
+            Path_("stdio upstream, direct", "echo", None, False, None, 4),
+            through("gateway, SDK path", "local", "sdk", 4),
+            through("gateway, lean path", "local", "lean", 4),
+        ]
+        paths[1] = Path_(
+            paths[1].label, "bench.echo", f"http://127.0.0.1:{bare_port}/mcp", False, bare.pid, 0
+        )
         load = os.getloadavg()[0]
-        times, cpu = anyio.run(
-            measure, urls, svid, grant, options.calls, options.warmup, (bare.pid, gateway.pid)
+        times, cpu, versions = anyio.run(
+            measure, paths, svid, grant, options.calls, options.warmup, options.mode
         )
         load = max(load, os.getloadavg()[0])
 
-    direct = times[0]
-    p50_direct = statistics.median(direct)
     print(
         f"tools/call on a trivial tool, loopback, {options.calls} calls per path, interleaved; "
-        f"{os.cpu_count()} cores, load average up to {load:.1f} during the run"
+        f"protocol {', '.join(sorted(set(versions)))}; {os.cpu_count()} cores, load "
+        f"average up to {load:.1f} during the run"
     )
     print(
         f"{'path':<26}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'added p50':>11}{'ratio':>8}"
         f"{'proxy CPU ms/call':>19}"
     )
-    for path, values in enumerate(times):
-        added = [v - d for v, d in zip(values, direct, strict=True)]
-        p50 = statistics.median(values)
-        used = cpu[path - 1] if path > 0 else None
-        print(
-            f"{PATHS[path]:<26}{p50:>9.3f}{percentile(values, 0.95):>9.3f}"
-            f"{percentile(values, 0.99):>9.3f}"
-            + (f"{statistics.median(added):>11.3f}{p50 / p50_direct:>7.2f}x" if path else " " * 19)
-            + (f"{used:>19.3f}" if used is not None else f"{'':>19}")
+    for n, (path, values) in enumerate(zip(paths, times, strict=True)):
+        direct = times[path.baseline]
+        line = (
+            f"{path.label:<26}{statistics.median(values):>9.3f}"
+            f"{percentile(values, 0.95):>9.3f}{percentile(values, 0.99):>9.3f}"
         )
+        if n != path.baseline:
+            added = [v - d for v, d in zip(values, direct, strict=True)]
+            ratio = statistics.median(values) / statistics.median(direct)
+            line += f"{statistics.median(added):>11.3f}{ratio:>7.2f}x"
+        else:
+            line += " " * 19
+        used = cpu[n]
+        print(line + (f"{used:>19.3f}" if used is not None else ""))
     print("layers timed alone in this process (median per call):")
     for name, spent in alone_us.items():
         print(f"  {name:<40}{spent / 1000:>8.3f} ms")
