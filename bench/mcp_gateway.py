@@ -124,7 +124,7 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         RuntimeConfig(data_dir=Path(data), policy_dir=Path(policies), environ=env)
     )
     try:
-        gateway = open_gateway(load_config(Path(config)), runtime)
+        gateway = open_gateway(load_config(Path(config)), runtime, lean=lean)
         uvicorn.run(
             http_app(gateway, lean=lean),
             host="127.0.0.1",

@@ -51,12 +51,15 @@ from tether.core.scope import Scope
 from tether.core.secret import Secret
 from tether.core.task import Intent
 from tether.credentials.secrets import SecretStore
-from tether.mcp import http_app, load_config, open_gateway
+from tether.mcp import Gateway, http_app, load_config, open_gateway
+from tether.mcp.callers import Caller
 from tether.mcp.lean import LeanStats
 from tether.runtime import Runtime
 from tether.service.clock import ManualClock
 
 _DECISION_ID = re.compile(rb"(dec|apr)_[0-9a-z]{20,32}")
+#: The mail server numbers what it sends, and both gateways send through it.
+_MAIL_ID = re.compile(rb'"queued":true,"id":\d+')
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Wire:
             self.answers.append((kind[0] if kind else "", b"".join(body)))
 
     def messages(self, count: int) -> list[bytes]:
-        """The ``count`` answers' JSON-RPC messages, decision and approval ids masked. An SSE
+        """The ``count`` answers' JSON-RPC messages, decision, approval and mail ids masked. An SSE
         answer is kept when its stream ends, which may be just after the client read it."""
         deadline = time.monotonic() + 20
         while len(self.answers) < count and time.monotonic() < deadline:
@@ -112,6 +115,7 @@ class Wire:
             if content_type.startswith("text/event-stream"):
                 data = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
                 body = data[-1]
+            body = _MAIL_ID.sub(b'"queued":true,"id":0', body)
             out.append(_DECISION_ID.sub(rb"\1_*", body))
         # in request order (a stream's end may be seen after the next request's)
         return sorted(out, key=lambda message: json.loads(message)["id"])
@@ -126,6 +130,8 @@ class Pair:
     stats: LeanStats
     lean_wire: Wire
     sdk_wire: Wire
+    lean: Gateway
+    sdk: Gateway
 
     def grant(self, *scopes: dict[str, object]) -> AgentKeys:
         """A new task of the analyst (the one agent the example policies let read the CRM),
@@ -137,6 +143,14 @@ class Pair:
         )
         assert not opened.refused, opened.refused
         return AgentKeys(svid, opened.token)
+
+    def upstream_lean_calls(self, gateway: Gateway, keys: AgentKeys) -> int:
+        """``tools/call`` requests ``gateway`` sent on the lean channel of the agent's sessions."""
+        workload = self.runtime.verifier.verify(keys.svid, self.clock.now())
+        caller = Caller(workload, keys.grant)
+        return sum(
+            gateway.session_for(name, caller).lean_calls for name in ("crm", "payments", "email")
+        )
 
     def reset(self) -> None:
         """Forget the answers seen so far, once every stream still open has ended."""
@@ -164,7 +178,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             loaded = load_config(write_config(root / "gateway.yaml", config))
             pins = Path(root / "pins.json")
             lean = open_gateway(loaded, runtime, pins=pins)
-            sdk = open_gateway(loaded, runtime, pins=pins)
+            sdk = open_gateway(loaded, runtime, pins=pins, lean=False)
             lean_wire = Wire(http_app(lean, stats=stats))
             sdk_wire = Wire(http_app(sdk, lean=False))
             with (
@@ -181,15 +195,18 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                     stats,
                     lean_wire,
                     sdk_wire,
+                    lean,
+                    sdk,
                 )
     finally:
         runtime.close()
 
 
-#: The calls compared: allowed (structured result), a send that needs approval (the task read
-#: confidential data), not in the grant,
+#: The calls compared: allowed (the HTTP upstream; the stdio one, a structured result), a send
+#: that needs approval (the task has read confidential data since), not in the grant,
 #: no such tool, an upstream that answers with an error, arguments the upstream cannot read.
 CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("email.send", {"to": "alice@example.com", "body": "hello"}),
     ("crm.query", {"customer": "c-8"}),
     ("email.send", {"to": "bob@example.com", "body": "hi"}),
     ("crm.update", {"ticket": "T-1"}),
@@ -199,10 +216,18 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-async def _calls(url: str, keys: AgentKeys, mode: str) -> tuple[str | None, list[Any]]:
-    async with connect(url, keys, mode=mode) as client:
-        results = [await client.call_tool(name, args) for name, args in CALLS]
-        return client.protocol_version, results
+async def _calls(pair: Pair, keys: AgentKeys, mode: str) -> list[tuple[str | None, list[Any]]]:
+    """Each call made through both gateways in turn, on the same task (so both decide it
+    with the same facts)."""
+    async with (
+        connect(pair.lean_url, keys, mode=mode) as lean,
+        connect(pair.sdk_url, keys, mode=mode) as sdk,
+    ):
+        results: list[list[Any]] = [[], []]
+        for name, args in CALLS:
+            for n, client in enumerate((lean, sdk)):
+                results[n].append(await client.call_tool(name, args))
+        return [(lean.protocol_version, results[0]), (sdk.protocol_version, results[1])]
 
 
 @pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25", "2026-07-28"])
@@ -217,17 +242,20 @@ def test_the_lean_path_answers_what_the_sdk_path_answers(
     mode = "auto" if modern else "legacy"
     pair.reset()
     before = (pair.stats.modern, pair.stats.session)
+    upstream_before = pair.upstream_lean_calls(pair.lean, keys)
 
-    async def scenario() -> tuple[Any, Any]:
-        return await _calls(pair.lean_url, keys, mode), await _calls(pair.sdk_url, keys, mode)
-
-    (lean_version, lean_results), (sdk_version, _) = run(scenario)
+    (lean_version, lean_results), (sdk_version, _) = run(lambda: _calls(pair, keys, mode))
     assert lean_version == sdk_version == version
     # the calls did what they say (a refused setup would fail here, not pass)
-    assert text_of(lean_results[0]) == "3 records for c-8"
-    assert text_of(lean_results[1]).startswith("approval_required"), text_of(lean_results[1])
-    assert "tool_not_in_scope" in text_of(lean_results[2])
-    assert "upstream_failed" in text_of(lean_results[5])
+    assert not lean_results[0].is_error, text_of(lean_results[0])
+    assert text_of(lean_results[1]) == "3 records for c-8"
+    assert text_of(lean_results[2]).startswith("approval_required"), text_of(lean_results[2])
+    assert "tool_not_in_scope" in text_of(lean_results[3])
+    assert "upstream_failed" in text_of(lean_results[6])
+    # every call the grant allowed went upstream on the lean channel of the lean gateway
+    # (email.send, crm.query twice, one failing upstream; the analyst's sessions, used before)
+    assert pair.upstream_lean_calls(pair.lean, keys) - upstream_before == 3
+    assert pair.upstream_lean_calls(pair.sdk, keys) == 0
     # every call took the lean path on the lean gateway
     lean_count = (pair.stats.modern - before[0], pair.stats.session - before[1])
     assert lean_count == ((len(CALLS), 0) if modern else (0, len(CALLS)))

@@ -115,8 +115,12 @@ def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, deps: GatewayDeps, pins: PinStore) -> None:
+    def __init__(
+        self, config: GatewayConfig, deps: GatewayDeps, pins: PinStore, *, lean: bool = True
+    ) -> None:
         self.config = config
+        #: ``tools/call`` sent upstream on the lean channel (tether.mcp.lean_upstream).
+        self.lean = lean
         self.deps = deps
         self.pins = pins
         self.audit = GatewayAudit(deps.store, deps.clock, deps.ids)
@@ -151,7 +155,14 @@ class Gateway:
     def _open(self, config: Upstream, tg: TaskGroup, agent: str | None) -> UpstreamConnection:
         deps = self.deps
         return UpstreamConnection(
-            config, deps.secrets, tg, deps.clock, self._notified, self._tools_changed, agent=agent
+            config,
+            deps.secrets,
+            tg,
+            deps.clock,
+            self._notified,
+            self._tools_changed,
+            agent=agent,
+            lean=self.lean,
         )
 
     def session_for(self, upstream: str, caller: Caller) -> UpstreamConnection:

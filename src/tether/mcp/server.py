@@ -84,9 +84,13 @@ def default_pins_path(data_dir: Path) -> Path:
     return data_dir / "mcp-pins.json"
 
 
-def open_gateway(config: GatewayConfig, runtime: Runtime, *, pins: Path | None = None) -> Gateway:
+def open_gateway(
+    config: GatewayConfig, runtime: Runtime, *, pins: Path | None = None, lean: bool = True
+) -> Gateway:
+    """The gateway for ``config``; ``lean=False`` sends every upstream request through the
+    SDK's client (see :mod:`tether.mcp.lean_upstream`)."""
     pins_path = pins or default_pins_path(runtime.config.data_dir)
-    return Gateway(config, deps_from_runtime(runtime), PinStore(pins_path))
+    return Gateway(config, deps_from_runtime(runtime), PinStore(pins_path), lean=lean)
 
 
 def _no_schema(_name: str) -> None:

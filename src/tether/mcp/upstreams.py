@@ -33,7 +33,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, ProgressFnT
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
@@ -44,6 +44,7 @@ from tether.core.leaks import Leak, LeakScanner
 from tether.core.secret import Secret
 from tether.logs import get_logger
 from tether.mcp.config import CredentialRef, HttpUpstream, StdioUpstream, Upstream
+from tether.mcp.lean_upstream import HttpRoute, LeanChannel, Relay, SessionIdWatch
 from tether.service.ports import Clock
 
 log = get_logger("tether.mcp.upstreams")
@@ -102,30 +103,6 @@ ToolsChanged = Callable[["UpstreamConnection"], None]
 TOOLS_CHANGED: Final = "notifications/tools/list_changed"
 
 
-class _Tapped(JSONRPCDispatcher[Any]):
-    """The SDK's dispatcher, with the upstream's ``tools/list_changed`` seen in receive order
-    (through the dispatcher's synchronous notification intercept), so no answer that follows
-    the announcement on the wire reaches the gateway before it."""
-
-    def __init__(self, read: Any, write: Any, tap: Callable[[str], None]) -> None:
-        super().__init__(read, write)
-        self._tap = tap
-
-    async def run(
-        self,
-        on_request: OnRequest,
-        on_notify: OnNotify,
-        on_notify_intercept: OnNotifyIntercept | None = None,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        def intercept(method: str, params: Mapping[str, Any] | None) -> bool:
-            self._tap(method)
-            return on_notify_intercept is not None and on_notify_intercept(method, params)
-
-        await super().run(on_request, on_notify, intercept, task_status=task_status)
-
-
 @dataclass
 class _Session:
     """An initialized upstream session: the SDK's session (it ran the handshake and keeps
@@ -136,6 +113,8 @@ class _Session:
     dispatcher: JSONRPCDispatcher[Any]
     protocol_version: str
     capabilities: types.ServerCapabilities
+    #: ``tools/call`` without the SDK client's per-request machinery (tether.mcp.lean_upstream).
+    lean: LeanChannel
 
 
 @dataclass
@@ -159,8 +138,12 @@ class UpstreamConnection:
         tools_changed: ToolsChanged | None = None,
         *,
         agent: str | None = None,
+        lean: bool = True,
     ) -> None:
         self.config = config
+        #: ``tools/call`` without the SDK client's per-request machinery; how many went so.
+        self._lean = lean
+        self.lean_calls = 0
         #: The agent this session belongs to (``None``: shared by every agent).
         self.agent = agent
         self._notifications = notifications
@@ -206,19 +189,32 @@ class UpstreamConnection:
                     command=config.command, args=list(config.args), env=env, cwd=config.cwd
                 )
                 read, write = await stack.enter_async_context(stdio_client(params))
+                route = None
             else:
                 auth = None
                 if config.credential is not None:
                     secret = self._secrets(config.credential.secret)
                     auth = InjectedCredential(config.credential, secret)
                     self._given([secret.reveal()])
+                watch = SessionIdWatch()
                 http = await stack.enter_async_context(
-                    httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(timeout))
+                    httpx2.AsyncClient(
+                        auth=auth,
+                        timeout=httpx2.Timeout(timeout),
+                        event_hooks={"response": [watch]},
+                    )
                 )
                 read, write = await stack.enter_async_context(
                     streamable_http_client(config.url, http_client=http)
                 )
-            dispatcher: JSONRPCDispatcher[Any] = _Tapped(read, write, self._tap)
+                route = HttpRoute(http, config.url, watch)
+            # Every message the upstream sends passes the relay first, in wire order: its
+            # tools/list_changed is seen before any answer that followed it.
+            relay = Relay(self._tap)
+            relaying = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(relaying.cancel_scope.cancel)
+            relaying.start_soon(relay.run, read)
+            dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(relay.receive, write)
             session = await stack.enter_async_context(
                 ClientSession(
                     dispatcher=dispatcher,
@@ -227,9 +223,9 @@ class UpstreamConnection:
                 )
             )
             initialized = await session.initialize()
-            yield _Session(
-                session, dispatcher, initialized.protocol_version, initialized.capabilities
-            )
+            version = initialized.protocol_version
+            lean = LeanChannel(relay, write, version, route)
+            yield _Session(session, dispatcher, version, initialized.capabilities, lean)
 
     def _tap(self, method: str) -> None:
         if method == TOOLS_CHANGED and self._tools_changed is not None:
@@ -352,6 +348,11 @@ class UpstreamConnection:
         """Forward one request as a JSON-RPC message and return the raw result object; the
         upstream's progress notifications for it go to ``on_progress``."""
         live = await self._client()
+        if self._lean and method == "tools/call" and on_progress is None:
+            self.lean_calls += 1
+            lean = live.client.lean.request(method, params, self.config.timeout_seconds)
+            answer: dict[str, Any] = await self._guard(live, lean, method)
+            return answer
         opts: CallOptions = {
             "timeout": self.config.timeout_seconds,
             "headers": {MCP_PROTOCOL_VERSION_HEADER: live.client.protocol_version},
