@@ -192,7 +192,7 @@ def serve_bare(port: int, upstream_url: str) -> None:
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # six servers start at once, on a machine maybe loaded
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"{what} exited with {process.returncode}")
