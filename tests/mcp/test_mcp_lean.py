@@ -15,16 +15,20 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from shutil import copytree
 from typing import Any
 
+import anyio
 import httpx
 import mcp.client.session
 import pytest
 from loopback import serve_asgi
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_harness import (
     CRM_KEY,
     CRM_QUERY,
@@ -54,7 +58,7 @@ from tether.credentials.secrets import SecretStore
 from tether.mcp import Gateway, http_app, load_config, open_gateway
 from tether.mcp.callers import Caller
 from tether.mcp.lean import LeanStats
-from tether.runtime import Runtime
+from tether.runtime import Runtime, packaged_policies
 from tether.service.clock import ManualClock
 
 _DECISION_ID = re.compile(rb"(dec|apr)_[0-9a-z]{20,32}")
@@ -416,3 +420,82 @@ def test_an_ended_session_is_not_served_on_the_lean_path(pair: Pair) -> None:
         answer = _post(http, pair.lean_url, call, session)
     assert answer.status_code == 404  # the SDK's answer for an ended session
     assert pair.stats.session == lean + 1
+
+
+def _chatty_upstream() -> ASGIApp:
+    """An HTTP upstream answering each call as an SSE stream that carries a log message of the
+    session before the result (the official SDK server, SSE responses)."""
+    import mcp_types as types
+    from mcp.server import Server, ServerRequestContext
+
+    async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+        return types.ListToolsResult(
+            tools=[types.Tool(name="say", description="Say it.", input_schema=schema)]
+        )
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        text = str((params.arguments or {}).get("text", ""))
+        with warnings.catch_warnings():
+            # Deprecated from 2026-07-28 on; how a 2025 session's server logs.
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await ctx.session.send_log_message(
+                level="info", data=f"saying {text}", related_request_id=ctx.request_id
+            )
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+    server = Server("chatty", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    return server.streamable_http_app(json_response=False)
+
+
+def test_an_sse_answer_upstream_reaches_the_agent_with_its_log_message(tmp_path: Path) -> None:
+    clock = ManualClock(datetime(2026, 11, 28, 12, 0, tzinfo=UTC))
+    policies = tmp_path / "policies"
+    copytree(packaged_policies(), policies)
+    (policies / "chatty.cedar").write_text(
+        '@id("chatty")\npermit (principal, action == Action::"read", '
+        'resource == Tool::"chatty.say");\n'
+    )
+    runtime = make_runtime(tmp_path / "data", clock, policies)
+    heard: list[str] = []
+
+    async def hear(params: Any) -> None:
+        heard.append(str(params.data))
+
+    try:
+        with serve_asgi(_chatty_upstream()) as upstream:
+            config = {
+                "upstreams": {"chatty": {"url": f"{upstream}/mcp", "pin_check": "on_change"}},
+                "tools": {"chatty.say": {"action": "read"}},
+            }
+            loaded = load_config(write_config(tmp_path / "gateway.yaml", config))
+            gateway = open_gateway(loaded, runtime)
+            stats = LeanStats()
+            with live(gateway), serve_asgi(http_app(gateway, stats=stats)) as base:
+                svid = mint(runtime, "talker", clock)
+                workload = runtime.verifier.verify(svid, clock.now())
+                scope = Scope.from_json({"tool": "chatty.say", "actions": ["read"]})
+                opened = runtime.tasks.open_task(workload, Intent(**INTENT), [scope], 600)
+                assert not opened.refused, opened.refused
+                keys = AgentKeys(svid, opened.token)
+
+                async def scenario() -> Any:
+                    async with connect(
+                        f"{base}/mcp", keys, mode="legacy", logging_callback=hear
+                    ) as client:
+                        said = await client.call_tool("chatty.say", {"text": "hello"})
+                        with anyio.fail_after(10):
+                            while not heard:
+                                await anyio.sleep(0.01)
+                        return said
+
+                said = run(scenario)
+                session = gateway.session_for("chatty", Caller(workload, keys.grant))
+                assert session.lean_calls == 1
+                assert stats.session == 1
+    finally:
+        runtime.close()
+    assert not said.is_error and text_of(said) == "hello"
+    assert heard == ["saying hello"]
