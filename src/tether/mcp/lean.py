@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
-import pydantic_core
 from mcp.server import Server
 from mcp.server.runner import modern_error_data
 from mcp.server.session import ServerSession
@@ -272,8 +271,9 @@ class LeanFront:
             raise _PassOn
         body = await _body(receive, read, self._max_body)
         try:
-            message = _messages.validate_python(pydantic_core.from_json(body), by_name=False)
-        except (ValueError, ValidationError):
+            # What the SDK's transport reads, parsed and checked in one step.
+            message = _messages.validate_json(body, by_name=False)
+        except ValidationError:
             raise _PassOn from None
         if (
             not isinstance(message, JSONRPCRequest)
