@@ -14,6 +14,9 @@ in that directory, then waits until ``START_BARRIER_COUNT`` markers are there be
 (giving up after a minute): servers started one after another never get past it, servers
 started together all do.
 
+With ``START_GATE_FILE`` set, the server waits until that file exists before it serves (giving up
+after a minute): a test holds an upstream "still starting" for as long as it needs to.
+
 With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.update`` with
 ``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
 ``crm.query`` reports progress once per record when the caller asks for progress.
@@ -128,8 +131,18 @@ def start_barrier(role: str) -> None:
         time.sleep(0.01)
 
 
+def start_gate() -> None:
+    gate = os.environ.get("START_GATE_FILE")
+    deadline = time.monotonic() + 60
+    while gate and not Path(gate).exists():
+        if time.monotonic() > deadline:
+            sys.exit(4)  # the test never let it start
+        time.sleep(0.01)
+
+
 def main(role: str) -> None:
     start_barrier(role)
+    start_gate()
     if role == "hang":
         # Started, but never answers initialize: read what the gateway sends until it closes
         # the pipe (it gives up on this server), then exit.

@@ -67,6 +67,7 @@ from tether.mcp.results import (
 )
 from tether.mcp.surface import Surface
 from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
+from tether.mcp.warmstart import WarmStart, listing_path
 from tether.observability import Metrics
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
@@ -124,6 +125,7 @@ class Gateway:
         self._catalog: Catalog | None = None
         self.effects = EffectQueue()
         self.listeners = Listeners()
+        self.warm = WarmStart(listing_path(pins.path), pins)
         self.surface = Surface(self)
         self._tg: TaskGroup | None = None
 
@@ -140,7 +142,7 @@ class Gateway:
             self._pools = {
                 u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
             }
-            self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
+            self._catalog = Catalog(self.pins, self.audit, self.deps.clock, self.warm.listed)
             try:
                 yield self
             finally:
@@ -191,19 +193,17 @@ class Gateway:
         await rereading.wait()
         await self.listeners.tools_changed()
 
-    async def _refresh_all(self, caller: Caller) -> None:
-        """List every upstream concurrently, each through ``caller``'s own session (starting
-        those not started yet)."""
+    async def _refresh_all(self, caller: Caller) -> list[CatalogTool]:
+        """Every upstream's tools, listed concurrently through ``caller``'s own sessions; one
+        not up yet from its pinned listing while it starts (:mod:`tether.mcp.warmstart`)."""
+        assert self._tg is not None  # running
+        sessions = [self.session_for(name, caller) for name in self._pools]
+        return await self.warm.list_all(
+            sessions, self.catalog, self._tg, self._listing_failed, self.listeners.tools_changed
+        )
 
-        async def one(name: str) -> None:
-            try:
-                await self.catalog.refresh(self.session_for(name, caller))
-            except UpstreamFailure as failure:
-                await self.record_failure(failure, None, None, None)
-
-        async with anyio.create_task_group() as tg:
-            for name in self._pools:
-                tg.start_soon(one, name)
+    async def _listing_failed(self, failure: UpstreamFailure) -> None:
+        await self.record_failure(failure, None, None, None)
 
     async def record_failure(
         self,
@@ -233,9 +233,9 @@ class Gateway:
         grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
         if grant is None:
             return []
-        await self._refresh_all(caller)  # a descriptor that changed upstream is caught here
         shown: list[types.Tool] = []
-        for entry in self.catalog.tools():
+        # A descriptor that changed upstream is caught here.
+        for entry in await self._refresh_all(caller):
             if not _visible(grant, entry.exposed, self.config.mapping(entry.exposed)):
                 continue
             if self.pins.status(entry.exposed, entry.sha256) is not PinStatus.MATCH:
