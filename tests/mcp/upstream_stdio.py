@@ -21,6 +21,8 @@ With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.
 ``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
 ``crm.query`` reports progress once per record when the caller asks for progress.
 ``crm.update`` with ``ticket: "log"`` sends a log message naming its process id first;
+``crm.update`` with ``ticket: "resources-changed"`` (``"prompts-changed"``) sends
+``notifications/resources/list_changed`` (``prompts/list_changed``) before it answers;
 ``crm.update`` with ``ticket: "pid"`` answers with the server's process id;
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
@@ -162,6 +164,13 @@ def main(role: str) -> None:
         if params.name == "update" and (params.arguments or {}).get("ticket") == "announce":
             # Tell the client the tools changed (a well-behaved server after a change).
             await ctx.session.send_tool_list_changed()
+        if (
+            params.name == "update"
+            and (params.arguments or {}).get("ticket") == "resources-changed"
+        ):
+            await ctx.session.send_resource_list_changed()
+        if params.name == "update" and (params.arguments or {}).get("ticket") == "prompts-changed":
+            await ctx.session.send_prompt_list_changed()
         if params.name == "update" and (params.arguments or {}).get("ticket") == "log":
             await ctx.session.send_log_message("warning", f"crm pid {os.getpid()}", logger="crm")
         if params.name == "query":

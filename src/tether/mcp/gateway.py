@@ -169,9 +169,9 @@ class Gateway:
     async def _notified(
         self, session: UpstreamConnection, notification: types.ServerNotification
     ) -> None:
-        """A notification an upstream sent on a session, not about one call: a log message or
-        a subscribed resource's update goes to the agent whose own session it came on
-        (:mod:`tether.mcp.listeners`)."""
+        """A notification an upstream sent on a session, not about one call: a log message, a
+        subscribed resource's update, or a change of its resources or prompts goes to the agent
+        whose own session it came on (:mod:`tether.mcp.listeners`)."""
         agent = session.agent
         match notification:
             case types.LoggingMessageNotification(params=params) if agent:
@@ -179,6 +179,12 @@ class Gateway:
                 return
             case types.ResourceUpdatedNotification(params=params) if agent:
                 await self.listeners.resource_updated(agent, str(params.uri))
+                return
+            case types.ResourceListChangedNotification():
+                await self.listeners.list_changed(agent, "resources")
+                return
+            case types.PromptListChangedNotification():
+                await self.listeners.list_changed(agent, "prompts")
                 return
         log.debug("upstream_notification", upstream=session.name, method=notification.method)
 
