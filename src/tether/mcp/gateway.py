@@ -50,7 +50,7 @@ from tether.mcp.config import GatewayConfig, ToolMapping, Upstream
 from tether.mcp.effectqueue import EffectQueue
 from tether.mcp.listeners import Listeners
 from tether.mcp.pins import PinStatus, PinStore
-from tether.mcp.pool import UpstreamPool
+from tether.mcp.pool import UpstreamPool, sweep_idle
 from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.results import (
     META_APPROVAL,
@@ -140,9 +140,11 @@ class Gateway:
         async with self.effects.running(), anyio.create_task_group() as tg:
             self._tg = tg
             self._pools = {
-                u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
+                u.name: UpstreamPool(u, partial(self._open, u, tg), self.deps.clock)
+                for u in self.config.upstreams
             }
             self._catalog = Catalog(self.pins, self.audit, self.deps.clock, self.warm.listed)
+            tg.start_soon(sweep_idle, self.close_idle_sessions)
             try:
                 yield self
             finally:
@@ -159,6 +161,12 @@ class Gateway:
     def session_for(self, upstream: str, caller: Caller) -> UpstreamConnection:
         """``caller``'s session with ``upstream`` (:mod:`tether.mcp.pool`)."""
         return self._pools[upstream].session(caller.workload.id)
+
+    def close_idle_sessions(self) -> int:
+        """Close each agent's upstream session unused for its upstream's
+        ``idle_timeout_seconds`` (:mod:`tether.mcp.pool`); how many were closed."""
+        now = self.deps.clock.now()
+        return sum(pool.close_idle(now) for pool in self._pools.values())
 
     @property
     def catalog(self) -> Catalog:
