@@ -16,6 +16,10 @@ this listing while the session starts in the background:
 - a call never relies on it: a call to a tool of an upstream not up yet waits for the upstream
   and is checked against the live descriptor's pin (:meth:`tether.mcp.gateway.Gateway._lookup`).
 
+Sessions listed this way start in the background a few at a time (one fewer than the machine
+has cores, at least one), so that a call, which starts its own upstream at once, is not left
+to share the processors with every other upstream starting at the same moment.
+
 With no listing for an upstream (the first start), the answer waits for it, bounded by its
 ``timeout_seconds``, as a cold start always did.
 """
@@ -23,6 +27,7 @@ With no listing for an upstream (the first start), the answer waits for it, boun
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -67,6 +72,7 @@ class WarmStart:
         self._entries: dict[str, list[CatalogTool]] | None = None
         #: Sessions starting in the background after a listing answered for them.
         self._warming: dict[UpstreamConnection, anyio.Event] = {}
+        self._starting = anyio.CapacityLimiter(max(1, (os.cpu_count() or 1) - 1))
 
     @property
     def path(self) -> Path:
@@ -207,7 +213,8 @@ class WarmStart:
         """Start ``session``, read its tools (checking every pin), and tell the agents if what
         they may see is not what they were shown."""
         try:
-            await catalog.refresh(session)
+            async with self._starting:
+                await catalog.refresh(session)
         except UpstreamFailure as failure:
             # Not announced: listing again would show the same and start it again.
             await failed(failure)
