@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.api.app import ApiDeps
 from tether.core.errors import ConfigurationError, TetherError
 from tether.core.ids import IdFactory
 from tether.core.lease import Lease
@@ -89,6 +88,7 @@ from tether.store.leases import SqlLeaseStore
 from tether.store.observations import SqlObservationStore
 
 if TYPE_CHECKING:
+    from tether.api.app import ApiDeps
     from tether.cache import CachedStore
 
 
@@ -345,6 +345,10 @@ class Runtime:
 
     @property
     def api_deps(self) -> ApiDeps:
+        # Imported here: the MCP gateway and the egress proxy open a runtime but serve no API,
+        # and FastAPI is about a seventh of their start-up imports.
+        from tether.api.app import ApiDeps
+
         return ApiDeps(
             verifier=self.verifier,
             tasks=self.tasks,

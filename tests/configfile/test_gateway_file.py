@@ -134,7 +134,8 @@ def test_data_given_in_memory_names_the_path_without_a_line() -> None:
     assert [str(p) for p in caught.value.problems] == [
         "gateway config: upstreams.crm.urll: unknown key; did you mean 'url'?",
         "gateway config: upstreams.mail: must be a mapping (keys: command, args, env, secret_env, "
-        "cwd, url, credential, timeout_seconds, pin_check, share_sessions)",
+        "cwd, url, credential, timeout_seconds, pin_check, share_sessions, "
+        "idle_timeout_seconds)",
         "gateway config: prompts.summarize: a tool or prompt is named <upstream>.<name>",
         "gateway config: tool: unknown key; did you mean 'tools'?",
     ]

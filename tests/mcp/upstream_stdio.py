@@ -14,10 +14,15 @@ in that directory, then waits until ``START_BARRIER_COUNT`` markers are there be
 (giving up after a minute): servers started one after another never get past it, servers
 started together all do.
 
+With ``START_GATE_FILE`` set, the server waits until that file exists before it serves (giving up
+after a minute): a test holds an upstream "still starting" for as long as it needs to.
+
 With ``CRM_LIST_CHANGED`` set, the server declares ``tools.listChanged``; ``crm.update`` with
 ``ticket: "announce"`` sends ``notifications/tools/list_changed`` before it answers.
 ``crm.query`` reports progress once per record when the caller asks for progress.
 ``crm.update`` with ``ticket: "log"`` sends a log message naming its process id first;
+``crm.update`` with ``ticket: "resources-changed"`` (``"prompts-changed"``) sends
+``notifications/resources/list_changed`` (``prompts/list_changed``) before it answers;
 ``crm.update`` with ``ticket: "pid"`` answers with the server's process id;
 ``crm.update`` with ``ticket: "crash"`` exits the process mid-call, as a crashing server would;
 with ``ticket: "hang"`` it does not answer for two minutes.
@@ -128,8 +133,18 @@ def start_barrier(role: str) -> None:
         time.sleep(0.01)
 
 
+def start_gate() -> None:
+    gate = os.environ.get("START_GATE_FILE")
+    deadline = time.monotonic() + 60
+    while gate and not Path(gate).exists():
+        if time.monotonic() > deadline:
+            sys.exit(4)  # the test never let it start
+        time.sleep(0.01)
+
+
 def main(role: str) -> None:
     start_barrier(role)
+    start_gate()
     if role == "hang":
         # Started, but never answers initialize: read what the gateway sends until it closes
         # the pipe (it gives up on this server), then exit.
@@ -149,6 +164,13 @@ def main(role: str) -> None:
         if params.name == "update" and (params.arguments or {}).get("ticket") == "announce":
             # Tell the client the tools changed (a well-behaved server after a change).
             await ctx.session.send_tool_list_changed()
+        if (
+            params.name == "update"
+            and (params.arguments or {}).get("ticket") == "resources-changed"
+        ):
+            await ctx.session.send_resource_list_changed()
+        if params.name == "update" and (params.arguments or {}).get("ticket") == "prompts-changed":
+            await ctx.session.send_prompt_list_changed()
         if params.name == "update" and (params.arguments or {}).get("ticket") == "log":
             await ctx.session.send_log_message("warning", f"crm pid {os.getpid()}", logger="crm")
         if params.name == "query":

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import anyio
 import typer
-import uvicorn
 
 from tether.cli.common import console, err_console, fail, tether_errors
 from tether.cli.config_schema import Transport, option
@@ -115,6 +114,8 @@ def _run_gateway(
                 f"{upstreams}  pins {gateway.pins.path}",
                 highlight=False,
             )
+        import uvicorn  # only over HTTP: a stdio gateway starts without it
+
         uvicorn.run(
             http_app(gateway, host=host),
             host=host,

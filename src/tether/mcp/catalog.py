@@ -13,6 +13,7 @@ passed on, since they are not pinned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -40,9 +41,38 @@ class CatalogTool:
     listing: types.Tool  # what tools/list shows
 
 
+def entry_for(upstream: str, tool: types.Tool) -> CatalogTool | None:
+    """``upstream``'s ``tool`` as the gateway exposes it; ``None`` for a name it cannot expose."""
+    exposed = f"{upstream}.{tool.name}"
+    if not is_valid_name(exposed, MAX_TOOL_NAME):
+        return None
+    described = descriptor(tool.name, tool.description, tool.input_schema)
+    return CatalogTool(
+        exposed=exposed,
+        upstream=upstream,
+        name=tool.name,
+        described=described,
+        sha256=digest(described),
+        listing=types.Tool(
+            name=exposed,
+            description=tool.description,
+            input_schema=tool.input_schema,
+            output_schema=tool.output_schema,
+        ),
+    )
+
+
 class Catalog:
-    def __init__(self, pins: PinStore, audit: GatewayAudit, clock: Clock) -> None:
+    def __init__(
+        self,
+        pins: PinStore,
+        audit: GatewayAudit,
+        clock: Clock,
+        on_listed: Callable[[str, list[CatalogTool]], None] | None = None,
+    ) -> None:
         self._pins = pins
+        #: Told each upstream's tools as each live listing found them (:mod:`.warmstart`).
+        self._on_listed = on_listed
         self._audit = audit
         self._clock = clock
         self._tools: dict[str, CatalogTool] = {}
@@ -65,29 +95,17 @@ class Catalog:
         listed = await session.list_tools()
         fresh: dict[str, CatalogTool] = {}
         for tool in listed:
-            exposed = f"{upstream}.{tool.name}"
-            if not is_valid_name(exposed, MAX_TOOL_NAME) or exposed in fresh:
+            entry = entry_for(upstream, tool)
+            if entry is None or entry.exposed in fresh:
                 log.warning("tool_name_refused", upstream=upstream, reason="not a valid tool name")
                 continue
-            described = descriptor(tool.name, tool.description, tool.input_schema)
-            entry = CatalogTool(
-                exposed=exposed,
-                upstream=upstream,
-                name=tool.name,
-                described=described,
-                sha256=digest(described),
-                listing=types.Tool(
-                    name=exposed,
-                    description=tool.description,
-                    input_schema=tool.input_schema,
-                    output_schema=tool.output_schema,
-                ),
-            )
             await self.verify(entry, stage="list")
-            fresh[exposed] = entry
+            fresh[entry.exposed] = entry
         for name in [n for n, t in self._tools.items() if t.upstream == upstream]:
             del self._tools[name]
         self._tools.update(fresh)
+        if self._on_listed is not None:
+            self._on_listed(upstream, list(fresh.values()))
 
     def changed(self, session: UpstreamConnection, task_group: TaskGroup) -> anyio.Event:
         """``session``'s upstream announced that its tools changed: re-read them at once; calls

@@ -13,6 +13,7 @@
         timeout_seconds: 30            # per call (default 30)
         pin_check: auto                # when descriptors are re-read (see below)
         share_sessions: false          # one session for every agent (default: one per agent)
+        idle_timeout_seconds: 900      # an agent's session unused this long is closed (default)
       mail:
         url: https://mail.internal/mcp # a streamable HTTP server
         credential:                    # injected by the gateway on every request (optional)
@@ -47,7 +48,10 @@ calls to it wait for that; ``auto`` (the default) is ``on_change`` for an upstre
 
 ``share_sessions``: by default each agent gets its own session with each upstream (its own
 stdio process, its own HTTP session id; see :mod:`tether.mcp.pool`); ``true`` makes one session
-serve every agent, for a server known to keep nothing per session.
+serve every agent, for a server known to keep nothing per session. ``idle_timeout_seconds``: an
+agent's session with the upstream that has had no request for this long (and holds no resource
+subscription) is closed, its stdio process stopped or its HTTP session ended; its next request
+opens a new one.
 
 ``resources``: each entry maps the URIs an upstream serves that match ``uri`` (a glob: ``*``
 matches anything, ``?`` one character) to a dataset; the first match wins. ``resources/read``
@@ -70,6 +74,9 @@ from typing import Final, Literal
 from tether.core.scope import ActionKind
 
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+#: How long an agent's upstream session may go unused before it is closed.
+DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 15 * 60.0
+MAX_IDLE_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
 #: The largest tool result (its JSON on the wire) the gateway forwards to an agent.
 DEFAULT_MAX_RESULT_BYTES: Final = 8 * 1024 * 1024
 MAX_RESULT_BYTES_LIMIT: Final = 1024 * 1024 * 1024
@@ -99,6 +106,7 @@ class StdioUpstream:
     secret_env: tuple[tuple[str, str], ...] = ()
     pin_check: PinCheck = "auto"
     share_sessions: bool = False
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,7 @@ class HttpUpstream:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     pin_check: PinCheck = "auto"
     share_sessions: bool = False
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
 
 
 Upstream = StdioUpstream | HttpUpstream

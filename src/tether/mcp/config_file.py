@@ -43,9 +43,11 @@ from tether.core.errors import ConfigurationError
 from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind, is_valid_name
 from tether.credentials.secrets import is_valid_secret_name
 from tether.mcp.config import (
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
     MAX_CONFIG_BYTES,
+    MAX_IDLE_TIMEOUT_SECONDS,
     MAX_RESULT_BYTES_LIMIT,
     CredentialRef,
     GatewayConfig,
@@ -115,6 +117,7 @@ Scheme = Annotated[
 ]
 Arg = Annotated[str, Strict(), Field(max_length=4096)]
 Seconds = Annotated[float, Strict(), Field(gt=0, le=3600)]
+IdleSeconds = Annotated[float, Strict(), Field(gt=0, le=MAX_IDLE_TIMEOUT_SECONDS)]
 Bytes = Annotated[int, BeforeValidator(_whole_bytes), Field(gt=0, le=MAX_RESULT_BYTES_LIMIT)]
 DatasetName = Annotated[Text, named(MAX_DATASET_NAME, "must be a dataset name")]
 ArgName = Annotated[Text, named(64, "must be an argument name")]
@@ -171,6 +174,7 @@ class GatewayUpstream(YamlModel):
     timeout_seconds: Seconds = DEFAULT_TIMEOUT_SECONDS
     pin_check: PinCheck = "auto"
     share_sessions: Flag = False
+    idle_timeout_seconds: IdleSeconds = DEFAULT_IDLE_TIMEOUT_SECONDS
 
     @field_validator("secret_env", mode="before")
     @classmethod
@@ -206,6 +210,7 @@ class GatewayUpstream(YamlModel):
                 self.timeout_seconds,
                 self.pin_check,
                 self.share_sessions,
+                self.idle_timeout_seconds,
             )
         assert self.command is not None  # _one_kind
         return StdioUpstream(
@@ -218,6 +223,7 @@ class GatewayUpstream(YamlModel):
             tuple(sorted(self.secret_env.items())),
             self.pin_check,
             self.share_sessions,
+            self.idle_timeout_seconds,
         )
 
 

@@ -50,7 +50,7 @@ from tether.mcp.config import GatewayConfig, ToolMapping, Upstream
 from tether.mcp.effectqueue import EffectQueue
 from tether.mcp.listeners import Listeners
 from tether.mcp.pins import PinStatus, PinStore
-from tether.mcp.pool import UpstreamPool
+from tether.mcp.pool import UpstreamPool, sweep_idle
 from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.results import (
     META_APPROVAL,
@@ -67,6 +67,7 @@ from tether.mcp.results import (
 )
 from tether.mcp.surface import Surface
 from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
+from tether.mcp.warmstart import WarmStart, listing_path
 from tether.observability import Metrics
 from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
@@ -128,6 +129,7 @@ class Gateway:
         self._catalog: Catalog | None = None
         self.effects = EffectQueue()
         self.listeners = Listeners()
+        self.warm = WarmStart(listing_path(pins.path), pins)
         self.surface = Surface(self)
         self._tg: TaskGroup | None = None
 
@@ -142,9 +144,11 @@ class Gateway:
         async with self.effects.running(), anyio.create_task_group() as tg:
             self._tg = tg
             self._pools = {
-                u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
+                u.name: UpstreamPool(u, partial(self._open, u, tg), self.deps.clock)
+                for u in self.config.upstreams
             }
-            self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
+            self._catalog = Catalog(self.pins, self.audit, self.deps.clock, self.warm.listed)
+            tg.start_soon(sweep_idle, self.close_idle_sessions)
             try:
                 yield self
             finally:
@@ -169,6 +173,12 @@ class Gateway:
         """``caller``'s session with ``upstream`` (:mod:`tether.mcp.pool`)."""
         return self._pools[upstream].session(caller.workload.id)
 
+    def close_idle_sessions(self) -> int:
+        """Close each agent's upstream session unused for its upstream's
+        ``idle_timeout_seconds`` (:mod:`tether.mcp.pool`); how many were closed."""
+        now = self.deps.clock.now()
+        return sum(pool.close_idle(now) for pool in self._pools.values())
+
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
@@ -178,9 +188,9 @@ class Gateway:
     async def _notified(
         self, session: UpstreamConnection, notification: types.ServerNotification
     ) -> None:
-        """A notification an upstream sent on a session, not about one call: a log message or
-        a subscribed resource's update goes to the agent whose own session it came on
-        (:mod:`tether.mcp.listeners`)."""
+        """A notification an upstream sent on a session, not about one call: a log message, a
+        subscribed resource's update, or a change of its resources or prompts goes to the agent
+        whose own session it came on (:mod:`tether.mcp.listeners`)."""
         agent = session.agent
         match notification:
             case types.LoggingMessageNotification(params=params) if agent:
@@ -188,6 +198,12 @@ class Gateway:
                 return
             case types.ResourceUpdatedNotification(params=params) if agent:
                 await self.listeners.resource_updated(agent, str(params.uri))
+                return
+            case types.ResourceListChangedNotification():
+                await self.listeners.list_changed(agent, "resources")
+                return
+            case types.PromptListChangedNotification():
+                await self.listeners.list_changed(agent, "prompts")
                 return
         log.debug("upstream_notification", upstream=session.name, method=notification.method)
 
@@ -202,19 +218,17 @@ class Gateway:
         await rereading.wait()
         await self.listeners.tools_changed()
 
-    async def _refresh_all(self, caller: Caller) -> None:
-        """List every upstream concurrently, each through ``caller``'s own session (starting
-        those not started yet)."""
+    async def _refresh_all(self, caller: Caller) -> list[CatalogTool]:
+        """Every upstream's tools, listed concurrently through ``caller``'s own sessions; one
+        not up yet from its pinned listing while it starts (:mod:`tether.mcp.warmstart`)."""
+        assert self._tg is not None  # running
+        sessions = [self.session_for(name, caller) for name in self._pools]
+        return await self.warm.list_all(
+            sessions, self.catalog, self._tg, self._listing_failed, self.listeners.tools_changed
+        )
 
-        async def one(name: str) -> None:
-            try:
-                await self.catalog.refresh(self.session_for(name, caller))
-            except UpstreamFailure as failure:
-                await self.record_failure(failure, None, None, None)
-
-        async with anyio.create_task_group() as tg:
-            for name in self._pools:
-                tg.start_soon(one, name)
+    async def _listing_failed(self, failure: UpstreamFailure) -> None:
+        await self.record_failure(failure, None, None, None)
 
     async def record_failure(
         self,
@@ -244,9 +258,9 @@ class Gateway:
         grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
         if grant is None:
             return []
-        await self._refresh_all(caller)  # a descriptor that changed upstream is caught here
         shown: list[types.Tool] = []
-        for entry in self.catalog.tools():
+        # A descriptor that changed upstream is caught here.
+        for entry in await self._refresh_all(caller):
             if not _visible(grant, entry.exposed, self.config.mapping(entry.exposed)):
                 continue
             if self.pins.status(entry.exposed, entry.sha256) is not PinStatus.MATCH:

@@ -9,6 +9,8 @@ Starting is bounded by the upstream's ``timeout_seconds``: one that hangs at sta
 ``unavailable`` and holds up only the requests that need it; it is not started again for
 :data:`START_RETRY_SECONDS` (requests that need it fail at once meanwhile), so a hanging server
 does not make every ``tools/list`` wait out its timeout again.
+A session remembers when a request last used it, how many are under way and what resources are
+subscribed to on it, so the pool can close it once idle (:mod:`tether.mcp.pool`).
 
 Every failure surfaces as :class:`UpstreamFailure` with a :class:`FailureKind` and a message that
 is safe to show the agent and to audit: it never carries a credential or a response body.
@@ -19,8 +21,8 @@ the gateway sends; the value comes from tether's secret store and never reaches 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -158,6 +160,11 @@ class UpstreamConnection:
         #: Finds the credentials the live connection was given (built when it is opened, so a
         #: rotated secret is scanned for from the connection that uses it).
         self._scanner: LeakScanner | None = None
+        #: When a request last used this session, how many are under way, and the resources
+        #: subscribed to on it: what decides that it is idle (:meth:`idle`).
+        self._used_at = clock.now()
+        self._busy = 0
+        self._subscribed: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -289,6 +296,7 @@ class UpstreamConnection:
                 ) from None
             self._hung_until = None
             self._live = started
+            self._subscribed.clear()  # a new session holds no subscription
             log.info("upstream_connected", upstream=self.name)
             return started
 
@@ -298,9 +306,39 @@ class UpstreamConnection:
             self._live.stop.set()
             self._live = None
 
+    # -- idleness ------------------------------------------------------------------------------
+
+    def touch(self) -> datetime:
+        """The session is about to be used (for a request, or to list through it); now."""
+        self._used_at = now = self._clock.now()
+        return now
+
+    def idle(self, now: datetime) -> bool:
+        """Is the session live but unused for ``idle_timeout_seconds``: no request under way
+        or made since, and no resource subscribed to on it?"""
+        return (
+            self._live is not None
+            and self._busy == 0
+            and not self._subscribed
+            and now - self._used_at >= timedelta(seconds=self.config.idle_timeout_seconds)
+        )
+
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._used_at = self._clock.now()
+
     # -- requests ------------------------------------------------------------------------------
 
     async def list_tools(self) -> list[types.Tool]:
+        with self._using():
+            return await self._list_tools()
+
+    async def _list_tools(self) -> list[types.Tool]:
         live = await self._client()
         tools: list[types.Tool] = []
         cursor: str | None = None
@@ -347,6 +385,18 @@ class UpstreamConnection:
     ) -> dict[str, Any]:
         """Forward one request as a JSON-RPC message and return the raw result object; the
         upstream's progress notifications for it go to ``on_progress``."""
+        with self._using():
+            result = await self._request(method, params, on_progress)
+        uri = params.get("uri") if params is not None else None
+        if method == "resources/subscribe" and isinstance(uri, str):
+            self._subscribed.add(uri)
+        elif method == "resources/unsubscribe" and isinstance(uri, str):
+            self._subscribed.discard(uri)
+        return result
+
+    async def _request(
+        self, method: str, params: Mapping[str, Any] | None, on_progress: ProgressFnT | None
+    ) -> dict[str, Any]:
         live = await self._client()
         if self._lean and method == "tools/call" and on_progress is None:
             self.lean_calls += 1

@@ -14,12 +14,12 @@ trace. Other headers, the Authorization header above all, are never copied.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -27,6 +27,9 @@ from tether.observability import Observability
 from tether.observability.metrics import CONTENT_TYPE, Metrics
 from tether.service.ports import Clock
 from tether.store.sql import SqlStore
+
+if TYPE_CHECKING:  # only `tether serve` has a FastAPI app; the gateway and proxy never import it
+    from fastapi import FastAPI
 
 METRICS_PATH = "/metrics"
 AUTHORIZE_PATH = "/v1/authorize"
