@@ -20,17 +20,20 @@ from tether.cli.server_options import (
     DEFAULT_DATA_DIR,
     DataDir,
     Shared,
+    blank_is_none,
     with_shared_options,
 )
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.logs import configure_logging, get_logger
-from tether.mcp.callers import GrantReader, stdio_caller
+from tether.mcp.callers import stdio_caller
 from tether.mcp.config_file import load_config
+from tether.mcp.gateway import Gateway
+from tether.mcp.pdp_remote import DEFAULT_TIMEOUT_SECONDS, remote_deps
 from tether.mcp.pins import PinStore
 from tether.mcp.recording import GatewayAudit, pinned_body
 from tether.mcp.server import MCP_PATH, default_pins_path, http_app, open_gateway, serve_stdio
-from tether.runtime import open_runtime, open_store
+from tether.runtime import Runtime, open_runtime, open_store
 from tether.service.clock import SystemClock
 
 log = get_logger("tether.mcp")
@@ -55,6 +58,16 @@ def mcp_gateway(
     port: Annotated[int, option("mcp_gateway.port", "--port")] = 8471,
     pins: PinsFile = None,
     metrics: Annotated[bool, option("mcp_gateway.metrics", "--metrics/--no-metrics")] = True,
+    pdp_url: Annotated[
+        str | None, option("mcp_gateway.pdp_url", "--pdp-url", show_default=False)
+    ] = None,
+    pdp_timeout: Annotated[
+        float, option("mcp_gateway.pdp_timeout", "--pdp-timeout")
+    ] = DEFAULT_TIMEOUT_SECONDS,
+    gateway_svid_file: Annotated[
+        Path | None,
+        option("mcp_gateway.gateway_svid_file", "--gateway-svid-file", dir_okay=False),
+    ] = None,
 ) -> None:
     """Front MCP servers: filter tools/list, decide every tools/call, record effects."""
     if gateway_config is None:
@@ -66,8 +79,25 @@ def mcp_gateway(
     json_logs = shared.json_logs
     # To stderr: with --transport stdio, stdout is the MCP channel.
     configure_logging(shared.log_level.value, json=json_logs, capture_stdlib=True)
+    pdp = blank_is_none(pdp_url)
+    if pdp is not None and gateway_svid_file is None:
+        fail(
+            "deciding through tether serve, the gateway records its own audit events there "
+            "under its own identity: give its SVID with --gateway-svid-file FILE (and list its "
+            "SPIFFE ID in tether serve --gateway-ids)",
+            "configuration_error",
+        )
+    remote = (pdp, pdp_timeout, gateway_svid_file) if pdp is not None else None
     _run_gateway(
-        gateway_config, shared, transport, host, port, pins, json_logs=json_logs, metrics=metrics
+        gateway_config,
+        shared,
+        transport,
+        host,
+        port,
+        pins,
+        json_logs=json_logs,
+        metrics=metrics,
+        remote=remote,
     )
 
 
@@ -81,25 +111,32 @@ def _run_gateway(
     *,
     json_logs: bool = False,
     metrics: bool = True,
+    remote: tuple[str, float, Path | None] | None = None,
 ) -> None:
+    runtime: Runtime | None = None
     with tether_errors():
         gateway_config = load_config(config)
-        runtime = open_runtime(shared.runtime_config(metrics=metrics))
+        if remote is None:
+            runtime = open_runtime(shared.runtime_config(metrics=metrics))
     try:
         with tether_errors():
-            gateway = open_gateway(gateway_config, runtime, pins=pins)
-            if transport is Transport.STDIO:
-                caller = stdio_caller(
-                    os.environ,
-                    runtime.verifier,
-                    GrantReader(runtime.signer, runtime.store, runtime.clock),
+            if runtime is not None:
+                gateway = open_gateway(gateway_config, runtime, pins=pins)
+            else:
+                # Deciding through tether serve: no store, no keys; the data directory holds
+                # only the upstreams' secrets and the pins.
+                assert remote is not None
+                url, timeout, svid = remote
+                assert svid is not None  # required with --pdp-url (checked above)
+                clock = SystemClock()
+                deps = remote_deps(
+                    url, shared.data_dir, os.environ, clock, svid, timeout=timeout, metrics=metrics
                 )
+                pins_path = pins or default_pins_path(shared.data_dir)
+                gateway = Gateway(gateway_config, deps, PinStore(pins_path))
         if transport is Transport.STDIO:
-            # stdout is the MCP channel: everything else goes to stderr.
-            err_console.print(
-                f"tether MCP gateway on stdio for {caller.workload.id}", highlight=False
-            )
-            anyio.run(serve_stdio, gateway, caller)
+            with tether_errors():
+                anyio.run(_serve_stdio, gateway)
             return
         upstreams = ", ".join(u.name for u in gateway_config.upstreams)
         if json_logs:  # stderr stays one JSON object per line
@@ -124,7 +161,17 @@ def _run_gateway(
             access_log=False,
         )
     finally:
-        runtime.close()
+        if runtime is not None:
+            runtime.close()
+
+
+async def _serve_stdio(gateway: Gateway) -> None:
+    """Check the one agent's SVID and grant (``TETHER_SVID``, ``TETHER_GRANT``), then serve it."""
+    pdp = gateway.deps.pdp
+    caller = await stdio_caller(os.environ, pdp.verify, pdp.grant)
+    # stdout is the MCP channel: everything else goes to stderr.
+    err_console.print(f"tether MCP gateway on stdio for {caller.workload.id}", highlight=False)
+    await serve_stdio(gateway, caller)
 
 
 # -- pins ---------------------------------------------------------------------------------------

@@ -36,13 +36,16 @@ from starlette.types import ASGIApp
 from tether import __version__
 from tether.core.ids import IdFactory
 from tether.credentials.secrets import SecretStore
-from tether.mcp.callers import BearerAuth, Caller, GrantReader, caller_from_scope
+from tether.mcp.callers import BearerAuth, Caller, caller_from_scope
 from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
+from tether.mcp.pdp import LocalDecisionPoint
 from tether.mcp.pins import PinStore
+from tether.mcp.recording import GatewayAudit
 from tether.mcp.surface import SURFACE_METHODS
 from tether.observability.http import ServeMetrics
 from tether.runtime import Runtime
+from tether.service.grant_reads import GrantReader
 
 SERVER_NAME: Final = "tether-mcp-gateway"
 MCP_PATH: Final = "/mcp"
@@ -62,19 +65,16 @@ def deps_from_runtime(
     metrics = runtime.observability.metrics if runtime.config.metrics else None
     if metrics is not None:
         metrics.watch_store(runtime.store, runtime.clock)
-    return GatewayDeps(
-        verifier=runtime.verifier,
-        authorizer=runtime.authorizer,
-        effects=runtime.effects,
-        grants=GrantReader(runtime.signer, runtime.store, runtime.clock),
-        store=runtime.store,
-        clock=runtime.clock,
-        settings=runtime.config.settings,
-        secrets=secrets.get,
-        ids=IdFactory(random_bytes),
-        metrics=metrics,
-        provenance=runtime.provenance,
+    pdp = LocalDecisionPoint(
+        runtime.verifier,
+        runtime.authorizer,
+        runtime.effects,
+        GrantReader(runtime.signer, runtime.store, runtime.clock),
+        runtime.clock,
+        GatewayAudit(runtime.store, runtime.clock, IdFactory(random_bytes)),
+        runtime.provenance,
     )
+    return GatewayDeps(pdp=pdp, clock=runtime.clock, secrets=secrets.get, metrics=metrics)
 
 
 def default_pins_path(data_dir: Path) -> Path:
@@ -207,7 +207,7 @@ def http_app(gateway: Gateway, *, host: str = "127.0.0.1") -> ASGIApp:
     when the gateway has metrics."""
     server = build_server(gateway, _http_caller)
     app = server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=False, host=host)
-    authenticated = BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
+    authenticated = BearerAuth(app, gateway.deps.pdp.verify)
     metrics = gateway.deps.metrics
     return authenticated if metrics is None else ServeMetrics(authenticated, metrics)
 
