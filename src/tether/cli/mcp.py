@@ -25,11 +25,13 @@ from tether.cli.server_options import (
 )
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
+from tether.core.scope import JSONValue
 from tether.logs import configure_logging, get_logger
 from tether.mcp.callers import stdio_caller
 from tether.mcp.config_file import load_config
 from tether.mcp.gateway import Gateway
-from tether.mcp.pdp_remote import DEFAULT_TIMEOUT_SECONDS, remote_deps
+from tether.mcp.pdp_remote import DEFAULT_TIMEOUT_SECONDS, RemoteDecisionPoint, remote_deps
+from tether.mcp.pdp_remote import svid_file as svid
 from tether.mcp.pins import PinStore
 from tether.mcp.recording import GatewayAudit, pinned_body
 from tether.mcp.server import MCP_PATH, default_pins_path, http_app, open_gateway, serve_stdio
@@ -232,17 +234,36 @@ def pins_list(
     )
 
 
+PdpUrl = Annotated[str | None, option("mcp_gateway.pdp_url", "--pdp-url", show_default=False)]
+GatewaySvidFile = Annotated[
+    Path | None, option("mcp_gateway.gateway_svid_file", "--gateway-svid-file", dir_okay=False)
+]
+
+
 @pins_app.command("approve")
 def pins_approve(
     tool: Annotated[str, typer.Argument(help="The tool, as <upstream>.<tool>.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     pins: PinsFile = None,
+    pdp_url: PdpUrl = None,
+    gateway_svid_file: GatewaySvidFile = None,
 ) -> None:
-    """Re-pin a tool whose descriptor changed, after reviewing it; the gateway serves it again."""
+    """Re-pin a tool whose descriptor changed, after reviewing it; the gateway serves it again.
+    With --pdp-url (a gateway deciding through tether serve) the approval is recorded in
+    serve's audit chain, under the gateway's SVID, before the pin changes."""
     clock = SystemClock()
+    pdp = blank_is_none(pdp_url)
     with tether_errors():
-        old, new = _pin_store(data_dir, pins).approve(tool, clock.now())
-        if (data_dir / "tether.db").exists():
+        store_pins = _pin_store(data_dir, pins)
+        if pdp is not None:
+            if gateway_svid_file is None:
+                fail("with --pdp-url, give the gateway's SVID with --gateway-svid-file FILE")
+            entry = next((e for e in store_pins.entries() if e.tool == tool), None)
+            if entry is not None and entry.pending_sha256 is not None:
+                body = pinned_body(tool, entry.pending_sha256, "operator_approved", entry.sha256)
+                anyio.run(_record_remotely, pdp, gateway_svid_file, clock, body)
+        old, new = store_pins.approve(tool, clock.now())
+        if pdp is None and (data_dir / "tether.db").exists():
             store = open_store(data_dir)
             try:
                 GatewayAudit(store, clock, IdFactory(os.urandom)).append(
@@ -251,3 +272,15 @@ def pins_approve(
             finally:
                 store.close()
     console.print(f"approved {tool}: pinned {new[:16]} (was {old[:16]})", highlight=False)
+
+
+async def _record_remotely(
+    url: str, svid_file: Path, clock: SystemClock, body: dict[str, JSONValue]
+) -> None:
+    """Post one gateway record to tether serve now; raise if it is not taken."""
+    pdp = RemoteDecisionPoint(url, clock, svid(svid_file))
+    try:
+        event = {"kind": AuditKind.TOOL_PINNED.value, "agent": None, "body": body}
+        await pdp.call("POST", "/v1/gateway/events", svid(svid_file)(), 201, event)
+    finally:
+        await pdp.aclose()

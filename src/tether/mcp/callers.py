@@ -102,6 +102,10 @@ class BearerAuth:
             log.warning("authentication_unavailable", code=error.code.value)
             await _json_error(error, 503, send)
             return
+        except TetherError as error:  # e.g. agent_revoked: a verified workload refused
+            log.info("authentication_refused", code=error.code.value)
+            await _json_error(error, 403, send)
+            return
         grant = headers.get(GRANT_HEADER, "").strip()
         if len(grant) > MAX_TOKEN_BYTES:
             grant = ""
