@@ -1,21 +1,26 @@
 """MCP gateway overhead: the same ``tools/call`` sequence direct to an upstream, through a bare
-forwarding proxy and through ``tether mcp-gateway``, interleaved in one run, on loopback.
+forwarding proxy, through ``tether mcp-gateway`` and through a gateway deciding remotely
+(``--pdp-url``, against ``tether serve``), interleaved in one run, on loopback.
 
-Four processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
+Six processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
 tool), the gateway (``tether mcp-gateway`` over streamable HTTP, fronting that upstream with an
 injected bearer credential), the bare proxy (the gateway's own layers without tether: the SDK's
 server and its transport to the agent, the call forwarded as a JSON-RPC message through the
 gateway's upstream connection, nothing decided or recorded), and this client (the official SDK
-``Client``, one session per path). Each gateway call does the whole job: SVID verify, grant token
+``Client``, one session per path), plus the remote-decision pair: ``tether serve`` on the same
+data directory and a gateway with ``--pdp-url`` and a data directory of its own holding only the
+upstream's secret (it verifies the SVID, reads the grant, decides and writes the effect over
+HTTP, one pooled connection). Each gateway call does the whole job: SVID verify, grant token
 verify, grant/task reads, scope check, Cedar, the decision's audit write, the upstream call, and
 the effect's audit write (after the answer).
 
 Prints, per path, p50/p95/p99, the added latency (the median of the paired differences: each
 call minus the direct call made in the same round), the ratio of the medians and the proxy
 process's CPU per call (``/proc``, every thread: less sensitive to a loaded machine than
-latency). Then the layers timed alone, in this process: the decision (``Authorizer.enforce``),
-the effect write, and shaping the result for the agent. Quote figures measured in one run, with
-the load average printed beside them.
+latency; for the remote path the gateway's, with serve's printed below it). Then the layers
+timed alone, in this process: the decision (``Authorizer.enforce``), the effect write, and
+shaping the result for the agent. Quote figures measured in one run, with the load average
+printed beside them.
 
     .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100]
 """
@@ -159,31 +164,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-PATHS = ("direct to the upstream", "bare forward, no tether", "through tether gateway")
+PATHS = (
+    "direct to the upstream",
+    "bare forward, no tether",
+    "through tether gateway",
+    "gateway, decided by serve",
+)
 
 
 async def measure(
-    urls: tuple[str, str, str],
+    urls: tuple[str, str, str, str],
     svid: str,
-    grant: str,
+    grants: tuple[str, str],
     calls: int,
     warmup: int,
-    pids: tuple[int, int],
+    pids: tuple[int, ...],
 ) -> tuple[list[list[float]], list[float | None]]:
-    agent = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": grant}
+    agent = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": grants[0]}
+    remote_agent = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": grants[1]}
     upstream = {"Authorization": f"Bearer {TOKEN}"}
-    direct_url, bare_url, gateway_url = urls
+    direct_url, bare_url, gateway_url, remote_url = urls
     async with (
         httpx2.AsyncClient(headers=upstream, timeout=30) as direct_http,
         httpx2.AsyncClient(timeout=30) as bare_http,
         httpx2.AsyncClient(headers=agent, timeout=30) as gateway_http,
+        httpx2.AsyncClient(headers=remote_agent, timeout=30) as remote_http,
         Client(streamable_http_client(direct_url, http_client=direct_http), cache=None) as direct,
         Client(streamable_http_client(bare_url, http_client=bare_http), cache=None) as bare,
         Client(streamable_http_client(gateway_url, http_client=gateway_http), cache=None) as gw,
+        Client(streamable_http_client(remote_url, http_client=remote_http), cache=None) as rgw,
     ):
         assert [t.name for t in (await gw.list_tools()).tools] == ["bench.echo"]
-        clients = ((direct, "echo"), (bare, "bench.echo"), (gw, "bench.echo"))
-        times: list[list[float]] = [[], [], []]
+        assert [t.name for t in (await rgw.list_tools()).tools] == ["bench.echo"]
+        clients = ((direct, "echo"), (bare, "bench.echo"), (gw, "bench.echo"), (rgw, "bench.echo"))
+        times: list[list[float]] = [[], [], [], []]
         cpu_start: list[float | None] = []
         for i in range(warmup + calls):
             if i == warmup:
@@ -278,11 +292,22 @@ def main() -> None:
         grant = runtime.tasks.open_task(workload, intent, [scope], 3600).token
         # A task of its own for the layers, so their decisions do not touch the measured one.
         alone = runtime.tasks.open_task(workload, intent, [scope], 3600).token
+        # The remote-decision path: a task of its own, and the gateway's own identity.
+        remote_grant = runtime.tasks.open_task(workload, intent, [scope], 3600).token
+        gateway_svid = dev_issuer(config).mint_svid(
+            "mcp-gateway", audience="tether", now=runtime.clock.now()
+        )
+        gateway_id = runtime.verifier.verify(gateway_svid, runtime.clock.now()).id
         alone_us = layers(runtime, workload, alone, min(options.calls, 500))
         runtime.close()
         SecretStore(data, environ=env).set("bench-token", Secret(TOKEN))
+        # The remote gateway's host: the upstream's secret and its own SVID, nothing else.
+        remote_data = root / "remote-gateway"
+        SecretStore(remote_data, environ=env).set("bench-token", Secret(TOKEN))
+        (root / "gateway.jwt").write_text(gateway_svid)
 
         up_port, bare_port, gw_port = free_port(), free_port(), free_port()
+        serve_port, remote_port = free_port(), free_port()
         direct_url = f"http://127.0.0.1:{up_port}/mcp"
         commands = {
             "the upstream": [sys.executable, __file__, "--serve-upstream", str(up_port)],
@@ -324,12 +349,42 @@ def main() -> None:
             env=env,
         )
         stack.callback(stop, gateway)
+        serve = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tether", "serve"),
+                *("--data-dir", str(data), "--policies", str(policies)),
+                *("--port", str(serve_port), "--log-level", "warning"),
+                *("--gateway-ids", gateway_id),
+            ],
+            env=env,
+        )
+        stack.callback(stop, serve)
+        wait_for_port(serve_port, serve, "tether serve")
+        remote = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tether", "mcp-gateway"),
+                *("--gateway-config", str(root / "gateway.yaml")),
+                *("--data-dir", str(remote_data)),
+                *("--pdp-url", f"http://127.0.0.1:{serve_port}"),
+                *("--gateway-svid-file", str(root / "gateway.jwt")),
+                *("--port", str(remote_port), "--log-level", "warning"),
+            ],
+            env=env,
+        )
+        stack.callback(stop, remote)
         wait_for_port(bare_port, bare, "the bare proxy")
         wait_for_port(gw_port, gateway, "the gateway")
-        urls = (direct_url, f"http://127.0.0.1:{bare_port}/mcp", f"http://127.0.0.1:{gw_port}/mcp")
+        wait_for_port(remote_port, remote, "the remote-decision gateway")
+        urls = (
+            direct_url,
+            f"http://127.0.0.1:{bare_port}/mcp",
+            f"http://127.0.0.1:{gw_port}/mcp",
+            f"http://127.0.0.1:{remote_port}/mcp",
+        )
         load = os.getloadavg()[0]
+        pids = (bare.pid, gateway.pid, remote.pid, serve.pid)
         times, cpu = anyio.run(
-            measure, urls, svid, grant, options.calls, options.warmup, (bare.pid, gateway.pid)
+            measure, urls, svid, (grant, remote_grant), options.calls, options.warmup, pids
         )
         load = max(load, os.getloadavg()[0])
 
@@ -340,7 +395,7 @@ def main() -> None:
         f"{os.cpu_count()} cores, load average up to {load:.1f} during the run"
     )
     print(
-        f"{'path':<26}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'added p50':>11}{'ratio':>8}"
+        f"{'path':<27}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'added p50':>11}{'ratio':>8}"
         f"{'proxy CPU ms/call':>19}"
     )
     for path, values in enumerate(times):
@@ -348,11 +403,13 @@ def main() -> None:
         p50 = statistics.median(values)
         used = cpu[path - 1] if path > 0 else None
         print(
-            f"{PATHS[path]:<26}{p50:>9.3f}{percentile(values, 0.95):>9.3f}"
+            f"{PATHS[path]:<27}{p50:>9.3f}{percentile(values, 0.95):>9.3f}"
             f"{percentile(values, 0.99):>9.3f}"
             + (f"{statistics.median(added):>11.3f}{p50 / p50_direct:>7.2f}x" if path else " " * 19)
             + (f"{used:>19.3f}" if used is not None else f"{'':>19}")
         )
+    if cpu[3] is not None:
+        print(f"  tether serve's CPU per call on the remote path: {cpu[3]:.3f} ms")
     print("layers timed alone in this process (median per call):")
     for name, spent in alone_us.items():
         print(f"  {name:<40}{spent / 1000:>8.3f} ms")
