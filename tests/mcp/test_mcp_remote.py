@@ -24,6 +24,7 @@ from mcp_harness import (
     CRM_QUERY,
     MAIL,
     MAIL_TOKEN,
+    PAY,
     UPSTREAM,
     AgentKeys,
     connect,
@@ -38,6 +39,7 @@ from metrics_support import door_process
 from ops.ops_support import ServeProcess, serve_process
 from support import make_runtime, mint
 from tether.core.audit import AuditKind, AuditRecord
+from tether.core.ids import ApprovalId
 from tether.core.secret import Secret
 from tether.credentials.secrets import SecretStore
 from tether.runtime import open_store
@@ -57,6 +59,7 @@ class Remote:
     gateway_id: str
     analyst: AgentKeys
     mailer: AgentKeys
+    payer: AgentKeys
 
 
 def _config(root: Path, mail_url: str) -> Path:
@@ -70,12 +73,14 @@ def _config(root: Path, mail_url: str) -> Path:
                     "secret_env": {"CRM_API_KEY": "crm-key"},
                     "timeout_seconds": 30,
                 },
+                "payments": {"command": sys.executable, "args": [UPSTREAM, "payments"]},
                 "email": {"url": mail_url, "credential": {"secret": "mail-token"}},
             },
             "tools": {
                 "crm.query": {"action": "read", "dataset": "crm"},
                 "crm.update": {"action": "write", "dataset": "tickets"},
                 "email.send": {"action": "send", "recipients_arg": "to"},
+                "payments.transfer": {"action": "spend"},
             },
         },
     )
@@ -118,6 +123,7 @@ def _remote(root: Path, stack: ExitStack, *, listed: bool = True) -> Remote:
         gateway_id = runtime.verifier.verify(gateway_svid, clock.now()).id
         analyst = open_grant(runtime, clock, "analyst", CRM_QUERY)
         mailer = open_grant(runtime, clock, "courier", MAIL)
+        payer = open_grant(runtime, clock, "analyst", PAY)
     finally:
         runtime.close()
     # The gateway host: its own small directory, with the upstreams' secrets only.
@@ -144,8 +150,9 @@ def _remote(root: Path, stack: ExitStack, *, listed: bool = True) -> Remote:
         "5",
     ]
     base = stack.enter_context(door_process(command, stderr))
+    url = f"{base}/mcp"
     return Remote(
-        serve, serve_data, gateway_data, f"{base}/mcp", stderr, mail, gateway_id, analyst, mailer
+        serve, serve_data, gateway_data, url, stderr, mail, gateway_id, analyst, mailer, payer
     )
 
 
@@ -202,6 +209,27 @@ def test_a_denied_call_never_reaches_the_upstream(remote: Remote) -> None:
         if r.agent and r.agent.endswith("/analyst")
     ]
     assert [_verdict(d) for d in denied] == ["deny"]
+
+
+def test_an_approval_id_is_forwarded_and_an_approved_retry_runs(remote: Remote) -> None:
+    async def transfer(meta: dict[str, str] | None) -> tuple[str, bool, object]:
+        async with connect(remote.url, remote.payer) as client:
+            result = await client.call_tool("payments.transfer", {"amount": 500}, meta=meta)
+            return text_of(result), bool(result.is_error), result.meta
+
+    text, is_error, meta = run(lambda: transfer(None))
+    assert is_error and text.startswith("approval_required"), text
+    approval_id = meta["tether/error"]["approval_id"]  # type: ignore[index]
+    clock = ManualClock(datetime.now(UTC))
+    runtime = make_runtime(remote.serve_data, clock)  # a human approving, on serve's store
+    try:
+        approver = runtime.approvers.verify(runtime.approvers.add("alice"))
+        runtime.approvals.vote(approver, ApprovalId(approval_id), True, "refund agreed")
+    finally:
+        runtime.close()
+    text, is_error, _ = run(lambda: transfer({"tether/approval": approval_id}))
+    assert not is_error, text
+    assert text == "transferred 500"
 
 
 def test_tools_list_shows_only_what_the_grant_covers(remote: Remote) -> None:
