@@ -5,7 +5,8 @@
     tools/call  → descriptor still the pinned one? (else refused: tool_descriptor_changed)
                 → the effects of the task's earlier calls written (:mod:`.effectqueue`)
                 → Authorizer.enforce(workload, grant, CallRequest(tool, action, dataset, args,
-                                     approval id from _meta["tether/approval"], if any))
+                                     approval id from _meta["tether/approval"], if any)),
+                  in process or in tether serve (:mod:`.pdp`)
                 → deny / approval_required: an isError result naming the reasons (and the
                   approval id to retry with once a human approved)
                 → allow: the call forwarded to its upstream as a JSON-RPC message, its progress
@@ -14,8 +15,11 @@
 
 Calls travel as JSON-RPC params and result objects (dicts), not re-created through a second SDK
 server and client: the SDK does the transports and handshakes on both sides and checks each
-result against the agent's protocol revision. The decision runs in process on the event loop
-(no thread hop); the effect write runs in a worker thread after the answer.
+result against the agent's protocol revision. Decisions, effects and the gateway's own records
+go through its decision point (:mod:`tether.mcp.pdp`): in process, the decision on the event loop
+(no thread hop) and the effect write in a worker thread after the answer; or, with ``--pdp-url``,
+over HTTP to ``tether serve``. When no decision point answers, the request is refused as a
+JSON-RPC error with code ``pdp_unavailable`` and nothing goes upstream.
 """
 
 from __future__ import annotations
@@ -135,20 +139,24 @@ class Gateway:
         out. No upstream is started here: each starts on first use (a ``tools/list`` starts
         them all at once), so the gateway answers at once and a slow one delays only what
         needs it."""
+        # The decision point closes last: the effects still queued are written through it.
+        async with self._pdp_open(), self.effects.running(), anyio.create_task_group() as tg:
+            self._tg = tg
+            self._pools = {
+                u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
+            }
+            self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
+            try:
+                yield self
+            finally:
+                for pool in self._pools.values():
+                    pool.close()
+                tg.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def _pdp_open(self) -> AsyncIterator[None]:
         try:
-            async with self.effects.running(), anyio.create_task_group() as tg:
-                self._tg = tg
-                self._pools = {
-                    u.name: UpstreamPool(u, partial(self._open, u, tg))
-                    for u in self.config.upstreams
-                }
-                self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
-                try:
-                    yield self
-                finally:
-                    for pool in self._pools.values():
-                        pool.close()
-                    tg.cancel_scope.cancel()
+            yield
         finally:
             with anyio.CancelScope(shield=True):
                 await self.deps.pdp.aclose()
