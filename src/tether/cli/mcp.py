@@ -14,7 +14,7 @@ import typer
 import uvicorn
 
 from tether.cli.common import console, err_console, fail, tether_errors
-from tether.cli.config_schema import Transport, option
+from tether.cli.config_schema import Transport, option, redact_url
 from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.cli.server_options import (
     DEFAULT_DATA_DIR,
@@ -141,17 +141,19 @@ def _run_gateway(
                 anyio.run(_serve_stdio, gateway)
             return
         upstreams = ", ".join(u.name for u in gateway_config.upstreams)
+        decided = "in process" if remote is None else f"by {redact_url(remote[0])}"
         if json_logs:  # stderr stays one JSON object per line
             log.info(
                 "gateway_listening",
                 url=f"http://{host}:{port}{MCP_PATH}",
                 upstreams=upstreams,
                 pins=str(gateway.pins.path),
+                decisions=decided,
             )
         else:
             err_console.print(
                 f"tether MCP gateway on http://{host}:{port}{MCP_PATH}  upstreams "
-                f"{upstreams}  pins {gateway.pins.path}",
+                f"{upstreams}  pins {gateway.pins.path}  decisions {decided}",
                 highlight=False,
             )
         uvicorn.run(
