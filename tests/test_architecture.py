@@ -57,8 +57,9 @@ def test_every_error_code_has_a_branch_and_an_http_status() -> None:
 # enforce_async: the same input check, the same steps), the one enforcement entry that checks
 # the call's input once; none calls authorize() directly, so none can skip or re-do that check.
 # The v1 API's authorize is served by api/hotpath.py (api/app.py declares it and answers through
-# the same function).
-_DOORS = ("api/hotpath.py", "api/authzen.py", "mcp/gateway.py", "proxy/app.py")
+# the same function). The MCP gateway decides through its decision point (mcp/pdp.py): in process
+# through enforce, or remotely through tether serve's /v1/authorize (api/hotpath.py).
+_DOORS = ("api/hotpath.py", "api/authzen.py", "mcp/gateway.py", "mcp/pdp.py", "proxy/app.py")
 _ENTRY = {"enforce", "enforce_async"}
 
 

@@ -75,6 +75,7 @@ from tether.service.checkpoints import Checkpointer, CheckpointSchedule, Witness
 from tether.service.clock import SystemClock
 from tether.service.effects import EffectService
 from tether.service.flows import Flows, FlowSettings
+from tether.service.grant_reads import GrantReader
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, Store, WorkloadVerifier
 from tether.service.provenance import ProvenanceService
@@ -139,6 +140,9 @@ class RuntimeConfig:
     #: checkpoint goes: a file path or an http(s) URL (a witness), or nowhere but the store.
     checkpoints: CheckpointSchedule = field(default_factory=CheckpointSchedule)
     audit_witness: str | None = None
+    #: The MCP gateways (SPIFFE IDs) whose own audit records the API accepts
+    #: (``POST /v1/gateway/events``, ``tether serve --gateway-ids``).
+    gateways: frozenset[str] = frozenset()
 
     @property
     def production(self) -> bool:
@@ -368,6 +372,8 @@ class Runtime:
             # Only an OIDC issuer's JWKS may be fetched (over the network) while verifying.
             verify_on_loop=not self.config.oidc_issuer,
             provenance=self.provenance,
+            grants=GrantReader(self.signer, self.store, self.clock),
+            gateways=self.config.gateways,
         )
 
     def close(self) -> None:

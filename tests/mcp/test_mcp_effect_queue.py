@@ -5,6 +5,7 @@ gateway waits for every write."""
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from tether.core.errors import Conflict, ErrorCode, Unavailable
@@ -19,7 +20,7 @@ class Store:
         self.written: list[str] = []
         self.down = False
 
-    def write(self, what: str) -> None:
+    async def write(self, what: str) -> None:
         if self.down:
             raise Unavailable("the database is locked", code=ErrorCode.STORE_UNAVAILABLE)
         self.written.append(what)
@@ -70,7 +71,7 @@ def test_stopping_waits_for_every_write_and_retries_the_failed_ones() -> None:
 def test_a_write_refused_for_good_is_not_retried() -> None:
     queue, attempts = EffectQueue(), []
 
-    def twice() -> None:
+    async def twice() -> None:
         attempts.append(1)
         raise Conflict("already reported", code=ErrorCode.EFFECT_ALREADY_REPORTED)
 
@@ -85,4 +86,4 @@ def test_a_write_refused_for_good_is_not_retried() -> None:
 
 def test_a_queue_that_is_not_running_takes_no_writes() -> None:
     with pytest.raises(RuntimeError):
-        EffectQueue().submit("grant-a", dec(1), lambda: None)
+        EffectQueue().submit("grant-a", dec(1), anyio.lowlevel.checkpoint)

@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     DELEGATION_WIDENS = "delegation_widens"
     DELEGATION_TOO_DEEP = "delegation_too_deep"
     AGENT_REVOKED = "agent_revoked"
+    NOT_A_GATEWAY = "not_a_gateway"
     SUBJECT_MISMATCH = "subject_mismatch"  # AuthZEN: the subject is not the bearer
     TASK_NOT_FOUND = "task_not_found"
     DECISION_NOT_FOUND = "decision_not_found"
@@ -70,6 +71,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_LEAKED_SECRET = "upstream_leaked_secret"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     POLICY_UNAVAILABLE = "policy_unavailable"
+    PDP_UNAVAILABLE = "pdp_unavailable"
     INTERNAL = "internal_error"
     CONFIGURATION = "configuration_error"
     POLICY_INVALID = "policy_invalid"
@@ -142,6 +144,7 @@ ERROR_CODES: Final[dict[ErrorCode, type[TetherError]]] = {
     ErrorCode.DELEGATION_WIDENS: Forbidden,
     ErrorCode.DELEGATION_TOO_DEEP: Forbidden,
     ErrorCode.AGENT_REVOKED: Forbidden,
+    ErrorCode.NOT_A_GATEWAY: Forbidden,
     ErrorCode.SUBJECT_MISMATCH: Forbidden,
     ErrorCode.TASK_NOT_FOUND: NotFound,
     ErrorCode.DECISION_NOT_FOUND: NotFound,
@@ -159,6 +162,7 @@ ERROR_CODES: Final[dict[ErrorCode, type[TetherError]]] = {
     ErrorCode.UPSTREAM_LEAKED_SECRET: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
+    ErrorCode.PDP_UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: Unavailable,
     ErrorCode.CONFIGURATION: ConfigurationError,
     ErrorCode.POLICY_INVALID: ConfigurationError,

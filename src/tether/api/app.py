@@ -19,6 +19,7 @@ from tether.api.bearer import bearer_token, svid_authorization
 from tether.api.body import MAX_BODY_BYTES, BodyLimit, StrictJsonRoute
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
+from tether.api.gateways import install_gateway_routes
 from tether.api.hotpath import Answer, HotPaths, authorize_answer, effect_answer
 from tether.api.leases import install_lease_routes
 from tether.api.models import (
@@ -47,6 +48,7 @@ from tether.service.approvals import ApprovalService, ApproverVerifier
 from tether.service.authorize import Authorizer
 from tether.service.breakglass import BreakGlassService
 from tether.service.effects import EffectService
+from tether.service.grant_reads import GrantReader
 from tether.service.leases import LeaseService
 from tether.service.ports import Clock, PolicyEngine, Store, WorkloadVerifier
 from tether.service.provenance import ProvenanceService
@@ -80,6 +82,10 @@ class ApiDeps:
     verify_on_loop: bool = False
     #: Argument provenance: the user's request at task open, and /v1/observations.
     provenance: ProvenanceService | None = None
+    #: Reads a grant's scopes for GET /v1/grant (a remote MCP gateway's tool listing).
+    grants: GrantReader | None = None
+    #: The workloads (SPIFFE IDs) whose MCP gateway records POST /v1/gateway/events accepts.
+    gateways: frozenset[str] = frozenset()
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -217,6 +223,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_agent_routes(app, deps)
     install_lease_routes(app, deps, authenticated)
     install_observation_routes(app, deps, authenticated)
+    install_gateway_routes(app, deps, authenticated)
     install_ui(app, deps)
     document_errors(app)
     # Outermost of the API's own middleware: the hot operations skip the rest.

@@ -34,7 +34,7 @@ _DESCRIPTIONS: Final[dict[int, str]] = {
     "constraint.",
     401: "No bearer token, or one that does not verify (missing_token, invalid_token).",
     403: "A verified caller asking for what it may not have (e.g. not_an_approver, "
-    "agent_revoked, nothing_granted, subject_mismatch).",
+    "agent_revoked, nothing_granted, subject_mismatch, grant_not_bound, not_a_gateway).",
     404: "The named task, decision, approval, break-glass request, lease or agent is not "
     "there for this caller.",
     409: "The request clashes with the current state (e.g. task_not_open, "
@@ -58,6 +58,9 @@ ERROR_STATUSES: Final[dict[tuple[str, str], frozenset[int]]] = {
     ("POST", "/v1/authorize"): _AGENT | {409},
     ("POST", "/v1/effects"): _AGENT | {404, 409},
     ("POST", "/v1/observations"): _AGENT | {409},
+    ("GET", "/v1/identity"): _AGENT,
+    ("GET", "/v1/grant"): _AGENT,
+    ("POST", "/v1/gateway/events"): _AGENT,
     ("GET", "/v1/approvals"): _APPROVER,
     ("GET", "/v1/approvals/{approval_id}"): _APPROVER | {404},
     ("POST", "/v1/approvals/{approval_id}/approve"): _APPROVER | {404, 409},

@@ -203,6 +203,11 @@ class Serve(Section):
         "...or once the oldest unsigned record is this many seconds past the last checkpoint.",
         ge=1.0,
     )
+    gateway_ids: str | None = setting(
+        "TETHER_SERVE_GATEWAY_IDS",
+        "Comma-separated SPIFFE IDs of the MCP gateways (tether mcp-gateway --pdp-url) whose "
+        "own audit records (pins, upstream failures) POST /v1/gateway/events accepts.",
+    )
 
 
 class McpGateway(Section):
@@ -228,6 +233,24 @@ class McpGateway(Section):
     )
     metrics: bool | None = setting(
         "TETHER_GATEWAY_METRICS", "Serve GET /metrics (http; Prometheus text, no credentials)."
+    )
+    pdp_url: str | None = setting(
+        "TETHER_GATEWAY_PDP_URL",
+        "Decide through this tether serve (http(s) URL) instead of in process: the gateway then "
+        "opens no store and holds no keys; its data directory keeps only the upstreams' "
+        "secrets and the pins.",
+    )
+    pdp_timeout: float | None = setting(
+        "TETHER_GATEWAY_PDP_TIMEOUT",
+        "With --pdp-url: seconds to wait for tether serve before refusing (pdp_unavailable).",
+        ge=0.1,
+        le=120,
+    )
+    gateway_svid_file: Path | None = setting(
+        "TETHER_GATEWAY_SVID_FILE",
+        "With --pdp-url: a file holding the gateway's own JWT-SVID (re-read at each use), which "
+        "tether serve must list in --gateway-ids to take the gateway's audit records.",
+        path=PathRole.PATH,
     )
 
 

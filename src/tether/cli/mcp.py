@@ -13,23 +13,28 @@ import anyio
 import typer
 
 from tether.cli.common import console, err_console, fail, tether_errors
-from tether.cli.config_schema import Transport, option
+from tether.cli.config_schema import Transport, option, redact_url
 from tether.cli.output import AsJson, Column, print_json, print_table
 from tether.cli.server_options import (
     DEFAULT_DATA_DIR,
     DataDir,
     Shared,
+    blank_is_none,
     with_shared_options,
 )
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
+from tether.core.scope import JSONValue
 from tether.logs import configure_logging, get_logger
-from tether.mcp.callers import GrantReader, stdio_caller
+from tether.mcp.callers import stdio_caller
 from tether.mcp.config_file import load_config
+from tether.mcp.gateway import Gateway
+from tether.mcp.pdp_remote import DEFAULT_TIMEOUT_SECONDS, RemoteDecisionPoint, remote_deps
+from tether.mcp.pdp_remote import svid_file as svid
 from tether.mcp.pins import PinStore
 from tether.mcp.recording import GatewayAudit, pinned_body
 from tether.mcp.server import MCP_PATH, default_pins_path, http_app, open_gateway, serve_stdio
-from tether.runtime import open_runtime, open_store
+from tether.runtime import Runtime, open_runtime, open_store
 from tether.service.clock import SystemClock
 
 log = get_logger("tether.mcp")
@@ -54,6 +59,16 @@ def mcp_gateway(
     port: Annotated[int, option("mcp_gateway.port", "--port")] = 8471,
     pins: PinsFile = None,
     metrics: Annotated[bool, option("mcp_gateway.metrics", "--metrics/--no-metrics")] = True,
+    pdp_url: Annotated[
+        str | None, option("mcp_gateway.pdp_url", "--pdp-url", show_default=False)
+    ] = None,
+    pdp_timeout: Annotated[
+        float, option("mcp_gateway.pdp_timeout", "--pdp-timeout")
+    ] = DEFAULT_TIMEOUT_SECONDS,
+    gateway_svid_file: Annotated[
+        Path | None,
+        option("mcp_gateway.gateway_svid_file", "--gateway-svid-file", dir_okay=False),
+    ] = None,
 ) -> None:
     """Front MCP servers: filter tools/list, decide every tools/call, record effects."""
     if gateway_config is None:
@@ -65,8 +80,25 @@ def mcp_gateway(
     json_logs = shared.json_logs
     # To stderr: with --transport stdio, stdout is the MCP channel.
     configure_logging(shared.log_level.value, json=json_logs, capture_stdlib=True)
+    pdp = blank_is_none(pdp_url)
+    if pdp is not None and gateway_svid_file is None:
+        fail(
+            "deciding through tether serve, the gateway records its own audit events there "
+            "under its own identity: give its SVID with --gateway-svid-file FILE (and list its "
+            "SPIFFE ID in tether serve --gateway-ids)",
+            "configuration_error",
+        )
+    remote = (pdp, pdp_timeout, gateway_svid_file) if pdp is not None else None
     _run_gateway(
-        gateway_config, shared, transport, host, port, pins, json_logs=json_logs, metrics=metrics
+        gateway_config,
+        shared,
+        transport,
+        host,
+        port,
+        pins,
+        json_logs=json_logs,
+        metrics=metrics,
+        remote=remote,
     )
 
 
@@ -80,38 +112,47 @@ def _run_gateway(
     *,
     json_logs: bool = False,
     metrics: bool = True,
+    remote: tuple[str, float, Path | None] | None = None,
 ) -> None:
+    runtime: Runtime | None = None
     with tether_errors():
         gateway_config = load_config(config)
-        runtime = open_runtime(shared.runtime_config(metrics=metrics))
+        if remote is None:
+            runtime = open_runtime(shared.runtime_config(metrics=metrics))
     try:
         with tether_errors():
-            gateway = open_gateway(gateway_config, runtime, pins=pins)
-            if transport is Transport.STDIO:
-                caller = stdio_caller(
-                    os.environ,
-                    runtime.verifier,
-                    GrantReader(runtime.signer, runtime.store, runtime.clock),
+            if runtime is not None:
+                gateway = open_gateway(gateway_config, runtime, pins=pins)
+            else:
+                # Deciding through tether serve: no store, no keys; the data directory holds
+                # only the upstreams' secrets and the pins.
+                assert remote is not None
+                url, timeout, svid = remote
+                assert svid is not None  # required with --pdp-url (checked above)
+                clock = SystemClock()
+                deps = remote_deps(
+                    url, shared.data_dir, os.environ, clock, svid, timeout=timeout, metrics=metrics
                 )
+                pins_path = pins or default_pins_path(shared.data_dir)
+                gateway = Gateway(gateway_config, deps, PinStore(pins_path))
         if transport is Transport.STDIO:
-            # stdout is the MCP channel: everything else goes to stderr.
-            err_console.print(
-                f"tether MCP gateway on stdio for {caller.workload.id}", highlight=False
-            )
-            anyio.run(serve_stdio, gateway, caller)
+            with tether_errors():
+                anyio.run(_serve_stdio, gateway)
             return
         upstreams = ", ".join(u.name for u in gateway_config.upstreams)
+        decided = "in process" if remote is None else f"by {redact_url(remote[0])}"
         if json_logs:  # stderr stays one JSON object per line
             log.info(
                 "gateway_listening",
                 url=f"http://{host}:{port}{MCP_PATH}",
                 upstreams=upstreams,
                 pins=str(gateway.pins.path),
+                decisions=decided,
             )
         else:
             err_console.print(
                 f"tether MCP gateway on http://{host}:{port}{MCP_PATH}  upstreams "
-                f"{upstreams}  pins {gateway.pins.path}",
+                f"{upstreams}  pins {gateway.pins.path}  decisions {decided}",
                 highlight=False,
             )
         import uvicorn  # only over HTTP: a stdio gateway starts without it
@@ -125,7 +166,17 @@ def _run_gateway(
             access_log=False,
         )
     finally:
-        runtime.close()
+        if runtime is not None:
+            runtime.close()
+
+
+async def _serve_stdio(gateway: Gateway) -> None:
+    """Check the one agent's SVID and grant (``TETHER_SVID``, ``TETHER_GRANT``), then serve it."""
+    pdp = gateway.deps.pdp
+    caller = await stdio_caller(os.environ, pdp.verify, pdp.grant)
+    # stdout is the MCP channel: everything else goes to stderr.
+    err_console.print(f"tether MCP gateway on stdio for {caller.workload.id}", highlight=False)
+    await serve_stdio(gateway, caller)
 
 
 # -- pins ---------------------------------------------------------------------------------------
@@ -186,17 +237,36 @@ def pins_list(
     )
 
 
+PdpUrl = Annotated[str | None, option("mcp_gateway.pdp_url", "--pdp-url", show_default=False)]
+GatewaySvidFile = Annotated[
+    Path | None, option("mcp_gateway.gateway_svid_file", "--gateway-svid-file", dir_okay=False)
+]
+
+
 @pins_app.command("approve")
 def pins_approve(
     tool: Annotated[str, typer.Argument(help="The tool, as <upstream>.<tool>.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     pins: PinsFile = None,
+    pdp_url: PdpUrl = None,
+    gateway_svid_file: GatewaySvidFile = None,
 ) -> None:
-    """Re-pin a tool whose descriptor changed, after reviewing it; the gateway serves it again."""
+    """Re-pin a tool whose descriptor changed, after reviewing it; the gateway serves it again.
+    With --pdp-url (a gateway deciding through tether serve) the approval is recorded in
+    serve's audit chain, under the gateway's SVID, before the pin changes."""
     clock = SystemClock()
+    pdp = blank_is_none(pdp_url)
     with tether_errors():
-        old, new = _pin_store(data_dir, pins).approve(tool, clock.now())
-        if (data_dir / "tether.db").exists():
+        store_pins = _pin_store(data_dir, pins)
+        if pdp is not None:
+            if gateway_svid_file is None:
+                fail("with --pdp-url, give the gateway's SVID with --gateway-svid-file FILE")
+            entry = next((e for e in store_pins.entries() if e.tool == tool), None)
+            if entry is not None and entry.pending_sha256 is not None:
+                body = pinned_body(tool, entry.pending_sha256, "operator_approved", entry.sha256)
+                anyio.run(_record_remotely, pdp, gateway_svid_file, clock, body)
+        old, new = store_pins.approve(tool, clock.now())
+        if pdp is None and (data_dir / "tether.db").exists():
             store = open_store(data_dir)
             try:
                 GatewayAudit(store, clock, IdFactory(os.urandom)).append(
@@ -205,3 +275,15 @@ def pins_approve(
             finally:
                 store.close()
     console.print(f"approved {tool}: pinned {new[:16]} (was {old[:16]})", highlight=False)
+
+
+async def _record_remotely(
+    url: str, svid_file: Path, clock: SystemClock, body: dict[str, JSONValue]
+) -> None:
+    """Post one gateway record to tether serve now; raise if it is not taken."""
+    pdp = RemoteDecisionPoint(url, clock, svid(svid_file))
+    try:
+        event = {"kind": AuditKind.TOOL_PINNED.value, "agent": None, "body": body}
+        await pdp.call("POST", "/v1/gateway/events", svid(svid_file)(), 201, event)
+    finally:
+        await pdp.aclose()

@@ -35,7 +35,8 @@ from tether.cli.server_options import (
     blank_is_none,
     with_shared_options,
 )
-from tether.core.errors import TetherError
+from tether.core.errors import ConfigurationError, TetherError
+from tether.core.identity import Workload
 from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
 from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DEFAULT_TRUST_DOMAIN
 from tether.logs import configure_logging, flush_logs, get_logger
@@ -139,6 +140,8 @@ class ServeOptions:
     audit_witness: str | None = None
     checkpoint_records: int = DEFAULT_EVERY_RECORDS
     checkpoint_seconds: float = DEFAULT_EVERY_SECONDS
+    #: Comma-separated SPIFFE IDs of the MCP gateways whose records /v1/gateway/events takes.
+    gateway_ids: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -167,12 +170,28 @@ class ServeOptions:
             max_token_lifetime_seconds=self.max_token_lifetime,
             checkpoints=CheckpointSchedule(self.checkpoint_records, self.checkpoint_seconds),
             audit_witness=self.audit_witness,
+            gateways=gateway_ids(self.gateway_ids),
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
         if not self.otlp_endpoint:
             return no_export()
         return otlp_tracing(self.otlp_endpoint, environ)
+
+
+def gateway_ids(listed: str | None) -> frozenset[str]:
+    """The MCP gateways' workload ids from ``--gateway-ids`` (comma-separated SPIFFE IDs)."""
+    if not listed:
+        return frozenset()
+    ids = frozenset(part.strip() for part in listed.split(",") if part.strip())
+    for one in ids:
+        try:
+            Workload.from_spiffe_id(one)
+        except ValueError as error:
+            raise ConfigurationError(
+                f"--gateway-ids: {one!r} is not a SPIFFE ID: {error}"
+            ) from None
+    return ids
 
 
 def build_app(runtime: Runtime) -> FastAPI:
@@ -228,6 +247,9 @@ def serve(
     checkpoint_seconds: Annotated[
         float, option("serve.checkpoint_seconds", "--checkpoint-seconds")
     ] = DEFAULT_EVERY_SECONDS,
+    gateway_ids: Annotated[
+        str | None, option("serve.gateway_ids", "--gateway-ids", show_default=False)
+    ] = None,
 ) -> None:
     """Run the tether HTTP API (embedded SQLite unless --store-url; dev identity issuer unless
     production)."""
@@ -254,6 +276,7 @@ def serve(
         audit_witness=blank_is_none(audit_witness),
         checkpoint_records=checkpoint_records,
         checkpoint_seconds=checkpoint_seconds,
+        gateway_ids=blank_is_none(gateway_ids),
     )
     configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     url = blank_is_none(shared.store_url)

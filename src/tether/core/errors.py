@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     DELEGATION_WIDENS = "delegation_widens"
     DELEGATION_TOO_DEEP = "delegation_too_deep"
     AGENT_REVOKED = "agent_revoked"
+    NOT_A_GATEWAY = "not_a_gateway"  # gateway events from an identity serve does not list
     # NotFound
     TASK_NOT_FOUND = "task_not_found"
     DECISION_NOT_FOUND = "decision_not_found"
@@ -59,6 +60,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_LEAKED_SECRET = "upstream_leaked_secret"  # an answer carried an injected secret
     AUDIT_UNAVAILABLE = "audit_unavailable"
     POLICY_UNAVAILABLE = "policy_unavailable"
+    PDP_UNAVAILABLE = "pdp_unavailable"  # a remote gateway could not get an answer from serve
     INTERNAL = "internal_error"
     # ConfigurationError
     CONFIGURATION = "configuration_error"
@@ -131,6 +133,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.DELEGATION_WIDENS: Forbidden,
     ErrorCode.DELEGATION_TOO_DEEP: Forbidden,
     ErrorCode.AGENT_REVOKED: Forbidden,
+    ErrorCode.NOT_A_GATEWAY: Forbidden,
     ErrorCode.TASK_NOT_FOUND: NotFound,
     ErrorCode.DECISION_NOT_FOUND: NotFound,
     ErrorCode.NOT_FOUND: NotFound,
@@ -147,6 +150,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.UPSTREAM_LEAKED_SECRET: Unavailable,
     ErrorCode.AUDIT_UNAVAILABLE: Unavailable,
     ErrorCode.POLICY_UNAVAILABLE: Unavailable,
+    ErrorCode.PDP_UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: Unavailable,
     ErrorCode.CONFIGURATION: ConfigurationError,
     ErrorCode.POLICY_INVALID: ConfigurationError,

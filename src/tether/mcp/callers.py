@@ -15,19 +15,16 @@ Tokens are never logged; failures log only their reason.
 
 from __future__ import annotations
 
-import hmac
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tether.core.errors import ErrorCode, Forbidden, Unauthenticated
+from tether.core.errors import ErrorCode, Forbidden, TetherError, Unauthenticated, Unavailable
 from tether.core.identity import Workload
-from tether.core.task import Grant, grant_is_usable
 from tether.logs import get_logger
-from tether.service.ports import Clock, GrantSigner, Store, WorkloadVerifier
 
 log = get_logger("tether.mcp.callers")
 
@@ -41,52 +38,23 @@ MAX_TOKEN_BYTES: Final = 8192
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A verified workload and the grant token it presents (``None`` when it named none)."""
+    """A verified workload and the grant token it presents (``None`` when it named none), with
+    the bearer token it was verified from (forwarded to ``tether serve`` by a gateway deciding
+    remotely; never logged, never in a repr)."""
 
     workload: Workload
     grant_token: str | None
+    bearer: str | None = field(default=None, repr=False, compare=False)
 
     def with_meta(self, meta: Mapping[str, Any] | None) -> Caller:
         """This caller with the grant named in a request's ``_meta``, if it names one."""
         token = (meta or {}).get(GRANT_META_KEY)
         if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_BYTES:
-            return Caller(self.workload, token)
+            return Caller(self.workload, token, self.bearer)
         return self
 
     def __repr__(self) -> str:
         return f"Caller(workload={self.workload.id!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class GrantReader:
-    """Reads a caller's grant to filter ``tools/list``; calls are decided by the authorizer."""
-
-    signer: GrantSigner
-    store: Store
-    clock: Clock
-
-    def usable_grant(self, caller: Caller) -> Grant | None:
-        """The caller's grant if it verifies, is bound to the caller and usable now; else ``None``.
-
-        Fail closed: any error (bad token, store down) shows the caller nothing.
-        """
-        if caller.grant_token is None:
-            return None
-        now = self.clock.now()
-        try:
-            claims = self.signer.verify(caller.grant_token, now)
-            if not hmac.compare_digest(claims.agent, caller.workload.id):
-                return None
-            grant = self.store.get_grant(claims.grant_id)
-            if grant is None or not hmac.compare_digest(grant.agent, caller.workload.id):
-                return None
-            task = self.store.get_task(grant.task_id)
-        except Exception as error:  # fail closed, whatever went wrong
-            log.info("grant_unreadable", error_type=type(error).__name__)
-            return None
-        if task is None or not grant_is_usable(grant, task, now):
-            return None
-        return grant
 
 
 def _bearer(headers: Mapping[str, str]) -> str:
@@ -106,13 +74,17 @@ def _bearer(headers: Mapping[str, str]) -> str:
     return token
 
 
+#: Verifies a bearer token: the workload it names (``Unauthenticated`` if none; ``Unavailable``
+#: when the decision point that verifies it cannot answer).
+Verify = Callable[[str], Awaitable[Workload]]
+
+
 class BearerAuth:
     """ASGI middleware: verify the bearer SVID of every HTTP request before MCP sees it."""
 
-    def __init__(self, app: ASGIApp, verifier: WorkloadVerifier, clock: Clock) -> None:
+    def __init__(self, app: ASGIApp, verify: Verify) -> None:
         self.app = app
-        self.verifier = verifier
-        self.clock = clock
+        self.verify = verify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,32 +93,41 @@ class BearerAuth:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             token = _bearer(headers)
-            workload = self.verifier.verify(token, self.clock.now())
+            workload = await self.verify(token)
         except Unauthenticated as error:
             log.info("authentication_failed", reason=error.message)
             await _unauthorized(error, send)
             return
+        except Unavailable as error:  # fail closed: no identity, no MCP
+            log.warning("authentication_unavailable", code=error.code.value)
+            await _json_error(error, 503, send)
+            return
+        except TetherError as error:  # e.g. agent_revoked: a verified workload refused
+            log.info("authentication_refused", code=error.code.value)
+            await _json_error(error, 403, send)
+            return
         grant = headers.get(GRANT_HEADER, "").strip()
         if len(grant) > MAX_TOKEN_BYTES:
             grant = ""
-        scope[CALLER_SCOPE_KEY] = Caller(workload, grant or None)
+        scope[CALLER_SCOPE_KEY] = Caller(workload, grant or None, token)
         await self.app(scope, receive, send)
 
 
 async def _unauthorized(error: Unauthenticated, send: Send) -> None:
-    body = json.dumps({"error": {"code": error.code.value, "message": error.message}}).encode()
     challenge = f'Bearer realm="tether", error="{error.code.value}"'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", challenge.encode()),
-            ],
-        }
-    )
+    await _json_error(error, 401, send, [(b"www-authenticate", challenge.encode())])
+
+
+async def _json_error(
+    error: TetherError, status: int, send: Send, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps({"error": {"code": error.code.value, "message": error.message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -157,10 +138,13 @@ def caller_from_scope(scope: Mapping[str, Any] | None) -> Caller | None:
     return caller if isinstance(caller, Caller) else None
 
 
-def stdio_caller(
-    environ: Mapping[str, str], verifier: WorkloadVerifier, grants: GrantReader
+async def stdio_caller(
+    environ: Mapping[str, str],
+    verify: Verify,
+    usable: Callable[[Caller], Awaitable[object | None]],
 ) -> Caller:
-    """The one caller of a stdio gateway, from ``TETHER_SVID`` and ``TETHER_GRANT``.
+    """The one caller of a stdio gateway, from ``TETHER_SVID`` and ``TETHER_GRANT``, checked
+    with the gateway's decision point (``verify``, and ``usable`` reading the grant).
 
     Raises ``Unauthenticated`` or ``Forbidden`` with a one-line reason when either is missing or
     does not verify, so the gateway refuses to start rather than serve an agent it cannot name.
@@ -172,7 +156,7 @@ def stdio_caller(
             code=ErrorCode.MISSING_TOKEN,
         )
     try:
-        workload = verifier.verify(svid, grants.clock.now())
+        workload = await verify(svid)
     except Unauthenticated as error:
         raise Unauthenticated(f"{SVID_ENV} does not verify: {error.message}") from None
     grant = environ.get(GRANT_ENV, "").strip()
@@ -181,8 +165,8 @@ def stdio_caller(
             f"set {GRANT_ENV} to the grant token of the agent's open task",
             code=ErrorCode.MISSING_TOKEN,
         )
-    caller = Caller(workload, grant)
-    if grants.usable_grant(caller) is None:
+    caller = Caller(workload, grant, svid)
+    if await usable(caller) is None:
         raise Forbidden(
             f"{GRANT_ENV} is not a usable grant for {workload.id} (invalid, expired, revoked, "
             "or issued to another agent)",

@@ -23,8 +23,9 @@ from anyio.abc import TaskGroup
 from tether.core.audit import AuditKind
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.logs import get_logger
+from tether.mcp.pdp import AuditSink
 from tether.mcp.pins import PinCheck, PinStatus, PinStore, descriptor, digest
-from tether.mcp.recording import GatewayAudit, pinned_body, withheld_body
+from tether.mcp.recording import pinned_body, withheld_body
 from tether.mcp.upstreams import UpstreamConnection, UpstreamFailure
 from tether.service.ports import Clock
 
@@ -66,7 +67,7 @@ class Catalog:
     def __init__(
         self,
         pins: PinStore,
-        audit: GatewayAudit,
+        audit: AuditSink,
         clock: Clock,
         on_listed: Callable[[str, list[CatalogTool]], None] | None = None,
     ) -> None:

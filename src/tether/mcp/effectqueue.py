@@ -2,8 +2,9 @@
 
 An allowed call's effect (status, bytes, records, recipients) settles its budget holds and goes
 into the audit chain; the observation of what its result showed the agent (argument provenance)
-goes the same way, on the same lane. Writing it costs a transaction, so the gateway answers the
-agent first and writes the effect in the background (a worker thread: the store is synchronous).
+goes the same way, on the same lane. Writing it costs a transaction (or, deciding remotely, an
+HTTP request to ``tether serve``), so the gateway answers the agent first and writes the effect
+in the background (:mod:`tether.mcp.pdp`: a worker thread for the local store).
 Two rules keep that as safe as writing it first:
 
 - **The next decision on the same task waits for it.** Effects are queued per grant (one grant,
@@ -18,12 +19,11 @@ Two rules keep that as safe as writing it first:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from tether.core.errors import TetherError, Unavailable
@@ -32,8 +32,9 @@ from tether.logs import get_logger
 
 log = get_logger("tether.mcp.effects")
 
-#: One effect write: runs in a worker thread, raises the store's error if it cannot be written.
-Write = Callable[[], object]
+#: One effect write: raises ``Unavailable`` if it cannot be written now (kept, retried), another
+#: ``TetherError`` if it never can.
+Write = Callable[[], Awaitable[object]]
 
 
 @dataclass(eq=False)
@@ -83,7 +84,7 @@ class EffectQueue:
 
     async def _write(self, grant: str, lane: _Lane, decision_id: DecisionId, write: Write) -> None:
         try:
-            await anyio.to_thread.run_sync(write)
+            await write()
         except Unavailable as error:
             # INVARIANT: an effect the store could not take is kept until it is written.
             log.warning("effect_deferred", decision_id=decision_id, code=error.code.value)
@@ -109,7 +110,7 @@ class EffectQueue:
             while lane.failed:
                 decision_id, write = lane.failed[0]
                 try:
-                    await anyio.to_thread.run_sync(write)
+                    await write()
                 except Unavailable as error:
                     return error
                 except TetherError as error:

@@ -5,7 +5,8 @@
     tools/call  → descriptor still the pinned one? (else refused: tool_descriptor_changed)
                 → the effects of the task's earlier calls written (:mod:`.effectqueue`)
                 → Authorizer.enforce(workload, grant, CallRequest(tool, action, dataset, args,
-                                     approval id from _meta["tether/approval"], if any))
+                                     approval id from _meta["tether/approval"], if any)),
+                  in process or in tether serve (:mod:`.pdp`)
                 → deny / approval_required: an isError result naming the reasons (and the
                   approval id to retry with once a human approved)
                 → allow: the call forwarded to its upstream as a JSON-RPC message, its progress
@@ -14,8 +15,11 @@
 
 Calls travel as JSON-RPC params and result objects (dicts), not re-created through a second SDK
 server and client: the SDK does the transports and handshakes on both sides and checks each
-result against the agent's protocol revision. The decision runs in process on the event loop
-(no thread hop); the effect write runs in a worker thread after the answer.
+result against the agent's protocol revision. Decisions, effects and the gateway's own records
+go through its decision point (:mod:`tether.mcp.pdp`): in process, the decision on the event loop
+(no thread hop) and the effect write in a worker thread after the answer; or, with ``--pdp-url``,
+over HTTP to ``tether serve``. When no decision point answers, the request is refused as a
+JSON-RPC error with code ``pdp_unavailable`` and nothing goes upstream.
 """
 
 from __future__ import annotations
@@ -32,26 +36,27 @@ import anyio.to_thread
 import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
-from tether.core.errors import InvalidRequest, TetherError
-from tether.core.ids import DecisionId, IdFactory
+from tether.core.errors import ErrorCode, InvalidRequest, TetherError
+from tether.core.ids import DecisionId
 from tether.core.leaks import Leak
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.core.secret import Secret
-from tether.core.task import Grant
 from tether.core.verdict import Decision, Verdict
 from tether.logs import get_logger
-from tether.mcp.callers import Caller, GrantReader
+from tether.mcp.callers import Caller
 from tether.mcp.catalog import Catalog, CatalogTool
 from tether.mcp.config import GatewayConfig, ToolMapping, Upstream
 from tether.mcp.effectqueue import EffectQueue
 from tether.mcp.listeners import Listeners
+from tether.mcp.pdp import DecisionPoint, Effect, GrantView, Observation
 from tether.mcp.pins import PinStatus, PinStore
 from tether.mcp.pool import UpstreamPool, sweep_idle
-from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
+from tether.mcp.recording import failure_body, withheld_body
 from tether.mcp.results import (
     META_APPROVAL,
     GatewayCode,
@@ -65,16 +70,12 @@ from tether.mcp.results import (
     tool_error,
     wire,
 )
-from tether.mcp.surface import Surface
+from tether.mcp.surface import REFUSED, Surface
 from tether.mcp.upstreams import FailureKind, UpstreamConnection, UpstreamFailure
 from tether.mcp.warmstart import WarmStart, listing_path
 from tether.observability import Metrics
-from tether.service.authorize import Authorizer
-from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
-from tether.service.ports import Clock, Store, WorkloadVerifier
-from tether.service.provenance import ProvenanceService
-from tether.service.settings import ServiceSettings
+from tether.service.ports import Clock
 
 log = get_logger("tether.mcp.gateway")
 
@@ -87,25 +88,28 @@ _SCAN_INLINE_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class GatewayDeps:
-    """What the gateway uses of a runtime (see :func:`tether.mcp.server.deps_from_runtime`)."""
+    """What the gateway uses: its decision point (in process, or ``tether serve`` over HTTP: see
+    :mod:`tether.mcp.pdp`), its clock and the upstreams' secrets (see
+    :func:`tether.mcp.server.deps_from_runtime`, :func:`tether.mcp.pdp_remote.remote_deps`)."""
 
-    verifier: WorkloadVerifier
-    authorizer: Authorizer
-    effects: EffectService
-    grants: GrantReader
-    store: Store
+    pdp: DecisionPoint
     clock: Clock
-    settings: ServiceSettings
     secrets: Callable[[str], Secret]
-    ids: IdFactory
-    #: The runtime's metrics, scraped at ``GET /metrics`` over HTTP; ``None`` serves no metrics.
+    #: Scraped at ``GET /metrics`` over HTTP; ``None`` serves no metrics.
     metrics: Metrics | None = None
-    #: Records what each result put in the agent's context (argument provenance); ``None``
-    #: records nothing.
-    provenance: ProvenanceService | None = None
 
 
-def _visible(grant: Grant, tool: str, mapping: ToolMapping) -> bool:
+def unrecorded(error: TetherError) -> TetherError:
+    """``error``, unless it says the decision point gave no answer (``pdp_unavailable``): that
+    is raised as a JSON-RPC error (the agent's request was not decided, nothing went upstream),
+    with the stable code in its ``data``."""
+    if error.code is ErrorCode.PDP_UNAVAILABLE:
+        data = {"code": error.code.value, "message": error.message}
+        raise MCPError(code=REFUSED, message=f"{error.code.value}: {error.message}", data=data)
+    return error
+
+
+def _visible(grant: GrantView, tool: str, mapping: ToolMapping) -> bool:
     """Does ``grant`` cover ``tool`` with the action and dataset the gateway will ask for?"""
     scope = grant.scope_for(tool)
     return (
@@ -124,7 +128,7 @@ class Gateway:
         self.lean = lean
         self.deps = deps
         self.pins = pins
-        self.audit = GatewayAudit(deps.store, deps.clock, deps.ids)
+        self.audit = deps.pdp.events
         self._pools: dict[str, UpstreamPool] = {}
         self._catalog: Catalog | None = None
         self.effects = EffectQueue()
@@ -141,7 +145,8 @@ class Gateway:
         out. No upstream is started here: each starts on first use (a ``tools/list`` starts
         them all at once), so the gateway answers at once and a slow one delays only what
         needs it."""
-        async with self.effects.running(), anyio.create_task_group() as tg:
+        # The decision point closes last: the effects still queued are written through it.
+        async with self._pdp_open(), self.effects.running(), anyio.create_task_group() as tg:
             self._tg = tg
             self._pools = {
                 u.name: UpstreamPool(u, partial(self._open, u, tg), self.deps.clock)
@@ -155,6 +160,14 @@ class Gateway:
                 for pool in self._pools.values():
                     pool.close()
                 tg.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def _pdp_open(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.deps.pdp.aclose()
 
     def _open(self, config: Upstream, tg: TaskGroup, agent: str | None) -> UpstreamConnection:
         deps = self.deps
@@ -251,11 +264,19 @@ class Gateway:
         except TetherError as error:
             log.error("audit_failed", code=error.code.value)
 
+    async def grant_of(self, caller: Caller) -> GrantView | None:
+        """What ``caller``'s grant covers, to filter a listing (``None``: nothing)."""
+        try:
+            return await self.deps.pdp.grant(caller)
+        except TetherError as error:
+            unrecorded(error)
+            return None  # any other failure shows nothing (fail closed)
+
     # -- tools/list ----------------------------------------------------------------------------
 
     async def list_tools(self, caller: Caller) -> list[types.Tool]:
         """The tools ``caller``'s grant covers, and only those (an agent never learns the rest)."""
-        grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
+        grant = await self.grant_of(caller)
         if grant is None:
             return []
         shown: list[types.Tool] = []
@@ -355,14 +376,15 @@ class Gateway:
         # The next decision on a task waits for the effects of its earlier calls.
         unsettled = await self.effects.settled(caller.grant_token)
         if unsettled is not None:
-            return from_tether_error(unsettled)
+            return from_tether_error(unrecorded(unsettled))
         try:
-            # In process, on the event loop: the decision's one write is group-committed and
-            # bounded by the store's busy timeout (see README, Overhead).
-            return self.deps.authorizer.enforce(caller.workload, caller.grant_token, request)
+            # Through the one enforcement entry, of this process or of `tether serve`.
+            return await self.deps.pdp.enforce(caller, request)
         except InvalidRequest as invalid:
             # The one check of the enforcement entry refused the arguments.
             return tool_error(GatewayCode.INVALID_ARGUMENTS, invalid.message)
+        except TetherError as error:
+            return from_tether_error(unrecorded(error))
 
     async def _answer(
         self,
@@ -515,7 +537,7 @@ class Gateway:
                 check = await self.catalog.verify(fresh, stage="call")
         if check.status is not PinStatus.CHANGED:
             return None
-        grant = await anyio.to_thread.run_sync(self.deps.grants.usable_grant, caller)
+        grant = await self.grant_of(caller)
         if grant is None or not _visible(grant, entry.exposed, mapping):
             return None  # not this caller's tool: the authorizer denies it without a hint
         await self.audit.append_async(
@@ -541,28 +563,16 @@ class Gateway:
         (:mod:`tether.mcp.effectqueue`), so a value the agent was shown is known to provenance
         before it can steer a call."""
         assert caller.grant_token is not None  # no call is decided without one
-        effects, workload = self.deps.effects, caller.workload
-        status = measured.status if measured is not None else EffectStatus.ERROR
-
-        def write() -> None:
-            effects.report(
-                workload,
-                decision_id,
-                status,
-                measured.records if measured is not None else None,
-                measured.bytes if measured is not None else 0,
-                measured.recipients if measured is not None else (),
-            )
-
-        self.effects.submit(caller.grant_token, decision_id, write)
-        provenance = self.deps.provenance
-        if handed is None or provenance is None:
+        pdp = self.deps.pdp
+        effect = Effect(
+            decision_id,
+            measured.status if measured is not None else EffectStatus.ERROR,
+            measured.records if measured is not None else None,
+            measured.bytes if measured is not None else 0,
+            measured.recipients if measured is not None else (),
+        )
+        self.effects.submit(caller.grant_token, decision_id, partial(pdp.report, caller, effect))
+        if handed is None:
             return
-        grant = caller.grant_token
-
-        def observe() -> None:
-            provenance.observe_result(
-                workload, grant, handed.tool, handed.dataset, handed.result, decision_id
-            )
-
-        self.effects.submit(grant, decision_id, observe)
+        seen = Observation(handed.tool, handed.dataset, handed.result, decision_id)
+        self.effects.submit(caller.grant_token, decision_id, partial(pdp.observe, caller, seen))

@@ -37,15 +37,18 @@ from starlette.types import ASGIApp
 from tether import __version__
 from tether.core.ids import IdFactory
 from tether.credentials.secrets import SecretStore
-from tether.mcp.callers import BearerAuth, Caller, GrantReader, caller_from_scope
+from tether.mcp.callers import BearerAuth, Caller, caller_from_scope
 from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
 from tether.mcp.lean import LeanFront, LeanSessions, LeanStats
 from tether.mcp.listeners import Listener
+from tether.mcp.pdp import LocalDecisionPoint
 from tether.mcp.pins import PinStore
+from tether.mcp.recording import GatewayAudit
 from tether.mcp.surface import SURFACE_METHODS
 from tether.observability.http import ServeMetrics
 from tether.runtime import Runtime
+from tether.service.grant_reads import GrantReader
 
 SERVER_NAME: Final = "tether-mcp-gateway"
 MCP_PATH: Final = "/mcp"
@@ -65,19 +68,16 @@ def deps_from_runtime(
     metrics = runtime.observability.metrics if runtime.config.metrics else None
     if metrics is not None:
         metrics.watch_store(runtime.store, runtime.clock)
-    return GatewayDeps(
-        verifier=runtime.verifier,
-        authorizer=runtime.authorizer,
-        effects=runtime.effects,
-        grants=GrantReader(runtime.signer, runtime.store, runtime.clock),
-        store=runtime.store,
-        clock=runtime.clock,
-        settings=runtime.config.settings,
-        secrets=secrets.get,
-        ids=IdFactory(random_bytes),
-        metrics=metrics,
-        provenance=runtime.provenance,
+    pdp = LocalDecisionPoint(
+        runtime.verifier,
+        runtime.authorizer,
+        runtime.effects,
+        GrantReader(runtime.signer, runtime.store, runtime.clock),
+        runtime.clock,
+        GatewayAudit(runtime.store, runtime.clock, IdFactory(random_bytes)),
+        runtime.provenance,
     )
+    return GatewayDeps(pdp=pdp, clock=runtime.clock, secrets=secrets.get, metrics=metrics)
 
 
 def default_pins_path(data_dir: Path) -> Path:
@@ -266,7 +266,7 @@ def http_app(
             gateway.listeners.remember(session_id, caller.workload.id, session)
 
         app = LeanFront(app, server, answer, sessions, path=MCP_PATH, listen=listen, stats=stats)
-    authenticated = BearerAuth(app, gateway.deps.verifier, gateway.deps.clock)
+    authenticated = BearerAuth(app, gateway.deps.pdp.verify)
     metrics = gateway.deps.metrics
     return authenticated if metrics is None else ServeMetrics(authenticated, metrics)
 

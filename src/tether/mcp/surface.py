@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio.to_thread
 from mcp.shared.exceptions import MCPError
 from mcp_types import methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -33,10 +32,10 @@ from pydantic import ValidationError
 
 from tether.core.effect import EffectStatus
 from tether.core.scope import MAX_TOOL_NAME, ActionKind, is_valid_name
-from tether.core.task import Grant
 from tether.core.verdict import Decision, Verdict
 from tether.mcp.callers import Caller
 from tether.mcp.config import RESOURCES_TOOL, ToolMapping
+from tether.mcp.pdp import GrantView
 from tether.mcp.results import (
     META_APPROVAL,
     META_ERROR,
@@ -77,7 +76,7 @@ def _refused(result: Any) -> MCPError:
     return MCPError(code=REFUSED, message=message, data=error)
 
 
-def _covers(grant: Grant | None, tool: str, action: ActionKind, dataset: str | None) -> bool:
+def _covers(grant: GrantView | None, tool: str, action: ActionKind, dataset: str | None) -> bool:
     scope = grant.scope_for(tool) if grant is not None else None
     return scope is not None and action in scope.actions and dataset in scope.allowed_datasets
 
@@ -121,7 +120,7 @@ class Surface:
         self, caller: Caller, method: str, version: str, key: str, field: str
     ) -> dict[str, Any]:
         gw = self._gw
-        grant = await anyio.to_thread.run_sync(gw.deps.grants.usable_grant, caller)
+        grant = await gw.grant_of(caller)
         if grant is None:
             return _shaped("", method, version, {key: []})
         shown: list[Any] = []

@@ -1,0 +1,474 @@
+"""The gateway's decision point over HTTP: ``tether serve`` decides (``tether mcp-gateway
+--pdp-url``), so the gateway host holds no database credentials and no keys.
+
+    verify   GET  /v1/identity        the agent's SVID, verified by serve (cached per token)
+    grant    GET  /v1/grant           the agent's SVID + X-Tether-Grant (cached per grant)
+    enforce  POST /v1/authorize       the agent's SVID, its grant, the call, its approval id
+    report   POST /v1/effects         the agent's SVID (its newest: effects are written later)
+    observe  POST /v1/observations    the agent's SVID and grant, the result it was handed
+    events   POST /v1/gateway/events  the gateway's own SVID (``--gateway-svid-file``)
+
+Fail closed: when serve cannot be reached, times out, or answers ``5xx`` or anything that is not
+its JSON, every method raises ``Unavailable(pdp_unavailable)``: the agent's request is refused
+and nothing is forwarded upstream. An effect or observation that cannot be posted stays queued
+(:mod:`tether.mcp.effectqueue`): the task's next call retries it first and is refused while it
+still fails. The gateway's own audit records wait in an outbox, in order, retried with every new
+record and once more when the gateway stops; one still unsent then is logged
+(``gateway_event_not_recorded``), never dropped silently. A ``4xx`` carries serve's own stable
+code and is raised as that error.
+
+Caching, each bounded in entries: a verified SVID is trusted for at most
+:data:`IDENTITY_TTL_SECONDS` (and never past its own ``exp``); a grant's scopes, for listing
+only, for at most :data:`GRANT_TTL_SECONDS` (and never past the grant's expiry). Every call is
+still decided by serve, which verifies the SVID and the grant again.
+
+One HTTP client (connection pool, keep-alive) serves every request, with bounded timeouts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from tether.core.audit import AuditKind
+from tether.core.errors import (
+    CODE_BRANCH,
+    ConfigurationError,
+    ErrorCode,
+    InvalidRequest,
+    TetherError,
+    Unauthenticated,
+    Unavailable,
+)
+from tether.core.identity import CredentialKind, Workload
+from tether.core.ids import DecisionId
+from tether.core.risks import Risk
+from tether.core.scope import JSONValue, Scope
+from tether.core.verdict import (
+    Decision,
+    Obligation,
+    ObligationKind,
+    Reason,
+    ReasonCode,
+    Verdict,
+)
+from tether.credentials.secrets import SecretStore
+from tether.logs import get_logger
+from tether.mcp.callers import Caller
+from tether.mcp.gateway import GatewayDeps
+from tether.mcp.pdp import AuditSink, Effect, GrantView, Observation
+from tether.observability import Metrics
+from tether.service.enforce import CallRequest
+from tether.service.ports import Clock
+
+log = get_logger("tether.mcp.pdp")
+
+DEFAULT_TIMEOUT_SECONDS: Final = 5.0
+IDENTITY_TTL_SECONDS: Final = 60.0
+GRANT_TTL_SECONDS: Final = 30.0
+MAX_CACHED: Final = 4096
+MAX_OUTBOX: Final = 10_000
+#: serve takes bodies up to 256 KiB and scans at most 64 Ki characters of a result: a larger
+#: result is observed as the start of its JSON text.
+MAX_OBSERVED_BYTES: Final = 192 * 1024
+GRANT_HEADER: Final = "X-Tether-Grant"
+
+
+def _unavailable(message: str) -> Unavailable:
+    return Unavailable(message, code=ErrorCode.PDP_UNAVAILABLE)
+
+
+def _expiry(token: str) -> float | None:
+    """The ``exp`` a JWT states (serve verified it; used only to cap how long it is cached)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims.get("exp")
+    except (IndexError, ValueError, AttributeError):
+        return None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+V = TypeVar("V")
+
+
+class _Bounded(Generic[V]):
+    """A mapping that keeps at most :data:`MAX_CACHED` entries, each until a deadline."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> V | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[1] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key: str, value: V, until: float) -> None:
+        self._entries[key] = (value, until)
+        self._entries.move_to_end(key)
+        while len(self._entries) > MAX_CACHED:
+            self._entries.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteGrant:
+    """A grant's scopes as serve answered ``GET /v1/grant``."""
+
+    scopes: tuple[Scope, ...]
+
+    def scope_for(self, tool: str) -> Scope | None:
+        for scope in self.scopes:
+            if scope.tool == tool:
+                return scope
+        return None
+
+
+def _verdict(data: Any) -> Verdict:
+    """``VerdictOut`` as a verdict; ``Unavailable`` for anything else (fail closed)."""
+    try:
+        delegation = data.get("delegation") or {}
+        return Verdict(
+            decision=Decision(data["decision"]),
+            decision_id=DecisionId(str(data["decision_id"])),
+            reasons=tuple(
+                Reason(ReasonCode(r["code"]), str(r["message"])) for r in data["reasons"]
+            ),
+            policy_ids=tuple(str(p) for p in data["policy_ids"]),
+            obligations=tuple(
+                Obligation(ObligationKind(o["kind"]), str(o["value"]), o.get("policy_id"))
+                for o in data["obligations"]
+            ),
+            risks=tuple(Risk(r) for r in data["risks"]),
+            policy_revision=str(data["policy_revision"]),
+            decided_at=datetime.fromisoformat(data["decided_at"]),
+            approval_id=data.get("approval_id"),
+            delegators=tuple(str(d) for d in delegation.get("chain") or ()),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _unavailable("tether serve answered a verdict this gateway cannot read") from None
+
+
+class RemoteDecisionPoint:
+    """:class:`~tether.mcp.pdp.DecisionPoint` over HTTP to ``tether serve`` at ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        clock: Clock,
+        gateway_svid: Callable[[], str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        metrics: Metrics | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigurationError(
+                f"--pdp-url must be an http(s) URL of tether serve, not {url!r}"
+            )
+        if parts.username or parts.password:
+            raise ConfigurationError("--pdp-url must not carry credentials")
+        self._url = url.rstrip("/")
+        #: How serve is named in messages and logs.
+        self.where = f"{parts.scheme}://{parts.netloc}"
+        self._clock = clock
+        self._timeout = timeout
+        self._metrics = metrics
+        self._http: httpx.AsyncClient | None = None
+        self._identities: _Bounded[Workload] = _Bounded()
+        self._grants: _Bounded[RemoteGrant] = _Bounded()
+        #: The newest verified SVID of each agent, for effects written after its call.
+        self._newest: _Bounded[str] = _Bounded()
+        self._events = RemoteEvents(self, gateway_svid)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self._url,
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 2.0)),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+                # Only a connection that failed to open is retried: a request serve may have
+                # received is never sent twice.
+                transport=httpx.AsyncHTTPTransport(retries=1),
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        bearer: str,
+        expected: int,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Serve's JSON answer to one request; its error raised as its own code (``4xx``), or
+        ``pdp_unavailable`` for no answer, ``5xx``, or an answer that is not its JSON."""
+        sent = {"authorization": f"Bearer {bearer}", **(headers or {})}
+        content = None
+        if body is not None:
+            try:
+                content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+            except (TypeError, ValueError):
+                raise InvalidRequest(
+                    "the request is not JSON", code=ErrorCode.INVALID_FIELD
+                ) from None
+            sent["content-type"] = "application/json"
+        try:
+            response = await self._client().request(method, path, content=content, headers=sent)
+        except httpx.HTTPError as error:
+            raise _unavailable(
+                f"tether serve at {self.where} did not answer ({type(error).__name__}); the "
+                "request was not decided, retry when it is back"
+            ) from None
+        status = response.status_code
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if status == expected and isinstance(data, dict):
+            return data
+        if 400 <= status < 500 and isinstance(data, dict):
+            said = data.get("error")
+            said = said if isinstance(said, dict) else {}
+            code = said.get("code")
+            if isinstance(code, str) and code in ErrorCode.__members__.values():
+                known = ErrorCode(code)
+                raise CODE_BRANCH[known](str(said.get("message", "")), code=known)
+        raise _unavailable(
+            f"tether serve at {self.where} answered {method} {path} with HTTP {status}; the "
+            "request was not decided, retry later"
+        )
+
+    # -- the port ------------------------------------------------------------------------------
+
+    @property
+    def events(self) -> AuditSink:
+        return self._events
+
+    async def verify(self, token: str) -> Workload:
+        now = self._clock.now().timestamp()
+        key = _digest(token)
+        known = self._identities.get(key, now)
+        if known is not None:
+            return known
+        data = await self.call("GET", "/v1/identity", token, 200)
+        try:
+            workload = Workload(
+                str(data["agent"]),
+                CredentialKind(data["kind"]),
+                str(data["trust_domain"]),
+                str(data["name"]),
+            )
+        except (KeyError, ValueError):
+            raise _unavailable(
+                "tether serve answered an identity this gateway cannot read"
+            ) from None
+        exp = _expiry(token)
+        if exp is not None:
+            self._identities.put(key, workload, min(exp, now + IDENTITY_TTL_SECONDS))
+            newest = self._newest.get(workload.id, now)
+            if newest is None or (_expiry(newest) or 0.0) <= exp:
+                self._newest.put(workload.id, token, exp)
+        return workload
+
+    async def grant(self, caller: Caller) -> GrantView | None:
+        token = caller.grant_token
+        if token is None or caller.bearer is None:
+            return None
+        now = self._clock.now().timestamp()
+        key = f"{caller.workload.id} {_digest(token)}"
+        known = self._grants.get(key, now)
+        if known is not None:
+            return known
+        try:
+            data = await self.call(
+                "GET", "/v1/grant", caller.bearer, 200, headers={GRANT_HEADER: token}
+            )
+        except Unavailable:
+            raise
+        except TetherError as error:  # not usable by this caller: it sees nothing
+            log.info("grant_unreadable", code=error.code.value)
+            return None
+        try:
+            grant = RemoteGrant(tuple(Scope.from_json(s) for s in data["scopes"]))
+            expires = datetime.fromisoformat(data["expires_at"]).timestamp()
+            if data["agent"] != caller.workload.id:
+                return None
+        except (KeyError, TypeError, ValueError, TetherError):
+            raise _unavailable("tether serve answered a grant this gateway cannot read") from None
+        self._grants.put(key, grant, min(expires, now + GRANT_TTL_SECONDS))
+        return grant
+
+    async def enforce(self, caller: Caller, request: CallRequest) -> Verdict:
+        if caller.bearer is None or caller.grant_token is None:
+            raise Unauthenticated("no SVID to forward", code=ErrorCode.MISSING_TOKEN)
+        body: dict[str, Any] = {
+            "grant": caller.grant_token,
+            "tool": request.tool,
+            "action": request.action.value,
+            "dataset": request.dataset,
+            "args": request.args,
+            "approval_id": request.approval_id,
+        }
+        if request.expect is not None:
+            body["expect"] = {"records": request.expect.records, "bytes": request.expect.bytes}
+        verdict = _verdict(await self.call("POST", "/v1/authorize", caller.bearer, 200, body))
+        if self._metrics is not None:
+            self._metrics.decision(verdict, request.tool)
+        return verdict
+
+    def _bearer_of(self, caller: Caller) -> str:
+        newest = self._newest.get(caller.workload.id, self._clock.now().timestamp())
+        token = newest or caller.bearer
+        if token is None:
+            raise Unauthenticated("no SVID to forward", code=ErrorCode.MISSING_TOKEN)
+        return token
+
+    async def report(self, caller: Caller, effect: Effect) -> None:
+        body = {
+            "decision_id": effect.decision_id,
+            "status": effect.status.value,
+            "records": effect.records,
+            "bytes": effect.bytes,
+            "recipients": list(effect.recipients),
+        }
+        await self.call("POST", "/v1/effects", self._bearer_of(caller), 201, body)
+
+    async def observe(self, caller: Caller, observation: Observation) -> None:
+        if caller.grant_token is None:
+            return
+        result: JSONValue = observation.result
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode()) > MAX_OBSERVED_BYTES:
+            result = text.encode()[:MAX_OBSERVED_BYTES].decode(errors="ignore")
+        body = {
+            "grant": caller.grant_token,
+            "tool": observation.tool,
+            "dataset": observation.dataset,
+            "decision_id": observation.decision_id,
+            "result": result,
+        }
+        await self.call("POST", "/v1/observations", self._bearer_of(caller), 201, body)
+
+    async def aclose(self) -> None:
+        await self._events.flush(final=True)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+class RemoteEvents:
+    """The gateway's own audit records, posted with the gateway's SVID, in order, through an
+    outbox that keeps what serve could not take yet."""
+
+    def __init__(self, pdp: RemoteDecisionPoint, svid: Callable[[], str]) -> None:
+        self._pdp = pdp
+        self._svid = svid
+        self._outbox: deque[dict[str, JSONValue]] = deque()
+        self._lock = anyio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._outbox)
+
+    async def append_async(
+        self, kind: AuditKind, body: dict[str, JSONValue], agent: str | None = None
+    ) -> None:
+        if len(self._outbox) >= MAX_OUTBOX:  # fail closed rather than lose a record
+            raise _unavailable(
+                f"{len(self._outbox)} gateway audit records are waiting for tether serve"
+            )
+        observed = self._pdp._clock.now().isoformat()
+        self._outbox.append(
+            {"kind": kind.value, "agent": agent, "body": {**body, "observed_at": observed}}
+        )
+        await self.flush()
+
+    async def flush(self, *, final: bool = False) -> None:
+        async with self._lock:
+            while self._outbox:
+                event = self._outbox[0]
+                try:
+                    await self._pdp.call("POST", "/v1/gateway/events", self._svid(), 201, event)
+                except InvalidRequest as error:  # serve will never take it: say so, go on
+                    log.error(
+                        "gateway_event_not_recorded", kind=event["kind"], code=error.code.value
+                    )
+                except TetherError as error:  # kept: serve down, or this gateway not listed yet
+                    log.warning(
+                        "gateway_event_deferred",
+                        kind=event["kind"],
+                        code=error.code.value,
+                        pending=len(self._outbox),
+                    )
+                    if final:
+                        for left in self._outbox:
+                            log.error(
+                                "gateway_event_not_recorded",
+                                kind=left["kind"],
+                                code=error.code.value,
+                            )
+                    return
+                self._outbox.popleft()
+
+
+def svid_file(path: Path) -> Callable[[], str]:
+    """The gateway's own SVID, read from ``path`` at each use (a SPIFFE helper rotates it)."""
+
+    def read() -> str:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise Unauthenticated(
+                f"the gateway's SVID file {path} cannot be read ({error.strerror})",
+                code=ErrorCode.MISSING_TOKEN,
+            ) from None
+        if not token:
+            raise Unauthenticated(
+                f"the gateway's SVID file {path} is empty", code=ErrorCode.MISSING_TOKEN
+            )
+        return token
+
+    return read
+
+
+def remote_deps(
+    url: str,
+    data_dir: Path,
+    environ: Mapping[str, str],
+    clock: Clock,
+    gateway_svid: Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    metrics: bool = True,
+) -> GatewayDeps:
+    """A gateway deciding through ``tether serve`` at ``url``. ``data_dir`` is the gateway's
+    own: its upstreams' encrypted secrets (``tether secrets set -d``, whose key is the only key
+    there) and its pins; no store, no signing or audit key is opened or created."""
+    secrets = SecretStore(data_dir, environ)
+    counted = Metrics() if metrics else None
+    pdp = RemoteDecisionPoint(url, clock, svid_file(gateway_svid), timeout=timeout, metrics=counted)
+    return GatewayDeps(pdp=pdp, clock=clock, secrets=secrets.get, metrics=counted)
