@@ -1,6 +1,7 @@
 """MCP gateway overhead: the same ``tools/call`` sequence direct to an upstream, through a bare
-forwarding proxy and through ``tether mcp-gateway`` on its SDK path and on its lean path,
-interleaved in one run, on loopback, with a streamable HTTP upstream and a stdio one.
+forwarding proxy, through ``tether mcp-gateway`` on its SDK path and on its lean path, and
+through a gateway deciding remotely (``--pdp-url``, against ``tether serve``), interleaved in one
+run, on loopback, with a streamable HTTP upstream and a stdio one.
 
 The processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
 tool) and the same server over stdio, four gateways (``tether.mcp.server.http_app`` served by
@@ -9,18 +10,23 @@ credential, or the stdio one, which each gateway starts itself; each with the le
 ``tools/call`` or with every request through the SDK's transport, ``http_app(lean=False)``),
 the bare proxy (the gateway's own layers without tether: the SDK's server and its transport to
 the agent, the call forwarded as a JSON-RPC message through the gateway's upstream connection,
-nothing decided or recorded), and this client (the official SDK ``Client``, one session per
-path; ``--mode legacy`` for 2025-11-25 sessions, ``auto`` for 2026-07-28 single exchanges). Each
-gateway call does the whole job: SVID verify, grant token verify, grant/task reads, scope check,
-Cedar, the decision's audit write, the upstream call, the effect's audit write and the
-observation of the result (after the answer).
+nothing decided or recorded), the remote-decision pair (``tether serve`` on the same data
+directory, accepting the gateway's own records with ``--gateway-ids``, and ``tether
+mcp-gateway --pdp-url`` on its default lean path in front of the HTTP upstream, with a data
+directory of its own holding only the upstream's secret: serve verifies the SVID and the grant,
+decides, and records the effect and the observation, over HTTP), and this client (the official
+SDK ``Client``, one session per path; ``--mode legacy`` for 2025-11-25 sessions, ``auto`` for
+2026-07-28 single exchanges). Each gateway call does the whole job: SVID verify, grant token
+verify, grant/task reads, scope check, Cedar, the decision's audit write, the upstream call, the
+effect's audit write and the observation of the result (after the answer).
 
 Prints, per path, p50/p95/p99, the added latency (the median of the paired differences: each
 call minus the direct call to the same kind of upstream made in the same round), the ratio of
 the medians and the proxy process's CPU per call (``/proc``, every thread: less sensitive to a
-loaded machine than latency). Then the layers timed alone, in this process: the decision
-(``Authorizer.enforce``), the effect write, and shaping the result for the agent. Quote figures
-measured in one run, with the load average printed beside them.
+loaded machine than latency; for the remote path the gateway's, with serve's printed below the
+table). Then the layers timed alone, in this process: the decision (``Authorizer.enforce``), the
+effect write, and shaping the result for the agent. Quote figures measured in one run, with the
+load average printed beside them.
 
     .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--mode auto|legacy]
 """
@@ -211,25 +217,27 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass(frozen=True)
 class Path_:
     """One measured path: where its client connects, the tool it calls, the process whose CPU
-    it costs (``None``: none between), and the direct path it is compared with."""
+    it costs (``None``: none between), the direct path it is compared with, and the decision
+    service it asks (``None``: it decides in process)."""
 
     label: str
     tool: str
     url: str | None  # None: the stdio upstream, started by this client
-    agent: bool  # sends the agent's SVID and grant
+    grant: str | None  # the agent's grant, sent with its SVID; None: no agent credentials
     pid: int | None
     baseline: int
+    serve_pid: int | None = None
 
 
 async def measure(
     paths: list[Path_],
     svid: str,
-    grant: str,
     calls: int,
     warmup: int,
     mode: str,
-) -> tuple[list[list[float]], list[float | None], list[str]]:
-    agent = {"Authorization": f"Bearer {svid}", "X-Tether-Grant": grant}
+) -> tuple[list[list[float]], list[float | None], list[float | None], list[str]]:
+    """Times per path (ms), then CPU per call (ms) of each path's proxy and of its decision
+    service, and the protocol revision of each session."""
     upstream = {"Authorization": f"Bearer {TOKEN}"}
     async with AsyncExitStack() as stack:
         clients: list[Client] = []
@@ -240,18 +248,23 @@ async def measure(
                 )
                 transport: Any = stdio_client(params)
             else:
+                headers = (
+                    upstream
+                    if path.grant is None
+                    else {"Authorization": f"Bearer {svid}", "X-Tether-Grant": path.grant}
+                )
                 http = await stack.enter_async_context(
-                    httpx2.AsyncClient(headers=agent if path.agent else upstream, timeout=30)
+                    httpx2.AsyncClient(headers=headers, timeout=30)
                 )
                 transport = streamable_http_client(path.url, http_client=http)
             client = Client(transport, cache=None, mode=mode)
             clients.append(await stack.enter_async_context(client))
         for path, client in zip(paths, clients, strict=True):
-            if path.agent:
+            if path.grant is not None:
                 assert [t.name for t in (await client.list_tools()).tools] == [path.tool]
         versions = [client.protocol_version for client in clients]
         times: list[list[float]] = [[] for _ in paths]
-        pids = [p.pid for p in paths]
+        pids = [p.pid for p in paths] + [p.serve_pid for p in paths]
         cpu_start: list[float | None] = []
         for i in range(warmup + calls):
             if i == warmup:
@@ -270,7 +283,7 @@ async def measure(
             None if a is None or b is None else (b - a) * 1000 / calls
             for a, b in zip(cpu_start, cpu_end, strict=True)
         ]
-        return times, cpu, versions
+        return times, cpu[: len(paths)], cpu[len(paths) :], versions
 
 
 def median_us(fn: Callable[[], object], rounds: int) -> float:
@@ -373,9 +386,19 @@ def main() -> None:
         grant = runtime.tasks.open_task(workload, intent, scopes, 3600).token
         # A task of its own for the layers, so their decisions do not touch the measured one.
         alone = runtime.tasks.open_task(workload, intent, scopes, 3600).token
+        # The remote-decision path: a task of its own, and the gateway's own identity.
+        remote_grant = runtime.tasks.open_task(workload, intent, scopes, 3600).token
+        gateway_svid = dev_issuer(config).mint_svid(
+            "mcp-gateway", audience="tether", now=runtime.clock.now()
+        )
+        gateway_id = runtime.verifier.verify(gateway_svid, runtime.clock.now()).id
         alone_us = layers(runtime, workload, alone, min(options.calls, 500))
         runtime.close()
         SecretStore(data, environ=env).set("bench-token", Secret(TOKEN))
+        # The remote gateway's host: the upstream's secret and its own SVID, nothing else.
+        remote_data = root / "remote-gateway"
+        SecretStore(remote_data, environ=env).set("bench-token", Secret(TOKEN))
+        (root / "gateway.jwt").write_text(gateway_svid)
 
         up_port, bare_port = free_port(), free_port()
         direct_url = f"http://127.0.0.1:{up_port}/mcp"
@@ -415,30 +438,63 @@ def main() -> None:
                 serve = (str(port), str(config_file), str(data), str(policies), way)
                 command = [sys.executable, __file__, "--serve-gateway", *serve]
                 gateways[name, way] = port, start(stack, command, env)
+        # The remote-decision pair: serve on the same data directory, and a gateway (lean, its
+        # default) in front of the HTTP upstream with a data directory of its own.
+        serve_port, remote_port = free_port(), free_port()
+        tether_serve = [
+            *(sys.executable, "-m", "tether", "serve"),
+            *("--data-dir", str(data), "--policies", str(policies)),
+            *("--port", str(serve_port), "--log-level", "warning"),
+            *("--gateway-ids", gateway_id),
+        ]
+        pdp_server = start(stack, tether_serve, env)
+        remote_gateway = [
+            *(sys.executable, "-m", "tether", "mcp-gateway"),
+            *("--gateway-config", str(root / "gateway-bench.yaml")),
+            *("--data-dir", str(remote_data)),
+            *("--pdp-url", f"http://127.0.0.1:{serve_port}"),
+            *("--gateway-svid-file", str(root / "gateway.jwt")),
+            *("--port", str(remote_port), "--log-level", "warning"),
+        ]
+        remote = start(stack, remote_gateway, env)
         wait_for_port(bare_port, bare, "the bare proxy")
+        wait_for_port(serve_port, pdp_server, "tether serve")
+        wait_for_port(remote_port, remote, "the remote-decision gateway")
         for (name, way), (port, process) in gateways.items():
             wait_for_port(port, process, f"the gateway ({name}, {way})")
 
         def through(label: str, name: str, way: str, baseline: int) -> Path_:
             port, process = gateways[name, way]
             url = f"http://127.0.0.1:{port}/mcp"
-            return Path_(label, f"{name}.echo", url, True, process.pid, baseline)
+            return Path_(label, f"{name}.echo", url, grant, process.pid, baseline)
 
-        paths = [
-            Path_("HTTP upstream, direct", "echo", direct_url, False, None, 0),
-            Path_("bare forward, no tether", "bench.echo", None, False, bare.pid, 0),
+        bare_url = f"http://127.0.0.1:{bare_port}/mcp"
+        remote_url = f"http://127.0.0.1:{remote_port}/mcp"
+        http_paths = [
+            Path_("HTTP upstream, direct", "echo", direct_url, None, None, 0),
+            Path_("bare forward, no tether", "bench.echo", bare_url, None, bare.pid, 0),
             through("gateway, SDK path", "bench", "sdk", 0),
             through("gateway, lean path", "bench", "lean", 0),
-            Path_("stdio upstream, direct", "echo", None, False, None, 4),
-            through("gateway, SDK path", "local", "sdk", 4),
-            through("gateway, lean path", "local", "lean", 4),
+            Path_(
+                "gateway, decided by serve",
+                "bench.echo",
+                remote_url,
+                remote_grant,
+                remote.pid,
+                0,
+                serve_pid=pdp_server.pid,
+            ),
         ]
-        paths[1] = Path_(
-            paths[1].label, "bench.echo", f"http://127.0.0.1:{bare_port}/mcp", False, bare.pid, 0
-        )
+        stdio = len(http_paths)
+        paths = [
+            *http_paths,
+            Path_("stdio upstream, direct", "echo", None, None, None, stdio),
+            through("gateway, SDK path", "local", "sdk", stdio),
+            through("gateway, lean path", "local", "lean", stdio),
+        ]
         load = os.getloadavg()[0]
-        times, cpu, versions = anyio.run(
-            measure, paths, svid, grant, options.calls, options.warmup, options.mode
+        times, cpu, serve_cpu, versions = anyio.run(
+            measure, paths, svid, options.calls, options.warmup, options.mode
         )
         load = max(load, os.getloadavg()[0])
 
@@ -465,6 +521,9 @@ def main() -> None:
             line += " " * 19
         used = cpu[n]
         print(line + (f"{used:>19.3f}" if used is not None else ""))
+    for used in serve_cpu:
+        if used is not None:
+            print(f"  tether serve's CPU per call on the remote path: {used:.3f} ms")
     print("layers timed alone in this process (median per call):")
     for name, spent in alone_us.items():
         print(f"  {name:<40}{spent / 1000:>8.3f} ms")
