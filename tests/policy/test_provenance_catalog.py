@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from support import copy_policies
 from tether.cli.main import app
-from tether.core.provenance import Need, Outcome, Trust
+from tether.core.provenance import Need, Outcome, Source, Trust
 from tether.core.provenance_extract import ValueKind
 from tether.policy.catalog import CatalogProblem, parse_catalog
 
@@ -139,3 +139,18 @@ def test_policy_validate_reports_a_bad_parts_rule_at_file_line_col(tmp_path: Pat
         f"{catalog}:{line}:46: tools.chat.read.parts.trusted_authors: no list of trusted authors "
         "named 'membres'; did you mean 'members'?"
     ) in result.stdout.splitlines()
+
+
+def test_a_result_is_recorded_under_its_untrusted_rest_then_its_trusted_parts() -> None:
+    rules = parse_catalog(PARTS).provenance
+    bob = {"sender": "Bob", "body": "www.informations.example"}
+    eve = {"sender": "eve", "body": "www.true-informations.example"}
+    untrusted = Source("chat.read", None, Trust.UNTRUSTED)
+    trusted = Source("chat.read", None, Trust.TRUSTED)
+    assert rules.sources_of("chat.read", None, [bob, eve]) == (
+        (untrusted, [eve]),
+        (trusted, [bob]),
+    )
+    # No trusted part: the result whole, under its one source.
+    assert rules.sources_of("chat.read", None, [eve]) == ((untrusted, [eve]),)
+    assert rules.sources_of("chat.read", None, "Bob: hi") == ((untrusted, "Bob: hi"),)

@@ -80,6 +80,20 @@ class ProvenanceRules:
         """The trusted parts of ``tool``'s result (``None``: its result has one trust)."""
         return self.parts.get(tool)
 
+    def sources_of(
+        self, tool: str, dataset: str | None, result: JSONValue
+    ) -> tuple[tuple[Source, JSONValue], ...]:
+        """Each source a result of ``tool`` (read from ``dataset``) is recorded under, with
+        what of it was seen there: the whole result under one source; for a tool whose
+        untrusted result has trusted parts, its untrusted rest first, then those parts."""
+        source = Source(tool, dataset, self.trust_of(tool, dataset))
+        parts = self.parts.get(tool) if source.trust is Trust.UNTRUSTED else None
+        if parts is not None:
+            trusted, rest = parts.split(result)
+            if trusted:
+                return (source, rest), (Source(tool, dataset, Trust.TRUSTED), trusted)
+        return ((source, result),)
+
 
 @dataclass(frozen=True, slots=True)
 class ArgumentProvenance:

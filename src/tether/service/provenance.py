@@ -206,30 +206,25 @@ class ProvenanceService:
         """Record ``result`` whole under its source, or, when the catalog trusts parts of it,
         its untrusted rest and then its trusted parts. ``allowed``: the result may be trusted
         as the catalog says (else all of it is untrusted)."""
-        rules = self._policy.provenance
-        source = Source(
-            tool, dataset, rules.trust_of(tool, dataset) if allowed else Trust.UNTRUSTED
+        # INVARIANT: an untrusted rest is written before the trusted parts. Should the parts
+        # then fail to be written, their values count as untrusted, never the other way.
+        pieces = (
+            self._policy.provenance.sources_of(tool, dataset, result)
+            if allowed
+            else ((Source(tool, dataset, Trust.UNTRUSTED), result),)
         )
-        pieces: list[tuple[Source, JSONValue]] = [(source, result)]
-        parts = rules.parts_for(tool) if source.trust is Trust.UNTRUSTED and allowed else None
-        trusted: list[JSONValue] = []
-        if parts is not None:
-            trusted, rest = parts.split(result)
-            if trusted:
-                # INVARIANT: the untrusted rest is written first. Should the trusted parts then
-                # fail to be written, their values count as untrusted, never the other way.
-                pieces = [(source, rest), (Source(tool, dataset, Trust.TRUSTED), trusted)]
         chain = [TaskId(t.task_id) for t in self._chain(task)]
         found: set[str] = set()
         complete = True
-        for piece_source, piece in pieces:
-            seen = observe(self._key, piece_source, piece, limits=self._settings.result_limits)
+        for source, piece in pieces:
+            seen = observe(self._key, source, piece, limits=self._settings.result_limits)
             self._store.add_observation(
                 chain, seen, self._clock.now(), self._settings.max_observations_per_task
             )
             found |= seen.fingerprints
             complete = complete and seen.complete
-        return Recorded(TaskId(task.task_id), source, len(found), complete, len(trusted))
+        trusted_parts = sum(len(part) for _s, part in pieces[1:] if isinstance(part, list))
+        return Recorded(TaskId(task.task_id), pieces[0][0], len(found), complete, trusted_parts)
 
     def _task_of(self, agent: Workload, grant_token: str) -> Task:
         now = self._clock.now()
