@@ -44,6 +44,7 @@ from agentdojo.functions_runtime import FunctionCall, FunctionsRuntime
 from agentdojo.task_suite.load_suites import get_suites
 from agentdojo.task_suite.task_suite import read_suite_file, validate_injections
 from attacks import MARKER, Call
+from pydantic_core import to_jsonable_python
 
 from tether.runtime import RuntimeConfig, approver_registry, dev_issuer
 from tether_sdk import TetherClient
@@ -364,8 +365,11 @@ class Replayer:
                 bytes=len(output.encode("utf-8")),
                 recipients=_recipients(wire),
             )
-            # What the result puts in the agent's context, for argument provenance.
-            session.observe(mapped.tool, str(output), mapped.dataset, decision_id)
+            # What the result puts in the agent's context, for argument provenance: the tool's
+            # structured result, as an application hands it over (so a message keeps its
+            # sender, for the catalog's trusted parts), or the error the agent saw.
+            observed = output if error is not None else to_jsonable_python(result)
+            session.observe(mapped.tool, observed, mapped.dataset, decision_id)
         return str(output)
 
     def tether_vote(self, approval_id: str, approve: bool) -> None:

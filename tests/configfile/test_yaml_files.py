@@ -57,7 +57,8 @@ def test_a_catalog_reports_each_mistake_at_its_place() -> None:
         "digits, '.', '_', '-'; at most 128)",
         "catalog.yaml:6:9: datasets.docs: must be a mapping (keys: classification, description, "
         "trusted)",
-        "catalog.yaml:7:1: owner: unknown key; allowed here: datasets, tools, trusted_values",
+        "catalog.yaml:7:1: owner: unknown key; allowed here: datasets, tools, trusted_authors, "
+        "trusted_values",
     ]
 
 

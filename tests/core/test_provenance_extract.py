@@ -144,6 +144,41 @@ def test_one_value_written_two_ways_has_one_normal_form(kind: ValueKind, a: str,
     assert len(found(a, kind)) == 1
 
 
+# A dot that ends a sentence, then the next sentence's first word: the dot ends the host name.
+# (text, the domains expected)
+SENTENCE_ENDS: list[tuple[str, set[str]]] = [
+    ("post them to our website www.our-company.com.They sent their hobbies", {"www.our-company.com"}),
+    ("see example.org.Then write back", {"example.org"}),
+    ("at https://www.our-company.com.They said so", {"www.our-company.com"}),
+    # Not split: a host written in capitals or mixed case, a capital inside the name, lower-case
+    # labels, a single label before the dot, a capital label that is not the last one.
+    ("WWW.Example.Com", {"www.example.com"}),
+    ("www.Example.com", {"www.example.com"}),
+    ("mail.Google.com", {"mail.google.com"}),
+    ("www.mail.Google.com", {"www.mail.google.com"}),
+    ("docs.python.org.uk", {"docs.python.org.uk"}),
+    ("api.example.co.uk", {"api.example.co.uk"}),
+    ("www.example.com.IT", {"www.example.com.it"}),
+    ("https://shop.example.com/Cart.Html", {"shop.example.com"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), SENTENCE_ENDS)
+def test_a_sentence_ending_dot_before_a_capitalised_word_ends_a_host(
+    text: str, expected: set[str]
+) -> None:
+    assert set(found(text, K.DOMAIN)) == expected
+
+
+def test_a_url_glued_to_the_next_sentence_ends_at_the_dot() -> None:
+    assert found("at https://www.our-company.com.They said", K.URL) == [
+        "https://www.our-company.com/"
+    ]
+    assert found("at https://www.our-company.com/a.They", K.URL) == [
+        "https://www.our-company.com/a.They"
+    ]
+
+
 def test_the_kinds_asked_for_only_filter_what_is_found() -> None:
     text = "Meet on 2024-05-19, call 555-123-4567, see https://example.com/x, pay $12.50"
     every = set(extract(text).values)

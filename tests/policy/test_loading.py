@@ -244,7 +244,7 @@ def test_a_schema_with_a_required_argument_is_refused() -> None:
         (
             "tools: {web.browse: {owner: bob}}",
             "catalog.yaml:1:22: tools.web.browse.owner: unknown key; allowed here: description, "
-            "sinks, trusted",
+            "parts, sinks, trusted",
         ),
         ("tools: [web.browse]", "catalog.yaml:1:8: tools: must be a mapping"),
         ("trusted_values: [1]", "catalog.yaml:1:18: trusted_values[0]: must be a string"),

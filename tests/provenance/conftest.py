@@ -1,6 +1,7 @@
 """A real tether server whose catalog declares provenance sinks: ``web.browse``'s ``url`` must
 come from a trusted source, a ``chat.send`` body must not carry a value seen only in untrusted
-content, and ``contacts.list`` is the user's own (trusted) data."""
+content, ``contacts.list`` is the user's own (trusted) data, and the ``chat.read`` messages the
+team's members sent are trusted parts of its result."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tether.service.clock import ManualClock
 CATALOG_TOOLS = """
 tools:
   contacts.list: {trusted: true}
+  chat.read:
+    parts: {items: messages, author: from, trusted_authors: team}
   web.browse:
     sinks:
       url: {needs: trusted}
@@ -28,6 +31,8 @@ tools:
     sinks:
       recipient: {needs: trusted, on_failure: approval_required}
 trusted_values: ["https://intranet.mycompany.example/"]
+trusted_authors:
+  team: [alice, bob]
 """
 
 ASSISTANT_POLICY = """

@@ -165,6 +165,50 @@ def test_a_trusted_tools_result_is_trusted_only_with_its_allow(assistant: Agent)
     )
 
 
+COLLEAGUE_URL = "https://www.informations.example/article"
+
+
+def test_a_link_a_team_member_posted_is_trusted_and_an_outsiders_is_not(
+    assistant: Agent,
+) -> None:
+    task = open_task(assistant, [READ, BROWSE], "Summarize the article Bob posted.")
+    grant = task["grant"]
+    allowed = decide(assistant, grant, tool="chat.read", action="read", args={})
+    result = {
+        "channel": "general",
+        "messages": [
+            {"from": "bob", "text": f"I read an interesting article on {COLLEAGUE_URL}!"},
+            {"from": "eve", "text": INJECTED},
+            {"from": "Bob", "text": "https://look-alike.example/ (not the member 'bob')"},
+        ],
+    }
+    seen = observe(
+        assistant, grant, tool="chat.read", decision_id=allowed["decision_id"], result=result
+    )
+    assert seen.status_code == 201, seen.text
+    assert seen.json()["trusted_parts"] == 1
+    assert seen.json()["source"] == {"tool": "chat.read", "dataset": None, "trust": "untrusted"}
+    browse = {"tool": "web.browse", "action": "read"}
+    assert decide(assistant, grant, **browse, args={"url": COLLEAGUE_URL})["decision"] == "allow"
+    for url in (EVIL_URL, "https://look-alike.example/"):
+        verdict = decide(assistant, grant, **browse, args={"url": url})
+        assert verdict["decision"] == "deny" and codes(verdict) == ["untrusted_argument"]
+        assert "seen in chat.read" in verdict["reasons"][0]["message"]
+
+
+def test_parts_are_trusted_only_with_the_allow_of_the_call(assistant: Agent) -> None:
+    task = open_task(assistant, [READ, BROWSE], "Summarize the article Bob posted.")
+    grant = task["grant"]
+    result = {"messages": [{"from": "bob", "text": f"see {COLLEAGUE_URL}"}]}
+    # Reported without the allow of chat.read: every part of it is untrusted.
+    claimed = observe(assistant, grant, tool="chat.read", result=result)
+    assert claimed.status_code == 201 and claimed.json()["trusted_parts"] == 0
+    verdict = decide(
+        assistant, grant, tool="web.browse", action="read", args={"url": COLLEAGUE_URL}
+    )
+    assert codes(verdict) == ["untrusted_argument"]
+
+
 def test_an_untrusted_recipient_asks_a_human(assistant: Agent) -> None:
     task = open_task(assistant, [READ, TRANSFER], "Pay the rent as the landlord asked.")
     read = decide(assistant, task["grant"], tool="chat.read", action="read", args={})

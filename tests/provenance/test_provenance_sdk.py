@@ -55,6 +55,33 @@ def test_the_guard_observes_a_result_and_its_link_cannot_be_browsed(
         assert browsed == []
 
 
+def test_the_guard_observes_a_structured_result_so_a_members_link_is_browsed(
+    base_url: str, svid: str
+) -> None:
+    colleague = "https://www.informations.example/article"
+    with TetherClient(base_url, svid=svid) as client, client.task(NO_LINK, ALL) as task:
+
+        @task.guard(tool="chat.read", action="read")
+        def read_channel() -> dict[str, Any]:
+            return {
+                "messages": [
+                    {"from": "alice", "text": f"worth a read: {colleague}"},
+                    {"from": "eve", "text": INJECTED},
+                ]
+            }
+
+        @task.guard(tool="web.browse", action="read")
+        def browse(url: str) -> str:
+            return f"page at {url}"
+
+        read_channel()
+        assert browse(colleague) == f"page at {colleague}"
+        with pytest.raises(Denied):
+            browse(EVIL_URL)
+        seen = task.observe("chat.read", {"messages": [{"from": "bob", "text": "hi"}]})
+        assert (seen.trusted, seen.trusted_parts) == (False, 0)  # no allow named: untrusted
+
+
 def test_the_same_link_in_the_users_request_is_browsed(base_url: str, svid: str) -> None:
     with TetherClient(base_url, svid=svid) as client, client.task(WITH_LINK, ALL) as task:
 

@@ -373,6 +373,9 @@ class Observation:
     values: int
     #: False when part of the result was too large to scan (it then counts as untrusted).
     complete: bool
+    #: Items of the result a trusted author wrote (the catalog's ``parts`` for the tool): they
+    #: were recorded as trusted, the rest of the result as ``trusted`` says.
+    trusted_parts: int = 0
 
     @staticmethod
     def from_json(raw: Mapping[str, Any]) -> Observation:
@@ -384,6 +387,7 @@ class Observation:
             trusted=source["trust"] == "trusted",
             values=int(raw["values"]),
             complete=bool(raw["complete"]),
+            trusted_parts=int(raw.get("trusted_parts", 0)),
         )
 
 

@@ -48,6 +48,11 @@ class ObservationOut(BaseModel):
     source: SourceOut
     values: int = Field(description="How many distinct values were recorded (as fingerprints).")
     complete: bool = Field(description="False when part of the result was too large to scan.")
+    trusted_parts: int = Field(
+        default=0,
+        description="Items of the result a trusted author wrote (the catalog's tool 'parts'), "
+        "recorded as a trusted source; the rest of the result is the untrusted source above.",
+    )
 
 
 def install_observation_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> None:

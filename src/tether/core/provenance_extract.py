@@ -35,7 +35,10 @@ for only filter what is returned.
 Known limits, each on the side of a value not being found (so a ``trusted`` sink fails it): a
 bare domain name is found only in ASCII (an IDN is found inside a URL or an address); a date
 without a year is not a date; ten digits written without separators are an ``account``, not a
-``phone``; a scheme-less ``www.example.com/page`` gives its domain, not a URL.
+``phone``; a scheme-less ``www.example.com/page`` gives its domain, not a URL. A host written in
+lower case and glued to the next sentence by its full stop (``www.example.com.They``) ends at
+that dot: a capitalised last label after lower-case ones is read as a word, not a top-level
+domain.
 
 # INVARIANT: extraction is bounded. At most ``max_chars`` characters are scanned and
 # ``max_values`` values returned; :class:`Extraction` says how much was left unscanned, and
@@ -307,9 +310,30 @@ _AMOUNT_PLAIN = re.compile(
 _QUOTED = re.compile(r"(?<!\w)(?:\"([^\"\n]{1,256})\"|'([^'\n]{1,256})'|“([^”\n]{1,256})”)(?!\w)")
 
 
+def _sentence_end(host: str) -> str:
+    """``host`` without the next sentence's first word, when a sentence-ending dot glued one
+    capitalised word to a host written in lower case (``example.com.They`` → ``example.com``).
+    A host in capitals or mixed case, or with one label before the word, is kept whole."""
+    head, dot, word = host.rpartition(".")
+    if (
+        dot
+        and "." in head
+        and head.islower()
+        and len(word) > 1
+        and word[0].isupper()
+        and word[1:].isalpha()
+        and word[1:].islower()
+    ):
+        return head
+    return host
+
+
 def _urls(text: str) -> _Found:
     for m in _URL.finditer(text):
         raw = m.group().rstrip(_URL_TAIL)
+        authority = raw.partition("://")[2]
+        if not any(c in authority for c in "/?#@:"):
+            raw = raw[: len(raw) - len(authority)] + _sentence_end(authority)
         url = _url(raw)
         if url is not None:
             end = m.start() + len(raw)
@@ -327,11 +351,14 @@ def _emails(text: str) -> _Found:
 
 def _domains(text: str) -> _Found:
     for m in _DOMAIN.finditer(text):
-        if m.group(2).lower() in _NOT_TLDS:
+        whole = m.group(1)
+        name = _sentence_end(whole)
+        if name.rpartition(".")[2].lower() in _NOT_TLDS:
             continue
-        host = _host(m.group(1))
+        host = _host(name)
         if host is not None:
-            yield m.start(), m.end(), Extracted(ValueKind.DOMAIN, host)
+            end = m.end() if len(name) == len(whole) else m.start() + len(name)
+            yield m.start(), end, Extracted(ValueKind.DOMAIN, host)
 
 
 def _ibans(text: str) -> _Found:

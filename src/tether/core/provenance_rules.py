@@ -3,7 +3,8 @@
 :class:`ProvenanceRules` is what the catalog declares (``catalog.yaml``, parsed by
 :mod:`tether.policy.provenance`): which tools and datasets are trusted sources (the user's own
 account, contacts the user created), literal values the operator trusts (an allow-list), and
-per tool, the sink arguments with the provenance they need (:class:`SinkRequirement`).
+per tool, the sink arguments with the provenance they need (:class:`SinkRequirement`) and the
+parts of its result trusted on their own (:class:`~tether.core.provenance_parts.TrustedParts`).
 
 :class:`ArgumentProvenance` is what the check found for one call (the violations of its sink
 arguments, from :func:`tether.core.provenance.check_arguments`): a fact of the decision
@@ -26,6 +27,7 @@ from tether.core.provenance import (
     check_arguments,
     strictest,
 )
+from tether.core.provenance_parts import TrustedParts
 from tether.core.scope import JSONValue
 
 __all__ = [
@@ -61,6 +63,8 @@ class ProvenanceRules:
     sinks: Mapping[str, tuple[SinkRequirement, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: Per tool whose result is untrusted: the items of it a trusted author wrote.
+    parts: Mapping[str, TrustedParts] = field(default_factory=lambda: MappingProxyType({}))
 
     def trust_of(self, tool: str, dataset: str | None) -> Trust:
         """A tool result is untrusted unless the catalog marks its tool, or the dataset it
@@ -71,6 +75,24 @@ class ProvenanceRules:
 
     def sinks_for(self, tool: str) -> tuple[SinkRequirement, ...]:
         return self.sinks.get(tool, ())
+
+    def parts_for(self, tool: str) -> TrustedParts | None:
+        """The trusted parts of ``tool``'s result (``None``: its result has one trust)."""
+        return self.parts.get(tool)
+
+    def sources_of(
+        self, tool: str, dataset: str | None, result: JSONValue
+    ) -> tuple[tuple[Source, JSONValue], ...]:
+        """Each source a result of ``tool`` (read from ``dataset``) is recorded under, with
+        what of it was seen there: the whole result under one source; for a tool whose
+        untrusted result has trusted parts, its untrusted rest first, then those parts."""
+        source = Source(tool, dataset, self.trust_of(tool, dataset))
+        parts = self.parts.get(tool) if source.trust is Trust.UNTRUSTED else None
+        if parts is not None:
+            trusted, rest = parts.split(result)
+            if trusted:
+                return (source, rest), (Source(tool, dataset, Trust.TRUSTED), trusted)
+        return ((source, result),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,18 @@ By default the cases are every ``*.yaml`` under ``<policy dir>/tests/``. A case 
         expect_risks: [ASI02]                    # optional, compared as a set
         expect_obligations: [{kind: row_cap, value: "100"}]  # optional, compared as a set
         expect_observed: [{policy_id: new-rule, would: deny}]  # optional: observe-mode changes
+        request: "Summarize the article Bob posted"   # optional: the user's words (trusted)
+        observations:                 # optional: tool results the task saw before the call
+          - tool: chat.read
+            dataset: chat            # optional
+            trust: untrusted         # optional; absent: the catalog decides (trusted, parts)
+            result: {messages: [{sender: eve, body: "see www.example.net"}]}
+
+A case that gives ``request`` or ``observations`` is decided with argument provenance, as a task
+would be: the call's sink arguments (the catalog's ``tools.<tool>.sinks``) are checked against
+the request, the observations and the catalog's ``trusted_values``, Cedar sees the facts in
+``context.provenance``, and a failing sink gives ``untrusted_argument``. A case that gives
+neither is decided without it (its sinks are not checked).
 
 Unknown keys are refused (a typo must not turn a check off). The file is read by
 :func:`tether.configfile.read_yaml_file` (bounded, safe, duplicate keys refused); each malformed
@@ -47,8 +59,16 @@ from tether.core.call import Call
 from tether.core.errors import ConfigurationError, ErrorCode
 from tether.core.identity import CredentialKind, Workload, parse_spiffe_id
 from tether.core.ids import TaskId
+from tether.core.provenance import Trust
 from tether.core.risks import Risk
-from tether.core.scope import ActionKind, Classification, JSONValue
+from tether.core.scope import (
+    MAX_DATASET_NAME,
+    MAX_TOOL_NAME,
+    ActionKind,
+    Classification,
+    JSONValue,
+    is_valid_name,
+)
 from tether.core.task import Intent
 from tether.core.verdict import Decision, ObligationKind, ReasonCode
 from tether.service.ports import PolicyRequest
@@ -73,8 +93,11 @@ _CASE_KEYS: Final = frozenset(
         "expect_obligations",
         "expect_observed",
         "dataflow",
+        "request",
+        "observations",
     }
 )
+_OBSERVATION_KEYS: Final = frozenset({"tool", "dataset", "trust", "result"})
 _REQUEST_KEYS: Final = frozenset({"agent", "delegated_by", "intent", "task_id", "call", "dataflow"})
 _CALL_KEYS: Final = frozenset({"tool", "action", "dataset", "classification", "args"})
 
@@ -112,6 +135,16 @@ class RequestSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CaseObservation:
+    """A tool result the case's task saw: ``trust`` ``None`` lets the catalog decide."""
+
+    tool: str
+    dataset: str | None
+    trust: Trust | None
+    result: JSONValue
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyCase:
     file: str
     name: str
@@ -130,6 +163,10 @@ class PolicyCase:
     dataflow: Classification | None = None
     expect_observed: frozenset[tuple[str, Decision]] | None = None
     line: int | None = None
+    #: The user's words at task open, and the results seen before the call (``None``: the
+    #: case is decided without argument provenance).
+    user_request: str | None = None
+    observations: tuple[CaseObservation, ...] | None = None
 
     @property
     def request(self) -> RequestSpec:
@@ -237,6 +274,47 @@ def _observed(raw: object) -> frozenset[tuple[str, Decision]]:
                 f"expect_observed: would must be one of {[d.value for d in Decision]}"
             ) from None
     return frozenset(out)
+
+
+def _observations(raw: object) -> tuple[CaseObservation, ...]:
+    if not isinstance(raw, list):
+        raise _Bad(
+            "observations must be a list of {tool, dataset?, trust?, result}", "observations"
+        )
+    out: list[CaseObservation] = []
+    for index, item in enumerate(raw):
+        where = f"observations.{index}"
+        if not isinstance(item, dict):
+            raise _Bad(f"{where}: must be {{tool, dataset?, trust?, result}}", where)
+        _unknown_keys(item, _OBSERVATION_KEYS, where)
+        if "result" not in item:
+            raise _Bad(f"{where}: result is missing (the tool's result as the agent saw it)", where)
+        trust: Trust | None = None
+        if "trust" in item:
+            try:
+                trust = Trust(str(item["trust"]))
+            except ValueError:
+                raise _Bad(
+                    f"{where}.trust must be 'trusted' or 'untrusted' (absent: the catalog decides)",
+                    f"{where}.trust",
+                ) from None
+        tool, dataset = item.get("tool"), item.get("dataset")
+        if not isinstance(tool, str) or not is_valid_name(tool, MAX_TOOL_NAME):
+            raise _Bad(f"{where}: tool is not a valid tool name", f"{where}.tool")
+        if dataset is not None and (
+            not isinstance(dataset, str) or not is_valid_name(dataset, MAX_DATASET_NAME)
+        ):
+            raise _Bad(f"{where}: dataset is not a valid dataset name", f"{where}.dataset")
+        out.append(
+            CaseObservation(tool, dataset, trust, _json_value(item["result"], f"{where}.result"))
+        )
+    return tuple(out)
+
+
+def _user_request(raw: Mapping[str, Any]) -> str | None:
+    if "request" not in raw:
+        return None
+    return _str(raw, "request")
 
 
 def _dataflow(raw: object) -> Classification | None:
@@ -351,6 +429,8 @@ def _parse_case(file: str, raw: Mapping[str, Any]) -> PolicyCase:
         expect_observed=(
             None if "expect_observed" not in raw else _observed(raw["expect_observed"])
         ),
+        user_request=_user_request(raw),
+        observations=(None if "observations" not in raw else _observations(raw["observations"])),
     )
 
 
@@ -404,7 +484,7 @@ def read_case_file(path: Path) -> CaseFile:
         try:
             case = _parse_case(path.name, item)
         except _Bad as exc:
-            key = tuple(exc.key.split(".")) if exc.key else ()
+            key = tuple(int(k) if k.isdigit() else k for k in exc.key.split(".")) if exc.key else ()
             there = doc.place(("cases", number - 1, *key), key=True) or at
             problems.append(
                 Problem(

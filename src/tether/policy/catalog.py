@@ -9,8 +9,8 @@ Format::
 Classifications are :class:`tether.core.scope.Classification` values. A dataset that is not
 listed has no classification (``None``); what that means for a call is the service's decision.
 
-Trusted sources and sink arguments (``trusted``, ``tools``, ``trusted_values``) are modelled in
-:mod:`tether.policy.provenance`.
+Trusted sources and sink arguments (``trusted``, ``tools``, ``trusted_values``,
+``trusted_authors``) are modelled in :mod:`tether.policy.provenance`.
 
 The file is read by :func:`tether.configfile.read_yaml` and checked against :class:`CatalogFile`
 (one typed model per YAML mapping): every problem is reported at once, at its ``file:line:col``.
@@ -23,14 +23,21 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Final
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ValidationInfo, model_validator
 
 from tether.configfile import ProblemsError, YamlModel, read_yaml, validate
-from tether.configfile.models import Flag
+from tether.configfile.models import Flag, share
 from tether.core.errors import ErrorCode
 from tether.core.provenance_rules import ProvenanceRules
 from tether.core.scope import MAX_DATASET_NAME, Classification, is_valid_name
-from tether.policy.provenance import ToolEntry, ToolName, TrustedValues, rules_of
+from tether.policy.provenance import (
+    AUTHOR_LISTS,
+    AuthorLists,
+    ToolEntry,
+    ToolName,
+    TrustedValues,
+    rules_of,
+)
 
 CATALOG_FILE: Final = "catalog.yaml"
 
@@ -77,13 +84,24 @@ class CatalogFile(YamlModel):
     datasets: dict[DatasetName, DatasetEntry] | None = None
     tools: dict[ToolName, ToolEntry] | None = None
     trusted_values: TrustedValues | None = None
+    trusted_authors: AuthorLists | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _author_lists(cls, data: object, info: ValidationInfo) -> object:
+        # The tools' parts name lists of trusted authors: checked even when a list is wrong.
+        if isinstance(data, dict):
+            lists = data.get("trusted_authors")
+            if lists is None or isinstance(lists, dict):
+                share(info, AUTHOR_LISTS, [str(n) for n in lists or {}])
+        return data
 
     def to_catalog(self) -> Catalog:
         entries = self.datasets or {}
         trusted = frozenset(name for name, entry in entries.items() if entry.trusted)
         return Catalog(
             MappingProxyType({n: e.classification for n, e in entries.items()}),
-            rules_of(trusted, self.tools or {}, self.trusted_values or []),
+            rules_of(trusted, self.tools or {}, self.trusted_values or [], self.trusted_authors),
         )
 
 

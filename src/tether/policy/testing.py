@@ -1,7 +1,9 @@
 """Running policy test cases: ``tether policy test DIR`` and pytest run the same code.
 
 Case files are read by :mod:`tether.policy.cases` (their format is documented there). Each case
-is decided by the engine and compared with what it expects (:class:`CaseResult`).
+is decided by the engine and compared with what it expects (:class:`CaseResult`); a case that
+states the user's request or observed results is decided with argument provenance too, so a
+sink is tested like a policy.
 :func:`run_policy_suite` runs every case that can run and reports, next to the results, every
 problem at its ``file:line:col``: a bad case (the file's other cases still run), a bad file,
 policies that do not load. :func:`run_policy_tests` raises ``ConfigurationError`` instead.
@@ -11,9 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from tether.core.decide import PROVENANCE_POLICY, untrusted_reason
 from tether.core.errors import ConfigurationError, ErrorCode
+from tether.core.facts import PolicyOutcome
+from tether.core.provenance import Observation, Outcome, ProvenanceIndex, Source, observe
+from tether.core.provenance_rules import (
+    NO_PROVENANCE,
+    OPERATOR_SOURCE,
+    REQUEST_SOURCE,
+    ArgumentProvenance,
+    ProvenanceRules,
+    assess,
+)
+from tether.core.risks import Risk
 from tether.core.verdict import Decision, Reason
 from tether.policy.bundle import POLICY_SUFFIX, read_policy_dir
 from tether.policy.cases import (
@@ -27,7 +41,6 @@ from tether.policy.cases import (
 )
 from tether.policy.diagnostics import PolicyInvalid, Problem
 from tether.policy.engine import CedarPolicyEngine
-from tether.service.ports import PolicyOutcome
 
 __all__ = [
     "CaseFile",
@@ -129,9 +142,66 @@ def _check(case: PolicyCase, outcome: PolicyOutcome) -> tuple[str, ...]:
     return tuple(problems)
 
 
+#: The key of a case's fingerprints: they live only while the case runs.
+_CASE_KEY: Final = b"tether policy test: provenance fingerprints"
+
+
+def _provenance(rules: ProvenanceRules, case: PolicyCase) -> ArgumentProvenance:
+    """The provenance facts of the case's call: its sink arguments against the user's request,
+    the observations (split by the catalog where the case gives no trust) and the operator's
+    trusted values, as the service gathers them for a task."""
+    sinks = rules.sinks_for(case.call.tool)
+    if not sinks or (case.user_request is None and case.observations is None):
+        return NO_PROVENANCE
+    seen: list[Observation] = []
+    for given in case.observations or ():
+        pieces = (
+            rules.sources_of(given.tool, given.dataset, given.result)
+            if given.trust is None
+            else ((Source(given.tool, given.dataset, given.trust), given.result),)
+        )
+        seen.extend(observe(_CASE_KEY, source, part) for source, part in pieces)
+    if case.user_request is not None:
+        seen.append(observe(_CASE_KEY, REQUEST_SOURCE, case.user_request))
+    if rules.trusted_values:
+        seen.append(observe(_CASE_KEY, OPERATOR_SOURCE, list(rules.trusted_values)))
+    return assess(case.call.args, sinks, ProvenanceIndex.of(seen), _CASE_KEY)
+
+
+def _with_provenance(outcome: PolicyOutcome, provenance: ArgumentProvenance) -> PolicyOutcome:
+    """Cedar's answer with the provenance check, in the order a decision takes them
+    (:mod:`tether.core.decide`): a sink failing with ``deny`` stops the call before Cedar; one
+    failing with ``approval_required`` raises anything Cedar does not deny to a human."""
+    match provenance.outcome:
+        case None:
+            return outcome
+        case Outcome.DENY:
+            return PolicyOutcome(
+                Decision.DENY,
+                (untrusted_reason(provenance),),
+                (PROVENANCE_POLICY,),
+                risks=frozenset({Risk.ASI01}),
+            )
+        case Outcome.APPROVAL_REQUIRED:
+            if outcome.decision is Decision.DENY:
+                return outcome
+            kept = outcome.reasons if outcome.decision is Decision.APPROVAL_REQUIRED else ()
+            return replace(
+                outcome,
+                decision=Decision.APPROVAL_REQUIRED,
+                reasons=(untrusted_reason(provenance), *kept),
+                policy_ids=(PROVENANCE_POLICY, *outcome.policy_ids),
+                obligations=(),
+                risks=outcome.risks | {Risk.ASI01},
+                approvers=max(1, outcome.approvers),
+            )
+
+
 def run_case(engine: CedarPolicyEngine, case: PolicyCase) -> CaseResult:
     """Decide one case and compare the outcome with what it expects."""
-    outcome = engine.decide(case.request.to_request(engine.classification))
+    provenance = _provenance(engine.provenance, case)
+    request = replace(case.request.to_request(engine.classification), provenance=provenance)
+    outcome = _with_provenance(engine.decide(request), provenance)
     return CaseResult(
         file=case.file,
         name=case.name,

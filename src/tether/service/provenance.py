@@ -13,10 +13,13 @@ reads of it (the rules are pure, in :mod:`tether.core.provenance`).
   operator's trusted values. It reads nothing while the chain's tasks (read by the decision
   anyway) say their observations are unchanged (:attr:`Task.observed`).
 
-Trust. A result is untrusted unless the catalog marks its tool or dataset trusted. Through the
-API, where the agent itself reports, a result counts as trusted only when it names the decision
-that allowed exactly that tool and dataset on this task: an agent cannot launder a value by
-claiming it came from a trusted tool it never called.
+Trust. A result is untrusted unless the catalog marks its tool or dataset trusted, or, for a
+tool whose catalog entry declares ``parts``, in the items of it a trusted author wrote
+(:class:`~tether.core.provenance_parts.TrustedParts`): those are recorded as a trusted source,
+the rest of the result as untrusted. Through the API, where the agent itself reports, a result
+(or a part) counts as trusted only when it names the decision that allowed exactly that tool
+and dataset on this task: an agent cannot launder a value by claiming it came from a trusted
+tool it never called.
 
 Delegation. An observation is written under the observing task and every task it was delegated
 from, and a decision reads the caller's task and its ancestors: a parent sees what its delegates
@@ -100,6 +103,8 @@ class Recorded:
     source: Source
     values: int
     complete: bool
+    #: Items of the result a trusted author wrote, recorded as a trusted source of their own.
+    trusted_parts: int = 0
 
     def to_json(self) -> dict[str, JSONValue]:
         return {
@@ -107,6 +112,7 @@ class Recorded:
             "source": self.source.to_json(),
             "values": self.values,
             "complete": self.complete,
+            "trusted_parts": self.trusted_parts,
         }
 
 
@@ -175,7 +181,7 @@ class ProvenanceService:
         ``task``'s agent, under ``task`` and every task it was delegated from. For the doors
         that serve the task themselves (MCP gateway, egress proxy): the catalog decides trust.
         """
-        return self._record(task, tool, dataset, result, self._policy.provenance.trust_of)
+        return self._record(task, tool, dataset, result, allowed=True)
 
     def observe_result(
         self,
@@ -192,28 +198,33 @@ class ProvenanceService:
         _check_names(tool, dataset)
         task = self._task_of(agent, grant_token)
         allowed = self._allowed(decision_id, task, tool, dataset)
-        rules = self._policy.provenance
-
-        def trust(tool: str, dataset: str | None) -> Trust:
-            return rules.trust_of(tool, dataset) if allowed else Trust.UNTRUSTED
-
-        return self._record(task, tool, dataset, result, trust)
+        return self._record(task, tool, dataset, result, allowed=allowed)
 
     def _record(
-        self,
-        task: Task,
-        tool: str,
-        dataset: str | None,
-        result: JSONValue,
-        trust_of: Callable[[str, str | None], Trust],
+        self, task: Task, tool: str, dataset: str | None, result: JSONValue, *, allowed: bool
     ) -> Recorded:
-        source = Source(tool, dataset, trust_of(tool, dataset))
-        seen = observe(self._key, source, result, limits=self._settings.result_limits)
-        chain = [TaskId(t.task_id) for t in self._chain(task)]
-        self._store.add_observation(
-            chain, seen, self._clock.now(), self._settings.max_observations_per_task
+        """Record ``result`` whole under its source, or, when the catalog trusts parts of it,
+        its untrusted rest and then its trusted parts. ``allowed``: the result may be trusted
+        as the catalog says (else all of it is untrusted)."""
+        # INVARIANT: an untrusted rest is written before the trusted parts. Should the parts
+        # then fail to be written, their values count as untrusted, never the other way.
+        pieces = (
+            self._policy.provenance.sources_of(tool, dataset, result)
+            if allowed
+            else ((Source(tool, dataset, Trust.UNTRUSTED), result),)
         )
-        return Recorded(TaskId(task.task_id), source, len(seen.fingerprints), seen.complete)
+        chain = [TaskId(t.task_id) for t in self._chain(task)]
+        found: set[str] = set()
+        complete = True
+        for source, piece in pieces:
+            seen = observe(self._key, source, piece, limits=self._settings.result_limits)
+            self._store.add_observation(
+                chain, seen, self._clock.now(), self._settings.max_observations_per_task
+            )
+            found |= seen.fingerprints
+            complete = complete and seen.complete
+        trusted_parts = sum(len(part) for _s, part in pieces[1:] if isinstance(part, list))
+        return Recorded(TaskId(task.task_id), pieces[0][0], len(found), complete, trusted_parts)
 
     def _task_of(self, agent: Workload, grant_token: str) -> Task:
         now = self._clock.now()
