@@ -139,6 +139,8 @@ class ServeOptions:
     audit_witness: str | None = None
     checkpoint_records: int = DEFAULT_EVERY_RECORDS
     checkpoint_seconds: float = DEFAULT_EVERY_SECONDS
+    #: The replica's audit partition (``--replica-id``); the workers of ``--workers N`` share it.
+    replica_id: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -167,6 +169,7 @@ class ServeOptions:
             max_token_lifetime_seconds=self.max_token_lifetime,
             checkpoints=CheckpointSchedule(self.checkpoint_records, self.checkpoint_seconds),
             audit_witness=self.audit_witness,
+            replica_id=self.replica_id,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -254,6 +257,7 @@ def serve(
         audit_witness=blank_is_none(audit_witness),
         checkpoint_records=checkpoint_records,
         checkpoint_seconds=checkpoint_seconds,
+        replica_id=blank_is_none(shared.replica_id),
     )
     configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     url = blank_is_none(shared.store_url)
