@@ -71,6 +71,7 @@ class Round:
     busy: float | None = None
     #: Seconds PostgreSQL sessions spent waiting on a lock (sampled), over the round.
     lock_wait: float = 0.0
+    row_lock_wait: float = 0.0
     #: CPU seconds of the replicas serving the round, and of PostgreSQL, or None off Linux.
     replica_cpu: float | None = None
     postgres_cpu: float | None = None
@@ -93,6 +94,17 @@ def postgres_pids(store_url: str) -> list[int]:
         master = int(Path(row[0], "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return []
+    return children_of(master)
+
+
+def _each_cpu(pids: list[int]) -> dict[int, float]:
+    """Each live process's CPU seconds so far."""
+    found = {pid: processes_cpu([pid]) for pid in pids}
+    return {pid: used for pid, used in found.items() if used is not None}
+
+
+def children_of(master: int) -> list[int]:
+    """``master`` and its live children (PostgreSQL forks a backend per connection)."""
     pids = [master]
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -106,17 +118,21 @@ def postgres_pids(store_url: str) -> list[int]:
 
 class LockSampler:
     """Samples, every ``interval`` seconds in a thread of its own, how many sessions of the
-    database wait on a lock; :attr:`waited` is their sum times the interval: seconds waited."""
+    database wait on a lock; :attr:`waited` is their sum times the interval: seconds waited.
+    :attr:`row_waited` is the part spent waiting on a row another transaction locked
+    (``tuple``, ``transactionid``: a chain head, a task); the rest is mostly ``extend`` (two
+    inserts growing one table at once)."""
 
     QUERY = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        "SELECT count(*), count(*) FILTER (WHERE wait_event IN ('tuple', 'transactionid')) "
+        "FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
 
     def __init__(self, store_url: str, interval: float) -> None:
         self._url, self._interval = store_url, interval
         self._stop = threading.Event()
         self.waited = 0.0
+        self.row_waited = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> LockSampler:
@@ -133,7 +149,9 @@ class LockSampler:
             while not self._stop.wait(self._interval):
                 row = conn.execute(self.QUERY).fetchone()
                 now = time.perf_counter()
-                self.waited += (row[0] if row else 0) * (now - last)
+                if row is not None:
+                    self.waited += row[0] * (now - last)
+                    self.row_waited += row[1] * (now - last)
                 last = now
 
 
@@ -240,22 +258,36 @@ def run_round(
 ) -> Round:
     pids = [t.pid for t in targets]
     cpu_before = cpu_times()
-    replica_before, postgres_before = processes_cpu(pids), processes_cpu(postgres)
+    postgres = children_of(postgres[0]) if postgres else []
+    replica_before, postgres_before = processes_cpu(pids), _each_cpu(postgres)
     start = time.perf_counter()
     with LockSampler(store_url, sample) as locks:
         latencies = asyncio.run(_load(targets, headers, grants, seconds))
     elapsed = time.perf_counter() - start
     cpu_after = cpu_times()
-    replica_after, postgres_after = processes_cpu(pids), processes_cpu(postgres)
+    replica_after, postgres_after = processes_cpu(pids), _each_cpu(postgres)
     busy = None
     if cpu_before is not None and cpu_after is not None and cpu_after[1] > cpu_before[1]:
         busy = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
     replica_cpu = postgres_cpu = None
     if replica_before is not None and replica_after is not None:
         replica_cpu = replica_after - replica_before
-    if postgres and postgres_before is not None and postgres_after is not None:
-        postgres_cpu = postgres_after - postgres_before
-    return Round(len(latencies), elapsed, latencies, busy, locks.waited, replica_cpu, postgres_cpu)
+    if postgres:  # the processes alive at both ends (a backend may exit meanwhile)
+        postgres_cpu = sum(
+            postgres_after[pid] - used
+            for pid, used in postgres_before.items()
+            if pid in postgres_after
+        )
+    return Round(
+        len(latencies),
+        elapsed,
+        latencies,
+        busy,
+        locks.waited,
+        locks.row_waited,
+        replica_cpu,
+        postgres_cpu,
+    )
 
 
 def main() -> None:
@@ -335,17 +367,18 @@ def report(
         + ", ".join(f"{name} {medians[name] / medians[ONE]:.2f}x" for name in names[1:])
     )
     print(
-        f"{'layout':<18}{'lock wait ms/dec':>17}{'replica CPU ms/dec':>20}"
+        f"{'layout':<18}{'lock wait ms/dec':>17}{'on rows':>9}{'replica CPU ms/dec':>20}"
         f"{'PostgreSQL CPU ms/dec':>23}{'p50 ms':>8}{'p99 ms':>8}{'busy':>6}"
     )
     for name, rounds in results.items():
         wait = _median([r.per_decision_ms(r.lock_wait) for r in rounds])
+        row_wait = _median([r.per_decision_ms(r.row_lock_wait) for r in rounds])
         replica = _median([r.per_decision_ms(r.replica_cpu) for r in rounds])
         pg = _median([r.per_decision_ms(r.postgres_cpu) for r in rounds])
         busy = _median([r.busy for r in rounds])
         latencies = [ms for r in rounds for ms in r.latencies_ms]
         print(
-            f"{name:<18}{_ms(wait):>17}{_ms(replica):>20}{_ms(pg):>23}"
+            f"{name:<18}{_ms(wait):>17}{_ms(row_wait):>9}{_ms(replica):>20}{_ms(pg):>23}"
             f"{percentile(latencies, 0.5):>8.1f}{percentile(latencies, 0.99):>8.1f}"
             + (f"{busy:>6.0%}" if busy is not None else "   n/a")
         )
