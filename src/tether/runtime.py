@@ -28,12 +28,15 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tether.core.audit import LEGACY_PARTITION, check_partition
 from tether.core.errors import ConfigurationError, TetherError
 from tether.core.ids import IdFactory
 from tether.core.lease import Lease
@@ -130,6 +133,9 @@ class RuntimeConfig:
     #: ``TETHER_REDIS_URL`` from ``environ``, and without either there is no grant cache at all
     #: (see README "Running several replicas"). Kept out of ``repr``: it may carry a password.
     redis_url: str | None = field(default=None, repr=False)
+    #: This replica's name and audit partition (``--replica-id``, ``TETHER_REPLICA_ID``,
+    #: ``store.replica_id``); ``None``: :func:`replica_partition`'s default.
+    replica_id: str | None = None
     #: Serve ``GET /metrics`` (Prometheus text, no credentials needed); ``tether serve
     #: --no-metrics`` turns it off.
     metrics: bool = True
@@ -189,13 +195,46 @@ def audit_mac(key: bytes) -> Callable[[bytes], str]:
 
 
 def open_store(
-    data_dir: Path, store_url: str | None = None, *, fix_permissions: bool = False
+    data_dir: Path,
+    store_url: str | None = None,
+    *,
+    fix_permissions: bool = False,
+    replica_id: str | None = None,
 ) -> SqlStore:
     """The store at ``store_url`` (``postgresql://...``: one database for every replica), or
-    SQLite in ``data_dir`` when it is ``None`` (created 0600, see :mod:`tether.datadir`)."""
+    SQLite in ``data_dir`` when it is ``None`` (created 0600, see :mod:`tether.datadir`),
+    appending to the audit partition :func:`replica_partition` names."""
+    partition = replica_partition(data_dir, store_url, replica_id)
     if store_url is not None:
-        return SqlStore(store_url)
-    return SqlStore.sqlite(sqlite_file(data_dir, fix_permissions=fix_permissions))
+        return SqlStore(store_url, partition=partition)
+    return SqlStore.sqlite(
+        sqlite_file(data_dir, fix_permissions=fix_permissions), partition=partition
+    )
+
+
+def replica_partition(data_dir: Path, store_url: str | None, replica_id: str | None) -> str:
+    """The audit partition a replica appends to (:mod:`tether.core.audit`): its configured
+    ``replica_id``, else ``0`` on SQLite (one process writes the file, and its write lock
+    serializes writers anyway), else, on PostgreSQL, ``<host name>-<8 hex of the data
+    directory's absolute path>``.
+
+    A partition is *stable per replica*, not new per process start: a restarted replica goes on
+    appending to its own chain, so the set of partitions (which every checkpoint signs, and
+    verification walks) grows with the replicas an operator runs, not with every restart or
+    every one-shot ``tether`` command. Two processes that share a name share a chain and take
+    turns on its head, which is always correct, only slower: name each replica that serves
+    concurrently (a StatefulSet pod's name, ``web-1``...). ``ConfigurationError`` for a name
+    that cannot be a partition."""
+    if replica_id is not None:
+        try:
+            return check_partition(replica_id)
+        except ValueError as error:
+            raise ConfigurationError(f"--replica-id: {error}") from None
+    if store_url is None:
+        return LEGACY_PARTITION
+    host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname()).strip(".-")[:48] or "host"
+    place = hashlib.sha256(str(data_dir.absolute()).encode("utf-8")).hexdigest()[:8]
+    return check_partition(f"{host}-{place}")
 
 
 STORE_FILE = "tether.db"
@@ -404,7 +443,7 @@ def open_runtime(
     verifier = build_verifier(config)
     grant_key = SigningKey.load_or_create(config.data_dir / "keys" / "grant-signing.pem")
     signer = GrantTokenSigner(grant_key)
-    sql_store = open_store(config.data_dir, config.store_url)
+    sql_store = open_store(config.data_dir, config.store_url, replica_id=config.replica_id)
     try:
         cache = open_cache(config, sql_store, clock)
     except BaseException:

@@ -17,8 +17,8 @@ from tether.core.checkpoint import (
     Signer,
     inclusion_document,
     verify_inclusion_document,
-    verify_log,
 )
+from tether.core.logcheck import verify_log
 from tether.core.merkle import Frontier, inclusion_proof, leaf_hash
 
 # A stand-in signature for pure tests (the real one is Ed25519, tests/identity/test_audit_key).

@@ -24,6 +24,7 @@ from psycopg import sql
 from pg_server import PostgresServer
 from support import INTENT, Agent, live_server, mint
 from tether.core.audit import AuditRecord
+from tether.core.logcheck import LogReport, verify_log
 from tether.runtime import Runtime, RuntimeConfig, open_runtime, packaged_policies
 from tether.service.clock import ManualClock
 from tether.service.settings import ServiceSettings
@@ -58,8 +59,11 @@ class Replica:
         return httpx.Client(base_url=self.base_url, timeout=30)
 
 
-def replica_config(data_dir: Path, store_url: str, redis_url: str | None = None) -> RuntimeConfig:
+def replica_config(
+    data_dir: Path, store_url: str, redis_url: str | None = None, replica_id: str | None = None
+) -> RuntimeConfig:
     return RuntimeConfig(
+        replica_id=replica_id,
         data_dir=data_dir,
         policy_dir=packaged_policies(),
         environ={},
@@ -76,16 +80,23 @@ def running_replicas(
     clock: ManualClock,
     count: int,
     redis_url: str | None = None,
+    *,
+    partitions: Sequence[str] | None = None,
 ) -> Iterator[list[Replica]]:
     """``count`` replicas on ``store_url`` sharing ``data_dir`` (and so its keys), and with
-    ``redis_url`` the grant cache and its fan-out (:mod:`tether.cache`)."""
+    ``redis_url`` the grant cache and its fan-out (:mod:`tether.cache`). Each appends to an
+    audit partition of its own, named after it (``a``, ``b``...), unless ``partitions`` names
+    them (the same name twice: two replicas sharing one chain head)."""
     with ExitStack() as stack:
         started: list[Replica] = []
         for n in range(count):
-            runtime = open_runtime(replica_config(data_dir, store_url, redis_url), clock=clock)
+            name = chr(ord("a") + n)
+            partition = name if partitions is None else partitions[n]
+            config = replica_config(data_dir, store_url, redis_url, partition)
+            runtime = open_runtime(config, clock=clock)
             stack.callback(runtime.close)
             url = stack.enter_context(live_server(runtime))
-            started.append(Replica(chr(ord("a") + n), runtime, url))
+            started.append(Replica(name, runtime, url))
         yield started
 
 
@@ -183,6 +194,14 @@ def decisions_in(records: Sequence[AuditRecord]) -> dict[str, str]:
             assert decision_id not in found, f"decision {decision_id} recorded twice"
             found[decision_id] = str(verdict.get("decision"))
     return found
+
+
+def verified_log(store: SqlStore) -> tuple[list[AuditRecord], LogReport]:
+    """Every partition's records, and the log checked against the stored heads: each partition
+    one chain, none cut, none with a record its head does not name."""
+    records = list(store.audit_records())
+    report = verify_log(records, [], lambda _: False, heads=store.chain_heads())
+    return records, report
 
 
 @contextmanager

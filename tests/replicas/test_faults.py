@@ -29,8 +29,8 @@ from replicas.harness import (
     fresh_database,
     open_task,
     running_replicas,
+    verified_log,
 )
-from tether.core.audit import verify_chain
 from tether.service.clock import ManualClock
 
 RECOVERY_SECONDS = 20.0
@@ -179,8 +179,7 @@ def test_replicas_deny_while_postgresql_is_down_and_recover_without_restart(
     assert max(recovered) < RECOVERY_SECONDS
 
     with auditor(trio[0].runtime.config.store_url or "") as store:
-        records = list(store.audit_records())
-        report = verify_chain(records, store.chain_head())
+        records, report = verified_log(store)
     assert report.ok, report.problem
     recorded = decisions_in(records)
     allowed = [v for _, v in answers if v["decision"] == "allow"]

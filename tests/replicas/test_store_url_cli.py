@@ -38,15 +38,25 @@ def test_audit_export_and_tail_read_the_shared_chain(
     )
     assert done.exit_code == 0, done.output
     *lines, signed = exported.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
-    assert json.loads(signed)["checkpoint"]["size"] == len(lines)
+    # Each replica's partition, in the log's order: the records share one (test) time, so by
+    # partition, then seq: a opened the task and decided once, b decided and closed it.
+    written = [json.loads(line) for line in lines]
+    assert [(r["partition"], r["seq"], r["kind"]) for r in written] == [
+        ("a", 1, "task_opened"),
+        ("a", 2, "decision"),
+        ("b", 1, "decision"),
+        ("b", 2, "task_closed"),
+    ]
+    checkpoint = json.loads(signed)["checkpoint"]
+    assert checkpoint["size"] == len(lines)
+    assert [(p["partition"], p["size"]) for p in checkpoint["partitions"]] == [("a", 2), ("b", 2)]
     verified = runner.invoke(app, ["audit", "verify", "--file", str(exported), *shared])
     assert verified.exit_code == 0, verified.output
     tail = runner.invoke(app, ["audit", "tail", "-n", "2"], env={"TETHER_DATABASE_URL": store_url})
     assert tail.exit_code == 0, tail.output
     rows = [line.split("\t") for line in tail.output.splitlines()[1:]]  # a header, then rows
     shown = [(row[0], row[2]) for row in rows]
-    assert shown == [(str(len(lines) - 1), "decision"), (str(len(lines)), "task_closed")]
+    assert shown == [("b/1", "decision"), ("b/2", "task_closed")]
 
 
 def test_audit_verify_names_the_first_bad_record_and_never_the_password(
@@ -58,10 +68,13 @@ def test_audit_verify_names_the_first_bad_record_and_never_the_password(
     with psycopg.connect(
         host=url.host, port=url.port, dbname=url.database, user=url.username, password=url.password
     ) as owner:
-        owner.execute("UPDATE audit SET body = replace(body, 'allow', 'deny') WHERE seq = 2")
+        owner.execute(
+            "UPDATE audit SET body = replace(body, 'allow', 'deny') "
+            "WHERE partition_id = 'a' AND seq = 2"
+        )
     result = runner.invoke(app, ["audit", "verify", "--store-url", store_url])
     assert result.exit_code == 1
-    assert "chain_broken" in result.output and "record 2" in result.output
+    assert "chain_broken" in result.output and "record 2 of partition 'a'" in result.output
     assert "(postgresql store)" in result.output
     assert str(url.password) not in result.output and str(url.port) not in result.output
 

@@ -139,12 +139,21 @@ class Backend:
         return [self.url, self.pg.password, f"{self.pg.host}:{self.pg.port}", str(self.pg.port)]
 
     def open(
-        self, *, busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT, page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        *,
+        busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        partition: str = "0",
     ) -> SqlStore:
+        """A handle appending to audit ``partition`` (a replica's id)."""
         if self.name == "sqlite":
-            store = SqlStore.sqlite(self.path, busy_timeout=busy_timeout, page_size=page_size)
+            store = SqlStore.sqlite(
+                self.path, busy_timeout=busy_timeout, page_size=page_size, partition=partition
+            )
         else:
-            store = SqlStore.postgres(self.url, lock_timeout=busy_timeout, page_size=page_size)
+            store = SqlStore.postgres(
+                self.url, lock_timeout=busy_timeout, page_size=page_size, partition=partition
+            )
         self.handles.append(store)
         return store
 
@@ -166,7 +175,7 @@ class Backend:
         block ends."""
         if self.name == "postgresql":
             with psycopg.connect(self.dsn()) as pg:
-                pg.execute("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+                pg.execute("SELECT seq FROM audit_head WHERE partition_id = '0' FOR UPDATE")
                 yield
                 pg.rollback()
             return

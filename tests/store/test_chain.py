@@ -59,8 +59,9 @@ def _row(record: AuditRecord) -> dict[str, object]:
 
 
 _INSERT = (
-    "INSERT INTO audit (seq, record_id, at, kind, agent, task_id, body, prev_hash, hash) "
-    "VALUES (:seq, :record_id, :at, :kind, :agent, :task_id, :body, :prev_hash, :hash)"
+    "INSERT INTO audit (seq, record_id, at, kind, agent, task_id, body, prev_hash, hash, "
+    "partition_id) VALUES (:seq, :record_id, :at, :kind, :agent, :task_id, :body, :prev_hash, "
+    ":hash, '0')"
 )
 
 

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from tether.cli.main import app
 from tether.core.audit import AuditKind, ChainHead, canonical_json, seal, verify_chain
-from tether.core.checkpoint import Checkpoint, consistent, verify_log
+from tether.core.checkpoint import Checkpoint, consistent
 from tether.core.errors import Unavailable
+from tether.core.logcheck import verify_log
 from tether.core.merkle import consistency_proof, leaf_hash
 from tether.identity.audit_key import CheckpointKey
 from tether.notify.witness import FileWitness, WebhookWitness
@@ -220,7 +221,7 @@ def test_the_store_keeps_only_newer_checkpoints_of_the_log_as_it_is(
     assert made is not None
     stored = SqlCheckpointStore(store)
     latest = stored.latest()
-    assert latest is not None and latest[0] == made and latest[1].root().hex() == made.root
+    assert latest is not None and latest[0] == made and latest[1]["0"].root().hex() == made.root
     assert not stored.add(made, latest[1])  # not newer
     # A second handle (another replica) on the same database sees it and makes no duplicate.
     assert _checkpointer(store, key, clock).tick(force=True) is None

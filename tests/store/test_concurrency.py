@@ -141,7 +141,7 @@ def test_replicas_starting_together_create_the_schema_once(backend: Backend) -> 
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT key, value FROM tether_meta")).all()
-            heads = conn.execute(text("SELECT id, seq FROM audit_head")).all()
+            heads = conn.execute(text("SELECT partition_id, seq FROM audit_head")).all()
             revisions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
     finally:
         engine.dispose()
@@ -149,7 +149,7 @@ def test_replicas_starting_together_create_the_schema_once(backend: Backend) -> 
         ("audit_chain_format", "2"),
         ("schema_version", str(SCHEMA_VERSION)),
     ]
-    assert [tuple(r) for r in heads] == [(1, 0)]
+    assert [tuple(r) for r in heads] == [("0", 0)]
     assert [tuple(r) for r in revisions] == [(migrate.head(),)]
     assert all(store.schema_state().up_to_date for store in outcomes if isinstance(store, SqlStore))
 

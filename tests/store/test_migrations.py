@@ -18,7 +18,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Column, Connection, Index, MetaData, Table, insert, inspect, text, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    insert,
+    inspect,
+    text,
+    update,
+)
 from typer.testing import CliRunner
 
 from tether.cli.main import app
@@ -31,8 +42,8 @@ from tether.core.audit import (
     seal,
     verify_chain,
 )
-from tether.core.checkpoint import verify_log
 from tether.core.errors import ConfigurationError
+from tether.core.logcheck import verify_log
 from tether.core.task import Task
 from tether.identity.audit_key import CheckpointKey
 from tether.service.checkpoints import Checkpointer
@@ -153,7 +164,7 @@ def _inspect_only(backend: Backend) -> SqlStore:
 
 
 #: Columns added to a table after tether began using Alembic.
-_LATER_COLUMNS = {"budget_holds": {"step"}, "tasks": {"observed"}}
+_LATER_COLUMNS = {"budget_holds": {"step"}, "tasks": {"observed"}, "audit": {"partition_id"}}
 
 
 def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> MetaData:
@@ -169,6 +180,35 @@ def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> Met
     tables = MetaData()
     for table in schema.metadata.sorted_tables:
         if table.name in left_out:
+            continue
+        if table.name == "audit_head":
+            # One row, id 1, before the log was partitioned (version 10).
+            Table(
+                "audit_head",
+                tables,
+                Column("id", Integer, primary_key=True, autoincrement=False),
+                Column("seq", table.c.seq.type, nullable=False),
+                Column("hash", table.c.hash.type, nullable=False),
+            )
+            continue
+        if table.name == "audit":
+            # Keyed by seq alone before the log was partitioned (version 10).
+            Table(
+                "audit",
+                tables,
+                *(
+                    Column(
+                        c.name,
+                        c.type,
+                        nullable=c.nullable,
+                        primary_key=c.name == "seq",
+                        autoincrement=False,
+                        unique=c.unique,
+                    )
+                    for c in table.columns
+                    if c.name != "partition_id"
+                ),
+            )
             continue
         if table.name in _LATER_COLUMNS:
             # The holds before version 5: no step; the tasks before version 8: no observed.
@@ -203,9 +243,7 @@ def make_legacy(
             conn.execute(
                 insert(schema.meta).values(key=schema.SCHEMA_VERSION_KEY, value=str(version))
             )
-            conn.execute(
-                insert(schema.audit_head).values(id=schema.HEAD_ROW_ID, seq=0, hash=GENESIS_HASH)
-            )
+            conn.execute(insert(tables.tables["audit_head"]).values(id=1, seq=0, hash=GENESIS_HASH))
     finally:
         engine.dispose()
 
@@ -229,6 +267,7 @@ def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]
                 format=ChainFormat.LEGACY,
             )
         )
+    old_audit = _tables_at(4, kill_switch=True, decisions_index=False).tables["audit"]
     engine = backend.raw()
     try:
         with engine.begin() as conn:
@@ -237,7 +276,9 @@ def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]
             conn.execute(insert(schema.tasks), params)
             conn.execute(insert(schema.grants), grant_params(grant))
             for record in records:
-                conn.execute(insert(schema.audit), audit_params(record))
+                row = audit_params(record)
+                del row["partition_id"]  # not a column before version 10
+                conn.execute(insert(old_audit), row)
             conn.execute(
                 update(schema.audit_head).values(seq=records[-1].seq, hash=records[-1].hash)
             )
@@ -264,6 +305,7 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
         "0006",
         "0007",
         "0008",
+        "0010",
     ]
     assert all(r.title for r in state.pending)
 
@@ -339,7 +381,11 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     state = _inspect_only(backend).schema_state()
     assert (state.revision, state.legacy_version) == (stamped_at, version)
     assert not state.up_to_date
-    later = [r for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008") if r > stamped_at]
+    later = [
+        r
+        for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0010")
+        if r > stamped_at
+    ]
     assert [r.id for r in state.pending] == later
 
     store = backend.open()
@@ -428,7 +474,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "6 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "7 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -458,7 +504,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 4 and "store_not_found" in out  # not found
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "8 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "9 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out

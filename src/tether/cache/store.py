@@ -302,11 +302,16 @@ class CachedStore:
     def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]:
         return self._inner.expired_open_tasks(now, limit)
 
-    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        return self._inner.audit_records(after_seq)
+    def audit_records(
+        self, after_seq: int = 0, partition: str | None = None
+    ) -> Iterator[AuditRecord]:
+        return self._inner.audit_records(after_seq, partition)
 
     def chain_head(self) -> ChainHead | None:
         return self._inner.chain_head()
+
+    def chain_heads(self) -> dict[str, ChainHead | None]:
+        return self._inner.chain_heads()
 
     def ping(self) -> None:
         self._inner.ping()

@@ -1,14 +1,17 @@
 """``tether audit``: export, verify and tail the hash-chained audit log, in the data directory's
-SQLite store or in the database ``--store-url`` names (the one chain of all replicas), and prove
+SQLite store or in the database ``--store-url`` names (every replica's partition), and prove
 a record's place in it (:mod:`tether.cli.audit_proofs`); ``tail`` is :mod:`tether.cli.audit_tail`.
 
 Checkpoints (:mod:`tether.core.checkpoint`) are signed with the data directory's
 ``keys/audit-checkpoint.pem``; a reader without the data directory verifies with its public half
 (``tether audit public-key``) given as ``--public-key``.
 
-An export is the records as JSON lines, oldest first, then one line ``{"checkpoint": {...}}``
-signed at export time over every record before it: cutting the file anywhere removes or
-contradicts that line.
+An export is the records as JSON lines in the log's stable order (every partition in ``seq``
+order, merged by time, then partition, then seq: :func:`tether.core.partitions.log_order`), then
+one line ``{"checkpoint": {...}}`` signed at export time over every record before it (every
+partition's head): cutting the file anywhere, or dropping a partition's lines, removes or
+contradicts that line. ``verify`` checks every partition, its stored head and every checkpoint
+(:mod:`tether.core.logcheck`).
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ from tether.cli.common import (
 )
 from tether.cli.exits import ExitCode, exit_code_for
 from tether.cli.output import print_json
-from tether.core.audit import AuditRecord, canonical_json
-from tether.core.checkpoint import Checkpoint, LogReport, is_export_checkpoint, verify_log
+from tether.core.audit import GENESIS_HASH, LEGACY_PARTITION, AuditRecord, canonical_json
+from tether.core.checkpoint import Checkpoint, is_export_checkpoint
 from tether.core.errors import Unavailable
+from tether.core.logcheck import LogReport, sign_log, verify_log
 from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
 from tether.notify.witness import read_witness_file
 from tether.store import SqlStore
@@ -121,16 +125,14 @@ def _export(store: SqlStore, key: CheckpointKey, write: Callable[[str], object])
     report = verify_log(stream, stored, key.public().verifies, format=store.chain_format)
     for _ in stream:  # a broken chain is still written out in full
         pass
-    if not report.ok or report.frontier is None:
+    if not report.ok:
         fail(
-            f"not signing the export: chain broken at record {report.first_bad_seq}: "
-            f"{report.problem}",
+            f"not signing the export: chain broken at record {report.first_bad_seq}"
+            f"{_of_partition(report)}: {report.problem}",
             "chain_broken",
             ExitCode.CHECK_FAILED,
         )
-    signed = key.signer().checkpoint(
-        store.chain_format, report.frontier, report.head, datetime.now(UTC).isoformat()
-    )
+    signed = sign_log(key.signer(), report, datetime.now(UTC).isoformat())
     write(canonical_json({"checkpoint": signed.to_json()}).decode() + "\n")
     return report
 
@@ -214,21 +216,29 @@ def _report(report: LogReport, source: str, *, live: bool, as_json: bool) -> Non
                 "anchored": report.anchored,
                 "unanchored": report.unanchored,
                 "head": report.head,
+                "partition": report.partition,
+                "heads": dict(report.heads),
             }
         )
     if not report.ok:
         fail(
-            f"chain broken at record {report.first_bad_seq}: {report.problem} ({source})",
+            f"chain broken at record {report.first_bad_seq}{_of_partition(report)}: "
+            f"{report.problem} ({source})",
             "chain_broken",
             ExitCode.CHECK_FAILED,
         )
     if as_json:
         return
+    parts = sum(1 for head in report.heads.values() if head != GENESIS_HASH)
     anchored = (
         f"{report.checkpoints} checkpoint(s) verified, records 1..{report.anchored} signed"
+        if report.checkpoints and parts <= 1
+        else f"{report.checkpoints} checkpoint(s) verified, {report.anchored} records signed"
         if report.checkpoints
         else "no checkpoint"
     )
+    if parts > 1:
+        anchored = f"{parts} partitions; " + anchored
     unanchored = f"; {report.unanchored} record(s) after the last checkpoint (unanchored)"
     console.print(
         f"[green]ok[/]: {report.records} records, chain intact; {anchored}"
@@ -300,7 +310,7 @@ def verify(
                 store.audit_records(),
                 checkpoints,
                 _verifier(key),
-                head=store.chain_head(),
+                heads=store.chain_heads(),
                 format=store.chain_format,
             )
         except Unavailable as error:
@@ -370,6 +380,12 @@ def _verify_file(
             f"{checkpoint.size}: records were added after it was signed",
         )
     _report(report, str(file), live=False, as_json=as_json)
+
+
+def _of_partition(report: LogReport) -> str:
+    if report.partition is None or report.partition == LEGACY_PARTITION:
+        return ""
+    return f" of partition {report.partition!r}"
 
 
 def _reachable(store: SqlStore) -> bool:

@@ -27,7 +27,7 @@ from tether.cli.common import (
 )
 from tether.cli.exits import ExitCode
 from tether.cli.output import print_json
-from tether.core.audit import AuditKind, AuditRecord
+from tether.core.audit import LEGACY_PARTITION, AuditKind, AuditRecord
 from tether.core.checkpoint import (
     Checkpoint,
     consistency_document,
@@ -67,21 +67,24 @@ def _print(document: object) -> None:
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def _leaves(store: SqlStore, size: int) -> list[bytes]:
+def _leaves(store: SqlStore, size: int, partition: str = LEGACY_PARTITION) -> list[bytes]:
     leaves = []
-    for record in store.audit_records():
+    for record in store.audit_records(partition=partition):
         if record.seq > size:
             break
         leaves.append(leaf_hash(record.leaf()))
     return leaves
 
 
-def _matching(store: SqlStore, checkpoint: Checkpoint, leaves: list[bytes]) -> None:
-    """Refuse to prove anything from a log that no longer hashes to the checkpoint."""
-    if len(leaves) != checkpoint.size or tree_hash(leaves).hex() != checkpoint.root:
+def _matching(
+    store: SqlStore, checkpoint: Checkpoint, leaves: list[bytes], partition: str = LEGACY_PARTITION
+) -> None:
+    """Refuse to prove anything from a partition that no longer hashes to the checkpoint."""
+    view = checkpoint.views()[partition]
+    if len(leaves) != view.size or tree_hash(leaves).hex() != view.root:
         fail(
-            f"the stored records 1..{checkpoint.size} no longer hash to the checkpoint signed "
-            f"{checkpoint.at}: run `tether audit verify`",
+            f"the stored records 1..{view.size} of partition {partition!r} no longer hash to "
+            f"the checkpoint signed {checkpoint.at}: run `tether audit verify`",
             "chain_broken",
             ExitCode.CHECK_FAILED,
         )
@@ -94,37 +97,45 @@ def prove(
     seq: Annotated[
         int | None, typer.Option("--seq", min=1, help="Prove the record at this seq instead.")
     ] = None,
+    partition: Annotated[
+        str, typer.Option("--partition", help="With --seq: the partition (replica) it is in.")
+    ] = LEGACY_PARTITION,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     store_url: StoreUrl = None,
 ) -> None:
-    """Print (JSON) an inclusion proof of a decision's audit record against the newest
-    checkpoint; check it offline with `tether audit verify-proof`."""
+    """Print (JSON) an inclusion proof of a decision's audit record (in its partition's tree)
+    against the newest checkpoint; check it offline with `tether audit verify-proof`."""
     if (decision_id is None) == (seq is None):
         fail("name a decision id or --seq N (one of the two)", "usage")
     with tether_errors():
         store, _ = open_existing_store(data_dir, store_url)
         try:
-            record = _find(store, decision_id, seq)
+            record = _find(store, decision_id, seq, partition)
             checkpoints = SqlCheckpointStore(store).all()
             newest = checkpoints[-1] if checkpoints else None
-            if newest is None or newest.size < record.seq:
-                covered = 0 if newest is None else newest.size
+            view = None if newest is None else newest.views().get(record.partition)
+            if newest is None or view is None or view.size < record.seq:
+                covered = 0 if view is None else view.size
                 fail(
                     f"record {record.seq} is not anchored yet: the newest checkpoint covers "
-                    f"records 1..{covered}; the server signs the next one within its checkpoint "
-                    "interval",
+                    f"records 1..{covered} of its partition; the server signs the next one "
+                    "within its checkpoint interval",
                     "not_anchored",
                     ExitCode.CHECK_FAILED,
                 )
-            leaves = _leaves(store, newest.size)
+            leaves = _leaves(store, view.size, record.partition)
         finally:
             store.close()
-        _matching(store, newest, leaves)
+        _matching(store, newest, leaves, record.partition)
         _print(inclusion_document(record, newest, inclusion_proof(record.seq - 1, leaves)))
 
 
-def _find(store: SqlStore, decision_id: str | None, seq: int | None) -> AuditRecord:
-    for record in store.audit_records(0 if seq is None else seq - 1):
+def _find(store: SqlStore, decision_id: str | None, seq: int | None, partition: str) -> AuditRecord:
+    if seq is not None:
+        records = store.audit_records(seq - 1, partition=partition)
+    else:
+        records = store.audit_records()  # every partition: a decision is in its replica's
+    for record in records:
         if seq is not None:
             if record.seq == seq:
                 return record
@@ -163,6 +174,13 @@ def consistency(
                 )
             if old > new:
                 fail("--older must not be larger than --newer", "usage")
+            if checkpoints[old].partitions or checkpoints[new].partitions:
+                fail(
+                    "consistency proofs cover checkpoints of the legacy partition alone; for a "
+                    "partitioned log, `tether audit verify` checks that every checkpoint only "
+                    "grew from the one before",
+                    "usage",
+                )
             leaves = _leaves(store, new)
         finally:
             store.close()
@@ -220,8 +238,9 @@ def _describe(document: dict[str, object]) -> str:
         return f"the log of {newer['size']} records extends the log of {older['size']} records"
     record, checkpoint = document["record"], document["checkpoint"]
     assert isinstance(record, dict) and isinstance(checkpoint, dict)
+    where = f" of partition {record['partition']}" if "partition" in record else ""
     return (
-        f"record {record['seq']} is in the log of {checkpoint['size']} records signed "
+        f"record {record['seq']}{where} is in the log of {checkpoint['size']} records signed "
         f"{checkpoint['at']}"
     )
 

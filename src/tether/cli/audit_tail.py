@@ -3,10 +3,16 @@ one as it is committed, until interrupted.
 
 A table on a terminal, tab-separated lines in a pipe, or ``--json``: one JSON object a line (JSON
 lines), the record whole (seq, at, kind, agent, body, hash), whether following or not. The store
-is read as ``tether audit`` reads it (the data directory's SQLite, or ``--store-url``); following
-polls it every ``--interval`` seconds for records after the last one printed, so a record shows
-once it is committed, in seq order, never twice. Ctrl-C, SIGTERM or a reader that goes away
-(``| head``) end it with status 0.
+is read as ``tether audit`` reads it (the data directory's SQLite, or ``--store-url``).
+
+The log is partitioned, a chain per replica (:mod:`tether.core.audit`); records show in the log's
+stable order (:func:`tether.core.partitions.log_order`: each partition in seq order, merged by
+time, then partition, then seq), and a record of a partition other than the legacy ``0`` shows
+its seq as ``partition/seq``. Following polls every ``--interval`` seconds for the records of
+each partition after the last one printed of that partition, so a record shows once it is
+committed, in its partition's seq order, never twice; records of different replicas committed
+between two polls show in time order among themselves. Ctrl-C, SIGTERM or a reader that goes
+away (``| head``) end it with status 0.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from tether.cli.common import (
     tether_errors,
 )
 from tether.cli.output import Column, instant, print_json_line, print_rows, print_table
-from tether.core.audit import AuditRecord
+from tether.core.audit import LEGACY_PARTITION, AuditRecord
+from tether.core.partitions import log_order
 from tether.store import SqlStore
 
 
@@ -83,11 +90,12 @@ def tail(
         store, _ = open_existing_store(data_dir, store_url)
         try:
             with _stopped_by_sigterm():
-                head = store.chain_head()
-                after = max(0, (head.seq if head else 0) - lines)
+                # Each partition's last ``lines`` records are enough to find the newest overall.
+                heads = store.chain_heads()
+                after = {p: max(0, (h.seq if h else 0) - lines) for p, h in heads.items()}
                 if follow and not as_json:  # the header once, as `audit tail` prints it
                     print_rows([[column.header for column in _TAIL_COLUMNS]])
-                after = _print_records(store, after, as_json, table=not follow)
+                after = _print_records(store, after, as_json, table=not follow, last=lines)
                 while follow:
                     time.sleep(interval)
                     after = _print_records(store, after, as_json, table=False)
@@ -131,22 +139,45 @@ _TAIL_COLUMNS = [
 ]
 
 
-def _print_records(store: SqlStore, after: int, as_json: bool, *, table: bool) -> int:
-    """Print the records after seq ``after``; returns the last seq printed (or ``after``).
+def _print_records(
+    store: SqlStore,
+    after: dict[str, int],
+    as_json: bool,
+    *,
+    table: bool,
+    last: int | None = None,
+) -> dict[str, int]:
+    """Print each partition's records after its seq in ``after`` (a partition not in it: from
+    its first), in the log's order (only the ``last`` newest, when given); returns each
+    partition's last seq read.
 
     As one table, or (``table`` false, for --follow) as lines written as they arrive."""
-    records = list(store.audit_records(after_seq=after))
+    # The heads say which partitions have records past what was printed: only those are read,
+    # so a quiet poll is one query.
+    heads = store.chain_heads()
+    names = [p for p, h in sorted(heads.items()) if h is not None and h.seq > after.get(p, 0)]
+    read = log_order(store.audit_records(after.get(p, 0), partition=p) for p in names)
+    records = list(read)
+    reached = dict(after)
+    for record in records:
+        reached[record.partition] = max(reached.get(record.partition, 0), record.seq)
+    if last is not None:
+        records = records[-last:]
     if as_json:
         for record in records:
             print_json_line(record.to_json())
     else:
-        rows = [
-            [str(r.seq), instant(r.at), r.kind.value, r.agent or "", _summary(r)] for r in records
-        ]
+        rows = [[_seq(r), instant(r.at), r.kind.value, r.agent or "", _summary(r)] for r in records]
         loud = [r.kind.value.startswith("breakglass") for r in records]
         if table:
             print_table("audit log", _TAIL_COLUMNS, rows, loud=loud)
         else:
             print_rows(rows, loud=loud)
     sys.stdout.flush()
-    return records[-1].seq if records else after
+    return reached
+
+
+def _seq(record: AuditRecord) -> str:
+    if record.partition == LEGACY_PARTITION:
+        return str(record.seq)
+    return f"{record.partition}/{record.seq}"

@@ -127,6 +127,13 @@ class Store(Section):
         "the database. Prefer the env var.",
         secrecy=Secrecy.URL,
     )
+    replica_id: str | None = setting(
+        "TETHER_REPLICA_ID",
+        "This replica's name, which is also its audit partition: the hash chain its records go "
+        "to, so replicas never wait on each other's chain head. Give each replica a stable name "
+        "of its own (1-64 of A-Z a-z 0-9 . _ -, e.g. the pod name of a StatefulSet). Default: "
+        "0 on SQLite; on PostgreSQL the host name and a hash of the data directory's path.",
+    )
 
 
 class Log(Section):

@@ -142,6 +142,8 @@ class ServeOptions:
     checkpoint_seconds: float = DEFAULT_EVERY_SECONDS
     #: Comma-separated SPIFFE IDs of the MCP gateways whose records /v1/gateway/events takes.
     gateway_ids: str | None = None
+    #: The replica's audit partition (``--replica-id``); the workers of ``--workers N`` share it.
+    replica_id: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -171,6 +173,7 @@ class ServeOptions:
             checkpoints=CheckpointSchedule(self.checkpoint_records, self.checkpoint_seconds),
             audit_witness=self.audit_witness,
             gateways=gateway_ids(self.gateway_ids),
+            replica_id=self.replica_id,
         )
 
     def tracing(self, environ: Mapping[str, str]) -> Tracing:
@@ -277,6 +280,7 @@ def serve(
         checkpoint_records=checkpoint_records,
         checkpoint_seconds=checkpoint_seconds,
         gateway_ids=blank_is_none(gateway_ids),
+        replica_id=blank_is_none(shared.replica_id),
     )
     configure_logging(options.log_level, json=options.json_logs, capture_stdlib=True, queued=True)
     url = blank_is_none(shared.store_url)

@@ -40,6 +40,7 @@ OidcJwks = Annotated[str | None, option("identity.oidc_jwks", "--oidc-jwks")]
 MaxTokenLifetime = Annotated[int, option("identity.max_token_lifetime", "--max-token-lifetime")]
 StoreUrl = Annotated[str | None, option("store.url", "--store-url", show_default=False)]
 RedisUrl = Annotated[str | None, option("store.redis_url", "--redis-url", show_default=False)]
+ReplicaId = Annotated[str | None, option("store.replica_id", "--replica-id", show_default=False)]
 LogLevelOption = Annotated[LogLevel, option("log.level", "--log-level", case_sensitive=False)]
 LogFormatOption = Annotated[LogFormat, option("log.format", "--log-format")]
 
@@ -66,6 +67,7 @@ class Shared:
     #: Kept out of repr (below): these URLs may carry passwords.
     store_url: str | None
     redis_url: str | None
+    replica_id: str | None
     log_level: LogLevel
     log_format: LogFormat
 
@@ -90,6 +92,7 @@ class Shared:
             max_token_lifetime_seconds=self.max_token_lifetime,
             store_url=blank_is_none(self.store_url),
             redis_url=blank_is_none(self.redis_url),
+            replica_id=blank_is_none(self.replica_id),
             **extra,
         )
 
@@ -106,6 +109,7 @@ def _shared_options(
     max_token_lifetime: MaxTokenLifetime = DEFAULT_MAX_LIFETIME_SECONDS,
     store_url: StoreUrl = None,
     redis_url: RedisUrl = None,
+    replica_id: ReplicaId = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.AUTO,
 ) -> None:

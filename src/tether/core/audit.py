@@ -13,6 +13,15 @@ is RFC 8785 JCS (:mod:`tether.core.jcs`), so a third party can re-hash the chain
 and its records carry ``"format": 2`` inside what the hash covers. Format 1 records carry no
 ``format`` member, so their hashes are what they always were.
 
+The log is *partitioned*: each writer (a replica) appends to a chain of its own, its
+*partition*, so writers never wait on one another's head. Every record carries its ``partition``
+and its ``seq`` and ``prev_hash`` within that partition, and :func:`verify_chain` checks one
+partition at a time. The records of the :data:`LEGACY_PARTITION` (``"0"``: the one chain of a
+store begun before partitions, and a single SQLite process's) carry no ``partition`` member, so
+their hashes are what they always were; every other partition's records carry it inside what the
+hash covers, so a record cannot be moved to another partition unseen. Signed checkpoints cover
+every partition's head together (:mod:`tether.core.checkpoint`).
+
 Sensitive argument values are HMAC'd before they reach a record (:func:`redact_args`); secrets
 are never written.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
@@ -30,6 +40,23 @@ from tether.core.jcs import canonicalize
 from tether.core.scope import JSONValue
 
 GENESIS_HASH = "0" * 64
+
+LEGACY_PARTITION = "0"
+"""The partition of a store's first chain: records written before the log was partitioned, and
+every record of a writer that names no partition of its own (a single SQLite process)."""
+
+_PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_partition(partition: str) -> str:
+    """``partition`` if it can name a partition (1-64 of ``A-Z a-z 0-9 . _ -``, starting with a
+    letter or digit), else ``ValueError``."""
+    if not isinstance(partition, str) or not _PARTITION.fullmatch(partition):
+        raise ValueError(
+            "a partition (replica id) is 1 to 64 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit"
+        )
+    return partition
 
 
 class AuditKind(StrEnum):
@@ -99,10 +126,14 @@ class AuditRecord:
     prev_hash: str
     hash: str
     format: ChainFormat = NEW_CHAIN_FORMAT
+    partition: str = LEGACY_PARTITION
+    """The chain this record is in (see the module docstring); ``seq`` counts within it."""
 
     def content(self) -> dict[str, JSONValue]:
         """Everything the hash covers."""
         out: dict[str, JSONValue] = {} if self.format is ChainFormat.LEGACY else {"format": 2}
+        if self.partition != LEGACY_PARTITION:
+            out["partition"] = self.partition
         return out | {
             "seq": self.seq,
             "record_id": self.record_id,
@@ -145,6 +176,13 @@ class AuditRecord:
             fmt = raw.get("format", ChainFormat.LEGACY.value)
             if type(fmt) is not int or ("format" in raw and fmt != ChainFormat.JCS.value):
                 raise ValueError("format must be 2 when present")
+            # The legacy partition's records have no such member (their hashes predate it).
+            partition = raw.get("partition", LEGACY_PARTITION)
+            if not isinstance(partition, str) or (
+                "partition" in raw and partition == LEGACY_PARTITION
+            ):
+                raise ValueError(f"partition must be a string other than {LEGACY_PARTITION!r}")
+            check_partition(partition)
             return AuditRecord(
                 seq=seq,
                 record_id=str(fields["record_id"]),
@@ -156,6 +194,7 @@ class AuditRecord:
                 prev_hash=str(fields["prev_hash"]),
                 hash=str(fields["hash"]),
                 format=ChainFormat(fmt),
+                partition=partition,
             )
         except KeyError as missing:
             raise ValueError(f"missing field {missing}") from None
@@ -183,15 +222,18 @@ def seal(
     task_id: str | None,
     body: dict[str, JSONValue],
     format: ChainFormat = NEW_CHAIN_FORMAT,
+    partition: str = LEGACY_PARTITION,
 ) -> AuditRecord:
-    """Make the next record after ``head`` (``None`` for the first record) in a chain of
-    ``format``."""
-    # INVARIANT: seq has no gap and each record commits to the one before it.
+    """Make the next record after ``head`` (``None`` for the first record) in ``partition``'s
+    chain, of ``format``."""
+    # INVARIANT: seq has no gap within a partition and each record commits to the one before it.
     seq = 1 if head is None else head.seq + 1
     prev = GENESIS_HASH if head is None else head.hash
-    draft = AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, "", format)
+    draft = AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, "", format, partition)
     sealed = chain_hash(prev, draft.content(), format)
-    return AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, sealed, format)
+    return AuditRecord(
+        seq, record_id, at, kind, agent, task_id, body, prev, sealed, format, partition
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,18 +250,29 @@ def verify_chain(
     *,
     after: ChainHead | None = None,
     format: ChainFormat | None = None,
+    partition: str | None = None,
 ) -> ChainReport:
-    """Walk the chain in the given order; report the first record that breaks it.
+    """Walk one partition's chain in the given order; report the first record that breaks it.
 
     ``head``, when known (the store keeps it), also catches records removed from the end.
     ``after`` starts the walk after a record already trusted (a checkpoint's) instead of at the
-    beginning. Every record must be of ``format``, or of the first record's when not given.
+    beginning. Every record must be of ``format``, or of the first record's when not given, and
+    of ``partition``, or of the first record's.
     """
     expected_prev = GENESIS_HASH if after is None else after.hash
     expected_seq = 1 if after is None else after.seq + 1
     count = 0
     for record in records:
         count += 1
+        partition = record.partition if partition is None else partition
+        if record.partition != partition:
+            return ChainReport(
+                False,
+                count,
+                record.seq,
+                f"record {record.seq} of partition {record.partition!r} is in the chain of "
+                f"partition {partition!r} (a record was moved between partitions)",
+            )
         format = record.format if format is None else format
         if record.format is not format:
             return ChainReport(

@@ -14,9 +14,18 @@ gone). Records after the last checkpoint are *unanchored*: intact as a chain, bu
 covered by a signature. Checkpoints are stored beside the log and can be sent to a witness (a file
 or a webhook), so deleting them from the database is also seen.
 
+The log is partitioned (:mod:`tether.core.audit`: a chain per replica), so a checkpoint made since
+signs *every* partition's head together (``v2``): the list of (partition, size, head, root) in
+partition order, each ``root`` the Merkle root of that partition's records 1..size, with
+``size`` their total and ``root`` the Merkle root over the partitions' entries
+(:meth:`PartitionHead.leaf`). A reader then detects a rewrite, gap, fork or reorder inside any
+partition up to its signed size, a partition cut below it, and a partition dropped altogether. A
+checkpoint signed before partitions (``v1``, no list) covers the legacy partition ``0`` alone,
+and keeps verifying as it did.
+
 The signed message is the text :meth:`Checkpoint.message` returns; the signature (Ed25519, made
 outside ``core``) is checked by a function the caller passes in, so this module stays pure.
-:func:`verify_log` checks a chain against its checkpoints; :func:`inclusion_document` and
+:mod:`tether.core.logcheck` checks the log against its checkpoints; :func:`inclusion_document` and
 :func:`verify_inclusion_document` carry a record's inclusion proof to an offline verifier.
 """
 
@@ -24,48 +33,129 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tether.core.audit import GENESIS_HASH, AuditRecord, ChainFormat, ChainHead, verify_chain
+from tether.core.audit import (
+    LEGACY_PARTITION,
+    AuditRecord,
+    ChainFormat,
+    ChainHead,
+    check_partition,
+    verify_chain,
+)
 from tether.core.merkle import (
     Frontier,
     leaf_hash,
     root_from_inclusion,
+    tree_hash,
     verify_consistency,
 )
 from tether.core.scope import JSONValue
 
 NOTE_ORIGIN = "tether audit checkpoint v1"
-"""The first line of every signed message: names what the signature is over."""
+"""The first line of a signed message over the legacy partition alone: names what it covers."""
+NOTE_ORIGIN_PARTITIONS = "tether audit checkpoint v2"
+"""The first line of a signed message over every partition's head."""
+_MAX_PARTITIONS = 4096
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_SIGNATURE_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionHead:
+    """One partition as a checkpoint signs it: records 1..``size`` of ``partition``."""
+
+    partition: str
+    size: int
+    head: str
+    """The chain hash of the partition's record ``size``; 64 zeros when it is empty."""
+    root: str
+    """The RFC 6962 Merkle root of the partition's records 1..size (hex)."""
+
+    def line(self) -> str:
+        return f"partition {self.partition} {self.size} {self.head} {self.root}"
+
+    def leaf(self) -> bytes:
+        """This entry's leaf in the tree over the partitions (the checkpoint's ``root``)."""
+        return self.line().encode("utf-8")
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "partition": self.partition,
+            "size": self.size,
+            "head": self.head,
+            "root": self.root,
+        }
+
+    @staticmethod
+    def from_json(raw: object) -> PartitionHead:
+        if not isinstance(raw, Mapping):
+            raise ValueError("a checkpoint's partition is a JSON object")
+        partition, size = raw.get("partition"), raw.get("size")
+        head, root = raw.get("head"), raw.get("root")
+        if not isinstance(partition, str):
+            raise ValueError("a checkpoint's partition must name its partition")
+        check_partition(partition)
+        if type(size) is not int or size < 0:
+            raise ValueError("a checkpoint's partition size must be a whole number")
+        for name, value in (("head", head), ("root", root)):
+            if not isinstance(value, str) or not _HEX64.fullmatch(value):
+                raise ValueError(f"a checkpoint's partition {name} must be 64 lowercase hex digits")
+        return PartitionHead(partition, size, str(head), str(root))
+
+
+def partitions_root(partitions: Sequence[PartitionHead]) -> str:
+    """The Merkle root over the partitions' entries (in the order given: partition order)."""
+    return tree_hash([leaf_hash(p.leaf()) for p in partitions]).hex()
+
+
+def partitions_digest(partitions: Sequence[PartitionHead]) -> str:
+    """What a v2 checkpoint's ``head`` holds: the SHA-256 of its partition lines, in order."""
+    text = "".join(p.line() + "\n" for p in partitions)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A signed tree head of the audit log: records 1..``size`` as tether held them at ``at``."""
+    """A signed tree head of the audit log: records 1..``size`` as tether held them at ``at``.
+
+    With ``partitions`` (v2): every partition's head, ``size`` their total, ``root`` the tree
+    over their entries and ``head`` the digest of their list. Without (v1, signed before the log
+    was partitioned): the legacy partition's records 1..size."""
 
     format: ChainFormat
     size: int
     root: str
-    """The RFC 6962 Merkle root of records 1..size (hex), each record's leaf its canonical bytes."""
+    """v1: the RFC 6962 Merkle root of records 1..size (hex), each record's leaf its canonical
+    bytes. v2: the Merkle root over the partitions' entries."""
     head: str
-    """The chain hash of record ``size`` (hex); 64 zeros for the empty log."""
+    """v1: the chain hash of record ``size`` (hex); 64 zeros for the empty log. v2: the
+    digest of the partition list (:func:`partitions_digest`)."""
     at: str
     key_id: str
     """Which key signed (its RFC 7638 thumbprint): a verifier holding several picks by it."""
     signature: str
     """Base64 of the signature over :meth:`message`."""
+    partitions: tuple[PartitionHead, ...] = ()
 
     def message(self) -> bytes:
+        if self.partitions:
+            return partitions_message(self.format, self.partitions, self.at)
         return signed_message(self.format, self.size, self.root, self.head, self.at)
 
+    def views(self) -> dict[str, PartitionHead]:
+        """Each partition this checkpoint covers, by name (a v1 checkpoint: the legacy one)."""
+        if self.partitions:
+            return {p.partition: p for p in self.partitions}
+        return {LEGACY_PARTITION: PartitionHead(LEGACY_PARTITION, self.size, self.head, self.root)}
+
     def to_json(self) -> dict[str, JSONValue]:
-        return {
+        out: dict[str, JSONValue] = {
             "format": self.format.value,
             "size": self.size,
             "root": self.root,
@@ -74,6 +164,9 @@ class Checkpoint:
             "key_id": self.key_id,
             "signature": self.signature,
         }
+        if self.partitions:
+            out["partitions"] = [p.to_json() for p in self.partitions]
+        return out
 
     def signature_bytes(self) -> bytes:
         try:
@@ -101,6 +194,13 @@ class Checkpoint:
         for name in ("root", "head"):
             if not _HEX64.fullmatch(str(texts[name])):
                 raise ValueError(f"checkpoint {name} must be 64 lowercase hex digits")
+        partitions = _partitions(raw.get("partitions", []))
+        if partitions and (
+            size != sum(p.size for p in partitions)
+            or texts["root"] != partitions_root(partitions)
+            or texts["head"] != partitions_digest(partitions)
+        ):
+            raise ValueError("checkpoint size, root and head must be those of its partitions")
         return Checkpoint(
             format=ChainFormat(fmt),
             size=size,
@@ -109,7 +209,18 @@ class Checkpoint:
             at=str(texts["at"]),
             key_id=str(texts["key_id"]),
             signature=str(texts["signature"]),
+            partitions=partitions,
         )
+
+
+def _partitions(raw: object) -> tuple[PartitionHead, ...]:
+    if not isinstance(raw, list) or len(raw) > _MAX_PARTITIONS:
+        raise ValueError(f"checkpoint partitions must be a list of at most {_MAX_PARTITIONS}")
+    parsed = tuple(PartitionHead.from_json(item) for item in raw)
+    names = [p.partition for p in parsed]
+    if names != sorted(set(names)):
+        raise ValueError("checkpoint partitions must be in partition order, each once")
+    return parsed
 
 
 def is_export_checkpoint(line: Mapping[str, object]) -> bool:
@@ -124,6 +235,18 @@ def signed_message(format: ChainFormat, size: int, root: str, head: str, at: str
         raise ValueError("a checkpoint time is one line")
     lines = [NOTE_ORIGIN, f"format {format.value}", f"size {size}", f"root {root}"]
     lines += [f"head {head}", f"at {at}"]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def partitions_message(format: ChainFormat, partitions: Sequence[PartitionHead], at: str) -> bytes:
+    """The exact bytes a v2 checkpoint's signature covers: the totals, then one line per
+    partition (``partition <name> <size> <head> <root>``) in partition order."""
+    if "\n" in at:
+        raise ValueError("a checkpoint time is one line")
+    size = sum(p.size for p in partitions)
+    lines = [NOTE_ORIGIN_PARTITIONS, f"format {format.value}", f"size {size}"]
+    lines += [f"root {partitions_root(partitions)}", f"at {at}"]
+    lines += [p.line() for p in partitions]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -147,139 +270,30 @@ class Signer:
             signature=base64.b64encode(signature).decode("ascii"),
         )
 
+    def checkpoint_all(
+        self, format: ChainFormat, heads: Mapping[str, tuple[Frontier, str]], at: str
+    ) -> Checkpoint:
+        """A v2 checkpoint of every partition in ``heads`` (name -> its Merkle frontier and
+        the hash of its last record)."""
+        partitions = tuple(
+            PartitionHead(name, frontier.size, head, frontier.root().hex())
+            for name, (frontier, head) in sorted(heads.items())
+        )
+        signature = self._sign(partitions_message(format, partitions, at))
+        return Checkpoint(
+            format=format,
+            size=sum(p.size for p in partitions),
+            root=partitions_root(partitions),
+            head=partitions_digest(partitions),
+            at=at,
+            key_id=self.key_id,
+            signature=base64.b64encode(signature).decode("ascii"),
+            partitions=partitions,
+        )
+
 
 Verifier = Callable[[Checkpoint], bool]
 """True when a checkpoint's signature is good under the key the reader trusts."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogReport:
-    """The chain checked link by link and against every checkpoint given."""
-
-    ok: bool
-    records: int
-    first_bad_seq: int | None = None
-    problem: str | None = None
-    checkpoints: int = 0
-    """How many checkpoints matched the records."""
-    anchored: int = 0
-    """Records 1..anchored are covered by a good checkpoint."""
-    frontier: Frontier | None = None
-    """The whole log's Merkle frontier, when every record was read."""
-    head: str = GENESIS_HASH
-    format: ChainFormat | None = None
-
-    @property
-    def unanchored(self) -> int:
-        """Records after the last checkpoint: intact as a chain, not yet signed."""
-        return max(0, self.records - self.anchored)
-
-
-def verify_log(
-    records: Iterable[AuditRecord],
-    checkpoints: Sequence[Checkpoint],
-    verify: Verifier,
-    *,
-    head: ChainHead | None = None,
-    format: ChainFormat | None = None,
-) -> LogReport:
-    """Check ``records`` (in order, from the first) as a chain, against ``head`` when known, and
-    against every checkpoint: each must be signed under the reader's key, and its root and head
-    must be those of the records it names. A checkpoint past the last record means records were
-    cut off the end (with the stored head moved back to hide it)."""
-    ordered = sorted(checkpoints, key=lambda c: c.size)
-    for cp in ordered:
-        if not verify(cp):
-            return _bad(
-                0,
-                cp.size,
-                f"the checkpoint of size {cp.size} (signed {cp.at}) does not carry a good "
-                "signature under the audit key: it was forged or altered, or another key signed it",
-            )
-    walk = _Walk(ordered, format)
-    chain = verify_chain(walk.records(records), head, format=format)
-    if walk.problem is not None:
-        bad_seq, problem = walk.problem
-        return _bad(chain.records, bad_seq, problem, walk.matched, walk.anchored)
-    if not chain.ok:
-        return _bad(chain.records, chain.first_bad_seq, chain.problem, walk.matched, walk.anchored)
-    beyond = [cp for cp in ordered if cp.size > walk.frontier.size]
-    if beyond:
-        last = beyond[-1]
-        return _bad(
-            chain.records,
-            walk.frontier.size + 1,
-            f"the log ends at record {walk.frontier.size}, but a checkpoint signed {last.at} "
-            f"covers {last.size} records: records were removed from the end (and the stored "
-            "head moved back)",
-            walk.matched,
-            walk.anchored,
-        )
-    return LogReport(
-        True,
-        chain.records,
-        checkpoints=walk.matched,
-        anchored=walk.anchored,
-        frontier=walk.frontier,
-        head=walk.head,
-        format=walk.format,
-    )
-
-
-def _bad(
-    records: int,
-    seq: int | None,
-    problem: str | None,
-    matched: int = 0,
-    anchored: int = 0,
-) -> LogReport:
-    return LogReport(False, records, seq, problem, checkpoints=matched, anchored=anchored)
-
-
-class _Walk:
-    """Follows the records as :func:`verify_chain` reads them, growing the Merkle tree and
-    checking each checkpoint when its size is reached."""
-
-    def __init__(self, checkpoints: Sequence[Checkpoint], format: ChainFormat | None) -> None:
-        self._pending = list(checkpoints)
-        self.frontier = Frontier()
-        self.head = GENESIS_HASH
-        self.format = format
-        self.matched = 0
-        self.anchored = 0
-        self.problem: tuple[int, str] | None = None
-
-    def records(self, records: Iterable[AuditRecord]) -> Iterator[AuditRecord]:
-        self._check()  # a checkpoint of the empty log
-        if self.problem is not None:
-            return
-        for record in records:
-            yield record  # verify_chain has checked its link when it asks for the next one
-            self.format = self.format or record.format
-            self.frontier = self.frontier.append(leaf_hash(record.leaf()))
-            self.head = record.hash
-            self._check()
-            if self.problem is not None:
-                return
-
-    def _check(self) -> None:
-        while self._pending and self._pending[0].size == self.frontier.size:
-            cp = self._pending.pop(0)
-            wrong = self.format is not None and cp.format is not self.format
-            same = hmac.compare_digest(cp.root, self.frontier.root().hex()) and (
-                hmac.compare_digest(cp.head, self.head)
-            )
-            if wrong or not same:
-                first = self.anchored + 1
-                self.problem = (
-                    first,
-                    f"records {first}..{cp.size} are not those the checkpoint of size {cp.size} "
-                    f"(signed {cp.at}) covers: a record among them was changed, removed or "
-                    "inserted, and the later hashes recomputed",
-                )
-                return
-            self.matched += 1
-            self.anchored = cp.size
 
 
 def consistent(
@@ -304,13 +318,15 @@ def consistent(
 def inclusion_document(
     record: AuditRecord, checkpoint: Checkpoint, proof: Sequence[bytes]
 ) -> dict[str, JSONValue]:
-    """What ``tether audit prove`` prints: a record, its audit path and the checkpoint it leads
-    to, enough for :func:`verify_inclusion_document` with nothing else but the public key."""
+    """What ``tether audit prove`` prints: a record, its audit path in its partition's tree and
+    the checkpoint that signs that tree's root, enough for :func:`verify_inclusion_document`
+    with nothing else but the public key."""
+    view = checkpoint.views()[record.partition]
     return {
         "type": "tether.audit.inclusion",
         "record": record.to_json(),
         "leaf_index": record.seq - 1,
-        "tree_size": checkpoint.size,
+        "tree_size": view.size,
         "proof": [p.hex() for p in proof],
         "checkpoint": checkpoint.to_json(),
     }
@@ -348,6 +364,8 @@ def verify_inclusion_document(document: Mapping[str, object], verify: Verifier) 
         if kind == "tether.audit.consistency":
             older = Checkpoint.from_json(document.get("older"))
             newer = Checkpoint.from_json(document.get("newer"))
+            if older.partitions or newer.partitions:
+                return "a consistency proof covers checkpoints of the legacy partition alone"
             if not consistent(older, newer, proof, verify):
                 return (
                     f"the log of {newer.size} records does not extend the log of {older.size} "
@@ -370,10 +388,14 @@ def verify_inclusion_document(document: Mapping[str, object], verify: Verifier) 
     own = verify_chain([record], after=ChainHead(record.seq - 1, record.prev_hash))
     if not own.ok:
         return f"the record does not hash to its own hash: {own.problem}"
-    root = root_from_inclusion(record.seq - 1, checkpoint.size, leaf_hash(record.leaf()), proof)
-    if root is None or not hmac.compare_digest(root.hex(), checkpoint.root):
+    view = checkpoint.views().get(record.partition)
+    if view is None:
+        return f"the checkpoint does not cover the record's partition {record.partition!r}"
+    root = root_from_inclusion(record.seq - 1, view.size, leaf_hash(record.leaf()), proof)
+    if root is None or not hmac.compare_digest(root.hex(), view.root):
+        where = "" if record.partition == LEGACY_PARTITION else f" (partition {record.partition})"
         return (
-            f"record {record.seq} as given is not in the log of {checkpoint.size} records the "
+            f"record {record.seq}{where} as given is not in the log of {view.size} records the "
             "checkpoint signs"
         )
     return None
@@ -382,7 +404,6 @@ def verify_inclusion_document(document: Mapping[str, object], verify: Verifier) 
 __all__ = [
     "NOTE_ORIGIN",
     "Checkpoint",
-    "LogReport",
     "Signer",
     "Verifier",
     "consistency_document",
@@ -391,5 +412,4 @@ __all__ = [
     "is_export_checkpoint",
     "signed_message",
     "verify_inclusion_document",
-    "verify_log",
 ]

@@ -1,12 +1,17 @@
 """Making signed checkpoints of the audit log (:mod:`tether.core.checkpoint`), off the request path.
 
 The server's housekeeping calls :meth:`Checkpointer.tick` every few seconds. A checkpoint is made
-when ``every_records`` records have been written since the last one, or ``every_seconds`` have
-passed and at least one has; and at shutdown (``force``), so a clean stop leaves nothing
-unanchored. Making one reads only the records after the last checkpoint: it checks their links
-from the last checkpoint's head (a chain already broken is never signed), extends the Merkle tree
-from the stored frontier, signs, and stores the result, which the store accepts only if it is
-still the newest and its last record unchanged (several replicas may tick at once).
+when ``every_records`` records have been written (over all partitions) since the last one, or
+``every_seconds`` have passed and at least one has; and at shutdown (``force``), so a clean stop
+leaves nothing unanchored. Making one reads only the records after the last checkpoint, partition
+by partition: it checks their links from the last checkpoint's head of that partition (a chain
+already broken is never signed), extends the partition's Merkle tree from the stored frontier,
+signs every partition's head together, and stores the result, which the store accepts only if it
+is still the newest and every record it names unchanged (several replicas may tick at once).
+
+While the legacy partition is the only one holding records (a single SQLite process, a store from
+before partitions), the checkpoint is the one signed before partitions (v1): nothing changes for
+its readers. Once another partition holds records, checkpoints cover every partition (v2).
 
 Each witness (a file, a webhook) is then sent the newest checkpoint it has not had yet; one that
 fails is told again on the next tick. A witness holds a copy outside the database, so deleting
@@ -15,12 +20,19 @@ checkpoints from the store, or cutting the log back to an old one, is still seen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from tether.core.audit import GENESIS_HASH, AuditRecord, ChainFormat, ChainHead, verify_chain
+from tether.core.audit import (
+    GENESIS_HASH,
+    LEGACY_PARTITION,
+    AuditRecord,
+    ChainFormat,
+    ChainHead,
+    verify_chain,
+)
 from tether.core.checkpoint import Checkpoint, Signer, Verifier
 from tether.core.errors import ErrorCode, Unavailable
 from tether.core.merkle import Frontier, leaf_hash
@@ -28,20 +40,22 @@ from tether.service.ports import Clock
 
 
 class AuditLog(Protocol):
-    """The chain, as the store reads it."""
+    """The partitioned log, as the store reads it."""
 
-    def chain_head(self) -> ChainHead | None: ...
+    def chain_heads(self) -> Mapping[str, ChainHead | None]: ...
 
-    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]: ...
+    def audit_records(
+        self, after_seq: int = 0, partition: str | None = None
+    ) -> Iterator[AuditRecord]: ...
 
 
 class CheckpointStore(Protocol):
     @property
     def chain_format(self) -> ChainFormat: ...
 
-    def latest(self) -> tuple[Checkpoint, Frontier] | None: ...
+    def latest(self) -> tuple[Checkpoint, dict[str, Frontier]] | None: ...
 
-    def add(self, checkpoint: Checkpoint, frontier: Frontier) -> bool: ...
+    def add(self, checkpoint: Checkpoint, frontiers: Mapping[str, Frontier]) -> bool: ...
 
 
 class Witness(Protocol):
@@ -110,35 +124,44 @@ class Checkpointer:
             self._deliver()
 
     def _maybe_checkpoint(self, force: bool) -> Checkpoint | None:
-        head = self._log.chain_head()
-        seq = 0 if head is None else head.seq
+        heads = self._log.chain_heads()
         latest = self._checkpoints.latest()
         if latest is not None:
             self._newest = latest[0]
+        signed = {} if latest is None else latest[0].views()
+        for name, view in signed.items():
+            head = heads.get(name)
+            seq = 0 if head is None else head.seq
+            if seq < view.size:
+                raise Unavailable(
+                    f"the head of audit partition {name!r} (record {seq}) is behind its last "
+                    f"checkpoint (record {view.size}): records were removed from the end; run "
+                    "`tether audit verify`",
+                    code=ErrorCode.AUDIT_UNAVAILABLE,
+                )
+        total = sum(0 if h is None else h.seq for h in heads.values())
         size = 0 if latest is None else latest[0].size
-        if seq < size:
-            raise Unavailable(
-                f"the audit chain's head (record {seq}) is behind its last checkpoint (record "
-                f"{size}): records were removed from the end; run `tether audit verify`",
-                code=ErrorCode.AUDIT_UNAVAILABLE,
-            )
-        if seq == size:
+        if total == size:
             return None
-        if not (force or latest is None or seq - size >= self._schedule.every_records):
+        if not (force or latest is None or total - size >= self._schedule.every_records):
             try:
                 elapsed = (self._clock.now() - datetime.fromisoformat(latest[0].at)).total_seconds()
             except (ValueError, TypeError):
                 elapsed = self._schedule.every_seconds  # unreadable: _make checks its signature
             if elapsed < self._schedule.every_seconds:
                 return None
-        return self._make(latest)
+        return self._make(latest, heads)
 
-    def _make(self, latest: tuple[Checkpoint, Frontier] | None) -> Checkpoint | None:
+    def _make(
+        self,
+        latest: tuple[Checkpoint, dict[str, Frontier]] | None,
+        heads: Mapping[str, ChainHead | None],
+    ) -> Checkpoint | None:
         format = self._checkpoints.chain_format
-        if latest is None:
-            frontier, after = Frontier(), None
-        else:
-            last, frontier = latest
+        views = {} if latest is None else latest[0].views()
+        frontiers = {} if latest is None else dict(latest[1])
+        if latest is not None:
+            last = latest[0]
             if not self._verify(last) or last.format is not format:
                 raise Unavailable(
                     f"the stored checkpoint of size {last.size} is not signed by this audit key "
@@ -146,25 +169,42 @@ class Checkpointer:
                     "audit verify`",
                     code=ErrorCode.AUDIT_UNAVAILABLE,
                 )
-            after = ChainHead(last.size, last.head)
-        grown = _Growth(frontier, GENESIS_HASH if after is None else after.hash)
-        report = verify_chain(
-            grown.follow(self._log.audit_records(0 if after is None else after.seq)),
-            after=after,
-            format=format,
-        )
-        if not report.ok:
-            raise Unavailable(
-                f"the audit chain is broken at record {report.first_bad_seq} ({report.problem}): "
-                "it is not signed; run `tether audit verify`",
-                code=ErrorCode.AUDIT_UNAVAILABLE,
+        grown: dict[str, _Growth] = {}
+        for name in sorted(set(views) | {n for n, h in heads.items() if h is not None}):
+            view = views.get(name)
+            after = None if view is None or view.size == 0 else ChainHead(view.size, view.head)
+            growth = _Growth(
+                frontiers.get(name, Frontier()), GENESIS_HASH if after is None else after.hash
             )
-        if grown.frontier.size == frontier.size:
+            report = verify_chain(
+                growth.follow(
+                    self._log.audit_records(0 if after is None else after.seq, partition=name)
+                ),
+                after=after,
+                format=format,
+                partition=name,
+            )
+            if not report.ok:
+                raise Unavailable(
+                    f"audit partition {name!r} is broken at record {report.first_bad_seq} "
+                    f"({report.problem}): it is not signed; run `tether audit verify`",
+                    code=ErrorCode.AUDIT_UNAVAILABLE,
+                )
+            grown[name] = growth
+        if all(g.frontier.size == frontiers.get(n, Frontier()).size for n, g in grown.items()):
             return None
-        checkpoint = self._signer.checkpoint(
-            format, grown.frontier, grown.head, self._clock.now().isoformat()
+        at = self._clock.now().isoformat()
+        legacy_only = set(grown) <= {LEGACY_PARTITION} and (
+            latest is None or not latest[0].partitions
         )
-        if not self._checkpoints.add(checkpoint, grown.frontier):
+        if legacy_only:
+            growth = grown[LEGACY_PARTITION]
+            checkpoint = self._signer.checkpoint(format, growth.frontier, growth.head, at)
+        else:
+            checkpoint = self._signer.checkpoint_all(
+                format, {n: (g.frontier, g.head) for n, g in grown.items()}, at
+            )
+        if not self._checkpoints.add(checkpoint, {n: g.frontier for n, g in grown.items()}):
             return None  # another replica stored a newer one meanwhile
         self._newest = checkpoint
         return checkpoint

@@ -360,11 +360,20 @@ class AuditLog(Protocol):
 
     def append_audit(self, audit: AuditEntry) -> AuditRecord: ...
 
-    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        """Records in chain order, starting after ``after_seq``."""
+    def audit_records(
+        self, after_seq: int = 0, partition: str | None = None
+    ) -> Iterator[AuditRecord]:
+        """``partition``'s records in chain order after ``after_seq``; with no partition, every
+        partition's, in the log's stable order (:func:`tether.core.partitions.log_order`)."""
         ...
 
-    def chain_head(self) -> ChainHead | None: ...
+    def chain_head(self) -> ChainHead | None:
+        """The head of the partition this store appends to."""
+        ...
+
+    def chain_heads(self) -> dict[str, ChainHead | None]:
+        """Every partition's head (``None``: empty)."""
+        ...
 
     def ping(self) -> None:
         """Raise ``Unavailable`` unless the store is reachable and writable."""

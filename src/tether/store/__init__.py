@@ -59,7 +59,7 @@ and the replicas connect as a runtime role with ``USAGE`` on the schema and exac
 pending it fails closed (``SQLSTATE 42501``) and says to run ``tether db upgrade`` as the owner::
 
     GRANT SELECT ON tether_meta, tether_alembic_version TO tether_rt;
-    GRANT SELECT, UPDATE ON audit_head TO tether_rt;      -- UPDATE also for SELECT ... FOR UPDATE
+    GRANT SELECT, INSERT, UPDATE ON audit_head TO tether_rt;  -- UPDATE for SELECT ... FOR UPDATE
     GRANT SELECT, INSERT ON audit, audit_checkpoints, decisions, effects,
         observations TO tether_rt;
     GRANT SELECT, INSERT, UPDATE ON tasks, grants, approvals, breakglass, budget_holds,
@@ -69,37 +69,37 @@ tether never deletes a row nor changes an audit record, so the runtime role has 
 ``TRUNCATE`` or ``UPDATE`` on ``audit``: rewriting history takes the owner's credentials, not a
 replica's (``tether audit verify`` still catches an owner who does).
 
-One chain, locked head: why, for replicas
------------------------------------------
+One chain per replica, one signature over all: why, for replicas
+-----------------------------------------------------------------
 
-The audit log stays *one* hash chain across all replicas. Every mutation, on any replica, is one
-transaction that first locks the single ``audit_head`` row (``SELECT ... FOR UPDATE``), makes its
-change, seals its record after the head and moves the head, and commits once. We chose this over
-per-replica chains with signed anchors because:
+Until schema 10 the audit log was one hash chain whose single head row every mutation of every
+replica locked, so replicas added no decision throughput (two PostgreSQL replicas measured below
+one SQLite process) and one replica frozen while holding the head stalled every other. The log is
+now *partitioned* (:mod:`tether.core.audit`): each replica appends to a chain of its own, named by
+its replica id (``--replica-id``, ``TETHER_REPLICA_ID``, ``store.replica_id``; the default is
+``0`` on SQLite and the host name plus a hash of the data directory's path on PostgreSQL), with
+its own ``audit_head`` row and so its own lock. Within a partition nothing changed: ``(partition,
+seq)`` is the primary key, dense from 1; the head moves only from the value the writer read, in
+the same commit as the record; a change and its record commit together. The chain a store held
+before schema 10 is the legacy partition ``0``, its hashes untouched.
 
-- The invariants need a serialization point anyway. "An approval is used at most once", "one
-  effect per decision" and approvers' votes are read-check-write steps that must not interleave
-  across replicas. The head lock is that point for all of them; per-replica chains would still need
-  a lock for each, so they would save little contention while adding a second mechanism.
-- No gap and no fork follow from the structure, and a reader proves it in one pass: ``seq`` is the
-  primary key, dense from 1; the head moves only from the value the writer read, in the same commit
-  as the record; ``tether audit verify`` checks every link in ``seq`` order and the last against the
-  stored head. Per-replica chains need a key per replica (replicas come and go), anchors signed and
-  cross-referenced so a whole chain or its tail since the last anchor cannot vanish unnoticed, and a
-  merge rule to recover one timeline.
-- The change and its record commit together. A replica killed mid-transaction leaves nothing
-  behind (the server rolls back); the head never points past the last record.
-- One total order says what happened before what across replicas, which an incident review needs.
+- What the single head used to serialize by accident now has its own lock, on the row it checks:
+  a budget's "sum, then hold" locks the charged tasks' rows (in task id order, so batches never
+  deadlock); a vote or an approval's use locks the approval's (or break-glass request's) row;
+  one effect per decision is the unique ``effects.decision_id`` (a second report's insert waits
+  for the first and adds nothing); listing a revoked agent is one upsert; checkpoints are stored
+  under a transaction-scoped advisory lock. Revocation fans out as before (Redis).
+- No gap, fork or reorder inside a partition, and no partition dropped or cut back: a signed
+  checkpoint (:mod:`tether.core.checkpoint`, made by any replica) signs every partition's
+  (size, head, Merkle root) together, and ``tether audit verify`` checks each partition link by
+  link, against its stored head and against every checkpoint, and that checkpoints only grow.
+- The order *across* replicas is the order of time (``at``, then partition, then seq:
+  :func:`tether.core.partitions.log_order`), as precise as the replicas' clocks; within a
+  replica, seq. Nothing relies on a total order across replicas.
 
-The cost: writers on all replicas serialize on one row for the span of their transaction (a few
-statements and the commit). Locks are always taken head first, so writers cannot deadlock. Reads
-take no lock. A replica frozen mid-transaction holds the head at most ``statement_timeout`` (then
-the server ends its session), and meanwhile other writers give up after ``lock_timeout`` with
-``Unavailable``: they deny rather than wait forever. On loopback with ``fsync`` off, the test
-server takes roughly 1,000 appends/s, from one writer or from four threads on two replicas alike;
-with a network round trip and a durable commit, expect hundreds per second in total. If that
-ceiling is reached, the next step is to shorten the time the lock is held (fewer round trips per
-transaction), not to split the chain.
+Two processes with the same replica id share a partition and take turns on its head: correct,
+only slower. A replica frozen mid-transaction now holds only its own partition's head (and the
+rows it locked), at most until the server ends its idle session.
 """
 
 from tether.store.schema import RUNTIME_PRIVILEGES, SCHEMA_VERSION

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tether.core.task import TaskState
 from tether.store.schema import revoked_agents, tasks
@@ -22,14 +24,12 @@ def listed(conn: Connection, agent: str) -> bool:
 
 
 def mark(conn: Connection, agent: str, at: datetime, reason: str, by: str) -> None:
+    """List ``agent`` as revoked, or list it again. One statement (an upsert), so two replicas
+    revoking it at once (each appending to its own audit partition) both succeed."""
     values = {"revoked_at": at, "reason": reason, "revoked_by": by, "active": True}
-    exists = conn.execute(
-        select(revoked_agents.c.agent).where(revoked_agents.c.agent == agent)
-    ).first()
-    if exists is not None:
-        conn.execute(update(revoked_agents).where(revoked_agents.c.agent == agent).values(**values))
-    else:
-        conn.execute(insert(revoked_agents).values(agent=agent, **values))
+    dialect = pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
+    upsert = dialect.insert(revoked_agents).values(agent=agent, **values)
+    conn.execute(upsert.on_conflict_do_update(index_elements=["agent"], set_=values))
 
 
 def unmark(conn: Connection, agent: str) -> bool:

@@ -21,6 +21,10 @@ from tether.store.schema import UtcMicros, approvals
 
 INSERT = insert(approvals)
 SELECT = select(approvals.c.doc).where(approvals.c.approval_id == bindparam("b_id"))
+#: The approval read by a write that changes it from what it read (a vote, a use): its row stays
+#: locked until the commit, so a change on another replica (another audit partition, another
+#: head) waits for it and then reads what it wrote.
+LOCK = SELECT.with_for_update()
 PENDING_FOR_CALL = (
     select(approvals.c.doc)
     .where(

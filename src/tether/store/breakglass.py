@@ -59,7 +59,8 @@ class SqlBreakGlassStore:
         audit: Callable[[BreakGlass], AuditEntry],
     ) -> BreakGlass:
         with self._store.db.write(_STORE, "update the break-glass request") as tx:
-            row = tx.conn.execute(stored.SELECT, {"b_id": breakglass_id}).first()
+            # INVARIANT: no vote is lost: the row is locked from this read to the commit.
+            row = tx.conn.execute(stored.LOCK, {"b_id": breakglass_id}).first()
             if row is None:
                 raise NotFound(
                     f"no break-glass request {breakglass_id}",

@@ -20,6 +20,8 @@ from tether.store.schema import breakglass
 
 INSERT = insert(breakglass)
 SELECT = select(breakglass.c.doc).where(breakglass.c.breakglass_id == bindparam("b_id"))
+#: The request read by a vote or a state change: locked until the commit (see approvals.LOCK).
+LOCK = SELECT.with_for_update()
 FOR_TASK = select(breakglass.c.doc).where(breakglass.c.task_id == bindparam("b_task"))
 LIST = (
     select(breakglass.c.doc)

@@ -1,7 +1,9 @@
 """Budget holds and task progress in SQL, run inside the store's write transaction.
 
-Every writer holds the chain-head lock, so "check the sum, then insert the hold" cannot race
-another reservation: concurrent calls on one task (on any replica) can never overspend.
+"Check the sum, then insert the hold" runs with the rows of the tasks it charges locked
+(:func:`lock_tasks`, taken by the caller before the first check of its transaction), so it
+cannot race another reservation: concurrent calls on one task (on any replica, whatever audit
+partition each appends to) can never overspend. On SQLite the database's one write lock does it.
 
 A limit's consumption is the sum over its holds of the settled amount, or the reserved amount
 while unsettled. A hold whose effect came back above its reservation closes that budget.
@@ -23,6 +25,32 @@ from tether.core.errors import BudgetExceeded
 from tether.core.verdict import Decision
 from tether.service.ports import BudgetCharge, TaskProgress
 from tether.store.schema import budget_holds, decisions, tasks
+
+
+def charged_tasks(charge: BudgetCharge | None, progress: Sequence[TaskProgress]) -> set[str]:
+    """The tasks whose rows a decision's reservation and progress must hold locked."""
+    ids: set[str] = {p.task_id for p in progress}
+    if charge is not None:
+        ids |= {h.task_id for h in charge.holds}
+        if charge.rate is not None:
+            ids.add(charge.rate[0])
+        if charge.step_rate is not None:
+            ids.add(charge.step_rate[0])
+    return ids
+
+
+def lock_tasks(conn: Connection, task_ids: set[str]) -> None:
+    """Lock these tasks' rows until the commit, in task id order (every writer takes them in
+    the same order, so two never deadlock on them). PostgreSQL only: SQLite's write
+    transaction already holds the whole database."""
+    if not task_ids or conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        select(tasks.c.task_id)
+        .where(tasks.c.task_id.in_(sorted(task_ids)))
+        .order_by(tasks.c.task_id)
+        .with_for_update()
+    ).all()
 
 
 def _usage(conn: Connection, hold: Hold, limit: float) -> Usage:
@@ -57,7 +85,8 @@ def _of_step(step: str | None) -> ColumnElement[bool]:
 
 
 def reserve(conn: Connection, decision_id: str, charge: BudgetCharge) -> None:
-    """Check every hold against its limit and insert them all, or raise and insert none."""
+    """Check every hold against its limit and insert them all, or raise and insert none.
+    The caller holds :func:`lock_tasks` of :func:`charged_tasks` (see the module docstring)."""
     if charge.rate is not None:
         task_id, rate_limit, since = charge.rate
         count = conn.execute(

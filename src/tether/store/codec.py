@@ -206,6 +206,7 @@ def audit_params(record: AuditRecord) -> dict[str, object]:
         "body": canonical_json(record.body).decode("utf-8"),
         "prev_hash": record.prev_hash,
         "hash": record.hash,
+        "partition_id": record.partition,
     }
 
 
@@ -226,4 +227,5 @@ def audit_from_row(row: Row, format: ChainFormat) -> AuditRecord:
         prev_hash=str(row["prev_hash"]),
         hash=str(row["hash"]),
         format=format,
+        partition=str(row["partition_id"]),
     )

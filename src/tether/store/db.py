@@ -6,14 +6,20 @@ break-glass, checkpoints, stats) reach it:
 
 - :meth:`Database.read`: a pooled connection for reads, under the client-side deadline on
   PostgreSQL (:mod:`tether.store.watchdog`);
-- :meth:`Database.write`: one write transaction as a :class:`Writer`, which locks the audit
-  chain's head first and appends audit records after it. Every mutation is one such transaction,
-  committed once: lock the head (``SELECT ... FOR UPDATE`` on ``audit_head``, waiting at most the
-  busy timeout; on SQLite the transaction began with ``BEGIN IMMEDIATE``, which already holds
-  the database's write lock), make the change, seal the audit entry after the head, insert it and
-  move the head. The head is locked first on every path, so all writers take their locks in the
-  same order and serialize on the head. If any step fails the transaction rolls back: a change
-  and its audit record are written together or not at all.
+- :meth:`Database.write`: one write transaction as a :class:`Writer`, which locks the head of
+  this writer's own audit partition first and appends audit records after it. Every mutation is
+  one such transaction, committed once: lock the partition's head (``SELECT ... FOR UPDATE`` on
+  its ``audit_head`` row, waiting at most the busy timeout; on SQLite the transaction began with
+  ``BEGIN IMMEDIATE``, which already holds the database's write lock), make the change, seal the
+  audit entry after the head, insert it and move the head. If any step fails the transaction
+  rolls back: a change and its audit record are written together or not at all.
+
+The log is partitioned (:mod:`tether.core.audit`): each :class:`Database` writes to one
+partition (``partition``: the replica id), so on PostgreSQL writers of different replicas lock
+different head rows and never wait on each other; writers sharing a partition serialize on its
+row as before. The head lock therefore serializes nothing *across* partitions: a read-check-write
+of shared state (a budget's sum, an approval's votes, one effect per decision) takes a lock on
+the row it checks, as its module says. A partition's head row is created by its first write.
 
 Errors: SQLAlchemy's are mapped by :func:`translate` onto ``Unavailable`` with the caller's code
 and a one-line reason (:func:`tether.store.dialect.reason`), never SQL, parameters, the URL, its
@@ -30,11 +36,21 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from datetime import timedelta
 from typing import Final
 
-from sqlalchemy import URL, Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import URL, Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import SingletonThreadPool
 
-from tether.core.audit import AuditRecord, ChainFormat, ChainHead, seal
+from tether.core.audit import (
+    GENESIS_HASH,
+    LEGACY_PARTITION,
+    AuditRecord,
+    ChainFormat,
+    ChainHead,
+    check_partition,
+    seal,
+)
 from tether.core.errors import ErrorCode, Unavailable
 from tether.service.ports import AuditEntry
 from tether.store import codec
@@ -48,7 +64,7 @@ from tether.store.dialect import (
 )
 from tether.store.driver import DriverStatement
 from tether.store.migrate import SchemaState, SchemaUpgrade
-from tether.store.schema import CHAIN_FORMAT_KEY, HEAD_ROW_ID, audit, audit_head, meta
+from tether.store.schema import CHAIN_FORMAT_KEY, audit, audit_head, meta
 from tether.store.watchdog import Watchdog
 
 STORE: Final = ErrorCode.STORE_UNAVAILABLE
@@ -58,15 +74,19 @@ _DEADLINE_SLACK: Final = timedelta(seconds=1)
 # Statements are built once: SQLAlchemy caches their compiled form, the driver its prepared one.
 LOCK_HEAD: Final = (
     select(audit_head.c.seq, audit_head.c.hash)
-    .where(audit_head.c.id == HEAD_ROW_ID)
+    .where(audit_head.c.partition_id == bindparam("b_part"))
     .with_for_update()
 )
-READ_HEAD: Final = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == HEAD_ROW_ID)
+READ_HEADS: Final = select(audit_head.c.partition_id, audit_head.c.seq, audit_head.c.hash)
 _MOVE_HEAD = (
     update(audit_head)
-    .where(audit_head.c.id == HEAD_ROW_ID, audit_head.c.seq == bindparam("b_old_seq"))
+    .where(
+        audit_head.c.partition_id == bindparam("b_part"),
+        audit_head.c.seq == bindparam("b_old_seq"),
+    )
     .values(seq=bindparam("b_new_seq"), hash=bindparam("b_new_hash"))
 )
+_PARTITION_RECORDS = select(func.count()).where(audit.c.partition_id == bindparam("b_part"))
 _INSERT_AUDIT = insert(audit)
 _CHAIN_FORMAT = select(meta.c.value).where(meta.c.key == CHAIN_FORMAT_KEY)
 
@@ -86,7 +106,10 @@ class Database:
         statement_timeout: timedelta,
         connect_timeout: timedelta,
         pool_size: int,
+        partition: str = LEGACY_PARTITION,
     ) -> None:
+        #: The audit partition this handle appends to (its replica id).
+        self.partition = check_partition(partition)
         # The deadline on a call to a server that stopped answering: past the server's own
         # limits (a lock wait, then statements), so a live server always answers first.
         self._watchdog = Watchdog(busy_timeout + statement_timeout + _DEADLINE_SLACK)
@@ -231,7 +254,7 @@ class Database:
         fail: the kill switch. Still bounded, by the client-side deadline. A ``lean`` one
         (the hot path's) begins and commits on SQLite's driver (see :meth:`_sqlite_write`)."""
         with self.write_conn(code, action, patient=patient, lean=lean) as conn:
-            yield Writer(conn, self.format, self._driver)
+            yield Writer(conn, self.format, self.partition, self._driver)
 
     @contextmanager
     def _one_writer(self, code: ErrorCode, action: str, patient: bool = False) -> Iterator[None]:
@@ -253,13 +276,14 @@ class Database:
             self._writers.release()
 
     def ping(self) -> None:
-        """Take the write lock and the chain head, then roll back: reachable *and* writable."""
+        """Take the write lock and this partition's head, then roll back: reachable *and*
+        writable (a partition not yet written has no head row to lock)."""
         engine = self.live(STORE)
         with translate(STORE, "be written"), engine.connect() as conn, self.guard(conn):
             conn.execution_options(**{WRITE_OPTION: True})
             tx = conn.begin()
             try:
-                conn.execute(LOCK_HEAD).one()
+                conn.execute(LOCK_HEAD, {"b_part": self.partition}).all()
             finally:
                 tx.rollback()
 
@@ -331,28 +355,40 @@ class DriverWrites:
 
 
 class Writer:
-    """One write transaction that holds the chain head and appends after it."""
+    """One write transaction that holds its partition's head and appends after it."""
 
     def __init__(
-        self, conn: Connection, format: ChainFormat, driver: DriverWrites | None = None
+        self,
+        conn: Connection,
+        format: ChainFormat,
+        partition: str = LEGACY_PARTITION,
+        driver: DriverWrites | None = None,
     ) -> None:
         self.conn = conn
         self._format = format
+        self.partition = partition
         self.driver = driver
         # Locked first, before any other row, on every write path (see the module docstring).
-        if driver is not None:
-            found = driver.lock_head.run(conn, {}).fetchone()
-            if found is None:
-                raise Unavailable(
-                    "the audit chain's head is missing, so nothing can be appended: the "
-                    "database was changed outside tether; run `tether audit verify`",
-                    code=AUDIT,
-                )
-            seq, hash_ = found
-        else:
-            row = conn.execute(LOCK_HEAD).one()
-            seq, hash_ = row.seq, row.hash
+        found = self._lock_head()
+        if found is None:
+            _open_partition(conn, partition)
+            found = self._lock_head()
+        if found is None:
+            raise Unavailable(
+                f"the head of audit partition {partition!r} is missing, so nothing can be "
+                "appended: the database was changed outside tether; run `tether audit verify`",
+                code=AUDIT,
+            )
+        seq, hash_ = found
         self._head = None if seq == 0 else ChainHead(int(seq), str(hash_))
+
+    def _lock_head(self) -> tuple[int, str] | None:
+        key = {"b_part": self.partition}
+        if self.driver is not None:
+            found = self.driver.lock_head.run(self.conn, key).fetchone()
+            return None if found is None else (int(found[0]), str(found[1]))
+        row = self.conn.execute(LOCK_HEAD, key).first()
+        return None if row is None else (int(row.seq), str(row.hash))
 
     @property
     def head(self) -> ChainHead | None:
@@ -395,8 +431,10 @@ class Writer:
             task_id=entry.task_id,
             body=entry.body,
             format=self._format,
+            partition=self.partition,
         )
         move = {
+            "b_part": self.partition,
             "b_old_seq": 0 if self._head is None else self._head.seq,
             "b_new_seq": record.seq,
             "b_new_hash": record.hash,
@@ -413,6 +451,19 @@ class Writer:
             )
         self._head = ChainHead(record.seq, record.hash)
         return record
+
+
+def _open_partition(conn: Connection, partition: str) -> None:
+    """Create ``partition``'s head row (empty) for its first write. Two writers opening it at
+    once both succeed: the second one's insert does nothing. A partition that already holds
+    records but has lost its head row is not reopened (that would fork it)."""
+    if conn.execute(_PARTITION_RECORDS, {"b_part": partition}).scalar():
+        return  # the caller reports the missing head
+    values = {"partition_id": partition, "seq": 0, "hash": GENESIS_HASH}
+    if conn.dialect.name == "postgresql":
+        conn.execute(pg_dialect.insert(audit_head).values(values).on_conflict_do_nothing())
+    else:
+        conn.execute(sqlite_dialect.insert(audit_head).values(values).on_conflict_do_nothing())
 
 
 def audit_record(row: codec.Row, format: ChainFormat) -> AuditRecord:
@@ -446,7 +497,8 @@ def translate(code: ErrorCode, action: str) -> Iterator[None]:
     try:
         yield
     except IntegrityError as exc:
-        # Every writer holds the head lock, so this is no race: an id tether made is reused.
+        # Ids tether makes are random and the checks that race (one effect per decision) have
+        # their own constraint handling, so this is an id reused: a bug, not an outage.
         raise Unavailable(
             f"could not {action}: an id it carries (task, grant, decision, effect or audit "
             "record) is already in use; nothing was written",

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 
 from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core.approval import ApprovalState
@@ -33,9 +35,21 @@ from tether.store.groupcommit import GroupCommit, Pending
 from tether.store.schema import decisions, effects
 
 _INSERT_DECISION = insert(decisions)
-_INSERT_EFFECT = insert(effects)
+
+
+# The effect's insert, adding nothing when the decision already has one (see record_effect).
+# RETURNING says whether it added the row (a driver's rowcount for it is not to be relied on).
+_INSERT_EFFECT = {
+    name: dialect.insert(effects)
+    .on_conflict_do_nothing(index_elements=["decision_id"])
+    .returning(effects.c.effect_id)
+    for name, dialect in (("postgresql", pg_dialect), ("sqlite", sqlite_dialect))
+}
+
+
 _SELECT_DECISION = select(decisions).where(decisions.c.decision_id == bindparam("b_id"))
 _SELECT_EFFECT = select(effects).where(effects.c.decision_id == bindparam("b_id"))
+
 # The decision an effect reports on, and the effect already reported for it, in one round trip.
 _EFFECT_SLOT = (
     select(decisions.c.decision_id, effects.c.effect_id)
@@ -77,6 +91,13 @@ class DecisionLogSql:
         after the commit."""
         done: list[tuple[Pending[DecisionWrite, AuditRecord], AuditRecord]] = []
         with self._db.write(STORE, "record the decision", lean=True) as tx:
+            # The head locked is this replica's partition's, which no other replica waits on;
+            # what the batch checks and changes across replicas (budgets, task progress) is
+            # locked here, every task of the batch at once and in one order.
+            charged: set[str] = set()
+            for pending in batch:
+                charged |= budgets_sql.charged_tasks(pending.work.budget, pending.work.progress)
+            budgets_sql.lock_tasks(tx.conn, charged)
             if len(batch) == 1:
                 # Alone: a refusal rolls the whole transaction back, no savepoint needed.
                 done.append((batch[0], self._apply(tx, batch[0].work)))
@@ -103,7 +124,8 @@ class DecisionLogSql:
         if write.use_approval is not None:
             _use_approval(tx, write.use_approval, decision.decision_id)
         if write.budget is not None:
-            # INVARIANT: a budget is never overspent: checked and reserved under the lock.
+            # INVARIANT: a budget is never overspent: checked and reserved with its tasks'
+            # rows locked (see _run_batch).
             budgets_sql.reserve(tx.conn, decision.decision_id, write.budget)
         for moved in write.progress:
             budgets_sql.apply_progress(tx.conn, moved)
@@ -144,7 +166,6 @@ class DecisionLogSql:
         ``NotFound(DECISION_NOT_FOUND)`` for an unknown decision; neither writes anything.
         """
         with self._db.write(STORE, "record the effect") as tx:
-            # The head lock serializes writers, so this check cannot race another report.
             slot = tx.conn.execute(_EFFECT_SLOT, {"b_id": effect.decision_id}).first()
             if slot is None:
                 raise NotFound(
@@ -158,7 +179,17 @@ class DecisionLogSql:
                     "each decision takes exactly one report",
                     code=ErrorCode.EFFECT_ALREADY_REPORTED,
                 )
-            tx.conn.execute(_INSERT_EFFECT, codec.effect_params(effect))
+            # INVARIANT: one effect per decision. The check above can race a report on another
+            # replica (another audit partition, another head), so the unique decision id of
+            # ``effects`` decides: a second insert waits for the first's commit and then adds
+            # nothing, and this report is refused like one the check caught.
+            added = tx.conn.execute(_INSERT_EFFECT[self._db.backend], codec.effect_params(effect))
+            if added.first() is None:
+                raise Conflict(
+                    f"an effect was already reported for decision {effect.decision_id}; "
+                    "each decision takes exactly one report",
+                    code=ErrorCode.EFFECT_ALREADY_REPORTED,
+                )
             budgets_sql.settle(tx.conn, effect)
             return tx.append(audit)
 
@@ -189,7 +220,7 @@ class DecisionLogSql:
 
 
 def _use_approval(tx: Writer, approval_id: ApprovalId, decision_id: DecisionId) -> None:
-    row = tx.conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
+    row = tx.conn.execute(approvals_sql.LOCK, {"b_id": approval_id}).first()
     if row is None:
         raise NotFound(f"no approval {approval_id}", code=ErrorCode.APPROVAL_NOT_FOUND)
     approval = approvals_sql.from_doc(row.doc)
@@ -198,8 +229,8 @@ def _use_approval(tx: Writer, approval_id: ApprovalId, decision_id: DecisionId) 
             f"the approval is {approval.state.value}", code=ErrorCode.APPROVAL_NOT_PENDING
         )
     used = replace(approval, state=ApprovalState.USED, used_by=decision_id)
-    # INVARIANT: an approval is used at most once: the row moves approved -> used only from
-    # the state we read, under the head lock that serializes every writer.
+    # INVARIANT: an approval is used at most once: the row is locked from the read above to the
+    # commit, and moves approved -> used only from the state we read.
     moved = tx.conn.execute(
         approvals_sql.REPLACE,
         {

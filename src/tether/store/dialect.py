@@ -18,16 +18,17 @@ serialize, how the first start is kept single, and how a driver error is worded:
   commit, one fsync per authorize; we trade that for latency. Run PostgreSQL when commits must
   survive losing the machine.
 
-- **PostgreSQL** (psycopg 3): writers serialize on ``SELECT ... FOR UPDATE`` of the
-  ``audit_head`` row, which the store issues on every backend (SQLAlchemy omits ``FOR UPDATE``
-  where the dialect has none, as on SQLite). Transactions run at ``READ COMMITTED``, pinned here
-  whatever the server's default: each statement after the head lock sees everything the previous
-  lock holder committed, which is what the store's read-check-write steps (one effect per
-  decision, one use per approval) rely on; at ``REPEATABLE READ`` they would fail with
-  serialization errors instead. Each session sets ``lock_timeout`` (the busy timeout: how long a
-  writer waits for the head), ``statement_timeout`` and ``idle_in_transaction_session_timeout``
-  (a replica frozen mid-transaction cannot hold the head for longer), and TCP keepalives; the pool
-  pings a connection before lending it (so a restarted server is picked up by itself) and waits a
+- **PostgreSQL** (psycopg 3): writers of one audit partition serialize on ``SELECT ... FOR
+  UPDATE`` of its ``audit_head`` row, which the store issues on every backend (SQLAlchemy omits
+  ``FOR UPDATE`` where the dialect has none, as on SQLite); read-check-write steps across
+  partitions lock the rows they check (see :mod:`tether.store.db`). Transactions run at ``READ
+  COMMITTED``, pinned here whatever the server's default: each statement after a lock sees
+  everything the previous holder committed, which those steps (a budget's sum, an approval's
+  votes) rely on; at ``REPEATABLE READ`` they would fail with serialization errors instead.
+  Each session sets ``lock_timeout`` (the busy timeout: how long a writer waits for the head),
+  ``statement_timeout`` and ``idle_in_transaction_session_timeout`` (a replica frozen
+  mid-transaction cannot hold the head for longer), and TCP keepalives; the pool pings a
+  connection before lending it (so a restarted server is picked up by itself) and waits a
   bounded time for a free one. The ping and every store call run under a client-side deadline
   (:mod:`tether.store.watchdog`) for a server that accepts connections but stops answering. The
   first start takes a transaction-scoped advisory lock

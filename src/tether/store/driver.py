@@ -57,7 +57,8 @@ class DriverStatement:
         try:
             cursor.execute(self.sql, values)
         except sqlite3.IntegrityError:
-            # Every writer holds the head lock, so this is no race: an id tether made is reused.
+            # Ids tether makes are random and the checks that race (one effect per decision) have
+            # their own constraint handling, so this is an id reused: a bug, not an outage.
             raise Unavailable(
                 f"could not {self._action}: an id it carries is already in use; nothing was "
                 "written",

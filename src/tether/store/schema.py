@@ -14,9 +14,12 @@ refuse ``NaN``, which Python's parser accepts. ASCII escaping also keeps NUL and
 out of the server's text type. The bytes are what SQLAlchemy's ``JSON`` wrote on SQLite before,
 so existing SQLite files read unchanged.
 
-``audit_head`` holds one row (``id = 1``) naming the last sealed record; ``seq = 0`` means the
-chain is empty. The row exists from the moment the schema is created so that every writer can lock
-it (``SELECT ... FOR UPDATE``) before appending, on backends with row locks.
+The audit log is partitioned (:mod:`tether.core.audit`): ``audit`` is keyed by
+``(partition_id, seq)``, and ``audit_head`` holds one row per partition naming its last sealed
+record (``seq = 0``: the partition is empty). A writer locks its own partition's row
+(``SELECT ... FOR UPDATE``) before appending, so writers of different partitions (replicas) never
+wait on each other; the row is created by the partition's first write. The legacy partition
+(``'0'``) is the chain of a store begun before partitions (schema 10).
 
 Every table tether uses is declared here, so the schema a store creates does not depend on which
 modules were imported first.
@@ -43,6 +46,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -50,11 +54,11 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 10
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0008"
+SCHEMA_REVISION: Final = "0010"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -65,7 +69,9 @@ SCHEMA_VERSION_KEY: Final = "schema_version"
 CHAIN_FORMAT_KEY: Final = "audit_chain_format"
 """``tether_meta``'s record of the audit chain's format (:class:`tether.core.audit.ChainFormat`),
 fixed when the schema reaches revision 0006: 1 for a chain begun before, 2 otherwise."""
-HEAD_ROW_ID: Final = 1
+LEGACY_PARTITION_ID: Final = "0"
+"""The partition of every record written before schema 10
+(:data:`tether.core.audit.LEGACY_PARTITION`)."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -194,10 +200,12 @@ effects = Table(
     Column("reported_at", UtcMicros, nullable=False),
 )
 
+_PARTITION = String(64)
+
 audit = Table(
     "audit",
     metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    Column("seq", _SEQ, nullable=False, autoincrement=False),
     Column("record_id", _ID, nullable=False, unique=True),
     Column("at", Text, nullable=False),
     Column("kind", _WORD, nullable=False),
@@ -206,14 +214,18 @@ audit = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Last: where ALTER TABLE ADD COLUMN put it on PostgreSQL (schema 10).
+    Column("partition_id", _PARTITION, nullable=False),
+    PrimaryKeyConstraint("partition_id", "seq"),
 )
 
 audit_head = Table(
     "audit_head",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", _SEQ, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("partition_id", _PARTITION, nullable=False),
+    PrimaryKeyConstraint("partition_id"),
 )
 
 audit_checkpoints = Table(
@@ -229,8 +241,12 @@ audit_checkpoints = Table(
     Column("signature", Text, nullable=False),
     # The Merkle frontier at this size (JSON list of hex), so the next checkpoint extends the
     # tree without reading the log from the start. Not signed: it is used only once it hashes
-    # to the signed root.
+    # to the signed root. For a checkpoint of every partition (schema 10), a JSON object of
+    # partition -> its frontier.
     Column("frontier", Text, nullable=False),
+    # A checkpoint of every partition (schema 10): the signed (partition, size, head, root) of
+    # each, as JSON; empty for a checkpoint of the legacy partition alone, signed before.
+    Column("partitions", Text, nullable=False, server_default=text("''")),
 )
 
 
@@ -264,7 +280,8 @@ breakglass = Table(
 
 RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "tether_meta": ("SELECT",),
-    "audit_head": ("SELECT", "UPDATE"),  # UPDATE also for SELECT ... FOR UPDATE
+    # UPDATE also for SELECT ... FOR UPDATE; INSERT for a partition's first write (schema 10).
+    "audit_head": ("SELECT", "INSERT", "UPDATE"),
     "audit": ("SELECT", "INSERT"),
     "audit_checkpoints": ("SELECT", "INSERT"),
     "tasks": ("SELECT", "INSERT", "UPDATE"),
@@ -287,7 +304,7 @@ only these privileges cannot rewrite or remove history, whatever a compromised r
 
 __all__ = [
     "CHAIN_FORMAT_KEY",
-    "HEAD_ROW_ID",
+    "LEGACY_PARTITION_ID",
     "RUNTIME_PRIVILEGES",
     "SCHEMA_REVISION",
     "SCHEMA_VERSION",

@@ -28,12 +28,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy import URL, Integer, bindparam, select
+from sqlalchemy import URL, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core.anomaly import Volume
 from tether.core.approval import Approval
-from tether.core.audit import AuditRecord, ChainFormat, ChainHead
+from tether.core.audit import LEGACY_PARTITION, AuditRecord, ChainFormat, ChainHead
 from tether.core.budget import Hold
 from tether.core.effect import Effect
 from tether.core.errors import ErrorCode, NotFound, Unavailable
@@ -55,27 +55,21 @@ from tether.store import codec
 from tether.store import history as history_sql
 from tether.store import leases as leases_sql
 from tether.store import tasks as tasks_sql
+from tether.store.audit_log import AuditReader
 from tether.store.db import AUDIT as _AUDIT
-from tether.store.db import READ_HEAD, Database, audit_record, unavailable
 from tether.store.db import STORE as _STORE
+from tether.store.db import Database, unavailable
 from tether.store.decision_log import DecisionLogSql
 from tether.store.dialect import postgres_url
 from tether.store.hotread import GrantWithTaskQuery
 from tether.store.migrate import SchemaState, SchemaUpgrade
-from tether.store.schema import audit, tasks
+from tether.store.schema import tasks
 
 DEFAULT_BUSY_TIMEOUT: Final = timedelta(seconds=5)
 DEFAULT_STATEMENT_TIMEOUT: Final = timedelta(seconds=10)
 DEFAULT_CONNECT_TIMEOUT: Final = timedelta(seconds=5)
 DEFAULT_POOL_SIZE: Final = 5
 DEFAULT_PAGE_SIZE: Final = 500
-
-_AUDIT_PAGE = (
-    select(audit)
-    .where(audit.c.seq > bindparam("b_after", type_=Integer()))
-    .order_by(audit.c.seq)
-    .limit(bindparam("b_limit", type_=Integer()))
-)
 
 
 class SqlStore:
@@ -95,6 +89,7 @@ class SqlStore:
         connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT,
         pool_size: int = DEFAULT_POOL_SIZE,
         migrate: bool = True,
+        partition: str = LEGACY_PARTITION,
     ) -> None:
         """Open the database at ``url`` (``sqlite:///...`` or ``postgresql://...``), creating
         tether's tables on first use and applying pending schema migrations
@@ -107,6 +102,11 @@ class SqlStore:
         until the schema is current. Raises ``ConfigurationError`` for a URL or schema this
         tether cannot use (a newer tether's) and ``Unavailable`` when the database cannot be
         reached or the schema cannot be migrated (a role without DDL rights).
+
+        ``partition`` is the audit partition this handle appends to: its replica id
+        (:mod:`tether.core.audit`). Handles with different partitions never wait on each
+        other's chain head; handles sharing one serialize on it. ``ValueError`` for a name that
+        cannot be one.
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -118,12 +118,13 @@ class SqlStore:
             statement_timeout=statement_timeout,
             connect_timeout=connect_timeout,
             pool_size=pool_size,
+            partition=partition,
         )
         engine = self.db.live(_STORE)
         self._decisions = DecisionLogSql(self.db)
         # The hot read below SQLAlchemy's statement machinery, where the driver allows it.
         self._hot_read = GrantWithTaskQuery(engine) if self.db.backend == "sqlite" else None
-        self._page_size = page_size
+        self._audit = AuditReader(self.db, page_size)
         try:
             self.db.bootstrap(migrate)
         except BaseException:
@@ -138,10 +139,17 @@ class SqlStore:
         busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
         page_size: int = DEFAULT_PAGE_SIZE,
         migrate: bool = True,
+        partition: str = LEGACY_PARTITION,
     ) -> SqlStore:
         """Open or create the SQLite database file at ``path`` (WAL, ``synchronous=NORMAL``)."""
         url = URL.create("sqlite+pysqlite", database=str(Path(path).absolute()))
-        return cls(url, busy_timeout=busy_timeout, page_size=page_size, migrate=migrate)
+        return cls(
+            url,
+            busy_timeout=busy_timeout,
+            page_size=page_size,
+            migrate=migrate,
+            partition=partition,
+        )
 
     @classmethod
     def postgres(
@@ -154,6 +162,7 @@ class SqlStore:
         pool_size: int = DEFAULT_POOL_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
         migrate: bool = True,
+        partition: str = LEGACY_PARTITION,
     ) -> SqlStore:
         """Open tether's store in the PostgreSQL database ``dsn`` names, creating its tables on
         first use and applying pending migrations unless ``migrate=False`` (safe when several
@@ -175,6 +184,7 @@ class SqlStore:
             pool_size=pool_size,
             page_size=page_size,
             migrate=migrate,
+            partition=partition,
         )
 
     def __repr__(self) -> str:
@@ -416,7 +426,9 @@ class SqlStore:
         """Read the approval under the write lock, ``apply`` a vote (which may raise and so
         write nothing), store the result and audit it, in one transaction."""
         with self.db.write(_STORE, "record the vote") as tx:
-            row = tx.conn.execute(approvals_sql.SELECT, {"b_id": approval_id}).first()
+            # INVARIANT: no vote is lost: the row is locked from this read to the commit, so a
+            # vote on another replica (another audit partition) waits and reads this one's.
+            row = tx.conn.execute(approvals_sql.LOCK, {"b_id": approval_id}).first()
             if row is None:
                 raise NotFound(f"no approval {approval_id}", code=ErrorCode.APPROVAL_NOT_FOUND)
             before = approvals_sql.from_doc(row.doc)
@@ -430,7 +442,7 @@ class SqlStore:
                     "b_doc": approvals_sql.to_doc(after),
                 },
             )
-            # The head lock makes this impossible; checked so a broken lock cannot lose a vote.
+            # The row lock makes this impossible; checked so a broken lock cannot lose a vote.
             if moved.rowcount != 1:
                 raise Unavailable(
                     "the approval changed during the vote; nothing was written", code=_STORE
@@ -453,34 +465,30 @@ class SqlStore:
         with self.db.write(_AUDIT, "append to the audit log") as tx:
             return tx.append(audit)
 
-    def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        """Records in chain order after ``after_seq``, fetched a page at a time.
-
-        No connection is held between pages, so a slow reader never holds up writers.
-        """
-        after = after_seq
-        while True:
-            with self.db.read(_AUDIT, "read the audit log") as conn:
-                rows = conn.execute(
-                    _AUDIT_PAGE, {"b_after": after, "b_limit": self._page_size}
-                ).all()
-            page = [audit_record(r._mapping, self.db.format) for r in rows]
-            yield from page
-            if len(page) < self._page_size:
-                return
-            after = page[-1].seq
+    def audit_records(
+        self, after_seq: int = 0, partition: str | None = None
+    ) -> Iterator[AuditRecord]:
+        """``partition``'s records after ``after_seq`` in chain order; with no partition, every
+        partition's (each after ``after_seq``) in the log's stable order
+        (:func:`tether.core.partitions.log_order`)."""
+        return self._audit.records(after_seq, partition)
 
     def chain_head(self) -> ChainHead | None:
-        with self.db.read(_AUDIT, "read the audit chain head") as conn:
-            row = conn.execute(READ_HEAD).first()
-        if row is None:
-            # Never report "empty": that would hide every record from a head check.
-            raise Unavailable(
-                "the audit chain head is missing: the database was changed outside tether; "
-                "export the audit log and investigate before writing to it again",
-                code=_AUDIT,
-            )
-        return None if row.seq == 0 else ChainHead(int(row.seq), str(row.hash))
+        """The head of the partition this store appends to (``None``: not written yet)."""
+        return self._audit.head(self.db.partition)
+
+    def chain_heads(self) -> dict[str, ChainHead | None]:
+        """Every partition's head (``None``: empty)."""
+        return self._audit.heads()
+
+    def audit_partitions(self) -> set[str]:
+        """Every partition the log holds (by its head row or its records)."""
+        return self._audit.partitions()
+
+    @property
+    def partition(self) -> str:
+        """The audit partition this store appends to (its replica id)."""
+        return self.db.partition
 
     # -- lifecycle and the schema --------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from tether.service.ports import AuditEntry
 from tether.store import agents as agents_sql
 from tether.store import approvals as approvals_sql
 from tether.store import breakglass_rows, codec
+from tether.store import budgets as budgets_sql
 from tether.store import leases as leases_sql
 from tether.store.db import Writer
 from tether.store.schema import UtcMicros, grants, tasks
@@ -64,6 +65,9 @@ def end_in(
     """End the open task ``task_id`` in ``tx``, with everything it holds and every task delegated
     from it; ``None`` (nothing written) when it was not open."""
     grant_state = GrantState.EXPIRED if state is TaskState.EXPIRED else GrantState.REVOKED
+    # The rows it will end, locked first in task id order, as a decision's batch locks the
+    # tasks it charges (tether.store.budgets.lock_tasks): the two never deadlock.
+    _lock_subtree(tx, [task_id])
     # INVARIANT: only an open task ends, once; ending it ends every grant it holds.
     row = tx.conn.execute(_END_TASK, {"b_id": task_id, "b_state": state.value, "b_at": at}).first()
     if row is None:
@@ -116,7 +120,9 @@ def revoke(
     agents_sql.mark(tx.conn, agent, at, reason, by)
     tx.append(audit)
     ended = 0
-    for task_id in agents_sql.open_task_ids(tx.conn, agent):
+    own = agents_sql.open_task_ids(tx.conn, agent)
+    _lock_subtree(tx, own)  # all at once, in one order
+    for task_id in own:
         current = tx.conn.execute(SELECT_TASK, {"b_id": task_id}).first()
         if current is None:
             continue
@@ -124,6 +130,26 @@ def revoke(
         if end_in(tx, TaskId(task_id), TaskState.REVOKED, at, end_audit(task), cascade):
             ended += 1
     return ended
+
+
+def _lock_subtree(tx: Writer, roots: Sequence[str]) -> None:
+    """Lock ``roots`` and their open delegates (PostgreSQL; SQLite's write lock has them all)."""
+    if tx.conn.dialect.name == "postgresql":
+        budgets_sql.lock_tasks(tx.conn, open_subtree(tx, roots))
+
+
+def open_subtree(tx: Writer, roots: Sequence[str]) -> set[str]:
+    """``roots`` and every open task delegated from them, at any depth."""
+    found, frontier = set(roots), list(roots)
+    while frontier:
+        children = tx.conn.execute(
+            select(tasks.c.task_id).where(
+                tasks.c.parent_task_id.in_(frontier), tasks.c.state == TaskState.OPEN.value
+            )
+        ).all()
+        frontier = [str(c) for (c,) in children if str(c) not in found]
+        found.update(frontier)
+    return found
 
 
 def _end_requests(tx: Writer, task_id: str, at: datetime) -> dict[str, list[str]]:
