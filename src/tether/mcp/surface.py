@@ -32,11 +32,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from tether.core.effect import EffectStatus
+from tether.core.redact import Redacted, Unredactable
 from tether.core.scope import MAX_TOOL_NAME, ActionKind, is_valid_name
 from tether.core.task import Grant
 from tether.core.verdict import Decision, Verdict
 from tether.mcp.callers import Caller
 from tether.mcp.config import RESOURCES_TOOL, ToolMapping
+from tether.mcp.redaction import LISTING, RESULT
 from tether.mcp.results import (
     META_APPROVAL,
     META_ERROR,
@@ -152,7 +154,14 @@ class Surface:
                 tool = f"{upstream.name}.{RESOURCES_TOOL}"
                 if dataset is not None and _covers(grant, tool, ActionKind.READ, dataset):
                     shown.append(item)
-        return _shaped("", method, version, {key: shown})
+        listing = {key: shown}
+        try:
+            redacted = gw.secrets.redact(listing)
+        except Unredactable:
+            redacted = Redacted({key: []})
+        if redacted.found:
+            await gw.secrets.record("*", method, LISTING, redacted.found, None, caller.workload.id)
+        return _shaped("", method, version, redacted.value)  # type: ignore[arg-type]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -245,8 +254,19 @@ class Surface:
         withheld: tuple[GatewayCode, str] | None = None
         if len(data) > gw.config.max_result_bytes:
             withheld = (GatewayCode.UPSTREAM_RESULT_TOO_LARGE, "the answer is over the limit")
-        elif session.leak_in(data) is not None:
-            withheld = (GatewayCode.UPSTREAM_LEAKED_SECRET, "the answer held a credential")
+        else:
+            try:
+                redacted = gw.secrets.redact(answer, data)
+            except Unredactable:
+                withheld = (GatewayCode.UPSTREAM_LEAKED_SECRET, "the answer held a credential")
+            else:
+                if redacted.found:
+                    answer = redacted.value  # type: ignore[assignment]  # an object stays one
+                    data = encoded(answer)
+                    agent = caller.workload.id
+                    await gw.secrets.record(
+                        session.name, name, RESULT, redacted.found, decision_id, agent
+                    )
         if withheld is not None:
             gw.report(caller, decision_id, Measured(EffectStatus.ERROR, 0, None, ()))
             kind = (
