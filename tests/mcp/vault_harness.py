@@ -33,13 +33,18 @@ def vault_scope(tool: str) -> dict[str, object]:
     return {"tool": f"vault.{tool}", "actions": ["read"], "datasets": ["tickets"]}
 
 
-def vault_config(description_file: Path, **upstream: Any) -> dict[str, Any]:
+def vault_config(
+    description_file: Path, *, list_changed: bool = False, **upstream: Any
+) -> dict[str, Any]:
+    env = {"PROMPT_DESCRIPTION_FILE": str(description_file)}
+    if list_changed:
+        env["VAULT_LIST_CHANGED"] = "1"
     return {
         "upstreams": {
             "vault": {
                 "command": sys.executable,
                 "args": [VAULT],
-                "env": {"PROMPT_DESCRIPTION_FILE": str(description_file)},
+                "env": env,
                 "secret_env": {"VAULT_TOKEN": "vault-token"},
                 "timeout_seconds": 20,
                 **upstream,
@@ -49,6 +54,7 @@ def vault_config(description_file: Path, **upstream: Any) -> dict[str, Any]:
         "prompts": {
             "vault.leak": {"action": "read", "dataset": "tickets"},
             "vault.summarize": {"action": "read", "dataset": "tickets"},
+            "vault.secret-prompt": {"action": "read", "dataset": "tickets"},
         },
         "resources": [{"upstream": "vault", "uri": "vault://*", "dataset": "tickets"}],
     }
@@ -68,7 +74,9 @@ class Vault:
 
 
 @contextmanager
-def running_vault(root: Path, clock: ManualClock, **upstream: Any) -> Iterator[Vault]:
+def running_vault(
+    root: Path, clock: ManualClock, *, list_changed: bool = False, **upstream: Any
+) -> Iterator[Vault]:
     data_dir = root / "data"
     policies = copy_policies(root / "policies")
     (policies / "vault.cedar").write_text(POLICY)
@@ -76,7 +84,9 @@ def running_vault(root: Path, clock: ManualClock, **upstream: Any) -> Iterator[V
     SecretStore(data_dir, environ={}).set("vault-token", Secret(VAULT_TOKEN))
     description = root / "summarize.txt"
     try:
-        config_path = write_config(root / "gateway.yaml", vault_config(description, **upstream))
+        config_path = write_config(
+            root / "gateway.yaml", vault_config(description, list_changed=list_changed, **upstream)
+        )
         gateway = open_gateway(load_config(config_path), runtime)
         with live(gateway), serve_asgi(http_app(gateway)) as base:
             yield Vault(runtime, clock, f"{base}/mcp", config_path, description, gateway)

@@ -52,6 +52,7 @@ from tether.mcp.effectqueue import EffectQueue
 from tether.mcp.listeners import Listeners
 from tether.mcp.pins import PinStatus, PinStore
 from tether.mcp.pool import UpstreamPool
+from tether.mcp.prompts import PromptCatalog
 from tether.mcp.recording import GatewayAudit, failure_body, withheld_body
 from tether.mcp.redaction import RESULT, SecretBook, configured_secrets
 from tether.mcp.results import (
@@ -127,6 +128,7 @@ class Gateway:
         self.secrets.load(configured_secrets(config))
         self._pools: dict[str, UpstreamPool] = {}
         self._catalog: Catalog | None = None
+        self.prompts = PromptCatalog(pins, self.audit, deps.clock)
         self.effects = EffectQueue()
         self.listeners = Listeners()
         self.surface = Surface(self)
@@ -146,6 +148,7 @@ class Gateway:
                 u.name: UpstreamPool(u, partial(self._open, u, tg)) for u in self.config.upstreams
             }
             self._catalog = Catalog(self.pins, self.audit, self.deps.clock)
+            self.prompts = PromptCatalog(self.pins, self.audit, self.deps.clock)
             try:
                 yield self
             finally:
@@ -188,6 +191,9 @@ class Gateway:
                     session.name, agent, params.data, params.logger
                 )
                 await self.listeners.log(agent, params.level, data, logger)
+                return
+            case types.PromptListChangedNotification():
+                self.prompts.changed(session)  # the next prompts/get re-reads them first
                 return
             case types.ResourceUpdatedNotification(params=params) if agent:
                 await self.listeners.resource_updated(agent, str(params.uri))
