@@ -35,7 +35,12 @@ if TYPE_CHECKING:
 
 #: The audit kinds a gateway may report; every other kind is written by this server alone.
 GATEWAY_EVENT_KINDS: Final = frozenset(
-    {AuditKind.TOOL_PINNED, AuditKind.TOOL_WITHHELD, AuditKind.UPSTREAM_FAILED}
+    {
+        AuditKind.TOOL_PINNED,
+        AuditKind.TOOL_WITHHELD,
+        AuditKind.UPSTREAM_FAILED,
+        AuditKind.SECRET_REDACTED,
+    }
 )
 GRANT_HEADER: Final = "X-Tether-Grant"
 
@@ -59,7 +64,7 @@ class GrantOut(BaseModel):
 
 class GatewayEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["tool_pinned", "tool_withheld", "upstream_failed"]
+    kind: Literal["tool_pinned", "tool_withheld", "upstream_failed", "secret_redacted"]
     agent: Annotated[StrictStr, Field(min_length=1, max_length=2048)] | None = Field(
         default=None, description="The agent whose request the event happened on, if any."
     )

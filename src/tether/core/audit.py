@@ -81,6 +81,7 @@ class AuditKind(StrEnum):
     TOOL_PINNED = "tool_pinned"
     TOOL_WITHHELD = "tool_withheld"
     UPSTREAM_FAILED = "upstream_failed"
+    SECRET_REDACTED = "secret_redacted"  # a secret given to an upstream came back: redacted
     # Just-in-time downstream credentials (tether.service.leases).
     LEASE_ISSUED = "lease_issued"
     LEASE_REVOKED = "lease_revoked"

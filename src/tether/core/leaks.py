@@ -160,15 +160,19 @@ _BACKSLASHES: Final = rb"\\\\*"
 
 
 def _char_options(char: str, encoded: bytes) -> list[tuple[bytes, bytes]]:
-    """Every way one character may come back, as (lead, rest) patterns: itself; percent-encoded
+    """Every way one character may come back, as (lead, rest) patterns (the lead is always a
+    literal: the character's first byte, or what an escape starts with): itself; percent-encoded
     (each of its UTF-8 bytes, either hex case); ``+`` for a space; JSON-escaped (``\\uXXXX`` in
     either hex case, a surrogate pair beyond the BMP, or the short escape JSON has for it); an
     HTML character reference for any but an ASCII letter or digit (decimal or hex, leading zeros
     allowed, or the name HTML has)."""
     percent = b"".join(_PERCENT + _hex_pattern(byte, 2) for byte in encoded)
-    options = [(b"", re.escape(encoded)), (_PERCENT, percent[len(_PERCENT) :])]
+    options = [
+        (re.escape(encoded[:1]), re.escape(encoded[1:])),
+        (_PERCENT, percent[len(_PERCENT) :]),
+    ]
     if char == " ":
-        options.append((b"", rb"\+"))
+        options.append((rb"\+", b""))
     point = ord(char)
     if point > 0xFFFF:  # JSON writes astral characters as a UTF-16 surrogate pair
         high = 0xD800 + ((point - 0x10000) >> 10)
@@ -188,37 +192,45 @@ def _char_options(char: str, encoded: bytes) -> list[tuple[bytes, bytes]]:
     return options
 
 
-def _alternation(options: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """``(?:…|…)`` of the options, those sharing a lead written once, so that every branch
-    starts with a literal byte: the compiled search then skips at C speed to the bytes a match
-    can start with, and tries each lead once per position."""
+def alternation(options: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``(?:…|…)`` of (lead, rest) options, those sharing a lead written once, so that every
+    branch starts with a literal byte and each lead is tried once per position: the compiled
+    search skips at C speed to the bytes a match can start with, and a branch whose first byte
+    differs is left at once."""
     by_lead: dict[bytes, list[bytes]] = {}
     for lead, rest in options:
         by_lead.setdefault(lead, []).append(rest)
     branches: list[bytes] = []
     for lead, rests in by_lead.items():
         if lead:
-            branches.append(lead + b"(?:" + b"|".join(rests) + b")")
+            inner = rests[0] if len(rests) == 1 else b"(?:" + b"|".join(rests) + b")"
+            branches.append(lead + inner)
         else:
             branches += rests
     return b"(?:" + b"|".join(branches) + b")"
 
 
-def _escaped(text: bytes) -> list[tuple[bytes, bytes]]:
-    """``text`` with every character allowed in any of its escaped forms, as (lead, rest)
-    patterns: one per way its first character may begin."""
+#: What may stand between two characters of base64 or hex broken into lines (MIME, PEM): line
+#: breaks, raw or JSON-escaped.
+WRAP_GAP: Final = rb"(?:\r|\n|\\r|\\n)*"
+
+
+def escaped(text: bytes, gap: bytes = b"") -> list[tuple[bytes, bytes]]:
+    """``text`` with every character allowed in any of its escaped forms (and ``gap``, a
+    pattern, between any two), as (lead, rest) patterns: one per way its first character may
+    begin."""
     try:
         chars = [(c, c.encode()) for c in text.decode("utf-8")]
     except UnicodeDecodeError:  # not text: each byte stands for itself (as Latin-1 would read it)
         chars = [(chr(b), bytes([b])) for b in text]
-    tail = b"".join(_alternation(_char_options(c, e)) for c, e in chars[1:])
+    tail = b"".join(gap + alternation(_char_options(c, e)) for c, e in chars[1:])
     return [(lead, rest + tail) for lead, rest in _char_options(*chars[0])]
 
 
 _PERCENT_ESCAPE: Final = re.compile(rb"%[0-9A-Fa-f]{2}")
 
 
-def _escapings(matched: bytes, form: bytes) -> frozenset[Escaping]:
+def escapings(matched: bytes, form: bytes) -> frozenset[Escaping]:
     """Which escapings a match used: those whose marks it has more of than the form itself."""
     used: set[Escaping] = set()
     if len(_PERCENT_ESCAPE.findall(matched)) > len(_PERCENT_ESCAPE.findall(form)) or (
@@ -276,9 +288,9 @@ class LeakScanner:
         branches = [
             (lead, b"%s(?P<f%d_%d>)" % (rest, i, k))
             for i, form in enumerate(forms)
-            for k, (lead, rest) in enumerate(_escaped(form.text))
+            for k, (lead, rest) in enumerate(escaped(form.text))
         ]
-        self._pattern = re.compile(_alternation(branches))
+        self._pattern = re.compile(alternation(branches))
 
     def __repr__(self) -> str:
         return f"LeakScanner(secrets={self._count})"
@@ -308,7 +320,7 @@ class LeakScanner:
         if match is None or match.lastgroup is None:
             return None
         form = self._forms[int(match.lastgroup[1:].partition("_")[0])]
-        return Leak(form.encoding, _escapings(match.group(), form.text))
+        return Leak(form.encoding, escapings(match.group(), form.text))
 
     def __contains__(self, data: object) -> bool:
         return isinstance(data, bytes) and self.find(data) is not None

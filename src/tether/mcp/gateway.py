@@ -11,7 +11,8 @@
                   approval id to retry with once a human approved)
                 → allow: the call forwarded to its upstream as a JSON-RPC message, its progress
                   passed back → the result shaped for the agent's protocol revision →
-                  :meth:`Gateway._answer`: size cap, credential echo, effect queued → answer
+                  :meth:`Gateway._answer`: size cap, secrets redacted (:mod:`.redaction`),
+                  effect queued → answer
 
 Calls travel as JSON-RPC params and result objects (dicts), not re-created through a second SDK
 server and client: the SDK does the transports and handshakes on both sides and checks each
@@ -43,7 +44,7 @@ from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError
 from tether.core.ids import DecisionId
-from tether.core.leaks import Leak
+from tether.core.redact import Unredactable
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.core.secret import Secret
 from tether.core.verdict import Decision, Verdict
@@ -56,7 +57,9 @@ from tether.mcp.listeners import Listeners
 from tether.mcp.pdp import DecisionPoint, Effect, GrantView, Observation
 from tether.mcp.pins import PinStatus, PinStore
 from tether.mcp.pool import UpstreamPool, sweep_idle
+from tether.mcp.prompts import PromptCatalog
 from tether.mcp.recording import failure_body, withheld_body
+from tether.mcp.redaction import RESULT, SecretBook, configured_secrets
 from tether.mcp.results import (
     META_APPROVAL,
     GatewayCode,
@@ -82,7 +85,7 @@ log = get_logger("tether.mcp.gateway")
 #: The protocol revision results are shaped for when no agent session names one (typed calls).
 LEGACY_VERSION: Final = "2025-11-25"
 
-#: Results up to this size are scanned for a leaked credential on the event loop.
+#: Results up to this size are redacted on the event loop; larger ones in a worker thread.
 _SCAN_INLINE_BYTES = 64 * 1024
 
 
@@ -129,8 +132,12 @@ class Gateway:
         self.deps = deps
         self.pins = pins
         self.audit = deps.pdp.events
+        #: Every secret gateway.yaml names, read now: a missing or short one stops the start.
+        self.secrets = SecretBook(deps.secrets, self.audit)
+        self.secrets.load(configured_secrets(config))
         self._pools: dict[str, UpstreamPool] = {}
         self._catalog: Catalog | None = None
+        self.prompts = PromptCatalog(pins, self.audit, deps.clock)
         self.effects = EffectQueue()
         self.listeners = Listeners()
         self.warm = WarmStart(listing_path(pins.path), pins)
@@ -153,6 +160,7 @@ class Gateway:
                 for u in self.config.upstreams
             }
             self._catalog = Catalog(self.pins, self.audit, self.deps.clock, self.warm.listed)
+            self.prompts = PromptCatalog(self.pins, self.audit, self.deps.clock)
             tg.start_soon(sweep_idle, self.close_idle_sessions)
             try:
                 yield self
@@ -173,7 +181,7 @@ class Gateway:
         deps = self.deps
         return UpstreamConnection(
             config,
-            deps.secrets,
+            self.secrets.reveal,
             tg,
             deps.clock,
             self._notified,
@@ -207,7 +215,13 @@ class Gateway:
         agent = session.agent
         match notification:
             case types.LoggingMessageNotification(params=params) if agent:
-                await self.listeners.log(agent, params.level, params.data, params.logger)
+                data, logger = await self.secrets.log_message(
+                    session.name, agent, params.data, params.logger
+                )
+                await self.listeners.log(agent, params.level, data, logger)
+                return
+            case types.PromptListChangedNotification():
+                self.prompts.changed(session)  # the next prompts/get re-reads them first
                 return
             case types.ResourceUpdatedNotification(params=params) if agent:
                 await self.listeners.resource_updated(agent, str(params.uri))
@@ -352,6 +366,10 @@ class Gateway:
         if entry is None:
             return await self._failed(caller, name, verdict.decision_id, unreachable)
         upstream = self.session_for(entry.upstream, caller)
+        if progress is not None:
+            progress = self.secrets.progress(
+                progress, entry.upstream, entry.exposed, verdict.decision_id, caller.workload.id
+            )
         try:
             raw = await upstream.request(
                 "tools/call", {"name": entry.name, "arguments": args}, on_progress=progress
@@ -364,9 +382,7 @@ class Gateway:
                 entry.upstream, FailureKind.MALFORMED, "the answer to tools/call is not valid MCP"
             )
             return await self._failed(caller, name, verdict.decision_id, malformed)
-        return await self._answer(
-            caller, upstream, entry, mapping, args, verdict.decision_id, answer
-        )
+        return await self._answer(caller, entry, mapping, args, verdict.decision_id, answer)
 
     async def decide(self, caller: Caller, request: CallRequest) -> Verdict | types.CallToolResult:
         """Decide ``request`` through the one enforcement entry, once the effects of the task's
@@ -389,7 +405,6 @@ class Gateway:
     async def _answer(
         self,
         caller: Caller,
-        session: UpstreamConnection,
         entry: CatalogTool,
         mapping: ToolMapping,
         args: dict[str, Any],
@@ -397,15 +412,31 @@ class Gateway:
         answer: dict[str, Any],
     ) -> dict[str, Any]:
         """INVARIANT: the one place an allowed call's result is handed back to the agent. It is
-        measured, checked against the size cap and for its upstream's credentials, and its
-        effect queued (written before the next decision on the task, never lost)."""
+        checked against the size cap, every secret given to an upstream is redacted from it
+        (and the redaction audited), it is measured as the agent gets it, and its effect is
+        queued (written before the next decision on the task, never lost)."""
         data = encoded(answer)
         measured = measure(answer, len(data), mapping, args)
         if measured.bytes > self.config.max_result_bytes:
             return await self._too_large(caller, entry, decision_id, measured)
-        leaked = await self._leak_in(session, data)
-        if leaked is not None:
-            return await self._withheld(caller, entry, decision_id, measured, leaked)
+        try:
+            if len(data) <= _SCAN_INLINE_BYTES:
+                redacted = self.secrets.redact(answer, data)
+            else:
+                redacted = await anyio.to_thread.run_sync(self.secrets.redact, answer, data)
+        except Unredactable:
+            return await self._withheld(caller, entry, decision_id, measured)
+        if redacted.found:
+            answer = redacted.value  # type: ignore[assignment]  # a JSON object stays one
+            measured = measure(answer, len(encoded(answer)), mapping, args)
+            await self.secrets.record(
+                entry.upstream,
+                entry.exposed,
+                RESULT,
+                redacted.found,
+                decision_id,
+                caller.workload.id,
+            )
         self.report(caller, decision_id, measured, Handed(entry.exposed, mapping.dataset, answer))
         return answer
 
@@ -432,29 +463,21 @@ class Gateway:
             limit_bytes=limit,
         )
 
-    async def _leak_in(self, session: UpstreamConnection, data: bytes) -> Leak | None:
-        """Whether the result (as the agent would get it: content, structured content,
-        metadata) holds a credential tether gave the session's upstream, in any form an echo
-        gives it. Large results are scanned off the event loop."""
-        if len(data) <= _SCAN_INLINE_BYTES:
-            return session.leak_in(data)
-        return await anyio.to_thread.run_sync(session.leak_in, data)
-
     async def _withheld(
         self,
         caller: Caller,
         entry: CatalogTool,
         decision_id: DecisionId,
         measured: Measured,
-        leak: Leak,
     ) -> dict[str, Any]:
-        """The call ran but its result echoes a credential of its upstream; the audit log
-        says in which form it came back (never the credential)."""
+        """The call ran but its result holds a secret given to an upstream where it cannot be
+        redacted in place (split across two strings); the audit log says so (never the
+        secret)."""
         failure = UpstreamFailure(
             entry.upstream,
             FailureKind.LEAKED_SECRET,
-            f"the result of {entry.exposed!r} held the credential tether injects for this "
-            f"upstream (as {leak.form}); it was withheld",
+            f"the result of {entry.exposed!r} held a secret tether gives its upstreams, in a "
+            "way it could not be redacted from; it was withheld",
         )
         return await self._withhold(
             caller,

@@ -1,4 +1,4 @@
-"""Tool descriptor pinning (OWASP ASI04, "rug-pull" tool poisoning).
+"""Tool and prompt descriptor pinning (OWASP ASI04, "rug-pull" tool poisoning).
 
 A tool's descriptor is what a model reads to decide how to use it: its name, description and
 input schema. The gateway pins ``sha256(canonical JSON of {name, description, inputSchema})``
@@ -6,6 +6,11 @@ for each upstream tool the first time it sees it (or takes the pin from a file t
 supplies). A descriptor that later differs is *pending*: withheld from ``tools/list`` and refused
 on ``tools/call`` until an operator approves it (``tether mcp pins approve <upstream.tool>``),
 which makes the pending digest the pin.
+
+Prompts are pinned the same way, on ``sha256(canonical JSON of {name, description, arguments})``
+(each argument's name, description and whether it is required), under the key
+``prompt:<upstream>.<prompt>`` (:func:`prompt_key`), so a prompt never shares a pin with a tool of
+the same name: ``tether mcp pins approve prompt:crm.summarize`` approves a changed prompt.
 
 The pins file (JSON, 0600, replaced atomically under an advisory lock so the gateway and the CLI
 can both write it):
@@ -40,6 +45,29 @@ def descriptor(name: str, description: str | None, input_schema: Mapping[str, An
     """The part of a tool's definition that is pinned, in its wire spelling."""
     schema: JSONValue = json.loads(json.dumps(input_schema))
     return {"name": name, "description": description, "inputSchema": schema}
+
+
+#: The pins file key of a prompt: ``prompt:<upstream>.<prompt>``.
+PROMPT_PREFIX = "prompt:"
+
+
+def prompt_key(exposed: str) -> str:
+    return PROMPT_PREFIX + exposed
+
+
+def prompt_descriptor(
+    name: str, description: str | None, arguments: list[Mapping[str, Any]] | None
+) -> JSONValue:
+    """The part of a prompt's definition that is pinned, in its wire spelling."""
+    pinned: list[JSONValue] = [
+        {
+            "name": argument.get("name"),
+            "description": argument.get("description"),
+            "required": argument.get("required"),
+        }
+        for argument in arguments or []
+    ]
+    return {"name": name, "description": description, "arguments": pinned}
 
 
 def digest(value: JSONValue) -> str:

@@ -22,6 +22,7 @@ carries in ``_meta["tether/error"]``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,12 +31,17 @@ from mcp_types import methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
+from tether.core.redact import Redacted, Unredactable
 from tether.core.scope import MAX_TOOL_NAME, ActionKind, is_valid_name
 from tether.core.verdict import Decision, Verdict
 from tether.mcp.callers import Caller
 from tether.mcp.config import RESOURCES_TOOL, ToolMapping
 from tether.mcp.pdp import GrantView
+from tether.mcp.pins import PinStatus
+from tether.mcp.recording import withheld_body
+from tether.mcp.redaction import LISTING, RESULT
 from tether.mcp.results import (
     META_APPROVAL,
     META_ERROR,
@@ -99,7 +105,7 @@ class Surface:
             case "resources/templates/list":
                 return await self._list(caller, method, version, "resourceTemplates", "uriTemplate")
             case "prompts/list":
-                return await self._list(caller, method, version, "prompts", "name")
+                return await self._list_prompts(caller, version)
             case "resources/unsubscribe":
                 session, _ = self._resource(caller, params)
                 try:
@@ -128,7 +134,7 @@ class Surface:
             session = gw.session_for(upstream.name, caller)
             try:
                 declared = await session.ready()
-                if getattr(declared, "prompts" if key == "prompts" else "resources") is None:
+                if declared.resources is None:
                     continue
                 listed = await session.request(method, {})
             except UpstreamFailure as failure:
@@ -139,19 +145,48 @@ class Surface:
                 value = item.get(field) if isinstance(item, dict) else None
                 if not isinstance(value, str):
                     continue
-                if key == "prompts":
-                    exposed = f"{upstream.name}.{value}"
-                    mapping = gw.config.prompt(exposed)
-                    if is_valid_name(exposed, MAX_TOOL_NAME) and _covers(
-                        grant, exposed, mapping.action, mapping.dataset
-                    ):
-                        shown.append({**item, "name": exposed})
-                    continue
                 dataset = gw.config.dataset_of(upstream.name, value)
                 tool = f"{upstream.name}.{RESOURCES_TOOL}"
                 if dataset is not None and _covers(grant, tool, ActionKind.READ, dataset):
                     shown.append(item)
-        return _shaped("", method, version, {key: shown})
+        return _shaped("", method, version, await self._redacted(caller, method, {key: shown}))
+
+    async def _list_prompts(self, caller: Caller, version: str) -> dict[str, Any]:
+        """Each upstream's prompts, pin-checked (:mod:`tether.mcp.prompts`): only those whose
+        descriptor is the pinned one and that the grant covers."""
+        gw = self._gw
+        grant = await gw.grant_of(caller)
+        shown: list[Any] = []
+        for upstream in gw.config.upstreams if grant is not None else ():
+            session = gw.session_for(upstream.name, caller)
+            try:
+                if (await session.ready()).prompts is None:
+                    continue
+                prompts = await gw.prompts.refresh(session)
+            except UpstreamFailure as failure:
+                await gw.record_failure(failure, None, caller, None)
+                continue
+            for prompt in prompts:
+                mapping = gw.config.prompt(prompt.exposed)
+                if _covers(grant, prompt.exposed, mapping.action, mapping.dataset) and (
+                    gw.prompts.status(prompt) is PinStatus.MATCH
+                ):
+                    shown.append(prompt.listing)
+        listing = await self._redacted(caller, "prompts/list", {"prompts": shown})
+        return _shaped("", "prompts/list", version, listing)
+
+    async def _redacted(self, caller: Caller, method: str, listing: dict[str, Any]) -> Any:
+        """A listing with the secrets given to upstreams redacted (an unredactable one is
+        emptied)."""
+        gw = self._gw
+        try:
+            redacted = gw.secrets.redact(listing)
+        except Unredactable:
+            redacted = Redacted({key: [] for key in listing})
+        if redacted.found:
+            agent = caller.workload.id
+            await gw.secrets.record("*", method, LISTING, redacted.found, None, agent)
+        return redacted.value
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -194,6 +229,11 @@ class Surface:
         args = dict(raw_args) if isinstance(raw_args, dict) else {}
         meta = params.get("_meta")
         approval = meta.get(META_APPROVAL) if isinstance(meta, dict) else None
+        session = gw.session_for(upstream, caller)
+        refused = await self._prompt_changed(caller, session, str(name))
+        if refused is not None:
+            raise refused
+        listed = gw.prompts.get(str(name)) is not None
         mapping = gw.config.prompt(str(name))
         request = CallRequest(
             str(name),
@@ -202,10 +242,51 @@ class Surface:
             args,
             approval if isinstance(approval, str) and len(approval) <= 64 else None,
         )
-        session = gw.session_for(upstream, caller)
         forwarded = {"name": prompt, "arguments": args}
         return await self._decided(
-            caller, session, str(name), request, "prompts/get", forwarded, version
+            caller, session, str(name), request, "prompts/get", forwarded, version, listed
+        )
+
+    async def _prompt_changed(
+        self, caller: Caller, session: UpstreamConnection, name: str
+    ) -> MCPError | None:
+        """The refusal of a ``prompts/get`` whose prompt's descriptor differs from its pin
+        (after the prompts are made current as ``pin_check`` says), or ``None``."""
+        gw = self._gw
+        try:
+            await gw.prompts.current(session)
+        except UpstreamFailure as failure:
+            await gw.record_failure(failure, name, caller, None)
+            return _refused(tool_error(GatewayCode.UPSTREAM_FAILED, failure.message))
+        entry = gw.prompts.get(name)
+        if entry is None:
+            return None
+        check = await gw.prompts.verify(entry, stage="get")
+        if check.status is PinStatus.CHANGED and not gw.prompts.each_call(session):
+            # Perhaps reverted upstream without a word: look once more before refusing.
+            with contextlib.suppress(UpstreamFailure):
+                await gw.prompts.refresh(session)
+            fresh = gw.prompts.get(name)
+            if fresh is not None:
+                entry, check = fresh, await gw.prompts.verify(fresh, stage="get")
+        if check.status is not PinStatus.CHANGED:
+            return None
+        grant = await gw.grant_of(caller)
+        mapping = gw.config.prompt(name)
+        if not _covers(grant, name, mapping.action, mapping.dataset):
+            return None  # not this caller's prompt: the authorizer denies it without a hint
+        await gw.audit.append_async(
+            AuditKind.TOOL_WITHHELD,
+            withheld_body(entry.key, check.pinned, check.seen, "get", entry.upstream),
+            agent=caller.workload.id,
+        )
+        return _refused(
+            tool_error(
+                GatewayCode.TOOL_DESCRIPTOR_CHANGED,
+                f"the descriptor of prompt {name!r} changed since it was pinned; an operator "
+                f"must review and approve it (tether mcp pins approve {entry.key}) before it "
+                "is used",
+            )
         )
 
     async def _decided(
@@ -217,8 +298,11 @@ class Surface:
         method: str,
         forwarded: dict[str, Any],
         version: str,
+        listed: bool = True,
     ) -> dict[str, Any]:
-        """Decide, forward on allow, record the effect; raise the refusal otherwise."""
+        """Decide, forward on allow, record the effect; raise the refusal otherwise. An
+        allowed request for what its upstream does not list (``listed`` false) is refused
+        (``tool_not_found``): it was never pinned."""
         gw = self._gw
         if caller.grant_token is None:
             raise _refused(
@@ -230,6 +314,11 @@ class Surface:
         if verdict.decision is not Decision.ALLOW:
             raise _refused(refusal(verdict))
         decision_id = verdict.decision_id
+        if not listed:
+            gw.report(caller, decision_id, None)
+            raise _refused(
+                tool_error(GatewayCode.TOOL_NOT_FOUND, f"{session.name} lists no {name!r}")
+            )
         try:
             answer = await self._forward(session, method, forwarded, version)
         except UpstreamFailure as failure:
@@ -244,8 +333,19 @@ class Surface:
         withheld: tuple[GatewayCode, str] | None = None
         if len(data) > gw.config.max_result_bytes:
             withheld = (GatewayCode.UPSTREAM_RESULT_TOO_LARGE, "the answer is over the limit")
-        elif session.leak_in(data) is not None:
-            withheld = (GatewayCode.UPSTREAM_LEAKED_SECRET, "the answer held a credential")
+        else:
+            try:
+                redacted = gw.secrets.redact(answer, data)
+            except Unredactable:
+                withheld = (GatewayCode.UPSTREAM_LEAKED_SECRET, "the answer held a credential")
+            else:
+                if redacted.found:
+                    answer = redacted.value  # type: ignore[assignment]  # an object stays one
+                    data = encoded(answer)
+                    agent = caller.workload.id
+                    await gw.secrets.record(
+                        session.name, name, RESULT, redacted.found, decision_id, agent
+                    )
         if withheld is not None:
             gw.report(caller, decision_id, Measured(EffectStatus.ERROR, 0, None, ()))
             kind = (
