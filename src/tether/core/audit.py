@@ -102,17 +102,17 @@ class AuditRecord:
 
     def content(self) -> dict[str, JSONValue]:
         """Everything the hash covers."""
-        out: dict[str, JSONValue] = {} if self.format is ChainFormat.LEGACY else {"format": 2}
-        return out | {
-            "seq": self.seq,
-            "record_id": self.record_id,
-            "at": self.at,
-            "kind": self.kind.value,
-            "agent": self.agent,
-            "task_id": self.task_id,
-            "body": self.body,
-            "prev_hash": self.prev_hash,
-        }
+        return _content(
+            self.format,
+            self.seq,
+            self.record_id,
+            self.at,
+            self.kind,
+            self.agent,
+            self.task_id,
+            self.body,
+            self.prev_hash,
+        )
 
     def to_json(self) -> dict[str, JSONValue]:
         out = self.content()
@@ -161,6 +161,30 @@ class AuditRecord:
             raise ValueError(f"missing field {missing}") from None
 
 
+def _content(
+    format: ChainFormat,
+    seq: int,
+    record_id: str,
+    at: str,
+    kind: AuditKind,
+    agent: str | None,
+    task_id: str | None,
+    body: dict[str, JSONValue],
+    prev_hash: str,
+) -> dict[str, JSONValue]:
+    """A record's hashed members (:meth:`AuditRecord.content`), from its fields."""
+    out: dict[str, JSONValue] = {} if format is ChainFormat.LEGACY else {"format": 2}
+    out["seq"] = seq
+    out["record_id"] = record_id
+    out["at"] = at
+    out["kind"] = kind.value
+    out["agent"] = agent
+    out["task_id"] = task_id
+    out["body"] = body
+    out["prev_hash"] = prev_hash
+    return out
+
+
 def chain_hash(
     prev_hash: str, content: dict[str, JSONValue], format: ChainFormat = ChainFormat.LEGACY
 ) -> str:
@@ -189,8 +213,8 @@ def seal(
     # INVARIANT: seq has no gap and each record commits to the one before it.
     seq = 1 if head is None else head.seq + 1
     prev = GENESIS_HASH if head is None else head.hash
-    draft = AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, "", format)
-    sealed = chain_hash(prev, draft.content(), format)
+    content = _content(format, seq, record_id, at, kind, agent, task_id, body, prev)
+    sealed = chain_hash(prev, content, format)
     return AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, sealed, format)
 
 
