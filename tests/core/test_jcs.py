@@ -200,6 +200,12 @@ def test_canonical_bytes_are_the_rule_by_rule_bytes_and_what_they_were(value: ob
     now = _outcome(lambda: canonicalize(value))  # type: ignore[arg-type]
     assert now == _outcome(lambda: jcs._general(value))  # type: ignore[arg-type]
     assert now == _outcome(lambda: _before_as_is(value))
+    # Format 1's text: json.dumps as it was called on every write, from one encoder now.
+    assert _outcome(lambda: canonical_json(value)) == _outcome(  # type: ignore[arg-type]
+        lambda: json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    )
     if jcs.as_is(value) and isinstance(now, bytes):
         # As is, the RFC 8785 text is also format 1's (Python's sorted compact JSON).
         assert canonical_json(value) == now  # type: ignore[arg-type]

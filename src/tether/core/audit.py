@@ -61,11 +61,16 @@ class AuditKind(StrEnum):
     LEASE_RELEASED = "lease_released"
 
 
+# What ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# allow_nan=False)`` builds on every call, built once: the same encoder, the same text.
+_format_1 = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+).encode
+
+
 def canonical_json(value: JSONValue) -> bytes:
     """Format 1's byte form (sorted keys, compact, UTF-8); also what argument MACs are taken of."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _format_1(value).encode("utf-8")
 
 
 class ChainFormat(IntEnum):
