@@ -129,7 +129,7 @@ def test_concurrent_decisions_all_land_in_one_unbroken_chain(store: SqlStore, ma
     task, grant = make.task()
     store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
     decisions = [make.decision(task, grant) for _ in range(24)]
-    outcomes = race(24, lambda n: store.record_decision(decisions[n], make.entry()))
+    outcomes = race(24, lambda n: store.record_decision(DecisionWrite(decisions[n], make.entry())))
     assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     seqs = sorted(o.seq for o in outcomes)  # type: ignore[union-attr]
     assert seqs == list(range(2, 26))

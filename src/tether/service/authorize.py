@@ -177,15 +177,7 @@ class Authorizer:
                 write = next(steps)
                 while True:
                     try:
-                        written = self._store.record_decision(
-                            write.decision,
-                            write.audit,
-                            new_approval=write.new_approval,
-                            use_approval=write.use_approval,
-                            budget=write.budget,
-                            progress=write.progress,
-                            lease=write.lease,
-                        )
+                        written = self._store.record_decision(write)
                     except Exception as error:
                         write = steps.throw(error)
                     else:
