@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -9,8 +10,12 @@ import httpx
 
 from support import Agent, copy_policies, live_server, make_runtime, mint
 from tether.core.audit import verify_chain
+from tether.core.identity import Workload
+from tether.core.scope import ActionKind
+from tether.core.verdict import Decision, ReasonCode, Verdict
 from tether.runtime import Runtime
 from tether.service.clock import ManualClock
+from tether.service.enforce import CallRequest
 
 SCOPES = [
     {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]},
@@ -107,6 +112,35 @@ def test_if_the_audit_record_cannot_be_written_the_call_is_denied(
     assert verdict["decision"] == "deny"
     assert [r["code"] for r in verdict["reasons"]] == ["audit_unavailable"]
     assert runtime.store.get_decision(verdict["decision_id"]) is None
+    assert runtime.store.chain_head() == before
+
+
+def test_a_batch_whose_commit_fails_denies_every_decision_in_it(
+    analyst: Agent, runtime: Runtime
+) -> None:
+    # Decisions awaited on an event loop share the writer thread's group commit. Here every
+    # write of a batch succeeds and its COMMIT fails (a deferred foreign key, checked only at
+    # commit): every decision in it must be denied with audit_unavailable, none recorded.
+    grant = analyst.open_task(SCOPES).json()["grant"]
+    before = runtime.store.chain_head()
+    with sqlite3.connect(runtime.config.data_dir / "tether.db") as db:
+        db.executescript(
+            "CREATE TABLE commit_guard (ref TEXT REFERENCES audit(record_id) "
+            "DEFERRABLE INITIALLY DEFERRED);"
+            "CREATE TRIGGER fail_commit AFTER INSERT ON decisions "
+            "BEGIN INSERT INTO commit_guard VALUES ('no such record'); END;"
+        )
+    agent = Workload.from_spiffe_id("spiffe://tether.local/agent/analyst")
+    request = CallRequest("crm.query", ActionKind.READ, "crm", {"limit": 10})
+
+    async def together() -> list[Verdict]:
+        calls = [runtime.authorizer.enforce_async(agent, grant, request) for _ in range(8)]
+        return await asyncio.gather(*calls)
+
+    verdicts = asyncio.run(together())
+    assert [v.decision for v in verdicts] == [Decision.DENY] * 8
+    assert {v.reasons[0].code for v in verdicts} == {ReasonCode.AUDIT_UNAVAILABLE}
+    assert all(runtime.store.get_decision(v.decision_id) is None for v in verdicts)
     assert runtime.store.chain_head() == before
 
 

@@ -22,7 +22,7 @@ from tether.core.scope import ActionKind, Scope
 from tether.core.task import Grant, GrantState, Intent, Task, TaskState
 from tether.core.verdict import Decision
 from tether.service.clock import ManualClock
-from tether.service.ports import AuditEntry, DecisionRecord, TaskProgress
+from tether.service.ports import AuditEntry, DecisionRecord, DecisionWrite, TaskProgress
 from tether.store import SqlStore
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -264,9 +264,11 @@ def test_a_moved_label_is_read_fresh(cached: CachedStore) -> None:
         decided_at=T0,
     )
     cached.record_decision(
-        decision,
-        entry(AuditKind.DECISION, task),
-        progress=(TaskProgress(task.task_id, "confidential", None),),
+        DecisionWrite(
+            decision,
+            entry(AuditKind.DECISION, task),
+            progress=(TaskProgress(task.task_id, "confidential", None),),
+        ),
     )
     got = cached.get_task(task.task_id)
     assert got is not None and got.label == "confidential"

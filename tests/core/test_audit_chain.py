@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tether.core import jcs
 from tether.core.audit import (
     AuditKind,
     AuditRecord,
@@ -19,6 +20,7 @@ from tether.core.audit import (
     verify_chain,
 )
 from tether.core.jcs import canonicalize
+from tether.core.scope import JSONValue
 
 
 def build(n: int, format: ChainFormat = ChainFormat.JCS) -> list[AuditRecord]:
@@ -184,3 +186,84 @@ def test_redaction_macs_all_but_plain_values() -> None:
     assert out["amount"] == 5
     assert str(out["to"]).startswith("hmac-sha256:")
     assert str(out["blob"]).startswith("hmac-sha256:")
+
+
+# A decision record of format 2 as the server writes them, with whole and fractional floats,
+# accents and an emoji; its hash was taken with the canonicalizer of before the fast check.
+_DECISION_BODY: dict[str, JSONValue] = {
+    "call": {
+        "action": "read",
+        "args": {
+            "limit": "hmac-sha256:19cf7a7f9f910c3abcc2f084c04e94b5dcfbaf91275076318a85e7ba5b9abfa8",
+            "n": 12.5,
+            "whole": 3.0,
+        },
+        "dataset": "crm",
+        "tool": "crm.query",
+    },
+    "decision_id": "dec_21c49mmgxr3yw8p88fgvmc9sdg",
+    "grant_id": "grt_5x7zct6s8hggxabhxpht9qshgf",
+    "intent": {
+        "on_behalf_of": "user:zo\u00eb",
+        "purpose": "quarterly report \U0001f4c8",
+        "workflow": "support",
+    },
+    "verdict": {
+        "approval_id": None,
+        "decided_at": "2026-01-01T00:00:00+00:00",
+        "decision": "allow",
+        "decision_id": "dec_21c49mmgxr3yw8p88fgvmc9sdg",
+        "delegation": {"chain": [], "depth": 0},
+        "obligations": [{"kind": "row_cap", "policy_id": "analyst-reads-crm", "value": "500"}],
+        "policy_ids": ["analyst-reads-crm"],
+        "policy_revision": "cfd2ca82e9ae64c4c42436267a79266ad5cd74eacf1dc37ead2fd10b3f3404d6",
+        "reasons": [
+            {
+                "code": "policy_permits",
+                "message": "read on crm.query permitted by policy analyst-reads-crm",
+            }
+        ],
+        "risks": ["ASI02", "ASI03", "ASI10"],
+    },
+    "budget_holds": [
+        {
+            "task_id": "tsk_75e15smyk0xgcma683a5gq0tfa",
+            "kind": "records",
+            "classification": "confidential",
+            "amount": 500.0,
+        },
+        {
+            "task_id": "tsk_75e15smyk0xgcma683a5gq0tfa",
+            "kind": "bytes",
+            "classification": "confidential",
+            "amount": 0.25,
+            "step": "fetch",
+        },
+    ],
+}
+
+
+def test_a_decision_record_hashes_as_it_always_did() -> None:
+    record = seal(
+        ChainHead(1, "0e1e604d3461a6283d95673a91e2b8154daa44585f463e7d6945bc090e86ae01"),
+        record_id="aud_42y14xsd7hnaskmvzdctsed8k0",
+        at="2026-01-01T00:00:00+00:00",
+        kind=AuditKind.DECISION,
+        agent="spiffe://tether.local/agent/analyst",
+        task_id="tsk_75e15smyk0xgcma683a5gq0tfa",
+        body=_DECISION_BODY,
+    )
+    assert record.hash == "0576d18aacb5be16fdaa8e977819d0141d8eb53b127178494940f310589cd2c5"
+    without_floats = {k: v for k, v in _DECISION_BODY.items() if k != "budget_holds"}
+    without_floats["call"] = {"action": "read", "args": {}, "dataset": "crm", "tool": "crm.query"}
+    plain = seal(
+        None,
+        record_id="aud_1",
+        at=record.at,
+        kind=record.kind,
+        agent=None,
+        task_id=None,
+        body=without_floats,
+    )
+    rule_by_rule = jcs._general(plain.content())
+    assert plain.hash == hashlib.sha256(plain.prev_hash.encode() + rule_by_rule).hexdigest()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.core import jcs
+from tether.core.audit import canonical_json
 from tether.core.jcs import canonicalize, number
+from tether.core.scope import ActionKind
 
 
 def _double(bits: str) -> float:
@@ -150,3 +153,74 @@ def test_values_outside_the_fast_path_take_the_rule_by_rule_path() -> None:
             jcs._plain_form(value)
     assert jcs._plain_form({"a": 100.0, "b": [0.5]}) == {"a": 100, "b": [0.5]}
     assert jcs.canonicalize({"a": 1.0, "b": 2**60}) == b'{"a":1,"b":1152921504606847000}'
+
+
+def _outcome(write: Callable[[], bytes]) -> bytes | str:
+    try:
+        return write()
+    except ValueError:
+        return "ValueError"
+
+
+def _before_as_is(value: object) -> bytes:
+    """``canonicalize`` as it was before the ``as_is`` check: every value rebuilt first."""
+    try:
+        plain = jcs._plain_form(value)
+    except jcs._NotPlain:
+        return jcs._general(value)  # type: ignore[arg-type]
+    try:
+        return jcs._plain(plain).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("lone surrogate") from None
+
+
+_awkward_floats = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, 1.0, -3.0, 1e-4, 9.9999e-5, 1e16, 1e21, 1e-7, 2.0**53, 2.0**60, 0.1, 5e-324]
+)
+_record_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | _awkward_floats
+    | st.text(),  # every code point: astral, private use, lone surrogates
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=5)
+        | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=800, deadline=None, derandomize=True)
+@given(value=_record_like)
+def test_canonical_bytes_are_the_rule_by_rule_bytes_and_what_they_were(value: object) -> None:
+    # The fast check changed how the bytes are reached, never which bytes (or which refusal):
+    # existing format-2 chains re-hash to the hashes they hold.
+    now = _outcome(lambda: canonicalize(value))  # type: ignore[arg-type]
+    assert now == _outcome(lambda: jcs._general(value))  # type: ignore[arg-type]
+    assert now == _outcome(lambda: _before_as_is(value))
+    # Format 1's text: json.dumps as it was called on every write, from one encoder now.
+    assert _outcome(lambda: canonical_json(value)) == _outcome(  # type: ignore[arg-type]
+        lambda: json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    )
+    if jcs.as_is(value) and isinstance(now, bytes):
+        # As is, the RFC 8785 text is also format 1's (Python's sorted compact JSON).
+        assert canonical_json(value) == now  # type: ignore[arg-type]
+
+
+def test_as_is_sends_what_json_dumps_writes_differently_to_the_careful_path() -> None:
+    for value in (
+        {"a": 1.0},  # Python writes 1.0, JCS 1
+        [1e-5],
+        [1e16],
+        [2**53 + 1],
+        {"é": 1},
+        {"a": ("tuple",)},
+        {"a": ActionKind.READ},  # a subclass of str
+        {1: "non-string name"},
+    ):
+        assert not jcs.as_is(value), value
+    assert jcs.as_is({"a": [None, True, 0.5, -(2**53), "\U0001f600"], "b": {}})

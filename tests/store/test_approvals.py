@@ -15,7 +15,7 @@ from tether.core.ids import ApprovalId
 from tether.core.scope import ActionKind, JSONValue
 from tether.core.task import Grant, GrantState, Task, TaskState
 from tether.core.verdict import Decision
-from tether.service.ports import AuditEntry, DecisionRecord
+from tether.service.ports import AuditEntry, DecisionRecord, DecisionWrite
 from tether.store import SqlStore
 
 from .conftest import AGENT, T0, Make
@@ -40,9 +40,11 @@ def _pending(store: SqlStore, make: Make, **kwargs: object) -> tuple[Task, Grant
     decision = replace(make.decision(task, grant), decision=Decision.APPROVAL_REQUIRED)
     approval = make.approval(task, grant, decision, **kwargs)  # type: ignore[arg-type]
     store.record_decision(
-        decision,
-        make.entry(AuditKind.DECISION),
-        new_approval=(approval, make.entry(AuditKind.APPROVAL_REQUESTED)),
+        DecisionWrite(
+            decision,
+            make.entry(AuditKind.DECISION),
+            new_approval=(approval, make.entry(AuditKind.APPROVAL_REQUESTED)),
+        ),
     )
     return task, grant, approval
 
@@ -95,7 +97,9 @@ class TestRequest:
         decision = make.decision(task, grant)
         approval = make.approval(task, grant, decision)
         with pytest.raises(Unavailable):
-            store.record_decision(decision, make.entry(), new_approval=(approval, used))
+            store.record_decision(
+                DecisionWrite(decision, make.entry(), new_approval=(approval, used))
+            )
         assert store.get_decision(decision.decision_id) is None
         assert store.get_approval(approval.approval_id) is None
         _chain_ok(store, 1)
@@ -137,7 +141,9 @@ class TestLookups:
         for n in range(3):
             decision = replace(make.decision(task, grant), decided_at=T0 + timedelta(seconds=n))
             approval = make.approval(task, grant, decision)
-            store.record_decision(decision, make.entry(), new_approval=(approval, make.entry()))
+            store.record_decision(
+                DecisionWrite(decision, make.entry(), new_approval=(approval, make.entry()))
+            )
             made.append(approval)
         assert [a.approval_id for a in store.list_approvals()] == [
             a.approval_id for a in reversed(made)
@@ -204,7 +210,7 @@ class TestUse:
         task, grant, approval = _pending(store, make)
         store.vote_approval(approval.approval_id, _vote("alice"), _vote_audit(make))
         first = _retry(task, grant)
-        store.record_decision(first, make.entry(), use_approval=approval.approval_id)
+        store.record_decision(DecisionWrite(first, make.entry(), use_approval=approval.approval_id))
         used = store.get_approval(approval.approval_id)
         assert used is not None
         assert used.state is ApprovalState.USED and used.used_by == first.decision_id
@@ -212,7 +218,9 @@ class TestUse:
 
         second = _retry(task, grant)
         with pytest.raises(Conflict) as caught:
-            store.record_decision(second, make.entry(), use_approval=approval.approval_id)
+            store.record_decision(
+                DecisionWrite(second, make.entry(), use_approval=approval.approval_id)
+            )
         assert caught.value.code is ErrorCode.APPROVAL_NOT_PENDING
         assert store.get_decision(second.decision_id) is None
         assert store.chain_head() == head
@@ -222,7 +230,9 @@ class TestUse:
         task, grant, approval = _pending(store, make)
         retry = _retry(task, grant)
         with pytest.raises(Conflict):
-            store.record_decision(retry, make.entry(), use_approval=approval.approval_id)
+            store.record_decision(
+                DecisionWrite(retry, make.entry(), use_approval=approval.approval_id)
+            )
         assert store.get_decision(retry.decision_id) is None
         _chain_ok(store, 3)
 
@@ -230,7 +240,9 @@ class TestUse:
         task, grant = make.task()
         retry = _retry(task, grant)
         with pytest.raises(NotFound) as caught:
-            store.record_decision(retry, make.entry(), use_approval=ApprovalId("apr_" + "1" * 26))
+            store.record_decision(
+                DecisionWrite(retry, make.entry(), use_approval=ApprovalId("apr_" + "1" * 26))
+            )
         assert caught.value.code is ErrorCode.APPROVAL_NOT_FOUND
         assert store.chain_head() is None
 
@@ -242,10 +254,12 @@ class TestActivityAndCascade:
         allowed = [make.decision(task, grant) for _ in range(3)]
         denied = replace(make.decision(task, grant), decision=Decision.DENY)
         for decision in [*allowed, denied]:
-            store.record_decision(decision, make.entry())
+            store.record_decision(DecisionWrite(decision, make.entry()))
         for decision in allowed[:2]:
             store.record_effect(make.effect(decision), make.entry())
-        store.record_decision(make.decision(None, None), make.entry())  # another task's
+        store.record_decision(
+            DecisionWrite(make.decision(None, None), make.entry())
+        )  # another task's
 
         activity = store.task_activity(task.task_id)
         assert activity.decisions == {"allow": 3, "deny": 1}

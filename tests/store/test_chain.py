@@ -15,7 +15,7 @@ from tether.core.audit import AuditKind, AuditRecord, ChainHead, canonical_json,
 from tether.core.errors import ErrorCode, Unavailable
 from tether.core.scope import JSONValue
 from tether.core.task import TaskState
-from tether.service.ports import AuditEntry
+from tether.service.ports import AuditEntry, DecisionWrite
 from tether.store import SqlStore
 
 from .conftest import T0, Backend, Make, provisioned
@@ -29,7 +29,9 @@ def chain(store: SqlStore, make: Make) -> list[AuditRecord]:
     task, grant = make.task()
     decision = make.decision(task, grant)
     store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED, task_id=task.task_id))
-    store.record_decision(decision, make.entry(AuditKind.DECISION, body={"amount": 42.5}))
+    store.record_decision(
+        DecisionWrite(decision, make.entry(AuditKind.DECISION, body={"amount": 42.5}))
+    )
     store.record_effect(make.effect(decision), make.entry(AuditKind.EFFECT))
     for n in range(4):
         store.append_audit(make.entry(AuditKind.POLICY_LOADED, agent=None, body={"n": n}))
@@ -221,7 +223,7 @@ class TestConcurrentWriters:
     def test_racing_effect_reports_record_exactly_one(self, backend: Backend, make: Make) -> None:
         first, second = backend.open(), backend.open()
         decision = make.decision(None, None)
-        first.record_decision(decision, make.entry())
+        first.record_decision(DecisionWrite(decision, make.entry()))
         start = threading.Barrier(8)
         outcomes: list[str] = []
 

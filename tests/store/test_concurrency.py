@@ -19,7 +19,7 @@ from tether.core.audit import AuditKind, verify_chain
 from tether.core.errors import Conflict, ErrorCode
 from tether.core.task import TaskState
 from tether.core.verdict import Decision
-from tether.service.ports import AuditEntry
+from tether.service.ports import AuditEntry, DecisionWrite
 from tether.store import SCHEMA_VERSION, SqlStore, migrate
 from tether.store.schema import VERSION_TABLE
 
@@ -42,7 +42,11 @@ def _pending(store: SqlStore, make: Make, required: int) -> tuple[Approval, Make
     decision = replace(make.decision(task, grant), decision=Decision.APPROVAL_REQUIRED)
     approval = make.approval(task, grant, decision, required=required)
     store.record_decision(
-        decision, make.entry(), new_approval=(approval, make.entry(AuditKind.APPROVAL_REQUESTED))
+        DecisionWrite(
+            decision,
+            make.entry(),
+            new_approval=(approval, make.entry(AuditKind.APPROVAL_REQUESTED)),
+        )
     )
     return approval, make
 
@@ -67,7 +71,7 @@ def test_racing_uses_of_one_approval_allow_exactly_one(backend: Backend, make: M
     outcomes = race(
         8,
         lambda n: replicas[n % 2].record_decision(
-            retries[n], make.entry(), use_approval=approval.approval_id
+            DecisionWrite(retries[n], make.entry(), use_approval=approval.approval_id)
         ),
     )
 
@@ -164,7 +168,7 @@ def test_mixed_mutations_from_two_replicas_keep_one_chain(backend: Backend, make
             task, grant = make.task()
             store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
             decision = make.decision(task, grant)
-            store.record_decision(decision, make.entry(AuditKind.DECISION))
+            store.record_decision(DecisionWrite(decision, make.entry(AuditKind.DECISION)))
             other = replicas[(n + 1) % 2]  # the effect lands on the other replica
             other.record_effect(make.effect(decision), make.entry(AuditKind.EFFECT))
             ended = store.end_task(task.task_id, TaskState.CLOSED, LATER, make.entry())

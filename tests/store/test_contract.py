@@ -11,7 +11,7 @@ from tether.core.audit import AuditKind, verify_chain
 from tether.core.errors import Conflict, ErrorCode, NotFound, Unavailable
 from tether.core.ids import DecisionId, GrantId, TaskId
 from tether.core.task import GrantState, TaskState
-from tether.service.ports import Store
+from tether.service.ports import DecisionWrite, Store
 from tether.store import SqlStore
 
 from .conftest import T0, Backend, Make
@@ -178,15 +178,15 @@ class TestDecisionsAndEffects:
         store.open_task(task, grant, make.entry())
         with_task = make.decision(task, grant)
         without = make.decision(None, None)
-        store.record_decision(with_task, make.entry(AuditKind.DECISION))
-        store.record_decision(without, make.entry(AuditKind.DECISION))
+        store.record_decision(DecisionWrite(with_task, make.entry(AuditKind.DECISION)))
+        store.record_decision(DecisionWrite(without, make.entry(AuditKind.DECISION)))
         assert store.get_decision(with_task.decision_id) == with_task
         assert store.get_decision(without.decision_id) == without
         _assert_chain_ok(store, 3)
 
     def test_effect_round_trips(self, store: SqlStore, make: Make) -> None:
         decision = make.decision(None, None)
-        store.record_decision(decision, make.entry())
+        store.record_decision(DecisionWrite(decision, make.entry()))
         effect = make.effect(decision)
         record = store.record_effect(effect, make.entry(AuditKind.EFFECT))
         assert store.get_effect(decision.decision_id) == effect
@@ -194,7 +194,7 @@ class TestDecisionsAndEffects:
 
     def test_second_effect_conflicts_and_writes_nothing(self, store: SqlStore, make: Make) -> None:
         decision = make.decision(None, None)
-        store.record_decision(decision, make.entry())
+        store.record_decision(DecisionWrite(decision, make.entry()))
         first = make.effect(decision)
         store.record_effect(first, make.entry(AuditKind.EFFECT))
         head = store.chain_head()
@@ -227,7 +227,9 @@ class TestAudit:
         returned = []
         returned.append(store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED)))
         assert _count(store) == 1
-        returned.append(store.record_decision(decision, make.entry(AuditKind.DECISION)))
+        returned.append(
+            store.record_decision(DecisionWrite(decision, make.entry(AuditKind.DECISION)))
+        )
         assert _count(store) == 2
         returned.append(store.record_effect(make.effect(decision), make.entry(AuditKind.EFFECT)))
         assert _count(store) == 3
@@ -285,7 +287,7 @@ class TestRestart:
         task, grant = make.task()
         first.open_task(task, grant, make.entry())
         decision = make.decision(task, grant)
-        first.record_decision(decision, make.entry())
+        first.record_decision(DecisionWrite(decision, make.entry()))
         effect = make.effect(decision)
         first.record_effect(effect, make.entry())
         ended = first.end_task(task.task_id, TaskState.CLOSED, T0, make.entry())

@@ -12,6 +12,7 @@ import pytest
 from tether.core.audit import AuditKind, verify_chain
 from tether.core.errors import ConfigurationError, ErrorCode, TetherError, Unavailable
 from tether.core.task import TaskState
+from tether.service.ports import DecisionWrite
 from tether.store import SCHEMA_VERSION, SqlStore, migrate
 from tether.store.schema import VERSION_TABLE
 
@@ -47,7 +48,7 @@ class TestAtomicity:
         with pytest.raises(Unavailable):
             store.open_task(task, grant, used)  # the task row goes in, then the audit fails
         with pytest.raises(Unavailable):
-            store.record_decision(decision, used)
+            store.record_decision(DecisionWrite(decision, used))
 
         assert store.get_task(task.task_id) is None
         assert store.get_grant(grant.grant_id) is None
@@ -77,7 +78,7 @@ class TestUnavailable:
             attempts: list[tuple[Callable[[], object], ErrorCode]] = [
                 (lambda: store.append_audit(make.entry()), ErrorCode.AUDIT_UNAVAILABLE),
                 (
-                    lambda: store.record_decision(decision, make.entry()),
+                    lambda: store.record_decision(DecisionWrite(decision, make.entry())),
                     ErrorCode.STORE_UNAVAILABLE,
                 ),
                 (

@@ -129,7 +129,7 @@ def test_concurrent_decisions_all_land_in_one_unbroken_chain(store: SqlStore, ma
     task, grant = make.task()
     store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
     decisions = [make.decision(task, grant) for _ in range(24)]
-    outcomes = race(24, lambda n: store.record_decision(decisions[n], make.entry()))
+    outcomes = race(24, lambda n: store.record_decision(DecisionWrite(decisions[n], make.entry())))
     assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     seqs = sorted(o.seq for o in outcomes)  # type: ignore[union-attr]
     assert seqs == list(range(2, 26))
@@ -183,3 +183,41 @@ def test_a_closed_group_commit_refuses_awaited_writes() -> None:
 
     with pytest.raises(Unavailable):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("early", ["result", "refusal"])
+def test_an_awaiting_loop_hears_of_its_write_only_once_the_whole_batch_is_done(early: str) -> None:
+    # A runner finishes a write before its batch is done (a refused write, inside the
+    # transaction): the loop must not hear of it until the batch is over, commit included.
+    finished_early = threading.Event()
+    release = threading.Event()
+
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        for p in batch:
+            if early == "result":
+                p.finish(result=p.work * 10)
+            else:
+                p.finish(error=NotFound("refused", code=ErrorCode.APPROVAL_NOT_FOUND))
+        finished_early.set()
+        assert release.wait(10)  # the commit, still under way
+
+    commit: GroupCommit[int, int] = GroupCommit(run, wait_seconds=10)
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(commit.submit_async(4))
+        assert await asyncio.to_thread(finished_early.wait, 10)
+        for _ in range(5):  # every callback already handed to this loop has run
+            await asyncio.sleep(0)
+        assert not waiting.done(), "answered before its batch was done"
+        release.set()
+        if early == "result":
+            assert await waiting == 40
+        else:
+            with pytest.raises(NotFound):
+                await waiting
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        commit.close()

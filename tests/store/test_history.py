@@ -9,6 +9,7 @@ from tether.core.anomaly import Volume
 from tether.core.audit import AuditKind
 from tether.core.ids import TaskId
 from tether.core.task import Intent, TaskState
+from tether.service.ports import DecisionWrite
 from tether.store import SqlStore
 
 from .conftest import T0, Make
@@ -28,7 +29,7 @@ def _task_that_read(
     store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
     for records, bytes_ in reads:
         decision = make.decision(task, grant)
-        store.record_decision(decision, make.entry())
+        store.record_decision(DecisionWrite(decision, make.entry()))
         effect = replace(make.effect(decision), records=records, bytes=bytes_)
         store.record_effect(effect, make.entry(AuditKind.EFFECT))
     if end is not None:

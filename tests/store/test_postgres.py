@@ -33,6 +33,7 @@ from tether.core.verdict import Decision
 from tether.identity.audit_key import CheckpointKey
 from tether.service.checkpoints import Checkpointer
 from tether.service.clock import ManualClock
+from tether.service.ports import DecisionWrite
 from tether.store import SqlStore
 from tether.store.checkpoints import SqlCheckpointStore
 from tether.store.schema import RUNTIME_PRIVILEGES, VERSION_TABLE, metadata
@@ -271,7 +272,9 @@ class TestLeastPrivilege:
                 store.open_task(task, grant, make.entry())
                 decision = replace(make.decision(task, grant), decision=Decision.APPROVAL_REQUIRED)
                 approval = make.approval(task, grant, decision)
-                store.record_decision(decision, make.entry(), new_approval=(approval, make.entry()))
+                store.record_decision(
+                    DecisionWrite(decision, make.entry(), new_approval=(approval, make.entry()))
+                )
                 voted = store.vote_approval(
                     approval.approval_id,
                     lambda a: replace(a, state=ApprovalState.APPROVED),
@@ -399,7 +402,9 @@ class TestServerLost:
         store.open_task(task, grant, make.entry())
         decision = replace(make.decision(task, grant), decision=Decision.APPROVAL_REQUIRED)
         approval = make.approval(task, grant, decision)
-        store.record_decision(decision, make.entry(), new_approval=(approval, make.entry()))
+        store.record_decision(
+            DecisionWrite(decision, make.entry(), new_approval=(approval, make.entry()))
+        )
         before = list(store.audit_records())
         later = make.decision(task, grant)
 
@@ -410,9 +415,9 @@ class TestServerLost:
             "end_task": lambda: store.end_task(task.task_id, TaskState.CLOSED, T0, make.entry()),
             "open_tasks_of": lambda: store.open_tasks_of(task.task_id),
             "expired_open_tasks": lambda: store.expired_open_tasks(T0, 10),
-            "record_decision": lambda: store.record_decision(later, make.entry()),
+            "record_decision": lambda: store.record_decision(DecisionWrite(later, make.entry())),
             "use_approval": lambda: store.record_decision(
-                later, make.entry(), use_approval=approval.approval_id
+                DecisionWrite(later, make.entry(), use_approval=approval.approval_id)
             ),
             "get_decision": lambda: store.get_decision(decision.decision_id),
             "record_effect": lambda: store.record_effect(make.effect(decision), make.entry()),

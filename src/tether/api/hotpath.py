@@ -64,6 +64,9 @@ Answer = tuple[int, dict[str, JSONValue], bool]
 _Handler = Callable[["ApiDeps", Workload, Any], Awaitable[Answer]]
 _MISSING: Final = object()
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+# The encoder json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":")) builds
+# on every call, built once.
+_encode: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 class HotPaths:
@@ -131,9 +134,7 @@ class HotPaths:
                 scope, receive, send
             )
             return
-        content = json.dumps(
-            out, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-        ).encode("utf-8")
+        content = _encode(out).encode("utf-8")
         headers = [(b"content-length", str(len(content)).encode()), *_JSON_HEADERS]
         if no_store:
             # A credential is for this caller, once: no cache or proxy may keep the response.

@@ -41,17 +41,15 @@ from tether.core.audit import AuditRecord, ChainHead
 from tether.core.budget import Hold
 from tether.core.effect import Effect
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
-from tether.core.lease import Lease
 from tether.core.scope import ActionKind
 from tether.core.task import Grant, Task, TaskState
 from tether.service.ports import (
     AuditEntry,
-    BudgetCharge,
     Clock,
     DecisionRecord,
+    DecisionWrite,
     Store,
     TaskActivity,
-    TaskProgress,
 )
 
 
@@ -198,31 +196,13 @@ class CachedStore:
             if ended:
                 self._invalidate(ended)
 
-    def record_decision(
-        self,
-        decision: DecisionRecord,
-        audit: AuditEntry,
-        *,
-        new_approval: tuple[Approval, AuditEntry] | None = None,
-        use_approval: ApprovalId | None = None,
-        budget: BudgetCharge | None = None,
-        progress: Sequence[TaskProgress] = (),
-        lease: tuple[Lease, AuditEntry] | None = None,
-    ) -> AuditRecord:
+    def record_decision(self, write: DecisionWrite) -> AuditRecord:
         try:
-            return self._inner.record_decision(
-                decision,
-                audit,
-                new_approval=new_approval,
-                use_approval=use_approval,
-                budget=budget,
-                progress=progress,
-                lease=lease,
-            )
+            return self._inner.record_decision(write)
         finally:
             # The task's data-flow label or workflow step moved: no replica may act on the old.
-            if progress:
-                self._invalidate([moved.task_id for moved in progress])
+            if write.progress:
+                self._invalidate([moved.task_id for moved in write.progress])
 
     def _invalidate(self, task_ids: Sequence[str] | None) -> None:
         """Here first, then on every replica; called after the commit (or its failure)."""

@@ -89,11 +89,16 @@ class AuditKind(StrEnum):
     LEASE_RELEASED = "lease_released"
 
 
+# What ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# allow_nan=False)`` builds on every call, built once: the same encoder, the same text.
+_format_1 = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+).encode
+
+
 def canonical_json(value: JSONValue) -> bytes:
     """Format 1's byte form (sorted keys, compact, UTF-8); also what argument MACs are taken of."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _format_1(value).encode("utf-8")
 
 
 class ChainFormat(IntEnum):
@@ -132,19 +137,18 @@ class AuditRecord:
 
     def content(self) -> dict[str, JSONValue]:
         """Everything the hash covers."""
-        out: dict[str, JSONValue] = {} if self.format is ChainFormat.LEGACY else {"format": 2}
-        if self.partition != LEGACY_PARTITION:
-            out["partition"] = self.partition
-        return out | {
-            "seq": self.seq,
-            "record_id": self.record_id,
-            "at": self.at,
-            "kind": self.kind.value,
-            "agent": self.agent,
-            "task_id": self.task_id,
-            "body": self.body,
-            "prev_hash": self.prev_hash,
-        }
+        return _content(
+            self.format,
+            self.seq,
+            self.record_id,
+            self.at,
+            self.kind,
+            self.agent,
+            self.task_id,
+            self.body,
+            self.prev_hash,
+            self.partition,
+        )
 
     def to_json(self) -> dict[str, JSONValue]:
         out = self.content()
@@ -201,6 +205,33 @@ class AuditRecord:
             raise ValueError(f"missing field {missing}") from None
 
 
+def _content(
+    format: ChainFormat,
+    seq: int,
+    record_id: str,
+    at: str,
+    kind: AuditKind,
+    agent: str | None,
+    task_id: str | None,
+    body: dict[str, JSONValue],
+    prev_hash: str,
+    partition: str = LEGACY_PARTITION,
+) -> dict[str, JSONValue]:
+    """A record's hashed members (:meth:`AuditRecord.content`), from its fields."""
+    out: dict[str, JSONValue] = {} if format is ChainFormat.LEGACY else {"format": 2}
+    if partition != LEGACY_PARTITION:
+        out["partition"] = partition
+    out["seq"] = seq
+    out["record_id"] = record_id
+    out["at"] = at
+    out["kind"] = kind.value
+    out["agent"] = agent
+    out["task_id"] = task_id
+    out["body"] = body
+    out["prev_hash"] = prev_hash
+    return out
+
+
 def chain_hash(
     prev_hash: str, content: dict[str, JSONValue], format: ChainFormat = ChainFormat.LEGACY
 ) -> str:
@@ -230,8 +261,8 @@ def seal(
     # INVARIANT: seq has no gap within a partition and each record commits to the one before it.
     seq = 1 if head is None else head.seq + 1
     prev = GENESIS_HASH if head is None else head.hash
-    draft = AuditRecord(seq, record_id, at, kind, agent, task_id, body, prev, "", format, partition)
-    sealed = chain_hash(prev, draft.content(), format)
+    content = _content(format, seq, record_id, at, kind, agent, task_id, body, prev, partition)
+    sealed = chain_hash(prev, content, format)
     return AuditRecord(
         seq, record_id, at, kind, agent, task_id, body, prev, sealed, format, partition
     )

@@ -34,16 +34,35 @@ class IdKind(StrEnum):
     BREAKGLASS = "brk"
 
 
+#: Two base32 digits for each 10-bit value: an id's 26 digits in 13 lookups. Every decision
+#: makes two ids, and a loop over single digits was a measurable part of its CPU.
+_PAIRS = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
+_PREFIXES = {kind: f"{kind.value}_" for kind in IdKind}
+
+
 def encode_id(kind: IdKind, random_bytes: bytes) -> str:
-    """Encode 16 random bytes as ``<kind>_<26 base32 chars>``."""
+    """Encode 16 random bytes as ``<kind>_<26 base32 chars>``: the 128-bit number the bytes
+    spell (big-endian) in 26 digits, most significant first (its first digit holds 3 bits)."""
     if len(random_bytes) != 16:
         raise ValueError("an id needs exactly 16 random bytes")
-    number = int.from_bytes(random_bytes, "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[number & 31])
-        number >>= 5
-    return f"{kind.value}_{''.join(reversed(chars))}"
+    n = int.from_bytes(random_bytes, "big")
+    p = _PAIRS
+    return (
+        _PREFIXES[kind]
+        + p[n >> 120]
+        + p[n >> 110 & 1023]
+        + p[n >> 100 & 1023]
+        + p[n >> 90 & 1023]
+        + p[n >> 80 & 1023]
+        + p[n >> 70 & 1023]
+        + p[n >> 60 & 1023]
+        + p[n >> 50 & 1023]
+        + p[n >> 40 & 1023]
+        + p[n >> 30 & 1023]
+        + p[n >> 20 & 1023]
+        + p[n >> 10 & 1023]
+        + p[n & 1023]
+    )
 
 
 def is_well_formed(value: str, kind: IdKind | None = None) -> bool:

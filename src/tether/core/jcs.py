@@ -39,15 +39,43 @@ _plain = json.JSONEncoder(
 
 def canonicalize(value: JSONValue) -> bytes:
     """The RFC 8785 bytes of ``value``; ``ValueError`` for what JSON cannot carry."""
-    try:
-        plain = _plain_form(value)
-    except _NotPlain:
-        return _general(value)
-    # Every audit record's usual shape: the C encoder writes the same bytes, much faster.
+    if as_is(value):
+        # Every audit record's usual shape: the C encoder writes the same bytes as they are.
+        plain: object = value
+    else:
+        try:
+            plain = _plain_form(value)
+        except _NotPlain:
+            return _general(value)
     try:
         return _plain(plain).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
+
+
+def as_is(value: object) -> bool:
+    """True when ``json.dumps`` (sorted keys, no spaces) writes ``value``'s RFC 8785 text as
+    ``value`` stands, so that it is also its format-1 text
+    (:func:`tether.core.audit.canonical_json`).
+
+    Only exact types pass (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``: a
+    subclass or another mapping takes the careful path), under :func:`_plain_form`'s rules, and
+    no whole float (JCS writes ``1.0`` as ``1``, Python as ``1.0``). A check, not a copy: the
+    walk that rebuilt every value was most of the cost of sealing an audit record."""
+    if type(value) is dict:
+        for name, member in value.items():
+            if type(name) is not str or not name.isascii():
+                return False
+            if type(member) is not str and not as_is(member):
+                return False
+        return True
+    if type(value) is list:
+        return all(type(item) is str or as_is(item) for item in value)
+    if type(value) is int:
+        return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+    if type(value) is float:
+        return not value.is_integer() and 1e-4 <= abs(value) < 1e16
+    return value is None or type(value) is str or type(value) is bool
 
 
 def _general(value: JSONValue) -> bytes:
@@ -168,4 +196,4 @@ def _shortest(x: float) -> tuple[str, int]:
     return digits, (int(exp_text) if exp_text else 0) + lead
 
 
-__all__ = ["canonicalize", "number"]
+__all__ = ["as_is", "canonicalize", "number"]

@@ -177,15 +177,7 @@ class Authorizer:
                 write = next(steps)
                 while True:
                     try:
-                        written = self._store.record_decision(
-                            write.decision,
-                            write.audit,
-                            new_approval=write.new_approval,
-                            use_approval=write.use_approval,
-                            budget=write.budget,
-                            progress=write.progress,
-                            lease=write.lease,
-                        )
+                        written = self._store.record_decision(write)
                     except Exception as error:
                         write = steps.throw(error)
                     else:
@@ -317,16 +309,22 @@ class Authorizer:
             expired = getattr(error, "expired", False)
             status = TokenStatus.EXPIRED if expired else TokenStatus.INVALID
             return CallFacts(agent.id, call, now, status)
-        facts = CallFacts(agent.id, call, now, TokenStatus.VALID, token_agent=claims.agent)
+        valid = TokenStatus.VALID
         if claims.agent != agent.id:
-            return facts  # not bound to the caller: nothing more is read for it
+            # Not bound to the caller: nothing more is read for it.
+            return CallFacts(agent.id, call, now, valid, token_agent=claims.agent)
         grant, task = self._store.get_grant_with_task(claims.grant_id)
         if grant is None or task is None:
-            return replace(facts, grant=grant)
+            return CallFacts(agent.id, call, now, valid, token_agent=claims.agent, grant=grant)
         flows = self._flows
         chain = tuple(flows.chain(task)) if flows is not None else (task,)
-        return replace(
-            facts,
+        # Built whole, not by dataclasses.replace: this runs on every decision.
+        return CallFacts(
+            agent.id,
+            call,
+            now,
+            valid,
+            token_agent=claims.agent,
             grant=grant,
             chain=chain,
             classification=self._policy.classification(call.dataset) if call.dataset else None,

@@ -270,17 +270,7 @@ class DecisionWrite:
 class DecisionLog(Protocol):
     """Decisions and the effects reported for them, each with what it implies."""
 
-    def record_decision(
-        self,
-        decision: DecisionRecord,
-        audit: AuditEntry,
-        *,
-        new_approval: tuple[Approval, AuditEntry] | None = None,
-        use_approval: ApprovalId | None = None,
-        budget: BudgetCharge | None = None,
-        progress: Sequence[TaskProgress] = (),
-        lease: tuple[Lease, AuditEntry] | None = None,
-    ) -> AuditRecord:
+    def record_decision(self, write: DecisionWrite) -> AuditRecord:
         """Record a decision; in the same transaction, record the lease it minted, create the
         approval it asks for, or
         move the approval it uses from approved to used (``Conflict`` if it is not approved,

@@ -13,8 +13,11 @@ one commit (and on PostgreSQL one fsync) serves many decisions.
 
 An event loop must not block on a commit, so :meth:`GroupCommit.submit_async` queues the write
 the same way and returns an awaitable: a writer thread of the group's own (started on first use)
-leads the batches that hold such writes, under the same leader's lock, and each result is handed
-back to the loop that waits for it. Threads and the loop share the queue and the batches.
+leads the batches that hold such writes, under the same leader's lock. Once a batch is done,
+its results go back to the loop that awaits them together, with one wake-up of that loop for
+the batch (not one per write), and never before the batch is done: a write a runner finished
+early (refused inside the transaction) is heard of with the rest. Threads and the loop share
+the queue and the batches. A thread waits on the leader's lock alone: no event per write.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ _BUSY = (
 )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending(Generic[W, R]):
     """One queued write and, once its batch is done, its result or the error it raised."""
 
@@ -45,15 +48,14 @@ class Pending(Generic[W, R]):
     result: R | None = None
     error: BaseException | None = None
     done: bool = False
-    _event: threading.Event = field(default_factory=threading.Event, repr=False)
-    #: Called once the write is finished (from the thread that finished it).
-    on_done: Callable[[Pending[W, R]], None] | None = field(default=None, repr=False)
+    #: The event loop and future awaiting the write (:meth:`GroupCommit.submit_async`); its
+    #: outcome is handed over once the whole batch is done, with the batch's other writes.
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[R]] | None = field(
+        default=None, repr=False
+    )
 
     def finish(self, result: R | None = None, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
-        self._event.set()
-        if self.on_done is not None:
-            self.on_done(self)
 
 
 #: Runs one batch in one transaction: sets each pending write's result or error (a write it
@@ -91,7 +93,7 @@ class GroupCommit(Generic[W, R]):
         while not pending.done:
             if not self._leader.acquire(timeout=self._wait):
                 self._abandon(pending)
-                break
+                continue
             try:
                 if not pending.done:
                     self._lead()
@@ -107,13 +109,7 @@ class GroupCommit(Generic[W, R]):
         its result once its batch committed, or the error :meth:`submit` would raise."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[R] = loop.create_future()
-
-        def settled(pending: Pending[W, R]) -> None:
-            # A closed loop has nobody left to await the result.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, waiter, pending)
-
-        pending: Pending[W, R] = Pending(work, on_done=settled)
+        pending: Pending[W, R] = Pending(work, waiter=(loop, waiter))
         with self._wake:
             if self._closed:
                 raise Unavailable("the store is closed", code=self._code)
@@ -155,8 +151,11 @@ class GroupCommit(Generic[W, R]):
         """The writer could not lead within the wait: every queued write fails, none runs later."""
         with self._queue_lock:
             stuck, self._queued = self._queued, []
-        for pending in stuck:
-            pending.finish(error=Unavailable(_BUSY, code=self._code))
+            # Finished before the lock is let go: a write out of the queue and not finished
+            # is one a leader holds (see _abandon).
+            for pending in stuck:
+                pending.finish(error=Unavailable(_BUSY, code=self._code))
+        _hand_back(stuck)
 
     def _lead(self) -> None:
         with self._queue_lock:
@@ -176,6 +175,9 @@ class GroupCommit(Generic[W, R]):
             for pending in batch:
                 if not pending.done:
                     pending.finish(error=Unavailable("the write was not run", code=self._code))
+            # INVARIANT: an awaiting loop hears of a write only once its whole batch is done
+            # (committed, or failed and answered as such), whatever the runner finished first.
+            _hand_back(batch)
 
     def _abandon(self, pending: Pending[W, R]) -> None:
         """Give up on a write nobody could lead within the wait; it is never run later."""
@@ -184,15 +186,32 @@ class GroupCommit(Generic[W, R]):
                 self._queued.remove(pending)
                 pending.finish(error=Unavailable(_BUSY, code=self._code))
                 return
-        # Already taken by a leader: its batch finishes it; wait for that.
-        pending._event.wait()
+        # Already taken by a leader, which holds the leader's lock until its batch (this write
+        # among it) is finished: wait for that lock, without a bound, as for the write itself.
+        with self._leader:
+            pass
 
 
-def _settle(waiter: asyncio.Future[R], pending: Pending[W, R]) -> None:
-    """On the waiting loop: hand ``pending``'s outcome to its awaiter (unless it gave up)."""
-    if waiter.done():
-        return
-    if pending.error is not None:
-        waiter.set_exception(pending.error)
-    else:
-        waiter.set_result(pending.result)  # type: ignore[arg-type]  # set when no error
+def _hand_back(batch: Sequence[Pending[W, R]]) -> None:
+    """Hand each awaited write's outcome to its loop: one wake-up per loop for the batch."""
+    settled: dict[asyncio.AbstractEventLoop, list[Pending[W, R]]] = {}
+    for pending in batch:
+        if pending.waiter is not None:
+            settled.setdefault(pending.waiter[0], []).append(pending)
+    for loop, pendings in settled.items():
+        # A closed loop has nobody left to await the results.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, pendings)
+
+
+def _settle(pendings: Sequence[Pending[W, R]]) -> None:
+    """On the waiting loop: hand each write's outcome to its awaiter (unless it gave up)."""
+    for pending in pendings:
+        assert pending.waiter is not None
+        waiter = pending.waiter[1]
+        if waiter.done():
+            continue
+        if pending.error is not None:
+            waiter.set_exception(pending.error)
+        else:
+            waiter.set_result(pending.result)  # type: ignore[arg-type]  # set when no error

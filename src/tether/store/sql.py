@@ -38,16 +38,13 @@ from tether.core.budget import Hold
 from tether.core.effect import Effect
 from tether.core.errors import ErrorCode, NotFound, Unavailable
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
-from tether.core.lease import Lease
 from tether.core.scope import ActionKind
 from tether.core.task import Grant, Task, TaskState
 from tether.service.ports import (
     AuditEntry,
-    BudgetCharge,
     DecisionRecord,
     DecisionWrite,
     TaskActivity,
-    TaskProgress,
 )
 from tether.store import agents as agents_sql
 from tether.store import approvals as approvals_sql
@@ -337,20 +334,9 @@ class SqlStore:
 
     # -- decisions and effects (tether.store.decision_log) -------------------------------------
 
-    def record_decision(
-        self,
-        decision: DecisionRecord,
-        audit: AuditEntry,
-        *,
-        new_approval: tuple[Approval, AuditEntry] | None = None,
-        use_approval: ApprovalId | None = None,
-        budget: BudgetCharge | None = None,
-        progress: Sequence[TaskProgress] = (),
-        lease: tuple[Lease, AuditEntry] | None = None,
-    ) -> AuditRecord:
+    def record_decision(self, write: DecisionWrite) -> AuditRecord:
         """Record one decision with everything it implies, group-committed with the decisions
         other threads are recording at the same moment (:mod:`tether.store.groupcommit`)."""
-        write = DecisionWrite(decision, audit, new_approval, use_approval, budget, progress, lease)
         return self._decisions.record(write)
 
     def record_decision_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
