@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,7 @@ def _inspect_only(backend: Backend) -> SqlStore:
 
 
 #: Columns added to a table after tether began using Alembic.
-_LATER_COLUMNS = {"budget_holds": {"step"}, "tasks": {"observed"}}
+_LATER_COLUMNS = {"budget_holds": {"step"}, "tasks": {"observed", "provenance_secret"}}
 
 
 def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> MetaData:
@@ -211,8 +212,11 @@ def make_legacy(
 
 
 def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]]:
-    """A task, its grant and two chained audit records, written as the old code wrote them."""
+    """A task, its grant and two chained audit records, written as the old code wrote them.
+    The task is returned as this code reads it back: open from before version 9, its
+    provenance secret is empty (it keeps the master key until it ends)."""
     task, grant = make.task()
+    task = replace(task, provenance_secret=b"")
     records: list[AuditRecord] = []
     for kind in (AuditKind.POLICY_LOADED, AuditKind.TASK_OPENED):
         head = ChainHead(records[-1].seq, records[-1].hash) if records else None
@@ -234,6 +238,7 @@ def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]
         with engine.begin() as conn:
             params = task_params(task)
             del params["observed"]  # not a column before version 8
+            del params["provenance_secret"]  # nor this before version 9
             conn.execute(insert(schema.tasks), params)
             conn.execute(insert(schema.grants), grant_params(grant))
             for record in records:
@@ -264,6 +269,7 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
         "0006",
         "0007",
         "0008",
+        "0009",
     ]
     assert all(r.title for r in state.pending)
 
@@ -339,7 +345,11 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     state = _inspect_only(backend).schema_state()
     assert (state.revision, state.legacy_version) == (stamped_at, version)
     assert not state.up_to_date
-    later = [r for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008") if r > stamped_at]
+    later = [
+        r
+        for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
+        if r > stamped_at
+    ]
     assert [r.id for r in state.pending] == later
 
     store = backend.open()
@@ -428,7 +438,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "6 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "7 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -458,7 +468,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 4 and "store_not_found" in out  # not found
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "8 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "9 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out

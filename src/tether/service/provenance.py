@@ -23,13 +23,20 @@ from, and a decision reads the caller's task and its ancestors: a parent sees wh
 saw, a delegate sees its parent's (and so its siblings') observations and the root's request,
 so no task of a chain can launder an untrusted value for another.
 
-Values are kept only as HMAC-SHA256 fingerprints under a key of the data directory
-(``keys/provenance-hmac.key``); the key never leaves this service.
+Values are kept only as HMAC-SHA256 fingerprints, each task's under a key of its own: derived
+from the master key of the data directory (``keys/provenance-hmac.key``, which never leaves this
+service) and a random secret on the task's row (:func:`tether.core.provenance.task_key`). Ending
+a task wipes its secret in the same write (:mod:`tether.store.tasks`): its fingerprints can no
+longer be linked to any value, by anyone. An expired task is ended, and so wiped, by the
+reaper (``TaskService.reap_expired``); until then no decision is allowed on it anyway. A task
+whose secret is gone observes nothing, and counts as an unscanned, untrusted part of any chain
+it is still read in (so it can only make a check stricter).
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -52,6 +59,8 @@ from tether.core.provenance import (
     Source,
     Trust,
     observe,
+    observe_under,
+    task_key,
 )
 from tether.core.provenance_extract import DEFAULT_LIMITS, ExtractLimits
 from tether.core.provenance_rules import (
@@ -60,7 +69,7 @@ from tether.core.provenance_rules import (
     REQUEST_SOURCE,
     ArgumentProvenance,
     ProvenanceRules,
-    assess,
+    assess_chain,
 )
 from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.core.task import Task, grant_is_usable
@@ -76,8 +85,13 @@ from tether.service.ports import (
 
 __all__ = ["ProvenanceService", "ProvenanceSettings", "Recorded"]
 
-#: A chain's index, with what it was read at: each task's ``observed`` count, and the rules.
-_Cached = tuple[tuple[int, ...], ProvenanceRules, ProvenanceIndex]
+#: A chain's indexes (one per task, root last), with what they were read at: each task's
+#: ``observed`` count, and the rules.
+_Cached = tuple[tuple[int, ...], ProvenanceRules, tuple[ProvenanceIndex, ...]]
+#: How many random bytes a task's provenance secret has.
+SECRET_BYTES = 32
+#: What a chain's task whose secret is gone (it ended) counts as: an unscanned, untrusted part.
+ENDED_SOURCE = Source("(ended)", None, Trust.UNTRUSTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +137,7 @@ class ProvenanceService:
         key: bytes,
         chain: Callable[[Task], Sequence[Task]],
         settings: ProvenanceSettings | None = None,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"a provenance key has at least {MIN_KEY_BYTES} bytes")
@@ -134,8 +149,9 @@ class ProvenanceService:
         self._clock = clock
         self._key = key
         self._chain = chain
+        self._random_bytes = random_bytes
         self._settings = settings if settings is not None else ProvenanceSettings()
-        self._operator: tuple[ProvenanceRules, Observation] | None = None
+        self._operator: tuple[ProvenanceRules, ProvenanceIndex] | None = None
         # What each chain observed (with the operator's values), with its tasks' row counts
         # and the rules it was read under: reused while both are unchanged (rows are
         # insert-only), so a decision reads nothing more than the tasks it already read.
@@ -145,10 +161,21 @@ class ProvenanceService:
     def __repr__(self) -> str:
         return "ProvenanceService(<key hidden>)"
 
+    # -- keys ------------------------------------------------------------------------------
+
+    def new_secret(self) -> bytes:
+        """A fresh task's provenance secret (:attr:`Task.provenance_secret`)."""
+        return self._random_bytes(SECRET_BYTES)
+
+    def _key_of(self, secret: bytes | None) -> bytes | None:
+        """The key of a task's fingerprints (``None``: its secret is gone, it ended)."""
+        return None if secret is None else task_key(self._key, secret)
+
     # -- the user's request ----------------------------------------------------------------
 
-    def request_observation(self, request: str | None) -> Observation | None:
-        """The fingerprints of the user's request, a trusted source (``None``: no request).
+    def request_observation(self, request: str | None, secret: bytes) -> Observation | None:
+        """The fingerprints of the user's request, a trusted source (``None``: no request),
+        under the key of the task whose ``secret`` is given (the task it opens).
 
         Raises ``InvalidRequest`` for a request that is not a string within the bound."""
         if request is None:
@@ -160,12 +187,13 @@ class ProvenanceService:
                 f"{limit} characters",
                 code=ErrorCode.INVALID_FIELD,
             )
-        return observe(self._key, REQUEST_SOURCE, request, limits=ExtractLimits(max_chars=limit))
+        key = task_key(self._key, secret)
+        return observe(key, REQUEST_SOURCE, request, limits=ExtractLimits(max_chars=limit))
 
     def record_request(self, task_id: TaskId, observation: Observation) -> None:
         """Keep the request's fingerprints with the task it opened."""
-        self._store.add_observation(
-            [task_id], observation, self._clock.now(), self._settings.max_observations_per_task
+        self._store.add_observations(
+            [(task_id, observation)], self._clock.now(), self._settings.max_observations_per_task
         )
 
     # -- observing results -----------------------------------------------------------------
@@ -207,13 +235,29 @@ class ProvenanceService:
         result: JSONValue,
         trust_of: Callable[[str, str | None], Trust],
     ) -> Recorded:
+        if task.provenance_secret is None:
+            raise Conflict(
+                "the task is no longer open; nothing is observed for it",
+                code=ErrorCode.TASK_NOT_OPEN,
+            )
         source = Source(tool, dataset, trust_of(tool, dataset))
-        seen = observe(self._key, source, result, limits=self._settings.result_limits)
-        chain = [TaskId(t.task_id) for t in self._chain(task)]
-        self._store.add_observation(
-            chain, seen, self._clock.now(), self._settings.max_observations_per_task
+        # Each task of the chain gets the values under its own key; one whose secret is gone
+        # (ended) gets nothing, since nothing could ever match it again.
+        keyed = [
+            (TaskId(t.task_id), key)
+            for t in self._chain(task)
+            if (key := self._key_of(t.provenance_secret)) is not None
+        ]
+        seen = observe_under(
+            [key for _, key in keyed], source, result, limits=self._settings.result_limits
         )
-        return Recorded(TaskId(task.task_id), source, len(seen.fingerprints), seen.complete)
+        self._store.add_observations(
+            [(task_id, o) for (task_id, _), o in zip(keyed, seen, strict=True)],
+            self._clock.now(),
+            self._settings.max_observations_per_task,
+        )
+        first = seen[0]
+        return Recorded(TaskId(task.task_id), source, len(first.fingerprints), first.complete)
 
     def _task_of(self, agent: Workload, grant_token: str) -> Task:
         now = self._clock.now()
@@ -255,18 +299,33 @@ class ProvenanceService:
 
     def assess(self, chain: Sequence[Task], call: Call) -> ArgumentProvenance:
         """The provenance facts of ``call`` by the first task of ``chain``: its sink arguments
-        checked against what the chain observed. Reads the store only for a tool with sinks.
-        Raises ``Unavailable`` when the store cannot answer (the decision then denies)."""
+        checked against what each task of the chain observed, under that task's key. Reads the
+        store only for a tool with sinks. Raises ``Unavailable`` when the store cannot answer
+        (the decision then denies)."""
         rules = self._policy.provenance
         sinks = rules.sinks_for(call.tool)
         if not sinks or not chain:
             return NO_PROVENANCE
-        return assess(call.args, sinks, self._observed(chain, rules), self._key)
+        indexes = self._observed(chain, rules)
+        observed: list[tuple[bytes, ProvenanceIndex]] = []
+        for task, index in zip(chain, indexes, strict=True):
+            key = self._key_of(task.provenance_secret)
+            if key is None:
+                # INVARIANT: a task whose secret is gone can only make the check stricter.
+                observed.append((self._key, _ENDED))
+            else:
+                observed.append((key, index))
+        operator = self._operator_values(rules)
+        if operator is not None:
+            observed.append((self._key, operator))
+        return assess_chain(call.args, sinks, observed)
 
-    def _observed(self, chain: Sequence[Task], rules: ProvenanceRules) -> ProvenanceIndex:
-        """What ``chain`` observed, with the operator's trusted values. The tasks were read by
-        this decision, so their ``observed`` counts are current: while they are unchanged (and
-        the rules are the same), the index in memory is reused and nothing more is read."""
+    def _observed(
+        self, chain: Sequence[Task], rules: ProvenanceRules
+    ) -> tuple[ProvenanceIndex, ...]:
+        """What each task of ``chain`` observed. The tasks were read by this decision, so
+        their ``observed`` counts are current: while they are unchanged (and the rules are the
+        same), the indexes in memory are reused and nothing more is read."""
         key = tuple(TaskId(t.task_id) for t in chain)
         counts = tuple(t.observed for t in chain)
         with self._lock:
@@ -276,25 +335,28 @@ class ProvenanceService:
                 return cached[2]
         # Read after the counts: rows added in between are read too, and only make the next
         # counts differ (a fresh read), never an index older than its counts.
-        index = ProvenanceIndex.of(self._store.observations(list(key)))
-        operator = self._operator_values(rules)
-        if operator:
-            index = index.with_observations(operator)
+        by_task = self._store.observations_by_task(list(key))
+        indexes = tuple(ProvenanceIndex.of(by_task.get(task_id, ())) for task_id in key)
         with self._lock:
-            self._indexes[key] = (counts, rules, index)
+            self._indexes[key] = (counts, rules, indexes)
             self._indexes.move_to_end(key)
             while len(self._indexes) > self._settings.cached_chains:
                 self._indexes.popitem(last=False)
-        return index
+        return indexes
 
-    def _operator_values(self, rules: ProvenanceRules) -> list[Observation]:
+    def _operator_values(self, rules: ProvenanceRules) -> ProvenanceIndex | None:
+        """The operator's trusted values, under the master key (kept in memory only)."""
         if not rules.trusted_values:
-            return []
+            return None
         cached = self._operator
         if cached is None or cached[0] is not rules:
-            cached = (rules, observe(self._key, OPERATOR_SOURCE, list(rules.trusted_values)))
+            seen = observe(self._key, OPERATOR_SOURCE, list(rules.trusted_values))
+            cached = (rules, ProvenanceIndex.of([seen]))
             self._operator = cached
-        return [cached[1]]
+        return cached[1]
+
+
+_ENDED = ProvenanceIndex(unscanned=frozenset({ENDED_SOURCE}))
 
 
 def _check_names(tool: object, dataset: object) -> None:

@@ -50,11 +50,11 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0008"
+SCHEMA_REVISION: Final = "0009"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -146,6 +146,10 @@ tasks = Table(
     Column("workflow_step", String(64), nullable=True),
     # How many observations were recorded for the task (argument provenance's version of it).
     Column("observed", BigInteger, nullable=False, server_default=text("0")),
+    # The task's provenance secret in hex (tether.core.provenance.task_key): its fingerprints'
+    # key is derived from it and the master key. Wiped (NULL) when the task ends, which makes
+    # what the task observed unlinkable; "" for a task opened before tasks had secrets.
+    Column("provenance_secret", String(64), nullable=True),
     # The reaper's query: open tasks past their expiry, oldest first.
     Index("ix_tasks_state_expires_at", "state", "expires_at"),
 )
