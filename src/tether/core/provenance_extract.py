@@ -44,6 +44,7 @@ without a year is not a date; ten digits written without separators are an ``acc
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -439,12 +440,12 @@ def _has_digit(text: str) -> bool:
 
 _DIGIT = re.compile(r"\d")
 
+_Gate = Callable[[str], bool]
+
 #: Each extractor, a cheap test that it may find anything at all (every extractor scans the
 #: whole text, and most arguments hold one short value), and the kinds it can yield, in order
 #: of precedence.
-_EXTRACTORS: tuple[
-    tuple[Callable[[str], _Found], Callable[[str], bool], frozenset[ValueKind]], ...
-] = (
+_EXTRACTORS: tuple[tuple[Callable[[str], _Found], _Gate, frozenset[ValueKind]], ...] = (
     (_urls, lambda t: "://" in t, frozenset({ValueKind.URL, ValueKind.DOMAIN})),
     (_emails, lambda t: "@" in t, frozenset({ValueKind.EMAIL})),
     (_domains, lambda t: "." in t, frozenset({ValueKind.DOMAIN})),
@@ -472,7 +473,8 @@ class _Collector:
     def __init__(self, kinds: frozenset[ValueKind], limit: int) -> None:
         self.kinds = kinds
         self.limit = limit
-        self.seen: set[Extracted] = set()
+        # Kind and value as a plain tuple: hashed in C, not by the dataclass's own __hash__.
+        self.seen: set[tuple[ValueKind, str]] = set()
         self.values: list[Extracted] = []
         self.capped = False
 
@@ -480,22 +482,36 @@ class _Collector:
         """Keep ``value`` if asked for; False once the limit is reached."""
         if self.capped:
             return False
-        if value.kind in self.kinds and value not in self.seen:
-            if len(self.values) >= self.limit:
-                self.capped = True
-                return False
-            self.seen.add(value)
-            self.values.append(value)
+        if value.kind in self.kinds:
+            seen = self.seen
+            known = len(seen)
+            key = (value.kind, value.value)
+            seen.add(key)
+            if len(seen) != known:  # a value not seen before
+                if known >= self.limit:
+                    seen.discard(key)
+                    self.capped = True
+                    return False
+                self.values.append(value)
         return True
+
+
+@functools.cache
+def _plan(kinds: frozenset[ValueKind]) -> tuple[tuple[Callable[[str], _Found], _Gate], ...]:
+    """The extractors a scan for ``kinds`` runs: up to the last that can yield one of them."""
+    wanted = [i for i, remaining in enumerate(_REMAINING) if not kinds.isdisjoint(remaining)]
+    return tuple((extractor, gate) for extractor, gate, _yields in _EXTRACTORS[: len(wanted)])
 
 
 def _scan(text: str, into: _Collector) -> None:
     work = text
-    digits = _has_digit(work)
-    for (extractor, gate, _yields), remaining in zip(_EXTRACTORS, _REMAINING, strict=True):
-        if not into.kinds & remaining or work.isspace():
-            break  # nothing asked for is left to find, or nothing is left unmatched
+    digits: bool | None = None  # whether ``work`` holds a digit, once asked
+    for extractor, gate in _plan(into.kinds):
+        if work.isspace():
+            break  # nothing is left unmatched
         if gate is _has_digit:
+            if digits is None:
+                digits = _has_digit(work)
             if not digits:
                 continue
         elif not gate(work):
@@ -507,16 +523,18 @@ def _scan(text: str, into: _Collector) -> None:
             if not spans or spans[-1] != (start, end):
                 spans.append((start, end))
         if spans:
+            if spans[0] == (0, len(work)):
+                break  # it matched the whole text (one URL, one address): nothing is left
             # Blank what matched so that a later, weaker extractor does not read it again.
             pieces, last = [], 0
-            for start, end in sorted(spans):
+            for start, end in sorted(spans) if len(spans) > 1 else spans:
                 if start >= last:
                     pieces.append(work[last:start])
                     pieces.append(" " * (end - start))
                     last = end
             pieces.append(work[last:])
             work = "".join(pieces)
-            digits = _has_digit(work)
+            digits = None
     if ValueKind.TEXT in into.kinds:
         for m in _QUOTED.finditer(text):
             quoted = _text(m.group(1) or m.group(2) or m.group(3))
@@ -545,6 +563,15 @@ def extract_json(
     ``text`` value; every number is an ``amount``. Keys are not scanned. The character budget
     is shared by the whole value; strings past it are counted as unscanned."""
     into = _Collector(kinds, limits.max_values)
+    if type(value) is str:
+        # One string (most arguments): the loop below, for one item, without the stack.
+        part = value[: limits.max_chars]
+        if part:
+            whole = len(part) == len(value)
+            text = _text(value) if whole and ValueKind.TEXT in kinds else None
+            if text is None or into.add(Extracted(ValueKind.TEXT, text)):
+                _scan(part, into)
+        return Extraction(tuple(into.values), len(part), len(value) - len(part), into.capped)
     budget = limits.max_chars
     unscanned = 0
     stack: list[JSONValue] = [value]

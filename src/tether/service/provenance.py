@@ -85,9 +85,11 @@ from tether.service.ports import (
 
 __all__ = ["ProvenanceService", "ProvenanceSettings", "Recorded"]
 
-#: A chain's indexes (one per task, root last), with what they were read at: each task's
-#: ``observed`` count, and the rules.
-_Cached = tuple[tuple[int, ...], ProvenanceRules, tuple[ProvenanceIndex, ...]]
+#: What a chain observed: each task's index (root last) under its key, then the operator's.
+_Keyed = tuple[tuple[bytes, ProvenanceIndex], ...]
+#: A chain's :data:`_Keyed`, with what it was read at: each task's ``observed`` count and
+#: secret, and the rules.
+_Cached = tuple[tuple[tuple[int, ...], tuple[bytes | None, ...]], ProvenanceRules, _Keyed]
 #: How many random bytes a task's provenance secret has.
 SECRET_BYTES = 32
 #: What a chain's task whose secret is gone (it ended) counts as: an unscanned, untrusted part.
@@ -306,43 +308,44 @@ class ProvenanceService:
         sinks = rules.sinks_for(call.tool)
         if not sinks or not chain:
             return NO_PROVENANCE
-        indexes = self._observed(chain, rules)
+        return assess_chain(call.args, sinks, self.keyed(chain, rules))
+
+    def keyed(self, chain: Sequence[Task], rules: ProvenanceRules) -> _Keyed:
+        """What each task of ``chain`` observed, with the key its fingerprints are under, and
+        the operator's values: what :func:`~tether.core.provenance.check_chain` checks.
+
+        The tasks were read by this decision, so their ``observed`` counts and secrets are
+        current: while they are unchanged (and the rules are the same), what is in memory is
+        reused, keys included, and nothing more is read. (A chain's keys stay in memory with
+        its indexes until a decision sees a task of it ended, or the chain is evicted.)"""
+        chain_ids = tuple(TaskId(t.task_id) for t in chain)
+        version = (tuple(t.observed for t in chain), tuple(t.provenance_secret for t in chain))
+        with self._lock:
+            cached = self._indexes.get(chain_ids)
+            if cached is not None and cached[0] == version and cached[1] is rules:
+                self._indexes.move_to_end(chain_ids)
+                return cached[2]
+        # Read after the counts: rows added in between are read too, and only make the next
+        # counts differ (a fresh read), never an index older than its counts.
+        by_task = self._store.observations_by_task(list(chain_ids))
         observed: list[tuple[bytes, ProvenanceIndex]] = []
-        for task, index in zip(chain, indexes, strict=True):
+        for task in chain:
             key = self._key_of(task.provenance_secret)
             if key is None:
                 # INVARIANT: a task whose secret is gone can only make the check stricter.
                 observed.append((self._key, _ENDED))
             else:
-                observed.append((key, index))
+                observed.append((key, ProvenanceIndex.of(by_task.get(TaskId(task.task_id), ()))))
         operator = self._operator_values(rules)
         if operator is not None:
             observed.append((self._key, operator))
-        return assess_chain(call.args, sinks, observed)
-
-    def _observed(
-        self, chain: Sequence[Task], rules: ProvenanceRules
-    ) -> tuple[ProvenanceIndex, ...]:
-        """What each task of ``chain`` observed. The tasks were read by this decision, so
-        their ``observed`` counts are current: while they are unchanged (and the rules are the
-        same), the indexes in memory are reused and nothing more is read."""
-        key = tuple(TaskId(t.task_id) for t in chain)
-        counts = tuple(t.observed for t in chain)
+        keyed = tuple(observed)
         with self._lock:
-            cached = self._indexes.get(key)
-            if cached is not None and cached[0] == counts and cached[1] is rules:
-                self._indexes.move_to_end(key)
-                return cached[2]
-        # Read after the counts: rows added in between are read too, and only make the next
-        # counts differ (a fresh read), never an index older than its counts.
-        by_task = self._store.observations_by_task(list(key))
-        indexes = tuple(ProvenanceIndex.of(by_task.get(task_id, ())) for task_id in key)
-        with self._lock:
-            self._indexes[key] = (counts, rules, indexes)
-            self._indexes.move_to_end(key)
+            self._indexes[chain_ids] = (version, rules, keyed)
+            self._indexes.move_to_end(chain_ids)
             while len(self._indexes) > self._settings.cached_chains:
                 self._indexes.popitem(last=False)
-        return indexes
+        return keyed
 
     def _operator_values(self, rules: ProvenanceRules) -> ProvenanceIndex | None:
         """The operator's trusted values, under the master key (kept in memory only)."""
