@@ -154,7 +154,6 @@ def _host(raw: str) -> str | None:
 
 #: A network location that is a plain host name alone (no user, port, IPv6 or escapes).
 _PLAIN_NETLOC = re.compile(r"[A-Za-z0-9.-]+")
-_URL_DROPS = frozenset("\t\r\n")
 
 
 def _url(raw: str) -> tuple[str, str] | None:
@@ -165,7 +164,14 @@ def _url(raw: str) -> tuple[str, str] | None:
     :func:`_url_parsed` (the tests check that both agree)."""
     scheme, sep, rest = raw.partition("://")
     # (urlsplit drops tabs and line breaks anywhere: such a URL takes the long way.)
-    if sep and scheme.isascii() and scheme.isalpha() and not _URL_DROPS.intersection(rest):
+    if (
+        sep
+        and scheme.isascii()
+        and scheme.isalpha()
+        and "\t" not in rest
+        and "\n" not in rest
+        and "\r" not in rest
+    ):
         end = len(rest)
         for mark in "/?#":
             at = rest.find(mark, 0, end)
