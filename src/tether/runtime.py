@@ -11,8 +11,9 @@ is refused, see :mod:`tether.datadir`):
     keys/lease-signing.pem   ES256 key signing scoped lease tokens (published as a JWKS)
     keys/ui-session.key      32-byte key deriving the approval page's CSRF tokens from sessions
     keys/audit-checkpoint.pem  Ed25519 key signing audit checkpoints (never in the database)
-    keys/provenance-hmac.key   32-byte key of the fingerprints argument provenance keeps of the
-                             values a task saw (never in the database)
+    keys/provenance-hmac.key   32-byte master key of the fingerprints argument provenance keeps
+                             of the values a task saw (never in the database; each task's key
+                             is derived from it and a secret wiped when the task ends)
 
 Several replicas (``store_url`` naming one PostgreSQL database) share the data directory: the same
 directory on a shared volume, or identical copies of it made before they start. They must: a grant

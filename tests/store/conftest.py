@@ -265,6 +265,7 @@ class Make:
             state=TaskState.OPEN,
             opened_at=opened_at,
             expires_at=expires,
+            provenance_secret=os.urandom(32),
         )
         grant = Grant(
             grant_id=self.ids.grant(),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -164,7 +165,11 @@ def _inspect_only(backend: Backend) -> SqlStore:
 
 
 #: Columns added to a table after tether began using Alembic.
-_LATER_COLUMNS = {"budget_holds": {"step"}, "tasks": {"observed"}, "audit": {"partition_id"}}
+_LATER_COLUMNS = {
+    "budget_holds": {"step"},
+    "tasks": {"observed", "provenance_secret"},
+    "audit": {"partition_id"},
+}
 
 
 def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> MetaData:
@@ -249,8 +254,11 @@ def make_legacy(
 
 
 def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]]:
-    """A task, its grant and two chained audit records, written as the old code wrote them."""
+    """A task, its grant and two chained audit records, written as the old code wrote them.
+    The task is returned as this code reads it back: open from before version 9, its
+    provenance secret is empty (it keeps the master key until it ends)."""
     task, grant = make.task()
+    task = replace(task, provenance_secret=b"")
     records: list[AuditRecord] = []
     for kind in (AuditKind.POLICY_LOADED, AuditKind.TASK_OPENED):
         head = ChainHead(records[-1].seq, records[-1].hash) if records else None
@@ -273,6 +281,7 @@ def write_history(backend: Backend, make: Make) -> tuple[Task, list[AuditRecord]
         with engine.begin() as conn:
             params = task_params(task)
             del params["observed"]  # not a column before version 8
+            del params["provenance_secret"]  # nor this before version 9
             conn.execute(insert(schema.tasks), params)
             conn.execute(insert(schema.grants), grant_params(grant))
             for record in records:
@@ -305,6 +314,7 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
         "0006",
         "0007",
         "0008",
+        "0009",
         "0010",
     ]
     assert all(r.title for r in state.pending)
@@ -383,7 +393,7 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     assert not state.up_to_date
     later = [
         r
-        for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0010")
+        for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
         if r > stamped_at
     ]
     assert [r.id for r in state.pending] == later

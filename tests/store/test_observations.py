@@ -9,7 +9,14 @@ from sqlalchemy import text
 
 from tether.core.audit import AuditKind
 from tether.core.ids import TaskId
-from tether.core.provenance import Observation, ProvenanceIndex, Source, Trust, observe
+from tether.core.provenance import (
+    Observation,
+    ProvenanceIndex,
+    Source,
+    Trust,
+    observe,
+    observe_under,
+)
 from tether.core.provenance_rules import OVERFLOW_SOURCE
 from tether.store import SqlStore
 from tether.store.observations import SqlObservationStore
@@ -17,6 +24,7 @@ from tether.store.observations import SqlObservationStore
 from .conftest import T0, Backend, Make
 
 KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
 PAGE = Source("web.browse", None, Trust.UNTRUSTED)
 CONTACTS = Source("contacts.list", "contacts", Trust.TRUSTED)
 RESULT = "Visit https://evil.example.com/x or mail eve@evil.example.com"
@@ -32,11 +40,11 @@ def test_an_observation_is_read_back_by_source_as_fingerprints_only(
     observations = SqlObservationStore(store)
     seen = observe(KEY, PAGE, RESULT)
     trusted = observe(KEY, CONTACTS, {"email": "alice@example.org"})
-    observations.add_observation([TaskId("tsk_a")], seen, T0, 100)
-    observations.add_observation([TaskId("tsk_a")], trusted, T0, 100)
-    observations.add_observation([TaskId("tsk_a")], seen, T0, 100)  # a repeat: kept once
+    observations.add_observations([(TaskId("tsk_a"), seen)], T0, 100)
+    observations.add_observations([(TaskId("tsk_a"), trusted)], T0, 100)
+    observations.add_observations([(TaskId("tsk_a"), seen)], T0, 100)  # a repeat: kept once
     other = observe(KEY, PAGE, "see https://other.example.net")
-    observations.add_observation([TaskId("tsk_b")], other, T0, 100)
+    observations.add_observations([(TaskId("tsk_b"), other)], T0, 100)
 
     got = {o.source: o for o in observations.observations([TaskId("tsk_a")])}
     assert got == {PAGE: seen, CONTACTS: trusted}
@@ -52,17 +60,26 @@ def test_an_observation_is_read_back_by_source_as_fingerprints_only(
 
 def test_a_delegates_observation_is_written_under_its_whole_chain(store: SqlStore) -> None:
     observations = SqlObservationStore(store)
-    seen = observe(KEY, PAGE, RESULT)
+    # Each task's fingerprints under its own key: one write, read back task by task.
+    in_child, in_parent = observe_under([KEY, OTHER_KEY], PAGE, RESULT)
+    assert in_child.fingerprints.isdisjoint(in_parent.fingerprints)
     child, parent = TaskId("tsk_child"), TaskId("tsk_parent")
-    observations.add_observation([child, parent], seen, T0, 100)
-    assert observations.observations([parent]) == [seen]
-    assert observations.observations([TaskId("tsk_sibling"), parent]) == [seen]
+    observations.add_observations([(child, in_child), (parent, in_parent)], T0, 100)
+    assert observations.observations([parent]) == [in_parent]
+    assert observations.observations([TaskId("tsk_sibling"), parent]) == [in_parent]
+    sibling = TaskId("tsk_sibling")
+    assert observations.observations_by_task([child, sibling, parent]) == {
+        child: [in_child],
+        sibling: [],
+        parent: [in_parent],
+    }
+    assert observations.observations_by_task([]) == {}
 
 
 def test_an_unscanned_part_of_an_untrusted_result_is_kept(store: SqlStore) -> None:
     observations = SqlObservationStore(store)
     partial = Observation(PAGE, observe(KEY, PAGE, RESULT).fingerprints, complete=False)
-    observations.add_observation([TaskId("tsk_a")], partial, T0, 100)
+    observations.add_observations([(TaskId("tsk_a"), partial)], T0, 100)
     assert observations.observations([TaskId("tsk_a")]) == [partial]
     assert _index(observations.observations([TaskId("tsk_a")])).unscanned == {PAGE}
 
@@ -73,9 +90,9 @@ def test_past_its_cap_a_task_drops_values_and_counts_the_untrusted_rest_as_unsca
     observations = SqlObservationStore(store)
     task = TaskId("tsk_a")
     trusted = observe(KEY, CONTACTS, {"a": "https://a.example.org", "b": "b@example.org"})
-    observations.add_observation([task], trusted, T0, 3)
+    observations.add_observations([(task, trusted)], T0, 3)
     untrusted = observe(KEY, PAGE, RESULT)
-    observations.add_observation([task], untrusted, T0, 3)
+    observations.add_observations([(task, untrusted)], T0, 3)
     got = _index(observations.observations([task]))
     # Trusted values past the cap are simply not trusted (stricter); untrusted ones dropped
     # make every unseen value count as possibly theirs.
@@ -89,7 +106,7 @@ def test_past_its_cap_a_task_drops_values_and_counts_the_untrusted_rest_as_unsca
 def test_two_handles_see_each_others_observations(backend: Backend) -> None:
     first, second = backend.open(), backend.open()
     seen = observe(KEY, PAGE, RESULT)
-    SqlObservationStore(first).add_observation([TaskId("tsk_a")], seen, T0, 100)
+    SqlObservationStore(first).add_observations([(TaskId("tsk_a"), seen)], T0, 100)
     assert SqlObservationStore(second).observations([TaskId("tsk_a")]) == [seen]
 
 
@@ -98,12 +115,13 @@ def test_the_count_changes_exactly_when_the_observations_do(backend: Backend) ->
     chain = [TaskId("tsk_child"), TaskId("tsk_parent")]
     assert first.count_observations(chain) == 0
     seen = observe(KEY, PAGE, RESULT)
-    second.add_observation(chain, seen, T0, 100)
+    second.add_observations([(t, seen) for t in chain], T0, 100)
     counted = first.count_observations(chain)
     assert counted == 2 * len(seen.fingerprints)
-    second.add_observation(chain, seen, T0, 100)  # a repeat adds no row
+    second.add_observations([(t, seen) for t in chain], T0, 100)  # a repeat adds no row
     assert first.count_observations(chain) == counted
-    second.add_observation([TaskId("tsk_parent")], observe(KEY, CONTACTS, "x@y.example"), T0, 100)
+    more = observe(KEY, CONTACTS, "x@y.example")
+    second.add_observations([(TaskId("tsk_parent"), more)], T0, 100)
     assert first.count_observations(chain) > counted
 
 
@@ -120,17 +138,19 @@ def test_a_task_row_carries_its_observation_count_to_every_reader(
 
     seen = observe(KEY, PAGE, RESULT)
     # A delegate's chain: both tasks get the rows, and both rows their new count.
-    SqlObservationStore(writer).add_observation([task.task_id, other.task_id], seen, T0, 100)
+    SqlObservationStore(writer).add_observations(
+        [(task.task_id, seen), (other.task_id, seen)], T0, 100
+    )
     counted = len(seen.fingerprints)
     # Seen by the other handle through the decision's joined read and the plain task read.
     assert reader.get_grant_with_task(grant.grant_id)[1].observed == counted  # type: ignore[union-attr]
     assert reader.get_task(task.task_id).observed == counted  # type: ignore[union-attr]
     assert reader.get_task(other.task_id).observed == counted  # type: ignore[union-attr]
 
-    SqlObservationStore(writer).add_observation([task.task_id], seen, T0, 100)  # a repeat
+    SqlObservationStore(writer).add_observations([(task.task_id, seen)], T0, 100)  # a repeat
     assert reader.get_task(task.task_id).observed == counted  # type: ignore[union-attr]
     more = observe(KEY, CONTACTS, "x@y.example")
-    SqlObservationStore(writer).add_observation([task.task_id], more, T0, 100)
+    SqlObservationStore(writer).add_observations([(task.task_id, more)], T0, 100)
     assert reader.get_grant_with_task(grant.grant_id)[1].observed == counted + len(
         more.fingerprints
     )  # type: ignore[union-attr]

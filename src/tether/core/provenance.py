@@ -20,6 +20,13 @@ that part, so it is counted as seen there and fails ``not_only_untrusted`` too.
 Values are never kept raw: each is a keyed HMAC-SHA256 of its kind and normal form
 (:func:`fingerprint`), and a :class:`Violation` names the argument, the kind and the sources,
 never the value. Values are found by :mod:`tether.core.provenance_extract`.
+
+Each task has a key of its own (:func:`task_key`): the HMAC, under the operator's master key,
+of a random secret kept on the task's row until the task ends. Neither the database (without
+the master key) nor the master key (without the row) can test a guessed value, and once the
+task has ended and its secret is wiped, nothing can: the fingerprints it left are unlinkable
+(crypto-shredding). A delegation chain's observations are checked under each task's own key
+(:func:`check_chain`).
 """
 
 from __future__ import annotations
@@ -54,11 +61,14 @@ __all__ = [
     "Violation",
     "Why",
     "check_arguments",
+    "check_chain",
     "fingerprint",
     "fingerprints",
     "observe",
+    "observe_under",
     "same_fingerprint",
     "strictest",
+    "task_key",
 ]
 
 #: The shortest HMAC key accepted (RFC 2104 asks for at least the hash's output length).
@@ -72,16 +82,39 @@ ARGUMENT_LIMITS = ExtractLimits(max_chars=16_384, max_values=256)
 # --- fingerprints -------------------------------------------------------------------------------
 
 
+#: Domain separation of a task's key from any other use of the master key.
+_TASK_KEY_LABEL = b"tether provenance task key\x00"
+
+
+def task_key(master: bytes, secret: bytes) -> bytes:
+    """The key of one task's fingerprints: HMAC-SHA256(master, label || the task's secret).
+
+    An empty secret marks a task opened before tasks had secrets: its fingerprints were made
+    under the master key itself, which it keeps until it ends.
+    """
+    _check_key(master)
+    if not secret:
+        return master
+    return hmac.digest(master, _TASK_KEY_LABEL + secret, "sha256")
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigurationError(f"a provenance key has at least {MIN_KEY_BYTES} bytes")
+
+
+def _message(kind: ValueKind, normalized: str) -> bytes:
+    return f"{kind.value}\x00{normalized}".encode("utf-8", "surrogatepass")
+
+
 def fingerprint(key: bytes, kind: ValueKind, normalized: str) -> str:
     """The keyed HMAC-SHA256 of one normalized value, as 64 hex digits.
 
     The kind is part of the MAC, so ``12345678`` as an account and as a phone number differ.
     Without the key a fingerprint cannot be tested against a guessed value.
     """
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigurationError(f"a provenance key has at least {MIN_KEY_BYTES} bytes")
-    message = f"{kind.value}\x00{normalized}".encode("utf-8", "surrogatepass")
-    return hmac.digest(key, message, "sha256").hex()
+    _check_key(key)
+    return hmac.digest(key, _message(kind, normalized), "sha256").hex()
 
 
 def same_fingerprint(a: str, b: str) -> bool:
@@ -98,7 +131,10 @@ def fingerprints(
     """The fingerprints of every value found in ``value`` (a text or any JSON), and whether
     it was scanned whole. Used for the user's request and for tool results alike."""
     found = extract_json(value, kinds, limits)
-    return frozenset(fingerprint(key, v.kind, v.value) for v in found.values), found.complete
+    _check_key(key)
+    return frozenset(
+        hmac.digest(key, _message(v.kind, v.value), "sha256").hex() for v in found.values
+    ), found.complete
 
 
 # --- sources and observations -------------------------------------------------------------------
@@ -183,6 +219,25 @@ def observe(
     return Observation(source, found, complete)
 
 
+def observe_under(
+    keys: Sequence[bytes],
+    source: Source,
+    result: JSONValue,
+    kinds: frozenset[ValueKind] = ALL_KINDS,
+    limits: ExtractLimits = DEFAULT_LIMITS,
+) -> list[Observation]:
+    """:func:`observe` under each of ``keys`` (a delegation chain's tasks): the result is
+    scanned once, and its values fingerprinted under every key, in order."""
+    found = extract_json(result, kinds, limits)
+    messages = [_message(v.kind, v.value) for v in found.values]
+    observations = []
+    for key in keys:
+        _check_key(key)
+        fps = frozenset(hmac.digest(key, m, "sha256").hex() for m in messages)
+        observations.append(Observation(source, fps, found.complete))
+    return observations
+
+
 @dataclass(frozen=True, slots=True)
 class ProvenanceIndex:
     """Every observation of one task, indexed by fingerprint: the sources it was seen in.
@@ -195,6 +250,16 @@ class ProvenanceIndex:
     _seen: Mapping[str, frozenset[Source]] = field(default_factory=dict, hash=False)
     #: Untrusted sources part of whose result went unscanned.
     unscanned: frozenset[Source] = frozenset()
+    #: The fingerprints seen in at least one trusted source (a check's first question).
+    _trusted: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        trusted = frozenset(
+            fp
+            for fp, sources in self._seen.items()
+            if any(s.trust is Trust.TRUSTED for s in sources)
+        )
+        object.__setattr__(self, "_trusted", trusted)
 
     @classmethod
     def of(cls, observations: Iterable[Observation]) -> ProvenanceIndex:
@@ -226,6 +291,10 @@ class ProvenanceIndex:
         for fp, sources in other._seen.items():
             seen[fp] = seen.get(fp, frozenset()) | sources
         return ProvenanceIndex(seen, self.unscanned | other.unscanned)
+
+    def trusted(self, fp: str) -> bool:
+        """Whether ``fp`` was seen in a trusted source."""
+        return fp in self._trusted
 
     def sources(self, fp: str) -> frozenset[Source]:
         """The sources ``fp`` was seen in (empty: never seen)."""
@@ -360,12 +429,36 @@ def check_arguments(
     user_request_fingerprints: frozenset[str],
     limits: ExtractLimits = ARGUMENT_LIMITS,
 ) -> list[Violation]:
+    """:func:`check_chain` for one task's ``index``, its fingerprints made under ``key``;
+    values whose fingerprints are in ``user_request_fingerprints`` are trusted."""
+    return check_chain(args, requirements, ((key, index),), limits, user_request_fingerprints)
+
+
+def check_chain(
+    args: Mapping[str, JSONValue],
+    requirements: Sequence[SinkRequirement],
+    observed: Sequence[tuple[bytes, ProvenanceIndex]],
+    limits: ExtractLimits = ARGUMENT_LIMITS,
+    trusted: frozenset[str] = frozenset(),
+) -> list[Violation]:
     """Every value of a sink argument whose provenance fails its requirement.
 
+    ``observed`` is what each task of a delegation chain observed, with the key its
+    fingerprints were made under: a value's sources are those of its fingerprint under each
+    task's key. ``trusted`` holds fingerprints (under the first key) that pass as trusted.
+
     An argument the call does not carry is not checked (the catalog's constraints say which
-    arguments a tool must have). Values in the user's request are trusted. An argument too
-    large to scan whole under ``limits`` fails, once, whatever its values.
+    arguments a tool must have). An argument too large to scan whole under ``limits`` fails,
+    once, whatever its values.
     """
+    parts: list[tuple[bytes, ProvenanceIndex]] = []
+    unscanned: frozenset[Source] = frozenset()
+    for key, index in observed:
+        _check_key(key)
+        unscanned |= index.unscanned
+        if index.size:  # an index holding nothing costs no MAC
+            parts.append((key, index))
+    request_key = observed[0][0] if observed and trusted else None
     violations: list[Violation] = []
     for requirement in requirements:
         value = _argument(args, requirement.argument)
@@ -373,13 +466,15 @@ def check_arguments(
             continue
         found = extract_json(value, requirement.kinds, limits)  # type: ignore[arg-type]
         for extracted in found.values:
-            fp = fingerprint(key, extracted.kind, extracted.value)
-            if fp in user_request_fingerprints:
+            message = _message(extracted.kind, extracted.value)
+            if request_key and hmac.digest(request_key, message, "sha256").hex() in trusted:
                 continue
-            seen = index.sources(fp)
-            failure = _fails(requirement.need, seen, index.unscanned)
+            seen = _seen_in(parts, message)
+            if seen is None:
+                continue  # seen in a trusted source
+            failure = _fails(requirement.need, seen, unscanned)
             if failure is not None:
-                why, sources, unscanned = failure
+                why, sources, partly = failure
                 violations.append(
                     Violation(
                         requirement.argument,
@@ -388,7 +483,7 @@ def check_arguments(
                         requirement.outcome,
                         why,
                         _ordered(sources),
-                        unscanned,
+                        partly,
                     )
                 )
         if not found.complete:
@@ -404,13 +499,27 @@ def check_arguments(
     return violations
 
 
+def _seen_in(
+    parts: Sequence[tuple[bytes, ProvenanceIndex]], message: bytes
+) -> frozenset[Source] | None:
+    """The sources the value of ``message`` was seen in across ``parts`` (``None``: one of
+    them is trusted, so nothing more is asked)."""
+    seen: frozenset[Source] = frozenset()
+    for key, index in parts:
+        fp = hmac.digest(key, message, "sha256").hex()
+        if index.trusted(fp):
+            return None
+        found = index.sources(fp)
+        if found:
+            seen = seen | found if seen else found
+    return seen
+
+
 def _fails(
     need: Need, seen: frozenset[Source], unscanned: frozenset[Source]
 ) -> tuple[Why, frozenset[Source], bool] | None:
-    """Why a value seen in ``seen`` fails ``need``, with the sources to name (``None``: it
-    passes)."""
-    if any(s.trust is Trust.TRUSTED for s in seen):
-        return None
+    """Why a value seen in ``seen`` (no trusted source among them) fails ``need``, with the
+    sources to name (``None``: it passes)."""
     match need:
         case Need.TRUSTED:
             return Why.NOT_TRUSTED, seen, False

@@ -47,6 +47,7 @@ domain.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -154,8 +155,44 @@ def _host(raw: str) -> str | None:
         return None
 
 
+#: A network location that is a plain host name alone (no user, port, IPv6 or escapes).
+_PLAIN_NETLOC = re.compile(r"[A-Za-z0-9.-]+")
+
+
 def _url(raw: str) -> tuple[str, str] | None:
-    """The normal form of a URL and its host, or ``None`` when it does not parse."""
+    """The normal form of a URL and its host, or ``None`` when it does not parse.
+
+    Most URLs name a plain host: their normal form is taken apart here by hand, as
+    :func:`urllib.parse.urlsplit` would, which costs a fraction of it; any other goes through
+    :func:`_url_parsed` (the tests check that both agree)."""
+    scheme, sep, rest = raw.partition("://")
+    # (urlsplit drops tabs and line breaks anywhere: such a URL takes the long way.)
+    if (
+        sep
+        and scheme.isascii()
+        and scheme.isalpha()
+        and "\t" not in rest
+        and "\n" not in rest
+        and "\r" not in rest
+    ):
+        end = len(rest)
+        for mark in "/?#":
+            at = rest.find(mark, 0, end)
+            if at >= 0:
+                end = at
+        netloc = rest[:end]
+        if netloc and _PLAIN_NETLOC.fullmatch(netloc):
+            host = _host(netloc)
+            if host is None:
+                return None
+            path, _, query = rest[end:].partition("#")[0].partition("?")
+            tail = f"?{query}" if query else ""
+            return f"{scheme.lower()}://{host}{path or '/'}{tail}", host
+    return _url_parsed(raw)
+
+
+def _url_parsed(raw: str) -> tuple[str, str] | None:
+    """:func:`_url` through :func:`urllib.parse.urlsplit`, for any URL."""
     try:
         parts = urlsplit(raw)
         port = parts.port
@@ -436,12 +473,12 @@ def _has_digit(text: str) -> bool:
 
 _DIGIT = re.compile(r"\d")
 
+_Gate = Callable[[str], bool]
+
 #: Each extractor, a cheap test that it may find anything at all (every extractor scans the
 #: whole text, and most arguments hold one short value), and the kinds it can yield, in order
 #: of precedence.
-_EXTRACTORS: tuple[
-    tuple[Callable[[str], _Found], Callable[[str], bool], frozenset[ValueKind]], ...
-] = (
+_EXTRACTORS: tuple[tuple[Callable[[str], _Found], _Gate, frozenset[ValueKind]], ...] = (
     (_urls, lambda t: "://" in t, frozenset({ValueKind.URL, ValueKind.DOMAIN})),
     (_emails, lambda t: "@" in t, frozenset({ValueKind.EMAIL})),
     (_domains, lambda t: "." in t, frozenset({ValueKind.DOMAIN})),
@@ -469,7 +506,8 @@ class _Collector:
     def __init__(self, kinds: frozenset[ValueKind], limit: int) -> None:
         self.kinds = kinds
         self.limit = limit
-        self.seen: set[Extracted] = set()
+        # Kind and value as a plain tuple: hashed in C, not by the dataclass's own __hash__.
+        self.seen: set[tuple[ValueKind, str]] = set()
         self.values: list[Extracted] = []
         self.capped = False
 
@@ -477,22 +515,36 @@ class _Collector:
         """Keep ``value`` if asked for; False once the limit is reached."""
         if self.capped:
             return False
-        if value.kind in self.kinds and value not in self.seen:
-            if len(self.values) >= self.limit:
-                self.capped = True
-                return False
-            self.seen.add(value)
-            self.values.append(value)
+        if value.kind in self.kinds:
+            seen = self.seen
+            known = len(seen)
+            key = (value.kind, value.value)
+            seen.add(key)
+            if len(seen) != known:  # a value not seen before
+                if known >= self.limit:
+                    seen.discard(key)
+                    self.capped = True
+                    return False
+                self.values.append(value)
         return True
+
+
+@functools.cache
+def _plan(kinds: frozenset[ValueKind]) -> tuple[tuple[Callable[[str], _Found], _Gate], ...]:
+    """The extractors a scan for ``kinds`` runs: up to the last that can yield one of them."""
+    wanted = [i for i, remaining in enumerate(_REMAINING) if not kinds.isdisjoint(remaining)]
+    return tuple((extractor, gate) for extractor, gate, _yields in _EXTRACTORS[: len(wanted)])
 
 
 def _scan(text: str, into: _Collector) -> None:
     work = text
-    digits = _has_digit(work)
-    for (extractor, gate, _yields), remaining in zip(_EXTRACTORS, _REMAINING, strict=True):
-        if not into.kinds & remaining or work.isspace():
-            break  # nothing asked for is left to find, or nothing is left unmatched
+    digits: bool | None = None  # whether ``work`` holds a digit, once asked
+    for extractor, gate in _plan(into.kinds):
+        if work.isspace():
+            break  # nothing is left unmatched
         if gate is _has_digit:
+            if digits is None:
+                digits = _has_digit(work)
             if not digits:
                 continue
         elif not gate(work):
@@ -504,16 +556,18 @@ def _scan(text: str, into: _Collector) -> None:
             if not spans or spans[-1] != (start, end):
                 spans.append((start, end))
         if spans:
+            if spans[0] == (0, len(work)):
+                break  # it matched the whole text (one URL, one address): nothing is left
             # Blank what matched so that a later, weaker extractor does not read it again.
             pieces, last = [], 0
-            for start, end in sorted(spans):
+            for start, end in sorted(spans) if len(spans) > 1 else spans:
                 if start >= last:
                     pieces.append(work[last:start])
                     pieces.append(" " * (end - start))
                     last = end
             pieces.append(work[last:])
             work = "".join(pieces)
-            digits = _has_digit(work)
+            digits = None
     if ValueKind.TEXT in into.kinds:
         for m in _QUOTED.finditer(text):
             quoted = _text(m.group(1) or m.group(2) or m.group(3))
@@ -542,6 +596,15 @@ def extract_json(
     ``text`` value; every number is an ``amount``. Keys are not scanned. The character budget
     is shared by the whole value; strings past it are counted as unscanned."""
     into = _Collector(kinds, limits.max_values)
+    if type(value) is str:
+        # One string (most arguments): the loop below, for one item, without the stack.
+        part = value[: limits.max_chars]
+        if part:
+            whole = len(part) == len(value)
+            text = _text(value) if whole and ValueKind.TEXT in kinds else None
+            if text is None or into.add(Extracted(ValueKind.TEXT, text)):
+                _scan(part, into)
+        return Extraction(tuple(into.values), len(part), len(value) - len(part), into.capped)
     budget = limits.max_chars
     unscanned = 0
     stack: list[JSONValue] = [value]

@@ -13,7 +13,7 @@ arguments, from :func:`tether.core.provenance.check_arguments`): a fact of the d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -24,7 +24,7 @@ from tether.core.provenance import (
     Source,
     Trust,
     Violation,
-    check_arguments,
+    check_chain,
     strictest,
 )
 from tether.core.provenance_parts import TrustedParts
@@ -38,6 +38,7 @@ __all__ = [
     "ArgumentProvenance",
     "ProvenanceRules",
     "assess",
+    "assess_chain",
 ]
 
 #: The source of the values of the user's own request (``intent.request`` at task open). Not a
@@ -133,9 +134,17 @@ def assess(
 ) -> ArgumentProvenance:
     """The provenance facts of a call with ``args`` to a tool whose sinks are
     ``requirements``, against everything its task observed (``index``, which holds the user's
-    request and the operator's values as trusted sources)."""
+    request and the operator's values as trusted sources), fingerprinted under ``key``."""
+    return assess_chain(args, requirements, ((key, index),))
+
+
+def assess_chain(
+    args: Mapping[str, JSONValue],
+    requirements: tuple[SinkRequirement, ...],
+    observed: Sequence[tuple[bytes, ProvenanceIndex]],
+) -> ArgumentProvenance:
+    """:func:`assess` against what each task of a delegation chain observed, each under its
+    own key (:func:`tether.core.provenance.check_chain`)."""
     if not requirements:
         return NO_PROVENANCE
-    return ArgumentProvenance(
-        True, tuple(check_arguments(args, requirements, index, key, frozenset()))
-    )
+    return ArgumentProvenance(True, tuple(check_chain(args, requirements, observed)))

@@ -67,6 +67,11 @@ class Task:
     #: How many observed values the task holds (argument provenance): grows with each one
     #: recorded, so a copy of the task's observations is current while this is unchanged.
     observed: int = 0
+    #: The random secret its argument provenance key is derived from
+    #: (:func:`tether.core.provenance.task_key`); ``None`` once the task has ended (wiped, so
+    #: what it observed can no longer be linked to a value), ``b""`` for a task opened before
+    #: tasks had secrets (its key is the master key). Never shown.
+    provenance_secret: bytes | None = field(default=None, repr=False)
 
     def is_open_at(self, now: datetime) -> bool:
         return self.state is TaskState.OPEN and now < self.expires_at

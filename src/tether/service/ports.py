@@ -148,11 +148,12 @@ class ObservationStore(Protocol):
     Raises ``Unavailable(STORE_UNAVAILABLE)`` when the store cannot answer: the caller denies.
     """
 
-    def add_observation(
-        self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
+    def add_observations(
+        self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int
     ) -> None:
-        """Record ``observation`` under every task of ``task_ids`` (a delegate's chain, so its
-        observations roll up), each holding at most ``limit`` rows. Fingerprints past a task's
+        """Record each observation under its task, in one transaction (a delegate's chain, so
+        its observations roll up, each task's under its own key), each task holding at most
+        ``limit`` rows. Fingerprints past a task's
         limit are not stored; for an untrusted source the task then counts an unscanned part
         (so an unseen value fails ``not_only_untrusted``), never fewer untrusted values.
         In the same transaction, each task's ``observed`` (:attr:`Task.observed`) becomes its
@@ -161,6 +162,10 @@ class ObservationStore(Protocol):
 
     def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
         """Everything recorded under any of ``task_ids``, grouped by source."""
+        ...
+
+    def observations_by_task(self, task_ids: Sequence[TaskId]) -> dict[TaskId, list[Observation]]:
+        """What each of ``task_ids`` recorded, grouped by source (one read)."""
         ...
 
     def count_observations(self, task_ids: Sequence[TaskId]) -> int:

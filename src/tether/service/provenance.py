@@ -26,13 +26,20 @@ from, and a decision reads the caller's task and its ancestors: a parent sees wh
 saw, a delegate sees its parent's (and so its siblings') observations and the root's request,
 so no task of a chain can launder an untrusted value for another.
 
-Values are kept only as HMAC-SHA256 fingerprints under a key of the data directory
-(``keys/provenance-hmac.key``); the key never leaves this service.
+Values are kept only as HMAC-SHA256 fingerprints, each task's under a key of its own: derived
+from the master key of the data directory (``keys/provenance-hmac.key``, which never leaves this
+service) and a random secret on the task's row (:func:`tether.core.provenance.task_key`). Ending
+a task wipes its secret in the same write (:mod:`tether.store.tasks`): its fingerprints can no
+longer be linked to any value, by anyone. An expired task is ended, and so wiped, by the
+reaper (``TaskService.reap_expired``); until then no decision is allowed on it anyway. A task
+whose secret is gone observes nothing, and counts as an unscanned, untrusted part of any chain
+it is still read in (so it can only make a check stricter).
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -55,6 +62,8 @@ from tether.core.provenance import (
     Source,
     Trust,
     observe,
+    observe_under,
+    task_key,
 )
 from tether.core.provenance_extract import DEFAULT_LIMITS, ExtractLimits
 from tether.core.provenance_rules import (
@@ -63,7 +72,7 @@ from tether.core.provenance_rules import (
     REQUEST_SOURCE,
     ArgumentProvenance,
     ProvenanceRules,
-    assess,
+    assess_chain,
 )
 from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.core.task import Task, grant_is_usable
@@ -79,8 +88,15 @@ from tether.service.ports import (
 
 __all__ = ["ProvenanceService", "ProvenanceSettings", "Recorded"]
 
-#: A chain's index, with what it was read at: each task's ``observed`` count, and the rules.
-_Cached = tuple[tuple[int, ...], ProvenanceRules, ProvenanceIndex]
+#: What a chain observed: each task's index (root last) under its key, then the operator's.
+_Keyed = tuple[tuple[bytes, ProvenanceIndex], ...]
+#: A chain's :data:`_Keyed`, with what it was read at: each task's ``observed`` count and
+#: secret, and the rules.
+_Cached = tuple[tuple[tuple[int, ...], tuple[bytes | None, ...]], ProvenanceRules, _Keyed]
+#: How many random bytes a task's provenance secret has.
+SECRET_BYTES = 32
+#: What a chain's task whose secret is gone (it ended) counts as: an unscanned, untrusted part.
+ENDED_SOURCE = Source("(ended)", None, Trust.UNTRUSTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,7 @@ class ProvenanceService:
         key: bytes,
         chain: Callable[[Task], Sequence[Task]],
         settings: ProvenanceSettings | None = None,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"a provenance key has at least {MIN_KEY_BYTES} bytes")
@@ -140,8 +157,9 @@ class ProvenanceService:
         self._clock = clock
         self._key = key
         self._chain = chain
+        self._random_bytes = random_bytes
         self._settings = settings if settings is not None else ProvenanceSettings()
-        self._operator: tuple[ProvenanceRules, Observation] | None = None
+        self._operator: tuple[ProvenanceRules, ProvenanceIndex] | None = None
         # What each chain observed (with the operator's values), with its tasks' row counts
         # and the rules it was read under: reused while both are unchanged (rows are
         # insert-only), so a decision reads nothing more than the tasks it already read.
@@ -151,10 +169,21 @@ class ProvenanceService:
     def __repr__(self) -> str:
         return "ProvenanceService(<key hidden>)"
 
+    # -- keys ------------------------------------------------------------------------------
+
+    def new_secret(self) -> bytes:
+        """A fresh task's provenance secret (:attr:`Task.provenance_secret`)."""
+        return self._random_bytes(SECRET_BYTES)
+
+    def _key_of(self, secret: bytes | None) -> bytes | None:
+        """The key of a task's fingerprints (``None``: its secret is gone, it ended)."""
+        return None if secret is None else task_key(self._key, secret)
+
     # -- the user's request ----------------------------------------------------------------
 
-    def request_observation(self, request: str | None) -> Observation | None:
-        """The fingerprints of the user's request, a trusted source (``None``: no request).
+    def request_observation(self, request: str | None, secret: bytes) -> Observation | None:
+        """The fingerprints of the user's request, a trusted source (``None``: no request),
+        under the key of the task whose ``secret`` is given (the task it opens).
 
         Raises ``InvalidRequest`` for a request that is not a string within the bound."""
         if request is None:
@@ -166,12 +195,13 @@ class ProvenanceService:
                 f"{limit} characters",
                 code=ErrorCode.INVALID_FIELD,
             )
-        return observe(self._key, REQUEST_SOURCE, request, limits=ExtractLimits(max_chars=limit))
+        key = task_key(self._key, secret)
+        return observe(key, REQUEST_SOURCE, request, limits=ExtractLimits(max_chars=limit))
 
     def record_request(self, task_id: TaskId, observation: Observation) -> None:
         """Keep the request's fingerprints with the task it opened."""
-        self._store.add_observation(
-            [task_id], observation, self._clock.now(), self._settings.max_observations_per_task
+        self._store.add_observations(
+            [(task_id, observation)], self._clock.now(), self._settings.max_observations_per_task
         )
 
     # -- observing results -----------------------------------------------------------------
@@ -204,8 +234,14 @@ class ProvenanceService:
         self, task: Task, tool: str, dataset: str | None, result: JSONValue, *, allowed: bool
     ) -> Recorded:
         """Record ``result`` whole under its source, or, when the catalog trusts parts of it,
-        its untrusted rest and then its trusted parts. ``allowed``: the result may be trusted
-        as the catalog says (else all of it is untrusted)."""
+        its untrusted rest and then its trusted parts, under the key of ``task`` and of every
+        task it was delegated from. ``allowed``: the result may be trusted as the catalog says
+        (else all of it is untrusted)."""
+        if task.provenance_secret is None:
+            raise Conflict(
+                "the task is no longer open; nothing is observed for it",
+                code=ErrorCode.TASK_NOT_OPEN,
+            )
         # INVARIANT: an untrusted rest is written before the trusted parts. Should the parts
         # then fail to be written, their values count as untrusted, never the other way.
         pieces = (
@@ -213,16 +249,27 @@ class ProvenanceService:
             if allowed
             else ((Source(tool, dataset, Trust.UNTRUSTED), result),)
         )
-        chain = [TaskId(t.task_id) for t in self._chain(task)]
+        # Each task of the chain gets the values under its own key; one whose secret is gone
+        # (ended) gets nothing, since nothing could ever match it again. The task itself comes
+        # first, and its secret is there (checked above).
+        keyed = [
+            (TaskId(t.task_id), key)
+            for t in self._chain(task)
+            if (key := self._key_of(t.provenance_secret)) is not None
+        ]
         found: set[str] = set()
         complete = True
         for source, piece in pieces:
-            seen = observe(self._key, source, piece, limits=self._settings.result_limits)
-            self._store.add_observation(
-                chain, seen, self._clock.now(), self._settings.max_observations_per_task
+            seen = observe_under(
+                [key for _, key in keyed], source, piece, limits=self._settings.result_limits
             )
-            found |= seen.fingerprints
-            complete = complete and seen.complete
+            self._store.add_observations(
+                [(task_id, o) for (task_id, _), o in zip(keyed, seen, strict=True)],
+                self._clock.now(),
+                self._settings.max_observations_per_task,
+            )
+            found |= seen[0].fingerprints
+            complete = complete and seen[0].complete
         trusted_parts = sum(len(part) for _s, part in pieces[1:] if isinstance(part, list))
         return Recorded(TaskId(task.task_id), pieces[0][0], len(found), complete, trusted_parts)
 
@@ -266,46 +313,65 @@ class ProvenanceService:
 
     def assess(self, chain: Sequence[Task], call: Call) -> ArgumentProvenance:
         """The provenance facts of ``call`` by the first task of ``chain``: its sink arguments
-        checked against what the chain observed. Reads the store only for a tool with sinks.
-        Raises ``Unavailable`` when the store cannot answer (the decision then denies)."""
+        checked against what each task of the chain observed, under that task's key. Reads the
+        store only for a tool with sinks. Raises ``Unavailable`` when the store cannot answer
+        (the decision then denies)."""
         rules = self._policy.provenance
         sinks = rules.sinks_for(call.tool)
         if not sinks or not chain:
             return NO_PROVENANCE
-        return assess(call.args, sinks, self._observed(chain, rules), self._key)
+        return assess_chain(call.args, sinks, self.keyed(chain, rules))
 
-    def _observed(self, chain: Sequence[Task], rules: ProvenanceRules) -> ProvenanceIndex:
-        """What ``chain`` observed, with the operator's trusted values. The tasks were read by
-        this decision, so their ``observed`` counts are current: while they are unchanged (and
-        the rules are the same), the index in memory is reused and nothing more is read."""
-        key = tuple(TaskId(t.task_id) for t in chain)
-        counts = tuple(t.observed for t in chain)
+    def keyed(self, chain: Sequence[Task], rules: ProvenanceRules) -> _Keyed:
+        """What each task of ``chain`` observed, with the key its fingerprints are under, and
+        the operator's values: what :func:`~tether.core.provenance.check_chain` checks.
+
+        The tasks were read by this decision, so their ``observed`` counts and secrets are
+        current: while they are unchanged (and the rules are the same), what is in memory is
+        reused, keys included, and nothing more is read. (A chain's keys stay in memory with
+        its indexes until a decision sees a task of it ended, or the chain is evicted.)"""
+        chain_ids = tuple(TaskId(t.task_id) for t in chain)
+        version = (tuple(t.observed for t in chain), tuple(t.provenance_secret for t in chain))
         with self._lock:
-            cached = self._indexes.get(key)
-            if cached is not None and cached[0] == counts and cached[1] is rules:
-                self._indexes.move_to_end(key)
+            cached = self._indexes.get(chain_ids)
+            if cached is not None and cached[0] == version and cached[1] is rules:
+                self._indexes.move_to_end(chain_ids)
                 return cached[2]
         # Read after the counts: rows added in between are read too, and only make the next
         # counts differ (a fresh read), never an index older than its counts.
-        index = ProvenanceIndex.of(self._store.observations(list(key)))
+        by_task = self._store.observations_by_task(list(chain_ids))
+        observed: list[tuple[bytes, ProvenanceIndex]] = []
+        for task in chain:
+            key = self._key_of(task.provenance_secret)
+            if key is None:
+                # INVARIANT: a task whose secret is gone can only make the check stricter.
+                observed.append((self._key, _ENDED))
+            else:
+                observed.append((key, ProvenanceIndex.of(by_task.get(TaskId(task.task_id), ()))))
         operator = self._operator_values(rules)
-        if operator:
-            index = index.with_observations(operator)
+        if operator is not None:
+            observed.append((self._key, operator))
+        keyed = tuple(observed)
         with self._lock:
-            self._indexes[key] = (counts, rules, index)
-            self._indexes.move_to_end(key)
+            self._indexes[chain_ids] = (version, rules, keyed)
+            self._indexes.move_to_end(chain_ids)
             while len(self._indexes) > self._settings.cached_chains:
                 self._indexes.popitem(last=False)
-        return index
+        return keyed
 
-    def _operator_values(self, rules: ProvenanceRules) -> list[Observation]:
+    def _operator_values(self, rules: ProvenanceRules) -> ProvenanceIndex | None:
+        """The operator's trusted values, under the master key (kept in memory only)."""
         if not rules.trusted_values:
-            return []
+            return None
         cached = self._operator
         if cached is None or cached[0] is not rules:
-            cached = (rules, observe(self._key, OPERATOR_SOURCE, list(rules.trusted_values)))
+            seen = observe(self._key, OPERATOR_SOURCE, list(rules.trusted_values))
+            cached = (rules, ProvenanceIndex.of([seen]))
             self._operator = cached
-        return [cached[1]]
+        return cached[1]
+
+
+_ENDED = ProvenanceIndex(unscanned=frozenset({ENDED_SOURCE}))
 
 
 def _check_names(tool: object, dataset: object) -> None:

@@ -103,7 +103,13 @@ class TaskService:
         """Open a task; ``request`` is the user's request as given, whose values become a
         trusted source of the task's argument provenance (kept as fingerprints only)."""
         self._check_request(intent, requested, ttl_seconds)
-        said = self._provenance.request_observation(request) if self._provenance else None
+        # The task's provenance secret: its fingerprints' key, wiped when it ends.
+        secret = self._provenance.new_secret() if self._provenance else None
+        said = (
+            self._provenance.request_observation(request, secret)
+            if self._provenance is not None and secret is not None
+            else None
+        )
         self._refuse_revoked(agent)
         now = self._clock.now()
         granted: list[Scope] = []
@@ -161,6 +167,7 @@ class TaskService:
             expires_at=expires,
             # Limits come from the request, capped by the declared workflow's policy.
             budgets=(budgets or Budgets()).capped_by(flow.budgets if flow else Budgets()),
+            provenance_secret=secret,
         )
         grant = Grant(
             grant_id=self._ids.grant(),
@@ -385,6 +392,8 @@ class TaskService:
             # The delegate starts with what its parent has read, and where it is in the workflow.
             label=parent_task.label,
             workflow_step=parent_task.workflow_step,
+            # A key of its own: what it observes is also written under each ancestor's key.
+            provenance_secret=self._provenance.new_secret() if self._provenance else None,
         )
         grant = Grant(
             grant_id=self._ids.grant(),

@@ -62,6 +62,9 @@ def task_params(task: Task) -> dict[str, object]:
         "label": task.label,
         "workflow_step": task.workflow_step,
         "observed": task.observed,
+        "provenance_secret": (
+            None if task.provenance_secret is None else task.provenance_secret.hex()
+        ),
     }
 
 
@@ -88,6 +91,9 @@ def task_from_row(row: Row) -> Task:
         label=str(row["label"]),
         workflow_step=None if row["workflow_step"] is None else str(row["workflow_step"]),
         observed=int(row["observed"]),
+        provenance_secret=(
+            None if row["provenance_secret"] is None else bytes.fromhex(row["provenance_secret"])
+        ),
     )
 
 

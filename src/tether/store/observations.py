@@ -1,6 +1,7 @@
 """What each task's agent has seen in tool results (argument provenance), in SQL.
 
-One row per task, value fingerprint (a keyed HMAC, never the value) and source; a row whose
+One row per task, value fingerprint (a keyed HMAC under the task's own key, never the value) and
+source; a row whose
 fingerprint is empty marks a source part of whose result went unscanned. Rows are only
 inserted, each at most once (the primary key; a repeat is ignored), and a task holds at most the
 limit the service passes: past it, fingerprints are dropped and, for an untrusted source, the
@@ -17,7 +18,7 @@ grows, and a reader that sees it sees the rows counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import Insert, bindparam, func, select, update
@@ -42,6 +43,7 @@ _SET_OBSERVED = (
     .values(observed=_COUNT.scalar_subquery())
 )
 _FOR_TASKS = select(
+    observations.c.task_id,
     observations.c.fingerprint,
     observations.c.tool,
     observations.c.dataset,
@@ -63,19 +65,18 @@ class SqlObservationStore:
         self._store = store
         self._insert = _insert_ignoring_repeats(store.backend)
 
-    def add_observation(
-        self, task_ids: Sequence[TaskId], observation: Observation, at: datetime, limit: int
+    def add_observations(
+        self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int
     ) -> None:
-        source = observation.source
-        fingerprints = sorted(observation.fingerprints)
-        untrusted = source.trust is Trust.UNTRUSTED
         with self._store.db.write_conn(_STORE, "record what the task observed") as conn:
-            for task_id in dict.fromkeys(task_ids):
+            for task_id, observation in entries:
+                source = observation.source
+                fingerprints = sorted(observation.fingerprints)
                 room = max(0, limit - int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0))
                 kept = fingerprints[:room]
                 rows = [_row(task_id, fp, source, at) for fp in kept]
                 dropped = len(kept) < len(fingerprints)
-                if untrusted and (dropped or not observation.complete):
+                if source.trust is Trust.UNTRUSTED and (dropped or not observation.complete):
                     # INVARIANT: what is dropped or unscanned of an untrusted result counts as
                     # untrusted; the marker of an over-full task is one row, whatever the source.
                     marker = source if not dropped and room > len(kept) else OVERFLOW_SOURCE
@@ -83,7 +84,7 @@ class SqlObservationStore:
                 if rows:
                     conn.execute(self._insert, rows)
             # In task order, so that two writes over one chain take the rows' locks alike.
-            for task_id in sorted(set(task_ids)):
+            for task_id in sorted({task_id for task_id, _ in entries}):
                 conn.execute(_SET_OBSERVED, {"o_task": task_id})
 
     def count_observations(self, task_ids: Sequence[TaskId]) -> int:
@@ -94,23 +95,39 @@ class SqlObservationStore:
         return total
 
     def observations(self, task_ids: Sequence[TaskId]) -> list[Observation]:
+        return _grouped(self._rows(task_ids))
+
+    def observations_by_task(self, task_ids: Sequence[TaskId]) -> dict[TaskId, list[Observation]]:
+        by_task: dict[TaskId, list[Row]] = {t: [] for t in task_ids}
+        for row in self._rows(task_ids):
+            by_task[TaskId(str(row[0]))].append(row)
+        return {task_id: _grouped(rows) for task_id, rows in by_task.items()}
+
+    def _rows(self, task_ids: Sequence[TaskId]) -> Sequence[Row]:
         if not task_ids:
             return []
-        seen: dict[Source, set[str]] = {}
-        partial: set[Source] = set()
         with self._store.db.read(_STORE, "read what the task observed") as conn:
-            rows = conn.execute(_FOR_TASKS, {"o_tasks": list(dict.fromkeys(task_ids))}).all()
-        for fp, tool, dataset, trust in rows:
-            source = Source(str(tool), str(dataset) or None, Trust(str(trust)))
-            found = seen.setdefault(source, set())
-            if fp == UNSCANNED:
-                partial.add(source)
-            else:
-                found.add(str(fp))
-        return [
-            Observation(source, frozenset(fps), complete=source not in partial)
-            for source, fps in seen.items()
-        ]
+            return conn.execute(_FOR_TASKS, {"o_tasks": list(dict.fromkeys(task_ids))}).all()
+
+
+Row = Sequence[object]
+
+
+def _grouped(rows: Iterable[Row]) -> list[Observation]:
+    """Rows as one observation per source."""
+    seen: dict[Source, set[str]] = {}
+    partial: set[Source] = set()
+    for _task, fp, tool, dataset, trust in rows:
+        source = Source(str(tool), str(dataset) or None, Trust(str(trust)))
+        found = seen.setdefault(source, set())
+        if fp == UNSCANNED:
+            partial.add(source)
+        else:
+            found.add(str(fp))
+    return [
+        Observation(source, frozenset(fps), complete=source not in partial)
+        for source, fps in seen.items()
+    ]
 
 
 def _row(task_id: str, fingerprint: str, source: Source, at: datetime) -> dict[str, object]:

@@ -152,6 +152,10 @@ tasks = Table(
     Column("workflow_step", String(64), nullable=True),
     # How many observations were recorded for the task (argument provenance's version of it).
     Column("observed", BigInteger, nullable=False, server_default=text("0")),
+    # The task's provenance secret in hex (tether.core.provenance.task_key): its fingerprints'
+    # key is derived from it and the master key. Wiped (NULL) when the task ends, which makes
+    # what the task observed unlinkable; "" for a task opened before tasks had secrets.
+    Column("provenance_secret", String(64), nullable=True),
     # The reaper's query: open tasks past their expiry, oldest first.
     Index("ix_tasks_state_expires_at", "state", "expires_at"),
 )

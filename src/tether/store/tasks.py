@@ -2,7 +2,8 @@
 
 Ending a task (closed, expired, revoked) ends, in the caller's write transaction: its grants,
 its leases, its pending approvals and break-glass requests, and every task delegated from it at
-any depth, each with its audit record. Revoking an agent (the kill switch) lists it and ends every
+any depth, each with its audit record, and wipes its provenance secret (what it observed can
+no longer be linked to a value). Revoking an agent (the kill switch) lists it and ends every
 open task it holds the same way.
 """
 
@@ -35,7 +36,12 @@ SELECT_GRANT: Final = select(grants).where(grants.c.grant_id == bindparam("b_id"
 _END_TASK = (
     update(tasks)
     .where(tasks.c.task_id == bindparam("b_id"), tasks.c.state == TaskState.OPEN.value)
-    .values(state=bindparam("b_state"), ended_at=bindparam("b_at", type_=UtcMicros()))
+    # INVARIANT: a task's provenance secret ends with it: what it observed becomes unlinkable.
+    .values(
+        state=bindparam("b_state"),
+        ended_at=bindparam("b_at", type_=UtcMicros()),
+        provenance_secret=None,
+    )
     .returning(*tasks.c)
 )
 _END_GRANTS = (

@@ -25,7 +25,7 @@ from tether.store.migrations import forward_only, set_schema_version
 
 revision = "0010"
 # Follows provcost's 0009 once both are merged; until then it follows 0008.
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | None = None
 depends_on: str | None = None
 
