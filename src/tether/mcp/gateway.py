@@ -220,9 +220,6 @@ class Gateway:
                 )
                 await self.listeners.log(agent, params.level, data, logger)
                 return
-            case types.PromptListChangedNotification():
-                self.prompts.changed(session)  # the next prompts/get re-reads them first
-                return
             case types.ResourceUpdatedNotification(params=params) if agent:
                 await self.listeners.resource_updated(agent, str(params.uri))
                 return
@@ -230,6 +227,7 @@ class Gateway:
                 await self.listeners.list_changed(agent, "resources")
                 return
             case types.PromptListChangedNotification():
+                self.prompts.changed(session)  # the next prompts/get re-reads them first
                 await self.listeners.list_changed(agent, "prompts")
                 return
         log.debug("upstream_notification", upstream=session.name, method=notification.method)

@@ -42,7 +42,6 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
-from tether.core.leaks import Leak, LeakScanner
 from tether.core.secret import Secret
 from tether.logs import get_logger
 from tether.mcp.config import CredentialRef, HttpUpstream, StdioUpstream, Upstream
@@ -159,7 +158,6 @@ class UpstreamConnection:
         self._hung_until: datetime | None = None
         #: Finds the credentials the live connection was given (built when it is opened, so a
         #: rotated secret is scanned for from the connection that uses it).
-        self._scanner: LeakScanner | None = None
         #: When a request last used this session, how many are under way, and the resources
         #: subscribed to on it: what decides that it is idle (:meth:`idle`).
         self._used_at = clock.now()
@@ -191,7 +189,6 @@ class UpstreamConnection:
                     for variable, secret in config.secret_env
                 }
                 env.update(given)
-                self._given(list(given.values()))
                 params = StdioServerParameters(
                     command=config.command, args=list(config.args), env=env, cwd=config.cwd
                 )
@@ -202,7 +199,6 @@ class UpstreamConnection:
                 if config.credential is not None:
                     secret = self._secrets(config.credential.secret)
                     auth = InjectedCredential(config.credential, secret)
-                    self._given([secret.reveal()])
                 watch = SessionIdWatch()
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(
@@ -354,17 +350,6 @@ class UpstreamConnection:
         raise self._fail(
             FailureKind.MALFORMED, f"tools/list did not end within {MAX_LIST_PAGES} pages"
         )
-
-    def leak_in(self, data: bytes) -> Leak | None:
-        """The form in which ``data`` holds a credential the gateway gave this upstream (its
-        HTTP credential, or a stdio server's ``secret_env``, as read from the secret store when
-        the connection was opened) raw, percent-encoded, JSON-escaped, base64, hex…, or
-        ``None``; always ``None`` for an upstream given none."""
-        return None if self._scanner is None else self._scanner.find(data)
-
-    def _given(self, values: list[str]) -> None:
-        """Remember the credentials this connection hands its upstream, to scan results for."""
-        self._scanner = LeakScanner([v.encode("utf-8") for v in values]) if values else None
 
     @property
     def capabilities(self) -> types.ServerCapabilities | None:
