@@ -484,7 +484,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "7 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "8 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -514,7 +514,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 4 and "store_not_found" in out  # not found
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "9 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "10 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out
