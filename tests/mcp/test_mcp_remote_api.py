@@ -258,3 +258,27 @@ def test_approving_a_pin_on_a_remote_gateway_records_it_in_serves_chain_first(
     assert [r.body["sha256"] for r in records] == [entry.sha256]
     assert records[0].body["reported_by"] == serve.gateway_id
     assert not (data / "tether.db").exists()
+
+
+def test_gateway_events_refuse_malformed_oversized_and_forged_bodies_and_record_nothing(
+    serve: Serve,
+) -> None:
+    url = f"{serve.url}/v1/gateway/events"
+    headers = {"Authorization": f"Bearer {serve.gateway_svid}", "Content-Type": "application/json"}
+    before = len(list(serve.runtime.store.audit_records()))
+
+    def post(content: bytes, svid: str | None = None) -> httpx.Response:
+        sent = dict(headers)
+        if svid is not None:
+            sent["Authorization"] = f"Bearer {svid}"
+        return httpx.post(url, content=content, headers=sent, timeout=30)
+
+    malformed = post(b'{"kind": "tool_pinned", "body": ')
+    assert malformed.status_code == 400, malformed.text
+    repeated = post(b'{"kind": "tool_pinned", "kind": "upstream_failed", "body": {}}')
+    assert repeated.status_code == 400 and _code(repeated) == "malformed_json"
+    oversized = post(b'{"kind": "tool_pinned", "body": {"x": "' + b"a" * 300_000 + b'"}}')
+    assert oversized.status_code == 413 and _code(oversized) == "payload_too_large"
+    forged = post(b'{"kind": "tool_pinned", "body": {}}', svid=serve.gateway_svid[:-4] + "AAAA")
+    assert forged.status_code == 401 and _code(forged) == "invalid_token"
+    assert len(list(serve.runtime.store.audit_records())) == before

@@ -152,16 +152,44 @@ class Catalog:
 
     async def verify(self, entry: CatalogTool, *, stage: str) -> PinCheck:
         """Check ``entry`` against its pin, auditing a first pin and each new change once."""
-        check = self._pins.check(entry.exposed, entry.described, self._clock.now())
-        if check.status is PinStatus.PINNED:
-            log.info("tool_pinned", tool=entry.exposed, sha256=check.seen)
-            await self._audit.append_async(
-                AuditKind.TOOL_PINNED, pinned_body(entry.exposed, check.seen, "first_sight")
-            )
-        elif check.new_change:
-            log.warning("tool_descriptor_changed", tool=entry.exposed, sha256=check.seen)
-            await self._audit.append_async(
-                AuditKind.TOOL_WITHHELD,
-                withheld_body(entry.exposed, check.pinned, check.seen, stage, entry.upstream),
-            )
-        return check
+        return await checked_pin(
+            self._pins,
+            self._audit,
+            self._clock,
+            PinSubject("tool", entry.exposed, entry.exposed, entry.upstream, entry.described),
+            stage,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PinSubject:
+    """What a pin is checked for: a tool or a prompt, by its key in the pins file."""
+
+    noun: str  # "tool" or "prompt": names the log events
+    key: str  # its key in the pins file (and in the audit records)
+    exposed: str  # its name as the gateway exposes it
+    upstream: str
+    described: JSONValue
+
+
+async def checked_pin(
+    pins: PinStore, audit: AuditSink, clock: Clock, subject: PinSubject, stage: str
+) -> PinCheck:
+    """Check ``subject`` against its pin, auditing a first pin and each new change once."""
+    check = pins.check(subject.key, subject.described, clock.now())
+    if check.status is PinStatus.PINNED:
+        log.info(f"{subject.noun}_pinned", **{subject.noun: subject.exposed}, sha256=check.seen)
+        await audit.append_async(
+            AuditKind.TOOL_PINNED, pinned_body(subject.key, check.seen, "first_sight")
+        )
+    elif check.new_change:
+        log.warning(
+            f"{subject.noun}_descriptor_changed",
+            **{subject.noun: subject.exposed},
+            sha256=check.seen,
+        )
+        await audit.append_async(
+            AuditKind.TOOL_WITHHELD,
+            withheld_body(subject.key, check.pinned, check.seen, stage, subject.upstream),
+        )
+    return check

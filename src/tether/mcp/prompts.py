@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tether.core.audit import AuditKind
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.logs import get_logger
+from tether.mcp.catalog import PinSubject, checked_pin
 from tether.mcp.pdp import AuditSink
 from tether.mcp.pins import PinCheck, PinStatus, PinStore, digest, prompt_descriptor, prompt_key
-from tether.mcp.recording import pinned_body, withheld_body
 from tether.mcp.upstreams import MAX_LIST_PAGES, FailureKind, UpstreamConnection, UpstreamFailure
 from tether.service.ports import Clock
 
@@ -142,16 +141,10 @@ class PromptCatalog:
 
     async def verify(self, entry: CatalogPrompt, *, stage: str) -> PinCheck:
         """Check ``entry`` against its pin, auditing a first pin and each new change once."""
-        check = self._pins.check(entry.key, entry.described, self._clock.now())
-        if check.status is PinStatus.PINNED:
-            log.info("prompt_pinned", prompt=entry.exposed, sha256=check.seen)
-            await self._audit.append_async(
-                AuditKind.TOOL_PINNED, pinned_body(entry.key, check.seen, "first_sight")
-            )
-        elif check.new_change:
-            log.warning("prompt_descriptor_changed", prompt=entry.exposed, sha256=check.seen)
-            await self._audit.append_async(
-                AuditKind.TOOL_WITHHELD,
-                withheld_body(entry.key, check.pinned, check.seen, stage, entry.upstream),
-            )
-        return check
+        return await checked_pin(
+            self._pins,
+            self._audit,
+            self._clock,
+            PinSubject("prompt", entry.key, entry.exposed, entry.upstream, entry.described),
+            stage,
+        )
