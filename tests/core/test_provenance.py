@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tether.core.errors import ConfigurationError, ErrorCode, InvalidRequest
 from tether.core.provenance import (
     DEFAULT_SINK_KINDS,
+    FingerprintKey,
     Need,
     Observation,
     Outcome,
@@ -388,6 +389,69 @@ def test_a_url_sink_on_domains_takes_any_page_of_a_site_the_user_named() -> None
     assert check(page, site, user=user) == []
     (other,) = check({"url": "https://www.true-informations.com/"}, site, user=user)
     assert other.kind is ValueKind.DOMAIN
+
+
+def test_the_host_of_a_trusted_url_passes_with_it_and_no_other_domain_does() -> None:
+    user = "Summarise https://trusted.example/a and https://trusted.example/b for me"
+    url = SinkRequirement("body", Need.TRUSTED)
+    assert check({"body": "see https://trusted.example/b"}, url, user=user) == []
+    # The second URL's host was already found with the first: a domain written after both
+    # is no host of theirs and is checked on its own.
+    body = {"body": "https://trusted.example/a https://trusted.example/b evil.example"}
+    (violation,) = check(body, url, user=user)
+    assert violation.kind is ValueKind.DOMAIN
+    # A host that only starts like a trusted URL's host is another host.
+    user = "Open https://example.com.evil.example/x"
+    body = {"body": "https://example.com.evil.example/x then example.com"}
+    (violation,) = check(body, url, user=user)
+    assert violation.kind is ValueKind.DOMAIN
+
+
+def test_the_host_of_an_untrusted_url_is_still_checked() -> None:
+    seen = index((WEB, "https://evil.example/pay"))
+    (link, host) = check(
+        {"url": "https://evil.example/pay"}, SinkRequirement("url", Need.TRUSTED), seen=seen
+    )
+    assert (link.kind, host.kind) == (ValueKind.URL, ValueKind.DOMAIN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="abc./:", max_size=12),
+    st.lists(
+        st.sampled_from(["a.example", "b.example", "a.example.b", "sub.a.example"]), max_size=3
+    ),
+    st.lists(
+        st.sampled_from(["a.example", "b.example", "sub.a.example", "ab.example"]), max_size=3
+    ),
+)
+def test_skipping_a_trusted_urls_host_never_passes_a_domain_the_full_check_fails(
+    path: str, trusted_hosts: list[str], written: list[str]
+) -> None:
+    """The domains the check skips (hosts of URLs found trusted) are ones a check of domains
+    alone also passes: the shortcut changes the cost, never the verdict."""
+    user = " ".join(f"https://{h}/{path}" for h in trusted_hosts)
+    args: dict[str, JSONValue] = {
+        "body": " ".join([*(f"https://{h}/{path}" for h in written), *written])
+    }
+    everything = check(args, SinkRequirement("body", Need.TRUSTED), user=user)
+    alone = check(
+        args, SinkRequirement("body", Need.TRUSTED, kinds=frozenset({ValueKind.DOMAIN})), user=user
+    )
+    assert [v for v in everything if v.kind is ValueKind.DOMAIN] == alone
+
+
+def test_a_prepared_key_makes_the_same_fingerprints_and_hides_the_key() -> None:
+    prepared = FingerprintKey(KEY)
+    for kind, value in ((ValueKind.URL, "https://a.example/"), (ValueKind.IBAN, "DE89")):
+        message = f"{kind.value}\x00{value}".encode()
+        assert prepared.of(message) == fingerprint(KEY, kind, value)
+    assert fingerprints(prepared, "mail bob@example.com") == fingerprints(
+        KEY, "mail bob@example.com"
+    )
+    assert "k" * 8 not in repr(prepared)
+    with pytest.raises(ConfigurationError):
+        FingerprintKey(b"short")
 
 
 # --- properties of the check ---------------------------------------------------------------------

@@ -51,6 +51,7 @@ __all__ = [
     "ARGUMENT_LIMITS",
     "DEFAULT_SINK_KINDS",
     "MIN_KEY_BYTES",
+    "FingerprintKey",
     "Need",
     "Observation",
     "Outcome",
@@ -117,13 +118,41 @@ def fingerprint(key: bytes, kind: ValueKind, normalized: str) -> str:
     return hmac.digest(key, _message(kind, normalized), "sha256").hex()
 
 
+class FingerprintKey:
+    """A key that fingerprints are made under, its HMAC-SHA256 state prepared once.
+
+    Each fingerprint copies the prepared state instead of deriving the key's pads again: the
+    same HMAC as :func:`fingerprint`, for well under half its cost. The key never shows in a
+    ``repr``.
+    """
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, key: bytes) -> None:
+        _check_key(key)
+        self._mac = hmac.new(key, digestmod="sha256")
+
+    def of(self, message: bytes) -> str:
+        """The fingerprint of one message (:func:`_message`), as 64 hex digits."""
+        mac = self._mac.copy()
+        mac.update(message)
+        return mac.hexdigest()
+
+    def __repr__(self) -> str:
+        return "FingerprintKey(<hidden>)"
+
+
+def _prepared(key: bytes | FingerprintKey) -> FingerprintKey:
+    return key if type(key) is FingerprintKey else FingerprintKey(key)  # type: ignore[arg-type]
+
+
 def same_fingerprint(a: str, b: str) -> bool:
     """Compare two fingerprints in constant time."""
     return hmac.compare_digest(a.encode(), b.encode())
 
 
 def fingerprints(
-    key: bytes,
+    key: bytes | FingerprintKey,
     value: JSONValue,
     kinds: frozenset[ValueKind] = ALL_KINDS,
     limits: ExtractLimits = DEFAULT_LIMITS,
@@ -131,10 +160,8 @@ def fingerprints(
     """The fingerprints of every value found in ``value`` (a text or any JSON), and whether
     it was scanned whole. Used for the user's request and for tool results alike."""
     found = extract_json(value, kinds, limits)
-    _check_key(key)
-    return frozenset(
-        hmac.digest(key, _message(v.kind, v.value), "sha256").hex() for v in found.values
-    ), found.complete
+    prepared = _prepared(key)
+    return frozenset(prepared.of(_message(v.kind, v.value)) for v in found.values), found.complete
 
 
 # --- sources and observations -------------------------------------------------------------------
@@ -208,7 +235,7 @@ class Observation:
 
 
 def observe(
-    key: bytes,
+    key: bytes | FingerprintKey,
     source: Source,
     result: JSONValue,
     kinds: frozenset[ValueKind] = ALL_KINDS,
@@ -220,7 +247,7 @@ def observe(
 
 
 def observe_under(
-    keys: Sequence[bytes],
+    keys: Sequence[bytes | FingerprintKey],
     source: Source,
     result: JSONValue,
     kinds: frozenset[ValueKind] = ALL_KINDS,
@@ -232,8 +259,8 @@ def observe_under(
     messages = [_message(v.kind, v.value) for v in found.values]
     observations = []
     for key in keys:
-        _check_key(key)
-        fps = frozenset(hmac.digest(key, m, "sha256").hex() for m in messages)
+        prepared = _prepared(key)
+        fps = frozenset(prepared.of(m) for m in messages)
         observations.append(Observation(source, fps, found.complete))
     return observations
 
@@ -425,7 +452,7 @@ def check_arguments(
     args: Mapping[str, JSONValue],
     requirements: Sequence[SinkRequirement],
     index: ProvenanceIndex,
-    key: bytes,
+    key: bytes | FingerprintKey,
     user_request_fingerprints: frozenset[str],
     limits: ExtractLimits = ARGUMENT_LIMITS,
 ) -> list[Violation]:
@@ -437,7 +464,7 @@ def check_arguments(
 def check_chain(
     args: Mapping[str, JSONValue],
     requirements: Sequence[SinkRequirement],
-    observed: Sequence[tuple[bytes, ProvenanceIndex]],
+    observed: Sequence[tuple[bytes | FingerprintKey, ProvenanceIndex]],
     limits: ExtractLimits = ARGUMENT_LIMITS,
     trusted: frozenset[str] = frozenset(),
 ) -> list[Violation]:
@@ -451,34 +478,46 @@ def check_chain(
     arguments a tool must have). An argument too large to scan whole under ``limits`` fails,
     once, whatever its values.
     """
-    parts: list[tuple[bytes, ProvenanceIndex]] = []
+    parts: list[tuple[FingerprintKey, ProvenanceIndex]] = []
     unscanned: frozenset[Source] = frozenset()
     for key, index in observed:
-        _check_key(key)
         unscanned |= index.unscanned
+        prepared = _prepared(key)
         if index.size:  # an index holding nothing costs no MAC
-            parts.append((key, index))
-    request_key = observed[0][0] if observed and trusted else None
+            parts.append((prepared, index))
+    request_key = _prepared(observed[0][0]) if observed and trusted else None
     violations: list[Violation] = []
     for requirement in requirements:
         value = _argument(args, requirement.argument)
         if value is _MISSING:
             continue
         found = extract_json(value, requirement.kinds, limits)  # type: ignore[arg-type]
+        # URLs found trusted: the host of each was seen in that trusted source too.
+        trusted_urls: list[str] = []
         for extracted in found.values:
-            message = _message(extracted.kind, extracted.value)
-            if request_key and hmac.digest(request_key, message, "sha256").hex() in trusted:
+            kind = extracted.kind
+            if (
+                kind is ValueKind.DOMAIN
+                and trusted_urls
+                and _host_of_any(extracted.value, trusted_urls)
+            ):
                 continue
-            seen = _seen_in(parts, message)
-            if seen is None:
-                continue  # seen in a trusted source
+            message = _message(kind, extracted.value)
+            if request_key and request_key.of(message) in trusted:
+                seen: frozenset[Source] | None = None
+            else:
+                seen = _seen_in(parts, message)
+            if seen is None:  # seen in a trusted source
+                if kind is ValueKind.URL:
+                    trusted_urls.append(extracted.value)
+                continue
             failure = _fails(requirement.need, seen, unscanned)
             if failure is not None:
                 why, sources, partly = failure
                 violations.append(
                     Violation(
                         requirement.argument,
-                        extracted.kind,
+                        kind,
                         requirement.need,
                         requirement.outcome,
                         why,
@@ -499,14 +538,28 @@ def check_chain(
     return violations
 
 
+#: What may follow the host in a URL's normal form.
+_AFTER_HOST = frozenset("/:?#")
+
+
+def _host_of_any(domain: str, urls: Sequence[str]) -> bool:
+    """Whether ``domain`` is the host of one of ``urls`` (normal forms, ``scheme://host…``)."""
+    for url in urls:
+        at = url.find("://") + 3
+        end = at + len(domain)
+        if url.startswith(domain, at) and (end == len(url) or url[end] in _AFTER_HOST):
+            return True
+    return False
+
+
 def _seen_in(
-    parts: Sequence[tuple[bytes, ProvenanceIndex]], message: bytes
+    parts: Sequence[tuple[FingerprintKey, ProvenanceIndex]], message: bytes
 ) -> frozenset[Source] | None:
     """The sources the value of ``message`` was seen in across ``parts`` (``None``: one of
     them is trusted, so nothing more is asked)."""
     seen: frozenset[Source] = frozenset()
     for key, index in parts:
-        fp = hmac.digest(key, message, "sha256").hex()
+        fp = key.of(message)
         if index.trusted(fp):
             return None
         found = index.sources(fp)

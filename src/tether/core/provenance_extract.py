@@ -365,11 +365,15 @@ def _sentence_end(host: str) -> str:
     return host
 
 
+#: A character that ends a URL's host (a path, query, fragment, user or port follows).
+_PAST_HOST = re.compile(r"[/?#@:]")
+
+
 def _urls(text: str) -> _Found:
     for m in _URL.finditer(text):
         raw = m.group().rstrip(_URL_TAIL)
         authority = raw.partition("://")[2]
-        if not any(c in authority for c in "/?#@:"):
+        if _PAST_HOST.search(authority) is None:
             raw = raw[: len(raw) - len(authority)] + _sentence_end(authority)
         url = _url(raw)
         if url is not None:

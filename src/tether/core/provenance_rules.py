@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from tether.core.provenance import (
+    FingerprintKey,
     Outcome,
     ProvenanceIndex,
     SinkRequirement,
@@ -130,7 +131,7 @@ def assess(
     args: Mapping[str, JSONValue],
     requirements: tuple[SinkRequirement, ...],
     index: ProvenanceIndex,
-    key: bytes,
+    key: bytes | FingerprintKey,
 ) -> ArgumentProvenance:
     """The provenance facts of a call with ``args`` to a tool whose sinks are
     ``requirements``, against everything its task observed (``index``, which holds the user's
@@ -141,7 +142,7 @@ def assess(
 def assess_chain(
     args: Mapping[str, JSONValue],
     requirements: tuple[SinkRequirement, ...],
-    observed: Sequence[tuple[bytes, ProvenanceIndex]],
+    observed: Sequence[tuple[bytes | FingerprintKey, ProvenanceIndex]],
 ) -> ArgumentProvenance:
     """:func:`assess` against what each task of a delegation chain observed, each under its
     own key (:func:`tether.core.provenance.check_chain`)."""

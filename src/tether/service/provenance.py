@@ -57,6 +57,7 @@ from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdKind, TaskId, is_well_formed
 from tether.core.provenance import (
     MIN_KEY_BYTES,
+    FingerprintKey,
     Observation,
     ProvenanceIndex,
     Source,
@@ -89,7 +90,7 @@ from tether.service.ports import (
 __all__ = ["ProvenanceService", "ProvenanceSettings", "Recorded"]
 
 #: What a chain observed: each task's index (root last) under its key, then the operator's.
-_Keyed = tuple[tuple[bytes, ProvenanceIndex], ...]
+_Keyed = tuple[tuple[FingerprintKey, ProvenanceIndex], ...]
 #: A chain's :data:`_Keyed`, with what it was read at: each task's ``observed`` count and
 #: secret, and the rules.
 _Cached = tuple[tuple[tuple[int, ...], tuple[bytes | None, ...]], ProvenanceRules, _Keyed]
@@ -156,6 +157,7 @@ class ProvenanceService:
         self._signer = signer
         self._clock = clock
         self._key = key
+        self._master = FingerprintKey(key)
         self._chain = chain
         self._random_bytes = random_bytes
         self._settings = settings if settings is not None else ProvenanceSettings()
@@ -175,9 +177,11 @@ class ProvenanceService:
         """A fresh task's provenance secret (:attr:`Task.provenance_secret`)."""
         return self._random_bytes(SECRET_BYTES)
 
-    def _key_of(self, secret: bytes | None) -> bytes | None:
+    def _key_of(self, secret: bytes | None) -> FingerprintKey | None:
         """The key of a task's fingerprints (``None``: its secret is gone, it ended)."""
-        return None if secret is None else task_key(self._key, secret)
+        if secret is None:
+            return None
+        return self._master if not secret else FingerprintKey(task_key(self._key, secret))
 
     # -- the user's request ----------------------------------------------------------------
 
@@ -195,7 +199,8 @@ class ProvenanceService:
                 f"{limit} characters",
                 code=ErrorCode.INVALID_FIELD,
             )
-        key = task_key(self._key, secret)
+        key = self._key_of(secret)
+        assert key is not None  # a secret, perhaps empty, is given
         return observe(key, REQUEST_SOURCE, request, limits=ExtractLimits(max_chars=limit))
 
     def record_request(self, task_id: TaskId, observation: Observation) -> None:
@@ -340,17 +345,17 @@ class ProvenanceService:
         # Read after the counts: rows added in between are read too, and only make the next
         # counts differ (a fresh read), never an index older than its counts.
         by_task = self._store.observations_by_task(list(chain_ids))
-        observed: list[tuple[bytes, ProvenanceIndex]] = []
+        observed: list[tuple[FingerprintKey, ProvenanceIndex]] = []
         for task in chain:
             key = self._key_of(task.provenance_secret)
             if key is None:
                 # INVARIANT: a task whose secret is gone can only make the check stricter.
-                observed.append((self._key, _ENDED))
+                observed.append((self._master, _ENDED))
             else:
                 observed.append((key, ProvenanceIndex.of(by_task.get(TaskId(task.task_id), ()))))
         operator = self._operator_values(rules)
         if operator is not None:
-            observed.append((self._key, operator))
+            observed.append((self._master, operator))
         keyed = tuple(observed)
         with self._lock:
             self._indexes[chain_ids] = (version, rules, keyed)
@@ -365,7 +370,7 @@ class ProvenanceService:
             return None
         cached = self._operator
         if cached is None or cached[0] is not rules:
-            seen = observe(self._key, OPERATOR_SOURCE, list(rules.trusted_values))
+            seen = observe(self._master, OPERATOR_SOURCE, list(rules.trusted_values))
             cached = (rules, ProvenanceIndex.of([seen]))
             self._operator = cached
         return cached[1]
