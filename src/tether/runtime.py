@@ -416,6 +416,15 @@ class Runtime:
             gateways=self.config.gateways,
         )
 
+    def forget_idle(self) -> None:
+        """Forget what this process remembers of tasks that may have ended (here or in another
+        process): the task rows the hot read keeps, and the provenance chains no decision has
+        used for a while, with their keys. The housekeeping of ``serve`` and of the MCP gateway
+        calls it, so an ended task's secret leaves memory within a bounded time."""
+        self.store.forget_ended()
+        if self.provenance is not None:
+            self.provenance.sweep()
+
     def close(self) -> None:
         if isinstance(self.notifier, WebhookNotifier):
             self.notifier.close()

@@ -6,6 +6,7 @@ longer be linked to any value, though its rows remain (the runtime role deletes 
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from sqlalchemy import text
 
 from support import Agent, mint
 from tether.core.errors import Conflict, ErrorCode
+from tether.core.identity import Workload
 from tether.core.ids import TaskId
 from tether.core.provenance import fingerprints, task_key
 from tether.core.task import Task
-from tether.runtime import Runtime
+from tether.runtime import Runtime, open_runtime
 from tether.service.clock import ManualClock
 from tether.store.observations import SqlObservationStore
 
@@ -145,3 +147,85 @@ def test_each_task_of_a_chain_keeps_its_rows_under_its_own_key(
     assert assistant.close(parent["task_id"]).status_code == 200
     for t in (parent, child2):
         assert _task(runtime, t["task_id"]).provenance_secret is None
+
+
+def _held_in_memory(secret: bytes) -> bool:
+    """Whether a task row or task value this process keeps still carries ``secret``."""
+    gc.collect()
+    for held in gc.get_objects():
+        if type(held) is Task and held.provenance_secret == secret:
+            return True
+        if type(held) is tuple and secret in held:
+            return True
+    return False
+
+
+def test_an_ended_tasks_secret_and_key_leave_memory_when_it_ends(
+    assistant: Agent, runtime: Runtime
+) -> None:
+    task = open_task(assistant, [BROWSE, READ], REQUEST)
+    _seen(assistant, task["grant"])
+    browse = decide(
+        assistant, task["grant"], tool="web.browse", action="read", args={"url": EVIL_URL}
+    )
+    assert codes(browse) == ["untrusted_argument"]
+    provenance = runtime.provenance
+    assert provenance is not None
+    task_id = TaskId(task["task_id"])
+    secret = _task(runtime, task_id).provenance_secret
+    assert secret
+    # While the task is open, its chain (with its key) and its row are kept between decisions.
+    assert task_id in provenance.remembered()
+    assert _held_in_memory(secret)
+
+    assert assistant.close(task_id).status_code == 200
+
+    assert task_id not in provenance.remembered()
+    assert not _held_in_memory(secret)
+
+
+def test_a_task_ended_by_another_process_leaves_memory_after_the_idle_time(
+    assistant: Agent, runtime: Runtime, clock: ManualClock
+) -> None:
+    task = open_task(assistant, [BROWSE, READ], REQUEST)
+    _seen(assistant, task["grant"])
+    decide(assistant, task["grant"], tool="web.browse", action="read", args={"url": EVIL_URL})
+    provenance = runtime.provenance
+    assert provenance is not None
+    task_id = TaskId(task["task_id"])
+    secret = _task(runtime, task_id).provenance_secret
+    assert secret and task_id in provenance.remembered()
+
+    # Another server on the same database closes it: this process is not told.
+    other = open_runtime(runtime.config, clock=clock)
+    try:
+        closed = other.tasks.close_task(
+            Workload.from_spiffe_id(_task(runtime, task_id).agent), task_id
+        )
+    finally:
+        other.close()
+    assert closed.provenance_secret is None
+    assert task_id in provenance.remembered()
+
+    # A sweep before the idle time keeps it (a chain in use is not re-read on every call)...
+    clock.advance(30)
+    runtime.forget_idle()
+    assert task_id in provenance.remembered()
+    # ...and the first sweep past it drops the chain, its key and the remembered row.
+    clock.advance(31)
+    runtime.forget_idle()
+    assert task_id not in provenance.remembered()
+    assert not _held_in_memory(secret)
+
+
+def test_a_chain_in_use_stays_in_memory_across_sweeps(
+    assistant: Agent, runtime: Runtime, clock: ManualClock
+) -> None:
+    task = open_task(assistant, [BROWSE, READ], REQUEST)
+    provenance = runtime.provenance
+    assert provenance is not None
+    for _ in range(4):
+        decide(assistant, task["grant"], tool="web.browse", action="read", args={"url": EVIL_URL})
+        clock.advance(25)
+        runtime.forget_idle()
+        assert TaskId(task["task_id"]) in provenance.remembered()

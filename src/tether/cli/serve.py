@@ -102,6 +102,7 @@ class Housekeeping:
                 expired, released = self._runtime.leases.reap()
                 if expired or released:
                     log.info("leases_reaped", expired=expired, released=released)
+                self._runtime.forget_idle()
             except Exception as error:  # keep the server alive; the next sweep retries
                 log.error("housekeeping_failed", error_type=type(error).__name__)
             self.checkpoint()

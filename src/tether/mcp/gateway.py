@@ -100,6 +100,9 @@ class GatewayDeps:
     secrets: Callable[[str], Secret]
     #: Scraped at ``GET /metrics`` over HTTP; ``None`` serves no metrics.
     metrics: Metrics | None = None
+    #: Called at every idle sweep: forgets what memory keeps of ended tasks (in process:
+    #: :meth:`tether.runtime.Runtime.forget_idle`).
+    forget_idle: Callable[[], None] | None = None
 
 
 def unrecorded(error: TetherError) -> TetherError:
@@ -198,6 +201,8 @@ class Gateway:
         """Close each agent's upstream session unused for its upstream's
         ``idle_timeout_seconds`` (:mod:`tether.mcp.pool`); how many were closed."""
         now = self.deps.clock.now()
+        if self.deps.forget_idle is not None:
+            self.deps.forget_idle()
         return sum(pool.close_idle(now) for pool in self._pools.values())
 
     @property

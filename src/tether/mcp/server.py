@@ -77,7 +77,13 @@ def deps_from_runtime(
         GatewayAudit(runtime.store, runtime.clock, IdFactory(random_bytes)),
         runtime.provenance,
     )
-    return GatewayDeps(pdp=pdp, clock=runtime.clock, secrets=secrets.get, metrics=metrics)
+    return GatewayDeps(
+        pdp=pdp,
+        clock=runtime.clock,
+        secrets=secrets.get,
+        metrics=metrics,
+        forget_idle=runtime.forget_idle,
+    )
 
 
 def default_pins_path(data_dir: Path) -> Path:

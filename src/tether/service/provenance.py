@@ -34,6 +34,12 @@ longer be linked to any value, by anyone. An expired task is ended, and so wiped
 reaper (``TaskService.reap_expired``); until then no decision is allowed on it anyway. A task
 whose secret is gone observes nothing, and counts as an unscanned, untrusted part of any chain
 it is still read in (so it can only make a check stricter).
+
+In memory, the derived keys kept with a chain's observations go with the task too: at once when
+the task ends in this process (:meth:`ProvenanceService.forget`; the store forgets the task rows
+it remembers, which carry the secret), and otherwise (ended by another replica, or its agent
+revoked) at the first housekeeping sweep after ``cache_idle_seconds`` without a decision on it
+(:meth:`ProvenanceService.sweep`, through :meth:`tether.runtime.Runtime.forget_idle`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from tether.core.call import Call
 from tether.core.errors import (
@@ -110,6 +117,9 @@ class ProvenanceSettings:
     max_request_chars: int = 16_384
     #: How many delegation chains' observations are kept in memory between decisions.
     cached_chains: int = 1024
+    #: How long a chain no decision has used stays in memory (its keys with it), in seconds:
+    #: a task's derived key leaves memory at most this long (plus one sweep) after it ends.
+    cache_idle_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +176,10 @@ class ProvenanceService:
         # and the rules it was read under: reused while both are unchanged (rows are
         # insert-only), so a decision reads nothing more than the tasks it already read.
         self._indexes: OrderedDict[tuple[TaskId, ...], _Cached] = OrderedDict()
+        # When each chain was last used, as the time of the sweep before that use: a use
+        # stamps it without reading the clock (see sweep).
+        self._used: dict[tuple[TaskId, ...], datetime] = {}
+        self._swept_at = clock.now()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -333,14 +347,17 @@ class ProvenanceService:
 
         The tasks were read by this decision, so their ``observed`` counts and secrets are
         current: while they are unchanged (and the rules are the same), what is in memory is
-        reused, keys included, and nothing more is read. (A chain's keys stay in memory with
-        its indexes until a decision sees a task of it ended, or the chain is evicted.)"""
+        reused, keys included, and nothing more is read. A chain leaves memory when a task of
+        it ends in this process (:meth:`forget`), when no decision has used it for
+        ``cache_idle_seconds`` (:meth:`sweep`), or when it is the least recently used of
+        more than ``cached_chains``."""
         chain_ids = tuple(TaskId(t.task_id) for t in chain)
         version = (tuple(t.observed for t in chain), tuple(t.provenance_secret for t in chain))
         with self._lock:
             cached = self._indexes.get(chain_ids)
             if cached is not None and cached[0] == version and cached[1] is rules:
                 self._indexes.move_to_end(chain_ids)
+                self._used[chain_ids] = self._swept_at
                 return cached[2]
         # Read after the counts: rows added in between are read too, and only make the next
         # counts differ (a fresh read), never an index older than its counts.
@@ -360,9 +377,39 @@ class ProvenanceService:
         with self._lock:
             self._indexes[chain_ids] = (version, rules, keyed)
             self._indexes.move_to_end(chain_ids)
+            self._used[chain_ids] = self._swept_at
             while len(self._indexes) > self._settings.cached_chains:
-                self._indexes.popitem(last=False)
+                evicted, _ = self._indexes.popitem(last=False)
+                self._used.pop(evicted, None)
         return keyed
+
+    def remembered(self) -> frozenset[TaskId]:
+        """The tasks whose observations and keys this service keeps in memory."""
+        with self._lock:
+            return frozenset(t for chain_ids in self._indexes for t in chain_ids)
+
+    def forget(self, task_id: TaskId) -> None:
+        """Drop from memory every chain ``task_id`` belongs to, its keys with it (the task
+        ended in this process: its secret is gone from its row)."""
+        with self._lock:
+            for chain_ids in [c for c in self._indexes if task_id in c]:
+                del self._indexes[chain_ids]
+                self._used.pop(chain_ids, None)
+
+    def sweep(self) -> int:
+        """Drop the chains no decision has used for ``cache_idle_seconds``; returns how many.
+
+        The housekeeping loop calls it. A task that ended in another process (a replica, the
+        reaper of another server) is never decided on again, so its chain ages out here."""
+        now = self._clock.now()
+        idle = timedelta(seconds=self._settings.cache_idle_seconds)
+        with self._lock:
+            stale = [c for c, used in self._used.items() if now - used >= idle]
+            for chain_ids in stale:
+                del self._used[chain_ids]
+                self._indexes.pop(chain_ids, None)
+            self._swept_at = now
+        return len(stale)
 
     def _operator_values(self, rules: ProvenanceRules) -> ProvenanceIndex | None:
         """The operator's trusted values, under the master key (kept in memory only)."""

@@ -485,6 +485,9 @@ class TaskService:
             ),
             cascade,
         )
+        if ended is not None and self._provenance is not None:
+            # Its secret is gone from its row (and its delegates'): from memory too.
+            self._provenance.forget(task.task_id)
         if ended is not None and self._leases is not None:
             self._leases.release_quietly()
         return ended

@@ -54,6 +54,11 @@ class GrantWithTaskQuery:
 
         self._decoded = functools.lru_cache(maxsize=_MEMO)(self._decode_row)
 
+    def forget(self) -> None:
+        """Drop every remembered row: a task's row holds its provenance secret, which must not
+        outlive the task in memory (see :meth:`SqlStore.forget_ended`)."""
+        self._decoded.cache_clear()
+
     def params(self, grant_id: str) -> Sequence[object] | dict[str, object]:
         return (grant_id,) if self._positional else {"b_id": grant_id}
 

@@ -269,7 +269,16 @@ class SqlStore:
         if state is TaskState.OPEN:
             raise ValueError("end_task moves a task out of the open state")
         with self.db.write(_STORE, "end the task") as tx:
-            return tasks_sql.end_in(tx, task_id, state, at, audit, cascade)
+            ended = tasks_sql.end_in(tx, task_id, state, at, audit, cascade)
+        self.forget_ended()
+        return ended
+
+    def forget_ended(self) -> None:
+        """Forget the task rows this process remembers, so that no ended task's provenance
+        secret (wiped from its row when it ended) stays in memory: at once after this process
+        ends tasks, and at every housekeeping sweep for tasks another process ended."""
+        if self._hot_read is not None:
+            self._hot_read.forget()
 
     def open_tasks_of(self, parent_task_id: TaskId) -> Sequence[Task]:
         """Open tasks delegated directly from ``parent_task_id``."""
@@ -310,7 +319,9 @@ class SqlStore:
         patient (:meth:`Database.write`), waiting for the audit chain's head past the longest a
         stalled replica can hold it, while decisions give up after the busy timeout."""
         with self.db.write(_STORE, "revoke the agent", patient=True) as tx:
-            return tasks_sql.revoke(tx, agent, at, reason, by, audit, end_audit, cascade)
+            ended = tasks_sql.revoke(tx, agent, at, reason, by, audit, end_audit, cascade)
+        self.forget_ended()
+        return ended
 
     def restore_agent(self, agent: str, audit: AuditEntry) -> bool:
         with self.db.write(_STORE, "restore the agent") as tx:
