@@ -134,7 +134,11 @@ def test_a_redacted_result_is_an_ok_effect(vault: Vault) -> None:
 
     result = run(scenario)
     assert not result.is_error
-    (redacted,) = [r for r in redactions(vault) if r.agent and r.agent.endswith("/measured")]
+    (redacted,) = [
+        r
+        for r in redactions(vault)
+        if r.agent and r.agent.endswith("/measured") and r.body["where"] == "result"
+    ]
     effects = [
         r
         for r in vault.runtime.store.audit_records()
@@ -164,6 +168,31 @@ def test_a_log_message_with_the_secret_reaches_the_agent_redacted(vault: Vault) 
     logged = [r for r in redactions(vault) if r.body["where"] == "log_message"]
     assert logged and logged[-1].body["secrets"][0]["name"] == "vault-token"
     assert logged[-1].agent is not None and logged[-1].agent.endswith("/listener")
+
+
+def test_a_tool_description_carrying_the_secret_is_listed_redacted(vault: Vault) -> None:
+    keys = vault.grant("lister", "env", "plain")
+
+    async def scenario() -> Any:
+        async with connect(vault.url, keys) as client:
+            return await client.list_tools()
+
+    listed = run(scenario)
+    described = {t.name: t.description for t in listed.tools}
+    assert described == {
+        "vault.env": f"Prints its environment (token {MARKER}, hex {MARKER}).",
+        "vault.plain": "The plain tool.",
+    }
+    assert_clean(listed.model_dump_json())
+    (record,) = [r for r in redactions(vault) if r.agent and r.agent.endswith("/lister")]
+    assert (record.body["tool"], record.body["where"]) == ("tools/list", "listing")
+    assert record.body["secrets"] == [{"name": "vault-token", "forms": ["hex", "raw"], "count": 2}]
+    assert_chain_clean(vault)
+    # The listing kept for a warm start is on disk: the tool whose descriptor holds the secret
+    # is not written there (it waits for its upstream at the next start).
+    kept = vault.gateway.warm.path.read_text()
+    assert_clean(kept)
+    assert '"name": "plain"' in kept and '"name": "env"' not in kept
 
 
 def test_a_resource_and_a_prompt_are_redacted(vault: Vault) -> None:

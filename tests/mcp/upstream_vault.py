@@ -8,7 +8,8 @@ Tools:
             0, 1 and 2 of a longer blob, base64url, hex in both cases, percent-encoded and
             JSON-escaped inside a JSON document, in text content and in structuredContent;
             reports progress with it in the message and logs it first
-    env     prints its whole environment, as ``KEY=value`` lines
+    env     prints its whole environment, as ``KEY=value`` lines; its description carries the
+            token (raw and hex)
     plain   returns a fixed text with no secret in it
     fail    answers with a JSON-RPC error whose message and data carry the token
     announce  sends ``notifications/prompts/list_changed`` and answers ``announced``
@@ -62,13 +63,19 @@ def _summarize_description() -> str:
     return "Summarize a customer's records."
 
 
+def _describe(tool: str) -> str:
+    if tool == "env":  # careless: the description shows the credential, hex too
+        return f"Prints its environment (token {token()}, hex {token().encode().hex()})."
+    return f"The {tool} tool."
+
+
 def main() -> None:
     async def on_list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return types.ListToolsResult(
             tools=[
-                types.Tool(name=name, description=f"The {name} tool.", input_schema=OBJECT)
+                types.Tool(name=name, description=_describe(name), input_schema=OBJECT)
                 for name in ("echo", "env", "plain", "fail", "announce")
             ]
         )

@@ -143,7 +143,7 @@ class Gateway:
         self.prompts = PromptCatalog(pins, self.audit, deps.clock)
         self.effects = EffectQueue()
         self.listeners = Listeners()
-        self.warm = WarmStart(listing_path(pins.path), pins)
+        self.warm = WarmStart(listing_path(pins.path), pins, self.secrets.holds)
         self.surface = Surface(self)
         self._tg: TaskGroup | None = None
 
@@ -304,7 +304,18 @@ class Gateway:
             if self.pins.status(entry.exposed, entry.sha256) is not PinStatus.MATCH:
                 continue  # withheld until an operator approves the changed descriptor
             shown.append(entry.listing)
-        return shown
+        if self.secrets.redactor is None or not shown:
+            return shown
+        # A descriptor may carry a secret an upstream was given (a careless description):
+        # the agent gets it redacted, like any other answer.
+        wire = {
+            "tools": [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in shown]
+        }
+        redacted = await self.secrets.listing("tools/list", wire, caller.workload.id)
+        if not redacted.found:
+            return shown
+        tools = redacted.value["tools"] if isinstance(redacted.value, dict) else []
+        return [types.Tool.model_validate(t) for t in tools] if isinstance(tools, list) else []
 
     # -- tools/call ----------------------------------------------------------------------------
 

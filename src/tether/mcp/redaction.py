@@ -8,11 +8,14 @@ sends towards an agent (issue: no secret ever returned).
                     (a value rotated since is added; the old one is still redacted, since
                     upstreams started earlier hold it)
     every answer    tools/call results (content, structuredContent, _meta), resources/read
-                    contents, prompts/get messages, list results, progress and log messages:
+                    contents, prompts/get messages, list results (tool, resource and prompt
+                    descriptors), progress and log messages:
                     each secret, in any form :mod:`tether.core.redact` knows, becomes
                     ``[redacted:NAME]``, and a ``secret_redacted`` audit record names the
                     upstream, the tool (or prompt, resource), the secret's name and the forms
                     found, never the value. What cannot be redacted in place is withheld.
+    on disk         the tool listing kept for a warm start never holds a descriptor carrying a
+                    secret (:mod:`tether.mcp.warmstart`)
 
 Upstream JSON-RPC errors never reach an agent as sent: the gateway answers with its own message
 (``<method> answered with error <code>``), so there is nothing of the upstream's to redact there.
@@ -116,7 +119,32 @@ class SecretBook:
             return WITHHELD, (Found(WITHHELD, ("unredactable",), 1),)
         return redacted.value, redacted.found
 
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` (JSON) carries a secret, in any form (what must not be written
+        to disk, e.g. a tool listing kept for a warm start)."""
+        redactor = self._redactor
+        if redactor is None:
+            return False
+        try:
+            return bool(redactor.redact_json(value).found)
+        except Unredactable:
+            return True
+
     # -- on the way to an agent ----------------------------------------------------------------
+
+    async def listing(self, method: str, listing: dict[str, Any], agent: str) -> Redacted:
+        """A listing (``tools/list``, ``resources/list``, ``prompts/list``: ``{key: items}``)
+        with every secret redacted and audited; one that cannot be redacted in place is
+        answered empty."""
+        try:
+            redacted = self.redact(listing)
+        except Unredactable:
+            redacted = Redacted(
+                {key: [] for key in listing}, (Found(WITHHELD, ("unredactable",), 1),)
+            )
+        if redacted.found:
+            await self.record("*", method, LISTING, redacted.found, None, agent)
+        return redacted
 
     async def record(
         self,

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
-from tether.core.redact import Redacted, Unredactable
+from tether.core.redact import Unredactable
 from tether.core.scope import MAX_TOOL_NAME, ActionKind, is_valid_name
 from tether.core.verdict import Decision, Verdict
 from tether.mcp.callers import Caller
@@ -41,7 +41,7 @@ from tether.mcp.config import RESOURCES_TOOL, ToolMapping
 from tether.mcp.pdp import GrantView
 from tether.mcp.pins import PinStatus
 from tether.mcp.recording import withheld_body
-from tether.mcp.redaction import LISTING, RESULT
+from tether.mcp.redaction import RESULT
 from tether.mcp.results import (
     META_APPROVAL,
     META_ERROR,
@@ -176,17 +176,8 @@ class Surface:
         return _shaped("", "prompts/list", version, listing)
 
     async def _redacted(self, caller: Caller, method: str, listing: dict[str, Any]) -> Any:
-        """A listing with the secrets given to upstreams redacted (an unredactable one is
-        emptied)."""
-        gw = self._gw
-        try:
-            redacted = gw.secrets.redact(listing)
-        except Unredactable:
-            redacted = Redacted({key: [] for key in listing})
-        if redacted.found:
-            agent = caller.workload.id
-            await gw.secrets.record("*", method, LISTING, redacted.found, None, agent)
-        return redacted.value
+        """A listing with the secrets given to upstreams redacted (and audited)."""
+        return (await self._gw.secrets.listing(method, listing, caller.workload.id)).value
 
     # -- reads ---------------------------------------------------------------------------------
 

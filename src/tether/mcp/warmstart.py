@@ -7,6 +7,8 @@ its upstream described it, rewritten whenever a live listing differs). When an a
 and its session with an upstream is not up yet, that upstream's part of the answer comes from
 this listing while the session starts in the background:
 
+- a descriptor carrying a secret given to an upstream is never written to the file (that tool
+  waits for its upstream);
 - only tools whose descriptor is the pinned one are listed (ASI04): the file is a hint, never a
   source of trust; a listing that names a tool with no pin at all (the pins file was replaced)
   is not used;
@@ -66,9 +68,12 @@ class WarmStart:
     """The upstreams' last live listings, and the background starts of sessions listed from
     them."""
 
-    def __init__(self, path: Path, pins: PinStore) -> None:
+    def __init__(
+        self, path: Path, pins: PinStore, holds_secret: Callable[[Any], bool] = lambda _: False
+    ) -> None:
         self._path = path
         self._pins = pins
+        self._holds_secret = holds_secret
         self._entries: dict[str, list[CatalogTool]] | None = None
         #: Sessions starting in the background after a listing answered for them.
         self._warming: dict[UpstreamConnection, anyio.Event] = {}
@@ -115,9 +120,15 @@ class WarmStart:
         if kept.get(upstream) == entries:
             return
         kept[upstream] = list(entries)
+        stored = {name: [_stored(e) for e in kept[name]] for name in sorted(kept)}
+        # INVARIANT: no secret given to an upstream is written to disk. A descriptor carrying
+        # one is left out: that tool waits for its upstream at the next start.
         body = {
             "version": 1,
-            "upstreams": {name: [_stored(e) for e in kept[name]] for name in sorted(kept)},
+            "upstreams": {
+                name: [t for t in tools if not self._holds_secret(t)]
+                for name, tools in stored.items()
+            },
         }
         try:
             write_private(self._path, json.dumps(body, indent=1).encode("utf-8") + b"\n")
