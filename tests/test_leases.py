@@ -400,3 +400,32 @@ def test_a_tasks_leases_are_shown_to_its_agent_only(
         headers=analyst.headers,
     )
     assert extra.status_code == 400
+
+
+def test_an_authorize_asking_for_no_credential_mints_none(analyst: Agent, runtime: Runtime) -> None:
+    """What the MCP gateway sends when it decides through this server: the same allow, and no
+    credential minted that no agent would receive."""
+    task = analyst.open_task([READ]).json()
+    response = analyst.authorize(task["grant"], **QUERY, credential=False)
+    verdict = response.json()
+    assert verdict["decision"] == "allow", verdict
+    assert verdict["credential"] is None
+    assert all(o["kind"] != "credential" for o in verdict["obligations"])
+    assert runtime.leases.recent() == []
+    # Asked for (the default), the next one is minted.
+    assert analyst.authorize(task["grant"], **QUERY).json()["credential"] is not None
+    assert len(runtime.leases.recent()) == 1
+
+
+@pytest.mark.parametrize("value", ["false", 0, None, "no"])
+def test_a_credential_flag_that_is_not_a_boolean_is_refused(
+    analyst: Agent, runtime: Runtime, value: object
+) -> None:
+    task = analyst.open_task([READ]).json()
+    response = analyst.authorize(task["grant"], **QUERY, credential=value)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {
+        "code": "invalid_field",
+        "message": "field 'credential': Input should be a valid boolean",
+    }
+    assert runtime.leases.recent() == []

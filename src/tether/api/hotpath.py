@@ -177,7 +177,9 @@ def _refused(problems: Sequence[Any]) -> InvalidRequest:
 async def authorize_answer(deps: ApiDeps, agent: Workload, body: AuthorizeIn) -> Answer:
     expect = Expect(body.expect.records, body.expect.bytes) if body.expect else None
     request = CallRequest(body.tool, body.action, body.dataset, body.args, body.approval_id, expect)
-    verdict = await deps.authorizer.enforce_async(agent, body.grant, request, credentials=True)
+    verdict = await deps.authorizer.enforce_async(
+        agent, body.grant, request, credentials=body.credential
+    )
     return 200, verdict_body(verdict), verdict.credential is not None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from tether.core.effect import EffectStatus
 from tether.core.scope import ActionKind
@@ -135,6 +135,14 @@ class AuthorizeIn(_Strict):
     expect: ExpectIn | None = Field(
         default=None,
         description="What a read may take at most: its reservation against the task's budgets.",
+    )
+    credential: StrictBool = Field(
+        default=True,
+        description=(
+            "Mint the call's just-in-time credential on allow, when credentials.yaml gives its "
+            "tool one. false for a caller that will not use one (the MCP gateway deciding "
+            "through this server): nothing is minted that no agent would receive."
+        ),
     )
 
 

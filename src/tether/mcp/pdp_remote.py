@@ -332,6 +332,8 @@ class RemoteDecisionPoint:
             "dataset": request.dataset,
             "args": request.args,
             "approval_id": request.approval_id,
+            # The gateway hands no just-in-time credential to its agents (as in process).
+            "credential": False,
         }
         if request.expect is not None:
             body["expect"] = {"records": request.expect.records, "bytes": request.expect.bytes}
