@@ -18,10 +18,12 @@ Standard library only: adapters (keys, secrets, approvers, pins) and entry point
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from tether.core.errors import ConfigurationError
 
@@ -114,3 +116,32 @@ def write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
+
+
+def hold_first_free(directory: Path, names: Iterable[str]) -> tuple[str, BinaryIO]:
+    """The first of ``names`` no other open handle holds, held until the returned file is
+    closed (or the process ends): an exclusive ``flock`` on ``<directory>/<name>.lock``, made
+    ``0600`` in a ``0700`` directory. Two processes, or two handles in one process, never hold
+    the same name; a name comes free again when its holder exits, even killed.
+
+    ``ConfigurationError`` when every name is held."""
+    make_private_dir(directory)
+    tried = 0
+    for name in names:
+        tried += 1
+        path = directory / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+        held = os.fdopen(fd, "r+b")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.close()
+            continue
+        except BaseException:
+            held.close()
+            raise
+        return name, held
+    raise ConfigurationError(
+        f"all {tried} names under {directory} are held by running processes; stop one, or "
+        "give this one a name of its own"
+    )

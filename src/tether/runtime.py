@@ -32,7 +32,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +43,12 @@ from tether.core.ids import IdFactory
 from tether.core.lease import Lease
 from tether.credentials.downstream import load_downstreams
 from tether.credentials.jwt_lease import ScopedJwtIssuer
-from tether.datadir import create_private_file, make_private_dir, prepare_data_dir
+from tether.datadir import (
+    create_private_file,
+    hold_first_free,
+    make_private_dir,
+    prepare_data_dir,
+)
 from tether.identity import (
     DEFAULT_MAX_LIFETIME_SECONDS,
     CompositeVerifier,
@@ -137,6 +142,9 @@ class RuntimeConfig:
     #: This replica's name and audit partition (``--replica-id``, ``TETHER_REPLICA_ID``,
     #: ``store.replica_id``); ``None``: :func:`replica_partition`'s default.
     replica_id: str | None = None
+    #: Append to a partition of this process's own under ``replica_id`` (``<id>``, ``<id>.1``,
+    #: ...: see :func:`open_store`), as every worker of ``tether serve --workers N`` does.
+    own_partition: bool = False
     #: Serve ``GET /metrics`` (Prometheus text, no credentials needed); ``tether serve
     #: --no-metrics`` turns it off.
     metrics: bool = True
@@ -201,31 +209,58 @@ def open_store(
     *,
     fix_permissions: bool = False,
     replica_id: str | None = None,
+    own_partition: bool = False,
 ) -> SqlStore:
     """The store at ``store_url`` (``postgresql://...``: one database for every replica), or
     SQLite in ``data_dir`` when it is ``None`` (created 0600, see :mod:`tether.datadir`),
-    appending to the audit partition :func:`replica_partition` names."""
+    appending to the audit partition :func:`replica_partition` names.
+
+    On PostgreSQL, a process with no ``replica_id`` (or asked for ``own_partition``) appends to
+    the first of ``<name>``, ``<name>.1``, ``<name>.2``... that no other process of this data
+    directory is appending to (a lock file in ``run/``, held until the store closes): replicas
+    started on one host and one data directory, and the workers of ``tether serve --workers
+    N``, never take turns on one chain head, and each name is used again after a restart."""
     partition = replica_partition(data_dir, store_url, replica_id)
     if store_url is not None:
-        return SqlStore(store_url, partition=partition)
+        held = None
+        if replica_id is None or own_partition:
+            partition, held = hold_first_free(
+                data_dir / "run", _partition_slots(partition, _MAX_PARTITION_SLOTS)
+            )
+        store = SqlStore(store_url, partition=partition)
+        if held is not None:
+            store.on_close(held.close)
+        return store
     return SqlStore.sqlite(
         sqlite_file(data_dir, fix_permissions=fix_permissions), partition=partition
     )
+
+
+#: How many processes of one data directory may append under one replica name at once.
+_MAX_PARTITION_SLOTS = 64
+
+
+def _partition_slots(name: str, count: int) -> Iterator[str]:
+    """``name``, then ``name.1``... (shortened to stay a partition name), ``count`` in all."""
+    yield name
+    for k in range(1, count):
+        suffix = f".{k}"
+        yield check_partition(name[: 64 - len(suffix)] + suffix)
 
 
 def replica_partition(data_dir: Path, store_url: str | None, replica_id: str | None) -> str:
     """The audit partition a replica appends to (:mod:`tether.core.audit`): its configured
     ``replica_id``, else ``0`` on SQLite (one process writes the file, and its write lock
     serializes writers anyway), else, on PostgreSQL, ``<host name>-<8 hex of the data
-    directory's absolute path>``.
+    directory's absolute path>`` (:func:`open_store` may add a slot number to it).
 
     A partition is *stable per replica*, not new per process start: a restarted replica goes on
     appending to its own chain, so the set of partitions (which every checkpoint signs, and
     verification walks) grows with the replicas an operator runs, not with every restart or
-    every one-shot ``tether`` command. Two processes that share a name share a chain and take
-    turns on its head, which is always correct, only slower: name each replica that serves
-    concurrently (a StatefulSet pod's name, ``web-1``...). ``ConfigurationError`` for a name
-    that cannot be a partition."""
+    every one-shot ``tether`` command. Two processes given the same ``replica_id`` share a chain
+    and take turns on its head, which is always correct, only slower: name each replica that
+    serves concurrently (a StatefulSet pod's name, ``web-1``...). ``ConfigurationError`` for a
+    name that cannot be a partition."""
     if replica_id is not None:
         try:
             return check_partition(replica_id)
@@ -453,7 +488,12 @@ def open_runtime(
     verifier = build_verifier(config)
     grant_key = SigningKey.load_or_create(config.data_dir / "keys" / "grant-signing.pem")
     signer = GrantTokenSigner(grant_key)
-    sql_store = open_store(config.data_dir, config.store_url, replica_id=config.replica_id)
+    sql_store = open_store(
+        config.data_dir,
+        config.store_url,
+        replica_id=config.replica_id,
+        own_partition=config.own_partition,
+    )
     try:
         cache = open_cache(config, sql_store, clock)
     except BaseException:

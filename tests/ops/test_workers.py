@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from ops_support import (
     READ_CRM,
     ServeProcess,
@@ -18,6 +19,14 @@ from ops_support import (
     svid_for,
     value,
 )
+
+from pg_server import PostgresServer, postgres_server
+from replicas.harness import fresh_database
+from tether.core.errors import ConfigurationError
+from tether.datadir import hold_first_free
+from tether.store.sql import SqlStore
+
+__all__ = ["postgres_server"]
 
 MAX_CALLS = 200  # a bound on waiting for the second worker to take a connection
 
@@ -80,3 +89,38 @@ def test_two_workers_share_the_port_and_metrics_add_up_across_them(tmp_path: Pat
             assert value(samples, "tether_store_up") == 1
         server.stop()
     assert list(scratch.iterdir()) == []  # the metrics files went with the replica
+
+
+def test_workers_on_postgresql_each_append_to_a_partition_of_their_own(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Even under one ``--replica-id``: the workers of one replica serve at once, so they must
+    not take turns on one chain head."""
+    data_dir = tmp_path / "data"
+    with fresh_database(postgres_server) as url:
+        args = ("--workers", "2", "--replica-id", "web-1")
+        with serve_process(data_dir, *args, env={"TETHER_DATABASE_URL": url}) as server:
+            # Each worker holds a name of its own from its start until it exits.
+            with pytest.raises(ConfigurationError, match="held by running processes"):
+                hold_first_free(data_dir / "run", ["web-1", "web-1.1"])
+            svid = svid_for(data_dir, "analyst")
+            opened = open_task(server.base_url, svid)
+            response = httpx.post(
+                f"{server.base_url}/v1/authorize",
+                json={"grant": opened["grant"], **READ_CRM},
+                headers={"Authorization": f"Bearer {svid}"},
+                timeout=30,
+            )
+            assert response.json()["decision"] == "allow", response.text
+            server.stop()
+        store = SqlStore(url, partition="web-1")
+        try:
+            written = store.audit_partitions()
+        finally:
+            store.close()
+    # (Partition 0 is the chain from before partitions, there in every database.)
+    assert written & {"web-1", "web-1.1"} and written <= {"0", "web-1", "web-1.1"}
+    # Gone with the workers: the names are free for the next start.
+    name, held = hold_first_free(data_dir / "run", ["web-1", "web-1.1"])
+    held.close()
+    assert name == "web-1"

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -371,10 +371,9 @@ def worker_app() -> FastAPI:
         observability = Observability(
             Metrics(multiprocess_dir=Path(metrics_dir) if metrics_dir else None), tracing.tracer
         )
-        runtime = open_runtime(
-            options.runtime_config(os.environ, blank_is_none(os.environ.get(STORE_URL_ENV))),
-            observability=observability,
-        )
+        config = options.runtime_config(os.environ, blank_is_none(os.environ.get(STORE_URL_ENV)))
+        # Workers serve at once: each appends to an audit partition of its own.
+        runtime = open_runtime(replace(config, own_partition=True), observability=observability)
     except TetherError as error:
         # A worker that cannot start would fail the same way on every restart: stop them all.
         log.error("worker_failed", code=error.code.value, message=error.message)

@@ -109,6 +109,7 @@ class SqlStore:
             raise ValueError("page_size must be at least 1")
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        self._on_close: list[Callable[[], None]] = []
         self.db = Database(
             url,
             busy_timeout=busy_timeout,
@@ -493,10 +494,19 @@ class SqlStore:
         """Take the write lock and the chain head, then roll back: reachable *and* writable."""
         self.db.ping()
 
+    def on_close(self, release: Callable[[], None]) -> None:
+        """Call ``release`` once the store has closed (what the handle held for its life)."""
+        self._on_close.append(release)
+
     def close(self) -> None:
         """Close every pooled connection; later calls raise ``Unavailable``."""
-        self._decisions.close()  # what is queued is written (or fails) first
-        self.db.close()
+        try:
+            self._decisions.close()  # what is queued is written (or fails) first
+            self.db.close()
+        finally:
+            releases, self._on_close = self._on_close, []
+            for release in releases:
+                release()
 
     def schema_state(self) -> SchemaState:
         """The database's schema revision against this tether's (:mod:`tether.store.migrate`)."""
