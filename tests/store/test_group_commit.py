@@ -4,8 +4,10 @@ before that commit, a refused write rolls back alone, and a failed commit fails 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from tether.core.errors import ErrorCode, NotFound, Unavailable
 from tether.core.ids import ApprovalId
 from tether.service.ports import DecisionWrite
 from tether.store import SqlStore
-from tether.store.groupcommit import GroupCommit, Pending
+from tether.store.groupcommit import GroupCommit, Pending, WouldWait
 
 from .conftest import Make, race
 
@@ -221,3 +223,102 @@ def test_an_awaiting_loop_hears_of_its_write_only_once_the_whole_batch_is_done(e
     finally:
         release.set()
         commit.close()
+
+
+# -- batches an event loop leads itself (run_now: SQLite) -----------------------------------------
+
+
+def _loop_led(
+    would_wait: int = 0,
+) -> tuple[GroupCommit[int, int], list[tuple[str, list[int]]]]:
+    """A group commit whose ``run_now`` records (thread, batch), and raises ``WouldWait`` for
+    its first ``would_wait`` batches (having written nothing, as the store's does)."""
+    runs: list[tuple[str, list[int]]] = []
+    refusals = [would_wait]
+
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        runs.append((threading.current_thread().name, [p.work for p in batch]))
+        for p in batch:
+            p.finish(result=p.work * 10)
+
+    def run_now(batch: Sequence[Pending[int, int]]) -> None:
+        if refusals[0] > 0:
+            refusals[0] -= 1
+            raise WouldWait("a lock is taken")
+        run(batch)
+
+    return GroupCommit(run, wait_seconds=10, run_now=run_now), runs
+
+
+def test_writes_queued_in_one_turn_of_the_loop_share_one_batch_led_on_the_loop() -> None:
+    commit, runs = _loop_led()
+
+    async def main() -> tuple[str, list[int]]:
+        waits = [commit.submit_async(n) for n in range(8)]  # one turn: no await in between
+        return threading.current_thread().name, list(await asyncio.gather(*waits))
+
+    try:
+        loop_thread, results = asyncio.run(main())
+        assert results == [n * 10 for n in range(8)]
+        assert runs == [(loop_thread, list(range(8)))]
+        assert commit._writer is None  # no thread was needed
+    finally:
+        commit.close()
+
+
+def test_a_batch_the_loop_cannot_lead_at_once_goes_whole_and_in_order_to_the_writer_thread() -> (
+    None
+):
+    commit, runs = _loop_led(would_wait=1)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(commit.submit_async(n) for n in range(5))))
+
+    try:
+        assert asyncio.run(main()) == [n * 10 for n in range(5)]
+        assert runs == [("tether-group-commit", [0, 1, 2, 3, 4])]  # written once, in order
+    finally:
+        commit.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
+    store = SqlStore.sqlite(tmp_path / "tether.db")
+    yield store
+    store.close()
+
+
+def test_the_loop_never_waits_on_another_process_holding_the_write_lock(
+    sqlite_store: SqlStore, make: Make
+) -> None:
+    """Another process (a CLI command, a sibling worker) holds SQLite's write lock: the
+    decision waits for it on the writer thread, the event loop goes on serving meanwhile, and
+    the decision is recorded once the lock is free."""
+    task, grant = make.task()
+    sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    path = sqlite_store.db.engine.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other process's write transaction, left open
+
+    async def main() -> int:
+        pending = asyncio.ensure_future(
+            sqlite_store.record_decision_async(
+                DecisionWrite(make.decision(task, grant), make.entry())
+            )
+        )
+        turns = 0
+        while turns < 50:  # the loop keeps turning while the decision waits
+            await asyncio.sleep(0)
+            turns += 1
+        assert not pending.done()
+        other.execute("COMMIT")
+        record = await pending
+        return record.seq
+
+    try:
+        assert asyncio.run(main()) == 2
+    finally:
+        other.close()
+    report = verify_chain(sqlite_store.audit_records(), sqlite_store.chain_head())
+    assert report.ok and report.records == 2, report

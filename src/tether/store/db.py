@@ -63,6 +63,7 @@ from tether.store.dialect import (
     serialize_bootstrap,
 )
 from tether.store.driver import DriverStatement
+from tether.store.groupcommit import WouldWait
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import CHAIN_FORMAT_KEY, audit, audit_head, meta
 from tether.store.watchdog import Watchdog
@@ -139,6 +140,7 @@ class Database:
         self._write_conn: Connection | None = None
         self._keep_write_conn = not isinstance(engine.pool, SingletonThreadPool)
         self.busy_seconds = busy_timeout.total_seconds()
+        self._busy_millis = max(0, int(busy_timeout / timedelta(milliseconds=1)))  # as set
         self._read_options = read_options(engine)
         self._driver = DriverWrites(engine) if self.backend == "sqlite" else None
         self._engine: Engine | None = engine
@@ -171,16 +173,27 @@ class Database:
 
     @contextmanager
     def write_conn(
-        self, code: ErrorCode, action: str, *, patient: bool = False, lean: bool = False
+        self,
+        code: ErrorCode,
+        action: str,
+        *,
+        patient: bool = False,
+        lean: bool = False,
+        wait: bool = True,
     ) -> Iterator[Connection]:
         """A connection in a write transaction, committed when the block ends. A ``patient``
         one waits longer for the locks it needs (see :meth:`write`); a ``lean`` one, on
-        SQLite, begins and commits on the driver (see :meth:`_sqlite_write`)."""
+        SQLite, begins and commits on the driver (see :meth:`_sqlite_write`). One that must
+        not ``wait`` (SQLite, lean: a write led on an event loop) raises
+        :class:`~tether.store.groupcommit.WouldWait` before anything is written when the
+        database's write lock is not free at once."""
         engine = self.live(code)
         if self._writers is not None:
-            with self._one_writer(code, action, patient), translate(code, action):
-                yield from self._sqlite_write(engine, code, action, lean)
+            with self._one_writer(code, action, patient, wait), translate(code, action):
+                yield from self._sqlite_write(engine, code, action, lean, wait)
             return
+        if not wait:
+            raise ValueError("only SQLite's lean writes can be asked not to wait")
         with (
             self._one_writer(code, action, patient),
             translate(code, action),
@@ -195,7 +208,7 @@ class Database:
                 yield conn
 
     def _sqlite_write(
-        self, engine: Engine, code: ErrorCode, action: str, lean: bool
+        self, engine: Engine, code: ErrorCode, action: str, lean: bool, wait: bool = True
     ) -> Iterator[Connection]:
         """SQLite's write transaction, on the process's one write connection (called holding
         the writers' lock, so one thread at a time uses it): a pool checkout and check-in and
@@ -221,14 +234,19 @@ class Database:
                     yield conn
                 return
             raw = conn.connection.driver_connection
-            with _driver_errors(code, action):
-                raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            if wait:
+                with _driver_errors(code, action):
+                    raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            else:
+                _begin_at_once(raw, self._busy_millis, code, action)
             yield conn
             if conn.in_transaction():
                 conn.commit()
             else:
                 with _driver_errors(code, action):
                     raw.commit()  # type: ignore[union-attr]
+        except WouldWait:
+            raise  # nothing began: the connection stays as it was, for the next write
         except BaseException:
             self._write_conn = None
             with suppress(Exception):
@@ -244,7 +262,13 @@ class Database:
 
     @contextmanager
     def write(
-        self, code: ErrorCode, action: str, *, patient: bool = False, lean: bool = False
+        self,
+        code: ErrorCode,
+        action: str,
+        *,
+        patient: bool = False,
+        lean: bool = False,
+        wait: bool = True,
     ) -> Iterator[Writer]:
         """One write transaction holding the chain head (see the module docstring).
 
@@ -253,18 +277,29 @@ class Database:
         transaction), so it succeeds while a stalled replica holds the head and decisions
         fail: the kill switch. Still bounded, by the client-side deadline. A ``lean`` one
         (the hot path's) begins and commits on SQLite's driver (see :meth:`_sqlite_write`)."""
-        with self.write_conn(code, action, patient=patient, lean=lean) as conn:
+        with self.write_conn(code, action, patient=patient, lean=lean, wait=wait) as conn:
             yield Writer(conn, self.format, self.partition, self._driver)
 
     @contextmanager
-    def _one_writer(self, code: ErrorCode, action: str, patient: bool = False) -> Iterator[None]:
+    def _one_writer(
+        self, code: ErrorCode, action: str, patient: bool = False, wait: bool = True
+    ) -> Iterator[None]:
         """On SQLite, one write transaction of this process at a time, waited for at most the
-        busy timeout (then ``Unavailable``, as a lock SQLite could not get)."""
+        busy timeout (then ``Unavailable``, as a lock SQLite could not get); not at all when
+        ``wait`` is false (then :class:`WouldWait`)."""
         if self._writers is None:
             yield
             return
-        wait = self._patient.total_seconds() if patient else self.busy_seconds
-        if not self._writers.acquire(timeout=wait):
+        if not wait:
+            if not self._writers.acquire(blocking=False):
+                raise WouldWait("another write of this process holds the database")
+            try:
+                yield
+            finally:
+                self._writers.release()
+            return
+        seconds = self._patient.total_seconds() if patient else self.busy_seconds
+        if not self._writers.acquire(timeout=seconds):
             raise Unavailable(
                 f"could not {action}: another write held the database longer than the busy "
                 "timeout; nothing was written",
@@ -476,6 +511,34 @@ def audit_record(row: codec.Row, format: ChainFormat) -> AuditRecord:
             "writes, so it was changed outside tether; the log from here on cannot be trusted",
             code=AUDIT,
         ) from None
+
+
+def _begin_at_once(raw: object, busy_millis: int, code: ErrorCode, action: str) -> None:
+    """``BEGIN IMMEDIATE`` on SQLite's driver connection ``raw`` without waiting for another
+    process's write lock: :class:`WouldWait` (nothing begun) when it is held. The busy timeout
+    is lifted for the ``BEGIN`` alone."""
+    execute = raw.execute  # type: ignore[attr-defined]
+    with _driver_errors(code, action):
+        execute("PRAGMA busy_timeout = 0")
+    try:
+        execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            raise Unavailable(
+                f"the store could not {action} (OperationalError: {error}); check that the "
+                "database is writable and not locked by another process",
+                code=code,
+            ) from None
+        raise WouldWait("another process holds the database's write lock") from None
+    except sqlite3.Error as error:
+        raise Unavailable(
+            f"the store could not {action} ({type(error).__name__}: {error}); check that the "
+            "database is writable and not locked by another process",
+            code=code,
+        ) from None
+    finally:
+        with _driver_errors(code, action):
+            execute(f"PRAGMA busy_timeout = {int(busy_millis)}")
 
 
 @contextmanager

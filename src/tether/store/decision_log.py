@@ -70,7 +70,11 @@ class DecisionLogSql:
             else None
         )
         self._commits: GroupCommit[DecisionWrite, AuditRecord] = GroupCommit(
-            self._run_batch, wait_seconds=db.busy_seconds, code=STORE
+            self._run_batch,
+            wait_seconds=db.busy_seconds,
+            code=STORE,
+            # SQLite's transaction is in-process work: an event loop leads its own batches.
+            run_now=self._run_batch_now if db.backend == "sqlite" else None,
         )
 
     def record(self, write: DecisionWrite) -> AuditRecord:
@@ -85,12 +89,19 @@ class DecisionLogSql:
     def close(self) -> None:
         self._commits.close()  # what is queued is written (or fails) first
 
-    def _run_batch(self, batch: Sequence[Pending[DecisionWrite, AuditRecord]]) -> None:
+    def _run_batch_now(self, batch: Sequence[Pending[DecisionWrite, AuditRecord]]) -> None:
+        """:meth:`_run_batch` on an event loop: ``WouldWait``, nothing written, when the
+        database's write lock is not free at once."""
+        self._run_batch(batch, wait=False)
+
+    def _run_batch(
+        self, batch: Sequence[Pending[DecisionWrite, AuditRecord]], *, wait: bool = True
+    ) -> None:
         """One transaction for the batch; each write in a savepoint of its own, so a write
         refused (budget over, approval used) rolls back alone. Results are handed out only
         after the commit."""
         done: list[tuple[Pending[DecisionWrite, AuditRecord], AuditRecord]] = []
-        with self._db.write(STORE, "record the decision", lean=True) as tx:
+        with self._db.write(STORE, "record the decision", lean=True, wait=wait) as tx:
             # The head locked is this replica's partition's, which no other replica waits on;
             # what the batch checks and changes across replicas (budgets, task progress) is
             # locked here, every task of the batch at once and in one order.

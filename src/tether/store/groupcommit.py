@@ -11,13 +11,20 @@ This is the leader/follower scheme databases use for their own log flushes: no e
 added latency when there is no contention (a lone caller leads a batch of one), and under load
 one commit (and on PostgreSQL one fsync) serves many decisions.
 
-An event loop must not block on a commit, so :meth:`GroupCommit.submit_async` queues the write
-the same way and returns an awaitable: a writer thread of the group's own (started on first use)
-leads the batches that hold such writes, under the same leader's lock. Once a batch is done,
-its results go back to the loop that awaits them together, with one wake-up of that loop for
-the batch (not one per write), and never before the batch is done: a write a runner finished
-early (refused inside the transaction) is heard of with the rest. Threads and the loop share
-the queue and the batches. A thread waits on the leader's lock alone: no event per write.
+An event loop must not wait on a commit, so :meth:`GroupCommit.submit_async` queues the write
+the same way and returns an awaitable. With a ``run_now`` runner (SQLite, whose transaction is
+in-process work) the loop leads the batch itself, once per turn of the loop: everything queued
+while the loop ran that turn's callbacks is written in one transaction, with no thread hand-off
+(each hand-off cost a thread wake-up, a self-pipe write and GIL traffic per batch). ``run_now``
+never waits for a lock: if the leader's lock or the database's write lock is taken, it raises
+:class:`WouldWait` before writing anything, the batch goes back to the head of the queue, and
+a writer thread of the group's own (started on first use) leads it, waiting as a thread may.
+Without ``run_now`` every async write goes to that writer thread, under the same leader's lock.
+Once a batch is done, its results go back to the loop that awaits them together, with one
+wake-up of that loop for the batch (not one per write), and never before the batch is done: a
+write a runner finished early (refused inside the transaction) is heard of with the rest.
+Threads and the loop share the queue and the batches. A thread waits on the leader's lock
+alone: no event per write.
 """
 
 from __future__ import annotations
@@ -63,6 +70,10 @@ class Pending(Generic[W, R]):
 BatchRunner = Callable[[Sequence[Pending[W, R]]], None]
 
 
+class WouldWait(Exception):
+    """A runner asked not to wait (``run_now``) found a lock taken; it wrote nothing."""
+
+
 class GroupCommit(Generic[W, R]):
     def __init__(
         self,
@@ -71,8 +82,14 @@ class GroupCommit(Generic[W, R]):
         max_batch: int = 64,
         wait_seconds: float,
         code: ErrorCode = ErrorCode.AUDIT_UNAVAILABLE,
+        run_now: BatchRunner[W, R] | None = None,
     ) -> None:
+        """``run_now``: ``run`` without waiting for any lock (raising :class:`WouldWait`, having
+        written nothing), for batches an event loop leads itself."""
         self._run = run
+        self._run_now = run_now
+        # Whether a loop has a lead of the queue scheduled for its current turn.
+        self._turn_scheduled = False
         self._max_batch = max_batch
         self._wait = wait_seconds
         self._code = code
@@ -114,13 +131,39 @@ class GroupCommit(Generic[W, R]):
             if self._closed:
                 raise Unavailable("the store is closed", code=self._code)
             self._queued.append(pending)
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(
-                    target=self._write_forever, name="tether-group-commit", daemon=True
-                )
-                self._writer.start()
-            self._wake.notify()
+            if self._run_now is None:
+                self._wake_writer()
+            elif not self._turn_scheduled:
+                self._turn_scheduled = True
+                loop.call_soon(self._lead_on_loop)
         return waiter
+
+    def _wake_writer(self) -> None:
+        """Start the writer thread if need be, and wake it (holding the queue's lock)."""
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(
+                target=self._write_forever, name="tether-group-commit", daemon=True
+            )
+            self._writer.start()
+        self._wake.notify()
+
+    def _lead_on_loop(self) -> None:
+        """On the event loop, after the callbacks of the turn that queued writes: lead one
+        batch without waiting; if a lock is taken, leave it to the writer thread."""
+        assert self._run_now is not None
+        with self._wake:
+            self._turn_scheduled = False
+        if not self._leader.acquire(blocking=False):
+            with self._wake:
+                self._wake_writer()  # a thread leads now; the writer takes what it leaves
+            return
+        try:
+            self._lead(self._run_now)
+        finally:
+            self._leader.release()
+        with self._wake:
+            if self._queued:  # more than one batch's worth, or queued meanwhile
+                self._wake_writer()
 
     def close(self) -> None:
         """Stop the writer thread once what is queued is written; later async submits fail."""
@@ -157,14 +200,22 @@ class GroupCommit(Generic[W, R]):
                 pending.finish(error=Unavailable(_BUSY, code=self._code))
         _hand_back(stuck)
 
-    def _lead(self) -> None:
+    def _lead(self, run: BatchRunner[W, R] | None = None) -> None:
         with self._queue_lock:
             batch = self._queued[: self._max_batch]
             del self._queued[: self._max_batch]
         if not batch:
             return  # another leader took them first
+        requeued = False
         try:
-            self._run(batch)
+            (run or self._run)(batch)
+        except WouldWait:
+            # Nothing was written and nothing finished: back to the head of the queue, in
+            # order, for the writer thread to lead (it may wait).
+            with self._wake:
+                self._queued[:0] = batch
+                self._wake_writer()
+            requeued = True
         except BaseException as error:
             # INVARIANT: a batch whose commit failed answers every write in it with the failure.
             for pending in batch:
@@ -172,12 +223,14 @@ class GroupCommit(Generic[W, R]):
             if not isinstance(error, Exception):
                 raise
         finally:
-            for pending in batch:
-                if not pending.done:
-                    pending.finish(error=Unavailable("the write was not run", code=self._code))
-            # INVARIANT: an awaiting loop hears of a write only once its whole batch is done
-            # (committed, or failed and answered as such), whatever the runner finished first.
-            _hand_back(batch)
+            if not requeued:
+                for pending in batch:
+                    if not pending.done:
+                        pending.finish(error=Unavailable("the write was not run", code=self._code))
+                # INVARIANT: an awaiting loop hears of a write only once its whole batch is
+                # done (committed, or failed and answered as such), whatever the runner
+                # finished first.
+                _hand_back(batch)
 
     def _abandon(self, pending: Pending[W, R]) -> None:
         """Give up on a write nobody could lead within the wait; it is never run later."""
