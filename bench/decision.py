@@ -12,8 +12,8 @@ For 50 and 1,000 policies this prints p50/p99 of:
   tether authorize        the whole service call: grant token verify, grant/task reads from
                           SQLite, scope, Cedar, and the audit write (no HTTP)
   authorize on the loop   the same through ``Authorizer.enforce_async``, as the HTTP hot path
-                          runs it: decided on an event loop, the write handed to the store's
-                          group-commit writer thread and awaited (timed alone, one at a time)
+                          runs it: decided on an event loop, which then leads the group
+                          commit of its turn's writes itself (timed alone, one at a time)
 
 and the ratios of tether to raw, measured in the same process, interleaved, so machine noise
 hits both alike. Quote the ratios, not the absolute times.

@@ -436,6 +436,8 @@ _MISSING = object()
 
 
 def _argument(args: Mapping[str, JSONValue], path: str) -> JSONValue | object:
+    if "." not in path:  # a top-level argument (most sinks)
+        return args.get(path, _MISSING) if isinstance(args, dict) else _MISSING
     value: JSONValue | object = args
     for name in path.split("."):
         if not isinstance(value, dict) or name not in value:

@@ -351,8 +351,16 @@ class ProvenanceService:
         it ends in this process (:meth:`forget`), when no decision has used it for
         ``cache_idle_seconds`` (:meth:`sweep`), or when it is the least recently used of
         more than ``cached_chains``."""
-        chain_ids = tuple(TaskId(t.task_id) for t in chain)
-        version = (tuple(t.observed for t in chain), tuple(t.provenance_secret for t in chain))
+        if len(chain) == 1:  # most calls: no delegation
+            task = chain[0]
+            chain_ids: tuple[TaskId, ...] = (TaskId(task.task_id),)
+            version: tuple[tuple[int, ...], tuple[bytes | None, ...]] = (
+                (task.observed,),
+                (task.provenance_secret,),
+            )
+        else:
+            chain_ids = tuple(TaskId(t.task_id) for t in chain)
+            version = (tuple(t.observed for t in chain), tuple(t.provenance_secret for t in chain))
         with self._lock:
             cached = self._indexes.get(chain_ids)
             if cached is not None and cached[0] == version and cached[1] is rules:
