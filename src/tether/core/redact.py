@@ -384,6 +384,13 @@ class Redactor:
         """Whether ``data`` holds any of the secrets, in any form: one search."""
         return self._pattern.search(data) is not None
 
+    def find(self, data: bytes) -> tuple[Found, ...]:
+        """Which secrets ``data`` holds, in which forms and how often (empty: none), without
+        redacting it."""
+        tally = _Tally()
+        self._spans(data, tally)
+        return tally.found()
+
     def _spans(self, data: bytes, tally: _Tally) -> list[tuple[int, int, int]]:
         """(start, end, secret) of every occurrence, the base64 edge characters included,
         overlapping spans merged."""
