@@ -181,7 +181,7 @@ def proxy_row(wire: bytes, runs: int) -> None:
         finally:
             upstream.terminate()
             upstream.wait(timeout=20)
-    print(f"\nproxy forwarder, {len(wire) / 2**20:.2f} MiB clean body; medians of {runs} runs, ms")
+    print(f"\nproxy forwarder, {len(body) / 2**20:.2f} MiB clean body; medians of {runs} runs, ms")
     print(f"{'plain':>8} {'redacted':>9} {'ratio':>6}")
     print(f"{plain:>8.1f} {redacted:>9.1f} {redacted / plain:>6.2f}")
 

@@ -110,6 +110,8 @@ CLEAN_BODY = (
 )
 #: A header value in Latin-1 (an older server's ``filename=``), passed byte for byte.
 CLEAN_HEADER = b"attachment; filename=caf\xe9.txt"
+#: A header value in UTF-8, with a character Latin-1 does not have, passed byte for byte.
+UTF8_HEADER = "price in \u20ac".encode()
 
 
 @contextmanager
@@ -272,6 +274,8 @@ class LegacyService:
             case "clean":
                 extra = [(b"content-disposition", CLEAN_HEADER), (b"x-plain", b"kept")]
                 await _send_raw(send, 200, CLEAN_BODY, extra)
+            case "utf8-header":  # UTF-8 beyond Latin-1 in a header value (RFC 9110 calls it opaque)
+                await _send(send, 200, plain, [(b"x-note", UTF8_HEADER)])
             case "binary":  # not UTF-8 around a raw echo
                 await _send_raw(send, 200, b"\xff\x00" + credential + b"\xfe\x01")
             case "no-content":  # no body; the echo in a header

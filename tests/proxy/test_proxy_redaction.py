@@ -22,6 +22,7 @@ from proxy.harness import (
     ECHO_FORM_NAMES,
     ECHO_FORMS,
     MIRROR_SECRET,
+    UTF8_HEADER,
     Env,
     serve,
 )
@@ -219,6 +220,9 @@ def test_a_clean_answer_passes_byte_for_byte(env: Env) -> None:
     assert dict(response.headers.raw)[b"content-disposition"] == CLEAN_HEADER
     assert int(response.headers["content-length"]) == len(CLEAN_BODY)
     assert _redactions(env, response) == []
+    utf8 = analyst.call("GET", "/mirror/leak/utf8-header")
+    assert utf8.status_code == 200, utf8.text
+    assert dict(utf8.headers.raw)[b"x-note"] == UTF8_HEADER
     # The same through an upstream with no secret to search for (nothing to redact at all).
     legacy = analyst.call("GET", "/legacy/customers/c-9")
     assert legacy.json() == {"id": "c-9", "items": [{"order": i} for i in range(3)]}
