@@ -103,6 +103,29 @@ def test_each_form_in_a_header_value_is_redacted(env: Env, form: str) -> None:
     assert set(secret["forms"]) <= ECHO_FORM_NAMES[form] and len(secret["forms"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "where", "forms"),
+    [
+        ("/mirror/leak/json", "body", ["raw+json"]),  # as PHP's json_encode escapes it
+        ("/mirror/leak/hex", "body", ["hex"]),
+        ("/mirror/leak/header-b64", "header:x-echo", ["base64"]),
+        ("/mirror/leak/header-raw", "header:x-debug-auth", ["raw"]),
+        ("/mirrorq/leak/url", "body", ["raw+percent"]),
+    ],
+)
+def test_echoes_the_proxy_used_to_withhold_are_redacted(
+    env: Env, path: str, where: str, forms: list[str]
+) -> None:
+    analyst = env.agent("analyst", CRM_QUERY)
+    response = analyst.call("GET", path)
+    assert response.status_code in {200, 404}, response.text
+    _clean(response)
+    assert MARKER in response.text or MARKER in str(response.headers.multi_items())
+    [record] = _redactions(env, response)
+    assert record["where"] == where
+    assert record["secrets"] == [{"name": "mirror-key", "forms": forms, "count": 1}]
+
+
 def test_a_raw_echo_is_replaced_exactly_and_the_rest_kept(env: Env) -> None:
     analyst = env.agent("analyst", CRM_QUERY)
     response = analyst.call("GET", "/mirror/leak/in-body-raw")
