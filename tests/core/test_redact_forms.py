@@ -349,3 +349,25 @@ def test_the_scanner_never_shows_its_secrets() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(scanner)
     assert scanner.holds(SECRET) and not scanner.holds(b"nothing here")
+
+
+@FAST
+@given(
+    secret=st.binary(min_size=MIN_SECRET_BYTES, max_size=24).filter(
+        lambda s: not any(m in s for m in (b"%", b"\\", b"&", b"\r", b"\n", b" "))
+    ),
+    words=st.lists(st.sampled_from([b"id", b"42", b'"name"', b":", b",", b"{", b"}"]), max_size=40),
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+)
+def test_text_without_an_escape_or_a_break_is_searched_for_the_exact_forms(
+    secret: bytes, words: list[bytes], encoding: str
+) -> None:
+    """Compact JSON without escapes takes the cheap path (``bytes.find``): what it holds is still
+    found, and what it does not is returned as it was, the same object."""
+    data = b"".join(words)
+    _, encode = ENCODINGS[encoding]
+    holding = data + encode(b"k=" + secret + b";") + data
+    assert not any(m in holding for m in (b"%", b"\\", b"&", b"\r", b"\n"))
+    redacted(holding, secret)
+    out, found = redactor(secret).redact_bytes(data)
+    assert out is data and found == ()

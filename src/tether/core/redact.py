@@ -28,8 +28,9 @@ secret is left.
 One pass: every encoded form of every secret is computed once, when the redactor is built, into
 one compiled pattern whose branches are grouped by their first byte (a trie's first level), so
 the search skips at C speed to the bytes a match can start with and tries only the branches that
-start there. Input without a secret costs that one search and comes back unchanged, the same
-object.
+start there. Input with no byte an escape or a line break starts with (``%``, ``\\``, ``&``,
+CR, LF) can hold only the exact forms, so it is searched for those with ``bytes.find`` alone.
+Input without a secret comes back unchanged, the same object.
 
 Limits, by design:
 
@@ -87,6 +88,8 @@ _HTML_NAMED: Final = {
 #: What may stand between two characters of a wrapped form: line breaks, raw or JSON-escaped.
 _GAP: Final = rb"(?:\r|\n|\\r|\\n)*"
 _BREAKS: Final = re.compile(rb"\r|\n|\\r|\\n")
+#: The bytes an escape (``%``, ``\``, ``&``) or a line break starts with.
+_ESCAPE_MARKS: Final = (b"%", b"\\", b"&", b"\r", b"\n")
 #: One base64 character next to a match (maybe escaped, maybe across a line break): the edge
 #: character that also carries bits of the secret.
 _B64_CHAR: Final = rb"(?:[A-Za-z0-9+/_-]|%2[BbFf]|\\/)"
@@ -328,7 +331,7 @@ class Redactor:
     would show them) is never exposed.
     """
 
-    __slots__ = ("_names", "_needles", "_pattern")
+    __slots__ = ("_exact", "_marks", "_names", "_needles", "_pattern")
 
     def __init__(self, secrets: Iterable[tuple[str, bytes]]) -> None:
         """``secrets``: (name, value) pairs; a name may come with several values (a secret
@@ -367,6 +370,11 @@ class Redactor:
             for k, (lead, rest) in enumerate(_escaped(needle.text))
         ]
         self._pattern = re.compile(_alternation(branches))
+        # INVARIANT: a match that is not one of the exact needle texts uses an escape or a line
+        # break, each of which starts with one of these bytes (``+`` stands for a space).
+        spaced = any(b" " in n.text for n in self._needles)
+        self._marks = _ESCAPE_MARKS + ((b"+",) if spaced else ())
+        self._exact = tuple(dict.fromkeys(n.text for n in self._needles))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -380,9 +388,15 @@ class Redactor:
 
     # -- finding -------------------------------------------------------------------------------
 
+    def _may_hold(self, data: bytes) -> bool:
+        """False when ``data`` cannot hold a secret: it has no byte an escape or a line break
+        starts with, and none of the exact forms (``bytes.find``, much cheaper than the
+        pattern's search, which runs only when this is true)."""
+        return any(mark in data for mark in self._marks) or any(t in data for t in self._exact)
+
     def holds(self, data: bytes) -> bool:
         """Whether ``data`` holds any of the secrets, in any form: one search."""
-        return self._pattern.search(data) is not None
+        return self._may_hold(data) and self._pattern.search(data) is not None
 
     def find(self, data: bytes) -> tuple[Found, ...]:
         """Which secrets ``data`` holds, in which forms and how often (empty: none), without
@@ -395,6 +409,8 @@ class Redactor:
         """(start, end, secret) of every occurrence, the base64 edge characters included,
         overlapping spans merged."""
         spans: list[tuple[int, int, int]] = []
+        if not self._may_hold(data):
+            return spans
         for match in self._pattern.finditer(data):
             assert match.lastgroup is not None  # every branch ends in its needle's group
             needle = self._needles[int(match.lastgroup[1:].partition("_")[0])]
