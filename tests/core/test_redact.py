@@ -16,8 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether.core.errors import ConfigurationError
-from tether.core.leaks import MIN_SECRET_BYTES, base64_fragments
-from tether.core.redact import Redactor, Unredactable, dumps, merge
+from tether.core.redact import (
+    MIN_SECRET_BYTES,
+    Redactor,
+    Unredactable,
+    audit_body,
+    base64_fragments,
+    dumps,
+    merge,
+)
 from tether.core.scope import JSONValue
 
 SECRET = "svc-token-5f1e/2d3c+4b7a"
@@ -258,3 +265,76 @@ def test_findings_merge_by_name() -> None:
     _, two = redactor.redact_text(SECRET.encode().hex())
     (merged,) = merge(one + two)
     assert merged.forms == ("hex", "raw") and merged.count == 2
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\\n", "\\r\\n"])
+def test_a_raw_secret_broken_into_lines_is_redacted(newline: str) -> None:
+    """A long value folded at a fixed width (a mail body, a log line) keeps the secret whole but
+    for the breaks: found and redacted, named ``raw+wrapped``."""
+    folded = newline.join(SECRET[i : i + 7] for i in range(0, len(SECRET), 7))
+    out, found = Redactor([("svc-token", SECRET.encode())]).redact_text(f"key: {folded}.")
+    assert out == "key: [redacted:svc-token]."
+    assert found[0].forms == ("raw+wrapped",)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(MIN_SECRET_BYTES, 40),
+    before=st.integers(1, 20),
+    after=st.integers(1, 20),
+    width=st.integers(2, 76),
+    newline=st.sampled_from(["\n", "\r\n", "\\n"]),
+)
+def test_wrapped_base64_is_redacted_to_the_last_bit_across_the_breaks(
+    seed: int, size: int, before: int, after: int, width: int, newline: str
+) -> None:
+    """Wherever the lines break, even between an edge character (which also carries bits of
+    the secret) and the rest, every character holding a bit of the secret goes."""
+    rng = random.Random(seed)
+    secret = rng.randbytes(size)
+    blob = base64.b64encode(rng.randbytes(before) + secret + rng.randbytes(after)).decode()
+    wrapped = newline.join(blob[i : i + width] for i in range(0, len(blob), width))
+    out, _ = Redactor([("k", secret)]).redact_text(wrapped)
+    first = (8 * before) // 6
+    last = -(-8 * (before + size) // 6)
+    assert out.replace(newline, "") == f"{blob[:first]}[redacted:k]{blob[last:]}"
+
+
+@pytest.mark.parametrize(("char", "escape"), [("/", "%2F"), ("/", "\\/"), ("+", "%2b")])
+def test_an_escaped_base64_edge_character_is_redacted_with_the_rest(char: str, escape: str) -> None:
+    """The character just before the matched part of an offset-1 base64 text holds two bits of
+    the secret; escaped (a URL, JSON) it goes too."""
+    # The edge character's value is the lead byte's last two bits, then the secret's first four.
+    secret = bytes([0xF0 if char == "/" else 0xE0]) + SECRET.encode()
+    blob = base64.b64encode(b"\x03" + secret).decode()
+    assert blob[1] == char
+    out, found = Redactor([("k", secret)]).redact_text(blob[0] + escape + blob[2:])
+    assert out.startswith(blob[0] + "[redacted:k]")
+    assert found[0].name == "k"
+
+
+def test_bytes_still_holding_a_secret_after_redaction_are_unredactable() -> None:
+    """A marker can complete another secret (contrived here: the second starts with ``]``);
+    what still holds one after redaction is refused, never returned."""
+    first, second = b"first-secret-zz", b"]second-secret"
+    redactor = Redactor([("a", first), ("b", second)])
+    with pytest.raises(Unredactable) as caught:
+        redactor.redact_bytes(b"x " + first + b"second-secret y")
+    assert "secret" in str(caught.value) and first.decode() not in str(caught.value)
+    assert redactor.redact_bytes(b"clean") == (b"clean", ())
+
+
+def test_the_audit_body_names_each_secret_its_forms_and_count_never_the_value() -> None:
+    redactor = Redactor([("svc-token", SECRET.encode())])
+    _, found = redactor.redact_text(f"{SECRET} {SECRET.encode().hex()}")
+    body = audit_body("crm", "crm.query", "header:location", found, "dec_1")
+    assert body == {
+        "upstream": "crm",
+        "tool": "crm.query",
+        "where": "header:location",
+        "secrets": [{"name": "svc-token", "forms": ["hex", "raw"], "count": 2}],
+        "decision_id": "dec_1",
+        "risks": ["ASI03"],
+    }
+    assert not redactor.holds(json.dumps(body).encode())

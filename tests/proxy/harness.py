@@ -6,15 +6,19 @@ The legacy service demands its standing secret (``Authorization: Bearer …`` un
 can see the proxy injected the secret, stripped the agent's SVID and grant, and forwarded
 nothing it did not allow. Under ``/mirror`` it takes its secret either way and hands it back in
 the form the path names (``/mirror/leak/<how>``), as careless services echo what they were sent;
-a second server, :class:`Elsewhere`, stands for another origin a redirect may point to.
+a second server, :class:`Elsewhere`, stands for another origin a redirect may point to, and a
+third, :class:`ReasonServer`, writes HTTP/1.1 by hand to echo the secret in its reason phrase
+(which no ASGI server can send).
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import html
 import http.client
 import json
+import socketserver
 import threading
 import time
 import zlib
@@ -23,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import anyio.to_thread
 import httpx
@@ -46,6 +50,9 @@ LEGACY_SECRET = "legacy-standing-key-5f1e2d3c4b7a"  # what the agent must never 
 VAULT_SECRET = "vault-api-key-9a8b7c6d5e4f3a2b"
 #: A secret with the characters encoders change (+ / =), as base64-shaped API keys have.
 MIRROR_SECRET = "mirror-key+4f3e/2d1c=0b9a8f7e"
+#: A secret whose first character ends the redaction marker: redacting one echo followed by
+#: the rest of another makes a new occurrence, which must be withheld rather than passed.
+ODD_SECRET = "]odd-secret-0123"
 CRM_QUERY = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
 CRM_UPDATE = {
     "tool": "crm.update",
@@ -55,6 +62,56 @@ CRM_UPDATE = {
 }
 PAY = {"tool": "payments.transfer", "actions": ["spend"], "constraints": {"amount": {"max": 1000}}}
 MAIL = {"tool": "email.send", "actions": ["send"]}
+
+
+def _wrapped(data: bytes) -> bytes:
+    text = base64.b64encode(data)
+    return b"\\n".join(text[i : i + 16] for i in range(0, len(text), 16))
+
+
+#: The forms ``/mirror/leak/in-body-<form>`` and ``in-header-<form>`` echo the credential in
+#: (the credential of ``/mirror`` is ``Bearer <secret>``: base64 at each prefix puts the secret
+#: at each of the three alignments). The JSON and HTML forms escape ``/`` and ``+`` as PHP's
+#: ``json_encode`` and OWASP's encoder do.
+ECHO_FORMS: dict[str, Any] = {
+    "raw": lambda c: c,
+    "percent": lambda c: quote(c, safe="").encode(),
+    "percent-plus": lambda c: quote_plus(c, safe="").encode(),
+    "json": lambda c: (
+        json.dumps(c.decode())[1:-1].replace("/", "\\/").replace("+", "\\u002B").encode()
+    ),
+    "html": lambda c: html.escape(c.decode()).replace("/", "&#x2F;").replace("+", "&#43;").encode(),
+    "base64-0": base64.b64encode,
+    "base64-1": lambda c: base64.b64encode(b"x" + c),
+    "base64-2": lambda c: base64.b64encode(b"xy" + c),
+    "base64url": lambda c: base64.urlsafe_b64encode(c).rstrip(b"="),
+    "hex": lambda c: c.hex().encode(),
+    "HEX": lambda c: c.hex().upper().encode(),
+    "wrapped": _wrapped,
+}
+#: The form each of those is named in the audit record.
+ECHO_FORM_NAMES: dict[str, set[str]] = {
+    "raw": {"raw"},
+    "percent": {"raw+percent"},
+    "percent-plus": {"raw+percent"},
+    "json": {"raw+json"},
+    "html": {"raw+html"},
+    "base64-0": {"base64"},
+    "base64-1": {"base64"},
+    "base64-2": {"base64"},
+    "base64url": {"base64url", "base64"},  # a fragment with neither -_ nor +/ reads as both
+    "hex": {"hex"},
+    "HEX": {"hex"},
+    "wrapped": {"base64+wrapped"},
+}
+#: A body free of the secret, with bytes that are not UTF-8 and a near miss of the secret.
+CLEAN_BODY = (
+    b'{"near": "' + MIRROR_SECRET[:-1].encode() + b'"}\xff\xfe\x00 caf\xe9 %2B \\u002b &amp;'
+)
+#: A header value in Latin-1 (an older server's ``filename=``), passed byte for byte.
+CLEAN_HEADER = b"attachment; filename=caf\xe9.txt"
+#: A header value in UTF-8, with a character Latin-1 does not have, passed byte for byte.
+UTF8_HEADER = "price in \u20ac".encode()
 
 
 @contextmanager
@@ -143,7 +200,7 @@ class LegacyService:
             authorized = parse_qs(query).get("api_key") == [VAULT_SECRET]
         elif raw_path.startswith("/mirror/"):
             given = parse_qs(query).get("api_key", [auth])[0]
-            authorized = given in {MIRROR_SECRET, f"Bearer {MIRROR_SECRET}"}
+            authorized = given in {MIRROR_SECRET, f"Bearer {MIRROR_SECRET}", ODD_SECRET}
         else:
             authorized = auth == f"Bearer {LEGACY_SECRET}"
         self.seen.append(Seen(scope["method"], raw_path, query, headers, body, authorized))
@@ -159,6 +216,14 @@ class LegacyService:
     async def _mirror(self, how: str, credential: bytes, target: str, send: Send) -> None:
         """Hand the credential back as a careless service would, in the form ``how`` names."""
         plain = {"ok": True}
+        form = how.removeprefix("in-body-").removeprefix("in-header-")
+        if form != how and form in ECHO_FORMS:
+            echoed = ECHO_FORMS[form](credential)
+            if how.startswith("in-body-"):
+                await _send_raw(send, 200, b'{"echo": "' + echoed + b'"}')
+            else:
+                await _send(send, 200, plain, [(b"x-echo", echoed), (b"x-plain", b"kept")])
+            return
         match how:
             case "url":  # an error page quoting the request: the query as received, encoded
                 await _send(send, 404, {"error": "no such page", "url": target})
@@ -203,6 +268,28 @@ class LegacyService:
             case "gzip-bomb":  # 10 MB of zeros in about 10 KB
                 data = gzip.compress(b"\0" * 10_000_000)
                 await _send_raw(send, 200, data, [(b"content-encoding", b"gzip")])
+            case "header-name":  # the credential (hex: a token) in a header's name
+                name = b"x-" + credential.hex().encode()
+                await _send(send, 200, plain, [(name, b"1"), (b"x-plain", b"kept")])
+            case "clean":
+                extra = [(b"content-disposition", CLEAN_HEADER), (b"x-plain", b"kept")]
+                await _send_raw(send, 200, CLEAN_BODY, extra)
+            case "utf8-header":  # UTF-8 beyond Latin-1 in a header value (RFC 9110 calls it opaque)
+                await _send(send, 200, plain, [(b"x-note", UTF8_HEADER)])
+            case "binary":  # not UTF-8 around a raw echo
+                await _send_raw(send, 200, b"\xff\x00" + credential + b"\xfe\x01")
+            case "no-content":  # no body; the echo in a header
+                await _send_raw(send, 204, b"", [(b"x-echo", credential)])
+            case "many":  # the credential three times, in two forms, in one body
+                data = credential + b" " + credential.hex().encode() + b" " + credential
+                await _send_raw(send, 200, data)
+            case "big":  # past the size at which the proxy searches off its event loop
+                pad = b"a" * 150_000
+                await _send_raw(send, 200, credential + pad + quote(credential).encode() + pad)
+            case "oversized":  # past max_response_bytes, the echo first
+                await _send_raw(send, 200, credential + b"a" * 8000)
+            case "twice":  # an echo, then the echo without its first character
+                await _send_raw(send, 200, credential + credential[1:])
             case "br":  # a coding the proxy does not decode, so cannot check
                 await _send_raw(
                     send, 200, b"\x1b\x03\x00\xf8opaque", [(b"content-encoding", b"br")]
@@ -247,6 +334,38 @@ class LegacyService:
                 await _send(send, 404, {"error": "no such legacy endpoint"})
 
 
+class _ReasonHandler(socketserver.StreamRequestHandler):
+    """Reads one request's head and answers ``401`` with the request's ``Authorization`` value,
+    percent-encoded, in the reason phrase; then closes."""
+
+    def handle(self) -> None:
+        auth = b""
+        while (line := self.rfile.readline(65536)) not in {b"\r\n", b"\n", b""}:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"authorization":
+                auth = value.strip()
+        reason = b"Unauthorized " + quote(auth).encode()
+        self.wfile.write(
+            b"HTTP/1.1 401 " + reason + b"\r\ncontent-type: application/json\r\n"
+            b"content-length: 2\r\nconnection: close\r\n\r\n{}"
+        )
+
+
+@contextmanager
+def reason_server() -> Iterator[str]:
+    """A real HTTP/1.1 server on 127.0.0.1 whose reason phrase echoes the credential; its URL."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _ReasonHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 async def _send(
     send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
@@ -266,8 +385,9 @@ async def _send_raw(
 # -- the proxy ----------------------------------------------------------------------------------
 
 
-def proxy_config(legacy: str, down: str) -> dict[str, Any]:
-    """Routes onto the legacy service, mapped to tools the example policies know."""
+def proxy_config(legacy: str, down: str, reason: str = "http://127.0.0.1:9") -> dict[str, Any]:
+    """Routes onto the legacy service (and the reason-phrase server), mapped to tools the example
+    policies know."""
     crm = {"tool": "crm.query", "action": "read", "dataset": "crm"}
     secret = {"name": "legacy-key", "header": "Authorization", "scheme": "Bearer"}
     return {
@@ -295,6 +415,16 @@ def proxy_config(legacy: str, down: str) -> dict[str, Any]:
                 "max_response_bytes": 4096,
             },
             "slow": {"url": f"{legacy}/api", "secret": secret, "timeout_seconds": 0.5},
+            "mirrorbig": {
+                "url": f"{legacy}/mirror",
+                "secret": {"name": "mirror-key", "header": "Authorization", "scheme": "Bearer"},
+                "max_response_bytes": 1024 * 1024,
+            },
+            "odd": {
+                "url": f"{legacy}/mirror",
+                "secret": {"name": "odd-key", "header": "Authorization", "scheme": "none"},
+            },
+            "reason": {"url": reason, "secret": {"name": "mirror-key"}},
         },
         "routes": [
             {
@@ -351,6 +481,9 @@ def proxy_config(legacy: str, down: str) -> dict[str, Any]:
             {"upstream": "mirror", "method": "GET", "path": "/leak/{how}", **crm},
             {"upstream": "mirror", "method": "HEAD", "path": "/leak/{how}", **crm},
             {"upstream": "mirrorq", "method": "GET", "path": "/leak/{how}", **crm},
+            {"upstream": "mirrorbig", "method": "GET", "path": "/leak/{how}", **crm},
+            {"upstream": "odd", "method": "GET", "path": "/leak/{how}", **crm},
+            {"upstream": "reason", "method": "GET", "path": "/anything", **crm},
         ],
     }
 
@@ -433,13 +566,19 @@ def running_proxy(root: Path, clock: ManualClock) -> Iterator[Env]:
     store.set("legacy-key", Secret(LEGACY_SECRET))
     store.set("vault-key", Secret(VAULT_SECRET))
     store.set("mirror-key", Secret(MIRROR_SECRET))
+    store.set("odd-key", Secret(ODD_SECRET))
     elsewhere = LegacyService()  # another origin: it only records what reaches it
     legacy = LegacyService()
     try:
-        with serve(elsewhere) as elsewhere_url, serve(legacy) as legacy_url:
+        with (
+            serve(elsewhere) as elsewhere_url,
+            serve(legacy) as legacy_url,
+            reason_server() as reason_url,
+        ):
             legacy.elsewhere = elsewhere_url
             path = root / "proxy.yaml"
-            path.write_text(yaml.safe_dump(proxy_config(legacy_url, closed_port_url())))
+            config = proxy_config(legacy_url, closed_port_url(), reason_url)
+            path.write_text(yaml.safe_dump(config))
             proxy, app = open_proxy(load_config(path), runtime)
             try:
                 with serve(app) as url, httpx.Client(base_url=url, timeout=15) as client:

@@ -29,8 +29,7 @@ from typing import Any, Final
 from mcp.shared.dispatcher import ProgressFnT
 
 from tether.core.audit import AuditKind
-from tether.core.redact import Found, Redacted, Redactor, Unredactable, merge
-from tether.core.risks import Risk
+from tether.core.redact import Found, Redacted, Redactor, Unredactable, audit_body, merge
 from tether.core.scope import JSONValue
 from tether.core.secret import Secret
 from tether.logs import get_logger
@@ -201,12 +200,6 @@ class SecretBook:
 def redacted_body(
     upstream: str, name: str | None, where: str, found: tuple[Found, ...], decision_id: str | None
 ) -> dict[str, JSONValue]:
-    """The ``secret_redacted`` audit record: names and forms, never a value."""
-    return {
-        "upstream": upstream,
-        "tool": name,
-        "where": where,
-        "secrets": [{"name": f.name, "forms": list(f.forms), "count": f.count} for f in found],
-        "decision_id": decision_id,
-        "risks": [Risk.ASI03.value],
-    }
+    """The ``secret_redacted`` audit record: names and forms, never a value (the shape every
+    door writes, :func:`tether.core.redact.audit_body`)."""
+    return audit_body(upstream, name, where, found, decision_id)

@@ -7,7 +7,8 @@ secret and the upstream never sees the agent's SVID or grant. See ``README.md`` 
 
     config    the routes file (YAML), validated strictly
     routes    path normalization, route matching, argument mapping (no I/O)
-    forward   the upstream client: secret injection, bounded answers, leak checks
+    forward   the upstream client: secret injection, bounded answers
+    answer    what of an answer the agent may see: headers dropped, the secret redacted
     decoding  compressed answers decoded within the size bound, before they are checked
     app       the request pipeline and the ASGI app
     errors    the proxy's codes and their HTTP statuses

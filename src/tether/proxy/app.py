@@ -7,7 +7,9 @@
                         → Authorizer.authorize(workload, grant, Call(tool, action, dataset, args),
                                                X-Tether-Approval)
                         → deny / approval_required: 403 with the verdict; nothing is forwarded
-                        → allow: the secret added, forwarded, the answer bounded and checked
+                        → allow: the secret added, forwarded, the answer bounded, the secret
+                          redacted from it (or the answer withheld: 502 upstream_leaked_secret)
+                        → a secret_redacted record for each place it was taken out of
                         → EffectService.report(ok/error by upstream status, bytes, records)
                         → the upstream's status, headers and body, plus X-Tether-Decision
     /.tether/healthz    → 200 (an upstream name never starts with '.')
@@ -15,7 +17,8 @@
                           (unless turned off; then an upstream may be named ``metrics``)
 
 INVARIANT: nothing reaches an upstream without an ``allow`` verdict for exactly the method, path,
-query and body forwarded. INVARIANT: an answer whose effect cannot be recorded is withheld.
+query and body forwarded. INVARIANT: an answer whose effect (or redaction) cannot be recorded is
+withheld.
 Store and policy work is synchronous (SQLite, Cedar) and runs in worker threads.
 """
 
@@ -42,7 +45,7 @@ from tether.core.effect import EffectStatus
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError, Unauthenticated
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdFactory
-from tether.core.leaks import LeakScanner
+from tether.core.redact import Redactor, audit_body
 from tether.core.risks import Risk
 from tether.core.scope import JSONValue
 from tether.core.secret import Secret
@@ -319,13 +322,13 @@ class EgressProxy:
         if self._forwarder is None:
             raise RuntimeError("the proxy is not running; use `async with proxy.running()`")
         secret: Secret | None = None
-        scanner: LeakScanner | None = None
+        redactor: Redactor | None = None
         if upstream.secret is not None:
             try:
                 secret = await anyio.to_thread.run_sync(self.deps.secrets, upstream.secret.name)
                 # Refused here, before it is sent, if the answer could not be searched for it.
-                scanner = await anyio.to_thread.run_sync(
-                    self._forwarder.scanner, upstream.name, secret
+                redactor = await anyio.to_thread.run_sync(
+                    self._forwarder.redactor, upstream, secret
                 )
             except TetherError as error:
                 log.error(
@@ -342,7 +345,7 @@ class EgressProxy:
                     decision_id=allowed.verdict.decision_id,
                 ) from None
         try:
-            answer = await self._forwarder.send(upstream, outgoing, secret, scanner)
+            answer = await self._forwarder.send(upstream, outgoing, secret, redactor)
         except UpstreamFailure as failure:
             log.warning(
                 "upstream_failed",
@@ -364,6 +367,7 @@ class EgressProxy:
                 upstream=upstream.name,
                 decision_id=allowed.verdict.decision_id,
             ) from None
+        await self._redacted(allowed, upstream.name, answer)
         await self._report(allowed, answer)
         await self._observe(allowed, answer)
         log.info(
@@ -379,6 +383,50 @@ class EgressProxy:
             response.headers.append(name, value)
         response.headers[DECISION_HEADER] = allowed.verdict.decision_id
         return response
+
+    async def _redacted(self, allowed: _Allowed, upstream: str, answer: Answer) -> None:
+        """Audit each place a secret was taken out of the answer (a ``secret_redacted`` record,
+        as the MCP gateway writes: names, forms and counts, never a value); withhold the answer
+        (503) if one cannot be recorded."""
+        tool = allowed.match.route.tool
+        decision_id = allowed.verdict.decision_id
+        for redaction in answer.redactions:
+            log.warning(
+                "secret_redacted",
+                upstream=upstream,
+                tool=tool,
+                where=redaction.where,
+                secrets=[f.name for f in redaction.found],
+            )
+            body = audit_body(upstream, tool, redaction.where, redaction.found, decision_id)
+            if not await self._audit(allowed, AuditKind.SECRET_REDACTED, body):
+                await self._failed(
+                    allowed, upstream, "effect_not_recorded", "a redaction could not be audited"
+                )
+                raise Refused(
+                    ProxyCode.EFFECT_NOT_RECORDED,
+                    "the call ran but what was redacted from its answer could not be recorded, "
+                    "so its answer is withheld",
+                    decision_id=decision_id,
+                ) from None
+
+    async def _audit(self, allowed: _Allowed, kind: AuditKind, body: dict[str, JSONValue]) -> bool:
+        """Append one of the proxy's own audit records (``via: egress_proxy``); whether it was
+        written (a failure is logged)."""
+        entry = AuditEntry(
+            record_id=self.deps.ids.audit(),
+            at=self.deps.clock.now(),
+            kind=kind,
+            agent=allowed.workload.id,
+            task_id=None,
+            body={"via": "egress_proxy", **body},
+        )
+        try:
+            await anyio.to_thread.run_sync(self.deps.store.append_audit, entry)
+        except TetherError as error:
+            log.error("audit_failed", code=error.code.value, kind=kind.value)
+            return False
+        return True
 
     async def _report(self, allowed: _Allowed, answer: Answer | None) -> None:
         """Record the call's effect; withhold the answer (503) if it cannot be recorded."""
@@ -453,27 +501,16 @@ class EgressProxy:
         """An allowed call that did not complete: audit why (for a leak, the form of the secret
         found and where, never the secret), and record an error effect."""
         risk = Risk.ASI03 if failure == FailureKind.LEAKED_SECRET.value else Risk.ASI08
-        entry = AuditEntry(
-            record_id=self.deps.ids.audit(),
-            at=self.deps.clock.now(),
-            kind=AuditKind.UPSTREAM_FAILED,
-            agent=allowed.workload.id,
-            task_id=None,
-            body={
-                "via": "egress_proxy",
-                "upstream": upstream,
-                "failure": failure,
-                "message": message,
-                "tool": allowed.match.route.tool,
-                "decision_id": allowed.verdict.decision_id,
-                "risks": [risk.value],
-                **(detail or {}),
-            },
-        )
-        try:
-            await anyio.to_thread.run_sync(self.deps.store.append_audit, entry)
-        except TetherError as error:
-            log.error("audit_failed", code=error.code.value)
+        body: dict[str, JSONValue] = {
+            "upstream": upstream,
+            "failure": failure,
+            "message": message,
+            "tool": allowed.match.route.tool,
+            "decision_id": allowed.verdict.decision_id,
+            "risks": [risk.value],
+            **(detail or {}),
+        }
+        await self._audit(allowed, AuditKind.UPSTREAM_FAILED, body)
         with contextlib.suppress(Refused):  # logged; the caller hears the call failed either way
             await self._report(allowed, None)
 

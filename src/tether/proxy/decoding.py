@@ -125,6 +125,11 @@ class BodyDecoder:
         except BodyUnreadable as refusal:  # refused once a body arrives: HEAD, 204, 304 have none
             self._refusal = refusal
 
+    @property
+    def coded(self) -> bool:
+        """Whether the body is in a content coding (one this decoder undoes)."""
+        return bool(self._layers)
+
     def feed(self, data: bytes) -> bytes:
         if data and self._refusal is not None:
             raise self._refusal

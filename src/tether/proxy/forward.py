@@ -2,14 +2,17 @@
 the answer back within bounds.
 
 The secret is revealed in exactly one place, :func:`_credential`, as it goes into the outgoing
-request (and in :meth:`Forwarder.scanner`, which turns it into the needles the answer is searched
+request (and in :meth:`Forwarder.redactor`, which turns it into the needles the answer is searched
 for). On the way back the whole answer is searched for the secret, raw or in any form an echo
-gives it (percent-encoded, JSON-escaped, HTML references, base64/base64url at any alignment,
-hex: :mod:`tether.core.leaks`): the status line, every header's name and value (``Location``,
-``Set-Cookie`` and the dropped ones included) and the body after decompression. Any hit withholds
-the whole answer (``leaked_secret``) and names the form and where it was, never the secret.
-Headers named like the secret's own header, and ``Set-Cookie``, are dropped from what passes: a
-session the upstream opens is a credential, and credentials are tether's, not the agent's.
+gives it (:mod:`tether.core.redact`, as the MCP gateway does): the status line, every header's
+name and value (``Location``, ``Set-Cookie`` and the dropped ones included) and the body after
+decompression. Where the proxy can rewrite the part whole the secret becomes ``[redacted:NAME]``
+and the answer passes, with a :class:`~tether.proxy.answer.Redaction` for each place; where it
+cannot (a content-coded body, a part that still holds it once redacted) the whole answer is
+withheld (``leaked_secret``), naming the form and where it was, never the secret
+(:mod:`tether.proxy.answer` says which part is which). Headers named like the secret's own
+header, and ``Set-Cookie``, are dropped from what passes: a session the upstream opens is a
+credential, and credentials are tether's, not the agent's.
 
 Redirects are never followed, to any origin: the agent gets the 3xx (checked like any answer),
 and whatever it asks next passes through the proxy and is decided again. Proxy settings from the
@@ -35,34 +38,18 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from tether.core.leaks import Leak, LeakScanner
+from tether.core.redact import Redactor
 from tether.core.secret import Secret
+from tether.proxy.answer import (
+    Redaction,
+    Withheld,
+    passed_headers,
+    redacted_body,
+    status_line,
+)
 from tether.proxy.config import SecretRef, Upstream
 from tether.proxy.decoding import ACCEPT_ENCODING, BodyDecoder, BodyTooLarge, BodyUnreadable
 from tether.proxy.routes import encode_query
-
-#: Response headers never passed back (RFC 9110 §7.6.1 hop-by-hop fields, framing, date and
-#: server the proxy's own server sets, the upstream's alternative services, and sessions).
-_DROPPED_RESPONSE_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "content-encoding",
-        "date",
-        "server",
-        "alt-svc",
-        "set-cookie",
-        "set-cookie2",
-    }
-)
 
 
 class FailureKind(StrEnum):
@@ -75,8 +62,6 @@ class FailureKind(StrEnum):
 
 #: Bodies larger than this are searched in a worker thread, off the event loop.
 _SCAN_INLINE_BYTES: Final = 64 * 1024
-#: Header names quoted in an audit record are cut to this length.
-_MAX_NAME_SHOWN: Final = 64
 
 
 class UpstreamFailure(Exception):
@@ -111,11 +96,12 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The upstream's answer, as the agent may see it."""
+    """The upstream's answer, as the agent may see it, and where a secret was taken out of it."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    redactions: tuple[Redaction, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +111,8 @@ class _Received:
     status: int
     reason: bytes
     raw_headers: tuple[tuple[bytes, bytes], ...] = field(repr=False)
-    headers: tuple[tuple[str, str], ...] = field(repr=False)
     body: bytes = field(repr=False)
+    coded: bool = False  # the body came content-coded (and was decoded to be searched)
 
 
 def forwarded_headers(
@@ -151,43 +137,13 @@ def _credential(
     return {ref.header: ref.header_value(value)}, ()
 
 
-def _answer_headers(
-    headers: tuple[tuple[str, str], ...], ref: SecretRef | None
-) -> tuple[tuple[str, str], ...]:
-    listed = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    dropped = _DROPPED_RESPONSE_HEADERS | listed
-    if ref is not None and ref.header is not None:
-        dropped = dropped | {ref.header.lower()}
-    return tuple((name, value) for name, value in headers if name.lower() not in dropped)
-
-
-def _find_leak(scanner: LeakScanner, received: _Received) -> tuple[Leak, str] | None:
-    """The first form of the secret in the status line or a header, and where: ``status_line``,
-    ``header_name`` or ``header:<name>`` (the body is :meth:`Forwarder._scan`'s). A header's name
-    is quoted only once every name is known not to hold the secret."""
-    if (leak := scanner.find(received.reason)) is not None:
-        return leak, "status_line"
-    for name, _ in received.raw_headers:
-        if (leak := scanner.find(name)) is not None:
-            return leak, "header_name"
-    for name, value in received.raw_headers:
-        if (leak := scanner.find(value)) is not None:
-            shown = name.decode("latin-1")[:_MAX_NAME_SHOWN].lower()
-            return leak, f"header:{shown}"
-    return None
-
-
-def _leaked(upstream: str, leak: Leak, where: str) -> UpstreamFailure:
+def _withheld(upstream: str, withheld: Withheld) -> UpstreamFailure:
     return UpstreamFailure(
         upstream,
         FailureKind.LEAKED_SECRET,
-        "the upstream's answer carried the injected credential, so it was withheld",
-        {"form": leak.form, "where": where},
+        "the upstream's answer carried the injected credential where it could not be redacted, "
+        "so it was withheld",
+        {"form": withheld.forms, "where": withheld.where},
     )
 
 
@@ -196,8 +152,8 @@ class Forwarder:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
-        # One scanner per upstream, rebuilt when its secret changes (``tether secrets set``).
-        self._scanners: dict[str, tuple[Secret, LeakScanner]] = {}
+        # One redactor per upstream, rebuilt when its secret changes (``tether secrets set``).
+        self._redactors: dict[str, tuple[Secret, Redactor]] = {}
 
     @staticmethod
     def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
@@ -208,28 +164,30 @@ class Forwarder:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
 
-    def scanner(self, upstream: str, secret: Secret) -> LeakScanner:
-        """What the answers of ``upstream`` are searched with for ``secret``: built once per
-        secret value (it compiles a pattern, so call it off the event loop). A secret too short
-        to search for is a :class:`~tether.core.errors.ConfigurationError`, raised before
-        anything is sent with it."""
-        cached = self._scanners.get(upstream)
+    def redactor(self, upstream: Upstream, secret: Secret) -> Redactor:
+        """What the answers of ``upstream`` are searched and redacted with for ``secret`` (named
+        as the secret store names it): built once per secret value (it compiles a pattern, so
+        call it off the event loop). A secret too short to search for is a
+        :class:`~tether.core.errors.ConfigurationError`, raised before anything is sent with
+        it."""
+        cached = self._redactors.get(upstream.name)
         if cached is not None and cached[0] == secret:
             return cached[1]
-        scanner = LeakScanner([secret.reveal().encode()])
-        self._scanners[upstream] = (secret, scanner)
-        return scanner
+        name = upstream.secret.name if upstream.secret is not None else upstream.name
+        redactor = Redactor([(name, secret.reveal().encode())])
+        self._redactors[upstream.name] = (secret, redactor)
+        return redactor
 
     async def send(
         self,
         upstream: Upstream,
         out: Outgoing,
         secret: Secret | None,
-        scanner: LeakScanner | None,
+        redactor: Redactor | None,
     ) -> Answer:
-        """Forward ``out`` with ``secret`` injected; the answer, once ``scanner`` found no form of
-        the secret in it."""
-        if secret is not None and scanner is None:
+        """Forward ``out`` with ``secret`` injected; the answer, with every form of the secret
+        ``redactor`` finds taken out of it (or withheld: :class:`UpstreamFailure`)."""
+        if secret is not None and redactor is None:
             raise ValueError("an answer to a request carrying a secret must be searched for it")
         ref = upstream.secret
         headers = httpx.Headers(list(out.headers))
@@ -250,23 +208,28 @@ class Forwarder:
                 FailureKind.TIMEOUT,
                 f"no answer within {upstream.timeout_seconds:g} s",
             ) from None
-        if scanner is not None:
-            found = await self._scan(scanner, received)
-            if found is not None:
-                raise _leaked(upstream.name, *found)
-        return Answer(received.status, _answer_headers(received.headers, ref), received.body)
+        try:
+            return await self._redacted(received, ref, redactor)
+        except Withheld as withheld:
+            raise _withheld(upstream.name, withheld) from None
 
     @staticmethod
-    async def _scan(scanner: LeakScanner, received: _Received) -> tuple[Leak, str] | None:
-        found = _find_leak(scanner, received)
-        if found is not None:
-            return found
+    async def _redacted(
+        received: _Received, ref: SecretRef | None, redactor: Redactor | None
+    ) -> Answer:
+        """The answer as the agent may see it (raises :class:`Withheld`)."""
+        headers, redactions = passed_headers(received.raw_headers, ref, redactor)
+        if redactor is None:
+            return Answer(received.status, headers, received.body)
+        redactions = status_line(received.reason, redactor) + redactions
         body = received.body
         if len(body) <= _SCAN_INLINE_BYTES:
-            leak = scanner.find(body)
+            body, found = redacted_body(body, received.coded, redactor)
         else:
-            leak = await anyio.to_thread.run_sync(scanner.find, body)
-        return None if leak is None else (leak, "body")
+            body, found = await anyio.to_thread.run_sync(
+                redacted_body, body, received.coded, redactor
+            )
+        return Answer(received.status, headers, body, tuple(redactions + found))
 
     async def _exchange(
         self, upstream: Upstream, out: Outgoing, url: str, headers: httpx.Headers
@@ -290,7 +253,7 @@ class Forwarder:
                 name, FailureKind.UNREACHABLE, "the upstream could not be reached"
             ) from None
         try:
-            body = await self._read(upstream, response)
+            body, coded = await self._read(upstream, response)
         finally:
             await response.aclose()
         reason = response.extensions.get("reason_phrase", b"")
@@ -298,13 +261,13 @@ class Forwarder:
             status=response.status_code,
             reason=reason if isinstance(reason, bytes) else b"",
             raw_headers=tuple(response.headers.raw),
-            headers=tuple(response.headers.multi_items()),
             body=body,
+            coded=coded,
         )
 
-    async def _read(self, upstream: Upstream, response: httpx.Response) -> bytes:
+    async def _read(self, upstream: Upstream, response: httpx.Response) -> tuple[bytes, bool]:
         """The body as the agent would get it: decoded, within ``max_response_bytes`` both as
-        received and once decoded."""
+        received and once decoded; and whether it came content-coded."""
         limit = upstream.max_response_bytes
         too_large = UpstreamFailure(
             upstream.name,
@@ -331,4 +294,4 @@ class Forwarder:
             raise UpstreamFailure(
                 upstream.name, FailureKind.MALFORMED, "the upstream's answer could not be read"
             ) from None
-        return b"".join(chunks)
+        return b"".join(chunks), decoder.coded

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from tether.core.errors import ConfigurationError, NotFound
 from tether.core.ids import IdFactory
-from tether.core.leaks import LeakScanner
+from tether.core.redact import Redactor
 from tether.core.secret import Secret
 from tether.credentials.secrets import SecretStore
 from tether.observability.http import METRICS_PATH
@@ -60,12 +60,9 @@ def check_secrets(config: ProxyConfig, secrets: Callable[[str], Secret]) -> None
                 f"with `tether secrets set {name}` (the value on standard input)"
             ) from None
         try:
-            LeakScanner([value.reveal().encode()])  # what each answer is searched with
+            Redactor([(name, value.reveal().encode())])  # what each answer is searched with
         except ConfigurationError as error:
-            raise ConfigurationError(
-                f"upstream {upstream.name!r}, secret {name!r}: {error.message} "
-                f"(`tether secrets set {name}`)"
-            ) from None
+            raise ConfigurationError(f"upstream {upstream.name!r}: {error.message}") from None
 
 
 def check_metrics_path(config: ProxyConfig, deps: ProxyDeps) -> None:
