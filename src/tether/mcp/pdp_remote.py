@@ -49,7 +49,6 @@ from tether.core.audit import AuditKind
 from tether.core.errors import (
     CODE_BRANCH,
     ConfigurationError,
-    Conflict,
     ErrorCode,
     InvalidRequest,
     TetherError,
@@ -426,35 +425,33 @@ class RemoteEvents:
                 event = self._outbox[0]
                 try:
                     await self._pdp.call("POST", "/v1/gateway/events", self._svid(), 201, event)
-                except Conflict as error:
-                    if error.code is not ErrorCode.EVENT_REPLAYED:
-                        raise
-                    # A post whose answer was lost was recorded: this retry is that record.
-                    log.info(
-                        "gateway_event_already_recorded",
-                        kind=event["kind"],
-                        event_id=event["event_id"],
-                    )
-                except InvalidRequest as error:  # serve will never take it: say so, go on
-                    log.error(
-                        "gateway_event_not_recorded", kind=event["kind"], code=error.code.value
-                    )
-                except TetherError as error:  # kept: serve down, or this gateway not listed yet
-                    log.warning(
-                        "gateway_event_deferred",
-                        kind=event["kind"],
-                        code=error.code.value,
-                        pending=len(self._outbox),
-                    )
-                    if final:
-                        for left in self._outbox:
-                            log.error(
-                                "gateway_event_not_recorded",
-                                kind=left["kind"],
-                                code=error.code.value,
-                            )
-                    return
+                except TetherError as error:
+                    if error.code is ErrorCode.EVENT_REPLAYED:
+                        # A post whose answer was lost was recorded: this retry is that record.
+                        log.info(
+                            "gateway_event_already_recorded",
+                            kind=event["kind"],
+                            event_id=event["event_id"],
+                        )
+                    elif isinstance(error, InvalidRequest):  # never taken: say so, go on
+                        log.error(
+                            "gateway_event_not_recorded", kind=event["kind"], code=error.code.value
+                        )
+                    else:  # kept: serve down, or this gateway not listed yet
+                        self._defer(error, final)
+                        return
                 self._outbox.popleft()
+
+    def _defer(self, error: TetherError, final: bool) -> None:
+        log.warning(
+            "gateway_event_deferred",
+            kind=self._outbox[0]["kind"],
+            code=error.code.value,
+            pending=len(self._outbox),
+        )
+        if final:
+            for left in self._outbox:
+                log.error("gateway_event_not_recorded", kind=left["kind"], code=error.code.value)
 
 
 def svid_file(path: Path) -> Callable[[], str]:
