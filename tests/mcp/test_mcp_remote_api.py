@@ -5,6 +5,7 @@ serve app on loopback, and servers that answer garbage or fail, for the fail-clo
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from tether.api.app import create_app
 from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
 from tether.core.errors import ErrorCode, TetherError, Unavailable
-from tether.core.ids import DecisionId
+from tether.core.ids import DecisionId, IdFactory
 from tether.core.scope import ActionKind
 from tether.core.verdict import Decision
 from tether.mcp.callers import Caller
@@ -110,7 +111,11 @@ def test_grant_answers_the_scopes_of_the_callers_own_usable_grant_only(serve: Se
 def test_gateway_events_are_taken_only_from_listed_gateways_and_only_gateway_kinds(
     serve: Serve,
 ) -> None:
-    event = {"kind": "tool_pinned", "body": {"tool": "crm.query", "sha256": "ab" * 32}}
+    event = {
+        "event_id": IdFactory(os.urandom).gateway_event(),
+        "kind": "tool_pinned",
+        "body": {"tool": "crm.query", "sha256": "ab" * 32},
+    }
     url = f"{serve.url}/v1/gateway/events"
 
     def post(svid: str, body: object) -> httpx.Response:

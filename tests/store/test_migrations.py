@@ -177,8 +177,9 @@ def _tables_at(version: int, *, kill_switch: bool, decisions_index: bool) -> Met
     no leases, and early on no kill switch; the decisions index came during version 4. Neither
     came with a bump: the old code created missing tables (not indexes) on every start. No
     version before Alembic had the budget holds' ``step`` (version 5) or the audit checkpoints
-    (version 6) or the observations (version 7) or the tasks' ``observed`` (version 8)."""
-    later = {"audit_checkpoints", "observations"}
+    (version 6) or the observations (version 7) or the tasks' ``observed`` (version 8) or the
+    gateway events (version 11)."""
+    later = {"audit_checkpoints", "observations", "gateway_events"}
     left_out = {"leases", *later} if version == 3 else set(later)
     if not kill_switch:
         left_out.add("revoked_agents")
@@ -316,6 +317,7 @@ def test_the_revisions_are_one_line_ending_at_the_schema_version_this_code_write
         "0008",
         "0009",
         "0010",
+        "0011",
     ]
     assert all(r.title for r in state.pending)
 
@@ -393,7 +395,7 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_keeps_its_rows(
     assert not state.up_to_date
     later = [
         r
-        for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
+        for r in ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
         if r > stamped_at
     ]
     assert [r.id for r in state.pending] == later
@@ -484,7 +486,7 @@ def test_tether_db_current_and_upgrade(backend: Backend, make: Make) -> None:
     code, out = _db(backend, "current")
     assert code == 0, out
     assert "revision 0002 (schema version 3" in out and "not stamped yet" in out
-    assert "8 migration(s) pending: 0003" in out and "tether db upgrade" in out
+    assert "9 migration(s) pending: 0003" in out and "tether db upgrade" in out
     assert _db(backend, "current", "--check")[0] == 1
 
     code, out = _db(backend, "upgrade")
@@ -514,7 +516,7 @@ def test_tether_db_upgrade_creates_the_schema_of_an_empty_database(backend: Back
         assert code == 4 and "store_not_found" in out  # not found
         assert not backend.path.exists()
     else:
-        assert code == 1 and "empty (no tether tables)" in out and "10 migration(s)" in out
+        assert code == 1 and "empty (no tether tables)" in out and "11 migration(s)" in out
     code, out = _db(backend, "upgrade")
     assert code == 0, out
     assert f"upgraded empty (no tether tables) → {HEAD}" in out

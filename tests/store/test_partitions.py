@@ -8,6 +8,7 @@ the way a writer of the database would make it, in SQL, after a checkpoint signe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,131 @@ def test_audit_verify_names_the_broken_partition(
     broken = runner.invoke(app, args)
     assert broken.exit_code == 1
     assert "record 3 of partition 'b'" in broken.output
+
+
+def _consistency(backend: Backend, data: Path, *extra: str) -> tuple[int, str, str]:
+    args = ["audit", "consistency", "--data-dir", str(data), "--store-url", backend.url, *extra]
+    result = runner.invoke(app, args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _verify_proof(document: object, data: Path, *extra: str) -> tuple[int, str]:
+    path = data / "consistency.json"
+    path.write_text(json.dumps(document))
+    result = runner.invoke(
+        app, ["audit", "verify-proof", str(path), "--data-dir", str(data), *extra]
+    )
+    return result.exit_code, result.output
+
+
+def test_consistency_between_checkpoints_of_every_partition_verifies_offline(
+    backend: Backend, pair: list[SqlStore], make: Make, key: CheckpointKey, tmp_path: Path
+) -> None:
+    a, b = pair
+    _write(pair, make, 3)
+    older = _checkpoint(a, key)
+    _write([b], make, 2)
+    _write([backend.open(partition="c")], make, 1)  # a replica started since
+    newer = _checkpoint(b, key)
+    code, out, err = _consistency(backend, tmp_path)
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["type"] == "tether.audit.consistency"
+    assert (document["older"]["size"], document["newer"]["size"]) == (older.size, newer.size)
+    assert [p["partition"] for p in document["partitions"]] == ["a", "b"]
+    # The table of partitions goes to stderr, so stdout stays one JSON document.
+    assert "partitions from the checkpoint of 6 records" in err
+    for row in ("a\t3\t3\t0\textends", "b\t3\t5\t", "c\t-\t1\t0\tnew"):
+        assert row in err, err
+    code, out = _verify_proof(document, tmp_path)
+    assert code == 0, out
+    assert "ok: every partition of the log of 9 records extends the log of 6 records" in out
+    assert "b\t3\t5\t" in out
+    code, out = _verify_proof(document, tmp_path, "--json")
+    verdict = json.loads(out)
+    assert verdict["ok"] is True and [p["ok"] for p in verdict["partitions"]] == [True] * 3
+    # A signature forged on either checkpoint is refused.
+    document["newer"]["signature"] = document["older"]["signature"]
+    code, out = _verify_proof(document, tmp_path)
+    assert code == 1 and "newer checkpoint's signature is not good" in out
+
+
+def test_consistency_catches_a_partition_rewritten_under_a_later_checkpoint(
+    backend: Backend, pair: list[SqlStore], make: Make, key: CheckpointKey, tmp_path: Path
+) -> None:
+    a, _ = pair
+    _write(pair, make, 3)
+    older = _checkpoint(a, key)
+    _write(pair, make, 1)
+    # A rewriter of the database holding the key: record 2 of b replaced, and a larger
+    # checkpoint signed over what the store now holds.
+    backend.execute(
+        "UPDATE audit SET body = :body WHERE partition_id = 'b' AND seq = 2", body='{"n":99}'
+    )
+    rewritten = _resign(a, key, "2026-12-31T00:00:00+00:00")
+    assert SqlCheckpointStore(a).add(rewritten[0], rewritten[1])
+    code, out, err = _consistency(backend, tmp_path)
+    assert code == 1 and out == ""  # no proof printed
+    assert "not_consistent" in err and "partition b" in err and "rewritten" in err
+    assert "a\t3\t4\t" in err and "extends" in err
+    assert older.size == 6
+
+
+def test_consistency_catches_a_partition_cut_back_or_dropped(
+    backend: Backend, pair: list[SqlStore], make: Make, key: CheckpointKey, tmp_path: Path
+) -> None:
+    a, b = pair
+    _write(pair, make, 3)
+    _checkpoint(a, key)
+    _write([a], make, 4)
+    # b cut back to one record and its head moved back, a checkpoint signed over that.
+    kept = next(iter(b.audit_records(partition="b")))
+    backend.execute("DELETE FROM audit WHERE partition_id = 'b' AND seq > 1")
+    backend.execute(
+        "UPDATE audit_head SET seq = 1, hash = :h WHERE partition_id = 'b'", h=kept.hash
+    )
+    # tether never stores a checkpoint that shrinks: the rewriter writes the row itself.
+    assert not SqlCheckpointStore(a).add(*_resign(a, key, "2026-12-30T00:00:00+00:00"))
+    _insert(backend, _resign(a, key, "2026-12-30T00:00:00+00:00"))
+    code, out, err = _consistency(backend, tmp_path)
+    assert code == 1 and out == ""
+    assert "partition b shrank from 3 to 1 records: it was cut back" in err
+    # b dropped whole, and a larger checkpoint signed without it.
+    backend.execute("DELETE FROM audit WHERE partition_id = 'b'")
+    backend.execute("DELETE FROM audit_head WHERE partition_id = 'b'")
+    _write([a], make, 2)
+    dropped = _resign(a, key, "2026-12-31T00:00:00+00:00")
+    assert [p.partition for p in dropped[0].partitions] == ["a"]
+    _insert(backend, dropped)
+    older = SqlCheckpointStore(a).all()[0].size
+    code, out, err = _consistency(backend, tmp_path, "--older", str(older))
+    assert code == 1 and out == ""
+    assert "partition b (3 records in the older checkpoint) is missing" in err
+    assert "dropped" in err
+
+
+def _resign(store: SqlStore, key: CheckpointKey, at: str) -> tuple[Checkpoint, dict[str, Frontier]]:
+    """A checkpoint over what the store holds now, signed with the key (as a rewriter holding
+    it would), and its frontiers."""
+    frontiers: dict[str, Frontier] = {}
+    heads: dict[str, tuple[Frontier, str]] = {}
+    for name in sorted(store.audit_partitions()):
+        records = list(store.audit_records(partition=name))
+        if records:
+            frontiers[name] = Frontier().extend(leaf_hash(r.leaf()) for r in records)
+            heads[name] = (frontiers[name], records[-1].hash)
+    return key.signer().checkpoint_all(store.chain_format, heads, at), frontiers
+
+
+def _insert(backend: Backend, signed: tuple[Checkpoint, dict[str, Frontier]]) -> None:
+    """Store a checkpoint row in SQL, past the checks tether's own writes make."""
+    checkpoint, frontiers = signed
+    row = {k: v for k, v in checkpoint.to_json().items() if k != "partitions"}
+    backend.execute(
+        "INSERT INTO audit_checkpoints (size, format, root, head, at, key_id, signature, "
+        "frontier, partitions) VALUES (:size, :format, :root, :head, :at, :key_id, :signature, "
+        ":frontier, :partitions)",
+        **row,
+        frontier=json.dumps({n: [h.hex() for h in f.hashes] for n, f in frontiers.items()}),
+        partitions=json.dumps([p.to_json() for p in checkpoint.partitions]),
+    )

@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     LEASE_NOT_FOUND = "lease_not_found"
     TASK_NOT_OPEN = "task_not_open"
     EFFECT_ALREADY_REPORTED = "effect_already_reported"
+    EVENT_REPLAYED = "event_replayed"
     APPROVAL_NOT_PENDING = "approval_not_pending"
     BUDGET_EXCEEDED = "budget_exceeded"
     LEASE_NOT_RENEWABLE = "lease_not_renewable"
@@ -154,6 +155,7 @@ ERROR_CODES: Final[dict[ErrorCode, type[TetherError]]] = {
     ErrorCode.LEASE_NOT_FOUND: NotFound,
     ErrorCode.TASK_NOT_OPEN: Conflict,
     ErrorCode.EFFECT_ALREADY_REPORTED: Conflict,
+    ErrorCode.EVENT_REPLAYED: Conflict,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,
     ErrorCode.BUDGET_EXCEEDED: Conflict,
     ErrorCode.LEASE_NOT_RENEWABLE: Conflict,

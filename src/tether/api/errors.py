@@ -47,6 +47,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.LEASE_NOT_FOUND: 404,
     ErrorCode.TASK_NOT_OPEN: 409,
     ErrorCode.EFFECT_ALREADY_REPORTED: 409,
+    ErrorCode.EVENT_REPLAYED: 409,
     ErrorCode.APPROVAL_NOT_PENDING: 409,
     ErrorCode.BUDGET_EXCEEDED: 409,
     ErrorCode.LEASE_NOT_RENEWABLE: 409,

@@ -12,7 +12,10 @@ grant to this server, which verifies them. Besides ``/v1/authorize``, ``/v1/effe
 - ``POST /v1/gateway/events`` (the *gateway's own* SVID): the gateway's audit records
   (``tool_pinned``, ``tool_withheld``, ``upstream_failed``) sealed into this server's chain. Only
   workloads named by ``tether serve --gateway-ids`` may post them (``403 not_a_gateway``); each
-  record names the gateway that reported it (``reported_by``).
+  record names the gateway that reported it (``reported_by``) and the id the gateway chose for
+  the event (``event_id``), which it keeps across retries: an id already recorded from that
+  gateway is refused and nothing written (``409 event_replayed``;
+  :mod:`tether.service.gateway_events`).
 """
 
 from __future__ import annotations
@@ -28,20 +31,11 @@ from tether.core.errors import ErrorCode, Forbidden, InvalidRequest
 from tether.core.identity import Workload
 from tether.core.ids import IdFactory
 from tether.core.scope import JSONValue
-from tether.service.ports import AuditEntry
+from tether.service.gateway_events import GatewayEvent, GatewayEvents
 
 if TYPE_CHECKING:
     from tether.api.app import ApiDeps
 
-#: The audit kinds a gateway may report; every other kind is written by this server alone.
-GATEWAY_EVENT_KINDS: Final = frozenset(
-    {
-        AuditKind.TOOL_PINNED,
-        AuditKind.TOOL_WITHHELD,
-        AuditKind.UPSTREAM_FAILED,
-        AuditKind.SECRET_REDACTED,
-    }
-)
 GRANT_HEADER: Final = "X-Tether-Grant"
 
 
@@ -68,6 +62,11 @@ class GatewayEventIn(BaseModel):
     agent: Annotated[StrictStr, Field(min_length=1, max_length=2048)] | None = Field(
         default=None, description="The agent whose request the event happened on, if any."
     )
+    event_id: StrictStr = Field(
+        description="An id the gateway chose for this event (gev_ and 26 base32 digits) and "
+        "keeps across retries: a second post of an id already recorded from this gateway is "
+        "refused (409 event_replayed) and records nothing."
+    )
     body: dict[str, JsonValue] = Field(
         description="The record's body as the gateway writes it locally (tools, digests, "
         "failure kinds; never argument values or credentials)."
@@ -91,7 +90,7 @@ def identity_json(agent: Workload) -> dict[str, JSONValue]:
 def install_gateway_routes(
     app: FastAPI, deps: ApiDeps, authenticated: Any, *, random_bytes: Any = os.urandom
 ) -> None:
-    ids = IdFactory(random_bytes)
+    events = GatewayEvents(deps.store, deps.clock, IdFactory(random_bytes), deps.gateways)
 
     @app.get("/v1/identity", response_model=IdentityOut, tags=["gateways"])
     def identity(agent: Workload = authenticated) -> dict[str, JSONValue]:
@@ -130,24 +129,7 @@ def install_gateway_routes(
     def gateway_event(
         body: GatewayEventIn, gateway: Workload = authenticated
     ) -> dict[str, JSONValue]:
-        """Seal one of an MCP gateway's own records into the audit chain."""
-        if gateway.id not in deps.gateways:
-            raise Forbidden(
-                "this workload is not an MCP gateway this server accepts records from (tether "
-                "serve --gateway-ids)",
-                code=ErrorCode.NOT_A_GATEWAY,
-            )
-        kind = AuditKind(body.kind)
-        assert kind in GATEWAY_EVENT_KINDS  # the model's Literal is the same set
-        record: dict[str, JSONValue] = {**body.body, "reported_by": gateway.id}
-        written = deps.store.append_audit(
-            AuditEntry(
-                record_id=ids.audit(),
-                at=deps.clock.now(),
-                kind=kind,
-                agent=body.agent,
-                task_id=None,
-                body=record,
-            )
-        )
-        return {"record_id": written.record_id, "kind": kind.value}
+        """Seal one of an MCP gateway's own records into the audit chain, once per event id."""
+        event = GatewayEvent(body.event_id, AuditKind(body.kind), body.agent, body.body)
+        recorded = events.record(gateway, event)
+        return {"record_id": recorded.record_id, "kind": recorded.kind.value}

@@ -38,7 +38,7 @@ _DESCRIPTIONS: Final[dict[int, str]] = {
     404: "The named task, decision, approval, break-glass request, lease or agent is not "
     "there for this caller.",
     409: "The request clashes with the current state (e.g. task_not_open, "
-    "approval_not_pending, effect_already_reported).",
+    "approval_not_pending, effect_already_reported, event_replayed).",
     413: "The body is over 256 KiB (declared or chunked), or args or a batch over its limit "
     "(payload_too_large).",
     503: "A store, the audit log or the policy set cannot be used now; retry later.",
@@ -60,7 +60,7 @@ ERROR_STATUSES: Final[dict[tuple[str, str], frozenset[int]]] = {
     ("POST", "/v1/observations"): _AGENT | {409},
     ("GET", "/v1/identity"): _AGENT,
     ("GET", "/v1/grant"): _AGENT,
-    ("POST", "/v1/gateway/events"): _AGENT,
+    ("POST", "/v1/gateway/events"): _AGENT | {409},
     ("GET", "/v1/approvals"): _APPROVER,
     ("GET", "/v1/approvals/{approval_id}"): _APPROVER | {404},
     ("POST", "/v1/approvals/{approval_id}/approve"): _APPROVER | {404, 409},

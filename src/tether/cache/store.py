@@ -279,6 +279,9 @@ class CachedStore:
     def append_audit(self, audit: AuditEntry) -> AuditRecord:
         return self._inner.append_audit(audit)
 
+    def record_gateway_event(self, gateway: str, event_id: str, audit: AuditEntry) -> AuditRecord:
+        return self._inner.record_gateway_event(gateway, event_id, audit)
+
     def expired_open_tasks(self, now: datetime, limit: int) -> Sequence[Task]:
         return self._inner.expired_open_tasks(now, limit)
 

@@ -2,9 +2,11 @@
 against its signed checkpoints (RFC 6962 / RFC 9162, :mod:`tether.core.merkle`).
 
 ``prove DECISION_ID`` prints (JSON) the decision's audit record, its audit path and the newest
-stored checkpoint; ``consistency`` prints the proof that one checkpoint's log extends another's.
-``verify-proof FILE`` checks either document offline with nothing but the public key, as does
-:func:`tether.core.checkpoint.verify_inclusion_document` from Python.
+stored checkpoint; ``consistency`` prints the proof that one checkpoint's log extends another's:
+for checkpoints of every partition, one proof per partition (:mod:`tether.core.consistency`),
+with a table of the partitions on stderr. ``verify-proof FILE`` checks either document offline
+with nothing but the public key, as does :func:`tether.core.consistency.verify_proof_document`
+from Python.
 """
 
 from __future__ import annotations
@@ -15,25 +17,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from tether.cli.common import (
     DEFAULT_DATA_DIR,
     DataDir,
     StoreUrl,
     console,
+    err_console,
     fail,
     open_existing_store,
     tether_errors,
 )
 from tether.cli.exits import ExitCode
-from tether.cli.output import print_json
+from tether.cli.output import print_json, print_rich_table
 from tether.core.audit import LEGACY_PARTITION, AuditKind, AuditRecord
-from tether.core.checkpoint import (
-    Checkpoint,
-    consistency_document,
-    inclusion_document,
-    verify_inclusion_document,
-)
+from tether.core.checkpoint import Checkpoint, consistency_document, inclusion_document
+from tether.core.consistency import PartitionStep, check_partitions, verify_proof_document
+from tether.core.consistency import consistency_document as partitions_document
 from tether.core.merkle import consistency_proof, inclusion_proof, leaf_hash, tree_hash
 from tether.identity.audit_key import CheckpointKey, CheckpointPublicKey
 from tether.store import SqlStore
@@ -175,18 +177,63 @@ def consistency(
             if old > new:
                 fail("--older must not be larger than --newer", "usage")
             if checkpoints[old].partitions or checkpoints[new].partitions:
-                fail(
-                    "consistency proofs cover checkpoints of the legacy partition alone; for a "
-                    "partitioned log, `tether audit verify` checks that every checkpoint only "
-                    "grew from the one before",
-                    "usage",
-                )
+                _partitions_consistency(store, checkpoints[old], checkpoints[new])
+                return
             leaves = _leaves(store, new)
         finally:
             store.close()
         _matching(store, checkpoints[new], leaves)
         proof = consistency_proof(old, leaves)
         _print(consistency_document(checkpoints[old], checkpoints[new], proof))
+
+
+def _partitions_consistency(store: SqlStore, older: Checkpoint, newer: Checkpoint) -> None:
+    """Print (JSON) one consistency proof per partition the older checkpoint signs, built from
+    the stored records, and a table of the partitions on stderr; fail, printing no proof, when
+    the newer checkpoint dropped or cut back a partition or the records were rewritten."""
+    proofs: dict[str, list[bytes]] = {}
+    after = newer.views()
+    try:
+        for name, view in older.views().items():
+            new = after.get(name)
+            if new is None or new.size < view.size:
+                continue  # no proof can exist: the step says why
+            leaves = _leaves(store, new.size, name)
+            _matching(store, newer, leaves, name)
+            proofs[name] = consistency_proof(view.size, leaves)
+    finally:
+        store.close()
+    steps = check_partitions(older, newer, proofs)
+    print_rich_table(err_console, _steps_table(older, newer, steps))
+    failed = next((s for s in steps if not s.ok), None)
+    if failed is not None:
+        fail(
+            f"the newer checkpoint does not extend the older one: {failed.problem}",
+            "not_consistent",
+            ExitCode.CHECK_FAILED,
+        )
+    _print(partitions_document(older, newer, proofs))
+
+
+def _steps_table(older: Checkpoint, newer: Checkpoint, steps: list[PartitionStep]) -> Table:
+    table = Table(
+        title=f"partitions from the checkpoint of {older.size} records ({older.at}) to the one "
+        f"of {newer.size} ({newer.at})"
+    )
+    for header in ("partition", "older size", "newer size", "proof hashes", "result"):
+        table.add_column(header, no_wrap=header == "partition")
+    for step in steps:
+        result = "[green]extends[/]" if step.older is not None else "[green]new[/]"
+        if step.problem is not None:
+            result = f"[red]{escape(step.problem)}[/]"
+        table.add_row(
+            escape(step.partition),
+            "-" if step.older is None else str(step.older.size),
+            "-" if step.newer is None else str(step.newer.size),
+            str(len(step.proof)),
+            result,
+        )
+    return table
 
 
 def verify_proof(
@@ -219,23 +266,41 @@ def verify_proof(
             fail(f"{file} is not JSON: {error}", "malformed_proof", ExitCode.CHECK_FAILED)
         if not isinstance(document, dict):
             fail(f"{file} is not a JSON object", "malformed_proof", ExitCode.CHECK_FAILED)
-        problem = verify_inclusion_document(document, key.verifies)
+        problem, steps = verify_proof_document(document, key.verifies)
         if as_json:
-            result = {"ok": problem is None, "type": document.get("type")}
+            result: dict[str, object] = {"ok": problem is None, "type": document.get("type")}
+            if steps:
+                result["partitions"] = [_step_json(step) for step in steps]
             print_json(
                 result | ({"problem": problem} if problem else {"statement": _describe(document)})
             )
+        elif steps:
+            older, newer = (Checkpoint.from_json(document[k]) for k in ("older", "newer"))
+            print_rich_table(console, _steps_table(older, newer, steps))
         if problem is not None:
             fail(f"proof does not hold: {problem}", "proof_invalid", ExitCode.CHECK_FAILED)
         if not as_json:
             console.print(f"[green]ok[/]: {_describe(document)}", highlight=False, soft_wrap=True)
 
 
+def _step_json(step: PartitionStep) -> dict[str, object]:
+    return {
+        "partition": step.partition,
+        "older_size": None if step.older is None else step.older.size,
+        "newer_size": None if step.newer is None else step.newer.size,
+        "ok": step.ok,
+        "problem": step.problem,
+    }
+
+
 def _describe(document: dict[str, object]) -> str:
     if document.get("type") == "tether.audit.consistency":
         older, newer = document["older"], document["newer"]
         assert isinstance(older, dict) and isinstance(newer, dict)
-        return f"the log of {newer['size']} records extends the log of {older['size']} records"
+        what = "every partition of " if "partitions" in document else ""
+        return (
+            f"{what}the log of {newer['size']} records extends the log of {older['size']} records"
+        )
     record, checkpoint = document["record"], document["checkpoint"]
     assert isinstance(record, dict) and isinstance(checkpoint, dict)
     where = f" of partition {record['partition']}" if "partition" in record else ""

@@ -283,7 +283,12 @@ async def _record_remotely(
     """Post one gateway record to tether serve now; raise if it is not taken."""
     pdp = RemoteDecisionPoint(url, clock, svid(svid_file))
     try:
-        event = {"kind": AuditKind.TOOL_PINNED.value, "agent": None, "body": body}
+        event = {
+            "event_id": IdFactory(os.urandom).gateway_event(),
+            "kind": AuditKind.TOOL_PINNED.value,
+            "agent": None,
+            "body": body,
+        }
         await pdp.call("POST", "/v1/gateway/events", svid(svid_file)(), 201, event)
     finally:
         await pdp.aclose()

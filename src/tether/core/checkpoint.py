@@ -343,7 +343,8 @@ def consistency_document(
     }
 
 
-def _hashes(raw: object) -> list[bytes]:
+def proof_hashes(raw: object) -> list[bytes]:
+    """A proof's hashes as a document carries them (hex); ``ValueError`` for anything else."""
     if not isinstance(raw, list) or len(raw) > 64:
         raise ValueError("proof must be a list of at most 64 hashes")
     out = []
@@ -360,12 +361,15 @@ def verify_inclusion_document(document: Mapping[str, object], verify: Verifier) 
     (for instance ``CheckpointPublicKey.verifies`` from a PEM file)."""
     kind = document.get("type")
     try:
-        proof = _hashes(document.get("proof"))
+        proof = proof_hashes(document.get("proof"))
         if kind == "tether.audit.consistency":
             older = Checkpoint.from_json(document.get("older"))
             newer = Checkpoint.from_json(document.get("newer"))
             if older.partitions or newer.partitions:
-                return "a consistency proof covers checkpoints of the legacy partition alone"
+                return (
+                    "checkpoints of every partition are proved consistent partition by "
+                    "partition (tether.core.consistency.verify_proof_document)"
+                )
             if not consistent(older, newer, proof, verify):
                 return (
                     f"the log of {newer.size} records does not extend the log of {older.size} "
@@ -410,6 +414,7 @@ __all__ = [
     "consistent",
     "inclusion_document",
     "is_export_checkpoint",
+    "proof_hashes",
     "signed_message",
     "verify_inclusion_document",
 ]

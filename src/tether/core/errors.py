@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     # Conflict
     TASK_NOT_OPEN = "task_not_open"
     EFFECT_ALREADY_REPORTED = "effect_already_reported"
+    EVENT_REPLAYED = "event_replayed"  # a gateway event id serve has already recorded
     APPROVAL_NOT_PENDING = "approval_not_pending"
     LEASE_NOT_RENEWABLE = "lease_not_renewable"
     BUDGET_EXCEEDED = "budget_exceeded"
@@ -142,6 +143,7 @@ CODE_BRANCH: dict[ErrorCode, type[TetherError]] = {
     ErrorCode.LEASE_NOT_FOUND: NotFound,
     ErrorCode.TASK_NOT_OPEN: Conflict,
     ErrorCode.EFFECT_ALREADY_REPORTED: Conflict,
+    ErrorCode.EVENT_REPLAYED: Conflict,
     ErrorCode.APPROVAL_NOT_PENDING: Conflict,
     ErrorCode.BUDGET_EXCEEDED: Conflict,
     ErrorCode.LEASE_NOT_RENEWABLE: Conflict,

@@ -20,7 +20,7 @@ AuditId = NewType("AuditId", str)
 ApprovalId = NewType("ApprovalId", str)
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud|apr|lse|brk)_[0-9a-hjkmnp-tv-z]{26}$")
+_ID_RE = re.compile(r"^(tsk|grt|dec|eff|aud|apr|lse|brk|gev)_[0-9a-hjkmnp-tv-z]{26}$")
 
 
 class IdKind(StrEnum):
@@ -32,6 +32,8 @@ class IdKind(StrEnum):
     APPROVAL = "apr"
     LEASE = "lse"
     BREAKGLASS = "brk"
+    #: Chosen by a remote MCP gateway for one of its own audit records, kept across retries.
+    GATEWAY_EVENT = "gev"
 
 
 #: Two base32 digits for each 10-bit value: an id's 26 digits in 13 lookups. Every decision
@@ -98,3 +100,6 @@ class IdFactory:
 
     def approval(self) -> ApprovalId:
         return ApprovalId(encode_id(IdKind.APPROVAL, self.random_bytes(16)))
+
+    def gateway_event(self) -> str:
+        return encode_id(IdKind.GATEWAY_EVENT, self.random_bytes(16))

@@ -14,7 +14,10 @@ and nothing is forwarded upstream. An effect or observation that cannot be poste
 (:mod:`tether.mcp.effectqueue`): the task's next call retries it first and is refused while it
 still fails. The gateway's own audit records wait in an outbox, in order, retried with every new
 record and once more when the gateway stops; one still unsent then is logged
-(``gateway_event_not_recorded``), never dropped silently. A ``4xx`` carries serve's own stable
+(``gateway_event_not_recorded``), never dropped silently. Each record gets an id here
+(``gev_…``) that stays with its outbox entry, so a retry after an answer that never came (serve
+may have recorded it) carries the same id: serve records an id once and answers a repeat with
+``409 event_replayed``, which the outbox takes as delivered. A ``4xx`` carries serve's own stable
 code and is raised as that error.
 
 Caching, each bounded in entries: a verified SVID is trusted for at most
@@ -30,6 +33,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,7 +56,7 @@ from tether.core.errors import (
     Unavailable,
 )
 from tether.core.identity import CredentialKind, Workload
-from tether.core.ids import DecisionId
+from tether.core.ids import DecisionId, IdFactory
 from tether.core.risks import Risk
 from tether.core.scope import JSONValue, Scope
 from tether.core.verdict import (
@@ -179,6 +183,7 @@ class RemoteDecisionPoint:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         metrics: Metrics | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -198,7 +203,7 @@ class RemoteDecisionPoint:
         self._grants: _Bounded[RemoteGrant] = _Bounded()
         #: The newest verified SVID of each agent, for effects written after its call.
         self._newest: _Bounded[str] = _Bounded()
-        self._events = RemoteEvents(self, gateway_svid)
+        self._events = RemoteEvents(self, gateway_svid, IdFactory(random_bytes))
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -386,9 +391,10 @@ class RemoteEvents:
     """The gateway's own audit records, posted with the gateway's SVID, in order, through an
     outbox that keeps what serve could not take yet."""
 
-    def __init__(self, pdp: RemoteDecisionPoint, svid: Callable[[], str]) -> None:
+    def __init__(self, pdp: RemoteDecisionPoint, svid: Callable[[], str], ids: IdFactory) -> None:
         self._pdp = pdp
         self._svid = svid
+        self._ids = ids
         self._outbox: deque[dict[str, JSONValue]] = deque()
         self._lock = anyio.Lock()
 
@@ -404,8 +410,14 @@ class RemoteEvents:
                 f"{len(self._outbox)} gateway audit records are waiting for tether serve"
             )
         observed = self._pdp._clock.now().isoformat()
+        # The id is chosen once, here, and kept with the entry: every retry sends the same one.
         self._outbox.append(
-            {"kind": kind.value, "agent": agent, "body": {**body, "observed_at": observed}}
+            {
+                "event_id": self._ids.gateway_event(),
+                "kind": kind.value,
+                "agent": agent,
+                "body": {**body, "observed_at": observed},
+            }
         )
         await self.flush()
 
@@ -415,26 +427,33 @@ class RemoteEvents:
                 event = self._outbox[0]
                 try:
                     await self._pdp.call("POST", "/v1/gateway/events", self._svid(), 201, event)
-                except InvalidRequest as error:  # serve will never take it: say so, go on
-                    log.error(
-                        "gateway_event_not_recorded", kind=event["kind"], code=error.code.value
-                    )
-                except TetherError as error:  # kept: serve down, or this gateway not listed yet
-                    log.warning(
-                        "gateway_event_deferred",
-                        kind=event["kind"],
-                        code=error.code.value,
-                        pending=len(self._outbox),
-                    )
-                    if final:
-                        for left in self._outbox:
-                            log.error(
-                                "gateway_event_not_recorded",
-                                kind=left["kind"],
-                                code=error.code.value,
-                            )
-                    return
+                except TetherError as error:
+                    if error.code is ErrorCode.EVENT_REPLAYED:
+                        # A post whose answer was lost was recorded: this retry is that record.
+                        log.info(
+                            "gateway_event_already_recorded",
+                            kind=event["kind"],
+                            event_id=event["event_id"],
+                        )
+                    elif isinstance(error, InvalidRequest):  # never taken: say so, go on
+                        log.error(
+                            "gateway_event_not_recorded", kind=event["kind"], code=error.code.value
+                        )
+                    else:  # kept: serve down, or this gateway not listed yet
+                        self._defer(error, final)
+                        return
                 self._outbox.popleft()
+
+    def _defer(self, error: TetherError, final: bool) -> None:
+        log.warning(
+            "gateway_event_deferred",
+            kind=self._outbox[0]["kind"],
+            code=error.code.value,
+            pending=len(self._outbox),
+        )
+        if final:
+            for left in self._outbox:
+                log.error("gateway_event_not_recorded", kind=left["kind"], code=error.code.value)
 
 
 def svid_file(path: Path) -> Callable[[], str]:

@@ -355,6 +355,11 @@ class AuditLog(Protocol):
 
     def append_audit(self, audit: AuditEntry) -> AuditRecord: ...
 
+    def record_gateway_event(self, gateway: str, event_id: str, audit: AuditEntry) -> AuditRecord:
+        """Append ``audit`` as remote gateway ``gateway``'s event ``event_id``, once: raise
+        ``Conflict(code=EVENT_REPLAYED)``, writing nothing, if that id is already recorded."""
+        ...
+
     def audit_records(
         self, after_seq: int = 0, partition: str | None = None
     ) -> Iterator[AuditRecord]:

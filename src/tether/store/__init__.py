@@ -61,7 +61,7 @@ pending it fails closed (``SQLSTATE 42501``) and says to run ``tether db upgrade
     GRANT SELECT ON tether_meta, tether_alembic_version TO tether_rt;
     GRANT SELECT, INSERT, UPDATE ON audit_head TO tether_rt;  -- UPDATE for SELECT ... FOR UPDATE
     GRANT SELECT, INSERT ON audit, audit_checkpoints, decisions, effects,
-        observations TO tether_rt;
+        observations, gateway_events TO tether_rt;
     GRANT SELECT, INSERT, UPDATE ON tasks, grants, approvals, breakglass, budget_holds,
         revoked_agents, leases TO tether_rt;
 

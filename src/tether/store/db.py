@@ -64,6 +64,7 @@ from tether.store.dialect import (
 )
 from tether.store.driver import DriverStatement
 from tether.store.groupcommit import WouldWait
+from tether.store.integrity import integrity_message
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import CHAIN_FORMAT_KEY, audit, audit_head, meta
 from tether.store.watchdog import Watchdog
@@ -546,6 +547,8 @@ def _driver_errors(code: ErrorCode, action: str) -> Iterator[None]:
     """SQLite's driver errors on a transaction's begin or commit, as ``Unavailable(code)``."""
     try:
         yield
+    except sqlite3.IntegrityError as error:  # a deferred foreign key, checked at COMMIT
+        raise Unavailable(integrity_message(action, error), code=ErrorCode.INTERNAL) from None
     except sqlite3.Error as error:
         raise Unavailable(
             f"the store could not {action} ({type(error).__name__}: {error}); check that the "
@@ -560,13 +563,11 @@ def translate(code: ErrorCode, action: str) -> Iterator[None]:
     try:
         yield
     except IntegrityError as exc:
-        # Ids tether makes are random and the checks that race (one effect per decision) have
-        # their own constraint handling, so this is an id reused: a bug, not an outage.
-        raise Unavailable(
-            f"could not {action}: an id it carries (task, grant, decision, effect or audit "
-            "record) is already in use; nothing was written",
-            code=ErrorCode.INTERNAL,
-        ) from exc
+        # The checks that race (one effect per decision, one gateway event per id) have their
+        # own constraint handling, so a constraint refusing a write here (at a statement, or at
+        # COMMIT for a deferred one) is a bug or a database changed outside tether, not an
+        # outage; which rule it broke is in the driver's own error code.
+        raise Unavailable(integrity_message(action, exc.orig), code=ErrorCode.INTERNAL) from exc
     except StatementError as exc:
         # A value our own column types refused (a naive datetime) is the caller's bug, not an
         # outage: surface it as itself. Everything the database or the pool raised is an outage.

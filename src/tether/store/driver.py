@@ -23,6 +23,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from tether.core.errors import ErrorCode, Unavailable
+from tether.store.integrity import integrity_message
 
 _Processor = Callable[[Any], Any] | None
 
@@ -56,13 +57,11 @@ class DriverStatement:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, values)
-        except sqlite3.IntegrityError:
-            # Ids tether makes are random and the checks that race (one effect per decision) have
-            # their own constraint handling, so this is an id reused: a bug, not an outage.
+        except sqlite3.IntegrityError as error:
+            # The checks that race have their own constraint handling: a bug, not an outage
+            # (which rule it broke: tether.store.integrity).
             raise Unavailable(
-                f"could not {self._action}: an id it carries is already in use; nothing was "
-                "written",
-                code=ErrorCode.INTERNAL,
+                integrity_message(self._action, error), code=ErrorCode.INTERNAL
             ) from None
         except sqlite3.Error as error:
             raise Unavailable(

@@ -54,11 +54,11 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 """The version this code writes, recorded in ``tether_meta`` under ``schema_version`` by the
 migrations. Tethers from before Alembic read only this number, and refuse a higher one."""
 
-SCHEMA_REVISION: Final = "0010"
+SCHEMA_REVISION: Final = "0011"
 """The Alembic revision these declarations match: the last in :mod:`tether.store.migrations`
 (a test keeps the two equal)."""
 
@@ -253,6 +253,19 @@ audit_checkpoints = Table(
     Column("partitions", Text, nullable=False, server_default=text("''")),
 )
 
+gateway_events = Table(
+    # The event id a remote MCP gateway chose for one of its own records (POST
+    # /v1/gateway/events), with the audit record it became (schema 11).
+    # INVARIANT: one record per (gateway, event id): a replayed or retried post inserts nothing.
+    # Kept as long as the audit record (nothing is ever deleted), so no replay window to bound.
+    "gateway_events",
+    metadata,
+    Column("gateway", Text, nullable=False),
+    Column("event_id", _ID, nullable=False),
+    Column("record_id", _ID, nullable=False),
+    PrimaryKeyConstraint("gateway", "event_id", name="gateway_events_pkey"),
+)
+
 
 approvals = Table(
     "approvals",
@@ -298,6 +311,7 @@ RUNTIME_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "revoked_agents": ("SELECT", "INSERT", "UPDATE"),
     "leases": ("SELECT", "INSERT", "UPDATE"),
     "observations": ("SELECT", "INSERT"),
+    "gateway_events": ("SELECT", "INSERT"),
     VERSION_TABLE: ("SELECT",),  # read on start to check the schema is current
 }
 """What a running tether needs on each table once the schema exists, and no more.
@@ -325,6 +339,7 @@ __all__ = [
     "decisions",
     "effects",
     "from_micros",
+    "gateway_events",
     "grants",
     "leases",
     "meta",

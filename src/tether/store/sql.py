@@ -49,6 +49,7 @@ from tether.service.ports import (
 from tether.store import agents as agents_sql
 from tether.store import approvals as approvals_sql
 from tether.store import codec
+from tether.store import gateway_events as gateway_events_sql
 from tether.store import history as history_sql
 from tether.store import leases as leases_sql
 from tether.store import tasks as tasks_sql
@@ -462,6 +463,9 @@ class SqlStore:
     def append_audit(self, audit: AuditEntry) -> AuditRecord:
         with self.db.write(_AUDIT, "append to the audit log") as tx:
             return tx.append(audit)
+
+    def record_gateway_event(self, gateway: str, event_id: str, audit: AuditEntry) -> AuditRecord:
+        return gateway_events_sql.record_gateway_event(self.db, gateway, event_id, audit)
 
     def audit_records(
         self, after_seq: int = 0, partition: str | None = None
