@@ -61,6 +61,9 @@ class Pending(Generic[W, R]):
 #: Runs one batch in one transaction: sets each pending write's result or error (a write it
 #: refused), and raises if the transaction itself failed (then every write in it failed).
 BatchRunner = Callable[[Sequence[Pending[W, R]]], None]
+#: Told of each batch once every write in it is finished, on the thread that finished it and
+#: before any awaiting loop hears of it (see :meth:`GroupCommit.__init__`).
+Finished = Callable[[Sequence[Pending[W, R]]], None]
 
 
 class GroupCommit(Generic[W, R]):
@@ -71,8 +74,13 @@ class GroupCommit(Generic[W, R]):
         max_batch: int = 64,
         wait_seconds: float,
         code: ErrorCode = ErrorCode.AUDIT_UNAVAILABLE,
+        finished: Finished[W, R] | None = None,
     ) -> None:
+        """``finished``: told of every finished write (committed, refused, or failed with its
+        batch) before its waiter is, whichever thread finished it: what a waiter on another
+        thread keys on the write (:mod:`tether.store.pending_effects`) is released there."""
         self._run = run
+        self._finished = finished
         self._max_batch = max_batch
         self._wait = wait_seconds
         self._code = code
@@ -155,6 +163,7 @@ class GroupCommit(Generic[W, R]):
             # is one a leader holds (see _abandon).
             for pending in stuck:
                 pending.finish(error=Unavailable(_BUSY, code=self._code))
+        self._tell(stuck)
         _hand_back(stuck)
 
     def _lead(self) -> None:
@@ -175,17 +184,25 @@ class GroupCommit(Generic[W, R]):
             for pending in batch:
                 if not pending.done:
                     pending.finish(error=Unavailable("the write was not run", code=self._code))
+            self._tell(batch)
             # INVARIANT: an awaiting loop hears of a write only once its whole batch is done
             # (committed, or failed and answered as such), whatever the runner finished first.
             _hand_back(batch)
 
+    def _tell(self, finished: Sequence[Pending[W, R]]) -> None:
+        if self._finished is not None and finished:
+            self._finished(finished)
+
     def _abandon(self, pending: Pending[W, R]) -> None:
         """Give up on a write nobody could lead within the wait; it is never run later."""
         with self._queue_lock:
-            if pending in self._queued:
+            gave_up = pending in self._queued
+            if gave_up:
                 self._queued.remove(pending)
                 pending.finish(error=Unavailable(_BUSY, code=self._code))
-                return
+        if gave_up:
+            self._tell((pending,))
+            return
         # Already taken by a leader, which holds the leader's lock until its batch (this write
         # among it) is finished: wait for that lock, without a bound, as for the write itself.
         with self._leader:
