@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, cast
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, exists, func, insert, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,7 +41,7 @@ from tether.store.db import STORE, Database, Writer, unavailable
 from tether.store.driver import DriverStatement
 from tether.store.groupcommit import GroupCommit, Pending
 from tether.store.pending_effects import PendingEffects
-from tether.store.schema import decisions, effects
+from tether.store.schema import budget_holds, decisions, effects
 
 _INSERT_DECISION = insert(decisions)
 
@@ -60,8 +60,14 @@ _SELECT_DECISION = select(decisions).where(decisions.c.decision_id == bindparam(
 _SELECT_EFFECT = select(effects).where(effects.c.decision_id == bindparam("b_id"))
 
 # The decision an effect reports on, and the effect already reported for it, in one round trip.
+# Whether it holds any budget is read too: the holds were written with the decision, and
+# without any there is nothing to settle (three statements fewer).
 _EFFECT_SLOT = (
-    select(decisions.c.decision_id, effects.c.effect_id)
+    select(
+        decisions.c.decision_id,
+        effects.c.effect_id,
+        exists().where(budget_holds.c.decision_id == decisions.c.decision_id).label("held"),
+    )
     .select_from(decisions.outerjoin(effects, effects.c.decision_id == decisions.c.decision_id))
     .where(decisions.c.decision_id == bindparam("b_id"))
 )
@@ -330,7 +336,8 @@ def _apply_effect(tx: Writer, backend: str, effect: Effect, audit: AuditEntry) -
             "each decision takes exactly one report",
             code=ErrorCode.EFFECT_ALREADY_REPORTED,
         )
-    budgets_sql.settle(tx.conn, effect)
+    if slot.held:
+        budgets_sql.settle(tx.conn, effect)
     return tx.append(audit)
 
 
