@@ -538,8 +538,9 @@ def open_runtime(
         settings=FlowSettings(read_floors=load_read_floors(config.policy_dir)),
         anomaly=AnomalySignal(history=sql_store, clock=clock),
     )
+    observations = SqlObservationStore(sql_store)
     provenance = ProvenanceService(
-        store=SqlObservationStore(sql_store),
+        store=observations,
         tasks=store,
         decisions=store,
         policy=policy,
@@ -547,6 +548,7 @@ def open_runtime(
         clock=clock,
         key=_load_or_create_secret(config.data_dir / "keys" / "provenance-hmac.key"),
         chain=flows.chain,
+        queue=observations,
     )
     lease_key = SigningKey.load_or_create(config.data_dir / "keys" / "lease-signing.pem")
     checkpoints = checkpointer(config, sql_store, clock)
@@ -599,6 +601,7 @@ def open_runtime(
             # may make them. A PostgreSQL or Redis round trip stays off the loop.
             loop_store=sql_store if cache is None and sql_store.backend == "sqlite" else None,
             provenance=provenance,
+            queued_effects=sql_store,
         ),
         effects=ObservedEffectService(
             observability,
@@ -607,6 +610,7 @@ def open_runtime(
             ids=ids,
             recorder=recorder,
             settings=config.settings,
+            queue=sql_store,
         ),
         approvals=approvals,
         approvers=CompositeApprovers(

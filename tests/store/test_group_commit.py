@@ -322,3 +322,26 @@ def test_the_loop_never_waits_on_another_process_holding_the_write_lock(
         other.close()
     report = verify_chain(sqlite_store.audit_records(), sqlite_store.chain_head())
     assert report.ok and report.records == 2, report
+
+
+def test_a_write_someone_may_block_on_is_led_by_the_writer_thread_even_from_the_loop() -> None:
+    """A queued effect that decisions wait for (a delegate's call waits on its parent's) must
+    not be left to the loop that may itself be the one blocked waiting."""
+    made = threading.Event()
+
+    def run(batch: Sequence[Pending[int, int]]) -> None:
+        for p in batch:
+            p.finish(result=p.work * 10)
+        made.set()
+
+    commit: GroupCommit[int, int] = GroupCommit(run, wait_seconds=10, run_now=run)
+
+    async def main() -> int:
+        result = commit.submit_async(7, waited_on=True)
+        assert made.wait(10), "the write waited for the loop that was blocked on it"
+        return await result
+
+    try:
+        assert asyncio.run(main()) == 70
+    finally:
+        commit.close()

@@ -4,7 +4,7 @@ An allowed call's effect (status, bytes, records, recipients) settles its budget
 into the audit chain; the observation of what its result showed the agent (argument provenance)
 goes the same way, on the same lane. Writing it costs a transaction (or, deciding remotely, an
 HTTP request to ``tether serve``), so the gateway answers the agent first and writes the effect
-in the background (:mod:`tether.mcp.pdp`: a worker thread for the local store).
+in the background (:mod:`tether.mcp.pdp`: the decisions' group commit for the local store).
 Two rules keep that as safe as writing it first:
 
 - **The next decision on the same task waits for it.** Effects are queued per grant (one grant,

@@ -10,9 +10,13 @@ The gateway asks a policy decision point (PDP) for six things, and nothing else:
     events     the gateway's own audit records (pins, withheld tools, upstream failures)
 
 :class:`LocalDecisionPoint` does them in this process with the runtime's services (the gateway
-then holds the store and the keys). :class:`~tether.mcp.pdp_remote.RemoteDecisionPoint` does
-them over HTTP against ``tether serve`` (``tether mcp-gateway --pdp-url``): the gateway holds
-neither. The gateway chooses one at start and never asks which it has.
+then holds the store and the keys). Its ``report`` and ``observe`` check the effect or the
+observation on the event loop, as every one is checked (``EffectService``,
+``ProvenanceService``), and queue its write into the decisions' group commit: no thread hop and
+no transaction of its own; the decisions on the task wait for it.
+:class:`~tether.mcp.pdp_remote.RemoteDecisionPoint` does them over HTTP against ``tether serve``
+(``tether mcp-gateway --pdp-url``): the gateway holds neither. The gateway chooses one at start
+and never asks which it has.
 
 Errors: ``enforce`` raises :class:`~tether.core.errors.InvalidRequest` for input the entry
 refuses; ``report`` and ``observe`` raise :class:`~tether.core.errors.Unavailable` when the
@@ -144,27 +148,42 @@ class LocalDecisionPoint:
         return self._authorizer.enforce(caller.workload, caller.grant_token, request)
 
     async def report(self, caller: Caller, effect: Effect) -> None:
-        # A plain write (its transaction may wait on the database's lock): a worker thread.
-        await anyio.to_thread.run_sync(
-            _report, self._effects, caller.workload, effect, effect.recipients
+        effects = self._effects
+        if not effects.queues:
+            # A plain write (its transaction may wait on the database's lock): a worker thread.
+            await anyio.to_thread.run_sync(
+                _report, effects, caller.workload, effect, effect.recipients
+            )
+            return
+        # Checked here, on the loop, as every report is; written with the next group commit,
+        # with no transaction of its own, and awaited (the gateway's effect queue holds the
+        # task's next call until it is written).
+        await effects.queue(
+            caller.workload,
+            effect.decision_id,
+            effect.status,
+            effect.records,
+            effect.bytes,
+            effect.recipients,
         )
 
     async def observe(self, caller: Caller, observation: Observation) -> None:
         provenance, grant = self._provenance, caller.grant_token
         if provenance is None or grant is None:
             return
-
-        def write() -> None:
-            provenance.observe_result(
-                caller.workload,
-                grant,
-                observation.tool,
-                observation.dataset,
-                observation.result,
-                observation.decision_id,
-            )
-
-        await anyio.to_thread.run_sync(write)
+        args = (
+            caller.workload,
+            grant,
+            observation.tool,
+            observation.dataset,
+            observation.result,
+            observation.decision_id,
+        )
+        if provenance.queues:
+            # As an effect: checked and fingerprinted here, written with the next group commit.
+            await provenance.queue_result(*args)
+            return
+        await anyio.to_thread.run_sync(provenance.observe_result, *args)
 
     async def aclose(self) -> None:
         return None

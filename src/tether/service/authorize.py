@@ -82,6 +82,7 @@ from tether.service.ports import (
     LoopDecisionLog,
     PolicyEngine,
     PolicyRequest,
+    QueuedEffects,
     Store,
 )
 from tether.service.provenance import ProvenanceService
@@ -110,12 +111,16 @@ class Authorizer:
         observer: DecisionObserver | None = None,
         loop_store: LoopDecisionLog | None = None,
         provenance: ProvenanceService | None = None,
+        queued_effects: QueuedEffects | None = None,
     ) -> None:
         """``loop_store``: the same store as ``store``, given only when its reads are safe to
         make on an event loop (:class:`~tether.service.ports.LoopDecisionLog`); without it
         ``enforce_async`` decides on a worker thread. ``provenance``: the argument provenance
-        of sink arguments (its reads are the store's too)."""
+        of sink arguments (its reads are the store's too). ``queued_effects``: the group
+        commit effects are queued into after their call's answer (the same database): a
+        decision waits for its chain's queued effects before it reads their facts."""
         self._provenance = provenance
+        self._queued_effects = queued_effects
         self._limits = limits if limits is not None else CallLimits()
         self._loop_store = loop_store
         self._observer: DecisionObserver = observer if observer is not None else Unobserved()
@@ -318,6 +323,10 @@ class Authorizer:
             return CallFacts(agent.id, call, now, valid, token_agent=claims.agent, grant=grant)
         flows = self._flows
         chain = tuple(flows.chain(task)) if flows is not None else (task,)
+        if self._queued_effects is not None:
+            # INVARIANT: the effects an earlier call queued on this chain are committed before
+            # its facts (budget usage, history, observations) are read; else this call denies.
+            self._queued_effects.wait_for_effects([t.task_id for t in chain])
         # Built whole, not by dataclasses.replace: this runs on every decision.
         return CallFacts(
             agent.id,

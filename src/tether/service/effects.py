@@ -1,17 +1,25 @@
-"""Effects: after a call runs, the enforcement point reports what it did against its decision."""
+"""Effects: after a call runs, the enforcement point reports what it did against its decision.
+
+One set of checks for every way an effect arrives (bounds, recipients, the decision and its
+agent), then one of two writes: :meth:`EffectService.report` writes it in a transaction of its
+own before answering (the HTTP API, the egress proxy); :meth:`EffectService.queue`, for an
+enforcement point that answered its call already (the MCP gateway), hands it to the decisions'
+group commit and returns what the caller awaits, while the decisions on its task wait for it
+(:class:`~tether.service.ports.QueuedEffects`).
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
-from tether.core.audit import AuditKind
+from tether.core.audit import AuditKind, AuditRecord
 from tether.core.effect import Effect, EffectStatus
 from tether.core.errors import ErrorCode, InvalidRequest, NotFound
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdFactory
 from tether.core.verdict import Decision
-from tether.service.ports import Clock, DecisionLog
+from tether.service.ports import AuditEntry, Clock, DecisionLog, QueuedEffects
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 
@@ -27,8 +35,12 @@ class EffectService:
         ids: IdFactory,
         recorder: Recorder,
         settings: ServiceSettings,
+        queue: QueuedEffects | None = None,
     ) -> None:
+        """``queue``: the group commit :meth:`queue` writes through (the same database as
+        ``store``); without it :meth:`queue` is not offered."""
         self._store = store
+        self._queue = queue
         self._clock = clock
         self._ids = ids
         self._rec = recorder
@@ -43,6 +55,42 @@ class EffectService:
         bytes_: int | None = None,
         recipients: Sequence[str] = (),
     ) -> Effect:
+        """Check and write the effect of ``decision_id`` in a transaction of its own."""
+        effect, entry = self._checked(agent, decision_id, status, records, bytes_, recipients)
+        self._store.record_effect(effect, entry)
+        return effect
+
+    @property
+    def queues(self) -> bool:
+        """Whether :meth:`queue` is offered (a store with a group commit to join)."""
+        return self._queue is not None
+
+    def queue(
+        self,
+        agent: Workload,
+        decision_id: DecisionId,
+        status: EffectStatus,
+        records: int | None = None,
+        bytes_: int | None = None,
+        recipients: Sequence[str] = (),
+    ) -> Awaitable[AuditRecord]:
+        """Check the effect now, exactly as :meth:`report` does (raising what it raises), then
+        queue its write into the next group commit and return what the running event loop
+        awaits: its audit record, or ``Unavailable`` if its batch did not commit."""
+        assert self._queue is not None, "queue() needs the store's group commit"
+        effect, entry = self._checked(agent, decision_id, status, records, bytes_, recipients)
+        return self._queue.queue_effect(effect, entry)
+
+    def _checked(
+        self,
+        agent: Workload,
+        decision_id: DecisionId,
+        status: EffectStatus,
+        records: int | None,
+        bytes_: int | None,
+        recipients: Sequence[str],
+    ) -> tuple[Effect, AuditEntry]:
+        """The effect and its audit record, once its input and decision are checked."""
         for name, value in (("records", records), ("bytes", bytes_)):
             if value is not None and not (0 <= value < _MAX_COUNT):
                 raise InvalidRequest(
@@ -84,10 +132,7 @@ class EffectService:
         if decision.decision is not Decision.ALLOW:
             # The tool ran although tether did not allow it: keep the evidence, loudly.
             body["ran_without_allow"] = True
-        self._store.record_effect(
-            effect,
-            self._rec.entry(
-                AuditKind.EFFECT, now, agent=agent.id, task_id=decision.task_id, body=body
-            ),
+        entry = self._rec.entry(
+            AuditKind.EFFECT, now, agent=agent.id, task_id=decision.task_id, body=body
         )
-        return effect
+        return effect, entry

@@ -175,6 +175,19 @@ class ObservationStore(Protocol):
         ...
 
 
+class QueuedObservations(Protocol):
+    """Observations written after their call was answered, in the decisions' group commit
+    (see :class:`QueuedEffects`)."""
+
+    def queue_observations(
+        self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int, key: str
+    ) -> Awaitable[object]:
+        """``add_observations``'s write in one queued write, awaited on the running event
+        loop (``Unavailable`` if its batch did not commit); the decisions on the entries'
+        tasks wait for it. ``key``: what it (and the same write, retried) is known by."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """An audit record before the store seals it into the chain (seq, prev_hash, hash)."""
@@ -391,6 +404,24 @@ class LoopDecisionLog(Protocol):
     def record_decision_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
         """The same write and the same guarantees as ``record_decision`` (group-committed, no
         result before its commit), awaited on the running event loop."""
+        ...
+
+
+class QueuedEffects(Protocol):
+    """Effects written after their call was answered, in the decisions' group commit: for an
+    enforcement point that answers first (the MCP gateway). The decisions on a task wait for
+    its queued effects (``wait_for_effects``), so none reads the task's facts without them."""
+
+    def queue_effect(self, effect: Effect, audit: AuditEntry) -> Awaitable[AuditRecord]:
+        """``record_effect``'s write and refusals, queued into the next group commit (no
+        transaction of its own) and awaited on the running event loop: the audit record once
+        its batch committed, ``Unavailable`` if the batch did not."""
+        ...
+
+    def wait_for_effects(self, task_ids: Sequence[str]) -> None:
+        """Return once no effect queued on ``task_ids`` is waiting for its commit. Raises
+        ``Unavailable`` while one of theirs failed to commit and was not written since, or if
+        the wait outlasts the store's bound: the decision that asked must not be made."""
         ...
 
 

@@ -48,7 +48,7 @@ import hmac
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -91,6 +91,7 @@ from tether.service.ports import (
     GrantSigner,
     ObservationStore,
     PolicyEngine,
+    QueuedObservations,
     TaskStore,
 )
 
@@ -157,7 +158,11 @@ class ProvenanceService:
         chain: Callable[[Task], Sequence[Task]],
         settings: ProvenanceSettings | None = None,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        queue: QueuedObservations | None = None,
     ) -> None:
+        """``queue``: the group commit :meth:`queue_result` writes through (the same database
+        as ``store``); without it :meth:`queue_result` is not offered."""
+        self._queue = queue
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"a provenance key has at least {MIN_KEY_BYTES} bytes")
         self._store = store
@@ -244,10 +249,52 @@ class ProvenanceService:
         """An agent's report of a tool result (``POST /v1/observations``), for the task its
         grant names. Trusted only when the catalog marks the tool or dataset trusted *and*
         ``decision_id`` names the allow of exactly this tool and dataset on this task."""
+        task, allowed = self._checked(agent, grant_token, tool, dataset, decision_id)
+        return self._record(task, tool, dataset, result, allowed=allowed)
+
+    @property
+    def queues(self) -> bool:
+        """Whether :meth:`queue_result` is offered (a store with a group commit to join)."""
+        return self._queue is not None
+
+    def queue_result(
+        self,
+        agent: Workload,
+        grant_token: str,
+        tool: str,
+        dataset: str | None,
+        result: JSONValue,
+        decision_id: str | None = None,
+    ) -> Awaitable[object]:
+        """:meth:`observe_result` for an enforcement point that answered already (the MCP
+        gateway): checked and fingerprinted now, exactly as there (raising what it raises);
+        its rows, every part of the result together, queued into the decisions' group commit
+        and awaited on the running event loop (``Unavailable`` if the batch did not commit).
+        The decisions on the chain's tasks wait for it."""
+        queue = self._queue
+        assert queue is not None, "queue_result() needs the store's group commit"
+        task, allowed = self._checked(agent, grant_token, tool, dataset, decision_id)
+        pieces, _recorded = self._fingerprinted(task, tool, dataset, result, allowed=allowed)
+        return queue.queue_observations(
+            [entry for piece in pieces for entry in piece],
+            self._clock.now(),
+            self._settings.max_observations_per_task,
+            f"observed {task.task_id} {tool} {decision_id}",
+        )
+
+    def _checked(
+        self,
+        agent: Workload,
+        grant_token: str,
+        tool: str,
+        dataset: str | None,
+        decision_id: str | None,
+    ) -> tuple[Task, bool]:
+        """The task an agent's report of a result is for, and whether its result may be
+        trusted as the catalog says."""
         _check_names(tool, dataset)
         task = self._task_of(agent, grant_token)
-        allowed = self._allowed(decision_id, task, tool, dataset)
-        return self._record(task, tool, dataset, result, allowed=allowed)
+        return task, self._allowed(decision_id, task, tool, dataset)
 
     def _record(
         self, task: Task, tool: str, dataset: str | None, result: JSONValue, *, allowed: bool
@@ -256,13 +303,25 @@ class ProvenanceService:
         its untrusted rest and then its trusted parts, under the key of ``task`` and of every
         task it was delegated from. ``allowed``: the result may be trusted as the catalog says
         (else all of it is untrusted)."""
+        pieces, recorded = self._fingerprinted(task, tool, dataset, result, allowed=allowed)
+        # INVARIANT: an untrusted rest is written before the trusted parts. Should the parts
+        # then fail to be written, their values count as untrusted, never the other way.
+        for entries in pieces:
+            self._store.add_observations(
+                entries, self._clock.now(), self._settings.max_observations_per_task
+            )
+        return recorded
+
+    def _fingerprinted(
+        self, task: Task, tool: str, dataset: str | None, result: JSONValue, *, allowed: bool
+    ) -> tuple[list[list[tuple[TaskId, Observation]]], Recorded]:
+        """What :meth:`_record` writes, one list of entries per piece of the result (the
+        untrusted rest first), and what it recorded."""
         if task.provenance_secret is None:
             raise Conflict(
                 "the task is no longer open; nothing is observed for it",
                 code=ErrorCode.TASK_NOT_OPEN,
             )
-        # INVARIANT: an untrusted rest is written before the trusted parts. Should the parts
-        # then fail to be written, their values count as untrusted, never the other way.
         pieces = (
             self._policy.provenance.sources_of(tool, dataset, result)
             if allowed
@@ -278,19 +337,17 @@ class ProvenanceService:
         ]
         found: set[str] = set()
         complete = True
+        writes: list[list[tuple[TaskId, Observation]]] = []
         for source, piece in pieces:
             seen = observe_under(
                 [key for _, key in keyed], source, piece, limits=self._settings.result_limits
             )
-            self._store.add_observations(
-                [(task_id, o) for (task_id, _), o in zip(keyed, seen, strict=True)],
-                self._clock.now(),
-                self._settings.max_observations_per_task,
-            )
+            writes.append([(task_id, o) for (task_id, _), o in zip(keyed, seen, strict=True)])
             found |= seen[0].fingerprints
             complete = complete and seen[0].complete
         trusted_parts = sum(len(part) for _s, part in pieces[1:] if isinstance(part, list))
-        return Recorded(TaskId(task.task_id), pieces[0][0], len(found), complete, trusted_parts)
+        recorded = Recorded(TaskId(task.task_id), pieces[0][0], len(found), complete, trusted_parts)
+        return writes, recorded
 
     def _task_of(self, agent: Workload, grant_token: str) -> Task:
         now = self._clock.now()

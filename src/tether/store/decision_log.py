@@ -6,14 +6,22 @@ unit, group-committed with the decisions recorded at the same moment
 (:mod:`tether.store.groupcommit`): one transaction for the batch, each write in a savepoint of its
 own so a refused write (budget over, approval used) rolls back alone, and no result handed out
 before the commit. Threads submit and wait; an event loop awaits ``record_async``.
+
+An effect (or an observation, :mod:`tether.store.observations`) may join the same group commit
+(:meth:`DecisionLogSql.queue`), for an enforcement point that answers before it is written: it
+is written in the next batch, in its own savepoint like a decision, with no transaction of its
+own; until that batch is done the decisions on its tasks wait
+(:mod:`tether.store.pending_effects`). Writes are made in the order they were queued, and
+closing the log writes what is queued first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Protocol, cast
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, exists, func, insert, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,7 +30,7 @@ from tether.core.approval import ApprovalState
 from tether.core.audit import AuditRecord
 from tether.core.budget import Hold
 from tether.core.effect import Effect
-from tether.core.errors import Conflict, ErrorCode, NotFound, TetherError
+from tether.core.errors import Conflict, ErrorCode, NotFound, TetherError, Unavailable
 from tether.core.ids import ApprovalId, DecisionId, TaskId
 from tether.service.ports import AuditEntry, DecisionRecord, DecisionWrite, TaskActivity
 from tether.store import approvals as approvals_sql
@@ -32,7 +40,8 @@ from tether.store import leases as leases_sql
 from tether.store.db import STORE, Database, Writer, unavailable
 from tether.store.driver import DriverStatement
 from tether.store.groupcommit import GroupCommit, Pending
-from tether.store.schema import decisions, effects
+from tether.store.pending_effects import PendingEffects
+from tether.store.schema import budget_holds, decisions, effects
 
 _INSERT_DECISION = insert(decisions)
 
@@ -51,11 +60,69 @@ _SELECT_DECISION = select(decisions).where(decisions.c.decision_id == bindparam(
 _SELECT_EFFECT = select(effects).where(effects.c.decision_id == bindparam("b_id"))
 
 # The decision an effect reports on, and the effect already reported for it, in one round trip.
+# Whether it holds any budget is read too: the holds were written with the decision, and
+# without any there is nothing to settle (three statements fewer).
 _EFFECT_SLOT = (
-    select(decisions.c.decision_id, effects.c.effect_id)
+    select(
+        decisions.c.decision_id,
+        effects.c.effect_id,
+        exists().where(budget_holds.c.decision_id == decisions.c.decision_id).label("held"),
+    )
     .select_from(decisions.outerjoin(effects, effects.c.decision_id == decisions.c.decision_id))
     .where(decisions.c.decision_id == bindparam("b_id"))
 )
+
+
+class QueuedWrite(Protocol):
+    """A write queued after its call was answered: made in the next batch, in a savepoint of
+    its own; the decisions on ``task_ids`` wait for it."""
+
+    @property
+    def task_ids(self) -> Sequence[str]:
+        """The tasks whose decisions must not read their facts before this write."""
+        ...
+
+    @property
+    def key(self) -> str:
+        """What this write (and the same write, retried) is known by while it fails."""
+        ...
+
+    @property
+    def locks(self) -> Sequence[str]:
+        """The task rows it updates: locked with the batch's, in one order."""
+        ...
+
+    def apply(self, tx: Writer) -> object:
+        """Make the write in ``tx``; raise ``TetherError`` to refuse it for good."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EffectWrite:
+    """An effect queued into the group commit, with its audit record (which names the task
+    whose decisions wait for it)."""
+
+    effect: Effect
+    audit: AuditEntry
+
+    @property
+    def task_ids(self) -> Sequence[str]:
+        return () if self.audit.task_id is None else (self.audit.task_id,)
+
+    @property
+    def key(self) -> str:
+        return f"effect {self.effect.decision_id}"
+
+    @property
+    def locks(self) -> Sequence[str]:
+        return ()  # it settles the decision's own holds, no task row
+
+    def apply(self, tx: Writer) -> AuditRecord:
+        return _apply_effect(tx, tx.conn.dialect.name, self.effect, self.audit)
+
+
+#: What the group commit writes: a decision, or what a call did, queued after its answer.
+_Write = DecisionWrite | QueuedWrite
 
 
 class DecisionLogSql:
@@ -69,55 +136,97 @@ class DecisionLogSql:
             if db.backend == "sqlite"
             else None
         )
-        self._commits: GroupCommit[DecisionWrite, AuditRecord] = GroupCommit(
+        # Bounded like a queued write: the writer gives up on it after the busy timeout, and
+        # its batch then holds the database at most that long again.
+        self.pending = PendingEffects(wait_seconds=2 * db.busy_seconds + 1.0, code=STORE)
+        # A decision's result is its audit record; a queued write's, what it returns.
+        self._commits: GroupCommit[_Write, object] = GroupCommit(
             self._run_batch,
             wait_seconds=db.busy_seconds,
             code=STORE,
             # SQLite's transaction is in-process work: an event loop leads its own batches.
             run_now=self._run_batch_now if db.backend == "sqlite" else None,
+            finished=self._finished,
         )
 
     def record(self, write: DecisionWrite) -> AuditRecord:
         """Record ``write``, group-committed with what other threads record at the moment."""
-        return self._commits.submit(write)
+        return cast(AuditRecord, self._commits.submit(write))
 
     def record_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
-        """:meth:`record` for an event loop: led by the group's writer thread, awaited."""
+        """:meth:`record` for an event loop: awaited; on SQLite the loop leads the batch of the
+        writes queued in its turn (:mod:`tether.store.groupcommit`)."""
         self._db.live(STORE)
-        return self._commits.submit_async(write)
+        return cast("Awaitable[AuditRecord]", self._commits.submit_async(write))
+
+    def queue(self, write: QueuedWrite) -> Awaitable[object]:
+        """Queue ``write`` into the group commit and return what the running event loop awaits:
+        what it returns once its batch committed, what it raised (its refusal), or
+        ``Unavailable`` when the batch did not commit. Until then, decisions on its tasks wait
+        in :meth:`PendingEffects.wait <tether.store.pending_effects.PendingEffects.wait>`."""
+        self._db.live(STORE)
+        self.pending.add(write.task_ids)
+        try:
+            # INVARIANT: a write decisions wait for is never left to the loop that may be the
+            # one waiting (a delegate's call waits on its parent's effect): the writer leads it.
+            return self._commits.submit_async(write, waited_on=True)
+        except BaseException:
+            self.pending.done(write.task_ids, write.key, None)
+            raise
 
     def close(self) -> None:
         self._commits.close()  # what is queued is written (or fails) first
 
-    def _run_batch_now(self, batch: Sequence[Pending[DecisionWrite, AuditRecord]]) -> None:
+    def _finished(self, batch: Sequence[Pending[_Write, object]]) -> None:
+        """Release the tasks whose queued writes this batch made, or mark them failed."""
+        for pending in batch:
+            write = pending.work
+            if isinstance(write, DecisionWrite):
+                continue
+            error = pending.error
+            failed = None
+            if error is not None and (
+                isinstance(error, Unavailable) or not isinstance(error, TetherError)
+            ):
+                # Not written, and may be on a retry: its tasks wait for it.
+                failed = (
+                    error
+                    if isinstance(error, Unavailable)
+                    else Unavailable("the write was not made", code=STORE)
+                )
+            self.pending.done(write.task_ids, write.key, failed)
+
+    def _run_batch_now(self, batch: Sequence[Pending[_Write, object]]) -> None:
         """:meth:`_run_batch` on an event loop: ``WouldWait``, nothing written, when the
         database's write lock is not free at once."""
         self._run_batch(batch, wait=False)
 
-    def _run_batch(
-        self, batch: Sequence[Pending[DecisionWrite, AuditRecord]], *, wait: bool = True
-    ) -> None:
+    def _run_batch(self, batch: Sequence[Pending[_Write, object]], *, wait: bool = True) -> None:
         """One transaction for the batch; each write in a savepoint of its own, so a write
-        refused (budget over, approval used) rolls back alone. Results are handed out only
-        after the commit."""
-        done: list[tuple[Pending[DecisionWrite, AuditRecord], AuditRecord]] = []
+        refused (budget over, approval used, effect already reported) rolls back alone.
+        Results are handed out only after the commit."""
+        done: list[tuple[Pending[_Write, object], object]] = []
         with self._db.write(STORE, "record the decision", lean=True, wait=wait) as tx:
             # The head locked is this replica's partition's, which no other replica waits on;
             # what the batch checks and changes across replicas (budgets, task progress) is
             # locked here, every task of the batch at once and in one order.
             charged: set[str] = set()
             for pending in batch:
-                charged |= budgets_sql.charged_tasks(pending.work.budget, pending.work.progress)
+                work = pending.work
+                if isinstance(work, DecisionWrite):
+                    charged |= budgets_sql.charged_tasks(work.budget, work.progress)
+                else:
+                    charged.update(work.locks)
             budgets_sql.lock_tasks(tx.conn, charged)
             if len(batch) == 1:
                 # Alone: a refusal rolls the whole transaction back, no savepoint needed.
-                done.append((batch[0], self._apply(tx, batch[0].work)))
+                done.append((batch[0], self._apply_any(tx, batch[0].work)))
             else:
                 for pending in batch:
                     head = tx.head
                     try:
                         with tx.savepoint():
-                            record = self._apply(tx, pending.work)
+                            record = self._apply_any(tx, pending.work)
                     except TetherError as refused:
                         tx.head = head  # the savepoint took its records back with it
                         pending.finish(error=refused)
@@ -129,6 +238,11 @@ class DecisionLogSql:
         # INVARIANT: no decision is answered before the commit that holds its audit record.
         for pending, record in done:
             pending.finish(result=record)
+
+    def _apply_any(self, tx: Writer, write: _Write) -> object:
+        if isinstance(write, DecisionWrite):
+            return self._apply(tx, write)
+        return write.apply(tx)
 
     def _apply(self, tx: Writer, write: DecisionWrite) -> AuditRecord:
         decision = write.decision
@@ -177,32 +291,10 @@ class DecisionLogSql:
         ``NotFound(DECISION_NOT_FOUND)`` for an unknown decision; neither writes anything.
         """
         with self._db.write(STORE, "record the effect") as tx:
-            slot = tx.conn.execute(_EFFECT_SLOT, {"b_id": effect.decision_id}).first()
-            if slot is None:
-                raise NotFound(
-                    f"no decision {effect.decision_id} to report an effect for; report the "
-                    "effect with the decision id the authorize call returned",
-                    code=ErrorCode.DECISION_NOT_FOUND,
-                )
-            if slot.effect_id is not None:
-                raise Conflict(
-                    f"an effect was already reported for decision {effect.decision_id}; "
-                    "each decision takes exactly one report",
-                    code=ErrorCode.EFFECT_ALREADY_REPORTED,
-                )
-            # INVARIANT: one effect per decision. The check above can race a report on another
-            # replica (another audit partition, another head), so the unique decision id of
-            # ``effects`` decides: a second insert waits for the first's commit and then adds
-            # nothing, and this report is refused like one the check caught.
-            added = tx.conn.execute(_INSERT_EFFECT[self._db.backend], codec.effect_params(effect))
-            if added.first() is None:
-                raise Conflict(
-                    f"an effect was already reported for decision {effect.decision_id}; "
-                    "each decision takes exactly one report",
-                    code=ErrorCode.EFFECT_ALREADY_REPORTED,
-                )
-            budgets_sql.settle(tx.conn, effect)
-            return tx.append(audit)
+            record = _apply_effect(tx, self._db.backend, effect, audit)
+        written = EffectWrite(effect, audit)
+        self.pending.written(written.task_ids, written.key)
+        return record
 
     def task_activity(self, task_id: TaskId) -> TaskActivity:
         with self._db.read(STORE, "summarize the task") as conn:
@@ -228,6 +320,38 @@ class DecisionLogSql:
             records=int(totals[1] or 0),
             bytes=int(totals[2] or 0),
         )
+
+
+def _apply_effect(tx: Writer, backend: str, effect: Effect, audit: AuditEntry) -> AuditRecord:
+    """The effect's row, its budget holds settled, its audit record: in ``tx``, or nothing
+    (``NotFound`` for an unknown decision, ``Conflict`` for a second report)."""
+    slot = tx.conn.execute(_EFFECT_SLOT, {"b_id": effect.decision_id}).first()
+    if slot is None:
+        raise NotFound(
+            f"no decision {effect.decision_id} to report an effect for; report the "
+            "effect with the decision id the authorize call returned",
+            code=ErrorCode.DECISION_NOT_FOUND,
+        )
+    if slot.effect_id is not None:
+        raise Conflict(
+            f"an effect was already reported for decision {effect.decision_id}; "
+            "each decision takes exactly one report",
+            code=ErrorCode.EFFECT_ALREADY_REPORTED,
+        )
+    # INVARIANT: one effect per decision. The check above can race a report on another
+    # replica (another audit partition, another head), so the unique decision id of
+    # ``effects`` decides: a second insert waits for the first's commit and then adds
+    # nothing, and this report is refused like one the check caught.
+    added = tx.conn.execute(_INSERT_EFFECT[backend], codec.effect_params(effect))
+    if added.first() is None:
+        raise Conflict(
+            f"an effect was already reported for decision {effect.decision_id}; "
+            "each decision takes exactly one report",
+            code=ErrorCode.EFFECT_ALREADY_REPORTED,
+        )
+    if slot.held:
+        budgets_sql.settle(tx.conn, effect)
+    return tx.append(audit)
 
 
 def _use_approval(tx: Writer, approval_id: ApprovalId, decision_id: DecisionId) -> None:

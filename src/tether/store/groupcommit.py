@@ -68,6 +68,9 @@ class Pending(Generic[W, R]):
 #: Runs one batch in one transaction: sets each pending write's result or error (a write it
 #: refused), and raises if the transaction itself failed (then every write in it failed).
 BatchRunner = Callable[[Sequence[Pending[W, R]]], None]
+#: Told of each batch once every write in it is finished, on the thread that finished it and
+#: before any awaiting loop hears of it (see :meth:`GroupCommit.__init__`).
+Finished = Callable[[Sequence[Pending[W, R]]], None]
 
 
 class WouldWait(Exception):
@@ -83,11 +86,16 @@ class GroupCommit(Generic[W, R]):
         wait_seconds: float,
         code: ErrorCode = ErrorCode.AUDIT_UNAVAILABLE,
         run_now: BatchRunner[W, R] | None = None,
+        finished: Finished[W, R] | None = None,
     ) -> None:
         """``run_now``: ``run`` without waiting for any lock (raising :class:`WouldWait`, having
-        written nothing), for batches an event loop leads itself."""
+        written nothing), for batches an event loop leads itself. ``finished``: told of every
+        finished write (committed, refused, or failed with its batch) before its waiter is,
+        whichever thread finished it: what a waiter on another thread keys on the write
+        (:mod:`tether.store.pending_effects`) is released there."""
         self._run = run
         self._run_now = run_now
+        self._finished = finished
         # Whether a loop has a lead of the queue scheduled for its current turn.
         self._turn_scheduled = False
         self._max_batch = max_batch
@@ -121,9 +129,12 @@ class GroupCommit(Generic[W, R]):
         assert pending.result is not None
         return pending.result
 
-    def submit_async(self, work: W) -> Awaitable[R]:
-        """Queue ``work`` for the writer thread and return what the running event loop awaits:
-        its result once its batch committed, or the error :meth:`submit` would raise."""
+    def submit_async(self, work: W, *, waited_on: bool = False) -> Awaitable[R]:
+        """Queue ``work`` and return what the running event loop awaits: its result once its
+        batch committed, or the error :meth:`submit` would raise. The loop leads the batch
+        (with ``run_now``) unless ``work`` is ``waited_on``: a write some code may block on,
+        even on this loop's thread (:mod:`tether.store.pending_effects`), which the writer
+        thread must then be free to make."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[R] = loop.create_future()
         pending: Pending[W, R] = Pending(work, waiter=(loop, waiter))
@@ -131,7 +142,7 @@ class GroupCommit(Generic[W, R]):
             if self._closed:
                 raise Unavailable("the store is closed", code=self._code)
             self._queued.append(pending)
-            if self._run_now is None:
+            if self._run_now is None or waited_on:
                 self._wake_writer()
             elif not self._turn_scheduled:
                 self._turn_scheduled = True
@@ -198,6 +209,7 @@ class GroupCommit(Generic[W, R]):
             # is one a leader holds (see _abandon).
             for pending in stuck:
                 pending.finish(error=Unavailable(_BUSY, code=self._code))
+        self._tell(stuck)
         _hand_back(stuck)
 
     def _lead(self, run: BatchRunner[W, R] | None = None) -> None:
@@ -227,18 +239,26 @@ class GroupCommit(Generic[W, R]):
                 for pending in batch:
                     if not pending.done:
                         pending.finish(error=Unavailable("the write was not run", code=self._code))
+                self._tell(batch)
                 # INVARIANT: an awaiting loop hears of a write only once its whole batch is
                 # done (committed, or failed and answered as such), whatever the runner
                 # finished first.
                 _hand_back(batch)
 
+    def _tell(self, finished: Sequence[Pending[W, R]]) -> None:
+        if self._finished is not None and finished:
+            self._finished(finished)
+
     def _abandon(self, pending: Pending[W, R]) -> None:
         """Give up on a write nobody could lead within the wait; it is never run later."""
         with self._queue_lock:
-            if pending in self._queued:
+            gave_up = pending in self._queued
+            if gave_up:
                 self._queued.remove(pending)
                 pending.finish(error=Unavailable(_BUSY, code=self._code))
-                return
+        if gave_up:
+            self._tell((pending,))
+            return
         # Already taken by a leader, which holds the leader's lock until its batch (this write
         # among it) is finished: wait for that lock, without a bound, as for the write itself.
         with self._leader:

@@ -18,16 +18,18 @@ grows, and a reader that sees it sees the rows counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Insert, bindparam, func, select, update
+from sqlalchemy import Connection, Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tether.core.errors import ErrorCode
 from tether.core.ids import TaskId
 from tether.core.provenance import Observation, Source, Trust
 from tether.core.provenance_rules import OVERFLOW_SOURCE
+from tether.store.db import Writer
 from tether.store.schema import observations, tasks
 from tether.store.sql import SqlStore
 
@@ -69,23 +71,15 @@ class SqlObservationStore:
         self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int
     ) -> None:
         with self._store.db.write_conn(_STORE, "record what the task observed") as conn:
-            for task_id, observation in entries:
-                source = observation.source
-                fingerprints = sorted(observation.fingerprints)
-                room = max(0, limit - int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0))
-                kept = fingerprints[:room]
-                rows = [_row(task_id, fp, source, at) for fp in kept]
-                dropped = len(kept) < len(fingerprints)
-                if source.trust is Trust.UNTRUSTED and (dropped or not observation.complete):
-                    # INVARIANT: what is dropped or unscanned of an untrusted result counts as
-                    # untrusted; the marker of an over-full task is one row, whatever the source.
-                    marker = source if not dropped and room > len(kept) else OVERFLOW_SOURCE
-                    rows.append(_row(task_id, UNSCANNED, marker, at))
-                if rows:
-                    conn.execute(self._insert, rows)
-            # In task order, so that two writes over one chain take the rows' locks alike.
-            for task_id in sorted({task_id for task_id, _ in entries}):
-                conn.execute(_SET_OBSERVED, {"o_task": task_id})
+            _add(conn, self._insert, entries, at, limit)
+
+    def queue_observations(
+        self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int, key: str
+    ) -> Awaitable[object]:
+        """:meth:`add_observations`, queued into the decisions' group commit (no transaction of
+        its own) and awaited on the running event loop; the decisions on the entries' tasks
+        wait for it. ``key``: what the write, and the same write retried, is known by."""
+        return self._store.queue_write(_Queued(self._insert, tuple(entries), at, limit, key))
 
     def count_observations(self, task_ids: Sequence[TaskId]) -> int:
         total = 0
@@ -111,6 +105,57 @@ class SqlObservationStore:
 
 
 Row = Sequence[object]
+
+
+def _add(
+    conn: Connection,
+    insert: Insert,
+    entries: Sequence[tuple[TaskId, Observation]],
+    at: datetime,
+    limit: int,
+) -> None:
+    """The rows of ``entries``, and each task's new ``observed`` count, in ``conn``'s
+    transaction."""
+    for task_id, observation in entries:
+        source = observation.source
+        fingerprints = sorted(observation.fingerprints)
+        room = max(0, limit - int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0))
+        kept = fingerprints[:room]
+        rows = [_row(task_id, fp, source, at) for fp in kept]
+        dropped = len(kept) < len(fingerprints)
+        if source.trust is Trust.UNTRUSTED and (dropped or not observation.complete):
+            # INVARIANT: what is dropped or unscanned of an untrusted result counts as
+            # untrusted; the marker of an over-full task is one row, whatever the source.
+            marker = source if not dropped and room > len(kept) else OVERFLOW_SOURCE
+            rows.append(_row(task_id, UNSCANNED, marker, at))
+        if rows:
+            conn.execute(insert, rows)
+    # In task order, so that two writes over one chain take the rows' locks alike.
+    for task_id in sorted({task_id for task_id, _ in entries}):
+        conn.execute(_SET_OBSERVED, {"o_task": task_id})
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """Observations queued into the group commit
+    (:class:`~tether.store.decision_log.QueuedWrite`)."""
+
+    insert: Insert
+    entries: tuple[tuple[TaskId, Observation], ...]
+    at: datetime
+    limit: int
+    key: str
+
+    @property
+    def task_ids(self) -> Sequence[str]:
+        return tuple(dict.fromkeys(task_id for task_id, _ in self.entries))
+
+    @property
+    def locks(self) -> Sequence[str]:
+        return self.task_ids  # their ``observed`` counts are updated
+
+    def apply(self, tx: Writer) -> None:
+        _add(tx.conn, self.insert, self.entries, self.at, self.limit)
 
 
 def _grouped(rows: Iterable[Row]) -> list[Observation]:

@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from sqlalchemy import URL, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,7 +57,7 @@ from tether.store.audit_log import AuditReader
 from tether.store.db import AUDIT as _AUDIT
 from tether.store.db import STORE as _STORE
 from tether.store.db import Database, unavailable
-from tether.store.decision_log import DecisionLogSql
+from tether.store.decision_log import DecisionLogSql, EffectWrite, QueuedWrite
 from tether.store.dialect import postgres_url
 from tether.store.hotread import GrantWithTaskQuery
 from tether.store.migrate import SchemaState, SchemaUpgrade
@@ -371,6 +371,20 @@ class SqlStore:
         """Record what a decided call did; one effect per decision (``Conflict`` on a second,
         ``NotFound`` for an unknown decision; neither writes anything)."""
         return self._decisions.record_effect(effect, audit)
+
+    def queue_effect(self, effect: Effect, audit: AuditEntry) -> Awaitable[AuditRecord]:
+        """:meth:`record_effect`, queued into the decisions' group commit and awaited; the
+        decisions on its task wait for it (:meth:`wait_for_effects`)."""
+        # An effect's write returns its audit record.
+        return cast("Awaitable[AuditRecord]", self._decisions.queue(EffectWrite(effect, audit)))
+
+    def queue_write(self, write: QueuedWrite) -> Awaitable[object]:
+        """Queue another write made after its call's answer (an observation) the same way."""
+        return self._decisions.queue(write)
+
+    def wait_for_effects(self, task_ids: Sequence[str]) -> None:
+        """Wait for the queued effects of ``task_ids`` (:mod:`tether.store.pending_effects`)."""
+        self._decisions.pending.wait(task_ids)
 
     def task_activity(self, task_id: TaskId) -> TaskActivity:
         return self._decisions.task_activity(task_id)
