@@ -5,6 +5,7 @@ end it cleanly (status 0, nothing on stderr)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -146,7 +148,14 @@ def test_follow_ends_quietly_when_its_reader_goes_away(
     reader = follower.process.stdout
     assert reader is not None
     os.close(reader.fileno())  # as `| head -n 1` does once it has its line
-    _populate(analyst)  # the next write finds the pipe closed
+    # The next write finds the pipe closed. (The pump thread's read, blocked when the fd was
+    # closed, keeps the pipe open until it returns: the first write after the close may still
+    # be taken by it. So records are written until the follower has ended, each round bounded.)
+    deadline = time.monotonic() + PATIENCE
+    while follower.process.poll() is None and time.monotonic() < deadline:
+        _populate(analyst)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            follower.process.wait(timeout=0.2)
     status, errors = follower.ended()
     assert (status, errors) == (0, "")
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from ops_support import (
     READ_CRM,
     ServeProcess,
@@ -22,7 +21,7 @@ from ops_support import (
 
 from pg_server import PostgresServer, postgres_server
 from replicas.harness import fresh_database
-from tether.core.errors import ConfigurationError
+from tether.core.audit import AuditKind
 from tether.datadir import hold_first_free
 from tether.store.sql import SqlStore
 
@@ -95,31 +94,44 @@ def test_workers_on_postgresql_each_append_to_a_partition_of_their_own(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
     """Even under one ``--replica-id``: the workers of one replica serve at once, so they must
-    not take turns on one chain head."""
+    not take turns on one chain head. Calls go until both workers have decided some; then each
+    worker's decisions are in a partition of its own."""
     data_dir = tmp_path / "data"
     with fresh_database(postgres_server) as url:
-        args = ("--workers", "2", "--replica-id", "web-1")
+        args = ("--workers", "2", "--replica-id", "web-1", "--log-format", "json")
         with serve_process(data_dir, *args, env={"TETHER_DATABASE_URL": url}) as server:
-            # Each worker holds a name of its own from its start until it exits.
-            with pytest.raises(ConfigurationError, match="held by running processes"):
-                hold_first_free(data_dir / "run", ["web-1", "web-1.1"])
             svid = svid_for(data_dir, "analyst")
             opened = open_task(server.base_url, svid)
-            response = httpx.post(
-                f"{server.base_url}/v1/authorize",
-                json={"grant": opened["grant"], **READ_CRM},
-                headers={"Authorization": f"Bearer {svid}"},
-                timeout=30,
-            )
-            assert response.json()["decision"] == "allow", response.text
+            made: list[str] = []
+            while len(made) < MAX_CALLS:  # each on a new connection: either worker takes it
+                response = httpx.post(
+                    f"{server.base_url}/v1/authorize",
+                    json={"grant": opened["grant"], **READ_CRM},
+                    headers={"Authorization": f"Bearer {svid}"},
+                    timeout=30,
+                )
+                assert response.json()["decision"] == "allow", response.text
+                made.append(response.json()["decision_id"])
+                if len(set(decision_pids(server.log_lines()).values())) == 2:
+                    break
+            logged = written_decisions(server, made)
+            assert len(set(logged.values())) == 2, "one worker answered every call"
             server.stop()
         store = SqlStore(url, partition="web-1")
         try:
-            written = store.audit_partitions()
+            partitions = {
+                r.body["decision_id"]: r.partition
+                for r in store.audit_records()
+                if r.kind is AuditKind.DECISION
+            }
         finally:
             store.close()
-    # (Partition 0 is the chain from before partitions, there in every database.)
-    assert written & {"web-1", "web-1.1"} and written <= {"0", "web-1", "web-1.1"}
+    # Each worker wrote all its decisions to one partition, and the two never shared one.
+    by_worker: dict[int, set[str]] = {}
+    for decision_id, pid in logged.items():
+        by_worker.setdefault(pid, set()).add(partitions[decision_id])
+    assert sorted(len(p) for p in by_worker.values()) == [1, 1]
+    assert set.union(*by_worker.values()) == {"web-1", "web-1.1"}
     # Gone with the workers: the names are free for the next start.
     name, held = hold_first_free(data_dir / "run", ["web-1", "web-1.1"])
     held.close()
