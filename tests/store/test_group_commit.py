@@ -345,3 +345,27 @@ def test_a_write_someone_may_block_on_is_led_by_the_writer_thread_even_from_the_
         assert asyncio.run(main()) == 70
     finally:
         commit.close()
+
+
+def test_a_loop_closed_before_its_turn_came_holds_up_no_other_loops_writes() -> None:
+    commit, runs = _loop_led()
+    abandoned = asyncio.new_event_loop()
+
+    def queue_and_stop() -> None:
+        commit.submit_async(1)  # its lead is scheduled for the next turn, which never comes
+        abandoned.stop()
+
+    abandoned.call_soon(queue_and_stop)
+    abandoned.run_forever()
+    abandoned.close()
+    assert runs == []  # the turn never came
+
+    async def main() -> int:
+        # Bounded: with the old single flag this write was never led by anyone.
+        return await asyncio.wait_for(commit.submit_async(2), timeout=10)
+
+    try:
+        assert asyncio.run(main()) == 20
+        assert [written for _, written in runs] == [[1, 2]]  # the left write went with it
+    finally:
+        commit.close()

@@ -96,8 +96,9 @@ class GroupCommit(Generic[W, R]):
         self._run = run
         self._run_now = run_now
         self._finished = finished
-        # Whether a loop has a lead of the queue scheduled for its current turn.
-        self._turn_scheduled = False
+        # The loops that have a lead of the queue scheduled for their current turn (one per
+        # loop: a loop closed before its callback ran holds up no other loop's writes).
+        self._turns: set[asyncio.AbstractEventLoop] = set()
         self._max_batch = max_batch
         self._wait = wait_seconds
         self._code = code
@@ -144,9 +145,9 @@ class GroupCommit(Generic[W, R]):
             self._queued.append(pending)
             if self._run_now is None or waited_on:
                 self._wake_writer()
-            elif not self._turn_scheduled:
-                self._turn_scheduled = True
-                loop.call_soon(self._lead_on_loop)
+            elif loop not in self._turns:
+                self._turns.add(loop)
+                loop.call_soon(self._lead_on_loop, loop)
         return waiter
 
     def _wake_writer(self) -> None:
@@ -158,12 +159,12 @@ class GroupCommit(Generic[W, R]):
             self._writer.start()
         self._wake.notify()
 
-    def _lead_on_loop(self) -> None:
+    def _lead_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the event loop, after the callbacks of the turn that queued writes: lead one
         batch without waiting; if a lock is taken, leave it to the writer thread."""
         assert self._run_now is not None
         with self._wake:
-            self._turn_scheduled = False
+            self._turns.discard(loop)
         if not self._leader.acquire(blocking=False):
             with self._wake:
                 self._wake_writer()  # a thread leads now; the writer takes what it leaves
