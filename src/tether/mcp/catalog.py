@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import mcp_types as types
@@ -134,11 +135,7 @@ class Catalog:
     @staticmethod
     def each_call(session: UpstreamConnection) -> bool:
         """Are the tools of ``session``'s upstream re-read before every call to it?"""
-        mode = session.config.pin_check
-        if mode == "auto":
-            declared = session.capabilities
-            return declared is None or declared.tools is None or not declared.tools.list_changed
-        return mode == "each_call"
+        return rereads_each_call(session, "tools")
 
     async def current(self, session: UpstreamConnection) -> None:
         """Make the tools of ``session``'s upstream current for a call: re-read them now
@@ -170,6 +167,18 @@ class PinSubject:
     exposed: str  # its name as the gateway exposes it
     upstream: str
     described: JSONValue
+
+
+def rereads_each_call(session: UpstreamConnection, kind: Literal["tools", "prompts"]) -> bool:
+    """Are ``kind``'s descriptors of ``session``'s upstream re-read before each use? Under the
+    ``auto`` pin check, unless the upstream declares it announces their changes
+    (``listChanged``); ``each_call`` always; ``on_list`` never."""
+    mode = session.config.pin_check
+    if mode == "auto":
+        declared = session.capabilities
+        listed = None if declared is None else getattr(declared, kind)
+        return listed is None or not listed.list_changed
+    return mode == "each_call"
 
 
 async def checked_pin(

@@ -23,7 +23,7 @@ from typing import Any
 
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.logs import get_logger
-from tether.mcp.catalog import PinSubject, checked_pin
+from tether.mcp.catalog import PinSubject, checked_pin, rereads_each_call
 from tether.mcp.pdp import AuditSink
 from tether.mcp.pins import PinCheck, PinStatus, PinStore, digest, prompt_descriptor, prompt_key
 from tether.mcp.upstreams import MAX_LIST_PAGES, FailureKind, UpstreamConnection, UpstreamFailure
@@ -123,11 +123,7 @@ class PromptCatalog:
     @staticmethod
     def each_call(session: UpstreamConnection) -> bool:
         """Are the prompts of ``session``'s upstream re-read before every ``prompts/get``?"""
-        mode = session.config.pin_check
-        if mode == "auto":
-            declared = session.capabilities
-            return declared is None or declared.prompts is None or not declared.prompts.list_changed
-        return mode == "each_call"
+        return rereads_each_call(session, "prompts")
 
     async def current(self, session: UpstreamConnection) -> None:
         """Make the prompts of ``session``'s upstream current for a ``prompts/get``."""

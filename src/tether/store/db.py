@@ -521,24 +521,13 @@ def _begin_at_once(raw: object, busy_millis: int, code: ErrorCode, action: str) 
     execute = raw.execute  # type: ignore[attr-defined]
     with _driver_errors(code, action):
         execute("PRAGMA busy_timeout = 0")
-    try:
-        execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-            raise Unavailable(
-                f"the store could not {action} (OperationalError: {error}); check that the "
-                "database is writable and not locked by another process",
-                code=code,
-            ) from None
-        raise WouldWait("another process holds the database's write lock") from None
-    except sqlite3.Error as error:
-        raise Unavailable(
-            f"the store could not {action} ({type(error).__name__}: {error}); check that the "
-            "database is writable and not locked by another process",
-            code=code,
-        ) from None
-    finally:
-        with _driver_errors(code, action):
+        try:
+            execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise WouldWait("another process holds the database's write lock") from None
+            raise
+        finally:
             execute(f"PRAGMA busy_timeout = {int(busy_millis)}")
 
 
