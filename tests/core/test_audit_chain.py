@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import pytest
 from hypothesis import given
@@ -17,10 +19,14 @@ from tether.core.audit import (
     ChainHead,
     redact_args,
     seal,
+    seal_with_leaf,
     verify_chain,
 )
 from tether.core.jcs import canonicalize
+from tether.core.merkle import leaf_hash
 from tether.core.scope import JSONValue
+
+T = TypeVar("T")
 
 
 def build(n: int, format: ChainFormat = ChainFormat.JCS) -> list[AuditRecord]:
@@ -267,3 +273,55 @@ def test_a_decision_record_hashes_as_it_always_did() -> None:
     )
     rule_by_rule = jcs._general(plain.content())
     assert plain.hash == hashlib.sha256(plain.prev_hash.encode() + rule_by_rule).hexdigest()
+
+
+_tricky_text = st.sampled_from(
+    ["kind", ',"kind":', '","kind":"x', '"hash"', "é", "\u2028"]
+) | st.text(st.characters(exclude_categories=["Cs"]), max_size=6)
+_bodies = st.dictionaries(
+    _tricky_text,
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _tricky_text,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3)
+        ),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
+@given(
+    _bodies,
+    st.sampled_from(list(ChainFormat)),
+    st.sampled_from(["0", "r1"]),
+    st.sampled_from(list(AuditKind)),
+    st.none() | _tricky_text,
+    st.none() | _tricky_text,
+)
+def test_the_leaf_kept_at_sealing_is_the_records_leaf(
+    body: dict[str, JSONValue],
+    format: ChainFormat,
+    partition: str,
+    kind: AuditKind,
+    agent: str | None,
+    task_id: str | None,
+) -> None:
+    head = ChainHead(7, "ab" * 32)
+
+    def made_by(sealer: Callable[..., T]) -> T:
+        return sealer(
+            head,
+            record_id="aud_1",
+            at="2026-01-01T00:00:00+00:00",
+            kind=kind,
+            agent=agent,
+            task_id=task_id,
+            body=body,
+            format=format,
+            partition=partition,
+        )
+
+    sealed = made_by(seal_with_leaf)
+    assert sealed.record == made_by(seal)
+    assert sealed.leaf_hash == leaf_hash(sealed.record.leaf())

@@ -238,3 +238,14 @@ def test_the_frontier_matches_the_tree_hash_at_every_size(leaves: list[bytes]) -
         frontier = frontier.append(leaf)
         assert frontier.size == k
         assert frontier.root() == tree_hash(leaves[:k])
+
+
+@given(leaves_st, st.integers(0, 40))
+def test_extending_is_appending_each_leaf(leaves: list[bytes], cut: int) -> None:
+    start = Frontier().extend(leaves[:cut])
+    one_by_one = start
+    for leaf in leaves[cut:]:
+        one_by_one = one_by_one.append(leaf)
+    assert start.extend(leaves[cut:]) == one_by_one
+    with pytest.raises(ValueError, match="SHA-256"):
+        start.extend([b"short"])

@@ -20,7 +20,7 @@ from tether.core.audit import AuditKind, ChainHead, canonical_json, seal, verify
 from tether.core.checkpoint import Checkpoint, consistent
 from tether.core.errors import Unavailable
 from tether.core.logcheck import verify_log
-from tether.core.merkle import consistency_proof, leaf_hash
+from tether.core.merkle import Frontier, consistency_proof, leaf_hash
 from tether.identity.audit_key import CheckpointKey
 from tether.notify.witness import FileWitness, WebhookWitness
 from tether.service.checkpoints import Checkpointer, CheckpointSchedule, Witness
@@ -186,17 +186,67 @@ def test_turning_an_allow_into_a_deny_and_rehashing_is_caught(
     assert "records 5..8" in problem and "changed" in problem
 
 
-def test_a_rewrite_after_the_last_checkpoint_is_unanchored_but_never_signed(
+def test_a_rewrite_of_records_another_process_wrote_is_unanchored_but_never_signed(
     backend: Backend, store: SqlStore, make: Make, key: CheckpointKey, clock: ManualClock
 ) -> None:
     _append(store, make, 3)
-    checkpointer = _checkpointer(store, key, clock)
-    checkpointer.tick()
+    _checkpointer(store, key, clock).tick()
     _append(store, make, 3)
     backend.execute("UPDATE audit SET body = :b WHERE seq = 5", b='{"forged":true}')
+    # A process that did not write records 4..6 (a restarted server, another replica) reads
+    # them back and checks their chain before it signs.
     with pytest.raises(Unavailable, match="broken at record 5"):
+        _checkpointer(backend.open(), key, clock).tick(force=True)
+    assert [c.size for c in SqlCheckpointStore(store).all()] == [3]
+
+
+def test_the_writer_signs_the_records_it_sealed_not_a_rewrite_of_them(
+    backend: Backend, store: SqlStore, make: Make, key: CheckpointKey, clock: ManualClock
+) -> None:
+    checkpointer = _checkpointer(store, key, clock)
+    _append(store, make, 3)
+    assert checkpointer.tick() is not None
+    _append(store, make, 3)
+    sealed = list(store.audit_records())
+    backend.execute("UPDATE audit SET body = :b WHERE seq = 5", b='{"forged":true}')
+    # The writer does not read its own records back: it signs them as it sealed them, so the
+    # rewrite is no longer unanchored but contradicts a signed checkpoint.
+    made = checkpointer.tick(force=True)
+    assert made is not None and made.size == 6
+    tree = Frontier().extend(leaf_hash(r.leaf()) for r in sealed)
+    assert made.root == tree.root().hex() and made.head == sealed[-1].hash
+    ok, problem, _ = _report(store, key)
+    assert not ok
+    assert problem is not None and "changed" in problem
+
+
+def test_records_the_writer_sealed_cannot_be_rehashed_into_a_checkpoint(
+    backend: Backend, store: SqlStore, make: Make, key: CheckpointKey, clock: ManualClock
+) -> None:
+    checkpointer = _checkpointer(store, key, clock)
+    _append(store, make, 3)
+    assert checkpointer.tick() is not None
+    _append(store, make, 3)
+    assert list(store.audit_records())[4].body == {"verdict": {"decision": "deny"}}
+    _rewrite_from(backend, store, 5, {"verdict": {"decision": "allow"}})
+    assert _old_check(store)  # rehashed and the head moved: the chain alone looks whole
+    with pytest.raises(Unavailable, match="record 5 of partition '0' is not the record"):
         checkpointer.tick(force=True)
     assert [c.size for c in SqlCheckpointStore(store).all()] == [3]
+
+
+def test_records_another_process_adds_to_the_partition_are_read_and_signed(
+    backend: Backend, store: SqlStore, make: Make, key: CheckpointKey, clock: ManualClock
+) -> None:
+    checkpointer = _checkpointer(store, key, clock)
+    _append(store, make, 2)
+    _append(backend.open(), make, 2)  # a CLI command on the same database and partition
+    _append(store, make, 2)
+    made = checkpointer.tick(force=True)
+    assert made is not None and made.size == 6
+    tree = Frontier().extend(leaf_hash(r.leaf()) for r in store.audit_records())
+    assert made.root == tree.root().hex()
+    assert _report(store, key)[:2] == (True, None)
 
 
 def test_a_forged_or_foreign_checkpoint_is_refused(

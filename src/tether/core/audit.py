@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from tether.core.jcs import canonicalize
+from tether.core.merkle import leaf_hash
 from tether.core.scope import JSONValue
 
 GENESIS_HASH = "0" * 64
@@ -258,14 +259,70 @@ def seal(
 ) -> AuditRecord:
     """Make the next record after ``head`` (``None`` for the first record) in ``partition``'s
     chain, of ``format``."""
+    return _seal(head, record_id, at, kind, agent, task_id, body, format, partition)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A record just sealed, with its entry in the log's Merkle tree, so that whoever sealed it
+    can sign a checkpoint over it without reading it back (:mod:`tether.service.checkpoints`)."""
+
+    record: AuditRecord
+    leaf_hash: bytes
+    """RFC 6962's leaf hash of :meth:`AuditRecord.leaf`."""
+
+
+_KIND_MEMBER = b',"kind":'
+
+
+def seal_with_leaf(
+    head: ChainHead | None,
+    *,
+    record_id: str,
+    at: str,
+    kind: AuditKind,
+    agent: str | None,
+    task_id: str | None,
+    body: dict[str, JSONValue],
+    format: ChainFormat = NEW_CHAIN_FORMAT,
+    partition: str = LEGACY_PARTITION,
+) -> Sealed:
+    """:func:`seal`, and the record's Merkle leaf hash. The leaf is the record's canonical form
+    with its hash: the canonical form just hashed with the ``hash`` member put in its sorted
+    place, before ``kind`` (every member after ``body`` holds a string, a number or null, so the
+    last ``,"kind":`` is the record's own), instead of canonicalizing the record a second time."""
+    record, content = _seal(head, record_id, at, kind, agent, task_id, body, format, partition)
+    at_kind = content.rfind(_KIND_MEMBER)
+    if at_kind < 0:  # not reached: every record has a kind
+        leaf = record.leaf()
+    else:
+        member = b',"hash":"' + record.hash.encode("ascii") + b'"'
+        leaf = content[:at_kind] + member + content[at_kind:]
+    return Sealed(record, leaf_hash(leaf))
+
+
+def _seal(
+    head: ChainHead | None,
+    record_id: str,
+    at: str,
+    kind: AuditKind,
+    agent: str | None,
+    task_id: str | None,
+    body: dict[str, JSONValue],
+    format: ChainFormat,
+    partition: str,
+) -> tuple[AuditRecord, bytes]:
     # INVARIANT: seq has no gap within a partition and each record commits to the one before it.
     seq = 1 if head is None else head.seq + 1
     prev = GENESIS_HASH if head is None else head.hash
-    content = _content(format, seq, record_id, at, kind, agent, task_id, body, prev, partition)
-    sealed = chain_hash(prev, content, format)
-    return AuditRecord(
+    content = canonical(
+        _content(format, seq, record_id, at, kind, agent, task_id, body, prev, partition), format
+    )
+    sealed = hashlib.sha256(prev.encode("ascii") + content).hexdigest()
+    record = AuditRecord(
         seq, record_id, at, kind, agent, task_id, body, prev, sealed, format, partition
     )
+    return record, content
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,20 +172,23 @@ class Frontier:
 
     def append(self, leaf: bytes) -> Frontier:
         """The frontier after one more leaf (a leaf hash)."""
-        stack = list(self.hashes)
-        carry, size = leaf, self.size
-        # Like adding one to a binary counter: equal-sized subtrees merge as the carry moves up.
-        while size & 1:
-            carry = node_hash(stack.pop(), carry)
-            size >>= 1
-        stack.append(carry)
-        return Frontier(self.size + 1, tuple(stack))
+        return self.extend((leaf,))
 
     def extend(self, leaves: Iterable[bytes]) -> Frontier:
-        frontier = self
+        """The frontier after each of ``leaves`` in turn: :meth:`append`, with one stack."""
+        stack = list(self.hashes)
+        size = self.size
         for leaf in leaves:
-            frontier = frontier.append(leaf)
-        return frontier
+            if len(leaf) != HASH_SIZE:
+                raise ValueError("a frontier's hashes are SHA-256 digests")
+            carry, grown = leaf, size
+            # Like adding one to a binary counter: equal subtrees merge as the carry moves up.
+            while grown & 1:
+                carry = node_hash(stack.pop(), carry)
+                grown >>= 1
+            stack.append(carry)
+            size += 1
+        return Frontier(size, tuple(stack))
 
     def root(self) -> bytes:
         """MTH of the whole tree: the subtrees folded from the right (RFC 6962's split rule)."""

@@ -13,6 +13,12 @@ While the legacy partition is the only one holding records (a single SQLite proc
 before partitions), the checkpoint is the one signed before partitions (v1): nothing changes for
 its readers. Once another partition holds records, checkpoints cover every partition (v2).
 
+Records this process sealed itself are not read back: their leaf hashes were kept when their
+transaction committed (:mod:`tether.store.sealed`), and the partition's tree is extended from
+those when they cover, linked, everything from the last checkpoint's head to the head signed.
+What this process did not write (another replica's partition, a CLI command's record, anything
+from before it started) is read and verified as above.
+
 Each witness (a file, a webhook) is then sent the newest checkpoint it has not had yet; one that
 fails is told again on the next tick. A witness holds a copy outside the database, so deleting
 checkpoints from the store, or cutting the log back to an old one, is still seen.
@@ -20,6 +26,7 @@ checkpoints from the store, or cutting the log back to an old one, is still seen
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +54,18 @@ class AuditLog(Protocol):
     def audit_records(
         self, after_seq: int = 0, partition: str | None = None
     ) -> Iterator[AuditRecord]: ...
+
+    def sealed_leaves(
+        self, partition: str, after: ChainHead | None, upto: ChainHead
+    ) -> list[bytes] | None:
+        """The leaf hashes of ``partition``'s records after ``after`` through ``upto``, linked
+        from ``after`` to ``upto``, when this process sealed and committed them all; else
+        ``None``."""
+        ...
+
+    def sealed_hash(self, partition: str, seq: int) -> str | None:
+        """The hash this process sealed as ``partition``'s record ``seq``, if it did."""
+        ...
 
 
 class CheckpointStore(Protocol):
@@ -176,9 +195,20 @@ class Checkpointer:
             growth = _Growth(
                 frontiers.get(name, Frontier()), GENESIS_HASH if after is None else after.hash
             )
+            head = heads.get(name)
+            sealed = None if head is None else self._log.sealed_leaves(name, after, head)
+            if head is not None and sealed is not None:
+                # Sealed and committed by this process, after the signed head: nothing to read.
+                growth.frontier = growth.frontier.extend(sealed)
+                growth.head = head.hash
+                grown[name] = growth
+                continue
             report = verify_chain(
                 growth.follow(
-                    self._log.audit_records(0 if after is None else after.seq, partition=name)
+                    self._as_sealed(
+                        name,
+                        self._log.audit_records(0 if after is None else after.seq, partition=name),
+                    )
                 ),
                 after=after,
                 format=format,
@@ -208,6 +238,19 @@ class Checkpointer:
             return None  # another replica stored a newer one meanwhile
         self._newest = checkpoint
         return checkpoint
+
+    def _as_sealed(self, partition: str, records: Iterable[AuditRecord]) -> Iterator[AuditRecord]:
+        """``records``, refusing one that is not what this process sealed under its number."""
+        for record in records:
+            sealed = self._log.sealed_hash(partition, record.seq)
+            if sealed is not None and not hmac.compare_digest(sealed, record.hash):
+                raise Unavailable(
+                    f"audit record {record.seq} of partition {partition!r} is not the record "
+                    "this process wrote under that number: it was changed in the database, so "
+                    "it is not signed; run `tether audit verify`",
+                    code=ErrorCode.AUDIT_UNAVAILABLE,
+                )
+            yield record
 
     def _deliver(self) -> None:
         newest = self._newest

@@ -48,8 +48,9 @@ from tether.core.audit import (
     AuditRecord,
     ChainFormat,
     ChainHead,
+    Sealed,
     check_partition,
-    seal,
+    seal_with_leaf,
 )
 from tether.core.errors import ErrorCode, Unavailable
 from tether.service.ports import AuditEntry
@@ -67,6 +68,7 @@ from tether.store.groupcommit import WouldWait
 from tether.store.integrity import integrity_message
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import CHAIN_FORMAT_KEY, audit, audit_head, meta
+from tether.store.sealed import SealedTail
 from tether.store.watchdog import Watchdog
 
 STORE: Final = ErrorCode.STORE_UNAVAILABLE
@@ -146,6 +148,8 @@ class Database:
         self._driver = DriverWrites(engine) if self.backend == "sqlite" else None
         self._engine: Engine | None = engine
         self.format = ChainFormat.LEGACY
+        #: What this handle's writes sealed and committed, until a checkpoint covers it.
+        self.sealed = SealedTail()
 
     @property
     def engine(self) -> Engine | None:
@@ -279,7 +283,11 @@ class Database:
         fail: the kill switch. Still bounded, by the client-side deadline. A ``lean`` one
         (the hot path's) begins and commits on SQLite's driver (see :meth:`_sqlite_write`)."""
         with self.write_conn(code, action, patient=patient, lean=lean, wait=wait) as conn:
-            yield Writer(conn, self.format, self.partition, self._driver)
+            writer = Writer(conn, self.format, self.partition, self._driver)
+            yield writer
+        # Committed: what it sealed can be signed without reading it back.
+        if writer.sealed:
+            self.sealed.add(writer.sealed)
 
     @contextmanager
     def _one_writer(
@@ -417,6 +425,9 @@ class Writer:
             )
         seq, hash_ = found
         self._head = None if seq == 0 else ChainHead(int(seq), str(hash_))
+        self.sealed: list[Sealed] = []
+        """The records appended and not rolled back, in order: kept for checkpoints once the
+        transaction commits (:mod:`tether.store.sealed`)."""
 
     def _lock_head(self) -> tuple[int, str] | None:
         key = {"b_part": self.partition}
@@ -434,6 +445,9 @@ class Writer:
     def head(self, value: ChainHead | None) -> None:
         # Only to undo appends a rolled-back savepoint took back with it.
         self._head = value
+        kept = 0 if value is None else value.seq
+        while self.sealed and self.sealed[-1].record.seq > kept:
+            self.sealed.pop()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -458,7 +472,7 @@ class Writer:
         # INVARIANT: the chain has no gap and no fork. The head is locked for this whole
         # transaction, the record is sealed after it, and the head moves only from the value we
         # read (a second guard besides the lock) in the same commit as the record itself.
-        record = seal(
+        sealed = seal_with_leaf(
             self._head,
             record_id=entry.record_id,
             at=codec.audit_at(entry.at),
@@ -469,6 +483,7 @@ class Writer:
             format=self._format,
             partition=self.partition,
         )
+        record = sealed.record
         move = {
             "b_part": self.partition,
             "b_old_seq": 0 if self._head is None else self._head.seq,
@@ -486,6 +501,7 @@ class Writer:
                 "the audit chain head moved during a write; nothing was written", code=AUDIT
             )
         self._head = ChainHead(record.seq, record.hash)
+        self.sealed.append(sealed)
         return record
 
 

@@ -489,6 +489,18 @@ class SqlStore:
         (:func:`tether.core.partitions.log_order`)."""
         return self._audit.records(after_seq, partition)
 
+    def sealed_leaves(
+        self, partition: str, after: ChainHead | None, upto: ChainHead
+    ) -> list[bytes] | None:
+        """The leaf hashes of ``partition``'s records after ``after`` through ``upto`` when this
+        process sealed and committed every one of them (:mod:`tether.store.sealed`), else
+        ``None``: read them instead."""
+        return self.db.sealed.leaves(partition, after, upto)
+
+    def sealed_hash(self, partition: str, seq: int) -> str | None:
+        """The hash this process sealed as ``partition``'s record ``seq``, while it keeps it."""
+        return self.db.sealed.hash_of(partition, seq)
+
     def chain_head(self) -> ChainHead | None:
         """The head of the partition this store appends to (``None``: not written yet)."""
         return self._audit.head(self.db.partition)
