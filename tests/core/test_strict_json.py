@@ -80,3 +80,36 @@ JSON = st.recursive(
 @given(JSON)
 def test_any_json_a_standard_encoder_writes_reads_back_the_same(value: object) -> None:
     assert strict_json.loads(json.dumps(value).encode()) == value
+
+
+_texts = st.text(st.characters(), max_size=4)  # lone surrogates (category Cs) included
+_values = st.recursive(
+    st.none() | st.integers() | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _holds_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, list):
+        return any(_holds_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_surrogate(k) or _holds_surrogate(v) for k, v in value.items())
+    return False
+
+
+@given(_values, st.booleans())
+def test_a_lone_surrogate_is_refused_however_it_is_written(value: object, escaped: bool) -> None:
+    # As escapes in bytes or text, or (text only) as the character itself: every way in.
+    written = json.dumps(value, ensure_ascii=escaped)
+    forms: list[bytes | str] = [written]
+    if escaped:
+        forms.append(written.encode("ascii"))
+    for form in forms:
+        if _holds_surrogate(value):
+            with pytest.raises(NotUnicode):
+                strict_json.loads(form)
+        else:
+            assert strict_json.loads(form) == value

@@ -114,6 +114,10 @@ def loads(data: bytes | str) -> JSONValue:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
             raise JsonRefused("the body is not UTF-8 text; send JSON encoded as UTF-8") from None
+        # Strict UTF-8 decodes to no surrogate, so one can only come from a \u escape.
+        surrogate_free = "\\u" not in data
+    else:
+        surrogate_free = "\\u" not in data and _encodes(data)
     try:
         value: JSONValue = json.loads(
             data, object_pairs_hook=unique_names, parse_constant=no_constants
@@ -129,7 +133,8 @@ def loads(data: bytes | str) -> JSONValue:
     except ValueError:
         # e.g. an integer longer than Python reads (sys.get_int_max_str_digits)
         raise JsonRefused("the body holds a number too long to read") from None
-    check_unicode(value)
+    if not surrogate_free:
+        check_unicode(value)
     return value
 
 
