@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from support import make_runtime, mint
 from tether.api.app import create_app
-from tether.api.hotpath import HotPaths
 from tether.core.audit import AuditKind, verify_chain
 from tether.core.identity import Workload
 from tether.core.scope import ActionKind
@@ -39,11 +37,6 @@ def rt(tmp_path: Path, clock: ManualClock) -> Iterator[Runtime]:
     runtime.close()
 
 
-def _without_hot_paths(app: FastAPI) -> FastAPI:
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not HotPaths]
-    return app
-
-
 def _answer(response: object) -> tuple[int, dict[str, str], str]:
     status = response.status_code  # type: ignore[attr-defined]
     headers = {
@@ -58,7 +51,7 @@ def test_the_hot_path_answers_what_the_declared_routes_answer(
     rt: Runtime, clock: ManualClock
 ) -> None:
     hot = TestClient(create_app(rt.api_deps))
-    plain = TestClient(_without_hot_paths(create_app(rt.api_deps)))
+    plain = TestClient(create_app(rt.api_deps, hot_paths=False))
     svid = mint(rt, "analyst", clock)
     auth = {"Authorization": f"Bearer {svid}"}
     opened = hot.post("/v1/tasks", json={"intent": INTENT, "scopes": [SCOPE]}, headers=auth)
@@ -154,7 +147,7 @@ def test_the_hot_path_serves_its_operations_without_fastapi_routing(
     """With the declared FastAPI routes taken out, the hot operations are still answered (and
     without the hot path they are not): no request of theirs reaches FastAPI's routing."""
     hot = create_app(rt.api_deps)
-    plain = _without_hot_paths(create_app(rt.api_deps))
+    plain = create_app(rt.api_deps, hot_paths=False)
     for app in (hot, plain):
         app.router.routes = [
             r

@@ -19,6 +19,7 @@ from tether.api.bearer import bearer_token, svid_authorization
 from tether.api.body import MAX_BODY_BYTES, BodyLimit, StrictJsonRoute
 from tether.api.breakglass import install_breakglass_routes
 from tether.api.errors import error_response, install_error_handlers
+from tether.api.front import add_front
 from tether.api.gateways import install_gateway_routes
 from tether.api.hotpath import Answer, HotPaths, authorize_answer, effect_answer
 from tether.api.leases import install_lease_routes
@@ -88,7 +89,9 @@ class ApiDeps:
     gateways: frozenset[str] = frozenset()
 
 
-def create_app(deps: ApiDeps) -> FastAPI:
+def create_app(deps: ApiDeps, *, hot_paths: bool = True) -> FastAPI:
+    """The API on ``deps``. Without ``hot_paths``, authorize and effects are served by their
+    declared FastAPI routes alone: the reference the hot path's answers are tested against."""
     # /docs and /redoc load Swagger UI and ReDoc from tether itself, never from a CDN.
     app = FastAPIOffline(
         title="tether",
@@ -226,8 +229,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     install_gateway_routes(app, deps, authenticated)
     install_ui(app, deps)
     document_errors(app)
-    # Outermost of the API's own middleware: the hot operations skip the rest.
-    app.add_middleware(HotPaths, deps=deps, authenticate=authenticate)
+    if hot_paths:
+        # In front of every middleware, FastAPI's own too: the hot operations skip them all.
+        add_front(app, lambda inner: HotPaths(inner, deps=deps, authenticate=authenticate))
     return app
 
 

@@ -20,6 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 
 from tether.api.app import create_app
+from tether.api.front import add_front
 from tether.cli.common import console, tether_errors
 from tether.cli.config_schema import option
 from tether.cli.server_options import (
@@ -207,6 +209,7 @@ def build_app(runtime: Runtime) -> FastAPI:
         runtime.observability,
         runtime.store,
         runtime.clock,
+        front=partial(add_front, app),
         metrics=runtime.config.metrics,
     )
     return app

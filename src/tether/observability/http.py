@@ -14,6 +14,7 @@ trace. Other headers, the Authorization header above all, are never copied.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -73,11 +74,14 @@ def install_observability(
     store: SqlStore,
     clock: Clock,
     *,
+    front: Callable[[Callable[[ASGIApp], ASGIApp]], None],
     metrics: bool = True,
 ) -> None:
-    """Add the request middleware to ``app`` and, when ``metrics``, ``GET /metrics`` with the
-    store's gauges."""
-    app.add_middleware(ObserveRequests, metrics=observability.metrics)
+    """Put the request observer in ``front`` of ``app`` (outside every middleware, so that it
+    sees the hot operations served ahead of FastAPI's own) and, when ``metrics``, add ``GET
+    /metrics`` with the store's gauges."""
+    metered = observability.metrics
+    front(lambda inner: ObserveRequests(inner, metrics=metered))
     if not metrics:
         return
     observability.metrics.watch_store(store, clock)
