@@ -27,14 +27,20 @@ def _stored_leaves(store: SqlStore) -> list[bytes]:
 
 
 def test_the_leaves_kept_are_the_stored_records_leaves(store: SqlStore, make: Make) -> None:
+    store.append_audit(make.entry())  # before anyone asked: not kept
+    store.keep_sealed()
+    assert store.sealed_hash(store.partition, 1) is None
     for _ in range(5):
         store.append_audit(make.entry())
-    assert store.sealed_leaves(store.partition, None, _head(store)) == _stored_leaves(store)
+    after = ChainHead(1, next(iter(store.audit_records())).hash)
+    assert store.sealed_leaves(store.partition, after, _head(store)) == _stored_leaves(store)[1:]
+    assert store.sealed_leaves(store.partition, None, _head(store)) is None
 
 
 def test_a_rolled_back_savepoint_and_a_failed_transaction_leave_nothing(
     store: SqlStore, make: Make
 ) -> None:
+    store.keep_sealed()
     store.append_audit(make.entry())
     with store.db.write(ErrorCode.STORE_UNAVAILABLE, "test") as tx:
         tx.append(make.entry())
@@ -58,6 +64,8 @@ def test_records_another_handle_wrote_are_not_claimed(
     store: SqlStore, open_store: Callable[[], SqlStore], make: Make
 ) -> None:
     other = open_store()
+    store.keep_sealed()
+    other.keep_sealed()
     store.append_audit(make.entry())
     other.append_audit(make.entry())
     store.append_audit(make.entry())
@@ -71,6 +79,7 @@ def test_records_another_handle_wrote_are_not_claimed(
 
 def test_the_tail_is_bounded_and_forgets_what_a_checkpoint_covers(make: Make) -> None:
     tail = SealedTail(max_entries=4)
+    tail.keep()
     head: ChainHead | None = None
     sealed = []
     for i in range(6):

@@ -55,6 +55,10 @@ class AuditLog(Protocol):
         self, after_seq: int = 0, partition: str | None = None
     ) -> Iterator[AuditRecord]: ...
 
+    def keep_sealed(self) -> None:
+        """Keep the leaf hashes of what this process commits from now on."""
+        ...
+
     def sealed_leaves(
         self, partition: str, after: ChainHead | None, upto: ChainHead
     ) -> list[bytes] | None:
@@ -130,6 +134,7 @@ class Checkpointer:
         self._on_witness_error = on_witness_error
         self._delivered: dict[int, int] = {}
         self._newest: Checkpoint | None = None
+        log.keep_sealed()
 
     def tick(self, *, force: bool = False) -> Checkpoint | None:
         """Make a checkpoint if one is due (any new record at all when ``force``), then bring

@@ -13,7 +13,8 @@ yet, the process began after the last checkpoint) it reads and verifies as befor
 record read back that differs from the one this process sealed under that number is refused.
 
 Entries arrive only after their transaction committed (:meth:`tether.store.db.Db.write`), so
-nothing rolled back is ever signed, and bounded: at most :data:`MAX_ENTRIES` per partition, the
+nothing rolled back is ever signed; only once a checkpointer asked for them
+(:meth:`SealedTail.keep`); and bounded: at most :data:`MAX_ENTRIES` per partition, the
 oldest dropped first (the checkpointer then reads instead).
 """
 
@@ -35,11 +36,18 @@ class SealedTail:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._max = max_entries
         self._lock = threading.Lock()
+        self._keeping = False
         # partition -> seq -> (prev_hash, hash, leaf hash)
         self._entries: dict[str, dict[int, tuple[str, str, bytes]]] = {}
 
+    def keep(self) -> None:
+        """Keep what commits from now on (a process that makes no checkpoints keeps nothing)."""
+        self._keeping = True
+
     def add(self, sealed: Iterable[Sealed]) -> None:
         """Records of one committed transaction."""
+        if not self._keeping:
+            return
         with self._lock:
             for item in sealed:
                 record = item.record

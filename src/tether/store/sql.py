@@ -489,6 +489,10 @@ class SqlStore:
         (:func:`tether.core.partitions.log_order`)."""
         return self._audit.records(after_seq, partition)
 
+    def keep_sealed(self) -> None:
+        """From now on, keep the leaf hashes of what this process commits, for checkpoints."""
+        self.db.sealed.keep()
+
     def sealed_leaves(
         self, partition: str, after: ChainHead | None, upto: ChainHead
     ) -> list[bytes] | None:
