@@ -24,19 +24,30 @@ load average).
 
     .venv/bin/python bench/decision.py [--iterations 2000] [--policies 50,1000]
         [--provenance-values 1000]
+
+Before and after a change, side by side: ``--baseline-src OLD/src`` runs the measurements in
+child processes, alternately with tether imported from ``OLD/src`` and from this tree
+(``--rounds`` of each, old first), leaving out raw cedarpy and provenance, and prints each
+candidate's p50 and CPU p50 for old and new (the median over the rounds) and their ratio::
+
+    .venv/bin/python bench/decision.py --baseline-src /path/to/old/src --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 import provenance_authorize  # bench/, beside this script
@@ -110,7 +121,10 @@ def measure(fns: dict[str, Callable[[], object]], iterations: int) -> dict[str, 
     return samples
 
 
-def run(count: int, iterations: int, workdir: Path) -> None:
+def run(count: int, iterations: int, workdir: Path, *, raw: bool = True) -> dict[str, Any]:
+    """Measure at ``count`` policies, print the table; the p50s (wall and CPU) by candidate.
+
+    ``raw=False`` leaves raw cedarpy out (the side-by-side runs compare tether with itself)."""
     policy_dir = workdir / f"policies-{count}"
     shutil.copytree(packaged_policies(), policy_dir)
     for cedar in policy_dir.glob("*.cedar"):
@@ -187,10 +201,13 @@ def run(count: int, iterations: int, workdir: Path) -> None:
     assert expected == (got.decision.value == "allow"), "tether and raw cedarpy disagree"  # type: ignore[attr-defined]
     assert scope_violation(grant, call) is None
 
+    raw_candidates: dict[str, Callable[[], object]] = {
+        "raw cedarpy (text)": lambda: cedarpy.is_authorized(raw_request, full_text, []),
+        "raw cedarpy (parsed)": lambda: cedarpy.is_authorized(raw_request, full_set, []),
+    }
     samples = measure(
         {
-            "raw cedarpy (text)": lambda: cedarpy.is_authorized(raw_request, full_text, []),
-            "raw cedarpy (parsed)": lambda: cedarpy.is_authorized(raw_request, full_set, []),
+            **(raw_candidates if raw else {}),
             "pure decide": pure_decide,
             "tether decide": tether_decide,
             "tether authorize": tether_authorize,
@@ -215,10 +232,54 @@ def run(count: int, iterations: int, workdir: Path) -> None:
             f"  {name:24} {medians[name]:10.1f} {percentile(s, 0.99):10.1f} "
             f"{statistics.median(used):10.1f} {statistics.fmean(used):10.1f}"
         )
-    for baseline in ("raw cedarpy (text)", "raw cedarpy (parsed)"):
+    for baseline in ("raw cedarpy (text)", "raw cedarpy (parsed)") if raw else ():
         for candidate in ("tether decide", "tether authorize"):
             ratio = medians[candidate] / medians[baseline]
             print(f"  ratio {candidate} / {baseline}: {ratio:.2f}x")
+    return {name: {"p50": medians[name], "cpu": statistics.median(CPU[name])} for name in samples}
+
+
+def side_by_side(options: argparse.Namespace) -> None:
+    """``--baseline-src``: old and new in alternate child processes, then the table."""
+    here = Path(__file__).resolve()
+    trees = {"old": Path(options.baseline_src).resolve(), "new": here.parents[1] / "src"}
+    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    for round_ in range(options.rounds):
+        for which, src in trees.items():
+            load = os.getloadavg()[0]
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    str(here),
+                    "--child",
+                    "--iterations",
+                    str(options.iterations),
+                    "--policies",
+                    options.policies,
+                ],
+                env={**os.environ, "PYTHONPATH": str(src)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[which].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"round {round_ + 1} {which}: done (load average before {load:.2f})")
+    print(f"\nold: {trees['old']}\nnew: {trees['new']}")
+    print(f"median over {options.rounds} alternate runs of each, µs; ratio new / old")
+    for count in runs["new"][0]:
+        print(f"\n{count} policies")
+        print(f"  {'':26} {'old p50':>9} {'new p50':>9} {'ratio':>6} {'old CPU':>9} {'new CPU':>9}")
+        for name in runs["new"][0][count]:
+            row = [
+                statistics.median(r[count][name][key] for r in runs[which])
+                for key in ("p50", "cpu")
+                for which in ("old", "new")
+            ]
+            old_p50, new_p50, old_cpu, new_cpu = row
+            print(
+                f"  {name:26} {old_p50:9.1f} {new_p50:9.1f} {new_p50 / old_p50:6.2f} "
+                f"{old_cpu:9.1f} {new_cpu:9.1f}"
+            )
 
 
 def main() -> None:
@@ -230,9 +291,26 @@ def main() -> None:
         help="policy counts to run, comma-separated (default 50,1000)",
     )
     parser.add_argument("--provenance-values", type=int, default=1000)
+    parser.add_argument(
+        "--baseline-src",
+        help="another tether source tree (its src/ directory): old and new side by side",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --baseline-src: runs of each")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_src:
+        side_by_side(args)
+        return
     # Decisions log one line each; written to this terminal it would be timed too.
     configure_logging("warning", json=True)
+    if args.child:  # one side of --baseline-src: the p50s as the last line, as JSON
+        with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+            found = {
+                count: run(int(count), args.iterations, Path(tmp), raw=False)
+                for count in args.policies.split(",")
+            }
+        print(json.dumps(found))
+        return
     print(f"cedarpy {getattr(cedarpy, '__version__', '?')}, pid {os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         for count in [int(n) for n in args.policies.split(",")]:

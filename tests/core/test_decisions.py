@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from decision_facts import NOW, Case, lease_for, load
-from tether.core.decide import decide, refuse, unreadable, unrecorded, verdict_of
+from tether.core.decide import decide, refuse, screen, unreadable, unrecorded, verdict_of
 from tether.core.facts import Decided
 from tether.core.ids import DecisionId
 from tether.core.risks import Risk
@@ -35,6 +35,14 @@ def _answer(case: Case) -> tuple[Decided, Verdict]:
     lease = lease_for(case.facts) if after.get("lease") else None
     verdict = verdict_of(decided, DecisionId("dec_1"), "r1", NOW, lease=lease)
     return decided, verdict
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.file}::{c.name}" for c in CASES])
+def test_a_caller_that_screened_the_facts_gets_the_same_decision(case: Case) -> None:
+    """The service screens a call to know whether to ask Cedar, and hands that on."""
+    screened = screen(case.facts)
+    given = decide(case.facts, case.outcome, case.late, screened=screened)
+    assert given == decide(case.facts, case.outcome, case.late)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.file}::{c.name}" for c in CASES])

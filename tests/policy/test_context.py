@@ -192,6 +192,45 @@ def test_context_refs(condition: str, top: set[str] | None, args: set[str] | Non
     assert refs.args == (None if args is None else frozenset(args))
 
 
+@pytest.mark.parametrize(
+    ("condition", "attrs", "whole"),
+    [
+        ('context.intent.workflow == "x"', {("intent", "workflow")}, set()),
+        ("context.intent has purpose", {("intent", "purpose")}, set()),
+        ('context.delegation.chain.contains("a")', {("delegation", "chain")}, set()),
+        ('context.intent == {workflow: "x"}', set(), {"intent"}),
+        ('context.agent.name == "a" && context.agent like "x"', {("agent", "name")}, {"agent"}),
+        ("context has intent", set(), set()),
+        ("context.args.n == 1", set(), set()),
+    ],
+)
+def test_record_attributes_read(
+    condition: str, attrs: set[tuple[str, str]], whole: set[str]
+) -> None:
+    refs = refs_of(condition)
+    assert refs.record_attrs == attrs and refs.whole_records == whole
+    assert refs_of("context == {}").record_attrs is None  # the whole context: all of it
+
+
+def test_only_the_record_attributes_read_are_sent() -> None:
+    facts = CallFacts("wf", "p", "o", "tsk", "id", "td", "n", "crm", "confidential", ("root",))
+    refs = refs_of('context.intent.workflow == "wf" && context.delegation.depth < 2').union(
+        refs_of("context has agent")
+    )
+    assert build_context(facts, {}, refs) == {
+        "intent": {"workflow": "wf"},
+        "agent": {},
+        "delegation": {"depth": 1},
+    }
+    # Another policy of the subset reading the intent whole: all of it is sent.
+    wider = refs.union(refs_of('context.intent == {workflow: "wf"}'))
+    assert build_context(facts, {}, wider)["intent"] == {
+        "workflow": "wf",
+        "purpose": "p",
+        "on_behalf_of": "o",
+    }
+
+
 def test_context_holds_only_what_is_read() -> None:
     facts = CallFacts("wf", "p", "o", "tsk", "id", "td", "n", "crm", "confidential")
     only = build_context(facts, {"a": 1, "b": 2}, ContextRefs(frozenset({"args"}), frozenset("a")))

@@ -71,6 +71,10 @@ conditions = st.one_of(
     st.just('when { context.classification == "restricted" }'),
     st.just('unless { resource == Tool::"t0" }'),
     st.just('when { context.intent.workflow == "w1" }'),
+    # Records narrowed to the attributes read, or sent whole when read whole.
+    st.just('when { context.intent has purpose && context.intent.purpose == "p" }'),
+    st.just('when { context.intent == {workflow: "w1", purpose: "p", on_behalf_of: "o"} }'),
+    st.just('when { context.agent.name == "a1" }'),
     st.just('when { context.args has s && context.args.s like "*@example.com" }'),
 )
 

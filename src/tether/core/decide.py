@@ -50,7 +50,7 @@ from tether.core.provenance_extract import ValueKind
 from tether.core.provenance_rules import ArgumentProvenance
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind
-from tether.core.task import GrantState, TaskState
+from tether.core.task import GrantState, Task, TaskState
 from tether.core.verdict import (
     Decision,
     IssuedCredential,
@@ -80,6 +80,8 @@ __all__ = [
 
 GRANT_RISKS = frozenset({Risk.ASI03, Risk.ASI10})
 _SCOPE_RISKS = frozenset({Risk.ASI02, Risk.ASI03})
+# What every call that reaches the scope check guards against.
+_SCREENED_RISKS = GRANT_RISKS | _SCOPE_RISKS
 _ARG_RISKS = frozenset({Risk.ASI01, Risk.ASI02})
 # Reading far more than the workflow's past tasks: tool misuse by volume, an agent gone rogue.
 _ANOMALY_RISKS = frozenset({Risk.ASI02, Risk.ASI10})
@@ -200,7 +202,7 @@ def screen(facts: CallFacts) -> Screened:
         state = "expired" if task.state is TaskState.OPEN else task.state.value
         return Screened(_deny(facts, ReasonCode.TASK_NOT_OPEN, f"the task is {state}", GRANT_RISKS))
 
-    risks = set(GRANT_RISKS | _SCOPE_RISKS)
+    risks = set(_SCREENED_RISKS)
     if call.action is ActionKind.EXECUTE:
         risks.add(Risk.ASI05)
     scope = grant.scope_for(call.tool)
@@ -394,6 +396,17 @@ def _with_policy(
     facts: CallFacts, screened: Screened, outcome: PolicyOutcome, anomaly: Reason | None
 ) -> Decided:
     """Cedar's answer, then the checks that may only raise it to a human: data flow, anomaly."""
+    raised: list[tuple[Reason, str, frozenset[Risk]]] = []
+    if screened.egress is not None:
+        # Data-flow: after confidential reads, sending out needs a human, whatever policy says.
+        raised.append((screened.egress, "tether:egress", frozenset({Risk.ASI02})))
+    if screened.untrusted is not None:
+        # A sink argument whose value came from untrusted content: a human looks at it.
+        raised.append((screened.untrusted, PROVENANCE_POLICY, _PROVENANCE_RISKS))
+    if not raised and anomaly is not None:
+        # Volume far past the workflow's history: a human decides, whatever policy says.
+        raised.append((anomaly, "tether:anomaly", _ANOMALY_RISKS))
+    allowed = outcome.decision is Decision.ALLOW and not raised
     base = Decided(
         outcome.decision,
         outcome.reasons,
@@ -408,20 +421,10 @@ def _with_policy(
         ),
         observed=outcome.observed,
         step=screened.step,
+        # Built whole here: an allow's progress added later would copy the whole decision.
+        progress=_progress(facts, facts.chain, screened.step) if allowed else (),
     )
-    if outcome.decision is Decision.DENY:
-        return base
-    raised: list[tuple[Reason, str, frozenset[Risk]]] = []
-    if screened.egress is not None:
-        # Data-flow: after confidential reads, sending out needs a human, whatever policy says.
-        raised.append((screened.egress, "tether:egress", frozenset({Risk.ASI02})))
-    if screened.untrusted is not None:
-        # A sink argument whose value came from untrusted content: a human looks at it.
-        raised.append((screened.untrusted, PROVENANCE_POLICY, _PROVENANCE_RISKS))
-    if not raised and anomaly is not None:
-        # Volume far past the workflow's history: a human decides, whatever policy says.
-        raised.append((anomaly, "tether:anomaly", _ANOMALY_RISKS))
-    if not raised:
+    if outcome.decision is Decision.DENY or not raised:
         return base
     # Policy's reasons follow the ones that raised it; an allow's reasons no longer apply.
     kept = outcome.reasons if outcome.decision is Decision.APPROVAL_REQUIRED else ()
@@ -544,35 +547,44 @@ def _approval(facts: CallFacts, decided: Decided, late: LateFacts) -> Decided:
     return replace(waiting, draft_approval=True, approvers=decided.approvers)
 
 
-def _progress(facts: CallFacts, decided: Decided) -> tuple[TaskProgress, ...]:
+def _progress(
+    facts: CallFacts, chain: tuple[Task, ...], step: str | None
+) -> tuple[TaskProgress, ...]:
     """What an allowed call moves: every task of the chain whose label the read raises, and
     the root's workflow step.
 
     # INVARIANT: a delegate's read raises the label of its whole ancestor chain, in the
     # transaction that records the decision.
     """
-    if decided.decision is not Decision.ALLOW or not decided.chain:
+    if not chain:
         return ()
-    root = decided.chain[-1]
+    root = chain[-1]
     moved: list[TaskProgress] = []
-    for task in decided.chain:
+    for task in chain:
         label = raise_label(task.label, facts.classification, facts.call.action)
         # A call outside any declared step (break-glass) leaves the root's step where it is.
-        moves_step = task is root and decided.step is not None
-        if label != task.label or (moves_step and decided.step != task.workflow_step):
-            moved.append(
-                TaskProgress(TaskId(task.task_id), label, decided.step, moves_step=moves_step)
-            )
+        moves_step = task is root and step is not None
+        if label != task.label or (moves_step and step != task.workflow_step):
+            moved.append(TaskProgress(TaskId(task.task_id), label, step, moves_step=moves_step))
     return tuple(moved)
 
 
 def decide(
-    facts: CallFacts, outcome: PolicyOutcome | None, late: LateFacts | None = None
+    facts: CallFacts,
+    outcome: PolicyOutcome | None,
+    late: LateFacts | None = None,
+    *,
+    screened: Screened | None = None,
 ) -> Decided:
     """The decision on ``facts``, given the policy engine's ``outcome`` (``None`` when
-    :func:`screen` stopped the call before Cedar) and the ``late`` facts it needed."""
+    :func:`screen` stopped the call before Cedar) and the ``late`` facts it needed.
+
+    ``screened`` is :func:`screen` of these same ``facts`` when the caller already has it (it
+    screened them to know whether to ask the policy engine); otherwise they are screened here.
+    """
     late = late if late is not None else LateFacts()
-    screened = screen(facts)
+    if screened is None:
+        screened = screen(facts)
     if screened.denied is not None:
         decided = screened.denied
     elif outcome is None:
@@ -585,10 +597,14 @@ def decide(
         )
     else:
         decided = _with_policy(facts, screened, outcome, late.anomaly)
+    if decided.decision is Decision.ALLOW:
+        return decided  # an allow from policy carries its progress already
     decided = _breakglass(facts, decided, late.breakglass)
     decided = _approval(facts, decided, late)
     if decided.decision is Decision.ALLOW:
-        decided = replace(decided, progress=_progress(facts, decided))
+        progress = _progress(facts, decided.chain, decided.step)
+        if progress:
+            decided = replace(decided, progress=progress)
     return decided
 
 

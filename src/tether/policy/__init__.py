@@ -8,6 +8,7 @@ this package's implementation. Modules, each with one job:
     catalog  dataset classifications
     context  the Cedar context record and JSON -> Cedar value conversion
     index    which policies a (action, tool) evaluates; compiled, cached policy subsets
+    answer   asking Cedar about one request at the least cost, and reading its answer
     fold     Cedar's answer -> allow / deny / approval_required
     engine   the engine and its atomically swapped snapshot
     reload   change detection and the watcher thread

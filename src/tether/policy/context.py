@@ -40,11 +40,14 @@ argument must never smuggle in an entity reference or extension value.
 
 Only what a policy can observe is sent. Cedar reads the context only through attribute access
 (``context.x``) and ``has``, so :func:`scan_context_refs` records, per policy, which top-level
-attributes and which ``args`` attributes it names; any other use (``context == …``, ``context.args
-like …``) means "all". The engine then builds the context with just the union of those names for
-the policies it evaluates. This is exact: a policy's result depends only on the attributes it
-names. It keeps Cedar's request parsing (the bulk of a decision's cost) small, and arguments no
-applicable policy reads are neither converted nor able to make a call unrepresentable.
+attributes, which ``args`` attributes and which attributes of the other records (``intent``,
+``agent``, ``delegation``, ``dataflow``, ``provenance``) it names; any other use (``context ==
+…``, ``context.args like …``, ``context.intent == …``) means "all" of that level. The engine then
+builds the context with just the union of those names for the policies it evaluates. This is
+exact: a policy's result depends only on the attributes it names. It keeps Cedar's request
+parsing (the bulk of a decision's cost: each record and value sent costs Cedar about a
+microsecond or more to read) small, and arguments no applicable policy reads are neither
+converted nor able to make a call unrepresentable.
 """
 
 from __future__ import annotations
@@ -100,43 +103,70 @@ class Unrepresentable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ContextRefs:
-    """Which context attributes a policy (or a set of them) can read; ``None`` means all."""
+    """Which context attributes a policy (or a set of them) can read; ``None`` means all.
+
+    ``record_attrs`` narrows the records of ``top`` other than ``args``: the (record, attribute)
+    pairs named, with the records in ``whole_records`` read whole; ``None`` sends every record
+    of ``top`` whole."""
 
     top: frozenset[str] | None
     args: frozenset[str] | None
+    record_attrs: frozenset[tuple[str, str]] | None = None
+    whole_records: frozenset[str] = frozenset()
 
     def union(self, other: ContextRefs) -> ContextRefs:
         top = None if self.top is None or other.top is None else self.top | other.top
         args = None if self.args is None or other.args is None else self.args | other.args
-        return ContextRefs(top, args)
+        if self.record_attrs is None or other.record_attrs is None:
+            return ContextRefs(top, args)
+        return ContextRefs(
+            top,
+            args,
+            self.record_attrs | other.record_attrs,
+            self.whole_records | other.whole_records,
+        )
+
+    def record_fields(self, record: str) -> frozenset[str] | None:
+        """The attributes of ``record`` to send; ``None`` for all of them."""
+        if self.record_attrs is None or record in self.whole_records:
+            return None
+        return frozenset(attr for name, attr in self.record_attrs if name == record)
 
 
-NO_REFS: Final = ContextRefs(frozenset(), frozenset())
+NO_REFS: Final = ContextRefs(frozenset(), frozenset(), frozenset())
 ALL_REFS: Final = ContextRefs(None, None)
 
 _CONTEXT: Final = {"Var": "context"}
 
 
-def _is_context_args(node: object) -> bool:
+def _context_attr(node: object) -> str | None:
+    """``x`` when ``node`` is ``context.x`` (or ``context["x"]``), else ``None``."""
     if not isinstance(node, dict) or len(node) != 1:
-        return False
+        return None
     inner = node.get(".")
-    return isinstance(inner, dict) and inner.get("left") == _CONTEXT and inner.get("attr") == "args"
+    if isinstance(inner, dict) and inner.get("left") == _CONTEXT:
+        attr = inner.get("attr")
+        return attr if isinstance(attr, str) else None
+    return None
 
 
 def scan_context_refs(conditions: object) -> ContextRefs:
     """Walk a policy's EST ``conditions`` and collect the context attributes it names.
 
     Over-collecting is always safe (more is sent); only attribute access and ``has`` directly on
-    ``context`` or ``context.args`` narrow the set.
+    ``context`` or on one of its attributes (``context.args``, ``context.intent``…) narrow it.
+    Reaching ``context.x`` itself in the walk means it is read as a value (compared, ``like``,
+    passed to a function), so all of ``x`` is sent: a read of ``context.x.y`` returns before
+    its ``context.x`` is walked.
     """
     top: set[str] = set()
     args: set[str] = set()
+    attrs: set[tuple[str, str]] = set()
+    whole: set[str] = set()
     all_top = False
-    all_args = False
 
     def walk(node: object) -> None:
-        nonlocal all_top, all_args
+        nonlocal all_top
         if isinstance(node, list):
             for item in node:
                 walk(item)
@@ -147,31 +177,35 @@ def scan_context_refs(conditions: object) -> ContextRefs:
             for op in (".", "has"):
                 inner = node.get(op)
                 if isinstance(inner, dict) and isinstance(inner.get("attr"), str):
+                    attr: str = inner["attr"]
                     left = inner.get("left")
                     if left == _CONTEXT:
-                        top.add(inner["attr"])
-                        # `context.args` read whole (not `context.args.x`, caught below)
-                        if op == "." and inner["attr"] == "args":
-                            all_args = True
+                        top.add(attr)
+                        if op == ".":  # `context.x` as a value: all of it (see above)
+                            whole.add(attr)
                         return
-                    if _is_context_args(left):
-                        top.add("args")
-                        args.add(inner["attr"])
+                    record = _context_attr(left)
+                    if record is not None:  # `context.x.y` or `context.x has y`
+                        top.add(record)
+                        if record == "args":
+                            args.add(attr)
+                        else:
+                            attrs.add((record, attr))
                         return
             if node == _CONTEXT:
                 all_top = True
-                return
-            if _is_context_args(node):
-                top.add("args")
-                all_args = True
                 return
         for value in node.values():
             walk(value)
 
     walk(conditions)
+    if all_top:
+        return ALL_REFS
     return ContextRefs(
-        None if all_top else frozenset(top),
-        None if (all_args or all_top) else frozenset(args),
+        frozenset(top),
+        None if "args" in whole else frozenset(args),
+        frozenset(attrs),
+        frozenset(whole - {"args"}),
     )
 
 
@@ -309,21 +343,29 @@ def build_context(
     Raises :class:`Unrepresentable` when a read argument has no faithful Cedar value.
     """
     top = TOP_LEVEL if refs.top is None else refs.top
+    narrow = refs.top is not None and refs.record_attrs is not None
     ctx: dict[str, CedarJSON] = {}
+
+    def record(name: str, value: dict[str, CedarJSON]) -> None:
+        fields = refs.record_fields(name) if narrow else None
+        ctx[name] = value if fields is None else {k: v for k, v in value.items() if k in fields}
+
     if "intent" in top:
-        ctx["intent"] = {
-            "workflow": facts.workflow,
-            "purpose": facts.purpose,
-            "on_behalf_of": facts.on_behalf_of,
-        }
+        record(
+            "intent",
+            {
+                "workflow": facts.workflow,
+                "purpose": facts.purpose,
+                "on_behalf_of": facts.on_behalf_of,
+            },
+        )
     if "task_id" in top:
         ctx["task_id"] = facts.task_id
     if "agent" in top:
-        ctx["agent"] = {
-            "id": facts.agent_id,
-            "trust_domain": facts.trust_domain,
-            "name": facts.agent_name,
-        }
+        record(
+            "agent",
+            {"id": facts.agent_id, "trust_domain": facts.trust_domain, "name": facts.agent_name},
+        )
     if "dataset" in top:
         ctx["dataset"] = facts.dataset
     if "classification" in top:
@@ -331,11 +373,11 @@ def build_context(
     if "args" in top:
         ctx["args"] = to_cedar_args(args, refs.args)
     if "delegation" in top:
-        ctx["delegation"] = delegation_record(facts.agent_id, facts.delegators)
+        record("delegation", delegation_record(facts.agent_id, facts.delegators))
     if "dataflow" in top:
-        ctx["dataflow"] = dataflow_record(facts.dataflow)
+        record("dataflow", dataflow_record(facts.dataflow))
     if "provenance" in top:
-        ctx["provenance"] = provenance_record(facts)
+        record("provenance", provenance_record(facts))
     return ctx
 
 

@@ -10,8 +10,10 @@ One request becomes one Cedar request (no entities; everything is in the context
 and is evaluated against only the policies that can apply (:mod:`tether.policy.index`), without
 the schema: policies were validated against it at load, and request validation would refuse
 arguments the schema does not declare. Cedar's answer is folded into allow, deny or
-approval_required by :mod:`tether.policy.fold`. Nothing here raises on a well-formed request:
-every failure denies with its cause.
+approval_required by :mod:`tether.policy.fold`. Cedar is asked through
+:mod:`tether.policy.answer`, which returns its answer as text; an answer seen before for the
+same subset, action and tool is not parsed and folded again (the subset remembers the outcome).
+Nothing here raises on a well-formed request: every failure denies with its cause.
 
 Observe-mode policies (``@mode("observe")``, ``*.observe.cedar``) are indexed apart and evaluated
 after the enforcing ones, with their own context: what they would have changed is returned as
@@ -42,9 +44,12 @@ from tether.core.provenance_rules import ProvenanceRules
 from tether.core.scope import ActionKind, Classification
 from tether.core.task import Intent
 from tether.core.verdict import Decision, ReasonCode
+from tether.policy.answer import Cedar, answer_key, parse
 from tether.policy.bundle import PolicyBundle, load_policy_dir, load_sources
 from tether.policy.context import (
     CallFacts,
+    CedarJSON,
+    ContextRefs,
     Unrepresentable,
     build_context,
     context_json,
@@ -133,6 +138,7 @@ class CedarPolicyEngine:
         self._seen = fp
         self._last_error: ConfigurationError | None = None
         self._reload_lock = threading.Lock()
+        self._cedar = Cedar()
         _log.info(
             "policy.loaded",
             origin=bundle.origin,
@@ -186,40 +192,38 @@ class CedarPolicyEngine:
         snapshot = self._snapshot  # INVARIANT: one decision reads one snapshot
         call = request.call
         try:
-            facts = _facts(request)
             subset = snapshot.index.subset(call.action, call.tool)
-            result: Any = None
+            raw: str | None = None
             if subset.evaluation is None:
                 outcome = no_policy_permits(call.action, call.tool)
             else:
                 try:
-                    context = build_context(facts, call.args, subset.refs)
+                    context = _context(request, subset.refs)
                 except Unrepresentable as exc:
                     return policy_error(f"{exc}; the call is denied")
-                result = cedarpy.is_authorized(
+                raw = self._cedar.ask(
                     _cedar_request(request, context), subset.evaluation, snapshot.entities
                 )
-                outcome = fold(result, subset, call.action, call.tool)
+                outcome = _fold_answer(raw, subset, call.action, call.tool)
         except Exception:  # fail closed: no error path may allow
             _log.exception("policy.decide_failed", tool=call.tool, action=call.action.value)
             return policy_error("policy evaluation failed, so the call is denied")
         if snapshot.observe_index.size == 0:
             return outcome
-        observed = self._observe(snapshot, request, facts, outcome, (result, subset))
+        observed = self._observe(snapshot, request, outcome, (raw, subset))
         return replace(outcome, observed=observed) if observed else outcome
 
     def _observe(
         self,
         snapshot: PolicySnapshot,
         request: PolicyRequest,
-        facts: CallFacts,
         outcome: PolicyOutcome,
-        enforced: tuple[Any, CompiledSubset],
+        enforced: tuple[str | None, CompiledSubset],
     ) -> tuple[ObservedVerdict, ...]:
         """What the observe-mode policies for this call would have changed; never raises.
 
-        ``enforced`` is Cedar's answer for the enforcing policies (``None`` when none applied)
-        and their subset.
+        ``enforced`` is Cedar's answer text for the enforcing policies (``None`` when none
+        applied) and their subset.
         """
         if outcome.decision is Decision.DENY and any(
             r.code is not ReasonCode.NO_POLICY_PERMITS for r in outcome.reasons
@@ -231,18 +235,22 @@ class CedarPolicyEngine:
             if subset.evaluation is None:
                 return ()
             try:
-                context = build_context(facts, call.args, subset.refs)
+                context = _context(request, subset.refs)
             except Unrepresentable as exc:
                 # Enforced, a policy reading this argument would deny with policy_error.
                 readers = [p for p in subset.policies if _reads_argument(p, exc.path)]
                 return observe((), readers, outcome)
-            result = cedarpy.is_authorized(
-                _cedar_request(request, context), subset.evaluation, snapshot.entities
+            answer = parse(
+                self._cedar.ask(
+                    _cedar_request(request, context), subset.evaluation, snapshot.entities
+                )
             )
-            diagnostics = result.diagnostics
-            errored = errored_policies(subset, diagnostics.errors) if diagnostics.errors else []
-            satisfied = [subset.by_id[i] for i in diagnostics.reasons if i in subset.by_id]
-            pending = approval_only(*enforced)
+            errored = errored_policies(subset, answer.errors) if answer.errors else []
+            satisfied = [subset.by_id[i] for i in answer.reasons if i in subset.by_id]
+            enforced_text, enforced_subset = enforced
+            pending = approval_only(
+                parse(enforced_text) if enforced_text is not None else None, enforced_subset
+            )
             return observe(satisfied, errored, outcome, pending_approval=pending)
         except Exception:  # observing must never change the decision, not even by failing
             _log.exception("policy.observe_failed", tool=call.tool, action=call.action.value)
@@ -380,14 +388,40 @@ def _facts(request: PolicyRequest) -> CallFacts:
     )
 
 
+def _fold_answer(raw: str, subset: CompiledSubset, action: ActionKind, tool: str) -> PolicyOutcome:
+    """Cedar's answer text folded, or the outcome the same answer folded into before."""
+    key = answer_key(raw)
+    memo = (action, tool, key) if key is not None else None
+    if memo is not None:
+        found = subset.folded(memo)
+        if found is not None:
+            return found
+    answer = parse(raw)
+    outcome = fold(answer, subset, action, tool)
+    if memo is not None and not answer.errors:
+        subset.remember(memo, outcome)
+    return outcome
+
+
+def _context(request: PolicyRequest, refs: ContextRefs) -> dict[str, CedarJSON]:
+    """The context record holding what ``refs`` reads: empty, with no fact gathered, when the
+    policies read no context (most heads-only policies). Raises :class:`Unrepresentable`."""
+    if refs.top is not None and not refs.top:
+        return {}
+    return build_context(_facts(request), request.call.args, refs)
+
+
 def _cedar_request(request: PolicyRequest, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The Cedar request; an empty context is left out (Cedar's default, parsed for free)."""
     call = request.call
-    return {
+    cedar: dict[str, Any] = {
         "principal": {"type": "Agent", "id": request.agent.id},
         "action": _ACTION_UIDS[call.action],
         "resource": {"type": "Tool", "id": call.tool},
-        "context": context_json(context),
     }
+    if context:
+        cedar["context"] = context_json(context)
+    return cedar
 
 
 def _reads_argument(policy: PolicyMeta, path: str) -> bool:

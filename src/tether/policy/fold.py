@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
 from tether.core.risks import Risk
 from tether.core.scope import ActionKind
 from tether.core.verdict import Decision, Obligation, ObligationKind, Reason, ReasonCode
+from tether.policy.answer import CedarAnswer
 from tether.policy.index import CompiledSubset
 from tether.policy.meta import Effect, PolicyMeta
 from tether.service.ports import ObservedVerdict, PolicyOutcome
@@ -81,7 +82,7 @@ def policy_error(message: str, policies: Iterable[PolicyMeta] = ()) -> PolicyOut
     )
 
 
-def _errored(subset: CompiledSubset, errors: list[str]) -> PolicyOutcome:
+def _errored(subset: CompiledSubset, errors: Iterable[str]) -> PolicyOutcome:
     ids: list[str] = []
     details: list[str] = []
     for error in errors:
@@ -106,14 +107,14 @@ def _obligations(permits: Iterable[PolicyMeta]) -> tuple[Obligation, ...]:
     return tuple(out)
 
 
-def fold(result: Any, subset: CompiledSubset, action: ActionKind, tool: str) -> PolicyOutcome:
-    """Fold a ``cedarpy.AuthzResult`` for ``subset`` into a :class:`PolicyOutcome`."""
-    diagnostics = result.diagnostics
-    errors: list[str] = diagnostics.errors
-    if errors:
-        return _errored(subset, errors)
-    decision = result.decision.value
-    determining = _ordered(subset, diagnostics.reasons)
+def fold(
+    answer: CedarAnswer, subset: CompiledSubset, action: ActionKind, tool: str
+) -> PolicyOutcome:
+    """Fold Cedar's answer for ``subset`` into a :class:`PolicyOutcome`."""
+    if answer.errors:
+        return _errored(subset, answer.errors)
+    decision = answer.decision
+    determining = _ordered(subset, answer.reasons)
     if decision == "Deny":
         if not determining:
             return no_policy_permits(action, tool)
@@ -170,18 +171,18 @@ def fold(result: Any, subset: CompiledSubset, action: ActionKind, tool: str) -> 
 # -- observe mode ----------------------------------------------------------------------------
 
 
-def approval_only(result: Any, subset: CompiledSubset) -> bool:
+def approval_only(answer: CedarAnswer | None, subset: CompiledSubset) -> bool:
     """Did the enforcing answer hold approval forbids but no permit (folded to a deny)?
 
     Then a permit added in observe mode would have made the call ``approval_required``.
     """
-    if result is None or result.diagnostics.errors or result.decision.value != "Allow":
+    if answer is None or answer.errors or answer.decision != "Allow":
         return False
-    determining = _ordered(subset, result.diagnostics.reasons)
+    determining = _ordered(subset, answer.reasons)
     return bool(determining) and all(p.is_approval_forbid for p in determining)
 
 
-def errored_policies(subset: CompiledSubset, errors: list[str]) -> list[PolicyMeta]:
+def errored_policies(subset: CompiledSubset, errors: Iterable[str]) -> list[PolicyMeta]:
     """The policies Cedar's errors name; every policy of the subset when one names none."""
     ids: list[str] = []
     for error in errors:

@@ -16,6 +16,11 @@ tether's own (built from the EST), lazily, on first use, and cached. Tools with 
 share their action's general subset, so the cache holds at most one entry per (action, tool) that
 a policy names, plus six; it is bounded anyway (oldest entries dropped first).
 
+Each subset also remembers, per (action, tool), the outcome each of Cedar's answers folded into
+(:func:`tether.policy.answer.answer_key`; at most :data:`FOLD_MEMO` of them, errorless answers
+only). It lives and dies with the subset, so with the snapshot: a reload never sees an outcome
+folded from the policies it replaced.
+
 Observe-mode policies (``@mode("observe")``) are never in the enforcing index: a snapshot keeps
 them in a second index (``observed=True``) whose subsets evaluate every policy as a permit, so
 one Cedar call lists each one that is satisfied (:meth:`PolicyMeta.est_for_observation`).
@@ -33,8 +38,13 @@ import cedarpy
 from tether.core.scope import ActionKind
 from tether.policy.context import NO_REFS, ContextRefs
 from tether.policy.meta import Effect, PolicyMeta
+from tether.service.ports import PolicyOutcome
 
 DEFAULT_CACHE_SIZE: Final = 4096
+#: Folded outcomes one subset remembers (answers differ by tool and by which policies decided).
+FOLD_MEMO: Final = 256
+#: (action, tool, Cedar's answer without its metrics)
+FoldKey = tuple[ActionKind, str, str]
 
 
 def _policy_set(entries: Iterable[tuple[str, str]]) -> Any:
@@ -53,7 +63,7 @@ class CompiledSubset:
     for partial evaluation at task open.
     """
 
-    __slots__ = ("_lock", "_preview", "by_id", "evaluation", "policies", "refs")
+    __slots__ = ("_folded", "_lock", "_preview", "by_id", "evaluation", "policies", "refs")
 
     def __init__(self, policies: tuple[PolicyMeta, ...], *, observing: bool = False) -> None:
         self.policies = policies
@@ -72,6 +82,7 @@ class CompiledSubset:
         )
         self._preview: Any = None
         self._lock = threading.Lock()
+        self._folded: dict[FoldKey, PolicyOutcome] = {}
 
     @property
     def is_empty(self) -> bool:
@@ -86,6 +97,17 @@ class CompiledSubset:
                         (p.policy_id, p.est_json) for p in self.policies if not p.is_approval_forbid
                     )
         return self._preview
+
+    def folded(self, key: FoldKey) -> PolicyOutcome | None:
+        """The outcome this answer folded into before, if remembered."""
+        return self._folded.get(key)
+
+    def remember(self, key: FoldKey, outcome: PolicyOutcome) -> None:
+        """Remember ``outcome`` for ``key``, dropping the oldest beyond :data:`FOLD_MEMO`."""
+        with self._lock:
+            while len(self._folded) >= FOLD_MEMO:
+                del self._folded[next(iter(self._folded))]
+            self._folded[key] = outcome
 
     @property
     def permit_count(self) -> int:

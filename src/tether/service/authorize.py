@@ -361,13 +361,13 @@ class Authorizer:
         if screened.denied is None:
             outcome = self._ask_policy(agent, facts)
         late = LateFacts(anomaly=self._anomaly(facts, outcome, expect))
-        decided = decide(facts, outcome, late)
+        decided = decide(facts, outcome, late, screened=screened)
         task = decided.task
         if needs_breakglass(decided) and self._breakglass is not None and task is not None:
             active = self._breakglass.active_for(task.task_id, agent.id)
             if active is not None:
                 late = replace(late, breakglass=active)
-                decided = decide(facts, outcome, late)
+                decided = decide(facts, outcome, late, screened=screened)
         if needs_approval(decided) and task is not None:
             if approval_id is not None:
                 approval = (
@@ -383,7 +383,7 @@ class Authorizer:
                 )
             else:
                 late = replace(late, pending=self._approvals.pending_for(agent, task, facts.call))
-            decided = decide(facts, outcome, late)
+            decided = decide(facts, outcome, late, screened=screened)
         return decided
 
     def _ask_policy(self, agent: Workload, facts: CallFacts) -> PolicyOutcome:
