@@ -28,7 +28,15 @@ table). Then the layers timed alone, in this process: the decision (``Authorizer
 effect write, and shaping the result for the agent. Quote figures measured in one run, with the
 load average printed beside them.
 
+To compare with another checkout in the same run, ``--baseline-src`` names its ``src``
+directory (``git archive main src | tar -x -C /tmp/main``): its lean gateways are measured
+beside this tree's, interleaved. ``--lean-only`` leaves out the SDK paths, the bare proxy and
+the remote pair. ``--profile DIR`` has each lean gateway write a cProfile ``pstats`` of its
+whole life (start included) to DIR when it stops; for where the CPU goes without cProfile's
+own cost, sample a gateway with ``py-spy record --pid`` instead.
+
     .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--mode auto|legacy]
+        [--lean-only] [--baseline-src DIR] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ from tether.credentials.secrets import SecretStore
 from tether.runtime import Runtime, RuntimeConfig, dev_issuer, open_runtime, packaged_policies
 
 TOKEN = "bench-upstream-token"
+#: Where a gateway process writes its profile (pstats), when set (``--profile``).
+PROFILE_ENV = "TETHER_BENCH_PROFILE"
 
 
 # -- the upstream and the bare proxy (run as subprocesses of this script) ------------------------
@@ -118,10 +128,26 @@ def serve_stdio_upstream() -> None:
     anyio.run(run)
 
 
+def _exit_quietly(*_: object) -> None:
+    raise SystemExit(0)
+
+
 def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) -> None:
     """A gateway as ``tether mcp-gateway`` runs one (its app and uvicorn settings), on its
-    lean path or with every request through the SDK's transport."""
+    lean path or with every request through the SDK's transport. With ``PROFILE_ENV`` set, the
+    process's calls are profiled (cProfile) and written there as pstats when it stops."""
     import uvicorn
+
+    profile_to = os.environ.get(PROFILE_ENV, "")
+    profiler = None
+    if profile_to:
+        import cProfile
+        import signal
+
+        # uvicorn raises the SIGTERM it caught again once shut down: end in ``finally`` then.
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        profiler = cProfile.Profile()
+        profiler.enable()
 
     from tether.mcp import http_app, load_config, open_gateway
 
@@ -141,6 +167,9 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         )
     finally:
         runtime.close()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
 
 
 def serve_bare(port: int, upstream_url: str) -> None:
@@ -341,6 +370,22 @@ def main() -> None:
         default="auto",
         help="the client's protocol: auto (2026-07-28) or legacy (2025-11-25 sessions)",
     )
+    parser.add_argument(
+        "--lean-only",
+        action="store_true",
+        help="measure only the direct paths and the gateways' lean paths (and the baseline's)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a checkout's src directory (e.g. `git archive main src`): its gateway's lean path "
+        "is measured beside this tree's, in the same run",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="a directory: each lean gateway writes its cProfile pstats there when it stops",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-stdio-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
@@ -357,7 +402,7 @@ def main() -> None:
         return
     if options.serve_gateway:
         port, config, data_dir, policy_dir, lean = options.serve_gateway
-        serve_gateway(int(port), config, data_dir, policy_dir, lean == "lean")
+        serve_gateway(int(port), config, data_dir, policy_dir, lean != "sdk")
         return
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -404,9 +449,11 @@ def main() -> None:
         direct_url = f"http://127.0.0.1:{up_port}/mcp"
         upstream = start(stack, [sys.executable, __file__, "--serve-upstream", str(up_port)], env)
         wait_for_port(up_port, upstream, "the upstream")
-        bare = start(
-            stack, [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env
-        )
+        bare = None
+        if not options.lean_only:
+            bare = start(
+                stack, [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env
+            )
         # The echo tool never changes: descriptors are re-read when the upstream says so
         # (pin_check on_change), as for any upstream declaring tools.listChanged; an upstream
         # checked each_call costs one more tools/list round trip per call.
@@ -423,6 +470,22 @@ def main() -> None:
             },
         }
         gateways: dict[tuple[str, str], tuple[int, subprocess.Popen[bytes]]] = {}
+        ways = ["lean"] if options.lean_only else ["sdk", "lean"]
+        if options.baseline_src is not None:
+            ways.append("base")
+
+        def gateway_env(name: str, way: str) -> dict[str, str]:
+            """The gateway's environment: the baseline's source first on the path for
+            ``base``; where to write its profile when asked."""
+            own = dict(env)
+            if way == "base":
+                src = str(options.baseline_src.resolve())
+                own["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+            if options.profile is not None and way != "sdk":
+                options.profile.mkdir(parents=True, exist_ok=True)
+                own[PROFILE_ENV] = str(options.profile.resolve() / f"{name}-{way}.pstats")
+            return own
+
         for name, upstream_config in fronted.items():
             config_file = root / f"gateway-{name}.yaml"
             config_file.write_text(
@@ -433,33 +496,36 @@ def main() -> None:
                     }
                 )
             )
-            for way in ("sdk", "lean"):
+            for way in ways:
                 port = free_port()
                 serve = (str(port), str(config_file), str(data), str(policies), way)
                 command = [sys.executable, __file__, "--serve-gateway", *serve]
-                gateways[name, way] = port, start(stack, command, env)
+                gateways[name, way] = port, start(stack, command, gateway_env(name, way))
         # The remote-decision pair: serve on the same data directory, and a gateway (lean, its
         # default) in front of the HTTP upstream with a data directory of its own.
         serve_port, remote_port = free_port(), free_port()
-        tether_serve = [
-            *(sys.executable, "-m", "tether", "serve"),
-            *("--data-dir", str(data), "--policies", str(policies)),
-            *("--port", str(serve_port), "--log-level", "warning"),
-            *("--gateway-ids", gateway_id),
-        ]
-        pdp_server = start(stack, tether_serve, env)
-        remote_gateway = [
-            *(sys.executable, "-m", "tether", "mcp-gateway"),
-            *("--gateway-config", str(root / "gateway-bench.yaml")),
-            *("--data-dir", str(remote_data)),
-            *("--pdp-url", f"http://127.0.0.1:{serve_port}"),
-            *("--gateway-svid-file", str(root / "gateway.jwt")),
-            *("--port", str(remote_port), "--log-level", "warning"),
-        ]
-        remote = start(stack, remote_gateway, env)
-        wait_for_port(bare_port, bare, "the bare proxy")
-        wait_for_port(serve_port, pdp_server, "tether serve")
-        wait_for_port(remote_port, remote, "the remote-decision gateway")
+        pdp_server = remote = None
+        if not options.lean_only:
+            tether_serve = [
+                *(sys.executable, "-m", "tether", "serve"),
+                *("--data-dir", str(data), "--policies", str(policies)),
+                *("--port", str(serve_port), "--log-level", "warning"),
+                *("--gateway-ids", gateway_id),
+            ]
+            pdp_server = start(stack, tether_serve, env)
+            remote_gateway = [
+                *(sys.executable, "-m", "tether", "mcp-gateway"),
+                *("--gateway-config", str(root / "gateway-bench.yaml")),
+                *("--data-dir", str(remote_data)),
+                *("--pdp-url", f"http://127.0.0.1:{serve_port}"),
+                *("--gateway-svid-file", str(root / "gateway.jwt")),
+                *("--port", str(remote_port), "--log-level", "warning"),
+            ]
+            remote = start(stack, remote_gateway, env)
+            assert bare is not None
+            wait_for_port(bare_port, bare, "the bare proxy")
+            wait_for_port(serve_port, pdp_server, "tether serve")
+            wait_for_port(remote_port, remote, "the remote-decision gateway")
         for (name, way), (port, process) in gateways.items():
             wait_for_port(port, process, f"the gateway ({name}, {way})")
 
@@ -468,29 +534,40 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}/mcp"
             return Path_(label, f"{name}.echo", url, grant, process.pid, baseline)
 
-        bare_url = f"http://127.0.0.1:{bare_port}/mcp"
-        remote_url = f"http://127.0.0.1:{remote_port}/mcp"
-        http_paths = [
-            Path_("HTTP upstream, direct", "echo", direct_url, None, None, 0),
-            Path_("bare forward, no tether", "bench.echo", bare_url, None, bare.pid, 0),
-            through("gateway, SDK path", "bench", "sdk", 0),
-            through("gateway, lean path", "bench", "lean", 0),
-            Path_(
-                "gateway, decided by serve",
-                "bench.echo",
-                remote_url,
-                remote_grant,
-                remote.pid,
-                0,
-                serve_pid=pdp_server.pid,
-            ),
-        ]
+        def gateways_for(name: str, baseline: int) -> list[Path_]:
+            measured = (
+                [] if options.lean_only else [through("gateway, SDK path", name, "sdk", baseline)]
+            )
+            measured.append(through("gateway, lean path", name, "lean", baseline))
+            if options.baseline_src is not None:
+                measured.append(through("  baseline's lean path", name, "base", baseline))
+            return measured
+
+        http_paths = [Path_("HTTP upstream, direct", "echo", direct_url, None, None, 0)]
+        if bare is not None:
+            bare_url = f"http://127.0.0.1:{bare_port}/mcp"
+            http_paths.append(
+                Path_("bare forward, no tether", "bench.echo", bare_url, None, bare.pid, 0)
+            )
+        http_paths.extend(gateways_for("bench", 0))
+        if remote is not None and pdp_server is not None:
+            remote_url = f"http://127.0.0.1:{remote_port}/mcp"
+            http_paths.append(
+                Path_(
+                    "gateway, decided by serve",
+                    "bench.echo",
+                    remote_url,
+                    remote_grant,
+                    remote.pid,
+                    0,
+                    serve_pid=pdp_server.pid,
+                )
+            )
         stdio = len(http_paths)
         paths = [
             *http_paths,
             Path_("stdio upstream, direct", "echo", None, None, None, stdio),
-            through("gateway, SDK path", "local", "sdk", stdio),
-            through("gateway, lean path", "local", "lean", stdio),
+            *gateways_for("local", stdio),
         ]
         load = os.getloadavg()[0]
         times, cpu, serve_cpu, versions = anyio.run(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import serve_asgi
+from loopback import read_body, serve_asgi
 from mcp_harness import CRM_UPDATE, UPSTREAM, open_grant, records, run, text_of
 from starlette.types import Receive, Scope, Send
 
@@ -73,12 +73,7 @@ class Malformed:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         request = json.loads(body) if body else {}
         method, rid = request.get("method"), request.get("id")
         results: dict[str, Any] = {

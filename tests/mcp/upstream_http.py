@@ -25,6 +25,8 @@ class MailLog:
     sent: list[dict[str, Any]] = field(default_factory=list)
     #: The MCP session id each send came in on.
     sessions: list[str | None] = field(default_factory=list)
+    #: The client port (the connection) each send came in on.
+    call_ports: list[int] = field(default_factory=list)
     #: The Authorization header of the last request (a careless server may echo it).
     last_authorization: bytes = b""
 
@@ -55,6 +57,8 @@ def mail_server(log: MailLog) -> Server[Any]:
         request = ctx.request
         session = request.headers.get("mcp-session-id") if request is not None else None
         log.sessions.append(session)
+        client = request.client if request is not None else None
+        log.call_ports.append(client.port if client is not None else 0)
         subject = str(args.get("subject", ""))
         if subject.startswith("echo-auth:"):
             # A careless upstream: it echoes the credential it was sent, in some encoding.

@@ -32,7 +32,7 @@ import itertools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import httpx2
@@ -54,6 +54,8 @@ from mcp_types import (
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
+
+from tether.mcp.lean_http import LeanHttp
 
 SESSION_ID_HEADER: Final = "mcp-session-id"
 #: The SDK client's limit on one SSE event (mcp.client.streamable_http).
@@ -139,6 +141,12 @@ class SessionIdWatch:
             self.session_id = value
 
 
+class Credential(Protocol):
+    """An upstream's credential header (:class:`tether.mcp.upstreams.InjectedCredential`)."""
+
+    def header(self) -> tuple[str, str]: ...
+
+
 @dataclass(frozen=True)
 class HttpRoute:
     """Where a streamable HTTP session's requests go: its pooled client and endpoint."""
@@ -146,6 +154,11 @@ class HttpRoute:
     client: httpx2.AsyncClient
     url: str
     session: SessionIdWatch
+    #: The lean client for ``tools/call`` POSTs (:mod:`tether.mcp.lean_http`), for the
+    #: upstreams it serves; ``None``: they go through ``client`` too.
+    lean: LeanHttp | None = None
+    #: The credential ``client`` adds to each request, added to the lean client's.
+    credential: Credential | None = None
 
 
 class LeanChannel:
@@ -229,35 +242,50 @@ class LeanChannel:
         route = self._http
         assert route is not None
         body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        async with route.client.stream(
-            "POST", route.url, content=body, headers=self._headers()
-        ) as response:
-            status = response.status_code
-            content_type = response.headers.get("content-type", "").lower()
-            if status == 202 or 300 <= status < 400:
-                return _error(request_id, INVALID_REQUEST, "no answer to the request")
-            if status >= 400:
-                if content_type.startswith("application/json"):
-                    with _quietly():
-                        parsed = jsonrpc_message_adapter.validate_json(
-                            await response.aread(), by_name=False
-                        )
-                        if isinstance(parsed, JSONRPCError):
-                            return JSONRPCError(jsonrpc="2.0", id=request_id, error=parsed.error)
-                if status == 404:
-                    return _error(request_id, INVALID_REQUEST, "Session terminated")
-                return _error(request_id, INTERNAL_ERROR, "Server returned an error response")
+        headers = self._headers()
+        if route.lean is None:
+            async with route.client.stream(
+                "POST", route.url, content=body, headers=headers
+            ) as response:
+                return await self._read(response, request_id)
+        if route.credential is not None:
+            name, value = route.credential.header()
+            headers[name] = value
+        response = await route.lean.post(headers, body)
+        try:
+            await route.session(response)  # as the client's response hook
+            return await self._read(response, request_id)
+        finally:
+            await response.aclose()
+
+    async def _read(self, response: httpx2.Response, request_id: str) -> Answer:
+        """The answer in ``response``, as the SDK's transport reads it."""
+        status = response.status_code
+        content_type = response.headers.get("content-type", "").lower()
+        if status == 202 or 300 <= status < 400:
+            return _error(request_id, INVALID_REQUEST, "no answer to the request")
+        if status >= 400:
             if content_type.startswith("application/json"):
-                try:
+                with _quietly():
                     parsed = jsonrpc_message_adapter.validate_json(
                         await response.aread(), by_name=False
                     )
-                except ValidationError:
-                    return _error(request_id, PARSE_ERROR, "Failed to parse JSON response")
-                return _answer(parsed, request_id)
-            if content_type.startswith("text/event-stream"):
-                return await self._events(response, request_id)
-            return _error(request_id, INVALID_REQUEST, "Unexpected content type")
+                    if isinstance(parsed, JSONRPCError):
+                        return JSONRPCError(jsonrpc="2.0", id=request_id, error=parsed.error)
+            if status == 404:
+                return _error(request_id, INVALID_REQUEST, "Session terminated")
+            return _error(request_id, INTERNAL_ERROR, "Server returned an error response")
+        if content_type.startswith("application/json"):
+            try:
+                parsed = jsonrpc_message_adapter.validate_json(
+                    await response.aread(), by_name=False
+                )
+            except ValidationError:
+                return _error(request_id, PARSE_ERROR, "Failed to parse JSON response")
+            return _answer(parsed, request_id)
+        if content_type.startswith("text/event-stream"):
+            return await self._events(response, request_id)
+        return _error(request_id, INVALID_REQUEST, "Unexpected content type")
 
     async def _events(self, response: httpx2.Response, request_id: str) -> Answer:
         async for event in EventSource(response, max_event_size=MAX_SSE_EVENT_BYTES):

@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from tether.core.secret import Secret
 from tether.logs import get_logger
 from tether.mcp.config import CredentialRef, HttpUpstream, StdioUpstream, Upstream
+from tether.mcp.lean_http import LeanHttp, serves
 from tether.mcp.lean_upstream import HttpRoute, LeanChannel, Relay, SessionIdWatch
 from tether.service.ports import Clock
 
@@ -81,11 +82,16 @@ class InjectedCredential(httpx2.Auth):
         self._scheme = ref.scheme
         self._secret = secret
 
+    def header(self) -> tuple[str, str]:
+        """The header's name and value (the secret revealed now, for this request only)."""
+        value = self._secret.reveal()
+        return self._header, f"{self._scheme} {value}" if self._scheme else value
+
     def auth_flow(
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]:
-        value = self._secret.reveal()
-        request.headers[self._header] = f"{self._scheme} {value}" if self._scheme else value
+        name, value = self.header()
+        request.headers[name] = value
         yield request
 
     def __repr__(self) -> str:
@@ -210,7 +216,11 @@ class UpstreamConnection:
                 read, write = await stack.enter_async_context(
                     streamable_http_client(config.url, http_client=http)
                 )
-                route = HttpRoute(http, config.url, watch)
+                lean_http = None
+                if self._lean and serves(config.url):
+                    lean_http = LeanHttp(config.url)
+                    stack.callback(lean_http.close)
+                route = HttpRoute(http, config.url, watch, lean_http, auth)
             # Every message the upstream sends passes the relay first, in wire order: its
             # tools/list_changed is seen before any answer that followed it.
             relay = Relay(self._tap)

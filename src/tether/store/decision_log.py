@@ -17,6 +17,7 @@ closing the log writes what is queued first.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, cast
@@ -44,6 +45,8 @@ from tether.store.pending_effects import PendingEffects
 from tether.store.schema import budget_holds, decisions, effects
 
 _INSERT_DECISION = insert(decisions)
+#: How many decisions committed here are kept for :meth:`DecisionLogSql.get`.
+RECENT_DECISIONS = 4096
 
 
 # The effect's insert, adding nothing when the decision already has one (see record_effect).
@@ -135,6 +138,13 @@ class DecisionLogSql:
             DriverStatement(engine, _INSERT_DECISION, "record the decision")
             if db.backend == "sqlite"
             else None
+        )
+        #: On SQLite, decisions committed here lately (rows never updated nor deleted): their
+        #: effects and observations are checked without a read. On PostgreSQL every read goes
+        #: to the server, so a lost server fails each call alike. OrderedDict: its single steps
+        #: are atomic, for the writer thread and the readers.
+        self._recent: OrderedDict[DecisionId, DecisionRecord] | None = (
+            OrderedDict() if db.backend == "sqlite" else None
         )
         # Bounded like a queued write: the writer gives up on it after the busy timeout, and
         # its batch then holds the database at most that long again.
@@ -237,6 +247,9 @@ class DecisionLogSql:
                         done.append((pending, record))
         # INVARIANT: no decision is answered before the commit that holds its audit record.
         for pending, record in done:
+            work = pending.work
+            if isinstance(work, DecisionWrite):
+                self._remember(work.decision)
             pending.finish(result=record)
 
     def _apply_any(self, tx: Writer, write: _Write) -> object:
@@ -270,7 +283,23 @@ class DecisionLogSql:
 
     # -- reads and effects ---------------------------------------------------------------------
 
+    def _remember(self, decision: DecisionRecord) -> None:
+        """Keep a committed decision for :meth:`get` (a decision row never changes)."""
+        recent = self._recent
+        if recent is None:
+            return
+        recent[decision.decision_id] = decision
+        if len(recent) > RECENT_DECISIONS:
+            recent.popitem(last=False)
+
     def get(self, decision_id: DecisionId) -> DecisionRecord | None:
+        """The decision ``decision_id``: on SQLite one this process committed lately from
+        memory (the effect and the observation of a call it just decided check it), else read."""
+        if self._recent is not None:
+            self._db.live(STORE)  # a closed store answers nothing
+            recent = self._recent.get(decision_id)
+            if recent is not None:
+                return recent
         with self._db.read(STORE, "read the decision") as conn:
             row = conn.execute(_SELECT_DECISION, {"b_id": decision_id}).first()
         return None if row is None else codec.decision_from_row(row._mapping)
