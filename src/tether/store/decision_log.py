@@ -131,11 +131,7 @@ class DecisionLogSql:
     def __init__(self, db: Database) -> None:
         self._db = db
         engine = db.live(STORE)
-        self._insert_decision = (
-            DriverStatement(engine, _INSERT_DECISION, "record the decision")
-            if db.backend == "sqlite"
-            else None
-        )
+        self._insert_decision = DriverStatement(engine, _INSERT_DECISION, "record the decision")
         # Bounded like a queued write: the writer gives up on it after the busy timeout, and
         # its batch then holds the database at most that long again.
         self.pending = PendingEffects(wait_seconds=2 * db.busy_seconds + 1.0, code=STORE)
@@ -254,10 +250,7 @@ class DecisionLogSql:
             budgets_sql.reserve(tx.conn, decision.decision_id, write.budget)
         for moved in write.progress:
             budgets_sql.apply_progress(tx.conn, moved)
-        if self._insert_decision is not None:
-            self._insert_decision.run(tx.conn, codec.decision_params(decision))
-        else:
-            tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
+        self._insert_decision.run(tx.conn, codec.decision_params(decision))
         record = tx.append(write.audit)
         if write.new_approval is not None:
             approval, approval_audit = write.new_approval

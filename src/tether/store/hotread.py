@@ -7,6 +7,10 @@ raw DBAPI cursor, and each column decoded by the same result processor SQLAlchem
 its type (timestamps from integer microseconds, JSON documents), so the values are those
 :meth:`SqlStore.get_grant_with_task` always returned. The store's contract suite runs it.
 
+On PostgreSQL it runs on a pooled connection in autocommit (:meth:`Database.read
+<tether.store.db.Database.read>`, under its client-side deadline): one round trip instead of
+two, without SQLAlchemy's execution of each.
+
 One statement reads both rows from one snapshot, so no transaction is opened for it. Decoding
 is memoized on the raw row: the same bytes always decode to the same frozen values, and a row
 that changed (a grant revoked, a task's label raised) is different bytes, so never a stale hit.
@@ -20,8 +24,11 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, select
 
+from tether.core.errors import ErrorCode
 from tether.core.task import Grant, Task
 from tether.store import codec
+from tether.store.db import Database
+from tether.store.driver import driver_errors
 from tether.store.schema import grants, tasks
 
 _Processor = Callable[[Any], Any] | None
@@ -76,3 +83,15 @@ class GrantWithTaskQuery:
             return grant, None
         task = codec.task_from_row({k[2:]: v for k, v in values.items() if k[:2] == "t_"})
         return grant, task
+
+
+def read_postgres(
+    db: Database, query: GrantWithTaskQuery, grant_id: str
+) -> tuple[Grant | None, Task | None]:
+    """The joined read on PostgreSQL: psycopg's cursor on a read connection of ``db``."""
+    action, code = "read the grant", ErrorCode.STORE_UNAVAILABLE
+    with db.read(code, action) as conn, driver_errors(conn, action, code):
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(query.sql, query.params(grant_id))
+        row = cursor.fetchone()
+    return query.decode(row)
