@@ -11,6 +11,7 @@ from tether.core.errors import ErrorCode, Unavailable
 from tether.service.ports import DecisionWrite
 from tether.store import SqlStore
 from tether.store.db import STORE
+from tether.store.groupcommit import Pending
 
 from .conftest import Backend, Make
 
@@ -83,3 +84,25 @@ def test_a_connection_lost_in_a_write_fails_it_and_the_next_write_goes_on(
     store.record_decision(DecisionWrite(make.decision(None, None), make.entry()))
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3
+
+
+def test_a_write_the_database_refuses_mid_batch_rolls_back_alone(
+    store: SqlStore, make: Make
+) -> None:
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    first = make.decision(task, grant)
+    writes = [
+        DecisionWrite(first, make.entry()),
+        DecisionWrite(first, make.entry()),  # the same decision id: the insert is refused
+        DecisionWrite(make.decision(task, grant), make.entry()),
+        DecisionWrite(make.decision(task, grant), make.entry()),
+    ]
+    batch: list[Pending[DecisionWrite, object]] = [Pending(w) for w in writes]
+    store._decisions._run_batch(batch)  # type: ignore[arg-type]
+    assert isinstance(batch[1].error, Unavailable) and batch[1].result is None
+    assert [p.error for p in (batch[0], batch[2], batch[3])] == [None, None, None]
+    for write in (writes[0], writes[2], writes[3]):
+        assert store.get_decision(write.decision.decision_id) == write.decision
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 4, report  # task opened + three decisions, no gap

@@ -62,7 +62,7 @@ from tether.store.dialect import (
     reason,
     serialize_bootstrap,
 )
-from tether.store.driver import DriverStatement, driver_errors
+from tether.store.driver import DriverSavepoints, DriverStatement, driver_errors
 from tether.store.groupcommit import WouldWait
 from tether.store.integrity import integrity_message
 from tether.store.migrate import SchemaState, SchemaUpgrade
@@ -404,6 +404,7 @@ class Writer:
         self._format = format
         self.partition = partition
         self.driver = driver
+        self._savepoints: DriverSavepoints | None = None
         # Locked first, before any other row, on every write path (see the module docstring).
         found = self._lock_head()
         if found is None:
@@ -444,18 +445,10 @@ class Writer:
             with self.conn.begin_nested():
                 yield
             return
-        with driver_errors(self.conn, "record the decision", STORE):
-            cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute("SAVEPOINT tether_write")
-        try:
+        if self._savepoints is None:
+            self._savepoints = DriverSavepoints(self.conn, "record the decision", STORE)
+        with self._savepoints.around():
             yield
-        except BaseException:
-            with driver_errors(self.conn, "record the decision", STORE):
-                cursor.execute("ROLLBACK TO SAVEPOINT tether_write")
-                cursor.execute("RELEASE SAVEPOINT tether_write")
-            raise
-        with driver_errors(self.conn, "record the decision", STORE):
-            cursor.execute("RELEASE SAVEPOINT tether_write")
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         # INVARIANT: the chain has no gap and no fork. The head is locked for this whole

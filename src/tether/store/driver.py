@@ -39,6 +39,9 @@ from tether.core.errors import ErrorCode, Unavailable
 from tether.store.integrity import integrity_message
 
 _Processor = Callable[[Any], Any] | None
+#: Where a PostgreSQL connection's reused cursor is kept (the pool's info of the connection).
+_CURSOR = "tether_cursor"
+_SAVEPOINT = "tether_write"
 
 
 class DriverStatement:
@@ -71,9 +74,60 @@ class DriverStatement:
             value = params[name] if name in params else self._fixed[name]
             values[name] = bind(value) if bind is not None and value is not None else value
         with driver_errors(conn, self._action, ErrorCode.STORE_UNAVAILABLE):
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor = driver_cursor(conn)
             cursor.execute(self.sql, list(values.values()) if self._positional else values)
         return cursor
+
+
+def driver_cursor(conn: Connection) -> Any:
+    """A cursor of ``conn``'s driver connection. On PostgreSQL one per connection, kept with it
+    in the pool and reused (psycopg sets up each new cursor's adapters, a cost per statement
+    otherwise); the caller reads its results before the connection's next statement."""
+    proxied = conn.connection
+    raw = proxied.driver_connection
+    if not isinstance(raw, psycopg.Connection):
+        return raw.cursor()  # type: ignore[union-attr]
+    cursor = proxied.info.get(_CURSOR)
+    if cursor is None or cursor.closed or cursor.connection is not raw:
+        cursor = proxied.info[_CURSOR] = raw.cursor()
+    return cursor
+
+
+class DriverSavepoints:
+    """The savepoints of one write transaction, one around each write of a batch, on the
+    driver's cursor (SQLAlchemy would compile anew each savepoint it names).
+
+    On PostgreSQL each savepoint costs one round trip, not two: a write's savepoint is left
+    open when it succeeds, and released in the same message that takes the next one (``COMMIT``
+    releases the last). So no more than one is ever open, as with a release after each write.
+    """
+
+    def __init__(self, conn: Connection, action: str, code: ErrorCode) -> None:
+        self._conn = conn
+        self._action = action
+        self._code = code
+        self._chained = isinstance(conn.connection.driver_connection, psycopg.Connection)
+        self._open = False
+
+    @contextmanager
+    def around(self) -> Iterator[None]:
+        """A savepoint around the block: rolled back alone if the block raises."""
+        take = f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}"
+        with driver_errors(self._conn, self._action, self._code):
+            cursor = driver_cursor(self._conn)
+            cursor.execute(take if self._open else f"SAVEPOINT {_SAVEPOINT}")
+            self._open = self._chained
+        try:
+            yield
+        except BaseException:
+            with driver_errors(self._conn, self._action, self._code):
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")  # the savepoint stays
+                if not self._chained:
+                    cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            raise
+        if not self._chained:
+            with driver_errors(self._conn, self._action, self._code):
+                cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
 
 @contextmanager

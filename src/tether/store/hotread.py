@@ -28,7 +28,7 @@ from tether.core.errors import ErrorCode
 from tether.core.task import Grant, Task
 from tether.store import codec
 from tether.store.db import Database
-from tether.store.driver import driver_errors
+from tether.store.driver import driver_cursor, driver_errors
 from tether.store.schema import grants, tasks
 
 _Processor = Callable[[Any], Any] | None
@@ -91,7 +91,7 @@ def read_postgres(
     """The joined read on PostgreSQL: psycopg's cursor on a read connection of ``db``."""
     action, code = "read the grant", ErrorCode.STORE_UNAVAILABLE
     with db.read(code, action) as conn, driver_errors(conn, action, code):
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(conn)
         cursor.execute(query.sql, query.params(grant_id))
         row = cursor.fetchone()
     return query.decode(row)
