@@ -49,8 +49,7 @@ def test_a_value_postgresql_cannot_hold_fails_the_decision_and_writes_nothing(
     if backend.name != "postgresql":
         pytest.skip("SQLite's text holds a NUL character")
     store = backend.open()
-    task, grant = make.task()
-    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    task, grant = make.opened(store)
     head = store.chain_head()
     decision = make.decision(task, grant)
     with pytest.raises(Unavailable) as caught:

@@ -148,22 +148,24 @@ def driver_errors(conn: Connection | None, action: str, code: ErrorCode) -> Iter
             code=code,
         ) from None
     except psycopg.Error as error:
-        if conn is not None:
-            _drop_if_broken(conn)
+        lost = conn is not None and _drop_if_broken(conn)
         raise DBAPIError.instance(
             None,
             None,
             error,
             psycopg.Error,
             hide_parameters=True,
+            connection_invalidated=lost,
             dialect=None if conn is None else conn.dialect,
         ) from error
 
 
-def _drop_if_broken(conn: Connection) -> None:
-    """Invalidate ``conn`` when its psycopg connection is lost: SQLAlchemy, which did not see
-    the error, would otherwise try to reuse it."""
+def _drop_if_broken(conn: Connection) -> bool:
+    """Invalidate ``conn`` when its psycopg connection is lost (and say so): SQLAlchemy, which
+    did not see the error, would otherwise try to reuse it."""
     raw = conn.connection.driver_connection
-    if isinstance(raw, psycopg.Connection) and (raw.closed or raw.broken):
-        with suppress(SQLAlchemyError):
-            conn.invalidate()
+    if not isinstance(raw, psycopg.Connection) or not (raw.closed or raw.broken):
+        return False
+    with suppress(SQLAlchemyError):
+        conn.invalidate()
+    return True
