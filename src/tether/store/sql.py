@@ -121,7 +121,7 @@ class SqlStore:
         )
         engine = self.db.live(_STORE)
         self._decisions = DecisionLogSql(self.db)
-        # The hot read below SQLAlchemy's statement machinery, where the driver allows it.
+        # The hot read below SQLAlchemy's statement machinery, on the driver (both backends).
         self._hot_read = GrantWithTaskQuery(engine)
         self._audit = AuditReader(self.db, page_size)
         try:
