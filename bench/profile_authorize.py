@@ -27,6 +27,14 @@ figures are per decision and near what the steps cost unobserved (each timer add
 microsecond: two reads of the thread's CPU clock, ~0.4 µs each here). Steps nest: read each as the
 whole of what it calls. A step the imported tree lacks is left out, so the same script measures an
 older tree's code too: ``OLD/.venv/bin/python bench/profile_authorize.py --steps N``.
+
+    .venv/bin/python bench/profile_authorize.py --postgres [--steps N]
+
+``--postgres`` measures the same on PostgreSQL instead of SQLite: a throw-away durable cluster
+(``bench/_servers.py``, as ``bench/throughput.py``'s B), or the empty database of
+``--store-url``. There the event loop hands each authorize to a worker thread, where it reads and
+leads its group commit: the profile then covers those threads too (each worker thread's profiler
+is merged into one report).
 """
 
 from __future__ import annotations
@@ -43,16 +51,18 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from _servers import free_port
+from _servers import free_port, throwaway_postgres
 from throughput import agent_requests
 
 from tether.cli.serve import build_app
 from tether.logs import configure_logging
 from tether.runtime import RuntimeConfig, open_runtime
+from tether.service.authorize import Authorizer
 from tether.store.groupcommit import GroupCommit
 
 BENCH = Path(__file__).resolve().parent
@@ -64,11 +74,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--steps", type=int, default=0, help="time named steps in-process")
+    parser.add_argument("--postgres", action="store_true", help="a throw-away PostgreSQL store")
+    parser.add_argument("--store-url", help="an empty PostgreSQL database instead")
     options = parser.parse_args()
-    if options.steps:
-        configure_logging("warning", json=True)
-        steps(options.steps)
-        return
+    with ExitStack() as stack:
+        url: str | None = None
+        if options.store_url or options.postgres:
+            url = options.store_url or stack.enter_context(throwaway_postgres())
+        if options.steps:
+            configure_logging("warning", json=True)
+            steps(options.steps, url)
+            return
+        profile(options, url)
+
+
+def profile(options: argparse.Namespace, store_url: str | None) -> None:
+    """cProfile of the event loop's, the writer's and the worker threads' CPU under load."""
     configure_logging("warning", json=True, capture_stdlib=True, queued=True)
 
     loop_profile = cProfile.Profile(time.thread_time)
@@ -84,9 +105,27 @@ def main() -> None:
 
     GroupCommit._write_forever = profiled_writer  # type: ignore[method-assign]
 
+    # Worker threads (PostgreSQL: each authorize runs on one): a profiler per thread, enabled
+    # around each authorize while the load runs, merged at the end.
+    workers: dict[int, cProfile.Profile] = {}
+    measuring = threading.Event()
+    authorize = Authorizer.authorize
+
+    def profiled_authorize(self: Authorizer, *args: Any, **kwargs: Any) -> Any:
+        if not measuring.is_set() or threading.current_thread() is threading.main_thread():
+            return authorize(self, *args, **kwargs)
+        mine = workers.setdefault(threading.get_ident(), cProfile.Profile(time.thread_time))
+        mine.enable()
+        try:
+            return authorize(self, *args, **kwargs)
+        finally:
+            mine.disable()
+
+    Authorizer.authorize = profiled_authorize  # type: ignore[method-assign]
+
     with tempfile.TemporaryDirectory(prefix="tether-profile-") as tmp:
         data = Path(tmp) / "data"
-        runtime = open_runtime(RuntimeConfig(data_dir=data, environ={}))
+        runtime = open_runtime(RuntimeConfig(data_dir=data, environ={}, store_url=store_url))
         app = build_app(runtime)
         loops: list[asyncio.AbstractEventLoop] = []
 
@@ -122,11 +161,13 @@ def main() -> None:
                 )
                 assert load.stdin is not None and load.stdout is not None
                 loops[0].call_soon_threadsafe(loop_profile.enable)
+                measuring.set()
                 before = os.times()
                 load.stdin.write(json.dumps(spec) + "\n")
                 load.stdin.flush()
                 line = load.stdout.readline()
                 after = os.times()
+                measuring.clear()
                 stopped = threading.Event()
                 loops[0].call_soon_threadsafe(lambda: (loop_profile.disable(), stopped.set()))
                 stopped.wait(10)
@@ -149,9 +190,19 @@ def main() -> None:
         f"process CPU per request {1000 * outcome.get('cpu', 0.0) / max(answered, 1):.2f} ms "
         "(profiled)"
     )
-    for name, profile in (("EVENT LOOP THREAD", loop_profile), ("WRITER THREAD", writer_profile)):
+    threads: list[tuple[str, list[cProfile.Profile]]] = [
+        ("EVENT LOOP THREAD", [loop_profile]),
+        ("WRITER THREAD", [writer_profile]),
+    ]
+    if workers:
+        threads.append((f"WORKER THREADS ({len(workers)}, merged)", list(workers.values())))
+    for name, profiles in threads:
         print(f"\n===== {name} =====")
-        stats = pstats.Stats(profile)
+        try:
+            stats = pstats.Stats(*profiles)  # type: ignore[arg-type]
+        except TypeError:  # a profiler that never ran
+            print("(nothing ran here)")
+            continue
         stats.sort_stats("cumulative").print_stats(options.top)
         stats.sort_stats("tottime").print_stats(options.top // 2)
 
@@ -196,7 +247,7 @@ STEPS = [
 ROUND = 200
 
 
-def steps(iterations: int) -> None:
+def steps(iterations: int, store_url: str | None) -> None:
     """``--steps``: CPU per decision of each named step, sync and on an event loop."""
     import importlib
     from collections import Counter
@@ -235,7 +286,9 @@ def steps(iterations: int) -> None:
             timed.append(label)
 
     with tempfile.TemporaryDirectory(prefix="tether-steps-") as tmp:
-        runtime = open_runtime(RuntimeConfig(data_dir=Path(tmp), environ={}), clock=ManualClock())
+        runtime = open_runtime(
+            RuntimeConfig(data_dir=Path(tmp), environ={}, store_url=store_url), clock=ManualClock()
+        )
         agent = Workload.from_spiffe_id("spiffe://tether.local/agent/analyst")
         opened = runtime.tasks.open_task(
             agent,

@@ -15,6 +15,8 @@ Three servers run side by side on 127.0.0.1, each a real process:
           from another source tree: the code before a change, interleaved with the code after.
   B       ``tether serve``, 2 replicas on one PostgreSQL database and one data directory, as
           behind a load balancer; the load alternates its connections between them.
+  B0      (``--baseline-src OLD/src --scenarios floor,baseline-postgres,postgres``) B, with
+          tether from the other source tree, on a database of its own on the same server.
 
 For A and B the agent ``analyst`` gets a JWT-SVID from the development issuer of the data directory
 (what ``tether dev svid`` prints) and opens one task per connection (``POST /v1/tasks``, over
@@ -65,6 +67,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import httpx
+import psycopg
 from _servers import (
     cpu_times,
     postgres_settings,
@@ -76,6 +79,8 @@ from _servers import (
     tether_command,
     throwaway_postgres,
 )
+from psycopg import sql
+from sqlalchemy import make_url
 
 from tether.runtime import RuntimeConfig, dev_issuer
 
@@ -85,10 +90,10 @@ SCOPE = {"tool": "crm.query", "actions": ["read"], "datasets": ["crm"]}
 READ = {"tool": "crm.query", "action": "read", "dataset": "crm"}
 FLOOR, SQLITE, POSTGRES = "floor", "sqlite", "postgres"
 SCENARIOS = (FLOOR, SQLITE, POSTGRES)
-#: A, run from another copy of tether's source (``--baseline-src``): before and after a change,
-#: interleaved in one run.
-BASELINE = "baseline"
-SHORT = {FLOOR: "floor", SQLITE: "A", POSTGRES: "B", BASELINE: "A0"}
+#: A and B, run from another copy of tether's source (``--baseline-src``): before and after a
+#: change, interleaved in one run.
+BASELINE, BASELINE_POSTGRES = "baseline", "baseline-postgres"
+SHORT = {FLOOR: "floor", SQLITE: "A", POSTGRES: "B", BASELINE: "A0", BASELINE_POSTGRES: "B0"}
 TARGET = 0.50  # issue 11: one replica at >= 50% of the floor's throughput
 HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # ignored while the clean-up runs
 
@@ -309,24 +314,35 @@ def set_up(
             "allow",
             [pid],
         )
-    if POSTGRES in names:
+    if POSTGRES in names or BASELINE_POSTGRES in names:
         url = store_url or stack.enter_context(throwaway_postgres())
-        data = workdir / "postgres"
+        notes.append(f"PostgreSQL: {postgres_settings(url)}")
+    for name in (BASELINE_POSTGRES, POSTGRES):
+        if name not in names:
+            continue
         env = server_env(TETHER_DATABASE_URL=url)
+        label = "2 replicas, PostgreSQL"
+        if name == BASELINE_POSTGRES:
+            if baseline_src is None:
+                raise ValueError("the baseline-postgres scenario needs --baseline-src")
+            env = server_env(
+                TETHER_DATABASE_URL=database_beside(url, "baseline"), PYTHONPATH=str(baseline_src)
+            )
+            label = f"{label}, tether from {baseline_src}, a database of its own"
+        data = workdir / name
         # One after the other: the first start creates the keys and the schema.
         started = [
-            start_server(stack, tether_command(data), env, workdir / f"postgres-{n}.log")
+            start_server(stack, tether_command(data), env, workdir / f"{name}-{n}.log")
             for n in (1, 2)
         ]
-        built[POSTGRES] = Scenario(
-            POSTGRES,
-            "2 replicas, PostgreSQL",
+        built[name] = Scenario(
+            name,
+            label,
             agent_requests(data, [port for port, _ in started], concurrency),
             "decision",
             "allow",
             [pid for _, pid in started],
         )
-        notes.append(f"PostgreSQL: {postgres_settings(url)}")
     if FLOOR in names:
         command = [sys.executable, str(BENCH / "_floor.py")]
         port, pid = start_server(stack, command, server_env(), workdir / "floor.log")
@@ -340,6 +356,16 @@ def set_up(
             FLOOR, f"trivial ASGI app, {stack_description()}", requests, "status", "ok", [pid]
         )
     return [built[name] for name in names], notes
+
+
+def database_beside(url: str, suffix: str) -> str:
+    """The URL of a new, empty database named after ``url``'s with ``suffix``, on its server."""
+    parsed = make_url(url)
+    name = f"{parsed.database}_{suffix}"
+    libpq = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return parsed.set(database=name).render_as_string(hide_password=False)
 
 
 # --- the measurement -----------------------------------------------------------------------------
@@ -361,7 +387,7 @@ def measure(
     A round lasts ``seconds``, or ends after ``requests`` requests in all (whichever is set, or
     first). ``names`` is a subset of :data:`SCENARIOS`, run in that order in every round.
     """
-    unknown = set(names) - {*SCENARIOS, BASELINE}
+    unknown = set(names) - {*SCENARIOS, BASELINE, BASELINE_POSTGRES}
     if unknown or not names:
         raise ValueError(f"scenarios are some of {', '.join(SCENARIOS)}, not {sorted(unknown)}")
     if seconds is None and requests is None:
@@ -509,6 +535,11 @@ def report(results: Results, out: TextIO = sys.stdout) -> None:
         if cost.get(BASELINE) and cost.get(SQLITE):
             after += f", {cost[SQLITE] / cost[BASELINE]:.2f}x the server CPU per request"
         say(after)
+    if BASELINE_POSTGRES in medians and POSTGRES in medians:
+        after = f"B / B0 (after / before): {medians[POSTGRES] / medians[BASELINE_POSTGRES]:.2f}x"
+        if cost.get(BASELINE_POSTGRES) and cost.get(POSTGRES):
+            after += f", {cost[POSTGRES] / cost[BASELINE_POSTGRES]:.2f}x the server CPU per request"
+        say(after)
     if FLOOR in medians and SQLITE in medians:
         share = medians[SQLITE] / medians[FLOOR]
         verdict = "meets" if share >= TARGET else "does NOT meet"
@@ -549,8 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-src",
         type=Path,
-        help="another tether source tree (its src/ directory) for the scenario 'baseline' (A0): "
-        "A as that code runs it, interleaved with A, e.g. --scenarios floor,baseline,sqlite",
+        help="another tether source tree (its src/ directory) for the scenarios 'baseline' (A0) "
+        "and 'baseline-postgres' (B0): A and B as that code runs them, interleaved with A and B, "
+        "e.g. --scenarios floor,baseline,sqlite or floor,baseline-postgres,postgres",
     )
     options = parser.parse_args(argv)
     if options.quick:

@@ -279,6 +279,12 @@ class Make:
         )
         return task, grant
 
+    def opened(self, store: SqlStore) -> tuple[Task, Grant]:
+        """A new task and its grant, opened in ``store``."""
+        task, grant = self.task()
+        store.open_task(task, grant, self.entry(AuditKind.TASK_OPENED))
+        return task, grant
+
     def entry(
         self,
         kind: AuditKind = AuditKind.DECISION,

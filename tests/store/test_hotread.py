@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 from tether.core.audit import AuditKind
@@ -12,12 +13,12 @@ from tether.core.errors import Unavailable
 from tether.core.ids import GrantId
 from tether.store import SqlStore
 
-from .conftest import Make
+from .conftest import Backend, Make
 
 
 def _both(store: SqlStore, grant_id: GrantId) -> tuple[object, object]:
-    # SQLite reads through the driver; PostgreSQL keeps the Core path (compared with itself).
-    assert (store._hot_read is not None) is (store.backend == "sqlite")
+    # Both backends read through the driver; compared with the Core path.
+    assert store._hot_read is not None
     hot = store.get_grant_with_task(grant_id)
     saved, store._hot_read = store._hot_read, None  # the SQLAlchemy Core path
     try:
@@ -73,3 +74,22 @@ def test_a_changed_row_is_never_answered_from_the_memo(store: SqlStore, make: Ma
     after_grant, after_task = store.get_grant_with_task(grant.grant_id)
     assert after_grant is not None and after_grant.state is GrantState.REVOKED
     assert after_task is not None and after_task.state is TaskState.CLOSED
+
+
+def test_a_connection_the_server_dropped_is_read_again_on_another(
+    backend: Backend, make: Make
+) -> None:
+    # The hot read skips the pool's ping on PostgreSQL: it must find out by itself.
+    if backend.name != "postgresql":
+        pytest.skip("a server's connections to drop")
+    store = backend.open()
+    task, grant = make.opened(store)
+    assert store.get_grant_with_task(grant.grant_id) == (grant, task)  # connections pooled
+    with psycopg.connect(backend.dsn(), autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'tether' AND datname = current_database()"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    assert store.get_grant_with_task(grant.grant_id) == (grant, task)
+    assert store.get_grant_with_task(grant.grant_id) == (grant, task)

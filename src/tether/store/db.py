@@ -63,7 +63,7 @@ from tether.store.dialect import (
     reason,
     serialize_bootstrap,
 )
-from tether.store.driver import DriverStatement
+from tether.store.driver import DriverSavepoints, DriverStatement, driver_errors
 from tether.store.groupcommit import WouldWait
 from tether.store.integrity import integrity_message
 from tether.store.migrate import SchemaState, SchemaUpgrade
@@ -145,7 +145,7 @@ class Database:
         self.busy_seconds = busy_timeout.total_seconds()
         self._busy_millis = max(0, int(busy_timeout / timedelta(milliseconds=1)))  # as set
         self._read_options = read_options(engine)
-        self._driver = DriverWrites(engine) if self.backend == "sqlite" else None
+        self._driver = DriverWrites(engine)
         self._engine: Engine | None = engine
         self.format = ChainFormat.LEGACY
         #: What this handle's writes sealed and committed, until a checkpoint covers it.
@@ -240,7 +240,7 @@ class Database:
                 return
             raw = conn.connection.driver_connection
             if wait:
-                with _driver_errors(code, action):
+                with driver_errors(None, action, code):
                     raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             else:
                 _begin_at_once(raw, self._busy_millis, code, action)
@@ -248,7 +248,7 @@ class Database:
             if conn.in_transaction():
                 conn.commit()
             else:
-                with _driver_errors(code, action):
+                with driver_errors(None, action, code):
                     raw.commit()  # type: ignore[union-attr]
         except WouldWait:
             raise  # nothing began: the connection stays as it was, for the next write
@@ -412,6 +412,7 @@ class Writer:
         self._format = format
         self.partition = partition
         self.driver = driver
+        self._savepoints: DriverSavepoints | None = None
         # Locked first, before any other row, on every write path (see the module docstring).
         found = self._lock_head()
         if found is None:
@@ -452,21 +453,16 @@ class Writer:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A savepoint around one write of a batch: rolled back alone if the write raises.
-        On the driver (SQLite) as plain statements, which SQLAlchemy would compile anew for
-        every savepoint it names."""
+        On the driver as plain statements, which SQLAlchemy would compile anew for every
+        savepoint it names."""
         if self.driver is None:
             with self.conn.begin_nested():
                 yield
             return
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute("SAVEPOINT tether_write")
-        try:
+        if self._savepoints is None:
+            self._savepoints = DriverSavepoints(self.conn, "record the decision", STORE)
+        with self._savepoints.around():
             yield
-        except BaseException:
-            cursor.execute("ROLLBACK TO SAVEPOINT tether_write")
-            cursor.execute("RELEASE SAVEPOINT tether_write")
-            raise
-        cursor.execute("RELEASE SAVEPOINT tether_write")
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         # INVARIANT: the chain has no gap and no fork. The head is locked for this whole
@@ -535,7 +531,7 @@ def _begin_at_once(raw: object, busy_millis: int, code: ErrorCode, action: str) 
     process's write lock: :class:`WouldWait` (nothing begun) when it is held. The busy timeout
     is lifted for the ``BEGIN`` alone."""
     execute = raw.execute  # type: ignore[attr-defined]
-    with _driver_errors(code, action):
+    with driver_errors(None, action, code):
         execute("PRAGMA busy_timeout = 0")
         try:
             execute("BEGIN IMMEDIATE")
@@ -545,21 +541,6 @@ def _begin_at_once(raw: object, busy_millis: int, code: ErrorCode, action: str) 
             raise
         finally:
             execute(f"PRAGMA busy_timeout = {int(busy_millis)}")
-
-
-@contextmanager
-def _driver_errors(code: ErrorCode, action: str) -> Iterator[None]:
-    """SQLite's driver errors on a transaction's begin or commit, as ``Unavailable(code)``."""
-    try:
-        yield
-    except sqlite3.IntegrityError as error:  # a deferred foreign key, checked at COMMIT
-        raise Unavailable(integrity_message(action, error), code=ErrorCode.INTERNAL) from None
-    except sqlite3.Error as error:
-        raise Unavailable(
-            f"the store could not {action} ({type(error).__name__}: {error}); check that the "
-            "database is writable and not locked by another process",
-            code=code,
-        ) from None
 
 
 @contextmanager

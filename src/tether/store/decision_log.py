@@ -134,11 +134,7 @@ class DecisionLogSql:
     def __init__(self, db: Database) -> None:
         self._db = db
         engine = db.live(STORE)
-        self._insert_decision = (
-            DriverStatement(engine, _INSERT_DECISION, "record the decision")
-            if db.backend == "sqlite"
-            else None
-        )
+        self._insert_decision = DriverStatement(engine, _INSERT_DECISION, "record the decision")
         #: On SQLite, decisions committed here lately (rows never updated nor deleted): their
         #: effects and observations are checked without a read. On PostgreSQL every read goes
         #: to the server, so a lost server fails each call alike. OrderedDict: its single steps
@@ -267,10 +263,7 @@ class DecisionLogSql:
             budgets_sql.reserve(tx.conn, decision.decision_id, write.budget)
         for moved in write.progress:
             budgets_sql.apply_progress(tx.conn, moved)
-        if self._insert_decision is not None:
-            self._insert_decision.run(tx.conn, codec.decision_params(decision))
-        else:
-            tx.conn.execute(_INSERT_DECISION, codec.decision_params(decision))
+        self._insert_decision.run(tx.conn, codec.decision_params(decision))
         record = tx.append(write.audit)
         if write.new_approval is not None:
             approval, approval_audit = write.new_approval

@@ -29,7 +29,8 @@ serialize, how the first start is kept single, and how a driver error is worded:
   ``statement_timeout`` and ``idle_in_transaction_session_timeout`` (a replica frozen
   mid-transaction cannot hold the head for longer), and TCP keepalives; the pool pings a
   connection before lending it (so a restarted server is picked up by itself) and waits a
-  bounded time for a free one. The ping and every store call run under a client-side deadline
+  bounded time for a free one (a caller that retries a lost connection itself may skip the ping:
+  :data:`UNPINGED`). The ping and every store call run under a client-side deadline
   (:mod:`tether.store.watchdog`) for a server that accepts connections but stops answering. The
   first start takes a transaction-scoped advisory lock
   (:data:`BOOTSTRAP_LOCK_KEY`) around checking and migrating the schema, so two replicas starting
@@ -45,6 +46,7 @@ import hashlib
 import math
 import sqlite3
 import time
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Final
 
@@ -77,6 +79,10 @@ _KEEPALIVE: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval
 _KEEPALIVE_COUNT: Final = 3
 _POOL_RECYCLE_SECONDS: Final = 1800
 _FRESH: Final = "tether_fresh"
+
+UNPINGED: Final[ContextVar[bool]] = ContextVar("tether_unpinged", default=False)
+"""True while a caller that retries a connection it finds lost checks one out of the pool (the
+hot read, :mod:`tether.store.hotread`): its checkout skips the ping, a round trip per call."""
 
 
 def parse_url(url: str | URL) -> URL:
@@ -264,7 +270,7 @@ def _install_ping(engine: Engine, watchdog: Watchdog, limit: timedelta) -> None:
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        if record.info.pop(_FRESH, False):
+        if record.info.pop(_FRESH, False) or UNPINGED.get():
             return
         try:
             with watchdog.guard(dbapi_connection, limit):

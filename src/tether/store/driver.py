@@ -6,19 +6,32 @@ processes parameters generically; profiled, that was most of a decision's write.
 statement is compiled once for the engine's dialect and run on the raw DBAPI cursor of the
 connection SQLAlchemy already opened its transaction on, each parameter bound by the processor
 SQLAlchemy itself would use for its column's type (timestamps to integer microseconds, JSON).
-Same SQL, same values, same transaction; the store's contract suite runs through it.
+Same SQL (with the casts the dialect renders), same values, same transaction; the store's
+contract suite runs through it on SQLite and PostgreSQL.
 
-Used on SQLite, whose driver runs statements in-process; PostgreSQL keeps the Core path.
-Driver errors are translated here, as :func:`tether.store.db.translate` does for SQLAlchemy's.
+Parameters are bound as the dialect compiled them: in order for a positional paramstyle
+(sqlite3's ``?``), by name for a named one (psycopg's ``%(name)s``, which psycopg takes as a
+mapping and sends as ``$n`` parameters of a statement it prepares once it is used often).
+
+Driver errors (:func:`driver_errors`): sqlite3's are translated here, as
+:func:`tether.store.db.translate` does for SQLAlchemy's (a constraint is a bug, ``INTERNAL``;
+anything else an outage). psycopg's are raised as SQLAlchemy raises them, a ``DBAPIError``
+around the driver's, so the ``translate`` of the read or write they run in words them with its
+caller's code and action, exactly as for a statement run through Core (these statements always
+run inside one). A PostgreSQL connection the error broke is invalidated first, so the pool never
+lends it again.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -26,18 +39,24 @@ from tether.core.errors import ErrorCode, Unavailable
 from tether.store.integrity import integrity_message
 
 _Processor = Callable[[Any], Any] | None
+#: Where a PostgreSQL connection's reused cursor is kept (the pool's info of the connection).
+_CURSOR = "tether_cursor"
+_SAVEPOINT = "tether_write"
 
 
 class DriverStatement:
-    """One statement, compiled once, run positionally on the driver's cursor."""
+    """One statement, compiled once, run on the driver's cursor."""
 
     def __init__(self, engine: Engine, statement: ClauseElement, action: str) -> None:
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
-        if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
-            raise ValueError("driver statements need a dialect with positional parameters")
+        if not isinstance(compiled, SQLCompiler):
+            raise ValueError("driver statements are SQL statements")
         self.sql = str(compiled)
         self._action = action
+        # Positional (qmark, format) in the compiled order; named (pyformat) as a mapping.
+        self._positional = compiled.positiontup is not None
+        names = compiled.positiontup if compiled.positiontup is not None else list(compiled.binds)
         # Values the statement carries itself (a literal in its WHERE clause).
         self._fixed = {k: v for k, v in compiled.params.items() if v is not None}
         self._binds: list[tuple[str, _Processor]] = [
@@ -45,28 +64,108 @@ class DriverStatement:
                 name,
                 compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
             )
-            for name in compiled.positiontup
+            for name in names
         ]
 
     def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
         """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""
-        values = []
+        values: dict[str, object] = {}
         for name, bind in self._binds:
             value = params[name] if name in params else self._fixed[name]
-            values.append(bind(value) if bind is not None and value is not None else value)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(self.sql, values)
-        except sqlite3.IntegrityError as error:
-            # The checks that race have their own constraint handling: a bug, not an outage
-            # (which rule it broke: tether.store.integrity).
-            raise Unavailable(
-                integrity_message(self._action, error), code=ErrorCode.INTERNAL
-            ) from None
-        except sqlite3.Error as error:
-            raise Unavailable(
-                f"the store could not {self._action} ({type(error).__name__}: {error}); check "
-                "that the database is writable and not locked by another process",
-                code=ErrorCode.STORE_UNAVAILABLE,
-            ) from None
+            values[name] = bind(value) if bind is not None and value is not None else value
+        with driver_errors(conn, self._action, ErrorCode.STORE_UNAVAILABLE):
+            cursor = driver_cursor(conn)
+            cursor.execute(self.sql, list(values.values()) if self._positional else values)
         return cursor
+
+
+def driver_cursor(conn: Connection) -> Any:
+    """A cursor of ``conn``'s driver connection. On PostgreSQL one per connection, kept with it
+    in the pool and reused (psycopg sets up each new cursor's adapters, a cost per statement
+    otherwise); the caller reads its results before the connection's next statement."""
+    proxied = conn.connection
+    raw = proxied.driver_connection
+    if not isinstance(raw, psycopg.Connection):
+        return raw.cursor()  # type: ignore[union-attr]
+    cursor = proxied.info.get(_CURSOR)
+    if cursor is None or cursor.closed or cursor.connection is not raw:
+        cursor = proxied.info[_CURSOR] = raw.cursor()
+    return cursor
+
+
+class DriverSavepoints:
+    """The savepoints of one write transaction, one around each write of a batch, on the
+    driver's cursor (SQLAlchemy would compile anew each savepoint it names).
+
+    On PostgreSQL each savepoint costs one round trip, not two: a write's savepoint is left
+    open when it succeeds, and released in the same message that takes the next one (``COMMIT``
+    releases the last). So no more than one is ever open, as with a release after each write.
+    """
+
+    def __init__(self, conn: Connection, action: str, code: ErrorCode) -> None:
+        self._conn = conn
+        self._action = action
+        self._code = code
+        self._chained = isinstance(conn.connection.driver_connection, psycopg.Connection)
+        self._open = False
+
+    @contextmanager
+    def around(self) -> Iterator[None]:
+        """A savepoint around the block: rolled back alone if the block raises."""
+        take = f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}"
+        with driver_errors(self._conn, self._action, self._code):
+            cursor = driver_cursor(self._conn)
+            cursor.execute(take if self._open else f"SAVEPOINT {_SAVEPOINT}")
+            self._open = self._chained
+        try:
+            yield
+        except BaseException:
+            with driver_errors(self._conn, self._action, self._code):
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")  # the savepoint stays
+                if not self._chained:
+                    cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            raise
+        if not self._chained:
+            with driver_errors(self._conn, self._action, self._code):
+                cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+
+
+@contextmanager
+def driver_errors(conn: Connection | None, action: str, code: ErrorCode) -> Iterator[None]:
+    """sqlite3's errors raised in the block as ``Unavailable``: a constraint as ``INTERNAL``
+    (the checks that race have their own constraint handling, so a bug, not an outage:
+    :mod:`tether.store.integrity` says which rule), anything else as ``code``. psycopg's as
+    SQLAlchemy's ``DBAPIError`` (see the module docstring), after invalidating ``conn`` if the
+    error left its connection closed or broken."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, psycopg.IntegrityError) as error:
+        raise Unavailable(integrity_message(action, error), code=ErrorCode.INTERNAL) from None
+    except sqlite3.Error as error:
+        raise Unavailable(
+            f"the store could not {action} ({type(error).__name__}: {error}); check that the "
+            "database is writable and not locked by another process",
+            code=code,
+        ) from None
+    except psycopg.Error as error:
+        lost = conn is not None and _drop_if_broken(conn)
+        raise DBAPIError.instance(
+            None,
+            None,
+            error,
+            psycopg.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=None if conn is None else conn.dialect,
+        ) from error
+
+
+def _drop_if_broken(conn: Connection) -> bool:
+    """Invalidate ``conn`` when its psycopg connection is lost (and say so): SQLAlchemy, which
+    did not see the error, would otherwise try to reuse it."""
+    raw = conn.connection.driver_connection
+    if not isinstance(raw, psycopg.Connection) or not (raw.closed or raw.broken):
+        return False
+    with suppress(SQLAlchemyError):
+        conn.invalidate()
+    return True

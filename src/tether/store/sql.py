@@ -59,7 +59,7 @@ from tether.store.db import STORE as _STORE
 from tether.store.db import Database, unavailable
 from tether.store.decision_log import DecisionLogSql, EffectWrite, QueuedWrite
 from tether.store.dialect import postgres_url
-from tether.store.hotread import GrantWithTaskQuery
+from tether.store.hotread import GrantWithTaskQuery, read_postgres
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import tasks
 
@@ -121,8 +121,8 @@ class SqlStore:
         )
         engine = self.db.live(_STORE)
         self._decisions = DecisionLogSql(self.db)
-        # The hot read below SQLAlchemy's statement machinery, where the driver allows it.
-        self._hot_read = GrantWithTaskQuery(engine) if self.db.backend == "sqlite" else None
+        # The hot read below SQLAlchemy's statement machinery, on the driver (both backends).
+        self._hot_read = GrantWithTaskQuery(engine)
         self._audit = AuditReader(self.db, page_size)
         try:
             self.db.bootstrap(migrate)
@@ -229,10 +229,12 @@ class SqlStore:
         return grant, None if found is None else codec.task_from_row(found._mapping)
 
     def _read_hot(self, grant_id: GrantId) -> tuple[Grant | None, Task | None]:
-        """The grant and its task in one statement on the driver (:mod:`tether.store.hotread`),
-        on SQLite: the read every authorize makes."""
+        """The grant and its task in one statement on the driver (:mod:`tether.store.hotread`):
+        the read every authorize makes."""
         query = self._hot_read
         assert query is not None
+        if self.db.backend == "postgresql":
+            return read_postgres(self.db, query, grant_id)
         engine = self.db.live(_STORE)
         try:
             raw = engine.raw_connection()
