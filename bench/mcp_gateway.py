@@ -149,7 +149,11 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         profiler = cProfile.Profile()
         profiler.enable()
 
+    from tether.logs import configure_logging
     from tether.mcp import http_app, load_config, open_gateway
+
+    # As `tether mcp-gateway` logs by default: a line per decision at info, written off the loop.
+    configure_logging("info", json=True, capture_stdlib=True, queued=True)
 
     env = {k: v for k, v in os.environ.items() if k != "TETHER_ENV"}
     runtime = open_runtime(
@@ -355,7 +359,10 @@ def layers(runtime: Runtime, workload: Workload, grant: str, rounds: int) -> dic
 
 
 def start(stack: ExitStack, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, env=env)
+    """Start ``command``; its log (stderr) goes to a file of its own, as a server's would, not
+    to this terminal."""
+    log = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by the stack)
+    process = subprocess.Popen(command, env=env, stderr=log)
     stack.callback(stop, process)
     return process
 

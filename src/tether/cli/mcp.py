@@ -25,7 +25,7 @@ from tether.cli.server_options import (
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.core.scope import JSONValue
-from tether.logs import configure_logging, get_logger
+from tether.logs import configure_logging, flush_logs, get_logger
 from tether.mcp.callers import stdio_caller
 from tether.mcp.config_file import load_config
 from tether.mcp.gateway import Gateway
@@ -79,7 +79,7 @@ def mcp_gateway(
         )
     json_logs = shared.json_logs
     # To stderr: with --transport stdio, stdout is the MCP channel.
-    configure_logging(shared.log_level.value, json=json_logs, capture_stdlib=True)
+    configure_logging(shared.log_level.value, json=json_logs, capture_stdlib=True, queued=True)
     pdp = blank_is_none(pdp_url)
     if pdp is not None and gateway_svid_file is None:
         fail(
@@ -168,6 +168,7 @@ def _run_gateway(
     finally:
         if runtime is not None:
             runtime.close()
+        flush_logs()  # a signal may end the process before atexit runs
 
 
 async def _serve_stdio(gateway: Gateway) -> None:

@@ -13,7 +13,7 @@ from tether.cli.server_options import (
     Shared,
     with_shared_options,
 )
-from tether.logs import configure_logging, get_logger
+from tether.logs import configure_logging, flush_logs, get_logger
 from tether.proxy import load_config, open_proxy
 from tether.runtime import open_runtime
 
@@ -42,7 +42,7 @@ def proxy(
         )
     json_logs = shared.json_logs
     # uvicorn's own lines too, so a JSON log stays one JSON object per line.
-    configure_logging(shared.log_level.value, json=json_logs, capture_stdlib=True)
+    configure_logging(shared.log_level.value, json=json_logs, capture_stdlib=True, queued=True)
     with tether_errors():
         loaded = load_config(proxy_config)
         runtime = open_runtime(shared.runtime_config(metrics=metrics))
@@ -68,3 +68,4 @@ def proxy(
         )
     finally:
         runtime.close()
+        flush_logs()  # a signal may end the process before atexit runs
