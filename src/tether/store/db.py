@@ -62,6 +62,7 @@ from tether.store.dialect import (
     read_options,
     reason,
     serialize_bootstrap,
+    sqlite_file,
 )
 from tether.store.driver import DriverSavepoints, DriverStatement, driver_errors
 from tether.store.groupcommit import WouldWait
@@ -69,6 +70,7 @@ from tether.store.integrity import integrity_message
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import CHAIN_FORMAT_KEY, audit, audit_head, meta
 from tether.store.sealed import SealedTail
+from tether.store.walcheck import WalCheckpointer
 from tether.store.watchdog import Watchdog
 
 STORE: Final = ErrorCode.STORE_UNAVAILABLE
@@ -124,6 +126,7 @@ class Database:
         # the statement timeout bounds.
         self._patient = busy_timeout + statement_timeout + _DEADLINE_SLACK
         self._patient_deadline = self._patient + statement_timeout + _DEADLINE_SLACK
+        wal_file = sqlite_file(url)
         engine = make_engine(
             url,
             busy_timeout=busy_timeout,
@@ -131,6 +134,7 @@ class Database:
             connect_timeout=connect_timeout,
             pool_size=pool_size,
             watchdog=self._watchdog,
+            wal_autocheckpoint=wal_file is None,
         )
         self.backend: str = engine.dialect.name
         # SQLite's busy handler polls with growing sleeps (up to 100 ms), so writers of one
@@ -144,6 +148,8 @@ class Database:
         self._keep_write_conn = not isinstance(engine.pool, SingletonThreadPool)
         self.busy_seconds = busy_timeout.total_seconds()
         self._busy_millis = max(0, int(busy_timeout / timedelta(milliseconds=1)))  # as set
+        # A file's WAL checkpoints run on a thread of their own, not inside a write's COMMIT.
+        self._wal = None if wal_file is None else WalCheckpointer(wal_file, self._busy_millis)
         self._read_options = read_options(engine)
         self._driver = DriverWrites(engine)
         self._engine: Engine | None = engine
@@ -237,6 +243,7 @@ class Database:
             if not lean:
                 with conn.begin():
                     yield conn
+                self._committed()
                 return
             raw = conn.connection.driver_connection
             if wait:
@@ -250,6 +257,7 @@ class Database:
             else:
                 with driver_errors(None, action, code):
                     raw.commit()  # type: ignore[union-attr]
+            self._committed()
         except WouldWait:
             raise  # nothing began: the connection stays as it was, for the next write
         except BaseException:
@@ -264,6 +272,10 @@ class Database:
             raise
         if not self._keep_write_conn:
             conn.close()
+
+    def _committed(self) -> None:
+        if self._wal is not None:
+            self._wal.committed()
 
     @contextmanager
     def write(
@@ -344,6 +356,8 @@ class Database:
                         conn.close()
             finally:
                 self._writers.release()
+        if self._wal is not None:
+            self._wal.close()  # before the last connection closes, which checkpoints the rest
         if engine is not None:
             engine.dispose()
         self._watchdog.close()

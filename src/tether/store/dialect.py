@@ -48,6 +48,7 @@ import sqlite3
 import time
 from contextvars import ContextVar
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import psycopg
@@ -99,6 +100,14 @@ def parse_url(url: str | URL) -> URL:
     return parsed
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL; ``None`` for an in-memory database or another backend."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def postgres_url(dsn: str) -> URL:
     """A PostgreSQL URL from a ``postgresql://`` (or ``+psycopg``) URL or a libpq ``key=value``
     string; anything else is a ``ConfigurationError``."""
@@ -139,9 +148,11 @@ def make_engine(
     connect_timeout: timedelta,
     pool_size: int,
     watchdog: Watchdog,
+    wal_autocheckpoint: bool = True,
 ) -> Engine:
     """The engine for ``url`` with the backend's settings and hooks installed; on PostgreSQL
-    the pool's ping runs under ``watchdog``."""
+    the pool's ping runs under ``watchdog``. Without ``wal_autocheckpoint``, a SQLite file's
+    connections leave checkpoints to the caller (:mod:`tether.store.walcheck`)."""
     parsed = parse_url(url)
     # Only the backends the contract suite runs against: the invariants are proven nowhere else.
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -161,7 +172,7 @@ def make_engine(
         engine = create_engine(parsed, hide_parameters=True)
     except (ArgumentError, NoSuchModuleError, ImportError):
         raise ConfigurationError(_BAD_URL) from None
-    _install_sqlite(engine, busy_timeout=busy_timeout)
+    _install_sqlite(engine, busy_timeout=busy_timeout, wal_autocheckpoint=wal_autocheckpoint)
     return engine
 
 
@@ -355,7 +366,7 @@ def _switch_to_wal(cursor: Any, busy_timeout: timedelta) -> str:
         delay = min(delay * 2, 0.05)
 
 
-def _install_sqlite(engine: Engine, *, busy_timeout: timedelta) -> None:
+def _install_sqlite(engine: Engine, *, busy_timeout: timedelta, wal_autocheckpoint: bool) -> None:
     timeout_ms = max(0, int(busy_timeout / timedelta(milliseconds=1)))
     in_memory = engine.url.database in (None, "", ":memory:")
 
@@ -377,6 +388,8 @@ def _install_sqlite(engine: Engine, *, busy_timeout: timedelta) -> None:
                     )
             # Per connection, not stored in the file. See the module docstring for why NORMAL.
             cursor.execute("PRAGMA synchronous = NORMAL")
+            if not wal_autocheckpoint and not in_memory:
+                cursor.execute("PRAGMA wal_autocheckpoint = 0")
         finally:
             cursor.close()
 
