@@ -32,6 +32,7 @@ from tether.api.app import create_app
 from tether.api.front import add_front
 from tether.cli.common import console, tether_errors
 from tether.cli.config_schema import option
+from tether.cli.heap import HeapFreezer
 from tether.cli.server_options import (
     Shared,
     blank_is_none,
@@ -64,13 +65,15 @@ log = get_logger("tether.serve")
 
 class Housekeeping:
     """Background work of a server: reap expired tasks, pick up changed policies, checkpoint
-    the audit log (and a last checkpoint when it stops, so a clean stop leaves none unsigned)."""
+    the audit log (and a last checkpoint when it stops, so a clean stop leaves none unsigned),
+    and keep the long-lived heap out of full collections (:mod:`tether.cli.heap`)."""
 
     def __init__(self, runtime: Runtime, interval: float) -> None:
         self._runtime = runtime
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tether-housekeeping", daemon=True)
+        self._heap = HeapFreezer()
 
     def start(self) -> None:
         self._thread.start()
@@ -108,6 +111,7 @@ class Housekeeping:
             except Exception as error:  # keep the server alive; the next sweep retries
                 log.error("housekeeping_failed", error_type=type(error).__name__)
             self.checkpoint()
+            self._heap.tick()
 
 
 #: The serve options a worker process reads (JSON), set by the parent of ``--workers N``.
