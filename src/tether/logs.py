@@ -63,12 +63,13 @@ class _Stderr:
 
 
 class _QueuedStderr:
-    """A stream whose writes are queued and written to stderr by a writer thread (started on
-    first use); ``flush`` is a no-op for the logger, the thread flushes when the queue runs dry."""
+    """A stream whose writes are queued and written by a writer thread (started on first use)
+    to the stream that was ``sys.stderr`` when each line was logged, so a line never lands in a
+    stream swapped in later (a test's capture, a redirect); ``flush`` is a no-op for the logger,
+    the thread flushes when the queue runs dry."""
 
     def __init__(self) -> None:
-        self._target = _Stderr()
-        self._queue: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[TextIO, str] | threading.Event] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -81,22 +82,29 @@ class _QueuedStderr:
                     )
                     self._thread.start()
                     atexit.register(self.drain)
-        self._queue.put(text)
+        self._queue.put((sys.stderr, text))
         return len(text)
 
     def flush(self) -> None:
         pass
 
     def _drain(self) -> None:
+        written: set[TextIO] = set()
         while True:
             item = self._queue.get()
+            if not isinstance(item, threading.Event):
+                stream, text = item
+                with contextlib.suppress(ValueError, OSError):  # a closed or broken stream
+                    stream.write(text)
+                    written.add(stream)
+                if not self._queue.empty():
+                    continue
+            for stream in written:
+                with contextlib.suppress(ValueError, OSError):
+                    stream.flush()
+            written.clear()
             if isinstance(item, threading.Event):
-                self._target.flush()
                 item.set()
-                continue
-            self._target.write(item)
-            if self._queue.empty():
-                self._target.flush()
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait (at most ``timeout`` seconds) until every line queued so far is written."""

@@ -89,15 +89,15 @@ def tail(
     with tether_errors():
         store, _ = open_existing_store(data_dir, store_url)
         try:
-            with _stopped_by_sigterm():
+            with _stopped_by_sigterm() as stop:
                 # Each partition's last ``lines`` records are enough to find the newest overall.
                 heads = store.chain_heads()
                 after = {p: max(0, (h.seq if h else 0) - lines) for p, h in heads.items()}
                 if follow and not as_json:  # the header once, as `audit tail` prints it
                     print_rows([[column.header for column in _TAIL_COLUMNS]])
                 after = _print_records(store, after, as_json, table=not follow, last=lines)
-                while follow:
-                    time.sleep(interval)
+                while follow and not stop.requested:
+                    stop.sleep(interval)
                     after = _print_records(store, after, as_json, table=False)
         except (KeyboardInterrupt, _Stop):
             pass  # --follow ends on Ctrl-C or SIGTERM, with what it printed complete
@@ -112,20 +112,43 @@ class _Stop(Exception):
     """SIGTERM arrived while following."""
 
 
+class _Sigterm:
+    """SIGTERM, as Ctrl-C ends a sleep: at once while sleeping between polls, and otherwise
+    once the poll under way is done. It never interrupts a read, where an exception raised
+    inside the database driver would leave the connection broken and end ``tail`` with an
+    error instead of exit 0."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._sleeping = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._sleeping:
+            raise _Stop
+
+    def sleep(self, seconds: float) -> None:
+        self._sleeping = True
+        try:
+            if not self.requested:
+                time.sleep(seconds)
+        finally:
+            self._sleeping = False
+        if self.requested:
+            raise _Stop
+
+
 @contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
+def _stopped_by_sigterm() -> Iterator[_Sigterm]:
     """SIGTERM (a supervisor's stop, ``timeout``, ``kill``) ends ``tail`` as Ctrl-C does."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise _Stop
-
+    stop = _Sigterm()
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = signal.signal(signal.SIGTERM, stop.handle)
     except ValueError:  # not the main thread (an embedding caller): leave signals alone
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 
