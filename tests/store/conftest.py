@@ -218,6 +218,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 
 @pytest.fixture
+def pg_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh PostgreSQL database alone: for what only a server can do (drop a connection,
+    refuse a value SQLite holds)."""
+    with provisioned("postgresql", request, tmp_path) as db:
+        yield db
+
+
+@pytest.fixture
 def store(backend: Backend) -> SqlStore:
     return backend.open()
 

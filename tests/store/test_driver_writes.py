@@ -44,11 +44,9 @@ def test_decisions_read_back_as_written(store: SqlStore, make: Make) -> None:
 
 
 def test_a_value_postgresql_cannot_hold_fails_the_decision_and_writes_nothing(
-    backend: Backend, make: Make
+    pg_backend: Backend, make: Make
 ) -> None:
-    if backend.name != "postgresql":
-        pytest.skip("SQLite's text holds a NUL character")
-    store = backend.open()
+    store = pg_backend.open()
     task, grant = make.opened(store)
     head = store.chain_head()
     decision = make.decision(task, grant)
@@ -56,7 +54,7 @@ def test_a_value_postgresql_cannot_hold_fails_the_decision_and_writes_nothing(
         store.record_decision(DecisionWrite(decision, make.entry(agent="spiffe://x/a\x00b")))
     assert caught.value.code is ErrorCode.STORE_UNAVAILABLE
     assert "NUL" in caught.value.message
-    for secret in backend.secrets():
+    for secret in pg_backend.secrets():
         assert secret not in caught.value.message
     assert store.chain_head() == head
     assert store.get_decision(decision.decision_id) is None
@@ -65,15 +63,13 @@ def test_a_value_postgresql_cannot_hold_fails_the_decision_and_writes_nothing(
 
 
 def test_a_connection_lost_in_a_write_fails_it_and_the_next_write_goes_on(
-    backend: Backend, make: Make
+    pg_backend: Backend, make: Make
 ) -> None:
-    if backend.name != "postgresql":
-        pytest.skip("a server's connection to lose")
-    store = backend.open()
+    store = pg_backend.open()
     store.append_audit(make.entry())
     with pytest.raises(Unavailable) as caught, store.db.write(STORE, "write") as tx:
         pid = tx.conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
-        with psycopg.connect(backend.dsn(), autocommit=True) as admin:
+        with psycopg.connect(pg_backend.dsn(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         tx.append(make.entry())  # on the driver's cursor of the connection just lost
     assert caught.value.code is ErrorCode.STORE_UNAVAILABLE

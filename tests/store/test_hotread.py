@@ -77,15 +77,13 @@ def test_a_changed_row_is_never_answered_from_the_memo(store: SqlStore, make: Ma
 
 
 def test_a_connection_the_server_dropped_is_read_again_on_another(
-    backend: Backend, make: Make
+    pg_backend: Backend, make: Make
 ) -> None:
     # The hot read skips the pool's ping on PostgreSQL: it must find out by itself.
-    if backend.name != "postgresql":
-        pytest.skip("a server's connections to drop")
-    store = backend.open()
+    store = pg_backend.open()
     task, grant = make.opened(store)
     assert store.get_grant_with_task(grant.grant_id) == (grant, task)  # connections pooled
-    with psycopg.connect(backend.dsn(), autocommit=True) as admin:
+    with psycopg.connect(pg_backend.dsn(), autocommit=True) as admin:
         pids = [
             row[0]
             for row in admin.execute(
