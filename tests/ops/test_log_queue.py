@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from tether.logs import configure_logging, flush_logs, get_logger
+from tether.logs import _QueuedStderr, configure_logging, flush_logs, get_logger
 
 
 @pytest.fixture
@@ -48,3 +48,41 @@ def test_a_closed_stream_loses_its_line_and_nothing_else(
     get_logger("tether.test").info("still_written")
     flush_logs()
     assert "still_written" in open_.getvalue()
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_are_written_together_at_the_tick_not_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A thread woken per line cost each decision logged at info more CPU than the decision:
+    # lines wait for the writer's tick (here never) or a drain, and go out in one write.
+    stream = _CountingStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    queued = _QueuedStderr(interval=3600)
+    for n in range(5):
+        queued.write(f"line {n}\n")
+    assert stream.getvalue() == ""  # the writer thread was not woken by a line
+    queued.drain()
+    assert stream.getvalue() == "".join(f"line {n}\n" for n in range(5))
+    assert stream.writes == 1
+
+
+def test_a_drain_writes_lines_for_several_streams_in_the_order_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = _CountingStream(), _CountingStream()
+    queued = _QueuedStderr(interval=3600)
+    for stream, text in ((first, "a\n"), (second, "b\n"), (first, "c\n")):
+        monkeypatch.setattr(sys, "stderr", stream)
+        queued.write(text)
+    queued.drain()
+    assert (first.getvalue(), second.getvalue()) == ("a\nc\n", "b\n")
