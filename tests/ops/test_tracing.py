@@ -241,6 +241,33 @@ def test_serve_exports_spans_to_an_otlp_endpoint(
     assert services == {"tether"}
 
 
+def test_the_otel_environment_exports_tethers_spans_and_no_http_framework_spans(
+    tmp_path: Path, collector: tuple[str, list[ExportTraceServiceRequest]]
+) -> None:
+    # tether's spans are the documented set (tether.observability.tracing). The HTTP framework,
+    # asked through the environment, would read the same OTEL_* variables, install exporters of
+    # its own and add a span for every request (the hot path's too) unless tether turns it off.
+    endpoint, received = collector
+    data_dir = tmp_path / "data"
+    environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "FASTAPI_OTEL_AUTO_CONFIGURE": "true"}
+    with serve_process(data_dir, env=environment) as server:
+        svid = svid_for(data_dir, "analyst")
+        grant = open_task(server.base_url, svid)["grant"]
+        verdict = post(server.base_url, "/v1/authorize", svid, {"grant": grant, **READ_CRM}).json()
+        assert verdict["decision"] == "allow", verdict
+        server.stop()
+
+    names = {
+        span.name
+        for request in received
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
+    assert {"tether.task.open", "tether.authorize"} <= names
+    assert {name for name in names if not name.startswith("tether.")} == set()
+
+
 def test_serve_refuses_an_otlp_endpoint_that_is_not_http(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tether", "serve", "-d", str(tmp_path / "data")],
