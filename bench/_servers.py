@@ -89,14 +89,16 @@ def server_env(**tether: str) -> dict[str, str]:
     return env | tether
 
 
-def tether_command(data_dir: Path) -> list[str]:
+def tether_command(data_dir: Path, log_level: str = "info") -> list[str]:
+    """``tether serve`` on ``data_dir``; at ``info``, its default, it logs a line per decision
+    (JSON: its stderr is a file)."""
     return [
         sys.executable,
         "-m",
         "tether",
         "serve",
         "--log-level",
-        "warning",
+        log_level,
         "--data-dir",
         str(data_dir),
     ]

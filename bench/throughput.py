@@ -3,7 +3,7 @@
     .venv/bin/python bench/throughput.py [--quick] [--rounds 3] [--seconds 5] [--concurrency 16]
                                          [--scenarios floor,sqlite,postgres]
                                          [--store-url postgresql://...]
-                                         [--baseline-src OLD/src]
+                                         [--baseline-src OLD/src] [--log-level info]
 
 Three servers run side by side on 127.0.0.1, each a real process:
 
@@ -17,6 +17,9 @@ Three servers run side by side on 127.0.0.1, each a real process:
           behind a load balancer; the load alternates its connections between them.
   B0      (``--baseline-src OLD/src --scenarios floor,baseline-postgres,postgres``) B, with
           tether from the other source tree, on a database of its own on the same server.
+
+Each ``tether serve`` runs as it ships: at its default log level, ``info``, a JSON line per
+decision to its stderr (a file here); ``--log-level warning`` measures it without them.
 
 For A and B the agent ``analyst`` gets a JWT-SVID from the development issuer of the data directory
 (what ``tether dev svid`` prints) and opens one task per connection (``POST /v1/tasks``, over
@@ -285,13 +288,16 @@ def set_up(
     concurrency: int,
     store_url: str | None,
     baseline_src: Path | None = None,
+    log_level: str = "info",
 ) -> tuple[list[Scenario], list[str]]:
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tether-throughput-")))
     built: dict[str, Scenario] = {}
     notes: list[str] = []
     if SQLITE in names:
         data = workdir / "sqlite"
-        port, pid = start_server(stack, tether_command(data), server_env(), workdir / "sqlite.log")
+        port, pid = start_server(
+            stack, tether_command(data, log_level), server_env(), workdir / "sqlite.log"
+        )
         built[SQLITE] = Scenario(
             SQLITE,
             "1 replica, SQLite (WAL, synchronous=NORMAL)",
@@ -305,7 +311,9 @@ def set_up(
             raise ValueError("the baseline scenario needs --baseline-src")
         data = workdir / "baseline"
         env = server_env(PYTHONPATH=str(baseline_src))
-        port, pid = start_server(stack, tether_command(data), env, workdir / "baseline.log")
+        port, pid = start_server(
+            stack, tether_command(data, log_level), env, workdir / "baseline.log"
+        )
         built[BASELINE] = Scenario(
             BASELINE,
             f"1 replica, SQLite, tether from {baseline_src}",
@@ -332,7 +340,7 @@ def set_up(
         data = workdir / name
         # One after the other: the first start creates the keys and the schema.
         started = [
-            start_server(stack, tether_command(data), env, workdir / f"{name}-{n}.log")
+            start_server(stack, tether_command(data, log_level), env, workdir / f"{name}-{n}.log")
             for n in (1, 2)
         ]
         built[name] = Scenario(
@@ -381,6 +389,7 @@ def measure(
     concurrency: int = 16,
     store_url: str | None = None,
     baseline_src: Path | None = None,
+    log_level: str = "info",
 ) -> Results:
     """Start the servers and the load process, run the rounds interleaved, stop everything.
 
@@ -407,6 +416,7 @@ def measure(
                     concurrency,
                     store_url,
                     baseline_src,
+                    log_level,
                 )
             finally:
                 # A second Ctrl-C must not cut the clean-up short and leave a server running.
@@ -427,8 +437,9 @@ def _run(
     concurrency: int,
     store_url: str | None,
     baseline_src: Path | None,
+    log_level: str,
 ) -> Results:
-    scenarios, notes = set_up(stack, names, concurrency, store_url, baseline_src)
+    scenarios, notes = set_up(stack, names, concurrency, store_url, baseline_src, log_level)
     load = LoadProcess(stack)
     if warmup > 0:
         for scenario in scenarios:
@@ -584,6 +595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "and 'baseline-postgres' (B0): A and B as that code runs them, interleaved with A and B, "
         "e.g. --scenarios floor,baseline,sqlite or floor,baseline-postgres,postgres",
     )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        help="tether serve's --log-level (info, its default, logs a line per decision)",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.rounds, options.seconds, options.warmup = 2, 1.0, 0.5
@@ -599,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=options.concurrency,
             store_url=options.store_url,
             baseline_src=options.baseline_src,
+            log_level=options.log_level,
         )
     except (KeyboardInterrupt, Terminated) as stopped:
         why = f"{stopped}" if isinstance(stopped, Terminated) else "Ctrl-C"
