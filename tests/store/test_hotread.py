@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import event
 
 from tether.core.audit import AuditKind
 from tether.core.budget import Budgets
-from tether.core.errors import Unavailable
+from tether.core.errors import ErrorCode, Unavailable
 from tether.core.ids import GrantId
 from tether.store import SqlStore
 
-from .conftest import Backend, Make
+from .conftest import Backend, Make, provisioned, race
 
 
 def _both(store: SqlStore, grant_id: GrantId) -> tuple[object, object]:
@@ -97,3 +102,70 @@ def test_a_connection_the_server_dropped_is_read_again_on_another(
         admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM unnest(%s::int[]) pid", [pids])
     assert store.get_grant_with_task(grant.grant_id) == (grant, task)
     assert store.get_grant_with_task(grant.grant_id) == (grant, task)
+
+
+@pytest.fixture
+def sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    with provisioned("sqlite", request, tmp_path) as db:
+        yield db.open()
+
+
+def _checkouts(store: SqlStore) -> list[object]:
+    taken: list[object] = []
+
+    def checked_out(driver_connection: object, *_: object) -> None:
+        taken.append(driver_connection)
+
+    event.listen(store.db.live(ErrorCode.STORE_UNAVAILABLE).pool, "checkout", checked_out)
+    return taken
+
+
+def test_the_sqlite_hot_read_keeps_a_connection_per_thread_out_of_the_pool(
+    sqlite_store: SqlStore, make: Make
+) -> None:
+    # A pool checkout and check-in per read were a third of the read's cost.
+    task, grant = make.task()
+    sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    sqlite_store.get_grant_with_task(grant.grant_id)  # this thread's connection, kept
+    taken = _checkouts(sqlite_store)
+    for _ in range(20):
+        assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)
+    assert taken == []
+
+
+def test_threads_past_the_kept_few_read_on_pooled_connections(
+    sqlite_store: SqlStore, make: Make
+) -> None:
+    task, grant = make.task()
+    sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    taken = _checkouts(sqlite_store)
+
+    def read(_: int) -> object:
+        return [sqlite_store.get_grant_with_task(grant.grant_id) for _ in range(5)]
+
+    results = race(8, read)
+    assert results == [[(grant, task)] * 5] * 8
+    # Four threads took a connection once and kept it; the other four borrowed per read.
+    assert len(taken) == 4 + 4 * 5
+
+
+def test_a_kept_connection_that_failed_is_replaced_and_close_closes_them(
+    sqlite_store: SqlStore, make: Make
+) -> None:
+    task, grant = make.task()
+    sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    sqlite_store.get_grant_with_task(grant.grant_id)
+    kept = sqlite_store._sqlite_reads._kept[threading.get_ident()]
+    assert kept.dbapi_connection is not None
+    kept.dbapi_connection.close()  # the driver's connection fails its next statement
+    with pytest.raises(Unavailable) as failed:
+        sqlite_store.get_grant_with_task(grant.grant_id)
+    assert failed.value.code is ErrorCode.STORE_UNAVAILABLE
+    assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)  # on a new one
+    replaced = sqlite_store._sqlite_reads._kept[threading.get_ident()]
+    assert replaced is not kept
+    driver = replaced.dbapi_connection
+    assert driver is not None
+    sqlite_store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        driver.execute("SELECT 1")

@@ -20,12 +20,14 @@ that changed (a grant revoked, a task's label raised) is different bytes, so nev
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, PoolProxiedConnection, bindparam, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import SingletonThreadPool
 
 from tether.core.errors import ErrorCode
 from tether.core.task import Grant, Task
@@ -42,6 +44,8 @@ _LOST: Final = object()
 _AT_ONCE: Final = 0.25
 #: Raw rows remembered with their decoded grant and task (frozen values, safe to share).
 _MEMO = 1024
+#: Threads that keep a SQLite connection of their own for the hot read (see SqliteReads).
+_OWN_CONNECTIONS = 4
 
 _JOINED = (
     select(
@@ -128,3 +132,69 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
         return _LOST  # the lost connection went back to the pool invalidated: discarded
     finally:
         UNPINGED.reset(skip)
+
+
+class SqliteReads:
+    """The joined read on SQLite, on a connection each reading thread keeps.
+
+    A pool checkout and check-in cost about 8 µs per read, a third of the read. The first
+    :data:`_OWN_CONNECTIONS` threads to read (the event loop's, on the HTTP hot path) each keep
+    a connection, taken out of the pool (so the pool keeps its size for everything else) and
+    used by that thread alone; any other thread borrows one from the pool as before. A read
+    leaves no transaction open (the statement is reset when its cursor closes), so a kept
+    connection holds no snapshot between reads and never blocks a checkpoint. A connection whose
+    read failed is closed, and the thread's next read opens another. :meth:`close` closes them
+    all (the store's close)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[int, PoolProxiedConnection] = {}
+        self._closed = False
+
+    def fetch(self, engine: Engine, sql: str, params: Sequence[object] | dict[str, object]) -> Any:
+        """The row ``sql`` finds, or ``None``; raises what the driver raises."""
+        thread = threading.get_ident()
+        kept = self._kept.get(thread) or self._keep(engine, thread)
+        if kept is None:
+            borrowed = engine.raw_connection()
+            try:
+                return _fetch_one(borrowed, sql, params)
+            finally:
+                borrowed.close()  # back to the pool
+        try:
+            return _fetch_one(kept, sql, params)
+        except BaseException:
+            with self._lock:
+                if self._kept.get(thread) is kept:
+                    del self._kept[thread]
+            kept.close()
+            raise
+
+    def _keep(self, engine: Engine, thread: int) -> PoolProxiedConnection | None:
+        if isinstance(engine.pool, SingletonThreadPool):
+            return None  # in memory: the pool's connection per thread is the database itself
+        with self._lock:
+            if self._closed or len(self._kept) >= _OWN_CONNECTIONS:
+                return None
+            connection = engine.raw_connection()
+            connection.detach()  # out of the pool: closing it closes the driver's connection
+            self._kept[thread] = connection
+            return connection
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            kept, self._kept = list(self._kept.values()), {}
+        for connection in kept:
+            connection.close()
+
+
+def _fetch_one(
+    connection: PoolProxiedConnection, sql: str, params: Sequence[object] | dict[str, object]
+) -> Any:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+    finally:
+        cursor.close()

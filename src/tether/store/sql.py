@@ -59,7 +59,7 @@ from tether.store.db import STORE as _STORE
 from tether.store.db import Database, unavailable
 from tether.store.decision_log import DecisionLogSql, EffectWrite, QueuedWrite
 from tether.store.dialect import postgres_url
-from tether.store.hotread import GrantWithTaskQuery, read_postgres
+from tether.store.hotread import GrantWithTaskQuery, SqliteReads, read_postgres
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import tasks
 
@@ -123,6 +123,7 @@ class SqlStore:
         self._decisions = DecisionLogSql(self.db)
         # The hot read below SQLAlchemy's statement machinery, on the driver (both backends).
         self._hot_read = GrantWithTaskQuery(engine)
+        self._sqlite_reads = SqliteReads()
         self._audit = AuditReader(self.db, page_size)
         try:
             self.db.bootstrap(migrate)
@@ -237,16 +238,7 @@ class SqlStore:
             return read_postgres(self.db, query, grant_id)
         engine = self.db.live(_STORE)
         try:
-            raw = engine.raw_connection()
-            try:
-                cursor = raw.cursor()
-                try:
-                    cursor.execute(query.sql, query.params(grant_id))
-                    row = cursor.fetchone()
-                finally:
-                    cursor.close()
-            finally:
-                raw.close()  # back to the pool
+            row = self._sqlite_reads.fetch(engine, query.sql, query.params(grant_id))
         except sqlite3.Error as error:
             raise Unavailable(
                 f"the store could not read the grant ({type(error).__name__}: {error}); check "
@@ -538,6 +530,7 @@ class SqlStore:
         """Close every pooled connection; later calls raise ``Unavailable``."""
         try:
             self._decisions.close()  # what is queued is written (or fails) first
+            self._sqlite_reads.close()
             self.db.close()
         finally:
             releases, self._on_close = self._on_close, []
