@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -172,15 +174,62 @@ def wants_json(log_format: LogFormat, stream: TextIO | None = None) -> bool:
     return log_format == "json"
 
 
+def _names_a_secret(key: str) -> bool:
+    name = key.lower()
+    return name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES)
+
+
+#: Field names already judged (a log line names the same few fields every time); bounded.
+_judged: dict[str, bool] = {}
+_JUDGED_NAMES = 4096
+
+
 def redact_secrets(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Blank every field named as a secret (a processor; see the module docstring)."""
     for key in event:
-        name = key.lower()
-        if name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES):
+        secret = _judged.get(key)
+        if secret is None:
+            secret = _names_a_secret(key)
+            if len(_judged) < _JUDGED_NAMES:
+                _judged[key] = secret
+        if secret:
             event[key] = REDACTED
     return event
+
+
+# The second a line was logged in, as ISO 8601, for the lines of that same second.
+_second: tuple[int, str] = (0, "")
+
+
+def _add_timestamp(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``timestamp``: UTC, ISO 8601 with microseconds and ``Z``, as structlog's
+    ``TimeStamper(fmt="iso", utc=True)`` writes it, with the date formatted once a second."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    event["timestamp"] = f"{text}.{int((now - whole) * 1_000_000):06d}Z"
+    return event
+
+
+def _fallback(value: object) -> str:
+    return repr(value)
+
+
+_encode_line = json.JSONEncoder(default=_fallback).encode
+
+
+def _render_json(event: MutableMapping[str, Any], **_: Any) -> str:
+    """``json.dumps`` as structlog's ``JSONRenderer`` calls it, with an encoder built once
+    instead of per line (what cannot be JSON is written as its ``repr``)."""
+    return _encode_line(event)
 
 
 def _add_pid(
@@ -207,12 +256,14 @@ def configure_logging(
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_timestamp,
         redact_secrets,
     ]
     if json:
         shared += [_add_pid, structlog.processors.format_exc_info]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(_render_json) if json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),

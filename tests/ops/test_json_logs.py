@@ -3,16 +3,22 @@ decision, task and agent, and never a token."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
+import re
 import socket
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
+import structlog
 from ops_support import READ_CRM, open_task, serve_process, svid_for
 
-from tether.logs import REDACTED, redact_secrets, wants_json
+from tether.logs import REDACTED, configure_logging, get_logger, redact_secrets, wants_json
 
 
 def test_serve_logs_json_lines_naming_the_decision_and_never_a_token(tmp_path: Path) -> None:
@@ -73,3 +79,29 @@ def test_fields_named_as_secrets_are_redacted() -> None:
         "svid": REDACTED,
         "tool": "crm",
     }
+
+
+def test_a_secret_field_is_redacted_every_time_it_is_logged_whatever_its_case() -> None:
+    # Field names are judged once and remembered: the second line must be judged the same.
+    for _ in range(2):
+        event = redact_secrets(None, "info", {"Authorization": "Bearer x", "DB_Password": "p"})
+        assert event == {"Authorization": REDACTED, "DB_Password": REDACTED}
+
+
+def test_a_json_line_carries_a_utc_timestamp_with_microseconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("info", json=True)
+    try:
+        before = datetime.now(UTC)
+        get_logger("tether.test").info("stamped", tool="crm.query")
+        after = datetime.now(UTC)
+    finally:
+        structlog.reset_defaults()
+    entry = json.loads(stream.getvalue())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", entry["timestamp"])
+    stamped = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+    assert before - timedelta(microseconds=1) <= stamped <= after
+    assert (entry["event"], entry["tool"], entry["level"]) == ("stamped", "crm.query", "info")
