@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tether.core.audit import AuditKind
 from tether.core.budget import Budgets
 from tether.core.errors import ErrorCode, Unavailable
 from tether.core.ids import GrantId
+from tether.core.task import GrantState, TaskState
 from tether.store import SqlStore
 
 from .conftest import Backend, Make, provisioned, race
@@ -120,17 +122,47 @@ def _checkouts(store: SqlStore) -> list[object]:
     return taken
 
 
-def test_the_sqlite_hot_read_keeps_a_connection_per_thread_out_of_the_pool(
+@contextmanager
+def _writing(store: SqlStore) -> Iterator[None]:
+    """As while a write of this process holds the write connection: reads go elsewhere."""
+    writers = store.db._writers
+    assert writers is not None
+    with writers:
+        yield
+
+
+def test_the_sqlite_hot_read_runs_on_the_write_connection_while_no_write_holds_it(
+    sqlite_store: SqlStore, make: Make
+) -> None:
+    # Its page cache stays warm across the process's own commits; another connection's is
+    # emptied by each of them.
+    task, grant = make.task()
+    sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    taken = _checkouts(sqlite_store)
+    assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)
+    ended = sqlite_store.end_task(
+        task.task_id, TaskState.CLOSED, task.opened_at, make.entry(AuditKind.TASK_CLOSED)
+    )
+    assert ended is not None
+    after_grant, after_task = sqlite_store.get_grant_with_task(grant.grant_id)
+    assert after_grant is not None and after_grant.state is GrantState.REVOKED
+    assert after_task is not None and after_task.state is TaskState.CLOSED
+    assert taken == [] and sqlite_store._sqlite_reads._kept == {}
+
+
+def test_while_a_write_holds_it_a_thread_reads_on_a_connection_it_keeps(
     sqlite_store: SqlStore, make: Make
 ) -> None:
     # A pool checkout and check-in per read were a third of the read's cost.
     task, grant = make.task()
     sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
-    sqlite_store.get_grant_with_task(grant.grant_id)  # this thread's connection, kept
-    taken = _checkouts(sqlite_store)
-    for _ in range(20):
-        assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)
+    with _writing(sqlite_store):
+        sqlite_store.get_grant_with_task(grant.grant_id)  # this thread's connection, kept
+        taken = _checkouts(sqlite_store)
+        for _ in range(20):
+            assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)
     assert taken == []
+    assert list(sqlite_store._sqlite_reads._kept) == [threading.get_ident()]
 
 
 def test_threads_past_the_kept_few_read_on_pooled_connections(
@@ -143,7 +175,8 @@ def test_threads_past_the_kept_few_read_on_pooled_connections(
     def read(_: int) -> object:
         return [sqlite_store.get_grant_with_task(grant.grant_id) for _ in range(5)]
 
-    results = race(8, read)
+    with _writing(sqlite_store):
+        results = race(8, read)
     assert results == [[(grant, task)] * 5] * 8
     # Four threads took a connection once and kept it; the other four borrowed per read.
     assert len(taken) == 4 + 4 * 5
@@ -154,15 +187,16 @@ def test_a_kept_connection_that_failed_is_replaced_and_close_closes_them(
 ) -> None:
     task, grant = make.task()
     sqlite_store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
-    sqlite_store.get_grant_with_task(grant.grant_id)
-    kept = sqlite_store._sqlite_reads._kept[threading.get_ident()]
-    assert kept.dbapi_connection is not None
-    kept.dbapi_connection.close()  # the driver's connection fails its next statement
-    with pytest.raises(Unavailable) as failed:
+    with _writing(sqlite_store):
         sqlite_store.get_grant_with_task(grant.grant_id)
-    assert failed.value.code is ErrorCode.STORE_UNAVAILABLE
-    assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)  # on a new one
-    replaced = sqlite_store._sqlite_reads._kept[threading.get_ident()]
+        kept = sqlite_store._sqlite_reads._kept[threading.get_ident()]
+        assert kept.dbapi_connection is not None
+        kept.dbapi_connection.close()  # the driver's connection fails its next statement
+        with pytest.raises(Unavailable) as failed:
+            sqlite_store.get_grant_with_task(grant.grant_id)
+        assert failed.value.code is ErrorCode.STORE_UNAVAILABLE
+        assert sqlite_store.get_grant_with_task(grant.grant_id) == (grant, task)  # a new one
+        replaced = sqlite_store._sqlite_reads._kept[threading.get_ident()]
     assert replaced is not kept
     driver = replaced.dbapi_connection
     assert driver is not None

@@ -151,8 +151,19 @@ class SqliteReads:
         self._kept: dict[int, PoolProxiedConnection] = {}
         self._closed = False
 
-    def fetch(self, engine: Engine, sql: str, params: Sequence[object] | dict[str, object]) -> Any:
-        """The row ``sql`` finds, or ``None``; raises what the driver raises."""
+    def fetch(
+        self, db: Database, engine: Engine, sql: str, params: Sequence[object] | dict[str, object]
+    ) -> Any:
+        """The row ``sql`` finds, or ``None``; raises what the driver raises. On the write
+        connection when no write holds it (:meth:`Database.sqlite_write_driver`)."""
+        with db.sqlite_write_driver() as writer:
+            if writer is not None:
+                cursor = writer.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    return cursor.fetchone()
+                finally:
+                    cursor.close()
         thread = threading.get_ident()
         kept = self._kept.get(thread) or self._keep(engine, thread)
         if kept is None:

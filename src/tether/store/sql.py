@@ -238,7 +238,7 @@ class SqlStore:
             return read_postgres(self.db, query, grant_id)
         engine = self.db.live(_STORE)
         try:
-            row = self._sqlite_reads.fetch(engine, query.sql, query.params(grant_id))
+            row = self._sqlite_reads.fetch(self.db, engine, query.sql, query.params(grant_id))
         except sqlite3.Error as error:
             raise Unavailable(
                 f"the store could not read the grant ({type(error).__name__}: {error}); check "
