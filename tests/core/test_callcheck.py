@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tether.core.callcheck import CallLimits, checked_call
 from tether.core.errors import ErrorCode, InvalidRequest
-from tether.core.scope import ActionKind
+from tether.core.scope import ActionKind, is_valid_name
 
 LIMITS = CallLimits(max_args_bytes=1024, max_args_depth=4)
 
@@ -111,3 +111,24 @@ def test_any_json_like_input_passes_or_is_refused_never_crashes(args: dict[str, 
     # What passes is encodable as strict JSON and UTF-8: the audit log can always hold it.
     json.dumps(call.args, allow_nan=False).encode("utf-8")
     json.dumps(call.args, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def _name_by_the_letter(value: str, limit: int) -> bool:
+    """The rule for names as first written: ASCII, each character alphanumeric or ``._-/:@``."""
+    if not value or len(value) > limit:
+        return False
+    return all(ch.isalnum() or ch in "._-/:@" for ch in value) and value.isascii()
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from("aZ09._-/:@ \"'\\\n\t\x00éÅ٣²ⅷ\U0001f600\ud800+*#?&=,;"),
+        max_size=12,
+    ),
+    st.integers(min_value=0, max_value=12),
+)
+@settings(max_examples=400, deadline=None)
+def test_a_name_is_valid_exactly_when_the_rule_says(value: str, limit: int) -> None:
+    # Unicode digits and letters (Arabic-Indic ٣, superscript ², Roman numeral ⅷ) are
+    # alphanumeric to Python but are not ASCII: never part of a name.
+    assert is_valid_name(value, limit) is _name_by_the_letter(value, limit)

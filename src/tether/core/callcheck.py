@@ -28,6 +28,9 @@ from tether.core.scope import MAX_DATASET_NAME, MAX_TOOL_NAME, ActionKind, JSONV
 
 __all__ = ["CallLimits", "checked_args", "checked_call"]
 
+# json.dumps(args, allow_nan=False, separators=(",", ":")), with its encoder built once.
+_wire_form = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
 
 @dataclass(frozen=True, slots=True)
 class CallLimits:
@@ -63,7 +66,7 @@ def checked_args(args: object, limits: CallLimits) -> dict[str, JSONValue]:
         )
     _walk(args, limits.max_args_depth)
     # The size the arguments take on the wire, as every door and the audit log serialise them.
-    size = len(json.dumps(args, allow_nan=False, separators=(",", ":")))
+    size = len(_wire_form(args))
     if size > limits.max_args_bytes:
         raise InvalidRequest(
             f"args are limited to {limits.max_args_bytes} bytes; these take {size}",

@@ -24,6 +24,7 @@ constraint as a plain value would. A constrained argument must be present in the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -496,11 +497,16 @@ class Scope:
         return Scope.of(tool, kinds, datasets, constraints)
 
 
+# ASCII letters and digits and ``._-/:@``; one match instead of a test per character (every
+# call's tool and dataset are checked).
+_NAME = re.compile(r"[A-Za-z0-9._\-/:@]+")
+
+
 def is_valid_name(value: str, limit: int) -> bool:
     """Names of tools, datasets and arguments: printable, bounded, no spaces or quotes."""
     if not value or len(value) > limit:
         return False
-    return all(ch.isalnum() or ch in "._-/:@" for ch in value) and value.isascii()
+    return _NAME.fullmatch(value) is not None
 
 
 def scopes_subset(child: Iterable[Scope], parent: Iterable[Scope]) -> bool:
