@@ -160,7 +160,10 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         RuntimeConfig(data_dir=Path(data), policy_dir=Path(policies), environ=env)
     )
     try:
-        gateway = open_gateway(load_config(Path(config)), runtime, lean=lean)
+        # As `tether mcp-gateway`: the heap kept out of full collections (tether.heap). A
+        # baseline's gateway may predate that.
+        kept = {"heap": heap_freezer()} if _takes_heap(open_gateway) else {}
+        gateway = open_gateway(load_config(Path(config)), runtime, lean=lean, **kept)
         uvicorn.run(
             http_app(gateway, lean=lean),
             host="127.0.0.1",
@@ -174,6 +177,18 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile_to)
+
+
+def heap_freezer() -> Any:
+    from tether.heap import HeapFreezer
+
+    return HeapFreezer()
+
+
+def _takes_heap(open_gateway: Callable[..., Any]) -> bool:
+    import inspect
+
+    return "heap" in inspect.signature(open_gateway).parameters
 
 
 def serve_bare(port: int, upstream_url: str) -> None:
