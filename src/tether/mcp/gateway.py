@@ -26,7 +26,7 @@ JSON-RPC error with code ``pdp_unavailable`` and nothing goes upstream.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -92,6 +92,10 @@ _SCAN_INLINE_BYTES = 64 * 1024
 HOUSEKEEPING_SECONDS: Final = 2.0
 
 
+#: An allowed call's effect and, if its result reached the agent, what it showed (one write).
+RecordCall = Callable[[Caller, Effect, Observation | None], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayDeps:
     """What the gateway uses: its decision point (in process, or ``tether serve`` over HTTP: see
@@ -106,6 +110,10 @@ class GatewayDeps:
     #: Called at every idle sweep: forgets what memory keeps of ended tasks (in process:
     #: :meth:`tether.runtime.Runtime.forget_idle`).
     forget_idle: Callable[[], None] | None = None
+    #: Records an allowed call's effect and the observation of its result as one write (in
+    #: process: :meth:`tether.mcp.pdp.LocalDecisionPoint.record_call`); ``None``: the
+    #: decision point's ``report`` and ``observe``, one write each.
+    record_call: RecordCall | None = None
 
 
 def unrecorded(error: TetherError) -> TetherError:
@@ -636,8 +644,15 @@ class Gateway:
             measured.bytes if measured is not None else 0,
             measured.recipients if measured is not None else (),
         )
-        self.effects.submit(caller.grant_token, decision_id, partial(pdp.report, caller, effect))
-        if handed is None:
+        seen = (
+            None
+            if handed is None
+            else Observation(handed.tool, handed.dataset, handed.result, decision_id)
+        )
+        grant, record = caller.grant_token, self.deps.record_call
+        if record is not None:
+            self.effects.submit(grant, decision_id, partial(record, caller, effect, seen))
             return
-        seen = Observation(handed.tool, handed.dataset, handed.result, decision_id)
-        self.effects.submit(caller.grant_token, decision_id, partial(pdp.observe, caller, seen))
+        self.effects.submit(grant, decision_id, partial(pdp.report, caller, effect))
+        if seen is not None:
+            self.effects.submit(grant, decision_id, partial(pdp.observe, caller, seen))

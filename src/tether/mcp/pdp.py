@@ -35,6 +35,7 @@ import anyio.to_thread
 
 from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
+from tether.core.errors import TetherError, Unavailable
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId
 from tether.core.scope import JSONValue, Scope
@@ -165,6 +166,51 @@ class LocalDecisionPoint:
             effect.records,
             effect.bytes,
             effect.recipients,
+        )
+
+    async def record_call(
+        self, caller: Caller, effect: Effect, observation: Observation | None
+    ) -> None:
+        """:meth:`report` and :meth:`observe` of one call, as one write where the store queues
+        both (checked here as each is, written with the next group commit in one savepoint,
+        the effect first): one wait, one hand-back, and no effect committed without the
+        observation of what its call showed the agent."""
+        provenance, grant = self._provenance, caller.grant_token
+        effects = self._effects
+        if (
+            observation is None
+            or provenance is None
+            or grant is None
+            or not effects.queues
+            or not provenance.queues
+        ):
+            await self.report(caller, effect)
+            if observation is not None:
+                await self.observe(caller, observation)
+            return
+        try:
+            observed = provenance.checked_result(
+                caller.workload,
+                grant,
+                observation.tool,
+                observation.dataset,
+                observation.result,
+                observation.decision_id,
+            )
+        except Unavailable:
+            raise  # nothing written: the whole call's record is kept and retried
+        except TetherError:
+            # The observation can never be recorded (its task ended): the effect still is.
+            await self.report(caller, effect)
+            raise
+        await effects.queue(
+            caller.workload,
+            effect.decision_id,
+            effect.status,
+            effect.records,
+            effect.bytes,
+            effect.recipients,
+            observed,
         )
 
     async def observe(self, caller: Caller, observation: Observation) -> None:

@@ -84,6 +84,7 @@ def deps_from_runtime(
         secrets=secrets.get,
         metrics=metrics,
         forget_idle=runtime.forget_idle,
+        record_call=pdp.record_call,
     )
 
 
