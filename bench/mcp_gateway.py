@@ -5,20 +5,21 @@ run, on loopback, with a streamable HTTP upstream and a stdio one.
 
 The processes, as in a deployment: a trivial upstream MCP server (streamable HTTP, one ``echo``
 tool) and the same server over stdio, four gateways (``tether.mcp.server.http_app`` served by
-uvicorn as ``tether mcp-gateway`` serves it; fronting the HTTP upstream with an injected bearer
-credential, or the stdio one, which each gateway starts itself; each with the lean path for
-``tools/call`` or with every request through the SDK's transport, ``http_app(lean=False)``),
-the bare proxy (the gateway's own layers without tether: the SDK's server and its transport to
-the agent, the call forwarded as a JSON-RPC message through the gateway's upstream connection,
-nothing decided or recorded), the remote-decision pair (``tether serve`` on the same data
-directory, accepting the gateway's own records with ``--gateway-ids``, and ``tether
+uvicorn as ``tether mcp-gateway`` serves it, its heap kept out of full collections as there
+(``tether.heap``; a baseline's gateway that predates it, without); fronting the HTTP upstream with
+an injected bearer credential, or the stdio one, which each gateway starts itself; each with the
+lean path for ``tools/call`` or with every request through the SDK's transport,
+``http_app(lean=False)``), the bare proxy (the gateway's own layers without tether: the SDK's server
+and its transport to the agent, the call forwarded as a JSON-RPC message through the gateway's
+upstream connection, nothing decided or recorded), the remote-decision pair (``tether serve`` on the
+same data directory, accepting the gateway's own records with ``--gateway-ids``, and ``tether
 mcp-gateway --pdp-url`` on its default lean path in front of the HTTP upstream, with a data
 directory of its own holding only the upstream's secret: serve verifies the SVID and the grant,
-decides, and records the effect and the observation, over HTTP), and this client (the official
-SDK ``Client``, one session per path; ``--mode legacy`` for 2025-11-25 sessions, ``auto`` for
-2026-07-28 single exchanges). Each gateway call does the whole job: SVID verify, grant token
-verify, grant/task reads, scope check, Cedar, the decision's audit write, the upstream call, the
-effect's audit write and the observation of the result (after the answer).
+decides, and records the effect and the observation, over HTTP), and this client (the official SDK
+``Client``, one session per path; ``--mode legacy`` for 2025-11-25 sessions, ``auto`` for 2026-07-28
+single exchanges). Each gateway call does the whole job: SVID verify, grant token verify, grant/task
+reads, scope check, Cedar, the decision's audit write, the upstream call, the effect's audit write
+and the observation of the result (after the answer).
 
 Prints, per path, p50/p95/p99, the added latency (the median of the paired differences: each
 call minus the direct call to the same kind of upstream made in the same round), the ratio of
@@ -160,7 +161,10 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         RuntimeConfig(data_dir=Path(data), policy_dir=Path(policies), environ=env)
     )
     try:
-        gateway = open_gateway(load_config(Path(config)), runtime, lean=lean)
+        # As `tether mcp-gateway`: the heap kept out of full collections (tether.heap). A
+        # baseline's gateway may predate that.
+        kept = {"heap": heap_freezer()} if _takes_heap(open_gateway) else {}
+        gateway = open_gateway(load_config(Path(config)), runtime, lean=lean, **kept)
         uvicorn.run(
             http_app(gateway, lean=lean),
             host="127.0.0.1",
@@ -174,6 +178,18 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile_to)
+
+
+def heap_freezer() -> Any:
+    from tether.heap import HeapFreezer
+
+    return HeapFreezer()
+
+
+def _takes_heap(open_gateway: Callable[..., Any]) -> bool:
+    import inspect
+
+    return "heap" in inspect.signature(open_gateway).parameters
 
 
 def serve_bare(port: int, upstream_url: str) -> None:

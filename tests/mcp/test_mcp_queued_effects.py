@@ -128,3 +128,49 @@ def test_a_stopped_gateway_has_written_the_effects_it_queued(tmp_path: Path) -> 
         assert kinds.count(AuditKind.DECISION) == 3 and kinds.count(AuditKind.EFFECT) == 3
     finally:
         reopened.close()
+
+
+def observed_rows(database: Path, task_id: str) -> int:
+    with sqlite3.connect(database) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM observations WHERE task_id = ?", (task_id,)
+        ).fetchone()
+    return int(count)
+
+
+def test_a_calls_effect_and_what_it_showed_the_agent_are_one_write(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    with running_gateway(tmp_path, clock) as gw:
+        keys = budgeted_grant(gw.runtime, clock, 1000)
+        database = gw.data_dir / "tether.db"
+        # The effect's row cannot be inserted: its write fails inside the batch.
+        with sqlite3.connect(database) as db:
+            db.execute(
+                "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+                "BEGIN SELECT RAISE(ABORT, 'effects refused'); END;"
+            )
+
+        async def shown(n: int) -> list[object]:
+            async with connect(gw.url, keys) as client:
+                return [
+                    await client.call_tool("crm.query", {"customer": "carol@example.com"})
+                    for _ in range(n)
+                ]
+
+        answered, refused = run(lambda: shown(2))
+        assert not answered.is_error, text_of(answered)  # type: ignore[attr-defined]
+        assert refused.is_error  # type: ignore[attr-defined]  # its effect is not written
+        (decision,) = logged(gw.runtime, AuditKind.DECISION)
+        assert decision.task_id is not None
+        # What the answer showed the agent went with its effect: neither is written.
+        assert observed_rows(database, decision.task_id) == 0
+        assert logged(gw.runtime, AuditKind.EFFECT) == []
+
+        with sqlite3.connect(database) as db:
+            db.execute("DROP TRIGGER refuse_effect")
+        (after,) = run(lambda: shown(1))
+        assert not after.is_error, text_of(after)  # type: ignore[attr-defined]
+        effects = records(gw.runtime, AuditKind.EFFECT)  # settled: both calls' writes made
+        assert effects[0].body["decision_id"] == decision.body["decision_id"]
+        assert len(effects) == 2
+        assert observed_rows(database, decision.task_id) > 0  # written with the kept effect

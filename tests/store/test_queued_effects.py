@@ -15,11 +15,17 @@ import pytest
 from tether.core.audit import AuditKind, AuditRecord, ChainHead, verify_chain
 from tether.core.budget import BudgetKind, Hold
 from tether.core.effect import Effect
-from tether.core.errors import Unavailable
+from tether.core.errors import Conflict, ErrorCode, Unavailable
 from tether.core.ids import TaskId
 from tether.core.provenance import Source, Trust, observe
 from tether.core.task import Grant, Task
-from tether.service.ports import AuditEntry, BudgetCharge, DecisionRecord, DecisionWrite
+from tether.service.ports import (
+    AuditEntry,
+    BudgetCharge,
+    DecisionRecord,
+    DecisionWrite,
+    ObservedRows,
+)
 from tether.store import SqlStore
 from tether.store.observations import SqlObservationStore
 
@@ -226,3 +232,60 @@ def test_queued_observations_are_committed_before_their_chains_tasks_are_decided
     # Each task of the chain, once its wait is over, reads its rows and its count together.
     rows = len(seen.fingerprints)
     assert found == [(rows, rows), (rows, rows)]
+
+
+def test_an_effect_queued_with_its_calls_observation_is_one_write(
+    backend: Backend, store: SqlStore, make: Make
+) -> None:
+    task, grant = _opened(store, make)
+    decision = _decided(store, make, task, grant)
+    effect, entry = _effect(make, decision)
+    observations = SqlObservationStore(store)
+    seen = observe(bytes(range(32)), Source("crm.query", None, Trust.UNTRUSTED), "eve@evil.test")
+    rows = ObservedRows(((TaskId(task.task_id), seen),), T0, 100, "observed 1")
+    counted = [TaskId(task.task_id)]
+
+    async def queued() -> AuditRecord:
+        return await store.queue_effect(effect, entry, rows)
+
+    with _commit_fails(backend):
+        with pytest.raises(Unavailable):
+            asyncio.run(queued())
+        # Neither is written, and the task waits for both.
+        assert store.get_effect(decision.decision_id) is None
+        assert observations.count_observations(counted) == 0
+        with pytest.raises(Unavailable):
+            store.wait_for_effects([task.task_id])
+    assert asyncio.run(queued()).kind is AuditKind.EFFECT
+    store.wait_for_effects([task.task_id])
+    assert store.get_effect(decision.decision_id) == effect
+    assert observations.count_observations(counted) == len(seen.fingerprints)
+
+    # An effect refused for good (reported already) is refused; the observation that came
+    # with it is written all the same.
+    again = ObservedRows(
+        (
+            (
+                TaskId(task.task_id),
+                observe(
+                    bytes(range(32)),
+                    Source("crm.query", None, Trust.UNTRUSTED),
+                    "mallory@other.test",
+                ),
+            ),
+        ),
+        T0,
+        100,
+        "observed 2",
+    )
+
+    async def twice() -> AuditRecord:
+        return await store.queue_effect(make.effect(decision), entry, again)
+
+    with pytest.raises(Conflict) as refused:
+        asyncio.run(twice())
+    assert refused.value.code is ErrorCode.EFFECT_ALREADY_REPORTED
+    store.wait_for_effects([task.task_id])  # refused for good: the task is not held
+    assert observations.count_observations(counted) == 2 * len(seen.fingerprints)
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 3, report  # the task, its decision, one effect

@@ -25,6 +25,7 @@ from tether.cli.server_options import (
 from tether.core.audit import AuditKind
 from tether.core.ids import IdFactory
 from tether.core.scope import JSONValue
+from tether.heap import HeapFreezer
 from tether.logs import configure_logging, flush_logs, get_logger
 from tether.mcp.callers import stdio_caller
 from tether.mcp.config_file import load_config
@@ -122,7 +123,7 @@ def _run_gateway(
     try:
         with tether_errors():
             if runtime is not None:
-                gateway = open_gateway(gateway_config, runtime, pins=pins)
+                gateway = open_gateway(gateway_config, runtime, pins=pins, heap=HeapFreezer())
             else:
                 # Deciding through tether serve: no store, no keys; the data directory holds
                 # only the upstreams' secrets and the pins.
@@ -134,7 +135,7 @@ def _run_gateway(
                     url, shared.data_dir, os.environ, clock, svid, timeout=timeout, metrics=metrics
                 )
                 pins_path = pins or default_pins_path(shared.data_dir)
-                gateway = Gateway(gateway_config, deps, PinStore(pins_path))
+                gateway = Gateway(gateway_config, deps, PinStore(pins_path), heap=HeapFreezer())
         if transport is Transport.STDIO:
             with tether_errors():
                 anyio.run(_serve_stdio, gateway)

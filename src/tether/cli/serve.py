@@ -32,7 +32,6 @@ from tether.api.app import create_app
 from tether.api.front import add_front
 from tether.cli.common import console, tether_errors
 from tether.cli.config_schema import option
-from tether.cli.heap import HeapFreezer
 from tether.cli.server_options import (
     Shared,
     blank_is_none,
@@ -40,6 +39,7 @@ from tether.cli.server_options import (
 )
 from tether.core.errors import ConfigurationError, TetherError
 from tether.core.identity import Workload
+from tether.heap import HeapFreezer
 from tether.identity import DEFAULT_MAX_LIFETIME_SECONDS
 from tether.identity.dev_issuer import DEFAULT_AUDIENCE, DEFAULT_TRUST_DOMAIN
 from tether.logs import configure_logging, flush_logs, get_logger
@@ -66,7 +66,7 @@ log = get_logger("tether.serve")
 class Housekeeping:
     """Background work of a server: reap expired tasks, pick up changed policies, checkpoint
     the audit log (and a last checkpoint when it stops, so a clean stop leaves none unsigned),
-    and keep the long-lived heap out of full collections (:mod:`tether.cli.heap`)."""
+    and keep the long-lived heap out of full collections (:mod:`tether.heap`)."""
 
     def __init__(self, runtime: Runtime, interval: float) -> None:
         self._runtime = runtime

@@ -26,7 +26,7 @@ JSON-RPC error with code ``pdp_unavailable`` and nothing goes upstream.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -48,6 +48,7 @@ from tether.core.redact import Unredactable
 from tether.core.scope import MAX_TOOL_NAME, JSONValue, is_valid_name
 from tether.core.secret import Secret
 from tether.core.verdict import Decision, Verdict
+from tether.heap import HeapFreezer
 from tether.logs import get_logger
 from tether.mcp.callers import Caller
 from tether.mcp.catalog import Catalog, CatalogTool
@@ -87,6 +88,12 @@ LEGACY_VERSION: Final = "2025-11-25"
 
 #: Results up to this size are redacted on the event loop; larger ones in a worker thread.
 _SCAN_INLINE_BYTES = 64 * 1024
+#: How often a running gateway ticks its :class:`~tether.heap.HeapFreezer` (as serve does).
+HOUSEKEEPING_SECONDS: Final = 2.0
+
+
+#: An allowed call's effect and, if its result reached the agent, what it showed (one write).
+RecordCall = Callable[[Caller, Effect, Observation | None], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,10 @@ class GatewayDeps:
     #: Called at every idle sweep: forgets what memory keeps of ended tasks (in process:
     #: :meth:`tether.runtime.Runtime.forget_idle`).
     forget_idle: Callable[[], None] | None = None
+    #: Records an allowed call's effect and the observation of its result as one write (in
+    #: process: :meth:`tether.mcp.pdp.LocalDecisionPoint.record_call`); ``None``: the
+    #: decision point's ``report`` and ``observe``, one write each.
+    record_call: RecordCall | None = None
 
 
 def unrecorded(error: TetherError) -> TetherError:
@@ -113,6 +124,15 @@ def unrecorded(error: TetherError) -> TetherError:
         data = {"code": error.code.value, "message": error.message}
         raise MCPError(code=REFUSED, message=f"{error.code.value}: {error.message}", data=data)
     return error
+
+
+async def _keep_frozen(heap: HeapFreezer, every: float) -> None:
+    """What survived each full collection stays out of the next ones (:mod:`tether.heap`):
+    a full collection of the gateway's long-lived heap took the interpreter lock with nothing
+    to free, stalling every call in flight."""
+    while True:
+        await anyio.sleep(every)
+        heap.tick()
 
 
 def _visible(grant: GrantView, tool: str, mapping: ToolMapping) -> bool:
@@ -127,9 +147,21 @@ def _visible(grant: GrantView, tool: str, mapping: ToolMapping) -> bool:
 
 class Gateway:
     def __init__(
-        self, config: GatewayConfig, deps: GatewayDeps, pins: PinStore, *, lean: bool = True
+        self,
+        config: GatewayConfig,
+        deps: GatewayDeps,
+        pins: PinStore,
+        *,
+        lean: bool = True,
+        heap: HeapFreezer | None = None,
+        housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
     ) -> None:
+        """``heap``: kept out of full collections while the gateway runs, ticked every
+        ``housekeeping_seconds`` and thawed when it stops (a server process's, as
+        ``tether mcp-gateway`` passes; ``None`` leaves the collector alone)."""
         self.config = config
+        self.heap = heap
+        self._housekeeping_seconds = housekeeping_seconds
         #: ``tools/call`` sent upstream on the lean channel (tether.mcp.lean_upstream).
         self.lean = lean
         self.deps = deps
@@ -165,12 +197,16 @@ class Gateway:
             self._catalog = Catalog(self.pins, self.audit, self.deps.clock, self.warm.listed)
             self.prompts = PromptCatalog(self.pins, self.audit, self.deps.clock)
             tg.start_soon(sweep_idle, self.close_idle_sessions)
+            if self.heap is not None:
+                tg.start_soon(_keep_frozen, self.heap, self._housekeeping_seconds)
             try:
                 yield self
             finally:
                 for pool in self._pools.values():
                     pool.close()
                 tg.cancel_scope.cancel()
+                if self.heap is not None:
+                    self.heap.thaw()
 
     @asynccontextmanager
     async def _pdp_open(self) -> AsyncIterator[None]:
@@ -608,8 +644,15 @@ class Gateway:
             measured.bytes if measured is not None else 0,
             measured.recipients if measured is not None else (),
         )
-        self.effects.submit(caller.grant_token, decision_id, partial(pdp.report, caller, effect))
-        if handed is None:
+        seen = (
+            None
+            if handed is None
+            else Observation(handed.tool, handed.dataset, handed.result, decision_id)
+        )
+        grant, record = caller.grant_token, self.deps.record_call
+        if record is not None:
+            self.effects.submit(grant, decision_id, partial(record, caller, effect, seen))
             return
-        seen = Observation(handed.tool, handed.dataset, handed.result, decision_id)
-        self.effects.submit(caller.grant_token, decision_id, partial(pdp.observe, caller, seen))
+        self.effects.submit(grant, decision_id, partial(pdp.report, caller, effect))
+        if seen is not None:
+            self.effects.submit(grant, decision_id, partial(pdp.observe, caller, seen))

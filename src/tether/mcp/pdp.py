@@ -35,6 +35,7 @@ import anyio.to_thread
 
 from tether.core.audit import AuditKind
 from tether.core.effect import EffectStatus
+from tether.core.errors import TetherError, Unavailable
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId
 from tether.core.scope import JSONValue, Scope
@@ -45,7 +46,7 @@ from tether.service.authorize import Authorizer
 from tether.service.effects import EffectService
 from tether.service.enforce import CallRequest
 from tether.service.grant_reads import GrantReader
-from tether.service.ports import Clock, WorkloadVerifier
+from tether.service.ports import Clock, ObservedRows, WorkloadVerifier
 from tether.service.provenance import ProvenanceService
 
 
@@ -155,30 +156,59 @@ class LocalDecisionPoint:
                 _report, effects, caller.workload, effect, effect.recipients
             )
             return
+        await self._queued(caller, effect)
+
+    async def _queued(
+        self, caller: Caller, effect: Effect, observed: ObservedRows | None = None
+    ) -> None:
         # Checked here, on the loop, as every report is; written with the next group commit,
         # with no transaction of its own, and awaited (the gateway's effect queue holds the
         # task's next call until it is written).
-        await effects.queue(
+        await self._effects.queue(
             caller.workload,
             effect.decision_id,
             effect.status,
             effect.records,
             effect.bytes,
             effect.recipients,
+            observed,
         )
+
+    async def record_call(
+        self, caller: Caller, effect: Effect, observation: Observation | None
+    ) -> None:
+        """:meth:`report` and :meth:`observe` of one call, as one write where the store queues
+        both (checked here as each is, written with the next group commit in one savepoint,
+        the effect first): one wait, one hand-back, and no effect committed without the
+        observation of what its call showed the agent."""
+        provenance, grant = self._provenance, caller.grant_token
+        effects = self._effects
+        if (
+            observation is None
+            or provenance is None
+            or grant is None
+            or not effects.queues
+            or not provenance.queues
+        ):
+            await self.report(caller, effect)
+            if observation is not None:
+                await self.observe(caller, observation)
+            return
+        try:
+            observed = provenance.checked_result(*_observed(caller.workload, grant, observation))
+        except Unavailable:
+            raise  # nothing written: the whole call's record is kept and retried
+        except TetherError:
+            # The observation can never be recorded (its task ended): the effect still is.
+            await self._queued(caller, effect)
+            raise
+        await self._queued(caller, effect, observed)
 
     async def observe(self, caller: Caller, observation: Observation) -> None:
         provenance, grant = self._provenance, caller.grant_token
         if provenance is None or grant is None:
             return
-        args = (
-            caller.workload,
-            grant,
-            observation.tool,
-            observation.dataset,
-            observation.result,
-            observation.decision_id,
-        )
+        args = _observed(caller.workload, grant, observation)
         if provenance.queues:
             # As an effect: checked and fingerprinted here, written with the next group commit.
             await provenance.queue_result(*args)
@@ -187,6 +217,20 @@ class LocalDecisionPoint:
 
     async def aclose(self) -> None:
         return None
+
+
+def _observed(
+    workload: Workload, grant: str, observation: Observation
+) -> tuple[Workload, str, str, str | None, JSONValue, DecisionId]:
+    """The arguments of ProvenanceService's ``observe_result`` and ``checked_result``."""
+    return (
+        workload,
+        grant,
+        observation.tool,
+        observation.dataset,
+        observation.result,
+        observation.decision_id,
+    )
 
 
 def _report(

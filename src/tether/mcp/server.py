@@ -37,6 +37,7 @@ from starlette.types import ASGIApp
 from tether import __version__
 from tether.core.ids import IdFactory
 from tether.credentials.secrets import SecretStore
+from tether.heap import HeapFreezer
 from tether.mcp.callers import BearerAuth, Caller, caller_from_scope
 from tether.mcp.config import GatewayConfig
 from tether.mcp.gateway import LEGACY_VERSION, Gateway, GatewayDeps
@@ -83,6 +84,7 @@ def deps_from_runtime(
         secrets=secrets.get,
         metrics=metrics,
         forget_idle=runtime.forget_idle,
+        record_call=pdp.record_call,
     )
 
 
@@ -91,12 +93,18 @@ def default_pins_path(data_dir: Path) -> Path:
 
 
 def open_gateway(
-    config: GatewayConfig, runtime: Runtime, *, pins: Path | None = None, lean: bool = True
+    config: GatewayConfig,
+    runtime: Runtime,
+    *,
+    pins: Path | None = None,
+    lean: bool = True,
+    heap: HeapFreezer | None = None,
 ) -> Gateway:
     """The gateway for ``config``; ``lean=False`` sends every upstream request through the
-    SDK's client (see :mod:`tether.mcp.lean_upstream`)."""
+    SDK's client (see :mod:`tether.mcp.lean_upstream`); ``heap``: the process's, kept out of
+    full collections while the gateway runs (see :class:`Gateway`)."""
     pins_path = pins or default_pins_path(runtime.config.data_dir)
-    return Gateway(config, deps_from_runtime(runtime), PinStore(pins_path), lean=lean)
+    return Gateway(config, deps_from_runtime(runtime), PinStore(pins_path), lean=lean, heap=heap)
 
 
 def _no_schema(_name: str) -> None:

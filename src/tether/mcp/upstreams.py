@@ -274,6 +274,10 @@ class UpstreamConnection:
             log.info("upstream_closed", upstream=self.name, error_type=type(error).__name__)
 
     async def _client(self) -> _Live:
+        live = self._live
+        if live is not None and not live.broken:
+            # Up: no lock to take (anyio's yields to the loop once even when it is free).
+            return live
         async with self._lock:
             live = self._live
             if live is not None and not live.broken:

@@ -19,7 +19,7 @@ from tether.core.errors import ErrorCode, InvalidRequest, NotFound
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdFactory
 from tether.core.verdict import Decision
-from tether.service.ports import AuditEntry, Clock, DecisionLog, QueuedEffects
+from tether.service.ports import AuditEntry, Clock, DecisionLog, ObservedRows, QueuedEffects
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 
@@ -73,13 +73,17 @@ class EffectService:
         records: int | None = None,
         bytes_: int | None = None,
         recipients: Sequence[str] = (),
+        observed: ObservedRows | None = None,
     ) -> Awaitable[AuditRecord]:
         """Check the effect now, exactly as :meth:`report` does (raising what it raises), then
         queue its write into the next group commit and return what the running event loop
-        awaits: its audit record, or ``Unavailable`` if its batch did not commit."""
+        awaits: its audit record, or ``Unavailable`` if its batch did not commit.
+        ``observed``: the call's result as provenance checked it
+        (:meth:`~tether.service.provenance.ProvenanceService.checked_result`), written in
+        the same queued write (:meth:`~tether.service.ports.QueuedEffects.queue_effect`)."""
         assert self._queue is not None, "queue() needs the store's group commit"
         effect, entry = self._checked(agent, decision_id, status, records, bytes_, recipients)
-        return self._queue.queue_effect(effect, entry)
+        return self._queue.queue_effect(effect, entry, observed)
 
     def _checked(
         self,

@@ -175,6 +175,22 @@ class ObservationStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ObservedRows:
+    """What one result put in an agent's context, checked and fingerprinted: the rows
+    ``add_observations`` writes (``entries`` at ``at``, at most ``limit`` per task), queued as
+    the write known by ``key`` (see :meth:`QueuedEffects.queue_effect`)."""
+
+    entries: tuple[tuple[TaskId, Observation], ...]
+    at: datetime
+    limit: int
+    key: str
+
+    @property
+    def task_ids(self) -> tuple[TaskId, ...]:
+        return tuple(dict.fromkeys(task_id for task_id, _ in self.entries))
+
+
 class QueuedObservations(Protocol):
     """Observations written after their call was answered, in the decisions' group commit
     (see :class:`QueuedEffects`)."""
@@ -412,10 +428,16 @@ class QueuedEffects(Protocol):
     enforcement point that answers first (the MCP gateway). The decisions on a task wait for
     its queued effects (``wait_for_effects``), so none reads the task's facts without them."""
 
-    def queue_effect(self, effect: Effect, audit: AuditEntry) -> Awaitable[AuditRecord]:
+    def queue_effect(
+        self, effect: Effect, audit: AuditEntry, observed: ObservedRows | None = None
+    ) -> Awaitable[AuditRecord]:
         """``record_effect``'s write and refusals, queued into the next group commit (no
         transaction of its own) and awaited on the running event loop: the audit record once
-        its batch committed, ``Unavailable`` if the batch did not."""
+        its batch committed, ``Unavailable`` if the batch did not.
+
+        ``observed``: the observation of the same call's result, in the same write (one
+        savepoint, one wait for the decisions on its tasks), after the effect: committed
+        with it or not at all, and written even when the effect is refused for good."""
         ...
 
     def wait_for_effects(self, task_ids: Sequence[str]) -> None:

@@ -90,6 +90,7 @@ from tether.service.ports import (
     DecisionLog,
     GrantSigner,
     ObservationStore,
+    ObservedRows,
     PolicyEngine,
     QueuedObservations,
     TaskStore,
@@ -273,10 +274,26 @@ class ProvenanceService:
         The decisions on the chain's tasks wait for it."""
         queue = self._queue
         assert queue is not None, "queue_result() needs the store's group commit"
+        rows = self.checked_result(agent, grant_token, tool, dataset, result, decision_id)
+        return queue.queue_observations(rows.entries, rows.at, rows.limit, rows.key)
+
+    def checked_result(
+        self,
+        agent: Workload,
+        grant_token: str,
+        tool: str,
+        dataset: str | None,
+        result: JSONValue,
+        decision_id: str | None = None,
+    ) -> ObservedRows:
+        """What :meth:`queue_result` writes, checked and fingerprinted exactly as there
+        (raising what it raises), for a write queued with the call's effect
+        (:meth:`~tether.service.effects.EffectService.queue`): every part of the result in
+        one write, its untrusted rest first."""
         task, allowed = self._checked(agent, grant_token, tool, dataset, decision_id)
         pieces, _recorded = self._fingerprinted(task, tool, dataset, result, allowed=allowed)
-        return queue.queue_observations(
-            [entry for piece in pieces for entry in piece],
+        return ObservedRows(
+            tuple(entry for piece in pieces for entry in piece),
             self._clock.now(),
             self._settings.max_observations_per_task,
             f"observed {task.task_id} {tool} {decision_id}",

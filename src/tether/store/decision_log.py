@@ -103,14 +103,19 @@ class QueuedWrite(Protocol):
 @dataclass(frozen=True, slots=True)
 class EffectWrite:
     """An effect queued into the group commit, with its audit record (which names the task
-    whose decisions wait for it)."""
+    whose decisions wait for it), and perhaps the observation of the same call's result
+    (``observed``), written after it in the same savepoint: one write, committed together."""
 
     effect: Effect
     audit: AuditEntry
+    observed: QueuedWrite | None = None
 
     @property
     def task_ids(self) -> Sequence[str]:
-        return () if self.audit.task_id is None else (self.audit.task_id,)
+        own = () if self.audit.task_id is None else (self.audit.task_id,)
+        if self.observed is None:
+            return own
+        return tuple(dict.fromkeys((*own, *self.observed.task_ids)))
 
     @property
     def key(self) -> str:
@@ -118,10 +123,23 @@ class EffectWrite:
 
     @property
     def locks(self) -> Sequence[str]:
-        return ()  # it settles the decision's own holds, no task row
+        # The effect settles the decision's own holds, no task row.
+        return () if self.observed is None else self.observed.locks
 
-    def apply(self, tx: Writer) -> AuditRecord:
-        return _apply_effect(tx, tx.conn.dialect.name, self.effect, self.audit)
+    def apply(self, tx: Writer) -> AuditRecord | TetherError:
+        """The effect's record; with ``observed``, a refusal of the effect is returned (it
+        wrote nothing) and the observation written all the same: what the agent was shown
+        is known to provenance whatever became of the effect."""
+        if self.observed is None:
+            return _apply_effect(tx, tx.conn.dialect.name, self.effect, self.audit)
+        try:
+            record: AuditRecord | TetherError = _apply_effect(
+                tx, tx.conn.dialect.name, self.effect, self.audit
+            )
+        except TetherError as refused:
+            record = refused
+        self.observed.apply(tx)
+        return record
 
 
 #: What the group commit writes: a decision, or what a call did, queued after its answer.

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,9 +30,12 @@ from tether.core.errors import ErrorCode
 from tether.core.ids import TaskId
 from tether.core.provenance import Observation, Source, Trust
 from tether.core.provenance_rules import OVERFLOW_SOURCE
+from tether.service.ports import ObservedRows
 from tether.store.db import Writer
 from tether.store.schema import observations, tasks
-from tether.store.sql import SqlStore
+
+if TYPE_CHECKING:  # sql.py queues this module's writes with an effect (observed_write)
+    from tether.store.sql import SqlStore
 
 _STORE = ErrorCode.STORE_UNAVAILABLE
 #: The fingerprint column of a row marking a source as partly unscanned.
@@ -59,13 +63,22 @@ def _insert_ignoring_repeats(backend: str) -> Insert:
     return sqlite.insert(observations).on_conflict_do_nothing()
 
 
+_INSERT = {backend: _insert_ignoring_repeats(backend) for backend in ("postgresql", "sqlite")}
+
+
+def observed_write(backend: str, rows: ObservedRows) -> _Queued:
+    """``rows`` as a write queued with its call's effect
+    (:class:`~tether.store.decision_log.EffectWrite`)."""
+    return _Queued(_INSERT[backend], rows.entries, rows.at, rows.limit, rows.key)
+
+
 class SqlObservationStore:
     """The ``observations`` table of one :class:`~tether.store.SqlStore`
     (implements :class:`tether.service.ports.ObservationStore`)."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
-        self._insert = _insert_ignoring_repeats(store.backend)
+        self._insert = _INSERT[store.backend]
 
     def add_observations(
         self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int

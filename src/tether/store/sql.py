@@ -36,7 +36,7 @@ from tether.core.approval import Approval
 from tether.core.audit import LEGACY_PARTITION, AuditRecord, ChainFormat, ChainHead
 from tether.core.budget import Hold
 from tether.core.effect import Effect
-from tether.core.errors import ErrorCode, NotFound, Unavailable
+from tether.core.errors import ErrorCode, NotFound, TetherError, Unavailable
 from tether.core.ids import ApprovalId, DecisionId, GrantId, TaskId
 from tether.core.scope import ActionKind
 from tether.core.task import Grant, Task, TaskState
@@ -44,6 +44,7 @@ from tether.service.ports import (
     AuditEntry,
     DecisionRecord,
     DecisionWrite,
+    ObservedRows,
     TaskActivity,
 )
 from tether.store import agents as agents_sql
@@ -52,6 +53,7 @@ from tether.store import codec
 from tether.store import gateway_events as gateway_events_sql
 from tether.store import history as history_sql
 from tether.store import leases as leases_sql
+from tether.store import observations as observations_sql
 from tether.store import tasks as tasks_sql
 from tether.store.audit_log import AuditReader
 from tether.store.db import AUDIT as _AUDIT
@@ -366,11 +368,17 @@ class SqlStore:
         ``NotFound`` for an unknown decision; neither writes anything)."""
         return self._decisions.record_effect(effect, audit)
 
-    def queue_effect(self, effect: Effect, audit: AuditEntry) -> Awaitable[AuditRecord]:
+    def queue_effect(
+        self, effect: Effect, audit: AuditEntry, observed: ObservedRows | None = None
+    ) -> Awaitable[AuditRecord]:
         """:meth:`record_effect`, queued into the decisions' group commit and awaited; the
-        decisions on its task wait for it (:meth:`wait_for_effects`)."""
-        # An effect's write returns its audit record.
-        return cast("Awaitable[AuditRecord]", self._decisions.queue(EffectWrite(effect, audit)))
+        decisions on its task wait for it (:meth:`wait_for_effects`). ``observed``: the
+        call's observation, in the same write (:class:`~tether.store.decision_log.EffectWrite`)."""
+        if observed is None:
+            # An effect's write returns its audit record.
+            return cast("Awaitable[AuditRecord]", self._decisions.queue(EffectWrite(effect, audit)))
+        then = observations_sql.observed_write(self.backend, observed)
+        return _refusal_raised(self._decisions.queue(EffectWrite(effect, audit, then)))
 
     def queue_write(self, write: QueuedWrite) -> Awaitable[object]:
         """Queue another write made after its call's answer (an observation) the same way."""
@@ -544,3 +552,12 @@ class SqlStore:
     def upgrade_schema(self) -> SchemaUpgrade:
         """Apply pending migrations, serialized with every other replica's start."""
         return self.db.upgrade_schema()
+
+
+async def _refusal_raised(written: Awaitable[object]) -> AuditRecord:
+    """The effect's record once its write (with an observation) committed; the effect's
+    refusal, which that write returns so as to keep the observation, raised."""
+    record = await written
+    if isinstance(record, TetherError):
+        raise record
+    return cast(AuditRecord, record)

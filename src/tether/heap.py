@@ -1,4 +1,5 @@
-"""Keeping the garbage collector's full collections off a server's request path.
+"""Keeping the garbage collector's full collections off a server's request path (``tether serve``
+and ``tether mcp-gateway`` tick a :class:`HeapFreezer` in their housekeeping).
 
 CPython's full (generation 2) collection scans every container object that survived earlier
 ones. A running server holds ~170,000 of them (its modules, the app, pydantic's validators,
@@ -42,6 +43,12 @@ class HeapFreezer:
         self._seen = full
         gc.freeze()
         return True
+
+    def thaw(self) -> None:
+        """Unfreeze everything (a server stopping: what it froze is collected as usual)."""
+        gc.unfreeze()
+        self._thawed_at = self._now()
+        self._seen = _full_collections()
 
 
 def _full_collections() -> int:

@@ -1,4 +1,4 @@
-"""A server's long-lived heap is kept out of full collections (:mod:`tether.cli.heap`)."""
+"""A server's long-lived heap is kept out of full collections (:mod:`tether.heap`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether.cli.heap import THAW_SECONDS, HeapFreezer
+from tether.heap import THAW_SECONDS, HeapFreezer
 
 
 @pytest.fixture(autouse=True)
