@@ -10,7 +10,8 @@ else (the cached ``GET``s, the gateway's own records) and every request to an ``
 proxied serve goes through one ``httpx`` client (connection pool, keep-alive, TLS and proxy
 settings).
 
-Both: a request serve may have received is never sent twice (only a connection that failed to
+Both: at most :data:`MAX_CONNECTIONS` requests in flight (more wait their turn within their
+timeout); a request serve may have received is never sent twice (only a connection that failed to
 open is tried once more); no answer within ``timeout`` seconds (the whole request on the lean
 client; connect, each read and write on ``httpx``'s), a broken connection, a ``5xx`` or an
 answer that is not serve's JSON raise ``Unavailable(pdp_unavailable)``; a ``4xx`` with one of
@@ -32,6 +33,9 @@ from tether.mcp.lean_http import LeanHttp, serves
 
 #: The requests every tool call makes (the lean client's, when it serves the URL).
 PER_CALL: Final = frozenset({"/v1/authorize", "/v1/effects", "/v1/observations"})
+#: Requests in flight to serve at once, on each client (more wait for a turn, within their
+#: timeout), as httpx's ``max_connections``.
+MAX_CONNECTIONS: Final = 100
 
 
 def unavailable(message: str) -> Unavailable:
@@ -54,6 +58,7 @@ class ServeClient:
         self._http: httpx.AsyncClient | None = None
         #: One lean pool per path (its request line is fixed), if the lean client serves url.
         self._lean: dict[str, LeanHttp] | None = {} if serves(self._url, environ) else None
+        self._turns = anyio.CapacityLimiter(MAX_CONNECTIONS)
 
     @property
     def lean(self) -> bool:
@@ -65,7 +70,7 @@ class ServeClient:
             self._http = httpx.AsyncClient(
                 base_url=self._url,
                 timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 2.0)),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=32),
                 # Only a connection that failed to open is retried: a request serve may have
                 # received is never sent twice.
                 transport=httpx.AsyncHTTPTransport(retries=1),
@@ -119,15 +124,16 @@ class ServeClient:
             pool = self._lean[path] = LeanHttp(f"{self._url}{path}")
         try:
             with anyio.fail_after(self._timeout):
-                try:
-                    response = await pool.post(headers, content)
-                except httpx2.ConnectError:
-                    # Nothing was sent: once more on a new connection, as httpx's retries=1.
-                    response = await pool.post(headers, content)
-                try:
-                    answer = await response.aread()
-                finally:
-                    await response.aclose()
+                async with self._turns:
+                    try:
+                        response = await pool.post(headers, content)
+                    except httpx2.ConnectError:
+                        # Nothing was sent: once more on a new connection, as httpx's retries=1.
+                        response = await pool.post(headers, content)
+                    try:
+                        answer = await response.aread()
+                    finally:
+                        await response.aclose()
         except TimeoutError:
             raise self._no_answer("timeout") from None
         except httpx2.HTTPError as error:
