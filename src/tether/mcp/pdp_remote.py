@@ -100,9 +100,6 @@ MAX_OBSERVED_BYTES: Final = 192 * 1024
 GRANT_HEADER: Final = "X-Tether-Grant"
 
 
-_unavailable = unavailable
-
-
 def _expiry(token: str) -> float | None:
     """The ``exp`` a JWT states (serve verified it; used only to cap how long it is cached)."""
     try:
@@ -155,7 +152,7 @@ class _Joined:
     observation: dict[str, JSONValue] | None = None
     sent: anyio.Event = field(default_factory=anyio.Event)
     error: TetherError | None = field(
-        default_factory=lambda: _unavailable("the effect of this call was not sent")
+        default_factory=lambda: unavailable("the effect of this call was not sent")
     )
 
 
@@ -194,7 +191,7 @@ def _verdict(data: Any) -> Verdict:
             delegators=tuple(str(d) for d in delegation.get("chain") or ()),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise _unavailable("tether serve answered a verdict this gateway cannot read") from None
+        raise unavailable("tether serve answered a verdict this gateway cannot read") from None
 
 
 class RemoteDecisionPoint:
@@ -257,7 +254,7 @@ class RemoteDecisionPoint:
                 str(data["name"]),
             )
         except (KeyError, ValueError):
-            raise _unavailable(
+            raise unavailable(
                 "tether serve answered an identity this gateway cannot read"
             ) from None
         exp = _expiry(token)
@@ -292,7 +289,7 @@ class RemoteDecisionPoint:
             if data["agent"] != caller.workload.id:
                 return None
         except (KeyError, TypeError, ValueError, TetherError):
-            raise _unavailable("tether serve answered a grant this gateway cannot read") from None
+            raise unavailable("tether serve answered a grant this gateway cannot read") from None
         self._grants.put(key, grant, min(expires, now + GRANT_TTL_SECONDS))
         return grant
 
@@ -431,7 +428,7 @@ class RemoteEvents:
         self, kind: AuditKind, body: dict[str, JSONValue], agent: str | None = None
     ) -> None:
         if len(self._outbox) >= MAX_OUTBOX:  # fail closed rather than lose a record
-            raise _unavailable(
+            raise unavailable(
                 f"{len(self._outbox)} gateway audit records are waiting for tether serve"
             )
         observed = self._pdp._clock.now().isoformat()
