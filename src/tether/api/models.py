@@ -210,10 +210,11 @@ class EffectIn(_Strict):
     observation: ResultIn | None = Field(
         default=None,
         description="What the call's result put in the agent's context, recorded as "
-        "POST /v1/observations records it (for this decision), before the effect, in the same "
-        "request: an enforcement point that reports both makes one request per call. Recorded "
-        "again on a retry (its values are kept once); a refusal of either is the request's "
-        "error, and the effect is written only once the observation is.",
+        "POST /v1/observations records it (for this decision) and before the effect, in the "
+        "same request: an enforcement point that reports both makes one request per call. A "
+        "retry records it again (its values are kept once) and is refused as "
+        "effect_already_reported if the effect was written. If the observation is refused, "
+        "the request is, and no effect is written: report the effect again without it.",
     )
 
 
