@@ -31,13 +31,15 @@ load average printed beside them.
 
 To compare with another checkout in the same run, ``--baseline-src`` names its ``src``
 directory (``git archive main src | tar -x -C /tmp/main``): its lean gateways are measured
-beside this tree's, interleaved. ``--lean-only`` leaves out the SDK paths, the bare proxy and
-the remote pair. ``--profile DIR`` has each lean gateway write a cProfile ``pstats`` of its
-whole life (start included) to DIR when it stops; for where the CPU goes without cProfile's
-own cost, sample a gateway with ``py-spy record --pid`` instead.
+beside this tree's, interleaved, and so is its remote-decision pair (its serve and its gateway,
+on the same data directory). ``--lean-only`` leaves out the SDK paths, the bare proxy and the
+remote pairs; ``--remote-only`` measures only the HTTP upstream direct and the remote pairs.
+``--profile DIR`` has each lean gateway write a cProfile ``pstats`` of its whole life (start
+included) to DIR when it stops; for where the CPU goes without cProfile's own cost, sample a
+gateway (or serve) with ``py-spy record --pid`` instead.
 
     .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--mode auto|legacy]
-        [--lean-only] [--baseline-src DIR] [--profile DIR]
+        [--lean-only | --remote-only] [--baseline-src DIR] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -399,6 +401,11 @@ def main() -> None:
         help="measure only the direct paths and the gateways' lean paths (and the baseline's)",
     )
     parser.add_argument(
+        "--remote-only",
+        action="store_true",
+        help="measure only the HTTP upstream direct and the remote-decision pairs",
+    )
+    parser.add_argument(
         "--baseline-src",
         type=Path,
         help="a checkout's src directory (e.g. `git archive main src`): its gateway's lean path "
@@ -456,6 +463,7 @@ def main() -> None:
         alone = runtime.tasks.open_task(workload, intent, scopes, 3600).token
         # The remote-decision path: a task of its own, and the gateway's own identity.
         remote_grant = runtime.tasks.open_task(workload, intent, scopes, 3600).token
+        base_remote_grant = runtime.tasks.open_task(workload, intent, scopes, 3600).token
         gateway_svid = dev_issuer(config).mint_svid(
             "mcp-gateway", audience="tether", now=runtime.clock.now()
         )
@@ -473,7 +481,7 @@ def main() -> None:
         upstream = start(stack, [sys.executable, __file__, "--serve-upstream", str(up_port)], env)
         wait_for_port(up_port, upstream, "the upstream")
         bare = None
-        if not options.lean_only:
+        if not options.lean_only and not options.remote_only:
             bare = start(
                 stack, [sys.executable, __file__, "--serve-bare", str(bare_port), direct_url], env
             )
@@ -494,7 +502,9 @@ def main() -> None:
         }
         gateways: dict[tuple[str, str], tuple[int, subprocess.Popen[bytes]]] = {}
         ways = ["lean"] if options.lean_only else ["sdk", "lean"]
-        if options.baseline_src is not None:
+        if options.remote_only:
+            ways = []
+        elif options.baseline_src is not None:
             ways.append("base")
 
         def gateway_env(name: str, way: str) -> dict[str, str]:
@@ -526,29 +536,32 @@ def main() -> None:
                 gateways[name, way] = port, start(stack, command, gateway_env(name, way))
         # The remote-decision pair: serve on the same data directory, and a gateway (lean, its
         # default) in front of the HTTP upstream with a data directory of its own.
-        serve_port, remote_port = free_port(), free_port()
-        pdp_server = remote = None
+        # With --baseline-src, the baseline's own pair beside it (its serve on the same data).
+        pairs: dict[str, tuple[int, subprocess.Popen[bytes], subprocess.Popen[bytes]]] = {}
         if not options.lean_only:
-            tether_serve = [
-                *(sys.executable, "-m", "tether", "serve"),
-                *("--data-dir", str(data), "--policies", str(policies)),
-                *("--port", str(serve_port), "--log-level", "warning"),
-                *("--gateway-ids", gateway_id),
-            ]
-            pdp_server = start(stack, tether_serve, env)
-            remote_gateway = [
-                *(sys.executable, "-m", "tether", "mcp-gateway"),
-                *("--gateway-config", str(root / "gateway-bench.yaml")),
-                *("--data-dir", str(remote_data)),
-                *("--pdp-url", f"http://127.0.0.1:{serve_port}"),
-                *("--gateway-svid-file", str(root / "gateway.jwt")),
-                *("--port", str(remote_port), "--log-level", "warning"),
-            ]
-            remote = start(stack, remote_gateway, env)
-            assert bare is not None
-            wait_for_port(bare_port, bare, "the bare proxy")
-            wait_for_port(serve_port, pdp_server, "tether serve")
-            wait_for_port(remote_port, remote, "the remote-decision gateway")
+            if bare is not None:
+                wait_for_port(bare_port, bare, "the bare proxy")
+            for way in ["lean", "base"] if options.baseline_src is not None else ["lean"]:
+                serve_port, remote_port = free_port(), free_port()
+                tether_serve = [
+                    *(sys.executable, "-m", "tether", "serve"),
+                    *("--data-dir", str(data), "--policies", str(policies)),
+                    *("--port", str(serve_port), "--log-level", "warning"),
+                    *("--gateway-ids", gateway_id),
+                ]
+                pdp_server = start(stack, tether_serve, gateway_env("serve", way))
+                remote_gateway = [
+                    *(sys.executable, "-m", "tether", "mcp-gateway"),
+                    *("--gateway-config", str(root / "gateway-bench.yaml")),
+                    *("--data-dir", str(remote_data)),
+                    *("--pdp-url", f"http://127.0.0.1:{serve_port}"),
+                    *("--gateway-svid-file", str(root / "gateway.jwt")),
+                    *("--port", str(remote_port), "--log-level", "warning"),
+                ]
+                remote = start(stack, remote_gateway, gateway_env("remote", way))
+                wait_for_port(serve_port, pdp_server, "tether serve")
+                wait_for_port(remote_port, remote, "the remote-decision gateway")
+                pairs[way] = remote_port, remote, pdp_server
         for (name, way), (port, process) in gateways.items():
             wait_for_port(port, process, f"the gateway ({name}, {way})")
 
@@ -572,26 +585,28 @@ def main() -> None:
             http_paths.append(
                 Path_("bare forward, no tether", "bench.echo", bare_url, None, bare.pid, 0)
             )
-        http_paths.extend(gateways_for("bench", 0))
-        if remote is not None and pdp_server is not None:
-            remote_url = f"http://127.0.0.1:{remote_port}/mcp"
+        if ways:
+            http_paths.extend(gateways_for("bench", 0))
+        for way, (remote_port, remote, pdp_server) in pairs.items():
             http_paths.append(
                 Path_(
-                    "gateway, decided by serve",
+                    "gateway, decided by serve" if way == "lean" else "  baseline's, by serve",
                     "bench.echo",
-                    remote_url,
-                    remote_grant,
+                    f"http://127.0.0.1:{remote_port}/mcp",
+                    remote_grant if way == "lean" else base_remote_grant,
                     remote.pid,
                     0,
                     serve_pid=pdp_server.pid,
                 )
             )
         stdio = len(http_paths)
-        paths = [
-            *http_paths,
-            Path_("stdio upstream, direct", "echo", None, None, None, stdio),
-            *gateways_for("local", stdio),
-        ]
+        paths = http_paths
+        if ways:
+            paths = [
+                *http_paths,
+                Path_("stdio upstream, direct", "echo", None, None, None, stdio),
+                *gateways_for("local", stdio),
+            ]
         load = os.getloadavg()[0]
         times, cpu, serve_cpu, versions = anyio.run(
             measure, paths, svid, options.calls, options.warmup, options.mode
@@ -621,9 +636,9 @@ def main() -> None:
             line += " " * 19
         used = cpu[n]
         print(line + (f"{used:>19.3f}" if used is not None else ""))
-    for used in serve_cpu:
+    for path, used in zip(paths, serve_cpu, strict=True):
         if used is not None:
-            print(f"  tether serve's CPU per call on the remote path: {used:.3f} ms")
+            print(f"  tether serve's CPU per call, {path.label.strip()}: {used:.3f} ms")
     print("layers timed alone in this process (median per call):")
     for name, spent in alone_us.items():
         print(f"  {name:<40}{spent / 1000:>8.3f} ms")

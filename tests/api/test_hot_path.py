@@ -125,6 +125,20 @@ def test_the_hot_path_answers_what_the_declared_routes_answer(
             for c, d in zip((hot, plain), decisions, strict=True)
         ]
         assert answers[0] == answers[1], label
+    # With the call's observation: one request for both (the remote MCP gateway's).
+    seen = {"grant": grant, "tool": "crm.query", "dataset": "crm", "result": "bob@example.com"}
+    decisions = [c.post("/v1/authorize", json=ok, headers=auth).json() for c in (hot, plain)]
+    answers = [
+        _answer(
+            c.post(
+                "/v1/effects",
+                json={"decision_id": d["decision_id"], "observation": seen},
+                headers=auth,
+            )
+        )
+        for c, d in zip((hot, plain), decisions, strict=True)
+    ]
+    assert answers[0] == answers[1] and answers[0][0] == 201, answers
     bad_effects: list[dict[str, object]] = [
         {"decision_id": unknown, "status": "ok"},
         {"decision_id": "nope", "status": "ok"},
@@ -132,6 +146,11 @@ def test_the_hot_path_answers_what_the_declared_routes_answer(
         {"decision_id": unknown, "status": "exploded"},
         {"decision_id": unknown, "x": 1},
         {"status": "ok"},
+        {"decision_id": unknown, "observation": "bob@example.com"},
+        {"decision_id": unknown, "observation": {"grant": grant, "tool": "crm.query"}},
+        {"decision_id": unknown, "observation": {**seen, "extra": 1}},
+        {"decision_id": unknown, "observation": {**seen, "grant": "abc"}},
+        {"decision_id": unknown, "observation": seen},
     ]
     for body in bad_effects:
         answers = [_answer(c.post("/v1/effects", json=body, headers=auth)) for c in (hot, plain)]

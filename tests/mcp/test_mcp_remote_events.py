@@ -12,7 +12,6 @@ delivered.
 from __future__ import annotations
 
 import os
-import socketserver
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -23,6 +22,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from loopback import LosingProxy, losing_proxy
 
 from ops.ops_support import ServeProcess, serve_process
 from pg_server import PostgresServer, postgres_server
@@ -112,61 +112,13 @@ def served(
         yield Served(replicas, data, store_url, clock, gateway_svid, gateway_id, agent_svid)
 
 
-class _Proxy(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, target: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Forward)
-        self.target = target
-        #: While set, each request reaches serve, and serve's answer is dropped with the
-        #: connection.
-        self.losing = threading.Event()
-        self.lost = 0
-
-
-class _Forward(socketserver.StreamRequestHandler):
-    server: _Proxy
-
-    def handle(self) -> None:
-        while True:
-            line = self.rfile.readline()
-            if not line:
-                return
-            method, path, _ = line.decode("latin-1").split(" ", 2)
-            headers: dict[str, str] = {}
-            while (header := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
-                name, value = header.decode("latin-1").split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-            body = self.rfile.read(int(headers.get("content-length", "0")))
-            forwarded = {k: v for k, v in headers.items() if k not in {"host", "connection"}}
-            answer = httpx.request(
-                method, self.server.target + path, headers=forwarded, content=body, timeout=30
-            )
-            if self.server.losing.is_set():
-                self.server.lost += 1
-                return  # serve acted; the caller never hears of it
-            head = f"HTTP/1.1 {answer.status_code} {answer.reason_phrase}\r\n"
-            head += f"content-type: {answer.headers.get('content-type', 'text/plain')}\r\n"
-            head += f"content-length: {len(answer.content)}\r\n\r\n"
-            self.wfile.write(head.encode("latin-1") + answer.content)
-            self.wfile.flush()
-
-
 @pytest.fixture
-def proxy(served: Served) -> Iterator[_Proxy]:
-    server = _Proxy(served.replicas[0].base_url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def proxy(served: Served) -> Iterator[LosingProxy]:
+    with losing_proxy(served.replicas[0].base_url) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
-def _gateway(served: Served, proxy: _Proxy) -> tuple[RemoteDecisionPoint, RemoteEvents]:
+def _gateway(served: Served, proxy: LosingProxy) -> tuple[RemoteDecisionPoint, RemoteEvents]:
     """The gateway's decision point on serve through ``proxy``, and its outbox."""
     url = f"http://127.0.0.1:{proxy.server_address[1]}"
     pdp = RemoteDecisionPoint(url, served.clock, lambda: served.gateway_svid, timeout=10)
@@ -225,7 +177,7 @@ def test_an_event_id_missing_malformed_or_oversized_is_refused_and_nothing_recor
 
 
 def test_a_retry_after_a_lost_answer_is_recorded_exactly_once(
-    served: Served, proxy: _Proxy
+    served: Served, proxy: LosingProxy
 ) -> None:
     pdp, events = _gateway(served, proxy)
 
@@ -250,7 +202,9 @@ def test_a_retry_after_a_lost_answer_is_recorded_exactly_once(
     assert str(records[0].body["event_id"]).startswith("gev_")
 
 
-def test_a_retry_after_an_answer_that_came_is_never_sent(served: Served, proxy: _Proxy) -> None:
+def test_a_retry_after_an_answer_that_came_is_never_sent(
+    served: Served, proxy: LosingProxy
+) -> None:
     pdp, events = _gateway(served, proxy)
 
     async def scenario() -> None:

@@ -232,6 +232,9 @@ def create_app(deps: ApiDeps, *, hot_paths: bool = True) -> FastAPI:
 
     @app.post("/v1/effects", status_code=201, response_model=EffectOut, tags=["decisions"])
     async def report_effect(body: EffectIn, agent: Workload = authenticated) -> JSONResponse:
+        """What an allowed call did (once per decision); with ``observation``, also what its
+        result put in the agent's context, recorded as ``POST /v1/observations`` records it:
+        one request per call for an enforcement point that reports both."""
         return _json(await effect_answer(deps, agent, body))
 
     install_approval_routes(app, deps, authenticated)

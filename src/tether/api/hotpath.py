@@ -42,6 +42,8 @@ from tether.api.body import MAX_BODY_BYTES, BodyTooLarge, read_bounded, read_jso
 from tether.api.errors import describe_validation, error_response
 from tether.api.leases import credential_json
 from tether.api.models import AuthorizeIn, EffectIn
+from tether.api.observations import record_result
+from tether.core.effect import Effect
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdKind, is_well_formed
@@ -50,6 +52,7 @@ from tether.core.verdict import Verdict
 from tether.logs import get_logger
 from tether.service.enforce import CallRequest
 from tether.service.flows import Expect
+from tether.service.provenance import Recorded
 
 if TYPE_CHECKING:
     from tether.api.app import ApiDeps
@@ -208,16 +211,9 @@ async def effect_answer(deps: ApiDeps, agent: Workload, body: EffectIn) -> Answe
         raise InvalidRequest(
             "decision_id is not a tether decision id", code=ErrorCode.INVALID_FIELD
         )
-    # A plain write (its transaction may wait on the database's lock): off the event loop.
-    effect = await asyncio.to_thread(
-        deps.effects.report,
-        agent,
-        DecisionId(body.decision_id),
-        body.status,
-        body.records,
-        body.bytes,
-        body.recipients,
-    )
+    # Plain writes (their transactions may wait on the database's lock): off the event loop,
+    # the observation sent with the effect, if any, in the same hop.
+    effect, recorded = await asyncio.to_thread(_record_effect, deps, agent, body)
     return (
         201,
         {
@@ -228,6 +224,28 @@ async def effect_answer(deps: ApiDeps, agent: Workload, body: EffectIn) -> Answe
             "bytes": effect.bytes,
             "recipient_count": len(effect.recipients),
             "reported_at": effect.reported_at.isoformat(),
+            "observation": recorded.to_json() if recorded is not None else None,
         },
         False,
     )
+
+
+def _record_effect(
+    deps: ApiDeps, agent: Workload, body: EffectIn
+) -> tuple[Effect, Recorded | None]:
+    """The observation sent with the effect first, then the effect: a retry after an answer
+    that never came records the observation again (its values are kept once) before the effect
+    is refused as already reported; a refused observation leaves the effect unwritten, to be
+    reported again on its own."""
+    recorded = None
+    if body.observation is not None:
+        recorded = record_result(deps, agent, body.observation, body.decision_id)
+    effect = deps.effects.report(
+        agent,
+        DecisionId(body.decision_id),
+        body.status,
+        body.records,
+        body.bytes,
+        body.recipients,
+    )
+    return effect, recorded

@@ -186,6 +186,19 @@ class VerdictOut(BaseModel):
     )
 
 
+class ResultIn(_Strict):
+    """A tool's result as the agent received it, for the task its grant names
+    (``POST /v1/observations``, or with the call's effect on ``POST /v1/effects``)."""
+
+    grant: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+    tool: Name
+    dataset: Name | None = None
+    result: Any = Field(
+        description="The tool's result as the agent received it (text or any JSON). Scanned up "
+        "to a configured size; the rest counts as untrusted."
+    )
+
+
 class EffectIn(_Strict):
     decision_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     status: EffectStatus = EffectStatus.OK
@@ -194,6 +207,33 @@ class EffectIn(_Strict):
     recipients: Annotated[
         list[Annotated[StrictStr, Field(max_length=320)]], Field(max_length=1000)
     ] = []
+    observation: ResultIn | None = Field(
+        default=None,
+        description="What the call's result put in the agent's context, recorded as "
+        "POST /v1/observations records it (for this decision) and before the effect, in the "
+        "same request: an enforcement point that reports both makes one request per call. A "
+        "retry records it again (its values are kept once) and is refused as "
+        "effect_already_reported if the effect was written. If the observation is refused, "
+        "the request is, and no effect is written: report the effect again without it.",
+    )
+
+
+class SourceOut(BaseModel):
+    tool: str
+    dataset: str | None
+    trust: str = Field(description="trusted or untrusted")
+
+
+class ObservationOut(BaseModel):
+    task_id: str
+    source: SourceOut
+    values: int = Field(description="How many distinct values were recorded (as fingerprints).")
+    complete: bool = Field(description="False when part of the result was too large to scan.")
+    trusted_parts: int = Field(
+        default=0,
+        description="Items of the result a trusted author wrote (the catalog's tool 'parts'), "
+        "recorded as a trusted source; the rest of the result is the untrusted source above.",
+    )
 
 
 class EffectOut(BaseModel):
@@ -204,6 +244,9 @@ class EffectOut(BaseModel):
     bytes: int | None
     recipient_count: int
     reported_at: str
+    observation: ObservationOut | None = Field(
+        default=None, description="What the observation sent with the effect recorded."
+    )
 
 
 class CloseTaskOut(BaseModel):

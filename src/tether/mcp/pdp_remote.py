@@ -4,9 +4,16 @@
     verify   GET  /v1/identity        the agent's SVID, verified by serve (cached per token)
     grant    GET  /v1/grant           the agent's SVID + X-Tether-Grant (cached per grant)
     enforce  POST /v1/authorize       the agent's SVID, its grant, the call, its approval id
-    report   POST /v1/effects         the agent's SVID (its newest: effects are written later)
-    observe  POST /v1/observations    the agent's SVID and grant, the result it was handed
+    report   POST /v1/effects         the agent's SVID (its newest: effects are written later),
+                                      with the call's observation in the same request
+    observe  POST /v1/observations    the agent's SVID and grant, the result it was handed (alone
+                                      only when it could not go with its effect)
     events   POST /v1/gateway/events  the gateway's own SVID (``--gateway-svid-file``)
+
+One request per call after the answer: the gateway queues a call's effect and the observation of
+its result together, and the observation joins the effect's ``POST /v1/effects``. Should serve
+refuse that request for good (one of the two refused), each is posted again alone and gets its
+own answer; should it get no usable answer, both stay queued and are retried each on its own.
 
 Fail closed: when serve cannot be reached, times out, or answers ``5xx`` or anything that is not
 its JSON, every method raises ``Unavailable(pdp_unavailable)``: the agent's request is refused
@@ -17,15 +24,17 @@ record and once more when the gateway stops; one still unsent then is logged
 (``gateway_event_not_recorded``), never dropped silently. Each record gets an id here
 (``gev_…``) that stays with its outbox entry, so a retry after an answer that never came (serve
 may have recorded it) carries the same id: serve records an id once and answers a repeat with
-``409 event_replayed``, which the outbox takes as delivered. A ``4xx`` carries serve's own stable
-code and is raised as that error.
+``409 event_replayed``, which the outbox takes as delivered. Likewise an effect whose post got
+no answer and whose retry serve answers ``409 effect_already_reported`` was recorded by that
+post (an observation is recorded again on a retry; its values are kept once). A ``4xx``
+carries serve's own stable code and is raised as that error.
 
 Caching, each bounded in entries: a verified SVID is trusted for at most
 :data:`IDENTITY_TTL_SECONDS` (and never past its own ``exp``); a grant's scopes, for listing
 only, for at most :data:`GRANT_TTL_SECONDS` (and never past the grant's expiry). Every call is
 still decided by serve, which verifies the SVID and the grant again.
 
-One HTTP client (connection pool, keep-alive) serves every request, with bounded timeouts.
+The requests, their clients and timeouts: :mod:`tether.mcp.pdp_http`.
 """
 
 from __future__ import annotations
@@ -36,18 +45,17 @@ import json
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
+import anyio.lowlevel
 
 from tether.core.audit import AuditKind
 from tether.core.errors import (
-    CODE_BRANCH,
     ConfigurationError,
     ErrorCode,
     InvalidRequest,
@@ -72,6 +80,7 @@ from tether.logs import get_logger
 from tether.mcp.callers import Caller
 from tether.mcp.gateway import GatewayDeps
 from tether.mcp.pdp import AuditSink, Effect, GrantView, Observation
+from tether.mcp.pdp_http import ServeClient, unavailable
 from tether.observability import Metrics
 from tether.service.enforce import CallRequest
 from tether.service.ports import Clock
@@ -81,16 +90,14 @@ log = get_logger("tether.mcp.pdp")
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 IDENTITY_TTL_SECONDS: Final = 60.0
 GRANT_TTL_SECONDS: Final = 30.0
+#: How long an effect whose post got no answer is remembered as perhaps recorded.
+UNANSWERED_TTL: Final = 24 * 3600.0
 MAX_CACHED: Final = 4096
 MAX_OUTBOX: Final = 10_000
 #: serve takes bodies up to 256 KiB and scans at most 64 Ki characters of a result: a larger
 #: result is observed as the start of its JSON text.
 MAX_OBSERVED_BYTES: Final = 192 * 1024
 GRANT_HEADER: Final = "X-Tether-Grant"
-
-
-def _unavailable(message: str) -> Unavailable:
-    return Unavailable(message, code=ErrorCode.PDP_UNAVAILABLE)
 
 
 def _expiry(token: str) -> float | None:
@@ -127,11 +134,26 @@ class _Bounded(Generic[V]):
         self._entries.move_to_end(key)
         return found[0]
 
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
     def put(self, key: str, value: V, until: float) -> None:
         self._entries[key] = (value, until)
         self._entries.move_to_end(key)
         while len(self._entries) > MAX_CACHED:
             self._entries.popitem(last=False)
+
+
+@dataclass(eq=False)
+class _Joined:
+    """An effect waiting one turn of the event loop for the observation of the same call, and
+    what their one request came to (``error``: not sent, until it is)."""
+
+    observation: dict[str, JSONValue] | None = None
+    sent: anyio.Event = field(default_factory=anyio.Event)
+    error: TetherError | None = field(
+        default_factory=lambda: unavailable("the effect of this call was not sent")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +191,7 @@ def _verdict(data: Any) -> Verdict:
             delegators=tuple(str(d) for d in delegation.get("chain") or ()),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise _unavailable("tether serve answered a verdict this gateway cannot read") from None
+        raise unavailable("tether serve answered a verdict this gateway cannot read") from None
 
 
 class RemoteDecisionPoint:
@@ -196,76 +218,20 @@ class RemoteDecisionPoint:
         #: How serve is named in messages and logs.
         self.where = f"{parts.scheme}://{parts.netloc}"
         self._clock = clock
-        self._timeout = timeout
         self._metrics = metrics
-        self._http: httpx.AsyncClient | None = None
+        self._serve = ServeClient(url, self.where, timeout)
+        #: Serve's JSON answer to one request; its error raised as its own code (``4xx``), or
+        #: ``pdp_unavailable`` for no answer, ``5xx``, or an answer that is not its JSON.
+        self.call = self._serve.request
         self._identities: _Bounded[Workload] = _Bounded()
         self._grants: _Bounded[RemoteGrant] = _Bounded()
         #: The newest verified SVID of each agent, for effects written after its call.
         self._newest: _Bounded[str] = _Bounded()
+        #: Effects waiting for the observation of their call (by decision id), see report.
+        self._unsent: dict[DecisionId, _Joined] = {}
+        #: Effects whose last post got no answer (serve may have recorded them).
+        self._unanswered: _Bounded[bool] = _Bounded()
         self._events = RemoteEvents(self, gateway_svid, IdFactory(random_bytes))
-
-    # -- HTTP ----------------------------------------------------------------------------------
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self._url,
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 2.0)),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
-                # Only a connection that failed to open is retried: a request serve may have
-                # received is never sent twice.
-                transport=httpx.AsyncHTTPTransport(retries=1),
-                follow_redirects=False,
-            )
-        return self._http
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        bearer: str,
-        expected: int,
-        body: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Serve's JSON answer to one request; its error raised as its own code (``4xx``), or
-        ``pdp_unavailable`` for no answer, ``5xx``, or an answer that is not its JSON."""
-        sent = {"authorization": f"Bearer {bearer}", **(headers or {})}
-        content = None
-        if body is not None:
-            try:
-                content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-            except (TypeError, ValueError):
-                raise InvalidRequest(
-                    "the request is not JSON", code=ErrorCode.INVALID_FIELD
-                ) from None
-            sent["content-type"] = "application/json"
-        try:
-            response = await self._client().request(method, path, content=content, headers=sent)
-        except httpx.HTTPError as error:
-            raise _unavailable(
-                f"tether serve at {self.where} did not answer ({type(error).__name__}); the "
-                "request was not decided, retry when it is back"
-            ) from None
-        status = response.status_code
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if status == expected and isinstance(data, dict):
-            return data
-        if 400 <= status < 500 and isinstance(data, dict):
-            said = data.get("error")
-            said = said if isinstance(said, dict) else {}
-            code = said.get("code")
-            if isinstance(code, str) and code in ErrorCode.__members__.values():
-                known = ErrorCode(code)
-                raise CODE_BRANCH[known](str(said.get("message", "")), code=known)
-        raise _unavailable(
-            f"tether serve at {self.where} answered {method} {path} with HTTP {status}; the "
-            "request was not decided, retry later"
-        )
 
     # -- the port ------------------------------------------------------------------------------
 
@@ -288,7 +254,7 @@ class RemoteDecisionPoint:
                 str(data["name"]),
             )
         except (KeyError, ValueError):
-            raise _unavailable(
+            raise unavailable(
                 "tether serve answered an identity this gateway cannot read"
             ) from None
         exp = _expiry(token)
@@ -323,7 +289,7 @@ class RemoteDecisionPoint:
             if data["agent"] != caller.workload.id:
                 return None
         except (KeyError, TypeError, ValueError, TetherError):
-            raise _unavailable("tether serve answered a grant this gateway cannot read") from None
+            raise unavailable("tether serve answered a grant this gateway cannot read") from None
         self._grants.put(key, grant, min(expires, now + GRANT_TTL_SECONDS))
         return grant
 
@@ -355,14 +321,62 @@ class RemoteDecisionPoint:
         return token
 
     async def report(self, caller: Caller, effect: Effect) -> None:
-        body = {
+        body: dict[str, JSONValue] = {
             "decision_id": effect.decision_id,
             "status": effect.status.value,
             "records": effect.records,
             "bytes": effect.bytes,
             "recipients": list(effect.recipients),
         }
-        await self.call("POST", "/v1/effects", self._bearer_of(caller), 201, body)
+        decision_id = effect.decision_id
+        joined = _Joined()
+        self._unsent.setdefault(decision_id, joined)
+        try:
+            # The gateway queues a call's observation right after its effect (Gateway.report):
+            # one turn of the event loop lets it join, so both go in one request.
+            await anyio.lowlevel.checkpoint()
+            if self._unsent.get(decision_id) is joined:
+                del self._unsent[decision_id]
+            if joined.observation is None:
+                await self._post_effect(caller, decision_id, body)
+                return
+            try:
+                both = {**body, "observation": joined.observation}
+                await self._post_effect(caller, decision_id, both)
+                joined.error = None
+            except Unavailable as error:
+                joined.error = error  # both stay queued, each retried on its own
+                raise
+            except TetherError as error:
+                # One of the two was refused for good: each alone gets its own answer.
+                joined.error = error
+                joined.sent.set()
+                await self._post_effect(caller, decision_id, body)
+        finally:
+            if self._unsent.get(decision_id) is joined:
+                del self._unsent[decision_id]
+            joined.sent.set()  # the observation, if it joined, waits for this
+
+    async def _post_effect(
+        self, caller: Caller, decision_id: DecisionId, body: Mapping[str, JSONValue]
+    ) -> None:
+        """POST ``body`` to ``/v1/effects``. An effect whose earlier post got no answer may have
+        been recorded then: serve's ``409 effect_already_reported`` to its retry is that record.
+        """
+        try:
+            await self.call("POST", "/v1/effects", self._bearer_of(caller), 201, body)
+        except Unavailable:
+            self._unanswered.put(decision_id, True, self._clock.now().timestamp() + UNANSWERED_TTL)
+            raise
+        except TetherError as error:
+            now = self._clock.now().timestamp()
+            if not (
+                error.code is ErrorCode.EFFECT_ALREADY_REPORTED
+                and self._unanswered.get(decision_id, now)
+            ):
+                raise
+            log.info("effect_already_recorded", decision_id=decision_id)
+        self._unanswered.discard(decision_id)
 
     async def observe(self, caller: Caller, observation: Observation) -> None:
         if caller.grant_token is None:
@@ -371,20 +385,28 @@ class RemoteDecisionPoint:
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         if len(text.encode()) > MAX_OBSERVED_BYTES:
             result = text.encode()[:MAX_OBSERVED_BYTES].decode(errors="ignore")
-        body = {
+        seen: dict[str, JSONValue] = {
             "grant": caller.grant_token,
             "tool": observation.tool,
             "dataset": observation.dataset,
-            "decision_id": observation.decision_id,
             "result": result,
         }
+        joined = self._unsent.get(observation.decision_id)
+        if joined is not None and joined.observation is None:
+            # Sent with the effect of the same call, in its request (report above).
+            joined.observation = seen
+            await joined.sent.wait()
+            error = joined.error
+            if error is None:
+                return
+            if isinstance(error, Unavailable):
+                raise Unavailable(error.message, code=error.code)
+        body = {**seen, "decision_id": observation.decision_id}
         await self.call("POST", "/v1/observations", self._bearer_of(caller), 201, body)
 
     async def aclose(self) -> None:
         await self._events.flush(final=True)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._serve.aclose()
 
 
 class RemoteEvents:
@@ -406,7 +428,7 @@ class RemoteEvents:
         self, kind: AuditKind, body: dict[str, JSONValue], agent: str | None = None
     ) -> None:
         if len(self._outbox) >= MAX_OUTBOX:  # fail closed rather than lose a record
-            raise _unavailable(
+            raise unavailable(
                 f"{len(self._outbox)} gateway audit records are waiting for tether serve"
             )
         observed = self._pdp._clock.now().isoformat()
