@@ -84,7 +84,7 @@ LOCK_HEAD: Final = (
     .with_for_update()
 )
 READ_HEADS: Final = select(audit_head.c.partition_id, audit_head.c.seq, audit_head.c.hash)
-_MOVE_HEAD = (
+MOVE_HEAD: Final = (
     update(audit_head)
     .where(
         audit_head.c.partition_id == bindparam("b_part"),
@@ -408,7 +408,7 @@ class DriverWrites:
 
     def __init__(self, engine: Engine) -> None:
         self.lock_head = DriverStatement(engine, LOCK_HEAD, "lock the audit chain's head")
-        self.move_head = DriverStatement(engine, _MOVE_HEAD, "move the audit chain's head")
+        self.move_head = DriverStatement(engine, MOVE_HEAD, "move the audit chain's head")
         self.insert_audit = DriverStatement(engine, _INSERT_AUDIT, "append the audit record")
 
 
@@ -505,7 +505,7 @@ class Writer:
             moved = self.driver.move_head.run(self.conn, move)
         else:
             self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
-            moved = self.conn.execute(_MOVE_HEAD, move)
+            moved = self.conn.execute(MOVE_HEAD, move)
         if moved.rowcount != 1:
             raise Unavailable(
                 "the audit chain head moved during a write; nothing was written", code=AUDIT

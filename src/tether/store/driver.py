@@ -67,12 +67,18 @@ class DriverStatement:
             for name in names
         ]
 
-    def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
-        """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""
+    def bound(self, params: Mapping[str, object]) -> dict[str, object]:
+        """``params`` as the driver takes them: each bound by its column type's processor, in
+        the statement's order, with the values the statement carries itself."""
         values: dict[str, object] = {}
         for name, bind in self._binds:
             value = params[name] if name in params else self._fixed[name]
             values[name] = bind(value) if bind is not None and value is not None else value
+        return values
+
+    def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
+        """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""
+        values = self.bound(params)
         with driver_errors(conn, self._action, ErrorCode.STORE_UNAVAILABLE):
             cursor = driver_cursor(conn)
             cursor.execute(self.sql, list(values.values()) if self._positional else values)
