@@ -1,6 +1,7 @@
 """PostgreSQL's batch of plain decisions (tether.store.pgbatch): two messages to the server and
 one commit for the whole batch, the same rows, chain and locks as the general write, a refused
-value failing its own decision alone, and a dropped pooled connection replaced."""
+value failing its own decision alone, and a dropped pooled connection replaced; and the pool
+keeping the connections it opened under load."""
 
 from __future__ import annotations
 
@@ -170,3 +171,19 @@ def test_pooled_connections_the_server_dropped_are_replaced_and_the_batch_writte
     assert record.seq == 3
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3, report
+
+
+def test_connections_opened_under_load_are_kept_for_the_next_burst(pg_backend: Backend) -> None:
+    store = pg_backend.open()  # the default pool size, 5: up to 10 connections
+    engine = store.db.engine
+    assert engine is not None
+    burst = [engine.connect() for _ in range(10)]  # ten callers at once, as under load
+    pids = [c.connection.driver_connection.info.backend_pid for c in burst]  # type: ignore[union-attr]
+    for conn in burst:
+        conn.close()  # back to the pool
+    with psycopg.connect(pg_backend.dsn(), autocommit=True) as admin:
+        alive = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+        ).fetchone()
+    # None closed: the next burst reuses them instead of forking and authenticating anew.
+    assert alive is not None and alive[0] == 10
