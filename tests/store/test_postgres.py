@@ -168,7 +168,9 @@ class TestSessionSettings:
                 assert _show(store, "application_name") == "tether"
                 engine = store.db.engine
                 assert engine is not None
-                assert engine.pool.size() == 3  # type: ignore[attr-defined]
+                # Up to twice pool_size connections, every one kept once opened (no overflow).
+                assert engine.pool.size() == 6  # type: ignore[attr-defined]
+                assert engine.pool._max_overflow == 0  # type: ignore[attr-defined]
                 with engine.connect() as conn:
                     assert conn.connection.dbapi_connection is not None
                     assert conn.connection.dbapi_connection.autocommit is False
