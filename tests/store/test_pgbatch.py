@@ -161,8 +161,9 @@ def test_pooled_connections_the_server_dropped_are_replaced_and_the_batch_writte
     task, grant = make.opened(store)
     store.record_decision(DecisionWrite(make.decision(task, grant), make.entry()))
     with psycopg.connect(pg_backend.dsn(), autocommit=True) as admin:
+        # Ended for good (waited for) before the write, not only signalled.
         ended = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
             "WHERE application_name = 'tether' AND datname = current_database()"
         ).fetchone()
     assert ended is not None and ended[0] >= 1  # the pool's idle connections are gone

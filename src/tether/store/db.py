@@ -175,6 +175,10 @@ class Database:
         limit = self._patient_deadline if patient else None
         return self._watchdog.guard(conn.connection.dbapi_connection, limit)
 
+    def guard_driver(self, dbapi_connection: object) -> AbstractContextManager[None]:
+        """The client-side deadline on a pooled driver connection (PostgreSQL)."""
+        return self._watchdog.guard(dbapi_connection)
+
     @contextmanager
     def read(self, code: ErrorCode, action: str) -> Iterator[Connection]:
         """A connection for reads; errors become ``Unavailable(code)`` saying ``action``."""

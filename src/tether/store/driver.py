@@ -93,9 +93,14 @@ def driver_cursor(conn: Connection) -> Any:
     raw = proxied.driver_connection
     if not isinstance(raw, psycopg.Connection):
         return raw.cursor()  # type: ignore[union-attr]
-    cursor = proxied.info.get(_CURSOR)
+    return pooled_cursor(proxied.info, raw)
+
+
+def pooled_cursor(info: dict[Any, Any], raw: psycopg.Connection[Any]) -> Any:
+    """The cursor kept in a pooled PostgreSQL connection's ``info`` (see :func:`driver_cursor`)."""
+    cursor = info.get(_CURSOR)
     if cursor is None or cursor.closed or cursor.connection is not raw:
-        cursor = proxied.info[_CURSOR] = raw.cursor()
+        cursor = info[_CURSOR] = raw.cursor()
     return cursor
 
 
