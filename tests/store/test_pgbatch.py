@@ -188,3 +188,17 @@ def test_connections_opened_under_load_are_kept_for_the_next_burst(pg_backend: B
         ).fetchone()
     # None closed: the next burst reuses them instead of forking and authenticating anew.
     assert alive is not None and alive[0] == 10
+
+
+def test_a_partitions_first_write_being_a_decision_opens_its_head(
+    pg_backend: Backend, make: Make
+) -> None:
+    opener = pg_backend.open(partition="a")
+    task, grant = make.opened(opener)
+    fresh = pg_backend.open(partition="b")  # no head row yet: its first write makes it
+    write = DecisionWrite(make.decision(task, grant), make.entry())
+    record = fresh.record_decision(write)
+    assert (record.partition, record.seq) == ("b", 1)
+    assert fresh.chain_heads()["b"] is not None
+    second = fresh.record_decision(DecisionWrite(make.decision(task, grant), make.entry()))
+    assert (second.partition, second.seq) == ("b", 2)
