@@ -414,6 +414,9 @@ class TestServerLost:
             "open_task": lambda: store.open_task(*make.task(), make.entry()),
             "get_task": lambda: store.get_task(task.task_id),
             "get_grant": lambda: store.get_grant(grant.grant_id),
+            # The hot read, on the pool's driver connection: the pool's own error when it
+            # cannot connect must come out as Unavailable too.
+            "get_grant_with_task": lambda: store.get_grant_with_task(grant.grant_id),
             "end_task": lambda: store.end_task(task.task_id, TaskState.CLOSED, T0, make.entry()),
             "open_tasks_of": lambda: store.open_tasks_of(task.task_id),
             "expired_open_tasks": lambda: store.expired_open_tasks(T0, 10),

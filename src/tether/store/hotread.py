@@ -123,7 +123,7 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
     skip = UNPINGED.set(not ping)
     try:
         with translate(code, action):
-            proxied = engine.raw_connection()
+            proxied = _checkout(engine)
     finally:
         UNPINGED.reset(skip)
     try:
@@ -155,3 +155,15 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
                     raw.autocommit = False
     finally:
         proxied.close()  # back to the pool
+
+
+def _checkout(engine: Engine) -> Any:
+    """A pooled connection; the driver's error when the pool cannot connect raised as
+    SQLAlchemy's (``raw_connection`` does not wrap it as ``connect`` does), so the caller's
+    :func:`~tether.store.db.translate` words it like any other."""
+    try:
+        return engine.raw_connection()
+    except psycopg.Error as error:
+        raise DBAPIError.instance(
+            None, None, error, psycopg.Error, hide_parameters=True, dialect=engine.dialect
+        ) from error
