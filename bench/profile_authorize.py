@@ -214,6 +214,7 @@ STEPS = [
     ("tether.service.authorize", "Authorizer._facts", "  facts"),
     ("tether.identity.grant_tokens", "GrantTokenSigner.verify", "    grant token verify"),
     ("tether.store.sql", "SqlStore.get_grant_with_task", "    grant + task read"),
+    ("tether.store.hotread", "_fetch", "      PostgreSQL: pooled driver connection, one statement"),
     ("tether.service.flows", "Flows.chain", "    delegation chain"),
     ("tether.service.provenance", "ProvenanceService.assess", "    argument provenance"),
     ("tether.service.authorize", "Authorizer._decide", "  decide"),
@@ -241,6 +242,9 @@ STEPS = [
     ("tether.store.db", "seal", "          seal (JCS + SHA-256)"),
     ("tether.store.codec", "audit_params", "          audit row params"),
     ("tether.store.driver", "DriverStatement.run", "        driver statements"),
+    ("tether.store.pgbatch", "PostgresBatch._write", "      PostgreSQL plain batch (two messages)"),
+    ("tether.store.pgbatch", "seal_with_leaf", "        seal the audit record (JCS + SHA-256)"),
+    ("tether.store.pgbatch", "_client", "        values bound as literals (psycopg)"),
 ]
 
 

@@ -35,7 +35,9 @@ gives per-round rates, their medians, p50/p99 latency over every round's request
 scenario's ratio to the floor (ratio of the medians, with the range of the per-round ratios), and
 the CPU the servers and the load used (server CPU per request is the figure least moved by other
 work on the machine; a load process near 100% of a core would mean the load, not the server,
-bounded the rate).
+bounded the rate). Server CPU counts tether's processes only; for B and B0 PostgreSQL's CPU per
+request is a column of its own (all of the server's processes during the round, backends and
+background alike, read from ``/proc`` when the server runs on this machine).
 Quote the ratios, with the CPU count, not the absolute rates: the load, the servers and PostgreSQL
 share the machine. The issue's target is 1 replica at >= 50% of the floor; the script says whether
 this run meets it and asserts nothing.
@@ -113,6 +115,9 @@ class Scenario:
     expected: str
     #: The server processes (not PostgreSQL's), whose CPU time a round reports.
     server_pids: list[int]
+    #: The PostgreSQL database the servers use (B, B0; a URL), whose backends' CPU a round
+    #: reports.
+    database: str | None = None
 
 
 @dataclass
@@ -134,6 +139,9 @@ class Round:
     machine_busy: float | None = None
     #: CPU seconds the scenario's server processes used during the round (Linux), or None.
     server_cpu_seconds: float | None = None
+    #: CPU seconds PostgreSQL used during the round, all its processes (:class:`PostgresCpu`);
+    #: None without a database, or when the server's processes are not on this machine.
+    pg_cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
@@ -177,6 +185,55 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
 
+class PostgresCpu:
+    """CPU time of a local PostgreSQL server, every process of it, from ``/proc``.
+
+    The pool opens and closes connections under load, so backends come and go within a round:
+    the total is the postmaster's own time, the time of its children it has reaped (``cutime``,
+    ``cstime``) and the time of those alive. Rounds run one at a time, so what the server used
+    in a round is that round's (the other scenario's connections sit idle meanwhile)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._conns: dict[str, psycopg.Connection[Any]] = {}
+        stack.callback(self.close)
+
+    def snapshot(self, database_url: str) -> float | None:
+        """CPU seconds the server used so far, but for this probe's own backend."""
+        conn = self._conns.get(database_url)
+        if conn is None:
+            libpq = make_url(database_url).set(drivername="postgresql")
+            conn = psycopg.connect(libpq.render_as_string(hide_password=False), autocommit=True)
+            self._conns[database_url] = conn
+        me = conn.info.backend_pid
+        try:
+            postmaster = int(_stat(me)[1])
+            own = _stat(postmaster)
+            total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit() or int(entry.name) in (me, postmaster):
+                    continue
+                with suppress(OSError, IndexError, ValueError):
+                    fields = _stat(int(entry.name))
+                    if int(fields[1]) == postmaster:
+                        total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return None  # not on this machine, or not Linux
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (the 3rd field first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def pg_cpu_between(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
 class LoadProcess:
     """The second process that generates the load (``bench/_loadgen.py``), one round at a time."""
 
@@ -190,8 +247,17 @@ class LoadProcess:
         )
         stack.callback(self.close)
 
-    def run(self, scenario: Scenario, *, seconds: float | None, requests: int | None) -> Round:
+    def run(
+        self,
+        scenario: Scenario,
+        *,
+        seconds: float | None,
+        requests: int | None,
+        pg: PostgresCpu | None = None,
+    ) -> Round:
         assert self._process.stdin is not None and self._process.stdout is not None
+        probe = pg if scenario.database is not None else None
+        pg_before = None if probe is None else probe.snapshot(str(scenario.database))
         spec = {
             "connections": [
                 {"host": "127.0.0.1", "port": port, "request": request}
@@ -207,6 +273,7 @@ class LoadProcess:
         self._process.stdin.flush()
         line = self._process.stdout.readline()
         after, servers_after = cpu_times(), processes_cpu(scenario.server_pids)
+        pg_after = None if probe is None else probe.snapshot(str(scenario.database))
         if not line:
             raise RuntimeError(f"the load process exited with {self._process.wait()}")
         answer = json.loads(line)
@@ -233,6 +300,7 @@ class LoadProcess:
                 if servers_before is not None and servers_after is not None
                 else None
             ),
+            pg_cpu_seconds=pg_cpu_between(pg_before, pg_after),
         )
 
     def close(self) -> None:
@@ -329,13 +397,14 @@ def set_up(
         if name not in names:
             continue
         env = server_env(TETHER_DATABASE_URL=url)
+        database = url
         label = "2 replicas, PostgreSQL"
         if name == BASELINE_POSTGRES:
             if baseline_src is None:
                 raise ValueError("the baseline-postgres scenario needs --baseline-src")
-            env = server_env(
-                TETHER_DATABASE_URL=database_beside(url, "baseline"), PYTHONPATH=str(baseline_src)
-            )
+            beside = database_beside(url, "baseline")
+            database = beside
+            env = server_env(TETHER_DATABASE_URL=beside, PYTHONPATH=str(baseline_src))
             label = f"{label}, tether from {baseline_src}, a database of its own"
         data = workdir / name
         # One after the other: the first start creates the keys and the schema.
@@ -350,6 +419,7 @@ def set_up(
             "decision",
             "allow",
             [pid for _, pid in started],
+            database,
         )
     if FLOOR in names:
         command = [sys.executable, str(BENCH / "_floor.py")]
@@ -441,9 +511,10 @@ def _run(
 ) -> Results:
     scenarios, notes = set_up(stack, names, concurrency, store_url, baseline_src, log_level)
     load = LoadProcess(stack)
+    pg = PostgresCpu(stack)
     if warmup > 0:
         for scenario in scenarios:
-            load.run(scenario, seconds=warmup, requests=None)
+            load.run(scenario, seconds=warmup, requests=None, pg=pg)
     results = Results(
         rounds={s.name: [] for s in scenarios},
         labels={s.name: s.label for s in scenarios},
@@ -457,7 +528,7 @@ def _run(
     for _ in range(rounds):  # interleaved: every scenario once per round, in the same order
         for scenario in scenarios:
             results.rounds[scenario.name].append(
-                load.run(scenario, seconds=seconds, requests=requests)
+                load.run(scenario, seconds=seconds, requests=requests, pg=pg)
             )
     return results
 
@@ -498,7 +569,7 @@ def report(results: Results, out: TextIO = sys.stdout) -> None:
     say()
     say(
         f"{'':<8}{'decisions/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'/ floor':>9}  {'(per round)':<13}"
-        f"{'server CPU':>11}{'CPU ms/req':>11}{'load CPU':>9}{'machine':>9}"
+        f"{'server CPU':>11}{'CPU ms/req':>11}{'PG ms/req':>10}{'load CPU':>9}{'machine':>9}"
     )
     for name in names:
         rounds = results.rounds[name]
@@ -515,17 +586,21 @@ def report(results: Results, out: TextIO = sys.stdout) -> None:
         if all(r.server_cpu_seconds is not None for r in rounds):
             server_cpu = f"{statistics.median(r.server_cpu or 0.0 for r in rounds):.0%}"
             per_request = f"{statistics.median(cpu_ms_per_request(r) for r in rounds):.2f}"
+        pg_per_request = "-"
+        if all(r.pg_cpu_seconds is not None for r in rounds):
+            pg_per_request = f"{statistics.median(pg_ms_per_request(r) for r in rounds):.2f}"
         say(
             f"{SHORT[name]:<8}{medians[name]:>12.0f}{percentile(latencies, 0.5):>9.1f}"
             f"{percentile(latencies, 0.99):>9.1f}{ratio:>9}  {spread:<13}"
-            f"{server_cpu:>11}{per_request:>11}{load_cpu:>9.0%}{machine:>9}"
+            f"{server_cpu:>11}{per_request:>11}{pg_per_request:>10}{load_cpu:>9.0%}{machine:>9}"
         )
     say("decisions/s, / floor and the CPU figures are medians over rounds; latency is over every")
     say("request. CPU is a share of one core: server CPU of the scenario's server processes")
     say(
         "(PostgreSQL's not included), load CPU of the load process (near 100%: the load bounded the"
     )
-    say("rate); machine is the share of all CPUs busy, whoever used them.")
+    say("rate); machine is the share of all CPUs busy, whoever used them. PG ms/req: PostgreSQL's")
+    say("CPU per request (all its processes during the round), when it runs on this machine.")
     cost = {
         name: statistics.median(cpu_ms_per_request(r) for r in results.rounds[name])
         for name in names
@@ -555,6 +630,10 @@ def report(results: Results, out: TextIO = sys.stdout) -> None:
         share = medians[SQLITE] / medians[FLOOR]
         verdict = "meets" if share >= TARGET else "does NOT meet"
         say(f"\ntarget 1 replica >= {TARGET:.0%} of the floor: {share:.0%}, {verdict} the target")
+
+
+def pg_ms_per_request(r: Round) -> float:
+    return 1000 * (r.pg_cpu_seconds or 0.0) / max(r.answered, 1)
 
 
 def cpu_ms_per_request(r: Round) -> float:

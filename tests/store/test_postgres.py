@@ -168,7 +168,9 @@ class TestSessionSettings:
                 assert _show(store, "application_name") == "tether"
                 engine = store.db.engine
                 assert engine is not None
-                assert engine.pool.size() == 3  # type: ignore[attr-defined]
+                # Up to twice pool_size connections, every one kept once opened (no overflow).
+                assert engine.pool.size() == 6  # type: ignore[attr-defined]
+                assert engine.pool._max_overflow == 0  # type: ignore[attr-defined]
                 with engine.connect() as conn:
                     assert conn.connection.dbapi_connection is not None
                     assert conn.connection.dbapi_connection.autocommit is False
@@ -412,6 +414,9 @@ class TestServerLost:
             "open_task": lambda: store.open_task(*make.task(), make.entry()),
             "get_task": lambda: store.get_task(task.task_id),
             "get_grant": lambda: store.get_grant(grant.grant_id),
+            # The hot read, on the pool's driver connection: the pool's own error when it
+            # cannot connect must come out as Unavailable too.
+            "get_grant_with_task": lambda: store.get_grant_with_task(grant.grant_id),
             "end_task": lambda: store.end_task(task.task_id, TaskState.CLOSED, T0, make.entry()),
             "open_tasks_of": lambda: store.open_tasks_of(task.task_id),
             "expired_open_tasks": lambda: store.expired_open_tasks(T0, 10),

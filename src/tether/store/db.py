@@ -84,7 +84,7 @@ LOCK_HEAD: Final = (
     .with_for_update()
 )
 READ_HEADS: Final = select(audit_head.c.partition_id, audit_head.c.seq, audit_head.c.hash)
-_MOVE_HEAD = (
+MOVE_HEAD: Final = (
     update(audit_head)
     .where(
         audit_head.c.partition_id == bindparam("b_part"),
@@ -198,6 +198,10 @@ class Database:
             return nullcontext()
         limit = self._patient_deadline if patient else None
         return self._watchdog.guard(conn.connection.dbapi_connection, limit)
+
+    def guard_driver(self, dbapi_connection: object) -> AbstractContextManager[None]:
+        """The client-side deadline on a pooled driver connection (PostgreSQL)."""
+        return self._watchdog.guard(dbapi_connection)
 
     @contextmanager
     def read(self, code: ErrorCode, action: str) -> Iterator[Connection]:
@@ -432,7 +436,7 @@ class DriverWrites:
 
     def __init__(self, engine: Engine) -> None:
         self.lock_head = DriverStatement(engine, LOCK_HEAD, "lock the audit chain's head")
-        self.move_head = DriverStatement(engine, _MOVE_HEAD, "move the audit chain's head")
+        self.move_head = DriverStatement(engine, MOVE_HEAD, "move the audit chain's head")
         self.insert_audit = DriverStatement(engine, _INSERT_AUDIT, "append the audit record")
 
 
@@ -529,7 +533,7 @@ class Writer:
             moved = self.driver.move_head.run(self.conn, move)
         else:
             self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
-            moved = self.conn.execute(_MOVE_HEAD, move)
+            moved = self.conn.execute(MOVE_HEAD, move)
         if moved.rowcount != 1:
             raise Unavailable(
                 "the audit chain head moved during a write; nothing was written", code=AUDIT

@@ -42,6 +42,7 @@ from tether.store.db import STORE, Database, Writer, unavailable
 from tether.store.driver import DriverStatement
 from tether.store.groupcommit import GroupCommit, Pending
 from tether.store.pending_effects import PendingEffects
+from tether.store.pgbatch import HandBack, PostgresBatch, plain
 from tether.store.schema import budget_holds, decisions, effects
 
 _INSERT_DECISION = insert(decisions)
@@ -153,6 +154,10 @@ class DecisionLogSql:
         self._db = db
         engine = db.live(STORE)
         self._insert_decision = DriverStatement(engine, _INSERT_DECISION, "record the decision")
+        #: PostgreSQL: a batch of plain decisions in two round trips (:mod:`tether.store.pgbatch`).
+        self._pg_batch = (
+            PostgresBatch(db, self._insert_decision) if db.backend == "postgresql" else None
+        )
         #: On SQLite, decisions committed here lately (rows never updated nor deleted): their
         #: effects and observations are checked without a read. On PostgreSQL every read goes
         #: to the server, so a lost server fails each call alike. OrderedDict: its single steps
@@ -228,7 +233,11 @@ class DecisionLogSql:
     def _run_batch(self, batch: Sequence[Pending[_Write, object]], *, wait: bool = True) -> None:
         """One transaction for the batch; each write in a savepoint of its own, so a write
         refused (budget over, approval used, effect already reported) rolls back alone.
-        Results are handed out only after the commit."""
+        Results are handed out only after the commit. On PostgreSQL a batch of plain decisions
+        goes in two round trips instead (:mod:`tether.store.pgbatch`), unless it hands the
+        batch back, nothing written, for this general write to isolate a refused write."""
+        if self._pg_batch is not None and self._run_plain(self._pg_batch, batch):
+            return
         done: list[tuple[Pending[_Write, object], object]] = []
         with self._db.write(STORE, "record the decision", lean=True, wait=wait) as tx:
             # The head locked is this replica's partition's, which no other replica waits on;
@@ -265,6 +274,20 @@ class DecisionLogSql:
             if isinstance(work, DecisionWrite):
                 self._remember(work.decision)
             pending.finish(result=record)
+
+    @staticmethod
+    def _run_plain(runner: PostgresBatch, batch: Sequence[Pending[_Write, object]]) -> bool:
+        """The batch in two round trips if every write in it is plain; whether it was run."""
+        if not all(plain(p.work) for p in batch):
+            return False
+        try:
+            committed = runner.write([cast(DecisionWrite, p.work) for p in batch])
+        except HandBack:
+            return False  # nothing written
+        # INVARIANT: no decision is answered before the commit that holds its audit record.
+        for pending, audit_record in zip(batch, committed, strict=True):
+            pending.finish(result=audit_record)
+        return True
 
     def _apply_any(self, tx: Writer, write: _Write) -> object:
         if isinstance(write, DecisionWrite):

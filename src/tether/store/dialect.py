@@ -260,8 +260,11 @@ def _postgres_engine(
         url.set(query=query),
         connect_args=connect_args,
         isolation_level="READ COMMITTED",
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        # Up to twice pool_size connections, each kept once opened: an overflow connection
+        # the pool closed when it came back was opened again at the next burst (a backend
+        # forked and a SCRAM exchange, server CPU, about one per 60 decisions under load).
+        pool_size=2 * pool_size,
+        max_overflow=0,
         pool_timeout=connect_seconds,
         pool_recycle=_POOL_RECYCLE_SECONDS,
         pool_use_lifo=True,

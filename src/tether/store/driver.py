@@ -67,12 +67,18 @@ class DriverStatement:
             for name in names
         ]
 
-    def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
-        """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""
+    def bound(self, params: Mapping[str, object]) -> dict[str, object]:
+        """``params`` as the driver takes them: each bound by its column type's processor, in
+        the statement's order, with the values the statement carries itself."""
         values: dict[str, object] = {}
         for name, bind in self._binds:
             value = params[name] if name in params else self._fixed[name]
             values[name] = bind(value) if bind is not None and value is not None else value
+        return values
+
+    def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
+        """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""
+        values = self.bound(params)
         with driver_errors(conn, self._action, ErrorCode.STORE_UNAVAILABLE):
             cursor = driver_cursor(conn)
             cursor.execute(self.sql, list(values.values()) if self._positional else values)
@@ -87,9 +93,14 @@ def driver_cursor(conn: Connection) -> Any:
     raw = proxied.driver_connection
     if not isinstance(raw, psycopg.Connection):
         return raw.cursor()  # type: ignore[union-attr]
-    cursor = proxied.info.get(_CURSOR)
+    return pooled_cursor(proxied.info, raw)
+
+
+def pooled_cursor(info: dict[Any, Any], raw: psycopg.Connection[Any]) -> Any:
+    """The cursor kept in a pooled PostgreSQL connection's ``info`` (see :func:`driver_cursor`)."""
+    cursor = info.get(_CURSOR)
     if cursor is None or cursor.closed or cursor.connection is not raw:
-        cursor = proxied.info[_CURSOR] = raw.cursor()
+        cursor = info[_CURSOR] = raw.cursor()
     return cursor
 
 

@@ -7,10 +7,11 @@ raw DBAPI cursor, and each column decoded by the same result processor SQLAlchem
 its type (timestamps from integer microseconds, JSON documents), so the values are those
 :meth:`SqlStore.get_grant_with_task` always returned. The store's contract suite runs it.
 
-On PostgreSQL it runs on a pooled connection in autocommit (:meth:`Database.read
-<tether.store.db.Database.read>`, under its client-side deadline), lent without the pool's ping
+On PostgreSQL it runs on the pool's driver connection itself, switched to autocommit for the
+statement, under the store's client-side deadline, lent without the pool's ping
 (:func:`read_postgres` retries a connection found lost): one round trip instead of four (the
-ping, and a statement for each row), without SQLAlchemy's execution of each.
+ping, and a statement for each row), without SQLAlchemy's execution of each nor its
+``Connection`` around the driver's.
 
 One statement reads both rows from one snapshot, so no transaction is opened for it. Decoding
 is memoized on the raw row: the same bytes always decode to the same frozen values, and a row
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import psycopg
 from sqlalchemy import Engine, PoolProxiedConnection, bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import SingletonThreadPool
@@ -33,9 +35,9 @@ from sqlalchemy.pool import SingletonThreadPool
 from tether.core.errors import ErrorCode
 from tether.core.task import Grant, Task
 from tether.store import codec
-from tether.store.db import Database
+from tether.store.db import Database, translate
 from tether.store.dialect import UNPINGED
-from tether.store.driver import driver_cursor, driver_errors
+from tether.store.driver import pooled_cursor
 from tether.store.schema import grants, tasks
 
 _Processor = Callable[[Any], Any] | None
@@ -115,24 +117,61 @@ def read_postgres(
 
 def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool) -> Any:
     """The raw row (``None``: no such grant), or :data:`_LOST` when an unpinged connection was
-    found lost at once."""
+    found lost at once.
+
+    On the pool's driver connection itself, in autocommit for the one statement (a local
+    switch, no round trip): SQLAlchemy's ``Connection`` around it, and its switching of the
+    isolation level to autocommit and back, cost more CPU than the statement's round trip."""
     action, code = "read the grant", ErrorCode.STORE_UNAVAILABLE
     started = time.monotonic()
+    engine = db.live(code)
     skip = UNPINGED.set(not ping)
     try:
-        with db.read(code, action) as conn:
-            try:
-                with driver_errors(conn, action, code):
-                    cursor = driver_cursor(conn)
-                    cursor.execute(query.sql, query.params(grant_id))
-                    return cursor.fetchone()
-            except DBAPIError as error:
-                at_once = time.monotonic() - started < _AT_ONCE
-                if ping or not (error.connection_invalidated and at_once):
-                    raise
-        return _LOST  # the lost connection went back to the pool invalidated: discarded
+        with translate(code, action):
+            proxied = _checkout(engine)
     finally:
         UNPINGED.reset(skip)
+    try:
+        raw = proxied.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        with translate(code, action), db.guard_driver(proxied.dbapi_connection):
+            try:
+                raw.autocommit = True
+                cursor = pooled_cursor(proxied.info, raw)
+                cursor.execute(query.sql, query.params(grant_id))
+                return cursor.fetchone()
+            except psycopg.Error as error:
+                lost = raw.closed or raw.broken
+                if lost:
+                    proxied.invalidate()  # never lent again
+                    if not ping and time.monotonic() - started < _AT_ONCE:
+                        return _LOST  # the read may be made again, on a pinged connection
+                raise DBAPIError.instance(
+                    None,
+                    None,
+                    error,
+                    psycopg.Error,
+                    hide_parameters=True,
+                    connection_invalidated=lost,
+                    dialect=engine.dialect,
+                ) from error
+            finally:
+                if not (raw.closed or raw.broken):
+                    raw.autocommit = False
+    finally:
+        proxied.close()  # back to the pool
+
+
+def _checkout(engine: Engine) -> Any:
+    """A pooled connection; the driver's error when the pool cannot connect raised as
+    SQLAlchemy's (``raw_connection`` does not wrap it as ``connect`` does), so the caller's
+    :func:`~tether.store.db.translate` words it like any other."""
+    try:
+        return engine.raw_connection()
+    except psycopg.Error as error:
+        raise DBAPIError.instance(
+            None, None, error, psycopg.Error, hide_parameters=True, dialect=engine.dialect
+        ) from error
 
 
 class SqliteReads:

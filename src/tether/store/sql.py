@@ -175,8 +175,8 @@ class SqlStore:
         for the chain head another writer holds, and how long a session may sit idle inside a
         transaction (so a stalled replica frees the head); ``statement_timeout`` bounds every
         statement; ``connect_timeout`` bounds
-        connecting and waiting for a pooled connection. The pool keeps ``pool_size`` connections
-        and opens up to as many again under load; each is pinged before use.
+        connecting and waiting for a pooled connection. The pool opens up to twice
+        ``pool_size`` connections and keeps each it opened; each is pinged before use.
         """
         return cls(
             postgres_url(dsn),
