@@ -440,6 +440,23 @@ class DriverWrites:
         self.insert_audit = DriverStatement(engine, _INSERT_AUDIT, "append the audit record")
 
 
+def seal_entry(
+    head: ChainHead | None, entry: AuditEntry, format: ChainFormat, partition: str
+) -> Sealed:
+    """``entry`` sealed after ``head`` in ``partition``, with its leaf hash kept."""
+    return seal_with_leaf(
+        head,
+        record_id=entry.record_id,
+        at=codec.audit_at(entry.at),
+        kind=entry.kind,
+        agent=entry.agent,
+        task_id=entry.task_id,
+        body=entry.body,
+        format=format,
+        partition=partition,
+    )
+
+
 class Writer:
     """One write transaction that holds its partition's head and appends after it."""
 
@@ -510,17 +527,7 @@ class Writer:
         # INVARIANT: the chain has no gap and no fork. The head is locked for this whole
         # transaction, the record is sealed after it, and the head moves only from the value we
         # read (a second guard besides the lock) in the same commit as the record itself.
-        sealed = seal_with_leaf(
-            self._head,
-            record_id=entry.record_id,
-            at=codec.audit_at(entry.at),
-            kind=entry.kind,
-            agent=entry.agent,
-            task_id=entry.task_id,
-            body=entry.body,
-            format=self._format,
-            partition=self.partition,
-        )
+        sealed = seal_entry(self._head, entry, self._format, self.partition)
         record = sealed.record
         move = {
             "b_part": self.partition,

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -160,15 +160,21 @@ def driver_errors(conn: Connection | None, action: str, code: ErrorCode) -> Iter
         ) from None
     except psycopg.Error as error:
         lost = conn is not None and _drop_if_broken(conn)
-        raise DBAPIError.instance(
-            None,
-            None,
-            error,
-            psycopg.Error,
-            hide_parameters=True,
-            connection_invalidated=lost,
-            dialect=None if conn is None else conn.dialect,
-        ) from error
+        raise as_dbapi_error(error, None if conn is None else conn.dialect, lost) from error
+
+
+def as_dbapi_error(error: psycopg.Error, dialect: Any, lost: bool = False) -> StatementError:
+    """psycopg's ``error`` as SQLAlchemy's ``DBAPIError`` (parameters hidden), which the
+    store's callers translate as they do any other; ``lost``: the connection is gone."""
+    return DBAPIError.instance(
+        None,
+        None,
+        error,
+        psycopg.Error,
+        hide_parameters=True,
+        connection_invalidated=lost,
+        dialect=dialect,
+    )
 
 
 def _drop_if_broken(conn: Connection) -> bool:

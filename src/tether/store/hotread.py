@@ -29,7 +29,6 @@ from typing import Any, Final
 
 import psycopg
 from sqlalchemy import Engine, PoolProxiedConnection, bindparam, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import SingletonThreadPool
 
 from tether.core.errors import ErrorCode
@@ -37,7 +36,7 @@ from tether.core.task import Grant, Task
 from tether.store import codec
 from tether.store.db import Database, translate
 from tether.store.dialect import UNPINGED
-from tether.store.driver import pooled_cursor
+from tether.store.driver import as_dbapi_error, pooled_cursor
 from tether.store.schema import grants, tasks
 
 _Processor = Callable[[Any], Any] | None
@@ -146,15 +145,7 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
                     proxied.invalidate()  # never lent again
                     if not ping and time.monotonic() - started < _AT_ONCE:
                         return _LOST  # the read may be made again, on a pinged connection
-                raise DBAPIError.instance(
-                    None,
-                    None,
-                    error,
-                    psycopg.Error,
-                    hide_parameters=True,
-                    connection_invalidated=lost,
-                    dialect=engine.dialect,
-                ) from error
+                raise as_dbapi_error(error, engine.dialect, lost) from error
             finally:
                 if not (raw.closed or raw.broken):
                     raw.autocommit = False
@@ -169,9 +160,7 @@ def _checkout(engine: Engine) -> Any:
     try:
         return engine.raw_connection()
     except psycopg.Error as error:
-        raise DBAPIError.instance(
-            None, None, error, psycopg.Error, hide_parameters=True, dialect=engine.dialect
-        ) from error
+        raise as_dbapi_error(error, engine.dialect) from error
 
 
 class SqliteReads:

@@ -46,10 +46,10 @@ from psycopg.rows import TupleRow
 from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from tether.core.audit import AuditRecord, ChainHead, Sealed, seal_with_leaf
+from tether.core.audit import AuditRecord, ChainHead, Sealed
 from tether.service.ports import AuditEntry, DecisionWrite
 from tether.store import codec
-from tether.store.db import LOCK_HEAD, MOVE_HEAD, STORE, Database, translate
+from tether.store.db import LOCK_HEAD, MOVE_HEAD, STORE, Database, seal_entry, translate
 from tether.store.dialect import UNPINGED
 from tether.store.driver import DriverStatement, driver_errors
 from tether.store.schema import audit, audit_head, tasks
@@ -170,17 +170,7 @@ class PostgresBatch:
         return [s.record for s in sealed]
 
     def _seal(self, head: ChainHead | None, entry: AuditEntry) -> Sealed:
-        return seal_with_leaf(
-            head,
-            record_id=entry.record_id,
-            at=codec.audit_at(entry.at),
-            kind=entry.kind,
-            agent=entry.agent,
-            task_id=entry.task_id,
-            body=entry.body,
-            format=self._db.format,
-            partition=self._db.partition,
-        )
+        return seal_entry(head, entry, self._db.format, self._db.partition)
 
     @contextmanager
     def _connection(
