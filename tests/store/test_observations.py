@@ -19,6 +19,7 @@ from tether.core.provenance import (
     observe_under,
 )
 from tether.core.provenance_rules import OVERFLOW_SOURCE
+from tether.core.task import Task
 from tether.store import SqlStore
 from tether.store.observations import SqlObservationStore
 
@@ -172,14 +173,18 @@ def _statements(store: SqlStore) -> list[str]:
     return seen
 
 
+def _opened_task(backend: Backend, make: Make) -> tuple[SqlStore, Task, SqlObservationStore]:
+    store = backend.open()
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    return store, task, SqlObservationStore(store)
+
+
 def test_a_write_reads_the_tasks_count_from_its_row_instead_of_counting_its_rows(
     backend: Backend, make: Make
 ) -> None:
     # Counting a task's rows cost ~0.3 ms at 10,000 of them, twice per write.
-    store = backend.open()
-    task, grant = make.task()
-    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
-    observations = SqlObservationStore(store)
+    store, task, observations = _opened_task(backend, make)
     seen = observe(KEY, PAGE, RESULT)
     observations.add_observations([(task.task_id, seen)], T0, 100)  # the row says 0: counted
     statements = _statements(store)
@@ -196,10 +201,7 @@ def test_a_task_whose_row_lost_count_of_its_rows_is_counted_again(
     backend: Backend, make: Make
 ) -> None:
     # A task from before the counter existed says 0 with rows already written.
-    store = backend.open()
-    task, grant = make.task()
-    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
-    observations = SqlObservationStore(store)
+    store, task, observations = _opened_task(backend, make)
     seen = observe(KEY, PAGE, RESULT)
     observations.add_observations([(task.task_id, seen)], T0, 100)
     with backend.raw().begin() as conn:

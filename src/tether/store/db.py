@@ -168,16 +168,13 @@ class Database:
             raise Unavailable("the store is closed", code=code)
         return engine
 
-    def sqlite_write_driver(self) -> AbstractContextManager[sqlite3.Connection | None]:
+    @contextmanager
+    def sqlite_write_driver(self) -> Iterator[sqlite3.Connection | None]:
         """SQLite's write connection's driver connection, held for a read while no write of
         this process holds it; ``None`` when a write does, or there is none to lend. Its page
         cache stays warm across this process's own commits, where another connection empties
         its cache after each commit it did not make (a read there cost ~7 µs more). No
         transaction is open on it outside a write, so a read sees what is committed."""
-        return self._lend_write_driver()
-
-    @contextmanager
-    def _lend_write_driver(self) -> Iterator[sqlite3.Connection | None]:
         writers = self._writers
         if writers is None or not writers.acquire(blocking=False):
             yield None
