@@ -232,12 +232,38 @@ def _render_json(event: MutableMapping[str, Any], **_: Any) -> str:
     return _encode_line(event)
 
 
+# The process's id, read once and again in a forked child (``getpid`` is a system call).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _add_pid(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     # Which worker wrote the line, when ``tether serve --workers N`` shares one stderr.
-    event["pid"] = os.getpid()
+    event["pid"] = _pid
     return event
+
+
+class _LineLogger:
+    """What a bound logger writes its rendered line through: the line and its newline in one
+    write to ``stream`` (structlog's ``PrintLogger`` takes a lock and calls ``print``, which
+    writes the line and the newline apart and then flushes: two queued items per line)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._write = stream.write
+
+    def msg(self, message: str) -> None:
+        self._write(message + "\n")
+
+    log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg
 
 
 def configure_logging(
@@ -267,7 +293,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *_args: _LineLogger(stream),
         cache_logger_on_first_use=False,
     )
     if capture_stdlib:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tether.core import jcs
@@ -17,6 +17,7 @@ from tether.core.audit import (
     AuditRecord,
     ChainFormat,
     ChainHead,
+    canonical_json,
     redact_args,
     seal,
     seal_with_leaf,
@@ -276,7 +277,10 @@ def test_a_decision_record_hashes_as_it_always_did() -> None:
 
 
 _tricky_text = st.sampled_from(
-    ["kind", ',"kind":', '","kind":"x', '"hash"', "é", "\u2028"]
+    [
+        *("kind", ',"kind":', '","kind":"x', '"hash"', "é", "\u2028"),
+        *("body", ',"body":', "format", ',"format":2,', '"}],"format":1,"kind":"'),
+    ]
 ) | st.text(st.characters(exclude_categories=["Cs"]), max_size=6)
 _bodies = st.dictionaries(
     _tricky_text,
@@ -325,3 +329,43 @@ def test_the_leaf_kept_at_sealing_is_the_records_leaf(
     sealed = made_by(seal_with_leaf)
     assert sealed.record == made_by(seal)
     assert sealed.leaf_hash == leaf_hash(sealed.record.leaf())
+    # Members and keys named body, format or kind, and strings holding them, leave the body's
+    # text cut from the sealed bytes as its own format-1 text (none is kept where RFC 8785
+    # wrote the record by its careful path: a name outside ASCII).
+    expected = canonical_json(body).decode("utf-8")
+    if format is ChainFormat.LEGACY or jcs.as_is(sealed.record.content()):
+        assert sealed.body_text == expected
+    else:
+        assert sealed.body_text is None
+
+
+@example({"a": {"body": 1, "format": 2, "kind": 3}, "format": 4}, ChainFormat.JCS)
+@example({"a": {"body": 1, "kind": 3}, "kind": 4}, ChainFormat.LEGACY)
+@given(
+    st.dictionaries(
+        _tricky_text,
+        st.floats(allow_nan=False, allow_infinity=False) | st.integers() | _tricky_text,
+        max_size=4,
+    ),
+    st.sampled_from(list(ChainFormat)),
+)
+def test_the_body_text_kept_at_sealing_is_its_format_1_text_or_none(
+    body: dict[str, JSONValue], format: ChainFormat
+) -> None:
+    """Whole floats and integers past 2**53 are written otherwise by RFC 8785 than by format 1:
+    then no text is kept (the row's body is written as before), and whatever is kept is exact."""
+    sealed = seal_with_leaf(
+        None,
+        record_id="aud_1",
+        at="2026-01-01T00:00:00+00:00",
+        kind=AuditKind.DECISION,
+        agent=None,
+        task_id=None,
+        body=body,
+        format=format,
+    )
+    expected = canonical_json(body).decode("utf-8")
+    if format is ChainFormat.LEGACY or jcs.as_is(body):
+        assert sealed.body_text == expected
+    else:
+        assert sealed.body_text is None

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from tether.core.jcs import canonicalize
+from tether.core.jcs import canonicalize, canonicalize_as_is
 from tether.core.merkle import leaf_hash
 from tether.core.scope import JSONValue
 
@@ -270,9 +270,14 @@ class Sealed:
     record: AuditRecord
     leaf_hash: bytes
     """RFC 6962's leaf hash of :meth:`AuditRecord.leaf`."""
+    body_text: str | None = None
+    """The body's format-1 text (:func:`canonical_json`), as the sealed bytes already held it;
+    ``None`` when they did not (a chain of format 2 whose record needed the careful path)."""
 
 
 _KIND_MEMBER = b',"kind":'
+_BODY_MEMBER = b',"body":'
+_FORMAT_MEMBER = b',"format":'
 
 
 def seal_with_leaf(
@@ -290,15 +295,26 @@ def seal_with_leaf(
     """:func:`seal`, and the record's Merkle leaf hash. The leaf is the record's canonical form
     with its hash: the canonical form just hashed with the ``hash`` member put in its sorted
     place, before ``kind`` (every member after ``body`` holds a string, a number or null, so the
-    last ``,"kind":`` is the record's own), instead of canonicalizing the record a second time."""
-    record, content = _seal(head, record_id, at, kind, agent, task_id, body, format, partition)
+    last ``,"kind":`` is the record's own), instead of canonicalizing the record a second time.
+
+    The body's text is cut from the same bytes when they hold its format-1 text: members sort
+    ``agent``, ``at``, ``body``, then ``format`` (format 2) or ``kind`` (format 1), and a string
+    holds no unescaped quote, so the first ``,"body":`` and the last ``,"format":`` (or
+    ``,"kind":``) are the record's own."""
+    record, content, as_is = _seal(
+        head, record_id, at, kind, agent, task_id, body, format, partition
+    )
     at_kind = content.rfind(_KIND_MEMBER)
     if at_kind < 0:  # not reached: every record has a kind
-        leaf = record.leaf()
-    else:
-        member = b',"hash":"' + record.hash.encode("ascii") + b'"'
-        leaf = content[:at_kind] + member + content[at_kind:]
-    return Sealed(record, leaf_hash(leaf))
+        return Sealed(record, leaf_hash(record.leaf()))
+    member = b',"hash":"' + record.hash.encode("ascii") + b'"'
+    leaf = content[:at_kind] + member + content[at_kind:]
+    body_text = None
+    if as_is:
+        start = content.find(_BODY_MEMBER) + len(_BODY_MEMBER)
+        end = at_kind if format is ChainFormat.LEGACY else content.rfind(_FORMAT_MEMBER)
+        body_text = content[start:end].decode("utf-8")
+    return Sealed(record, leaf_hash(leaf), body_text)
 
 
 def _seal(
@@ -311,18 +327,21 @@ def _seal(
     body: dict[str, JSONValue],
     format: ChainFormat,
     partition: str,
-) -> tuple[AuditRecord, bytes]:
+) -> tuple[AuditRecord, bytes, bool]:
+    """The record, the bytes it hashes, and whether those bytes are its format-1 text."""
     # INVARIANT: seq has no gap within a partition and each record commits to the one before it.
     seq = 1 if head is None else head.seq + 1
     prev = GENESIS_HASH if head is None else head.hash
-    content = canonical(
-        _content(format, seq, record_id, at, kind, agent, task_id, body, prev, partition), format
-    )
+    members = _content(format, seq, record_id, at, kind, agent, task_id, body, prev, partition)
+    if format is ChainFormat.LEGACY:
+        content, as_is = canonical_json(members), True
+    else:
+        content, as_is = canonicalize_as_is(members)
     sealed = hashlib.sha256(prev.encode("ascii") + content).hexdigest()
     record = AuditRecord(
         seq, record_id, at, kind, agent, task_id, body, prev, sealed, format, partition
     )
-    return record, content
+    return record, content, as_is
 
 
 @dataclass(frozen=True, slots=True)

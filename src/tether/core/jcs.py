@@ -39,16 +39,23 @@ _plain = json.JSONEncoder(
 
 def canonicalize(value: JSONValue) -> bytes:
     """The RFC 8785 bytes of ``value``; ``ValueError`` for what JSON cannot carry."""
-    if as_is(value):
+    return canonicalize_as_is(value)[0]
+
+
+def canonicalize_as_is(value: JSONValue) -> tuple[bytes, bool]:
+    """:func:`canonicalize`, and whether ``value`` was written as it stands (:func:`as_is`):
+    then every part of the bytes is also that part's format-1 text."""
+    written_as_is = as_is(value)
+    if written_as_is:
         # Every audit record's usual shape: the C encoder writes the same bytes as they are.
         plain: object = value
     else:
         try:
             plain = _plain_form(value)
         except _NotPlain:
-            return _general(value)
+            return _general(value), False
     try:
-        return _plain(plain).encode("utf-8")
+        return _plain(plain).encode("utf-8"), written_as_is
     except UnicodeEncodeError:
         raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
 
@@ -196,4 +203,4 @@ def _shortest(x: float) -> tuple[str, int]:
     return digits, (int(exp_text) if exp_text else 0) + lead
 
 
-__all__ = ["as_is", "canonicalize", "number"]
+__all__ = ["as_is", "canonicalize", "canonicalize_as_is", "number"]

@@ -198,7 +198,9 @@ def audit_at(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-def audit_params(record: AuditRecord) -> dict[str, object]:
+def audit_params(record: AuditRecord, body_text: str | None = None) -> dict[str, object]:
+    """``record``'s row; ``body_text``: its body's format-1 text, when sealing already made it
+    (:attr:`tether.core.audit.Sealed.body_text`)."""
     return {
         "seq": record.seq,
         "record_id": record.record_id,
@@ -209,7 +211,7 @@ def audit_params(record: AuditRecord) -> dict[str, object]:
         # The body exactly as sealed (Python's JSON reads it back value for value). In a chain
         # of format 1 these are the bytes the hash covered; in format 2 the hash covers their
         # RFC 8785 form, which is the same whether taken of the value or of this text.
-        "body": canonical_json(record.body).decode("utf-8"),
+        "body": canonical_json(record.body).decode("utf-8") if body_text is None else body_text,
         "prev_hash": record.prev_hash,
         "hash": record.hash,
         "partition_id": record.partition,

@@ -532,11 +532,12 @@ class Writer:
             "b_new_seq": record.seq,
             "b_new_hash": record.hash,
         }
+        row = codec.audit_params(record, sealed.body_text)
         if self.driver is not None:
-            self.driver.insert_audit.run(self.conn, codec.audit_params(record))
+            self.driver.insert_audit.run(self.conn, row)
             moved = self.driver.move_head.run(self.conn, move)
         else:
-            self.conn.execute(_INSERT_AUDIT, codec.audit_params(record))
+            self.conn.execute(_INSERT_AUDIT, row)
             moved = self.conn.execute(MOVE_HEAD, move)
         if moved.rowcount != 1:
             raise Unavailable(
