@@ -21,8 +21,9 @@ never waits for a lock: if the leader's lock or the database's write lock is tak
 a writer thread of the group's own (started on first use) leads it, waiting as a thread may.
 Without ``run_now`` every async write goes to that writer thread, under the same leader's lock.
 Once a batch is done, its results go back to the loop that awaits them together, with one
-wake-up of that loop for the batch (not one per write), and never before the batch is done: a
-write a runner finished early (refused inside the transaction) is heard of with the rest.
+wake-up of that loop for the batch (not one per write; none when that loop led the batch, whose
+awaiters it tells at once), and never before the batch is done: a write a runner finished early
+(refused inside the transaction) is heard of with the rest.
 Threads and the loop share the queue and the batches. A thread waits on the leader's lock
 alone: no event per write.
 """
@@ -267,12 +268,22 @@ class GroupCommit(Generic[W, R]):
 
 
 def _hand_back(batch: Sequence[Pending[W, R]]) -> None:
-    """Hand each awaited write's outcome to its loop: one wake-up per loop for the batch."""
+    """Hand each awaited write's outcome to its loop: one wake-up per loop for the batch, and
+    none for the loop that led the batch itself (its awaiters are told at once, in its turn)."""
     settled: dict[asyncio.AbstractEventLoop, list[Pending[W, R]]] = {}
     for pending in batch:
         if pending.waiter is not None:
             settled.setdefault(pending.waiter[0], []).append(pending)
+    if not settled:
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None  # a thread's batch: every loop is woken
     for loop, pendings in settled.items():
+        if loop is running:
+            _settle(pendings)
+            continue
         # A closed loop has nobody left to await the results.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_settle, pendings)
