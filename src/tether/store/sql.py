@@ -22,6 +22,7 @@ password; neither does ``repr``.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -352,6 +353,17 @@ class SqlStore:
         """:meth:`record_decision` for an event loop: the write joins the same group commit,
         led by the group's writer thread, and the loop awaits its result."""
         return self._decisions.record_async(write)
+
+    def record_decision_handed(
+        self,
+        write: DecisionWrite,
+        loop: asyncio.AbstractEventLoop,
+        answer: asyncio.Future[AuditRecord],
+    ) -> None:
+        """:meth:`record_decision` handed over from a worker thread that does not wait for it:
+        the same group commit, led by the group's writer thread, whose outcome is set on
+        ``answer`` on ``loop`` (:class:`~tether.service.ports.HandedDecisionLog`)."""
+        self._decisions.record_from_thread(write, loop, answer)
 
     def decision_holds(self, decision_id: DecisionId) -> Sequence[tuple[Hold, float | None]]:
         return self._decisions.holds(decision_id)
