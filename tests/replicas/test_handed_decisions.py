@@ -64,7 +64,7 @@ def test_concurrent_decisions_are_each_committed_in_the_partitions_chain(
 
     records = list(runtime.store.audit_records(partition="a"))
     assert verify_chain(records, runtime.store.chain_head()).ok
-    audited = [r.body["decision_id"] for r in records if r.kind is AuditKind.DECISION]
+    audited = [str(r.body["decision_id"]) for r in records if r.kind is AuditKind.DECISION]
     assert sorted(audited) == sorted(v.decision_id for v in verdicts)
     assert all(runtime.store.get_decision(v.decision_id) is not None for v in verdicts)
 

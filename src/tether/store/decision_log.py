@@ -218,6 +218,8 @@ class DecisionLogSql:
 
     def close(self) -> None:
         self._commits.close()  # what is queued is written (or fails) first
+        if self._pg_batch is not None:
+            self._pg_batch.close()
 
     def _finished(self, batch: Sequence[Pending[_Write, object]]) -> None:
         """Release the tasks whose queued writes this batch made, or mark them failed."""

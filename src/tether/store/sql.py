@@ -62,7 +62,7 @@ from tether.store.db import STORE as _STORE
 from tether.store.db import Database, unavailable
 from tether.store.decision_log import DecisionLogSql, EffectWrite, QueuedWrite
 from tether.store.dialect import postgres_url
-from tether.store.hotread import GrantWithTaskQuery, SqliteReads, read_postgres
+from tether.store.hotread import GrantWithTaskQuery, PostgresReads, SqliteReads
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import tasks
 
@@ -127,6 +127,7 @@ class SqlStore:
         # The hot read below SQLAlchemy's statement machinery, on the driver (both backends).
         self._hot_read = GrantWithTaskQuery(engine)
         self._sqlite_reads = SqliteReads()
+        self._postgres_reads = PostgresReads()
         self._audit = AuditReader(self.db, page_size)
         try:
             self.db.bootstrap(migrate)
@@ -238,7 +239,7 @@ class SqlStore:
         query = self._hot_read
         assert query is not None
         if self.db.backend == "postgresql":
-            return read_postgres(self.db, query, grant_id)
+            return self._postgres_reads.read(self.db, query, grant_id)
         engine = self.db.live(_STORE)
         try:
             row = self._sqlite_reads.fetch(self.db, engine, query.sql, query.params(grant_id))
@@ -551,6 +552,7 @@ class SqlStore:
         try:
             self._decisions.close()  # what is queued is written (or fails) first
             self._sqlite_reads.close()
+            self._postgres_reads.close()
             self.db.close()
         finally:
             releases, self._on_close = self._on_close, []
