@@ -600,6 +600,9 @@ def open_runtime(
             # SQLite's reads are in-process and never wait for a writer (WAL): an event loop
             # may make them. A PostgreSQL or Redis round trip stays off the loop.
             loop_store=sql_store if cache is None and sql_store.backend == "sqlite" else None,
+            # PostgreSQL's reads stay on worker threads, which hand each write to the store's
+            # writer without waiting: the loop hears of a batch's commit once.
+            handed_store=sql_store if cache is None and sql_store.backend == "postgresql" else None,
             provenance=provenance,
             queued_effects=sql_store,
         ),

@@ -15,21 +15,23 @@ ids the step guards against. Nothing is answered from a cache: sensitive (non-``
 never may be, and read decisions are cheap enough not to need one yet.
 
 The steps are written once, as a generator that yields each :class:`DecisionWrite` and is sent
-back its audit record (or has the store's error thrown in). Two drivers run it: ``authorize``
+back its audit record (or has the store's error thrown in). Three drivers run it: ``authorize``
 calls the store's ``record_decision`` on the caller's thread; ``enforce_async`` awaits the loop
 store's ``record_decision_async``, so an HTTP door decides on its event loop and no commit
-blocks it.
+blocks it; on a store whose reads wait on the network, ``enforce_async`` runs the steps up to
+their write on a worker thread that hands the write over, and the rest on the loop
+(:mod:`tether.service.handoff`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+import contextvars
 from dataclasses import replace
 from datetime import datetime
 
 from tether.core.approval import Approval
-from tether.core.audit import AuditKind, AuditRecord
+from tether.core.audit import AuditKind
 from tether.core.call import Call
 from tether.core.callcheck import CallLimits, checked_call
 from tether.core.dataflow import EgressRules
@@ -70,6 +72,7 @@ from tether.service.approvals import ApprovalService
 from tether.service.breakglass import BreakGlassService
 from tether.service.enforce import CallRequest
 from tether.service.flows import Expect, Flows
+from tether.service.handoff import DecisionThreads, Steps
 from tether.service.leases import LeaseService
 from tether.service.observer import DecisionObserver, DecisionWatch, Unobserved
 from tether.service.ports import (
@@ -79,6 +82,7 @@ from tether.service.ports import (
     DecisionRecord,
     DecisionWrite,
     GrantSigner,
+    HandedDecisionLog,
     LoopDecisionLog,
     PolicyEngine,
     PolicyRequest,
@@ -89,8 +93,7 @@ from tether.service.provenance import ProvenanceService
 from tether.service.recording import Recorder
 
 _Minted = tuple[Lease, IssuedCredential, AuditEntry]
-#: The decision's steps: yields each write, is sent its audit record, returns the verdict.
-_Steps = Generator[DecisionWrite, AuditRecord, Verdict]
+_Steps = Steps
 
 
 class Authorizer:
@@ -112,10 +115,15 @@ class Authorizer:
         loop_store: LoopDecisionLog | None = None,
         provenance: ProvenanceService | None = None,
         queued_effects: QueuedEffects | None = None,
+        handed_store: HandedDecisionLog | None = None,
     ) -> None:
         """``loop_store``: the same store as ``store``, given only when its reads are safe to
         make on an event loop (:class:`~tether.service.ports.LoopDecisionLog`); without it
-        ``enforce_async`` decides on a worker thread. ``provenance``: the argument provenance
+        ``enforce_async`` decides on a worker thread. ``handed_store``: the same store again,
+        given when its reads may wait on the network (PostgreSQL) and no loop store is: then
+        ``enforce_async`` reads the facts and decides on a worker thread that hands the write
+        over without waiting for it, and the loop hears of the batch's commit once
+        (:class:`~tether.service.ports.HandedDecisionLog`). ``provenance``: the argument provenance
         of sink arguments (its reads are the store's too). ``queued_effects``: the group
         commit effects are queued into after their call's answer (the same database): a
         decision waits for its chain's queued effects before it reads their facts."""
@@ -134,6 +142,8 @@ class Authorizer:
         self._breakglass = breakglass
         self._flows = flows
         self._leases = leases
+        self._handed_store = handed_store
+        self._threads = DecisionThreads()
 
     def enforce(
         self,
@@ -201,15 +211,28 @@ class Authorizer:
         credentials: bool = False,
     ) -> Verdict:
         """:meth:`enforce` for a door on an event loop. With a loop store the decision runs on
-        the loop and only its write leaves it (awaited from the store's writer thread);
-        otherwise, or when the call may need a credential minted (an issuer may wait on the
-        network), the whole decision runs on a worker thread."""
+        the loop and only its write leaves it (awaited from the store's writer thread); with a
+        handed store it is read and decided on a worker thread and its write handed over
+        (:mod:`tether.service.handoff`); otherwise, or when the call may need a credential
+        minted (an issuer may wait on the network), the whole decision runs on a worker
+        thread."""
         call = checked_call(
             request.tool, request.action, request.dataset, request.args, self._limits
         )
         store = self._loop_store
         leases = self._leases
         minting = credentials and leases is not None and leases.issuer_for(call.tool) is not None
+        handed = self._handed_store
+        if store is None and handed is not None and not minting:
+            # The decision runs in a task of its own, in a context of its own that its worker
+            # thread enters too (one at a time); shielded, so that a caller who stops waiting
+            # leaves the decision to finish, written and observed, as a worker thread would.
+            context = contextvars.copy_context()
+            deciding = self._decide_handed(
+                handed, context, agent, grant_token, call, request, credentials
+            )
+            task = asyncio.get_running_loop().create_task(deciding, context=context)
+            return await asyncio.shield(task)
         if store is None or minting:
             return await asyncio.to_thread(
                 self.authorize,
@@ -235,6 +258,28 @@ class Authorizer:
                         write = steps.send(written)
             except StopIteration as done:
                 verdict: Verdict = done.value
+            watch.answered(verdict)
+            return verdict
+
+    async def _decide_handed(
+        self,
+        store: HandedDecisionLog,
+        context: contextvars.Context,
+        agent: Workload,
+        grant_token: str,
+        call: Call,
+        request: CallRequest,
+        credentials: bool,
+    ) -> Verdict:
+        """The decision on a store whose reads may wait on the network, in a task running in
+        ``context``: its facts read and the call decided on a worker thread, which hands the
+        write over without waiting; the loop hears of its batch's commit once
+        (:mod:`tether.service.handoff`)."""
+        with self._observer.watch(agent, call) as watch:
+            steps = self._steps(
+                agent, grant_token, call, request.approval_id, request.expect, credentials, watch
+            )
+            verdict = await self._threads.decide(steps, store, context)
             watch.answered(verdict)
             return verdict
 

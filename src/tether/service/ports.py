@@ -5,6 +5,7 @@ Adapters import only :mod:`tether.core` and this module. Each port states what i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -420,6 +421,25 @@ class LoopDecisionLog(Protocol):
     def record_decision_async(self, write: DecisionWrite) -> Awaitable[AuditRecord]:
         """The same write and the same guarantees as ``record_decision`` (group-committed, no
         result before its commit), awaited on the running event loop."""
+        ...
+
+
+class HandedDecisionLog(Protocol):
+    """A store whose reads may wait on the network (PostgreSQL): a decision's facts are read on
+    a worker thread, which hands the decision's write to the store's writer thread without
+    waiting for it; the write's outcome goes straight to the event loop awaiting it, with the
+    rest of its batch's (one wake-up of the loop per batch, not one per decision)."""
+
+    def record_decision_handed(
+        self,
+        write: DecisionWrite,
+        loop: asyncio.AbstractEventLoop,
+        answer: asyncio.Future[AuditRecord],
+    ) -> None:
+        """The same write and the same guarantees as ``record_decision`` (group-committed, no
+        result before its commit), called on any thread: its audit record (or the error
+        ``record_decision`` would raise) is set on ``answer``, a future of ``loop``, on that
+        loop. Raises ``Unavailable`` at once, queuing nothing, when the store is closed."""
         ...
 
 

@@ -17,6 +17,7 @@ closing the log writes what is queued first.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
@@ -188,6 +189,18 @@ class DecisionLogSql:
         self._db.live(STORE)
         return cast("Awaitable[AuditRecord]", self._commits.submit_async(write))
 
+    def record_from_thread(
+        self,
+        write: DecisionWrite,
+        loop: asyncio.AbstractEventLoop,
+        answer: asyncio.Future[AuditRecord],
+    ) -> None:
+        """:meth:`record_async` from a worker thread: the group's writer thread leads the batch
+        and sets ``answer`` on ``loop`` once it committed (or failed)."""
+        self._db.live(STORE)
+        commits = cast("GroupCommit[_Write, AuditRecord]", self._commits)
+        commits.submit_from_thread(write, loop, answer)
+
     def queue(self, write: QueuedWrite) -> Awaitable[object]:
         """Queue ``write`` into the group commit and return what the running event loop awaits:
         what it returns once its batch committed, what it raised (its refusal), or
@@ -205,6 +218,8 @@ class DecisionLogSql:
 
     def close(self) -> None:
         self._commits.close()  # what is queued is written (or fails) first
+        if self._pg_batch is not None:
+            self._pg_batch.close()
 
     def _finished(self, batch: Sequence[Pending[_Write, object]]) -> None:
         """Release the tasks whose queued writes this batch made, or mark them failed."""

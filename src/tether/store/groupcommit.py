@@ -19,7 +19,9 @@ while the loop ran that turn's callbacks is written in one transaction, with no 
 never waits for a lock: if the leader's lock or the database's write lock is taken, it raises
 :class:`WouldWait` before writing anything, the batch goes back to the head of the queue, and
 a writer thread of the group's own (started on first use) leads it, waiting as a thread may.
-Without ``run_now`` every async write goes to that writer thread, under the same leader's lock.
+Without ``run_now`` every async write goes to that writer thread, under the same leader's lock;
+so does a write a worker thread hands over for a loop to await
+(:meth:`GroupCommit.submit_from_thread`: the thread that decided does not wait for the commit).
 Once a batch is done, its results go back to the loop that awaits them together, with one
 wake-up of that loop for the batch (not one per write; none when that loop led the batch, whose
 awaiters it tells at once), and never before the batch is done: a write a runner finished early
@@ -150,6 +152,20 @@ class GroupCommit(Generic[W, R]):
                 self._turns.add(loop)
                 loop.call_soon(self._lead_on_loop, loop)
         return waiter
+
+    def submit_from_thread(
+        self, work: W, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[R]
+    ) -> None:
+        """Queue ``work`` from any thread for the writer thread to lead; its outcome is set on
+        ``waiter`` (a future of the running ``loop``) with the rest of its batch's, as for
+        :meth:`submit_async`: the thread that queued it does not wait for the commit, and the
+        loop is woken once per batch, not once per write. Raises ``Unavailable`` once closed."""
+        pending: Pending[W, R] = Pending(work, waiter=(loop, waiter))
+        with self._wake:
+            if self._closed:
+                raise Unavailable("the store is closed", code=self._code)
+            self._queued.append(pending)
+            self._wake_writer()
 
     def _wake_writer(self) -> None:
         """Start the writer thread if need be, and wake it (holding the queue's lock)."""

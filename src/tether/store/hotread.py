@@ -11,7 +11,8 @@ On PostgreSQL it runs on the pool's driver connection itself, switched to autoco
 statement, under the store's client-side deadline, lent without the pool's ping
 (:func:`read_postgres` retries a connection found lost): one round trip instead of four (the
 ping, and a statement for each row), without SQLAlchemy's execution of each nor its
-``Connection`` around the driver's.
+``Connection`` around the driver's. The threads that read most keep a connection of their own,
+in autocommit for good (:class:`PostgresReads`): no checkout at all.
 
 One statement reads both rows from one snapshot, so no transaction is opened for it. Decoding
 is memoized on the raw row: the same bytes always decode to the same frozen values, and a row
@@ -46,8 +47,10 @@ _LOST: Final = object()
 _AT_ONCE: Final = 0.25
 #: Raw rows remembered with their decoded grant and task (frozen values, safe to share).
 _MEMO = 1024
-#: Threads that keep a SQLite connection of their own for the hot read (see SqliteReads).
+#: Threads that keep a connection of their own for the hot read (SqliteReads, PostgresReads).
 _OWN_CONNECTIONS = 4
+#: A PostgreSQL connection kept for the hot read, with its cursor.
+_Kept = tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]
 
 _JOINED = (
     select(
@@ -127,7 +130,7 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
     skip = UNPINGED.set(not ping)
     try:
         with translate(code, action):
-            proxied = _checkout(engine)
+            proxied = raw_checkout(engine)
     finally:
         UNPINGED.reset(skip)
     try:
@@ -153,7 +156,103 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
         proxied.close()  # back to the pool
 
 
-def _checkout(engine: Engine) -> Any:
+class PostgresReads:
+    """The joined read on PostgreSQL on a connection each reading thread keeps, else on one of
+    the pool's (:func:`read_postgres`).
+
+    A checkout, the switches to autocommit and back and the check-in cost about as much CPU as
+    the statement's own round trip. The first :data:`_OWN_CONNECTIONS` threads to read (the
+    decision threads, on the HTTP hot path) each keep a connection, taken out of the pool (so
+    the pool keeps its size for everything else), in autocommit for good and used by that
+    thread alone; a slot a thread that has ended held is given to the next thread that reads.
+    Each read runs under the store's client-side deadline, as on a pooled connection. A kept
+    connection found lost is closed (the server restarted, or the deadline severed it): the
+    read is made again, once, on a pinged connection of the pool when it was lost at once, as
+    :func:`read_postgres` does, and the thread's next read keeps another. :meth:`close` closes
+    them all (the store's close)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[int, tuple[threading.Thread, _Kept]] = {}
+        self._closed = False
+
+    def read(
+        self, db: Database, query: GrantWithTaskQuery, grant_id: str
+    ) -> tuple[Grant | None, Task | None]:
+        thread = threading.get_ident()
+        held = self._kept.get(thread)
+        kept = held[1] if held is not None else self._keep(db, thread)
+        if kept is None:
+            return read_postgres(db, query, grant_id)
+        row = self._fetch_kept(db, query, grant_id, thread, kept)
+        if row is _LOST:
+            row = _fetch(db, query, grant_id, ping=True)
+        return query.decode(row)
+
+    def _fetch_kept(
+        self, db: Database, query: GrantWithTaskQuery, grant_id: str, thread: int, kept: _Kept
+    ) -> Any:
+        action, code = "read the grant", ErrorCode.STORE_UNAVAILABLE
+        raw, cursor = kept
+        started = time.monotonic()
+        with translate(code, action), db.guard_driver(raw):
+            try:
+                cursor.execute(query.sql, query.params(grant_id))
+                return cursor.fetchone()
+            except psycopg.Error as error:
+                lost = raw.closed or raw.broken
+                if lost:
+                    self._drop(thread, kept)
+                    if time.monotonic() - started < _AT_ONCE:
+                        return _LOST  # the read may be made again, on a pinged connection
+                raise as_dbapi_error(error, db.live(code).dialect, lost) from error
+
+    def _keep(self, db: Database, thread: int) -> _Kept | None:
+        with self._lock:
+            if self._closed:
+                return None
+            for ident, (owner, (raw, _)) in list(self._kept.items()):
+                if not owner.is_alive():
+                    del self._kept[ident]
+                    raw.close()
+            if len(self._kept) >= _OWN_CONNECTIONS:
+                return None
+        code = ErrorCode.STORE_UNAVAILABLE
+        engine = db.live(code)
+        with translate(code, "read the grant"):
+            proxied = raw_checkout(engine)  # pinged: it is kept for many reads
+        raw = proxied.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        proxied.detach()  # out of the pool: closing it is this object's business
+        try:
+            raw.autocommit = True
+            kept: _Kept = (raw, raw.cursor())
+        except psycopg.Error:
+            raw.close()
+            return None
+        with self._lock:
+            if self._closed or len(self._kept) >= _OWN_CONNECTIONS:
+                raw.close()
+                return None
+            self._kept[thread] = (threading.current_thread(), kept)
+        return kept
+
+    def _drop(self, thread: int, kept: _Kept) -> None:
+        with self._lock:
+            held = self._kept.get(thread)
+            if held is not None and held[1] is kept:
+                del self._kept[thread]
+        kept[0].close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            kept, self._kept = list(self._kept.values()), {}
+        for _, (raw, _cursor) in kept:
+            raw.close()
+
+
+def raw_checkout(engine: Engine) -> Any:
     """A pooled connection; the driver's error when the pool cannot connect raised as
     SQLAlchemy's (``raw_connection`` does not wrap it as ``connect`` does), so the caller's
     :func:`~tether.store.db.translate` words it like any other."""

@@ -29,29 +29,33 @@ the guard among them) hands the batch back, nothing written, to the general writ
 each write in a savepoint of its own so such a write fails alone, as it always did. Any other
 failure fails the whole batch (the group commit then denies every decision in it).
 
-The connection is lent without the pool's ping: one found lost before anything was sent in it
-(the first message failing at once on a lost connection) is dropped and the batch sent once
-more on a pinged one, as the hot read does (:mod:`tether.store.hotread`).
+The connection is kept from one batch to the next, out of the pool and in autocommit (a
+checkout, a ``Connection`` around it and the switches to autocommit and back cost a sixth of a
+batch's CPU), and is not pinged: one found lost before anything was sent in it (the first
+message failing at once on a lost connection) is closed and the batch sent once more on a
+pinged one from the pool, which is kept in its place, as the hot read does
+(:mod:`tether.store.hotread`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Final
 
 import psycopg
 from psycopg.rows import TupleRow
-from sqlalchemy import Connection, bindparam, insert, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.exc import DBAPIError
 
 from tether.core.audit import AuditRecord, ChainHead, Sealed
 from tether.service.ports import AuditEntry, DecisionWrite
 from tether.store import codec
 from tether.store.db import LOCK_HEAD, MOVE_HEAD, STORE, Database, seal_entry, translate
 from tether.store.dialect import UNPINGED
-from tether.store.driver import DriverStatement, driver_errors
+from tether.store.driver import DriverStatement, as_dbapi_error
+from tether.store.hotread import raw_checkout
 from tether.store.schema import audit, audit_head, tasks
 
 _ACTION: Final = "record the decision"
@@ -69,6 +73,10 @@ _LABEL_AND_STEP = (
     .where(tasks.c.task_id == bindparam("b_id"))
     .values(label=bindparam("label"), workflow_step=bindparam("workflow_step"))
 )
+
+
+#: The batch's connection, kept from one batch to the next, with its cursor.
+_Kept = tuple[psycopg.Connection[TupleRow], psycopg.ClientCursor[TupleRow]]
 
 
 class HandBack(Exception):
@@ -98,6 +106,7 @@ class PostgresBatch:
         self._move_head = DriverStatement(engine, MOVE_HEAD.returning(audit_head.c.seq), _ACTION)
         self._label = DriverStatement(engine, _LABEL, _ACTION)
         self._label_and_step = DriverStatement(engine, _LABEL_AND_STEP, _ACTION)
+        self._kept: _Kept | None = None
 
     def write(self, writes: Sequence[DecisionWrite]) -> list[AuditRecord]:
         """Commit ``writes`` in one transaction and return their audit records, in order.
@@ -116,12 +125,12 @@ class PostgresBatch:
         db = self._db
         locked = sorted({p.task_id for w in writes for p in w.progress})
         started = time.monotonic()
-        with self._connection(ping) as (conn, cursor):
+        with self._connection(ping) as (raw, cursor):
             first = [_BEGIN, _client(cursor, self._lock_head, {"b_part": db.partition})]
             if locked:
                 first.append(cursor.mogrify(_LOCK_TASKS, {"ids": locked}))
             try:
-                with driver_errors(conn, "lock the audit chain's head", STORE):
+                with self._errors(raw):
                     cursor.execute("; ".join(first))
                     found = _result(cursor, 1)
             except DBAPIError as error:
@@ -158,7 +167,7 @@ class PostgresBatch:
             guarded = f"WITH moved AS ({move_head}) SELECT 1 / count(*) FROM moved"  # noqa: S608
             statements.append(guarded)
             statements.append("COMMIT")
-            with driver_errors(conn, _ACTION, STORE):
+            with self._errors(raw):
                 try:
                     cursor.execute("; ".join(statements))
                 except psycopg.Error as error:
@@ -175,23 +184,64 @@ class PostgresBatch:
     @contextmanager
     def _connection(
         self, ping: bool
-    ) -> Iterator[tuple[Connection, psycopg.ClientCursor[TupleRow]]]:
-        """A pooled connection in autocommit (the messages carry their own ``BEGIN`` and
-        ``COMMIT``), under the client-side deadline; a transaction left open by a failure is
-        rolled back before the connection goes back to the pool, or the connection dropped."""
+    ) -> Iterator[tuple[psycopg.Connection[TupleRow], psycopg.ClientCursor[TupleRow]]]:
+        """The batch's connection, under the client-side deadline: kept from one batch to the
+        next, out of the pool and in autocommit for good (the messages carry their own
+        ``BEGIN`` and ``COMMIT``); a fresh one from the pool, pinged, with ``ping``. Batches
+        run one at a time (under the group commit's leader's lock), so one is enough. A
+        transaction left open by a failure is rolled back; a connection lost, or that cannot
+        be rolled back, is closed, and the next batch takes another."""
+        kept = self._kept
+        if ping or kept is None:
+            self.close()
+            kept = self._kept = self._open(ping)
+        raw, cursor = kept
+        settled = False
+        try:
+            with translate(STORE, _ACTION), self._db.guard_driver(raw):
+                try:
+                    yield raw, cursor
+                finally:
+                    settled = _settled(raw)
+        finally:
+            if not settled and self._kept is kept:
+                self.close()
+
+    def _open(self, ping: bool) -> _Kept:
+        """A connection taken out of the pool (pinged or not), in autocommit."""
         engine = self._db.live(STORE)
         skip = UNPINGED.set(not ping)
         try:
-            with translate(STORE, _ACTION), engine.connect() as conn, self._db.guard(conn):
-                raw = conn.connection.driver_connection
-                assert isinstance(raw, psycopg.Connection)
-                raw.autocommit = True
-                try:
-                    yield conn, psycopg.ClientCursor(raw)
-                finally:
-                    _settle(conn, raw)
+            with translate(STORE, _ACTION):
+                proxied = raw_checkout(engine)
         finally:
             UNPINGED.reset(skip)
+        raw = proxied.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        proxied.detach()  # out of the pool: closing it is this batch's business
+        with translate(STORE, _ACTION), self._errors(raw):
+            try:
+                raw.autocommit = True
+                return raw, psycopg.ClientCursor(raw)
+            except BaseException:
+                raw.close()
+                raise
+
+    @contextmanager
+    def _errors(self, raw: psycopg.Connection[TupleRow]) -> Iterator[None]:
+        """psycopg's errors raised as SQLAlchemy's ``DBAPIError``, saying whether they left
+        the connection lost (as :func:`~tether.store.driver.driver_errors` does)."""
+        try:
+            yield
+        except psycopg.Error as error:
+            lost = raw.closed or raw.broken
+            raise as_dbapi_error(error, self._db.live(STORE).dialect, lost) from error
+
+    def close(self) -> None:
+        """Close the kept connection (the store's close; a lost one)."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept[0].close()
 
 
 def _client(
@@ -214,14 +264,15 @@ def _result(cursor: psycopg.ClientCursor[TupleRow], index: int) -> tuple[object,
     return None if row is None else tuple(row)
 
 
-def _settle(conn: Connection, raw: psycopg.Connection[object]) -> None:
-    """Leave the connection as the pool lends it: no transaction open, not in autocommit."""
+def _settled(raw: psycopg.Connection[TupleRow]) -> bool:
+    """Whether the connection is as a batch needs it: open, no transaction left open (one a
+    failure left is rolled back here)."""
     if raw.closed or raw.broken:
-        return  # invalidated where the error was seen (driver_errors)
+        return False
+    if raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return True
     try:
-        if raw.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            raw.execute("ROLLBACK")
-        raw.autocommit = False
+        raw.execute("ROLLBACK")
     except psycopg.Error:
-        with suppress(SQLAlchemyError):
-            conn.invalidate()
+        return False
+    return raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE

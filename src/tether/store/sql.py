@@ -22,6 +22,7 @@ password; neither does ``repr``.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -61,7 +62,7 @@ from tether.store.db import STORE as _STORE
 from tether.store.db import Database, unavailable
 from tether.store.decision_log import DecisionLogSql, EffectWrite, QueuedWrite
 from tether.store.dialect import postgres_url
-from tether.store.hotread import GrantWithTaskQuery, SqliteReads, read_postgres
+from tether.store.hotread import GrantWithTaskQuery, PostgresReads, SqliteReads
 from tether.store.migrate import SchemaState, SchemaUpgrade
 from tether.store.schema import tasks
 
@@ -126,6 +127,7 @@ class SqlStore:
         # The hot read below SQLAlchemy's statement machinery, on the driver (both backends).
         self._hot_read = GrantWithTaskQuery(engine)
         self._sqlite_reads = SqliteReads()
+        self._postgres_reads = PostgresReads()
         self._audit = AuditReader(self.db, page_size)
         try:
             self.db.bootstrap(migrate)
@@ -237,7 +239,7 @@ class SqlStore:
         query = self._hot_read
         assert query is not None
         if self.db.backend == "postgresql":
-            return read_postgres(self.db, query, grant_id)
+            return self._postgres_reads.read(self.db, query, grant_id)
         engine = self.db.live(_STORE)
         try:
             row = self._sqlite_reads.fetch(self.db, engine, query.sql, query.params(grant_id))
@@ -352,6 +354,17 @@ class SqlStore:
         """:meth:`record_decision` for an event loop: the write joins the same group commit,
         led by the group's writer thread, and the loop awaits its result."""
         return self._decisions.record_async(write)
+
+    def record_decision_handed(
+        self,
+        write: DecisionWrite,
+        loop: asyncio.AbstractEventLoop,
+        answer: asyncio.Future[AuditRecord],
+    ) -> None:
+        """:meth:`record_decision` handed over from a worker thread that does not wait for it:
+        the same group commit, led by the group's writer thread, whose outcome is set on
+        ``answer`` on ``loop`` (:class:`~tether.service.ports.HandedDecisionLog`)."""
+        self._decisions.record_from_thread(write, loop, answer)
 
     def decision_holds(self, decision_id: DecisionId) -> Sequence[tuple[Hold, float | None]]:
         return self._decisions.holds(decision_id)
@@ -539,6 +552,7 @@ class SqlStore:
         try:
             self._decisions.close()  # what is queued is written (or fails) first
             self._sqlite_reads.close()
+            self._postgres_reads.close()
             self.db.close()
         finally:
             releases, self._on_close = self._on_close, []
