@@ -154,7 +154,7 @@ class PostgresBatch:
                         _client(cursor, step, {**values, "workflow_step": moved.workflow_step})
                     )
                 one = self._seal(head, write.audit)
-                record = codec.audit_params(one.record)
+                record = codec.audit_params(one.record, one.body_text)
                 statements.append(_client(cursor, self._insert_audit, record))
                 sealed.append(one)
                 head = ChainHead(one.record.seq, one.record.hash)
