@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import event
 
 from tether.core.audit import AuditKind, AuditRecord, ChainHead, verify_chain
 from tether.core.budget import BudgetKind, Hold
@@ -289,3 +290,41 @@ def test_an_effect_queued_with_its_calls_observation_is_one_write(
     assert observations.count_observations(counted) == 2 * len(seen.fingerprints)
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3, report  # the task, its decision, one effect
+
+
+def test_a_queued_effect_and_its_observation_are_written_on_the_driver(
+    store: SqlStore, make: Make
+) -> None:
+    """Their statements run on the driver's cursor (store/driver.py), as the decision's do,
+    not through SQLAlchemy's execution of each; what they write reads back the same."""
+    task, grant = _opened(store, make)
+    decision = make.decision(task, grant)  # no budget: nothing to settle
+    store.record_decision(DecisionWrite(decision, make.entry(task_id=task.task_id)))
+    effect, entry = _effect(make, decision)
+    seen = observe(bytes(range(32)), Source("crm.query", None, Trust.UNTRUSTED), "eve@evil.test")
+    rows = ObservedRows(((TaskId(task.task_id), seen),), T0, 100, "observed 1")
+    engine = store.db.engine
+    assert engine is not None
+    executed: list[str] = []
+
+    def executes(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        executed.append(statement)
+
+    async def queued() -> AuditRecord:
+        return await store.queue_effect(effect, entry, rows)
+
+    event.listen(engine, "before_cursor_execute", executes)
+    try:
+        record = asyncio.run(queued())
+        written = len(executed)
+        found = store.get_effect(decision.decision_id)  # a read through SQLAlchemy: heard
+    finally:
+        event.remove(engine, "before_cursor_execute", executes)
+    assert record.kind is AuditKind.EFFECT and found == effect
+    assert any("effects" in statement for statement in executed[written:])
+    through_core = [s for s in executed[:written] if "effects" in s or "observations" in s]
+    assert through_core == []
+    counted = SqlObservationStore(store).count_observations([TaskId(task.task_id)])
+    assert counted == len(seen.fingerprints)
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 3, report  # the task, its decision, its effect
