@@ -328,3 +328,45 @@ def test_a_queued_effect_and_its_observation_are_written_on_the_driver(
     assert counted == len(seen.fingerprints)
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3, report  # the task, its decision, its effect
+
+
+def test_an_effect_the_database_refuses_takes_its_observation_with_it(
+    backend: Backend, store: SqlStore, make: Make
+) -> None:
+    """A statement of the effect failing in the database (here a trigger) is a store failure,
+    not a refusal of the effect: nothing of the write is kept, and the task waits for it."""
+    task, grant = _opened(store, make)
+    decision = _decided(store, make, task, grant)
+    effect, entry = _effect(make, decision)
+    seen = observe(bytes(range(32)), Source("crm.query", None, Trust.UNTRUSTED), "eve@evil.test")
+    rows = ObservedRows(((TaskId(task.task_id), seen),), T0, 100, "observed 1")
+    counted = [TaskId(task.task_id)]
+    if backend.name == "sqlite":
+        backend.execute(
+            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+            "BEGIN SELECT RAISE(ABORT, 'effects refused'); END"
+        )
+    else:
+        backend.execute(
+            "CREATE FUNCTION refuse_effect() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'effects refused'; END $$"
+        )
+        backend.execute(
+            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_effect()"
+        )
+
+    async def queued() -> AuditRecord:
+        return await store.queue_effect(effect, entry, rows)
+
+    with pytest.raises(Unavailable):
+        asyncio.run(queued())
+    assert store.get_effect(decision.decision_id) is None
+    assert SqlObservationStore(store).count_observations(counted) == 0
+    with pytest.raises(Unavailable):
+        store.wait_for_effects([task.task_id])
+    on = "" if backend.name == "sqlite" else " ON effects"
+    backend.execute(f"DROP TRIGGER refuse_effect{on}")
+    assert asyncio.run(queued()).kind is AuditKind.EFFECT  # retried: both written
+    assert store.get_effect(decision.decision_id) == effect
+    assert SqlObservationStore(store).count_observations(counted) == len(seen.fingerprints)

@@ -137,6 +137,8 @@ class EffectWrite:
             record: AuditRecord | TetherError = _apply_effect(
                 tx, tx.conn.dialect.name, self.effect, self.audit
             )
+        except Unavailable:
+            raise  # the store failed (its driver's error): nothing of the write is kept
         except TetherError as refused:
             record = refused
         self.observed.apply(tx)
