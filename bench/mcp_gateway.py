@@ -35,8 +35,10 @@ beside this tree's, interleaved, and so is its remote-decision pair (its serve a
 on the same data directory). ``--lean-only`` leaves out the SDK paths, the bare proxy and the
 remote pairs; ``--remote-only`` measures only the HTTP upstream direct and the remote pairs.
 ``--profile DIR`` has each lean gateway write a cProfile ``pstats`` of its whole life (start
-included) to DIR when it stops; for where the CPU goes without cProfile's own cost, sample a
-gateway (or serve) with ``py-spy record --pid`` instead.
+included) to DIR when it stops, timed in its event loop thread's CPU time (nearly all of a
+gateway's CPU: wall time would charge a socket write for the other processes it lets run); for
+where the CPU goes without cProfile's own cost, sample a gateway (or serve) with ``py-spy record
+--pid`` instead.
 
     .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--mode auto|legacy]
         [--lean-only | --remote-only] [--baseline-src DIR] [--profile DIR]
@@ -149,7 +151,8 @@ def serve_gateway(port: int, config: str, data: str, policies: str, lean: bool) 
 
         # uvicorn raises the SIGTERM it caught again once shut down: end in ``finally`` then.
         signal.signal(signal.SIGTERM, _exit_quietly)
-        profiler = cProfile.Profile()
+        # The event loop thread's CPU time, not wall time (see the module docstring).
+        profiler = cProfile.Profile(time.thread_time)
         profiler.enable()
 
     from tether.logs import configure_logging

@@ -83,6 +83,27 @@ def test_a_changed_row_is_never_answered_from_the_memo(store: SqlStore, make: Ma
     assert after_task is not None and after_task.state is TaskState.CLOSED
 
 
+def test_a_task_whose_observation_count_moved_reads_its_count_without_decoding_anew(
+    backend: Backend, store: SqlStore, make: Make
+) -> None:
+    """Every call an MCP gateway records raises its task's count: the rest of the row is the
+    remembered one, the count the row's own, as the Core path reads it."""
+    task, grant = make.task()
+    store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+    query = store._hot_read
+    assert query is not None
+    hot, core = _both(store, grant.grant_id)
+    assert hot == core and hot[1] is not None and hot[1].observed == 0
+    decoded = query._decoded.cache_info().misses
+    for count in (3, 4, 0):
+        backend.execute(
+            "UPDATE tasks SET observed = :n WHERE task_id = :t", n=count, t=task.task_id
+        )
+        hot, core = _both(store, grant.grant_id)
+        assert hot == core and hot[1] is not None and hot[1].observed == count
+    assert query._decoded.cache_info().misses == decoded
+
+
 def test_a_connection_the_server_dropped_is_read_again_on_another(
     pg_backend: Backend, make: Make
 ) -> None:

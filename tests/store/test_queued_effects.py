@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import event
 
 from tether.core.audit import AuditKind, AuditRecord, ChainHead, verify_chain
 from tether.core.budget import BudgetKind, Hold
@@ -289,3 +290,83 @@ def test_an_effect_queued_with_its_calls_observation_is_one_write(
     assert observations.count_observations(counted) == 2 * len(seen.fingerprints)
     report = verify_chain(store.audit_records(), store.chain_head())
     assert report.ok and report.records == 3, report  # the task, its decision, one effect
+
+
+def test_a_queued_effect_and_its_observation_are_written_on_the_driver(
+    store: SqlStore, make: Make
+) -> None:
+    """Their statements run on the driver's cursor (store/driver.py), as the decision's do,
+    not through SQLAlchemy's execution of each; what they write reads back the same."""
+    task, grant = _opened(store, make)
+    decision = make.decision(task, grant)  # no budget: nothing to settle
+    store.record_decision(DecisionWrite(decision, make.entry(task_id=task.task_id)))
+    effect, entry = _effect(make, decision)
+    seen = observe(bytes(range(32)), Source("crm.query", None, Trust.UNTRUSTED), "eve@evil.test")
+    rows = ObservedRows(((TaskId(task.task_id), seen),), T0, 100, "observed 1")
+    engine = store.db.engine
+    assert engine is not None
+    executed: list[str] = []
+
+    def executes(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        executed.append(statement)
+
+    async def queued() -> AuditRecord:
+        return await store.queue_effect(effect, entry, rows)
+
+    event.listen(engine, "before_cursor_execute", executes)
+    try:
+        record = asyncio.run(queued())
+        written = len(executed)
+        found = store.get_effect(decision.decision_id)  # a read through SQLAlchemy: heard
+    finally:
+        event.remove(engine, "before_cursor_execute", executes)
+    assert record.kind is AuditKind.EFFECT and found == effect
+    assert any("effects" in statement for statement in executed[written:])
+    through_core = [s for s in executed[:written] if "effects" in s or "observations" in s]
+    assert through_core == []
+    counted = SqlObservationStore(store).count_observations([TaskId(task.task_id)])
+    assert counted == len(seen.fingerprints)
+    report = verify_chain(store.audit_records(), store.chain_head())
+    assert report.ok and report.records == 3, report  # the task, its decision, its effect
+
+
+def test_an_effect_the_database_refuses_takes_its_observation_with_it(
+    backend: Backend, store: SqlStore, make: Make
+) -> None:
+    """A statement of the effect failing in the database (here a trigger) is a store failure,
+    not a refusal of the effect: nothing of the write is kept, and the task waits for it."""
+    task, grant = _opened(store, make)
+    decision = _decided(store, make, task, grant)
+    effect, entry = _effect(make, decision)
+    seen = observe(bytes(range(32)), Source("crm.query", None, Trust.UNTRUSTED), "eve@evil.test")
+    rows = ObservedRows(((TaskId(task.task_id), seen),), T0, 100, "observed 1")
+    counted = [TaskId(task.task_id)]
+    if backend.name == "sqlite":
+        backend.execute(
+            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+            "BEGIN SELECT RAISE(ABORT, 'effects refused'); END"
+        )
+    else:
+        backend.execute(
+            "CREATE FUNCTION refuse_effect() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'effects refused'; END $$"
+        )
+        backend.execute(
+            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_effect()"
+        )
+
+    async def queued() -> AuditRecord:
+        return await store.queue_effect(effect, entry, rows)
+
+    with pytest.raises(Unavailable):
+        asyncio.run(queued())
+    assert store.get_effect(decision.decision_id) is None
+    assert SqlObservationStore(store).count_observations(counted) == 0
+    with pytest.raises(Unavailable):
+        store.wait_for_effects([task.task_id])
+    on = "" if backend.name == "sqlite" else " ON effects"
+    backend.execute(f"DROP TRIGGER refuse_effect{on}")
+    assert asyncio.run(queued()).kind is AuditKind.EFFECT  # retried: both written
+    assert store.get_effect(decision.decision_id) == effect
+    assert SqlObservationStore(store).count_observations(counted) == len(seen.fingerprints)

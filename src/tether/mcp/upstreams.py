@@ -22,7 +22,7 @@ the gateway sends; the value comes from tether's secret store and never reaches 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -400,7 +400,8 @@ class UpstreamConnection:
         if self._lean and method == "tools/call" and on_progress is None:
             self.lean_calls += 1
             lean = live.client.lean.request(method, params, self.config.timeout_seconds)
-            answer: dict[str, Any] = await self._guard(live, lean, method)
+            # Bounded by the channel itself (its timeout, then a cancel notice of at most 1 s).
+            answer: dict[str, Any] = await self._guard(live, lean, method, bounded=True)
             return answer
         opts: CallOptions = {
             "timeout": self.config.timeout_seconds,
@@ -412,10 +413,13 @@ class UpstreamConnection:
         result: dict[str, Any] = await self._guard(live, sent, method)
         return result
 
-    async def _guard(self, live: _Live, request: Any, method: str) -> Any:
-        """Await ``request``, turning every way it can fail into an :class:`UpstreamFailure`."""
+    async def _guard(self, live: _Live, request: Any, method: str, *, bounded: bool = False) -> Any:
+        """Await ``request``, turning every way it can fail into an :class:`UpstreamFailure`;
+        under a deadline of its own unless the request is ``bounded`` already (a second timer
+        per call would only cost)."""
+        deadline = nullcontext() if bounded else anyio.fail_after(self.config.timeout_seconds + 1)
         try:
-            with anyio.fail_after(self.config.timeout_seconds + 1):
+            with deadline:
                 return await request
         except MCPError as error:
             if error.code == CONNECTION_CLOSED:

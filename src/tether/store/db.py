@@ -64,7 +64,12 @@ from tether.store.dialect import (
     serialize_bootstrap,
     sqlite_file,
 )
-from tether.store.driver import DriverSavepoints, DriverStatement, driver_errors
+from tether.store.driver import (
+    DriverSavepoints,
+    DriverStatement,
+    DriverStatements,
+    driver_errors,
+)
 from tether.store.groupcommit import WouldWait
 from tether.store.integrity import integrity_message
 from tether.store.migrate import SchemaState, SchemaUpgrade
@@ -161,6 +166,12 @@ class Database:
     def engine(self) -> Engine | None:
         """The engine, or ``None`` once closed."""
         return self._engine
+
+    @property
+    def prepared(self) -> DriverStatements:
+        """Statements run on the driver inside this database's transactions
+        (:mod:`tether.store.driver`), each compiled once for its engine."""
+        return self._driver.prepared
 
     def live(self, code: ErrorCode) -> Engine:
         engine = self._engine
@@ -432,6 +443,9 @@ class DriverWrites:
     """The statements every write repeats, on the driver (:mod:`tether.store.driver`)."""
 
     def __init__(self, engine: Engine) -> None:
+        #: Any other statement of a write, compiled on its first use (an effect's, an
+        #: observation's).
+        self.prepared = DriverStatements(engine)
         self.lock_head = DriverStatement(engine, LOCK_HEAD, "lock the audit chain's head")
         self.move_head = DriverStatement(engine, MOVE_HEAD, "move the audit chain's head")
         self.insert_audit = DriverStatement(engine, _INSERT_AUDIT, "append the audit record")
@@ -493,6 +507,13 @@ class Writer:
             return None if found is None else (int(found[0]), str(found[1]))
         row = self.conn.execute(LOCK_HEAD, key).first()
         return None if row is None else (int(row.seq), str(row.hash))
+
+    @property
+    def prepared(self) -> DriverStatements:
+        """The statements of this transaction's writes, on the driver (:class:`DriverWrites`)."""
+        if self.driver is None:
+            raise ValueError("this writer was given no driver statements")
+        return self.driver.prepared
 
     @property
     def head(self) -> ChainHead | None:

@@ -138,6 +138,8 @@ class EffectWrite:
             record: AuditRecord | TetherError = _apply_effect(
                 tx, tx.conn.dialect.name, self.effect, self.audit
             )
+        except Unavailable:
+            raise  # the store failed (its driver's error): nothing of the write is kept
         except TetherError as refused:
             record = refused
         self.observed.apply(tx)
@@ -403,14 +405,16 @@ class DecisionLogSql:
 def _apply_effect(tx: Writer, backend: str, effect: Effect, audit: AuditEntry) -> AuditRecord:
     """The effect's row, its budget holds settled, its audit record: in ``tx``, or nothing
     (``NotFound`` for an unknown decision, ``Conflict`` for a second report)."""
-    slot = tx.conn.execute(_EFFECT_SLOT, {"b_id": effect.decision_id}).first()
-    if slot is None:
+    prepared = tx.prepared
+    slots = prepared(_EFFECT_SLOT, "read the decision").rows(tx.conn, {"b_id": effect.decision_id})
+    if not slots:
         raise NotFound(
             f"no decision {effect.decision_id} to report an effect for; report the "
             "effect with the decision id the authorize call returned",
             code=ErrorCode.DECISION_NOT_FOUND,
         )
-    if slot.effect_id is not None:
+    _decision, effect_id, held = slots[0]
+    if effect_id is not None:
         raise Conflict(
             f"an effect was already reported for decision {effect.decision_id}; "
             "each decision takes exactly one report",
@@ -420,14 +424,14 @@ def _apply_effect(tx: Writer, backend: str, effect: Effect, audit: AuditEntry) -
     # replica (another audit partition, another head), so the unique decision id of
     # ``effects`` decides: a second insert waits for the first's commit and then adds
     # nothing, and this report is refused like one the check caught.
-    added = tx.conn.execute(_INSERT_EFFECT[backend], codec.effect_params(effect))
-    if added.first() is None:
+    insert = prepared(_INSERT_EFFECT[backend], "record the effect")
+    if not insert.rows(tx.conn, codec.effect_params(effect)):
         raise Conflict(
             f"an effect was already reported for decision {effect.decision_id}; "
             "each decision takes exactly one report",
             code=ErrorCode.EFFECT_ALREADY_REPORTED,
         )
-    if slot.held:
+    if held:
         budgets_sql.settle(tx.conn, effect)
     return tx.append(audit)
 

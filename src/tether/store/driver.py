@@ -25,7 +25,7 @@ lends it again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -68,21 +68,67 @@ class DriverStatement:
         ]
 
     def bound(self, params: Mapping[str, object]) -> dict[str, object]:
-        """``params`` as the driver takes them: each bound by its column type's processor, in
-        the statement's order, with the values the statement carries itself."""
+        """``params`` by name: each bound by its column type's processor, in the statement's
+        order, with the values the statement carries itself."""
         values: dict[str, object] = {}
         for name, bind in self._binds:
             value = params[name] if name in params else self._fixed[name]
             values[name] = bind(value) if bind is not None and value is not None else value
         return values
 
+    def driver_params(self, params: Mapping[str, object]) -> list[object] | dict[str, object]:
+        """``params`` as the driver takes them: a mapping for a named paramstyle, else a list
+        in the statement's order (a parameter the SQL names twice given twice)."""
+        if not self._positional:
+            return self.bound(params)
+        values: list[object] = []
+        for name, bind in self._binds:
+            value = params[name] if name in params else self._fixed[name]
+            values.append(bind(value) if bind is not None and value is not None else value)
+        return values
+
     def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
         """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""
-        values = self.bound(params)
+        values = self.driver_params(params)
         with driver_errors(conn, self._action, ErrorCode.STORE_UNAVAILABLE):
             cursor = driver_cursor(conn)
-            cursor.execute(self.sql, list(values.values()) if self._positional else values)
+            cursor.execute(self.sql, values)
         return cursor
+
+    def rows(self, conn: Connection, params: Mapping[str, object]) -> list[Any]:
+        """:meth:`run`, and every row it returns, read at once: nothing is left in progress on
+        the connection (SQLite refuses to release a savepoint or commit under a write statement
+        not yet stepped to its end, an ``INSERT ... RETURNING`` read only in part)."""
+        return list(self.run(conn, params).fetchall())
+
+    def run_many(self, conn: Connection, many: Sequence[Mapping[str, object]]) -> int:
+        """Execute once for each of ``many`` on ``conn``'s driver connection (in its
+        transaction); how many rows the executions changed together, -1 when the driver does
+        not say (sqlite3 and psycopg 3.1+ sum them: psycopg pipelines the executions)."""
+        values = [self.driver_params(params) for params in many]
+        with driver_errors(conn, self._action, ErrorCode.STORE_UNAVAILABLE):
+            cursor = driver_cursor(conn)
+            cursor.executemany(self.sql, values)
+        made = cursor.rowcount
+        return -1 if made is None else int(made)
+
+
+class DriverStatements:
+    """The driver statements of one engine, each compiled on its first use and kept: for
+    writes made of module-level statements (an effect, an observation) that a ``Writer`` or a
+    ``Database`` runs on the driver."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        #: By the statement's identity (a module-level constant, kept alive here with it).
+        self._compiled: dict[int, tuple[ClauseElement, DriverStatement]] = {}
+
+    def __call__(self, statement: ClauseElement, action: str) -> DriverStatement:
+        found = self._compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            found = (statement, DriverStatement(self._engine, statement, action))
+            self._compiled[id(statement)] = found  # two threads compiling one: either is kept
+        return found[1]
 
 
 def driver_cursor(conn: Connection) -> Any:

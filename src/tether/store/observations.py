@@ -32,6 +32,7 @@ from tether.core.provenance import Observation, Source, Trust
 from tether.core.provenance_rules import OVERFLOW_SOURCE
 from tether.service.ports import ObservedRows
 from tether.store.db import Writer
+from tether.store.driver import DriverStatement, DriverStatements
 from tether.store.schema import observations, tasks
 
 if TYPE_CHECKING:  # sql.py queues this module's writes with an effect (observed_write)
@@ -78,6 +79,9 @@ def observed_write(backend: str, rows: ObservedRows) -> _Queued:
     return _Queued(_INSERT[backend], rows.entries, rows.at, rows.limit, rows.key)
 
 
+_ACTION = "record what the task observed"
+
+
 class SqlObservationStore:
     """The ``observations`` table of one :class:`~tether.store.SqlStore`
     (implements :class:`tether.service.ports.ObservationStore`)."""
@@ -89,8 +93,9 @@ class SqlObservationStore:
     def add_observations(
         self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int
     ) -> None:
-        with self._store.db.write_conn(_STORE, "record what the task observed") as conn:
-            _add(conn, self._insert, entries, at, limit)
+        db = self._store.db
+        with db.write_conn(_STORE, _ACTION) as conn:
+            _add(conn, db.prepared, self._insert, entries, at, limit)
 
     def queue_observations(
         self, entries: Sequence[tuple[TaskId, Observation]], at: datetime, limit: int, key: str
@@ -128,13 +133,14 @@ Row = Sequence[object]
 
 def _add(
     conn: Connection,
+    prepared: DriverStatements,
     insert: Insert,
     entries: Sequence[tuple[TaskId, Observation]],
     at: datetime,
     limit: int,
 ) -> None:
     """The rows of ``entries``, and each task's new ``observed`` count, in ``conn``'s
-    transaction.
+    transaction, each statement on the driver (``prepared``, :mod:`tether.store.driver`).
 
     A task's count is read from its row, not counted: counting a task's rows cost ~0.3 ms at
     10,000 of them, twice per write. The count is then raised by the rows the insert reports it
@@ -146,9 +152,9 @@ def _add(
     recount: set[str] = set()
     for task_id, observation in entries:
         if task_id not in counts:
-            counts[task_id] = int(conn.execute(_OBSERVED, {"o_task": task_id}).scalar() or 0)
+            counts[task_id] = _scalar(prepared(_OBSERVED, _ACTION), conn, task_id)
             if counts[task_id] == 0:
-                counts[task_id] = int(conn.execute(_COUNT, {"o_task": task_id}).scalar() or 0)
+                counts[task_id] = _scalar(prepared(_COUNT, _ACTION), conn, task_id)
                 recount.add(task_id)
         source = observation.source
         fingerprints = sorted(observation.fingerprints)
@@ -162,7 +168,7 @@ def _add(
             marker = source if not dropped and room > len(kept) else OVERFLOW_SOURCE
             rows.append(_row(task_id, UNSCANNED, marker, at))
         if rows:
-            made = _insert(conn, insert, rows)
+            made = prepared(insert, _ACTION).run_many(conn, rows)
             if made < 0:  # not reported: count the task's rows instead
                 made = len(rows)
                 recount.add(task_id)
@@ -171,28 +177,16 @@ def _add(
     # In task order, so that two writes over one chain take the rows' locks alike.
     for counted in sorted(counts):
         if counted in recount:
-            conn.execute(_SET_OBSERVED, {"o_task": counted})
+            prepared(_SET_OBSERVED, _ACTION).run(conn, {"o_task": counted})
         elif added.get(counted):
-            conn.execute(_RAISE_OBSERVED, {"o_task": counted, "o_added": added[counted]})
+            raised = {"o_task": counted, "o_added": added[counted]}
+            prepared(_RAISE_OBSERVED, _ACTION).run(conn, raised)
 
 
-#: Rows per INSERT on PostgreSQL (six parameters each, under its 65,535).
-_ROWS_PER_INSERT = 1000
-
-
-def _insert(conn: Connection, insert: Insert, rows: list[dict[str, object]]) -> int:
-    """Insert ``rows`` (a repeat ignored) and return how many were made, or -1 when the
-    driver does not say. SQLite's driver sums an ``executemany``'s changes; on PostgreSQL the
-    rows go as multi-row INSERTs that return each row they made (its driver's row count is not
-    reported there)."""
-    if conn.dialect.name != "postgresql":
-        made = conn.execute(insert, rows).rowcount
-        return -1 if made is None else made
-    total = 0
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = insert.values(rows[start : start + _ROWS_PER_INSERT])
-        total += len(conn.execute(chunk.returning(observations.c.fingerprint)).all())
-    return total
+def _scalar(statement: DriverStatement, conn: Connection, task_id: str) -> int:
+    """The one value ``statement`` reads for ``task_id`` (0 for no row, or NULL)."""
+    found = statement.rows(conn, {"o_task": task_id})
+    return int(found[0][0] or 0) if found else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +209,7 @@ class _Queued:
         return self.task_ids  # their ``observed`` counts are updated
 
     def apply(self, tx: Writer) -> None:
-        _add(tx.conn, self.insert, self.entries, self.at, self.limit)
+        _add(tx.conn, tx.prepared, self.insert, self.entries, self.at, self.limit)
 
 
 def _grouped(rows: Iterable[Row]) -> list[Observation]:
