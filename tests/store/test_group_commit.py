@@ -266,6 +266,52 @@ def test_writes_queued_in_one_turn_of_the_loop_share_one_batch_led_on_the_loop()
         commit.close()
 
 
+def test_the_loops_lead_waits_while_its_turns_queue_writes_at_most_two_turns() -> None:
+    """Requests read in one poll of the sockets decide in the loop's next turn, after the lead
+    the turn before scheduled: the lead waits a turn while the last one queued more writes,
+    at most two turns. Here each turn queues one write: the first three share a commit."""
+    commit, runs = _loop_led()
+
+    async def main() -> tuple[str, list[int]]:
+        loop = asyncio.get_running_loop()
+        waits = [commit.submit_async(0)]  # schedules the lead for the next turn
+
+        def queue(n: int) -> None:  # runs after the lead in each turn, as a decision would
+            waits.append(commit.submit_async(n))
+            if n < 3:
+                loop.call_soon(queue, n + 1)
+
+        loop.call_soon(queue, 1)
+        while len(waits) < 4:
+            await asyncio.sleep(0)
+        return threading.current_thread().name, list(await asyncio.gather(*waits))
+
+    try:
+        loop_thread, results = asyncio.run(main())
+        assert results == [0, 10, 20, 30]
+        assert runs == [(loop_thread, [0, 1, 2]), (loop_thread, [3])]
+    finally:
+        commit.close()
+
+
+def test_a_lone_write_on_the_loop_is_led_once_a_turn_adds_nothing() -> None:
+    commit, runs = _loop_led()
+
+    async def main() -> tuple[int, int]:
+        waiting = commit.submit_async(4)
+        turns = 0
+        while not waiting.done():  # type: ignore[attr-defined]  # a future
+            await asyncio.sleep(0)
+            turns += 1
+        return await waiting, turns
+
+    try:
+        assert asyncio.run(main()) == (40, 2)  # the turn it waited, and the hand-back
+        assert [written for _, written in runs] == [[4]]
+    finally:
+        commit.close()
+
+
 def test_a_batch_the_loop_cannot_lead_at_once_goes_whole_and_in_order_to_the_writer_thread() -> (
     None
 ):
