@@ -36,6 +36,7 @@ from tether.service.clock import ManualClock
 from tether.service.ports import DecisionWrite
 from tether.store import SqlStore
 from tether.store.checkpoints import SqlCheckpointStore
+from tether.store.dialect import serialize_bootstrap
 from tether.store.schema import RUNTIME_PRIVILEGES, VERSION_TABLE, metadata
 
 from .conftest import T0, Backend, Make, PgPlaces, provisioned, race
@@ -138,6 +139,29 @@ class TestSessionSettings:
             try:
                 assert _show(store, "lock_timeout") == "50ms"
                 assert _show(store, "idle_in_transaction_session_timeout") == "1s"
+            finally:
+                store.close()
+
+    def test_the_schema_migration_may_pause_longer_than_a_decisions_transaction(
+        self, postgres_server: PostgresServer, pg_places: PgPlaces
+    ) -> None:
+        # Alembic runs Python between its statements; on a busy host a pause outlasted the
+        # 1 s bound meant for a stalled replica's write, and the server ended the migration.
+        with pg_places.database() as name:
+            store = SqlStore.postgres(
+                postgres_server.url(name), lock_timeout=timedelta(milliseconds=50)
+            )
+            try:
+                engine = store.db.engine
+                assert engine is not None
+                with engine.connect() as conn:
+                    with conn.begin():
+                        serialize_bootstrap(conn)
+                        bound = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+                        assert bound.scalar() == "1min"
+                    # Its own transaction's only: the session's bound is back after it.
+                    after = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+                    assert after.scalar() == "1s"
             finally:
                 store.close()
 

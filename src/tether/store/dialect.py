@@ -76,6 +76,10 @@ _BAD_URL = (
 _MIN_CONNECT_SECONDS: Final = 2
 #: The shortest idle-in-transaction timeout a session gets, whatever its busy timeout.
 MIN_IDLE_IN_TRANSACTION: Final = timedelta(seconds=1)
+#: The idle-in-transaction bound of the schema's check-and-migrate transaction on PostgreSQL.
+#: Alembic runs Python between its statements (imports on first use, the revision graph); on a
+#: busy host that outlasted the decisions' bound, and the server ended the migration half-way.
+BOOTSTRAP_IDLE_IN_TRANSACTION: Final = timedelta(minutes=1)
 _KEEPALIVE: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2}
 _KEEPALIVE_COUNT: Final = 3
 _POOL_RECYCLE_SECONDS: Final = 1800
@@ -193,9 +197,14 @@ def serialize_bootstrap(conn: Connection) -> None:
 
     SQLite needs nothing: the transaction began with ``BEGIN IMMEDIATE``. On PostgreSQL, DDL is
     transactional, so holding an advisory lock until commit makes a second replica wait, then
-    find the schema the first one migrated and committed (:mod:`tether.store.migrate`).
+    find the schema the first one migrated and committed (:mod:`tether.store.migrate`); the
+    transaction may idle between statements for :data:`BOOTSTRAP_IDLE_IN_TRANSACTION`.
     """
     if conn.dialect.name == "postgresql":
+        # Its own bound for this transaction only (SET LOCAL): the session's, meant to free the
+        # chain head a stalled replica holds, comes back at commit.
+        idle = _millis(BOOTSTRAP_IDLE_IN_TRANSACTION)
+        conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle}"))
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
 
 
