@@ -127,43 +127,43 @@ class TestUrls:
 
 
 class TestSessionSettings:
-    def test_a_short_busy_timeout_still_lets_a_session_pause_between_its_statements(
+    @pytest.fixture
+    def short_lock_store(
         self, postgres_server: PostgresServer, pg_places: PgPlaces
-    ) -> None:
-        # A 50 ms lock wait must not become a 50 ms idle-in-transaction limit: a process
-        # descheduled between two statements of its own transaction is not a stalled replica.
+    ) -> Iterator[SqlStore]:
+        """A store whose lock waits are 50 ms, in a database of its own."""
         with pg_places.database() as name:
             store = SqlStore.postgres(
                 postgres_server.url(name), lock_timeout=timedelta(milliseconds=50)
             )
             try:
-                assert _show(store, "lock_timeout") == "50ms"
-                assert _show(store, "idle_in_transaction_session_timeout") == "1s"
+                yield store
             finally:
                 store.close()
 
+    def test_a_short_busy_timeout_still_lets_a_session_pause_between_its_statements(
+        self, short_lock_store: SqlStore
+    ) -> None:
+        # A 50 ms lock wait must not become a 50 ms idle-in-transaction limit: a process
+        # descheduled between two statements of its own transaction is not a stalled replica.
+        assert _show(short_lock_store, "lock_timeout") == "50ms"
+        assert _show(short_lock_store, "idle_in_transaction_session_timeout") == "1s"
+
     def test_the_schema_migration_may_pause_longer_than_a_decisions_transaction(
-        self, postgres_server: PostgresServer, pg_places: PgPlaces
+        self, short_lock_store: SqlStore
     ) -> None:
         # Alembic runs Python between its statements; on a busy host a pause outlasted the
         # 1 s bound meant for a stalled replica's write, and the server ended the migration.
-        with pg_places.database() as name:
-            store = SqlStore.postgres(
-                postgres_server.url(name), lock_timeout=timedelta(milliseconds=50)
-            )
-            try:
-                engine = store.db.engine
-                assert engine is not None
-                with engine.connect() as conn:
-                    with conn.begin():
-                        serialize_bootstrap(conn)
-                        bound = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
-                        assert bound.scalar() == "1min"
-                    # Its own transaction's only: the session's bound is back after it.
-                    after = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
-                    assert after.scalar() == "1s"
-            finally:
-                store.close()
+        engine = short_lock_store.db.engine
+        assert engine is not None
+        with engine.connect() as conn:
+            with conn.begin():
+                serialize_bootstrap(conn)
+                bound = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+                assert bound.scalar() == "1min"
+            # Its own transaction's only: the session's bound is back after it.
+            after = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+            assert after.scalar() == "1s"
 
     def test_timeouts_pool_and_isolation(
         self, postgres_server: PostgresServer, pg_places: PgPlaces, make: Make
