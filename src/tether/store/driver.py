@@ -67,25 +67,17 @@ class DriverStatement:
             for name in names
         ]
 
-    def bound(self, params: Mapping[str, object]) -> dict[str, object]:
-        """``params`` by name: each bound by its column type's processor, in the statement's
-        order, with the values the statement carries itself."""
-        values: dict[str, object] = {}
-        for name, bind in self._binds:
-            value = params[name] if name in params else self._fixed[name]
-            values[name] = bind(value) if bind is not None and value is not None else value
-        return values
-
     def driver_params(self, params: Mapping[str, object]) -> list[object] | dict[str, object]:
-        """``params`` as the driver takes them: a mapping for a named paramstyle, else a list
-        in the statement's order (a parameter the SQL names twice given twice)."""
-        if not self._positional:
-            return self.bound(params)
+        """``params`` as the driver takes them, each bound by its column type's processor, with
+        the values the statement carries itself: a list in the statement's order for a
+        positional paramstyle (a parameter the SQL names twice given twice), else a mapping."""
         values: list[object] = []
         for name, bind in self._binds:
             value = params[name] if name in params else self._fixed[name]
             values.append(bind(value) if bind is not None and value is not None else value)
-        return values
+        if self._positional:
+            return values
+        return dict(zip((name for name, _ in self._binds), values, strict=True))
 
     def run(self, conn: Connection, params: Mapping[str, object]) -> Any:
         """Execute on ``conn``'s driver connection (in its transaction); the driver's cursor."""

@@ -137,12 +137,8 @@ def _fetch(db: Database, query: GrantWithTaskQuery, grant_id: str, *, ping: bool
     action, code = "read the grant", ErrorCode.STORE_UNAVAILABLE
     started = time.monotonic()
     engine = db.live(code)
-    skip = UNPINGED.set(not ping)
-    try:
-        with translate(code, action):
-            proxied = raw_checkout(engine)
-    finally:
-        UNPINGED.reset(skip)
+    with translate(code, action):
+        proxied = raw_checkout(engine, ping=ping)
     try:
         raw = proxied.driver_connection
         assert isinstance(raw, psycopg.Connection)
@@ -262,14 +258,19 @@ class PostgresReads:
             raw.close()
 
 
-def raw_checkout(engine: Engine) -> Any:
-    """A pooled connection; the driver's error when the pool cannot connect raised as
-    SQLAlchemy's (``raw_connection`` does not wrap it as ``connect`` does), so the caller's
-    :func:`~tether.store.db.translate` words it like any other."""
+def raw_checkout(engine: Engine, *, ping: bool = True) -> Any:
+    """A pooled connection, pinged first unless ``ping`` is false (:data:`UNPINGED`: the
+    caller makes its statement again on a pinged one if this one is found lost at once); the
+    driver's error when the pool cannot connect raised as SQLAlchemy's (``raw_connection``
+    does not wrap it as ``connect`` does), so the caller's :func:`~tether.store.db.translate`
+    words it like any other."""
+    skip = UNPINGED.set(not ping)
     try:
         return engine.raw_connection()
     except psycopg.Error as error:
         raise as_dbapi_error(error, engine.dialect) from error
+    finally:
+        UNPINGED.reset(skip)
 
 
 class SqliteReads:

@@ -53,7 +53,6 @@ from tether.core.audit import AuditRecord, ChainHead, Sealed
 from tether.service.ports import AuditEntry, DecisionWrite
 from tether.store import codec
 from tether.store.db import LOCK_HEAD, MOVE_HEAD, STORE, Database, seal_entry, translate
-from tether.store.dialect import UNPINGED
 from tether.store.driver import DriverStatement, as_dbapi_error
 from tether.store.hotread import raw_checkout
 from tether.store.schema import audit, audit_head, tasks
@@ -210,12 +209,8 @@ class PostgresBatch:
     def _open(self, ping: bool) -> _Kept:
         """A connection taken out of the pool (pinged or not), in autocommit."""
         engine = self._db.live(STORE)
-        skip = UNPINGED.set(not ping)
-        try:
-            with translate(STORE, _ACTION):
-                proxied = raw_checkout(engine)
-        finally:
-            UNPINGED.reset(skip)
+        with translate(STORE, _ACTION):
+            proxied = raw_checkout(engine, ping=ping)
         raw = proxied.driver_connection
         assert isinstance(raw, psycopg.Connection)
         proxied.detach()  # out of the pool: closing it is this batch's business
@@ -250,7 +245,7 @@ def _client(
     """``statement`` with ``params`` bound as literals by the driver; :class:`HandBack` for a
     value it refuses (a NUL in a text), which the general write then refuses for its write."""
     try:
-        return cursor.mogrify(statement.sql, statement.bound(params))
+        return cursor.mogrify(statement.sql, statement.driver_params(params))
     except psycopg.DataError as refused:
         raise HandBack("the driver refused a value of the batch") from refused
 
