@@ -28,6 +28,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
+import orjson
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
@@ -227,9 +228,15 @@ _encode_line = json.JSONEncoder(default=_fallback).encode
 
 
 def _render_json(event: MutableMapping[str, Any], **_: Any) -> str:
-    """``json.dumps`` as structlog's ``JSONRenderer`` calls it, with an encoder built once
-    instead of per line (what cannot be JSON is written as its ``repr``)."""
-    return _encode_line(event)
+    """The line's JSON object, written by orjson (about a third of the standard library's time
+    for a decision's line); what is not JSON is written as its ``repr``, or as orjson writes
+    it (a datetime in ISO 8601, an enum as its value). What orjson refuses (a key that is not
+    a string, an integer past 64 bits, a string holding a lone surrogate) is written by
+    ``json.dumps`` as structlog's ``JSONRenderer`` calls it."""
+    try:
+        return orjson.dumps(event, default=_fallback).decode("utf-8")
+    except orjson.JSONEncodeError:
+        return _encode_line(event)
 
 
 # The process's id, read once and again in a forked child (``getpid`` is a system call).

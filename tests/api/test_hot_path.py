@@ -209,3 +209,15 @@ def test_decisions_made_on_the_loop_are_each_in_the_audit_chain(
     assert verify_chain(records, rt.store.chain_head()).ok
     audited = [r.body["decision_id"] for r in records if r.kind is AuditKind.DECISION]
     assert sorted(audited) == sorted(decided)
+
+
+def test_the_answer_is_written_as_fastapi_writes_it_even_where_orjson_refuses() -> None:
+    from tether.api.hotpath import _encode
+
+    answer = {"decision": "allow", "message": 'é \u2028 \x01 "q"', "n": 3, "none": None}
+    assert _encode(answer) == json.dumps(
+        answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+    # Beyond orjson (an integer past 64 bits, a key that is not a string): the standard path.
+    for refused in ({"records": 2**70}, {1: "x"}):
+        assert _encode(refused) == json.dumps(refused, separators=(",", ":")).encode("utf-8")

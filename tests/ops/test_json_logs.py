@@ -105,3 +105,30 @@ def test_a_json_line_carries_a_utc_timestamp_with_microseconds(
     stamped = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
     assert before - timedelta(microseconds=1) <= stamped <= after
     assert (entry["event"], entry["tool"], entry["level"]) == ("stamped", "crm.query", "info")
+
+
+def test_every_json_line_is_one_json_object_whatever_its_fields_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Lines orjson writes, and lines it refuses (an integer past 64 bits, a lone surrogate, a
+    # key that is not a string) written by the standard library instead: never a lost line.
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("info", json=True)
+    odd = object()
+    try:
+        log = get_logger("tether.test")
+        log.info("plain", tool="crm.query", count=3)
+        log.info("odd", value=odd)
+        log.info("huge", count=2**70)
+        log.info("surrogate", text="\ud800")
+        log.info("keys", mapping={1: "one"})
+    finally:
+        structlog.reset_defaults()
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["event"] for e in entries] == ["plain", "odd", "huge", "surrogate", "keys"]
+    assert (entries[0]["tool"], entries[0]["count"]) == ("crm.query", 3)
+    assert entries[1]["value"] == repr(odd)
+    assert entries[2]["count"] == 2**70
+    assert entries[3]["text"] == "\ud800"
+    assert entries[4]["mapping"] == {"1": "one"}

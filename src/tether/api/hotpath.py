@@ -34,6 +34,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -67,9 +68,22 @@ Answer = tuple[int, dict[str, JSONValue], bool]
 _Handler = Callable[["ApiDeps", Workload, Any], Awaitable[Answer]]
 _MISSING: Final = object()
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
-# The encoder json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":")) builds
-# on every call, built once.
-_encode: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# What FastAPI's JSONResponse writes: json.dumps(out, ensure_ascii=False, allow_nan=False,
+# separators=(",", ":")), its encoder built once.
+_encode_std: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+
+def _encode(out: object) -> bytes:
+    """The answer's JSON, written by orjson: the same document (members in the same order, no
+    spaces, UTF-8) in about a fifth of the time. An answer holds strings, integers, booleans and
+    nulls, never a float; what orjson refuses (a key that is not a string, an integer past 64
+    bits) takes the standard library's path."""
+    try:
+        return orjson.dumps(out)
+    except orjson.JSONEncodeError:
+        return _encode_std(out).encode("utf-8")
 
 
 class HotPaths:
@@ -137,7 +151,7 @@ class HotPaths:
                 scope, receive, send
             )
             return
-        content = _encode(out).encode("utf-8")
+        content = _encode(out)
         headers = [(b"content-length", str(len(content)).encode()), *_JSON_HEADERS]
         if no_store:
             # A credential is for this caller, once: no cache or proxy may keep the response.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tether.core.scope import JSONValue
 
@@ -37,27 +37,37 @@ _plain = json.JSONEncoder(
 ).encode
 
 
+PlainEncoder = Callable[[object], bytes]
+"""Writes a value :func:`as_is` passed (or :func:`_plain_form` made) as ``json.dumps`` with sorted
+keys and no spaces writes it, in UTF-8: its RFC 8785 bytes. ``ValueError`` for a string holding a
+lone surrogate. :func:`plain_bytes` is the standard library's; a caller may bring a faster one
+that writes the same bytes (the store's, :mod:`tether.store.fastjson`)."""
+
+
+def plain_bytes(value: object) -> bytes:
+    """The standard library's :data:`PlainEncoder`."""
+    try:
+        return _plain(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
+
+
 def canonicalize(value: JSONValue) -> bytes:
     """The RFC 8785 bytes of ``value``; ``ValueError`` for what JSON cannot carry."""
     return canonicalize_as_is(value)[0]
 
 
-def canonicalize_as_is(value: JSONValue) -> tuple[bytes, bool]:
+def canonicalize_as_is(value: JSONValue, plain: PlainEncoder = plain_bytes) -> tuple[bytes, bool]:
     """:func:`canonicalize`, and whether ``value`` was written as it stands (:func:`as_is`):
-    then every part of the bytes is also that part's format-1 text."""
-    written_as_is = as_is(value)
-    if written_as_is:
-        # Every audit record's usual shape: the C encoder writes the same bytes as they are.
-        plain: object = value
-    else:
-        try:
-            plain = _plain_form(value)
-        except _NotPlain:
-            return _general(value), False
+    then every part of the bytes is also that part's format-1 text. ``plain`` writes a value
+    that passed :func:`as_is` (every audit record's usual shape, written as it is)."""
+    if as_is(value):
+        return plain(value), True
     try:
-        return _plain(plain).encode("utf-8"), written_as_is
-    except UnicodeEncodeError:
-        raise ValueError("a string holds a lone surrogate, which RFC 8785 refuses") from None
+        form = _plain_form(value)
+    except _NotPlain:
+        return _general(value), False
+    return plain_bytes(form), False
 
 
 def as_is(value: object) -> bool:
@@ -203,4 +213,11 @@ def _shortest(x: float) -> tuple[str, int]:
     return digits, (int(exp_text) if exp_text else 0) + lead
 
 
-__all__ = ["as_is", "canonicalize", "canonicalize_as_is", "number"]
+__all__ = [
+    "PlainEncoder",
+    "as_is",
+    "canonicalize",
+    "canonicalize_as_is",
+    "number",
+    "plain_bytes",
+]

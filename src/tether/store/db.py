@@ -54,7 +54,7 @@ from tether.core.audit import (
 )
 from tether.core.errors import ErrorCode, Unavailable
 from tether.service.ports import AuditEntry
-from tether.store import codec
+from tether.store import codec, fastjson
 from tether.store import migrate as migrate_schema
 from tether.store.dialect import (
     WRITE_OPTION,
@@ -465,6 +465,7 @@ def seal_entry(
         body=entry.body,
         format=format,
         partition=partition,
+        plain=fastjson.plain,
     )
 
 
