@@ -415,3 +415,72 @@ def test_a_loop_closed_before_its_turn_came_holds_up_no_other_loops_writes() -> 
         assert [written for _, written in runs] == [[1, 2]]  # the left write went with it
     finally:
         commit.close()
+
+
+def _statements(store: SqlStore) -> list[str]:
+    """Every statement the store's SQLite write connection runs from now on."""
+    seen: list[str] = []
+    db = store._decisions._db
+    with db.write(ErrorCode.STORE_UNAVAILABLE, "open the write connection", lean=True):
+        pass
+    assert db._write_conn is not None
+    raw = db._write_conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    raw.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_batch_of_plain_decisions_is_written_without_savepoints(
+    tmp_path: Path, make: Make
+) -> None:
+    store = SqlStore.sqlite(tmp_path / "t.db")
+    try:
+        task, grant = make.task()
+        store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+        seen = _statements(store)
+        writes = [DecisionWrite(make.decision(task, grant), make.entry()) for _ in range(4)]
+        batch: list[Pending[DecisionWrite, object]] = [Pending(w) for w in writes]
+        store._decisions._run_batch(batch)  # type: ignore[arg-type]
+        assert [p.error for p in batch] == [None] * 4
+        assert not [s for s in seen if "SAVEPOINT" in s.upper()], seen
+        assert sum(s.startswith("INSERT INTO decisions") for s in seen) == 4
+        report = verify_chain(store.audit_records(), store.chain_head())
+        assert report.ok and report.records == 5, report
+    finally:
+        store.close()
+
+
+def test_a_plain_decision_that_fails_is_isolated_and_the_rest_of_its_batch_lands(
+    tmp_path: Path, make: Make
+) -> None:
+    # Written without savepoints first, the batch rolls back whole when one write fails, and is
+    # written again with a savepoint around each write: only the failing one is refused.
+    path = tmp_path / "t.db"
+    store = SqlStore.sqlite(path)
+    try:
+        task, grant = make.task()
+        store.open_task(task, grant, make.entry(AuditKind.TASK_OPENED))
+        writes = [DecisionWrite(make.decision(task, grant), make.entry()) for _ in range(3)]
+        doomed = writes[1].decision.decision_id
+        outside = sqlite3.connect(path)
+        outside.execute(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON decisions "
+            f"WHEN NEW.decision_id = '{doomed}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        outside.commit()
+        outside.close()
+        seen = _statements(store)
+        batch: list[Pending[DecisionWrite, object]] = [Pending(w) for w in writes]
+        store._decisions._run_batch(batch)  # type: ignore[arg-type]
+        first, failed, third = batch
+        assert isinstance(failed.error, Unavailable) and failed.result is None
+        assert first.error is None and third.error is None
+        assert store.get_decision(doomed) is None
+        for w in (writes[0], writes[2]):
+            assert store.get_decision(w.decision.decision_id) is not None
+        # The first attempt rolled back, the second used savepoints.
+        assert any("SAVEPOINT" in s.upper() for s in seen)
+        report = verify_chain(store.audit_records(), store.chain_head())
+        assert report.ok and report.records == 3, report  # task opened + two decisions
+    finally:
+        store.close()

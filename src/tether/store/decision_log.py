@@ -150,6 +150,11 @@ class EffectWrite:
 _Write = DecisionWrite | QueuedWrite
 
 
+class _Isolate(Exception):
+    """A write of a batch written without savepoints failed: the transaction rolls back and
+    the batch is written again, each write in a savepoint of its own."""
+
+
 class DecisionLogSql:
     """Decisions, their group commit, and effects, on one :class:`Database`."""
 
@@ -252,9 +257,29 @@ class DecisionLogSql:
         refused (budget over, approval used, effect already reported) rolls back alone.
         Results are handed out only after the commit. On PostgreSQL a batch of plain decisions
         goes in two round trips instead (:mod:`tether.store.pgbatch`), unless it hands the
-        batch back, nothing written, for this general write to isolate a refused write."""
-        if self._pg_batch is not None and self._run_plain(self._pg_batch, batch):
-            return
+        batch back, nothing written, for this general write to isolate a refused write.
+
+        Elsewhere (SQLite) a batch of plain decisions, which nothing checks as it is written
+        (:func:`~tether.store.pgbatch.plain`), is written without savepoints: two statements
+        less per decision. Should one of its writes fail all the same, the whole transaction
+        rolls back, nothing written, and the batch is written again with its savepoints, so
+        every write ends as it would have."""
+        if self._pg_batch is not None:
+            if self._run_plain(self._pg_batch, batch):
+                return
+        elif len(batch) > 1 and all(plain(p.work) for p in batch):
+            try:
+                self._write_batch(batch, wait, isolate=False)
+                return
+            except _Isolate:
+                pass  # rolled back, nothing written
+        self._write_batch(batch, wait, isolate=True)
+
+    def _write_batch(
+        self, batch: Sequence[Pending[_Write, object]], wait: bool, *, isolate: bool
+    ) -> None:
+        """:meth:`_run_batch`'s transaction; without ``isolate``, no savepoints, and a write
+        that raises rolls the whole transaction back (:class:`_Isolate`)."""
         done: list[tuple[Pending[_Write, object], object]] = []
         with self._db.write(STORE, "record the decision", lean=True, wait=wait) as tx:
             # The head locked is this replica's partition's, which no other replica waits on;
@@ -271,6 +296,12 @@ class DecisionLogSql:
             if len(batch) == 1:
                 # Alone: a refusal rolls the whole transaction back, no savepoint needed.
                 done.append((batch[0], self._apply_any(tx, batch[0].work)))
+            elif not isolate:
+                for pending in batch:
+                    try:
+                        done.append((pending, self._apply_any(tx, pending.work)))
+                    except (TetherError, SQLAlchemyError) as error:
+                        raise _Isolate from error
             else:
                 for pending in batch:
                     head = tx.head
