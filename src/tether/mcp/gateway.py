@@ -4,8 +4,8 @@
                 → only those the caller's grant covers with the tool's mapped action and dataset
     tools/call  → descriptor still the pinned one? (else refused: tool_descriptor_changed)
                 → the effects of the task's earlier calls written (:mod:`.effectqueue`)
-                → Authorizer.enforce(workload, grant, CallRequest(tool, action, dataset, args,
-                                     approval id from _meta["tether/approval"], if any)),
+                → Authorizer.enforce_async(workload, grant, CallRequest(tool, action, dataset,
+                                     args, approval id from _meta["tether/approval"] if any)),
                   in process or in tether serve (:mod:`.pdp`)
                 → deny / approval_required: an isError result naming the reasons (and the
                   approval id to retry with once a human approved)

@@ -4,7 +4,7 @@ The gateway asks a policy decision point (PDP) for six things, and nothing else:
 
     verify     who the bearer SVID names (every HTTP request, before MCP sees it)
     grant      what the caller's grant covers (to filter tools/list, resources, prompts)
-    enforce    the verdict on one call (the one enforcement entry, ``Authorizer.enforce``)
+    enforce    the verdict on one call (the one enforcement entry, ``Authorizer.enforce_async``)
     report     the effect of an allowed call (after the answer, :mod:`tether.mcp.effectqueue`)
     observe    what a result put in the agent's context (argument provenance)
     events     the gateway's own audit records (pins, withheld tools, upstream failures)
@@ -144,9 +144,10 @@ class LocalDecisionPoint:
 
     async def enforce(self, caller: Caller, request: CallRequest) -> Verdict:
         assert caller.grant_token is not None  # the gateway checks before deciding
-        # In process, on the event loop: the decision's one write is group-committed and
-        # bounded by the store's busy timeout (see README, Overhead).
-        return self._authorizer.enforce(caller.workload, caller.grant_token, request)
+        # As serve's hot path decides: on the event loop where the store allows (SQLite), its
+        # write awaited in the loop's group commit, shared by the calls decided in the same
+        # turns; otherwise off the loop (a PostgreSQL or Redis round trip never blocks it).
+        return await self._authorizer.enforce_async(caller.workload, caller.grant_token, request)
 
     async def report(self, caller: Caller, effect: Effect) -> None:
         effects = self._effects
