@@ -11,7 +11,9 @@ an injected bearer credential, or the stdio one, which each gateway starts itsel
 lean path for ``tools/call`` or with every request through the SDK's transport,
 ``http_app(lean=False)``), the bare proxy (the gateway's own layers without tether: the SDK's server
 and its transport to the agent, the call forwarded as a JSON-RPC message through the gateway's
-upstream connection, nothing decided or recorded), the remote-decision pair (``tether serve`` on the
+upstream connection, nothing decided or recorded), an HTTP forward (the floor of any gateway
+on this stack: uvicorn takes the agent's request and the lean channel's HTTP client sends it on
+as it came, nothing parsed, decided or recorded), the remote-decision pair (``tether serve`` on the
 same data directory, accepting the gateway's own records with ``--gateway-ids``, and ``tether
 mcp-gateway --pdp-url`` on its default lean path in front of the HTTP upstream, with a data
 directory of its own holding only the upstream's secret: serve verifies the SVID and the grant,
@@ -248,6 +250,53 @@ def serve_bare(port: int, upstream_url: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def serve_forward(port: int, upstream_url: str) -> None:
+    """The floor of any gateway on this stack: uvicorn reads the agent's HTTP request and the
+    lean channel's client (:mod:`tether.mcp.lean_http`) sends it on, as it came, nothing parsed
+    or decided; the upstream's answer goes back as it came."""
+    import uvicorn
+
+    from tether.mcp.lean_http import LeanHttp
+
+    lean: list[LeanHttp] = []
+    other = httpx2.AsyncClient(timeout=30)
+    passed = (b"content-type", b"content-length", b"mcp-session-id", b"mcp-protocol-version")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # startup
+            lean.append(LeanHttp(upstream_url))
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k not in (b"host", b"content-length", b"connection")
+        }
+        if scope["method"] == "POST":
+            answer = await lean[0].post(headers, body)
+        else:
+            request = other.build_request(scope["method"], upstream_url, headers=headers)
+            answer = await other.send(request, stream=True)
+        content = await answer.aread()
+        await answer.aclose()
+        out = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k.encode() in passed]
+        out = [h for h in out if h[0] != b"content-length"]
+        out.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": content})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -422,6 +471,7 @@ def main() -> None:
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-stdio-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-forward", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", nargs=5, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_upstream:
@@ -432,6 +482,9 @@ def main() -> None:
         return
     if options.serve_bare:
         serve_bare(int(options.serve_bare[0]), options.serve_bare[1])
+        return
+    if options.serve_forward:
+        serve_forward(int(options.serve_forward[0]), options.serve_forward[1])
         return
     if options.serve_gateway:
         port, config, data_dir, policy_dir, lean = options.serve_gateway
@@ -483,6 +536,10 @@ def main() -> None:
         direct_url = f"http://127.0.0.1:{up_port}/mcp"
         upstream = start(stack, [sys.executable, __file__, "--serve-upstream", str(up_port)], env)
         wait_for_port(up_port, upstream, "the upstream")
+        forward_port = free_port()
+        forward = start(
+            stack, [sys.executable, __file__, "--serve-forward", str(forward_port), direct_url], env
+        )
         bare = None
         if not options.lean_only and not options.remote_only:
             bare = start(
@@ -582,7 +639,12 @@ def main() -> None:
                 measured.append(through("  baseline's lean path", name, "base", baseline))
             return measured
 
-        http_paths = [Path_("HTTP upstream, direct", "echo", direct_url, None, None, 0)]
+        wait_for_port(forward_port, forward, "the HTTP forward")
+        forward_url = f"http://127.0.0.1:{forward_port}/mcp"
+        http_paths = [
+            Path_("HTTP upstream, direct", "echo", direct_url, None, None, 0),
+            Path_("HTTP forward, no MCP", "echo", forward_url, None, forward.pid, 0),
+        ]
         if bare is not None:
             bare_url = f"http://127.0.0.1:{bare_port}/mcp"
             http_paths.append(
