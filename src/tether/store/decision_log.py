@@ -408,7 +408,10 @@ class DecisionLogSql:
         refusal is raised. A store failure writes nothing of either.
         """
         written = EffectWrite(effect, audit, observed)
-        with self._db.write(STORE, "record the effect") as tx:
+        # Lean, as the group commit writes the same EffectWrite: on SQLite, BEGIN and COMMIT on
+        # the driver, the same transaction (about 30 of the ~330 µs of CPU serve's effect with
+        # its observation took, measured in-process).
+        with self._db.write(STORE, "record the effect", lean=True) as tx:
             record = written.apply(tx)
         self.pending.written(written.task_ids, written.key)
         if isinstance(record, TetherError):
