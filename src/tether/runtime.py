@@ -614,6 +614,7 @@ def open_runtime(
             recorder=recorder,
             settings=config.settings,
             queue=sql_store,
+            observations=observations,
         ),
         approvals=approvals,
         approvers=CompositeApprovers(

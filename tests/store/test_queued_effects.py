@@ -81,6 +81,31 @@ def _commit_fails(backend: Backend) -> Iterator[None]:
         backend.execute(f"DROP TRIGGER fail_commit{on}")
 
 
+@contextmanager
+def effects_refused(backend: Backend) -> Iterator[None]:
+    """The database refuses every insert into ``effects`` (a trigger) while the block runs:
+    a statement of the effect fails, a store failure and not a refusal of the effect."""
+    if backend.name == "sqlite":
+        backend.execute(
+            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+            "BEGIN SELECT RAISE(ABORT, 'effects refused'); END"
+        )
+    else:
+        backend.execute(
+            "CREATE FUNCTION refuse_effect() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'effects refused'; END $$"
+        )
+        backend.execute(
+            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_effect()"
+        )
+    try:
+        yield
+    finally:
+        on = "" if backend.name == "sqlite" else " ON effects"
+        backend.execute(f"DROP TRIGGER refuse_effect{on}")
+
+
 def test_a_queued_effect_is_committed_before_its_task_is_decided_again(
     backend: Backend, store: SqlStore, make: Make
 ) -> None:
@@ -341,32 +366,17 @@ def test_an_effect_the_database_refuses_takes_its_observation_with_it(
     seen = observe(bytes(range(32)), Source("crm.query", None, Trust.UNTRUSTED), "eve@evil.test")
     rows = ObservedRows(((TaskId(task.task_id), seen),), T0, 100, "observed 1")
     counted = [TaskId(task.task_id)]
-    if backend.name == "sqlite":
-        backend.execute(
-            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
-            "BEGIN SELECT RAISE(ABORT, 'effects refused'); END"
-        )
-    else:
-        backend.execute(
-            "CREATE FUNCTION refuse_effect() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "RAISE EXCEPTION 'effects refused'; END $$"
-        )
-        backend.execute(
-            "CREATE TRIGGER refuse_effect BEFORE INSERT ON effects "
-            "FOR EACH ROW EXECUTE FUNCTION refuse_effect()"
-        )
 
     async def queued() -> AuditRecord:
         return await store.queue_effect(effect, entry, rows)
 
-    with pytest.raises(Unavailable):
-        asyncio.run(queued())
-    assert store.get_effect(decision.decision_id) is None
-    assert SqlObservationStore(store).count_observations(counted) == 0
-    with pytest.raises(Unavailable):
-        store.wait_for_effects([task.task_id])
-    on = "" if backend.name == "sqlite" else " ON effects"
-    backend.execute(f"DROP TRIGGER refuse_effect{on}")
+    with effects_refused(backend):
+        with pytest.raises(Unavailable):
+            asyncio.run(queued())
+        assert store.get_effect(decision.decision_id) is None
+        assert SqlObservationStore(store).count_observations(counted) == 0
+        with pytest.raises(Unavailable):
+            store.wait_for_effects([task.task_id])
     assert asyncio.run(queued()).kind is AuditKind.EFFECT  # retried: both written
     assert store.get_effect(decision.decision_id) == effect
     assert SqlObservationStore(store).count_observations(counted) == len(seen.fingerprints)

@@ -43,7 +43,7 @@ from tether.api.body import MAX_BODY_BYTES, BodyTooLarge, read_bounded, read_jso
 from tether.api.errors import describe_validation, error_response
 from tether.api.leases import credential_json
 from tether.api.models import AuthorizeIn, EffectIn
-from tether.api.observations import record_result
+from tether.api.observations import checked_result
 from tether.core.effect import Effect
 from tether.core.errors import ErrorCode, InvalidRequest, TetherError
 from tether.core.identity import Workload
@@ -225,8 +225,8 @@ async def effect_answer(deps: ApiDeps, agent: Workload, body: EffectIn) -> Answe
         raise InvalidRequest(
             "decision_id is not a tether decision id", code=ErrorCode.INVALID_FIELD
         )
-    # Plain writes (their transactions may wait on the database's lock): off the event loop,
-    # the observation sent with the effect, if any, in the same hop.
+    # A plain write (its transaction may wait on the database's lock): off the event loop,
+    # the observation sent with the effect, if any, in the same hop and the same transaction.
     effect, recorded = await asyncio.to_thread(_record_effect, deps, agent, body)
     return (
         201,
@@ -247,13 +247,16 @@ async def effect_answer(deps: ApiDeps, agent: Workload, body: EffectIn) -> Answe
 def _record_effect(
     deps: ApiDeps, agent: Workload, body: EffectIn
 ) -> tuple[Effect, Recorded | None]:
-    """The observation sent with the effect first, then the effect: a retry after an answer
-    that never came records the observation again (its values are kept once) before the effect
-    is refused as already reported; a refused observation leaves the effect unwritten, to be
-    reported again on its own."""
-    recorded = None
-    if body.observation is not None:
-        recorded = record_result(deps, agent, body.observation, body.decision_id)
+    """The observation sent with the effect checked first, then the effect; both written in
+    one transaction. A refused observation writes nothing (the effect is to be reported again
+    on its own); a refused effect keeps the observation (a retry after an answer that never
+    came records it again, its values kept once, before the effect is refused as already
+    reported); a store failure writes neither."""
+    observed, recorded = (
+        (None, None)
+        if body.observation is None
+        else checked_result(deps, agent, body.observation, body.decision_id)
+    )
     effect = deps.effects.report(
         agent,
         DecisionId(body.decision_id),
@@ -261,5 +264,6 @@ def _record_effect(
         body.records,
         body.bytes,
         body.recipients,
+        observed,
     )
     return effect, recorded

@@ -17,7 +17,8 @@ from tether.api.models import ObservationOut, ResultIn
 from tether.core.errors import ErrorCode, Unavailable
 from tether.core.identity import Workload
 from tether.core.scope import JSONValue
-from tether.service.provenance import Recorded
+from tether.service.ports import ObservedRows
+from tether.service.provenance import ProvenanceService, Recorded
 
 if TYPE_CHECKING:
     from tether.api.app import ApiDeps
@@ -34,16 +35,31 @@ class ObserveIn(ResultIn):
 def record_result(
     deps: ApiDeps, agent: Workload, body: ResultIn, decision_id: str | None
 ) -> Recorded:
-    """Record what ``body``'s result put in ``agent``'s context (``POST /v1/observations``, and
-    the observation sent with an effect): a plain write, made off the event loop."""
+    """Record what ``body``'s result put in ``agent``'s context (``POST /v1/observations``): a
+    plain write, made off the event loop."""
+    return _provenance(deps).observe_result(
+        agent, body.grant, body.tool, body.dataset, body.result, decision_id
+    )
+
+
+def checked_result(
+    deps: ApiDeps, agent: Workload, body: ResultIn, decision_id: str | None
+) -> tuple[ObservedRows, Recorded]:
+    """:func:`record_result`'s checks and fingerprints (raising what it raises), for the
+    observation sent with an effect, written with it
+    (:meth:`~tether.service.effects.EffectService.report`): the rows, and what they record."""
+    return _provenance(deps).observed_result(
+        agent, body.grant, body.tool, body.dataset, body.result, decision_id
+    )
+
+
+def _provenance(deps: ApiDeps) -> ProvenanceService:
     if deps.provenance is None:
         raise Unavailable(
             "argument provenance is not enabled on this server",
             code=ErrorCode.STORE_UNAVAILABLE,
         )
-    return deps.provenance.observe_result(
-        agent, body.grant, body.tool, body.dataset, body.result, decision_id
-    )
+    return deps.provenance
 
 
 def install_observation_routes(app: FastAPI, deps: ApiDeps, authenticated: Any) -> None:

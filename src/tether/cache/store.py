@@ -48,6 +48,7 @@ from tether.service.ports import (
     Clock,
     DecisionRecord,
     DecisionWrite,
+    ObservedRows,
     Store,
     TaskActivity,
 )
@@ -270,8 +271,10 @@ class CachedStore:
     def get_decision(self, decision_id: DecisionId) -> DecisionRecord | None:
         return self._inner.get_decision(decision_id)
 
-    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
-        return self._inner.record_effect(effect, audit)
+    def record_effect(
+        self, effect: Effect, audit: AuditEntry, observed: ObservedRows | None = None
+    ) -> AuditRecord:
+        return self._inner.record_effect(effect, audit, observed)
 
     def get_effect(self, decision_id: DecisionId) -> Effect | None:
         return self._inner.get_effect(decision_id)

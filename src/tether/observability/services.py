@@ -36,7 +36,7 @@ from tether.observability import tracing as t
 from tether.observability.metrics import first_reason
 from tether.service.effects import EffectService
 from tether.service.observer import DecisionWatch
-from tether.service.ports import DecisionRecord
+from tether.service.ports import DecisionRecord, ObservedRows
 from tether.service.tasks import OpenedTask, TaskService
 
 log = get_logger("tether.decisions")
@@ -247,6 +247,7 @@ class ObservedEffectService(EffectService):
         records: int | None = None,
         bytes_: int | None = None,
         recipients: Sequence[str] = (),
+        observed: ObservedRows | None = None,
     ) -> Effect:
         attributes: dict[str, str | int] = {
             t.AGENT: agent.id,
@@ -259,4 +260,4 @@ class ObservedEffectService(EffectService):
         if bytes_ is not None:
             attributes["tether.effect.bytes"] = bytes_
         with self.__tracer.start_as_current_span(t.EFFECT, attributes=attributes):
-            return super().report(agent, decision_id, status, records, bytes_, recipients)
+            return super().report(agent, decision_id, status, records, bytes_, recipients, observed)

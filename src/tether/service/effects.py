@@ -2,7 +2,8 @@
 
 One set of checks for every way an effect arrives (bounds, recipients, the decision and its
 agent), then one of two writes: :meth:`EffectService.report` writes it in a transaction of its
-own before answering (the HTTP API, the egress proxy); :meth:`EffectService.queue`, for an
+own before answering (the HTTP API, the egress proxy), with the observation of the call's result
+when one came with it; :meth:`EffectService.queue`, for an
 enforcement point that answered its call already (the MCP gateway), hands it to the decisions'
 group commit and returns what the caller awaits, while the decisions on its task wait for it
 (:class:`~tether.service.ports.QueuedEffects`).
@@ -15,11 +16,18 @@ from collections.abc import Awaitable, Sequence
 
 from tether.core.audit import AuditKind, AuditRecord
 from tether.core.effect import Effect, EffectStatus
-from tether.core.errors import ErrorCode, InvalidRequest, NotFound
+from tether.core.errors import ErrorCode, InvalidRequest, NotFound, TetherError, Unavailable
 from tether.core.identity import Workload
 from tether.core.ids import DecisionId, IdFactory
 from tether.core.verdict import Decision
-from tether.service.ports import AuditEntry, Clock, DecisionLog, ObservedRows, QueuedEffects
+from tether.service.ports import (
+    AuditEntry,
+    Clock,
+    DecisionLog,
+    ObservationStore,
+    ObservedRows,
+    QueuedEffects,
+)
 from tether.service.recording import Recorder
 from tether.service.settings import ServiceSettings
 
@@ -36,10 +44,14 @@ class EffectService:
         recorder: Recorder,
         settings: ServiceSettings,
         queue: QueuedEffects | None = None,
+        observations: ObservationStore | None = None,
     ) -> None:
         """``queue``: the group commit :meth:`queue` writes through (the same database as
-        ``store``); without it :meth:`queue` is not offered."""
+        ``store``); without it :meth:`queue` is not offered. ``observations``: where
+        :meth:`report` keeps a call's observation whose effect it refused before writing
+        (without it, :meth:`report` takes no observation)."""
         self._store = store
+        self._observations = observations
         self._queue = queue
         self._clock = clock
         self._ids = ids
@@ -54,10 +66,30 @@ class EffectService:
         records: int | None = None,
         bytes_: int | None = None,
         recipients: Sequence[str] = (),
+        observed: ObservedRows | None = None,
     ) -> Effect:
-        """Check and write the effect of ``decision_id`` in a transaction of its own."""
-        effect, entry = self._checked(agent, decision_id, status, records, bytes_, recipients)
-        self._store.record_effect(effect, entry)
+        """Check and write the effect of ``decision_id`` in a transaction of its own.
+
+        ``observed``: the call's result as provenance checked it
+        (:meth:`~tether.service.provenance.ProvenanceService.observed_result`), written in the
+        same transaction, after the effect. What the agent was shown is kept whatever becomes
+        of the effect: an effect refused (its input, its decision, a second report) raises
+        its refusal once the observation is written. A store failure writes neither."""
+        if observed is None:
+            effect, entry = self._checked(agent, decision_id, status, records, bytes_, recipients)
+            self._store.record_effect(effect, entry)
+            return effect
+        observations = self._observations
+        assert observations is not None, "report(observed=...) needs the observation store"
+        try:
+            effect, entry = self._checked(agent, decision_id, status, records, bytes_, recipients)
+        except Unavailable:
+            raise
+        except TetherError:
+            # Refused before any write: no effect to write it with.
+            observations.add_observations(observed.entries, observed.at, observed.limit)
+            raise
+        self._store.record_effect(effect, entry, observed)
         return effect
 
     @property

@@ -324,8 +324,14 @@ class DecisionLog(Protocol):
         """The effect reported for ``decision_id``, if any."""
         ...
 
-    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
-        """Raise ``Conflict(code=EFFECT_ALREADY_REPORTED)`` on a second effect for a decision."""
+    def record_effect(
+        self, effect: Effect, audit: AuditEntry, observed: ObservedRows | None = None
+    ) -> AuditRecord:
+        """Raise ``Conflict(code=EFFECT_ALREADY_REPORTED)`` on a second effect for a decision.
+
+        ``observed``: the observation of the same call's result, in the same transaction
+        after the effect: committed with it or not at all, and committed even when the effect
+        is refused for good (the refusal is raised once it is)."""
         ...
 
 

@@ -290,14 +290,29 @@ class ProvenanceService:
         (raising what it raises), for a write queued with the call's effect
         (:meth:`~tether.service.effects.EffectService.queue`): every part of the result in
         one write, its untrusted rest first."""
+        return self.observed_result(agent, grant_token, tool, dataset, result, decision_id)[0]
+
+    def observed_result(
+        self,
+        agent: Workload,
+        grant_token: str,
+        tool: str,
+        dataset: str | None,
+        result: JSONValue,
+        decision_id: str | None = None,
+    ) -> tuple[ObservedRows, Recorded]:
+        """:meth:`checked_result`, with what its rows record (what :meth:`observe_result`
+        answers), for an effect written with its call's observation in one transaction
+        (:meth:`~tether.service.effects.EffectService.report`)."""
         task, allowed = self._checked(agent, grant_token, tool, dataset, decision_id)
-        pieces, _recorded = self._fingerprinted(task, tool, dataset, result, allowed=allowed)
-        return ObservedRows(
+        pieces, recorded = self._fingerprinted(task, tool, dataset, result, allowed=allowed)
+        rows = ObservedRows(
             tuple(entry for piece in pieces for entry in piece),
             self._clock.now(),
             self._settings.max_observations_per_task,
             f"observed {task.task_id} {tool} {decision_id}",
         )
+        return rows, recorded
 
     def _checked(
         self,

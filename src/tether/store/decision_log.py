@@ -395,16 +395,27 @@ class DecisionLogSql:
             row = conn.execute(_SELECT_EFFECT, {"b_id": decision_id}).first()
         return None if row is None else codec.effect_from_row(row._mapping)
 
-    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
+    def record_effect(
+        self, effect: Effect, audit: AuditEntry, observed: QueuedWrite | None = None
+    ) -> AuditRecord:
         """Record what a decided call did; one effect per decision.
 
         Raises ``Conflict(EFFECT_ALREADY_REPORTED)`` on a second report and
-        ``NotFound(DECISION_NOT_FOUND)`` for an unknown decision; neither writes anything.
+        ``NotFound(DECISION_NOT_FOUND)`` for an unknown decision; neither writes the effect.
+        ``observed``: the observation of the same call's result, written after the effect in
+        the same transaction (:meth:`EffectWrite.apply`, as the group commit writes it):
+        committed with the effect or not at all, and committed alone before the effect's
+        refusal is raised. A store failure writes nothing of either.
         """
-        with self._db.write(STORE, "record the effect") as tx:
-            record = _apply_effect(tx, self._db.backend, effect, audit)
-        written = EffectWrite(effect, audit)
+        written = EffectWrite(effect, audit, observed)
+        # Lean, as the group commit writes the same EffectWrite: on SQLite, BEGIN and COMMIT on
+        # the driver, the same transaction (about 30 of the ~330 µs of CPU serve's effect with
+        # its observation took, measured in-process).
+        with self._db.write(STORE, "record the effect", lean=True) as tx:
+            record = written.apply(tx)
         self.pending.written(written.task_ids, written.key)
+        if isinstance(record, TetherError):
+            raise record
         return record
 
     def task_activity(self, task_id: TaskId) -> TaskActivity:

@@ -376,10 +376,15 @@ class SqlStore:
         """The effect reported for ``decision_id``, if any."""
         return self._decisions.get_effect(decision_id)
 
-    def record_effect(self, effect: Effect, audit: AuditEntry) -> AuditRecord:
+    def record_effect(
+        self, effect: Effect, audit: AuditEntry, observed: ObservedRows | None = None
+    ) -> AuditRecord:
         """Record what a decided call did; one effect per decision (``Conflict`` on a second,
-        ``NotFound`` for an unknown decision; neither writes anything)."""
-        return self._decisions.record_effect(effect, audit)
+        ``NotFound`` for an unknown decision; neither writes the effect). ``observed``: the
+        call's observation, in the same transaction, kept when the effect is refused
+        (:meth:`~tether.store.decision_log.DecisionLogSql.record_effect`)."""
+        then = None if observed is None else observations_sql.observed_write(self.backend, observed)
+        return self._decisions.record_effect(effect, audit, then)
 
     def queue_effect(
         self, effect: Effect, audit: AuditEntry, observed: ObservedRows | None = None
