@@ -210,8 +210,9 @@ class EffectIn(_Strict):
     observation: ResultIn | None = Field(
         default=None,
         description="What the call's result put in the agent's context, recorded as "
-        "POST /v1/observations records it (for this decision) and before the effect, in the "
-        "same request: an enforcement point that reports both makes one request per call. A "
+        "POST /v1/observations records it (for this decision), checked before the effect and "
+        "written with it in one transaction: an enforcement point that reports both makes one "
+        "request per call. A "
         "retry records it again (its values are kept once) and is refused as "
         "effect_already_reported if the effect was written. If the observation is refused, "
         "the request is, and no effect is written: report the effect again without it.",
