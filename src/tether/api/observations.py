@@ -48,7 +48,7 @@ def checked_result(
     """:func:`record_result`'s checks and fingerprints (raising what it raises), for the
     observation sent with an effect, written with it
     (:meth:`~tether.service.effects.EffectService.report`): the rows, and what they record."""
-    return _provenance(deps).observed_result(
+    return _provenance(deps).checked_result(
         agent, body.grant, body.tool, body.dataset, body.result, decision_id
     )
 

@@ -196,7 +196,9 @@ class LocalDecisionPoint:
                 await self.observe(caller, observation)
             return
         try:
-            observed = provenance.checked_result(*_observed(caller.workload, grant, observation))
+            observed, _recorded = provenance.checked_result(
+                *_observed(caller.workload, grant, observation)
+            )
         except Unavailable:
             raise  # nothing written: the whole call's record is kept and retried
         except TetherError:

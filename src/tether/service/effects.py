@@ -71,7 +71,7 @@ class EffectService:
         """Check and write the effect of ``decision_id`` in a transaction of its own.
 
         ``observed``: the call's result as provenance checked it
-        (:meth:`~tether.service.provenance.ProvenanceService.observed_result`), written in the
+        (:meth:`~tether.service.provenance.ProvenanceService.checked_result`), written in the
         same transaction, after the effect. What the agent was shown is kept whatever becomes
         of the effect: an effect refused (its input, its decision, a second report) raises
         its refusal once the observation is written. A store failure writes neither."""

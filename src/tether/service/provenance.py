@@ -274,7 +274,9 @@ class ProvenanceService:
         The decisions on the chain's tasks wait for it."""
         queue = self._queue
         assert queue is not None, "queue_result() needs the store's group commit"
-        rows = self.checked_result(agent, grant_token, tool, dataset, result, decision_id)
+        rows, _recorded = self.checked_result(
+            agent, grant_token, tool, dataset, result, decision_id
+        )
         return queue.queue_observations(rows.entries, rows.at, rows.limit, rows.key)
 
     def checked_result(
@@ -285,25 +287,13 @@ class ProvenanceService:
         dataset: str | None,
         result: JSONValue,
         decision_id: str | None = None,
-    ) -> ObservedRows:
-        """What :meth:`queue_result` writes, checked and fingerprinted exactly as there
-        (raising what it raises), for a write queued with the call's effect
-        (:meth:`~tether.service.effects.EffectService.queue`): every part of the result in
-        one write, its untrusted rest first."""
-        return self.observed_result(agent, grant_token, tool, dataset, result, decision_id)[0]
-
-    def observed_result(
-        self,
-        agent: Workload,
-        grant_token: str,
-        tool: str,
-        dataset: str | None,
-        result: JSONValue,
-        decision_id: str | None = None,
     ) -> tuple[ObservedRows, Recorded]:
-        """:meth:`checked_result`, with what its rows record (what :meth:`observe_result`
-        answers), for an effect written with its call's observation in one transaction
-        (:meth:`~tether.service.effects.EffectService.report`)."""
+        """What :meth:`queue_result` writes, checked and fingerprinted exactly as there
+        (raising what it raises), for a write made with the call's effect
+        (:meth:`~tether.service.effects.EffectService.queue`, or
+        :meth:`~tether.service.effects.EffectService.report` in one transaction): every part
+        of the result in one write, its untrusted rest first; and what those rows record (what
+        :meth:`observe_result` answers)."""
         task, allowed = self._checked(agent, grant_token, tool, dataset, decision_id)
         pieces, recorded = self._fingerprinted(task, tool, dataset, result, allowed=allowed)
         rows = ObservedRows(
