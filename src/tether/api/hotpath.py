@@ -77,7 +77,7 @@ _encode_std: Final = json.JSONEncoder(
 
 def _encode(out: object) -> bytes:
     """The answer's JSON, written by orjson: the same document (members in the same order, no
-    spaces, UTF-8) in about a fifth of the time. An answer holds strings, integers, booleans and
+    spaces, UTF-8), several times faster. An answer holds strings, integers, booleans and
     nulls, never a float; what orjson refuses (a key that is not a string, an integer past 64
     bits) takes the standard library's path."""
     try:
