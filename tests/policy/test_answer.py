@@ -1,12 +1,15 @@
 """Asking Cedar cheaply: the direct entry answers as cedarpy's public function does, the folded
-outcome is remembered per subset, action and tool only, and a reload never answers with an
-outcome folded from the policies it replaced."""
+outcome is remembered per subset, action and tool only, a whole request asked before is answered
+without asking Cedar again (errorless answers, calls no observe-mode policy applies to, bounded),
+and a reload never answers with an outcome folded or remembered from the policies it replaced."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 import pytest
@@ -14,12 +17,12 @@ import pytest
 from tether.core.call import Call
 from tether.core.identity import Workload
 from tether.core.ids import TaskId
-from tether.core.scope import ActionKind
+from tether.core.scope import ActionKind, JSONValue
 from tether.core.task import Intent
 from tether.core.verdict import Decision, Obligation, ObligationKind, Reason, ReasonCode
 from tether.policy.answer import Cedar, CedarAnswer, answer_key, parse
 from tether.policy.engine import CedarPolicyEngine
-from tether.policy.index import FOLD_MEMO
+from tether.policy.index import DECIDED_CONTEXT_CHARS, DECIDED_MEMO, FOLD_MEMO, DecidedMemo
 from tether.service.ports import PolicyOutcome, PolicyRequest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
@@ -81,10 +84,15 @@ def test_the_key_drops_the_timings_and_nothing_else() -> None:
     assert answer_key(head + "}") == head + "}"
 
 
-def decide(engine: CedarPolicyEngine, tool: str, action: ActionKind) -> PolicyOutcome:
-    return engine.decide(
-        PolicyRequest(ANALYST, Call(tool, action), None, Intent("w", "p", "o"), TaskId("tsk_x"))
-    )
+def decide(
+    engine: CedarPolicyEngine,
+    tool: str,
+    action: ActionKind,
+    args: dict[str, JSONValue] | None = None,
+    agent: Workload = ANALYST,
+) -> PolicyOutcome:
+    call = Call(tool, action, None, args or {})
+    return engine.decide(PolicyRequest(agent, call, None, Intent("w", "p", "o"), TaskId("tsk_x")))
 
 
 def touch(path: Path, text: str) -> None:
@@ -159,3 +167,113 @@ def test_a_subset_remembers_a_bounded_number_of_outcomes() -> None:
         subset.remember(key, outcome)
     assert subset.folded(keys[0]) is None
     assert subset.folded(keys[1]) is outcome and subset.folded(keys[-1]) is outcome
+
+
+class CountingCedar(Cedar):
+    """The real Cedar, counting the requests it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def ask(self, request: Mapping[str, Any], policies: Any, entities: Any) -> str:
+        self.asked += 1
+        return super().ask(request, policies, entities)
+
+
+def counted(engine: CedarPolicyEngine, monkeypatch: pytest.MonkeyPatch) -> CountingCedar:
+    cedar = CountingCedar()
+    monkeypatch.setattr(engine, "_cedar", cedar)
+    return cedar
+
+
+def test_a_request_asked_before_is_answered_without_asking_cedar_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = CedarPolicyEngine.load(EXAMPLES)
+    cedar = counted(engine, monkeypatch)
+    first = decide(engine, "crm.query", ActionKind.READ)
+    assert first.decision is Decision.ALLOW, first.reasons
+    assert decide(engine, "crm.query", ActionKind.READ) == first
+    assert cedar.asked == 1
+    # Anything Cedar reads differs, and Cedar is asked: another agent, tool, action, context.
+    other = Workload.from_spiffe_id("spiffe://tether.local/agent/support")
+    decide(engine, "crm.query", ActionKind.READ, agent=other)
+    decide(engine, "shell.exec", ActionKind.EXECUTE)
+    assert cedar.asked == 3
+    to_example = decide(engine, "email.send", ActionKind.SEND, {"to": "a@example.com"})
+    to_elsewhere = decide(engine, "email.send", ActionKind.SEND, {"to": "a@elsewhere.org"})
+    assert cedar.asked == 5
+    assert to_example.decision is Decision.ALLOW
+    assert to_elsewhere.decision is Decision.DENY
+    # The same arguments again: remembered, each with its own outcome.
+    assert decide(engine, "email.send", ActionKind.SEND, {"to": "a@example.com"}) == to_example
+    assert decide(engine, "email.send", ActionKind.SEND, {"to": "a@elsewhere.org"}) == to_elsewhere
+    assert cedar.asked == 5
+
+
+def test_an_answer_with_errors_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = CedarPolicyEngine.load(EXAMPLES)
+    cedar = counted(engine, monkeypatch)
+    for _ in range(2):
+        # `<=` on a string: every transfer policy errors, and the call is denied.
+        outcome = decide(engine, "payments.transfer", ActionKind.SPEND, {"amount": "lots"})
+        assert outcome.decision is Decision.DENY
+        assert outcome.reasons[0].code is ReasonCode.POLICY_ERROR, outcome.reasons
+    assert cedar.asked == 2
+
+
+def test_a_call_an_observe_policy_applies_to_is_asked_and_observed_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = CedarPolicyEngine.load(EXAMPLES)
+    cedar = counted(engine, monkeypatch)
+    for _ in range(2):
+        outcome = decide(engine, "crm.update", ActionKind.WRITE, {"discount": 5})
+        assert [o.policy_id for o in outcome.observed] == ["discounts-over-3-need-review"]
+    # Each time: the enforcing policies, then the observe-mode ones.
+    assert cedar.asked == 4
+
+
+def test_a_reload_forgets_the_requests_asked_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(EXAMPLES, policy_dir)
+    engine = CedarPolicyEngine.load(policy_dir)
+    cedar = counted(engine, monkeypatch)
+    assert decide(engine, "email.send", ActionKind.SEND, {"to": "a@corp.test"}).decision is (
+        Decision.DENY
+    )
+    email = policy_dir / "email.cedar"
+    touch(email, email.read_text().replace('"*@example.com"', '"*@corp.test"'))
+    result = engine.check_for_changes()
+    assert result is not None and result.ok and result.changed
+    allowed = decide(engine, "email.send", ActionKind.SEND, {"to": "a@corp.test"})
+    assert allowed.decision is Decision.ALLOW, allowed.reasons
+    assert cedar.asked == 2
+
+
+def test_the_memo_of_requests_is_bounded() -> None:
+    memo = DecidedMemo()
+    outcome = decide(reads_anything(), "t0", ActionKind.READ)
+    keys = [DecidedMemo.key(ActionKind.READ, f"t{i}", "a", "") for i in range(DECIDED_MEMO + 1)]
+    for key in keys:
+        assert key is not None
+        memo.remember(key, outcome)
+    assert len(memo) == DECIDED_MEMO
+    assert keys[0] is not None and memo.get(keys[0]) is None
+    assert keys[-1] is not None and memo.get(keys[-1]) is outcome
+    # A context too long to keep is never remembered: asked every time.
+    assert DecidedMemo.key(ActionKind.READ, "t", "a", "x" * DECIDED_CONTEXT_CHARS) is not None
+    assert DecidedMemo.key(ActionKind.READ, "t", "a", "x" * (DECIDED_CONTEXT_CHARS + 1)) is None
+
+
+def test_a_long_context_is_asked_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = CedarPolicyEngine.load(EXAMPLES)
+    cedar = counted(engine, monkeypatch)
+    long_to = "a" * DECIDED_CONTEXT_CHARS + "@example.com"
+    for _ in range(2):
+        outcome = decide(engine, "email.send", ActionKind.SEND, {"to": long_to})
+        assert outcome.decision is Decision.ALLOW, outcome.reasons
+    assert cedar.asked == 2

@@ -63,7 +63,7 @@ from tether.policy.fold import (
     observe,
     policy_error,
 )
-from tether.policy.index import DEFAULT_CACHE_SIZE, CompiledSubset, PolicyIndex
+from tether.policy.index import DEFAULT_CACHE_SIZE, CompiledSubset, DecidedMemo, PolicyIndex
 from tether.policy.meta import Effect, PolicyMeta
 from tether.policy.reload import Fingerprint, ReloadResult, fingerprint
 from tether.policy.syntax import entity_uid
@@ -98,6 +98,7 @@ class PolicySnapshot:
     entities: Any  # an empty cedarpy.Entities handle, parsed once
     action_entities: Any  # the six action entities, for partial evaluation
     observe_index: PolicyIndex  # the observe-mode policies, evaluated after the decision
+    decided: DecidedMemo  # the outcome of each request asked before (see DecidedMemo)
 
     @property
     def revision(self) -> str:
@@ -112,6 +113,7 @@ class PolicySnapshot:
             cedarpy.Entities.from_json_str("[]"),
             cedarpy.Entities.from_json_str(_ACTION_ENTITIES),
             PolicyIndex(bundle.policies, cache_size, observed=True),
+            DecidedMemo(),
         )
 
 
@@ -201,10 +203,23 @@ class CedarPolicyEngine:
                     context = _context(request, subset.refs)
                 except Unrepresentable as exc:
                     return policy_error(f"{exc}; the call is denied")
-                raw = self._cedar.ask(
-                    _cedar_request(request, context), subset.evaluation, snapshot.entities
+                cedar_request = _cedar_request(request, context)
+                # The observe-mode policies compare their answer with the enforcing answer's
+                # text: a call they apply to asks Cedar every time.
+                memo = (
+                    DecidedMemo.key(
+                        call.action, call.tool, request.agent.id, cedar_request.get("context", "")
+                    )
+                    if _observes_nothing(snapshot, call.action, call.tool)
+                    else None
                 )
-                outcome = _fold_answer(raw, subset, call.action, call.tool)
+                found = snapshot.decided.get(memo) if memo is not None else None
+                if found is not None:
+                    return found
+                raw = self._cedar.ask(cedar_request, subset.evaluation, snapshot.entities)
+                outcome, errorless = _fold_answer(raw, subset, call.action, call.tool)
+                if memo is not None and errorless:
+                    snapshot.decided.remember(memo, outcome)
         except Exception:  # fail closed: no error path may allow
             _log.exception("policy.decide_failed", tool=call.tool, action=call.action.value)
             return policy_error("policy evaluation failed, so the call is denied")
@@ -388,19 +403,28 @@ def _facts(request: PolicyRequest) -> CallFacts:
     )
 
 
-def _fold_answer(raw: str, subset: CompiledSubset, action: ActionKind, tool: str) -> PolicyOutcome:
-    """Cedar's answer text folded, or the outcome the same answer folded into before."""
+def _fold_answer(
+    raw: str, subset: CompiledSubset, action: ActionKind, tool: str
+) -> tuple[PolicyOutcome, bool]:
+    """Cedar's answer text folded, or the outcome the same answer folded into before; and
+    whether the answer was errorless (only those are remembered)."""
     key = answer_key(raw)
     memo = (action, tool, key) if key is not None else None
     if memo is not None:
         found = subset.folded(memo)
         if found is not None:
-            return found
+            return found, True
     answer = parse(raw)
     outcome = fold(answer, subset, action, tool)
     if memo is not None and not answer.errors:
         subset.remember(memo, outcome)
-    return outcome
+    return outcome, not answer.errors
+
+
+def _observes_nothing(snapshot: PolicySnapshot, action: ActionKind, tool: str) -> bool:
+    """No observe-mode policy applies to ``action`` on ``tool``."""
+    index = snapshot.observe_index
+    return index.size == 0 or index.subset(action, tool).evaluation is None
 
 
 def _context(request: PolicyRequest, refs: ContextRefs) -> dict[str, CedarJSON]:
