@@ -23,6 +23,12 @@ single exchanges). Each gateway call does the whole job: SVID verify, grant toke
 reads, scope check, Cedar, the decision's audit write, the upstream call, the effect's audit write
 and the observation of the result (after the answer).
 
+The paths take turns call by call, so each call finds its processes' code and data pushed out of
+the CPU's caches by the other paths' processes (on this 2-core machine that costs a gateway about
+as much CPU again as its work). ``--block N`` has each path make N calls in a row before the next
+path's turn: still interleaved, still paired call by call, but a path's processes stay warm as
+they do when one gateway serves its agents' calls back to back. Quote both.
+
 Prints, per path, p50/p95/p99, the added latency (the median of the paired differences: each
 call minus the direct call to the same kind of upstream made in the same round), the ratio of
 the medians and the proxy process's CPU per call (``/proc``, every thread: less sensitive to a
@@ -42,8 +48,8 @@ gateway's CPU: wall time would charge a socket write for the other processes it 
 where the CPU goes without cProfile's own cost, sample a gateway (or serve) with ``py-spy record
 --pid`` instead.
 
-    .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--mode auto|legacy]
-        [--lean-only | --remote-only] [--baseline-src DIR] [--profile DIR]
+    .venv/bin/python bench/mcp_gateway.py [--calls 1000] [--warmup 100] [--block 1]
+        [--mode auto|legacy] [--lean-only | --remote-only] [--baseline-src DIR] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -338,9 +344,11 @@ async def measure(
     calls: int,
     warmup: int,
     mode: str,
+    block: int = 1,
 ) -> tuple[list[list[float]], list[float | None], list[float | None], list[str]]:
     """Times per path (ms), then CPU per call (ms) of each path's proxy and of its decision
-    service, and the protocol revision of each session."""
+    service, and the protocol revision of each session. Each path makes ``block`` calls in a
+    row before the next path's turn (1: the paths take turns call by call)."""
     upstream = {"Authorization": f"Bearer {TOKEN}"}
     async with AsyncExitStack() as stack:
         clients: list[Client] = []
@@ -369,18 +377,19 @@ async def measure(
         times: list[list[float]] = [[] for _ in paths]
         pids = [p.pid for p in paths] + [p.serve_pid for p in paths]
         cpu_start: list[float | None] = []
-        for i in range(warmup + calls):
-            if i == warmup:
+        for first in range(0, warmup + calls, block):
+            if first == warmup:
                 cpu_start = [None if pid is None else processes_cpu([pid]) for pid in pids]
-            args = {"text": f"call {i}"}
             for n, (path, client) in enumerate(zip(paths, clients, strict=True)):
-                start = time.perf_counter()
-                result = await client.call_tool(path.tool, args)
-                elapsed = time.perf_counter() - start
-                if result.is_error or result.content[0].text != args["text"]:  # type: ignore[union-attr]
-                    raise SystemExit(f"{path.label}: call failed: {result.content}")
-                if i >= warmup:
-                    times[n].append(elapsed * 1000)
+                for i in range(first, min(first + block, warmup + calls)):
+                    args = {"text": f"call {i}"}
+                    start = time.perf_counter()
+                    result = await client.call_tool(path.tool, args)
+                    elapsed = time.perf_counter() - start
+                    if result.is_error or result.content[0].text != args["text"]:  # type: ignore[union-attr]
+                        raise SystemExit(f"{path.label}: call failed: {result.content}")
+                    if i >= warmup:
+                        times[n].append(elapsed * 1000)
         cpu_end = [None if pid is None else processes_cpu([pid]) for pid in pids]
         cpu = [
             None if a is None or b is None else (b - a) * 1000 / calls
@@ -442,6 +451,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="calls each path makes in a row before the next path's turn (default 1: the paths "
+        "take turns call by call, so each call finds its processes' caches cooled by the others)",
+    )
+    parser.add_argument(
         "--mode",
         choices=("auto", "legacy"),
         default="auto",
@@ -474,6 +490,8 @@ def main() -> None:
     parser.add_argument("--serve-forward", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", nargs=5, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.block < 1 or options.warmup % options.block:
+        parser.error("--block must be at least 1 and divide --warmup")
     if options.serve_upstream:
         serve_upstream(options.serve_upstream)
         return
@@ -674,12 +692,13 @@ def main() -> None:
             ]
         load = os.getloadavg()[0]
         times, cpu, serve_cpu, versions = anyio.run(
-            measure, paths, svid, options.calls, options.warmup, options.mode
+            measure, paths, svid, options.calls, options.warmup, options.mode, options.block
         )
         load = max(load, os.getloadavg()[0])
 
     print(
-        f"tools/call on a trivial tool, loopback, {options.calls} calls per path, interleaved; "
+        f"tools/call on a trivial tool, loopback, {options.calls} calls per path, interleaved "
+        f"{'call by call' if options.block == 1 else f'in blocks of {options.block}'}; "
         f"protocol {', '.join(sorted(set(versions)))}; {os.cpu_count()} cores, load "
         f"average up to {load:.1f} during the run"
     )

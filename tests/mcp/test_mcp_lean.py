@@ -44,6 +44,7 @@ from mcp_harness import (
     text_of,
     write_config,
 )
+from mcp_types import JSONRPCResponse
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -57,7 +58,7 @@ from tether.core.task import Intent
 from tether.credentials.secrets import SecretStore
 from tether.mcp import Gateway, http_app, load_config, open_gateway
 from tether.mcp.callers import Caller
-from tether.mcp.lean import LeanStats
+from tether.mcp.lean import LeanStats, _answered
 from tether.runtime import Runtime, packaged_policies
 from tether.service.clock import ManualClock
 
@@ -499,3 +500,24 @@ def test_an_sse_answer_upstream_reaches_the_agent_with_its_log_message(tmp_path:
         runtime.close()
     assert not said.is_error and text_of(said) == "hello"
     assert heard == ["saying hello"]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"content": [{"type": "text", "text": "héllo \u2028 \U0001f600"}], "isError": False},
+        {"content": [], "structuredContent": {"n": 2**70, "x": None, "f": 1.5}},
+    ],
+    ids=["text", "past 64 bits"],
+)
+@pytest.mark.parametrize("request_id", [7, "r-1"])
+def test_a_lean_answer_is_the_message_the_sdks_model_writes(
+    result: dict[str, Any], request_id: int | str
+) -> None:
+    """The lean path writes its answer without the SDK's model: the same JSON-RPC message,
+    and what orjson refuses (an integer past 64 bits) still answered, through the model."""
+    written = _answered(request_id, result)
+    model = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+    assert json.loads(written) == json.loads(model.model_dump_json(by_alias=True))
+    assert json.loads(written) == {"jsonrpc": "2.0", "id": request_id, "result": result}
+    assert list(json.loads(written)) == ["jsonrpc", "id", "result"]

@@ -15,6 +15,7 @@ import anyio
 import httpx2
 import pytest
 from loopback import read_body, serve_asgi
+from mcp.shared.exceptions import MCPError
 from mcp_harness import MAIL, MAIL_TOKEN, Gw, connect, run, text_of
 from starlette.types import Receive, Scope, Send
 
@@ -265,3 +266,63 @@ def test_a_lean_request_cancelled_while_waiting_drops_its_connection() -> None:
             assert pool._idle == [] and pool.opened == 1
 
         run(scenario)
+
+
+#: Answers the test server gives (``ID`` is the request's id), and what the channel makes of
+#: each: the result object, or the error's (code, message). The common answer is read without
+#: the message union; everything else is validated by the union as before.
+ANSWERS: dict[str, tuple[str, object]] = {
+    "plain": ('{"jsonrpc":"2.0","id":ID,"result":{"content":[],"n":1}}', {"content": [], "n": 1}),
+    "extra member": ('{"jsonrpc":"2.0","id":ID,"result":{"n":1},"x":2}', {"n": 1}),
+    "past 64 bits": (
+        '{"jsonrpc":"2.0","id":ID,"result":{"n":1180591620717411303424}}',
+        {"n": 2**70},
+    ),
+    "an error": (
+        '{"jsonrpc":"2.0","id":ID,"error":{"code":-32000,"message":"boom"}}',
+        (-32000, "boom"),
+    ),
+    "another id": (
+        '{"jsonrpc":"2.0","id":"tether-99","result":{}}',
+        (-32700, "the answer is not the request's"),
+    ),
+    "a result not an object": (
+        '{"jsonrpc":"2.0","id":ID,"result":[1]}',
+        (-32700, "Failed to parse JSON response"),
+    ),
+    "another version": (
+        '{"jsonrpc":"1.0","id":ID,"result":{}}',
+        (-32700, "Failed to parse JSON response"),
+    ),
+    "not JSON": ("{", (-32700, "Failed to parse JSON response")),
+}
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+def test_the_channel_reads_each_answer_as_the_message_union_does(case: str) -> None:
+    template, expected = ANSWERS[case]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request_id = json.loads(await read_body(receive))["id"]
+        body = template.replace("ID", json.dumps(request_id)).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve_asgi(app) as base:
+
+        async def scenario() -> object:
+            async with httpx2.AsyncClient() as client:
+                lean = LeanHttp(f"{base}/mcp")
+                route = HttpRoute(client, f"{base}/mcp", SessionIdWatch(), lean)
+                channel = LeanChannel(Relay(lambda _m: None), None, "2025-11-25", route)
+                try:
+                    return await channel.request("tools/call", {"name": "x"}, 5)
+                except MCPError as error:
+                    return (error.error.code, error.error.message)
+                finally:
+                    lean.close()
+
+        assert run(scenario) == expected

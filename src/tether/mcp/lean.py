@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
+import orjson
 from mcp.server import Server
 from mcp.server.runner import modern_error_data
 from mcp.server.session import ServerSession
@@ -63,7 +64,7 @@ from mcp.shared.jsonrpc_dispatcher import (
     handler_exception_to_error_data,
     progress_token_from_params,
 )
-from mcp_types import ErrorData, JSONRPCError, JSONRPCRequest, JSONRPCResponse
+from mcp_types import ErrorData, JSONRPCError, JSONRPCRequest, JSONRPCResponse, RequestId
 from mcp_types import jsonrpc_message_adapter as _messages
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -230,17 +231,15 @@ class LeanFront:
             result = await self._answer(
                 caller_from_scope(scope), request.params, verdict.protocol_version
             )
-            answer: JSONRPCResponse | JSONRPCError = JSONRPCResponse(
-                jsonrpc="2.0", id=request.id, result=result
-            )
-            status = 200
         except Exception as error:
             data = modern_error_data(error)
-            answer = JSONRPCError(jsonrpc="2.0", id=request.id, error=data)
+            failed = JSONRPCError(jsonrpc="2.0", id=request.id, error=data)
+            # As the SDK's single-exchange entry writes it.
+            dumped = failed.model_dump(mode="json", by_alias=True, exclude_none=True)
             status = ERROR_CODE_HTTP_STATUS.get(data.code, 200)
-        # As the SDK's single-exchange entry writes it.
-        dumped = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
-        await _respond(send, status, json.dumps(dumped, separators=(",", ":")).encode(), ())
+            await _respond(send, status, json.dumps(dumped, separators=(",", ":")).encode(), ())
+            return
+        await _respond(send, 200, _answered(request.id, result), ())
 
     # -- 2025-06-18, 2025-11-25: a request on a live session -----------------------------------
 
@@ -288,18 +287,16 @@ class LeanFront:
         with _held(transport, self._idle_timeout):
             try:
                 result = await self._answer(caller, message.params, negotiated)
-                answer: JSONRPCResponse | JSONRPCError = JSONRPCResponse(
-                    jsonrpc="2.0", id=message.id, result=result
-                )
+                body_out = _answered(message.id, result)
             except Exception as error:
                 data = handler_exception_to_error_data(error)
                 if data is None:
                     # As the SDK's dispatcher answers a handler that raised (code 0).
                     log.exception("tools_call_failed")
                     data = ErrorData(code=0, message=str(error))
-                answer = JSONRPCError(jsonrpc="2.0", id=message.id, error=data)
-        # The message the SDK would send as the request's SSE event, as a JSON body.
-        body_out = answer.model_dump_json(by_alias=True, exclude_unset=True).encode()
+                failed = JSONRPCError(jsonrpc="2.0", id=message.id, error=data)
+                # The message the SDK would send as the request's SSE event, as a JSON body.
+                body_out = failed.model_dump_json(by_alias=True, exclude_unset=True).encode()
         await _respond(send, 200, body_out, ((b"mcp-session-id", session_id.encode()),))
 
 
@@ -357,6 +354,18 @@ def _replay(read: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def _answered(request_id: RequestId, result: dict[str, Any]) -> bytes:
+    """The JSON-RPC answer carrying ``result`` (a JSON object already shaped for the agent), as
+    compact JSON: the message the SDK's ``JSONRPCResponse`` writes, members in the same order,
+    written by orjson without building and dumping the model (a model's dump walks the whole
+    result a second time). What orjson refuses (an integer past 64 bits) goes the model's way."""
+    message = {"jsonrpc": "2.0", "id": request_id, "result": result}
+    try:
+        return orjson.dumps(message)
+    except orjson.JSONEncodeError:
+        return JSONRPCResponse.model_validate(message).model_dump_json(by_alias=True).encode()
 
 
 async def _respond(

@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 import httpx2
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx2 import EventSource
 from mcp.shared.exceptions import MCPError
@@ -276,10 +277,13 @@ class LeanChannel:
                 return _error(request_id, INVALID_REQUEST, "Session terminated")
             return _error(request_id, INTERNAL_ERROR, "Server returned an error response")
         if content_type.startswith("application/json"):
+            body = await response.aread()
+            with contextlib.suppress(orjson.JSONDecodeError):
+                answered = _plain_answer(orjson.loads(body), request_id)
+                if answered is not None:
+                    return answered
             try:
-                parsed = jsonrpc_message_adapter.validate_json(
-                    await response.aread(), by_name=False
-                )
+                parsed = jsonrpc_message_adapter.validate_json(body, by_name=False)
             except ValidationError:
                 return _error(request_id, PARSE_ERROR, "Failed to parse JSON response")
             return _answer(parsed, request_id)
@@ -295,6 +299,9 @@ class LeanChannel:
                 raw = json.loads(event.data)
             except ValueError:
                 continue
+            answered = _plain_answer(raw, request_id)
+            if answered is not None:
+                return answered
             if isinstance(raw, dict) and raw.get("id") == request_id and "method" not in raw:
                 try:
                     parsed = jsonrpc_message_adapter.validate_python(raw, by_name=False)
@@ -303,6 +310,27 @@ class LeanChannel:
                 return _answer(parsed, request_id)
             await self._relay.deliver(raw)
         raise MCPError(code=CONNECTION_CLOSED, message="the answer stream ended without an answer")
+
+
+def _plain_answer(parsed: Any, request_id: str) -> JSONRPCResponse | None:
+    """The answer ``parsed`` (decoded JSON) when it is the common one: an object with exactly
+    the members ``jsonrpc`` ("2.0"), ``id`` (``request_id``) and ``result`` (an object), which
+    is a ``JSONRPCResponse`` to this request as the message union validates it. ``None`` for
+    anything else (an error, a mismatched id, extra members), which the union then validates
+    and judges as before. The union's validation costs ~3 µs in a warm loop but ~30 µs in the
+    gateway, where its tables have left the CPU's caches between calls; these checks touch
+    only the parsed members, and the tool's result is validated in full as the agent's
+    ``CallToolResult`` (:func:`tether.mcp.results.for_agent`) either way."""
+    if (
+        type(parsed) is dict
+        and len(parsed) == 3
+        and parsed.get("jsonrpc") == "2.0"
+        and parsed.get("id") == request_id
+        and type(parsed.get("result")) is dict
+    ):
+        result = parsed["result"]
+        return JSONRPCResponse.model_construct(jsonrpc="2.0", id=request_id, result=result)
+    return None
 
 
 def _answer(parsed: Any, request_id: str) -> Answer:
