@@ -102,7 +102,11 @@ def for_agent(result: dict[str, Any], protocol_version: str) -> dict[str, Any]:
     agent's protocol revision and sieved to it by the SDK (``mcp_types.methods``), less the
     upstream's protocol ``_meta``. Raises ``pydantic.ValidationError`` for a result that is
     not a valid ``CallToolResult``."""
-    if protocol_version in MODERN_PROTOCOL_VERSIONS:
+    modern = protocol_version in MODERN_PROTOCOL_VERSIONS
+    plain = _text_only(result, modern)
+    if plain is not None:
+        return plain
+    if modern:
         # The upstream session speaks a handshake revision, whose results are all complete.
         result = {**result, "resultType": "complete"}
     shaped = methods.serialize_server_result("tools/call", protocol_version, result)
@@ -113,6 +117,40 @@ def for_agent(result: dict[str, Any], protocol_version: str) -> dict[str, Any]:
             shaped["_meta"] = kept
         else:
             del shaped["_meta"]
+    return shaped
+
+
+def _text_only(result: dict[str, Any], modern: bool) -> dict[str, Any] | None:
+    """What the SDK's check and sieve (``methods.serialize_server_result``) make of the most
+    common result, text content alone: ``content`` a list of objects each with exactly
+    ``type`` ("text") and ``text`` (a string), and at most a boolean ``isError`` beside it
+    (and ``resultType``, which the SDK drops on a handshake revision and :func:`for_agent`
+    replaces on a modern one). The same object, members
+    in the SDK's order; ``None`` for any other result, which the SDK checks. In a warm loop the
+    SDK's check costs ~4.5 µs, in the gateway ~100 µs: its validator's tables leave the CPU's
+    caches between calls. A test holds the two to the same answer on every revision."""
+    content = result.get("content")
+    if type(content) is not list:
+        return None
+    for key in result:
+        if key != "content" and key != "isError" and key != "resultType":
+            return None
+    is_error = result.get("isError", False)
+    if type(is_error) is not bool:
+        return None
+    items: list[dict[str, Any]] = []
+    for item in content:
+        if type(item) is not dict or len(item) != 2 or item.get("type") != "text":
+            return None
+        text = item.get("text")
+        if type(text) is not str:
+            return None
+        items.append({"text": text, "type": "text"})
+    shaped: dict[str, Any] = {"content": items}
+    if "isError" in result:
+        shaped["isError"] = is_error
+    if modern:
+        shaped["resultType"] = "complete"
     return shaped
 
 
