@@ -12,7 +12,9 @@ the schema: policies were validated against it at load, and request validation w
 arguments the schema does not declare. Cedar's answer is folded into allow, deny or
 approval_required by :mod:`tether.policy.fold`. Cedar is asked through
 :mod:`tether.policy.answer`, which returns its answer as text; an answer seen before for the
-same subset, action and tool is not parsed and folded again (the subset remembers the outcome).
+same subset, action and tool is not parsed and folded again (the subset remembers the outcome),
+and a whole request asked before is not put to Cedar again (the snapshot remembers its outcome,
+:class:`~tether.policy.index.DecidedMemo`; not for a call an observe-mode policy applies to).
 Nothing here raises on a well-formed request: every failure denies with its cause.
 
 Observe-mode policies (``@mode("observe")``, ``*.observe.cedar``) are indexed apart and evaluated

@@ -19,7 +19,8 @@ a policy names, plus six; it is bounded anyway (oldest entries dropped first).
 Each subset also remembers, per (action, tool), the outcome each of Cedar's answers folded into
 (:func:`tether.policy.answer.answer_key`; at most :data:`FOLD_MEMO` of them, errorless answers
 only). It lives and dies with the subset, so with the snapshot: a reload never sees an outcome
-folded from the policies it replaced.
+folded from the policies it replaced. A snapshot also remembers the outcome of each whole request
+asked before (:class:`DecidedMemo`), so a request asked again is not put to Cedar at all.
 
 Observe-mode policies (``@mode("observe")``) are never in the enforcing index: a snapshot keeps
 them in a second index (``observed=True``) whose subsets evaluate every policy as a permit, so
@@ -31,7 +32,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import cedarpy
 
@@ -51,6 +52,34 @@ DECIDED_MEMO: Final = 4096
 DECIDED_CONTEXT_CHARS: Final = 2048
 #: (action, tool, agent, the context's JSON text or "" for none)
 DecidedKey = tuple[ActionKind, str, str, str]
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedMemo(Generic[K, V]):
+    """Values remembered by key, at most ``size`` of them, the oldest dropped first. Reads take
+    no lock; writes take one, so threads deciding at once never lose the bound."""
+
+    __slots__ = ("_lock", "_size", "_values")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: dict[K, V] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        return self._values.get(key)
+
+    def remember(self, key: K, value: V) -> None:
+        with self._lock:
+            while len(self._values) >= self._size:
+                del self._values[next(iter(self._values))]
+            self._values[key] = value
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def _policy_set(entries: Iterable[tuple[str, str]]) -> Any:
@@ -88,7 +117,7 @@ class CompiledSubset:
         )
         self._preview: Any = None
         self._lock = threading.Lock()
-        self._folded: dict[FoldKey, PolicyOutcome] = {}
+        self._folded: BoundedMemo[FoldKey, PolicyOutcome] = BoundedMemo(FOLD_MEMO)
 
     @property
     def is_empty(self) -> bool:
@@ -110,17 +139,14 @@ class CompiledSubset:
 
     def remember(self, key: FoldKey, outcome: PolicyOutcome) -> None:
         """Remember ``outcome`` for ``key``, dropping the oldest beyond :data:`FOLD_MEMO`."""
-        with self._lock:
-            while len(self._folded) >= FOLD_MEMO:
-                del self._folded[next(iter(self._folded))]
-            self._folded[key] = outcome
+        self._folded.remember(key, outcome)
 
     @property
     def permit_count(self) -> int:
         return sum(1 for p in self.policies if p.effect is Effect.PERMIT)
 
 
-class DecidedMemo:
+class DecidedMemo(BoundedMemo[DecidedKey, PolicyOutcome]):
     """The outcome each whole Cedar request folded into, for one snapshot's enforcing policies.
 
     tether's Cedar request holds no entities and reads nothing but its principal, action,
@@ -132,11 +158,10 @@ class DecidedMemo:
     requests (oldest dropped first), each with a context of at most
     :data:`DECIDED_CONTEXT_CHARS` characters, and only errorless answers."""
 
-    __slots__ = ("_lock", "_outcomes")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._outcomes: dict[DecidedKey, PolicyOutcome] = {}
-        self._lock = threading.Lock()
+        super().__init__(DECIDED_MEMO)
 
     @staticmethod
     def key(action: ActionKind, tool: str, agent: str, context: str) -> DecidedKey | None:
@@ -144,18 +169,6 @@ class DecidedMemo:
         if len(context) > DECIDED_CONTEXT_CHARS:
             return None
         return (action, tool, agent, context)
-
-    def get(self, key: DecidedKey) -> PolicyOutcome | None:
-        return self._outcomes.get(key)
-
-    def remember(self, key: DecidedKey, outcome: PolicyOutcome) -> None:
-        with self._lock:
-            while len(self._outcomes) >= DECIDED_MEMO:
-                del self._outcomes[next(iter(self._outcomes))]
-            self._outcomes[key] = outcome
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
 
 
 class PolicyIndex:
