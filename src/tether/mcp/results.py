@@ -125,10 +125,10 @@ def _text_only(result: dict[str, Any], modern: bool) -> dict[str, Any] | None:
     common result, text content alone: ``content`` a list of objects each with exactly
     ``type`` ("text") and ``text`` (a string), and at most a boolean ``isError`` beside it
     (and ``resultType``, which the SDK drops on a handshake revision and :func:`for_agent`
-    replaces on a modern one). The same object, members
-    in the SDK's order; ``None`` for any other result, which the SDK checks. In a warm loop the
-    SDK's check costs ~4.5 µs, in the gateway ~100 µs: its validator's tables leave the CPU's
-    caches between calls. A test holds the two to the same answer on every revision."""
+    replaces on a modern one). The same object, members in the SDK's order; ``None`` for any
+    other result, which the SDK checks. In a warm loop the SDK's check costs ~4.5 µs, in the
+    gateway ~100 µs: its validator's tables leave the CPU's caches between calls. A test holds
+    the two to the same answer on every revision."""
     content = result.get("content")
     if type(content) is not list:
         return None
